@@ -1,0 +1,100 @@
+"""Named exceptions of agent-replay. Each one says what happened, the input, and the fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ReplayError(Exception):
+    """Base class of every error agent-replay raises on purpose."""
+
+
+class InvalidStopReasonError(ReplayError, ValueError):
+    """A stop reason that is neither in the taxonomy nor a lowercase user-defined name."""
+
+    def __init__(self, reason: Any) -> None:
+        from replay.models import STOP_REASONS
+
+        self.reason = reason
+        super().__init__(
+            f"invalid stop reason {reason!r}: use one of {', '.join(STOP_REASONS)} "
+            "or your own lowercase name matching [a-z][a-z0-9_]* (e.g. 'quota_hit')"
+        )
+
+
+class RunNotFoundError(ReplayError, LookupError):
+    """No run with that id in the store."""
+
+    def __init__(self, run_id: str, store: str, count: int) -> None:
+        self.run_id, self.store, self.count = run_id, store, count
+        super().__init__(
+            f"no run {run_id!r} in {store} ({count} runs; list them with `replay runs`)"
+        )
+
+
+class SchemaVersionError(ReplayError):
+    """The database was written by a newer agent-replay than this one."""
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        self.path, self.found, self.supported = path, found, supported
+        super().__init__(
+            f"{path} has schema {found}; this agent-replay reads up to {supported}: upgrade it "
+            "(pip install -U agent-replay)"
+        )
+
+
+class StoreError(ReplayError):
+    """The store cannot be opened or used (not SQLite, locked, unreadable)."""
+
+
+class CassetteDecodeError(ReplayError, ValueError):
+    """A cassette file that cannot be read: not JSON, wrong version, or a field that is wrong."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+class EntrypointError(ReplayError):
+    """The recorded agent entrypoint cannot be imported or called."""
+
+
+class UnrecordedCall(ReplayError):
+    """Raised inside a replayed agent for a tool call the recording has no answer for."""
+
+    def __init__(self, tool: str, args_sha: str, recorded: list[str], message: str | None = None) -> None:
+        self.tool, self.args_sha, self.recorded = tool, args_sha, recorded
+        if message is None:
+            if recorded:
+                listing = ", ".join(recorded[:10]) + (" …" if len(recorded) > 10 else "")
+                message = (
+                    f"unrecorded call {tool}(args_sha={args_sha}): the recording has "
+                    f"{len(recorded)} call(s) of {tool} with args_sha {listing}; "
+                    f"pass stubs={{{tool!r}: fn}} to answer it, or re-record the run"
+                )
+            else:
+                message = (
+                    f"unrecorded call {tool}(args_sha={args_sha}): the recording has no call of {tool}; "
+                    f"pass stubs={{{tool!r}: fn}} to answer it, or re-record the run"
+                )
+        super().__init__(message)
+
+
+class RecordedToolError(ReplayError):
+    """A recorded tool error whose original exception class could not be rebuilt."""
+
+    def __init__(self, error: str, message: str) -> None:
+        self.error, self.message = error, message
+        super().__init__(f"{error}: {message}" if message else error)
+
+
+class StopRun(ReplayError):
+    """Raised inside the agent when a guard ends the run (max_steps, loop_detected, budget, timeout)."""
+
+    def __init__(self, stop_reason: str, detail: str = "") -> None:
+        self.stop_reason, self.detail = stop_reason, detail
+        super().__init__(f"run stopped: {stop_reason}" + (f" ({detail})" if detail else ""))
+
+
+class DropEvent(Exception):
+    """Raised by a processor to skip an event (structlog's convention)."""

@@ -1,0 +1,212 @@
+"""Canonical JSON and the 24-hex `sha` that every args_sha and output_sha is made of.
+
+For plain JSON, `canonical_json(obj)` is byte-identical to
+``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` so hashes join with
+hand-rolled loggers that follow the seed's ``sha()``. Non-JSON values are encoded the same way
+everywhere (see `to_jsonable`).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import hashlib
+import json
+import pathlib
+import re
+import uuid
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "BYTES_TAG",
+    "canonical_bytes",
+    "canonical_json",
+    "freeze",
+    "sha",
+    "sha_of_canonical",
+    "thaw",
+    "to_jsonable",
+]
+
+BYTES_TAG = "$bytes"
+
+_dumps = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
+).encode
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _fmt_path(path: tuple[Any, ...]) -> str:
+    out = "args"
+    for p in path:
+        out += f"[{json.dumps(p, ensure_ascii=False)}]" if isinstance(p, str) else f"[{p!r}]"
+    return out
+
+
+def _encode_leaf(obj: Any) -> Any:
+    """Encode one non-JSON value; returns NotImplemented when the type is unsupported."""
+    if isinstance(obj, _dt.datetime | _dt.date | _dt.time):
+        return obj.isoformat()
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return {BYTES_TAG: base64.b64encode(bytes(obj)).decode("ascii")}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, decimal.Decimal | uuid.UUID | pathlib.PurePath):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    dump = getattr(obj, "model_dump", None)
+    if dump is not None and callable(dump):
+        return dump(mode="json")
+    if isinstance(obj, _dt.timedelta):
+        return obj.total_seconds()
+    return NotImplemented
+
+
+def to_jsonable(obj: Any, _path: tuple[Any, ...] = ()) -> Any:
+    """Return `obj` as plain JSON values (dict, list, str, int, float, bool, None).
+
+    datetime/date -> ISO 8601, bytes -> ``{"$bytes": base64}``, set/frozenset -> sorted list,
+    tuple -> list, Decimal/UUID/Path -> str, Enum -> value, dataclass -> its fields,
+    pydantic model -> ``model_dump(mode="json")``.
+
+    Raises:
+        TypeError: for an unsupported type, naming the type and where it sits (``args["items"][3]``).
+    """
+    if isinstance(obj, _SCALARS):
+        if isinstance(obj, enum.Enum):  # IntEnum / StrEnum are also int / str
+            return to_jsonable(obj.value, _path)
+        return obj
+    if isinstance(obj, dict):
+        out: dict[Any, Any] = {}
+        for k, v in obj.items():
+            if not isinstance(k, _SCALARS):
+                k = to_jsonable(k, _path + (k,))
+                if not isinstance(k, _SCALARS):
+                    raise TypeError(
+                        f"unsupported dict key of type {type(k).__name__} at {_fmt_path(_path)}"
+                    )
+            out[k] = to_jsonable(v, _path + (k,))
+        # Non-str keys become the strings json writes for them, then sort as strings: a recorded
+        # value is frozen to JSON and thawed before hashing, so this is the only order both sides see.
+        if not all(isinstance(k, str) for k in out):
+            out = {_key_str(k): v for k, v in out.items()}
+        return out
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v, _path + (i,)) for i, v in enumerate(obj)]
+    if isinstance(obj, set | frozenset):
+        items = [to_jsonable(v, _path + (i,)) for i, v in enumerate(obj)]
+        try:
+            return sorted(items)
+        except TypeError:
+            return sorted(items, key=lambda v: _dumps(v))
+    enc = _encode_leaf(obj)
+    if enc is NotImplemented:
+        raise TypeError(
+            f"cannot hash a value of type {type(obj).__module__}.{type(obj).__qualname__} "
+            f"at {_fmt_path(_path)}: convert it to JSON-able data (dict, list, str, number) "
+            "or a dataclass / pydantic model"
+        )
+    return to_jsonable(enc, _path)
+
+
+def _key_str(k: Any) -> str:
+    if isinstance(k, str):
+        return k
+    return json.dumps(k) if not isinstance(k, float) else float.__repr__(k)
+
+
+def canonical_json(obj: Any) -> str:
+    """The canonical JSON text of `obj` (sorted keys, no spaces, UTF-8 kept)."""
+    return _dumps(to_jsonable(obj))
+
+
+# orjson writes some floats differently from Python's repr (1e16 vs 1e+16, 0.00001 vs 1e-05).
+# Every float token in its output follows ':', ',' or '[', so this finds each one that could differ;
+# a false hit inside a string only costs the slower path.
+_RISKY_NUMBER = re.compile(rb"(?<=[:,\[])-?\d+(?:\.\d+)?[eE]|(?<=[:,\[])-?0\.0000")
+
+
+_LONG_INT = re.compile(rb"(?<=[:,\[])-?\d{19}")
+
+
+def canonical_bytes(plain: Any) -> bytes:
+    """Canonical JSON of already-plain JSON values as UTF-8 bytes, via orjson where byte-identical.
+
+    Falls back to `json` for floats orjson formats differently, ints beyond 64 bits, and
+    non-str keys, so the result always equals ``canonical_json(plain).encode()``.
+    """
+    try:
+        out = orjson.dumps(plain, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return canonical_json(plain).encode("utf-8", "surrogatepass")
+    if _RISKY_NUMBER.search(out) is None:
+        return out
+    return canonical_json(plain).encode("utf-8", "surrogatepass")
+
+
+def sha_of_canonical(text: str | bytes) -> str:
+    """The 24-hex hash of an already canonical JSON text."""
+    if isinstance(text, str):
+        text = text.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(text).hexdigest()[:24]
+
+
+def sha(obj: Any) -> str:
+    """``sha256(canonical_json(obj))[:24]``, the seed's ``sha()`` for plain JSON."""
+    return hashlib.sha256(canonical_json(obj).encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def thaw(frozen: bytes) -> Any:
+    """Parse a `freeze`d value back into plain JSON values."""
+    # orjson reads integers beyond 64 bits as floats: let json read those exactly.
+    if _LONG_INT.search(frozen) is None:
+        try:
+            return orjson.loads(frozen)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(frozen)
+
+
+def freeze(obj: Any) -> bytes:
+    """An immutable JSON copy of `obj`, cheap enough for the agent's hot path.
+
+    Raises:
+        TypeError: the value holds a type that cannot be encoded (see `to_jsonable`).
+    """
+    frozen = snapshot_bytes(obj)
+    if frozen is None:
+        frozen = _dumps(to_jsonable(obj)).encode("utf-8", "surrogatepass")
+    return frozen
+
+
+def _orjson_default(obj: Any) -> Any:
+    if isinstance(obj, set | frozenset):
+        return to_jsonable(obj)
+    enc = _encode_leaf(obj)
+    if enc is NotImplemented:
+        raise TypeError(type(obj).__qualname__)
+    return enc
+
+
+# No OPT_NON_STR_KEYS: such dicts take the `to_jsonable` path so key strings match it exactly.
+_SNAP_OPTS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def snapshot_bytes(obj: Any) -> bytes | None:
+    """A cheap immutable copy of `obj` taken on the agent's hot path (orjson, ~4x json.dumps).
+
+    Not canonical: it only freezes the value so later mutation by the agent cannot change what is
+    recorded. Returns None when orjson cannot represent the value faithfully (big ints, unusual
+    types); the caller then falls back to `to_jsonable`.
+    """
+    try:
+        return orjson.dumps(obj, default=_orjson_default, option=_SNAP_OPTS)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
