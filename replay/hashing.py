@@ -27,6 +27,7 @@ __all__ = [
     "canonical_bytes",
     "canonical_json",
     "freeze",
+    "freeze_lenient",
     "sha",
     "sha_of_canonical",
     "thaw",
@@ -116,6 +117,36 @@ def to_jsonable(obj: Any, _path: tuple[Any, ...] = ()) -> Any:
     return to_jsonable(enc, _path)
 
 
+UNSERIALIZABLE_TAG = "$unserializable"
+
+
+def freeze_lenient(obj: Any) -> tuple[bytes, str | None]:
+    """`freeze`, but a value of an unsupported type becomes ``{"$unserializable": "mod.Type"}``.
+
+    Returns the frozen bytes and the TypeError message of the first unsupported value (or None),
+    so the recorder can warn once and keep recording instead of breaking the agent.
+    """
+    try:
+        return freeze(obj), None
+    except TypeError as exc:
+        return _dumps(_lenient(obj)).encode("utf-8", "surrogatepass"), str(exc)
+
+
+def _lenient(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {(_key_str(k) if isinstance(k, _SCALARS) else repr(type(k))): _lenient(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_lenient(v) for v in obj]
+    try:
+        return to_jsonable(obj)
+    except TypeError:
+        pass
+    enc = _encode_leaf(obj) if not isinstance(obj, _SCALARS) else obj
+    if enc is NotImplemented:
+        return {UNSERIALIZABLE_TAG: f"{type(obj).__module__}.{type(obj).__qualname__}"}
+    return _lenient(enc)
+
+
 def _key_str(k: Any) -> str:
     if isinstance(k, str):
         return k
@@ -128,12 +159,12 @@ def canonical_json(obj: Any) -> str:
 
 
 # orjson writes some floats differently from Python's repr (1e16 vs 1e+16, 0.00001 vs 1e-05).
-# Every float token in its output follows ':', ',' or '[', so this finds each one that could differ;
+# Every float token in its output starts the text or follows ':', ',' or '[', so this finds each one that could differ;
 # a false hit inside a string only costs the slower path.
-_RISKY_NUMBER = re.compile(rb"(?<=[:,\[])-?\d+(?:\.\d+)?[eE]|(?<=[:,\[])-?0\.0000")
+_RISKY_NUMBER = re.compile(rb"(?<![^:,\[])-?(?:\d+(?:\.\d+)?[eE]|0\.0000)")
 
 
-_LONG_INT = re.compile(rb"(?<=[:,\[])-?\d{19}")
+_LONG_INT = re.compile(rb"(?<![^:,\[])-?\d{19}")
 
 
 def canonical_bytes(plain: Any) -> bytes:

@@ -139,6 +139,9 @@ class Run(BaseModel):
     pinned: bool = False
     expires_at: int | None = None
     replay_of: str | None = None
+    #: how replay calls the entrypoint: "bound" -> fn(**input) (the decorator's bound arguments),
+    #: "value" -> fn(input) (``rec.run(name, input=value)``)
+    call_style: Literal["bound", "value"] = "bound"
     host: str = Field(default_factory=lambda: os.uname().nodename if hasattr(os, "uname") else "")
 
     @field_validator("stop_reason")

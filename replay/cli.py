@@ -1,0 +1,477 @@
+"""The `replay` command line: thin shells over the library.
+
+Exit codes: 0 ok, 1 a replay diverged / an alert fired / scan found something, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from replay._cli_util import BadInput, db_option, echo_json, fmt_ms, fmt_ts, json_option, open_store, table
+from replay.errors import CassetteDecodeError, EntrypointError, ReplayError, RunNotFoundError
+
+__all__ = ["cli"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="agent-replay", prog_name="replay")
+def cli() -> None:
+    """Record, replay and diff the runs of tool-calling AI agents.
+
+    Example:
+
+        replay demo && replay runs && replay show RUN_ID
+    """
+
+
+def _since_ms(since: str | None) -> int | None:
+    if since is None:
+        return None
+    from replay.stats import InvalidDurationError, parse_duration
+
+    try:
+        return int(time.time() * 1000) - parse_duration(since, "--since")
+    except InvalidDurationError as exc:
+        raise BadInput(str(exc)) from exc
+
+
+def _get_run(store: Any, run_id: str) -> Any:
+    try:
+        return store.find_run(run_id)
+    except RunNotFoundError as exc:
+        raise BadInput(str(exc)) from exc
+    except ReplayError as exc:
+        raise BadInput(str(exc)) from exc
+
+
+# ---- runs / show ----------------------------------------------------------------------------
+
+
+@cli.command()
+@db_option
+@click.option("--agent", default=None, help="Only runs of this agent.")
+@click.option("--stop-reason", default=None, help="Only runs that stopped for this reason.")
+@click.option("--since", default=None, help="Only runs started this long ago (90s, 10m, 24h, 7d).")
+@click.option("--limit", default=50, show_default=True, help="At most this many runs, newest first.")
+@click.option("--replays", is_flag=True, help="Include replayed runs (replay_of set).")
+@json_option
+def runs(db: str, agent: str | None, stop_reason: str | None, since: str | None, limit: int,
+         replays: bool, as_json: bool) -> None:
+    """List recorded runs, newest first.
+
+    Example:
+
+        replay runs --agent support-agent --stop-reason loop_detected --since 24h
+    """
+    store = open_store(db)
+    try:
+        found = store.runs(agent=agent, stop_reason=stop_reason, since_ms=_since_ms(since), limit=limit,
+                           include_replays=replays)
+        total = store.count_runs()
+    finally:
+        store.close()
+    if as_json:
+        echo_json([r.model_dump(mode="json", exclude={"input", "output"}) for r in found])
+        return
+    if not found:
+        click.echo(f"no runs match in {db} ({total} runs in all)")
+        return
+    rows = []
+    for r in found:
+        rows.append([
+            r.run_id, r.agent, fmt_ts(r.started_ms), r.stop_reason or "(running)", str(r.tool_calls),
+            fmt_ms(r.latency_ms), str(r.usage.tokens_in + r.usage.tokens_out), f"${r.usage.cost_usd:.4f}",
+            "pinned" if r.pinned else "",
+        ])
+    click.echo(table(["run_id", "agent", "started (UTC)", "stop_reason", "tools", "latency", "tokens", "spend", ""],
+                     rows, right={4, 5, 6, 7}))
+
+
+def _short(sha: str | None, full: bool) -> str:
+    if not sha:
+        return "-"
+    return sha if full else sha[:12]
+
+
+@cli.command()
+@click.argument("run_id")
+@db_option
+@click.option("--full", is_flag=True, help="Show whole 24-hex hashes.")
+@json_option
+def show(run_id: str, db: str, full: bool, as_json: bool) -> None:
+    """The timeline of one run: what it called, with what, what came back, which versions, why it stopped.
+
+    RUN_ID may be a unique prefix.
+
+    Example:
+
+        replay show r_01jd2k8...
+    """
+    store = open_store(db)
+    try:
+        run = _get_run(store, run_id)
+        events = store.events(run.run_id)
+    finally:
+        store.close()
+    if as_json:
+        echo_json({"run": run.model_dump(mode="json"), "events": [e.model_dump(mode="json") for e in events]})
+        return
+    steps = [e for e in events if e.kind in ("tool_result", "model_result")]
+    versions = " ".join(f"{k}={v}" for k, v in sorted(run.versions.items())) or "(none recorded)"
+    u = run.usage
+    out = [
+        f"run {run.run_id}  agent {run.agent}" + (f"  (replay of {run.replay_of})" if run.replay_of else ""),
+        f"entrypoint  {run.entrypoint or '-'}",
+        f"versions    {versions}",
+        f"started     {fmt_ts(run.started_ms)} UTC  latency {fmt_ms(run.latency_ms)}",
+        f"input       sha {_short(run.input_sha, full)}   output sha {_short(run.output_sha, full)}",
+        f"usage       {u.tokens_in} tokens in, {u.tokens_out} out, ${u.cost_usd:.4f}, {run.tool_calls} tool calls",
+        "",
+    ]
+    rows = []
+    for e in steps:
+        indent = "  " if e.parent_step_id is not None else ""
+        rows.append([
+            str(e.step_id), "model" if e.kind == "model_result" else "tool", indent + (e.tool or "-"),
+            _short(e.args_sha, full), e.status or "-", e.error or "", str(e.duration_ms or 0),
+            _short(e.output_sha, full),
+        ])
+    if rows:
+        out.append(table(["step", "kind", "tool", "args_sha", "status", "error", "ms", "output_sha"], rows,
+                         right={0, 6}))
+    else:
+        out.append("(no tool or model calls)")
+    repeats: dict[tuple[str | None, str | None], list[int]] = {}
+    for e in steps:
+        repeats.setdefault((e.tool, e.args_sha), []).append(e.step_id or 0)
+    dup = [(k, v) for k, v in repeats.items() if len(v) > 1]
+    if dup:
+        out.append("")
+        for (tool, sha), ids in dup:
+            out.append(f"repeated    {tool} with the same args {len(ids)}x (steps {', '.join(map(str, ids))})")
+    out += ["", f"stop        {run.stop_reason or '(no stop event yet: still running, or the process died)'}"]
+    click.echo("\n".join(out))
+
+
+# ---- retention ------------------------------------------------------------------------------
+
+
+@cli.command()
+@db_option
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@json_option
+def prune(db: str, dry_run: bool, as_json: bool) -> None:
+    """Delete expired runs, events and snapshots (pinned runs never expire).
+
+    Example:
+
+        replay prune --dry-run
+    """
+    store = open_store(db)
+    try:
+        res = store.prune(dry_run=dry_run)
+    finally:
+        store.close()
+    data = {"runs": res.runs, "events": res.events, "snapshots": res.snapshots, "dry_run": dry_run}
+    if as_json:
+        echo_json(data)
+        return
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {res.runs} runs, {res.events} events, {res.snapshots} snapshots from {db}")
+
+
+@cli.command()
+@click.argument("run_id")
+@db_option
+@click.option("--unpin", is_flag=True, help="Let the run expire again.")
+def pin(run_id: str, db: str, unpin: bool) -> None:
+    """Keep a run (an incident) forever: prune never deletes it.
+
+    Example:
+
+        replay pin r_01jd2k8...
+    """
+    store = open_store(db)
+    try:
+        run = _get_run(store, run_id)
+        store.pin(run.run_id, not unpin)
+    finally:
+        store.close()
+    click.echo(f"{'unpinned' if unpin else 'pinned'} {run.run_id}")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@db_option
+@json_option
+def scan(paths: tuple[str, ...], db: str, as_json: bool) -> None:
+    """Look for anything the redaction rules would catch in stores and cassettes.
+
+    PATHS are SQLite stores, JSON cassettes or folders of cassettes (default: the store and
+    ./cassettes). Exit 1 with the place of each hit; the value itself is never printed.
+
+    Example:
+
+        replay scan cassettes/ replay.db
+    """
+    from replay.processors import scan_json_file, scan_sqlite
+
+    targets = list(paths) or [p for p in (db, "cassettes") if os.path.exists(p)]
+    if not targets:
+        raise BadInput("nothing to scan: name a store or cassette files (replay scan cassettes/ replay.db)")
+    files: list[Path] = []
+    for t in targets:
+        p = Path(t)
+        if not p.exists():
+            raise BadInput(f"{t}: no such file or folder")
+        files.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
+    hits = []
+    for f in files:
+        with open(f, "rb") as fh:
+            is_sqlite = fh.read(16) == b"SQLite format 3\x00"
+        hits.extend(scan_sqlite(f) if is_sqlite else scan_json_file(f))
+    if as_json:
+        echo_json([{"file": str(h.file), "location": h.location, "rule": h.rule} for h in hits])
+    else:
+        for h in hits:
+            click.echo(f"{h.file}: {h.location}: {h.rule}")
+        click.echo(f"scanned {len(files)} file(s): {len(hits)} hit(s)", err=bool(hits))
+    if hits:
+        sys.exit(1)
+
+
+# ---- cassettes ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("run_id")
+@db_option
+@click.option("-o", "--out", "out_dir", default="cassettes", show_default=True, type=click.Path(file_okay=False),
+              help="Folder to write <run_id>.json into.")
+@click.option("--force", is_flag=True, help="Overwrite an existing cassette that differs.")
+@click.option("--test", "test_dir", default=None, type=click.Path(file_okay=False),
+              help="Also write a ready incident test into this folder.")
+def export(run_id: str, db: str, out_dir: str, force: bool, test_dir: str | None) -> None:
+    """Write a run as a self-contained, redacted cassette (and pin it in the store).
+
+    Example:
+
+        replay export r_01jd2k8... --test tests/incidents
+    """
+    from replay.cassette import cassette_from_store, write_cassette
+
+    store = open_store(db)
+    try:
+        run = _get_run(store, run_id)
+        cas = cassette_from_store(store, run.run_id)
+        path = Path(out_dir) / f"{run.run_id}.json"
+        try:
+            write_cassette(cas, path, force=force)
+        except FileExistsError as exc:
+            raise BadInput(str(exc)) from exc
+        store.pin(run.run_id, True)
+    finally:
+        store.close()
+    click.echo(f"wrote {path} (run pinned in {db})")
+    if test_dir is not None:
+        from replay.incident import write_incident_test
+
+        try:
+            test_path = write_incident_test(cas, path, test_dir, force=force)
+        except FileExistsError as exc:
+            raise BadInput(str(exc)) from exc
+        click.echo(f"wrote {test_path}: run it with pytest {test_path}")
+
+
+@cli.command("import")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@db_option
+def import_(files: tuple[str, ...], db: str) -> None:
+    """Load cassettes into a store (importing one twice adds nothing).
+
+    Example:
+
+        replay import cassettes/*.json --db incidents.db
+    """
+    from replay.cassette import import_cassette, load_cassette
+
+    cassettes = []
+    for f in files:  # validate all first: a bad file changes nothing in the store
+        try:
+            cassettes.append(load_cassette(f))
+        except CassetteDecodeError as exc:
+            raise BadInput(str(exc)) from exc
+    store = open_store(db, create=True)
+    added = 0
+    try:
+        for cas in cassettes:
+            added += import_cassette(store, cas)
+    finally:
+        store.close()
+    click.echo(f"imported {added} run(s) into {db}; {len(cassettes) - added} already there")
+
+
+# ---- diff / run -----------------------------------------------------------------------------
+
+
+def _render(diff: Any, as_json: bool, markdown: bool) -> None:
+    if as_json:
+        echo_json(diff.to_json())
+    elif markdown:
+        click.echo(diff.to_markdown())
+    else:
+        click.echo(diff.to_text(color=None))
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+@db_option
+@click.option("--ignore", multiple=True, help="tool:NAME, field:NAME or output:PATH (repeatable).")
+@json_option
+@click.option("--markdown", is_flag=True, help="Print Markdown (for a CI comment).")
+def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdown: bool) -> None:
+    """Diff two recorded runs or cassettes (A is the reference). Exit 1 when they differ.
+
+    Example:
+
+        replay diff r_01jd2k8... cassettes/r_01jd2m1....json
+    """
+    from replay.diff import IgnoreRules, diff_traces
+    from replay.replayer import load_recording
+
+    if as_json and markdown:
+        raise BadInput("--json and --markdown exclude each other: pick one")
+    try:
+        ra, rb = load_recording(a, db=db), load_recording(b, db=db)
+        rules = IgnoreRules.parse(list(ignore))
+    except (ReplayError, ValueError) as exc:
+        raise BadInput(str(exc)) from exc
+    d = diff_traces(ra.trace(), rb.trace(), ignore=rules)
+    _render(d, as_json, markdown)
+    sys.exit(0 if d.is_empty else 1)
+
+
+@cli.command("run")
+@click.argument("sources", nargs=-1)
+@db_option
+@click.option("--agent", "agent_opt", default=None,
+              help="module:function to replay instead of the recorded entrypoint; "
+                   "with --last, a plain NAME filters by agent name.")
+@click.option("--last", type=int, default=None, help="Replay the N most recent recorded runs.")
+@click.option("--stop-reason", default=None, help="With --last: only runs that stopped for this reason.")
+@click.option("--ignore", multiple=True, help="tool:NAME, field:NAME or output:PATH (repeatable).")
+@click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),
+              help="Write a report: .json, .md or .xml (JUnit) by suffix.")
+@json_option
+@click.option("--markdown", is_flag=True, help="Print Markdown (for a CI comment).")
+def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, last: int | None, stop_reason: str | None,
+            ignore: tuple[str, ...], report_path: str | None, as_json: bool, markdown: bool) -> None:
+    """Replay recorded runs against the code checked out now. Exit 1 if one diverges, 2 on error.
+
+    SOURCES are run ids (or unique prefixes) and cassette files. --last N replays the N most
+    recent production runs: the mass replay before a deploy.
+
+    Example:
+
+        replay run --last 50 --agent support-agent --report replay-report.md
+    """
+    from replay.diff import IgnoreRules
+    from replay.replayer import replay_run
+    from replay.report import REPORT_SUFFIXES, Outcome, render_report, write_report
+
+    if as_json and markdown:
+        raise BadInput("--json and --markdown exclude each other: pick one")
+    if report_path and Path(report_path).suffix.lower() not in REPORT_SUFFIXES:
+        raise BadInput(f"--report {report_path}: use a .json, .md or .xml file")
+    if not sources and last is None:
+        raise BadInput("name runs or cassettes to replay, or use --last N (replay run --last 20)")
+    if stop_reason and last is None:
+        raise BadInput("--stop-reason filters --last: add --last N")
+    try:
+        rules = IgnoreRules.parse(list(ignore))
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
+    entry = agent_opt if agent_opt and ":" in agent_opt else None
+    agent_name = agent_opt if agent_opt and ":" not in agent_opt else None
+    if agent_name and last is None:
+        raise BadInput(f"--agent {agent_name!r} is not module:function; a plain agent name filters --last N")
+    targets = list(sources)
+    if last is not None:
+        store = open_store(db)
+        try:
+            if agent_name and agent_name not in store.agents():
+                raise BadInput(f"no agent {agent_name!r} in {db}; agents: {', '.join(store.agents()) or '(none)'}")
+            recent = store.runs(agent=agent_name, stop_reason=stop_reason, limit=last)
+        finally:
+            store.close()
+        if not recent:
+            raise BadInput(f"no recorded runs match in {db}")
+        targets += [r.run_id for r in recent]
+    outcomes: list[Outcome] = []
+    show_progress = len(targets) > 1 and not as_json
+    with click.progressbar(targets, label="replaying", file=sys.stderr, show_pos=True) if show_progress else _nullbar(targets) as bar:
+        for src in bar:
+            t0 = time.perf_counter()
+            try:
+                res = replay_run(src, agent=entry, db=db, ignore=rules)
+                o = Outcome(src, res.recorded.run_id, "matched" if res.diff.is_empty else "diverged", res.diff)
+            except (ReplayError, ValueError, ImportError) as exc:
+                o = Outcome(src, None, "error", error=str(exc))
+            o.seconds = time.perf_counter() - t0
+            outcomes.append(o)
+    if report_path:
+        write_report(outcomes, report_path)
+    if as_json:
+        click.echo(render_report(outcomes, "json"))
+    elif len(outcomes) == 1 and outcomes[0].diff is not None:
+        _render(outcomes[0].diff, False, markdown)
+    elif markdown:
+        click.echo(render_report(outcomes, "markdown"))
+    else:
+        for o in outcomes:
+            click.echo(o.summary())
+        n = len(outcomes)
+        click.echo(f"{n} run(s) replayed: {sum(o.status == 'matched' for o in outcomes)} matched, "
+                   f"{sum(o.status == 'diverged' for o in outcomes)} diverged, "
+                   f"{sum(o.status == 'error' for o in outcomes)} errors")
+    if len(outcomes) == 1 and outcomes[0].status == "error":
+        click.echo(f"Error: {outcomes[0].error}", err=True)
+    if any(o.status == "error" for o in outcomes):
+        sys.exit(2)
+    sys.exit(1 if any(o.status == "diverged" for o in outcomes) else 0)
+
+
+class _nullbar:
+    def __init__(self, items: list[str]) -> None:
+        self.items = items
+
+    def __enter__(self) -> list[str]:
+        return self.items
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _register() -> None:
+    from replay.cli_monitor import alerts, metrics, stats
+
+    for cmd in (stats, alerts, metrics):
+        cli.add_command(cmd)
+    try:
+        from replay.demo import demo
+    except ImportError:  # the demo ships with the examples; a trimmed install may lack it
+        return
+    cli.add_command(demo)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

@@ -1,0 +1,696 @@
+"""The Recorder: decorators and a context manager that record every run of an agent.
+
+The agent's own path per call stays a few microseconds: read a contextvar, count the step,
+freeze args and output (orjson bytes), append to the writer's queue. Redaction, hashing and
+storage happen on the writer thread (see `replay.writer`). Recording never breaks the agent:
+a tool's exception is re-raised as the same object, and a failing store only counts drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextvars
+import dataclasses
+import functools
+import inspect
+import itertools
+import os
+import signal
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Awaitable
+from typing import Any, Callable, TypeVar, cast
+
+from replay.context import _run, _session, _step
+from replay.errors import StopRun
+from replay.hashing import freeze_lenient
+from replay.models import Run, Usage, new_run_id, validate_stop_reason
+from replay.processors import RedactionConfig, Redactor
+from replay.usage import extract_usage
+from replay.writer import RecordingLossWarning, RunItem, StepItem, Writer
+
+__all__ = ["Recorder", "Guards", "RunHandle", "RunState", "default_db"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def default_db() -> str:
+    """The store used when none is named: ``$REPLAY_DB``, else ``./replay.db``."""
+    return os.environ.get("REPLAY_DB") or "replay.db"
+
+
+@dataclasses.dataclass(frozen=True)
+class Guards:
+    """Limits that end a run with a stop reason and raise `StopRun` inside the agent.
+
+    Attributes:
+        max_steps: more tool and model calls than this -> ``max_steps``.
+        max_repeats: the same tool with the same args more than this many times -> ``loop_detected``.
+        max_tokens: tokens in + out above this -> ``budget_exceeded``.
+        max_spend_usd: spend above this -> ``budget_exceeded``.
+        tool_timeout_s: a tool call longer than this -> ``tool_timeout``.
+    """
+
+    max_steps: int | None = None
+    max_repeats: int | None = None
+    max_tokens: int | None = None
+    max_spend_usd: float | None = None
+    tool_timeout_s: float | None = None
+
+    def merged(self, **overrides: Any) -> Guards:
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(
+                f"unknown guard(s) {', '.join(sorted(unknown))}: use {', '.join(sorted(known))}"
+            )
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+class RunState:
+    """The mutable state of one run in progress, carried in the contextvar."""
+
+    __slots__ = (
+        "run", "recorder", "input", "steps", "tool_calls", "tokens_in", "tokens_out", "cost_usd",
+        "stop_reason", "tripped", "guards", "repeats", "output", "output_type", "ended",
+        "started_ns", "session", "__weakref__",
+    )
+
+    def __init__(self, recorder: Recorder, run: Run, input_frozen: bytes | None, guards: Guards) -> None:
+        self.run = run
+        self.recorder = recorder
+        self.input = input_frozen
+        self.steps = itertools.count(1)
+        self.tool_calls = 0
+        self.tokens_in = 0
+        self.tokens_out = 0
+        self.cost_usd = 0.0
+        self.stop_reason: str | None = None
+        self.tripped: StopRun | None = None
+        self.guards = guards
+        self.repeats: dict[tuple[str, int], int] = {}
+        self.output: bytes | None = None
+        self.output_type: str | None = None
+        self.ended = False
+        self.started_ns = time.perf_counter_ns()
+        self.session: Any = None
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    def usage(self) -> Usage:
+        return Usage(
+            tokens_in=self.tokens_in, tokens_out=self.tokens_out,
+            cost_usd=round(self.cost_usd, 10), tool_calls=self.tool_calls,
+        )
+
+
+class _ToolSpec:
+    __slots__ = ("fn", "name", "kind", "skip_first", "params", "timeout_s", "price_in", "price_out")
+
+    def __init__(self, fn: Callable[..., Any], name: str, kind: str, timeout_s: float | None = None,
+                 price_in: float | None = None, price_out: float | None = None) -> None:
+        self.fn = fn
+        self.name = name
+        self.kind = kind
+        sig = inspect.signature(fn)
+        params = list(sig.parameters.values())
+        # A method decorated in its class body receives self/cls first; it is not part of the args.
+        self.skip_first = bool(params) and params[0].name in ("self", "cls")
+        self.params = params[1:] if self.skip_first else params
+        self.timeout_s = timeout_s
+        self.price_in = price_in
+        self.price_out = price_out
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call's arguments by parameter name (what args_sha hashes), self excluded."""
+        if self.skip_first:
+            args = args[1:]
+        out: dict[str, Any] = {}
+        i = 0
+        for p in self.params:
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                if i < len(args):
+                    out[p.name] = args[i]
+                    i += 1
+            elif p.kind == p.VAR_POSITIONAL:
+                if i < len(args):
+                    out[p.name] = list(args[i:])
+                    i = len(args)
+        if i < len(args):  # more positionals than parameters: keep them rather than lose them
+            out["*args"] = list(args[i:])
+        out.update(kwargs)
+        return out
+
+
+def _error_names(exc: BaseException) -> tuple[str, str, str]:
+    cls = type(exc)
+    module = cls.__module__
+    display = cls.__qualname__ if module == "builtins" else f"{module.split('.')[0]}.{cls.__qualname__}"
+    return display, module, cls.__qualname__
+
+
+def _type_name(value: Any) -> str | None:
+    cls = type(value)
+    if dataclasses.is_dataclass(value) or hasattr(cls, "model_validate"):
+        return f"{cls.__module__}:{cls.__qualname__}"
+    return None
+
+
+class _ToolTimeout(BaseException):
+    """Raised by SIGALRM inside a sync tool that ran past tool_timeout_s."""
+
+
+_recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
+
+
+class Recorder:
+    """Records every run of an agent into a store.
+
+    Args:
+        db: a SQLite path (default ``$REPLAY_DB``, else ``./replay.db``) or a Store.
+        redaction: redaction rules; the defaults are safe (see `RedactionConfig`).
+        store_args: ``"hash"`` (default) keeps only args_sha; ``"redacted"`` also stores redacted args.
+        versions: versions recorded with every run (model, prompt, tools, app, …).
+        max_queue: records held in memory at most before ``on_full`` applies.
+        on_full: ``"drop"`` (count, warn once) or ``"block"`` (the agent waits for the disk).
+        max_snapshot_bytes: larger outputs are stored truncated with their full hash.
+        snapshot_days, event_days: retention of snapshots and events; pinned runs never expire.
+        guards: default limits for every run (see `Guards`), overridable per agent and per run.
+
+    Example::
+
+        rec = Recorder("replay.db")
+
+        @rec.tool("http.get")
+        def http_get(url: str) -> dict: ...
+
+        @rec.agent("support-agent", versions={"model": "m-2026-10", "prompt": "support-v3"})
+        def handle(ticket: dict) -> str: ...
+    """
+
+    def __init__(
+        self,
+        db: str | os.PathLike[str] | Any | None = None,
+        *,
+        redaction: RedactionConfig | None = None,
+        store_args: str = "hash",
+        versions: dict[str, str] | None = None,
+        max_queue: int = 100_000,
+        on_full: str = "drop",
+        max_snapshot_bytes: int = 1_000_000,
+        snapshot_days: int = 14,
+        event_days: int = 30,
+        max_steps: int | None = None,
+        max_repeats: int | None = None,
+        max_tokens: int | None = None,
+        max_spend_usd: float | None = None,
+        tool_timeout_s: float | None = None,
+    ) -> None:
+        if store_args not in ("hash", "redacted"):
+            raise ValueError(f"store_args={store_args!r}: use 'hash' (default, args_sha only) or 'redacted'")
+        self.db = db if db is not None else default_db()
+        self.redaction = redaction or RedactionConfig()
+        self.versions = dict(versions or {})
+        self.snapshot_days = snapshot_days
+        self.event_days = event_days
+        self.guards = Guards(max_steps, max_repeats, max_tokens, max_spend_usd, tool_timeout_s)
+        self._last: contextvars.ContextVar[str | None] = contextvars.ContextVar("replay_last_run", default=None)
+        self._active: set[RunState] = set()
+        self._warned_encode = False
+        self._writer = Writer(
+            self._open_store,
+            self._make_redactor,
+            max_queue=max_queue,
+            on_full=on_full,
+            max_snapshot_bytes=max_snapshot_bytes,
+            store_args=store_args == "redacted",
+        )
+        _recorders.add(self)
+
+    # ---- store ------------------------------------------------------------------------------
+
+    def _open_store(self) -> Any:
+        from replay.store import Store
+
+        if isinstance(self.db, (str, os.PathLike)):
+            if str(self.db).startswith(("postgres://", "postgresql://")):
+                raise NotImplementedError(
+                    "the PostgreSQL backend is not in this release of agent-replay: use a SQLite path"
+                )
+            return Store(self.db, snapshot_days=self.snapshot_days, event_days=self.event_days)
+        return self.db
+
+    def _make_redactor(self, key: bytes | None) -> Redactor:
+        # Without a store there is no persistent key; an ephemeral one still keeps pseudonyms keyed.
+        return Redactor(key if key is not None else os.urandom(32), self.redaction)
+
+    def open_store(self) -> Any:
+        """A Store on this recorder's database, for reading in the calling thread."""
+        return self._open_store()
+
+    @property
+    def dropped(self) -> int:
+        """Records lost because the store failed or the queue was full (warned once)."""
+        return self._writer.dropped
+
+    @property
+    def last_run_id(self) -> str | None:
+        """The id of the last run that ended in this context (thread or task)."""
+        return self._last.get()
+
+    def add_listener(self, fn: Callable[[Run], None]) -> None:
+        """Call ``fn(run)`` on the writer thread after each run's stop is stored (e.g. metrics)."""
+        self._writer.listeners.append(fn)
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Write everything recorded so far. Returns False if it did not finish in `timeout`."""
+        return self._writer.flush(timeout)
+
+    def close(self) -> None:
+        """End open runs as ``killed``, write everything, stop the writer thread."""
+        for st in list(self._active):
+            self._end(st, "killed", None)
+        self._writer.close()
+
+    def prune(self, *, now_ms: int | None = None, dry_run: bool = False) -> Any:
+        """Delete what has expired (pinned runs never do); returns the counts deleted."""
+        self.flush()
+        store = self._open_store()
+        try:
+            return store.prune(now_ms=now_ms, dry_run=dry_run)
+        finally:
+            if store is not self.db:
+                store.close()
+
+    # ---- runs -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        agent: str,
+        *,
+        input: Any = None,
+        versions: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        entrypoint: str | None = None,
+        **guards: Any,
+    ) -> RunHandle:
+        """A run as a context manager (``with`` or ``async with``), for code a decorator does not fit.
+
+        Replay calls ``agent(input)``; name the agent with ``entrypoint="module:function"`` or pass
+        ``agent=`` to `replay_run`.
+        """
+        return RunHandle(self, agent, ("value", input), versions, labels, entrypoint, guards)
+
+    def agent(
+        self,
+        name: str | None = None,
+        *,
+        versions: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        **guards: Any,
+    ) -> Callable[[F], F]:
+        """Record each call of the decorated function (sync or async) as one run."""
+        self.guards.merged(**guards)  # reject unknown guard names at decoration time
+
+        def deco(fn: F) -> F:
+            agent_name = name or fn.__name__
+            entry = f"{fn.__module__}:{fn.__qualname__}"
+            sig = inspect.signature(fn)
+
+            def handle(args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunHandle:
+                session = _session.get()
+                rec = session.recorder if session is not None else self
+                try:
+                    bound = sig.bind(*args, **kwargs).arguments
+                except TypeError:
+                    bound = {"*args": list(args), **kwargs}
+                bound.pop("self", None)
+                bound.pop("cls", None)
+                return RunHandle(rec, agent_name, ("bound", bound), {**self.versions, **(versions or {})},
+                                 labels, entry, guards)
+
+            if inspect.iscoroutinefunction(fn):
+                @functools.wraps(fn)
+                async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                    async with handle(args, kwargs) as run:
+                        result = await fn(*args, **kwargs)
+                        run.set_output(result)
+                        return result
+
+                awrapper.__replay_agent__ = True  # type: ignore[attr-defined]
+                return cast(F, awrapper)
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                with handle(args, kwargs) as run:
+                    result = fn(*args, **kwargs)
+                    run.set_output(result)
+                    return result
+
+            wrapper.__replay_agent__ = True  # type: ignore[attr-defined]
+            return cast(F, wrapper)
+
+        return deco
+
+    def usage(self, *, tokens_in: int = 0, tokens_out: int = 0, cost_usd: float = 0.0) -> None:
+        """Add tokens and spend to the current run (no-op outside a run); checks budget guards."""
+        st = _run.get()
+        if st is None:
+            return
+        st.tokens_in += tokens_in
+        st.tokens_out += tokens_out
+        st.cost_usd += cost_usd
+        self._check_budget(st)
+
+    def _begin(self, handle: RunHandle) -> RunState:
+        session = _session.get()
+        style, value = handle.input
+        frozen, problem = freeze_lenient(value)
+        if problem:
+            self._warn_encode(f"the input of agent {handle.agent!r}", problem)
+        ts = time.time_ns() // 1_000_000
+        run = Run(
+            run_id=new_run_id(ts),
+            agent=handle.agent,
+            entrypoint=handle.entrypoint,
+            versions={**self.versions, **(handle.versions or {})},
+            labels=dict(handle.labels or {}),
+            started_ms=ts,
+            call_style=style,
+            replay_of=None if session is None else session.source_run_id,
+        )
+        st = RunState(self, run, frozen, self.guards.merged(**handle.guards))
+        st.session = session
+        self._active.add(st)
+        self._writer.submit(RunItem(run.model_copy(), frozen, None, False, ts))
+        return st
+
+    def _end(self, st: RunState, reason: str, exc: BaseException | None) -> None:
+        if st.ended:
+            return
+        st.ended = True
+        self._active.discard(st)
+        ts = time.time_ns() // 1_000_000
+        run = st.run.model_copy()
+        run.ended_ms = ts
+        run.stop_reason = reason
+        run.usage = st.usage()
+        run.tool_calls = st.tool_calls
+        self._writer.submit(RunItem(run, st.input, st.output, True, ts, st.output_type))
+
+    def _stop_reason_for(self, st: RunState, exc: BaseException | None) -> str:
+        if st.tripped is not None:
+            return st.tripped.stop_reason
+        if exc is None:
+            return st.stop_reason or "completed"
+        if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError, GeneratorExit)):
+            return "cancelled"
+        if isinstance(exc, StopRun):
+            return exc.stop_reason
+        return st.stop_reason or "error"
+
+    def _warn_encode(self, where: str, problem: str) -> None:
+        if not self._warned_encode:
+            self._warned_encode = True
+            warnings.warn(
+                f"agent-replay recorded a placeholder for {where}: {problem}",
+                RecordingLossWarning,
+                stacklevel=4,
+            )
+
+    # ---- tools and models -------------------------------------------------------------------
+
+    def tool(self, name: str | Callable[..., Any] | None = None, *, timeout_s: float | None = None) -> Any:
+        """Record each call of the decorated function (sync or async) as a step of the current run.
+
+        A tool called outside any run just runs. During a replay it answers from the recording.
+        """
+        if callable(name):  # bare @rec.tool
+            return self._wrap(name, name.__name__, "tool_result", timeout_s=timeout_s)
+        return lambda fn: self._wrap(fn, name or fn.__name__, "tool_result", timeout_s=timeout_s)
+
+    def model(
+        self,
+        name: str | Callable[..., Any] | None = None,
+        *,
+        price_in_per_mtok: float | None = None,
+        price_out_per_mtok: float | None = None,
+    ) -> Any:
+        """Record each call of the decorated model client as a step of kind ``model_result``.
+
+        Usage (tokens) is read from OpenAI- and Anthropic-shaped responses; with prices per
+        million tokens, spend is computed too.
+        """
+        if callable(name):
+            return self._wrap(name, name.__name__, "model_result")
+        return lambda fn: self._wrap(fn, name or fn.__name__, "model_result",
+                                     price_in=price_in_per_mtok, price_out=price_out_per_mtok)
+
+    def _wrap(self, fn: F, name: str, kind: str, **opts: Any) -> F:
+        spec = _ToolSpec(fn, name, kind, **opts)
+
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                st = _run.get()
+                if st is None:
+                    return await fn(*args, **kwargs)
+                if st.session is not None:
+                    return await st.session.answer_async(st, spec, args, kwargs)
+                return await st.recorder._call_async(st, spec, args, kwargs)
+
+            awrapper.__replay_tool__ = spec  # type: ignore[attr-defined]
+            return cast(F, awrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            st = _run.get()
+            if st is None:
+                return fn(*args, **kwargs)
+            if st.session is not None:
+                return st.session.answer(st, spec, args, kwargs)
+            return st.recorder._call(st, spec, args, kwargs)
+
+        wrapper.__replay_tool__ = spec  # type: ignore[attr-defined]
+        return cast(F, wrapper)
+
+    def _enter_step(self, st: RunState, spec: _ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, bytes]:
+        if st.tripped is not None:
+            raise st.tripped  # the run is over; a guard already ended it
+        step_id = next(st.steps)
+        g = st.guards
+        if g.max_steps is not None and step_id > g.max_steps:
+            self._trip(st, "max_steps", f"{spec.name} would be step {step_id}, max_steps={g.max_steps}")
+        frozen, problem = freeze_lenient(spec.bind(args, kwargs))
+        if problem:
+            self._warn_encode(f"the args of {spec.name}", problem)
+        if g.max_repeats is not None:
+            key = (spec.name, hash(frozen))
+            n = st.repeats.get(key, 0) + 1
+            st.repeats[key] = n
+            if n > g.max_repeats:
+                self._trip(st, "loop_detected",
+                           f"{spec.name} called {n} times with the same args, max_repeats={g.max_repeats}")
+        return step_id, frozen
+
+    def _trip(self, st: RunState, reason: str, detail: str) -> None:
+        st.tripped = StopRun(reason, detail)
+        st.stop_reason = reason
+        raise st.tripped
+
+    def _check_budget(self, st: RunState) -> None:
+        g = st.guards
+        if g.max_tokens is not None and st.tokens_in + st.tokens_out > g.max_tokens:
+            self._trip(st, "budget_exceeded", f"{st.tokens_in + st.tokens_out} tokens, max_tokens={g.max_tokens}")
+        if g.max_spend_usd is not None and st.cost_usd > g.max_spend_usd:
+            self._trip(st, "budget_exceeded", f"${st.cost_usd:.4f} spent, max_spend_usd={g.max_spend_usd}")
+
+    def _finish_step(
+        self, st: RunState, spec: _ToolSpec, step_id: int, parent: int | None, frozen_args: bytes,
+        t0: int, result: Any = None, exc: BaseException | None = None, args_sha: str | None = None,
+    ) -> None:
+        dur = (time.perf_counter_ns() - t0) // 1_000_000
+        usage = None
+        if spec.kind == "tool_result":
+            st.tool_calls += 1
+        if exc is not None:
+            item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, None,
+                            _error_names(exc), str(exc), time.time_ns() // 1_000_000, dur, None, None, args_sha)
+        else:
+            if spec.kind == "model_result":
+                usage = self._model_usage(st, spec, result)
+            out, problem = freeze_lenient(result)
+            if problem:
+                self._warn_encode(f"the output of {spec.name}", problem)
+            item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, out, None, None,
+                            time.time_ns() // 1_000_000, dur, usage, _type_name(result), args_sha)
+        self._writer.submit(item)
+
+    def _model_usage(self, st: RunState, spec: _ToolSpec, response: Any) -> Usage | None:
+        found = extract_usage(response)
+        if found is None:
+            return None
+        tin, tout = found
+        cost = 0.0
+        if spec.price_in is not None or spec.price_out is not None:
+            cost = round(tin * (spec.price_in or 0) / 1e6 + tout * (spec.price_out or 0) / 1e6, 10)
+        st.tokens_in += tin
+        st.tokens_out += tout
+        st.cost_usd += cost
+        return Usage(tokens_in=tin, tokens_out=tout, cost_usd=cost)
+
+    def _call(self, st: RunState, spec: _ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        step_id, frozen = self._enter_step(st, spec, args, kwargs)
+        parent = _step.get()
+        token = _step.set(step_id)
+        timeout = spec.timeout_s or st.guards.tool_timeout_s
+        t0 = time.perf_counter_ns()
+        try:
+            if timeout is None:
+                result = spec.fn(*args, **kwargs)
+            else:
+                result = _call_with_timeout(spec.fn, args, kwargs, timeout)
+        except _ToolTimeout:
+            _step.reset(token)
+            err = TimeoutError(f"{spec.name} ran longer than tool_timeout_s={timeout}")
+            self._finish_step(st, spec, step_id, parent, frozen, t0, exc=err)
+            self._trip(st, "tool_timeout", str(err))
+            raise AssertionError("unreachable")  # _trip raises
+        except BaseException as exc:
+            _step.reset(token)
+            self._finish_step(st, spec, step_id, parent, frozen, t0, exc=exc)
+            raise
+        _step.reset(token)
+        if timeout is not None and (time.perf_counter_ns() - t0) / 1e9 > timeout:
+            # Could not interrupt it (not the main thread): the call finished late; its result is discarded.
+            err = TimeoutError(f"{spec.name} ran longer than tool_timeout_s={timeout}")
+            self._finish_step(st, spec, step_id, parent, frozen, t0, exc=err)
+            self._trip(st, "tool_timeout", str(err))
+        self._finish_step(st, spec, step_id, parent, frozen, t0, result=result)
+        if spec.kind == "model_result":
+            self._check_budget(st)
+        return result
+
+    async def _call_async(self, st: RunState, spec: _ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        step_id, frozen = self._enter_step(st, spec, args, kwargs)
+        parent = _step.get()
+        token = _step.set(step_id)
+        timeout = spec.timeout_s or st.guards.tool_timeout_s
+        t0 = time.perf_counter_ns()
+        try:
+            coro = cast(Awaitable[Any], spec.fn(*args, **kwargs))
+            result = await (coro if timeout is None else asyncio.wait_for(coro, timeout))
+        except asyncio.TimeoutError as exc:
+            _step.reset(token)
+            self._finish_step(st, spec, step_id, parent, frozen, t0, exc=exc)
+            if timeout is not None and (time.perf_counter_ns() - t0) / 1e9 >= timeout:
+                self._trip(st, "tool_timeout", f"{spec.name} ran longer than tool_timeout_s={timeout}")
+            raise
+        except BaseException as exc:
+            _step.reset(token)
+            self._finish_step(st, spec, step_id, parent, frozen, t0, exc=exc)
+            raise
+        _step.reset(token)
+        self._finish_step(st, spec, step_id, parent, frozen, t0, result=result)
+        if spec.kind == "model_result":
+            self._check_budget(st)
+        return result
+
+
+def _call_with_timeout(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float) -> Any:
+    """Run a sync tool with a deadline, without starting a thread that would outlive it.
+
+    In the main thread on POSIX the call is interrupted by SIGALRM (like ``timeout(1)``). Elsewhere
+    it runs to the end and the caller discards a late result; either way no work is left running.
+    """
+    usable = (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
+    )
+    if not usable:
+        return fn(*args, **kwargs)
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise _ToolTimeout()
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+class RunHandle:
+    """One run as a context manager; ``with rec.run(...) as run`` gives this object."""
+
+    def __init__(self, recorder: Recorder, agent: str, input: tuple[str, Any],
+                 versions: dict[str, str] | None, labels: dict[str, str] | None,
+                 entrypoint: str | None, guards: dict[str, Any]) -> None:
+        self.recorder = recorder
+        self.agent = agent
+        self.input = input
+        self.versions = versions
+        self.labels = labels
+        self.entrypoint = entrypoint
+        self.guards = guards
+        self.state: RunState | None = None
+        self._token: contextvars.Token[RunState | None] | None = None
+
+    @property
+    def run_id(self) -> str:
+        assert self.state is not None, "the run has not started: use it inside `with`"
+        return self.state.run_id
+
+    def set_output(self, value: Any) -> None:
+        """Record `value` as the run's output (the decorator does this with the return value)."""
+        assert self.state is not None
+        frozen, problem = freeze_lenient(value)
+        if problem:
+            self.recorder._warn_encode(f"the output of agent {self.agent!r}", problem)
+        self.state.output = frozen
+        self.state.output_type = _type_name(value)
+
+    def stop(self, reason: str) -> None:
+        """End this run with `reason` when the block exits."""
+        assert self.state is not None
+        self.state.stop_reason = validate_stop_reason(reason)
+
+    def __enter__(self) -> RunHandle:
+        self.state = self.recorder._begin(self)
+        self._token = _run.set(self.state)
+        return self
+
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> bool:
+        assert self.state is not None and self._token is not None
+        st = self.state
+        try:
+            _run.reset(self._token)
+        except ValueError:  # exited in another context (a generator finalised elsewhere)
+            _run.set(None)
+        self.recorder._end(st, self.recorder._stop_reason_for(st, exc), exc)
+        self.recorder._last.set(st.run_id)
+        return False
+
+    async def __aenter__(self) -> RunHandle:
+        return self.__enter__()
+
+    async def __aexit__(self, et: Any, exc: BaseException | None, tb: Any) -> bool:
+        return self.__exit__(et, exc, tb)
+
+
+@atexit.register
+def _close_all() -> None:
+    # Every run ends with exactly one stop event, also when the process shuts down.
+    for rec in list(_recorders):
+        try:
+            rec.close()
+        except Exception:  # noqa: BLE001 - never raise at interpreter exit
+            pass

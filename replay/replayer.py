@@ -1,0 +1,608 @@
+"""Replay: re-run an agent's code against a fixed tool layer that answers from a recording.
+
+Every ``@rec.tool`` / ``@rec.model`` call during a replay is matched by (tool, args_sha) in order
+of occurrence and answered with the recorded output, or the recorded error raised again. Real
+tool bodies are never entered and sockets cannot connect. The replayed run is itself recorded
+(into a temporary store, with ``replay_of`` set), so the diff compares two records of one schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import importlib
+import inspect
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from replay.cassette import Cassette, load_cassette
+from replay.context import _session
+from replay.diff import IgnoreRules, RunDiff, Trace, diff_traces
+from replay.errors import EntrypointError, RecordedToolError, ReplayError, StopRun, UnrecordedCall
+from replay.hashing import canonical_bytes, sha_of_canonical, thaw
+from replay.models import Event, Run, Usage
+from replay.network import block_network
+from replay.processors import RedactionConfig, Redactor
+from replay.writer import TRUNCATED_TAG
+
+__all__ = ["ReplayResult", "ReplaySession", "Recording", "load_recording", "replay_run", "replay_run_async"]
+
+_ON_UNRECORDED = ("error", "none")
+
+
+@dataclasses.dataclass
+class Recording:
+    """A recorded run from a store or a cassette: the run row, its events, its snapshots."""
+
+    run: Run
+    events: list[Event]
+    snapshots: Mapping[str, tuple[Any, str | None, bool]]  # sha -> (value, type name, truncated)
+    source: str  # "store:<path>" or the cassette path
+    secret_key: bytes | None = None
+    cassette: Cassette | None = None
+
+    @property
+    def steps(self) -> list[Event]:
+        """Top-level tool and model steps (calls made inside another tool are answered with it)."""
+        return [e for e in self.events if e.kind in ("tool_result", "model_result") and e.parent_step_id is None]
+
+    def trace(self) -> Trace:
+        return Trace(run=self.run, steps=self.steps, outputs=_Outputs(self.snapshots))
+
+
+class _Outputs(Mapping[str, Any]):
+    """sha -> redacted value, read lazily (a 10,000-step run need not decode every snapshot)."""
+
+    def __init__(self, snapshots: Mapping[str, tuple[Any, str | None, bool]]) -> None:
+        self._s = snapshots
+
+    def __getitem__(self, sha: str) -> Any:
+        return self._s[sha][0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._s)
+
+    def __len__(self) -> int:
+        return len(self._s)
+
+
+class _StoreSnapshots(Mapping[str, tuple[Any, str | None, bool]]):
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._cache: dict[str, tuple[Any, str | None, bool]] = {}
+
+    def __getitem__(self, sha: str) -> tuple[Any, str | None, bool]:
+        hit = self._cache.get(sha)
+        if hit is None:
+            found = self._store.snapshot(sha)
+            if found is None:
+                raise KeyError(sha)
+            body, type_name, truncated = found
+            hit = (thaw(body), type_name, bool(truncated))
+            self._cache[sha] = hit
+        return hit
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cache)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+def _is_cassette_path(source: str) -> bool:
+    return source.endswith(".json") or os.sep in source or Path(source).is_file()
+
+
+def load_recording(source: str | os.PathLike[str] | Cassette, *, db: str | os.PathLike[str] | None = None) -> Recording:
+    """A recording by run id (from the store `db`, default ``$REPLAY_DB`` / ``./replay.db``) or cassette path.
+
+    Raises:
+        RunNotFoundError: no such run in the store.
+        CassetteDecodeError: the cassette is missing or broken.
+    """
+    if isinstance(source, Cassette):
+        return _from_cassette(source, "<cassette>")
+    src = os.fspath(source)
+    if _is_cassette_path(src):
+        return _from_cassette(load_cassette(src), src)
+    from replay.recorder import default_db
+    from replay.store import Store
+
+    path = os.fspath(db) if db is not None else default_db()
+    if not Path(path).exists():
+        from replay.errors import RunNotFoundError
+
+        raise RunNotFoundError(src, f"{path} (no such file: record runs first or pass --db)", 0)
+    store = Store(path)
+    try:
+        run = store.find_run(src) if hasattr(store, "find_run") else store.get_run(src)
+        events = store.events(run.run_id)
+        snaps = _StoreSnapshots(store)
+        for e in events:  # read what replay needs now: the store is closed after loading
+            if e.output_sha:
+                try:
+                    snaps[e.output_sha]
+                except KeyError:
+                    pass
+        return Recording(run=run, events=events, snapshots=dict(snaps._cache), source=f"store:{path}",
+                         secret_key=store.secret_key)
+    finally:
+        store.close()
+
+
+def _from_cassette(cas: Cassette, path: str) -> Recording:
+    snaps = {sha: (s.body, s.type, s.truncated) for sha, s in cas.snapshots.items()}
+    return Recording(run=cas.run, events=cas.events, snapshots=snaps, source=path, cassette=cas)
+
+
+# ---- rebuilding recorded values -------------------------------------------------------------
+
+
+def _import_qualname(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _rebuild_value(value: Any, type_name: str | None) -> Any:
+    if isinstance(value, dict) and value.get(TRUNCATED_TAG) is True:
+        warnings.warn(
+            f"the recorded output {value.get('sha')} was truncated at record time "
+            f"({value.get('size')} bytes); replay returns the truncation marker",
+            stacklevel=3,
+        )
+        return value
+    if not type_name or ":" not in type_name or type_name.startswith("$"):
+        return value
+    module, qualname = type_name.split(":", 1)
+    try:
+        cls = _import_qualname(module, qualname)
+    except Exception:  # noqa: BLE001 - a type gone since the recording: the JSON value still works
+        return value
+    try:
+        if hasattr(cls, "model_validate"):
+            return cls.model_validate(value)
+        if dataclasses.is_dataclass(cls) and isinstance(value, dict):
+            return cls(**value)
+    except Exception:  # noqa: BLE001
+        return value
+    return value
+
+
+def _rebuild_error(body: Any) -> BaseException:
+    if not isinstance(body, dict):
+        return RecordedToolError("UnknownError", str(body))
+    display = str(body.get("error", "Error"))
+    message = str(body.get("message", ""))
+    module, qualname = body.get("module"), body.get("qualname")
+    if module and qualname:
+        try:
+            cls = _import_qualname(module, qualname)
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                return cls(message)
+        except Exception:  # noqa: BLE001 - cannot rebuild: fall back to RecordedToolError
+            pass
+    return RecordedToolError(display, message)
+
+
+# ---- the session: the fixed tool layer ------------------------------------------------------
+
+
+class ReplaySession:
+    """The fixed tool layer for one replay; installed in a contextvar while the agent runs."""
+
+    def __init__(
+        self,
+        recording: Recording,
+        *,
+        stubs: Mapping[str, Callable[..., Any]] | None = None,
+        on_unrecorded: str = "error",
+        redaction: RedactionConfig | None = None,
+        store_dir: str | None = None,
+    ) -> None:
+        from replay.recorder import Recorder
+
+        if on_unrecorded not in _ON_UNRECORDED:
+            raise ValueError(f"on_unrecorded={on_unrecorded!r}: use one of {', '.join(_ON_UNRECORDED)}")
+        self.recording = recording
+        self.source_run_id = recording.run.run_id
+        self.stubs = dict(stubs or {})
+        self.on_unrecorded = on_unrecorded
+        # The recording store's key, so values the agent builds itself pseudonymise as they did then.
+        key = recording.secret_key or os.urandom(32)
+        self.redactor = Redactor(key, redaction or RedactionConfig())
+        self.store_dir = store_dir or tempfile.mkdtemp(prefix="agent-replay-")
+        self.store_path = os.path.join(self.store_dir, "replay.db")
+        self.recorder = Recorder(self.store_path, redaction=redaction)
+        self.recorder._make_redactor = lambda _k: Redactor(key, redaction or RedactionConfig())  # type: ignore[method-assign]
+        self.index: dict[tuple[str, str], collections.deque[Event]] = collections.defaultdict(collections.deque)
+        self.recorded_tools: dict[str, list[str]] = collections.defaultdict(list)
+        for e in recording.steps:
+            if e.tool is not None and e.args_sha is not None:
+                self.index[(e.tool, e.args_sha)].append(e)
+                self.recorded_tools[e.tool].append(e.args_sha)
+
+    def args_sha(self, spec: Any, frozen_args: bytes) -> str:
+        return sha_of_canonical(canonical_bytes(self.redactor(thaw(frozen_args))))
+
+    def _lookup(self, spec: Any, args_sha: str) -> Event | None:
+        queue = self.index.get((spec.name, args_sha))
+        if queue:
+            try:
+                return queue.popleft()
+            except IndexError:  # emptied by a parallel call between the check and the pop
+                return None
+        return None
+
+    def _unrecorded(self, spec: Any, args_sha: str) -> UnrecordedCall:
+        return UnrecordedCall(spec.name, args_sha, self.recorded_tools.get(spec.name, []))
+
+    def _answer(self, recorded: Event) -> tuple[Any, BaseException | None]:
+        snap = self.recording.snapshots.get(recorded.output_sha) if recorded.output_sha else None
+        if recorded.status == "error":
+            return None, _rebuild_error(snap[0] if snap else {"error": recorded.error or "Error"})
+        if snap is None:
+            return None, None
+        return _rebuild_value(snap[0], snap[1]), None
+
+    def answer(self, st: Any, spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        rec = st.recorder
+        step_id, frozen = rec._enter_step(st, spec, args, kwargs)
+        import time
+
+        t0 = time.perf_counter_ns()
+        sha = self.args_sha(spec, frozen)
+        stub = self.stubs.get(spec.name)
+        if stub is not None:
+            try:
+                result = stub(*args, **kwargs)
+            except BaseException as exc:
+                rec._finish_step(st, spec, step_id, None, frozen, t0, exc=exc, args_sha=sha)
+                raise
+            if inspect.isawaitable(result):
+                raise ReplayError(f"stub for {spec.name} returned an awaitable: the tool is sync, so the stub must be too")
+            rec._finish_step(st, spec, step_id, None, frozen, t0, result=result, args_sha=sha)
+            return result
+        recorded = self._lookup(spec, sha)
+        if recorded is None:
+            if self.on_unrecorded == "none":
+                rec._finish_step(st, spec, step_id, None, frozen, t0, result=None, args_sha=sha)
+                return None
+            exc = self._unrecorded(spec, sha)
+            rec._finish_step(st, spec, step_id, None, frozen, t0, exc=exc, args_sha=sha)
+            raise exc
+        value, error = self._answer(recorded)
+        if error is not None:
+            rec._finish_step(st, spec, step_id, None, frozen, t0, exc=error, args_sha=sha)
+            raise error
+        rec._finish_step(st, spec, step_id, None, frozen, t0, result=value, args_sha=sha)
+        if spec.kind == "model_result":
+            rec._check_budget(st)
+        return value
+
+    async def answer_async(self, st: Any, spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        stub = self.stubs.get(spec.name)
+        if stub is not None and inspect.iscoroutinefunction(stub):
+            rec = st.recorder
+            step_id, frozen = rec._enter_step(st, spec, args, kwargs)
+            import time
+
+            t0 = time.perf_counter_ns()
+            sha = self.args_sha(spec, frozen)
+            try:
+                result = await stub(*args, **kwargs)
+            except BaseException as exc:
+                rec._finish_step(st, spec, step_id, None, frozen, t0, exc=exc, args_sha=sha)
+                raise
+            rec._finish_step(st, spec, step_id, None, frozen, t0, result=result, args_sha=sha)
+            return result
+        return self.answer(st, spec, args, kwargs)
+
+    def close(self) -> None:
+        self.recorder.close()
+        shutil.rmtree(self.store_dir, ignore_errors=True)
+
+
+# ---- entrypoints ----------------------------------------------------------------------------
+
+
+def resolve_entrypoint(entrypoint: str | None, *, agent_name: str = "?") -> Callable[..., Any]:
+    """Import ``module:qualname``.
+
+    Raises:
+        EntrypointError: no entrypoint recorded, module not importable, attribute missing, not callable.
+    """
+    if not entrypoint:
+        raise EntrypointError(
+            f"run of agent {agent_name!r} has no recorded entrypoint (it was recorded with rec.run()): "
+            "pass agent=your_function (CLI: --agent module:function)"
+        )
+    if ":" not in entrypoint:
+        raise EntrypointError(f"entrypoint {entrypoint!r} is not of the form module:function (e.g. app.agent:handle)")
+    module, qualname = entrypoint.split(":", 1)
+    if "<locals>" in qualname:
+        raise EntrypointError(
+            f"entrypoint {entrypoint} is a function defined inside another function and cannot be imported: "
+            "pass agent= (CLI: --agent module:function) with the function to replay"
+        )
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - any import failure, named with its cause
+        raise EntrypointError(
+            f"entrypoint {entrypoint}: module {module!r} cannot be imported ({type(exc).__name__}: {exc}); "
+            "run from the project root, fix the import, or pass agent= (CLI: --agent module:function)"
+        ) from exc
+    obj: Any = mod
+    for part in qualname.split("."):
+        if not hasattr(obj, part):
+            raise EntrypointError(
+                f"entrypoint {entrypoint}: {getattr(obj, '__name__', module)!s} has no attribute {part!r} "
+                "(renamed or moved since the recording?); pass agent= (CLI: --agent module:function)"
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise EntrypointError(f"entrypoint {entrypoint} is a {type(obj).__name__}, not a function: pass agent=")
+    if "." in qualname and inspect.isfunction(obj):
+        params = list(inspect.signature(obj).parameters)
+        if params and params[0] == "self":
+            raise EntrypointError(
+                f"entrypoint {entrypoint} is a method and replay cannot build its instance: "
+                f"pass agent=instance.{qualname.rsplit('.', 1)[1]}"
+            )
+    return obj
+
+
+def _call_args(fn: Callable[..., Any], run: Run) -> tuple[list[Any], dict[str, Any]]:
+    """Rebuild the recorded call: bound arguments -> (args, kwargs) for `fn`'s signature.
+
+    Raises:
+        EntrypointError: the signature changed so the recorded input no longer fits.
+    """
+    if run.call_style == "value":
+        return [run.input], {}
+    recorded = dict(run.input or {}) if isinstance(run.input, dict) else {}
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return [], recorded
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    name = getattr(fn, "__qualname__", repr(fn))
+    for p in sig.parameters.values():
+        if p.kind == p.VAR_POSITIONAL:
+            args.extend(recorded.pop(p.name, []) or [])
+        elif p.kind == p.VAR_KEYWORD:
+            kwargs.update(recorded.pop(p.name, {}) or {})
+        elif p.name in recorded:
+            if p.kind == p.POSITIONAL_ONLY:
+                args.append(recorded.pop(p.name))
+            else:
+                kwargs[p.name] = recorded.pop(p.name)
+        elif p.default is p.empty:
+            raise EntrypointError(
+                f"{name}() requires parameter {p.name!r}, which the recorded input of run {run.run_id} does not have "
+                "(the agent's signature changed since the recording): give it a default, or pass agent= a wrapper"
+            )
+    recorded.pop("*args", None)
+    if recorded:
+        if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            kwargs.update(recorded)
+        else:
+            raise EntrypointError(
+                f"the recorded input of run {run.run_id} has parameter(s) {', '.join(map(repr, recorded))} "
+                f"that {name}() no longer accepts (the agent's signature changed since the recording): "
+                "pass agent= a wrapper that maps the old input"
+            )
+    return args, kwargs
+
+
+# ---- the result -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ReplayResult:
+    """What a replay did, next to what was recorded.
+
+    Attributes:
+        stop_reason: the replayed run's stop reason.
+        steps: the replayed top-level steps (Events) in order.
+        output: what the agent returned in the replay (the live Python value), None if it raised.
+        exception: the exception the agent raised in the replay, if any.
+        usage: the replayed run's usage.
+        recorded: the original run row; `recording` has its events and snapshots.
+        replayed: the replayed run row (``replay_of`` = the original's id).
+        diff: the `RunDiff` of recorded vs replayed.
+    """
+
+    stop_reason: str | None
+    steps: list[Event]
+    output: Any
+    exception: BaseException | None
+    usage: Usage
+    recorded: Run
+    replayed: Run
+    recording: Recording
+    diff: RunDiff
+    replayed_snapshots: Mapping[str, tuple[Any, str | None, bool]] = dataclasses.field(default_factory=dict)
+    replayed_events: list[Event] = dataclasses.field(default_factory=list)
+
+    def calls(self, tool: str) -> list[Event]:
+        """The replayed steps that called `tool`, in order."""
+        return [s for s in self.steps if s.tool == tool]
+
+    @property
+    def matched(self) -> bool:
+        return self.diff.is_empty
+
+
+def _prepare(
+    source: Any, agent: Callable[..., Any] | str | None, db: Any
+) -> tuple[Recording, Callable[..., Any]]:
+    recording = source if isinstance(source, Recording) else load_recording(source, db=db)
+    if agent is None:
+        fn = resolve_entrypoint(recording.run.entrypoint, agent_name=recording.run.agent)
+    elif isinstance(agent, str):
+        fn = resolve_entrypoint(agent, agent_name=recording.run.agent)
+    else:
+        fn = agent
+    return recording, fn
+
+
+def _invoke(session: ReplaySession, fn: Callable[..., Any], recording: Recording) -> Any:
+    """Call the agent inside the session; a plain function gets a run opened around it."""
+    args, kwargs = _call_args(fn, recording.run)
+    if getattr(fn, "__replay_agent__", False) or _is_recorded_agent(fn):
+        return fn(*args, **kwargs)
+    run = recording.run
+    handle = session.recorder.run(run.agent, input=run.input, versions=run.versions, labels=run.labels,
+                                  entrypoint=run.entrypoint)
+    handle.input = (run.call_style, run.input)
+    if inspect.iscoroutinefunction(fn):
+        async def inner() -> Any:
+            async with handle:
+                out = await fn(*args, **kwargs)
+                handle.set_output(out)
+                return out
+
+        return inner()
+    with handle:
+        out = fn(*args, **kwargs)
+        handle.set_output(out)
+        return out
+
+
+def _is_recorded_agent(fn: Any) -> bool:
+    return bool(getattr(fn, "__replay_agent__", False))
+
+
+def _finish(session: ReplaySession, recording: Recording, output: Any, exception: BaseException | None,
+            ignore: Any, ordered: bool) -> ReplayResult:
+    from replay.store import Store
+
+    session.recorder.flush()
+    store = Store(session.store_path)
+    try:
+        replays = store.runs(include_replays=True)
+        replays = [r for r in replays if r.replay_of == recording.run.run_id]
+        if not replays:
+            raise ReplayError(
+                f"the replay of {recording.run.run_id} recorded no run: is the agent decorated with @rec.agent, "
+                "and was it called?"
+            )
+        replayed = replays[0]
+        events = store.events(replayed.run_id)
+        shas = {e.output_sha for e in events if e.output_sha} | {replayed.input_sha, replayed.output_sha}
+        shas.discard(None)
+        snaps: dict[str, tuple[Any, str | None, bool]] = {}
+        for sha in shas:
+            found = store.snapshot(sha)  # type: ignore[arg-type]
+            if found is not None:
+                snaps[sha] = (thaw(found[0]), found[1], bool(found[2]))
+    finally:
+        store.close()
+    steps = [e for e in events if e.kind in ("tool_result", "model_result") and e.parent_step_id is None]
+    rules = IgnoreRules.parse(ignore)
+    rec_trace = recording.trace()
+    new_trace = Trace(run=replayed, steps=steps, outputs=_Outputs(snaps))
+    if not ordered:
+        rec_trace = dataclasses.replace(rec_trace, steps=sorted(rec_trace.steps, key=_order_key))
+        new_trace = dataclasses.replace(new_trace, steps=sorted(new_trace.steps, key=_order_key))
+    diff = diff_traces(rec_trace, new_trace, ignore=rules)
+    return ReplayResult(
+        stop_reason=replayed.stop_reason, steps=steps, output=output, exception=exception,
+        usage=replayed.usage, recorded=recording.run, replayed=replayed, recording=recording,
+        diff=diff, replayed_snapshots=snaps, replayed_events=events,
+    )
+
+
+def _order_key(e: Event) -> tuple[str, str, str, str]:
+    return (e.kind, e.tool or "", e.args_sha or "", e.status or "")
+
+
+def replay_run(
+    source: str | os.PathLike[str] | Cassette | Recording,
+    agent: Callable[..., Any] | str | None = None,
+    stubs: Mapping[str, Callable[..., Any]] | None = None,
+    on_unrecorded: str = "error",
+    ignore: Any = None,
+    *,
+    db: str | os.PathLike[str] | None = None,
+    ordered: bool = True,
+    redaction: RedactionConfig | None = None,
+) -> ReplayResult:
+    """Replay a recorded run against the code checked out now and diff it with the recording.
+
+    Args:
+        source: a run id in the store `db` (default ``$REPLAY_DB``, else ``./replay.db``) or a cassette path.
+        agent: the function to call (or ``"module:function"``); default: the recorded entrypoint.
+        stubs: tool name -> function answering that tool instead of the recording.
+        on_unrecorded: ``"error"`` raises `UnrecordedCall` inside the agent; ``"none"`` returns None.
+        ignore: ignore rules for the diff (see `IgnoreRules.parse`).
+        ordered: False compares the steps as a multiset (for agents calling tools in parallel).
+
+    Raises:
+        RunNotFoundError, CassetteDecodeError, EntrypointError: before anything runs.
+    """
+    recording, fn = _prepare(source, agent, db)
+    session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction)
+    token = _session.set(session)
+    output: Any = None
+    exception: BaseException | None = None
+    try:
+        with block_network():
+            try:
+                output = _invoke(session, fn, recording)
+                if inspect.isawaitable(output):
+                    output = asyncio.run(_await(output))
+            except (Exception, StopRun) as exc:
+                exception = exc
+    finally:
+        _session.reset(token)
+    try:
+        return _finish(session, recording, output, exception, ignore, ordered)
+    finally:
+        session.close()
+
+
+async def _await(aw: Any) -> Any:
+    return await aw
+
+
+async def replay_run_async(
+    source: str | os.PathLike[str] | Cassette | Recording,
+    agent: Callable[..., Any] | str | None = None,
+    stubs: Mapping[str, Callable[..., Any]] | None = None,
+    on_unrecorded: str = "error",
+    ignore: Any = None,
+    *,
+    db: str | os.PathLike[str] | None = None,
+    ordered: bool = True,
+    redaction: RedactionConfig | None = None,
+) -> ReplayResult:
+    """`replay_run` for async agents inside a running event loop."""
+    recording, fn = _prepare(source, agent, db)
+    session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction)
+    token = _session.set(session)
+    output: Any = None
+    exception: BaseException | None = None
+    try:
+        with block_network():
+            try:
+                output = _invoke(session, fn, recording)
+                if inspect.isawaitable(output):
+                    output = await output
+            except (Exception, StopRun) as exc:
+                exception = exc
+    finally:
+        _session.reset(token)
+    try:
+        return _finish(session, recording, output, exception, ignore, ordered)
+    finally:
+        session.close()
