@@ -1,0 +1,291 @@
+"""The monitoring commands `replay stats`, `replay alerts` and `replay metrics`.
+
+Thin shells over `replay.stats`, `replay.alerts`, `replay.metrics` and `replay.dashboard`;
+`replay/cli.py` registers them with ``cli.add_command(...)``. Exit codes: 0 ok, 1 an alert fired
+(`alerts`) or a command failed, 2 bad input (an unparsable duration, an unknown agent, no store).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+import click
+
+from replay._cli_util import BadInput, db_option, echo_json, json_option, open_store
+from replay.stats import InvalidDurationError, UnknownAgentError, format_duration, parse_duration
+
+__all__ = ["alerts", "metrics", "stats"]
+
+
+def _duration(text: str, option: str) -> int:
+    try:
+        return parse_duration(text, option)
+    except InvalidDurationError as exc:
+        raise BadInput(str(exc)) from exc
+
+
+def _share(text: str, option: str) -> float:
+    """A share as ``0.05`` or ``5%``."""
+    s = text.strip()
+    try:
+        v = float(s[:-1]) / 100 if s.endswith("%") else float(s)
+    except ValueError:
+        raise BadInput(f"cannot parse {option} {text!r}: give a share like 0.05 or 5%") from None
+    if not 0 <= v <= 1:
+        raise BadInput(f"{option} {text!r} is not a share between 0 and 1 (0.05 or 5%)")
+    return v
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+agent_option = click.option("--agent", default=None, help="Only the runs of this agent.")
+
+
+# ---------------------------------------------------------------------------------------------
+# replay stats
+
+
+@click.command()
+@db_option
+@click.option("--since", default="7d", show_default=True, help="Window: runs started this long ago, or 'all'.")
+@agent_option
+@click.option("--by", type=click.Choice(["hour", "day"]), default=None, help="Also one row per hour or day.")
+@json_option
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write an HTML dashboard (three drift charts).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write the charts as PNG (needs matplotlib).")
+def stats(
+    db: str,
+    since: str,
+    agent: str | None,
+    by: str | None,
+    as_json: bool,
+    html_path: str | None,
+    plot_path: str | None,
+) -> None:
+    """Tool calls/run, latency p95, tokens/request, spend/run, tool errors and stop reasons.
+
+    Percentiles interpolate linearly between ranks (numpy's default). Tool-call errors are
+    bucketed 429 / 5xx / timeout / other by error class name (see replay.stats.classify_error).
+
+    Example:
+
+        replay stats --since 24h --agent support-agent --by hour --html drift.html
+    """
+    from replay.stats import format_stats, format_stats_table, stats_for_store
+
+    if plot_path is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            from replay.dashboard import PlotDependencyError
+
+            raise BadInput(str(PlotDependencyError())) from None
+    since_ms: int | None
+    if since.strip().lower() == "all":
+        since_ms, label = None, "in the store"
+    else:
+        window = _duration(since, "--since")
+        since_ms, label = _now_ms() - window, f"in the last {format_duration(window)}"
+    chart_by = by or ("hour" if since_ms is not None and _now_ms() - since_ms <= 2 * 86_400_000 else "day")
+    store = open_store(db)
+    try:
+        report = stats_for_store(
+            store,
+            since_ms=since_ms,
+            until_ms=_now_ms() + 1,
+            agent=agent,
+            by=chart_by if (by or html_path or plot_path) else None,  # type: ignore[arg-type]
+            window_label=label,
+        )
+    except UnknownAgentError as exc:
+        raise BadInput(str(exc)) from exc
+
+    written: list[str] = []
+    if report.stats.runs and (html_path or plot_path):
+        from replay import dashboard
+
+        who = f"agent {agent!r}" if agent else "all agents"
+        subtitle = f"{report.stats.runs} runs {label}, {who}; store {db}"
+        if html_path:
+            dashboard.write_html(html_path, report.buckets, by=chart_by, subtitle=subtitle, overall=report.stats)
+            written.append(html_path)
+        if plot_path:
+            dashboard.write_png(plot_path, report.buckets, by=chart_by)
+            written.append(plot_path)
+
+    if as_json:
+        d = report.to_dict()
+        if not by:
+            d.pop("buckets", None)
+        d["written"] = written
+        echo_json(d)
+        return
+    if report.message:
+        click.echo(report.message)
+        if html_path or plot_path:
+            click.echo("no dashboard written: there is nothing to chart", err=True)
+        return
+    who = f" for agent {agent!r}" if agent else ""
+    click.echo(f"{report.stats.runs} runs {label}{who}\n")
+    click.echo(format_stats(report.stats))
+    if by:
+        click.echo("")
+        click.echo(format_stats_table(report.buckets, by))  # type: ignore[arg-type]
+    for path in written:
+        click.echo(f"\nwrote {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# replay alerts
+
+
+@click.command()
+@db_option
+@click.option("--window", default="10m", show_default=True, help="The current window: the most recent span.")
+@click.option("--baseline", default="7d", show_default=True, help="The baseline: the span just before the window.")
+@agent_option
+@json_option
+@click.option("--min-runs", type=click.IntRange(min=1), default=20, show_default=True, help="Runs each window needs before any rule is judged.")
+@click.option("--tool-calls-ratio", type=float, default=2.0, show_default=True, help="tool_calls_p95 fires at this many times the baseline p95.")
+@click.option("--spend-ratio", type=float, default=2.0, show_default=True, help="spend_per_run fires at this many times the baseline average.")
+@click.option("--latency-ratio", type=float, default=2.0, show_default=True, help="latency_p95 fires at this many times the baseline p95.")
+@click.option("--loop-increase", default="0.02", show_default=True, help="loop_detected fires above the baseline share plus this (0.02 or 2%).")
+@click.option("--timeout-ratio", type=float, default=2.0, show_default=True, help="tool_timeout fires at this many times the baseline share ...")
+@click.option("--timeout-increase", default="0.02", show_default=True, help="... and at least this much above it (0.02 or 2%).")
+@click.option("--retry-baseline-max", default="0.05", show_default=True, help="retries: 429/5xx share of tool calls counts as rare below this ...")
+@click.option("--retry-current-min", default="0.25", show_default=True, help="... and as constant at or above this.")
+@click.option("--worst", type=click.IntRange(min=0), default=5, show_default=True, help="Run ids listed per firing rule.")
+@click.option("--disable", "disabled", multiple=True, type=click.Choice(["tool_calls_p95", "spend_per_run", "latency_p95", "loop_detected", "tool_timeout", "retries"]), help="Do not judge this rule (repeatable).")
+def alerts(
+    db: str,
+    window: str,
+    baseline: str,
+    agent: str | None,
+    as_json: bool,
+    min_runs: int,
+    tool_calls_ratio: float,
+    spend_ratio: float,
+    latency_ratio: float,
+    loop_increase: str,
+    timeout_ratio: float,
+    timeout_increase: str,
+    retry_baseline_max: str,
+    retry_current_min: str,
+    worst: int,
+    disabled: tuple[str, ...],
+) -> None:
+    """Drift alerts: the last --window against the --baseline before it. Exits 1 when a rule fires.
+
+    Rules: tool calls/run p95 at 2x baseline, spend/run at 2x, latency p95 at 2x, loop_detected
+    above baseline, tool_timeout spiking, 429/5xx retries turning from rare to constant. Each
+    firing rule prints one line with the current value, the baseline and the runs to look at.
+
+    Example:
+
+        replay alerts --window 10m --baseline 7d --agent support-agent
+    """
+    from replay.alerts import AlertRules, alerts_for_store, format_result
+
+    window_ms = _duration(window, "--window")
+    baseline_ms = _duration(baseline, "--baseline")
+    for name, v in (("--tool-calls-ratio", tool_calls_ratio), ("--spend-ratio", spend_ratio),
+                    ("--latency-ratio", latency_ratio), ("--timeout-ratio", timeout_ratio)):
+        if not v > 0:
+            raise BadInput(f"{name} must be > 0 (e.g. 2 for 2x the baseline), got {v}")
+    off = set(disabled)
+    rules = AlertRules(
+        min_runs=min_runs,
+        tool_calls_p95_ratio=None if "tool_calls_p95" in off else tool_calls_ratio,
+        spend_ratio=None if "spend_per_run" in off else spend_ratio,
+        latency_p95_ratio=None if "latency_p95" in off else latency_ratio,
+        loop_detected_min_increase=None if "loop_detected" in off else _share(loop_increase, "--loop-increase"),
+        tool_timeout_ratio=None if "tool_timeout" in off else timeout_ratio,
+        tool_timeout_min_increase=_share(timeout_increase, "--timeout-increase"),
+        retry_baseline_max=None if "retries" in off else _share(retry_baseline_max, "--retry-baseline-max"),
+        retry_current_min=_share(retry_current_min, "--retry-current-min"),
+        worst_runs=worst,
+    )
+    store = open_store(db)
+    try:
+        report = alerts_for_store(store, window_ms=window_ms, baseline_ms=baseline_ms, agent=agent, rules=rules)
+    except UnknownAgentError as exc:
+        raise BadInput(str(exc)) from exc
+
+    fired = report.fired
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        click.echo(report.summary())
+        if not report.judged:
+            click.echo(report.results[0].message if report.results else "no rules enabled")
+        else:
+            for r in fired:
+                click.echo(format_result(r))
+            ok = [r.rule for r in report.results if not r.fired]
+            click.echo(
+                f"{len(fired)} of {len(report.results)} rules fired"
+                + (f"; ok: {', '.join(ok)}" if ok else "")
+            )
+    if fired:
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# replay metrics
+
+
+@click.command()
+@db_option
+@click.option("--port", type=click.IntRange(0, 65535), default=9464, show_default=True, help="Port to serve /metrics on (0: any free port).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes it to the network.")
+@click.option("--since", default="1h", show_default=True, help="Count the runs started this long ago at start-up, or 'all'.")
+@click.option("--interval", default="15s", show_default=True, help="How often to count new runs from the store.")
+@click.option("--once", is_flag=True, help="Print the metrics once (Prometheus text format) and exit.")
+@json_option
+def metrics(db: str, port: int, host: str, since: str, interval: str, once: bool, as_json: bool) -> None:
+    """Serve Prometheus metrics of the runs in the store on http://HOST:PORT/metrics.
+
+    agent_tool_calls and agent_run_latency_ms histograms, agent_stop_total{stop_reason},
+    agent_tokens_total{direction}, agent_spend_usd_total and agent_tool_errors_total{error_bucket},
+    all labelled by agent. With --json the start-up line is JSON ({"url", "host", "port", "db"}).
+
+    Example:
+
+        replay metrics --port 9464 --since 24h
+    """
+    from replay.metrics import MetricsDependencyError, PrometheusExporter, serve_store
+
+    since_ms = None if since.strip().lower() == "all" else _now_ms() - _duration(since, "--since")
+    interval_s = _duration(interval, "--interval") / 1000
+    store = open_store(db)
+    try:
+        if once:
+            exporter = PrometheusExporter()
+            exporter.observe_store(store, since_ms)
+            click.echo(exporter.exposition().decode("utf-8"), nl=False)
+            return
+
+        def ready(server: Any) -> None:
+            bound_host, bound_port = server.server_address[:2]
+            url = f"http://{bound_host}:{bound_port}/metrics"
+            if as_json:
+                click.echo(json.dumps({"url": url, "host": bound_host, "port": bound_port, "db": db}))
+            else:
+                click.echo(f"serving {url} from {db}, counting new runs every {interval}; Ctrl-C to stop")
+            sys.stdout.flush()
+
+        try:
+            serve_store(store, port=port, host=host, since_ms=since_ms, interval_s=interval_s,
+                        stop=threading.Event(), on_ready=ready)
+        except OSError as exc:
+            raise BadInput(f"cannot serve on {host}:{port}: {exc.strerror or exc}; pick another --port") from exc
+        except KeyboardInterrupt:
+            click.echo("stopped")
+    except MetricsDependencyError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,220 @@
+"""Prometheus metrics of agent runs (optional extra: ``pip install 'agent-replay[metrics]'``).
+
+Metric names are the ones the source document's PromQL uses, so these work as written::
+
+    histogram_quantile(0.95, sum(rate(agent_tool_calls_bucket[5m])) by (le))
+    sum(rate(agent_stop_total[10m])) by (stop_reason)
+    histogram_quantile(0.95, sum(rate(agent_run_latency_ms_bucket[5m])) by (le))
+
+Exported, all labelled by ``agent`` (the queries above sum it away):
+
+- ``agent_tool_calls`` histogram: tool calls per run.
+- ``agent_run_latency_ms`` histogram: run wall time in milliseconds.
+- ``agent_stop_total{stop_reason}`` counter: finished runs by stop reason.
+- ``agent_tokens_total{direction="in"|"out"}`` counter, ``agent_spend_usd_total`` counter.
+- ``agent_tool_errors_total{error_bucket="429"|"5xx"|"timeout"|"other"}`` counter: failed tool
+  calls (see `replay.stats.classify_error`), for the "retries turning constant" signal.
+
+Two ways to feed it: live, as a Recorder listener (``rec.add_listener(exporter)``, called once
+per finished run), or from a store (`PrometheusExporter.observe_store`, which `replay metrics`
+polls).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from replay.errors import ReplayError
+from replay.models import Event, Run
+from replay.stats import classify_error, run_tool_calls
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from replay.store import Store
+
+__all__ = [
+    "LATENCY_BUCKETS_MS",
+    "TOOL_CALL_BUCKETS",
+    "MetricsDependencyError",
+    "PrometheusExporter",
+    "serve_store",
+]
+
+#: Fibonacci buckets: fine where agents normally are (1-8 calls), coarse in loop territory.
+TOOL_CALL_BUCKETS: tuple[float, ...] = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89)
+#: Milliseconds, up to 60 s.
+LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    50, 100, 250, 500, 1000, 2000, 3000, 5000, 8000, 10000, 15000, 20000, 30000, 45000, 60000,
+)
+
+
+class MetricsDependencyError(ReplayError, ImportError):
+    """prometheus-client, needed for metrics, is not installed."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Prometheus metrics need prometheus-client, which is not installed: "
+            "pip install 'agent-replay[metrics]'"
+        )
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client
+    except ImportError as exc:
+        raise MetricsDependencyError() from exc
+    return prometheus_client
+
+
+class PrometheusExporter:
+    """Turns finished runs into Prometheus metrics in `registry`.
+
+    Args:
+        registry: where the metrics are registered. None (the default) makes a private
+            ``CollectorRegistry`` (``exporter.registry``) so several exporters never clash; pass
+            ``prometheus_client.REGISTRY`` to expose them next to your app's own metrics.
+
+    Raises:
+        MetricsDependencyError: prometheus-client is not installed.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        prom = _prometheus()
+        self.registry: CollectorRegistry = prom.CollectorRegistry() if registry is None else registry
+        reg = self.registry
+        self.tool_calls = prom.Histogram(
+            "agent_tool_calls", "Tool calls per agent run", ["agent"], buckets=TOOL_CALL_BUCKETS, registry=reg
+        )
+        self.run_latency_ms = prom.Histogram(
+            "agent_run_latency_ms",
+            "Agent run wall time in milliseconds",
+            ["agent"],
+            buckets=LATENCY_BUCKETS_MS,
+            registry=reg,
+        )
+        self.stops = prom.Counter(
+            "agent_stop_total", "Finished agent runs by stop reason", ["agent", "stop_reason"], registry=reg
+        )
+        self.tokens = prom.Counter(
+            "agent_tokens_total", "Model tokens used by agent runs", ["agent", "direction"], registry=reg
+        )
+        self.spend = prom.Counter("agent_spend_usd_total", "Spend of agent runs in USD", ["agent"], registry=reg)
+        self.tool_errors = prom.Counter(
+            "agent_tool_errors_total",
+            "Failed tool calls by error bucket (429, 5xx, timeout, other)",
+            ["agent", "error_bucket"],
+            registry=reg,
+        )
+        self._lock = threading.Lock()
+        self._seen: dict[str, int] = {}  # run_id -> started_ms, of runs observe_store counted
+
+    def __call__(self, run: Run, steps: Sequence[Event] = ()) -> None:
+        """Count one finished run; `steps` are its events (only tool/model steps are read).
+
+        Without `steps` (a listener called with the run only) ``agent_tool_errors_total`` is not
+        counted and tokens/spend come from the run's usage totals alone. Runs without a stop reason (still running) and runs written by replay are ignored.
+        """
+        if run.stop_reason is None or run.replay_of is not None:
+            return
+        agent = run.agent
+        self.tool_calls.labels(agent=agent).observe(run_tool_calls(run))
+        if run.latency_ms is not None:
+            self.run_latency_ms.labels(agent=agent).observe(max(run.latency_ms, 0))
+        self.stops.labels(agent=agent, stop_reason=run.stop_reason).inc()
+
+        usage = run.usage
+        tokens_in, tokens_out, cost = usage.tokens_in, usage.tokens_out, usage.cost_usd
+        if not (tokens_in or tokens_out or cost):
+            # A recorder that keeps usage on the model steps only: add them up.
+            for e in steps:
+                if e.kind == "model_result" and e.usage is not None:
+                    tokens_in += e.usage.tokens_in
+                    tokens_out += e.usage.tokens_out
+                    cost += e.usage.cost_usd
+        if tokens_in:
+            self.tokens.labels(agent=agent, direction="in").inc(tokens_in)
+        if tokens_out:
+            self.tokens.labels(agent=agent, direction="out").inc(tokens_out)
+        if cost > 0:
+            self.spend.labels(agent=agent).inc(cost)
+        for e in steps:
+            if e.kind == "tool_result" and e.status == "error":
+                bucket = classify_error(e.error or "unknown") or "other"
+                self.tool_errors.labels(agent=agent, error_bucket=bucket).inc()
+
+    def observe_store(self, store: Store, since_ms: int | None = None) -> int:
+        """Count the finished runs in `store` started at or after `since_ms` not counted before.
+
+        Call it repeatedly to tail a store; returns how many runs it counted this time. Only runs
+        started at or after `since_ms` are remembered, so move `since_ms` forward when polling
+        (`serve_store` keeps a lookback) to keep memory bounded.
+        """
+        runs = [
+            r
+            for r in store.runs(since_ms=since_ms)
+            if r.stop_reason is not None and r.replay_of is None and (since_ms is None or r.started_ms >= since_ms)
+        ]
+        with self._lock:
+            if since_ms is not None:
+                self._seen = {k: v for k, v in self._seen.items() if v >= since_ms}
+            new = [r for r in runs if r.run_id not in self._seen]
+            if not new:
+                return 0
+            ids = {r.run_id for r in new}
+            steps: dict[str, list[Event]] = {}
+            for e in store.step_events(since_ms=min(r.started_ms for r in new)):
+                if e.run_id in ids:
+                    steps.setdefault(e.run_id, []).append(e)
+            for r in sorted(new, key=lambda r: r.started_ms):
+                self(r, steps.get(r.run_id, []))
+                self._seen[r.run_id] = r.started_ms
+        return len(new)
+
+    def exposition(self) -> bytes:
+        """The current metrics in the Prometheus text format (what /metrics serves)."""
+        return bytes(_prometheus().generate_latest(self.registry))
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> tuple[Any, threading.Thread]:
+        """Serve ``/metrics`` on `host`:`port` from a daemon thread; port 0 picks a free port.
+
+        Returns ``(server, thread)``: ``server.server_address[1]`` is the port,
+        ``server.shutdown(); server.server_close()`` stops it.
+        """
+        server, thread = _prometheus().start_http_server(port, addr=host, registry=self.registry)
+        return server, thread
+
+
+def serve_store(
+    store: Store,
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    since_ms: int | None = None,
+    interval_s: float = 15.0,
+    lookback_ms: int = 6 * 3_600_000,
+    stop: threading.Event | None = None,
+    on_ready: Any = None,
+) -> None:
+    """Serve the metrics of `store` on `host`:`port`, counting new runs every `interval_s`.
+
+    Starts from the runs started at or after `since_ms`, then keeps looking back `lookback_ms`
+    for runs that finished since the last poll (a run longer than that is missed). Blocks until
+    `stop` is set (or forever); `on_ready(server)` is called once the port is bound.
+    """
+    exporter = PrometheusExporter()
+    exporter.observe_store(store, since_ms)
+    server, _thread = exporter.serve(port, host)
+    stop = stop or threading.Event()
+    try:
+        if on_ready is not None:
+            on_ready(server)
+        while not stop.wait(interval_s):
+            floor = int(time.time() * 1000) - lookback_ms
+            exporter.observe_store(store, floor if since_ms is None else max(since_ms, floor))
+    finally:
+        server.shutdown()
+        server.server_close()
