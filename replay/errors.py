@@ -46,6 +46,22 @@ class SchemaVersionError(ReplayError):
 class StoreError(ReplayError):
     """The store cannot be opened or used (not SQLite, locked, unreadable)."""
 
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class AmbiguousRunIdError(ReplayError, LookupError):
+    """A run id prefix that matches more than one run."""
+
+    def __init__(self, prefix: str, store: str, candidates: list[str], more: bool = False) -> None:
+        self.prefix, self.store, self.candidates = prefix, store, candidates
+        listing = ", ".join(candidates) + (", …" if more else "")
+        super().__init__(
+            f"run id prefix {prefix!r} matches {len(candidates)}{'+' if more else ''} runs in {store} "
+            f"({listing}): give more characters of the id"
+        )
+
 
 class CassetteDecodeError(ReplayError, ValueError):
     """A cassette file that cannot be read: not JSON, wrong version, or a field that is wrong."""
@@ -62,7 +78,10 @@ class EntrypointError(ReplayError):
 class UnrecordedCall(ReplayError):
     """Raised inside a replayed agent for a tool call the recording has no answer for."""
 
-    def __init__(self, tool: str, args_sha: str, recorded: list[str], message: str | None = None) -> None:
+    def __init__(
+        self, tool: str, args_sha: str, recorded: list[str], message: str | None = None,
+        recorded_tools: list[str] | None = None,
+    ) -> None:
         self.tool, self.args_sha, self.recorded = tool, args_sha, recorded
         if message is None:
             if recorded:
@@ -73,8 +92,10 @@ class UnrecordedCall(ReplayError):
                     f"pass stubs={{{tool!r}: fn}} to answer it, or re-record the run"
                 )
             else:
+                names = ", ".join(sorted(set(recorded_tools or []))) or "(none)"
                 message = (
-                    f"unrecorded call {tool}(args_sha={args_sha}): the recording has no call of {tool}; "
+                    f"unrecorded call {tool}(args_sha={args_sha}): the recording has no call of {tool} "
+                    f"(recorded tools: {names}; renamed since the recording?); "
                     f"pass stubs={{{tool!r}: fn}} to answer it, or re-record the run"
                 )
         super().__init__(message)
@@ -98,3 +119,15 @@ class StopRun(ReplayError):
 
 class DropEvent(Exception):
     """Raised by a processor to skip an event (structlog's convention)."""
+
+
+class InvalidIgnoreRuleError(ReplayError, ValueError):
+    """A diff ignore rule that is not ``tool:NAME``, ``field:NAME`` or ``output:PATH``."""
+
+    def __init__(self, rule: str, reason: str, fields: tuple[str, ...] = ()) -> None:
+        self.rule = rule
+        names = ", ".join(fields) or "args_sha, error, status, output_sha"
+        super().__init__(
+            f"invalid ignore rule {rule!r}: {reason}; use tool:NAME (e.g. tool:clock.now), "
+            f"field:NAME ({names}) or output:PATH (e.g. output:root['ts'])"
+        )

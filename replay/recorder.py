@@ -13,6 +13,7 @@ import atexit
 import contextvars
 import dataclasses
 import functools
+import hashlib
 import inspect
 import itertools
 import os
@@ -35,6 +36,17 @@ from replay.writer import RecordingLossWarning, RunItem, StepItem, Writer
 __all__ = ["Recorder", "Guards", "RunHandle", "RunState", "default_db"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def shared_redaction_key() -> bytes | None:
+    """The key set in ``$REPLAY_REDACTION_KEY``, if any, used instead of the per-store key.
+
+    Pseudonyms are keyed per store, so a value the agent's own code holds (a from-address) gets
+    another pseudonym when a cassette is replayed elsewhere. Teams that replay cassettes in CI set
+    the same secret in production and CI to keep those pseudonyms equal.
+    """
+    value = os.environ.get("REPLAY_REDACTION_KEY")
+    return hashlib.sha256(value.encode("utf-8")).digest() if value else None
 
 
 def default_db() -> str:
@@ -147,10 +159,27 @@ class _ToolSpec:
         return out
 
 
+def _status_code(exc: BaseException) -> int | None:
+    """The HTTP status an exception carries (httpx, requests, aiohttp and most SDKs), if any."""
+    for obj in (exc, getattr(exc, "response", None)):
+        for attr in ("status_code", "status"):
+            code = getattr(obj, attr, None)
+            if isinstance(code, int) and 100 <= code <= 599:
+                return code
+    return None
+
+
 def _error_names(exc: BaseException) -> tuple[str, str, str]:
+    """(display name, module, qualname); the display name carries an HTTP status as ``[429]``.
+
+    The status makes "429/5xx retries turning constant" visible from the events alone.
+    """
     cls = type(exc)
     module = cls.__module__
     display = cls.__qualname__ if module == "builtins" else f"{module.split('.')[0]}.{cls.__qualname__}"
+    code = _status_code(exc)
+    if code is not None:
+        display += f"[{code}]"
     return display, module, cls.__qualname__
 
 
@@ -247,7 +276,7 @@ class Recorder:
 
     def _make_redactor(self, key: bytes | None) -> Redactor:
         # Without a store there is no persistent key; an ephemeral one still keeps pseudonyms keyed.
-        return Redactor(key if key is not None else os.urandom(32), self.redaction)
+        return Redactor(shared_redaction_key() or key or os.urandom(32), self.redaction)
 
     def open_store(self) -> Any:
         """A Store on this recorder's database, for reading in the calling thread."""
@@ -263,13 +292,44 @@ class Recorder:
         """The id of the last run that ended in this context (thread or task)."""
         return self._last.get()
 
-    def add_listener(self, fn: Callable[[Run], None]) -> None:
-        """Call ``fn(run)`` on the writer thread after each run's stop is stored (e.g. metrics)."""
+    def add_listener(self, fn: Callable[[Run, list[Any]], None]) -> None:
+        """Call ``fn(run, error_steps)`` on the writer thread after each run's stop is stored.
+
+        ``error_steps`` are the run's tool/model events with status error (for metrics), e.g.
+        ``rec.add_listener(PrometheusExporter())``.
+        """
         self._writer.listeners.append(fn)
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Write everything recorded so far. Returns False if it did not finish in `timeout`."""
         return self._writer.flush(timeout)
+
+    def reopen(self, db: str | os.PathLike[str] | Any) -> None:
+        """Record into `db` from now on; what is queued is written to the current store first.
+
+        Decorators bind their recorder at import time; this points it at a store chosen later
+        (an app's settings, a test's temporary file, ``replay demo --db``).
+
+        Raises:
+            RuntimeError: a run is in progress (its start and its stop would land in two stores).
+        """
+        if self._active:
+            raise RuntimeError(
+                f"cannot reopen the recorder while {len(self._active)} run(s) are in progress: "
+                "call reopen() between runs"
+            )
+        old = self._writer
+        old.close()
+        self.db = db
+        self._writer = Writer(
+            self._open_store,
+            self._make_redactor,
+            max_queue=old.max_queue,
+            on_full=old.on_full,
+            max_snapshot_bytes=old.max_snapshot_bytes,
+            store_args=old.store_args,
+            listeners=old.listeners,
+        )
 
     def close(self) -> None:
         """End open runs as ``killed``, write everything, stop the writer thread."""
@@ -513,6 +573,7 @@ class Recorder:
     def _finish_step(
         self, st: RunState, spec: _ToolSpec, step_id: int, parent: int | None, frozen_args: bytes,
         t0: int, result: Any = None, exc: BaseException | None = None, args_sha: str | None = None,
+        error_names: tuple[str, str, str] | None = None, error_message: str | None = None,
     ) -> None:
         dur = (time.perf_counter_ns() - t0) // 1_000_000
         usage = None
@@ -520,7 +581,9 @@ class Recorder:
             st.tool_calls += 1
         if exc is not None:
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, None,
-                            _error_names(exc), str(exc), time.time_ns() // 1_000_000, dur, None, None, args_sha)
+                            error_names or _error_names(exc), str(exc) if error_message is None else error_message,
+                            time.time_ns() // 1_000_000, dur, None,
+                            None, args_sha)
         else:
             if spec.kind == "model_result":
                 usage = self._model_usage(st, spec, result)

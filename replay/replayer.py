@@ -207,7 +207,7 @@ class ReplaySession:
         redaction: RedactionConfig | None = None,
         store_dir: str | None = None,
     ) -> None:
-        from replay.recorder import Recorder
+        from replay.recorder import Recorder, shared_redaction_key
 
         if on_unrecorded not in _ON_UNRECORDED:
             raise ValueError(f"on_unrecorded={on_unrecorded!r}: use one of {', '.join(_ON_UNRECORDED)}")
@@ -216,7 +216,7 @@ class ReplaySession:
         self.stubs = dict(stubs or {})
         self.on_unrecorded = on_unrecorded
         # The recording store's key, so values the agent builds itself pseudonymise as they did then.
-        key = recording.secret_key or os.urandom(32)
+        key = shared_redaction_key() or recording.secret_key or os.urandom(32)
         self.redactor = Redactor(key, redaction or RedactionConfig())
         self.store_dir = store_dir or tempfile.mkdtemp(prefix="agent-replay-")
         self.store_path = os.path.join(self.store_dir, "replay.db")
@@ -242,15 +242,23 @@ class ReplaySession:
         return None
 
     def _unrecorded(self, spec: Any, args_sha: str) -> UnrecordedCall:
-        return UnrecordedCall(spec.name, args_sha, self.recorded_tools.get(spec.name, []))
+        return UnrecordedCall(spec.name, args_sha, self.recorded_tools.get(spec.name, []),
+                              recorded_tools=list(self.recorded_tools))
 
-    def _answer(self, recorded: Event) -> tuple[Any, BaseException | None]:
+    def _answer(self, recorded: Event) -> tuple[Any, BaseException | None, tuple[str, str, str] | None, str | None]:
+        """(value, error to raise, the recorded error's names and message to record it under)."""
         snap = self.recording.snapshots.get(recorded.output_sha) if recorded.output_sha else None
         if recorded.status == "error":
-            return None, _rebuild_error(snap[0] if snap else {"error": recorded.error or "Error"})
+            body = snap[0] if snap else {"error": recorded.error or "Error"}
+            names = (recorded.error or "Error", str(body.get("module", "")), str(body.get("qualname", ""))) \
+                if isinstance(body, dict) else (recorded.error or "Error", "", "")
+            # Record the replayed step under the recorded name: a rebuilt exception may lack what
+            # made the name (an HTTP status), and RecordedToolError stands in for the original.
+            message = str(body.get("message", "")) if isinstance(body, dict) else str(body)
+            return None, _rebuild_error(body), names, message
         if snap is None:
-            return None, None
-        return _rebuild_value(snap[0], snap[1]), None
+            return None, None, None, None
+        return _rebuild_value(snap[0], snap[1]), None, None, None
 
     def answer(self, st: Any, spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         rec = st.recorder
@@ -278,9 +286,10 @@ class ReplaySession:
             exc = self._unrecorded(spec, sha)
             rec._finish_step(st, spec, step_id, None, frozen, t0, exc=exc, args_sha=sha)
             raise exc
-        value, error = self._answer(recorded)
+        value, error, names, message = self._answer(recorded)
         if error is not None:
-            rec._finish_step(st, spec, step_id, None, frozen, t0, exc=error, args_sha=sha)
+            rec._finish_step(st, spec, step_id, None, frozen, t0, exc=error, args_sha=sha,
+                             error_names=names, error_message=message)
             raise error
         rec._finish_step(st, spec, step_id, None, frozen, t0, result=value, args_sha=sha)
         if spec.kind == "model_result":
@@ -374,7 +383,8 @@ def _call_args(fn: Callable[..., Any], run: Run) -> tuple[list[Any], dict[str, A
         return [], recorded
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
-    name = getattr(fn, "__qualname__", repr(fn))
+    name = getattr(fn, "__name__", repr(fn))
+    missing: list[str] = []
     for p in sig.parameters.values():
         if p.kind == p.VAR_POSITIONAL:
             args.extend(recorded.pop(p.name, []) or [])
@@ -386,20 +396,23 @@ def _call_args(fn: Callable[..., Any], run: Run) -> tuple[list[Any], dict[str, A
             else:
                 kwargs[p.name] = recorded.pop(p.name)
         elif p.default is p.empty:
-            raise EntrypointError(
-                f"{name}() requires parameter {p.name!r}, which the recorded input of run {run.run_id} does not have "
-                "(the agent's signature changed since the recording): give it a default, or pass agent= a wrapper"
-            )
+            missing.append(p.name)
     recorded.pop("*args", None)
-    if recorded:
-        if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-            kwargs.update(recorded)
-        else:
-            raise EntrypointError(
-                f"the recorded input of run {run.run_id} has parameter(s) {', '.join(map(repr, recorded))} "
-                f"that {name}() no longer accepts (the agent's signature changed since the recording): "
-                "pass agent= a wrapper that maps the old input"
-            )
+    if recorded and any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        kwargs.update(recorded)
+        recorded = {}
+    if missing or recorded:
+        problems = []
+        if recorded:
+            problems.append(f"the recorded input has parameter(s) {', '.join(map(repr, recorded))} "
+                            f"that {name}() no longer accepts")
+        if missing:
+            problems.append(f"{name}() requires parameter(s) {', '.join(map(repr, missing))} "
+                            "that the recorded input does not have")
+        raise EntrypointError(
+            f"cannot replay run {run.run_id}: {'; '.join(problems)} (the agent's signature changed since "
+            "the recording): give new parameters a default, or pass agent= a wrapper that maps the old input"
+        )
     return args, kwargs
 
 
@@ -444,7 +457,8 @@ class ReplayResult:
 
 def _prepare(
     source: Any, agent: Callable[..., Any] | str | None, db: Any
-) -> tuple[Recording, Callable[..., Any]]:
+) -> tuple[Recording, Callable[..., Any], tuple[list[Any], dict[str, Any]]]:
+    """Load the recording, resolve the agent and rebuild its call: every error before anything runs."""
     recording = source if isinstance(source, Recording) else load_recording(source, db=db)
     if agent is None:
         fn = resolve_entrypoint(recording.run.entrypoint, agent_name=recording.run.agent)
@@ -452,29 +466,34 @@ def _prepare(
         fn = resolve_entrypoint(agent, agent_name=recording.run.agent)
     else:
         fn = agent
-    return recording, fn
+    return recording, fn, _call_args(fn, recording.run)
 
 
-def _invoke(session: ReplaySession, fn: Callable[..., Any], recording: Recording) -> Any:
+def _invoke(session: ReplaySession, fn: Callable[..., Any], recording: Recording,
+            call: tuple[list[Any], dict[str, Any]]) -> Any:
     """Call the agent inside the session; a plain function gets a run opened around it."""
-    args, kwargs = _call_args(fn, recording.run)
-    if getattr(fn, "__replay_agent__", False) or _is_recorded_agent(fn):
+    args, kwargs = call
+    if _is_recorded_agent(fn):
         return fn(*args, **kwargs)
     run = recording.run
     handle = session.recorder.run(run.agent, input=run.input, versions=run.versions, labels=run.labels,
                                   entrypoint=run.entrypoint)
     handle.input = (run.call_style, run.input)
+    # rec.run() records an output only when the code set one: compare like with like.
+    keep_output = run.output_sha is not None
     if inspect.iscoroutinefunction(fn):
         async def inner() -> Any:
             async with handle:
                 out = await fn(*args, **kwargs)
-                handle.set_output(out)
+                if keep_output:
+                    handle.set_output(out)
                 return out
 
         return inner()
     with handle:
         out = fn(*args, **kwargs)
-        handle.set_output(out)
+        if keep_output:
+            handle.set_output(out)
         return out
 
 
@@ -550,7 +569,7 @@ def replay_run(
     Raises:
         RunNotFoundError, CassetteDecodeError, EntrypointError: before anything runs.
     """
-    recording, fn = _prepare(source, agent, db)
+    recording, fn, call = _prepare(source, agent, db)
     session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction)
     token = _session.set(session)
     output: Any = None
@@ -558,7 +577,7 @@ def replay_run(
     try:
         with block_network():
             try:
-                output = _invoke(session, fn, recording)
+                output = _invoke(session, fn, recording, call)
                 if inspect.isawaitable(output):
                     output = asyncio.run(_await(output))
             except (Exception, StopRun) as exc:
@@ -587,7 +606,7 @@ async def replay_run_async(
     redaction: RedactionConfig | None = None,
 ) -> ReplayResult:
     """`replay_run` for async agents inside a running event loop."""
-    recording, fn = _prepare(source, agent, db)
+    recording, fn, call = _prepare(source, agent, db)
     session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction)
     token = _session.set(session)
     output: Any = None
@@ -595,7 +614,7 @@ async def replay_run_async(
     try:
         with block_network():
             try:
-                output = _invoke(session, fn, recording)
+                output = _invoke(session, fn, recording, call)
                 if inspect.isawaitable(output):
                     output = await output
             except (Exception, StopRun) as exc:

@@ -93,7 +93,7 @@ class Writer:
         on_full: str = "drop",
         max_snapshot_bytes: int = 1_000_000,
         store_args: bool = False,
-        listeners: list[Callable[[Run], None]] | None = None,
+        listeners: list[Callable[[Run, list[Event]], None]] | None = None,
         flush_interval: float = 0.05,
         batch_size: int = 5_000,
     ) -> None:
@@ -118,6 +118,9 @@ class Writer:
         self._store_failed: BaseException | None = None
         self._redactor: Redactor | None = None
         self._closed = False
+        # Error steps per open run, handed to listeners at the run's end (metrics count them).
+        # Only errors: keeping every step would grow memory with the run.
+        self._errors: dict[str, list[Event]] = {}
 
     # ---- the agent's side -------------------------------------------------------------------
 
@@ -142,6 +145,10 @@ class Writer:
         """Write everything queued so far. Returns False if that did not finish in `timeout`."""
         if self._thread is None:
             return True
+        if not self._thread.is_alive():
+            # Closed (or died): nothing will drain a marker, so waiting would only time out
+            # (a second close(), e.g. at exit, took `timeout` seconds). Done if nothing is left.
+            return not self._q
         marker = _Flush()
         self._q.append(marker)
         self._wake.set()
@@ -213,7 +220,12 @@ class Writer:
         for item in batch:
             try:
                 if isinstance(item, StepItem):
-                    events.append(self._step_event(item, snapshots))
+                    ev = self._step_event(item, snapshots)
+                    events.append(ev)
+                    if ev.status == "error" and self.listeners:
+                        errs = self._errors.setdefault(ev.run_id, [])
+                        if len(errs) < 10_000:
+                            errs.append(ev)
                 else:
                     run, event = self._run_rows(item, snapshots)
                     runs[run.run_id] = run
@@ -233,9 +245,10 @@ class Writer:
             for ev in events:
                 events_log.info(ev.model_dump_json(exclude_none=False))
         for run in finished:
+            errors = self._errors.pop(run.run_id, [])
             for listener in self.listeners:
                 try:
-                    listener(run)
+                    listener(run, errors)
                 except Exception as exc:  # noqa: BLE001 - a metrics bug must not stop recording
                     log.warning("replay: run listener %r failed: %r", listener, exc)
 
