@@ -1,0 +1,188 @@
+"""Retention: expiry metadata, prune, pinned runs. Times are explicit (now_ms); nothing sleeps."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from replay.errors import RunNotFoundError
+from replay.models import Event, Run, new_run_id
+from replay.store import PruneResult, Store
+
+DAY = 86_400_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def record(store: Store, ts: int, *, snaps: tuple[str, ...] = (), steps: int = 2, **run_kw: object) -> str:
+    """One run started at `ts`: run row, run_start, `steps` tool steps (output_sha from `snaps`), stop."""
+    rid = new_run_id(ts)
+    outs = list(snaps) + [None] * steps
+    events = [Event(run_id=rid, kind="run_start", ts_ms=ts)]
+    events += [
+        Event(run_id=rid, kind="tool_result", ts_ms=ts + i, step_id=i, tool="http.get", args_sha=f"{i:024x}",
+              output_sha=outs[i - 1], status="ok", duration_ms=5)
+        for i in range(1, steps + 1)
+    ]
+    events.append(Event(run_id=rid, kind="stop", ts_ms=ts + steps + 1, stop_reason="completed"))
+    run = Run(run_id=rid, agent="support-agent", started_ms=ts, ended_ms=ts + steps + 1, stop_reason="completed",
+              **run_kw)  # type: ignore[arg-type]
+    store.write_batch(runs=[run], events=events, snapshots=[(s, b'{"v":1}', "dict", False) for s in snaps])
+    return rid
+
+
+def sha(c: str) -> str:
+    return c * 24
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with Store(tmp_path / "replay.db") as s:
+        yield s
+
+
+def test_rows_carry_their_expiry(tmp_path: Path) -> None:
+    """Events expire event_days after ts_ms, a run with its last event, snapshots snapshot_days after writing."""
+    with Store(tmp_path / "r.db", event_days=3, snapshot_days=1) as s:
+        before = now_ms()
+        rid = record(s, 1_000_000, snaps=(sha("a"),))
+        after = now_ms()
+        ev = [r[0] for r in s.db.execute("SELECT expires_at FROM events WHERE run_id = ? ORDER BY seq", [rid])]
+        snap = s.db.execute("SELECT expires_at FROM snapshots").fetchone()[0]
+        assert ev == [1_000_000 + 3 * DAY + i for i in range(4)]
+        assert s.get_run(rid).expires_at == 1_000_003 + 3 * DAY
+        assert before + DAY <= snap <= after + DAY
+
+
+def test_prune_deletes_expired_events_and_their_runs(store: Store) -> None:
+    """prune removes events past 30 days and the runs left without events; younger runs stay whole."""
+    now = now_ms()
+    old = record(store, now - 31 * DAY)
+    young = record(store, now - 29 * DAY)
+
+    result = store.prune(now_ms=now)
+
+    assert result == PruneResult(runs=1, events=4, snapshots=0)
+    with pytest.raises(RunNotFoundError):
+        store.get_run(old)
+    assert store.events(old) == []
+    assert len(store.events(young)) == 4 and store.get_run(young).run_id == young
+
+
+def test_a_run_with_unexpired_events_is_kept(store: Store) -> None:
+    """A long run keeps its row while any of its events is still within retention."""
+    now = now_ms()
+    rid = record(store, now - 40 * DAY)
+    late = Event(run_id=rid, kind="tool_result", ts_ms=now - DAY, step_id=9, tool="http.get", status="ok")
+    store.write_batch(events=[late])
+
+    result = store.prune(now_ms=now)
+
+    assert result.runs == 0 and result.events == 4
+    assert store.get_run(rid).run_id == rid
+    assert store.events(rid) == [late]
+
+
+def test_snapshots_expire_before_events(store: Store) -> None:
+    """After 14 days the snapshot bodies go while the events (hashes) stay until day 30."""
+    rid = record(store, now_ms(), snaps=(sha("a"),))
+
+    result = store.prune(now_ms=now_ms() + 15 * DAY)
+
+    assert result == PruneResult(runs=0, events=0, snapshots=1)
+    assert store.snapshot(sha("a")) is None
+    assert store.events(rid)[1].output_sha == sha("a")
+
+
+def test_rewriting_a_snapshot_extends_its_expiry(tmp_path: Path) -> None:
+    """A snapshot written again (a newer run got the same output) lives as long as the later write says."""
+    path = tmp_path / "r.db"
+    with Store(path, snapshot_days=1) as s:
+        record(s, now_ms(), snaps=(sha("a"),))
+    with Store(path, snapshot_days=14) as s:
+        record(s, now_ms(), snaps=(sha("a"),))
+        assert s.prune(now_ms=now_ms() + 2 * DAY).snapshots == 0
+        assert s.snapshot(sha("a")) is not None
+    with Store(path, snapshot_days=1) as s:  # a shorter lifetime never shortens what is stored
+        record(s, now_ms(), snaps=(sha("a"),))
+        assert s.prune(now_ms=now_ms() + 2 * DAY).snapshots == 0
+
+
+def test_pinned_runs_never_expire(store: Store) -> None:
+    """A pinned run keeps its row, its events and the snapshots they reference, however old."""
+    now = now_ms()
+    rid = record(store, now - 400 * DAY, snaps=(sha("a"), sha("b")), input_sha=sha("c"))
+    store.write_batch(snapshots=[(sha("c"), b'{"ticket":1}', "dict", False)])
+    other = record(store, now - 400 * DAY, snaps=(sha("d"),))
+
+    pinned = store.pin(rid)
+    result = store.prune(now_ms=now + 400 * DAY)
+
+    assert pinned.pinned and pinned.expires_at is None
+    assert result == PruneResult(runs=1, events=4, snapshots=1)
+    assert store.get_run(rid).pinned
+    assert len(store.events(rid)) == 4
+    assert all(store.snapshot(sha(c)) is not None for c in "abc")
+    assert store.snapshot(sha("d")) is None
+    with pytest.raises(RunNotFoundError):
+        store.get_run(other)
+
+
+def test_a_snapshot_shared_with_a_pinned_run_is_kept(store: Store) -> None:
+    """A snapshot referenced by both a pinned and an expired run survives the expired run's pruning."""
+    now = now_ms()
+    keep = record(store, now - 100 * DAY, snaps=(sha("a"),))
+    record(store, now - 100 * DAY, snaps=(sha("a"),))
+    store.pin(keep)
+    result = store.prune(now_ms=now + 30 * DAY)
+    assert (result.runs, result.snapshots) == (1, 0)
+    assert store.snapshot(sha("a")) is not None
+
+
+def test_pin_survives_the_recorders_later_run_write(store: Store) -> None:
+    """A run pinned while it runs stays pinned when the recorder writes its row again at stop."""
+    now = now_ms()
+    rid = record(store, now - 100 * DAY)
+    store.pin(rid)
+    store.write_batch(runs=[Run(run_id=rid, agent="support-agent", started_ms=now - 100 * DAY, stop_reason="killed")])
+    assert store.prune(now_ms=now) == PruneResult(0, 0, 0)
+    run = store.get_run(rid)
+    assert run.pinned and run.stop_reason == "killed" and run.expires_at is None
+
+
+def test_unpinned_runs_expire_again(store: Store) -> None:
+    """Unpinning gives a run its normal lifetime back, counted from its own times."""
+    now = now_ms()
+    rid = record(store, now - 100 * DAY)
+    store.pin(rid)
+    unpinned = store.pin(rid, False)
+    assert not unpinned.pinned and unpinned.expires_at == now - 100 * DAY + 3 + 30 * DAY
+    assert store.prune(now_ms=now) == PruneResult(runs=1, events=4, snapshots=0)
+
+
+def test_pin_of_an_unknown_run_raises(store: Store) -> None:
+    """Pinning an id that is not in the store raises RunNotFoundError."""
+    with pytest.raises(RunNotFoundError, match="no run 'r_nope' in replay.db"):
+        store.pin("r_nope")
+
+
+def test_dry_run_counts_what_prune_deletes_and_deletes_nothing(store: Store) -> None:
+    """prune(dry_run=True) reports the same counts as the real prune and leaves every row."""
+    now = now_ms()
+    ids = {days: record(store, now - days * DAY, snaps=(sha(str(days % 10)),)) for days in (45, 31, 20, 3)}
+    pinned = record(store, now - 60 * DAY)
+    store.pin(pinned)
+    at = now + 15 * DAY
+
+    dry = store.prune(now_ms=at, dry_run=True)
+    assert store.count_runs() == 5
+    real = store.prune(now_ms=at)
+
+    assert dry == PruneResult(runs=3, events=12, snapshots=4, dry_run=True)
+    assert (real.runs, real.events, real.snapshots, real.dry_run) == (3, 12, 4, False)
+    assert {r.run_id for r in store.runs()} == {pinned, ids[3]}
+    assert store.prune(now_ms=at) == PruneResult(0, 0, 0)
