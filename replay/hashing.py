@@ -161,7 +161,10 @@ def canonical_json(obj: Any) -> str:
 # orjson writes some floats differently from Python's repr (1e16 vs 1e+16, 0.00001 vs 1e-05).
 # Every float token in its output starts the text or follows ':', ',' or '[', so this finds each one that could differ;
 # a false hit inside a string only costs the slower path.
-_RISKY_NUMBER = re.compile(rb"(?<![^:,\[])-?(?:\d+(?:\.\d+)?[eE]|0\.0000)")
+_RISKY_NUMBER = re.compile(rb"(?:^|[:,\[])-?(?:\d+(?:\.\d+)?[eE]|0\.0000)")
+# With every digit mapped to 0, a risky number needs "0e", "0E" or "0.0000": three substring
+# tests in C settle most outputs without running the regex at all.
+_ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 
 
 _LONG_INT = re.compile(rb"(?<![^:,\[])-?\d{19}")
@@ -177,6 +180,9 @@ def canonical_bytes(plain: Any) -> bytes:
         out = orjson.dumps(plain, option=orjson.OPT_SORT_KEYS)
     except (TypeError, orjson.JSONEncodeError):
         return canonical_json(plain).encode("utf-8", "surrogatepass")
+    zeroed = out.translate(_ZERO_DIGITS)
+    if b"0e" not in zeroed and b"0E" not in zeroed and b"0.0000" not in zeroed:
+        return out
     if _RISKY_NUMBER.search(out) is None:
         return out
     return canonical_json(plain).encode("utf-8", "surrogatepass")

@@ -205,8 +205,9 @@ class Recorder:
         redaction: redaction rules; the defaults are safe (see `RedactionConfig`).
         store_args: ``"hash"`` (default) keeps only args_sha; ``"redacted"`` also stores redacted args.
         versions: versions recorded with every run (model, prompt, tools, app, …).
-        max_queue: records held in memory at most before ``on_full`` applies.
-        on_full: ``"drop"`` (count, warn once) or ``"block"`` (the agent waits for the disk).
+        max_queue: records held in memory at most before ``on_full`` applies (bounds memory).
+        on_full: ``"block"`` (default: the agent waits for the writer, nothing is lost) or
+            ``"drop"`` (the agent never waits; lost records are counted in `dropped`, warned once).
         max_snapshot_bytes: larger outputs are stored truncated with their full hash.
         snapshot_days, event_days: retention of snapshots and events; pinned runs never expire.
         guards: default limits for every run (see `Guards`), overridable per agent and per run.
@@ -229,8 +230,8 @@ class Recorder:
         redaction: RedactionConfig | None = None,
         store_args: str = "hash",
         versions: dict[str, str] | None = None,
-        max_queue: int = 100_000,
-        on_full: str = "drop",
+        max_queue: int = 10_000,
+        on_full: str = "block",
         max_snapshot_bytes: int = 1_000_000,
         snapshot_days: int = 14,
         event_days: int = 30,

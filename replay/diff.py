@@ -1,0 +1,1318 @@
+"""Step alignment of a recorded and a replayed run, and `RunDiff` with its renderings.
+
+The two step sequences are aligned on the key (kind, tool, args_sha, status, error), minus ignored
+fields, with a real sequence alignment: one inserted step is one insertion, not every later step
+changed. Timings, timestamps, run ids, step ids and durations never count.
+
+How it stays fast on 10,000-step runs: keys are interned to ints, the common prefix and suffix are
+trimmed in O(n), the middle is cut at keys that occur exactly once on both sides (patience diff,
+a longest increasing subsequence over those anchors), and only the small gaps between anchors go
+through Myers' O(ND) algorithm (difflib past 1,000 edits in one gap). Only aligned pairs whose
+output_sha differs go through deepdiff.
+
+Then each gap between aligned runs is classified: a removed and an added step of the same tool
+in the same gap are one changed step (args, status or error); the identical step removed in one
+place and added in another is a reordered step; the rest are extra and missing calls, each with
+the nearest step of the same tool on the other side and, for a repeated call, the step it repeats.
+
+Example::
+
+    d = diff_traces(recorded, replayed, ignore=["tool:clock.now", "output:root['ts']"])
+    d.is_empty, d.first_divergence
+    print(d)                  # the text report; d.to_json(), d.to_markdown()
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import json
+import math
+import os
+import re
+import sys
+import textwrap
+from bisect import bisect_left
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import compress, count, islice, repeat
+from operator import add, attrgetter, eq, itemgetter, lt, ne, sub
+from typing import Any
+
+from replay.errors import InvalidIgnoreRuleError
+from replay.models import Event, Run, Usage
+
+__all__ = [
+    "CHANGE_KINDS",
+    "IgnoreRules",
+    "RunDiff",
+    "StepChange",
+    "Trace",
+    "diff_traces",
+]
+
+#: Every `StepChange.kind`, in the order reports count them.
+CHANGE_KINDS: tuple[str, ...] = (
+    "extra_call",
+    "missing_call",
+    "reordered",
+    "args_changed",
+    "status_changed",
+    "error_changed",
+    "output_changed",
+)
+
+_STEP_KINDS = ("tool_result", "model_result")
+_KEY_FIELDS = ("kind", "tool", "args_sha", "status", "error")
+#: Fields an ignore rule may name: compared step fields, the step output, the run's final output.
+IGNORABLE_FIELDS: tuple[str, ...] = ("args_sha", "error", "kind", "output", "output_sha", "status")
+# Never compared anyway; accepted in ignore rules so that naming them is not an error.
+_NEVER_COMPARED = frozenset(
+    {"ts_ms", "duration_ms", "run_id", "step_id", "parent_step_id", "usage"}
+)
+_USAGE_FIELDS = ("tokens_in", "tokens_out", "tokens", "cost_usd")
+# Myers is O(ND): beyond this many edits in one gap, difflib is the cheaper fallback.
+_MYERS_MAX_D = 1000
+# difflib is quadratic on repetitive input: past this many cells (~0.1 s) a gap stays unaligned.
+_DIFFLIB_MAX_CELLS = 4_000_000
+# How far `nearest` scans outward for a tool before indexing all its steps.
+_SCAN = 64
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Trace:
+    """One recorded or replayed run: the run row, its steps in order, and their output snapshots.
+
+    Args:
+        run: the run row (stop_reason, usage, tool_calls, redacted final output, run_id).
+        steps: tool_result / model_result events in step order (no run_start / stop).
+        outputs: output_sha -> redacted output value; a missing entry is compared by sha only.
+    """
+
+    run: Run
+    steps: list[Event]
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_events(
+        cls,
+        run: Run,
+        events: Iterable[Event],
+        outputs: Mapping[str, Any] | None = None,
+        *,
+        include_nested: bool = True,
+    ) -> Trace:
+        """Build a trace from a run's events (as `Store.events` returns them).
+
+        Keeps tool_result / model_result events, sorted by step_id. With ``include_nested=False``
+        steps that ran inside another tool (``parent_step_id`` set) are left out: a replay answers
+        the outer tool from the recording, so its inner calls never happen.
+        """
+        steps = [
+            e
+            for e in events
+            if e.kind in _STEP_KINDS and (include_nested or e.parent_step_id is None)
+        ]
+        steps.sort(key=lambda e: (e.step_id is None, e.step_id or 0))
+        return cls(run=run, steps=steps, outputs=dict(outputs or {}))
+
+
+@dataclass(frozen=True)
+class IgnoreRules:
+    """What the diff leaves out.
+
+    Args:
+        tools: steps of these tools are dropped on both sides before aligning; shell-style
+            wildcards work (``clock.*``).
+        fields: fields not compared: ``args_sha``, ``status``, ``error``, ``kind`` (step key),
+            ``output_sha`` (step outputs) or ``output`` (the run's final output).
+        output_paths: deepdiff paths excluded from output comparisons (step outputs and the final
+            output), e.g. ``root['ts']``, ``root['items'][*]['id']`` (wildcards) or a bare key
+            ``ts``; a regex when prefixed with ``re:`` (``re:\\['request_id'\\]$``).
+    """
+
+    tools: frozenset[str] = frozenset()
+    fields: frozenset[str] = frozenset()
+    output_paths: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Accept any iterable (or one string) for convenience, store the declared types.
+        for name, kind in (("tools", frozenset), ("fields", frozenset), ("output_paths", tuple)):
+            value = getattr(self, name)
+            object.__setattr__(self, name, kind([value] if isinstance(value, str) else value))
+        for name in self.fields:
+            if name not in IGNORABLE_FIELDS and name not in _NEVER_COMPARED:
+                hint = " (to drop a tool's steps use tool:NAME)" if name == "tool" else ""
+                raise InvalidIgnoreRuleError(
+                    f"field:{name}", f"unknown field {name!r}{hint}", IGNORABLE_FIELDS
+                )
+
+    @classmethod
+    def parse(
+        cls, spec: Sequence[str] | Mapping[str, Any] | IgnoreRules | str | None
+    ) -> IgnoreRules:
+        """Build rules from CLI strings, a mapping, or pass existing rules through.
+
+        Strings: ``tool:NAME``, ``field:NAME``, ``output:PATH``; ``tool:`` and ``field:`` take
+        comma-separated lists. A mapping has the keys ``tools``, ``fields``, ``output_paths``.
+
+        Raises:
+            InvalidIgnoreRuleError: an unknown prefix, key or field, naming the valid ones.
+        """
+        if spec is None:
+            return cls()
+        if isinstance(spec, IgnoreRules):
+            return spec
+        if isinstance(spec, Mapping):
+            unknown = set(spec) - {"tools", "fields", "output_paths"}
+            if unknown:
+                bad = sorted(map(str, unknown))[0]
+                raise InvalidIgnoreRuleError(
+                    bad, f"unknown key {bad!r}; use tools, fields, output_paths", IGNORABLE_FIELDS
+                )
+
+            def _seq(v: Any) -> list[str]:
+                return [v] if isinstance(v, str) else list(v or ())
+
+            return cls(
+                tools=frozenset(_seq(spec.get("tools"))),
+                fields=frozenset(_seq(spec.get("fields"))),
+                output_paths=tuple(_seq(spec.get("output_paths"))),
+            )
+        items = [spec] if isinstance(spec, str) else list(spec)
+        tools: set[str] = set()
+        fields: set[str] = set()
+        paths: list[str] = []
+        for item in items:
+            if not isinstance(item, str):
+                raise InvalidIgnoreRuleError(repr(item), "not a string", IGNORABLE_FIELDS)
+            prefix, sep, rest = item.partition(":")
+            prefix = prefix.strip().lower()
+            if not sep or not rest.strip():
+                raise InvalidIgnoreRuleError(item, "expected PREFIX:VALUE", IGNORABLE_FIELDS)
+            if prefix in ("tool", "tools"):
+                tools.update(t.strip() for t in rest.split(",") if t.strip())
+            elif prefix in ("field", "fields"):
+                fields.update(f.strip() for f in rest.split(",") if f.strip())
+            elif prefix in ("output", "path"):
+                paths.append(rest.strip())
+            else:
+                raise InvalidIgnoreRuleError(
+                    item, f"unknown prefix {prefix!r}", IGNORABLE_FIELDS
+                )
+        return cls(tools=frozenset(tools), fields=frozenset(fields), output_paths=tuple(paths))
+
+    def merge(self, other: IgnoreRules | Sequence[str] | Mapping[str, Any] | None) -> IgnoreRules:
+        """The union of both rule sets (e.g. ini options plus a marker's ``ignore=``)."""
+        o = IgnoreRules.parse(other)
+        paths = self.output_paths + tuple(p for p in o.output_paths if p not in self.output_paths)
+        return IgnoreRules(self.tools | o.tools, self.fields | o.fields, paths)
+
+    def to_strings(self) -> list[str]:
+        """The rules as CLI strings (``tool:…``, ``field:…``, ``output:…``), sorted."""
+        return (
+            [f"tool:{t}" for t in sorted(self.tools)]
+            + [f"field:{f}" for f in sorted(self.fields)]
+            + [f"output:{p}" for p in self.output_paths]
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.tools or self.fields or self.output_paths)
+
+    # -- helpers used by the differ ---------------------------------------------------------
+
+    def _tool_filter(self) -> Callable[[str | None], bool]:
+        """A predicate `tool name -> dropped?`, cached per distinct name."""
+        exact = {t for t in self.tools if not any(c in t for c in "*?[")}
+        patterns = [t for t in self.tools if t not in exact]
+        cache: dict[str | None, bool] = {}
+
+        def dropped(name: str | None) -> bool:
+            hit = cache.get(name)
+            if hit is None:
+                hit = name in exact or (
+                    name is not None and any(fnmatch.fnmatchcase(name, p) for p in patterns)
+                )
+                cache[name] = hit
+            return hit
+
+        return dropped
+
+    def _deepdiff_kwargs(self) -> dict[str, Any]:
+        exact: list[str] = []
+        regex: list[str] = []
+        for p in self.output_paths:
+            if p.startswith("re:"):
+                regex.append(p[3:])
+            elif "\\" in p or p.startswith("^") or p.endswith("$") or ".*" in p:
+                regex.append(p)  # clearly a regex even without the prefix
+            else:
+                exact.append(p)
+        kw: dict[str, Any] = {}
+        if exact:
+            kw["exclude_paths"] = exact
+        if regex:
+            kw["exclude_regex_paths"] = [re.compile(r) for r in regex]
+        return kw
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StepChange:
+    """One difference between the step sequences.
+
+    ``kind`` is one of `CHANGE_KINDS`. Indexes are 0-based positions in the traces' step lists
+    (shown as 1-based step numbers). ``nearest`` is, for an extra (missing) call, the closest
+    step of the same tool on the recorded (replayed) side: the call it did not match.
+    """
+
+    kind: str
+    recorded: Event | None
+    replayed: Event | None
+    recorded_index: int | None
+    replayed_index: int | None
+    nearest: Event | None = None
+    detail: str = ""
+    output_diff: dict[str, Any] | None = None
+    nearest_index: int | None = None
+    #: short text for the one-line rendering, e.g. "same args as step 4"
+    note: str = ""
+
+    @property
+    def step(self) -> int:
+        """The 1-based step number shown for this change (recorded side when it has one)."""
+        if self.recorded_index is not None:
+            return self.recorded_index + 1
+        return (self.replayed_index or 0) + 1
+
+    @property
+    def tool(self) -> str | None:
+        ev = self.recorded if self.recorded is not None else self.replayed
+        return ev.tool if ev is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict; events as dicts, step numbers 1-based."""
+        return {
+            "kind": self.kind,
+            "tool": self.tool,
+            "recorded_step": None if self.recorded_index is None else self.recorded_index + 1,
+            "replayed_step": None if self.replayed_index is None else self.replayed_index + 1,
+            "recorded_index": self.recorded_index,
+            "replayed_index": self.replayed_index,
+            "recorded": _event_json(self.recorded),
+            "replayed": _event_json(self.replayed),
+            "nearest": _event_json(self.nearest),
+            "nearest_step": None if self.nearest_index is None else self.nearest_index + 1,
+            "detail": self.detail,
+            "output_diff": self.output_diff,
+        }
+
+
+@dataclass
+class RunDiff:
+    """The difference between a recorded run and its replay (or any two runs).
+
+    Empty when the steps align with no change, the stop reason is the same and the final output
+    is the same. Usage deltas never make it non-empty; gate on `usage_delta_pct` for that.
+    """
+
+    recorded_id: str
+    replayed_id: str
+    changes: list[StepChange]
+    stop_reason_before: str | None
+    stop_reason_after: str | None
+    tool_calls_before: int
+    tool_calls_after: int
+    usage_before: Usage
+    usage_after: Usage
+    output_diff: dict[str, Any] | None = None
+    steps_before: int = 0
+    steps_after: int = 0
+    ignore: IgnoreRules = field(default_factory=IgnoreRules)
+
+    # -- verdict ------------------------------------------------------------------------------
+
+    @property
+    def stop_reason_changed(self) -> bool:
+        return self.stop_reason_before != self.stop_reason_after
+
+    @property
+    def is_empty(self) -> bool:
+        """No step change, the same stop reason and the same final output."""
+        return not self.changes and not self.stop_reason_changed and not self.output_diff
+
+    @property
+    def first_divergence(self) -> StepChange | None:
+        """The earliest change in step order, or None."""
+        return self.changes[0] if self.changes else None
+
+    @property
+    def added(self) -> list[StepChange]:
+        """Extra calls: steps only the replay made."""
+        return [c for c in self.changes if c.kind == "extra_call"]
+
+    @property
+    def removed(self) -> list[StepChange]:
+        """Missing calls: steps only the recording has."""
+        return [c for c in self.changes if c.kind == "missing_call"]
+
+    @property
+    def changed(self) -> list[StepChange]:
+        """Aligned steps that differ (args, status, error, output) and reordered steps."""
+        return [c for c in self.changes if c.kind not in ("extra_call", "missing_call")]
+
+    def counts(self) -> dict[str, int]:
+        """Number of changes per kind (every kind present, zeros included)."""
+        out = dict.fromkeys(CHANGE_KINDS, 0)
+        for c in self.changes:
+            out[c.kind] = out.get(c.kind, 0) + 1
+        return out
+
+    def usage_delta_pct(self, field: str) -> float | None:
+        """Relative change of a usage figure in percent (replay vs recording).
+
+        ``field`` is ``tokens_in``, ``tokens_out``, ``tokens`` (both) or ``cost_usd``. 0.0 when
+        both are 0; ``math.inf`` when the recording had 0 and the replay did not, so a gate such
+        as ``pct > 20`` fires.
+
+        Raises:
+            ValueError: an unknown field, listing the valid ones.
+        """
+        before = _usage_value(self.usage_before, field)
+        after = _usage_value(self.usage_after, field)
+        if before == after:
+            return 0.0
+        if before == 0:
+            return math.inf
+        return (after - before) / before * 100.0
+
+    # -- renderings ---------------------------------------------------------------------------
+
+    def headline(self) -> str:
+        """The verdict line, e.g. ``replay diverged from recording r_… at step 7``."""
+        if self.is_empty:
+            return f"replay matches recording {self.recorded_id} ({self.steps_before} steps)"
+        first = self.first_divergence
+        if first is not None:
+            return f"replay diverged from recording {self.recorded_id} at step {first.step}"
+        if self.stop_reason_changed:
+            return (
+                f"replay diverged from recording {self.recorded_id}: stop reason "
+                f"{self.stop_reason_before} -> {self.stop_reason_after}"
+            )
+        return f"replay diverged from recording {self.recorded_id}: final output changed"
+
+    def to_text(self, *, width: int = 80, color: bool | None = None, max_changes: int = 20) -> str:
+        """A report for terminals and pytest failures, every line at most ``width`` characters.
+
+        ``color=None`` colours only when stdout is a tty and NO_COLOR is unset.
+        """
+        if color is None:
+            color = _auto_color()
+        return _render_text(self, width=max(width, 20), st=_Style(color), max_changes=max_changes)
+
+    def __str__(self) -> str:
+        return self.to_text(color=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything as JSON-able values (events as dicts, usage deltas in percent or null)."""
+        deltas: dict[str, float | None] = {}
+        for f in _USAGE_FIELDS:
+            pct = self.usage_delta_pct(f)
+            deltas[f] = None if pct is None or math.isinf(pct) else round(pct, 4)
+        first = self.first_divergence
+        return {
+            "verdict": "match" if self.is_empty else "diverged",
+            "is_empty": self.is_empty,
+            "headline": self.headline(),
+            "recorded_id": self.recorded_id,
+            "replayed_id": self.replayed_id,
+            "steps": {"before": self.steps_before, "after": self.steps_after},
+            "first_divergence": first.to_json() if first is not None else None,
+            "counts": self.counts(),
+            "changes": [c.to_json() for c in self.changes],
+            "stop_reason": {
+                "before": self.stop_reason_before,
+                "after": self.stop_reason_after,
+                "changed": self.stop_reason_changed,
+            },
+            "tool_calls": {
+                "before": self.tool_calls_before,
+                "after": self.tool_calls_after,
+                "delta": self.tool_calls_after - self.tool_calls_before,
+            },
+            "usage": {
+                "before": self.usage_before.model_dump(mode="json"),
+                "after": self.usage_after.model_dump(mode="json"),
+                "delta_pct": deltas,
+            },
+            "output_diff": self.output_diff,
+            "ignore": self.ignore.to_strings(),
+        }
+
+    def to_markdown(self, *, max_changes: int = 50) -> str:
+        """A Markdown report for a CI comment: verdict heading, table of changes, run figures."""
+        return _render_markdown(self, max_changes=max_changes)
+
+
+def _usage_value(u: Usage, field: str) -> float:
+    if field == "tokens":
+        return float(u.tokens_in + u.tokens_out)
+    if field in ("tokens_in", "tokens_out", "cost_usd"):
+        return float(getattr(u, field))
+    raise ValueError(f"unknown usage field {field!r}: use one of {', '.join(_USAGE_FIELDS)}")
+
+
+def _event_json(e: Event | None) -> dict[str, Any] | None:
+    return None if e is None else e.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------------------------
+# Alignment
+# --------------------------------------------------------------------------------------------
+
+Block = tuple[int, int, int]  # (i in a, j in b, length): a[i:i+n] == b[j:j+n]
+
+
+def _align(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[Block]:
+    """Matching blocks of `a` and `b`, sorted and merged, like difflib's (without the sentinel).
+
+    Patience diff: trim the common prefix/suffix, anchor on elements unique in both ranges (the
+    longest increasing subsequence of their positions), recurse into the gaps; a gap without
+    anchors goes through Myers (difflib when it has too many edits). The per-element work is in
+    C (map / compress / Counter): a Python loop over 10,000 steps costs more than the target.
+    """
+    raw: list[Block] = []
+    stack = [(0, len(a), 0, len(b))]
+    while stack:
+        alo, ahi, blo, bhi = stack.pop()
+        n = _common_prefix(a, b, alo, ahi, blo, bhi)
+        if n:
+            raw.append((alo, blo, n))
+            alo, blo = alo + n, blo + n
+        n = _common_suffix(a, b, alo, ahi, blo, bhi)
+        if n:
+            ahi, bhi = ahi - n, bhi - n
+            raw.append((ahi, bhi, n))
+        if alo == ahi or blo == bhi:
+            continue
+        sa, sb = a[alo:ahi], b[blo:bhi]
+        if (ahi - alo) * (bhi - blo) <= 64:  # a small gap: Myers directly, no counting
+            pairs = _myers(sa, sb, len(sa) + len(sb)) or []
+            raw.extend((alo + x, blo + y, 1) for x, y in pairs)
+            continue
+        ca, cb = Counter(sa), Counter(sb)
+        once_a = set(compress(ca.keys(), map((1).__eq__, ca.values())))
+        unique = once_a.intersection(compress(cb.keys(), map((1).__eq__, cb.values())))
+        if unique:
+            mask = list(map(unique.__contains__, sa))
+            ii = list(compress(range(alo, ahi), mask))
+            posb = dict(zip(sb, range(blo, bhi)))  # exact for the unique keys
+            jj = list(map(posb.__getitem__, compress(sa, mask)))
+            if not all(map(lt, jj, islice(jj, 1, None))):
+                ii, jj = _lis(ii, jj)
+            _add_anchors(ii, jj, (alo, ahi, blo, bhi), raw, stack)
+            continue
+        if not (ca.keys() & cb.keys()):
+            continue  # nothing in common: all deleted and inserted
+        pairs = _myers(sa, sb, _MYERS_MAX_D)
+        if pairs is not None:
+            raw.extend((alo + x, blo + y, 1) for x, y in pairs)
+        elif len(sa) * len(sb) <= _DIFFLIB_MAX_CELLS:
+            sm = difflib.SequenceMatcher(None, sa, sb, autojunk=False)
+            raw.extend((alo + x, blo + y, n) for x, y, n in sm.get_matching_blocks() if n)
+        # else: two long, repetitive and unrelated stretches: leave them unaligned (reported
+        # step by step as changed / extra / missing) rather than spend seconds on difflib.
+    raw.sort()
+    merged: list[Block] = []
+    for i, j, n in raw:
+        if merged:
+            mi, mj, mn = merged[-1]
+            if mi + mn == i and mj + mn == j:
+                merged[-1] = (mi, mj, mn + n)
+                continue
+        merged.append((i, j, n))
+    return merged
+
+
+def _common_prefix(
+    a: Sequence[Hashable], b: Sequence[Hashable], alo: int, ahi: int, blo: int, bhi: int
+) -> int:
+    """Length of the common prefix of a[alo:ahi] and b[blo:bhi]; slices compare in C."""
+    i, j = alo, blo
+    step = 256
+    while step:
+        while i + step <= ahi and j + step <= bhi and a[i : i + step] == b[j : j + step]:
+            i += step
+            j += step
+        step //= 8
+    while i < ahi and j < bhi and a[i] == b[j]:
+        i += 1
+        j += 1
+    return i - alo
+
+
+def _common_suffix(
+    a: Sequence[Hashable], b: Sequence[Hashable], alo: int, ahi: int, blo: int, bhi: int
+) -> int:
+    """Length of the common suffix of a[alo:ahi] and b[blo:bhi]."""
+    i, j = ahi, bhi
+    step = 256
+    while step:
+        while i - step >= alo and j - step >= blo and a[i - step : i] == b[j - step : j]:
+            i -= step
+            j -= step
+        step //= 8
+    while i > alo and j > blo and a[i - 1] == b[j - 1]:
+        i -= 1
+        j -= 1
+    return ahi - i
+
+
+def _add_anchors(
+    ii: list[int],
+    jj: list[int],
+    bounds: tuple[int, int, int, int],
+    raw: list[Block],
+    stack: list[tuple[int, int, int, int]],
+) -> None:
+    """Record runs of consecutive anchors as blocks and queue the gaps between them."""
+    alo, ahi, blo, bhi = bounds
+    # Anchors k-1, k are adjacent iff (i + j) grows by exactly 2 (both coordinates increase).
+    s = list(map(add, ii, jj))
+    breaks = list(compress(range(1, len(s)), map(ne, map(sub, islice(s, 1, None), s), repeat(2))))
+    pi, pj = alo, blo
+    start = 0
+    for end in [*breaks, len(ii)]:
+        i, j = ii[start], jj[start]
+        if i > pi or j > pj:
+            stack.append((pi, i, pj, j))
+        n = end - start
+        raw.append((i, j, n))
+        pi, pj = i + n, j + n
+        start = end
+    if pi < ahi or pj < bhi:
+        stack.append((pi, ahi, pj, bhi))
+
+
+def _lis(ii: list[int], jj: list[int]) -> tuple[list[int], list[int]]:
+    """The longest subsequence of anchors (ii[t], jj[t]) increasing in both coordinates."""
+    tails: list[int] = []
+    tails_at: list[int] = []
+    prev = [-1] * len(jj)
+    for t, j in enumerate(jj):
+        k = bisect_left(tails, j)
+        if k == len(tails):
+            tails.append(j)
+            tails_at.append(t)
+        else:
+            tails[k] = j
+            tails_at[k] = t
+        prev[t] = tails_at[k - 1] if k else -1
+    keep: list[int] = []
+    t = tails_at[-1]
+    while t >= 0:
+        keep.append(t)
+        t = prev[t]
+    keep.reverse()
+    return [ii[t] for t in keep], [jj[t] for t in keep]
+
+
+def _myers(
+    a: Sequence[Hashable], b: Sequence[Hashable], max_d: int
+) -> list[tuple[int, int]] | None:
+    """Matched index pairs of a shortest edit script (Myers 1986), or None beyond `max_d` edits."""
+    n, m = len(a), len(b)
+    limit = min(n + m, max_d)
+    off = limit + 1
+    v = [0] * (2 * limit + 3)
+    trace: list[list[int]] = []
+    for d in range(limit + 1):
+        trace.append(v[off - d - 1 : off + d + 2])  # v[k] for k in [-d-1, d+1]
+        for k in range(-d, d + 1, 2):
+            if k == -d or (k != d and v[off + k - 1] < v[off + k + 1]):
+                x = v[off + k + 1]
+            else:
+                x = v[off + k - 1] + 1
+            y = x - k
+            while x < n and y < m and a[x] == b[y]:
+                x += 1
+                y += 1
+            v[off + k] = x
+            if x >= n and y >= m:
+                return _myers_backtrack(trace, d, n, m)
+    return None
+
+
+def _myers_backtrack(trace: list[list[int]], dmax: int, x: int, y: int) -> list[tuple[int, int]]:
+    pairs: list[tuple[int, int]] = []
+    for d in range(dmax, 0, -1):
+        vp = trace[d]  # state before edit d; vp[k + d + 1] is v[k]
+        k = x - y
+        if k == -d or (k != d and vp[k - 1 + d + 1] < vp[k + 1 + d + 1]):
+            pk = k + 1
+        else:
+            pk = k - 1
+        px = vp[pk + d + 1]
+        py = px - pk
+        while x > px and y > py:
+            x -= 1
+            y -= 1
+            pairs.append((x, y))
+        x, y = px, py
+    while x > 0 and y > 0:
+        x -= 1
+        y -= 1
+        pairs.append((x, y))
+    pairs.reverse()
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------
+# Classification
+# --------------------------------------------------------------------------------------------
+
+
+def diff_traces(
+    recorded: Trace,
+    replayed: Trace,
+    *,
+    ignore: IgnoreRules | Sequence[str] | Mapping[str, Any] | None = None,
+) -> RunDiff:
+    """Align the steps of two runs and report what differs.
+
+    Args:
+        recorded: the recording (the reference).
+        replayed: the replay (or any other run).
+        ignore: `IgnoreRules`, or what `IgnoreRules.parse` accepts.
+
+    Raises:
+        InvalidIgnoreRuleError: a malformed ignore rule.
+    """
+    rules = IgnoreRules.parse(ignore)
+    return _Differ(recorded, replayed, rules).run()
+
+
+class _Side:
+    """One trace's kept steps and the lookups the classification needs (built lazily)."""
+
+    def __init__(self, trace: Trace, rules: IgnoreRules) -> None:
+        self.trace = trace
+        steps = trace.steps
+        if rules.tools:
+            dropped = rules._tool_filter()
+            self.pos = [i for i, e in enumerate(steps) if not dropped(e.tool)]
+            self.steps = [steps[i] for i in self.pos]
+        else:
+            self.pos = None
+            self.steps = list(steps)
+        self._by_call: dict[tuple[str | None, str | None], list[int]] = {}
+        self._by_tool: dict[str | None, list[int]] = {}
+        try:  # pydantic keeps fields in __dict__: item lookups there beat getattr by ~2x
+            self._dicts: list[dict[str, Any]] | None = list(map(vars, self.steps))
+        except TypeError:
+            self._dicts = None
+
+    def column(self, *names: str) -> list[Any]:
+        """The value of field `names` (a tuple of values for several) of every kept step."""
+        if self._dicts is not None:
+            try:
+                return list(map(itemgetter(*names), self._dicts))
+            except KeyError:
+                self._dicts = None
+        return list(map(attrgetter(*names), self.steps))
+
+    def orig(self, i: int) -> int:
+        return i if self.pos is None else self.pos[i]
+
+    def prepare(self, events: Iterable[Event]) -> None:
+        """Index the (tool, args_sha) calls that the extra / missing calls `events` make.
+
+        One pass in C (map / compress): a Python loop over 10,000 steps would cost more than the
+        whole alignment.
+        """
+        calls = {(e.tool, e.args_sha) for e in events}
+        steps = self.steps
+        wanted = {s for _, s in calls}
+        args = self.column("args_sha")
+        by_call: dict[tuple[str | None, str | None], list[int]] = {c: [] for c in calls}
+        for i in compress(range(len(args)), map(wanted.__contains__, args)):
+            hits = by_call.get((steps[i].tool, args[i]))
+            if hits is not None:
+                hits.append(i)
+        self._by_call = by_call
+
+    def calls(self, e: Event) -> list[int]:
+        """Positions of the steps with the same tool and args_sha as `e` (after `prepare`)."""
+        return self._by_call.get((e.tool, e.args_sha), [])
+
+    def previous_call(self, e: Event, pos: int) -> int | None:
+        """The last step before `pos` with the same tool and args_sha as `e`, if any."""
+        idx = self.calls(e)
+        k = bisect_left(idx, pos)
+        return idx[k - 1] if k else None
+
+    def nearest(self, tool: str | None, pos: int) -> int | None:
+        """The position of the step of `tool` closest to `pos`, the earlier on a tie."""
+        steps, n = self.steps, len(self.steps)
+        idx = self._by_tool.get(tool)
+        if idx is None:
+            # A frequent tool is a few steps away: scan outward before indexing it (one pass).
+            for d in range(_SCAN):
+                if 0 <= pos - d < n and steps[pos - d].tool == tool:
+                    return pos - d
+                if pos + d < n and steps[pos + d].tool == tool:
+                    return pos + d
+            tools = self.column("tool")
+            idx = self._by_tool[tool] = list(compress(range(n), map(eq, tools, repeat(tool))))
+        if not idx:
+            return None
+        k = bisect_left(idx, pos)
+        cands = [idx[c] for c in (k - 1, k) if 0 <= c < len(idx)]
+        return min(cands, key=lambda i: (abs(i - pos), i))
+
+
+class _Differ:
+    def __init__(self, recorded: Trace, replayed: Trace, rules: IgnoreRules) -> None:
+        self.rules = rules
+        self.ra = _Side(recorded, rules)
+        self.rb = _Side(replayed, rules)
+        self.key_fields = tuple(f for f in _KEY_FIELDS if f not in rules.fields)
+        self._ddkw = rules._deepdiff_kwargs()
+
+    def run(self) -> RunDiff:
+        ra, rb, rules = self.ra, self.rb, self.rules
+        # Keys interned to ints: the aligner hashes and compares each many times.
+        ids: dict[Any, int] = {}
+        serial = count()
+        a = list(map(ids.setdefault, ra.column(*self.key_fields), serial))
+        b = list(map(ids.setdefault, rb.column(*self.key_fields), serial))
+        blocks = _align(a, b)
+
+        found: list[tuple[int, StepChange]] = []  # (i + j along the alignment path, change)
+        if "output_sha" not in rules.fields:
+            self._output_changes(blocks, found)
+        self._edit_changes(blocks, a, b, found)
+        found.sort(key=lambda t: t[0])
+
+        run_a, run_b = ra.trace.run, rb.trace.run
+        out_diff = None
+        if "output" not in rules.fields and not (
+            run_a.output_sha is not None and run_a.output_sha == run_b.output_sha
+        ):
+            out_diff = self._ddiff(run_a.output, run_b.output)
+        return RunDiff(
+            recorded_id=run_a.run_id,
+            replayed_id=run_b.run_id,
+            changes=[c for _, c in found],
+            stop_reason_before=run_a.stop_reason,
+            stop_reason_after=run_b.stop_reason,
+            tool_calls_before=run_a.tool_calls,
+            tool_calls_after=run_b.tool_calls,
+            usage_before=run_a.usage.model_copy(),
+            usage_after=run_b.usage.model_copy(),
+            output_diff=out_diff,
+            steps_before=len(ra.trace.steps),
+            steps_after=len(rb.trace.steps),
+            ignore=rules,
+        )
+
+    # -- deepdiff --------------------------------------------------------------------------
+
+    def _ddiff(self, old: Any, new: Any) -> dict[str, Any] | None:
+        if old == new:
+            return None
+        from deepdiff import DeepDiff  # heavy import, only when outputs differ
+
+        dd = DeepDiff(old, new, verbose_level=2, **self._ddkw)
+        if not dd:
+            return None
+        result: dict[str, Any] = json.loads(dd.to_json())
+        return result
+
+    def _output_changes(self, blocks: list[Block], found: list[tuple[int, StepChange]]) -> None:
+        sa, sb = self.ra.steps, self.rb.steps
+        oa = self.ra.column("output_sha")
+        ob = self.rb.column("output_sha")
+        outs_a, outs_b = self.ra.trace.outputs, self.rb.trace.outputs
+        for i0, j0, n in blocks:
+            if oa[i0 : i0 + n] == ob[j0 : j0 + n]:
+                continue
+            for k in range(n):
+                i, j = i0 + k, j0 + k
+                if oa[i] == ob[j]:
+                    continue
+                ea, eb = sa[i], sb[j]
+                short = f"{_h(oa[i])} -> {_h(ob[j])}"
+                if oa[i] in outs_a and ob[j] in outs_b:
+                    dd = self._ddiff(outs_a[oa[i]], outs_b[ob[j]])
+                    if dd is None:
+                        continue  # differs only under excluded paths
+                    lines = _ddiff_lines(dd)
+                    more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
+                    detail = f"{ea.tool} output changed: {lines[0]}{more}"
+                    note = f"output {lines[0]}{more}"
+                else:
+                    dd = None
+                    detail = f"{ea.tool} output_sha {short} (snapshots not available)"
+                    note = f"output {short}"
+                ch = StepChange(
+                    "output_changed", ea, eb, self.ra.orig(i), self.rb.orig(j),
+                    detail=detail, output_diff=dd, note=note,
+                )
+                found.append((i + j, ch))
+
+    # -- insertions, deletions and their pairings ------------------------------------------
+
+    def _edit_changes(
+        self, blocks: list[Block], a: list[int], b: list[int], found: list[tuple[int, StepChange]]
+    ) -> None:
+        sa, sb = self.ra.steps, self.rb.steps
+        regions: list[tuple[int, int, int, int]] = []
+        pi = pj = 0
+        for i, j, n in [*blocks, (len(a), len(b), 0)]:
+            if i > pi or j > pj:
+                regions.append((pi, i, pj, j))
+            pi, pj = i + n, j + n
+        if not regions:
+            return
+
+        left_a: list[tuple[int, int]] = []  # (position, path coordinate) not yet explained
+        left_b: list[tuple[int, int]] = []
+        for alo, ahi, blo, bhi in regions:
+            # Same place, same (kind, tool): one step changed rather than one removed + one added.
+            by_tool: dict[tuple[str, str | None], deque[int]] = defaultdict(deque)
+            for j in range(blo, bhi):
+                by_tool[(sb[j].kind, sb[j].tool)].append(j)
+            used_b: set[int] = set()
+            last_j = blo - 1
+            for i in range(alo, ahi):
+                q = by_tool.get((sa[i].kind, sa[i].tool))
+                while q and q[0] <= last_j:
+                    q.popleft()
+                if q:
+                    j = q.popleft()
+                    used_b.add(j)
+                    last_j = j
+                    found.append((i + j, self._paired(i, j, a[i] == b[j])))
+                else:
+                    left_a.append((i, i + blo))
+            left_b.extend((j, alo + j) for j in range(blo, bhi) if j not in used_b)
+
+        # The identical step elsewhere: reordered.
+        waiting: dict[int, deque[tuple[int, int]]] = defaultdict(deque)
+        for j, coord in left_b:
+            waiting[b[j]].append((j, coord))
+        moved_b: set[int] = set()
+        missing: list[tuple[int, int]] = []
+        for i, coord_a in left_a:
+            q = waiting.get(a[i])
+            if q:
+                j, coord_b = q.popleft()
+                moved_b.add(j)
+                found.append((min(coord_a, coord_b), self._reordered(i, j)))
+            else:
+                missing.append((i, coord_a))
+        extra = [(j, c) for j, c in left_b if j not in moved_b]
+        if not (missing or extra):
+            return
+        unmatched = [sa[i] for i, _ in missing] + [sb[j] for j, _ in extra]
+        self.ra.prepare(unmatched)
+        self.rb.prepare(unmatched)
+        found.extend((coord, self._missing(i, coord)) for i, coord in missing)
+        found.extend((coord, self._extra(j, coord)) for j, coord in extra)
+
+    def _paired(self, i: int, j: int, same_key: bool) -> StepChange:
+        if same_key:
+            return self._reordered(i, j)
+        ea, eb = self.ra.steps[i], self.rb.steps[j]
+        tool = ea.tool
+        parts: list[str] = []
+        kind = ""
+        if "args_sha" in self.key_fields and ea.args_sha != eb.args_sha:
+            kind = "args_changed"
+            parts.append(f"args {_h(ea.args_sha)} -> {_h(eb.args_sha)}")
+        if "status" in self.key_fields and ea.status != eb.status:
+            kind = kind or "status_changed"
+            parts.append(f"status {ea.status} -> {eb.status}" + _err_suffix(ea, eb))
+        elif "error" in self.key_fields and ea.error != eb.error:
+            kind = kind or "error_changed"
+            parts.append(f"error {ea.error or '-'} -> {eb.error or '-'}")
+        if not kind:  # only `kind` differs (a model call where a tool call was), or nothing
+            kind = "args_changed"
+            parts.append(f"kind {ea.kind} -> {eb.kind}")
+        note = "; ".join(parts)
+        detail = f"{tool} " + note.replace("args ", "args_sha ", 1)
+        return StepChange(
+            kind, ea, eb, self.ra.orig(i), self.rb.orig(j), detail=detail, note=note
+        )
+
+    def _reordered(self, i: int, j: int) -> StepChange:
+        ea, eb = self.ra.steps[i], self.rb.steps[j]
+        oi, oj = self.ra.orig(i), self.rb.orig(j)
+        return StepChange(
+            "reordered", ea, eb, oi, oj,
+            detail=f"{ea.tool} moved from step {oi + 1} to step {oj + 1}",
+            note="reordered",
+        )
+
+    def _extra(self, j: int, coord: int) -> StepChange:
+        e = self.rb.steps[j]
+        oj = self.rb.orig(j)
+        # Where in the recording this call would sit: its place along the alignment path.
+        at = min(max(coord - j, 0), max(len(self.ra.steps) - 1, 0))
+        near = self.ra.nearest(e.tool, at)
+        near_ev = self.ra.steps[near] if near is not None else None
+        near_orig = self.ra.orig(near) if near is not None else None
+        earlier = self.rb.previous_call(e, j)
+        same_there = self.ra.calls(e)
+        if earlier is not None:
+            k = self.rb.orig(earlier) + 1
+            detail = f"{e.tool} called again with the same args (as step {k})"
+            note = f"extra call; same args as step {k}"
+        elif same_there:
+            n_after, n_before = len(self.rb.calls(e)), len(same_there)
+            detail = (
+                f"{e.tool} called {n_after}x with these args, recorded {n_before}x "
+                f"(step {self.ra.orig(same_there[0]) + 1})"
+            )
+            note = f"extra call; {n_after}x, recorded {n_before}x"
+        elif near_ev is not None and near_orig is not None:
+            detail = (
+                f"no recorded {e.tool} call with args {_h(e.args_sha)}; nearest is "
+                f"step {near_orig + 1} (args {_h(near_ev.args_sha)})"
+            )
+            note = f"extra call; nearest: step {near_orig + 1} args {_h(near_ev.args_sha)}"
+        else:
+            detail = f"the recording never calls {e.tool}"
+            note = "extra call; new tool"
+        return StepChange(
+            "extra_call", None, e, None, oj, nearest=near_ev, nearest_index=near_orig,
+            detail=detail, note=note,
+        )
+
+    def _missing(self, i: int, coord: int) -> StepChange:
+        e = self.ra.steps[i]
+        oi = self.ra.orig(i)
+        at = min(max(coord - i, 0), max(len(self.rb.steps) - 1, 0))
+        near = self.rb.nearest(e.tool, at)
+        near_ev = self.rb.steps[near] if near is not None else None
+        near_orig = self.rb.orig(near) if near is not None else None
+        earlier = self.ra.previous_call(e, i)
+        same_there = self.rb.calls(e)
+        if earlier is not None:
+            k = self.ra.orig(earlier) + 1
+            detail = (
+                f"the recording called {e.tool} again with the same args (as step {k}); "
+                "the replay did not"
+            )
+            note = f"missing call; same args as step {k}"
+        elif same_there:
+            n_after, n_before = len(same_there), len(self.ra.calls(e))
+            detail = f"{e.tool} called {n_after}x with these args, recorded {n_before}x"
+            note = f"missing call; {n_after}x, recorded {n_before}x"
+        elif near_ev is not None and near_orig is not None:
+            detail = (
+                f"the replay made no {e.tool} call with args {_h(e.args_sha)}; nearest is "
+                f"step {near_orig + 1} (args {_h(near_ev.args_sha)})"
+            )
+            note = f"missing call; nearest: step {near_orig + 1} args {_h(near_ev.args_sha)}"
+        else:
+            detail = f"the replay never calls {e.tool}"
+            note = "missing call; tool not called"
+        return StepChange(
+            "missing_call", e, None, oi, None, nearest=near_ev, nearest_index=near_orig,
+            detail=detail, note=note,
+        )
+
+
+def _h(sha: str | None) -> str:
+    """A short hash for display (8 hex, like a short git sha)."""
+    return sha[:8] if sha else "-"
+
+
+def _err_suffix(ea: Event, eb: Event) -> str:
+    err = eb.error if eb.status == "error" else ea.error
+    return f" ({err})" if err else ""
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+_KIND_LABEL = {
+    "extra_call": "extra call",
+    "missing_call": "missing call",
+    "reordered": "reordered",
+    "args_changed": "args changed",
+    "status_changed": "status changed",
+    "error_changed": "error changed",
+    "output_changed": "output changed",
+}
+_MARK = {"extra_call": "+", "missing_call": "-", "reordered": ">"}
+
+
+def _auto_color() -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _Style:
+    _CODES = {"red": "31", "green": "32", "yellow": "33", "cyan": "36", "bold": "1", "dim": "2"}
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+    def __call__(self, text: str, *styles: str) -> str:
+        if not self.on or not styles:
+            return text
+        codes = ";".join(self._CODES[s] for s in styles)
+        return f"\x1b[{codes}m{text}\x1b[0m"
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _val(v: Any, limit: int = 24) -> str:
+    s = json.dumps(v, ensure_ascii=False, sort_keys=True) if not isinstance(v, str) else repr(v)
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _ddiff_lines(dd: Mapping[str, Any]) -> list[str]:
+    """One short line per changed path of a deepdiff result (verbose_level 2, JSON form)."""
+    out: list[str] = []
+    for cat, entries in dd.items():
+        items = entries.items() if isinstance(entries, Mapping) else ((p, None) for p in entries)
+        for path, info in items:
+            if cat == "values_changed" and isinstance(info, Mapping):
+                old, new = _val(info.get("old_value")), _val(info.get("new_value"))
+                out.append(f"{path}: {old} -> {new}")
+            elif cat == "type_changes" and isinstance(info, Mapping):
+                out.append(
+                    f"{path}: {info.get('old_type')} {_val(info.get('old_value'))} -> "
+                    f"{info.get('new_type')} {_val(info.get('new_value'))}"
+                )
+            elif cat.endswith("_added"):
+                out.append(f"{path} added" + ("" if info is None else f": {_val(info)}"))
+            elif cat.endswith("_removed"):
+                out.append(f"{path} removed" + ("" if info is None else f": {_val(info)}"))
+            else:
+                out.append(f"{path}: {cat.replace('_', ' ')}")
+    return out or ["changed"]
+
+
+def _step_label(c: StepChange) -> str:
+    r, p = c.recorded_index, c.replayed_index
+    if c.kind == "extra_call":
+        return f"step {(p or 0) + 1}"
+    if c.kind == "missing_call" or p is None:
+        return f"step {(r or 0) + 1}"
+    if r is None or r == p:
+        return f"step {(r if r is not None else p) + 1}"
+    return f"step {r + 1}→{p + 1}"
+
+
+def _short_tool(tool: str | None, limit: int) -> str:
+    """A long tool name cut in the middle, so the args and the note after it stay visible."""
+    name = tool or "?"
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) // 2
+    return name[:head] + "…" + name[len(name) - (limit - 1 - head) :]
+
+
+def _describe(
+    label: str, e: Event | None, index: int | None, tw: int, *, out: bool = False
+) -> str:
+    if e is None or index is None:
+        return f"{label}  -"
+    status = e.status or "-"
+    if e.status == "error" and e.error:
+        status += f" {e.error}"
+    tail = f"  out {_h(e.output_sha)}" if out else ""
+    tool = _short_tool(e.tool, tw)
+    return f"{label}  step {index + 1}  {tool}  args {_h(e.args_sha)}  {status}{tail}"
+
+
+def _change_line(c: StepChange, tw: int) -> str:
+    mark = _MARK.get(c.kind, "~")
+    ev = c.replayed if c.kind == "extra_call" else (c.recorded or c.replayed)
+    tool = _short_tool(ev.tool if ev is not None else None, tw)
+    if c.kind in ("extra_call", "missing_call", "reordered"):
+        args = _h(ev.args_sha if ev is not None else None)
+        return f"{mark} {_step_label(c)}  {tool}  args {args}  ({c.note})"
+    return f"{mark} {_step_label(c)}  {tool}  {c.note}"
+
+
+def _fmt_int(n: float) -> str:
+    return f"{int(n):,}"
+
+
+def _fmt_pct(p: float | None) -> str:
+    if p is None:
+        return ""
+    if math.isinf(p):
+        return " (new)"
+    return f" ({p:+.1f}%)"
+
+
+def _usage_rows(d: RunDiff) -> list[tuple[str, str, str, str, bool]]:
+    """(label, before, after, delta, changed) for tokens and cost."""
+    t0 = _usage_value(d.usage_before, "tokens")
+    t1 = _usage_value(d.usage_after, "tokens")
+    c0, c1 = d.usage_before.cost_usd, d.usage_after.cost_usd
+    return [
+        ("tokens", _fmt_int(t0), _fmt_int(t1), _fmt_pct(d.usage_delta_pct("tokens")).strip(),
+         t0 != t1),
+        ("cost", _fmt_cost(c0), _fmt_cost(c1), _fmt_pct(d.usage_delta_pct("cost_usd")).strip(),
+         c0 != c1),
+    ]
+
+
+def _fmt_cost(c: float) -> str:
+    return f"${c:.4f}" if c < 100 else f"${c:,.2f}"
+
+
+def _render_text(d: RunDiff, *, width: int, st: _Style, max_changes: int) -> str:
+    lines: list[tuple[str, tuple[str, ...]]] = []  # (plain text, styles); fitted, then coloured
+
+    def add(text: str, *styles: str) -> None:
+        lines.append((text, styles))
+
+    tw = max(12, width - 48)  # room for the tool name on a step line
+    add(d.headline(), "bold", "green" if d.is_empty else "red")
+    first = d.first_divergence
+    if first is not None:
+        add(f"first divergence: {_KIND_LABEL.get(first.kind, first.kind)}", "bold")
+        out = first.kind == "output_changed"
+        if first.kind == "extra_call":
+            add(_describe("  replayed", first.replayed, first.replayed_index, tw))
+            if first.nearest is not None:
+                near = _describe("  recorded", first.nearest, first.nearest_index, tw)
+                add(near + "  (nearest)", "dim")
+            else:
+                add(f"  recorded  no call of {_short_tool(first.tool, tw)}", "dim")
+        elif first.kind == "missing_call":
+            add(_describe("  recorded", first.recorded, first.recorded_index, tw))
+            if first.nearest is not None:
+                near = _describe("  replayed", first.nearest, first.nearest_index, tw)
+                add(near + "  (nearest)", "dim")
+            else:
+                add(f"  replayed  no call of {_short_tool(first.tool, tw)}", "dim")
+        else:
+            add(_describe("  recorded", first.recorded, first.recorded_index, tw, out=out))
+            add(_describe("  replayed", first.replayed, first.replayed_index, tw, out=out))
+        # The reason is the line users read first: wrap it rather than cut it.
+        for ln in textwrap.wrap(first.detail, width - 2, subsequent_indent="  ")[:3]:
+            add(f"  {ln}")
+        if first.output_diff:
+            for ln in _ddiff_lines(first.output_diff)[:5]:
+                add(f"    {ln}")
+    if d.changes:
+        counts = d.counts()
+        summary = ", ".join(
+            f"{n} {_KIND_LABEL[k]}{'s' if n > 1 and k.endswith('_call') else ''}"
+            for k, n in counts.items()
+            if n
+        )
+        add(f"changes ({len(d.changes)}): {summary}", "bold")
+        for c in d.changes[:max_changes]:
+            style = {"+": "green", "-": "red", ">": "cyan"}.get(_MARK.get(c.kind, "~"), "yellow")
+            add("  " + _change_line(c, tw), style)
+        if len(d.changes) > max_changes:
+            add(f"  … and {len(d.changes) - max_changes} more", "dim")
+    if d.stop_reason_changed:
+        add(f"stop reason: {d.stop_reason_before} -> {d.stop_reason_after}", "red")
+    else:
+        add(f"stop reason: {d.stop_reason_before}")
+    dt = d.tool_calls_after - d.tool_calls_before
+    if dt:
+        add(f"tool calls: {d.tool_calls_before} -> {d.tool_calls_after} ({dt:+d})")
+    else:
+        add(f"tool calls: {d.tool_calls_before}")
+    rows = _usage_rows(d)
+    if any(r[4] for r in rows):
+        for label, before, after, delta, changed in rows:
+            add(f"{label}: {before} -> {after} {delta}" if changed else f"{label}: {before} (same)")
+    elif not d.is_empty and (d.usage_before.tokens_in or d.usage_before.tokens_out
+                             or d.usage_before.cost_usd):
+        add(f"usage: {rows[0][1]} tokens, {rows[1][1]} (same)")
+    if d.output_diff:
+        add("final output changed:", "bold")
+        ol = _ddiff_lines(d.output_diff)
+        for ln in ol[:8]:
+            add(f"  {ln}")
+        if len(ol) > 8:
+            add(f"  … and {len(ol) - 8} more", "dim")
+    return "\n".join(st(_fit(text, width), *styles) for text, styles in lines)
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _md_code(text: str | None) -> str:
+    if not text:
+        return "-"
+    return f"`{text}`" if "`" not in text else _md_cell(text)
+
+
+def _md_detail(c: StepChange) -> str:
+    # The tool has its own column.
+    prefix = f"{c.tool} "
+    return c.detail[len(prefix) :] if c.tool and c.detail.startswith(prefix) else c.detail
+
+
+def _render_markdown(d: RunDiff, *, max_changes: int) -> str:
+    out: list[str] = []
+    head = d.headline().replace(d.recorded_id, f"`{d.recorded_id}`", 1)
+    out.append(f"### {head[:1].upper()}{head[1:]}")
+    first = d.first_divergence
+    if first is not None:
+        out += ["", f"First divergence ({_KIND_LABEL.get(first.kind, first.kind)}): "
+                f"{_md_cell(first.detail)}"]
+    if d.changes:
+        out += ["", "| | step | tool | change | detail |", "|---|---|---|---|---|"]
+        for c in d.changes[:max_changes]:
+            mark = _MARK.get(c.kind, "~")
+            out.append(
+                f"| {_md_cell(mark)} | {_step_label(c).removeprefix('step ')} | "
+                f"{_md_cell(_md_code(c.tool))} | {_KIND_LABEL.get(c.kind, c.kind)} | "
+                f"{_md_cell(_md_detail(c))} |"
+            )
+        if len(d.changes) > max_changes:
+            out.append(f"| | | | | … and {len(d.changes) - max_changes} more |")
+    dt = d.tool_calls_after - d.tool_calls_before
+    out += [
+        "",
+        "| | recorded | replayed |",
+        "|---|---|---|",
+        f"| stop reason | {_md_cell(str(d.stop_reason_before))} | "
+        f"{_md_cell(str(d.stop_reason_after))}{' (changed)' if d.stop_reason_changed else ''} |",
+        f"| tool calls | {d.tool_calls_before} | {d.tool_calls_after}"
+        f"{f' ({dt:+d})' if dt else ''} |",
+    ]
+    for label, before, after, delta, changed in _usage_rows(d):
+        out.append(f"| {label} | {before} | {after}{f' {delta}' if changed else ''} |")
+    if d.output_diff:
+        out += ["", "Final output changed:", ""]
+        ol = _ddiff_lines(d.output_diff)
+        out += [f"- {_md_code(ln)}" for ln in ol[:20]]
+        if len(ol) > 20:
+            out.append(f"- … and {len(ol) - 20} more")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,265 @@
+"""The `replay` CLI through its real entry point: runs, show, prune, pin, scan, export, import, diff, run."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from replay.cli import cli
+from replay.store import Store
+
+AGENT = '''
+import os
+from replay import Recorder
+rec = Recorder(os.environ["AGENT_DB"])
+MODE = {"emails": 1}
+
+@rec.tool("kb.search")
+def kb_search(query: str) -> list:
+    return ["a"]
+
+@rec.tool("email.send")
+def send(to: str, body: str) -> dict:
+    return {"ok": True}
+
+@rec.agent("support-agent", versions={"model": "m-1", "prompt": "p-2"})
+def handle(ticket: dict) -> str:
+    kb_search(ticket["q"])
+    for _ in range(MODE["emails"]):
+        send(ticket["email"], "hello")
+    return "ok"
+
+@rec.agent("other-agent")
+def other() -> int:
+    return 1
+'''
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    name = f"cli_agent_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(AGENT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    db = tmp_path / "replay.db"
+    monkeypatch.setenv("AGENT_DB", str(db))
+    monkeypatch.setenv("REPLAY_DB", str(db))
+    monkeypatch.chdir(tmp_path)
+    mod = importlib.import_module(name)
+    ids = []
+    for i in range(3):
+        mod.handle({"q": f"q{i}", "email": "ann@example.com"})
+        ids.append(mod.rec.last_run_id)
+    mod.other()
+    mod.rec.flush()
+    yield mod, db, ids
+    mod.rec.close()
+    sys.modules.pop(name, None)
+
+
+def test_runs_lists_newest_first_with_filters(env: Any) -> None:
+    """`replay runs` lists runs newest first and filters by agent and stop reason; --json gives the rows."""
+    mod, db, ids = env
+    res = invoke("runs", "--agent", "support-agent")
+    assert res.exit_code == 0
+    lines = res.output.splitlines()
+    assert lines[0].split()[:4] == ["run_id", "agent", "started", "(UTC)"]
+    assert [ln.split()[0] for ln in lines[1:]] == list(reversed(ids))
+    data = json.loads(invoke("runs", "--json").output)
+    assert len(data) == 4 and {d["agent"] for d in data} == {"support-agent", "other-agent"}
+    assert "no runs match" in invoke("runs", "--stop-reason", "loop_detected").output
+
+
+def test_bad_since_exits_2_with_the_fix(env: Any) -> None:
+    """An unparsable --since exits 2 and says what a duration looks like."""
+    res = CliRunner().invoke(cli, ["runs", "--since", "yesterday"])
+    assert res.exit_code == 2 and "--since" in res.output
+
+
+def test_show_answers_the_five_questions(env: Any) -> None:
+    """`replay show` prints tools in order with args and output hashes, versions and the stop reason."""
+    mod, db, ids = env
+    res = invoke("show", ids[0])
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "versions    model=m-1 prompt=p-2" in out
+    assert out.index("kb.search") < out.index("email.send")
+    with Store(db) as s:
+        steps = [e for e in s.events(ids[0]) if e.tool]
+    for e in steps:
+        assert e.args_sha[:12] in out and e.output_sha[:12] in out
+    assert out.rstrip().endswith("stop        completed")
+    full = invoke("show", ids[0], "--full").output
+    assert steps[0].args_sha in full
+    data = json.loads(invoke("show", ids[0], "--json").output)
+    assert data["run"]["run_id"] == ids[0] and [e["kind"] for e in data["events"]][0] == "run_start"
+
+
+def test_show_accepts_a_unique_prefix_and_marks_repeats(env: Any) -> None:
+    """`replay show` takes a unique id prefix and lists calls repeated with the same args."""
+    mod, db, ids = env
+    mod.MODE["emails"] = 2
+    mod.handle({"q": "x", "email": "ann@example.com"})
+    mod.rec.flush()
+    rid = mod.rec.last_run_id
+    res = invoke("show", rid[:-3])
+    assert rid in res.output
+    assert "repeated    email.send with the same args 2x (steps 2, 3)" in res.output
+
+
+def test_unknown_run_exits_2_naming_the_store(env: Any) -> None:
+    """An unknown run id exits 2 with the store, its run count and `replay runs`."""
+    res = CliRunner().invoke(cli, ["show", "r_x"])
+    assert res.exit_code == 2
+    assert "no run 'r_x' in replay.db (4 runs; list them with `replay runs`)" in res.output
+
+
+def test_missing_store_exits_2(tmp_path: Path) -> None:
+    """A command on a store that does not exist exits 2 and creates nothing."""
+    res = CliRunner().invoke(cli, ["runs", "--db", str(tmp_path / "nope.db")])
+    assert res.exit_code == 2 and "no store at" in res.output
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_pin_and_prune(env: Any) -> None:
+    """A pinned run survives prune; --dry-run counts without deleting."""
+    mod, db, ids = env
+    assert invoke("pin", ids[0]).output.strip() == f"pinned {ids[0]}"
+    with Store(db) as s:
+        assert s.get_run(ids[0]).pinned
+        s.prune(now_ms=10**15, dry_run=False)  # far future: everything unpinned expired
+        assert [r.run_id for r in s.runs()] == [ids[0]]
+    res = invoke("prune", "--dry-run", "--json")
+    assert json.loads(res.output)["dry_run"] is True
+
+
+def test_export_import_round_trip(env: Any, tmp_path: Path) -> None:
+    """export writes a cassette and pins the run; import loads it once; a second import adds nothing."""
+    mod, db, ids = env
+    res = invoke("export", ids[1], "-o", str(tmp_path / "cas"))
+    path = tmp_path / "cas" / f"{ids[1]}.json"
+    assert res.exit_code == 0 and path.exists()
+    with Store(db) as s:
+        assert s.get_run(ids[1]).pinned
+    assert CliRunner().invoke(cli, ["export", ids[1], "-o", str(tmp_path / "cas")]).exit_code == 0  # identical: fine
+    other = tmp_path / "other.db"
+    assert "imported 1 run(s)" in invoke("import", str(path), "--db", str(other)).output
+    assert "imported 0 run(s)" in invoke("import", str(path), "--db", str(other)).output
+
+
+def test_import_of_a_broken_cassette_changes_nothing(env: Any, tmp_path: Path) -> None:
+    """A broken file among the inputs exits 2 naming it, and nothing is imported."""
+    mod, db, ids = env
+    invoke("export", ids[0], "-o", str(tmp_path / "cas"))
+    bad = tmp_path / "cas" / "bad.json"
+    bad.write_text('{"format": "agent-replay-cassette", "version": 1}')
+    other = tmp_path / "other.db"
+    res = CliRunner().invoke(cli, ["import", str(tmp_path / "cas" / f"{ids[0]}.json"), str(bad), "--db", str(other)])
+    assert res.exit_code == 2 and "bad.json: run: Field required" in res.output
+    assert not other.exists()
+
+
+def test_diff_of_two_runs(env: Any) -> None:
+    """`replay diff A B` exits 0 for equal step sequences and 1, with the report, when they differ."""
+    mod, db, ids = env
+    assert invoke("diff", ids[0], ids[0]).exit_code == 0
+    mod.MODE["emails"] = 2
+    mod.handle({"q": "q0", "email": "ann@example.com"})
+    mod.rec.flush()
+    res = invoke("diff", ids[0], mod.rec.last_run_id)
+    assert res.exit_code == 1 and "email.send" in res.output
+    md = invoke("diff", ids[0], mod.rec.last_run_id, "--markdown")
+    assert md.output.startswith("#") or "|" in md.output
+    assert json.loads(invoke("diff", ids[0], mod.rec.last_run_id, "--json").output)
+
+
+def test_run_exit_codes_and_reports(env: Any, tmp_path: Path) -> None:
+    """`replay run` exits 0 when replays match, 1 when one diverges, and writes the report by suffix."""
+    mod, db, ids = env
+    ok = invoke("run", ids[0])
+    assert ok.exit_code == 0, ok.output
+    mod.MODE["emails"] = 2
+    res = invoke("run", *ids, "--report", str(tmp_path / "r.json"))
+    assert res.exit_code == 1
+    assert "3 run(s) replayed: 0 matched, 3 diverged, 0 errors" in res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["summary"]["diverged"] == 3
+    invoke("run", ids[0], "--report", str(tmp_path / "r.xml"))
+    assert "<testsuite" in (tmp_path / "r.xml").read_text()
+    invoke("run", ids[0], "--report", str(tmp_path / "r.md"))
+    assert "agent-replay" in (tmp_path / "r.md").read_text()
+
+
+def test_run_last_replays_recent_runs_of_an_agent(env: Any) -> None:
+    """`replay run --last N --agent NAME` replays the N newest runs of that agent."""
+    res = invoke("run", "--last", "2", "--agent", "support-agent", "--json")
+    data = json.loads(res.output)
+    assert res.exit_code == 0 and data["summary"]["replayed"] == 2 and data["summary"]["matched"] == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run"], "use --last N"),
+        (["run", "r_nope"], "no run 'r_nope'"),
+        (["run", "x", "--json", "--markdown"], "exclude each other"),
+        (["run", "--last", "2", "--agent", "nobody"], "no agent 'nobody'"),
+        (["run", "x", "--report", "r.txt"], "use a .json, .md or .xml file"),
+    ],
+)
+def test_run_bad_input_exits_2(env: Any, args: list[str], message: str) -> None:
+    """Bad `replay run` input exits 2 with a message that names the problem."""
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+
+
+def test_scan_finds_planted_pii_without_printing_it(tmp_path: Path) -> None:
+    """`replay scan` exits 1 with the file and JSON path of each hit and never prints the value."""
+    clean = tmp_path / "clean.json"
+    clean.write_text(json.dumps({"a": "nothing here"}))
+    assert invoke("scan", str(clean)).exit_code == 0
+    leaky = tmp_path / "leaky.json"
+    leaky.write_text(json.dumps({"customer": {"email": "leaky.person@example.com"}}))
+    res = CliRunner().invoke(cli, ["scan", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "leaky.json" in res.output and "customer" in res.output and "email" in res.output
+    assert "leaky.person@example.com" not in res.output
+
+
+def test_scan_of_a_recorded_store_is_clean(env: Any) -> None:
+    """A store written by the recorder has nothing the redaction rules would catch."""
+    mod, db, ids = env
+    res = invoke("scan", str(db))
+    assert res.exit_code == 0, res.output
+
+
+def test_every_command_has_help() -> None:
+    """Every command answers --help with a description and an example."""
+    for name, cmd in cli.commands.items():
+        res = invoke(name, "--help")
+        assert res.exit_code == 0
+        assert (cmd.help or "").strip(), name
+        assert "Example" in res.output, name
+
+
+def test_console_script_runs() -> None:
+    """The installed `replay` console script runs and lists its commands."""
+    exe = shutil.which("replay")
+    if exe is None:
+        pytest.fail("the `replay` console script is not installed: pip install -e .")
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    for name in ("runs", "show", "export", "import", "diff", "run", "stats", "alerts", "prune", "pin", "scan"):
+        assert name in out
