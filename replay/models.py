@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import threading
 import time
 from typing import Any, Literal
 
@@ -59,13 +60,24 @@ def validate_stop_reason(reason: Any) -> str:
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
+_last_id = [0, 0]
+_id_lock = threading.Lock()
+
+
 def new_run_id(now_ms: int | None = None) -> str:
     """A time-sortable id unique across processes and hosts: ``r_`` + 48-bit ms time + 80 random bits.
 
-    Crockford base32, lowercase, 28 characters; lexicographic order is creation order.
+    Crockford base32, lowercase, 28 characters. Within one process ids are strictly increasing
+    (like a monotonic ULID: a second id in the same millisecond adds one to the random part), so
+    lexicographic order is creation order even for runs started in the same millisecond.
     """
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    n = (ms << 80) | int.from_bytes(secrets.token_bytes(10), "big")
+    rand = int.from_bytes(secrets.token_bytes(10), "big")
+    with _id_lock:
+        if ms == _last_id[0]:
+            ms, rand = _last_id[0], _last_id[1] + 1
+        _last_id[0], _last_id[1] = ms, rand
+    n = (ms << 80) | (rand & ((1 << 80) - 1))
     chars = []
     for _ in range(26):
         chars.append(_CROCKFORD[n & 31])

@@ -32,6 +32,30 @@ events_log = logging.getLogger("replay.events")
 TRUNCATED_TAG = "$truncated"
 
 
+def _usage_json(u: Usage) -> str:
+    return orjson.dumps(
+        {"tokens_in": u.tokens_in, "tokens_out": u.tokens_out, "cost_usd": u.cost_usd, "tool_calls": u.tool_calls}
+    ).decode()
+
+
+def _row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    from replay.store import EVENT_COLUMNS
+
+    d = dict(zip(EVENT_COLUMNS, row))
+    if d["usage"] is not None:
+        d["usage"] = orjson.loads(d["usage"])
+    return d
+
+
+def _row_event(row: tuple[Any, ...]) -> Event:
+    return Event.model_validate(_row_dict(row))
+
+
+def _row_json(row: tuple[Any, ...]) -> str:
+    """One `replay.events` log line: the event as JSON, field names of the unified schema."""
+    return orjson.dumps(_row_dict(row)).decode()
+
+
 class RecordingLossWarning(RuntimeWarning):
     """Some records could not be written; the agent kept running. See ``Recorder.dropped``."""
 
@@ -214,36 +238,36 @@ class Writer:
             self._lose(len(batch), f"the store could not be opened ({self._store_failed!r})")
             return
         runs: dict[str, Run] = {}
-        events: list[Event] = []
+        # Event rows as tuples in EVENT_COLUMNS order: building pydantic Events would cost more
+        # than the insert itself. Errors become Events for listeners (metrics) only.
+        rows: list[tuple[Any, ...]] = []
         snapshots: dict[str, tuple[str, bytes, str | None, bool]] = {}
         finished: list[Run] = []
         for item in batch:
             try:
                 if isinstance(item, StepItem):
-                    ev = self._step_event(item, snapshots)
-                    events.append(ev)
-                    if ev.status == "error" and self.listeners:
-                        errs = self._errors.setdefault(ev.run_id, [])
+                    row = self._step_row(item, snapshots)
+                    rows.append(row)
+                    if row[8] == "error" and self.listeners:
+                        errs = self._errors.setdefault(item.run_id, [])
                         if len(errs) < 10_000:
-                            errs.append(ev)
+                            errs.append(_row_event(row))
                 else:
-                    run, event = self._run_rows(item, snapshots)
+                    run, row = self._run_rows(item, snapshots)
                     runs[run.run_id] = run
-                    events.append(event)
+                    rows.append(row)
                     if item.stop:
                         finished.append(run)
             except Exception as exc:  # noqa: BLE001 - one bad record must not lose the batch
                 self._lose(1, f"a record could not be encoded ({exc!r})")
         try:
-            self._store.write_batch(
-                runs=list(runs.values()), events=events, snapshots=list(snapshots.values())
-            )
+            self._store.write_rows(rows, runs=list(runs.values()), snapshots=list(snapshots.values()))
         except Exception as exc:  # noqa: BLE001 - fail open
-            self._lose(len(events), f"writing to {getattr(self._store, 'path', 'the store')} failed ({exc!r})")
+            self._lose(len(rows), f"writing to {getattr(self._store, 'path', 'the store')} failed ({exc!r})")
             return
         if events_log.isEnabledFor(logging.INFO):
-            for ev in events:
-                events_log.info(ev.model_dump_json(exclude_none=False))
+            for row in rows:
+                events_log.info(_row_json(row))
         for run in finished:
             errors = self._errors.pop(run.run_id, [])
             for listener in self.listeners:
@@ -271,7 +295,7 @@ class Writer:
             snapshots[digest] = (digest, body, type_name, truncated)
         return digest, red
 
-    def _step_event(self, it: StepItem, snapshots: dict[str, tuple[str, bytes, str | None, bool]]) -> Event:
+    def _step_row(self, it: StepItem, snapshots: dict[str, tuple[str, bytes, str | None, bool]]) -> tuple[Any, ...]:
         assert self._redactor is not None
         args_sha = it.args_sha
         if args_sha is None or self.store_args:
@@ -288,24 +312,15 @@ class Writer:
             output_sha, _ = self._snapshot(thaw(it.output), snapshots, it.type_name)
         else:
             output_sha = None
-        return Event(
-            run_id=it.run_id,
-            kind=it.kind,  # type: ignore[arg-type]
-            ts_ms=it.ts_ms,
-            step_id=it.step_id,
-            tool=it.tool,
-            args_sha=args_sha,
-            output_sha=output_sha,
-            duration_ms=it.duration_ms,
-            status="error" if it.error is not None else "ok",
-            error=None if it.error is None else it.error[0],
-            usage=it.usage,
-            parent_step_id=it.parent_step_id,
+        return (
+            it.run_id, it.kind, it.ts_ms, it.step_id, it.tool, args_sha, output_sha, it.duration_ms,
+            "error" if it.error is not None else "ok", None if it.error is None else it.error[0], None,
+            None if it.usage is None else _usage_json(it.usage), it.parent_step_id,
         )
 
     def _run_rows(
         self, it: RunItem, snapshots: dict[str, tuple[str, bytes, str | None, bool]]
-    ) -> tuple[Run, Event]:
+    ) -> tuple[Run, tuple[Any, ...]]:
         assert self._redactor is not None
         run = it.run
         if it.input is not None:
@@ -313,13 +328,12 @@ class Writer:
         if it.output is not None:
             run.output_sha, run.output = self._snapshot(thaw(it.output), snapshots, it.output_type)
         if it.stop:
-            event = Event(
-                run_id=run.run_id, kind="stop", ts_ms=it.ts_ms, stop_reason=run.stop_reason,
-                usage=run.usage, output_sha=run.output_sha,
-            )
+            row = (run.run_id, "stop", it.ts_ms, None, None, None, run.output_sha, None, None, None,
+                   run.stop_reason, _usage_json(run.usage), None)
         else:
-            event = Event(run_id=run.run_id, kind="run_start", ts_ms=it.ts_ms, args_sha=run.input_sha)
-        return run, event
+            row = (run.run_id, "run_start", it.ts_ms, None, None, run.input_sha, None, None, None, None,
+                   None, None, None)
+        return run, row
 
     def _lose(self, n: int, why: str) -> None:
         self.dropped += n

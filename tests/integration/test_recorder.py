@@ -438,7 +438,7 @@ class TestFailOpen:
         def full(*a: Any, **k: Any) -> None:
             raise StoreError("database or disk is full")
 
-        monkeypatch.setattr(rec._writer._store, "write_batch", full)
+        monkeypatch.setattr(rec._writer._store, "write_rows", full)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             assert handle(2) == 2
@@ -450,7 +450,7 @@ class TestFailOpen:
 
     def test_a_full_queue_drops_and_counts_instead_of_growing(self, db: Path) -> None:
         """When the writer cannot keep up, a bounded queue drops new records and counts them."""
-        rec = Recorder(db, max_queue=10)
+        rec = Recorder(db, max_queue=10, on_full="drop")
         gate = threading.Event()
         rec._writer._store = None  # type: ignore[assignment]
         original = rec._writer._write
