@@ -1,0 +1,1 @@
+"""Examples for agent-replay. `examples.support_agent` is the one `replay demo` runs."""
