@@ -72,29 +72,6 @@ class _Outputs(Mapping[str, Any]):
         return len(self._s)
 
 
-class _StoreSnapshots(Mapping[str, tuple[Any, str | None, bool]]):
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self._cache: dict[str, tuple[Any, str | None, bool]] = {}
-
-    def __getitem__(self, sha: str) -> tuple[Any, str | None, bool]:
-        hit = self._cache.get(sha)
-        if hit is None:
-            found = self._store.snapshot(sha)
-            if found is None:
-                raise KeyError(sha)
-            body, type_name, truncated = found
-            hit = (thaw(body), type_name, bool(truncated))
-            self._cache[sha] = hit
-        return hit
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._cache)
-
-    def __len__(self) -> int:
-        return len(self._cache)
-
-
 def _is_cassette_path(source: str) -> bool:
     return source.endswith(".json") or os.sep in source or Path(source).is_file()
 
@@ -123,14 +100,10 @@ def load_recording(source: str | os.PathLike[str] | Cassette, *, db: str | os.Pa
     try:
         run = store.find_run(src) if hasattr(store, "find_run") else store.get_run(src)
         events = store.events(run.run_id)
-        snaps = _StoreSnapshots(store)
-        for e in events:  # read what replay needs now: the store is closed after loading
-            if e.output_sha:
-                try:
-                    snaps[e.output_sha]
-                except KeyError:
-                    pass
-        return Recording(run=run, events=events, snapshots=dict(snaps._cache), source=f"store:{path}",
+        # Read every snapshot replay needs now, in a few queries: the store is closed after loading.
+        found = store.snapshots([e.output_sha for e in events if e.output_sha] + [run.input_sha, run.output_sha])
+        snaps = {sha: (thaw(body), type_name, truncated) for sha, (body, type_name, truncated) in found.items()}
+        return Recording(run=run, events=events, snapshots=snaps, source=f"store:{path}",
                          secret_key=store.secret_key)
     finally:
         store.close()
@@ -517,13 +490,9 @@ def _finish(session: ReplaySession, recording: Recording, output: Any, exception
             )
         replayed = replays[0]
         events = store.events(replayed.run_id)
-        shas = {e.output_sha for e in events if e.output_sha} | {replayed.input_sha, replayed.output_sha}
-        shas.discard(None)
-        snaps: dict[str, tuple[Any, str | None, bool]] = {}
-        for sha in shas:
-            found = store.snapshot(sha)  # type: ignore[arg-type]
-            if found is not None:
-                snaps[sha] = (thaw(found[0]), found[1], bool(found[2]))
+        found = store.snapshots([e.output_sha for e in events if e.output_sha]
+                                + [replayed.input_sha, replayed.output_sha])  # type: ignore[list-item]
+        snaps = {sha: (thaw(body), type_name, truncated) for sha, (body, type_name, truncated) in found.items()}
     finally:
         store.close()
     steps = [e for e in events if e.kind in ("tool_result", "model_result") and e.parent_step_id is None]

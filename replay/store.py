@@ -20,7 +20,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -29,7 +29,7 @@ from sqlite_utils import Database
 from replay.errors import AmbiguousRunIdError, RunNotFoundError, StoreError
 from replay.hashing import canonical_json, thaw
 from replay.migrations import SCHEMA_VERSION, START_SEQ, STOP_SEQ, migrate, read_schema_version
-from replay.models import Event, Run
+from replay.models import Event, Run, Usage
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -471,6 +471,23 @@ class Store:
         body = row[0] if isinstance(row[0], bytes) else str(row[0]).encode()
         return body, row[1], bool(row[2])
 
+    def snapshots(self, shas: Iterable[str]) -> dict[str, tuple[bytes, str | None, bool]]:
+        """`snapshot` for many shas in a few queries (a 10,000-step replay reads them all at once).
+
+        Shas never stored or already pruned are absent from the result.
+        """
+        wanted = list(dict.fromkeys(s for s in shas if s))
+        out: dict[str, tuple[bytes, str | None, bool]] = {}
+        with self._reading("reading snapshots") as conn:
+            for i in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for sha, body, type_name, truncated in conn.execute(
+                    f"SELECT sha, body, type_name, truncated FROM snapshots WHERE sha IN ({marks})", chunk
+                ):
+                    out[sha] = (body if isinstance(body, bytes) else str(body).encode(), type_name, bool(truncated))
+        return out
+
     def runs(
         self,
         *,
@@ -674,10 +691,12 @@ def _event_row(e: Event) -> tuple[Any, ...]:
 
 
 def _event_from_row(row: Sequence[Any]) -> Event:
+    # Rows were validated on the way in (Event, cassette import); re-validating 10,000 of them
+    # would be a tenth of a 10,000-step replay.
     d = dict(zip(EVENT_COLUMNS, row))
     if d["usage"] is not None:
-        d["usage"] = orjson.loads(d["usage"])
-    return Event.model_validate(d)
+        d["usage"] = Usage.model_construct(**orjson.loads(d["usage"]))
+    return Event.model_construct(**d)
 
 
 def _run_from_row(row: Sequence[Any]) -> Run:

@@ -1,0 +1,105 @@
+"""Benchmark of replay (issue 3, Speed): a 10,000-step run, the fixed tool layer, cassette loading.
+
+Run: ``python benchmarks/bench_replay.py``. Figures:
+- replay + diff of a recorded 10,000-step run (median of 3), target <= 1 s;
+- the fixed tool layer's answer per call in a 1,000-step and a 10,000-step recording (it must
+  not grow with the recording: a dict keyed by (tool, args_sha)), target < 50 us;
+- loading a 10,000-step cassette, target <= 0.5 s; reference: json.loads of the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from replay import Recorder, replay_run  # noqa: E402
+from replay.cassette import cassette_from_store, load_cassette, write_cassette  # noqa: E402
+from replay.store import Store  # noqa: E402
+
+_STATE: dict[str, Any] = {}
+
+
+def _build(n: int, d: str) -> tuple[Any, str, Any]:
+    rec = Recorder(os.path.join(d, f"r{n}.db"))
+
+    @rec.tool("lookup")
+    def lookup(i: int) -> dict[str, Any]:
+        return {"i": i, "status": "ok", "note": "customer order shipped"}
+
+    call_ns: list[int] = []
+
+    @rec.agent("bench-agent")
+    def agent(n_steps: int) -> int:
+        total = 0
+        call_ns.clear()
+        for i in range(n_steps):
+            t0 = time.perf_counter_ns()
+            total += lookup(i)["i"]
+            call_ns.append(time.perf_counter_ns() - t0)
+        return total
+
+    agent.call_ns = call_ns  # type: ignore[attr-defined]
+
+    agent(n)
+    rec.flush(120)
+    return rec, rec.last_run_id, agent
+
+
+def run() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as d:
+        rec, rid, agent = _build(10_000, d)
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            res = replay_run(rid, agent=agent, db=rec.db)
+            times.append(time.perf_counter() - t0)
+            assert res.diff.is_empty, res.diff.to_text()
+        med = statistics.median(times)
+        rows.append({"name": "replay + diff of a 10,000-step run (median of 3)", "value": round(med, 3), "unit": "s",
+                     "reference_name": "-", "reference_value": None, "ratio": None, "target": "<= 1 s",
+                     "ok": med <= 1.0})
+        per_call = {}
+        for n in (1_000, 10_000):
+            r2, rid2, agent2 = (rec, rid, agent) if n == 10_000 else _build(n, d)
+            replay_run(rid2, agent=agent2, db=r2.db)
+            # what the agent waits for per tool call: hash, look up, rebuild, hand to the writer
+            per_call[n] = statistics.median(agent2.call_ns) / 1000
+            if n != 10_000:
+                r2.close()
+        rows.append({"name": "fixed tool layer: answer per call (median), 10,000 steps", "value": round(per_call[10_000], 1),
+                     "unit": "us", "reference_name": "same, 1,000-step recording",
+                     "reference_value": round(per_call[1_000], 1),
+                     "ratio": round(per_call[10_000] / per_call[1_000], 2), "target": "< 50 us and flat",
+                     "ok": per_call[10_000] < 50 and per_call[10_000] / per_call[1_000] < 2})
+        with Store(rec.db) as s:
+            path = write_cassette(cassette_from_store(s, rid), Path(d) / "c.json")
+        loads = []
+        raw = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            load_cassette(path)
+            loads.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            json.loads(path.read_bytes())
+            raw.append(time.perf_counter() - t0)
+        lm, rm = statistics.median(loads), statistics.median(raw)
+        rows.append({"name": "load + validate a 10,000-step cassette", "value": round(lm, 3), "unit": "s",
+                     "reference_name": "json.loads of the same file", "reference_value": round(rm, 3),
+                     "ratio": round(lm / rm, 2), "target": "<= 0.5 s", "ok": lm <= 0.5})
+        rec.close()
+    return rows
+
+
+if __name__ == "__main__":
+    from bench_recorder import print_rows
+
+    print_rows(run())
