@@ -205,7 +205,9 @@ def demo(db: str, cassettes_dir: str) -> None:
         _five_answers(worst, steps)
 
         click.echo("")
-        cassette, note = _export(store, worst.run_id, out_dir)
+        # Incident cassettes record the bad behaviour on purpose: they live in incidents/, which
+        # the deploy gate (pytest --replay-all) leaves to their incident tests.
+        cassette, note = _export(store, worst.run_id, out_dir / "incidents")
         click.echo(f"[4/6] exported {_shell_path(cassette)} ({note}; run pinned in the store)")
     finally:
         store.close()

@@ -28,7 +28,7 @@ class RunNotFoundError(ReplayError, LookupError):
     def __init__(self, run_id: str, store: str, count: int) -> None:
         self.run_id, self.store, self.count = run_id, store, count
         super().__init__(
-            f"no run {run_id!r} in {store} ({count} runs; list them with `replay runs`)"
+            f"no run {run_id!r} in {store} ({count} run{'' if count == 1 else 's'}; list them with `replay runs`)"
         )
 
 

@@ -71,7 +71,7 @@ def render_report(outcomes: Sequence[Outcome], fmt: str) -> str:
         verdict = "all replays match" if counts["diverged"] + counts["error"] == 0 else (
             f"{counts['diverged']} diverged, {counts['error']} errors")
         lines = [f"## agent-replay: {verdict}", "",
-                 f"{counts['replayed']} runs replayed: {counts['matched']} matched, {counts['diverged']} diverged, "
+                 f"{counts['replayed']} run{'' if counts['replayed'] == 1 else 's'} replayed: {counts['matched']} matched, {counts['diverged']} diverged, "
                  f"{counts['blessed']} blessed, {counts['error']} errors.", "",
                  "| | run | result |", "|---|---|---|"]
         for o in outcomes:

@@ -18,7 +18,7 @@ import pytest
 
 from examples.support_agent.scenario import fake_outbox
 
-CASSETTE = "cassettes/r_01m80g7tce74qmb7zv96pmd1t5.json"
+CASSETTE = "cassettes/incidents/r_01m80g7tce74qmb7zv96pmd1t5.json"
 OUTBOX, STUBS = fake_outbox()
 
 

@@ -39,17 +39,17 @@ def test_demo_records_finds_exports_and_replays_the_incident(tmp_path, monkeypat
         "repeated    email.send with the same args 2x",
         "4. which versions    app=support-agent-v1 model=scripted-policy-2026-01 prompt=support-v3",
         "5. why it stopped    completed",
-        f"[4/6] exported cassettes/{run_id}.json (new; run pinned in the store)",
+        f"[4/6] exported cassettes/incidents/{run_id}.json (new; run pinned in the store)",
         f"replay matches recording {run_id}",
         "stop reason: completed -> escalated",
         "email.send 2 calls -> 1 (the fake outbox delivered 1 email)",
-        f"  pytest --replay cassettes/{run_id}.json",
+        f"  pytest --replay cassettes/incidents/{run_id}.json",
     ]:
         assert expected in out, f"{expected!r} not in:\n{out}"
     assert re.search(r"healthy +20 +4\.0 ", out), out  # tool calls per run
     assert re.search(r"incident +5 +1[0-4]\.\d ", out), out
 
-    cassette = load_cassette(tmp_path / "cassettes" / f"{run_id}.json")
+    cassette = load_cassette(tmp_path / "cassettes" / "incidents" / f"{run_id}.json")
     assert [e.tool for e in cassette.steps].count("email.send") == 2
     with Store(tmp_path / "demo.db") as store:
         assert store.count_runs() == 25
@@ -65,9 +65,9 @@ def test_demo_twice_on_one_store_adds_runs(tmp_path, monkeypatch):
     second = RUN_ID.search(out).group(1)
     assert "(50 runs in the store, 25 new)" in out
     assert first != second
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([f"{first}.json", f"{second}.json"])
+    assert sorted(p.name for p in (tmp_path / "out" / "incidents").iterdir()) == sorted([f"{first}.json", f"{second}.json"])
     # The worst runs of both batches play out the same way: the same steps, hashes included.
-    a, b = (load_cassette(tmp_path / "out" / f"{r}.json") for r in (first, second))
+    a, b = (load_cassette(tmp_path / "out" / "incidents" / f"{r}.json") for r in (first, second))
     assert [(e.tool, e.status) for e in a.steps] == [(e.tool, e.status) for e in b.steps]
 
 
@@ -93,5 +93,5 @@ def test_replay_demo_runs_as_the_installed_command(tmp_path):
     tail = proc.stdout.splitlines()[-6:]
     assert tail[0] == "next:"
     assert tail[1] == f"  replay show {run_id} --db demo.db"
-    assert tail[2] == f"  pytest --replay cassettes/{run_id}.json"
-    assert (tmp_path / "cassettes" / f"{run_id}.json").is_file()
+    assert tail[2] == f"  pytest --replay cassettes/incidents/{run_id}.json"
+    assert (tmp_path / "cassettes" / "incidents" / f"{run_id}.json").is_file()

@@ -304,7 +304,7 @@ def test_not_json_and_missing_cassettes(tmp_path: Path) -> None:
 def test_unknown_run_id_names_the_store(recorded: tuple[Any, str]) -> None:
     """An unknown run id names the store, its run count and `replay runs`."""
     mod, _ = recorded
-    with pytest.raises(RunNotFoundError, match=r"no run 'r_nope' in replay.db \(1 runs; list them with `replay runs`\)"):
+    with pytest.raises(RunNotFoundError, match=r"no run 'r_nope' in replay.db \(1 run; list them with `replay runs`\)"):
         replay_run("r_nope", db=mod.rec.db)
 
 

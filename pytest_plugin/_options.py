@@ -1,0 +1,43 @@
+"""`ReplayOptions`: the settings of one replay, as the plugin hands them to `pytest_replay_configure`.
+
+Standard library only: this module is imported whenever the plugin is, replay or not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["MARKER_KWARGS", "ON_UNRECORDED", "ReplayOptions"]
+
+#: The keyword arguments ``@pytest.mark.replay(...)`` and the ``replay_config`` fixture accept.
+MARKER_KWARGS: tuple[str, ...] = ("agent", "db", "ignore", "on_unrecorded", "ordered", "stubs")
+ON_UNRECORDED: tuple[str, ...] = ("error", "none")
+
+
+@dataclasses.dataclass
+class ReplayOptions:
+    """How one recorded run is replayed; a `pytest_replay_configure` hook may change any field.
+
+    Attributes:
+        source: the run id or the cassette path being replayed.
+        db: the store a run id is looked up in (a cassette ignores it).
+        agent: the function to call (or ``"module:function"``); None calls the recorded entrypoint.
+        stubs: tool name -> function answering that tool instead of the recording.
+        ignore: diff ignore rules (``tool:NAME``, ``field:NAME``, ``output:PATH``).
+        on_unrecorded: ``"error"`` raises `UnrecordedCall` in the agent; ``"none"`` answers None.
+        ordered: False compares the steps as a multiset (agents calling tools in parallel).
+        max_token_delta_pct: fail when tokens grow by more than this percentage (None: no gate).
+        max_spend_delta_pct: fail when spend grows by more than this percentage (None: no gate).
+    """
+
+    source: str
+    db: str | None = None
+    agent: Callable[..., Any] | str | None = None
+    stubs: dict[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
+    ignore: list[Any] = dataclasses.field(default_factory=list)
+    on_unrecorded: str = "error"
+    ordered: bool = True
+    max_token_delta_pct: float | None = None
+    max_spend_delta_pct: float | None = None

@@ -1,0 +1,583 @@
+"""The agent-replay pytest plugin: recorded agent runs as test items, a marker and fixtures.
+
+Registered through the ``pytest11`` entry point ``replay = "pytest_plugin.plugin"``::
+
+    pytest --replay r_01jd2k8...                  # one item per run: a run id or a cassette path
+    pytest --replay-all                           # every cassette under ./cassettes but incidents/: the deploy gate
+    pytest --replay-all --replay-update           # bless: rewrite the diverging cassettes
+    pytest --replay-all --replay-report out.md    # a report for a CI comment (or .json)
+
+An item fails with the readable diff when its replay diverges from the recording: another step
+sequence, another stop reason (always a failure) or another final output, or tokens or spend
+that grew by more than ``--replay-max-token-delta-pct`` / ``--replay-max-spend-delta-pct``
+(default 20 percent each, see `DEFAULT_MAX_DELTA_PCT`; a decrease never fails).
+
+A project that has agent-replay installed but does not replay pays nothing: this module imports
+only pytest and the standard library. The `replay` library (pydantic, sqlite-utils, deepdiff) is
+imported, and a store opened, only when a ``--replay*`` option, the marker or a fixture is used.
+
+Precedence of settings, first wins: the command-line flag, then the ``@pytest.mark.replay``
+keyword arguments, then the ``replay_config`` fixture, then (for the store only) the ``REPLAY_DB``
+environment variable, then the ini option, then the default. Ignore rules and stubs are merged
+instead: ini ``replay_ignore`` + fixture + marker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_plugin._options import MARKER_KWARGS, ON_UNRECORDED, ReplayOptions
+
+if TYPE_CHECKING:
+    from replay.recorder import Recorder
+    from replay.replayer import Recording, ReplayResult
+
+__all__ = ["DEFAULT_MAX_DELTA_PCT", "ReplayItem", "ReplayOptions", "ReplaySource"]
+
+#: Default limit, in percent, on the growth of tokens and of spend before a replay fails.
+DEFAULT_MAX_DELTA_PCT = 20.0
+_REPORT_SUFFIXES = (".json", ".md", ".markdown", ".xml")
+_DEFAULT_DB = "replay.db"
+
+
+# --------------------------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------------------------
+
+
+#: Cassettes under a folder of this name are left out of --replay-all (see `_sources`).
+INCIDENTS_DIR = "incidents"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add the ``--replay*`` flags and their ini options.
+
+    https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_addoption
+    """
+    group = parser.getgroup("replay", "agent-replay: replay recorded agent runs")
+    group.addoption(
+        "--replay", action="append", dest="replay_sources", default=[], metavar="RUN_ID_OR_CASSETTE",
+        help="Replay a recorded run (a run id in the store, or a cassette .json) as a test item. Repeatable.",
+    )
+    group.addoption(
+        "--replay-all", action="store_true", dest="replay_all", default=False,
+        help="Replay every cassette under the cassettes folder (the deploy gate); "
+             "incident cassettes under an incidents/ folder are left to their incident tests.",
+    )
+    group.addoption(
+        "--replay-cassettes", dest="replay_cassettes", default=None, metavar="DIR",
+        help="The cassettes folder for --replay-all and for blessing runs from the store "
+             "(ini replay_cassettes; default: cassettes).",
+    )
+    group.addoption(
+        "--replay-db", dest="replay_db", default=None, metavar="PATH",
+        help="The store run ids are read from (ini replay_db, env REPLAY_DB; default: replay.db).",
+    )
+    group.addoption(
+        "--replay-update", action="store_true", dest="replay_update", default=False,
+        help="Bless: rewrite each diverging cassette with the new trace (a run from the store is "
+             "written to the cassettes folder). Without it nothing on disk changes.",
+    )
+    group.addoption(
+        "--replay-report", dest="replay_report", default=None, metavar="FILE",
+        help="Write a report of the replays: .json, or .md (Markdown for a CI comment) (ini replay_report).",
+    )
+    group.addoption(
+        "--replay-max-token-delta-pct", dest="replay_max_token_delta_pct", type=float, default=None,
+        metavar="PCT",
+        help=f"Fail a replay whose tokens grew by more than PCT percent "
+             f"(ini replay_max_token_delta_pct; default: {DEFAULT_MAX_DELTA_PCT:g}).",
+    )
+    group.addoption(
+        "--replay-max-spend-delta-pct", dest="replay_max_spend_delta_pct", type=float, default=None,
+        metavar="PCT",
+        help=f"Fail a replay whose spend (cost_usd) grew by more than PCT percent "
+             f"(ini replay_max_spend_delta_pct; default: {DEFAULT_MAX_DELTA_PCT:g}).",
+    )
+    parser.addini("replay_cassettes", "agent-replay: the cassettes folder (default: cassettes).", default="cassettes")
+    parser.addini("replay_db", "agent-replay: the store run ids are read from (default: replay.db).", default="")
+    parser.addini("replay_report", "agent-replay: write a replay report to this .json or .md file.", default="")
+    parser.addini(
+        "replay_max_token_delta_pct", "agent-replay: limit on token growth, in percent.",
+        default=str(DEFAULT_MAX_DELTA_PCT),
+    )
+    parser.addini(
+        "replay_max_spend_delta_pct", "agent-replay: limit on spend growth, in percent.",
+        default=str(DEFAULT_MAX_DELTA_PCT),
+    )
+    parser.addini(
+        "replay_ignore", "agent-replay: diff ignore rules (tool:NAME, field:NAME, output:PATH), one a line.",
+        type="linelist", default=[],
+    )
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Add the `pytest_replay_configure` hook.
+
+    https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_addhooks
+    """
+    from pytest_plugin import hooks
+
+    pluginmanager.add_hookspecs(hooks)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """One ``--replay`` / ``--replay-all`` source: a run id in a store, or a cassette file."""
+
+    given: str
+    cassette: Path | None  # resolved, for a cassette
+    db: Path | None  # resolved, for a run id
+
+
+@dataclasses.dataclass
+class _State:
+    """The plugin's state for one pytest session, kept in ``config.stash``."""
+
+    sources: list[_Source]
+    update: bool
+    report: Path | None
+    max_token_delta_pct: float
+    max_spend_delta_pct: float
+    ignore: list[str]
+    cassettes_dir: Path
+    flag_db: Path | None  # --replay-db
+    default_db: Path  # REPLAY_DB, else ini replay_db, else replay.db
+    active: bool  # a --replay* option asked for replays or a report
+    outcomes: dict[str, Any] = dataclasses.field(default_factory=dict)  # nodeid -> Outcome
+    report_error: str | None = None
+
+
+_STATE = pytest.StashKey[_State]()
+
+
+def _ini_path(config: pytest.Config, value: str) -> Path:
+    """An ini path, relative to the ini file's folder (the rootdir without one)."""
+    base = config.inipath.parent if config.inipath is not None else config.rootpath
+    return (base / value).resolve()
+
+
+def _cli_path(config: pytest.Config, value: str) -> Path:
+    return (config.invocation_params.dir / os.path.expanduser(value)).resolve()
+
+
+def _pct(config: pytest.Config, dest: str, flag: str) -> float:
+    value = config.getoption(dest)
+    where = flag
+    if value is None:
+        raw = config.getini(dest)
+        where = f"ini {dest}"
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise pytest.UsageError(f"{where} = {raw!r}: expected a number of percent, e.g. 20") from None
+    if value < 0:
+        raise pytest.UsageError(f"{where} = {value:g}: expected a percentage of 0 or more, e.g. 20")
+    return float(value)
+
+
+def _is_cassette(source: str) -> bool:
+    return source.endswith(".json") or "/" in source or os.sep in source or Path(source).is_file()
+
+
+def _build_state(config: pytest.Config) -> _State:
+    opt = config.option
+    flag_db = _cli_path(config, opt.replay_db) if opt.replay_db else None
+    env_db = os.environ.get("REPLAY_DB")
+    ini_db = config.getini("replay_db")
+    if env_db:
+        default_db = _cli_path(config, env_db)
+    elif ini_db:
+        default_db = _ini_path(config, ini_db)
+    else:
+        default_db = (config.invocation_params.dir / _DEFAULT_DB).resolve()
+    if opt.replay_cassettes:
+        cassettes_dir = _cli_path(config, opt.replay_cassettes)
+    else:
+        cassettes_dir = _ini_path(config, config.getini("replay_cassettes") or "cassettes")
+    report_value = opt.replay_report or config.getini("replay_report") or None
+    report = None
+    if report_value:
+        report = _cli_path(config, report_value) if opt.replay_report else _ini_path(config, report_value)
+        if report.suffix.lower() not in _REPORT_SUFFIXES:
+            raise pytest.UsageError(
+                f"--replay-report {report_value}: the suffix names the format; use .json, or .md for "
+                "Markdown (also .xml for JUnit)"
+            )
+    sources: list[_Source] = []
+    seen: set[Any] = set()
+
+    def add(src: _Source) -> None:
+        key = src.cassette if src.cassette is not None else (src.db, src.given)
+        if key not in seen:
+            seen.add(key)
+            sources.append(src)
+
+    store = flag_db or default_db
+    for given in opt.replay_sources:
+        if _is_cassette(given):
+            add(_Source(given, _cli_path(config, given), None))
+        else:
+            add(_Source(given, None, store))
+    if opt.replay_all:
+        if not cassettes_dir.is_dir():
+            where = "--replay-cassettes" if opt.replay_cassettes else "ini replay_cassettes"
+            raise pytest.UsageError(
+                f"--replay-all: no cassettes folder at {cassettes_dir} ({where}); export runs into it with "
+                "`replay export RUN_ID`, or point --replay-cassettes DIR at the folder"
+            )
+        for path in sorted(cassettes_dir.rglob("*.json")):
+            # An incident cassette records the bad behaviour on purpose; its incident test (the
+            # marker) replays it. The gate replays the blessed recordings of good behaviour.
+            if INCIDENTS_DIR in path.relative_to(cassettes_dir).parts[:-1]:
+                continue
+            add(_Source(str(path), path.resolve(), None))
+    active = bool(opt.replay_sources or opt.replay_all or report is not None)
+    if opt.replay_update and not (opt.replay_sources or opt.replay_all):
+        raise pytest.UsageError(
+            "--replay-update blesses the runs replayed by --replay or --replay-all: add one of them, "
+            "e.g. pytest --replay-all --replay-update"
+        )
+    return _State(
+        sources=sources,
+        update=bool(opt.replay_update),
+        report=report,
+        max_token_delta_pct=_pct(config, "replay_max_token_delta_pct", "--replay-max-token-delta-pct"),
+        max_spend_delta_pct=_pct(config, "replay_max_spend_delta_pct", "--replay-max-spend-delta-pct"),
+        ignore=list(config.getini("replay_ignore")),
+        cassettes_dir=cassettes_dir,
+        flag_db=flag_db,
+        default_db=default_db,
+        active=active,
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker and check the options before any work starts.
+
+    https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_configure
+    """
+    config.addinivalue_line(
+        "markers",
+        "replay(source, *, stubs=None, ignore=None, agent=None, db=None, on_unrecorded='error', "
+        "ordered=True): replay the recorded run `source` (a run id or a cassette path) for this "
+        "test; the `replayed` fixture gives its ReplayResult.",
+    )
+    state = config.stash[_STATE] = _build_state(config)
+    if state.active:
+        config.pluginmanager.register(_ReplayReporter(config, state), "replay-reporter")
+
+
+def _state(config: pytest.Config) -> _State:
+    return config.stash[_STATE]
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")  # an xdist worker: the controller reports
+
+
+def _ensure_importable(config: pytest.Config) -> None:
+    # Recorded entrypoints are `module:function` of the project; `pytest` (the console script)
+    # does not put the project root on sys.path the way `python -m pytest` does.
+    for folder in (config.rootpath, config.invocation_params.dir):
+        if str(folder) not in sys.path:
+            sys.path.append(str(folder))
+
+
+def _load_engine() -> Any:
+    """`pytest_plugin._engine`, imported on first use (it pulls in the `replay` library).
+
+    Looked up in sys.modules each time, so outcomes pickle with the class pickle will find.
+    """
+    return importlib.import_module("pytest_plugin._engine")
+
+
+def _display(config: pytest.Config, path: Path) -> str:
+    """`path` relative to the rootdir when inside it (node ids, messages), else absolute."""
+    try:
+        return path.relative_to(config.rootpath).as_posix()
+    except ValueError:
+        return str(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Collection: one collector per cassette and per store, one item per run
+# --------------------------------------------------------------------------------------------
+
+
+class ReplayCollectError(Exception):
+    """A recording that cannot be replayed; shown as the collection error, without a traceback."""
+
+
+class ReplaySource(pytest.Collector):
+    """The runs of one store, or one cassette file; collects one `ReplayItem` per run."""
+
+    def __init__(self, *, sources: list[_Source], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sources = sources
+
+    def collect(self) -> list[pytest.Item]:
+        _engine = _load_engine()
+        _ensure_importable(self.config)
+        items: list[pytest.Item] = []
+        errors: list[str] = []
+        for src in self.sources:
+            try:
+                options, recording = _engine.load_source(self.config, _state(self.config), src)
+            except _engine.SourceError as exc:
+                errors.append(str(exc))
+                continue
+            items.append(
+                ReplayItem.from_parent(self, name=recording.run.run_id, source=src, options=options,
+                                       recording=recording)
+            )
+        if errors:
+            raise ReplayCollectError("\n".join(errors))
+        return items
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:  # type: ignore[override]
+        if isinstance(excinfo.value, ReplayCollectError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class ReplayFailed(Exception):
+    """A replay that diverged (or could not be blessed); its text is the item's failure report."""
+
+
+class ReplayItem(pytest.Item):
+    """One recorded run, replayed against the code checked out now and diffed with its recording."""
+
+    def __init__(self, *, source: _Source, options: ReplayOptions, recording: Recording, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+        self.options = options
+        self.recording = recording
+        self.outcome: Any = None  # a replay.report.Outcome once run
+        self.add_marker("replay")
+        self.extra_keyword_matches.add(recording.run.agent)
+
+    def runtest(self) -> None:
+        _engine = _load_engine()
+        _engine.run_item(self, _state(self.config), self.recording)  # sets self.outcome
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, ReplayFailed):
+            return str(excinfo.value)
+        _engine = _load_engine()
+        clean = _engine.clean_error(excinfo.value)
+        if clean is not None:
+            return clean if clean.startswith("cannot replay") else f"cannot replay {self.name}: {clean}"
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"replay {self.name}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """Add the replay collectors to the session's, so -k, -m, --lf, -x and xdist treat them as tests.
+
+    https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_make_collect_report
+    """
+    report: Any = yield
+    if isinstance(collector, pytest.Session):
+        state = _state(collector.config)
+        if state.sources:
+            # `pytest --replay X` with no paths named runs the replays only, not the whole suite
+            # from testpaths; `pytest tests/ --replay X` runs both.
+            if collector.config.args_source != pytest.Config.ArgsSource.ARGS:
+                report.result[:] = []
+            report.result.extend(_collectors(collector, state))
+    elif isinstance(collector, ReplaySource) and report.failed:
+        _engine = _load_engine()
+        report.replay_outcome = _engine.error_outcome(collector, str(report.longrepr))
+    return report  # type: ignore[no-any-return]
+
+
+def _collectors(session: pytest.Session, state: _State) -> list[ReplaySource]:
+    out: list[ReplaySource] = []
+    by_store: dict[Path, list[_Source]] = {}
+    for src in state.sources:
+        if src.cassette is not None:
+            out.append(
+                ReplaySource.from_parent(session, name=_display(session.config, src.cassette), path=src.cassette,
+                                         nodeid=_display(session.config, src.cassette), sources=[src])
+            )
+        else:
+            assert src.db is not None
+            by_store.setdefault(src.db, []).append(src)
+    for db, srcs in by_store.items():
+        name = _display(session.config, db)
+        out.append(ReplaySource.from_parent(session, name=name, path=db, nodeid=name, sources=srcs))
+    return out
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Reject a malformed ``@pytest.mark.replay`` before anything runs.
+
+    https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_collection_modifyitems
+    """
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        for mark in item.iter_markers("replay"):
+            _validate_marker(item.nodeid, mark.args, mark.kwargs)
+
+
+def _validate_marker(nodeid: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    usage = '@pytest.mark.replay("RUN_ID_OR_CASSETTE", stubs=..., ignore=...)'
+    if len(args) != 1 or not isinstance(args[0], (str, os.PathLike)):
+        raise pytest.UsageError(
+            f"{nodeid}: {usage} takes one run id or cassette path, got {len(args)} positional "
+            f"argument(s): {', '.join(map(repr, args)) or '(none)'}"
+        )
+    unknown = sorted(set(kwargs) - set(MARKER_KWARGS))
+    if unknown:
+        raise pytest.UsageError(
+            f"{nodeid}: @pytest.mark.replay got unexpected keyword argument(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(MARKER_KWARGS)}"
+        )
+    if "on_unrecorded" in kwargs and kwargs["on_unrecorded"] not in ON_UNRECORDED:
+        raise pytest.UsageError(
+            f"{nodeid}: @pytest.mark.replay(on_unrecorded={kwargs['on_unrecorded']!r}): use one of "
+            f"{', '.join(map(repr, ON_UNRECORDED))}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Outcomes, report, summary (on the xdist controller, from the reports the workers send)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Attach the replay's outcome to its report, so an xdist controller can count and report it.
+
+    https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_runtest_makereport
+    """
+    report: Any = yield
+    if isinstance(item, ReplayItem) and report.when == "call" and item.outcome is not None:
+        _engine = _load_engine()
+        report.replay_outcome = _engine.encode_outcome(item.outcome)
+    return report  # type: ignore[no-any-return]
+
+
+class _ReplayReporter:
+    """Collects the outcomes of one session's replays; writes the report and the summary.
+
+    Registered per config in `pytest_configure`, only when a ``--replay*`` option is used.
+    """
+
+    def __init__(self, config: pytest.Config, state: _State) -> None:
+        self.config = config
+        self.state = state
+
+    def _record(self, report: Any) -> None:
+        encoded = getattr(report, "replay_outcome", None)
+        if encoded is None:
+            return
+        _engine = _load_engine()
+        outcome = _engine.decode_outcome(encoded)
+        if outcome is not None:
+            self.state.outcomes[report.nodeid] = outcome
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Collect each replay's outcome.
+
+        https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_runtest_logreport
+        """
+        self._record(report)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """Count a recording that could not be loaded as an error in the summary and the report.
+
+        https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_collectreport
+        """
+        self._record(report)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """Write ``--replay-report`` (on the xdist controller only).
+
+        https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_sessionfinish
+        """
+        if self.state.report is None or _is_worker(self.config):
+            return
+        _engine = _load_engine()
+        try:
+            _engine.write_outcomes(self.state.outcomes, self.state.report)
+        except OSError as exc:
+            self.state.report_error = f"cannot write the replay report {self.state.report}: {exc.strerror or exc}"
+            # The only case the plugin's status goes into the exit code: tests passed, the report is missing.
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        """Print "N runs replayed: M matched, D diverged, B blessed" and the next command to run.
+
+        https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_terminal_summary
+        """
+        if _is_worker(self.config):
+            return
+        _engine = _load_engine()
+        _engine.write_summary(terminalreporter, self.config, self.state)
+
+
+# --------------------------------------------------------------------------------------------
+# Marker and fixtures
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def replay_config() -> dict[str, Any]:
+    """Defaults for every ``@pytest.mark.replay`` test in scope (stubs, ignore, agent, db, ...); override it."""
+    return {}
+
+
+@pytest.fixture
+def replayed(request: pytest.FixtureRequest, replay_config: dict[str, Any]) -> ReplayResult:
+    """The `ReplayResult` of the run named by the test's ``@pytest.mark.replay(...)``."""
+    mark = request.node.get_closest_marker("replay")
+    if mark is None:
+        pytest.fail(
+            f"{request.node.nodeid}: the `replayed` fixture needs the run to replay: add "
+            '@pytest.mark.replay("RUN_ID_OR_CASSETTE") to the test',
+            pytrace=False,
+        )
+    if not isinstance(replay_config, dict):
+        pytest.fail(f"the replay_config fixture must return a dict, got {type(replay_config).__name__}",
+                    pytrace=False)
+    unknown = sorted(set(replay_config) - set(MARKER_KWARGS))
+    if unknown:
+        pytest.fail(
+            f"the replay_config fixture returned unknown key(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(MARKER_KWARGS)}",
+            pytrace=False,
+        )
+    _validate_marker(request.node.nodeid, mark.args, mark.kwargs)
+    _ensure_importable(request.config)
+    _engine = _load_engine()
+    result: ReplayResult = _engine.replay_marked(request.config, _state(request.config), request.node, mark,
+                                                 replay_config)
+    return result
+
+
+@pytest.fixture
+def recorder(tmp_path: Path) -> Iterator[Recorder]:
+    """A `Recorder` on a fresh SQLite store in the test's tmp_path, closed after the test."""
+    from replay.recorder import Recorder
+
+    rec = Recorder(tmp_path / "replay.db")
+    try:
+        yield rec
+    finally:
+        rec.close()
