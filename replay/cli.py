@@ -461,14 +461,10 @@ class _nullbar:
 
 def _register() -> None:
     from replay.cli_monitor import alerts, metrics, stats
+    from replay.demo import demo
 
-    for cmd in (stats, alerts, metrics):
+    for cmd in (stats, alerts, metrics, demo):
         cli.add_command(cmd)
-    try:
-        from replay.demo import demo
-    except ImportError:  # the demo ships with the examples; a trimmed install may lack it
-        return
-    cli.add_command(demo)
 
 
 _register()

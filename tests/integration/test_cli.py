@@ -263,3 +263,13 @@ def test_console_script_runs() -> None:
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     for name in ("runs", "show", "export", "import", "diff", "run", "stats", "alerts", "prune", "pin", "scan"):
         assert name in out
+
+
+def test_every_command_and_plugin_flag_is_in_the_readme() -> None:
+    """The README's CLI reference names every command, and it documents every --replay flag."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    for name in cli.commands:
+        assert f"replay {name}" in readme, f"`replay {name}` is missing from the README"
+    for flag in ("--replay ", "--replay-all", "--replay-cassettes", "--replay-update", "--replay-report", "--replay-db",
+                 "--replay-max-token-delta-pct", "--replay-max-spend-delta-pct"):
+        assert flag in readme, f"{flag} is missing from the README"
