@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import importlib
 import inspect
@@ -540,19 +541,31 @@ def replay_run(
     """
     recording, fn, call = _prepare(source, agent, db)
     session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction)
-    token = _session.set(session)
     output: Any = None
     exception: BaseException | None = None
+    with _installed(session):
+        try:
+            output = _invoke(session, fn, recording, call)
+            if inspect.isawaitable(output):
+                output = asyncio.run(_await(output))
+        except (Exception, StopRun) as exc:
+            exception = exc
+    return _conclude(session, recording, output, exception, ignore, ordered)
+
+
+@contextlib.contextmanager
+def _installed(session: ReplaySession) -> Iterator[None]:
+    """The fixed tool layer in place and the network blocked, for the duration of the block."""
+    token = _session.set(session)
     try:
         with block_network():
-            try:
-                output = _invoke(session, fn, recording, call)
-                if inspect.isawaitable(output):
-                    output = asyncio.run(_await(output))
-            except (Exception, StopRun) as exc:
-                exception = exc
+            yield
     finally:
         _session.reset(token)
+
+
+def _conclude(session: ReplaySession, recording: Recording, output: Any, exception: BaseException | None,
+              ignore: Any, ordered: bool) -> ReplayResult:
     try:
         return _finish(session, recording, output, exception, ignore, ordered)
     finally:
@@ -577,20 +590,13 @@ async def replay_run_async(
     """`replay_run` for async agents inside a running event loop."""
     recording, fn, call = _prepare(source, agent, db)
     session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction)
-    token = _session.set(session)
     output: Any = None
     exception: BaseException | None = None
-    try:
-        with block_network():
-            try:
-                output = _invoke(session, fn, recording, call)
-                if inspect.isawaitable(output):
-                    output = await output
-            except (Exception, StopRun) as exc:
-                exception = exc
-    finally:
-        _session.reset(token)
-    try:
-        return _finish(session, recording, output, exception, ignore, ordered)
-    finally:
-        session.close()
+    with _installed(session):
+        try:
+            output = _invoke(session, fn, recording, call)
+            if inspect.isawaitable(output):
+                output = await output
+        except (Exception, StopRun) as exc:
+            exception = exc
+    return _conclude(session, recording, output, exception, ignore, ordered)

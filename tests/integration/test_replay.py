@@ -407,3 +407,18 @@ def test_shared_redaction_key_keeps_code_constants_replayable_from_cassettes(
     assert replay_run(str(path), agent=constant_sender).diff.is_empty
     monkeypatch.delenv("REPLAY_REDACTION_KEY")
     assert isinstance(replay_run(str(path), agent=constant_sender).exception, UnrecordedCall)
+
+
+def test_replay_run_async_inside_a_running_loop(agent_mod: Any) -> None:
+    """replay_run_async replays an async agent from inside an event loop that is already running."""
+    import asyncio
+
+    from replay.replayer import replay_run_async
+
+    async def main() -> Any:
+        rid = await _run_and_id(agent_mod.ahandle, "returns", agent_mod.rec)
+        agent_mod.rec.flush()
+        return await replay_run_async(rid, db=agent_mod.rec.db)
+
+    res = asyncio.run(main())
+    assert res.diff.is_empty and res.output == "article about returns"
