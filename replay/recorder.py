@@ -23,7 +23,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Awaitable
-from typing import Any, Callable, TypeVar, cast
+from typing import Any, Callable, Literal, TypeVar, cast
 
 from replay.context import _run, _session, _step
 from replay.errors import StopRun
@@ -211,6 +211,7 @@ class Recorder:
         max_snapshot_bytes: larger outputs are stored truncated with their full hash.
         snapshot_days, event_days: retention of snapshots and events; pinned runs never expire.
         guards: default limits for every run (see `Guards`), overridable per agent and per run.
+        redaction_key: a key for pseudonyms instead of the store's (replay uses the recording's).
 
     Example::
 
@@ -240,11 +241,13 @@ class Recorder:
         max_tokens: int | None = None,
         max_spend_usd: float | None = None,
         tool_timeout_s: float | None = None,
+        redaction_key: bytes | None = None,
     ) -> None:
         if store_args not in ("hash", "redacted"):
             raise ValueError(f"store_args={store_args!r}: use 'hash' (default, args_sha only) or 'redacted'")
         self.db = db if db is not None else default_db()
         self.redaction = redaction or RedactionConfig()
+        self.redaction_key = redaction_key
         self.versions = dict(versions or {})
         self.snapshot_days = snapshot_days
         self.event_days = event_days
@@ -277,7 +280,7 @@ class Recorder:
 
     def _make_redactor(self, key: bytes | None) -> Redactor:
         # Without a store there is no persistent key; an ephemeral one still keeps pseudonyms keyed.
-        return Redactor(shared_redaction_key() or key or os.urandom(32), self.redaction)
+        return Redactor(self.redaction_key or shared_redaction_key() or key or os.urandom(32), self.redaction)
 
     def open_store(self) -> Any:
         """A Store on this recorder's database, for reading in the calling thread."""
@@ -442,7 +445,7 @@ class Recorder:
             versions={**self.versions, **(handle.versions or {})},
             labels=dict(handle.labels or {}),
             started_ms=ts,
-            call_style=style,
+            call_style="value" if style == "value" else "bound",
             replay_of=None if session is None else session.source_run_id,
         )
         st = RunState(self, run, frozen, self.guards.merged(**handle.guards))
@@ -732,7 +735,7 @@ class RunHandle:
         self._token = _run.set(self.state)
         return self
 
-    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         assert self.state is not None and self._token is not None
         st = self.state
         try:
@@ -746,7 +749,7 @@ class RunHandle:
     async def __aenter__(self) -> RunHandle:
         return self.__enter__()
 
-    async def __aexit__(self, et: Any, exc: BaseException | None, tb: Any) -> bool:
+    async def __aexit__(self, et: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         return self.__exit__(et, exc, tb)
 
 

@@ -17,6 +17,7 @@ import inspect
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -194,8 +195,7 @@ class ReplaySession:
         self.redactor = Redactor(key, redaction or RedactionConfig())
         self.store_dir = store_dir or tempfile.mkdtemp(prefix="agent-replay-")
         self.store_path = os.path.join(self.store_dir, "replay.db")
-        self.recorder = Recorder(self.store_path, redaction=redaction)
-        self.recorder._make_redactor = lambda _k: Redactor(key, redaction or RedactionConfig())  # type: ignore[method-assign]
+        self.recorder = Recorder(self.store_path, redaction=redaction, redaction_key=key)
         self.index: dict[tuple[str, str], collections.deque[Event]] = collections.defaultdict(collections.deque)
         self.recorded_tools: dict[str, list[str]] = collections.defaultdict(list)
         for e in recording.steps:
@@ -237,8 +237,6 @@ class ReplaySession:
     def answer(self, st: Any, spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         rec = st.recorder
         step_id, frozen = rec._enter_step(st, spec, args, kwargs)
-        import time
-
         t0 = time.perf_counter_ns()
         sha = self.args_sha(spec, frozen)
         stub = self.stubs.get(spec.name)
@@ -257,9 +255,9 @@ class ReplaySession:
             if self.on_unrecorded == "none":
                 rec._finish_step(st, spec, step_id, None, frozen, t0, result=None, args_sha=sha)
                 return None
-            exc = self._unrecorded(spec, sha)
-            rec._finish_step(st, spec, step_id, None, frozen, t0, exc=exc, args_sha=sha)
-            raise exc
+            missing = self._unrecorded(spec, sha)
+            rec._finish_step(st, spec, step_id, None, frozen, t0, exc=missing, args_sha=sha)
+            raise missing
         value, error, names, message = self._answer(recorded)
         if error is not None:
             rec._finish_step(st, spec, step_id, None, frozen, t0, exc=error, args_sha=sha,
@@ -275,8 +273,6 @@ class ReplaySession:
         if stub is not None and inspect.iscoroutinefunction(stub):
             rec = st.recorder
             step_id, frozen = rec._enter_step(st, spec, args, kwargs)
-            import time
-
             t0 = time.perf_counter_ns()
             sha = self.args_sha(spec, frozen)
             try:

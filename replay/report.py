@@ -37,7 +37,10 @@ class Outcome:
             steps = "" if self.diff is None else f" ({self.diff.tool_calls_after} tool calls)"
             return f"{rid}  {self.status}{steps}"
         first = self.diff.first_divergence
-        where = f" at step {(first.recorded_index if first.recorded_index is not None else first.replayed_index) + 1}" if first else ""
+        where = ""
+        if first is not None:
+            index = first.recorded_index if first.recorded_index is not None else first.replayed_index
+            where = f" at step {(index or 0) + 1}"
         stop = ""
         if self.diff.stop_reason_before != self.diff.stop_reason_after:
             stop = f" (stop reason {self.diff.stop_reason_before} -> {self.diff.stop_reason_after})"
