@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from replay.cassette import Cassette, load_cassette
-from replay.context import _session
+from replay.context import _session, _step
 from replay.diff import IgnoreRules, RunDiff, Trace, diff_traces
 from replay.errors import EntrypointError, RecordedToolError, ReplayError, StopRun, UnrecordedCall
 from replay.hashing import canonical_bytes, sha_of_canonical, thaw
@@ -239,31 +239,35 @@ class ReplaySession:
         step_id, frozen = rec._enter_step(st, spec, args, kwargs)
         t0 = time.perf_counter_ns()
         sha = self.args_sha(spec, frozen)
+        parent = _step.get()
         stub = self.stubs.get(spec.name)
         if stub is not None:
+            token = _step.set(step_id)  # tools the stub calls are recorded as nested in this step
             try:
                 result = stub(*args, **kwargs)
             except BaseException as exc:
-                rec._finish_step(st, spec, step_id, None, frozen, t0, exc=exc, args_sha=sha)
+                rec._finish_step(st, spec, step_id, parent, frozen, t0, exc=exc, args_sha=sha)
                 raise
+            finally:
+                _step.reset(token)
             if inspect.isawaitable(result):
                 raise ReplayError(f"stub for {spec.name} returned an awaitable: the tool is sync, so the stub must be too")
-            rec._finish_step(st, spec, step_id, None, frozen, t0, result=result, args_sha=sha)
+            rec._finish_step(st, spec, step_id, parent, frozen, t0, result=result, args_sha=sha)
             return result
         recorded = self._lookup(spec, sha)
         if recorded is None:
             if self.on_unrecorded == "none":
-                rec._finish_step(st, spec, step_id, None, frozen, t0, result=None, args_sha=sha)
+                rec._finish_step(st, spec, step_id, parent, frozen, t0, result=None, args_sha=sha)
                 return None
             missing = self._unrecorded(spec, sha)
-            rec._finish_step(st, spec, step_id, None, frozen, t0, exc=missing, args_sha=sha)
+            rec._finish_step(st, spec, step_id, parent, frozen, t0, exc=missing, args_sha=sha)
             raise missing
         value, error, names, message = self._answer(recorded)
         if error is not None:
-            rec._finish_step(st, spec, step_id, None, frozen, t0, exc=error, args_sha=sha,
+            rec._finish_step(st, spec, step_id, parent, frozen, t0, exc=error, args_sha=sha,
                              error_names=names, error_message=message)
             raise error
-        rec._finish_step(st, spec, step_id, None, frozen, t0, result=value, args_sha=sha)
+        rec._finish_step(st, spec, step_id, parent, frozen, t0, result=value, args_sha=sha)
         if spec.kind == "model_result":
             rec._check_budget(st)
         return value
