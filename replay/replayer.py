@@ -282,9 +282,9 @@ class ReplaySession:
             try:
                 result = await stub(*args, **kwargs)
             except BaseException as exc:
-                rec._finish_step(st, spec, step_id, None, frozen, t0, exc=exc, args_sha=sha)
+                rec._finish_step(st, spec, step_id, _step.get(), frozen, t0, exc=exc, args_sha=sha)
                 raise
-            rec._finish_step(st, spec, step_id, None, frozen, t0, result=result, args_sha=sha)
+            rec._finish_step(st, spec, step_id, _step.get(), frozen, t0, result=result, args_sha=sha)
             return result
         return self.answer(st, spec, args, kwargs)
 
