@@ -369,10 +369,13 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
 @click.option("--ignore", multiple=True, help="tool:NAME, field:NAME or output:PATH (repeatable).")
 @click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),
               help="Write a report: .json, .md or .xml (JUnit) by suffix.")
+@click.option("--record-to", default=None, type=click.Path(dir_okay=False),
+              help="Keep the replayed runs in this store (replay_of set) for `replay show`.")
 @json_option
 @click.option("--markdown", is_flag=True, help="Print Markdown (for a CI comment).")
 def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, last: int | None, stop_reason: str | None,
-            ignore: tuple[str, ...], report_path: str | None, as_json: bool, markdown: bool) -> None:
+            ignore: tuple[str, ...], report_path: str | None, record_to: str | None, as_json: bool,
+            markdown: bool) -> None:
     """Replay recorded runs against the code checked out now. Exit 1 if one diverges, 2 on error.
 
     SOURCES are run ids (or unique prefixes) and cassette files. --last N replays the N most
@@ -394,6 +397,8 @@ def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, last: int 
         raise BadInput("name runs or cassettes to replay, or use --last N (replay run --last 20)")
     if stop_reason and last is None:
         raise BadInput("--stop-reason filters --last: add --last N")
+    if record_to and os.path.abspath(record_to) == os.path.abspath(db):
+        raise BadInput(f"--record-to {record_to} is the store being replayed: name another file (e.g. replays.db)")
     try:
         rules = IgnoreRules.parse(list(ignore))
     except ValueError as exc:
@@ -420,7 +425,7 @@ def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, last: int 
         for src in bar:
             t0 = time.perf_counter()
             try:
-                res = replay_run(src, agent=entry, db=db, ignore=rules)
+                res = replay_run(src, agent=entry, db=db, ignore=rules, record_to=record_to)
                 o = Outcome(src, res.recorded.run_id, "matched" if res.diff.is_empty else "diverged", res.diff)
             except (ReplayError, ValueError, ImportError) as exc:
                 o = Outcome(src, None, "error", error=str(exc))
@@ -437,6 +442,8 @@ def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, last: int 
     else:
         for o in outcomes:
             click.echo(o.summary())
+        if record_to:
+            click.echo(f"replayed runs kept in {record_to}: replay runs --replays --db {record_to}")
         n = len(outcomes)
         click.echo(f"{n} run(s) replayed: {sum(o.status == 'matched' for o in outcomes)} matched, "
                    f"{sum(o.status == 'diverged' for o in outcomes)} diverged, "

@@ -450,6 +450,8 @@ class Recorder:
         )
         st = RunState(self, run, frozen, self.guards.merged(**handle.guards))
         st.session = session
+        if session is not None and session.replayed_run_id is None:
+            session.replayed_run_id = run.run_id
         self._active.add(st)
         self._writer.submit(RunItem(run.model_copy(), frozen, None, False, ts))
         return st

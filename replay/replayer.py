@@ -180,7 +180,7 @@ class ReplaySession:
         stubs: Mapping[str, Callable[..., Any]] | None = None,
         on_unrecorded: str = "error",
         redaction: RedactionConfig | None = None,
-        store_dir: str | None = None,
+        record_to: str | os.PathLike[str] | None = None,
     ) -> None:
         from replay.recorder import Recorder, shared_redaction_key
 
@@ -193,9 +193,12 @@ class ReplaySession:
         # The recording store's key, so values the agent builds itself pseudonymise as they did then.
         key = shared_redaction_key() or recording.secret_key or os.urandom(32)
         self.redactor = Redactor(key, redaction or RedactionConfig())
-        self.store_dir = store_dir or tempfile.mkdtemp(prefix="agent-replay-")
-        self.store_path = os.path.join(self.store_dir, "replay.db")
+        # The replayed run is recorded like any run: into `record_to` when given (so `replay show`
+        # works on it afterwards), else into a temporary store removed after the replay.
+        self.store_dir = None if record_to is not None else tempfile.mkdtemp(prefix="agent-replay-")
+        self.store_path = os.fspath(record_to) if record_to is not None else os.path.join(self.store_dir, "replay.db")
         self.recorder = Recorder(self.store_path, redaction=redaction, redaction_key=key)
+        self.replayed_run_id: str | None = None  # set by the recorder when the agent's run begins
         self.index: dict[tuple[str, str], collections.deque[Event]] = collections.defaultdict(collections.deque)
         self.recorded_tools: dict[str, list[str]] = collections.defaultdict(list)
         for e in recording.steps:
@@ -290,7 +293,8 @@ class ReplaySession:
 
     def close(self) -> None:
         self.recorder.close()
-        shutil.rmtree(self.store_dir, ignore_errors=True)
+        if self.store_dir is not None:
+            shutil.rmtree(self.store_dir, ignore_errors=True)
 
 
 # ---- entrypoints ----------------------------------------------------------------------------
@@ -482,14 +486,12 @@ def _finish(session: ReplaySession, recording: Recording, output: Any, exception
     session.recorder.flush()
     store = Store(session.store_path)
     try:
-        replays = store.runs(include_replays=True)
-        replays = [r for r in replays if r.replay_of == recording.run.run_id]
-        if not replays:
+        if session.replayed_run_id is None:
             raise ReplayError(
                 f"the replay of {recording.run.run_id} recorded no run: is the agent decorated with @rec.agent, "
                 "and was it called?"
             )
-        replayed = replays[0]
+        replayed = store.get_run(session.replayed_run_id)
         events = store.events(replayed.run_id)
         found = store.snapshots([e.output_sha for e in events if e.output_sha]
                                 + [replayed.input_sha, replayed.output_sha])  # type: ignore[list-item]
@@ -525,6 +527,7 @@ def replay_run(
     db: str | os.PathLike[str] | None = None,
     ordered: bool = True,
     redaction: RedactionConfig | None = None,
+    record_to: str | os.PathLike[str] | None = None,
 ) -> ReplayResult:
     """Replay a recorded run against the code checked out now and diff it with the recording.
 
@@ -535,12 +538,15 @@ def replay_run(
         on_unrecorded: ``"error"`` raises `UnrecordedCall` inside the agent; ``"none"`` returns None.
         ignore: ignore rules for the diff (see `IgnoreRules.parse`).
         ordered: False compares the steps as a multiset (for agents calling tools in parallel).
+        record_to: a store to record the replayed run into (``replay_of`` set), kept afterwards so
+            ``replay show`` works on it; default: a temporary store, removed after the replay.
 
     Raises:
         RunNotFoundError, CassetteDecodeError, EntrypointError: before anything runs.
     """
     recording, fn, call = _prepare(source, agent, db)
-    session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction)
+    session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction,
+                            record_to=record_to)
     output: Any = None
     exception: BaseException | None = None
     with _installed(session):
@@ -586,10 +592,12 @@ async def replay_run_async(
     db: str | os.PathLike[str] | None = None,
     ordered: bool = True,
     redaction: RedactionConfig | None = None,
+    record_to: str | os.PathLike[str] | None = None,
 ) -> ReplayResult:
     """`replay_run` for async agents inside a running event loop."""
     recording, fn, call = _prepare(source, agent, db)
-    session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction)
+    session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction,
+                            record_to=record_to)
     output: Any = None
     exception: BaseException | None = None
     with _installed(session):

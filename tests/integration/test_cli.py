@@ -273,3 +273,17 @@ def test_every_command_and_plugin_flag_is_in_the_readme() -> None:
     for flag in ("--replay ", "--replay-all", "--replay-cassettes", "--replay-update", "--replay-report", "--replay-db",
                  "--replay-max-token-delta-pct", "--replay-max-spend-delta-pct"):
         assert flag in readme, f"{flag} is missing from the README"
+
+
+def test_run_record_to_keeps_the_replay_for_show(env: Any, tmp_path: Path) -> None:
+    """`replay run --record-to` keeps the replayed run (replay_of set) so `replay show` works on it."""
+    mod, db, ids = env
+    kept = tmp_path / "replays.db"
+    assert invoke("run", ids[0], ids[1], "--record-to", str(kept)).exit_code == 0
+    with Store(kept) as s:
+        replays = s.runs(include_replays=True)
+    assert sorted(r.replay_of for r in replays) == sorted(ids[:2])
+    shown = invoke("show", replays[0].run_id, "--db", str(kept))
+    assert f"(replay of {replays[0].replay_of})" in shown.output
+    same = CliRunner().invoke(cli, ["run", ids[0], "--record-to", str(db)])
+    assert same.exit_code == 2 and "is the store being replayed" in same.output

@@ -194,3 +194,40 @@ class TestStore:
             t.join(timeout=10)
         assert 'agent_stop_total{agent="support",stop_reason="tool_timeout"} 1.0' in body
         assert not t.is_alive()
+
+
+def test_the_recorder_updates_the_metrics_live(tmp_path) -> None:
+    """An exporter added with rec.add_listener counts each run as it ends, errors by bucket included."""
+    from replay import Recorder
+
+    rec = Recorder(tmp_path / "replay.db")
+    exp = PrometheusExporter()
+    rec.add_listener(exp)
+
+    class HTTP503(Exception):
+        status_code = 503
+
+    @rec.tool("http.get")
+    def get(i: int) -> int:
+        if i == 1:
+            raise HTTP503("unavailable")
+        return i
+
+    @rec.agent("support-agent")
+    def handle() -> None:
+        for i in range(3):
+            try:
+                get(i)
+            except HTTP503:
+                pass
+
+    handle()
+    handle()
+    rec.flush()
+    s = samples(exp.exposition().decode())
+    assert s[("agent_tool_calls_count", (("agent", "support-agent"),))] == 2
+    assert s[("agent_tool_calls_sum", (("agent", "support-agent"),))] == 6
+    assert s[("agent_stop_total", (("agent", "support-agent"), ("stop_reason", "completed")))] == 2
+    errors = {k: v for k, v in s.items() if k[0] == "agent_tool_errors_total"}
+    assert sum(errors.values()) == 2 and any(("error_bucket", "5xx") in k[1] for k in errors)
+    rec.close()

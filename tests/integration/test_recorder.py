@@ -536,3 +536,41 @@ def test_a_file_that_is_not_sqlite_is_a_counted_drop_not_a_crash(tmp_path: Path)
     rec.close()
     with pytest.raises(sqlite3.DatabaseError):
         sqlite3.connect(path).execute("select 1 from runs")
+
+
+def test_a_deleted_store_file_never_breaks_the_agent(rec: Recorder, db: Path) -> None:
+    """Deleting the database under a running recorder leaves the agent working."""
+
+    @rec.agent("a")
+    def handle(i: int) -> int:
+        return i * 2
+
+    handle(1)
+    rec.flush()
+    for p in db.parent.glob("replay.db*"):
+        p.unlink()
+    assert [handle(i) for i in range(3)] == [0, 2, 4]
+    assert rec.flush() is True
+
+
+def test_rec_prune_deletes_what_expired_and_keeps_pinned_runs(db: Path) -> None:
+    """rec.prune() deletes expired runs and returns the counts; a pinned run is kept."""
+    rec = Recorder(db, event_days=1, snapshot_days=1)
+
+    @rec.agent("a")
+    def handle(i: int) -> int:
+        return i
+
+    handle(1)
+    keep = rec.last_run_id
+    handle(2)
+    rec.flush()
+    with Store(db) as s:
+        s.pin(keep)
+    far = 10**13 + 10 * 86_400_000
+    dry = rec.prune(now_ms=far, dry_run=True)
+    res = rec.prune(now_ms=far)
+    assert (dry.runs, res.runs) == (1, 1) and res.events >= 2
+    with Store(db) as s:
+        assert [r.run_id for r in s.runs()] == [keep]
+    rec.close()
