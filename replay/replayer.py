@@ -207,7 +207,7 @@ class ReplaySession:
                 self.recorded_tools[e.tool].append(e.args_sha)
 
     def args_sha(self, spec: Any, frozen_args: bytes) -> str:
-        return sha_of_canonical(canonical_bytes(self.redactor(thaw(frozen_args))))
+        return sha_of_canonical(self.redactor.canonical(thaw(frozen_args)))
 
     def _lookup(self, spec: Any, args_sha: str) -> Event | None:
         queue = self.index.get((spec.name, args_sha))

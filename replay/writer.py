@@ -278,11 +278,11 @@ class Writer:
 
     def _snapshot(
         self, value: Any, snapshots: dict[str, tuple[str, bytes, str | None, bool]], type_name: str | None
-    ) -> tuple[str, Any]:
-        """Redact `value`, store it content-addressed, return (sha, redacted value)."""
+    ) -> tuple[str, bytes]:
+        """Redact `value`, store it content-addressed, return (sha, redacted canonical bytes)."""
         assert self._redactor is not None
-        red = self._redactor(value)
-        body = canonical_bytes(red)
+        body = self._redactor.canonical(value)
+        canonical = body
         digest = sha_of_canonical(body)
         if digest not in snapshots:
             truncated = len(body) > self.max_snapshot_bytes
@@ -293,14 +293,13 @@ class Writer:
                     option=orjson.OPT_SORT_KEYS,
                 )
             snapshots[digest] = (digest, body, type_name, truncated)
-        return digest, red
+        return digest, canonical
 
     def _step_row(self, it: StepItem, snapshots: dict[str, tuple[str, bytes, str | None, bool]]) -> tuple[Any, ...]:
         assert self._redactor is not None
         args_sha = it.args_sha
         if args_sha is None or self.store_args:
-            red_args = self._redactor(thaw(it.args))
-            args_body = canonical_bytes(red_args)
+            args_body = self._redactor.canonical(thaw(it.args))
             args_sha = sha_of_canonical(args_body)
             if self.store_args and args_sha not in snapshots:
                 snapshots[args_sha] = (args_sha, args_body, "$args", False)
@@ -324,9 +323,11 @@ class Writer:
         assert self._redactor is not None
         run = it.run
         if it.input is not None:
-            run.input_sha, run.input = self._snapshot(thaw(it.input), snapshots, None)
+            run.input_sha, body = self._snapshot(thaw(it.input), snapshots, None)
+            run.input = thaw(body)
         if it.output is not None:
-            run.output_sha, run.output = self._snapshot(thaw(it.output), snapshots, it.output_type)
+            run.output_sha, body = self._snapshot(thaw(it.output), snapshots, it.output_type)
+            run.output = thaw(body)
         if it.stop:
             row = (run.run_id, "stop", it.ts_ms, None, None, None, run.output_sha, None, None, None,
                    run.stop_reason, _usage_json(run.usage), None)

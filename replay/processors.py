@@ -1,0 +1,1160 @@
+"""Redaction: plain JSON in, redacted plain JSON out, before anything reaches disk.
+
+`Redactor(key, config)` is a processor in structlog's style (settings in ``__init__``, work in
+``__call__``). It replaces
+
+* the value under a secret-looking key (``password``, ``api_key``, ``X-Api-Key``, ``clientSecret``,
+  ...; ASCII case-insensitive, ``-``/``_``/space folded, also as a suffix) with ``[REDACTED:secret]``,
+  whatever its type;
+* every match of a pattern rule inside any string, dict keys included (data keyed by customer email
+  is common), with a keyed pseudonym: ``HMAC-SHA256(key, rule + ":" + value)``, first 8 hex. An
+  email stays email-shaped (``u1a2b3c4d@redacted.invalid``) so agent code that parses it still runs
+  in replay; every other rule gives ``[<rule>:<8hex>]``;
+* an int that is a Luhn-valid 13-19 digit card number with the string ``[card:<8hex>]``.
+
+Redaction is idempotent: placeholders never match a rule, and each string is redacted to a fixed
+point. Non-finite floats (not JSON) come out as null, as orjson writes them.
+
+Speed (the recorder redacts every tool call): a value is serialized once with orjson and the
+whole text is checked at C speed for what each group of rules needs: ``@`` (email), ``eyJ``
+(JWT), ``sk-``/``AKIA``/``ghp_``/``xox`` (API keys), ``bearer``, secret key names before ``":``,
+and, in a byte translation that maps digits to ``0`` and separators to ``_``, the shapes of
+cards, SSNs, IPv4 addresses, phones and IBANs. Each check is a superset of its rules. A value
+where none fires is copied by ``orjson.loads`` and never walked (`canonical` returns the bytes
+themselves); otherwise one walk gathers the strings, the same checks locate which strings hold a
+candidate, and only those run the rules. The rule regexes start with a literal or a character
+class so that ``re`` skips ahead in C.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import hashlib
+import hmac
+import itertools
+import json
+import math
+import re
+import sqlite3
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import orjson
+
+from replay.errors import CassetteDecodeError, StoreError
+from replay.hashing import canonical_bytes, to_jsonable
+
+__all__ = [
+    "DEFAULT_RULES",
+    "SECRET_KEYS",
+    "SECRET_MARKER",
+    "FileHit",
+    "Hit",
+    "RedactionConfig",
+    "Redactor",
+    "scan_json_file",
+    "scan_sqlite",
+]
+
+#: What a value under a secret key becomes.
+SECRET_MARKER = "[REDACTED:secret]"
+
+#: Names of the default pattern rules, in the order they are applied.
+DEFAULT_RULES: tuple[str, ...] = (
+    "jwt",
+    "api_key",
+    "bearer",
+    "email",
+    "iban",
+    "card",
+    "ssn",
+    "ipv4",
+    "phone",
+)
+
+#: Secret key names, lowercase with ``-`` and spaces folded to ``_``. A key is secret when its
+#: folded form ends with one of these, with or without the underscores (``x_api_key``, ``apiKey``).
+SECRET_KEYS: frozenset[str] = frozenset(
+    {
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "client_secret",
+        "secret_key",
+        "secret_access_key",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "auth_token",
+        "api_key",
+        "apikey",
+        "x_api_key",
+        "authorization",
+        "proxy_authorization",
+        "cookie",
+        "set_cookie",
+        "private_key",
+        "credential",
+        "credentials",
+        "cvv",
+        "cvc",
+    }
+)
+
+_RULE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+@dataclass(frozen=True)
+class RedactionConfig:
+    """What to redact beyond (or instead of) the defaults.
+
+    Args:
+        extra_keys: more secret key names (matched like `SECRET_KEYS`).
+        extra_patterns: rule name -> regex; every match becomes ``[<name>:<8hex>]``. A named group
+            ``v`` limits the replacement to that part of the match.
+        allow: exact values never redacted (a whole string, or a whole match such as
+            ``"support@ourco.com"``).
+        disabled: default rule names switched off (e.g. ``"ipv4"``).
+        store_args: ``"hash"`` (default) or ``"redacted"``; read by the recorder, ignored here.
+
+    Raises:
+        ValueError: a bad regex, an unknown rule name in ``disabled``, or a bad rule name.
+        TypeError: a bare string where a tuple of strings is expected.
+    """
+
+    extra_keys: tuple[str, ...] = ()
+    extra_patterns: Mapping[str, str] = field(default_factory=dict)
+    allow: tuple[str, ...] = ()
+    disabled: tuple[str, ...] = ()
+    store_args: Literal["hash", "redacted"] = "hash"
+
+    def __post_init__(self) -> None:
+        for name in ("extra_keys", "allow", "disabled"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)):
+                raise TypeError(
+                    f"RedactionConfig.{name} must be a tuple of strings, got the string {value!r}: "
+                    f"write {name}=({value!r},)"
+                )
+            value = tuple(value)
+            bad = [v for v in value if not isinstance(v, str) or not v]
+            if bad:
+                raise TypeError(f"RedactionConfig.{name} holds {bad[0]!r}: use non-empty strings")
+            object.__setattr__(self, name, value)
+        unknown = [d for d in self.disabled if d not in DEFAULT_RULES]
+        if unknown:
+            raise ValueError(
+                f"RedactionConfig.disabled names unknown rule {unknown[0]!r}: "
+                f"the default rules are {', '.join(DEFAULT_RULES)}"
+            )
+        if self.store_args not in ("hash", "redacted"):
+            raise ValueError(
+                f"RedactionConfig.store_args is {self.store_args!r}: use 'hash' or 'redacted'"
+            )
+        if not isinstance(self.extra_patterns, Mapping):
+            raise TypeError(
+                "RedactionConfig.extra_patterns must map rule names to regexes, "
+                f"got {type(self.extra_patterns).__name__}"
+            )
+        object.__setattr__(self, "extra_patterns", MappingProxyType(dict(self.extra_patterns)))
+        for name, pattern in self.extra_patterns.items():
+            _compile_extra(name, pattern, self.disabled)
+
+
+def _compile_extra(name: Any, pattern: Any, disabled: tuple[str, ...]) -> re.Pattern[str]:
+    if not isinstance(name, str) or not _RULE_NAME.fullmatch(name):
+        raise ValueError(
+            f"extra_patterns rule name {name!r} is not valid: use lowercase letters, digits and "
+            "'_', starting with a letter (it appears in placeholders as [name:1a2b3c4d])"
+        )
+    if name in DEFAULT_RULES and name not in disabled:
+        raise ValueError(
+            f"extra_patterns rule {name!r} has the name of a default rule: pick another name, "
+            f"or add {name!r} to disabled to replace the default"
+        )
+    if not isinstance(pattern, str):
+        raise TypeError(f"extra_patterns[{name!r}] must be a regex string, got {type(pattern).__name__}")
+    try:
+        compiled = re.compile(pattern)
+    except re.error as e:
+        raise ValueError(
+            f"extra_patterns[{name!r}]: bad regex {pattern!r}: {e}; fix the pattern (Python re syntax)"
+        ) from None
+    if compiled.fullmatch(""):
+        raise ValueError(
+            f"extra_patterns[{name!r}]: regex {pattern!r} matches the empty string; "
+            "make it match at least one character (e.g. + instead of *)"
+        )
+    return compiled
+
+
+@dataclass(frozen=True)
+class Hit:
+    """Something redaction would catch: where it is and which rule. Never the value itself."""
+
+    path: str
+    rule: str
+
+
+@dataclass(frozen=True)
+class FileHit:
+    """A `Hit` in a file: ``location`` is a JSON path, or table, row, column and JSON path."""
+
+    file: str
+    location: str
+    rule: str
+
+
+# --- validators --------------------------------------------------------------------------------
+
+_DOUBLED = "0246813579"  # the Luhn value of a digit in a doubled position
+
+
+def _luhn(digits: str) -> bool:
+    b = (digits[-1::-2] + digits[-2::-2].translate(_LUHN_TABLE)).encode("ascii")
+    return (sum(b) - 48 * len(b)) % 10 == 0
+
+
+_LUHN_TABLE = str.maketrans("0123456789", _DOUBLED)
+
+
+def _valid_card(value: str) -> bool:
+    digits = value.replace(" ", "").replace("-", "")
+    return 13 <= len(digits) <= 19 and _luhn(digits)
+
+
+def _valid_ipv4(value: str) -> bool:
+    return all(len(o) == 1 or (o[0] != "0" and int(o) <= 255) for o in value.split("."))
+
+
+def _valid_bearer(value: str) -> bool:
+    # "Bearer authentication" in prose is not a token; real tokens carry digits or are long.
+    return len(value) >= 20 or any(c.isdigit() for c in value)
+
+
+# SWIFT IBAN registry lengths; other country codes need a mod-97-valid run of 15-34 characters.
+_IBAN_LENGTHS: dict[str, int] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27,
+    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27,
+    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22,
+    "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32,
+    "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24,
+    "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31,
+    "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23,
+    "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}
+
+
+_IBAN_DIGITS = str.maketrans({chr(c): str(c - 55) for c in range(65, 91)})  # A -> 10 ... Z -> 35
+
+
+def _iban_mod97(compact: str) -> bool:
+    return int((compact[4:] + compact[:4]).translate(_IBAN_DIGITS)) % 97 == 1
+
+
+# --- rules -------------------------------------------------------------------------------------
+
+# Leaf-level rules. Lookarounds keep them off neighbouring text; none of them can match a
+# placeholder ([rule:1a2b3c4d], u1a2b3c4d@redacted.invalid, [REDACTED:secret]).
+# Every pattern starts with a literal or a character class and checks the character before it with
+# a lookbehind placed after that first character: then `re` skips ahead to candidate positions in
+# C instead of trying the pattern at every position (3-10x faster on ordinary text).
+_NOT_TOKEN = r"[A-Za-z0-9_\-]"
+_PATTERNS: dict[str, str] = {
+    "jwt": rf"eyJ(?<!{_NOT_TOKEN}eyJ)[A-Za-z0-9_\-]{{2,}}\.eyJ[A-Za-z0-9_\-]{{2,}}\.[A-Za-z0-9_\-]*",
+    "api_key": (
+        rf"(?:sk-(?<!{_NOT_TOKEN}sk-)[A-Za-z0-9_\-]{{20,}}"
+        rf"|sk_(?<!{_NOT_TOKEN}sk_)(?:live|test)_[A-Za-z0-9]{{16,}}"
+        rf"|rk_(?<!{_NOT_TOKEN}rk_)(?:live|test)_[A-Za-z0-9]{{16,}}"
+        rf"|AKIA(?<!{_NOT_TOKEN}AKIA)[0-9A-Z]{{16}}(?![0-9A-Z])"
+        rf"|ASIA(?<!{_NOT_TOKEN}ASIA)[0-9A-Z]{{16}}(?![0-9A-Z])"
+        rf"|gh[pousr]_(?<!{_NOT_TOKEN}gh[pousr]_)[A-Za-z0-9]{{30,}}"
+        rf"|github_pat_(?<!{_NOT_TOKEN}github_pat_)[A-Za-z0-9_]{{22,}}"
+        rf"|xox[abposre]-(?<!{_NOT_TOKEN}xox[abposre]-)[A-Za-z0-9\-]{{10,}}"
+        rf"|AIza(?<!{_NOT_TOKEN}AIza)[0-9A-Za-z_\-]{{35}})"
+    ),
+    "bearer": (
+        r"[Bb](?<![A-Za-z0-9][Bb])[Ee][Aa][Rr][Ee][Rr](?:\s+|%20)(?P<v>[A-Za-z0-9\-._~+/]{8,}=*)"
+    ),
+    # The local part is found by scanning back from '@' (see Redactor._email): a regex that
+    # starts at the local part would be tried at every letter of the text.
+    "email": (
+        r"@(?!redacted\.invalid)"
+        r"[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}(?![A-Za-z0-9\-])"
+    ),
+    "iban": r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z][0-9]{2}(?: ?[A-Z0-9]){11,30}",
+    "card": (
+        r"[2-6](?<![\w.\-][2-6])"
+        r"(?:[0-9]{12,18}"
+        r"|[0-9]{3}(?P<s1>[ \-])[0-9]{4}(?P=s1)[0-9]{4}(?P=s1)[0-9]{4}"
+        r"|(?<=3)[47][0-9]{2}(?P<s2>[ \-])[0-9]{6}(?P=s2)[0-9]{5})"
+        r"(?![\w\-]|\.[0-9])"
+    ),
+    "ssn": (
+        r"[0-8](?<![\w.\-][0-8])[0-9]{2}(?<!000)(?<!666)-(?!00)[0-9]{2}-(?!0000)[0-9]{4}"
+        r"(?![\w\-]|\.[0-9])"
+    ),
+    # Octet values (<= 255, no leading zero) are checked by _valid_ipv4.
+    "ipv4": r"[0-9](?<![\w.][0-9])[0-9]{0,2}(?:\.[0-9]{1,3}){3}(?!\w|\.[0-9])",
+    "phone": (
+        r"[+(0-9](?<![\w+.\-/][+(0-9])(?:"
+        r"(?<=\+)[1-9](?:[ .\-/()]{0,2}[0-9]){9,14}"
+        r"|(?<=\()[0-9]{1,5}\)[ \-]?[0-9]{2,5}(?:[ .\-/][0-9]{2,5}){1,3}"
+        r"|(?<=[0-9])[0-9]{0,4}[ .\-/][0-9]{2,5}(?:[ .\-/][0-9]{2,5}){1,3}"
+        r")(?![\w\-/]|[.:][0-9])"
+    ),
+}
+_VALIDATORS: dict[str, Callable[[str], bool]] = {
+    "ipv4": _valid_ipv4,
+    "card": _valid_card,
+    "bearer": _valid_bearer,
+}
+_IBAN_RX = re.compile(_PATTERNS["iban"])
+_EMAIL_RX = re.compile(_PATTERNS["email"])
+_EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
+_PHONE_RX = re.compile(_PATTERNS["phone"])
+_DIGITS_RX = re.compile(r"[0-9]+")
+
+
+def _phone_ends(s: str, e: int, n: int) -> bool:
+    """The phone pattern's lookahead at `e`: not followed by a word character, - or /, or .5 / :5."""
+    if e == n:
+        return True
+    c = s[e]
+    if c.isalnum() or c in "_-/":
+        return False
+    return not (c in ".:" and e + 1 < n and "0" <= s[e + 1] <= "9")
+
+
+# Datetimes, dataclasses and subclasses of builtins go through `to_jsonable` like everywhere else.
+_DUMP_OPTS = (
+    orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+# Groups of rules that share one document-level check.
+_G_JWT, _G_API, _G_BEARER, _G_EMAIL, _G_IBAN, _G_CARD, _G_KEYS, _G_EXTRA = (
+    1, 2, 4, 8, 16, 32, 64, 128,
+)
+_G_SSN, _G_IPV4, _G_PHONE = 512, 1024, 2048
+_G_DIGITS = _G_CARD | _G_SSN | _G_IPV4 | _G_PHONE
+_RISKY = 256  # not a group: `canonical` cannot return orjson's bytes as they are
+_RULE_GROUP = {
+    "jwt": _G_JWT,
+    "api_key": _G_API,
+    "bearer": _G_BEARER,
+    "email": _G_EMAIL,
+    "iban": _G_IBAN,
+    "card": _G_CARD,
+    "ssn": _G_SSN,
+    "ipv4": _G_IPV4,
+    "phone": _G_PHONE,
+}
+
+# Document-level checks. Each one is a superset of its rules on the same text, cheap enough to run
+# over every recorded value: single-byte searches (memchr), literal-prefix regexes, and two byte
+# translations. None relies on a lookaround that a JSON escape next to a match could change.
+#
+# _CLASS: digits -> '0', A-Z -> 'A', the separators of phones and cards (space - / ( ) . _) -> '_',
+# '+' and 'e' kept, ':' ',' '[' (what precedes a JSON number) -> 'n', everything else -> '!'. Same
+# length as the input, so positions map back. For the existence check g-z are deleted first: no
+# digit or IBAN rule can match one, and the text to search shrinks by half (a-f stay, so hex ids
+# do not merge into digit runs).
+_CLASS = bytes(
+    48 if 48 <= i <= 57
+    else 65 if 65 <= i <= 90
+    else 95 if i in b" -/()._"
+    else 43 if i == 43
+    else 101 if i == 101
+    else 110 if i in b":,["
+    else 33
+    for i in range(256)
+)
+_G_TO_Z = bytes(range(103, 123))
+# _FOLD: A-Z -> a-z and '-' -> '_' (secret key names, 'bearer', API key prefixes). Spaces stay
+# spaces so the reversed API check below, which starts at '_', is not tried at every space.
+_FOLD = bytes(i + 32 if 65 <= i <= 90 else 95 if i == 45 else i for i in range(256))
+_KEY_FOLD = str.maketrans({**{chr(c): chr(c + 32) for c in range(65, 91)}, "-": "_", " ": "_"})
+
+_ESC_U = re.compile(rb"\\u")
+_AT = re.compile(rb"@")
+_JWT_D = re.compile(rb"eyJ")
+_API_I = re.compile(rb"I(?:A(?<=AKIA|ASIA)|za(?<=AIza))")
+# On the reversed fold: sk- sk_ rk_ (-> "_ks" "_kr"), gh?_, github_pat_, xox?- .
+_API_R = re.compile(rb"_(?:k[sr]|[pousr]hg|tap_buhtig|[abposre]xox)")
+_BEARER_D = re.compile(rb"bearer")
+# A separator, then either two more separators or at least 5 more digits in 2+ groups: national
+# phones, SSN, grouped cards, IPv4. Not an ISO date (2024-05-01: only 4 digits after the first).
+_R2 = re.compile(rb"0_(?:0+_0+_0|_?(?:00_000|000+_00))")
+_R3 = re.compile(rb"\+0(?:_{0,2}0){9}")  # international phone
+_IBAN_D = re.compile(rb"AA00(?:_?[A0]){11}")
+_Z13 = b"0" * 13  # an ungrouped card or an int: then _card_runs decides
+# A JSON number that orjson writes differently from json (1e16 vs 1e+16, 0.00001 vs 1e-05): the
+# cases where `canonical` must fall back to hashing.canonical_bytes.
+_RISKY_FLOAT = re.compile(rb"n_?0+(?:_0+)?e")  # plus b"0.0000" in the raw bytes
+_DIGIT_RUN = re.compile(rb"0000000000000(?:0{0,6})(?!0)")
+
+_PLACEHOLDER = re.compile(
+    r"\[[a-z][a-z0-9_]*:[0-9a-f]{8}\]|u[0-9a-f]{8}@redacted\.invalid|\[REDACTED:secret\]"
+)
+
+
+def _card_runs(cls: bytes, raw: bytes) -> Iterator[int]:
+    """Starts of maximal 13-19 digit runs that begin with 2-6 (what the card rule can match)."""
+    for m in _DIGIT_RUN.finditer(cls):
+        i = m.start()
+        if (i == 0 or cls[i - 1] != 48) and raw[i] in b"23456":
+            yield i
+
+
+def _reversed_trie(words: list[bytes]) -> bytes:
+    """A regex alternation of `words` as a trie; '_' also matches a space."""
+    groups: dict[bytes, list[bytes]] = {}
+    for w in words:
+        groups.setdefault(w[:1], []).append(w[1:])
+    alts = []
+    for head, tails in sorted(groups.items()):
+        if head == b"":
+            continue
+        atom = b"[_ ]" if head == b"_" else re.escape(head)
+        rest = [t for t in tails if t]
+        if not rest:
+            alts.append(atom)
+        elif len(rest) < len(tails):
+            alts.append(atom + b"(?:" + _reversed_trie(rest) + b")?")
+        else:
+            alts.append(atom + _reversed_trie(rest))
+    return alts[0] if len(alts) == 1 else b"(?:" + b"|".join(alts) + b")"
+
+
+# A substring every match of the rule contains: a cheap test before running the regex.
+_GATES = {"jwt": ".", "email": "@", "ssn": "-", "ipv4": "."}
+
+
+class _Rule:
+    __slots__ = ("custom", "gate", "group", "name", "part", "regex", "validate")
+
+    def __init__(
+        self,
+        name: str,
+        group: int,
+        regex: re.Pattern[str],
+        validate: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.name, self.group, self.regex, self.validate = name, group, regex, validate
+        self.part = "v" if "v" in regex.groupindex else None
+        # Rules with their own matching loop (see Redactor._iban, _email, _phone).
+        self.custom = name if group in (_G_IBAN, _G_EMAIL, _G_PHONE) else ""
+        self.gate = _GATES.get(name, "") if group != _G_EXTRA else ""
+
+
+# What a match of a default rule can end with (left of a placeholder) or start with (right of it).
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_ENDS_MATCH = frozenset(_ALNUM + "=_-")
+_STARTS_MATCH = frozenset(_ALNUM + "+(")
+
+
+def _touches(s: str, start: int, end: int) -> bool:
+    """Whether replacing s[start:end] could let a match of another rule appear next to it."""
+    return (start > 0 and s[start - 1] in _ENDS_MATCH) or (end < len(s) and s[end] in _STARTS_MATCH)
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLUS_ONE = (1).__add__
+
+
+def _path_key(path: str, key: str) -> str:
+    if _IDENT.fullmatch(key):
+        return f"{path}.{key}"
+    return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
+
+
+class Redactor:
+    """Map plain JSON (dict, list, str, int, float, bool, None) to a new, redacted copy.
+
+    Args:
+        key: the per-store HMAC key that makes pseudonyms consistent within a store.
+        config: extra rules, allow-list, disabled rules; the defaults when None.
+
+    Raises:
+        TypeError: ``key`` is not bytes.
+        ValueError: the config holds a bad regex (see `RedactionConfig`).
+    """
+
+    def __init__(self, key: bytes, config: RedactionConfig | None = None) -> None:
+        if not isinstance(key, (bytes, bytearray)):
+            raise TypeError(
+                f"Redactor key must be bytes, got {type(key).__name__}: pass store.secret_key "
+                "or e.g. secrets.token_bytes(32)"
+            )
+        self.config = config if config is not None else RedactionConfig()
+        cfg = self.config
+        self._mac = hmac.new(bytes(key), digestmod=hashlib.sha256)
+        self._allow = frozenset(cfg.allow)
+        self._cache: dict[tuple[str, str], str] = {}
+
+        rules = [
+            _Rule(name, _RULE_GROUP[name], re.compile(_PATTERNS[name]), _VALIDATORS.get(name))
+            for name in DEFAULT_RULES
+            if name not in cfg.disabled
+        ]
+        for name, pattern in cfg.extra_patterns.items():
+            rules.append(_Rule(name, _G_EXTRA, _compile_extra(name, pattern, cfg.disabled)))
+        self._rules = tuple(rules)
+        self._enabled = 0
+        for r in rules:
+            self._enabled |= r.group
+        self._by_mask: dict[int, tuple[_Rule, ...]] = {}
+
+        names = set(SECRET_KEYS) | {k.translate(_KEY_FOLD) for k in cfg.extra_keys}
+        suffixes = names | {n.replace("_", "") for n in names}
+        suffixes.discard("")
+        self._suffixes = tuple(sorted(suffixes))
+        self._key_cache: dict[str, bool] = {}
+        # The document-level key check looks for `<name>":` in the folded JSON, reversed so the
+        # regex starts with the literal `:"`. Names with characters JSON may escape cannot be
+        # found that way: then keys are always looked at.
+        minimal = [s for s in suffixes if not any(s != o and s.endswith(o) for o in suffixes)]
+        if all(re.fullmatch(r"[a-z0-9_.:/+@$]+", s) for s in minimal):
+            trie = _reversed_trie([s.encode()[::-1] for s in minimal])
+            self._keys_rx: re.Pattern[bytes] | None = re.compile(b':"' + trie)
+        else:
+            self._keys_rx = None
+
+    # --- public API ---------------------------------------------------------------------------
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """Names of the active pattern rules, in the order they are applied."""
+        return tuple(r.name for r in self._rules)
+
+    def __call__(self, value: Any) -> Any:
+        """Return a new, redacted copy of `value` (plain JSON; other values via `to_jsonable`)."""
+        t = type(value)
+        if t is dict or t is list or t is tuple:
+            try:
+                raw = orjson.dumps(value, option=_DUMP_OPTS)
+            except (TypeError, orjson.JSONEncodeError):
+                mask = self._enabled | _G_KEYS
+            else:
+                mask = self._detect(raw, json_text=True)
+                if not mask:
+                    return orjson.loads(raw)
+            return self._redact_tree(value, mask)
+        if t is str:
+            return self.redact_text(value)
+        if t is int:
+            return self._int(value) if self._enabled & _G_CARD else value
+        if t is float:
+            return value if math.isfinite(value) else None
+        if value is None or t is bool:
+            return value
+        return self(to_jsonable(value))
+
+    def canonical(self, value: Any) -> bytes:
+        """``canonical_bytes(self(value))``, cheaper: the recorder's redact-then-hash step.
+
+        When nothing needs redacting, the sorted orjson bytes made for the check are returned as
+        they are: no copy of `value` is built and nothing is serialized twice.
+        """
+        t = type(value)
+        if t is dict or t is list or t is tuple:
+            try:
+                raw = orjson.dumps(value, option=_DUMP_OPTS | orjson.OPT_SORT_KEYS)
+            except (TypeError, orjson.JSONEncodeError):
+                return canonical_bytes(self(value))
+            mask = self._detect(raw, json_text=True, risky=True)
+            if not mask:
+                return raw
+            if mask == _RISKY:
+                return canonical_bytes(self(value))
+            return canonical_bytes(self._redact_tree(value, mask & ~_RISKY))
+        return canonical_bytes(self(value))
+
+    def redact_text(self, text: str) -> str:
+        """Redact the pattern rules in one string (a log line, an exception message)."""
+        mask = self._detect(text.encode("utf-8", "surrogatepass"), json_text=False) if text else 0
+        if not mask:
+            return text
+        return self._apply(text, self._rules_for(mask))
+
+    def scan(self, value: Any, path: str = "$") -> list[Hit]:
+        """What redaction would catch in `value`: one `Hit` (path, rule) each, never the value.
+
+        A dict key that would be pseudonymized shows in paths as ``[<key N>]`` (its position).
+        ``scan(redactor(x))`` is empty.
+        """
+        hits: list[Hit] = []
+        self._scan(value, path, hits)
+        return hits
+
+    # --- detection ----------------------------------------------------------------------------
+
+    def _detect(self, raw: bytes, json_text: bool, risky: bool = False) -> int:
+        """The groups whose rules could match somewhere in `raw` (a superset).
+
+        With ``risky``, also `_RISKY` when a number in `raw` (orjson's output) may differ from json's.
+        """
+        en = self._enabled
+        if json_text and b"\\" in raw and _ESC_U.search(raw):
+            # \u00XX escapes put hex digits next to text: look at every leaf instead.
+            return en | _G_KEYS | (_RISKY if risky else 0)
+        mask = en & _G_EXTRA  # user patterns have no prefilter
+        if en & _G_EMAIL and b"@" in raw:
+            mask |= _G_EMAIL
+        if en & _G_JWT and b"J" in raw and _JWT_D.search(raw):
+            mask |= _G_JWT
+        if en & (_G_API | _G_BEARER) or json_text:
+            fold = raw.translate(_FOLD)
+            if en & _G_BEARER and _BEARER_D.search(fold):
+                mask |= _G_BEARER
+            if en & _G_API or json_text:
+                rfold = fold[::-1]
+                if en & _G_API and (_API_I.search(raw) or _API_R.search(rfold)):
+                    mask |= _G_API
+                if json_text and (self._keys_rx is None or self._keys_rx.search(rfold)):
+                    mask |= _G_KEYS
+        if en & (_G_DIGITS | _G_IBAN) or risky:
+            small = raw.translate(_CLASS, _G_TO_Z)
+            if risky and (b"0.0000" in raw or _RISKY_FLOAT.search(small)):
+                mask |= _RISKY
+            if en & _G_IBAN and _IBAN_D.search(small):
+                mask |= _G_IBAN
+            if en & _G_DIGITS:
+                if _R2.search(small):
+                    mask |= en & _G_DIGITS
+                else:
+                    if en & _G_PHONE and b"+" in raw and _R3.search(small):
+                        mask |= _G_PHONE
+                    if en & _G_CARD and _Z13 in small and next(_card_runs(raw.translate(_CLASS), raw), -1) >= 0:
+                        mask |= _G_CARD
+        return mask
+
+    def _locate(self, raw: bytes, starts: list[int], mask: int, flags: dict[int, int]) -> None:
+        """Mark, per string index, the groups with a candidate in that string."""
+        bisect_right = bisect.bisect_right
+        hits: list[tuple[int, int]] = []
+        if mask & _G_EMAIL:
+            hits += [(m.start(), _G_EMAIL) for m in _AT.finditer(raw)]
+        if mask & _G_JWT:
+            hits += [(m.start(), _G_JWT) for m in _JWT_D.finditer(raw)]
+        if mask & (_G_API | _G_BEARER):
+            fold = raw.translate(_FOLD)
+            if mask & _G_BEARER:
+                hits += [(m.start(), _G_BEARER) for m in _BEARER_D.finditer(fold)]
+            if mask & _G_API:
+                hits += [(m.start(), _G_API) for m in _API_I.finditer(raw)]
+                n = len(raw)
+                hits += [(n - m.end(), _G_API) for m in _API_R.finditer(fold[::-1])]
+        if mask & (_G_DIGITS | _G_IBAN):
+            cls = raw.translate(_CLASS)
+            if mask & _G_IBAN:
+                hits += [(m.start(), _G_IBAN) for m in _IBAN_D.finditer(cls)]
+            if mask & _G_DIGITS:
+                hits += [(m.start(), mask & _G_DIGITS) for m in _R2.finditer(cls)]
+            if mask & _G_PHONE:
+                hits += [(m.start(), _G_PHONE) for m in _R3.finditer(cls)]
+            if mask & _G_CARD:
+                hits += [(i, _G_CARD) for i in _card_runs(cls, raw)]
+        for pos, group in hits:
+            i = bisect_right(starts, pos) - 1
+            flags[i] = flags.get(i, 0) | group
+
+    def _rules_for(self, mask: int) -> tuple[_Rule, ...]:
+        rules = self._by_mask.get(mask)
+        if rules is None:
+            rules = self._by_mask[mask] = tuple(r for r in self._rules if r.group & mask)
+        return rules
+
+    # --- the tree -----------------------------------------------------------------------------
+
+    def _redact_tree(self, value: Any, mask: int) -> Any:
+        slots: list[tuple[Any, Any, str, bool]] = []
+        out = self._walk(value, slots, bool(mask & _G_KEYS), bool(mask & _G_CARD))
+        string_mask = mask & ~_G_KEYS
+        if not slots or not string_mask:
+            return out
+        strs = [s[2] for s in slots]
+        joined = "\x00".join(strs)
+        if joined.isascii():
+            raw = joined.encode("ascii")
+            lengths: Iterator[int] = map(len, strs)
+        else:
+            raw = joined.encode("utf-8", "surrogatepass")
+            lengths = (len(s.encode("utf-8", "surrogatepass")) for s in strs)
+        # Each string is followed by one separator byte.
+        starts = list(itertools.accumulate(map(_PLUS_ONE, lengths), initial=0))
+        flags: dict[int, int] = {}
+        self._locate(raw, starts, string_mask, flags)
+        if string_mask & _G_EXTRA:
+            for i in range(len(strs)):
+                flags[i] = flags.get(i, 0) | _G_EXTRA
+        renames: dict[int, tuple[dict[Any, Any], list[tuple[str, str]]]] = {}
+        for i in sorted(flags):
+            container, k, s, is_key = slots[i]
+            new = self._apply(s, self._rules_for(flags[i]))
+            if new == s:
+                continue
+            if is_key:
+                renames.setdefault(id(container), (container, []))[1].append((s, new))
+            else:
+                container[k] = new
+        for container, pairs in renames.values():
+            mapping = dict(pairs)
+            items = list(container.items())
+            container.clear()
+            for k, v in items:
+                container[mapping.get(k, k)] = v
+        return out
+
+    def _walk(self, v: Any, slots: list[tuple[Any, Any, str, bool]], keys: bool, ints: bool) -> Any:
+        t = type(v)
+        if t is dict:
+            out: dict[Any, Any] = {}
+            append = slots.append
+            mark = len(slots)
+            for k, x in v.items():
+                if type(k) is not str:
+                    del slots[mark:]
+                    return self._walk(to_jsonable(v), slots, keys, ints)
+                append((out, k, k, True))
+                if keys:
+                    secret = self._key_cache.get(k)
+                    if secret is None:
+                        secret = self._is_secret_key(k)
+                    if secret:
+                        out[k] = x if type(x) is str and x in self._allow else SECRET_MARKER
+                        continue
+                tx = type(x)
+                if tx is str:
+                    out[k] = x
+                    append((out, k, x, False))
+                elif tx is dict or tx is list:
+                    out[k] = self._walk(x, slots, keys, ints)
+                elif tx is int:
+                    out[k] = self._int(x) if ints else x
+                elif tx is float:
+                    out[k] = x if math.isfinite(x) else None
+                elif x is None or tx is bool:
+                    out[k] = x
+                else:
+                    out[k] = self._walk(to_jsonable(x), slots, keys, ints)
+            return out
+        if t is list or t is tuple:
+            lst: list[Any] = []
+            for i, x in enumerate(v):
+                tx = type(x)
+                if tx is str:
+                    lst.append(x)
+                    slots.append((lst, i, x, False))
+                elif tx is dict or tx is list:
+                    lst.append(self._walk(x, slots, keys, ints))
+                elif tx is int:
+                    lst.append(self._int(x) if ints else x)
+                elif tx is float:
+                    lst.append(x if math.isfinite(x) else None)
+                elif x is None or tx is bool:
+                    lst.append(x)
+                else:
+                    lst.append(self._walk(to_jsonable(x), slots, keys, ints))
+            return lst
+        if t is str:
+            # Only reached for a str at the top of a non-plain value converted by to_jsonable.
+            return self.redact_text(v)
+        if t is int:
+            return self._int(v) if ints else v
+        if t is float:
+            return v if math.isfinite(v) else None
+        if v is None or t is bool:
+            return v
+        return self._walk(to_jsonable(v), slots, keys, ints)
+
+    def _is_secret_key(self, k: str) -> bool:
+        secret = k.translate(_KEY_FOLD).endswith(self._suffixes)
+        if len(self._key_cache) >= 4096:
+            self._key_cache.clear()
+        self._key_cache[k] = secret
+        return secret
+
+    def _int(self, v: int) -> Any:
+        if 10**12 <= v < 10**19:
+            s = str(v)
+            if s[0] in "23456" and _luhn(s) and s not in self._allow:
+                return self._pseudo("card", s)
+        return v
+
+    # --- strings ------------------------------------------------------------------------------
+
+    def _apply(self, s: str, rules: tuple[_Rule, ...], hits: list[str] | None = None) -> str:
+        """Run `rules` over `s` until nothing changes (idempotence by construction).
+
+        A replacement can only let another match appear right next to it (a lookaround that saw
+        the replaced text now sees the placeholder). So another pass runs only when a replacement
+        touches a character a match can end (left) or start (right) with, and then only the rules
+        whose groups still have a candidate in the new text.
+        """
+        if s in self._allow:
+            return s
+        sticky = [bool(self._enabled & _G_EXTRA)]  # user patterns: always check again
+        for _ in range(4):
+            new = s
+            for rule in rules:
+                if rule.gate not in new:
+                    continue
+                if rule.custom == "email":
+                    new = self._email(new, hits, sticky)
+                elif rule.custom == "phone":
+                    new = self._phone(new, hits, sticky)
+                elif rule.custom == "iban":
+                    new = self._iban(new, hits, sticky)
+                else:
+                    new = self._sub(rule, new, hits, sticky)
+            if new == s or not sticky[0]:
+                return new
+            s = new
+            sticky[0] = bool(self._enabled & _G_EXTRA)
+            mask = self._detect(s.encode("utf-8", "surrogatepass"), json_text=False)
+            if not mask:
+                break
+            rules = self._rules_for(mask)
+        return s
+
+    def _sub(self, rule: _Rule, s: str, hits: list[str] | None, sticky: list[bool]) -> str:
+        part, validate, allow, name = rule.part, rule.validate, self._allow, rule.name
+        guard = rule.group == _G_EXTRA  # default rules never match a placeholder
+        spans: list[tuple[int, int]] | None = None
+
+        def repl(m: re.Match[str]) -> str:
+            nonlocal spans
+            start, end = m.span()
+            if start == end:
+                return ""
+            if guard:
+                # A user pattern may match inside an earlier placeholder: leave those alone.
+                if spans is None:
+                    has = "[" in s or "@redacted.invalid" in s
+                    spans = [x.span() for x in _PLACEHOLDER.finditer(s)] if has else []
+                if spans and any(a < end and start < b for a, b in spans):
+                    return m.group(0)
+            vs, ve = m.span(part) if part else (start, end)
+            if vs < 0:
+                vs, ve = start, end
+            value = s[vs:ve]
+            if (validate is not None and not validate(value)) or value in allow:
+                return m.group(0)
+            if hits is not None:
+                hits.append(name)
+            if not sticky[0]:
+                sticky[0] = _touches(s, vs, ve)
+            ph = self._pseudo(name, value)
+            return s[start:vs] + ph + s[ve:end] if part else ph
+
+        return rule.regex.sub(repl, s)
+
+    def _email(self, s: str, hits: list[str] | None, sticky: list[bool]) -> str:
+        """Emails: the domain by regex from each '@', the local part scanned back from it."""
+        out: list[str] = []
+        last = 0
+        for m in _EMAIL_RX.finditer(s):
+            at, end = m.span()
+            start = at
+            while start > last and s[start - 1] in _EMAIL_LOCAL:
+                start -= 1
+            if s.startswith("redacted.invalid", start) and s[start - 1 : start] == "@":
+                start += 16  # the scan ran into the tail of an email placeholder
+            if start >= at:
+                continue
+            value = s[start:end]
+            if value in self._allow:
+                continue
+            if hits is not None:
+                hits.append("email")
+            if not sticky[0]:
+                sticky[0] = _touches(s, start, end)
+            out.append(s[last:start])
+            out.append(self._pseudo("email", value))
+            last = end
+        if not out:
+            return s
+        out.append(s[last:])
+        return "".join(out)
+
+    def _phone(self, s: str, hits: list[str] | None, sticky: list[bool]) -> str:
+        """Phones: the shortest run of digit groups from a match start that is a whole number.
+
+        The regex is greedy, so "(200) 200-0000 000 0000" would be one 17-digit candidate; cutting
+        at the first group end with 10-15 digits (3+ groups unless it starts with '+') finds both.
+        """
+        out: list[str] = []
+        last = pos = 0
+        n = len(s)
+        while (m := _PHONE_RX.search(s, pos)) is not None:
+            start, end = m.span()
+            pos = start + 1
+            intl = s[start] == "+"
+            digits = 0
+            stop = -1
+            for groups, run in enumerate(_DIGITS_RX.finditer(s, start, end), 1):
+                digits += run.end() - run.start()
+                if digits > 15:
+                    break
+                if digits >= 10 and (intl or groups >= 3) and _phone_ends(s, run.end(), n):
+                    stop = run.end()
+                    break
+            if stop < 0:
+                continue
+            value = s[start:stop]
+            if value in self._allow:
+                continue
+            if hits is not None:
+                hits.append("phone")
+            if not sticky[0]:
+                sticky[0] = _touches(s, start, stop)
+            out.append(s[last:start])
+            out.append(self._pseudo("phone", value))
+            last = pos = stop
+        if not out:
+            return s
+        out.append(s[last:])
+        return "".join(out)
+
+    def _iban(self, s: str, hits: list[str] | None, sticky: list[bool]) -> str:
+        """IBANs: the country's length decides where one ends, then mod 97 must hold."""
+        out: list[str] = []
+        last = pos = 0
+        # The regex may run on into a neighbouring IBAN: search again from where this one stops.
+        while (m := _IBAN_RX.search(s, pos)) is not None:
+            start = m.start()
+            pos = start + 1
+            text = m.group(0)
+            length = _IBAN_LENGTHS.get(text[:2])
+            compact_pos = [i for i, c in enumerate(text) if c != " "]
+            if length is None:
+                length = len(compact_pos) if 15 <= len(compact_pos) <= 34 else 0
+            if not length or len(compact_pos) < length:
+                continue
+            stop = start + compact_pos[length - 1] + 1
+            if stop < len(s) and s[stop].isalnum():
+                continue
+            value = s[start:stop]
+            if not _iban_mod97(value.replace(" ", "")) or value in self._allow:
+                continue
+            pos = stop
+            if hits is not None:
+                hits.append("iban")
+            if not sticky[0]:
+                sticky[0] = _touches(s, start, stop)
+            out.append(s[last:start])
+            out.append(self._pseudo("iban", value))
+            last = stop
+        if not out:
+            return s
+        out.append(s[last:])
+        return "".join(out)
+
+    def _pseudo(self, rule: str, value: str) -> str:
+        key = (rule, value)
+        ph = self._cache.get(key)
+        if ph is None:
+            mac = self._mac.copy()
+            mac.update(f"{rule}:{value}".encode("utf-8", "surrogatepass"))
+            hx = mac.hexdigest()[:8]
+            ph = f"u{hx}@redacted.invalid" if rule == "email" else f"[{rule}:{hx}]"
+            if len(self._cache) >= 65536:
+                self._cache.clear()
+            self._cache[key] = ph
+        return ph
+
+    # --- scan ---------------------------------------------------------------------------------
+
+    def _scan_text(self, s: str) -> list[str]:
+        hits: list[str] = []
+        if s and s not in self._allow:
+            self._apply(s, self._rules, hits)
+        return list(dict.fromkeys(hits))
+
+    def _scan(self, v: Any, path: str, hits: list[Hit]) -> None:
+        t = type(v)
+        if t is dict:
+            for n, (k, x) in enumerate(v.items()):
+                if not isinstance(k, str):
+                    k = str(k)
+                key_rules = self._scan_text(k)
+                if key_rules:
+                    child = f"{path}[<key {n}>]"
+                    hits.extend(Hit(child, r) for r in key_rules)
+                else:
+                    child = _path_key(path, k)
+                secret = self._key_cache.get(k)
+                if secret is None:
+                    secret = self._is_secret_key(k)
+                if secret:
+                    if x != SECRET_MARKER and not (isinstance(x, str) and x in self._allow):
+                        hits.append(Hit(child, "secret"))
+                    continue
+                self._scan(x, child, hits)
+        elif t is list or t is tuple:
+            for i, x in enumerate(v):
+                self._scan(x, f"{path}[{i}]", hits)
+        elif t is str:
+            hits.extend(Hit(path, r) for r in self._scan_text(v))
+        elif t is int:
+            if self._enabled & _G_CARD and self._int(v) is not v:
+                hits.append(Hit(path, "card"))
+        elif t is float or t is bool or v is None:
+            return
+        else:
+            self._scan(to_jsonable(v), path, hits)
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def _scanner(config: RedactionConfig | None) -> Redactor:
+    # Scanning reports rules and paths, never pseudonyms: any key will do.
+    return Redactor(b"scan", config)
+
+
+def scan_json_file(path: str | Path, config: RedactionConfig | None = None) -> list[FileHit]:
+    """Scan a cassette or any JSON (or JSON Lines) file for what redaction would catch.
+
+    Returns one `FileHit` per hit, with the JSON path as location (``line N, $.path`` for JSON
+    Lines). Never the value.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CassetteDecodeError: the file is neither JSON nor JSON Lines.
+    """
+    p = Path(path)
+    text = p.read_text(encoding="utf-8", errors="surrogateescape")
+    red = _scanner(config)
+    try:
+        docs: list[tuple[str, Any]] = [("", json.loads(text))]
+    except json.JSONDecodeError as first:
+        docs = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                docs.append((f"line {n}, ", json.loads(line)))
+            except json.JSONDecodeError:
+                raise CassetteDecodeError(
+                    str(p),
+                    f"not JSON ({first.msg} at line {first.lineno} column {first.colno}) "
+                    "and not JSON Lines; scan reads JSON files and SQLite stores",
+                ) from None
+    return [
+        FileHit(str(p), prefix + hit.path, hit.rule)
+        for prefix, doc in docs
+        for hit in red.scan(doc)
+    ]
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _cell_text(value: bytes) -> str | None:
+    if value[:2] == b"\x1f\x8b":
+        try:
+            value = gzip.decompress(value)
+        except (OSError, EOFError):
+            return None
+    elif value[:1] == b"\x78":
+        try:
+            value = zlib.decompress(value)
+        except zlib.error:
+            pass
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _scan_cell(red: Redactor, value: Any) -> list[Hit]:
+    if isinstance(value, bytes):
+        text = _cell_text(value)
+        if text is None:
+            return []
+        value = text
+    if isinstance(value, str):
+        head = value.lstrip()[:1]
+        if head in ("{", "["):
+            try:
+                return red.scan(json.loads(value))
+            except (json.JSONDecodeError, RecursionError):
+                pass
+        return [Hit("", r) for r in red._scan_text(value)]
+    if isinstance(value, int) and red.scan(value):
+        return [Hit("", "card")]
+    return []
+
+
+def scan_sqlite(path: str | Path, config: RedactionConfig | None = None) -> list[FileHit]:
+    """Scan every text and blob cell of every table of a SQLite file, opened read-only.
+
+    Cells holding JSON (text, or UTF-8 / gzip / zlib blobs) are parsed and walked. Location:
+    ``table runs, rowid 12, column input, $.customer.email``. A column with a secret-looking name
+    reports its non-empty values as rule ``secret``. Never the value.
+
+    Raises:
+        FileNotFoundError: no such file.
+        StoreError: the file is not a SQLite database or cannot be read.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no SQLite file at {p}: pass the path of a replay store (e.g. replay.db)")
+    red = _scanner(config)
+    uri = p.resolve().as_uri() + "?mode=ro"
+    hits: list[FileHit] = []
+    try:
+        con = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot open {p} read-only: {e}") from None
+    try:
+        tables = [
+            r[0]
+            for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
+                "ORDER BY name"
+            )
+        ]
+        for table in tables:
+            q = _quote_ident(table)
+            try:
+                cur = con.execute(f"SELECT rowid, * FROM {q}")
+                has_rowid = True
+            except sqlite3.OperationalError:
+                cur = con.execute(f"SELECT * FROM {q}")
+                has_rowid = False
+            columns = [d[0] for d in cur.description][1 if has_rowid else 0 :]
+            secret_cols = {c for c in columns if red._is_secret_key(c)}
+            for n, row in enumerate(cur, 1):
+                rowid, cells = (row[0], row[1:]) if has_rowid else (n, row)
+                where = f"table {table}, {'rowid' if has_rowid else 'row'} {rowid}"
+                for col, cell in zip(columns, cells):
+                    if cell is None:
+                        continue
+                    if col in secret_cols:
+                        if cell not in ("", b"", SECRET_MARKER):
+                            hits.append(FileHit(str(p), f"{where}, column {col}", "secret"))
+                        continue
+                    for hit in _scan_cell(red, cell):
+                        loc = f"{where}, column {col}" + (f", {hit.path}" if hit.path else "")
+                        hits.append(FileHit(str(p), loc, hit.rule))
+    except sqlite3.DatabaseError as e:
+        raise StoreError(
+            f"cannot read {p} as SQLite ({e}): scan_sqlite reads replay stores; "
+            "use scan_json_file for cassettes"
+        ) from None
+    finally:
+        con.close()
+    return hits
