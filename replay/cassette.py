@@ -97,7 +97,8 @@ def cassette_from_replay(result: Any) -> Cassette:
         sha: Snapshot(body=value, type=type_name, truncated=truncated)
         for sha, (value, type_name, truncated) in result.replayed_snapshots.items()
     }
-    for sha in (run.input_sha, run.output_sha):
+    # Answers replayed from the recording point at the recording's snapshots.
+    for sha in {run.input_sha, run.output_sha} | {e.output_sha for e in events}:
         if sha and sha not in snapshots and sha in result.recording.snapshots:
             value, type_name, truncated = result.recording.snapshots[sha]
             snapshots[sha] = Snapshot(body=value, type=type_name, truncated=truncated)

@@ -580,7 +580,13 @@ class Recorder:
         self, st: RunState, spec: _ToolSpec, step_id: int, parent: int | None, frozen_args: bytes,
         t0: int, result: Any = None, exc: BaseException | None = None, args_sha: str | None = None,
         error_names: tuple[str, str, str] | None = None, error_message: str | None = None,
+        output_sha: str | None = None,
     ) -> None:
+        """Hand one finished call to the writer.
+
+        `output_sha` is set by replay for an answer taken from the recording: the recorded snapshot
+        stands for it, so the value is neither copied nor hashed again.
+        """
         dur = (time.perf_counter_ns() - t0) // 1_000_000
         usage = None
         if spec.kind == "tool_result":
@@ -589,15 +595,17 @@ class Recorder:
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, None,
                             error_names or _error_names(exc), str(exc) if error_message is None else error_message,
                             time.time_ns() // 1_000_000, dur, None,
-                            None, args_sha)
+                            None, args_sha, output_sha)
         else:
             if spec.kind == "model_result":
                 usage = self._model_usage(st, spec, result)
-            out, problem = freeze_lenient(result)
-            if problem:
-                self._warn_encode(f"the output of {spec.name}", problem)
+            out: bytes | None = None
+            if output_sha is None:
+                out, problem = freeze_lenient(result)
+                if problem:
+                    self._warn_encode(f"the output of {spec.name}", problem)
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, out, None, None,
-                            time.time_ns() // 1_000_000, dur, usage, _type_name(result), args_sha)
+                            time.time_ns() // 1_000_000, dur, usage, _type_name(result), args_sha, output_sha)
         self._writer.submit(item)
 
     def _model_usage(self, st: RunState, spec: _ToolSpec, response: Any) -> Usage | None:

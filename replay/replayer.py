@@ -268,9 +268,10 @@ class ReplaySession:
         value, error, names, message = self._answer(recorded)
         if error is not None:
             rec._finish_step(st, spec, step_id, parent, frozen, t0, exc=error, args_sha=sha,
-                             error_names=names, error_message=message)
+                             error_names=names, error_message=message, output_sha=recorded.output_sha)
             raise error
-        rec._finish_step(st, spec, step_id, parent, frozen, t0, result=value, args_sha=sha)
+        rec._finish_step(st, spec, step_id, parent, frozen, t0, result=value, args_sha=sha,
+                         output_sha=recorded.output_sha)
         if spec.kind == "model_result":
             rec._check_budget(st)
         return value

@@ -78,6 +78,8 @@ class StepItem:
     usage: Usage | None
     type_name: str | None
     args_sha: str | None = None  # precomputed by the replay layer, which had to hash anyway
+    # An answer replayed from the recording: its output (or error) snapshot is the recorded one.
+    output_sha: str | None = None
 
 
 @dataclass
@@ -303,7 +305,9 @@ class Writer:
             args_sha = sha_of_canonical(args_body)
             if self.store_args and args_sha not in snapshots:
                 snapshots[args_sha] = (args_sha, args_body, "$args", False)
-        if it.error is not None:
+        if it.output_sha is not None:
+            output_sha: str | None = it.output_sha
+        elif it.error is not None:
             display, module, qualname = it.error
             out = {"error": display, "module": module, "qualname": qualname, "message": it.message or ""}
             output_sha, _ = self._snapshot(out, snapshots, "$error")
