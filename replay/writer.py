@@ -164,8 +164,8 @@ class Writer:
         q.append(item)
         if self._thread is None:
             self._start()
-        elif len(q) >= self.batch_size:
-            self._wake.set()
+        elif len(q) >= self.batch_size or (type(item) is RunItem and item.stop):
+            self._wake.set()  # a full batch, or a run that ended: write it now, not at the next tick
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Write everything queued so far. Returns False if that did not finish in `timeout`."""
