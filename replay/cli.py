@@ -403,6 +403,10 @@ def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, last: int 
         rules = IgnoreRules.parse(list(ignore))
     except ValueError as exc:
         raise BadInput(str(exc)) from exc
+    # Recorded entrypoints are module paths of the user's project: import them from the folder
+    # `replay` runs in, as `python -m` would (a console script does not put it on sys.path).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     entry = agent_opt if agent_opt and ":" in agent_opt else None
     agent_name = agent_opt if agent_opt and ":" not in agent_opt else None
     if agent_name and last is None:

@@ -287,3 +287,13 @@ def test_run_record_to_keeps_the_replay_for_show(env: Any, tmp_path: Path) -> No
     assert f"(replay of {replays[0].replay_of})" in shown.output
     same = CliRunner().invoke(cli, ["run", ids[0], "--record-to", str(db)])
     assert same.exit_code == 2 and "is the store being replayed" in same.output
+
+
+def test_replay_run_imports_entrypoints_from_the_working_folder(env: Any, tmp_path: Path) -> None:
+    """The `replay` script finds the project's agent module in the folder it runs in, as python -m would."""
+    exe = shutil.which("replay")
+    assert exe is not None, "the `replay` console script is not installed: pip install -e ."
+    proc = subprocess.run([exe, "run", "--last", "1", "--agent", "support-agent"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 matched" in proc.stdout
