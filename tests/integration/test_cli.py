@@ -296,4 +296,4 @@ def test_replay_run_imports_entrypoints_from_the_working_folder(env: Any, tmp_pa
     proc = subprocess.run([exe, "run", "--last", "1", "--agent", "support-agent"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "1 matched" in proc.stdout
+    assert "replay matches recording" in proc.stdout
