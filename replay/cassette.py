@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from replay.errors import CassetteDecodeError
-from replay.hashing import canonical_bytes
+from replay.hashing import canonical_bytes, sha_of_canonical
 from replay.models import Event, Run
 
 __all__ = [
@@ -82,7 +82,16 @@ def cassette_from_store(store: Any, run_id: str) -> Cassette:
             body, type_name, truncated = found
             snapshots[sha] = Snapshot(body=_body_value(body), type=type_name, truncated=bool(truncated))
     run = run.model_copy(update={"pinned": False, "expires_at": None})
-    return Cassette(run=run, events=events, snapshots=snapshots)
+    return Cassette(run=run, events=events, snapshots=snapshots, http=_stored_http(store, run.http_sha))
+
+
+def _stored_http(store: Any, http_sha: str | None) -> list[dict[str, Any]]:
+    """The run's HTTP interactions (the ``$http`` snapshot), [] when it has none."""
+    found = store.snapshot(http_sha) if http_sha else None
+    if found is None:
+        return []
+    value = _body_value(found[0])
+    return value if isinstance(value, list) else []  # a truncated snapshot cannot be played back
 
 
 def cassette_from_replay(result: Any) -> Cassette:
@@ -102,7 +111,10 @@ def cassette_from_replay(result: Any) -> Cassette:
         if sha and sha not in snapshots and sha in result.recording.snapshots:
             value, type_name, truncated = result.recording.snapshots[sha]
             snapshots[sha] = Snapshot(body=value, type=type_name, truncated=truncated)
-    return Cassette(run=run, events=events, snapshots=snapshots)
+    # HTTP was played back from the recording, not recorded again: keep the recording's interactions.
+    http = list(result.recording.http)
+    run = run.model_copy(update={"http_sha": result.recorded.http_sha if http else None})
+    return Cassette(run=run, events=events, snapshots=snapshots, http=http)
 
 
 def dump_cassette(cassette: Cassette) -> str:
@@ -196,5 +208,10 @@ def import_cassette(store: Any, path_or_cassette: str | os.PathLike[str] | Casse
     for sha, snap in cas.snapshots.items():
         body = canonical_bytes(snap.body)
         snaps.append((sha, body, snap.type, snap.truncated))
-    store.write_batch(runs=[cas.run.model_copy(update={"pinned": True})], events=cas.events, snapshots=snaps)
+    run = cas.run.model_copy(update={"pinned": True})
+    if cas.http:  # the HTTP interactions go back into one $http snapshot, referenced by http_sha
+        body = canonical_bytes(cas.http)
+        run.http_sha = sha_of_canonical(body)
+        snaps.append((run.http_sha, body, "$http", False))
+    store.write_batch(runs=[run], events=cas.events, snapshots=snaps)
     return True

@@ -82,7 +82,7 @@ _V1 = (
     )""",
 )
 
-STEPS: tuple[str, ...] = ("0001_initial", "0002_retention_and_indexes")
+STEPS: tuple[str, ...] = ("0001_initial", "0002_retention_and_indexes", "0003_run_http_sha")
 
 #: The newest schema this agent-replay reads and writes.
 SCHEMA_VERSION = len(STEPS)
@@ -126,6 +126,12 @@ def _build(event_ms: int, snapshot_ms: int) -> Migrations:
         db.execute("CREATE INDEX runs_agent ON runs (agent, started_ms)")
         db.execute("CREATE INDEX runs_stop_reason ON runs (stop_reason, started_ms)")
         _set_version(db, 2)
+
+    @migrations(name=STEPS[2])
+    def run_http_sha(db: Database) -> None:
+        # The optional HTTP layer (replay/http.py): the snapshot of a run's HTTP interactions.
+        db.execute("ALTER TABLE runs ADD COLUMN http_sha TEXT")
+        _set_version(db, 3)
 
     return migrations
 

@@ -155,6 +155,8 @@ class Run(BaseModel):
     #: "value" -> fn(input) (``rec.run(name, input=value)``)
     call_style: Literal["bound", "value"] = "bound"
     host: str = Field(default_factory=lambda: os.uname().nodename if hasattr(os, "uname") else "")
+    #: the snapshot (type ``$http``) of the run's redacted HTTP interactions, for ``http=True`` runs
+    http_sha: str | None = None
 
     @field_validator("stop_reason")
     @classmethod

@@ -88,7 +88,7 @@ class RunState:
     __slots__ = (
         "run", "recorder", "input", "steps", "tool_calls", "tokens_in", "tokens_out", "cost_usd",
         "stop_reason", "tripped", "guards", "repeats", "output", "output_type", "ended",
-        "started_ns", "session", "__weakref__",
+        "started_ns", "session", "http", "__weakref__",
     )
 
     def __init__(self, recorder: Recorder, run: Run, input_frozen: bytes | None, guards: Guards) -> None:
@@ -109,6 +109,7 @@ class RunState:
         self.ended = False
         self.started_ns = time.perf_counter_ns()
         self.session: Any = None
+        self.http: list[Any] | None = None  # the HTTP interactions of an http=True run, set at its end
 
     @property
     def run_id(self) -> str:
@@ -361,14 +362,15 @@ class Recorder:
         versions: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
         entrypoint: str | None = None,
+        http: bool = False,
         **guards: Any,
     ) -> RunHandle:
         """A run as a context manager (``with`` or ``async with``), for code a decorator does not fit.
 
         Replay calls ``agent(input)``; name the agent with ``entrypoint="module:function"`` or pass
-        ``agent=`` to `replay_run`.
+        ``agent=`` to `replay_run`. ``http=True`` also records the run's HTTP traffic (`replay.http`).
         """
-        return RunHandle(self, agent, ("value", input), versions, labels, entrypoint, guards)
+        return RunHandle(self, agent, ("value", input), versions, labels, entrypoint, guards, http=http)
 
     def agent(
         self,
@@ -376,9 +378,13 @@ class Recorder:
         *,
         versions: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
+        http: bool = False,
         **guards: Any,
     ) -> Callable[[F], F]:
-        """Record each call of the decorated function (sync or async) as one run."""
+        """Record each call of the decorated function (sync or async) as one run.
+
+        ``http=True`` also records the HTTP traffic of each run with vcrpy (see `replay.http`).
+        """
         self.guards.merged(**guards)  # reject unknown guard names at decoration time
 
         def deco(fn: F) -> F:
@@ -396,7 +402,7 @@ class Recorder:
                 bound.pop("self", None)
                 bound.pop("cls", None)
                 return RunHandle(rec, agent_name, ("bound", bound), {**self.versions, **(versions or {})},
-                                 labels, entry, guards)
+                                 labels, entry, guards, http=http)
 
             if inspect.iscoroutinefunction(fn):
                 @functools.wraps(fn)
@@ -467,7 +473,7 @@ class Recorder:
         run.stop_reason = reason
         run.usage = st.usage()
         run.tool_calls = st.tool_calls
-        self._writer.submit(RunItem(run, st.input, st.output, True, ts, st.output_type))
+        self._writer.submit(RunItem(run, st.input, st.output, True, ts, st.output_type, st.http))
 
     def _stop_reason_for(self, st: RunState, exc: BaseException | None) -> str:
         if st.tripped is not None:
@@ -710,7 +716,7 @@ class RunHandle:
 
     def __init__(self, recorder: Recorder, agent: str, input: tuple[str, Any],
                  versions: dict[str, str] | None, labels: dict[str, str] | None,
-                 entrypoint: str | None, guards: dict[str, Any]) -> None:
+                 entrypoint: str | None, guards: dict[str, Any], http: bool = False) -> None:
         self.recorder = recorder
         self.agent = agent
         self.input = input
@@ -720,6 +726,8 @@ class RunHandle:
         self.guards = guards
         self.state: RunState | None = None
         self._token: contextvars.Token[RunState | None] | None = None
+        self.http = http
+        self._http: Any = None  # the run's replay.http.HttpRecording while it runs
 
     @property
     def run_id(self) -> str:
@@ -743,11 +751,17 @@ class RunHandle:
     def __enter__(self) -> RunHandle:
         self.state = self.recorder._begin(self)
         self._token = _run.set(self.state)
+        # HTTP layer: per run, only with http=True, never during a replay (the session plays HTTP back).
+        if self.http and self.state.session is None:
+            self._http = _start_http(self.state)
         return self
 
     def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         assert self.state is not None and self._token is not None
         st = self.state
+        if self._http is not None:
+            st.http = _stop_http(self._http)
+            self._http = None
         try:
             _run.reset(self._token)
         except ValueError:  # exited in another context (a generator finalised elsewhere)
@@ -761,6 +775,25 @@ class RunHandle:
 
     async def __aexit__(self, et: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         return self.__exit__(et, exc, tb)
+
+
+def _start_http(st: RunState) -> Any:
+    """Start the run's HTTP capture; a failure warns and records the run without HTTP (fail-open)."""
+    try:
+        from replay.http import HttpRecording
+
+        return HttpRecording(st.run_id).start()
+    except Exception as exc:  # noqa: BLE001 - recording must never break the agent
+        st.recorder._warn_encode(f"the HTTP traffic of run {st.run_id}", f"vcrpy could not start ({exc!r})")
+        return None
+
+
+def _stop_http(capture: Any) -> list[Any] | None:
+    try:
+        return cast(list[Any], capture.stop())
+    except Exception as exc:  # noqa: BLE001 - recording must never break the agent
+        warnings.warn(f"agent-replay lost a run's HTTP interactions: {exc!r}", RecordingLossWarning, stacklevel=3)
+        return None
 
 
 @atexit.register

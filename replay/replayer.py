@@ -48,6 +48,7 @@ class Recording:
     source: str  # "store:<path>" or the cassette path
     secret_key: bytes | None = None
     cassette: Cassette | None = None
+    http: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # recorded HTTP interactions
 
     @property
     def steps(self) -> list[Event]:
@@ -105,15 +106,17 @@ def load_recording(source: str | os.PathLike[str] | Cassette, *, db: str | os.Pa
         # Read every snapshot replay needs now, in a few queries: the store is closed after loading.
         found = store.snapshots([e.output_sha for e in events if e.output_sha] + [run.input_sha, run.output_sha])
         snaps = {sha: (thaw(body), type_name, truncated) for sha, (body, type_name, truncated) in found.items()}
+        from replay.cassette import _stored_http
+
         return Recording(run=run, events=events, snapshots=snaps, source=f"store:{path}",
-                         secret_key=store.secret_key)
+                         secret_key=store.secret_key, http=_stored_http(store, run.http_sha))
     finally:
         store.close()
 
 
 def _from_cassette(cas: Cassette, path: str) -> Recording:
     snaps = {sha: (s.body, s.type, s.truncated) for sha, s in cas.snapshots.items()}
-    return Recording(run=cas.run, events=cas.events, snapshots=snaps, source=path, cassette=cas)
+    return Recording(run=cas.run, events=cas.events, snapshots=snaps, source=path, cassette=cas, http=list(cas.http))
 
 
 # ---- rebuilding recorded values -------------------------------------------------------------
@@ -562,10 +565,19 @@ def replay_run(
 
 @contextlib.contextmanager
 def _installed(session: ReplaySession) -> Iterator[None]:
-    """The fixed tool layer in place and the network blocked, for the duration of the block."""
+    """The fixed tool layer in place and the network blocked, for the duration of the block.
+
+    A recording with HTTP interactions (``http=True``) also has them played back by vcrpy (record
+    mode none, see `replay.http`): an HTTP call with no recorded answer raises vcrpy's
+    ``CannotOverwriteExistingCassetteException`` inside the agent.
+    """
     token = _session.set(session)
     try:
-        with block_network():
+        with block_network(), contextlib.ExitStack() as http:
+            if session.recording.http:
+                from replay.http import http_playback
+
+                http.enter_context(http_playback(session.recording.http, session.redactor, session.source_run_id))
             yield
     finally:
         _session.reset(token)

@@ -79,6 +79,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "replay_of",
     "call_style",
     "host",
+    "http_sha",  # schema 3: the optional HTTP layer
 )
 
 #: ``(sha, body, type_name, truncated)``: one content-addressed snapshot.
@@ -406,6 +407,7 @@ class Store:
             run.replay_of,
             getattr(run, "call_style", "bound"),
             run.host,
+            run.http_sha,
         )
 
     # -- reading ---------------------------------------------------------------------------------
@@ -640,7 +642,8 @@ _PINNED_REFS = (
     f"SELECT output_sha FROM events WHERE run_id IN ({_PINNED}) AND output_sha IS NOT NULL "
     f"UNION SELECT args_sha FROM events WHERE run_id IN ({_PINNED}) AND args_sha IS NOT NULL "
     "UNION SELECT input_sha FROM runs WHERE pinned AND input_sha IS NOT NULL "
-    "UNION SELECT output_sha FROM runs WHERE pinned AND output_sha IS NOT NULL"
+    "UNION SELECT output_sha FROM runs WHERE pinned AND output_sha IS NOT NULL "
+    "UNION SELECT http_sha FROM runs WHERE pinned AND http_sha IS NOT NULL"
 )
 # Order matters for the counts only in that each condition holds before and after the others run.
 _PRUNE: tuple[tuple[str, str], ...] = (

@@ -92,6 +92,8 @@ class RunItem:
     stop: bool
     ts_ms: int
     output_type: str | None = None
+    # The run's HTTP interactions (http=True runs, at stop): redacted and stored here, off the agent's path.
+    http: list[Any] | None = None
 
 
 @dataclass
@@ -332,6 +334,8 @@ class Writer:
         if it.output is not None:
             run.output_sha, body = self._snapshot(thaw(it.output), snapshots, it.output_type)
             run.output = thaw(body)
+        if it.http:
+            run.http_sha, _ = self._snapshot(it.http, snapshots, "$http")
         if it.stop:
             row = (run.run_id, "stop", it.ts_ms, None, None, None, run.output_sha, None, None, None,
                    run.stop_reason, _usage_json(run.usage), None)
