@@ -574,3 +574,27 @@ def test_rec_prune_deletes_what_expired_and_keeps_pinned_runs(db: Path) -> None:
     with Store(db) as s:
         assert [r.run_id for r in s.runs()] == [keep]
     rec.close()
+
+
+def test_runs_in_many_threads_stay_separate_and_complete(rec: Recorder, db: Path) -> None:
+    """Runs started in 8 threads at once each get their own steps and exactly one stop event."""
+
+    @rec.tool("work")
+    def work(i: int) -> int:
+        return i
+
+    @rec.agent("a")
+    def handle(n: int) -> str:
+        for i in range(n):
+            work(i)
+        return replay.current_run_id() or ""
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(handle, [5 + i % 7 for i in range(64)]))
+    rec.flush()
+    assert len(set(ids)) == 64
+    with Store(db) as s:
+        for i, rid in enumerate(ids):
+            events = s.events(rid)
+            assert [e.kind for e in events].count("stop") == 1
+            assert [e.step_id for e in steps_of(events)] == list(range(1, 6 + i % 7))
