@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -54,6 +56,19 @@ def _row_event(row: tuple[Any, ...]) -> Event:
 def _row_json(row: tuple[Any, ...]) -> str:
     """One `replay.events` log line: the event as JSON, field names of the unified schema."""
     return orjson.dumps(_row_dict(row)).decode()
+
+
+_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for w in list(_writers):
+        w._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    # A writer thread and a SQLite connection do not survive fork(): a child must start its own.
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class RecordingLossWarning(RuntimeWarning):
@@ -149,6 +164,16 @@ class Writer:
         # Error steps per open run, handed to listeners at the run's end (metrics count them).
         # Only errors: keeping every step would grow memory with the run.
         self._errors: dict[str, list[Event]] = {}
+        _writers.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child (gunicorn, multiprocessing): a fresh thread and connection, no parent records."""
+        self._thread = None
+        self._start_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._q = collections.deque()  # the parent writes what it queued; the child must not again
+        self._store = None
+        self._redactor = None
 
     # ---- the agent's side -------------------------------------------------------------------
 

@@ -598,3 +598,26 @@ def test_runs_in_many_threads_stay_separate_and_complete(rec: Recorder, db: Path
             events = s.events(rid)
             assert [e.kind for e in events].count("stop") == 1
             assert [e.step_id for e in steps_of(events)] == list(range(1, 6 + i % 7))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
+def test_a_forked_child_records_with_its_own_writer(rec: Recorder, db: Path) -> None:
+    """After fork() (a prefork server), runs in the child are written by the child's own writer thread."""
+
+    @rec.agent("a")
+    def handle(who: str) -> str:
+        return who
+
+    handle("parent")
+    rec.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: record one run and leave without running the parent's cleanup
+        try:
+            handle("child")
+            ok = rec.flush(10)
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with Store(db) as s:
+        assert sorted(r.output for r in s.runs()) == ["child", "parent"]
