@@ -55,6 +55,7 @@ __all__ = [
     "current_run_id",
     "propagate",
     "replay_run",
+    "replay_run_async",
     "sha",
     "stop",
 ]
@@ -66,6 +67,7 @@ _LAZY = {
     "Guards": "replay.recorder",
     "RedactionConfig": "replay.processors",
     "replay_run": "replay.replayer",
+    "replay_run_async": "replay.replayer",
     "ReplayResult": "replay.replayer",
 }
 
