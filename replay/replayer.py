@@ -104,7 +104,8 @@ def load_recording(source: str | os.PathLike[str] | Cassette, *, db: str | os.Pa
         run = store.find_run(src) if hasattr(store, "find_run") else store.get_run(src)
         events = store.events(run.run_id)
         # Read every snapshot replay needs now, in a few queries: the store is closed after loading.
-        found = store.snapshots([e.output_sha for e in events if e.output_sha] + [run.input_sha, run.output_sha])
+        shas = [e.output_sha for e in events if e.output_sha] + [run.input_sha or "", run.output_sha or ""]
+        found = store.snapshots(shas)
         snaps = {sha: (thaw(body), type_name, truncated) for sha, (body, type_name, truncated) in found.items()}
         from replay.cassette import _stored_http
 
@@ -147,7 +148,7 @@ def _rebuild_value(value: Any, type_name: str | None) -> Any:
     try:
         if hasattr(cls, "model_validate"):
             return cls.model_validate(value)
-        if dataclasses.is_dataclass(cls) and isinstance(value, dict):
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls) and isinstance(value, dict):
             return cls(**value)
     except Exception:  # noqa: BLE001
         return value
@@ -198,8 +199,12 @@ class ReplaySession:
         self.redactor = Redactor(key, redaction or RedactionConfig())
         # The replayed run is recorded like any run: into `record_to` when given (so `replay show`
         # works on it afterwards), else into a temporary store removed after the replay.
-        self.store_dir = None if record_to is not None else tempfile.mkdtemp(prefix="agent-replay-")
-        self.store_path = os.fspath(record_to) if record_to is not None else os.path.join(self.store_dir, "replay.db")
+        self.store_dir: str | None = None
+        if record_to is not None:
+            self.store_path = os.fspath(record_to)
+        else:
+            self.store_dir = tempfile.mkdtemp(prefix="agent-replay-")
+            self.store_path = os.path.join(self.store_dir, "replay.db")
         self.recorder = Recorder(self.store_path, redaction=redaction, redaction_key=key)
         self.replayed_run_id: str | None = None  # set by the recorder when the agent's run begins
         self.index: dict[tuple[str, str], collections.deque[Event]] = collections.defaultdict(collections.deque)

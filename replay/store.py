@@ -589,12 +589,14 @@ class Store:
                     int(conn.execute(f"SELECT count(*) FROM {table} WHERE {cond}", p).fetchone()[0])
                     for table, cond in _PRUNE
                 ]
-            return PruneResult(*counts, dry_run=True)
+            runs, events, snaps = counts
+            return PruneResult(runs, events, snaps, dry_run=True)
         counts = []
         with self._writing("pruning") as conn:
             for table, cond in _PRUNE:
                 counts.append(conn.execute(f"DELETE FROM {table} WHERE {cond}", p).rowcount)
-        return PruneResult(*counts)
+        runs, events, snaps = counts
+        return PruneResult(runs, events, snaps)
 
     # -- lifecycle -------------------------------------------------------------------------------
 

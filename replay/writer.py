@@ -361,6 +361,7 @@ class Writer:
             run.output = thaw(body)
         if it.http:
             run.http_sha, _ = self._snapshot(it.http, snapshots, "$http")
+        row: tuple[Any, ...]
         if it.stop:
             row = (run.run_id, "stop", it.ts_ms, None, None, None, run.output_sha, None, None, None,
                    run.stop_reason, _usage_json(run.usage), None)
