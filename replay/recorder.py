@@ -23,7 +23,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Awaitable
-from typing import Any, Callable, Literal, TypeVar, cast
+from typing import Any, Callable, Literal, NoReturn, TypeVar, cast
 
 from replay.context import _run, _session, _step
 from replay.errors import StopRun
@@ -640,10 +640,7 @@ class Recorder:
                 result = _call_with_timeout(spec.fn, args, kwargs, timeout)
         except _ToolTimeout:
             _step.reset(token)
-            err = TimeoutError(f"{spec.name} ran longer than tool_timeout_s={timeout}")
-            self._finish_step(st, spec, step_id, parent, frozen, t0, exc=err)
-            self._trip(st, "tool_timeout", str(err))
-            raise AssertionError("unreachable")  # _trip raises
+            self._timed_out(st, spec, step_id, parent, frozen, t0, timeout)
         except BaseException as exc:
             _step.reset(token)
             self._finish_step(st, spec, step_id, parent, frozen, t0, exc=exc)
@@ -651,13 +648,19 @@ class Recorder:
         _step.reset(token)
         if timeout is not None and (time.perf_counter_ns() - t0) / 1e9 > timeout:
             # Could not interrupt it (not the main thread): the call finished late; its result is discarded.
-            err = TimeoutError(f"{spec.name} ran longer than tool_timeout_s={timeout}")
-            self._finish_step(st, spec, step_id, parent, frozen, t0, exc=err)
-            self._trip(st, "tool_timeout", str(err))
+            self._timed_out(st, spec, step_id, parent, frozen, t0, timeout)
         self._finish_step(st, spec, step_id, parent, frozen, t0, result=result)
         if spec.kind == "model_result":
             self._check_budget(st)
         return result
+
+    def _timed_out(self, st: RunState, spec: _ToolSpec, step_id: int, parent: int | None, frozen: bytes,
+                   t0: int, timeout: float | None) -> NoReturn:
+        """Record the call as a TimeoutError step and end the run with ``tool_timeout``."""
+        err = TimeoutError(f"{spec.name} ran longer than tool_timeout_s={timeout}")
+        self._finish_step(st, spec, step_id, parent, frozen, t0, exc=err)
+        self._trip(st, "tool_timeout", str(err))
+        raise err  # _trip raises StopRun; this line only satisfies the type checker
 
     async def _call_async(self, st: RunState, spec: _ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         step_id, frozen = self._enter_step(st, spec, args, kwargs)
