@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Awaitable
 from typing import Any, Callable, Literal, NoReturn, TypeVar, cast
 
+from replay.agents import register_agent
 from replay.context import _run, _session, _step
 from replay.errors import StopRun
 from replay.hashing import freeze_lenient
@@ -189,6 +190,41 @@ def _type_name(value: Any) -> str | None:
     if dataclasses.is_dataclass(value) or hasattr(cls, "model_validate"):
         return f"{cls.__module__}:{cls.__qualname__}"
     return None
+
+
+_warned_scripts: set[str] = set()
+
+
+def _script_entrypoint(fn: Callable[..., Any], agent_name: str) -> str:
+    """The entrypoint of an agent defined in a script run as ``__main__`` (``python my_agent.py``).
+
+    ``__main__:handle`` cannot be found by a replay; the script's path relative to the working
+    folder gives the module name replay imports (``my_agent:handle``). Replay imports it only when
+    the project lists it (``[tool.agent-replay] agents``) or ``--replay-agent`` names it, so this
+    warns once per script unless pyproject.toml lists it already.
+    """
+    from replay.agents import configured_agents, script_module
+
+    module = script_module(fn)
+    qualname = fn.__qualname__
+    if module is None:
+        entry = f"__main__:{qualname}"
+        hint = (f"it runs as __main__ from outside the working folder, so a replay cannot import it: "
+                f"replay it with --replay-agent MODULE:{qualname} (or agent= in Python)")
+    else:
+        entry = f"{module}:{qualname}"
+        try:
+            listed, _ = configured_agents()
+        except Exception:  # noqa: BLE001 - a broken pyproject must not break recording
+            listed = []
+        if any(module == n or module.startswith(n + ".") for n in listed):
+            return entry
+        hint = (f"it is recorded as {entry}; for a replay to import it, list {module!r} in pyproject.toml "
+                f"([tool.agent-replay] agents) or pass --replay-agent {entry}")
+    if entry not in _warned_scripts:
+        _warned_scripts.add(entry)
+        warnings.warn(f"agent-replay: agent {agent_name!r} is defined in a script: {hint}", UserWarning, stacklevel=4)
+    return entry
 
 
 class _ToolTimeout(BaseException):
@@ -383,6 +419,11 @@ class Recorder:
     ) -> Callable[[F], F]:
         """Record each call of the decorated function (sync or async) as one run.
 
+        The function is also registered as agent `name` (see `replay.agents`): a replay of a run
+        of that agent calls it, and only a registered agent is ever called by a replay. A function
+        of a script run as ``python my_agent.py`` is recorded under the script's module name
+        (``my_agent:handle``) so a replay can import it; see `_script_entrypoint`.
+
         ``http=True`` also records the HTTP traffic of each run with vcrpy (see `replay.http`).
         """
         self.guards.merged(**guards)  # reject unknown guard names at decoration time
@@ -390,6 +431,8 @@ class Recorder:
         def deco(fn: F) -> F:
             agent_name = name or fn.__name__
             entry = f"{fn.__module__}:{fn.__qualname__}"
+            if fn.__module__ == "__main__":
+                entry = _script_entrypoint(fn, agent_name)
             sig = inspect.signature(fn)
 
             def handle(args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunHandle:
@@ -413,6 +456,7 @@ class Recorder:
                         return result
 
                 awrapper.__replay_agent__ = True  # type: ignore[attr-defined]
+                register_agent(agent_name, awrapper, entrypoint=entry)
                 return cast(F, awrapper)
 
             @functools.wraps(fn)
@@ -423,6 +467,7 @@ class Recorder:
                     return result
 
             wrapper.__replay_agent__ = True  # type: ignore[attr-defined]
+            register_agent(agent_name, wrapper, entrypoint=entry)
             return cast(F, wrapper)
 
         return deco

@@ -19,17 +19,18 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from replay.agents import check_explicit, resolve_agent
 from replay.cassette import Cassette, load_cassette
 from replay.context import _session, _step
 from replay.diff import IgnoreRules, RunDiff, Trace, diff_traces
 from replay.errors import EntrypointError, RecordedToolError, ReplayError, StopRun, UnrecordedCall
 from replay.hashing import canonical_bytes, sha_of_canonical, thaw
 from replay.models import Event, Run, Usage
-from replay.network import block_network
+from replay.network import sealed
 from replay.processors import RedactionConfig, Redactor
 from replay.writer import TRUNCATED_TAG
 
@@ -310,7 +311,9 @@ class ReplaySession:
 
 
 def resolve_entrypoint(entrypoint: str | None, *, agent_name: str = "?") -> Callable[..., Any]:
-    """Import ``module:qualname``.
+    """Import ``module:qualname`` that the *caller* named (``agent="app.agent:handle"``, ``--agent``).
+
+    Never call this with an entrypoint read from a recording: that is data, see `resolve_agent`.
 
     Raises:
         EntrypointError: no entrypoint recorded, module not importable, attribute missing, not callable.
@@ -443,17 +446,31 @@ class ReplayResult:
 
 
 def _prepare(
-    source: Any, agent: Callable[..., Any] | str | None, db: Any
+    source: Any, agent: Callable[..., Any] | str | None, db: Any, *,
+    agents: Sequence[str] = (), project: str | os.PathLike[str] | None = None,
 ) -> tuple[Recording, Callable[..., Any], tuple[list[Any], dict[str, Any]]]:
     """Load the recording, resolve the agent and rebuild its call: every error before anything runs."""
     recording = source if isinstance(source, Recording) else load_recording(source, db=db)
-    if agent is None:
-        fn = resolve_entrypoint(recording.run.entrypoint, agent_name=recording.run.agent)
-    elif isinstance(agent, str):
-        fn = resolve_entrypoint(agent, agent_name=recording.run.agent)
-    else:
-        fn = agent
+    fn = resolve_replay_agent(recording.run, agent, agents=agents, project=project)
     return recording, fn, _call_args(fn, recording.run)
+
+
+def resolve_replay_agent(
+    run: Run, agent: Callable[..., Any] | str | None = None, *,
+    agents: Sequence[str] = (), project: str | os.PathLike[str] | None = None,
+) -> Callable[..., Any]:
+    """The function a replay of `run` calls, under the trust model (see `replay.agents`).
+
+    `agent` is the caller's choice (a function, or ``"module:function"`` the caller typed); without
+    it, only an agent the project registered under the run's agent name is called.
+
+    Raises:
+        EntrypointError: nothing the project registered may be called; the message says how to register it.
+    """
+    if agent is None:
+        return resolve_agent(run.agent, run.entrypoint, agents=agents, project=project, run_id=run.run_id)
+    fn = resolve_entrypoint(agent, agent_name=run.agent) if isinstance(agent, str) else agent
+    return check_explicit(fn, run.agent, run.run_id)
 
 
 def _invoke(session: ReplaySession, fn: Callable[..., Any], recording: Recording,
@@ -537,28 +554,38 @@ def replay_run(
     ordered: bool = True,
     redaction: RedactionConfig | None = None,
     record_to: str | os.PathLike[str] | None = None,
+    agents: Sequence[str] = (),
+    project: str | os.PathLike[str] | None = None,
+    allow_network: bool = False,
+    allow_subprocess: bool = False,
 ) -> ReplayResult:
     """Replay a recorded run against the code checked out now and diff it with the recording.
 
     Args:
         source: a run id in the store `db` (default ``$REPLAY_DB``, else ``./replay.db``) or a cassette path.
-        agent: the function to call (or ``"module:function"``); default: the recorded entrypoint.
+        agent: the function to call (or ``"module:function"``); default: the agent the project
+            registered under the recording's agent name (see `replay.agents`: a recording is data,
+            its entrypoint is never imported unless the project lists its module).
         stubs: tool name -> function answering that tool instead of the recording.
         on_unrecorded: ``"error"`` raises `UnrecordedCall` inside the agent; ``"none"`` returns None.
         ignore: ignore rules for the diff (see `IgnoreRules.parse`).
         ordered: False compares the steps as a multiset (for agents calling tools in parallel).
         record_to: a store to record the replayed run into (``replay_of`` set), kept afterwards so
             ``replay show`` works on it; default: a temporary store, removed after the replay.
+        agents: modules (``MODULE`` or ``MODULE:FN``) that register agents, as ``--replay-agent``.
+        project: the project folder whose pyproject.toml lists agent modules (default: the working folder).
+        allow_network: let the agent open sockets and resolve names (sealed by default).
+        allow_subprocess: let the agent start processes (sealed by default).
 
     Raises:
         RunNotFoundError, CassetteDecodeError, EntrypointError: before anything runs.
     """
-    recording, fn, call = _prepare(source, agent, db)
+    recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
     session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction,
                             record_to=record_to)
     output: Any = None
     exception: BaseException | None = None
-    with _installed(session):
+    with _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess):
         try:
             output = _invoke(session, fn, recording, call)
             if inspect.isawaitable(output):
@@ -569,8 +596,9 @@ def replay_run(
 
 
 @contextlib.contextmanager
-def _installed(session: ReplaySession) -> Iterator[None]:
-    """The fixed tool layer in place and the network blocked, for the duration of the block.
+def _installed(session: ReplaySession, *, allow_network: bool = False,
+               allow_subprocess: bool = False) -> Iterator[None]:
+    """The fixed tool layer in place and the replay sealed (`replay.network.sealed`) for the block.
 
     A recording with HTTP interactions (``http=True``) also has them played back by vcrpy (record
     mode none, see `replay.http`): an HTTP call with no recorded answer raises vcrpy's
@@ -578,7 +606,8 @@ def _installed(session: ReplaySession) -> Iterator[None]:
     """
     token = _session.set(session)
     try:
-        with block_network(), contextlib.ExitStack() as http:
+        with sealed(allow_network=allow_network, allow_subprocess=allow_subprocess), \
+                contextlib.ExitStack() as http:
             if session.recording.http:
                 from replay.http import http_playback
 
@@ -611,14 +640,18 @@ async def replay_run_async(
     ordered: bool = True,
     redaction: RedactionConfig | None = None,
     record_to: str | os.PathLike[str] | None = None,
+    agents: Sequence[str] = (),
+    project: str | os.PathLike[str] | None = None,
+    allow_network: bool = False,
+    allow_subprocess: bool = False,
 ) -> ReplayResult:
     """`replay_run` for async agents inside a running event loop."""
-    recording, fn, call = _prepare(source, agent, db)
+    recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
     session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction,
                             record_to=record_to)
     output: Any = None
     exception: BaseException | None = None
-    with _installed(session):
+    with _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess):
         try:
             output = _invoke(session, fn, recording, call)
             if inspect.isawaitable(output):

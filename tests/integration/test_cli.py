@@ -290,9 +290,11 @@ def test_run_record_to_keeps_the_replay_for_show(env: Any, tmp_path: Path) -> No
 
 
 def test_replay_run_imports_entrypoints_from_the_working_folder(env: Any, tmp_path: Path) -> None:
-    """The `replay` script finds the project's agent module in the folder it runs in, as python -m would."""
+    """The `replay` script imports the agent modules the project's pyproject.toml lists, from the folder it runs in."""
     exe = shutil.which("replay")
     assert exe is not None, "the `replay` console script is not installed: pip install -e ."
+    mod = env[0]
+    (tmp_path / "pyproject.toml").write_text(f'[tool.agent-replay]\nagents = ["{mod.__name__}"]\n')
     proc = subprocess.run([exe, "run", "--last", "1", "--agent", "support-agent"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr

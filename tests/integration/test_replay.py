@@ -99,6 +99,8 @@ async def ahandle(q: str) -> str:
 
 def plain(ticket):
     return kb_search(ticket["subject"])
+
+replay.register_agent("plain", plain)  # recorded with rec.run(): registered by hand for replay
 '''
 
 
