@@ -92,7 +92,7 @@ def load_source(config: pytest.Config, state: _State, src: _Source) -> tuple[Rep
     Raises:
         SourceError: unknown run id, unreadable cassette, bad ignore rule, entrypoint not importable.
     """
-    from replay.replayer import load_recording, resolve_entrypoint
+    from replay.replayer import load_recording, resolve_replay_agent
 
     if src.cassette is not None:
         label = _short(src.cassette)
@@ -102,6 +102,7 @@ def load_source(config: pytest.Config, state: _State, src: _Source) -> tuple[Rep
         label = f"--replay {src.given}"
         options = ReplayOptions(source=src.given, db=str(src.db))
     options.ignore = list(state.ignore)
+    options.agents = list(state.agents)
     options.max_token_delta_pct = state.max_token_delta_pct
     options.max_spend_delta_pct = state.max_spend_delta_pct
     config.hook.pytest_replay_configure(config=config, options=options)
@@ -123,13 +124,11 @@ def load_source(config: pytest.Config, state: _State, src: _Source) -> tuple[Rep
         raise SourceError(f"{prefix}{exc}") from None
     run = recording.run
     try:
-        if options.agent is None:
-            resolve_entrypoint(run.entrypoint, agent_name=run.agent)
-        elif isinstance(options.agent, str):
-            resolve_entrypoint(options.agent, agent_name=run.agent)
+        resolve_replay_agent(run, options.agent, agents=options.agents, project=config.rootpath)
     except EntrypointError as exc:
         where = label if src.cassette is not None else f"{label} ({_short(Path(str(options.db)))})"
-        raise SourceError(f"{where}: cannot replay run {run.run_id}: {exc}{_ENTRYPOINT_HINT}") from None
+        text = str(exc) if str(exc).startswith("cannot replay run") else f"cannot replay run {run.run_id}: {exc}"
+        raise SourceError(f"{where}: {text}{_ENTRYPOINT_HINT}") from None
     return options, recording
 
 
@@ -224,7 +223,8 @@ def run_item(item: ReplayItem, state: _State, recording: Recording) -> None:
 
     try:
         result = replay_run(recording, agent=opts.agent, stubs=opts.stubs, on_unrecorded=opts.on_unrecorded,
-                            ignore=ignore_rules(opts.ignore), ordered=opts.ordered)
+                            ignore=ignore_rules(opts.ignore), ordered=opts.ordered, agents=opts.agents,
+                            project=config.rootpath)
     except Exception as exc:
         item.outcome = outcome("error", error=clean_error(exc) or f"{type(exc).__name__}: {exc}")
         raise
@@ -297,6 +297,7 @@ def replay_marked(
         ignore=[*state.ignore, fixture_cfg.get("ignore"), kw.get("ignore")],
         on_unrecorded=merged.get("on_unrecorded", "error"),
         ordered=merged.get("ordered", True),
+        agents=list(state.agents),
     )
     config.hook.pytest_replay_configure(config=config, options=options)
     where = f"@pytest.mark.replay({given!r})"
@@ -308,7 +309,7 @@ def replay_marked(
         recording = load_recording(options.source, db=options.db)
         return replay_run(recording, agent=options.agent, stubs=options.stubs,
                           on_unrecorded=options.on_unrecorded, ignore=ignore_rules(options.ignore),
-                          ordered=options.ordered)
+                          ordered=options.ordered, agents=options.agents, project=config.rootpath)
     except EntrypointError as exc:
         pytest.fail(f"{where}: {exc}{_ENTRYPOINT_HINT}", pytrace=False)
     except ReplayError as exc:

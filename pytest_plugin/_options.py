@@ -23,7 +23,10 @@ class ReplayOptions:
     Attributes:
         source: the run id or the cassette path being replayed.
         db: the store a run id is looked up in (a cassette ignores it).
-        agent: the function to call (or ``"module:function"``); None calls the recorded entrypoint.
+        agent: the function to call (or ``"module:function"``); None calls the agent the project
+            registered under the recording's agent name (see `replay.agents`).
+        agents: modules (``MODULE`` or ``MODULE:FN``) that register agents: ``--replay-agent`` and
+            the ini option ``replay_agents``.
         stubs: tool name -> function answering that tool instead of the recording.
         ignore: diff ignore rules (``tool:NAME``, ``field:NAME``, ``output:PATH``).
         on_unrecorded: ``"error"`` raises `UnrecordedCall` in the agent; ``"none"`` answers None.
@@ -35,6 +38,7 @@ class ReplayOptions:
     source: str
     db: str | None = None
     agent: Callable[..., Any] | str | None = None
+    agents: list[str] = dataclasses.field(default_factory=list)
     stubs: dict[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
     ignore: list[Any] = dataclasses.field(default_factory=list)
     on_unrecorded: str = "error"

@@ -82,6 +82,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="The store run ids are read from (ini replay_db, env REPLAY_DB; default: replay.db).",
     )
     group.addoption(
+        "--replay-agent", action="append", dest="replay_agent_refs", default=[], metavar="MODULE:FN",
+        help="An agent replays may call: imported, it registers the @rec.agent functions of MODULE "
+             "(ini replay_agents). A recording is data: its entrypoint is never imported unless the "
+             "project names its module here, in replay_agents or in [tool.agent-replay] agents. Repeatable.",
+    )
+    group.addoption(
         "--replay-update", action="store_true", dest="replay_update", default=False,
         help="Bless: rewrite each diverging cassette with the new trace (a run from the store is "
              "written to the cassettes folder). Without it nothing on disk changes.",
@@ -112,6 +118,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "replay_max_spend_delta_pct", "agent-replay: limit on spend growth, in percent.",
         default=str(DEFAULT_MAX_DELTA_PCT),
+    )
+    parser.addini(
+        "replay_agents", "agent-replay: modules that register the agents replays may call (MODULE or MODULE:FN), "
+        "one a line.", type="linelist", default=[],
     )
     parser.addini(
         "replay_ignore", "agent-replay: diff ignore rules (tool:NAME, field:NAME, output:PATH), one a line.",
@@ -148,6 +158,7 @@ class _State:
     max_token_delta_pct: float
     max_spend_delta_pct: float
     ignore: list[str]
+    agents: list[str]  # --replay-agent, then ini replay_agents
     cassettes_dir: Path
     flag_db: Path | None  # --replay-db
     default_db: Path  # REPLAY_DB, else ini replay_db, else replay.db
@@ -253,6 +264,7 @@ def _build_state(config: pytest.Config) -> _State:
         max_token_delta_pct=_pct(config, "replay_max_token_delta_pct", "--replay-max-token-delta-pct"),
         max_spend_delta_pct=_pct(config, "replay_max_spend_delta_pct", "--replay-max-spend-delta-pct"),
         ignore=list(config.getini("replay_ignore")),
+        agents=[*opt.replay_agent_refs, *config.getini("replay_agents")],
         cassettes_dir=cassettes_dir,
         flag_db=flag_db,
         default_db=default_db,

@@ -238,7 +238,7 @@ def _import_user(module: str, where: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - any import failure, named with its cause
         raise EntrypointError(
             f"{where}: module {module!r} cannot be imported ({type(exc).__name__}: {exc}); "
-            "run from the project root or fix the import"
+            "run from the project root or fix the import."
         ) from exc
 
 

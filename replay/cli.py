@@ -364,6 +364,10 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
 @click.option("--agent", "agent_opt", default=None,
               help="module:function to replay instead of the recorded entrypoint; "
                    "with --last, a plain NAME filters by agent name.")
+@click.option("--replay-agent", "agent_refs", multiple=True, metavar="MODULE[:FN]",
+              help="A module whose @rec.agent functions replays may call (repeatable). A recording is "
+                   "data: its entrypoint is imported only when pyproject.toml's [tool.agent-replay] "
+                   "agents lists its module.")
 @click.option("--last", type=int, default=None, help="Replay the N most recent recorded runs.")
 @click.option("--stop-reason", default=None, help="With --last: only runs that stopped for this reason.")
 @click.option("--ignore", multiple=True, help="tool:NAME, field:NAME or output:PATH (repeatable).")
@@ -373,7 +377,8 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
               help="Keep the replayed runs in this store (replay_of set) for `replay show`.")
 @json_option
 @click.option("--markdown", is_flag=True, help="Print Markdown (for a CI comment).")
-def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, last: int | None, stop_reason: str | None,
+def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, agent_refs: tuple[str, ...], last: int | None,
+            stop_reason: str | None,
             ignore: tuple[str, ...], report_path: str | None, record_to: str | None, as_json: bool,
             markdown: bool) -> None:
     """Replay recorded runs against the code checked out now. Exit 1 if one diverges, 2 on error.
@@ -403,8 +408,8 @@ def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, last: int 
         rules = IgnoreRules.parse(list(ignore))
     except ValueError as exc:
         raise BadInput(str(exc)) from exc
-    # Recorded entrypoints are module paths of the user's project: import them from the folder
-    # `replay` runs in, as `python -m` would (a console script does not put it on sys.path).
+    # Agent modules the project names are imported from the folder `replay` runs in, as
+    # `python -m` would (a console script does not put it on sys.path).
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     entry = agent_opt if agent_opt and ":" in agent_opt else None
@@ -429,7 +434,8 @@ def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, last: int 
         for src in bar:
             t0 = time.perf_counter()
             try:
-                res = replay_run(src, agent=entry, db=db, ignore=rules, record_to=record_to)
+                res = replay_run(src, agent=entry, db=db, ignore=rules, record_to=record_to,
+                                 agents=list(agent_refs), project=os.getcwd())
                 o = Outcome(src, res.recorded.run_id, "matched" if res.diff.is_empty else "diverged", res.diff)
             except (ReplayError, ValueError, ImportError) as exc:
                 o = Outcome(src, None, "error", error=str(exc))

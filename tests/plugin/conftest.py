@@ -88,6 +88,8 @@ class AgentProject:
         self.pytester = pytester
         self.path = pytester.path
         self.db = pytester.path / "replay.db"
+        # A recording is data: replay calls only agents of modules the project names (trust model).
+        (self.path / "pyproject.toml").write_text('[tool.agent-replay]\nagents = ["support_agent"]\n')
 
     def write_agent(self, body: str = ONE_EMAIL) -> None:
         """(Re)write the agent module with `body` after the customer lookup."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -61,24 +62,28 @@ def test_entrypoint_module_gone_is_reported(project: Any) -> None:
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(
         [
-            (f"cassettes/{run_id}.json: cannot replay run {run_id}: entrypoint support_agent:handle: module "
-            "'support_agent' cannot be imported (ModuleNotFoundError: *); run from the project root, *"
-            "In pytest: set options.agent in a pytest_replay_configure hook*"),
+            (f"cassettes/{run_id}.json: cannot replay run {run_id}: */pyproject.toml ?tool.agent-replay? agents "
+            "support_agent: module 'support_agent' cannot be imported (ModuleNotFoundError: *); run from the "
+            "project root or fix the import. In pytest: set options.agent in a pytest_replay_configure hook*"),
         ]
     )
     _assert_clean(result)
 
 
 def test_entrypoint_renamed_is_reported(project: Any) -> None:
-    """A recording whose agent function was renamed names the missing attribute."""
+    """A renamed agent function still replays under its agent name; a renamed agent name is reported with the fix."""
     run_id, _ = project.cassette()
     agent = project.path / "support_agent.py"
     agent.write_text(agent.read_text().replace("def handle(", "def handle_ticket("))
+    project.pytester.runpytest("--replay", run_id).assert_outcomes(passed=1)
+    agent.write_text(agent.read_text().replace('rec.agent("support-agent"', 'rec.agent("helpdesk"'))
+    sys.modules.pop("support_agent", None)
     result = project.pytester.runpytest("--replay", run_id)
     result.stdout.fnmatch_lines(
         [
-            (f"--replay {run_id} (replay.db): cannot replay run {run_id}: entrypoint support_agent:handle: "
-            "support_agent has no attribute 'handle' (renamed or moved since the recording?)*")
+            (f"--replay {run_id} (replay.db): cannot replay run {run_id}: it needs agent 'support-agent', and no "
+             "function is registered under that name (registered agents: *'helpdesk'*); *"
+             "Register it one of these ways: *--replay-agent your.module:handle*")
         ]
     )
     _assert_clean(result)
