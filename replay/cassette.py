@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,10 @@ from replay.models import Event, Run
 
 __all__ = [
     "CASSETTE_FORMAT",
+    "RUN_ID_PATTERN",
+    "atomic_write",
+    "check_integrity",
+    "check_run_id",
     "CASSETTE_VERSION",
     "Cassette",
     "Snapshot",
@@ -34,6 +40,52 @@ __all__ = [
 
 CASSETTE_FORMAT = "agent-replay-cassette"
 CASSETTE_VERSION = 1
+
+#: A well-formed run id (`replay.models.new_run_id`): ``r_`` + 26 lowercase Crockford base32 characters.
+RUN_ID_PATTERN = re.compile(r"r_[0-9abcdefghjkmnpqrstvwxyz]{26}")
+
+
+def check_run_id(run_id: object, where: str = "run_id") -> str:
+    """Return `run_id` if it is well-formed; it names files, so nothing else is accepted.
+
+    Raises:
+        CassetteDecodeError: anything else (``../../x``, a path, an empty string).
+    """
+    if isinstance(run_id, str) and RUN_ID_PATTERN.fullmatch(run_id):
+        return run_id
+    shown = repr(run_id) if len(repr(run_id)) <= 60 else repr(run_id)[:56] + "...'"
+    raise CassetteDecodeError(
+        where, f"{shown} is not a well-formed run id (r_ followed by 26 characters of 0-9 and "
+        "a-z without i, l, o, u, as recorded by agent-replay)"
+    )
+
+
+def atomic_write(path: str | os.PathLike[str], text: str) -> Path:
+    """Write `text` to `path` atomically, mode 0600, never through a symlink.
+
+    The text goes to a new temporary file in the same folder (created with O_EXCL|O_NOFOLLOW, so
+    nothing planted at a predictable name is followed), then replaces `path` with one rename: a
+    reader sees the old file or the new one, never half of one; a symlink at `path` is replaced,
+    not written through.
+
+    Raises:
+        OSError: the folder cannot be written; the temporary file is removed.
+    """
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)  # O_EXCL, 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return p
 
 
 class Snapshot(BaseModel):
@@ -131,15 +183,12 @@ def write_cassette(cassette: Cassette, path: str | os.PathLike[str], *, force: b
     """
     p = Path(path)
     text = dump_cassette(cassette)
-    if p.exists() and not force:
-        if p.read_text(encoding="utf-8") == text:
+    if (p.exists() or p.is_symlink()) and not force:
+        if not p.is_symlink() and p.read_text(encoding="utf-8") == text:
             return p
         raise FileExistsError(f"{p} exists and differs from the export: pass --force to overwrite it")
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, p)
-    return p
+    return atomic_write(p, text)
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -187,18 +236,74 @@ def load_cassette(path: str | os.PathLike[str]) -> Cassette:
             "upgrade it (pip install -U agent-replay)",
         )
     try:
-        return Cassette.model_validate(data)
+        cas = Cassette.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise CassetteDecodeError(str(p), f"{_loc(tuple(first['loc']))}: {first['msg']}{more}") from None
+    check_integrity(cas, str(p))
+    return cas
+
+
+_SHA = re.compile(r"[0-9a-f]{24}")
+_TRUNCATED_TAG = "$truncated"  # replay.writer.TRUNCATED_TAG
+
+
+def check_integrity(cas: Cassette, where: str = "<cassette>") -> None:
+    """Check that every row belongs to the cassette's run and every snapshot hashes to its sha.
+
+    A snapshot's sha is the hash of the canonical form of its (redacted) body, so the body is
+    parsed and canonicalised again, not hashed as stored (it may keep the tool's key order). A
+    truncated snapshot holds a marker naming the full body's sha, which must be its own.
+
+    Raises:
+        CassetteDecodeError: a malformed run id, an event of another run, or a snapshot whose
+            body does not hash to its sha (a tampered file); names the file and the field.
+    """
+    rid = check_run_id(cas.run.run_id, f"{where}: run.run_id")
+    if cas.run.replay_of is not None:
+        check_run_id(cas.run.replay_of, f"{where}: run.replay_of")
+    for i, e in enumerate(cas.events):
+        if e.run_id != rid:
+            raise CassetteDecodeError(
+                where, f"events[{i}].run_id: {e.run_id[:40]!r} is not the cassette's run {rid}: every event "
+                "of a cassette belongs to its run (the file was edited or assembled from two runs)"
+            )
+    for sha, snap in cas.snapshots.items():
+        if not _SHA.fullmatch(sha):
+            raise CassetteDecodeError(where, f"snapshots: key {sha[:40]!r} is not a 24-hex sha")
+        if snap.truncated:
+            body = snap.body
+            ok = isinstance(body, dict) and body.get(_TRUNCATED_TAG) is True and body.get("sha") == sha
+        else:
+            try:
+                ok = sha_of_canonical(canonical_bytes(snap.body)) == sha
+            except (TypeError, ValueError):
+                ok = False
+        if not ok:
+            raise CassetteDecodeError(
+                where, f"snapshots[{sha}]: the body does not hash to its sha (the file was edited): "
+                "export the run again from its store"
+            )
 
 
 def import_cassette(store: Any, path_or_cassette: str | os.PathLike[str] | Cassette) -> bool:
-    """Load a cassette into a store. Returns False when the run was already there (nothing added)."""
+    """Load a cassette into a store. Returns False when the run was already there (nothing added).
+
+    Only rows of the cassette's own run are written, and only after `check_integrity`: a run
+    already in the store is never overwritten, and a snapshot sha already there keeps its body
+    (snapshots are content-addressed and checked against their sha).
+
+    Raises:
+        CassetteDecodeError: the cassette fails `check_integrity`.
+    """
     from replay.errors import RunNotFoundError
 
-    cas = path_or_cassette if isinstance(path_or_cassette, Cassette) else load_cassette(path_or_cassette)
+    if isinstance(path_or_cassette, Cassette):
+        cas = path_or_cassette
+        check_integrity(cas)
+    else:
+        cas = load_cassette(path_or_cassette)
     try:
         store.get_run(cas.run.run_id)
         return False
@@ -208,7 +313,7 @@ def import_cassette(store: Any, path_or_cassette: str | os.PathLike[str] | Casse
     for sha, snap in cas.snapshots.items():
         body = canonical_bytes(snap.body)
         snaps.append((sha, body, snap.type, snap.truncated))
-    run = cas.run.model_copy(update={"pinned": True})
+    run = cas.run.model_copy(update={"pinned": True, "http_sha": None})
     if cas.http:  # the HTTP interactions go back into one $http snapshot, referenced by http_sha
         body = canonical_bytes(cas.http)
         run.http_sha = sha_of_canonical(body)

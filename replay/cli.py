@@ -264,11 +264,15 @@ def export(run_id: str, db: str, out_dir: str, force: bool, test_dir: str | None
 
         replay export r_01jd2k8... --test tests/incidents
     """
-    from replay.cassette import cassette_from_store, write_cassette
+    from replay.cassette import cassette_from_store, check_run_id, write_cassette
 
     store = open_store(db)
     try:
         run = _get_run(store, run_id)
+        try:  # the id names the file: a malformed one (../../x) could write outside --out
+            check_run_id(run.run_id, f"{db}: run")
+        except CassetteDecodeError as exc:
+            raise BadInput(f"{exc}; this run cannot be exported") from exc
         cas = cassette_from_store(store, run.run_id)
         path = Path(out_dir) / f"{run.run_id}.json"
         try:
@@ -284,7 +288,7 @@ def export(run_id: str, db: str, out_dir: str, force: bool, test_dir: str | None
 
         try:
             test_path = write_incident_test(cas, path, test_dir, force=force)
-        except FileExistsError as exc:
+        except (FileExistsError, CassetteDecodeError) as exc:
             raise BadInput(str(exc)) from exc
         click.echo(f"wrote {test_path}: run it with pytest {test_path}")
 
@@ -294,6 +298,10 @@ def export(run_id: str, db: str, out_dir: str, force: bool, test_dir: str | None
 @db_option
 def import_(files: tuple[str, ...], db: str) -> None:
     """Load cassettes into a store (importing one twice adds nothing).
+
+    Each file is checked first: a run id that is not well-formed, an event of another run or a
+    snapshot whose body does not hash to its sha is refused, and nothing is written. A run already
+    in the store is never overwritten.
 
     Example:
 

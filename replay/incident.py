@@ -25,6 +25,15 @@ def _top_steps(cassette: Cassette) -> list[Event]:
     return [e for e in cassette.events if e.kind in ("tool_result", "model_result") and e.parent_step_id is None]
 
 
+def _doc(value: object) -> str:
+    """A recorded value as text that is inert inside a triple-quoted docstring or a # comment.
+
+    repr escapes backslashes, newlines and control characters; escaping ``"`` as well means no
+    ``\"\"\"`` can end the docstring. A recording is data: none of it may become code.
+    """
+    return repr(str(value))[1:-1].replace('"', '\\"')
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -48,20 +57,23 @@ def incident_test_source(cassette: Cassette, cassette_path: str | os.PathLike[st
     errors = collections.Counter((e.tool or "?", e.error or "error") for e in steps if e.status == "error")
     usage = run.usage
 
+    from replay.cassette import check_run_id
+
+    check_run_id(rid, "run.run_id")  # it names the test function and the file
     facts = [
-        f"agent: {run.agent} ({run.entrypoint or 'no entrypoint recorded'})",
-        f"stop reason: {run.stop_reason}",
-        f"steps: {len(steps)} ({', '.join(f'{t} x{n}' for t, n in sorted(per_tool.items())) or 'none'})",
+        f"agent: {_doc(run.agent)} ({_doc(run.entrypoint or 'no entrypoint recorded')})",
+        f"stop reason: {_doc(run.stop_reason)}",
+        f"steps: {len(steps)} ({_doc(', '.join(f'{t} x{n}' for t, n in sorted(per_tool.items())) or 'none')})",
     ]
     if repeated:
         facts.append("repeated calls (same tool, same args):")
-        facts += [f"  {tool} x{n} (args_sha {sha})" for tool, sha, n in repeated]
+        facts += [f"  {_doc(tool)} x{n} (args_sha {_doc(sha)})" for tool, sha, n in repeated]
     else:
         facts.append("repeated calls: none")
     if errors:
-        facts.append("errors: " + ", ".join(f"{tool} {err} x{n}" for (tool, err), n in sorted(errors.items())))
+        facts.append("errors: " + _doc(", ".join(f"{tool} {err} x{n}" for (tool, err), n in sorted(errors.items()))))
     if run.versions:
-        facts.append("versions: " + ", ".join(f"{k}={v}" for k, v in sorted(run.versions.items())))
+        facts.append("versions: " + _doc(", ".join(f"{k}={v}" for k, v in sorted(run.versions.items()))))
     facts.append(
         f"usage: {usage.tokens_in + usage.tokens_out:,} tokens, ${usage.cost_usd:.4f}, "
         f"{_plural(run.tool_calls, 'tool call')}"
@@ -71,8 +83,8 @@ def incident_test_source(cassette: Cassette, cassette_path: str | os.PathLike[st
     lines = [
         f'"""Incident {rid}: replay the recorded run against the code checked out now.',
         "",
-        f"Written by `replay export {rid} --test {Path(test_dir).as_posix()}`. Recorded facts",
-        f"(from {Path(cassette_path).as_posix()}):",
+        f"Written by `replay export {rid} --test {_doc(Path(test_dir).as_posix())}`. Recorded facts",
+        f"(from {_doc(Path(cassette_path).as_posix())}):",
         "",
         *[f"    {f}" for f in facts],
         "",
@@ -84,7 +96,7 @@ def incident_test_source(cassette: Cassette, cassette_path: str | os.PathLike[st
         "",
         "import pytest",
         "",
-        f'CASSETTE = Path(__file__).parent / "{rel}"',
+        f"CASSETTE = Path(__file__).parent / {rel!r}",
         "",
         "",
         "@pytest.mark.replay(CASSETTE)",
@@ -98,12 +110,12 @@ def incident_test_source(cassette: Cassette, cassette_path: str | os.PathLike[st
         ]
     else:
         lines += [
-            f"    # Recorded: the run stopped with {run.stop_reason!r}. The fix should let it complete.",
+            f"    # Recorded: the run stopped with {_doc(repr(run.stop_reason))}. The fix should let it complete.",
             '    assert replayed.stop_reason == "completed", replayed.diff.to_text(color=False)',
         ]
     for tool, sha, n in repeated:
         lines += [
-            f"    # Recorded: {tool} was called {n} times with the same args (args_sha {sha}).",
+            f"    # Recorded: {_doc(tool)} was called {n} times with the same args (args_sha {_doc(sha)}).",
             f"    assert sum(s.args_sha == {sha!r} for s in replayed.calls({tool!r})) <= 1",
         ]
     lines += [
@@ -132,15 +144,17 @@ def write_incident_test(
     Raises:
         FileExistsError: the test exists with other content and `force` is not set.
     """
+    from replay.cassette import atomic_write
+
     folder = Path(test_dir)
+    text = incident_test_source(cassette, cassette_path, folder)  # checks the run id first
     path = folder / f"test_incident_{cassette.run.run_id}.py"
-    text = incident_test_source(cassette, cassette_path, folder)
     if path.exists() and not force:
-        if path.read_text(encoding="utf-8") == text:
+        if not path.is_symlink() and path.read_text(encoding="utf-8") == text:
             return path
         raise FileExistsError(
             f"{path} exists and differs (it may hold your edits): pass --force to overwrite it"
         )
     folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    atomic_write(path, text)
     return path
