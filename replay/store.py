@@ -205,7 +205,17 @@ class Store:
     # -- opening ---------------------------------------------------------------------------------
 
     def _create_private_file(self) -> bool:
-        """Create the file 0600 before SQLite does (SQLite would use 0644); True if it was created."""
+        """Create the file 0600 before SQLite does (SQLite would use 0644); True if it was created.
+
+        A symlink (dangling or not) at the path is refused, never followed, and so is an existing
+        file that is not an SQLite database (SQLite would silently turn an empty file into one).
+        """
+        if self.path.is_symlink():
+            raise StoreError(
+                f"{self.path} is a symbolic link: agent-replay does not open a store through a link "
+                "(it could point anywhere); pass the real file's path with --db / REPLAY_DB",
+                path=str(self.path),
+            )
         if self.path.is_dir():
             raise StoreError(
                 f"{self.path} is a folder, not a database file: pass a file path such as "
@@ -213,8 +223,9 @@ class Store:
                 path=str(self.path),
             )
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         except FileExistsError:
+            self._check_existing()
             return False
         except FileNotFoundError:
             raise StoreError(
@@ -234,6 +245,34 @@ class Store:
         finally:
             os.close(fd)
         return True
+
+    def _check_existing(self) -> None:
+        """Refuse an existing path that is a link or a file without the SQLite header."""
+        if self.path.is_symlink():
+            raise StoreError(
+                f"{self.path} is a symbolic link: agent-replay does not open a store through a link; "
+                "pass the real file's path with --db / REPLAY_DB",
+                path=str(self.path),
+            )
+        deadline = time.monotonic() + 0.5
+        while True:
+            try:
+                with open(self.path, "rb") as fh:
+                    head = fh.read(16)
+            except OSError:
+                return  # unreadable: sqlite3 reports it with its own hint
+            if head == b"SQLite format 3\x00":
+                return
+            # Another process may have just created it and not yet written the header.
+            if head or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        what = "an empty file" if not head else "not an SQLite database"
+        raise StoreError(
+            f"{self.path} is {what}: agent-replay does not turn another file into a store; "
+            "point --db / REPLAY_DB at a replay store, or move the file away to start a new one",
+            path=str(self.path),
+        )
 
     def _open(self, memory: bool) -> bytes:
         conn = self._conn
