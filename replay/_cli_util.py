@@ -33,7 +33,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 def open_store(db: str, *, create: bool = False) -> Store:
     """Open the store at `db`, or exit 2 with the fix when there is none or it is unreadable."""
-    if not create and "://" not in db and not os.path.exists(db):
+    if not create and "://" not in db and not os.path.lexists(db):
         raise BadInput(
             f"no store at {db}: record runs first (Recorder({db!r})), or pass --db PATH / set REPLAY_DB"
         )

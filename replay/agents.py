@@ -322,7 +322,8 @@ def resolve_agent(
         if fn is not None:
             return fn
         why = f"{_short(entrypoint)} is not a function registered as agent {_short(agent_name)}"
-    live = registered_agents(agent_name)
+    named = [r.partition(":")[0] for r in (*agents, *listed)]
+    live = [(e, f) for e, f in registered_agents(agent_name) if _of_project(f, root, named)]
     functions = {id(f): (e, f) for e, f in live}
     if len(functions) == 1:  # one agent of that name (moved or renamed since the recording)
         return next(iter(functions.values()))[1]
@@ -340,6 +341,21 @@ def resolve_agent(
         f"under that name{known}; the recorded entrypoint {_short(entrypoint)} is not imported: {why}. "
         + _how_to_register(agent_name)
     )
+
+
+def _of_project(fn: Callable[..., Any], project: Path, named: list[str]) -> bool:
+    """A registered agent of this project: in a module it names, or defined in a file inside its folder."""
+    module = getattr(fn, "__module__", "") or ""
+    if any(module == n or module.startswith(n + ".") for n in named):
+        return True
+    try:
+        source = inspect.getsourcefile(inspect.unwrap(fn))
+    except TypeError:
+        return False
+    if not source:
+        return False
+    path = Path(source).resolve()
+    return _inside(path, project) and not any(_inside(path, r) for r in _installed_roots())
 
 
 def _entrypoint_refusal(entrypoint: str | None, project: Path, named: list[str]) -> str | None:

@@ -11,6 +11,7 @@ This module writes text only; it never imports pytest.
 from __future__ import annotations
 
 import collections
+import json
 import os
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def incident_test_source(cassette: Cassette, cassette_path: str | os.PathLike[st
         "",
         "import pytest",
         "",
-        f"CASSETTE = Path(__file__).parent / {rel!r}",
+        f"CASSETTE = Path(__file__).parent / {json.dumps(rel)}",  # a JSON string is a safe Python literal
         "",
         "",
         "@pytest.mark.replay(CASSETTE)",

@@ -16,6 +16,7 @@ import importlib
 import inspect
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -125,7 +126,11 @@ def _from_cassette(cas: Cassette, path: str) -> Recording:
 
 
 def _import_qualname(module: str, qualname: str) -> Any:
-    obj: Any = importlib.import_module(module)
+    # A type or error path in a recording is data: only a module the agent already imported may
+    # serve it. Importing a module named in a cassette would run that module's code.
+    obj: Any = sys.modules.get(module)
+    if obj is None:
+        raise ImportError(f"module {module!r} is not imported by the agent; agent-replay never imports it")
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
