@@ -223,7 +223,7 @@ def _script_entrypoint(fn: Callable[..., Any], agent_name: str) -> str:
                 f"([tool.agent-replay] agents) or pass --replay-agent {entry}")
     if entry not in _warned_scripts:
         _warned_scripts.add(entry)
-        warnings.warn(f"agent-replay: agent {agent_name!r} is defined in a script: {hint}", UserWarning, stacklevel=4)
+        warnings.warn(f"agent-replay: agent {agent_name!r} is defined in a script: {hint}", UserWarning, stacklevel=3)
     return entry
 
 
