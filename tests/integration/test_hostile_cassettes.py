@@ -6,7 +6,7 @@ file, a snapshot `type` naming such a module, a `\"\"\"` in the agent name for `
 Every path a user takes is tried (Python, `replay run` through CliRunner and as a subprocess,
 `replay import` then `replay run`); the marker files must stay absent and each refusal says
 which agent the cassette needs and how to register it. The pytest paths are in
-tests/plugin/test_hostile_cassettes.py. Import tampering, path traversal, symlinks and the sealed
+tests/plugin/test_hostile_cassettes_pytest.py. Import tampering, path traversal, symlinks and the sealed
 replay are here too.
 """
 
@@ -211,6 +211,57 @@ def test_snapshot_type_never_imports_the_module_it_names(project: Path, tmp_path
     finally:
         mod.rec.close()
         sys.modules.pop(name, None)
+
+
+def test_error_module_in_a_snapshot_is_never_imported(project: Path, tmp_path: Path) -> None:
+    """A recorded error naming a project module with import side effects comes back as RecordedToolError; nothing imported."""
+    name = f"agent_{uuid.uuid4().hex[:8]}"
+    (project / f"{name}.py").write_text(textwrap.dedent(f'''
+        from replay import Recorder
+        rec = Recorder({str(project / "replay.db")!r})
+
+        @rec.tool("kb.get")
+        def kb_get(q: str) -> dict:
+            raise KeyError(q)
+
+        @rec.agent("kb-agent")
+        def handle(q: str) -> str:
+            try:
+                kb_get(q)
+            except Exception as exc:
+                return type(exc).__name__
+            return "no error"
+    '''))
+    mod = importlib.import_module(name)
+    try:
+        mod.handle("x")
+        mod.rec.flush()
+        with Store(project / "replay.db") as s:
+            cas = cassette_from_store(s, mod.rec.last_run_id)
+        i, step = next((i, e) for i, e in enumerate(cas.events) if e.tool == "kb.get")
+        body = {"error": "Thing", "module": "evil_mod", "qualname": "Thing", "message": "x"}
+        forged = sha(body)  # a consistent forgery: integrity holds, the data still names a module
+        cas.snapshots[forged] = Snapshot(body=body, type="$error")
+        cas.events[i] = step.model_copy(update={"output_sha": forged})
+        res = replay_run(str(_write(cas, project / "err.json")))
+        assert res.output == "RecordedToolError"
+        assert not (tmp_path / "imported.marker").exists() and "evil_mod" not in sys.modules
+    finally:
+        mod.rec.close()
+        sys.modules.pop(name, None)
+
+
+def test_agent_registered_under_another_name_is_refused(project: Path) -> None:
+    """agent= naming a registered agent of another name is refused before anything runs."""
+    from replay import register_agent
+
+    def other(x: Any) -> None:
+        raise AssertionError("must not run")
+
+    register_agent("other-agent", other)
+    cas = hostile_cassette("evil-agent", "os:system", "true")
+    with pytest.raises(EntrypointError, match="is registered as agent 'other-agent'"):
+        replay_run(str(_write(cas, project / "o.json")), agent=other)
 
 
 def test_export_test_escapes_triple_quotes_in_the_agent_name(tmp_path: Path) -> None:
