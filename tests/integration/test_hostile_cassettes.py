@@ -137,6 +137,41 @@ def test_listed_package_does_not_license_a_module_outside_it(project: Path, tmp_
     sys.modules.pop("app", None)
 
 
+def test_listed_package_lets_replay_import_the_recorded_submodule(project: Path) -> None:
+    """With `agents = ["shop"]`, a run recorded at shop.agents:handle replays by importing that project module."""
+    pkg = project / "shop"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "agents.py").write_text(textwrap.dedent(f'''
+        from replay import Recorder
+        rec = Recorder({str(project / "replay.db")!r})
+
+        @rec.tool("kb.get")
+        def kb_get(q: str) -> dict:
+            return {{"q": q}}
+
+        @rec.agent("shop-agent")
+        def handle(q: str) -> dict:
+            return kb_get(q)
+    '''))
+    (project / "pyproject.toml").write_text('[tool.agent-replay]\nagents = ["shop"]\n')
+    mod = importlib.import_module("shop.agents")
+    mod.handle("x")
+    mod.rec.flush()
+    mod.rec.close()
+    with Store(project / "replay.db") as s:
+        path = write_cassette(cassette_from_store(s, mod.rec.last_run_id), project / "shop.json")
+    for name in ("shop.agents", "shop"):
+        sys.modules.pop(name)  # a fresh process: nothing registered until replay imports it
+    try:
+        res = replay_run(str(path))
+        assert res.diff.is_empty and res.output == {"q": "x"}
+        assert "shop.agents" in sys.modules
+    finally:
+        for name in ("shop.agents", "shop"):
+            sys.modules.pop(name, None)
+
+
 def test_cli_run_refuses_hostile_cassettes(project: Path, tmp_path: Path) -> None:
     """`replay run X.json` (CliRunner) exits 2 with the refusal for each hostile cassette; nothing runs."""
     for name, cas, marker in _cases(tmp_path):
