@@ -1072,23 +1072,30 @@ def _http_attempts(
     if ha is None or hb is None or not (ha or hb):
         return []
     ub = rb.trace.http_unrecorded
-    # (recorded step number, recorded event, replayed event) of every aligned pair
-    pairs = [(ra.orig(i + k) + 1, ra.steps[i + k], rb.steps[j + k]) for i, j, n in blocks for k in range(n)]
-    pairs += [(c.step, c.recorded, c.replayed) for _, c in found  # type: ignore[misc]
-              if c.recorded is not None and c.replayed is not None]
-    out: list[HttpAttemptsChange] = []
-    seen: set[tuple[int | None, int | None]] = set()  # an output change is also an aligned pair
-    for step, ea, eb in sorted(pairs, key=itemgetter(0)):
-        if (ea.step_id, eb.step_id) in seen:
+    # Per block, the counts of both sides as two lists compared in C; only differing steps are visited.
+    ca = list(map(ha.get, ra.column("step_id"), repeat(0)))
+    cb = list(map(hb.get, rb.column("step_id"), repeat(0)))
+    pairs: list[tuple[int, int]] = []
+    for i, j, n in blocks:
+        if ca[i : i + n] != cb[j : j + n]:
+            pairs.extend((i + k, j + k) for k in range(n) if ca[i + k] != cb[j + k])
+    out: list[tuple[int, HttpAttemptsChange]] = []
+    for i, j in pairs:
+        ea, eb = ra.steps[i], rb.steps[j]
+        out.append((ra.orig(i) + 1, HttpAttemptsChange(ra.orig(i) + 1, ea.tool, ca[i], cb[j], ub.get(eb.step_id, 0))))
+    for _, c in found:  # steps paired as changed (args, status, ...) or reordered
+        ea, eb = c.recorded, c.replayed
+        if ea is None or eb is None or c.kind == "output_changed":  # an output change is in a block
             continue
-        seen.add((ea.step_id, eb.step_id))
         before, after = ha.get(ea.step_id, 0), hb.get(eb.step_id, 0)
         if before != after:
-            out.append(HttpAttemptsChange(step, ea.tool, before, after, ub.get(eb.step_id, 0)))
+            out.append((c.step, HttpAttemptsChange(c.step, ea.tool, before, after, ub.get(eb.step_id, 0))))
+    out.sort(key=itemgetter(0))
+    result = [h for _, h in out]
     before, after = ha.get(None, 0), hb.get(None, 0)
     if before != after:
-        out.append(HttpAttemptsChange(None, None, before, after, ub.get(None, 0)))
-    return out
+        result.append(HttpAttemptsChange(None, None, before, after, ub.get(None, 0)))
+    return result
 
 
 def _h(sha: str | None) -> str:
@@ -1354,6 +1361,8 @@ def _render_markdown(d: RunDiff, *, max_changes: int) -> str:
             )
         if len(d.changes) > max_changes:
             out.append(f"| | | | | … and {len(d.changes) - max_changes} more |")
+    if d.http_attempts:
+        out += [""] + [f"- HTTP: {_md_cell(h.text())}" for h in d.http_attempts]
     dt = d.tool_calls_after - d.tool_calls_before
     out += [
         "",
