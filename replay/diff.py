@@ -435,7 +435,9 @@ class RunDiff:
             )
         if self.output_diff:
             return f"replay diverged from recording {self.recorded_id}: final output changed"
-        return f"replay diverged from recording {self.recorded_id}: HTTP attempts changed"
+        if any(h.before != h.after for h in self.http_attempts):
+            return f"replay diverged from recording {self.recorded_id}: HTTP attempts changed"
+        return f"replay diverged from recording {self.recorded_id}: an HTTP request had no recorded answer"
 
     def to_text(self, *, width: int = 80, color: bool | None = None, max_changes: int = 20) -> str:
         """A report for terminals and pytest failures, every line at most ``width`` characters.
@@ -1075,10 +1077,12 @@ def _http_attempts(
     # Per block, the counts of both sides as two lists compared in C; only differing steps are visited.
     ca = list(map(ha.get, ra.column("step_id"), repeat(0)))
     cb = list(map(hb.get, rb.column("step_id"), repeat(0)))
+    # A request the replay had no answer for is reported even when the count stayed the same.
+    cu = list(map(ub.get, rb.column("step_id"), repeat(0))) if ub else None
     pairs: list[tuple[int, int]] = []
     for i, j, n in blocks:
-        if ca[i : i + n] != cb[j : j + n]:
-            pairs.extend((i + k, j + k) for k in range(n) if ca[i + k] != cb[j + k])
+        if ca[i : i + n] != cb[j : j + n] or (cu is not None and any(cu[j : j + n])):
+            pairs.extend((i + k, j + k) for k in range(n) if ca[i + k] != cb[j + k] or (cu and cu[j + k]))
     out: list[tuple[int, HttpAttemptsChange]] = []
     for i, j in pairs:
         ea, eb = ra.steps[i], rb.steps[j]
@@ -1088,12 +1092,12 @@ def _http_attempts(
         if ea is None or eb is None or c.kind == "output_changed":  # an output change is in a block
             continue
         before, after = ha.get(ea.step_id, 0), hb.get(eb.step_id, 0)
-        if before != after:
+        if before != after or ub.get(eb.step_id):
             out.append((c.step, HttpAttemptsChange(c.step, ea.tool, before, after, ub.get(eb.step_id, 0))))
     out.sort(key=itemgetter(0))
     result = [h for _, h in out]
     before, after = ha.get(None, 0), hb.get(None, 0)
-    if before != after:
+    if before != after or ub.get(None):
         result.append(HttpAttemptsChange(None, None, before, after, ub.get(None, 0)))
     return result
 

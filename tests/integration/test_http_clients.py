@@ -296,6 +296,34 @@ def test_replay_with_a_stub_reports_changed_attempts_under_the_step(tmp_path: Pa
     assert result.diff.to_json()["http_attempts"][0]["after"] == 1
 
 
+def test_an_unrecorded_request_the_agent_catches_still_shows_in_the_result_and_diff(
+        tmp_path: Path, server: _Server) -> None:
+    """An agent that swallows the UnrecordedRequest still gets a non-empty diff naming the unrecorded request."""
+    rec = Recorder(tmp_path / "rec.db")
+    where = {"path": "/items/1"}
+
+    @rec.agent("careless", http=True)
+    def careless(n: int) -> str:
+        try:
+            _requests("GET", server.url + where["path"])
+        except Exception:  # noqa: BLE001 - the agent's own catch-all, as many retry helpers have
+            pass
+        return "done"
+
+    careless(1)
+    run_id = rec.last_run_id
+    rec.close()
+    server.stop()
+    where["path"] = "/items/2"
+    result = replay_run(run_id, agent=careless, db=tmp_path / "rec.db")
+    assert result.exception is None and result.output == "done" and result.stop_reason == "completed"
+    [missing] = result.unrecorded_http
+    assert missing.url.endswith("/items/2") and missing.nearest is not None and missing.nearest.endswith("/items/1")
+    assert not result.diff.is_empty
+    assert "http: outside tool steps  1 → 1 HTTP attempts (1 unrecorded)" in str(result.diff)
+    assert result.diff.headline().endswith("an HTTP request had no recorded answer")
+
+
 # ---- matching rules ---------------------------------------------------------------------------
 
 
