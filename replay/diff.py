@@ -1088,12 +1088,12 @@ def _http_attempts(
         ea, eb = ra.steps[i], rb.steps[j]
         out.append((ra.orig(i) + 1, HttpAttemptsChange(ra.orig(i) + 1, ea.tool, ca[i], cb[j], ub.get(eb.step_id, 0))))
     for _, c in found:  # steps paired as changed (args, status, ...) or reordered
-        ea, eb = c.recorded, c.replayed
-        if ea is None or eb is None or c.kind == "output_changed":  # an output change is in a block
+        xa, xb = c.recorded, c.replayed
+        if xa is None or xb is None or c.kind == "output_changed":  # an output change is in a block
             continue
-        before, after = ha.get(ea.step_id, 0), hb.get(eb.step_id, 0)
-        if before != after or ub.get(eb.step_id):
-            out.append((c.step, HttpAttemptsChange(c.step, ea.tool, before, after, ub.get(eb.step_id, 0))))
+        before, after = ha.get(xa.step_id, 0), hb.get(xb.step_id, 0)
+        if before != after or ub.get(xb.step_id):
+            out.append((c.step, HttpAttemptsChange(c.step, xa.tool, before, after, ub.get(xb.step_id, 0))))
     out.sort(key=itemgetter(0))
     result = [h for _, h in out]
     before, after = ha.get(None, 0), hb.get(None, 0)

@@ -476,3 +476,21 @@ def test_a_service_url_in_the_input_replays_without_the_recording_key(
     result = replay_run(str(path), agent=internal)
     assert result.exception is None, result.exception
     assert result.output == out and result.diff.is_empty, str(result.diff)
+
+
+def test_a_cassette_from_before_step_ids_replays_without_attempt_counts(tmp_path: Path, server: _Server) -> None:
+    """HTTP interactions without step_id / match_on (an older cassette) replay on method + URL, with no attempt lines."""
+    rec = Recorder(tmp_path / "rec.db")
+    agent = _flaky_agent(rec, server.url, tries=5)
+    out = agent("a")
+    rec.flush()
+    with Store(tmp_path / "rec.db") as store:
+        cas = cassette_from_store(store, rec.last_run_id)  # type: ignore[arg-type]
+    rec.close()
+    server.stop()
+    for it in cas.http:
+        del it["step_id"], it["match_on"]
+    path = write_cassette(cas, tmp_path / "old.json")
+    result = replay_run(str(path), agent=agent)
+    assert result.exception is None and result.output == out
+    assert result.diff.is_empty and result.diff.http_attempts == [], str(result.diff)
