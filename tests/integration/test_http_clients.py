@@ -184,6 +184,29 @@ def test_each_client_replays_from_the_recording_with_the_server_stopped(
     assert http.client.HTTPConnection is REAL_HTTP_CONNECTION
 
 
+@pytest.mark.parametrize("client", [*SYNC_CLIENTS, *ASYNC_CLIENTS])
+def test_each_client_raises_unrecorded_request_for_a_new_url(client: str, tmp_path: Path, server: _Server) -> None:
+    """Through every client, a request the recording cannot answer raises UnrecordedRequest, not vcrpy's error."""
+    is_async = client in ASYNC_CLIENTS
+    call = ASYNC_CLIENTS[client] if is_async else SYNC_CLIENTS[client]
+    rec = Recorder(tmp_path / "rec.db")
+    agent = _shop_agent(rec, call, server.url, is_async, http=True)
+    _run(agent, "sku-1")
+    rec.close()
+    with Store(tmp_path / "rec.db") as store:
+        [run] = store.runs(limit=5)
+    server.stop()
+    assert replay_run(run.run_id, agent=agent, db=tmp_path / "rec.db").exception is None
+    other_rec = Recorder(tmp_path / "other.db")
+    other = _shop_agent(other_rec, call, server.url + "/v2", is_async, http=True)  # the new code: another path
+    result = replay_run(run.run_id, agent=other, db=tmp_path / "rec.db")
+    other_rec.close()
+    exc = result.exception
+    assert type(exc) is UnrecordedRequest, repr(exc)
+    assert exc.method == "GET" and exc.url.endswith("/v2/items/sku-1") and exc.failed == ["uri"]
+    assert exc.nearest is not None and exc.nearest.startswith("GET ") and exc.nearest.endswith("/items/sku-1")
+
+
 # ---- retries in order and attempts per step ---------------------------------------------------
 
 
