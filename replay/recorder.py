@@ -546,6 +546,8 @@ class Recorder:
         w.submit(RunItem(run, st.input, st.output, True, ts, st.output_type, st.http))
         if w.sync_runs:
             w.wait_run()  # a worker may leave through os._exit right after: the run is written first
+        else:
+            w.keep_up(ts)  # bounds what a hard kill can lose to about one flush interval
 
     def _stop_reason_for(self, st: RunState, exc: BaseException | None) -> str:
         if st.tripped is not None:

@@ -207,6 +207,7 @@ class Writer:
         self.store_args = store_args
         self.listeners = listeners if listeners is not None else []
         self.flush_interval = flush_interval
+        self._lag_ms = max(1, int(flush_interval * 1000))
         self.batch_size = batch_size
         self.peek_key = peek_key
         self.spool_dir = None if spool_dir is None else pathlib.Path(spool_dir)
@@ -296,6 +297,23 @@ class Writer:
             self._wake.set()
             time.sleep(0.001)
         return True
+
+    def keep_up(self, now_ms: int) -> None:
+        """At a run's end: if the writer is more than one flush interval behind, wait until it catches up.
+
+        A fast agent in the main process could otherwise queue thousands of ended runs that a
+        SIGKILL would lose. Waiting is bounded (1 s) and skipped with ``on_full="drop"`` (the agent
+        never waits) or while the store is unavailable (the spool or the queue bound applies then).
+        """
+        q = self._q
+        try:
+            oldest = q[0].ts_ms
+        except (IndexError, AttributeError):
+            return
+        if now_ms - oldest > self._lag_ms and self.on_full == "block" and self._store_failed is None:
+            t = self._thread
+            if t is not None and t is not threading.current_thread():
+                self.flush(1.0)
 
     def wait_run(self) -> bool:
         """In `sync_runs` mode: wait (bounded) until what is queued, a run's stop included, is written."""
