@@ -370,7 +370,8 @@ class Writer:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        if self._store is None and not self._permanent and now >= self._retry_at:
+        if self._store is None and not self._permanent and (now >= self._retry_at or self._closed):
+            # (at close, one last try whatever the backoff: the folder may have appeared meanwhile)
             self._try_open(now)
         if self._store is not None and self._spooling and now >= self._retry_at:
             self._retry_spool(now)
