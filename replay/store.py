@@ -123,7 +123,7 @@ def _hint(err: sqlite3.Error, store: Store) -> str:
     if "locked" in msg or "busy" in msg:
         return (
             f"another process held the database longer than the busy timeout ({store.timeout_s:g} s): "
-            "retry, or pass a longer Store(timeout_s=...)"
+            "retry, or pass a longer Recorder(timeout_s=...) / Store(timeout_s=...)"
         )
     if "readonly" in msg or "read-only" in msg:
         return "make the file, its -wal/-shm files and its folder writable, or choose another --db"
