@@ -341,6 +341,8 @@ class Writer:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                return  # still writing (a slow store): closing its connection now would fail that write
         if self._store is not None:
             try:
                 self._store.close()
@@ -430,18 +432,26 @@ class Writer:
 
     def _drain(self) -> None:
         q = self._q
+        # A batch stops at batch_size records or at a quarter of the byte bound: its values are
+        # thawed, redacted and encoded all at once, so its size bounds the writer's working memory.
+        max_bytes = max(1, self.max_queue_bytes // 4)
         while q:
             batch: list[Any] = []
             markers: list[_Flush] = []
-            while q and len(batch) < self.batch_size:
+            nbytes = 0
+            while q and len(batch) < self.batch_size and nbytes < max_bytes:
                 item = q.popleft()
                 if isinstance(item, _Flush):
                     markers.append(item)
                     break  # write what came before the marker, then release its waiter
-                self._bytes_out += _item_bytes(item)
+                nbytes += _item_bytes(item)
                 batch.append(item)
             if batch:
-                self._write(batch)
+                try:
+                    self._write(batch)
+                finally:
+                    del batch
+                    self._bytes_out += nbytes  # counted until written: the bound covers the batch in hand
             for m in markers:
                 m.done.set()
 
