@@ -905,6 +905,8 @@ def _after_fork_in_child() -> None:
     for rec in list(_recorders):
         rec._active = set()
         rec._finalizer_pid = 0
+        if rec.sync_run_end is not None:  # the writer's own hook turned it on; an explicit choice wins
+            rec._writer.sync_runs = rec.sync_run_end
 
 
 if hasattr(os, "register_at_fork"):

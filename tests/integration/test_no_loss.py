@@ -303,6 +303,14 @@ def test_a_dead_process_run_shows_killed_inferred_and_counts_in_stats(tmp_path: 
     assert data["finished_runs"] == 2  # the dead run counts as finished, not "still running"
     assert data["stop_reasons"]["killed"]["count"] == 1
     assert data["stop_reasons"]["completed"]["share"] == 0.5
+    from prometheus_client import CollectorRegistry
+
+    from replay.metrics import PrometheusExporter
+
+    registry = CollectorRegistry()
+    with Store(db) as s:
+        assert PrometheusExporter(registry).observe_store(s) == 2
+    assert registry.get_sample_value("agent_stop_total", {"agent": "doomed", "stop_reason": "killed"}) == 1
 
 
 def _hold_lock(db: Path, seconds: float, exclusive: bool = False) -> threading.Thread:
