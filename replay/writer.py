@@ -319,6 +319,8 @@ class Writer:
         """In `sync_runs` mode: wait (bounded) until what is queued, a run's stop included, is written."""
         if self._thread is None or threading.current_thread() is self._thread:
             return True
+        if self._redactor is None and self._store_failed is not None:
+            return False  # the store has not opened yet: nothing can be written, do not wait per run
         return self.flush(self.sync_timeout)
 
     def flush(self, timeout: float | None = 10.0) -> bool:
@@ -601,6 +603,7 @@ class Writer:
             return
         self._spooling = False
         self._backoff = 0.0
+        self._store_failed = None
 
     def _ingest_file(self, path: pathlib.Path) -> int:
         """Write every batch of a spool file into the store; returns the rows written."""
