@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import pathlib
+import queue
 import threading
 import time
 import warnings
@@ -133,6 +134,35 @@ class _Flush:
     ok: bool = True  # False: released without the records before it written or spooled
 
 
+class _Wake:
+    """Wakes the writer thread; `set` is safe in a signal handler.
+
+    A `threading.Event` takes a lock in `set()`: a SIGTERM handler that sets it while the
+    interrupted main thread was inside `set()` deadlocks. `queue.SimpleQueue.put` is reentrant.
+    """
+
+    __slots__ = ("_q",)
+
+    def __init__(self) -> None:
+        self._q: queue.SimpleQueue[None] = queue.SimpleQueue()
+
+    def set(self) -> None:
+        self._q.put(None)
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            self._q.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        return True
+
+    def clear(self) -> None:
+        q = self._q
+        with contextlib.suppress(queue.Empty):
+            while True:
+                q.get_nowait()
+
+
 def _item_bytes(item: Any) -> int:
     """The frozen bytes an item holds (what `max_queue_bytes` counts)."""
     if type(item) is StepItem:
@@ -224,7 +254,7 @@ class Writer:
         # update between agent threads can only under-count (never wedge the queue as full).
         self._bytes_in = 0
         self._bytes_out = 0
-        self._wake = threading.Event()
+        self._wake = _Wake()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.RLock()  # RLock: a SIGTERM handler may submit while it is held
         self._store: Store | None = None
@@ -250,7 +280,7 @@ class Writer:
         """
         self._thread = None
         self._start_lock = threading.RLock()
-        self._wake = threading.Event()
+        self._wake = _Wake()
         self._q = collections.deque()  # the parent writes what it queued; the child must not again
         self._bytes_in = self._bytes_out = 0
         self._store = None
@@ -377,7 +407,7 @@ class Writer:
         if self._store is None and not self._permanent and (now >= self._retry_at or self._closed):
             # (at close, one last try whatever the backoff: the folder may have appeared meanwhile)
             self._try_open(now)
-        if self._store is not None and self._spooling and now >= self._retry_at:
+        if self._store is not None and self._spooling and (now >= self._retry_at or self._closed):
             self._retry_spool(now)
         if self._redactor is None:
             if self._permanent or self._closed:

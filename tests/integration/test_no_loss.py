@@ -195,6 +195,30 @@ def test_sigterm_flushes_the_queue_and_ends_open_runs_killed(tmp_path: Path, pre
         assert busy.tool_calls == 3000
 
 
+SIGTERM_WHILE_WAKING = """
+import os, signal, threading, time
+import agentmod
+
+agentmod.handle(0)
+wake = agentmod.rec._writer._wake.set
+threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+with agentmod.rec.run("waking"):
+    while True:  # what every run's end does, in a loop: the signal lands inside it
+        wake()
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_writer_is_being_woken_does_not_hang(tmp_path: Path) -> None:
+    """A SIGTERM that interrupts the main thread while it wakes the writer still ends the process, runs intact."""
+    db = _setup(tmp_path)
+    for _ in range(3):
+        db.unlink(missing_ok=True)
+        proc = _run(tmp_path, SIGTERM_WHILE_WAKING, timeout=30)
+        assert proc.returncode == -signal.SIGTERM, proc.stderr
+        assert _counts(db) == ({"completed": 1, "killed": 1}, EVENTS_PER_RUN + 2)
+
+
 SIGTERM_IGNORED = """
 import signal
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
