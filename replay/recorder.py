@@ -304,7 +304,13 @@ class Recorder:
         return f"{os.fspath(path)}.spool"
 
     def _peek_key(self) -> bytes | None:
-        """The store's key read without a write lock (a store locked by another process still has it)."""
+        """The store's key read without a write lock (a store locked by another process still has it).
+
+        A key given to the recorder (or ``$REPLAY_REDACTION_KEY``) is the one redaction uses anyway.
+        """
+        explicit = self.redaction_key or shared_redaction_key()
+        if explicit is not None:
+            return explicit
         if not isinstance(self.db, (str, os.PathLike)):
             return None
         import pathlib

@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from replay import Recorder
 from replay.cli import cli
 from replay.store import Store
+from replay.writer import RecordingLossWarning
 
 AGENT_MODULE = """
 import os
@@ -41,6 +42,10 @@ def handle(i):
     lookup(i)
     lookup(i + 1)
     return i * 2
+
+def run_many(n):
+    for i in range(n):
+        handle(i)
 """
 
 EVENTS_PER_RUN = 4  # run_start, two lookups, stop
@@ -88,6 +93,12 @@ if __name__ == "__main__":
         out = pool.map(agentmod.handle, range(n), chunksize=5)
         pool.close()
         pool.join()
+    elif how == "process":  # a bare Process: no flush() in the child either
+        proc = ctx.Process(target=agentmod.run_many, args=(n,))
+        proc.start()
+        proc.join()
+        assert proc.exitcode == 0
+        out = [i * 2 for i in range(n)]
     else:
         with ProcessPoolExecutor(2, mp_context=ctx) as ex:
             out = list(ex.map(agentmod.handle, range(n), chunksize=5))
@@ -99,7 +110,7 @@ if __name__ == "__main__":
 @pytest.mark.parametrize(
     "method,how",
     [("fork", "with"), ("fork", "close"), ("spawn", "with"), ("spawn", "close"), ("fork", "executor"),
-     ("spawn", "executor")],
+     ("spawn", "executor"), ("fork", "process"), ("spawn", "process")],
 )
 def test_worker_pools_store_every_run_without_flush(tmp_path: Path, method: str, how: str) -> None:
     """Runs recorded in pool workers are all stored, however the pool ends, with no flush() in user code."""
@@ -552,6 +563,25 @@ def test_the_queue_is_bounded_by_bytes(tmp_path: Path) -> None:
         rec.close()
     assert peak <= 8 << 20
     assert rec.dropped >= 30  # 40 outputs of 1 MB, about 7 fit
+
+
+def test_a_full_spool_is_the_one_counted_loss_with_its_cause(tmp_path: Path) -> None:
+    """When the store is locked and the spool is full, the batch is dropped, counted, and one warning names why."""
+    db = tmp_path / "r.db"
+    Store(db).close()
+    rec = Recorder(db, timeout_s=0.1, max_spool_bytes=200)
+    holder = _hold_lock(db, 1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _record(rec, 5)
+        rec.flush()
+    holder.join()
+    rec.close()
+    assert rec.dropped > 0
+    assert rec.dropped + rec._writer.spooled == 15  # every record is either spooled or counted lost
+    messages = [str(w.message) for w in caught if issubclass(w.category, RecordingLossWarning)]
+    assert len(messages) == 1
+    assert "is full (max_spool_bytes=200)" in messages[0]
 
 
 def test_recorder_takes_the_busy_timeout_the_hint_names(tmp_path: Path) -> None:
