@@ -78,7 +78,8 @@ def runs(db: str, agent: str | None, stop_reason: str | None, since: str | None,
     finally:
         store.close()
     if as_json:
-        echo_json([r.model_dump(mode="json", exclude={"input", "output"}) for r in found])
+        echo_json([{**r.model_dump(mode="json", exclude={"input", "output"}), "stop_inferred": r.stop_inferred}
+                   for r in found])
         return
     if not found:
         click.echo(f"no runs match in {db} ({total} runs in all)")
@@ -86,7 +87,7 @@ def runs(db: str, agent: str | None, stop_reason: str | None, since: str | None,
     rows = []
     for r in found:
         rows.append([
-            r.run_id, r.agent, fmt_ts(r.started_ms), r.stop_reason or "(running)", str(r.tool_calls),
+            r.run_id, r.agent, fmt_ts(r.started_ms), _stop_text(r), str(r.tool_calls),
             fmt_ms(r.latency_ms), str(r.usage.tokens_in + r.usage.tokens_out), f"${r.usage.cost_usd:.4f}",
             "pinned" if r.pinned else "",
         ])
@@ -185,8 +186,18 @@ def show(run_id: str, db: str, full: bool, as_json: bool) -> None:
         out.append("")
         for (tool, sha), ids in dup:
             out.append(f"repeated    {tool} with the same args {len(ids)}x (steps {', '.join(map(str, ids))})")
-    out += ["", f"stop        {run.stop_reason or '(no stop event yet: still running, or the process died)'}"]
+    if run.stop_inferred:
+        where = f"process {run.pid} on {run.host or 'an unknown host'}"
+        out += ["", f"stop        killed (inferred: no stop event, and {where} is gone)"]
+    else:
+        out += ["", f"stop        {run.stop_reason or '(no stop event yet: still running)'}"]
     click.echo("\n".join(out))
+
+
+def _stop_text(run: Any) -> str:
+    if run.stop_inferred:
+        return "killed (inferred)"
+    return str(run.stop_reason or "(running)")
 
 
 # ---- retention ------------------------------------------------------------------------------

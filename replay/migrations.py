@@ -82,7 +82,12 @@ _V1 = (
     )""",
 )
 
-STEPS: tuple[str, ...] = ("0001_initial", "0002_retention_and_indexes", "0003_run_http_sha")
+STEPS: tuple[str, ...] = (
+    "0001_initial",
+    "0002_retention_and_indexes",
+    "0003_run_http_sha",
+    "0004_run_liveness",
+)
 
 #: The newest schema this agent-replay reads and writes.
 SCHEMA_VERSION = len(STEPS)
@@ -132,6 +137,14 @@ def _build(event_ms: int, snapshot_ms: int) -> Migrations:
         # The optional HTTP layer (replay/http.py): the snapshot of a run's HTTP interactions.
         db.execute("ALTER TABLE runs ADD COLUMN http_sha TEXT")
         _set_version(db, 3)
+
+    @migrations(name=STEPS[3])
+    def run_liveness(db: Database) -> None:
+        # Which process records a run and when its writer last saw it open: a run with no stop
+        # whose process is gone reads as `killed` (inferred), see replay/liveness.py.
+        db.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
+        db.execute("ALTER TABLE runs ADD COLUMN last_seen_ms INTEGER")
+        _set_version(db, 4)
 
     return migrations
 

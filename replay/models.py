@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from replay.errors import InvalidStopReasonError
 
@@ -157,6 +157,17 @@ class Run(BaseModel):
     host: str = Field(default_factory=lambda: os.uname().nodename if hasattr(os, "uname") else "")
     #: the snapshot (type ``$http``) of the run's redacted HTTP interactions, for ``http=True`` runs
     http_sha: str | None = None
+    #: the id of the process that recorded the run (with `host`, tells whether it is still alive)
+    pid: int | None = None
+    #: when the recording process's writer last saw the run open (a heartbeat), ms since the epoch
+    last_seen_ms: int | None = None
+    # True when stop_reason "killed" was inferred on reading (the process died without a stop event)
+    _stop_inferred: bool = PrivateAttr(default=False)
+
+    @property
+    def stop_inferred(self) -> bool:
+        """The stop reason was inferred: no stop event was written, and the recording process is gone."""
+        return self._stop_inferred
 
     @field_validator("stop_reason")
     @classmethod

@@ -18,6 +18,7 @@ import inspect
 import itertools
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -249,6 +250,18 @@ class Recorder:
         snapshot_days, event_days: retention of snapshots and events; pinned runs never expire.
         guards: default limits for every run (see `Guards`), overridable per agent and per run.
         redaction_key: a key for pseudonyms instead of the store's (replay uses the recording's).
+        timeout_s: how long a write waits for another process's lock before the batch is spooled.
+        max_queue_bytes: frozen bytes (args, outputs) held in memory at most before ``on_full`` applies.
+        flush_interval_s: the writer's tick; a run's stop is written at once, so a hard kill (SIGKILL,
+            OOM) loses at most the runs that ended within about one interval.
+        spool_dir: where batches the store refuses (locked, read-only, full) wait until it is back;
+            default ``<db>.spool`` beside the store. Files are 0600, one per process.
+        max_spool_bytes: a spool file larger than this drops new batches (counted in `dropped`).
+        sync_run_end: wait (at most 5 s) until a run's stop is written before the run returns;
+            ``None`` (default) does so in worker processes (forked or multiprocessing children),
+            which may leave through ``os._exit`` without running atexit.
+        sigterm_timeout_s: on SIGTERM, end open runs as ``killed`` and write the queue for at most this
+            long, then run the previous handler (or the default action). ``None`` installs no handler.
 
     Example::
 
@@ -279,6 +292,13 @@ class Recorder:
         max_spend_usd: float | None = None,
         tool_timeout_s: float | None = None,
         redaction_key: bytes | None = None,
+        timeout_s: float = 5.0,
+        max_queue_bytes: int = 64 << 20,
+        flush_interval_s: float = 0.05,
+        spool_dir: str | os.PathLike[str] | None = None,
+        max_spool_bytes: int = 256 << 20,
+        sync_run_end: bool | None = None,
+        sigterm_timeout_s: float | None = 2.0,
     ) -> None:
         if store_args not in ("hash", "redacted"):
             raise ValueError(f"store_args={store_args!r}: use 'hash' (default, args_sha only) or 'redacted'")
@@ -291,16 +311,56 @@ class Recorder:
         self.guards = Guards(max_steps, max_repeats, max_tokens, max_spend_usd, tool_timeout_s)
         self._last: contextvars.ContextVar[str | None] = contextvars.ContextVar("replay_last_run", default=None)
         self._active: set[RunState] = set()
+        self._finalizer_pid = 0
         self._warned_encode = False
-        self._writer = Writer(
-            self._open_store,
-            self._make_redactor,
-            max_queue=max_queue,
-            on_full=on_full,
-            max_snapshot_bytes=max_snapshot_bytes,
-            store_args=store_args == "redacted",
+        self.timeout_s = timeout_s
+        self.spool_dir = spool_dir
+        self.sync_run_end = sync_run_end
+        self.sigterm_timeout_s = sigterm_timeout_s
+        self._writer = self._new_writer(
+            max_queue=max_queue, max_queue_bytes=max_queue_bytes, on_full=on_full,
+            max_snapshot_bytes=max_snapshot_bytes, store_args=store_args == "redacted",
+            flush_interval=flush_interval_s, max_spool_bytes=max_spool_bytes,
         )
         _recorders.add(self)
+        if sigterm_timeout_s is not None:
+            _install_sigterm()
+
+    def _new_writer(self, **opts: Any) -> Writer:
+        sync = self.sync_run_end if self.sync_run_end is not None else _in_worker_process()
+        return Writer(self._open_store, self._make_redactor, peek_key=self._peek_key,
+                      spool_dir=self._spool_dir(), sync_runs=sync, **opts)
+
+    def _spool_dir(self) -> str | None:
+        if self.spool_dir is not None:
+            return os.fspath(self.spool_dir)
+        path = self.db if isinstance(self.db, (str, os.PathLike)) else getattr(self.db, "path", None)
+        if path is None or str(path) in (":memory:", "") or str(path).startswith(("postgres://", "postgresql://")):
+            return None
+        return f"{os.fspath(path)}.spool"
+
+    def _peek_key(self) -> bytes | None:
+        """The store's key read without a write lock (a store locked by another process still has it).
+
+        A key given to the recorder (or ``$REPLAY_REDACTION_KEY``) is the one redaction uses anyway.
+        """
+        explicit = self.redaction_key or shared_redaction_key()
+        if explicit is not None:
+            return explicit
+        if not isinstance(self.db, (str, os.PathLike)):
+            return None
+        import pathlib
+        import sqlite3
+
+        path = pathlib.Path(self.db)
+        if not path.is_file() or path.is_symlink():
+            return None
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=0.5)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
+        finally:
+            conn.close()
+        return row[0] if row is not None and isinstance(row[0], bytes) and len(row[0]) >= 16 else None
 
     # ---- store ------------------------------------------------------------------------------
 
@@ -312,7 +372,8 @@ class Recorder:
                 raise NotImplementedError(
                     "the PostgreSQL backend is not in this release of agent-replay: use a SQLite path"
                 )
-            return Store(self.db, snapshot_days=self.snapshot_days, event_days=self.event_days)
+            return Store(self.db, snapshot_days=self.snapshot_days, event_days=self.event_days,
+                         timeout_s=self.timeout_s)
         return self.db
 
     def _make_redactor(self, key: bytes | None) -> Redactor:
@@ -325,7 +386,9 @@ class Recorder:
 
     @property
     def dropped(self) -> int:
-        """Records lost because the store failed or the queue was full (warned once)."""
+        """Records truly lost (warned once): the queue was full with ``on_full="drop"``, the spool
+        was full or unwritable, or the store could never be opened. A store that is only locked
+        or missing for a while loses nothing: its records wait in the spool (see `spool_dir`)."""
         return self._writer.dropped
 
     @property
@@ -362,14 +425,10 @@ class Recorder:
         old = self._writer
         old.close()
         self.db = db
-        self._writer = Writer(
-            self._open_store,
-            self._make_redactor,
-            max_queue=old.max_queue,
-            on_full=old.on_full,
-            max_snapshot_bytes=old.max_snapshot_bytes,
-            store_args=old.store_args,
-            listeners=old.listeners,
+        self._writer = self._new_writer(
+            max_queue=old.max_queue, max_queue_bytes=old.max_queue_bytes, on_full=old.on_full,
+            max_snapshot_bytes=old.max_snapshot_bytes, store_args=old.store_args, listeners=old.listeners,
+            flush_interval=old.flush_interval, max_spool_bytes=old.max_spool_bytes,
         )
 
     def close(self) -> None:
@@ -377,6 +436,17 @@ class Recorder:
         for st in list(self._active):
             self._end(st, "killed", None)
         self._writer.close()
+
+    def _terminate(self, timeout: float) -> bool:
+        """On SIGTERM: end open runs as ``killed`` and write the queue within `timeout` seconds."""
+        w = self._writer
+        sync, w.sync_runs = w.sync_runs, False  # one bounded flush below, not one per run
+        try:
+            for st in list(self._active):
+                self._end(st, "killed", None)
+        finally:
+            w.sync_runs = sync
+        return w.flush(timeout)
 
     def prune(self, *, now_ms: int | None = None, dry_run: bool = False) -> Any:
         """Delete what has expired (pinned runs never do); returns the counts deleted."""
@@ -499,8 +569,12 @@ class Recorder:
         if problem:
             self._warn_encode(f"the input of agent {handle.agent!r}", problem)
         ts = time.time_ns() // 1_000_000
+        if self._finalizer_pid != _pid():
+            _register_worker_finalizer(self)
         run = Run(
             run_id=new_run_id(ts),
+            pid=_pid(),
+            last_seen_ms=ts,
             agent=handle.agent,
             entrypoint=handle.entrypoint,
             versions={**self.versions, **(handle.versions or {})},
@@ -525,10 +599,16 @@ class Recorder:
         ts = time.time_ns() // 1_000_000
         run = st.run.model_copy()
         run.ended_ms = ts
+        run.last_seen_ms = ts
         run.stop_reason = reason
         run.usage = st.usage()
         run.tool_calls = st.tool_calls
-        self._writer.submit(RunItem(run, st.input, st.output, True, ts, st.output_type, st.http))
+        w = self._writer
+        w.submit(RunItem(run, st.input, st.output, True, ts, st.output_type, st.http))
+        if w.sync_runs:
+            w.wait_run()  # a worker may leave through os._exit right after: the run is written first
+        else:
+            w.keep_up(ts)  # bounds what a hard kill can lose to about one flush interval
 
     def _stop_reason_for(self, st: RunState, exc: BaseException | None) -> str:
         if st.tripped is not None:
@@ -861,6 +941,95 @@ def _stop_http(capture: Any) -> list[Any] | None:
     except Exception as exc:  # noqa: BLE001 - recording must never break the agent
         warnings.warn(f"agent-replay lost a run's HTTP interactions: {exc!r}", RecordingLossWarning, stacklevel=3)
         return None
+
+
+_pid = os.getpid
+
+
+def _in_worker_process() -> bool:
+    """A multiprocessing child (fork, spawn or forkserver; Pool, Process, ProcessPoolExecutor)."""
+    mp = sys.modules.get("multiprocessing")
+    return mp is not None and mp.parent_process() is not None
+
+
+def _register_worker_finalizer(rec: Recorder) -> None:
+    """In a multiprocessing child, close the recorders when the worker exits normally.
+
+    A worker leaves through ``os._exit`` (no atexit) after running multiprocessing's finalizers,
+    which it clears when it starts; so this is registered at the first run in each process.
+    """
+    rec._finalizer_pid = _pid()
+    mp = sys.modules.get("multiprocessing")
+    if mp is None or mp.parent_process() is None:
+        return
+    try:
+        from multiprocessing import util
+
+        util.Finalize(None, _close_all, exitpriority=100)
+    except Exception:  # noqa: BLE001 - recording must never break the agent
+        pass
+
+
+def _after_fork_in_child() -> None:
+    # The parent's open runs belong to the parent: the child must not end them as killed at exit.
+    for rec in list(_recorders):
+        rec._active = set()
+        rec._finalizer_pid = 0
+        if rec.sync_run_end is not None:  # the writer's own hook turned it on; an explicit choice wins
+            rec._writer.sync_runs = rec.sync_run_end
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_sigterm_prev: Any = None
+_sigterm_installed = False
+
+
+def _install_sigterm() -> None:
+    """Chain a SIGTERM handler that ends open runs as killed and writes the queue, then runs the
+    previous handler (or the default action). Only from the main thread, and only over the default
+    action or a Python handler: an ignored SIGTERM or a handler set from C is left alone."""
+    global _sigterm_prev, _sigterm_installed
+    if _sigterm_installed or not hasattr(signal, "SIGTERM"):
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        current = signal.getsignal(signal.SIGTERM)
+        if current is _on_sigterm:
+            _sigterm_installed = True
+            return
+        if not (current == signal.SIG_DFL or callable(current)):
+            return
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # not the main interpreter, or no signals here
+        return
+    _sigterm_prev = current
+    _sigterm_installed = True
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    deadline = time.monotonic() + max(
+        (r.sigterm_timeout_s or 0.0 for r in list(_recorders)), default=0.0
+    )
+    for rec in list(_recorders):
+        if rec.sigterm_timeout_s is None:
+            continue
+        try:
+            rec._terminate(max(0.0, min(rec.sigterm_timeout_s, deadline - time.monotonic())))
+        except Exception:  # noqa: BLE001 - the previous handler must still run
+            pass
+    prev = _sigterm_prev
+    if callable(prev) and prev is not _on_sigterm:
+        prev(signum, frame)
+        return
+    if prev == signal.SIG_IGN:
+        return
+    # The default action: terminate by SIGTERM, so the parent sees the same exit status as before.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @atexit.register

@@ -28,6 +28,7 @@ from sqlite_utils import Database
 
 from replay.errors import AmbiguousRunIdError, RunNotFoundError, StoreError
 from replay.hashing import canonical_json, thaw
+from replay.liveness import infer_killed
 from replay.migrations import SCHEMA_VERSION, START_SEQ, STOP_SEQ, migrate, read_schema_version
 from replay.models import Event, Run
 
@@ -80,6 +81,8 @@ RUN_COLUMNS: tuple[str, ...] = (
     "call_style",
     "host",
     "http_sha",  # schema 3: the optional HTTP layer
+    "pid",  # schema 4: liveness of the recording process (replay/liveness.py)
+    "last_seen_ms",
 )
 
 #: ``(sha, body, type_name, truncated)``: one content-addressed snapshot.
@@ -120,7 +123,7 @@ def _hint(err: sqlite3.Error, store: Store) -> str:
     if "locked" in msg or "busy" in msg:
         return (
             f"another process held the database longer than the busy timeout ({store.timeout_s:g} s): "
-            "retry, or pass a longer Store(timeout_s=...)"
+            "retry, or pass a longer Recorder(timeout_s=...) / Store(timeout_s=...)"
         )
     if "readonly" in msg or "read-only" in msg:
         return "make the file, its -wal/-shm files and its folder writable, or choose another --db"
@@ -447,7 +450,24 @@ class Store:
             getattr(run, "call_style", "bound"),
             run.host,
             run.http_sha,
+            run.pid,
+            run.last_seen_ms,
         )
+
+    def touch_runs(self, run_ids: Sequence[str], now_ms: int | None = None) -> None:
+        """The writer's heartbeat: the runs in `run_ids` are still open in a live process.
+
+        Raises:
+            StoreError: the write failed.
+        """
+        if not run_ids:
+            return
+        now = _now_ms() if now_ms is None else int(now_ms)
+        with self._writing("updating run heartbeats") as conn:
+            conn.executemany(
+                "UPDATE runs SET last_seen_ms = max(coalesce(last_seen_ms, 0), ?) WHERE run_id = ? AND stop_reason IS NULL",
+                [(now, r) for r in run_ids],
+            )
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -461,7 +481,7 @@ class Store:
             row = conn.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFoundError(run_id, self.path.name, self.count_runs())
-            return _run_from_row(row)
+            return infer_killed([_run_from_row(row)])[0]
 
     def find_run(self, prefix: str) -> Run:
         """The run whose id is `prefix` or starts with it (``r_`` may be left out), for the CLI.
@@ -476,7 +496,7 @@ class Store:
         with self._reading("looking up a run") as conn:
             row = conn.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?", (prefix,)).fetchone()
             if row is not None:
-                return _run_from_row(row)
+                return infer_killed([_run_from_row(row)])[0]
             tries = [prefix] if prefix.startswith("r_") else [prefix, "r_" + prefix]
             for p in tries:
                 # A range, not LIKE: run ids contain '_', LIKE's wildcard.
@@ -550,7 +570,7 @@ class Store:
             params.append(int(limit))
         with self._reading("listing runs") as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [_run_from_row(r) for r in rows]
+        return infer_killed([_run_from_row(r) for r in rows])
 
     def count_runs(self) -> int:
         """How many runs the store holds (replays included)."""
@@ -667,7 +687,14 @@ _EVENT_SELECT = ", ".join(EVENT_COLUMNS)
 _UPSERT_RUN = (
     f"INSERT INTO runs ({_RUN_SELECT}) VALUES ({', '.join('?' * len(RUN_COLUMNS))}) "
     "ON CONFLICT (run_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:] if c not in ("pinned", "expires_at"))
+    + ", ".join(
+        f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:] if c not in ("pinned", "expires_at", "pid", "last_seen_ms")
+    )
+    # A heartbeat may have moved last_seen_ms past what a late (spooled) write of the run carries.
+    + ", pid = coalesce(excluded.pid, runs.pid)"
+    + ", last_seen_ms = CASE WHEN runs.last_seen_ms IS NULL THEN excluded.last_seen_ms"
+    + " WHEN excluded.last_seen_ms IS NULL THEN runs.last_seen_ms"
+    + " ELSE max(runs.last_seen_ms, excluded.last_seen_ms) END"
     # Pinning is the user's decision (`replay pin`): the recorder's later write must not undo it.
     + ", pinned = max(runs.pinned, excluded.pinned)"
     + ", expires_at = CASE WHEN runs.pinned OR excluded.pinned THEN NULL ELSE excluded.expires_at END"
