@@ -260,3 +260,61 @@ def _regen():
     sys.modules["docs_regen"] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def regen():
+    """docs/regen.py, loaded as a module (docs/ is not a package)."""
+    return _regen()
+
+
+@pytest.fixture(scope="module")
+def session(regen, tmp_path_factory):
+    """A folder where `replay demo` ran, and the outputs of the documented commands run there."""
+    return regen.Session(tmp_path_factory.mktemp("docs-demo"))
+
+
+def test_console_examples_match_a_real_run(regen, session):
+    """Every marked console block of the README and the walk-through shows what a real run shows now."""
+    problems = regen.regenerate(list(regen.DOCS), session, check=True)
+    assert not problems, "\n\n".join(problems) + "\n\nrewrite them with: python docs/regen.py"
+
+
+@pytest.mark.parametrize("old, new", [
+    ("run latency       avg", "run latency       avg 836 ms   p95 4,361 ms\nwas"),
+    ("runs              25 (25 finished)", "runs              24 (24 finished)"),
+    ("  by error class", "  by error kind "),
+])
+def test_the_check_reports_a_block_whose_figures_or_shape_drifted(regen, session, tmp_path, old, new):
+    """A stats block with a latency 40x off, a wrong count or a renamed line is reported, naming the block."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("<!-- console: replay stats")
+    assert old in text[start:]
+    doc = tmp_path / "README.md"
+    doc.write_text(text[:start] + text[start:].replace(old, new, 1), encoding="utf-8")
+    problems = regen.regenerate([doc], session, check=True)
+    assert len(problems) == 1 and "`replay stats --since 7d` no longer shows" in problems[0], problems
+
+
+def test_rewriting_a_block_makes_it_pass_the_check(regen, session, tmp_path):
+    """`python docs/regen.py` replaces a stale block with real output that the check then accepts."""
+    doc = tmp_path / "doc.md"
+    doc.write_text("# x\n\n<!-- console: replay stats --since 7d -->\n```console\n$ replay stats\nstale\n```\n"
+                   "\n<!-- console: replay demo\nkeep: ^\\[6/6\\] .. changes\n-->\n```text\nSTALE2\n```\n",
+                   encoding="utf-8")
+    assert len(regen.regenerate([doc], session, check=True)) == 2
+    regen.regenerate([doc], session, check=False)
+    assert regen.regenerate([doc], session, check=True) == []
+    body = doc.read_text(encoding="utf-8")
+    assert "$ replay stats --since 7d\n" in body and "stale" not in body and "STALE2" not in body
+    assert re.search(r"```text\n\[\.\.\. \d+ lines cut \.\.\.\]\n\[6/6\]", body), body
+
+
+def test_shortened_output_says_where_lines_were_cut(regen):
+    """Each run of lines a `keep:` range leaves out becomes one `[... N lines cut ...]` line."""
+    lines = [str(i) for i in range(1, 11)]
+    kept = regen.select(lines, [("^3$", "^4$"), ("^8$", "")])
+    assert kept == ["[... 2 lines cut ...]", "3", "4", "[... 3 lines cut ...]", "8", "9", "10"]
+    assert regen.select(lines, [("^1$", "^2$")]) == ["1", "2", "[... 8 lines cut ...]"]
+    with pytest.raises(regen.RegenError, match="keep start /\\^11\\$/ matches no line"):
+        regen.select(lines, [("^11$", "")], "README.md:3")
