@@ -8,6 +8,7 @@ to add it. The console examples are written by ``python docs/regen.py`` (see its
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import re
 import subprocess
 import sys
@@ -242,11 +243,12 @@ def test_every_replay_flag_the_docs_name_exists(pytester):
 # -- the module map -----------------------------------------------------------------------------
 
 def test_the_architecture_map_lists_every_module_and_only_those():
-    """docs/ARCHITECTURE.md's module table names every module of replay/ and no module that is gone."""
+    """docs/ARCHITECTURE.md's module table names every module (and subpackage) of replay/ and none that is gone."""
     text = ARCHITECTURE.read_text(encoding="utf-8")
     table = "\n".join(line for line in text.splitlines() if line.startswith("| `"))
-    named = set(re.findall(r"`([a-z_]+\.py)`", table))
-    real = {p.name for p in (ROOT / "replay").glob("*.py") if p.name != "__init__.py"}
+    named = set(re.findall(r"`([a-z_]+\.py|[a-z_]+/)`", table))
+    real = {p.name for p in (ROOT / "replay").glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    real |= {p.parent.name + "/" for p in (ROOT / "replay").glob("*/__init__.py")}
     problems = [f"`{n}` exists in replay/ but has no row: add `| `{n}` | its concept |`" for n in sorted(real - named)]
     problems += [f"`{n}` has a row but replay/{n} does not exist: remove or rename it" for n in sorted(named - real)]
     assert not problems, "docs/ARCHITECTURE.md, the module table:\n  " + "\n  ".join(problems)
@@ -318,3 +320,20 @@ def test_shortened_output_says_where_lines_were_cut(regen):
     assert regen.select(lines, [("^1$", "^2$")]) == ["1", "2", "[... 8 lines cut ...]"]
     with pytest.raises(regen.RegenError, match="keep start /\\^11\\$/ matches no line"):
         regen.select(lines, [("^11$", "")], "README.md:3")
+
+
+def test_the_architecture_contracts_name_methods_and_parameters_that_exist(tmp_path):
+    """Each `store.METHOD` of the Store contract exists on a real Store, each replay_run parameter named exists."""
+    from replay.replayer import replay_run
+    from replay.store import Store
+
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    store_part = section(text, "## Store contract (`replay/store.py`)")
+    store = Store(tmp_path / "replay.db")
+    wrong = [f"store.{n}" for n in sorted(set(re.findall(r"(?<![/\w])store\.(\w+)", store_part))) if not hasattr(store, n)]
+    replay_part = section(text, "## Replay contract")
+    signature = re.search(r"`replay_run\(([^`]*)\)`", replay_part, re.S)
+    assert signature, "docs/ARCHITECTURE.md, section 'Replay contract', no longer shows `replay_run(...)`"
+    named = {p.split("=")[0].strip() for p in signature.group(1).replace("\n", " ").split(",")} - {"*", ""}
+    wrong += [f"replay_run({n}=...)" for n in sorted(named - set(inspect.signature(replay_run).parameters))]
+    assert not wrong, "docs/ARCHITECTURE.md names what does not exist (fix the contract sections):\n  " + "\n  ".join(wrong)
