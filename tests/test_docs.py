@@ -337,3 +337,32 @@ def test_the_architecture_contracts_name_methods_and_parameters_that_exist(tmp_p
     named = {p.split("=")[0].strip() for p in signature.group(1).replace("\n", " ").split(",")} - {"*", ""}
     wrong += [f"replay_run({n}=...)" for n in sorted(named - set(inspect.signature(replay_run).parameters))]
     assert not wrong, "docs/ARCHITECTURE.md names what does not exist (fix the contract sections):\n  " + "\n  ".join(wrong)
+
+
+def test_every_block_that_shows_output_is_generated_or_pinned_by_a_test(regen):
+    """A console or text block showing output has a `<!-- console: -->` marker or a `<!-- pinned: TEST -->` whose test holds its first line."""
+    loose = []
+    for doc in regen.DOCS:
+        lines = doc.read_text(encoding="utf-8").splitlines()
+        generated = {b.start for b in regen.find_blocks(doc)}
+        i = 0
+        while i < len(lines):
+            fence = re.match(r"^```(console|text)\s*$", lines[i])
+            if not fence:
+                i += 1
+                continue
+            end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+            body = [line for line in lines[i + 1:end] if line.strip()]
+            shows_output = any(not line.startswith("$ ") for line in body)
+            pinned = re.match(r"^<!-- pinned: (\S+) -->$", lines[i - 1]) if i else None
+            where = f"{doc.relative_to(ROOT)}:{i + 1}"
+            if pinned:
+                test = ROOT / pinned.group(1)
+                first = body[0][:60] if body else ""
+                if not test.is_file() or first not in test.read_text(encoding="utf-8"):
+                    loose.append(f"{where}: {pinned.group(1)} does not hold the block's first line {first!r}")
+            elif shows_output and i not in generated:
+                loose.append(f"{where}: output nobody checks: add a `<!-- console: COMMAND -->` line above it "
+                             "(then python docs/regen.py), or `<!-- pinned: tests/FILE.py -->` naming the test that holds it")
+            i = end + 1
+    assert not loose, "\n  ".join(["blocks of output that can drift:"] + loose)
