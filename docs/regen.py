@@ -22,7 +22,8 @@ or, with options, one per line:
 - The command runs in a temporary folder where ``replay demo`` ran first (a marked ``replay demo``
   shows that run's output). ``{run}`` is the demo's worst run (the id its ``replay show`` hint
   names). Leading ``NAME=value`` words set environment variables; ``replay`` and ``pytest`` run
-  with this interpreter.
+  with this interpreter, any other program only if it is a script installed beside it
+  (``sqlite-utils``).
 - ``in: repo`` runs it in the repository instead (for ``pytest tests/incidents`` and the
   committed cassettes); nothing there is written (``-p no:cacheprovider``).
 - ``keep: START .. END`` (repeatable) keeps the lines from the first line matching the regex
@@ -45,6 +46,7 @@ import difflib
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -152,7 +154,11 @@ def _argv(command: str) -> tuple[list[str], dict[str, str]]:
         return [sys.executable, "-c", "from replay.cli import cli; cli(prog_name='replay')"] + words[1:], env
     if words[0] == "pytest":
         return [sys.executable, "-m", "pytest"] + words[1:], env
-    raise RegenError(f"{command!r}: only `replay ...` and `pytest ...` commands are run")
+    beside = shutil.which(words[0], path=str(Path(sys.executable).parent))
+    if beside is None:
+        raise RegenError(f"{command!r}: only `replay`, `pytest` and the scripts installed beside this "
+                         f"interpreter ({Path(sys.executable).parent}) are run; {words[0]!r} is not there")
+    return [beside] + words[1:], env
 
 
 def run(command: str, cwd: Path) -> str:
