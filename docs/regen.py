@@ -35,8 +35,9 @@ or, with options, one per line:
 ``--check`` compares the block with a new run after normalising what changes from run to run:
 run ids, hashes and pseudonyms (by order of first appearance, so "the same id twice" is still
 checked), timestamps, paths, the width of ``===`` rules and of column padding. Durations are
-compared loosely (within 10x, anything under 10 ms counting as 10 ms): a p95 of 4,361 ms against
-a real 96 ms is drift, 96 against 114 is not. Every other figure must be equal.
+compared loosely (within 10x, anything under 50 ms counting as 50 ms, for a loaded machine): a
+p95 of 4,361 ms against a real 96 ms is drift, 96 against 114 is not. Every other figure must be
+equal.
 """
 
 from __future__ import annotations
@@ -290,7 +291,7 @@ def normalise(lines: list[str]) -> tuple[list[str], list[float]]:
 
 
 def _close(a: float, b: float) -> bool:
-    return max(a, b) <= 10 * max(min(a, b), 10.0)
+    return max(a, b) <= 10 * max(min(a, b), 50.0)
 
 
 def drift(old: list[str], new: list[str]) -> str | None:

@@ -330,17 +330,19 @@ def test_the_architecture_contracts_name_methods_and_parameters_that_exist(tmp_p
     text = ARCHITECTURE.read_text(encoding="utf-8")
     store_part = section(text, "## Store contract (`replay/store.py`)")
     store = Store(tmp_path / "replay.db")
-    wrong = [f"store.{n}" for n in sorted(set(re.findall(r"(?<![/\w])store\.(\w+)", store_part))) if not hasattr(store, n)]
+    methods = set(re.findall(r"(?<![/\w])store\.(\w+)", store_part))
+    wrong = [f"store.{n}" for n in sorted(methods) if not hasattr(store, n)]
     replay_part = section(text, "## Replay contract")
     signature = re.search(r"`replay_run\(([^`]*)\)`", replay_part, re.S)
     assert signature, "docs/ARCHITECTURE.md, section 'Replay contract', no longer shows `replay_run(...)`"
     named = {p.split("=")[0].strip() for p in signature.group(1).replace("\n", " ").split(",")} - {"*", ""}
     wrong += [f"replay_run({n}=...)" for n in sorted(named - set(inspect.signature(replay_run).parameters))]
-    assert not wrong, "docs/ARCHITECTURE.md names what does not exist (fix the contract sections):\n  " + "\n  ".join(wrong)
+    assert not wrong, ("docs/ARCHITECTURE.md names what does not exist (fix the contract sections):\n  "
+                       + "\n  ".join(wrong))
 
 
 def test_every_block_that_shows_output_is_generated_or_pinned_by_a_test(regen):
-    """A console or text block showing output has a `<!-- console: -->` marker or a `<!-- pinned: TEST -->` whose test holds its first line."""
+    """A block of output has a `<!-- console: -->` marker, or a `<!-- pinned: TEST -->` whose test holds its first line."""
     loose = []
     for doc in regen.DOCS:
         lines = doc.read_text(encoding="utf-8").splitlines()
@@ -362,7 +364,8 @@ def test_every_block_that_shows_output_is_generated_or_pinned_by_a_test(regen):
                 if not test.is_file() or first not in test.read_text(encoding="utf-8"):
                     loose.append(f"{where}: {pinned.group(1)} does not hold the block's first line {first!r}")
             elif shows_output and i not in generated:
-                loose.append(f"{where}: output nobody checks: add a `<!-- console: COMMAND -->` line above it "
-                             "(then python docs/regen.py), or `<!-- pinned: tests/FILE.py -->` naming the test that holds it")
+                loose.append(f"{where}: output nobody checks: add a `<!-- console: COMMAND -->` line above "
+                             "it (then python docs/regen.py), or `<!-- pinned: tests/FILE.py -->` naming the "
+                             "test that holds it")
             i = end + 1
     assert not loose, "\n  ".join(["blocks of output that can drift:"] + loose)
