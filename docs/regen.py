@@ -271,8 +271,9 @@ def normalise(lines: list[str]) -> tuple[list[str], list[float]]:
                 durations.append(float(m.group(1)))
                 line = line[:m.start()] + "<ms>" + line[col:]
                 break
-        header = [m.end() for m in re.finditer(r"(?<=\s)ms(?=\s)", line)]
-        if header and re.search(r"\bstep\b|\btool\b", line):
+        # a table header (no digits) with a column `ms` or `..._ms`: its right-aligned numbers vary
+        header = [m.end() for m in re.finditer(r"(?<![^\s])(?:\w+_)?ms(?=\s|$)", line)]
+        if header and not re.search(r"\d", line):
             ms_columns = header
         line = _TIME.sub("<time>", line)
         line = RUN_ID.sub(lambda m: name("run", m.group(0)), line)
