@@ -82,7 +82,9 @@ _V1 = (
     )""",
 )
 
-STEPS: tuple[str, ...] = ("0001_initial", "0002_retention_and_indexes", "0003_run_http_sha")
+STEPS: tuple[str, ...] = (
+    "0001_initial", "0002_retention_and_indexes", "0003_run_http_sha", "0004_event_concurrent_group",
+)
 
 #: The newest schema this agent-replay reads and writes.
 SCHEMA_VERSION = len(STEPS)
@@ -132,6 +134,12 @@ def _build(event_ms: int, snapshot_ms: int) -> Migrations:
         # The optional HTTP layer (replay/http.py): the snapshot of a run's HTTP interactions.
         db.execute("ALTER TABLE runs ADD COLUMN http_sha TEXT")
         _set_version(db, 3)
+
+    @migrations(name=STEPS[3])
+    def event_concurrent_group(db: Database) -> None:
+        # Parallel tool calls: the group of sibling steps in flight together (see replay/diff.py).
+        db.execute("ALTER TABLE events ADD COLUMN concurrent_group INTEGER")
+        _set_version(db, 4)
 
     return migrations
 
