@@ -88,7 +88,7 @@ class RunState:
     __slots__ = (
         "run", "recorder", "input", "steps", "tool_calls", "tokens_in", "tokens_out", "cost_usd",
         "stop_reason", "tripped", "guards", "repeats", "output", "output_type", "ended",
-        "started_ns", "session", "http", "__weakref__",
+        "started_ns", "session", "http", "levels", "group_lock", "__weakref__",
     )
 
     def __init__(self, recorder: Recorder, run: Run, input_frozen: bytes | None, guards: Guards) -> None:
@@ -110,6 +110,11 @@ class RunState:
         self.started_ns = time.perf_counter_ns()
         self.session: Any = None
         self.http: list[Any] | None = None  # the HTTP interactions of an http=True run, set at its end
+        # Concurrent groups (parallel tool calls), per parent step (None: top level):
+        # [steps in flight, current group id, members of that group, steps a model response announced].
+        # While a step is in flight its level's group cannot change, so finishing reads it there.
+        self.levels: dict[int | None, list[int]] = {}
+        self.group_lock = threading.Lock()  # tools in worker threads enter and finish at once
 
     @property
     def run_id(self) -> str:
@@ -182,6 +187,36 @@ def _error_names(exc: BaseException) -> tuple[str, str, str]:
     if code is not None:
         display += f"[{code}]"
     return display, module, cls.__qualname__
+
+
+def _tool_calls_in(response: Any) -> int:
+    """How many tool calls one model response asks for: OpenAI (``choices[0].message.tool_calls``),
+    Anthropic (``tool_use`` content blocks) and pydantic-ai (``tool-call`` parts), dicts or objects.
+
+    The calls one response issues are one concurrent group, even when they happen to run one after
+    another (a framework may run them in worker threads in any order). 0 when nothing is found.
+    """
+    try:
+        get = response.get if isinstance(response, dict) else functools.partial(getattr, response)
+        choices = get("choices", None)
+        if isinstance(choices, (list, tuple)) and choices:
+            first = choices[0]
+            msg = first.get("message") if isinstance(first, dict) else getattr(first, "message", None)
+            calls = msg.get("tool_calls") if isinstance(msg, dict) else getattr(msg, "tool_calls", None)
+            return len(calls) if isinstance(calls, (list, tuple)) else 0
+        blocks = get("content", None)
+        kind = "type"
+        if not isinstance(blocks, (list, tuple)):
+            blocks, kind = get("parts", None), "part_kind"
+        if isinstance(blocks, (list, tuple)):
+            n = 0
+            for b in blocks:
+                k = b.get(kind) if isinstance(b, dict) else getattr(b, kind, None)
+                n += k in ("tool_use", "tool-call")
+            return n
+    except Exception:  # noqa: BLE001 - an unusual response shape: no group, never an error
+        return 0
+    return 0
 
 
 def _type_name(value: Any) -> str | None:
@@ -568,7 +603,48 @@ class Recorder:
             if n > g.max_repeats:
                 self._trip(st, "loop_detected",
                            f"{spec.name} called {n} times with the same args, max_repeats={g.max_repeats}")
+        # Concurrent groups: a sibling entering while another is in flight joins its group; the
+        # calls a model response announced join one group too; else the step starts its own.
+        parent = _step.get()
+        lock = st.group_lock
+        lock.acquire()  # acquire/release: half the cost of `with` on the agent's path
+        try:
+            lv = st.levels.get(parent)
+            if lv is None:
+                lv = st.levels[parent] = [0, 0, 0, 0]
+            if lv[3] and spec.kind == "tool_result":
+                lv[3] -= 1
+                if not lv[1]:
+                    lv[1] = step_id
+            elif lv[0] and lv[1]:
+                lv[2] += 1
+                lv[3] = 0  # a model call ends what the previous response announced
+            else:
+                lv[1] = step_id
+                lv[2] = 1
+                lv[3] = 0
+            lv[0] += 1
+        finally:
+            lock.release()
         return step_id, frozen
+
+    def _step_group(self, st: RunState, spec: _ToolSpec, parent: int | None, result: Any) -> int | None:
+        """Leave the in-flight count; the step's group id, or None if no sibling ran with it."""
+        n = _tool_calls_in(result) if spec.kind == "model_result" and result is not None else 0
+        lock = st.group_lock
+        lock.acquire()
+        try:
+            lv = st.levels.get(parent)
+            if lv is None or not lv[0]:
+                return None
+            lv[0] -= 1
+            group = lv[1] if lv[2] > 1 and lv[1] else None
+            if n > 1:  # the next n tool calls at this level are one group: [.., pending id, n, n]
+                lv[1] = 0
+                lv[2] = lv[3] = n
+        finally:
+            lock.release()
+        return group
 
     def _trip(self, st: RunState, reason: str, detail: str) -> None:
         st.tripped = StopRun(reason, detail)
@@ -586,14 +662,19 @@ class Recorder:
         self, st: RunState, spec: _ToolSpec, step_id: int, parent: int | None, frozen_args: bytes,
         t0: int, result: Any = None, exc: BaseException | None = None, args_sha: str | None = None,
         error_names: tuple[str, str, str] | None = None, error_message: str | None = None,
-        output_sha: str | None = None,
+        output_sha: str | None = None, concurrent_group: int | None = None,
     ) -> None:
         """Hand one finished call to the writer.
 
         `output_sha` is set by replay for an answer taken from the recording: the recorded snapshot
-        stands for it, so the value is neither copied nor hashed again.
+        stands for it, so the value is neither copied nor hashed again. `concurrent_group` is set by
+        replay too: the recorded step's group (in the replayed run's numbering) wins over the
+        replay's own, since answers from the recording are instant and may not overlap.
         """
         dur = (time.perf_counter_ns() - t0) // 1_000_000
+        group = self._step_group(st, spec, parent, result if exc is None else None)
+        if concurrent_group is not None:
+            group = concurrent_group
         usage = None
         if spec.kind == "tool_result":
             st.tool_calls += 1
@@ -601,7 +682,7 @@ class Recorder:
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, None,
                             error_names or _error_names(exc), str(exc) if error_message is None else error_message,
                             time.time_ns() // 1_000_000, dur, None,
-                            None, args_sha, output_sha)
+                            None, args_sha, output_sha, group)
         else:
             if spec.kind == "model_result":
                 usage = self._model_usage(st, spec, result)
@@ -611,7 +692,8 @@ class Recorder:
                 if problem:
                     self._warn_encode(f"the output of {spec.name}", problem)
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, out, None, None,
-                            time.time_ns() // 1_000_000, dur, usage, _type_name(result), args_sha, output_sha)
+                            time.time_ns() // 1_000_000, dur, usage, _type_name(result), args_sha, output_sha,
+                            group)
         self._writer.submit(item)
 
     def _model_usage(self, st: RunState, spec: _ToolSpec, response: Any) -> Usage | None:

@@ -209,6 +209,8 @@ class ReplaySession:
         self.replayed_run_id: str | None = None  # set by the recorder when the agent's run begins
         self.index: dict[tuple[str, str], collections.deque[Event]] = collections.defaultdict(collections.deque)
         self.recorded_tools: dict[str, list[str]] = collections.defaultdict(list)
+        # recorded concurrent group -> its id in the replayed run (the first replayed member's step)
+        self.groups: dict[int, int] = {}
         for e in recording.steps:
             if e.tool is not None and e.args_sha is not None:
                 self.index[(e.tool, e.args_sha)].append(e)
@@ -274,12 +276,16 @@ class ReplaySession:
             rec._finish_step(st, spec, step_id, parent, frozen, t0, exc=missing, args_sha=sha)
             raise missing
         value, error, names, message = self._answer(recorded)
+        # Answers are instant, so parallel calls may not overlap in the replay: the step keeps the
+        # recorded step's group, and a bless keeps the recording's groups.
+        group = None if recorded.concurrent_group is None else self.groups.setdefault(recorded.concurrent_group, step_id)
         if error is not None:
             rec._finish_step(st, spec, step_id, parent, frozen, t0, exc=error, args_sha=sha,
-                             error_names=names, error_message=message, output_sha=recorded.output_sha)
+                             error_names=names, error_message=message, output_sha=recorded.output_sha,
+                             concurrent_group=group)
             raise error
         rec._finish_step(st, spec, step_id, parent, frozen, t0, result=value, args_sha=sha,
-                         output_sha=recorded.output_sha)
+                         output_sha=recorded.output_sha, concurrent_group=group)
         if spec.kind == "model_result":
             rec._check_budget(st)
         return value
