@@ -10,6 +10,13 @@ a longest increasing subsequence over those anchors), and only the small gaps be
 through Myers' O(ND) algorithm (difflib past 1,000 edits in one gap). Only aligned pairs whose
 output_sha differs go through deepdiff.
 
+Concurrent steps (parallel tool calls, ``Event.concurrent_group``) compare as a multiset: before
+aligning, the members of each replayed group are put in the order of their counterparts in the
+recording (the k-th call with a key on one side pairs with the k-th on the other), so a different
+interleaving inside a group is no change, while a call missing from, added to or changed in a
+group, or moved across groups, still is. A recorded group the other side ran one after another
+takes that side's order instead. Steps of other levels keep their places.
+
 Then each gap between aligned runs is classified: a removed and an added step of the same tool
 in the same gap are one changed step (args, status or error); the identical step removed in one
 place and added in another is a reordered step; the rest are extra and missing calls, each with
@@ -69,7 +76,7 @@ _KEY_FIELDS = ("kind", "tool", "args_sha", "status", "error")
 IGNORABLE_FIELDS: tuple[str, ...] = ("args_sha", "error", "kind", "output", "output_sha", "status")
 # Never compared anyway; accepted in ignore rules so that naming them is not an error.
 _NEVER_COMPARED = frozenset(
-    {"ts_ms", "duration_ms", "run_id", "step_id", "parent_step_id", "usage"}
+    {"ts_ms", "duration_ms", "run_id", "step_id", "parent_step_id", "usage", "concurrent_group"}
 )
 _USAGE_FIELDS = ("tokens_in", "tokens_out", "tokens", "cost_usd")
 # Myers is O(ND): beyond this many edits in one gap, difflib is the cheaper fallback.
@@ -339,6 +346,9 @@ class RunDiff:
     steps_before: int = 0
     steps_after: int = 0
     ignore: IgnoreRules = field(default_factory=IgnoreRules)
+    #: concurrent groups (of two steps or more) on each side, compared as multisets
+    groups_before: int = 0
+    groups_after: int = 0
 
     # -- verdict ------------------------------------------------------------------------------
 
@@ -458,6 +468,7 @@ class RunDiff:
             },
             "output_diff": self.output_diff,
             "ignore": self.ignore.to_strings(),
+            "concurrent_groups": {"before": self.groups_before, "after": self.groups_after},
         }
 
     def to_markdown(self, *, max_changes: int = 50) -> str:
@@ -735,6 +746,24 @@ class _Side:
     def orig(self, i: int) -> int:
         return i if self.pos is None else self.pos[i]
 
+    def permute(self, perm: list[int]) -> None:
+        """Put the kept steps in the order `perm` (positions in the current order)."""
+        base = self.pos if self.pos is not None else range(len(self.steps))
+        self.pos = [base[p] for p in perm]
+        self.steps = [self.steps[p] for p in perm]
+        if self._dicts is not None:
+            self._dicts = [self._dicts[p] for p in perm]
+
+    def groups(self) -> dict[int, list[int]]:
+        """Concurrent group id -> positions of its members (groups of two steps or more)."""
+        col = self.column("concurrent_group")
+        if not any(col):
+            return {}
+        out: dict[int, list[int]] = {}
+        for i in compress(range(len(col)), col):
+            out.setdefault(col[i], []).append(i)
+        return {g: m for g, m in out.items() if len(m) > 1}
+
     def prepare(self, events: Iterable[Event]) -> None:
         """Index the (tool, args_sha) calls that the extra / missing calls `events` make.
 
@@ -789,6 +818,46 @@ class _Differ:
         self.rb = _Side(replayed, rules)
         self.key_fields = tuple(f for f in _KEY_FIELDS if f not in rules.fields)
         self._ddkw = rules._deepdiff_kwargs()
+        self.groups_a = self.ra.groups()
+        self.groups_b = self.rb.groups()
+        if self.groups_a or self.groups_b:
+            self._order_groups()
+
+    def _order_groups(self) -> None:
+        """Order the members of concurrent groups so that both sides agree where they can.
+
+        When both sides have groups (a replay keeps the recorded ones), each group's members are
+        sorted by their key: the same multiset gives the same block, and a missing or extra
+        member only leaves or joins its own block. When only one side has groups (a run recorded
+        without them, or one whose calls happened not to overlap), its groups take the other
+        side's order: each step pairs with the k-th step of the same key there. Only members
+        move, into the positions their group occupies.
+        """
+        ra, rb = self.ra, self.rb
+        if self.groups_a and self.groups_b:
+            for side, groups in ((ra, self.groups_a), (rb, self.groups_b)):
+                keys = side.column(*self.key_fields, "output_sha")
+                perm = list(range(len(keys)))
+                for members in groups.values():
+                    ordered = sorted(members, key=lambda i: (_sortable(keys[i]), i))
+                    for slot, i in zip(members, ordered):
+                        perm[slot] = i
+                side.permute(perm)
+            return
+        lead, follow, groups = (rb, ra, self.groups_a) if self.groups_a else (ra, rb, self.groups_b)
+        kf = self.key_fields if len(self.key_fields) > 1 else (*self.key_fields, "kind")
+        where: dict[Any, deque[int]] = defaultdict(deque)
+        for j, k in enumerate(lead.column(*kf)):
+            where[k].append(j)
+        keys = follow.column(*kf)
+        big = len(keys) + len(where)
+        perm = list(range(len(keys)))
+        for members in groups.values():
+            partner = {i: (q.popleft() if (q := where.get(keys[i])) else big) for i in members}
+            ordered = sorted(members, key=lambda i: (partner[i], i))
+            for slot, i in zip(members, ordered):
+                perm[slot] = i
+        follow.permute(perm)
 
     def run(self) -> RunDiff:
         ra, rb, rules = self.ra, self.rb, self.rules
@@ -825,6 +894,8 @@ class _Differ:
             steps_before=len(ra.trace.steps),
             steps_after=len(rb.trace.steps),
             ignore=rules,
+            groups_before=len(self.groups_a),
+            groups_after=len(self.groups_b),
         )
 
     # -- deepdiff --------------------------------------------------------------------------
@@ -924,6 +995,8 @@ class _Differ:
             else:
                 missing.append((i, coord_a))
         extra = [(j, c) for j, c in left_b if j not in moved_b]
+        if missing and extra and self.groups_a:
+            missing, extra = self._pair_in_groups(blocks, missing, extra, found)
         if not (missing or extra):
             return
         unmatched = [sa[i] for i, _ in missing] + [sb[j] for j, _ in extra]
@@ -931,6 +1004,50 @@ class _Differ:
         self.rb.prepare(unmatched)
         found.extend((coord, self._missing(i, coord)) for i, coord in missing)
         found.extend((coord, self._extra(j, coord)) for j, coord in extra)
+
+    def _pair_in_groups(
+        self,
+        blocks: list[Block],
+        missing: list[tuple[int, int]],
+        extra: list[tuple[int, int]],
+        found: list[tuple[int, StepChange]],
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """A recorded group member missing and a call of the same tool next to where the rest of
+        its group landed in the replay are one changed step (the replay may have run the changed
+        call outside the group: a call the recording cannot answer keeps no recorded group)."""
+        sa, sb = self.ra.steps, self.rb.steps
+        ga = self.ra.column("concurrent_group")
+        wanted = {ga[i] for i, _ in missing if ga[i] in self.groups_a}
+        if not wanted:
+            return missing, extra
+        members: dict[int, list[int]] = defaultdict(list)
+        for k in compress(range(len(ga)), map(wanted.__contains__, ga)):
+            members[ga[k]].append(k)
+        starts = [i for i, _, _ in blocks]
+
+        def aligned(k: int) -> int | None:
+            t = bisect_left(starts, k + 1) - 1
+            if t >= 0:
+                i0, j0, n = blocks[t]
+                if k < i0 + n:
+                    return j0 + (k - i0)
+            return None
+
+        free = {j: c for j, c in extra}
+        still: list[tuple[int, int]] = []
+        for i, coord in missing:
+            g = ga[i]
+            span = [b for k in members.get(g, ()) if k != i and (b := aligned(k)) is not None]
+            match = None
+            if span:
+                lo, hi = min(span) - 1, max(span) + 1
+                want = (sa[i].kind, sa[i].tool)
+                match = next((j for j in sorted(free) if lo <= j <= hi and (sb[j].kind, sb[j].tool) == want), None)
+            if match is None:
+                still.append((i, coord))
+                continue
+            found.append((min(coord, free.pop(match)), self._paired(i, match, False)))
+        return still, [(j, c) for j, c in extra if j in free]
 
     def _paired(self, i: int, j: int, same_key: bool) -> StepChange:
         if same_key:
@@ -1034,6 +1151,11 @@ class _Differ:
             "missing_call", e, None, oi, None, nearest=near_ev, nearest_index=near_orig,
             detail=detail, note=note,
         )
+
+
+def _sortable(key: tuple[Any, ...]) -> tuple[str, ...]:
+    """A key tuple that sorts (None as the empty string)."""
+    return tuple("" if v is None else str(v) for v in key)
 
 
 def _h(sha: str | None) -> str:
