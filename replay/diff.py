@@ -1238,7 +1238,19 @@ def _ddiff_lines(dd: Mapping[str, Any]) -> list[str]:
     return out or ["changed"]
 
 
+#: marks a step of a concurrent group (parallel calls, compared as a set) in reports
+GROUP_MARK = "∥"
+
+
+def _grouped(c: StepChange) -> bool:
+    return any(e is not None and e.concurrent_group is not None for e in (c.recorded, c.replayed))
+
+
 def _step_label(c: StepChange) -> str:
+    return _step_label_plain(c) + (f" {GROUP_MARK}" if _grouped(c) else "")
+
+
+def _step_label_plain(c: StepChange) -> str:
     r, p = c.recorded_index, c.replayed_index
     if c.kind == "extra_call":
         return f"step {(p or 0) + 1}"
@@ -1247,6 +1259,13 @@ def _step_label(c: StepChange) -> str:
     if r is None or r == p:
         return f"step {(r if r is not None else p) + 1}"
     return f"step {r + 1}→{p + 1}"
+
+
+def _groups_line(d: RunDiff) -> str | None:
+    if not (d.groups_before or d.groups_after):
+        return None
+    return (f"concurrent groups: {d.groups_before} recorded, {d.groups_after} replayed, "
+            f"each compared as a set ({GROUP_MARK} marks their steps)")
 
 
 def _short_tool(tool: str | None, limit: int) -> str:
@@ -1268,7 +1287,8 @@ def _describe(
         status += f" {e.error}"
     tail = f"  out {_h(e.output_sha)}" if out else ""
     tool = _short_tool(e.tool, tw)
-    return f"{label}  step {index + 1}  {tool}  args {_h(e.args_sha)}  {status}{tail}"
+    mark = f" {GROUP_MARK}" if e.concurrent_group is not None else ""
+    return f"{label}  step {index + 1}{mark}  {tool}  args {_h(e.args_sha)}  {status}{tail}"
 
 
 def _change_line(c: StepChange, tw: int) -> str:
@@ -1358,6 +1378,9 @@ def _render_text(d: RunDiff, *, width: int, st: _Style, max_changes: int) -> str
             add("  " + _change_line(c, tw), style)
         if len(d.changes) > max_changes:
             add(f"  … and {len(d.changes) - max_changes} more", "dim")
+    groups = _groups_line(d)
+    if groups is not None:
+        add(groups, "dim")
     if d.stop_reason_changed:
         add(f"stop reason: {d.stop_reason_before} -> {d.stop_reason_after}", "red")
     else:
@@ -1419,6 +1442,9 @@ def _render_markdown(d: RunDiff, *, max_changes: int) -> str:
             )
         if len(d.changes) > max_changes:
             out.append(f"| | | | | … and {len(d.changes) - max_changes} more |")
+    groups = _groups_line(d)
+    if groups is not None:
+        out += ["", groups[:1].upper() + groups[1:] + "."]
     dt = d.tool_calls_after - d.tool_calls_before
     out += [
         "",

@@ -668,13 +668,13 @@ class Recorder:
 
         `output_sha` is set by replay for an answer taken from the recording: the recorded snapshot
         stands for it, so the value is neither copied nor hashed again. `concurrent_group` is set by
-        replay too: the recorded step's group (in the replayed run's numbering) wins over the
-        replay's own, since answers from the recording are instant and may not overlap.
+        replay too: the recorded step's group in the replayed run's numbering (0: it had none)
+        replaces the replay's own, since answers from the recording are instant.
         """
         dur = (time.perf_counter_ns() - t0) // 1_000_000
         group = self._step_group(st, spec, parent, result if exc is None else None)
         if concurrent_group is not None:
-            group = concurrent_group
+            group = concurrent_group or None
         usage = None
         if spec.kind == "tool_result":
             st.tool_calls += 1

@@ -276,9 +276,10 @@ class ReplaySession:
             rec._finish_step(st, spec, step_id, parent, frozen, t0, exc=missing, args_sha=sha)
             raise missing
         value, error, names, message = self._answer(recorded)
-        # Answers are instant, so parallel calls may not overlap in the replay: the step keeps the
-        # recorded step's group, and a bless keeps the recording's groups.
-        group = None if recorded.concurrent_group is None else self.groups.setdefault(recorded.concurrent_group, step_id)
+        # Answers are instant, so parallel calls may not overlap in the replay (and sequential ones
+        # may): a step answered from the recording takes the recorded step's group (0: none), in
+        # the replayed run's numbering, and a bless keeps the recording's groups.
+        group = 0 if recorded.concurrent_group is None else self.groups.setdefault(recorded.concurrent_group, step_id)
         if error is not None:
             rec._finish_step(st, spec, step_id, parent, frozen, t0, exc=error, args_sha=sha,
                              error_names=names, error_message=message, output_sha=recorded.output_sha,
