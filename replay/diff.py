@@ -836,13 +836,19 @@ class _Differ:
         ra, rb = self.ra, self.rb
         if self.groups_a and self.groups_b:
             for side, groups in ((ra, self.groups_a), (rb, self.groups_b)):
-                keys = side.column(*self.key_fields, "output_sha")
-                perm = list(range(len(keys)))
+                steps = side.steps
+                perm = list(range(len(steps)))
+                moved = False
                 for members in groups.values():
-                    ordered = sorted(members, key=lambda i: (_sortable(keys[i]), i))
-                    for slot, i in zip(members, ordered):
-                        perm[slot] = i
-                side.permute(perm)
+                    # (tool, args_sha, output_sha) orders any multiset the same way on both sides;
+                    # steps equal on all three are interchangeable.
+                    ordered = sorted(members, key=lambda i: _member_key(steps[i]))
+                    if ordered != members:
+                        moved = True
+                        for slot, i in zip(members, ordered):
+                            perm[slot] = i
+                if moved:
+                    side.permute(perm)
             return
         lead, follow, groups = (rb, ra, self.groups_a) if self.groups_a else (ra, rb, self.groups_b)
         kf = self.key_fields if len(self.key_fields) > 1 else (*self.key_fields, "kind")
@@ -1153,9 +1159,9 @@ class _Differ:
         )
 
 
-def _sortable(key: tuple[Any, ...]) -> tuple[str, ...]:
-    """A key tuple that sorts (None as the empty string)."""
-    return tuple("" if v is None else str(v) for v in key)
+def _member_key(e: Event) -> tuple[str, str, str]:
+    """How members of a concurrent group are sorted (None as the empty string)."""
+    return (e.tool or "", e.args_sha or "", e.output_sha or "")
 
 
 def _h(sha: str | None) -> str:
