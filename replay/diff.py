@@ -57,6 +57,7 @@ __all__ = [
     "StepChange",
     "Trace",
     "diff_traces",
+    "step_signature",
 ]
 
 #: Every `StepChange.kind`, in the order reports count them.
@@ -1157,6 +1158,31 @@ class _Differ:
             "missing_call", e, None, oi, None, nearest=near_ev, nearest_index=near_orig,
             detail=detail, note=note,
         )
+
+
+def step_signature(steps: Iterable[Event]) -> tuple[Any, ...]:
+    """A hashable summary of a step sequence in which each concurrent group is a multiset.
+
+    Each step is its (kind, tool, args_sha, status, error); the steps of a concurrent group of
+    two or more become one sorted tuple at the place of the group's first step. Runs whose only
+    differences are the order inside concurrent groups (and group numbering) get equal
+    signatures: what a flakiness check counts as one distinct step sequence.
+    """
+    items = list(steps)
+    sizes = Counter(e.concurrent_group for e in items if e.concurrent_group is not None)
+    out: list[Any] = []
+    slot: dict[int, list[tuple[str, ...]]] = {}
+    for e in items:
+        key = (e.kind, e.tool or "", e.args_sha or "", e.status or "", e.error or "")
+        g = e.concurrent_group
+        if g is None or sizes[g] < 2:
+            out.append(key)
+        elif g in slot:
+            slot[g].append(key)
+        else:
+            slot[g] = [key]
+            out.append(slot[g])
+    return tuple(("group", tuple(sorted(x))) if isinstance(x, list) else x for x in out)
 
 
 def _member_key(e: Event) -> tuple[str, str, str]:

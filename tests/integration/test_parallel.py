@@ -318,3 +318,27 @@ def test_a_dropped_parallel_call_in_a_thread_pool_is_caught(tmp_path: Path) -> N
     assert [(c.kind, c.tool) for c in d.changes] == [("missing_call", "search"), ("args_changed", "charge")]
     store.close()
     rec.close()
+
+
+def test_replay_show_brackets_a_concurrent_group(tmp_path: Path) -> None:
+    """`replay show` draws a bracket over the steps of a group and counts the groups; --json has the field."""
+    import json
+
+    from click.testing import CliRunner
+
+    from replay.cli import cli
+
+    rec = Recorder(tmp_path / "p.db")
+    barrier: list[threading.Barrier | None] = [threading.Barrier(2, timeout=10)]
+    handle = _pool_agent(rec, random.Random(4), barrier)
+    (rid,) = _record(rec, handle, [(["x", "y"],)])
+    rec.close()
+    out = CliRunner().invoke(cli, ["show", rid, "--db", str(tmp_path / "p.db")])
+    assert out.exit_code == 0, out.output
+    rows = [line.split() for line in out.output.splitlines() if line.strip()[:1].isdigit()]
+    assert [r[2:4] for r in rows[:2]] == [["┌", "search"], ["│", "search"]], out.output
+    assert rows[2][2] == "charge"  # ran alone: no bracket
+    assert "concurrent  1 group(s) of parallel calls" in out.output
+    data = json.loads(CliRunner().invoke(cli, ["show", rid, "--db", str(tmp_path / "p.db"), "--json"]).output)
+    assert [e["concurrent_group"] for e in data["events"] if e["step_id"]] == [1, 1, None]
+

@@ -227,6 +227,7 @@ def test_version_1_file_is_migrated_and_keeps_its_data(db_path: Path) -> None:
     assert run.usage == Usage(tokens_in=5, tokens_out=2, cost_usd=0.1, tool_calls=1)
     assert [e.kind for e in events] == ["run_start", "tool_result", "stop"]
     assert events[1].output_sha == "bbbbbbbbbbbbbbbbbbbbbbbb"
+    assert events[1].concurrent_group is None  # schema 4 adds the column empty
     assert snap == (b'{"ok":true}', "dict", False)
     assert expires == [1780000000000 + 30 * DAY, 1780000000500 + 30 * DAY, 1780000000900 + 30 * DAY]
     assert {"runs_started", "runs_agent", "runs_stop_reason"} <= indexes

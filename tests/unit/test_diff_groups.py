@@ -144,3 +144,33 @@ def test_without_groups_the_order_counts_as_before() -> None:
     d = diff_traces(trace(plain), trace([plain[0], plain[2], plain[1], *plain[3:]], run_id="r_new"))
     assert kinds(d) == ["reordered"]
     assert (d.groups_before, d.groups_after) == (0, 0)
+
+
+def test_step_signature_treats_a_group_as_a_set() -> None:
+    """Two runs that differ only inside a concurrent group share a signature; a reordering across groups does not."""
+    from replay.diff import step_signature
+
+    base = step_signature(trace(REC).steps)
+    swapped = [REC[0], REC[3], REC[1], REC[2], REC[4], REC[5]]
+    assert step_signature(trace(swapped, run_id="r_new", group_base=40).steps) == base
+    across = [REC[0], REC[5], REC[1], REC[2], REC[3], REC[4]]
+    assert step_signature(trace(across, run_id="r_new").steps) != base
+    dropped = [REC[0], REC[1], REC[3], REC[4], REC[5]]
+    assert step_signature(trace(dropped, run_id="r_new").steps) != base
+    assert len({base, step_signature(trace(swapped, run_id="r_new").steps)}) == 1  # hashable: countable
+
+
+def test_text_and_markdown_mark_grouped_steps_and_count_groups() -> None:
+    """The text and Markdown reports mark a change inside a group with ∥ and say groups compare as sets."""
+    from replay.diff import GROUP_MARK
+
+    specs = [REC[0], REC[3], REC[1], REC[4], REC[5]]  # one search dropped from the group
+    d = diff_traces(trace(REC), trace(specs, run_id="r_new", group_base=50))
+    text = d.to_text(color=False)
+    assert f"- step 3 {GROUP_MARK}  search" in text
+    assert "concurrent groups: 1 recorded, 1 replayed, each compared as a set" in text
+    md = d.to_markdown()
+    assert f"| 3 {GROUP_MARK} |" in md and "Concurrent groups: 1 recorded" in md
+    assert d.to_json()["concurrent_groups"] == {"before": 1, "after": 1}
+    plain = diff_traces(trace([(t, a) for t, a, *_ in REC]), trace([(t, a) for t, a, *_ in REC], run_id="r_new"))
+    assert GROUP_MARK not in plain.to_text(color=False) and "concurrent" not in plain.to_markdown()
