@@ -88,7 +88,7 @@ class RunState:
     __slots__ = (
         "run", "recorder", "input", "steps", "tool_calls", "tokens_in", "tokens_out", "cost_usd",
         "stop_reason", "tripped", "guards", "repeats", "output", "output_type", "ended",
-        "started_ns", "session", "http", "levels", "group_lock", "__weakref__",
+        "started_ns", "session", "http", "levels", "marks", "group_lock", "__weakref__",
     )
 
     def __init__(self, recorder: Recorder, run: Run, input_frozen: bytes | None, guards: Guards) -> None:
@@ -111,9 +111,12 @@ class RunState:
         self.session: Any = None
         self.http: list[Any] | None = None  # the HTTP interactions of an http=True run, set at its end
         # Concurrent groups (parallel tool calls), per parent step (None: top level):
-        # [steps in flight, current group id, members of that group, steps a model response announced].
-        # While a step is in flight its level's group cannot change, so finishing reads it there.
-        self.levels: dict[int | None, list[int]] = {}
+        # [dict of the step ids in flight (an ordered set); model-announced calls still to come;
+        #  their group id]. `marks`: step id -> group, set for the steps in flight when a sibling
+        # finishes while they run. Entering and a lone step finishing use only atomic dict
+        # operations; the lock is taken only when steps really overlap (or a model announced some).
+        self.levels: dict[int | None, list[Any]] = {}
+        self.marks: dict[int, int] = {}
         self.group_lock = threading.Lock()  # tools in worker threads enter and finish at once
 
     @property
@@ -603,47 +606,65 @@ class Recorder:
             if n > g.max_repeats:
                 self._trip(st, "loop_detected",
                            f"{spec.name} called {n} times with the same args, max_repeats={g.max_repeats}")
-        # Concurrent groups: a sibling entering while another is in flight joins its group; the
-        # calls a model response announced join one group too; else the step starts its own.
-        parent = _step.get()
-        lock = st.group_lock
-        lock.acquire()  # acquire/release: half the cost of `with` on the agent's path
-        try:
-            lv = st.levels.get(parent)
-            if lv is None:
-                lv = st.levels[parent] = [0, 0, 0, 0]
-            if lv[3] and spec.kind == "tool_result":
-                lv[3] -= 1
-                if not lv[1]:
-                    lv[1] = step_id
-            elif lv[0] and lv[1]:
-                lv[2] += 1
-                lv[3] = 0  # a model call ends what the previous response announced
-            else:
-                lv[1] = step_id
-                lv[2] = 1
-                lv[3] = 0
-            lv[0] += 1
-        finally:
-            lock.release()
+        self._group_enter(st, spec, step_id)
         return step_id, frozen
 
-    def _step_group(self, st: RunState, spec: _ToolSpec, parent: int | None, result: Any) -> int | None:
-        """Leave the in-flight count; the step's group id, or None if no sibling ran with it."""
-        n = _tool_calls_in(result) if spec.kind == "model_result" and result is not None else 0
-        lock = st.group_lock
-        lock.acquire()
+    def _group_enter(self, st: RunState, spec: _ToolSpec, step_id: int) -> None:
+        """Count the step in flight at its level (its group is settled when steps finish).
+
+        The tool calls a model response announced join that response's group here.
+        """
+        parent = _step.get()
         try:
-            lv = st.levels.get(parent)
-            if lv is None or not lv[0]:
-                return None
-            lv[0] -= 1
-            group = lv[1] if lv[2] > 1 and lv[1] else None
-            if n > 1:  # the next n tool calls at this level are one group: [.., pending id, n, n]
-                lv[1] = 0
-                lv[2] = lv[3] = n
-        finally:
-            lock.release()
+            lv = st.levels[parent]
+        except KeyError:  # the first step at this level
+            lv = st.levels.setdefault(parent, [{}, 0, 0])
+        lv[0][step_id] = None
+        if lv[1]:
+            with st.group_lock:
+                if spec.kind != "tool_result":
+                    lv[1] = 0  # a model call ends what the previous response announced
+                elif lv[1]:
+                    lv[1] -= 1
+                    if not lv[2]:
+                        lv[2] = step_id
+                    st.marks[step_id] = lv[2]
+
+    def _step_group(self, st: RunState, spec: _ToolSpec, parent: int | None, step_id: int,
+                    result: Any) -> int | None:
+        """Leave the in-flight steps; the step's concurrent group, or None if it ran alone.
+
+        A step that finishes while siblings are in flight puts them all in one group: its own
+        (from an earlier overlap), one of theirs, else the earliest one's step id. A step that
+        finishes alone is grouped only if one of those marked it. Groups are thus the connected
+        runs of overlapping siblings, named by their first step.
+        """
+        marks = st.marks
+        lv = st.levels.get(parent)
+        if lv is None:
+            return marks.pop(step_id, None)
+        q = lv[0]  # subscripting, not calls, on the common path
+        if len(q) > 1:
+            with st.group_lock:
+                flying = list(q)  # one C-level copy: others may enter meanwhile
+                group = marks.get(step_id)
+                others = [j for j in flying if j != step_id]
+                if group is None:
+                    group = next((marks[j] for j in others if j in marks), None) or min(flying)
+                for j in others:
+                    marks[j] = group
+                marks.pop(step_id, None)
+        else:
+            group = marks.pop(step_id, None)
+        try:
+            del q[step_id]
+        except KeyError:  # not counted at this level (it entered under another parent)
+            pass
+        if spec.kind == "model_result" and result is not None:
+            n = _tool_calls_in(result)
+            if n > 1:  # the next n tool calls at this level are one group, named by the first
+                with st.group_lock:
+                    lv[1], lv[2] = n, 0
         return group
 
     def _trip(self, st: RunState, reason: str, detail: str) -> None:
@@ -672,7 +693,7 @@ class Recorder:
         replaces the replay's own, since answers from the recording are instant.
         """
         dur = (time.perf_counter_ns() - t0) // 1_000_000
-        group = self._step_group(st, spec, parent, result if exc is None else None)
+        group = self._step_group(st, spec, parent, step_id, result if exc is None else None)
         if concurrent_group is not None:
             group = concurrent_group or None
         usage = None

@@ -342,3 +342,70 @@ def test_replay_show_brackets_a_concurrent_group(tmp_path: Path) -> None:
     data = json.loads(CliRunner().invoke(cli, ["show", rid, "--db", str(tmp_path / "p.db"), "--json"]).output)
     assert [e["concurrent_group"] for e in data["events"] if e["step_id"]] == [1, 1, None]
 
+
+
+def test_sequential_and_nested_calls_get_no_group_and_overlaps_chain_into_one(tmp_path: Path) -> None:
+    """Calls one after another get no group; a chain of overlapping calls is one group; a tool's
+    own sub-calls are grouped at their level only; a model call ends what a response announced."""
+    rec = Recorder(tmp_path / "s.db")
+    gate = {"a": threading.Event(), "b": threading.Event()}
+
+    @rec.tool("leaf")
+    def leaf(n: int) -> int:
+        return n
+
+    inner_barrier = threading.Barrier(2, timeout=10)
+
+    @rec.tool("inner")
+    def inner(k: int) -> int:
+        inner_barrier.wait()
+        return k
+
+    @rec.tool("outer")
+    def outer(n: int) -> list:
+        with ThreadPoolExecutor(2) as pool:  # two sub-calls in flight together, inside this step
+            return list(pool.map(replay.propagate(inner), [n, n + 1]))
+
+    @rec.tool("slow")
+    def slow(name: str, wait_for: str | None, release: str | None) -> str:
+        if release:
+            gate[release].set()
+        if wait_for:
+            gate[wait_for].wait(10)
+        return name
+
+    @rec.model("llm")
+    def llm(calls: int) -> dict:
+        return {"choices": [{"message": {"tool_calls": [{"id": i} for i in range(calls)]}}]}
+
+    @rec.agent("mixed")
+    def handle() -> str:
+        leaf(1)
+        leaf(2)  # 1-2: one after another
+        outer(10)  # 3, its sub-calls 4-5
+        # A chain: x runs until y starts, y until z starts; x ends before z starts (no direct overlap).
+        with ThreadPoolExecutor(3) as pool:
+            fx = pool.submit(replay.propagate(slow), "x", "a", None)
+            fy = pool.submit(replay.propagate(slow), "y", "b", "a")
+            fx.result()  # x is done before z starts
+            fz = pool.submit(replay.propagate(slow), "z", None, "b")
+            fy.result(), fz.result()
+        llm(2)
+        leaf(3)
+        llm(0)  # a model call before the second announced call: that announcement ends
+        leaf(4)
+        return "ok"
+
+    handle()
+    rec.flush()
+    store = rec.open_store()
+    ev = {e.step_id: e for e in store.events(rec.last_run_id) if e.step_id}
+    store.close()
+    rec.close()
+    assert [ev[i].concurrent_group for i in (1, 2, 3)] == [None, None, None]
+    assert ev[4].parent_step_id == ev[5].parent_step_id == 3 and ev[4].concurrent_group == ev[5].concurrent_group == 4
+    chain = sorted((e for e in ev.values() if e.tool == "slow"), key=lambda e: e.step_id)
+    assert len({e.concurrent_group for e in chain}) == 1 and chain[0].concurrent_group == chain[0].step_id
+    after = [e for e in sorted(ev.values(), key=lambda e: e.step_id) if e.step_id > chain[-1].step_id]
+    assert [(e.tool, e.concurrent_group) for e in after] == [
+        ("llm", None), ("leaf", after[1].step_id), ("llm", None), ("leaf", None)]
