@@ -1,7 +1,9 @@
 """The Recorder: decorators and a context manager that record every run of an agent.
 
 The agent's own path per call stays a few microseconds: read a contextvar, count the step,
-freeze args and output (orjson bytes), append to the writer's queue. Redaction, hashing and
+note it in flight at its level (steps that overlap a sibling, or that one model response
+announced, share a concurrent group), freeze args and output (orjson bytes), append to the
+writer's queue. Redaction, hashing and
 storage happen on the writer thread (see `replay.writer`). Recording never breaks the agent:
 a tool's exception is re-raised as the same object, and a failing store only counts drops.
 """
