@@ -608,64 +608,55 @@ class Recorder:
             if n > g.max_repeats:
                 self._trip(st, "loop_detected",
                            f"{spec.name} called {n} times with the same args, max_repeats={g.max_repeats}")
-        self._group_enter(st, spec, step_id)
+        if self._track_groups:
+            # Concurrent groups: note the step in flight at its level (inline: this runs on every
+            # call); its group is settled when steps finish (`_settle_group`).
+            parent = _step.get()
+            try:
+                lv = st.levels[parent]
+            except KeyError:  # the first step at this level
+                lv = st.levels.setdefault(parent, [{}, 0, 0])
+            lv[0][step_id] = None
+            if lv[1]:
+                self._announced(st, spec, lv, step_id)
         return step_id, frozen
 
-    def _group_enter(self, st: RunState, spec: _ToolSpec, step_id: int) -> None:
-        """Count the step in flight at its level (its group is settled when steps finish).
+    #: concurrent-group bookkeeping on; the benchmark turns it off to measure what it costs
+    _track_groups = True
 
-        The tool calls a model response announced join that response's group here.
-        """
-        parent = _step.get()
-        try:
-            lv = st.levels[parent]
-        except KeyError:  # the first step at this level
-            lv = st.levels.setdefault(parent, [{}, 0, 0])
-        lv[0][step_id] = None
-        if lv[1]:
-            with st.group_lock:
-                if spec.kind != "tool_result":
-                    lv[1] = 0  # a model call ends what the previous response announced
-                elif lv[1]:
-                    lv[1] -= 1
-                    if not lv[2]:
-                        lv[2] = step_id
-                    st.marks[step_id] = lv[2]
+    def _announced(self, st: RunState, spec: _ToolSpec, lv: list[Any], step_id: int) -> None:
+        """A step entering after a model response announced tool calls: those join one group."""
+        with st.group_lock:
+            if spec.kind != "tool_result":
+                lv[1] = 0  # a model call ends what the previous response announced
+            elif lv[1]:
+                lv[1] -= 1
+                if not lv[2]:
+                    lv[2] = step_id
+                st.marks[step_id] = lv[2]
 
-    def _step_group(self, st: RunState, spec: _ToolSpec, parent: int | None, step_id: int,
-                    result: Any) -> int | None:
-        """Leave the in-flight steps; the step's concurrent group, or None if it ran alone.
-
-        A step that finishes while siblings are in flight puts them all in one group: its own
+    def _settle_group(self, st: RunState, spec: _ToolSpec, lv: list[Any], step_id: int,
+                      result: Any) -> int | None:
+        """A step finishing while siblings are in flight puts them all in one group: its own
         (from an earlier overlap), one of theirs, else the earliest one's step id. A step that
         finishes alone is grouped only if one of those marked it. Groups are thus the connected
-        runs of overlapping siblings, named by their first step.
-        """
+        runs of overlapping siblings, named by their first step. A model response that announces
+        several tool calls makes them one group (see `_announced`)."""
         marks = st.marks
-        lv = st.levels.get(parent)
-        if lv is None:
-            return marks.pop(step_id, None)
-        q = lv[0]  # subscripting, not calls, on the common path
-        if len(q) > 1:
-            with st.group_lock:
-                flying = list(q)  # one C-level copy: others may enter meanwhile
-                group = marks.get(step_id)
-                others = [j for j in flying if j != step_id]
+        q = lv[0]
+        with st.group_lock:
+            flying = list(q)  # one C-level copy: others may enter meanwhile
+            group = marks.pop(step_id, None)
+            others = [j for j in flying if j != step_id]
+            if others:
                 if group is None:
                     group = next((marks[j] for j in others if j in marks), None) or min(flying)
                 for j in others:
                     marks[j] = group
-                marks.pop(step_id, None)
-        else:
-            group = marks.pop(step_id, None)
-        try:
-            del q[step_id]
-        except KeyError:  # not counted at this level (it entered under another parent)
-            pass
-        if spec.kind == "model_result" and result is not None:
-            n = _tool_calls_in(result)
-            if n > 1:  # the next n tool calls at this level are one group, named by the first
-                with st.group_lock:
+            q.pop(step_id, None)
+            if spec.kind == "model_result" and result is not None:
+                n = _tool_calls_in(result)
+                if n > 1:  # the next n tool calls at this level are one group, named by the first
                     lv[1], lv[2] = n, 0
         return group
 
@@ -695,7 +686,22 @@ class Recorder:
         replaces the replay's own, since answers from the recording are instant.
         """
         dur = (time.perf_counter_ns() - t0) // 1_000_000
-        group = self._step_group(st, spec, parent, step_id, result if exc is None else None)
+        # Leave the in-flight steps (inline, this runs on every call): a step that ran alone and
+        # is no model call costs a few dict operations and no lock; the rest is `_settle_group`.
+        group = None
+        if self._track_groups:
+            lv = st.levels.get(parent)
+            if lv is not None:
+                q = lv[0]
+                if len(q) > 1 or spec.kind == "model_result":
+                    group = self._settle_group(st, spec, lv, step_id, result if exc is None else None)
+                else:
+                    if st.marks:
+                        group = st.marks.pop(step_id, None)
+                    try:
+                        del q[step_id]
+                    except KeyError:  # not counted at this level (it entered under another parent)
+                        pass
         if concurrent_group is not None:
             group = concurrent_group or None
         usage = None
