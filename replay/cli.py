@@ -136,6 +136,7 @@ def show(run_id: str, db: str, full: bool, as_json: bool) -> None:
     ]
     rows = []
     sizes: dict[int, int] = {}
+    opened: set[int] = set()
     for e in steps:
         if e.concurrent_group is not None:
             sizes[e.concurrent_group] = sizes.get(e.concurrent_group, 0) + 1
@@ -144,7 +145,8 @@ def show(run_id: str, db: str, full: bool, as_json: bool) -> None:
         # Parallel calls: a bracket over the steps of one concurrent group (compared as a set).
         group = e.concurrent_group if sizes.get(e.concurrent_group or 0, 0) > 1 else None
         if group is not None:
-            indent += "┌ " if e.step_id == group else "│ "
+            indent += "│ " if group in opened else "┌ "
+            opened.add(group)
         rows.append([
             str(e.step_id), "model" if e.kind == "model_result" else "tool", indent + (e.tool or "-"),
             _short(e.args_sha, full), e.status or "-", e.error or "", str(e.duration_ms or 0),
