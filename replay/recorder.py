@@ -690,7 +690,10 @@ class Recorder:
         # is no model call costs a few dict operations and no lock; the rest is `_settle_group`.
         group = None
         if self._track_groups:
-            lv = st.levels.get(parent)
+            try:
+                lv = st.levels[parent]
+            except KeyError:  # never entered at this level (a parent reset elsewhere)
+                lv = None
             if lv is not None:
                 q = lv[0]
                 if len(q) > 1 or spec.kind == "model_result":
