@@ -172,6 +172,11 @@ def cassette_from_replay(result: Any) -> Cassette:
 def dump_cassette(cassette: Cassette) -> str:
     """The cassette as sorted, indented JSON text (stable across exports)."""
     data = cassette.model_dump(mode="json")
+    for event in data["events"]:
+        # Added with parallel tool calls: left out when unset, so a cassette without concurrent
+        # steps keeps the bytes it had before the field existed (and older readers load it).
+        if event.get("concurrent_group") is None:
+            event.pop("concurrent_group", None)
     return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 

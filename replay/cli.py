@@ -159,8 +159,18 @@ def show(run_id: str, db: str, full: bool, as_json: bool) -> None:
         "",
     ]
     rows = []
+    sizes: dict[int, int] = {}
+    opened: set[int] = set()
+    for e in steps:
+        if e.concurrent_group is not None:
+            sizes[e.concurrent_group] = sizes.get(e.concurrent_group, 0) + 1
     for e in steps:
         indent = "  " if e.parent_step_id is not None else ""
+        # Parallel calls: a bracket over the steps of one concurrent group (compared as a set).
+        group = e.concurrent_group if sizes.get(e.concurrent_group or 0, 0) > 1 else None
+        if group is not None:
+            indent += "│ " if group in opened else "┌ "
+            opened.add(group)
         rows.append([
             str(e.step_id), "model" if e.kind == "model_result" else "tool", indent + (e.tool or "-"),
             _short(e.args_sha, full), e.status or "-", e.error or "", str(e.duration_ms or 0),
@@ -178,6 +188,9 @@ def show(run_id: str, db: str, full: bool, as_json: bool) -> None:
         total = sum(http.values())
         out.append(f"http        {total} request{'' if total == 1 else 's'} recorded"
                    + (f", {outside} outside tool steps" if outside else ""))
+    if sizes:
+        n = sum(1 for v in sizes.values() if v > 1)
+        out.append(f"concurrent  {n} group(s) of parallel calls (┌ │), each compared as a set by replay")
     repeats: dict[tuple[str | None, str | None], list[int]] = {}
     for e in steps:
         repeats.setdefault((e.tool, e.args_sha), []).append(e.step_id or 0)

@@ -87,6 +87,7 @@ STEPS: tuple[str, ...] = (
     "0002_retention_and_indexes",
     "0003_run_http_sha",
     "0004_run_liveness",
+    "0005_event_concurrent_group",
 )
 
 #: The newest schema this agent-replay reads and writes.
@@ -145,6 +146,12 @@ def _build(event_ms: int, snapshot_ms: int) -> Migrations:
         db.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
         db.execute("ALTER TABLE runs ADD COLUMN last_seen_ms INTEGER")
         _set_version(db, 4)
+
+    @migrations(name=STEPS[4])
+    def event_concurrent_group(db: Database) -> None:
+        # Parallel tool calls: the group of sibling steps in flight together (see replay/diff.py).
+        db.execute("ALTER TABLE events ADD COLUMN concurrent_group INTEGER")
+        _set_version(db, 5)
 
     return migrations
 

@@ -1,8 +1,9 @@
 """The unified event schema and the run row, as pydantic models.
 
 One schema for every record (run_start, tool_result, model_result, stop) so that logs join.
-Field names are fixed by DESIGN.md; `parent_step_id` is the one addition, so replay knows which
-recorded steps ran inside another tool and are answered with it.
+Field names are fixed by DESIGN.md; two additions: `parent_step_id`, so replay knows which
+recorded steps ran inside another tool and are answered with it, and `concurrent_group`, so the
+diff compares steps that were in flight at the same time (parallel tool calls) as a set.
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ class Event(BaseModel):
     stop_reason: str | None = None
     usage: Usage | None = None
     parent_step_id: int | None = None
+    #: the step_id of the first step of the group of sibling steps (same parent) that were in
+    #: flight at the same time or issued from one model response; None for a step that ran alone
+    concurrent_group: int | None = None
 
     @field_validator("stop_reason")
     @classmethod

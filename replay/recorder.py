@@ -1,7 +1,9 @@
 """The Recorder: decorators and a context manager that record every run of an agent.
 
 The agent's own path per call stays a few microseconds: read a contextvar, count the step,
-freeze args and output (orjson bytes), append to the writer's queue. Redaction, hashing and
+note it in flight at its level (steps that overlap a sibling, or that one model response
+announced, share a concurrent group), freeze args and output (orjson bytes), append to the
+writer's queue. Redaction, hashing and
 storage happen on the writer thread (see `replay.writer`). Recording never breaks the agent:
 a tool's exception is re-raised as the same object, and a failing store only counts drops.
 """
@@ -90,7 +92,7 @@ class RunState:
     __slots__ = (
         "run", "recorder", "input", "steps", "tool_calls", "tokens_in", "tokens_out", "cost_usd",
         "stop_reason", "tripped", "guards", "repeats", "output", "output_type", "ended",
-        "started_ns", "session", "http", "__weakref__",
+        "started_ns", "session", "http", "levels", "marks", "group_lock", "__weakref__",
     )
 
     def __init__(self, recorder: Recorder, run: Run, input_frozen: bytes | None, guards: Guards) -> None:
@@ -112,6 +114,14 @@ class RunState:
         self.started_ns = time.perf_counter_ns()
         self.session: Any = None
         self.http: list[Any] | None = None  # the HTTP interactions of an http=True run, set at its end
+        # Concurrent groups (parallel tool calls), per parent step (None: top level):
+        # [dict of the step ids in flight (an ordered set); model-announced calls still to come;
+        #  their group id]. `marks`: step id -> group, set for the steps in flight when a sibling
+        # finishes while they run. Entering and a lone step finishing use only atomic dict
+        # operations; the lock is taken only when steps really overlap (or a model announced some).
+        self.levels: dict[int | None, list[Any]] = {}
+        self.marks: dict[int, int] = {}
+        self.group_lock = threading.Lock()  # tools in worker threads enter and finish at once
 
     @property
     def run_id(self) -> str:
@@ -184,6 +194,36 @@ def _error_names(exc: BaseException) -> tuple[str, str, str]:
     if code is not None:
         display += f"[{code}]"
     return display, module, cls.__qualname__
+
+
+def _tool_calls_in(response: Any) -> int:
+    """How many tool calls one model response asks for: OpenAI (``choices[0].message.tool_calls``),
+    Anthropic (``tool_use`` content blocks) and pydantic-ai (``tool-call`` parts), dicts or objects.
+
+    The calls one response issues are one concurrent group, even when they happen to run one after
+    another (a framework may run them in worker threads in any order). 0 when nothing is found.
+    """
+    try:
+        get = response.get if isinstance(response, dict) else functools.partial(getattr, response)
+        choices = get("choices", None)
+        if isinstance(choices, (list, tuple)) and choices:
+            first = choices[0]
+            msg = first.get("message") if isinstance(first, dict) else getattr(first, "message", None)
+            calls = msg.get("tool_calls") if isinstance(msg, dict) else getattr(msg, "tool_calls", None)
+            return len(calls) if isinstance(calls, (list, tuple)) else 0
+        blocks = get("content", None)
+        kind = "type"
+        if not isinstance(blocks, (list, tuple)):
+            blocks, kind = get("parts", None), "part_kind"
+        if isinstance(blocks, (list, tuple)):
+            n = 0
+            for b in blocks:
+                k = b.get(kind) if isinstance(b, dict) else getattr(b, kind, None)
+                n += k in ("tool_use", "tool-call")
+            return n
+    except Exception:  # noqa: BLE001 - an unusual response shape: no group, never an error
+        return 0
+    return 0
 
 
 def _type_name(value: Any) -> str | None:
@@ -703,7 +743,57 @@ class Recorder:
             if n > g.max_repeats:
                 self._trip(st, "loop_detected",
                            f"{spec.name} called {n} times with the same args, max_repeats={g.max_repeats}")
+        if self._track_groups:
+            # Concurrent groups: note the step in flight at its level (inline: this runs on every
+            # call); its group is settled when steps finish (`_settle_group`).
+            parent = _step.get()
+            try:
+                lv = st.levels[parent]
+            except KeyError:  # the first step at this level
+                lv = st.levels.setdefault(parent, [{}, 0, 0])
+            lv[0][step_id] = None
+            if lv[1]:
+                self._announced(st, spec, lv, step_id)
         return step_id, frozen
+
+    #: concurrent-group bookkeeping on; the benchmark turns it off to measure what it costs
+    _track_groups = True
+
+    def _announced(self, st: RunState, spec: _ToolSpec, lv: list[Any], step_id: int) -> None:
+        """A step entering after a model response announced tool calls: those join one group."""
+        with st.group_lock:
+            if spec.kind != "tool_result":
+                lv[1] = 0  # a model call ends what the previous response announced
+            elif lv[1]:
+                lv[1] -= 1
+                if not lv[2]:
+                    lv[2] = step_id
+                st.marks[step_id] = lv[2]
+
+    def _settle_group(self, st: RunState, spec: _ToolSpec, lv: list[Any], step_id: int,
+                      result: Any) -> int | None:
+        """A step finishing while siblings are in flight puts them all in one group: its own
+        (from an earlier overlap), one of theirs, else the earliest one's step id. A step that
+        finishes alone is grouped only if one of those marked it. Groups are thus the connected
+        runs of overlapping siblings, named by their first step. A model response that announces
+        several tool calls makes them one group (see `_announced`)."""
+        marks = st.marks
+        q = lv[0]
+        with st.group_lock:
+            flying = list(q)  # one C-level copy: others may enter meanwhile
+            group = marks.pop(step_id, None)
+            others = [j for j in flying if j != step_id]
+            if others:
+                if group is None:
+                    group = next((marks[j] for j in others if j in marks), None) or min(flying)
+                for j in others:
+                    marks[j] = group
+            q.pop(step_id, None)
+            if spec.kind == "model_result" and result is not None:
+                n = _tool_calls_in(result)
+                if n > 1:  # the next n tool calls at this level are one group, named by the first
+                    lv[1], lv[2] = n, 0
+        return group
 
     def _trip(self, st: RunState, reason: str, detail: str) -> None:
         st.tripped = StopRun(reason, detail)
@@ -721,14 +811,37 @@ class Recorder:
         self, st: RunState, spec: _ToolSpec, step_id: int, parent: int | None, frozen_args: bytes,
         t0: int, result: Any = None, exc: BaseException | None = None, args_sha: str | None = None,
         error_names: tuple[str, str, str] | None = None, error_message: str | None = None,
-        output_sha: str | None = None,
+        output_sha: str | None = None, concurrent_group: int | None = None,
     ) -> None:
         """Hand one finished call to the writer.
 
         `output_sha` is set by replay for an answer taken from the recording: the recorded snapshot
-        stands for it, so the value is neither copied nor hashed again.
+        stands for it, so the value is neither copied nor hashed again. `concurrent_group` is set by
+        replay too: the recorded step's group in the replayed run's numbering (0: it had none)
+        replaces the replay's own, since answers from the recording are instant.
         """
         dur = (time.perf_counter_ns() - t0) // 1_000_000
+        # Leave the in-flight steps (inline, this runs on every call): a step that ran alone and
+        # is no model call costs a few dict operations and no lock; the rest is `_settle_group`.
+        group = None
+        if self._track_groups:
+            try:
+                lv = st.levels[parent]
+            except KeyError:  # never entered at this level (a parent reset elsewhere)
+                lv = None
+            if lv is not None:
+                q = lv[0]
+                if len(q) > 1 or spec.kind == "model_result":
+                    group = self._settle_group(st, spec, lv, step_id, result if exc is None else None)
+                else:
+                    if st.marks:
+                        group = st.marks.pop(step_id, None)
+                    try:
+                        del q[step_id]
+                    except KeyError:  # not counted at this level (it entered under another parent)
+                        pass
+        if concurrent_group is not None:
+            group = concurrent_group or None
         usage = None
         if spec.kind == "tool_result":
             st.tool_calls += 1
@@ -736,7 +849,7 @@ class Recorder:
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, None,
                             error_names or _error_names(exc), str(exc) if error_message is None else error_message,
                             time.time_ns() // 1_000_000, dur, None,
-                            None, args_sha, output_sha)
+                            None, args_sha, output_sha, group)
         else:
             if spec.kind == "model_result":
                 usage = self._model_usage(st, spec, result)
@@ -746,7 +859,8 @@ class Recorder:
                 if problem:
                     self._warn_encode(f"the output of {spec.name}", problem)
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, out, None, None,
-                            time.time_ns() // 1_000_000, dur, usage, _type_name(result), args_sha, output_sha)
+                            time.time_ns() // 1_000_000, dur, usage, _type_name(result), args_sha, output_sha,
+                            group)
         self._writer.submit(item)
 
     def _model_usage(self, st: RunState, spec: _ToolSpec, response: Any) -> Usage | None:

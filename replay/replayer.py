@@ -229,6 +229,8 @@ class ReplaySession:
         self.http_loose = recording.secret_key is None or key != recording.secret_key
         self.index: dict[tuple[str, str], collections.deque[Event]] = collections.defaultdict(collections.deque)
         self.recorded_tools: dict[str, list[str]] = collections.defaultdict(list)
+        # recorded concurrent group -> its id in the replayed run (the first replayed member's step)
+        self.groups: dict[int, int] = {}
         for e in recording.steps:
             if e.tool is not None and e.args_sha is not None:
                 self.index[(e.tool, e.args_sha)].append(e)
@@ -296,12 +298,17 @@ class ReplaySession:
         if recorded.step_id is not None:
             self.answered[step_id] = recorded.step_id
         value, error, names, message = self._answer(recorded)
+        # Answers are instant, so parallel calls may not overlap in the replay (and sequential ones
+        # may): a step answered from the recording takes the recorded step's group (0: none), in
+        # the replayed run's numbering, and a bless keeps the recording's groups.
+        group = 0 if recorded.concurrent_group is None else self.groups.setdefault(recorded.concurrent_group, step_id)
         if error is not None:
             rec._finish_step(st, spec, step_id, parent, frozen, t0, exc=error, args_sha=sha,
-                             error_names=names, error_message=message, output_sha=recorded.output_sha)
+                             error_names=names, error_message=message, output_sha=recorded.output_sha,
+                             concurrent_group=group)
             raise error
         rec._finish_step(st, spec, step_id, parent, frozen, t0, result=value, args_sha=sha,
-                         output_sha=recorded.output_sha)
+                         output_sha=recorded.output_sha, concurrent_group=group)
         if spec.kind == "model_result":
             rec._check_budget(st)
         return value

@@ -57,6 +57,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "stop_reason",
     "usage",
     "parent_step_id",
+    "concurrent_group",  # schema 4: parallel tool calls
 )
 
 #: The columns of the runs table: the `Run` fields.
@@ -758,7 +759,7 @@ def _event_row(e: Event) -> tuple[Any, ...]:
     if usage is None:
         return row
     # Usage's __dict__ holds exactly its four fields: orjson dumps it ~5x faster than model_dump().
-    return row[:11] + (orjson.dumps(usage.__dict__).decode(), row[12])
+    return row[:11] + (orjson.dumps(usage.__dict__).decode(),) + row[12:]
 
 
 def _event_from_row(row: Sequence[Any]) -> Event:

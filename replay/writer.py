@@ -112,6 +112,8 @@ class StepItem:
     args_sha: str | None = None  # precomputed by the replay layer, which had to hash anyway
     # An answer replayed from the recording: its output (or error) snapshot is the recorded one.
     output_sha: str | None = None
+    # The step_id of the first step of its concurrent group (parallel calls), None when it ran alone.
+    concurrent_group: int | None = None
 
 
 @dataclass
@@ -730,7 +732,7 @@ class Writer:
         return (
             it.run_id, it.kind, it.ts_ms, it.step_id, it.tool, args_sha, output_sha, it.duration_ms,
             "error" if it.error is not None else "ok", None if it.error is None else it.error[0], None,
-            None if it.usage is None else _usage_json(it.usage), it.parent_step_id,
+            None if it.usage is None else _usage_json(it.usage), it.parent_step_id, it.concurrent_group,
         )
 
     def _run_rows(
@@ -749,10 +751,10 @@ class Writer:
         row: tuple[Any, ...]
         if it.stop:
             row = (run.run_id, "stop", it.ts_ms, None, None, None, run.output_sha, None, None, None,
-                   run.stop_reason, _usage_json(run.usage), None)
+                   run.stop_reason, _usage_json(run.usage), None, None)
         else:
             row = (run.run_id, "run_start", it.ts_ms, None, None, run.input_sha, None, None, None, None,
-                   None, None, None)
+                   None, None, None, None)
         return run, row
 
     def _lose(self, n: int, why: str) -> None:
