@@ -16,6 +16,7 @@ import functools
 import hashlib
 import inspect
 import itertools
+import math
 import os
 import signal
 import threading
@@ -116,10 +117,18 @@ class RunState:
         return self.run.run_id
 
     def usage(self) -> Usage:
-        return Usage(
+        return Usage.lenient(
             tokens_in=self.tokens_in, tokens_out=self.tokens_out,
-            cost_usd=round(self.cost_usd, 10), tool_calls=self.tool_calls,
+            cost_usd=round(self.cost_usd, 10) if math.isfinite(self.cost_usd) else 0.0, tool_calls=self.tool_calls,
         )
+
+
+def _usage_ok(tokens_in: Any, tokens_out: Any, cost_usd: Any) -> bool:
+    try:
+        return (int(tokens_in) >= 0 and int(tokens_out) >= 0 and math.isfinite(float(cost_usd))
+                and float(cost_usd) >= 0)
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 class _ToolSpec:
@@ -432,6 +441,10 @@ class Recorder:
         st = _run.get()
         if st is None:
             return
+        if not _usage_ok(tokens_in, tokens_out, cost_usd):
+            # Recording never breaks the agent: a nonsense amount is left out, with one warning.
+            self._warn_encode("rec.usage()", "a negative, non-finite or non-numeric amount was ignored")
+            return
         st.tokens_in += tokens_in
         st.tokens_out += tokens_out
         st.cost_usd += cost_usd
@@ -440,7 +453,7 @@ class Recorder:
     def _begin(self, handle: RunHandle) -> RunState:
         session = _session.get()
         style, value = handle.input
-        frozen, problem = freeze_lenient(value)
+        frozen, problem = freeze_lenient(value, "input")
         if problem:
             self._warn_encode(f"the input of agent {handle.agent!r}", problem)
         ts = time.time_ns() // 1_000_000
@@ -484,6 +497,9 @@ class Recorder:
             return "cancelled"
         if isinstance(exc, StopRun):
             return exc.stop_reason
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            # sys.exit() / sys.exit(0) inside an agent is a clean end, not a failure.
+            return st.stop_reason or "completed"
         return st.stop_reason or "error"
 
     def _warn_encode(self, where: str, problem: str) -> None:
@@ -607,7 +623,7 @@ class Recorder:
                 usage = self._model_usage(st, spec, result)
             out: bytes | None = None
             if output_sha is None:
-                out, problem = freeze_lenient(result)
+                out, problem = freeze_lenient(result, "output")
                 if problem:
                     self._warn_encode(f"the output of {spec.name}", problem)
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, out, None, None,
@@ -625,7 +641,7 @@ class Recorder:
         st.tokens_in += tin
         st.tokens_out += tout
         st.cost_usd += cost
-        return Usage(tokens_in=tin, tokens_out=tout, cost_usd=cost)
+        return Usage.lenient(tokens_in=tin, tokens_out=tout, cost_usd=cost)
 
     def _call(self, st: RunState, spec: _ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         step_id, frozen = self._enter_step(st, spec, args, kwargs)
@@ -740,7 +756,7 @@ class RunHandle:
     def set_output(self, value: Any) -> None:
         """Record `value` as the run's output (the decorator does this with the return value)."""
         assert self.state is not None
-        frozen, problem = freeze_lenient(value)
+        frozen, problem = freeze_lenient(value, "output")
         if problem:
             self.recorder._warn_encode(f"the output of agent {self.agent!r}", problem)
         self.state.output = frozen

@@ -563,7 +563,7 @@ def replay_run(
             output = _invoke(session, fn, recording, call)
             if inspect.isawaitable(output):
                 output = asyncio.run(_await(output))
-        except (Exception, StopRun) as exc:
+        except (Exception, StopRun, SystemExit) as exc:  # sys.exit() in the agent ends it, not the replay
             exception = exc
     return _conclude(session, recording, output, exception, ignore, ordered)
 
@@ -623,6 +623,6 @@ async def replay_run_async(
             output = _invoke(session, fn, recording, call)
             if inspect.isawaitable(output):
                 output = await output
-        except (Exception, StopRun) as exc:
+        except (Exception, StopRun, SystemExit) as exc:  # sys.exit() in the agent ends it, not the replay
             exception = exc
     return _conclude(session, recording, output, exception, ignore, ordered)

@@ -124,7 +124,7 @@ def test_unsupported_type_names_the_type_and_where_it_sits() -> None:
 
 
 def test_lenient_freeze_records_a_placeholder_instead_of_raising() -> None:
-    """The recorder's freeze replaces an unsupported value with a typed placeholder and says why."""
+    """The recorder's freeze replaces an unsupported value with a marked placeholder naming its type and path."""
     frozen, problem = freeze_lenient({"client": object(), "q": "x"})
-    assert thaw(frozen) == {"client": {"$unserializable": "builtins.object"}, "q": "x"}
+    assert thaw(frozen) == {"client": '[unencodable: builtins.object at args["client"]]', "q": "x"}
     assert problem is not None and 'args["client"]' in problem
