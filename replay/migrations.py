@@ -82,7 +82,7 @@ _V1 = (
     )""",
 )
 
-STEPS: tuple[str, ...] = ("0001_initial", "0002_retention_and_indexes", "0003_run_http_sha")
+STEPS: tuple[str, ...] = ("0001_initial", "0002_retention_and_indexes", "0003_run_http_sha", "0004_expiry_indexes")
 
 #: The newest schema this agent-replay reads and writes.
 SCHEMA_VERSION = len(STEPS)
@@ -132,6 +132,17 @@ def _build(event_ms: int, snapshot_ms: int) -> Migrations:
         # The optional HTTP layer (replay/http.py): the snapshot of a run's HTTP interactions.
         db.execute("ALTER TABLE runs ADD COLUMN http_sha TEXT")
         _set_version(db, 3)
+
+    @migrations(name=STEPS[3])
+    def expiry_indexes(db: Database) -> None:
+        # `prune` deletes in short batches found through these indexes instead of scanning the
+        # three tables under one long write lock (1.8 s at 100,000 runs). The partial index on
+        # pinned runs keeps "is this snapshot referenced by a pinned run?" cheap in every batch.
+        db.execute("CREATE INDEX IF NOT EXISTS runs_expires ON runs (expires_at)")
+        db.execute("CREATE INDEX IF NOT EXISTS events_expires ON events (expires_at)")
+        db.execute("CREATE INDEX IF NOT EXISTS snapshots_expires ON snapshots (expires_at)")
+        db.execute("CREATE INDEX IF NOT EXISTS runs_pinned ON runs (run_id) WHERE pinned")
+        _set_version(db, 4)
 
     return migrations
 

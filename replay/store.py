@@ -35,6 +35,7 @@ __all__ = [
     "EVENT_COLUMNS",
     "RUN_COLUMNS",
     "SCHEMA_VERSION",
+    "PRUNE_BATCH",
     "PruneResult",
     "SnapshotRow",
     "Store",
@@ -86,6 +87,8 @@ RUN_COLUMNS: tuple[str, ...] = (
 SnapshotRow = tuple[str, bytes, "str | None", bool]
 
 _DAY_MS = 86_400_000
+#: Rows `Store.prune` deletes per write transaction.
+PRUNE_BATCH = 2_000
 _NCOL = len(EVENT_COLUMNS)
 _ROWS_PER_STATEMENT = 32  # multi-row VALUES: ~1.4x fewer per-row costs than one row per statement
 _STEP_KINDS = ("tool_result", "model_result")
@@ -104,6 +107,10 @@ class PruneResult:
     events: int
     snapshots: int
     dry_run: bool = False
+    #: how many short write transactions the deletion took (not compared: it depends on timing)
+    batches: int = dataclasses.field(default=0, compare=False)
+    #: the longest time one of them held the write lock, in milliseconds
+    longest_lock_ms: float = dataclasses.field(default=0.0, compare=False)
 
 
 def _now_ms() -> int:
@@ -574,29 +581,56 @@ class Store:
                 )
         return self.get_run(run_id)
 
-    def prune(self, *, now_ms: int | None = None, dry_run: bool = False) -> PruneResult:
+    def prune(
+        self, *, now_ms: int | None = None, dry_run: bool = False, batch_size: int = PRUNE_BATCH,
+        pause_s: float = 0.002,
+    ) -> PruneResult:
         """Delete what has expired at `now_ms` (default: now); with `dry_run`, only count it.
 
         Deletes expired events; runs whose events are all expired and whose own expiry has passed;
         expired snapshots. Nothing of a pinned run is deleted: not its row, not its events, not the
         snapshots its events or its input/output reference.
+
+        Deletion runs in short transactions of at most `batch_size` rows each, found through the
+        expiry indexes, with a `pause_s` gap between them so a recording process waiting for the
+        write lock gets it well within its busy timeout. A prune that stops half way (killed, or
+        a batch failing) leaves a consistent store; the next prune carries on.
+
+        Raises:
+            ValueError: `batch_size` below 1.
+            StoreError: a batch failed (the batches before it stay deleted).
         """
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: delete at least 1 row per transaction")
         now = _now_ms() if now_ms is None else int(now_ms)
-        p = {"now": now}
+        p = {"now": now, "n": int(batch_size)}
         if dry_run:
             with self._reading("counting expired records") as conn:
                 counts = [
                     int(conn.execute(f"SELECT count(*) FROM {table} WHERE {cond}", p).fetchone()[0])
-                    for table, cond in _PRUNE
+                    for table, _key, cond in _PRUNE
                 ]
             runs, events, snaps = counts
             return PruneResult(runs, events, snaps, dry_run=True)
         counts = []
-        with self._writing("pruning") as conn:
-            for table, cond in _PRUNE:
-                counts.append(conn.execute(f"DELETE FROM {table} WHERE {cond}", p).rowcount)
+        batches, longest = 0, 0.0
+        for table, key, cond in _PRUNE:
+            sql = f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} LIMIT :n)"
+            total = 0
+            while True:
+                with self._writing("pruning") as conn:
+                    t0 = time.perf_counter()
+                    n = conn.execute(sql, p).rowcount
+                longest = max(longest, time.perf_counter() - t0)
+                batches += 1
+                total += n
+                if n < batch_size:
+                    break
+                if pause_s > 0:
+                    time.sleep(pause_s)  # let a writer waiting for the lock in
+            counts.append(total)
         runs, events, snaps = counts
-        return PruneResult(runs, events, snaps)
+        return PruneResult(runs, events, snaps, batches=batches, longest_lock_ms=round(longest * 1000, 3))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -647,15 +681,18 @@ _PINNED_REFS = (
     "UNION SELECT output_sha FROM runs WHERE pinned AND output_sha IS NOT NULL "
     "UNION SELECT http_sha FROM runs WHERE pinned AND http_sha IS NOT NULL"
 )
-# Order matters for the counts only in that each condition holds before and after the others run.
-_PRUNE: tuple[tuple[str, str], ...] = (
+# (table, key of a row, condition): each condition holds before and after the others run, so the
+# batches of one table can interleave with writers and with each other. `expires_at <= :now`
+# leads every condition so SQLite searches the expiry index (tests check the query plan).
+_PRUNE: tuple[tuple[str, str, str], ...] = (
     (
         "runs",
-        "NOT pinned AND expires_at <= :now AND NOT EXISTS (SELECT 1 FROM events e "
+        "rowid",
+        "expires_at <= :now AND NOT pinned AND NOT EXISTS (SELECT 1 FROM events e "
         "WHERE e.run_id = runs.run_id AND (e.expires_at IS NULL OR e.expires_at > :now))",
     ),
-    ("events", f"expires_at <= :now AND run_id NOT IN ({_PINNED})"),
-    ("snapshots", f"expires_at <= :now AND sha NOT IN ({_PINNED_REFS})"),
+    ("events", "run_id, seq", f"expires_at <= :now AND run_id NOT IN ({_PINNED})"),
+    ("snapshots", "rowid", f"expires_at <= :now AND sha NOT IN ({_PINNED_REFS})"),
 )
 
 

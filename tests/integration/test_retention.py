@@ -186,3 +186,37 @@ def test_dry_run_counts_what_prune_deletes_and_deletes_nothing(store: Store) -> 
     assert (real.runs, real.events, real.snapshots, real.dry_run) == (3, 12, 4, False)
     assert {r.run_id for r in store.runs()} == {pinned, ids[3]}
     assert store.prune(now_ms=at) == PruneResult(0, 0, 0)
+
+
+def test_prune_deletes_in_bounded_batches_and_keeps_pinned_runs(store: Store) -> None:
+    """With batch_size=7, 30 expired runs go in several short transactions and a pinned run keeps everything."""
+    t = 1_000_000
+    for i in range(30):
+        record(store, t + i, snaps=(f"s{i:023x}",))
+    kept = record(store, t + 100, snaps=(sha("p"),), pinned=True)
+    now = t + 40 * DAY
+    store.db.execute("UPDATE snapshots SET expires_at = ?", [t + 14 * DAY])
+    result = store.prune(now_ms=now, batch_size=7, pause_s=0)
+    assert (result.runs, result.events, result.snapshots) == (30, 120, 30)
+    assert result.batches == 5 + 18 + 5  # ceil(n / 7) batches, one more when n divides evenly
+    assert store.runs() and [r.run_id for r in store.runs()] == [kept]
+    assert len(store.events(kept)) == 4 and store.snapshot(sha("p")) is not None
+    assert store.prune(now_ms=now, batch_size=7) == PruneResult(0, 0, 0)
+
+
+@pytest.mark.parametrize("table", ["runs", "events", "snapshots"])
+def test_prune_finds_expired_rows_through_the_expiry_index(store: Store, table: str) -> None:
+    """Each prune batch searches its table by the expires_at index (EXPLAIN QUERY PLAN), never scans it."""
+    from replay.store import _PRUNE
+
+    (key, cond), = [(k, c) for t, k, c in _PRUNE if t == table]
+    sql = f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} LIMIT :n)"
+    plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + sql, {"now": 1, "n": 10})]
+    assert any(f"SEARCH {table} USING" in p and f"INDEX {table}_expires (expires_at<?)" in p for p in plan), plan
+    assert not any(p.startswith(f"SCAN {table}") for p in plan), plan
+
+
+def test_prune_rejects_a_batch_size_below_one(store: Store) -> None:
+    """batch_size=0 is refused before anything is deleted, naming the parameter."""
+    with pytest.raises(ValueError, match="batch_size=0"):
+        store.prune(batch_size=0)
