@@ -51,6 +51,26 @@ class StoreError(ReplayError):
         super().__init__(message)
 
 
+class CorruptRowError(StoreError):
+    """A row of the store that cannot be read back (hand-edited, damaged, or from a broken tool).
+
+    Attributes: ``table``, ``run_id`` and ``field`` name the row and the column; the value is never shown.
+    """
+
+    def __init__(self, path: str, table: str, run_id: str, field: str, problem: str) -> None:
+        self.table, self.run_id, self.field = table, run_id, field
+        super().__init__(
+            f"{path}: unreadable row in {table} for run {run_id}, field {field}: {problem}; "
+            f"export the other runs, or delete that run's rows "
+            f"(sqlite3 {path} \"DELETE FROM {table} WHERE run_id = '{run_id}'\")",
+            path=path,
+        )
+
+
+class CorruptRowWarning(UserWarning):
+    """Rows skipped by a listing (`replay runs`, `stats`, `alerts`, metrics) because they cannot be read."""
+
+
 class AmbiguousRunIdError(ReplayError, LookupError):
     """A run id prefix that matches more than one run."""
 

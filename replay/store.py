@@ -20,13 +20,14 @@ import secrets
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
 from sqlite_utils import Database
 
-from replay.errors import AmbiguousRunIdError, RunNotFoundError, StoreError
+from replay.errors import AmbiguousRunIdError, CorruptRowError, CorruptRowWarning, RunNotFoundError, StoreError
 from replay.hashing import canonical_json, thaw
 from replay.migrations import SCHEMA_VERSION, START_SEQ, STOP_SEQ, migrate, read_schema_version
 from replay.models import Event, Run
@@ -429,7 +430,7 @@ class Store:
             row = conn.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFoundError(run_id, self.path.name, self.count_runs())
-            return _run_from_row(row)
+            return self._run(row)
 
     def find_run(self, prefix: str) -> Run:
         """The run whose id is `prefix` or starts with it (``r_`` may be left out), for the CLI.
@@ -444,7 +445,7 @@ class Store:
         with self._reading("looking up a run") as conn:
             row = conn.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?", (prefix,)).fetchone()
             if row is not None:
-                return _run_from_row(row)
+                return self._run(row)
             tries = [prefix] if prefix.startswith("r_") else [prefix, "r_" + prefix]
             for p in tries:
                 # A range, not LIKE: run ids contain '_', LIKE's wildcard.
@@ -467,7 +468,7 @@ class Store:
             rows = conn.execute(
                 f"SELECT {_EVENT_SELECT} FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
             ).fetchall()
-        return [_event_from_row(r) for r in rows]
+        return [self._event(r) for r in rows]
 
     def snapshot(self, sha: str) -> tuple[bytes, str | None, bool] | None:
         """``(body, type_name, truncated)`` of the snapshot with this sha; None if never stored or pruned."""
@@ -518,7 +519,7 @@ class Store:
             params.append(int(limit))
         with self._reading("listing runs") as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [_run_from_row(r) for r in rows]
+        return self._readable(rows, self._run, "runs")
 
     def count_runs(self) -> int:
         """How many runs the store holds (replays included)."""
@@ -551,7 +552,39 @@ class Store:
         )
         with self._reading("reading step events") as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [_event_from_row(r) for r in rows]
+        return self._readable(rows, self._event, "events")
+
+    def _run(self, row: Sequence[Any]) -> Run:
+        try:
+            return _run_from_row(row)
+        except CorruptRowError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any damage in the row: name it, never crash
+            raise _corrupt(str(self.path), "runs", RUN_COLUMNS, row, exc) from None
+
+    def _event(self, row: Sequence[Any]) -> Event:
+        try:
+            return _event_from_row(row)
+        except Exception as exc:  # noqa: BLE001
+            raise _corrupt(str(self.path), "events", EVENT_COLUMNS, row, exc) from None
+
+    def _readable(self, rows: list[Any], read: Any, table: str) -> list[Any]:
+        """Rows read for a listing; an unreadable one is skipped with one warning naming its run."""
+        out, bad = [], []
+        for r in rows:
+            try:
+                out.append(read(r))
+            except CorruptRowError as exc:
+                bad.append(exc)
+        if bad:
+            names = ", ".join(f"{e.run_id} ({e.field})" for e in bad[:5]) + (", …" if len(bad) > 5 else "")
+            warnings.warn(
+                f"{self.path}: skipped {len(bad)} unreadable row(s) of {table}: {names}; "
+                f"`replay show RUN_ID` names the problem",
+                CorruptRowWarning,
+                stacklevel=3,
+            )
+        return out
 
     # -- retention -------------------------------------------------------------------------------
 
@@ -732,21 +765,67 @@ def _event_row(e: Event) -> tuple[Any, ...]:
     return row[:11] + (orjson.dumps(usage.__dict__).decode(), row[12])
 
 
+def _safe_id(value: Any) -> str:
+    """A run id from a row as it can be shown: printable ASCII, at most 40 characters."""
+    text = value if isinstance(value, str) else repr(value)
+    shown = ascii(text)[1:-1]
+    return shown if len(shown) <= 40 else shown[:39] + "…"
+
+
+def _corrupt(path: str, table: str, columns: Sequence[str], row: Sequence[Any], exc: Exception) -> CorruptRowError:
+    """What is wrong with `row`, named by run id and field; never the value itself."""
+    from pydantic import ValidationError
+
+    run_id = _safe_id(row[0] if row else None)
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(row)"
+        problem = err["msg"]
+    elif isinstance(exc, _FieldError):
+        field, problem = exc.field, exc.problem
+    else:
+        field, problem = "(row)", type(exc).__name__
+    return CorruptRowError(path, table, run_id, field, problem)
+
+
+class _FieldError(Exception):
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+
+
+def _json_field(d: dict[str, Any], key: str, reader: Any) -> None:
+    value = d[key]
+    if value is None:
+        return
+    try:
+        if isinstance(value, str):
+            value = value.encode("utf-8", "surrogatepass")
+        if not isinstance(value, bytes):
+            raise TypeError
+        d[key] = reader(value)
+    except RecursionError:
+        raise _FieldError(key, "JSON nested too deeply") from None
+    except (TypeError, ValueError):
+        raise _FieldError(key, "not valid JSON") from None
+
+
 def _event_from_row(row: Sequence[Any]) -> Event:
     # model_validate runs in pydantic-core (Rust); model_construct is pure Python and 4x slower.
     d = dict(zip(EVENT_COLUMNS, row))
     if d["usage"] is not None:
-        d["usage"] = orjson.loads(d["usage"])
+        _json_field(d, "usage", orjson.loads)
     return Event.model_validate(d)
 
 
 def _run_from_row(row: Sequence[Any]) -> Run:
     d: dict[str, Any] = dict(zip(RUN_COLUMNS, row))
     for key in ("input", "output"):
-        if d[key] is not None:
-            d[key] = thaw(d[key].encode("utf-8", "surrogatepass"))
+        _json_field(d, key, thaw)
     for key in ("versions", "labels", "usage"):
-        d[key] = orjson.loads(d[key]) if d[key] is not None else {}
+        if d[key] is None:
+            d[key] = {}
+        else:
+            _json_field(d, key, orjson.loads)
     d["pinned"] = bool(d["pinned"])
     if "call_style" not in Run.model_fields:
         d.pop("call_style")
