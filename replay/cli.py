@@ -198,6 +198,22 @@ def show(run_id: str, db: str, full: bool, as_json: bool) -> None:
     click.echo("\n".join(out))
 
 
+def _refuse_expired(store: Any, run: Any, action: str, allow: bool) -> None:
+    """Exit 2 naming the steps whose outputs were pruned, unless --allow-expired (then warn)."""
+    from replay.errors import ExpiredSnapshotsError
+
+    steps = store.expired_steps(run)
+    if not steps:
+        return
+    err = ExpiredSnapshotsError(run.run_id, steps, action=action,
+                                fix=f"Pass --allow-expired to {action} it without those outputs")
+    if not allow:
+        raise BadInput(str(err))
+    ids = ", ".join(str(sid) for sid, _, _ in steps[:20]) + (", …" if len(steps) > 20 else "")
+    click.echo(f"Warning: run {run.run_id}: the outputs of step(s) {ids} expired and were pruned; "
+               f"{action} goes ahead without them (--allow-expired), so replaying it will be refused", err=True)
+
+
 # ---- retention ------------------------------------------------------------------------------
 
 
@@ -229,7 +245,9 @@ def prune(db: str, dry_run: bool, as_json: bool) -> None:
 @click.argument("run_id")
 @db_option
 @click.option("--unpin", is_flag=True, help="Let the run expire again.")
-def pin(run_id: str, db: str, unpin: bool) -> None:
+@click.option("--allow-expired", is_flag=True,
+              help="Pin even when some steps' outputs already expired (the run cannot be replayed).")
+def pin(run_id: str, db: str, unpin: bool, allow_expired: bool) -> None:
     """Keep a run (an incident) forever: prune never deletes it.
 
     Example:
@@ -239,6 +257,8 @@ def pin(run_id: str, db: str, unpin: bool) -> None:
     store = open_store(db)
     try:
         run = _get_run(store, run_id)
+        if not unpin:
+            _refuse_expired(store, run, "pin", allow_expired)
         store.pin(run.run_id, not unpin)
     finally:
         store.close()
@@ -309,7 +329,9 @@ def scan(paths: tuple[str, ...], db: str, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing cassette that differs.")
 @click.option("--test", "test_dir", default=None, type=click.Path(file_okay=False),
               help="Also write a ready incident test into this folder.")
-def export(run_id: str, db: str, out_dir: str, force: bool, test_dir: str | None) -> None:
+@click.option("--allow-expired", is_flag=True,
+              help="Export (and pin) even when some steps' outputs expired: the cassette lacks them.")
+def export(run_id: str, db: str, out_dir: str, force: bool, test_dir: str | None, allow_expired: bool) -> None:
     """Write a run as a self-contained, redacted cassette (and pin it in the store).
 
     Example:
@@ -321,6 +343,7 @@ def export(run_id: str, db: str, out_dir: str, force: bool, test_dir: str | None
     store = open_store(db)
     try:
         run = _get_run(store, run_id)
+        _refuse_expired(store, run, "export", allow_expired)
         cas = cassette_from_store(store, run.run_id)
         path = Path(out_dir) / f"{run.run_id}.json"
         try:

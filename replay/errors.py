@@ -67,6 +67,31 @@ class CorruptRowError(StoreError):
         )
 
 
+class ExpiredSnapshotsError(ReplayError):
+    """A run whose recorded outputs (snapshots) were pruned: replay cannot answer those steps.
+
+    Attributes: ``run_id`` and ``steps``, a list of ``(step_id, tool, expired_since_ms)``.
+    """
+
+    def __init__(self, run_id: str, steps: list[tuple[int, str, int]], *, action: str = "replay",
+                 fix: str = "") -> None:
+        import datetime as _dt
+
+        self.run_id, self.steps = run_id, steps
+
+        def when(ms: int) -> str:
+            return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+        shown = ", ".join(f"step {sid} {tool} (expired since {when(ms)})" for sid, tool, ms in steps[:10])
+        more = f" and {len(steps) - 10} more" if len(steps) > 10 else ""
+        super().__init__(
+            f"cannot {action} run {run_id}: the recorded outputs of {len(steps)} step(s) expired and were "
+            f"pruned: {shown}{more}. Snapshots are kept 14 days by default (Store/Recorder snapshot_days), "
+            f"events 30; pin incidents (`replay pin RUN_ID`) or export them before then"
+            + (f". {fix}" if fix else "")
+        )
+
+
 class CorruptRowWarning(UserWarning):
     """Rows skipped by a listing (`replay runs`, `stats`, `alerts`, metrics) because they cannot be read."""
 

@@ -588,6 +588,27 @@ class Store:
 
     # -- retention -------------------------------------------------------------------------------
 
+    def expired_steps(self, run: Run, events: Sequence[Event] | None = None) -> list[tuple[int, str, int]]:
+        """The top-level steps of `run` whose output snapshot is gone (pruned): ``(step_id, tool, since_ms)``.
+
+        `since_ms` is when the snapshot expired: written with the step, it lived `snapshot_days`
+        from then (a later write of the same content would have kept it longer). Empty when every
+        snapshot a replay needs is still there.
+        """
+        if run.replay_of is not None:
+            return []  # a replay's answers point at the recording's snapshots, kept in its own store
+        if events is None:
+            events = self.events(run.run_id)
+        steps = [e for e in events if e.kind in _STEP_KINDS and e.parent_step_id is None and e.output_sha]
+        if not steps:
+            return []
+        found = self.snapshots(e.output_sha for e in steps if e.output_sha)
+        return [
+            (e.step_id or 0, e.tool or "?", e.ts_ms + self._snapshot_ms)
+            for e in steps
+            if e.output_sha not in found
+        ]
+
     def pin(self, run_id: str, pinned: bool = True) -> Run:
         """Pin a run (an incident) so that nothing of it expires, or unpin it.
 
