@@ -142,18 +142,12 @@ def freeze_lenient(obj: Any, root: str = "args") -> tuple[bytes, str | None]:
     warning: its path names dict keys only when they look like identifiers (keys can be data).
     """
     try:
-        frozen = freeze(obj)
+        frozen: bytes | None = freeze(obj)
     except Exception:  # noqa: BLE001 - RecursionError, TypeError, or user code raising: go lenient
-        pass
-    else:
-        # A lone surrogate survives `freeze` (surrogatepass) as ED A0..BF: rare, found in C.
-        if b"\xed" not in frozen:
-            return frozen, None
-        try:
-            frozen.decode("utf-8")
-            return frozen, None
-        except UnicodeDecodeError:
-            pass
+        frozen = None
+    # A lone surrogate survives `freeze` (surrogatepass) as ED A0..BF: rare, found in C.
+    if frozen is not None and (b"\xed" not in frozen or _valid_utf8(frozen)):
+        return frozen, None
     problems: list[str] = []
     try:
         plain = _lenient(obj, (), set(), problems, root)
@@ -161,6 +155,14 @@ def freeze_lenient(obj: Any, root: str = "args") -> tuple[bytes, str | None]:
     except Exception:  # noqa: BLE001 - even the lenient walk failed (no stack left): keep nothing
         what = f"{_type_name(obj)} (could not be walked)"
         return _dumps(placeholder(what, root)).encode("utf-8"), f"{what} at {root}"
+
+
+def _valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _type_name(obj: Any) -> str:

@@ -34,9 +34,9 @@ from replay.models import Event, Run
 
 __all__ = [
     "EVENT_COLUMNS",
+    "PRUNE_BATCH",
     "RUN_COLUMNS",
     "SCHEMA_VERSION",
-    "PRUNE_BATCH",
     "PruneResult",
     "SnapshotRow",
     "Store",
