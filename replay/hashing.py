@@ -142,12 +142,17 @@ def freeze_lenient(obj: Any, root: str = "args") -> tuple[bytes, str | None]:
     warning: its path names dict keys only when they look like identifiers (keys can be data).
     """
     try:
-        frozen: bytes | None = freeze(obj)
+        frozen = freeze(obj)
     except Exception:  # noqa: BLE001 - RecursionError, TypeError, or user code raising: go lenient
-        frozen = None
-    # A lone surrogate survives `freeze` (surrogatepass) as ED A0..BF: rare, found in C.
-    if frozen is not None and (b"\xed" not in frozen or _valid_utf8(frozen)):
-        return frozen, None
+        return _freeze_placeholders(obj, root)
+    # A lone surrogate survives `freeze` (surrogatepass) as ED A0..BF. Checked in C, cheapest
+    # first: isascii (most values), then memchr for 0xED (an int needle: a bytes one costs 9x).
+    if not frozen.isascii() and 0xED in frozen and not _valid_utf8(frozen):
+        return _freeze_placeholders(obj, root)
+    return frozen, None
+
+
+def _freeze_placeholders(obj: Any, root: str) -> tuple[bytes, str | None]:
     problems: list[str] = []
     try:
         plain = _lenient(obj, (), set(), problems, root)

@@ -132,7 +132,7 @@ class Usage(BaseModel):
             c = float(cost_usd)
         except (TypeError, ValueError, OverflowError):
             c = 0.0
-        return cls.model_construct(
+        return cls(
             tokens_in=count(tokens_in), tokens_out=count(tokens_out),
             cost_usd=c if math.isfinite(c) and c >= 0 else 0.0, tool_calls=count(tool_calls),
         )
