@@ -9,6 +9,7 @@ everywhere (see `to_jsonable`).
 from __future__ import annotations
 
 import base64
+import codecs
 import dataclasses
 import datetime as _dt
 import decimal
@@ -273,6 +274,20 @@ def _key_str(k: Any) -> str:
     return json.dumps(k) if not isinstance(k, float) else float.__repr__(k)
 
 
+def _replace_surrogates(err: UnicodeError) -> tuple[bytes, int]:
+    # The UTF-8 encoder takes only ASCII text from a handler: give it U+FFFD already encoded.
+    if isinstance(err, UnicodeEncodeError):
+        return "\ufffd".encode() * (err.end - err.start), err.end
+    raise err
+
+
+codecs.register_error("agent-replay.fffd", _replace_surrogates)
+#: How canonical text becomes bytes: a lone surrogate (which no UTF-8 file, SQLite text or
+#: cassette can hold, and which the seed's ``sha()`` could not hash at all) becomes U+FFFD, so a
+#: recorded error message holding one is stored, exported and hashed like any other text.
+TEXT_ERRORS = "agent-replay.fffd"
+
+
 def canonical_json(obj: Any) -> str:
     """The canonical JSON text of `obj` (sorted keys, no spaces, UTF-8 kept)."""
     return _dumps(to_jsonable(obj))
@@ -293,30 +308,31 @@ def canonical_bytes(plain: Any) -> bytes:
     """Canonical JSON of already-plain JSON values as UTF-8 bytes, via orjson where byte-identical.
 
     Falls back to `json` for floats orjson formats differently, ints beyond 64 bits, and
-    non-str keys, so the result always equals ``canonical_json(plain).encode()``.
+    non-str keys, so the result always equals ``canonical_json(plain).encode("utf-8",
+    TEXT_ERRORS)`` (plain UTF-8; a lone surrogate becomes U+FFFD).
     """
     try:
         out = orjson.dumps(plain, option=orjson.OPT_SORT_KEYS)
     except (TypeError, orjson.JSONEncodeError):
-        return canonical_json(plain).encode("utf-8", "surrogatepass")
+        return canonical_json(plain).encode("utf-8", TEXT_ERRORS)
     zeroed = out.translate(_ZERO_DIGITS)
     if b"0e" not in zeroed and b"0E" not in zeroed and b"0.0000" not in zeroed:
         return out
     if _RISKY_NUMBER.search(out) is None:
         return out
-    return canonical_json(plain).encode("utf-8", "surrogatepass")
+    return canonical_json(plain).encode("utf-8", TEXT_ERRORS)
 
 
 def sha_of_canonical(text: str | bytes) -> str:
     """The 24-hex hash of an already canonical JSON text."""
     if isinstance(text, str):
-        text = text.encode("utf-8", "surrogatepass")
+        text = text.encode("utf-8", TEXT_ERRORS)
     return hashlib.sha256(text).hexdigest()[:24]
 
 
 def sha(obj: Any) -> str:
     """``sha256(canonical_json(obj))[:24]``, the seed's ``sha()`` for plain JSON."""
-    return hashlib.sha256(canonical_json(obj).encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return hashlib.sha256(canonical_json(obj).encode("utf-8", TEXT_ERRORS)).hexdigest()[:24]
 
 
 def thaw(frozen: bytes) -> Any:

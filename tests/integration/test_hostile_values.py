@@ -298,3 +298,33 @@ def test_nonsense_usage_is_ignored_not_raised(tmp_path: Path, usage: dict[str, A
         u = s.get_run(rec.last_run_id or "").usage
     assert (u.tokens_in, u.tokens_out, u.cost_usd) == expected
     rec.close()
+
+
+def test_a_lone_surrogate_in_an_error_message_is_stored_and_exported(tmp_path: Path) -> None:
+    """A tool error whose message holds a lone surrogate is recorded (as U+FFFD) and the run exports as a cassette."""
+    from click.testing import CliRunner
+
+    from replay.cli import cli
+
+    db = tmp_path / "r.db"
+    rec = Recorder(db)
+
+    @rec.tool("t")
+    def t() -> None:
+        raise ValueError("bad \ud800 byte")
+
+    @rec.agent("a")
+    def agent() -> str:
+        with pytest.raises(ValueError):
+            t()
+        return "ok"
+
+    agent()
+    rec.flush()
+    assert rec.dropped == 0
+    res = CliRunner().invoke(cli, ["export", rec.last_run_id or "", "--db", str(db), "-o", str(tmp_path / "c")],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    text = next((tmp_path / "c").glob("*.json")).read_text(encoding="utf-8")
+    assert '"message": "bad \ufffd byte"' in text
+    rec.close()
