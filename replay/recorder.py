@@ -28,7 +28,7 @@ from typing import Any, Callable, Literal, NoReturn, TypeVar, cast
 
 from replay.context import _run, _session, _step
 from replay.errors import StopRun
-from replay.hashing import freeze_lenient
+from replay.hashing import TEXT_ERRORS, freeze_lenient
 from replay.models import Run, Usage, new_run_id, validate_stop_reason
 from replay.processors import RedactionConfig, Redactor
 from replay.usage import extract_usage
@@ -123,6 +123,25 @@ class RunState:
         )
 
 
+def _check_name(name: Any, what: str) -> str:
+    """A tool, model or agent name given to a decorator: text SQLite can store, checked at import time."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} name {name!r}: give a non-empty string, e.g. @rec.{what}('http.get')")
+    if name != _safe_name(name):
+        raise ValueError(f"{what} name {ascii(name)}: remove the NUL character or lone surrogate from it")
+    return name
+
+
+def _safe_name(name: Any) -> str:
+    """`name` with NUL and lone surrogates replaced by U+FFFD: a run never fails over its name."""
+    text = str(name)
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if not text.isascii():
+        text = text.encode("utf-8", TEXT_ERRORS).decode("utf-8")
+    return text
+
+
 def _usage_ok(tokens_in: Any, tokens_out: Any, cost_usd: Any) -> bool:
     try:
         return (int(tokens_in) >= 0 and int(tokens_out) >= 0 and math.isfinite(float(cost_usd))
@@ -137,7 +156,7 @@ class _ToolSpec:
     def __init__(self, fn: Callable[..., Any], name: str, kind: str, timeout_s: float | None = None,
                  price_in: float | None = None, price_out: float | None = None) -> None:
         self.fn = fn
-        self.name = name
+        self.name = _check_name(name, "tool" if kind == "tool_result" else "model")
         self.kind = kind
         sig = inspect.signature(fn)
         params = list(sig.parameters.values())
@@ -397,7 +416,7 @@ class Recorder:
         self.guards.merged(**guards)  # reject unknown guard names at decoration time
 
         def deco(fn: F) -> F:
-            agent_name = name or fn.__name__
+            agent_name = _check_name(name or fn.__name__, "agent")
             entry = f"{fn.__module__}:{fn.__qualname__}"
             sig = inspect.signature(fn)
 
@@ -459,7 +478,7 @@ class Recorder:
         ts = time.time_ns() // 1_000_000
         run = Run(
             run_id=new_run_id(ts),
-            agent=handle.agent,
+            agent=_safe_name(handle.agent),
             entrypoint=handle.entrypoint,
             versions={**self.versions, **(handle.versions or {})},
             labels=dict(handle.labels or {}),

@@ -328,3 +328,26 @@ def test_a_lone_surrogate_in_an_error_message_is_stored_and_exported(tmp_path: P
     text = next((tmp_path / "c").glob("*.json")).read_text(encoding="utf-8")
     assert '"message": "bad \ufffd byte"' in text
     rec.close()
+
+
+@pytest.mark.parametrize("name", ["kb\x00search", "kb\ud800"])
+def test_a_tool_name_sqlite_cannot_store_is_refused_at_decoration(tmp_path: Path, name: str) -> None:
+    """@rec.tool with a NUL or a lone surrogate in its name raises ValueError at import time, not mid-run."""
+    rec = Recorder(tmp_path / "r.db")
+    with pytest.raises(ValueError, match="tool name"):
+        rec.tool(name)(lambda: None)
+    with pytest.raises(ValueError, match="agent name"):
+        rec.agent(name)(lambda: None)
+    rec.close()
+
+
+def test_a_run_name_with_a_nul_is_recorded_with_u_fffd(tmp_path: Path) -> None:
+    """rec.run() with a NUL in its agent name does not fail the run: the name is stored with U+FFFD in its place."""
+    db = tmp_path / "r.db"
+    rec = Recorder(db)
+    with rec.run("support\x00agent"):
+        pass
+    rec.flush()
+    with Store(db) as s:
+        assert [r.agent for r in s.runs()] == ["support\ufffdagent"]
+    rec.close()
