@@ -224,6 +224,9 @@ def _refuse_expired(store: Any, run: Any, action: str, allow: bool) -> None:
 def prune(db: str, dry_run: bool, as_json: bool) -> None:
     """Delete expired runs, events and snapshots (pinned runs never expire).
 
+    Deletes in short transactions of at most 2,000 rows, so recording processes are not kept
+    waiting for the write lock.
+
     Example:
 
         replay prune --dry-run
@@ -233,7 +236,8 @@ def prune(db: str, dry_run: bool, as_json: bool) -> None:
         res = store.prune(dry_run=dry_run)
     finally:
         store.close()
-    data = {"runs": res.runs, "events": res.events, "snapshots": res.snapshots, "dry_run": dry_run}
+    data = {"runs": res.runs, "events": res.events, "snapshots": res.snapshots, "dry_run": dry_run,
+            "batches": res.batches, "longest_lock_ms": res.longest_lock_ms}
     if as_json:
         echo_json(data)
         return
