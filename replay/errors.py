@@ -57,12 +57,13 @@ class CorruptRowError(StoreError):
     Attributes: ``table``, ``run_id`` and ``field`` name the row and the column; the value is never shown.
     """
 
-    def __init__(self, path: str, table: str, run_id: str, field: str, problem: str) -> None:
+    def __init__(self, path: str, table: str, run_id: str, field: str, problem: str, *, where: str = "") -> None:
         self.table, self.run_id, self.field = table, run_id, field
+        where = where or f"run_id = '{run_id}'"
         super().__init__(
             f"{path}: unreadable row in {table} for run {run_id}, field {field}: {problem}; "
-            f"export the other runs, or delete that run's rows "
-            f"(sqlite3 {path} \"DELETE FROM {table} WHERE run_id = '{run_id}'\")",
+            f"export the other runs, or delete the damaged row "
+            f"(sqlite3 {path} \"DELETE FROM {table} WHERE {where}\")",
             path=path,
         )
 

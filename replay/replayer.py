@@ -108,7 +108,8 @@ def load_recording(source: str | os.PathLike[str] | Cassette, *, db: str | os.Pa
         # Read every snapshot replay needs now, in a few queries: the store is closed after loading.
         shas = [e.output_sha for e in events if e.output_sha] + [run.input_sha or "", run.output_sha or ""]
         found = store.snapshots(shas)
-        snaps = {sha: (thaw(body), type_name, truncated) for sha, (body, type_name, truncated) in found.items()}
+        snaps = {sha: (_thaw_snapshot(store, run, sha, body), type_name, truncated)
+                 for sha, (body, type_name, truncated) in found.items()}
         from replay.cassette import _stored_http
 
         return Recording(run=run, events=events, snapshots=snaps, source=f"store:{path}",
@@ -116,6 +117,18 @@ def load_recording(source: str | os.PathLike[str] | Cassette, *, db: str | os.Pa
                          expired=store.expired_steps(run, events))
     finally:
         store.close()
+
+
+def _thaw_snapshot(store: Any, run: Run, sha: str, body: bytes) -> Any:
+    """A stored snapshot's value; a damaged one is named (store, run, sha), never a raw traceback."""
+    try:
+        return thaw(body)
+    except (ValueError, RecursionError) as exc:
+        from replay.errors import CorruptRowError
+
+        why = "nested too deeply" if isinstance(exc, RecursionError) else "not valid JSON"
+        raise CorruptRowError(str(store.path), "snapshots", run.run_id, f"body of snapshot {sha[:24]}", why,
+                              where=f"sha = '{sha[:24]}'") from None
 
 
 def _from_cassette(cas: Cassette, path: str) -> Recording:

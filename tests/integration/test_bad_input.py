@@ -267,3 +267,21 @@ def test_console_script_answers_a_deep_cassette_with_exit_2(tmp_path: Path) -> N
     assert proc.returncode == 2
     assert "deep.json" in proc.stderr and "nested too deeply" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_a_damaged_snapshot_is_named_by_replay_and_diff(ws: dict[str, Any], tmp_path: Path) -> None:
+    """A snapshot body that is not JSON makes `run` and `diff` exit 2 naming the store, the run and the snapshot."""
+    db = tmp_path / "snap.db"
+    shutil.copy(ws["db"], db)
+    rid = ws["run_ids"][0]
+    with Store(db) as s:
+        sha = next(e.output_sha for e in s.events(rid) if e.kind == "tool_result")
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE snapshots SET body = ? WHERE sha = ?", (b"{broken", sha))
+    conn.commit()
+    conn.close()
+    for args in (["diff", rid, rid, "--db", str(db)], ["run", rid, "--db", str(db)]):
+        res = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert res.exit_code == 2, res.output
+        assert f"snapshot {sha}" in res.output and "snap.db" in res.output and rid in res.output
+        assert "Traceback" not in res.output
