@@ -351,3 +351,56 @@ def test_a_run_name_with_a_nul_is_recorded_with_u_fffd(tmp_path: Path) -> None:
     with Store(db) as s:
         assert [r.agent for r in s.runs()] == ["support\ufffdagent"]
     rec.close()
+
+
+def test_a_run_with_hostile_args_replays_and_matches(tmp_path: Path) -> None:
+    """Replaying a run whose tool got a cycle, a deep list and a lone surrogate gives the same args_sha: the diff is empty."""
+    from replay import replay_run
+
+    db = tmp_path / "r.db"
+    rec = Recorder(db)
+
+    @rec.tool("t")
+    def t(x: Any) -> str:
+        return "ok"
+
+    @rec.agent("a")
+    def agent(n: int) -> str:
+        t(_cycle())
+        t(_deep(5_000))
+        t("caf\ud800e")
+        return "done"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        agent(1)
+        rec.flush()
+        result = replay_run(rec.last_run_id or "", agent=agent, db=db)
+    assert result.diff.is_empty, str(result.diff)
+    assert len(result.steps) == 3
+    rec.close()
+
+
+def test_an_agent_calling_sys_exit_0_replays_as_completed(tmp_path: Path) -> None:
+    """A replay of an agent that ends with sys.exit(0) catches the SystemExit, stops `completed`, and matches."""
+    from replay import replay_run
+
+    db = tmp_path / "r.db"
+    rec = Recorder(db)
+
+    @rec.tool("t")
+    def t() -> int:
+        return 1
+
+    @rec.agent("a")
+    def agent() -> None:
+        t()
+        sys.exit(0)
+
+    with pytest.raises(SystemExit):
+        agent()
+    rec.flush()
+    result = replay_run(rec.last_run_id or "", agent=agent, db=db)
+    assert isinstance(result.exception, SystemExit)
+    assert result.stop_reason == "completed" and result.diff.is_empty
+    rec.close()
