@@ -136,30 +136,60 @@ def measure(path: Path, now: int, fn: Any) -> dict[str, Any]:
             "writer_failed": w.failed, "writer_writes": w.writes}
 
 
-def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+BASE, NEW = "baseline (one transaction, no index)", "batched prune"
+
+
+def measure_both(n: int, verbose: bool = False) -> dict[str, dict[str, Any]]:
+    """Build one store of `n` expired runs and prune a copy each way, with a writer beside it."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-prune-"))
     try:
         src = tmp / "src.db"
         t0 = time.perf_counter()
         now = build(src, n)
-        print(f"built {n} runs in {time.perf_counter() - t0:.1f} s ({os.path.getsize(src) / 1e6:.0f} MB)")
+        if verbose:
+            print(f"built {n} runs in {time.perf_counter() - t0:.1f} s ({os.path.getsize(src) / 1e6:.0f} MB)")
         results = {}
-        for name, fn in (("baseline (one transaction, no index)", old_prune), ("batched prune", new_prune)):
+        for name, fn in ((BASE, old_prune), (NEW, new_prune)):
             copy = tmp / f"{name[:5]}.db"
             shutil.copy(src, copy)
             results[name] = measure(copy, now, fn)
-        print(f"\n{'':40}{'total':>10}{'longest lock':>15}{'writer max wait':>18}{'writer fails':>14}  deleted runs/events/snapshots")
-        for name, r in results.items():
-            print(f"{name:40}{r['total_s']:>9.2f}s{r['longest_lock_s'] * 1000:>13.1f}ms"
-                  f"{r['writer_longest_wait_s'] * 1000:>16.1f}ms{r['writer_failed']:>14}  {r['counts']}")
-        base, new = results["baseline (one transaction, no index)"], results["batched prune"]
-        print(f"\nbatch size {PRUNE_BATCH}; longest lock ratio batched/baseline "
-              f"{new['longest_lock_s'] / base['longest_lock_s']:.3f}; total time ratio "
-              f"{new['total_s'] / base['total_s']:.2f}; python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")
-        assert base["counts"] == new["counts"], "both prunes must delete the same rows"
+        assert results[BASE]["counts"] == results[NEW]["counts"], "both prunes must delete the same rows"
+        return results
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run() -> list[dict[str, Any]]:
+    """The rows of benchmarks/REPORT.md (see benchmarks/run.py)."""
+    r = measure_both(100_000)
+    base, new = r[BASE], r[NEW]
+
+    def row(name: str, value: float, unit: str, ref: float, target: str, ok: bool) -> dict[str, Any]:
+        return {"name": name, "value": round(value, 1), "unit": unit, "reference_name": BASE,
+                "reference_value": round(ref, 1), "ratio": round(value / ref, 3) if ref else None,
+                "target": target, "ok": ok}
+
+    return [
+        row("prune 100,000 runs: longest write-lock hold", new["longest_lock_s"] * 1000, "ms",
+            base["longest_lock_s"] * 1000, "well under the 5 s busy timeout (< 500 ms)", new["longest_lock_s"] < 0.5),
+        row("prune 100,000 runs: longest wait of a concurrent writer", new["writer_longest_wait_s"] * 1000, "ms",
+            base["writer_longest_wait_s"] * 1000, "< 1000 ms, no write failed",
+            new["writer_longest_wait_s"] < 1.0 and new["writer_failed"] == 0),
+        row("prune 100,000 runs: total time", new["total_s"], "s", base["total_s"], "info", True),
+    ]
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    results = measure_both(n, verbose=True)
+    print(f"\n{'':40}{'total':>10}{'longest lock':>15}{'writer max wait':>18}{'writer fails':>14}  deleted runs/events/snapshots")
+    for name, r in results.items():
+        print(f"{name:40}{r['total_s']:>9.2f}s{r['longest_lock_s'] * 1000:>13.1f}ms"
+              f"{r['writer_longest_wait_s'] * 1000:>16.1f}ms{r['writer_failed']:>14}  {r['counts']}")
+    base, new = results[BASE], results[NEW]
+    print(f"\nbatch size {PRUNE_BATCH}; longest lock ratio batched/baseline "
+          f"{new['longest_lock_s'] / base['longest_lock_s']:.3f}; total time ratio "
+          f"{new['total_s'] / base['total_s']:.2f}; python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")
 
 
 if __name__ == "__main__":
