@@ -43,6 +43,10 @@ class _Group(click.Group):
                 ) from exc
             except sqlite3.DatabaseError as exc:
                 raise BadInput(f"the store could not be read: {exc}; check --db / REPLAY_DB") from exc
+            except OSError as exc:
+                if exc.filename is None:  # not about a file the user named: a real failure
+                    raise
+                raise BadInput(f"{exc.filename}: {exc.strerror or exc}: check the path (does its folder exist?)") from exc
             finally:
                 seen = set()
                 for w in caught:

@@ -187,6 +187,8 @@ CASES: list[tuple[str, Callable[[dict[str, Any], Path], list[str]], list[str]]] 
     ("stats-since-huge", _good("stats", "--since", "99999999999d"), ["--since", "99999999999d"]),
     ("alerts-window-huge", _good("alerts", "--window", "99999999999d"), ["--window"]),
     ("metrics-since-huge", _good("metrics", "--once", "--since", "99999999999d"), ["--since"]),
+    ("stats-html-missing-folder", _good("stats", "--since", "all", "--html", "no/such/dir/x.html"),
+     ["no/such/dir/x.html", "No such file"]),
     ("runs-limit-negative", _good("runs", "--limit", "-1"), ["--limit", "-1"]),
     ("runs-limit-zero", _good("runs", "--limit", "0"), ["--limit"]),
     ("run-last-negative", _good("run", "--last", "-1"), ["--last"]),
