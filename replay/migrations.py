@@ -138,8 +138,8 @@ def _build(event_ms: int, snapshot_ms: int) -> Migrations:
         # `prune` deletes in short batches found through these indexes instead of scanning the
         # three tables under one long write lock (1.8 s at 100,000 runs). The partial index on
         # pinned runs keeps "is this snapshot referenced by a pinned run?" cheap in every batch.
+        # Events get none: it cost ~50 bytes and ~15% ingest per event; prune pages them by key.
         db.execute("CREATE INDEX IF NOT EXISTS runs_expires ON runs (expires_at)")
-        db.execute("CREATE INDEX IF NOT EXISTS events_expires ON events (expires_at)")
         db.execute("CREATE INDEX IF NOT EXISTS snapshots_expires ON snapshots (expires_at)")
         db.execute("CREATE INDEX IF NOT EXISTS runs_pinned ON runs (run_id) WHERE pinned")
         _set_version(db, 4)
