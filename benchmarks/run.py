@@ -26,6 +26,7 @@ SUITES = [
     ("replay (issue 3)", "bench_replay"),
     ("diff (issue 3)", "bench_diff"),
     ("no loss (issue 11)", "bench_no_loss"),
+    ("prune (issue 11)", "bench_prune"),
 ]
 
 

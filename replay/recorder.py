@@ -18,6 +18,7 @@ import functools
 import hashlib
 import inspect
 import itertools
+import math
 import os
 import signal
 import sys
@@ -31,7 +32,7 @@ from typing import Any, Callable, Literal, NoReturn, TypeVar, cast
 from replay.agents import register_agent
 from replay.context import _run, _session, _step
 from replay.errors import StopRun
-from replay.hashing import freeze_lenient
+from replay.hashing import TEXT_ERRORS, freeze_lenient
 from replay.models import Run, Usage, new_run_id, validate_stop_reason
 from replay.processors import RedactionConfig, Redactor
 from replay.usage import extract_usage
@@ -128,10 +129,37 @@ class RunState:
         return self.run.run_id
 
     def usage(self) -> Usage:
-        return Usage(
+        return Usage.lenient(
             tokens_in=self.tokens_in, tokens_out=self.tokens_out,
-            cost_usd=round(self.cost_usd, 10), tool_calls=self.tool_calls,
+            cost_usd=round(self.cost_usd, 10) if math.isfinite(self.cost_usd) else 0.0, tool_calls=self.tool_calls,
         )
+
+
+def _check_name(name: Any, what: str) -> str:
+    """A tool, model or agent name given to a decorator: text SQLite can store, checked at import time."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} name {name!r}: give a non-empty string, e.g. @rec.{what}('http.get')")
+    if name != _safe_name(name):
+        raise ValueError(f"{what} name {ascii(name)}: remove the NUL character or lone surrogate from it")
+    return name
+
+
+def _safe_name(name: Any) -> str:
+    """`name` with NUL and lone surrogates replaced by U+FFFD: a run never fails over its name."""
+    text = str(name)
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if not text.isascii():
+        text = text.encode("utf-8", TEXT_ERRORS).decode("utf-8")
+    return text
+
+
+def _usage_ok(tokens_in: Any, tokens_out: Any, cost_usd: Any) -> bool:
+    try:
+        return (int(tokens_in) >= 0 and int(tokens_out) >= 0 and math.isfinite(float(cost_usd))
+                and float(cost_usd) >= 0)
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 class _ToolSpec:
@@ -140,7 +168,7 @@ class _ToolSpec:
     def __init__(self, fn: Callable[..., Any], name: str, kind: str, timeout_s: float | None = None,
                  price_in: float | None = None, price_out: float | None = None) -> None:
         self.fn = fn
-        self.name = name
+        self.name = _check_name(name, "tool" if kind == "tool_result" else "model")
         self.kind = kind
         sig = inspect.signature(fn)
         params = list(sig.parameters.values())
@@ -549,7 +577,7 @@ class Recorder:
         http = _http_options(http, http_match)  # reject a bad matching rule at decoration time too
 
         def deco(fn: F) -> F:
-            agent_name = name or fn.__name__
+            agent_name = _check_name(name or fn.__name__, "agent")
             entry = f"{fn.__module__}:{fn.__qualname__}"
             if fn.__module__ == "__main__":
                 entry = _script_entrypoint(fn, agent_name)
@@ -597,6 +625,10 @@ class Recorder:
         st = _run.get()
         if st is None:
             return
+        if not _usage_ok(tokens_in, tokens_out, cost_usd):
+            # Recording never breaks the agent: a nonsense amount is left out, with one warning.
+            self._warn_encode("rec.usage()", "a negative, non-finite or non-numeric amount was ignored")
+            return
         st.tokens_in += tokens_in
         st.tokens_out += tokens_out
         st.cost_usd += cost_usd
@@ -605,7 +637,7 @@ class Recorder:
     def _begin(self, handle: RunHandle) -> RunState:
         session = _session.get()
         style, value = handle.input
-        frozen, problem = freeze_lenient(value)
+        frozen, problem = freeze_lenient(value, "input")
         if problem:
             self._warn_encode(f"the input of agent {handle.agent!r}", problem)
         ts = time.time_ns() // 1_000_000
@@ -615,7 +647,7 @@ class Recorder:
             run_id=new_run_id(ts),
             pid=_pid(),
             last_seen_ms=ts,
-            agent=handle.agent,
+            agent=_safe_name(handle.agent),
             entrypoint=handle.entrypoint,
             versions={**self.versions, **(handle.versions or {})},
             labels=dict(handle.labels or {}),
@@ -659,6 +691,9 @@ class Recorder:
             return "cancelled"
         if isinstance(exc, StopRun):
             return exc.stop_reason
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            # sys.exit() / sys.exit(0) inside an agent is a clean end, not a failure.
+            return st.stop_reason or "completed"
         return st.stop_reason or "error"
 
     def _warn_encode(self, where: str, problem: str) -> None:
@@ -855,7 +890,7 @@ class Recorder:
                 usage = self._model_usage(st, spec, result)
             out: bytes | None = None
             if output_sha is None:
-                out, problem = freeze_lenient(result)
+                out, problem = freeze_lenient(result, "output")
                 if problem:
                     self._warn_encode(f"the output of {spec.name}", problem)
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, out, None, None,
@@ -874,7 +909,7 @@ class Recorder:
         st.tokens_in += tin
         st.tokens_out += tout
         st.cost_usd += cost
-        return Usage(tokens_in=tin, tokens_out=tout, cost_usd=cost)
+        return Usage.lenient(tokens_in=tin, tokens_out=tout, cost_usd=cost)
 
     def _call(self, st: RunState, spec: _ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         step_id, frozen = self._enter_step(st, spec, args, kwargs)
@@ -989,7 +1024,7 @@ class RunHandle:
     def set_output(self, value: Any) -> None:
         """Record `value` as the run's output (the decorator does this with the return value)."""
         assert self.state is not None
-        frozen, problem = freeze_lenient(value)
+        frozen, problem = freeze_lenient(value, "output")
         if problem:
             self.recorder._warn_encode(f"the output of agent {self.agent!r}", problem)
         self.state.output = frozen

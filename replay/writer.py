@@ -75,6 +75,19 @@ def _row_json(row: tuple[Any, ...]) -> str:
     return orjson.dumps(_row_dict(row)).decode()
 
 
+def _check_text(values: tuple[Any, ...]) -> None:
+    """Raise UnicodeEncodeError for a lone surrogate in a name or label, so only that record is lost.
+
+    Values are frozen leniently (no surrogate reaches a snapshot), but names, labels and versions
+    come straight from code; SQLite would refuse the whole batch over one of them.
+    """
+    for v in values:
+        if type(v) is tuple:
+            _check_text(v)
+        elif type(v) is str and not v.isascii():
+            v.encode("utf-8")
+
+
 _writers: weakref.WeakSet[Writer] = weakref.WeakSet()
 
 
@@ -530,6 +543,7 @@ class Writer:
             try:
                 if isinstance(item, StepItem):
                     row = self._step_row(item, snapshots)
+                    _check_text(row)
                     rows.append(row)
                     if row[8] == "error" and self.listeners:
                         errs = self._errors.setdefault(item.run_id, [])
@@ -537,6 +551,7 @@ class Writer:
                             errs.append(_row_event(row))
                 else:
                     run, row = self._run_rows(item, snapshots)
+                    _check_text((run.agent, run.entrypoint, run.host, *run.labels.items(), *run.versions.items()))
                     runs[run.run_id] = run
                     rows.append(row)
                     if item.stop:
@@ -545,7 +560,8 @@ class Writer:
                     else:
                         self._open_runs[run.run_id] = None
             except Exception as exc:  # noqa: BLE001 - one bad record must not lose the batch
-                self._lose(1, f"a record could not be encoded ({exc!r})")
+                # The exception's type only: its text can hold the user's value.
+                self._lose(1, f"a record could not be encoded ({type(exc).__name__})")
         run_list, snap_list = list(runs.values()), list(snapshots.values())
         if self._store is None or self._spooling:
             self._spool(rows, run_list, snap_list)  # keep the order: later batches queue behind earlier ones
