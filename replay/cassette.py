@@ -118,9 +118,23 @@ def cassette_from_replay(result: Any) -> Cassette:
 
 
 def dump_cassette(cassette: Cassette) -> str:
-    """The cassette as sorted, indented JSON text (stable across exports)."""
+    """The cassette as indented JSON text, sorted but for snapshot bodies (stable across exports)."""
     data = cassette.model_dump(mode="json")
-    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    # Snapshot bodies keep the tool's key order (replay hands values back in it); everything else
+    # is sorted. Their shas are over the canonical form, so the order does not change them.
+    bodies = {sha: snap.pop("body", None) for sha, snap in data.get("snapshots", {}).items()}
+    data = _sorted_keys(data)
+    for sha, snap in data.get("snapshots", {}).items():
+        snap["body"] = bodies[sha]
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
 
 
 def write_cassette(cassette: Cassette, path: str | os.PathLike[str], *, force: bool = False) -> Path:

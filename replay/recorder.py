@@ -27,7 +27,8 @@ from typing import Any, Callable, Literal, NoReturn, TypeVar, cast
 
 from replay.context import _run, _session, _step
 from replay.errors import StopRun
-from replay.hashing import freeze_lenient
+from replay.fidelity import capture_error
+from replay.hashing import freeze_lenient, type_tag
 from replay.models import Run, Usage, new_run_id, validate_stop_reason
 from replay.processors import RedactionConfig, Redactor
 from replay.usage import extract_usage
@@ -185,10 +186,20 @@ def _error_names(exc: BaseException) -> tuple[str, str, str]:
 
 
 def _type_name(value: Any) -> str | None:
-    cls = type(value)
-    if dataclasses.is_dataclass(value) or hasattr(cls, "model_validate"):
-        return f"{cls.__module__}:{cls.__qualname__}"
-    return None
+    """The value's type tag tree (`replay.hashing.type_tag`): what replay rebuilds it as."""
+    return type_tag(value)
+
+
+def _error_detail(exc: BaseException) -> bytes | None:
+    """The exception's args and public attributes, frozen (`replay.fidelity.capture_error`).
+
+    Taken on the agent's path only when a tool raised; never raises.
+    """
+    try:
+        frozen, _ = freeze_lenient(capture_error(exc))
+        return frozen
+    except Exception:  # noqa: BLE001 - recording never breaks the agent: replay falls back to the message
+        return None
 
 
 class _ToolTimeout(BaseException):
@@ -601,7 +612,8 @@ class Recorder:
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, None,
                             error_names or _error_names(exc), str(exc) if error_message is None else error_message,
                             time.time_ns() // 1_000_000, dur, None,
-                            None, args_sha, output_sha)
+                            None, args_sha, output_sha,
+                            error_detail=None if output_sha is not None else _error_detail(exc))
         else:
             if spec.kind == "model_result":
                 usage = self._model_usage(st, spec, result)

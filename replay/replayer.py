@@ -27,6 +27,7 @@ from replay.cassette import Cassette, load_cassette
 from replay.context import _session, _step
 from replay.diff import IgnoreRules, RunDiff, Trace, diff_traces
 from replay.errors import EntrypointError, RecordedToolError, ReplayError, StopRun, UnrecordedCall
+from replay.fidelity import rebuild_error, rebuild_value
 from replay.hashing import canonical_bytes, sha_of_canonical, thaw
 from replay.models import Event, Run, Usage
 from replay.network import block_network
@@ -123,14 +124,11 @@ def _from_cassette(cas: Cassette, path: str) -> Recording:
 # ---- rebuilding recorded values -------------------------------------------------------------
 
 
-def _import_qualname(module: str, qualname: str) -> Any:
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def _rebuild_value(value: Any, type_name: str | None) -> Any:
+    """The recorded value as the tool returned it: its types (`replay.fidelity`) and key order.
+
+    Always a fresh object: the agent may mutate what a tool returned without changing the recording.
+    """
     if isinstance(value, dict) and value.get(TRUNCATED_TAG) is True:
         warnings.warn(
             f"the recorded output {value.get('sha')} was truncated at record time "
@@ -138,37 +136,23 @@ def _rebuild_value(value: Any, type_name: str | None) -> Any:
             stacklevel=3,
         )
         return value
-    if not type_name or ":" not in type_name or type_name.startswith("$"):
-        return value
-    module, qualname = type_name.split(":", 1)
-    try:
-        cls = _import_qualname(module, qualname)
-    except Exception:  # noqa: BLE001 - a type gone since the recording: the JSON value still works
-        return value
-    try:
-        if hasattr(cls, "model_validate"):
-            return cls.model_validate(value)
-        if isinstance(cls, type) and dataclasses.is_dataclass(cls) and isinstance(value, dict):
-            return cls(**value)
-    except Exception:  # noqa: BLE001
-        return value
-    return value
+    return rebuild_value(value, type_name)
 
 
 def _rebuild_error(body: Any) -> BaseException:
+    """The recorded error as the client's own class (`replay.fidelity.rebuild_error`).
+
+    Only classes from modules the agent has already imported; else `RecordedToolError` naming it.
+    """
     if not isinstance(body, dict):
         return RecordedToolError("UnknownError", str(body))
     display = str(body.get("error", "Error"))
     message = str(body.get("message", ""))
-    module, qualname = body.get("module"), body.get("qualname")
-    if module and qualname:
-        try:
-            cls = _import_qualname(module, qualname)
-            if isinstance(cls, type) and issubclass(cls, BaseException):
-                return cls(message)
-        except Exception:  # noqa: BLE001 - cannot rebuild: fall back to RecordedToolError
-            pass
-    return RecordedToolError(display, message)
+    try:
+        exc = rebuild_error(body)
+    except Exception:  # noqa: BLE001 - cannot rebuild: fall back to RecordedToolError
+        exc = None
+    return exc if exc is not None else RecordedToolError(display, message)
 
 
 # ---- the session: the fixed tool layer ------------------------------------------------------

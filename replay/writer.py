@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
-from replay.hashing import canonical_bytes, sha_of_canonical, thaw
+from replay.hashing import canonical_bytes, ordered_bytes, sha_of_canonical, thaw
 from replay.models import Event, Run, Usage
 
 if TYPE_CHECKING:
@@ -95,6 +95,8 @@ class StepItem:
     args_sha: str | None = None  # precomputed by the replay layer, which had to hash anyway
     # An answer replayed from the recording: its output (or error) snapshot is the recorded one.
     output_sha: str | None = None
+    # A tool's exception: args, public attributes and their types, frozen (replay.fidelity).
+    error_detail: bytes | None = None
 
 
 @dataclass
@@ -308,21 +310,26 @@ class Writer:
     def _snapshot(
         self, value: Any, snapshots: dict[str, tuple[str, bytes, str | None, bool]], type_name: str | None
     ) -> tuple[str, bytes]:
-        """Redact `value`, store it content-addressed, return (sha, redacted canonical bytes)."""
+        """Redact `value`, store it content-addressed, return (sha, redacted body bytes).
+
+        The body keeps the value's own key order (replay hands it back as the tool returned it);
+        the sha is over the canonical, sorted form, so hashes join with hand-rolled loggers.
+        """
         assert self._redactor is not None
-        body = self._redactor.canonical(value)
-        canonical = body
-        digest = sha_of_canonical(body)
+        redacted = self._redactor(value)
+        digest = sha_of_canonical(canonical_bytes(redacted))
+        body = ordered_bytes(redacted)
         if digest not in snapshots:
+            stored = body
             truncated = len(body) > self.max_snapshot_bytes
             if truncated:
                 head = body[: self.max_snapshot_bytes].decode("utf-8", "ignore")
-                body = orjson.dumps(
+                stored = orjson.dumps(
                     {TRUNCATED_TAG: True, "sha": digest, "size": len(body), "head": head},
                     option=orjson.OPT_SORT_KEYS,
                 )
-            snapshots[digest] = (digest, body, type_name, truncated)
-        return digest, canonical
+            snapshots[digest] = (digest, stored, type_name, truncated)
+        return digest, body
 
     def _step_row(self, it: StepItem, snapshots: dict[str, tuple[str, bytes, str | None, bool]]) -> tuple[Any, ...]:
         assert self._redactor is not None
@@ -337,6 +344,10 @@ class Writer:
         elif it.error is not None:
             display, module, qualname = it.error
             out = {"error": display, "module": module, "qualname": qualname, "message": it.message or ""}
+            if it.error_detail is not None:
+                detail = thaw(it.error_detail)
+                if isinstance(detail, dict):
+                    out.update((k, v) for k, v in detail.items() if k not in out)
             output_sha, _ = self._snapshot(out, snapshots, "$error")
         elif it.output is not None:
             output_sha, _ = self._snapshot(thaw(it.output), snapshots, it.type_name)
