@@ -352,6 +352,13 @@ def _body_bytes(d: dict[str, Any]) -> bytes:
 
 
 def _build_request(d: dict[str, Any]) -> Any:
+    try:
+        return _make_request(d)
+    except Exception:  # noqa: BLE001 - e.g. a URL redaction made unparsable: keep the plain data
+        return None
+
+
+def _make_request(d: dict[str, Any]) -> Any:
     path = d.get(REQUEST_TAG)
     method, url = str(d.get("method", "GET")), str(d.get("url", ""))
     httpx_request = _lib_base(path, "httpx", "Request")
@@ -368,6 +375,13 @@ def _build_request(d: dict[str, Any]) -> Any:
 
 
 def _build_response(d: dict[str, Any]) -> Any:
+    try:
+        return _make_response(d)
+    except Exception:  # noqa: BLE001 - the plain data is still there for code that reads it
+        return None
+
+
+def _make_response(d: dict[str, Any]) -> Any:
     path = d.get(RESPONSE_TAG)
     status = d.get("status")
     if not isinstance(status, int):
