@@ -37,6 +37,7 @@ __all__ = ["capture_error", "loaded_class", "rebuild_error", "rebuild_value", "p
 RESPONSE_TAG = "$response"
 REQUEST_TAG = "$request"
 HEADERS_TAG = "$headers"
+EXCEPTION_TAG = "$exception"  # an exception held by another (requests' ConnectionError wraps urllib3's)
 _MAX_BODY = 64 * 1024
 
 
@@ -264,6 +265,11 @@ def _capture(value: Any, depth: int = 0) -> Any:
     email_message = sys.modules.get("email.message")
     if email_message is not None and isinstance(value, email_message.Message):
         return {HEADERS_TAG: _cls_path(type(value)), "headers": _headers(value)}
+    if isinstance(value, BaseException):
+        if depth > 3:
+            return str(value)
+        return {EXCEPTION_TAG: _cls_path(type(value)), "args": [_capture(a, depth + 1) for a in value.args],
+                "attrs": _public_attrs(value, depth + 1)}
     if isinstance(value, dict):
         return {k: _capture(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
@@ -273,7 +279,7 @@ def _capture(value: Any, depth: int = 0) -> Any:
     return value  # frozen leniently by the recorder: unencodable values become placeholders
 
 
-def _public_attrs(exc: BaseException) -> dict[str, Any]:
+def _public_attrs(exc: BaseException, depth: int = 0) -> dict[str, Any]:
     try:
         state = vars(exc)
     except TypeError:
@@ -289,7 +295,7 @@ def _public_attrs(exc: BaseException) -> dict[str, Any]:
                 continue
         if callable(value) and not _is_response(value) and not _is_request(value):
             continue
-        out[name] = _capture(value)
+        out[name] = _capture(value, depth)
     return out
 
 
@@ -321,6 +327,12 @@ def _rebuild_http(value: Any) -> Any:
         built = _build_request(value)
         if built is not None:
             return built
+    elif EXCEPTION_TAG in value:
+        module, _, qualname = str(value[EXCEPTION_TAG]).partition(":")
+        built = rebuild_error({"module": module, "qualname": qualname, "args": value.get("args"),
+                               "attrs": value.get("attrs")})
+        if built is not None:
+            return built
     elif HEADERS_TAG in value:
         cls = loaded_class(value[HEADERS_TAG])
         email_message = sys.modules.get("email.message")
@@ -332,16 +344,24 @@ def _rebuild_http(value: Any) -> Any:
     return {k: _rebuild_http(v) for k, v in value.items()}
 
 
-def _lib_base(path: Any, lib: str, name: str) -> Any:
-    """``lib.name`` when `lib` is imported and the recorded class (if loaded) derives from it."""
-    mod = sys.modules.get(lib)
-    base = vars(mod).get(name) if mod is not None else None
-    if not isinstance(base, type):
-        return None
-    cls = loaded_class(path)
-    if cls is not None and issubclass(cls, base):
-        return cls
-    return base if isinstance(path, str) and path.split(".")[0].split(":")[0] == lib else None
+# httpx and its successor package httpx2 (which newer openai / anthropic SDKs use) share one API.
+_HTTPX_LIBS = ("httpx", "httpx2")
+
+
+def _httpx_class(path: Any, name: str) -> Any:
+    """The httpx(2) class `name` (or the recorded subclass of it) when that library is imported."""
+    top = path.split(":")[0].split(".")[0] if isinstance(path, str) else ""
+    for lib in _HTTPX_LIBS:
+        mod = sys.modules.get(lib)
+        base = vars(mod).get(name) if mod is not None else None
+        if not isinstance(base, type):
+            continue
+        cls = loaded_class(path)
+        if cls is not None and issubclass(cls, base):
+            return cls
+        if top == lib:
+            return base
+    return None
 
 
 def _body_bytes(d: dict[str, Any]) -> bytes:
@@ -361,7 +381,7 @@ def _build_request(d: dict[str, Any]) -> Any:
 def _make_request(d: dict[str, Any]) -> Any:
     path = d.get(REQUEST_TAG)
     method, url = str(d.get("method", "GET")), str(d.get("url", ""))
-    httpx_request = _lib_base(path, "httpx", "Request")
+    httpx_request = _httpx_class(path, "Request")
     if httpx_request is not None:
         return httpx_request(method, url)
     models = sys.modules.get("requests.models")
@@ -390,7 +410,7 @@ def _make_response(d: dict[str, Any]) -> Any:
     body = _body_bytes(d)
     req = d.get("request")
     request = _build_request(req) if isinstance(req, dict) else None
-    httpx_response = _lib_base(path, "httpx", "Response")
+    httpx_response = _httpx_class(path, "Response")
     if httpx_response is not None:
         headers.pop("content-encoding", None)  # the body is stored decoded
         headers.pop("transfer-encoding", None)
