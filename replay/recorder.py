@@ -123,11 +123,41 @@ class RunState:
         )
 
 
+def _ignore_paths(ignore_args: Any, name: str) -> tuple[tuple[str, ...], ...]:
+    if ignore_args is None:
+        return ()
+    if isinstance(ignore_args, str) or not all(isinstance(p, str) and p for p in ignore_args):
+        raise TypeError(
+            f"ignore_args of {name!r} must be a list of argument names or dotted paths "
+            "(e.g. ignore_args=[\"idempotency_key\", \"payload.request_id\"])"
+        )
+    return tuple(tuple(p.split(".")) for p in ignore_args)
+
+
+def _without(bound: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+    """`bound` without the ignored fields; dicts on the way are copied, the agent's own are untouched."""
+    out = dict(bound)
+    for path in paths:
+        node: Any = out
+        for key in path[:-1]:
+            child = node.get(key) if isinstance(node, dict) else None
+            if not isinstance(child, dict):
+                node = None
+                break
+            node[key] = child = dict(child)
+            node = child
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return out
+
+
 class _ToolSpec:
-    __slots__ = ("fn", "name", "kind", "skip_first", "params", "timeout_s", "price_in", "price_out")
+    __slots__ = ("fn", "name", "kind", "skip_first", "params", "timeout_s", "price_in", "price_out", "ignore")
 
     def __init__(self, fn: Callable[..., Any], name: str, kind: str, timeout_s: float | None = None,
-                 price_in: float | None = None, price_out: float | None = None) -> None:
+                 price_in: float | None = None, price_out: float | None = None,
+                 ignore_args: Any = None) -> None:
+        self.ignore = _ignore_paths(ignore_args, name)
         self.fn = fn
         self.name = name
         self.kind = kind
@@ -158,7 +188,7 @@ class _ToolSpec:
         if i < len(args):  # more positionals than parameters: keep them rather than lose them
             out["*args"] = list(args[i:])
         out.update(kwargs)
-        return out
+        return _without(out, self.ignore) if self.ignore else out
 
 
 def _status_code(exc: BaseException) -> int | None:
@@ -508,14 +538,18 @@ class Recorder:
 
     # ---- tools and models -------------------------------------------------------------------
 
-    def tool(self, name: str | Callable[..., Any] | None = None, *, timeout_s: float | None = None) -> Any:
+    def tool(self, name: str | Callable[..., Any] | None = None, *, timeout_s: float | None = None,
+             ignore_args: list[str] | tuple[str, ...] | None = None) -> Any:
         """Record each call of the decorated function (sync or async) as a step of the current run.
 
         A tool called outside any run just runs. During a replay it answers from the recording.
+        ``ignore_args`` names arguments (or dotted paths into dict arguments) left out of args_sha,
+        e.g. a random idempotency key: a replay then matches the call whatever value it got.
         """
         if callable(name):  # bare @rec.tool
-            return self._wrap(name, name.__name__, "tool_result", timeout_s=timeout_s)
-        return lambda fn: self._wrap(fn, name or fn.__name__, "tool_result", timeout_s=timeout_s)
+            return self._wrap(name, name.__name__, "tool_result", timeout_s=timeout_s, ignore_args=ignore_args)
+        return lambda fn: self._wrap(fn, name or fn.__name__, "tool_result", timeout_s=timeout_s,
+                                     ignore_args=ignore_args)
 
     def model(
         self,
@@ -523,6 +557,7 @@ class Recorder:
         *,
         price_in_per_mtok: float | None = None,
         price_out_per_mtok: float | None = None,
+        ignore_args: list[str] | tuple[str, ...] | None = None,
     ) -> Any:
         """Record each call of the decorated model client as a step of kind ``model_result``.
 
@@ -530,9 +565,10 @@ class Recorder:
         million tokens, spend is computed too.
         """
         if callable(name):
-            return self._wrap(name, name.__name__, "model_result")
+            return self._wrap(name, name.__name__, "model_result", ignore_args=ignore_args)
         return lambda fn: self._wrap(fn, name or fn.__name__, "model_result",
-                                     price_in=price_in_per_mtok, price_out=price_out_per_mtok)
+                                     price_in=price_in_per_mtok, price_out=price_out_per_mtok,
+                                     ignore_args=ignore_args)
 
     def _wrap(self, fn: F, name: str, kind: str, **opts: Any) -> F:
         spec = _ToolSpec(fn, name, kind, **opts)

@@ -37,6 +37,7 @@ from replay.writer import TRUNCATED_TAG
 __all__ = ["ReplayResult", "ReplaySession", "Recording", "load_recording", "replay_run", "replay_run_async"]
 
 _ON_UNRECORDED = ("error", "none")
+_CLOCKS = ("recorded", "real")
 
 
 @dataclasses.dataclass
@@ -521,6 +522,7 @@ def replay_run(
     ordered: bool = True,
     redaction: RedactionConfig | None = None,
     record_to: str | os.PathLike[str] | None = None,
+    clock: str = "recorded",
 ) -> ReplayResult:
     """Replay a recorded run against the code checked out now and diff it with the recording.
 
@@ -533,16 +535,20 @@ def replay_run(
         ordered: False compares the steps as a multiset (for agents calling tools in parallel).
         record_to: a store to record the replayed run into (``replay_of`` set), kept afterwards so
             ``replay show`` works on it; default: a temporary store, removed after the replay.
+        clock: ``"recorded"`` (default) runs the agent at the recorded run's wall-clock time
+            (``time.time()``, ``datetime.now()`` start at its start and tick on; time-machine),
+            so "today" in a prompt replays identically; ``"real"`` leaves the clock alone.
 
     Raises:
         RunNotFoundError, CassetteDecodeError, EntrypointError: before anything runs.
     """
+    _check_clock(clock)
     recording, fn, call = _prepare(source, agent, db)
     session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction,
                             record_to=record_to)
     output: Any = None
     exception: BaseException | None = None
-    with _installed(session):
+    with _installed(session), _recorded_clock(recording, clock):
         try:
             output = _invoke(session, fn, recording, call)
             if inspect.isawaitable(output):
@@ -550,6 +556,28 @@ def replay_run(
         except (Exception, StopRun) as exc:
             exception = exc
     return _conclude(session, recording, output, exception, ignore, ordered)
+
+
+def _check_clock(clock: str) -> None:
+    if clock not in _CLOCKS:
+        raise ValueError(f"clock={clock!r}: use 'recorded' (the run's own wall-clock time, the default) or 'real'")
+
+
+@contextlib.contextmanager
+def _recorded_clock(recording: Recording, clock: str) -> Iterator[None]:
+    """The wall clock set to the recorded run's start, ticking on (time-machine), for the block.
+
+    Only wall-clock time travels (``time.time``, ``datetime.now``, ``date.today``, ...):
+    ``time.perf_counter`` and ``time.monotonic`` do not, so recorded durations and timeouts stay real.
+    """
+    started = recording.run.started_ms
+    if clock == "real" or not started:
+        yield
+        return
+    import time_machine
+
+    with time_machine.travel(started / 1000, tick=True):
+        yield
 
 
 @contextlib.contextmanager
@@ -595,14 +623,20 @@ async def replay_run_async(
     ordered: bool = True,
     redaction: RedactionConfig | None = None,
     record_to: str | os.PathLike[str] | None = None,
+    clock: str = "recorded",
 ) -> ReplayResult:
-    """`replay_run` for async agents inside a running event loop."""
+    """`replay_run` for async agents inside a running event loop.
+
+    With ``clock="recorded"`` the whole process sees the recorded time while the agent runs
+    (other tasks of the loop included); pass ``clock="real"`` where that matters.
+    """
+    _check_clock(clock)
     recording, fn, call = _prepare(source, agent, db)
     session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction,
                             record_to=record_to)
     output: Any = None
     exception: BaseException | None = None
-    with _installed(session):
+    with _installed(session), _recorded_clock(recording, clock):
         try:
             output = _invoke(session, fn, recording, call)
             if inspect.isawaitable(output):
