@@ -277,6 +277,7 @@ def snapshot_bytes(obj: Any) -> bytes | None:
 # agent has already imported (see `replay.replayer`).
 
 _PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))
+_STR_TYPE = frozenset((str,))
 _TAG_DEPTH = 64
 
 
@@ -320,11 +321,13 @@ def _tree(obj: Any, depth: int) -> Any:
     if depth > _TAG_DEPTH:
         return None
     depth += 1
+    # issuperset(map(type, ...)) checks a whole level in C: plain levels cost little.
     if t is dict:
-        kids = _kids(obj.values(), depth)
+        values = obj.values()
+        kids = None if _PLAIN_TYPES.issuperset(map(type, values)) else _kids(values, depth)
         keys: dict[str, str] | None = None
-        for i, k in enumerate(obj):
-            if type(k) is not str:
+        if not _STR_TYPE.issuperset(map(type, obj)):
+            for i, k in enumerate(obj):
                 tag = _key_tag(k)
                 if tag is not None:
                     if keys is None:
@@ -334,6 +337,8 @@ def _tree(obj: Any, depth: int) -> Any:
             return None
         return ["d", kids] if keys is None else ["d", kids, keys]
     if t is list:
+        if _PLAIN_TYPES.issuperset(map(type, obj)):
+            return None
         kids = _kids(obj, depth)
         return None if kids is None else ["l", kids]
     if t is tuple:

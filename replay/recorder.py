@@ -658,8 +658,10 @@ class Recorder:
                 out, problem = freeze_lenient(result)
                 if problem:
                     self._warn_encode(f"the output of {spec.name}", problem)
+            # The type tag tree is taken on the writer thread (off the agent's path) from `output_ref`.
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, out, None, None,
-                            time.time_ns() // 1_000_000, dur, usage, _type_name(result), args_sha, output_sha)
+                            time.time_ns() // 1_000_000, dur, usage, None, args_sha, output_sha,
+                            output_ref=None if out is None else result)
         self._writer.submit(item)
 
     def _model_usage(self, st: RunState, spec: _ToolSpec, response: Any) -> Usage | None:
