@@ -113,3 +113,45 @@ def test_ignore_args_must_be_names(tmp_path: pathlib.Path) -> None:
     with pytest.raises(TypeError, match="list of argument names"):
         rec.tool("t", ignore_args="idempotency_key")(lambda idempotency_key: None)
     rec.close()
+
+
+DATED_AGENT = '''
+import datetime as dt, os
+from replay import Recorder
+
+rec = Recorder(os.environ["CLOCK_DB"])
+
+@rec.model("llm")
+def llm(prompt: str) -> str:
+    return "ok"
+
+@rec.agent("dated-cli")
+def handle(question: str) -> str:
+    return llm(f"Today is {dt.date.today().isoformat()}. {question}")
+'''
+
+
+def test_cli_run_replays_at_the_recorded_time_and_clock_real_opts_out(tmp_path: pathlib.Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`replay run` matches a dated run at the recorded time; `--clock real` shows the divergence (exit 1)."""
+    from click.testing import CliRunner
+
+    from replay.cli import cli
+
+    name = f"clock_agent_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(DATED_AGENT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("CLOCK_DB", str(tmp_path / "rec.db"))
+    import importlib
+
+    mod = importlib.import_module(name)
+    with time_machine.travel(RECORDED_AT, tick=True):
+        mod.handle("Late?")
+    rid = mod.rec.last_run_id
+    mod.rec.close()
+    args = ["run", rid, "--db", str(tmp_path / "rec.db"), "--agent", f"{name}:handle"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    real = CliRunner().invoke(cli, [*args, "--clock", "real"])
+    assert real.exit_code == 1, real.output
+    bad = CliRunner().invoke(cli, [*args, "--clock", "tomorrow"])
+    assert bad.exit_code == 2 and "'recorded'" in bad.output
