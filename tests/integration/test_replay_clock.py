@@ -155,3 +155,36 @@ def test_cli_run_replays_at_the_recorded_time_and_clock_real_opts_out(tmp_path: 
     assert real.exit_code == 1, real.output
     bad = CliRunner().invoke(cli, [*args, "--clock", "tomorrow"])
     assert bad.exit_code == 2 and "'recorded'" in bad.output
+
+
+def test_async_replay_runs_at_the_recorded_time(tmp_path: pathlib.Path) -> None:
+    """replay_run_async inside a running loop also replays a dated async agent with an empty diff."""
+    import asyncio
+
+    from replay import replay_run_async
+
+    rec = Recorder(tmp_path / "rec.db")
+
+    @rec.model("llm")
+    async def llm(prompt: str) -> str:
+        return "ok"
+
+    @rec.agent("dated-async")
+    async def agent(question: str) -> str:
+        return await llm(f"Today is {dt.date.today().isoformat()}. {question}")
+
+    ids: list[str | None] = []
+
+    async def record() -> None:
+        with time_machine.travel(RECORDED_AT, tick=True):
+            await agent("Late?")
+        ids.append(rec.last_run_id)
+
+    asyncio.run(record())
+    rec.close()
+
+    async def replay() -> Any:
+        return await replay_run_async(ids[0], db=tmp_path / "rec.db", agent=agent)
+
+    res = asyncio.run(replay())
+    assert res.exception is None and res.diff.is_empty, str(res.diff)
