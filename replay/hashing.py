@@ -16,6 +16,7 @@ import enum
 import hashlib
 import json
 import pathlib
+import pickle
 import re
 import uuid
 from typing import Any
@@ -277,6 +278,7 @@ def snapshot_bytes(obj: Any) -> bytes | None:
 # agent has already imported (see `replay.replayer`).
 
 _PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))
+_NO_PLAIN: Any = object()
 _STR_TYPE = frozenset((str,))
 _TAG_DEPTH = 64
 
@@ -388,14 +390,24 @@ def _tree(obj: Any, depth: int) -> Any:
     return None
 
 
-def type_tag(obj: Any) -> str | None:
+def type_tag(obj: Any, plain: Any = _NO_PLAIN) -> str | None:
     """The tag tree of `obj` as compact JSON, or None when `obj` is plain JSON all the way down.
 
-    Cheap for plain values (one pass of type checks); never raises.
+    `plain`, when given, is `obj` parsed back from its frozen JSON. Then most plain values are
+    settled in C without a walk: a tuple, set, bytes, datetime, Decimal, UUID, Path, dataclass,
+    model, plain Enum or int key never equals its JSON form, and a pickle of a value made only of
+    dict, list, str, int, float, bool and None names no class (STACK_GLOBAL, byte 0x93), which
+    catches what does compare equal (IntEnum, StrEnum, OrderedDict). Never raises.
     """
     t = type(obj)
     if t in _PLAIN_TYPES:
         return None
+    if plain is not _NO_PLAIN:
+        try:
+            if plain == obj and b"\x93" not in pickle.dumps(obj, 5):
+                return None
+        except Exception:  # noqa: BLE001 - unpicklable or an __eq__ that raises: walk it
+            pass
     try:
         node = _tree(obj, 0)
     except Exception:  # noqa: BLE001 - a strange value: replay hands back plain JSON for it

@@ -34,6 +34,14 @@ events_log = logging.getLogger("replay.events")
 TRUNCATED_TAG = "$truncated"
 
 
+def _sorted_dump(value: Any) -> bytes | None:
+    """orjson's sorted JSON of plain `value` (what `Redactor.canonical` returns when it redacted nothing)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+
+
 def _usage_json(u: Usage) -> str:
     return orjson.dumps(
         {"tokens_in": u.tokens_in, "tokens_out": u.tokens_out, "cost_usd": u.cost_usd, "tool_calls": u.tool_calls}
@@ -326,7 +334,7 @@ class Writer:
         assert self._redactor is not None
         canonical = self._redactor.canonical(value)
         digest = sha_of_canonical(canonical)
-        if frozen is not None and canonical == canonical_bytes(value):
+        if frozen is not None and canonical == _sorted_dump(value):
             body = frozen  # nothing was redacted
         else:
             body = ordered_bytes(self._redactor(value))
@@ -364,7 +372,7 @@ class Writer:
             value = thaw(it.output)
             type_name = it.type_name
             if it.output_ref is not None:
-                type_name = type_tag(it.output_ref)
+                type_name = type_tag(it.output_ref, value)
                 it.output_ref = None
             output_sha, _ = self._snapshot(value, snapshots, type_name, it.output)
         else:

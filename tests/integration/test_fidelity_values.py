@@ -40,6 +40,10 @@ class Level(enum.IntEnum):
     HIGH = 2
 
 
+class Shade(str, enum.Enum):
+    DARK = "dark"
+
+
 @dataclasses.dataclass
 class Line:
     sku: str
@@ -179,6 +183,7 @@ TYPED_VALUES = {
     "path": pathlib.PurePosixPath("/srv/data/x.csv"),
     "enum": Color.BLUE,
     "int enum": Level.HIGH,
+    "str enum inside a dict": {"shade": Shade.DARK, "level": [Level.LOW]},
     "named tuple": Point(1, (2, 3)),
     "int keys": {1: "one", 2: "two", 10: (1, 2)},
     "dataclass": Order(7, [Line("SKU-1", 2, dt.datetime(2026, 5, 1, 12, 0))], ("x", "y")),
