@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from replay.errors import CassetteDecodeError
-from replay.hashing import canonical_bytes, sha_of_canonical
+from replay.hashing import canonical_bytes, ordered_bytes, sha_of_canonical
 from replay.models import Event, Run
 
 __all__ = [
@@ -220,12 +220,11 @@ def import_cassette(store: Any, path_or_cassette: str | os.PathLike[str] | Casse
         pass
     snaps = []
     for sha, snap in cas.snapshots.items():
-        body = canonical_bytes(snap.body)
+        body = ordered_bytes(snap.body)  # the tool's key order, as recorded (the sha is over the canonical form)
         snaps.append((sha, body, snap.type, snap.truncated))
     run = cas.run.model_copy(update={"pinned": True})
     if cas.http:  # the HTTP interactions go back into one $http snapshot, referenced by http_sha
-        body = canonical_bytes(cas.http)
-        run.http_sha = sha_of_canonical(body)
-        snaps.append((run.http_sha, body, "$http", False))
+        run.http_sha = sha_of_canonical(canonical_bytes(cas.http))
+        snaps.append((run.http_sha, ordered_bytes(cas.http), "$http", False))
     store.write_batch(runs=[run], events=cas.events, snapshots=snaps)
     return True

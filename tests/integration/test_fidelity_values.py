@@ -125,6 +125,24 @@ def test_key_order_survives_a_cassette(tmp_path: pathlib.Path) -> None:
     assert json.dumps(replayed) == json.dumps(original)
 
 
+def test_key_order_survives_export_and_import_into_another_store(tmp_path: pathlib.Path) -> None:
+    """A cassette imported into another store replays with the tool's key order."""
+    from replay.cassette import import_cassette
+
+    value = {"zeta": 1, "alpha": {"y": 2, "x": 1}}
+    original, _ = record_then_replay(tmp_path, value, via_cassette=True)
+    cassette = next((tmp_path / "cassettes").glob("*.json"))
+    other = tmp_path / "other.db"
+    with Store(other) as store:
+        assert import_cassette(store, cassette)
+    rec_run = json.loads(cassette.read_text())["run"]["run_id"]
+    from replay.replayer import load_recording
+
+    recording = load_recording(rec_run, db=other)
+    step = recording.steps[0]
+    assert json.dumps(recording.snapshots[step.output_sha][0]) == json.dumps(value)
+
+
 def test_stored_hash_is_over_the_canonical_form(tmp_path: pathlib.Path) -> None:
     """The output_sha of an unordered dict equals the seed's sha() over sorted keys (hashes join with logs)."""
     from replay.hashing import sha
