@@ -32,7 +32,7 @@ import orjson
 
 from replay.hashing import BYTES_TAG, type_tag
 
-__all__ = ["capture_error", "loaded_class", "rebuild_error", "rebuild_value", "plain_copy"]
+__all__ = ["capture_error", "loaded_class", "plain_copy", "rebuild_error", "rebuild_value"]
 
 RESPONSE_TAG = "$response"
 REQUEST_TAG = "$request"
@@ -289,10 +289,9 @@ def _public_attrs(exc: BaseException, depth: int = 0) -> dict[str, Any]:
     for name, value in state.items():
         if name.startswith("__"):
             continue
-        if name.startswith("_"):
-            # A private field behind a public property (httpx keeps `.request` in `_request`).
-            if not isinstance(inspect.getattr_static(cls, name[1:], None), property):
-                continue
+        # A private field is kept only behind a public property (httpx keeps `.request` in `_request`).
+        if name.startswith("_") and not isinstance(inspect.getattr_static(cls, name[1:], None), property):
+            continue
         if callable(value) and not _is_response(value) and not _is_request(value):
             continue
         out[name] = _capture(value, depth)

@@ -29,12 +29,12 @@ __all__ = [
     "canonical_json",
     "freeze",
     "freeze_lenient",
+    "ordered_bytes",
     "sha",
     "sha_of_canonical",
     "thaw",
     "to_jsonable",
     "type_tag",
-    "ordered_bytes",
 ]
 
 BYTES_TAG = "$bytes"

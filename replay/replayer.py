@@ -28,7 +28,7 @@ from replay.context import _session, _step
 from replay.diff import IgnoreRules, RunDiff, Trace, diff_traces
 from replay.errors import EntrypointError, RecordedToolError, ReplayError, StopRun, UnrecordedCall
 from replay.fidelity import rebuild_error, rebuild_value
-from replay.hashing import canonical_bytes, sha_of_canonical, thaw
+from replay.hashing import sha_of_canonical, thaw
 from replay.models import Event, Run, Usage
 from replay.network import block_network
 from replay.processors import RedactionConfig, Redactor

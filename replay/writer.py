@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
-from replay.hashing import canonical_bytes, ordered_bytes, sha_of_canonical, thaw, type_tag
+from replay.hashing import ordered_bytes, sha_of_canonical, thaw, type_tag
 from replay.models import Event, Run, Usage
 
 if TYPE_CHECKING:

@@ -113,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, {"error": {"message": f"upstream said {status}", "type": "server_error",
                                       "code": f"E{status}"}}, {"retry-after": "7"})
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         m = re.fullmatch(r"/status/(\d{3})", self.path)
         if m:
             self._error(int(m.group(1)))
@@ -125,7 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": "no such route"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         model = str(body.get("model", ""))
@@ -157,7 +157,7 @@ class LocalService:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def stop(self) -> None:

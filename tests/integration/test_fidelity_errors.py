@@ -22,8 +22,8 @@ import httpx
 import openai
 import pytest
 import requests
-
 from _local_http import LocalService, closed_port
+
 from replay import RecordedToolError, Recorder, replay_run
 
 

@@ -130,7 +130,7 @@ def test_key_order_survives_export_and_import_into_another_store(tmp_path: pathl
     from replay.cassette import import_cassette
 
     value = {"zeta": 1, "alpha": {"y": 2, "x": 1}}
-    original, _ = record_then_replay(tmp_path, value, via_cassette=True)
+    record_then_replay(tmp_path, value, via_cassette=True)
     cassette = next((tmp_path / "cassettes").glob("*.json"))
     other = tmp_path / "other.db"
     with Store(other) as store:
@@ -155,7 +155,7 @@ def test_stored_hash_is_over_the_canonical_form(tmp_path: pathlib.Path) -> None:
     rec.close()
     store = Store(tmp_path / "rec.db")
     try:
-        step = [e for e in store.events(rid) if e.kind == "tool_result"][0]
+        step = next(e for e in store.events(rid) if e.kind == "tool_result")
         body = store.snapshot(step.output_sha)[0]
     finally:
         store.close()

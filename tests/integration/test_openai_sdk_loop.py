@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import pathlib
 from typing import Any
 
 import anthropic
@@ -21,8 +20,8 @@ import httpx
 import openai
 import pytest
 import requests
-
 from _local_http import LocalService
+
 from replay import Recorder, current_run_id, replay_run
 from replay.cassette import cassette_from_store, write_cassette
 from replay.store import Store
@@ -176,7 +175,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     rec.close()
     cassettes = root / "cassettes"
     with Store(db) as store:
-        for rid in sum(runs.values(), []):
+        for rid in [rid for ids in runs.values() for rid in ids]:
             write_cassette(cassette_from_store(store, rid), cassettes / f"{rid}.json")
     return {"db": db, "runs": runs, "outputs": outputs, "url": url, "cassettes": cassettes}
 

@@ -62,7 +62,7 @@ def test_loaded_class_never_imports_and_runs_no_module_getattr() -> None:
     mod = types.ModuleType("replay_fidelity_lazy")
     calls: list[str] = []
 
-    def __getattr__(name: str) -> object:  # noqa: N807 - a lazy module's hook
+    def __getattr__(name: str) -> object:
         calls.append(name)
         return Item
 
@@ -112,7 +112,7 @@ def test_capture_never_keeps_callables_or_private_fields() -> None:
 
 @pytest.mark.parametrize("value", [
     (1, [2, (3,)]),
-    {1: "a", 2.5: "b", True: "c", None: "d"},
+    {1: "a", 2.5: "b", False: "c", None: "d"},
     {"s": {1, 2}, "f": frozenset({"a"})},
     [b"raw", bytearray(b"x"), dt.timedelta(seconds=3)],
 ])
