@@ -111,15 +111,27 @@ def load_recording(source: str | os.PathLike[str] | Cassette, *, db: str | os.Pa
         snaps = {sha: (thaw(body), type_name, truncated) for sha, (body, type_name, truncated) in found.items()}
         from replay.cassette import _stored_http
 
+        run = _ordered_input(run, snaps)
         return Recording(run=run, events=events, snapshots=snaps, source=f"store:{path}",
                          secret_key=store.secret_key, http=_stored_http(store, run.http_sha))
     finally:
         store.close()
 
 
+def _ordered_input(run: Run, snaps: Mapping[str, tuple[Any, str | None, bool]]) -> Run:
+    """The run with its input as its snapshot keeps it: in the caller's key order.
+
+    The run row stores the input canonical (sorted); the agent is called with the order it got.
+    """
+    snap = snaps.get(run.input_sha) if run.input_sha else None
+    if snap is None or snap[2] or snap[0] != run.input:
+        return run  # truncated, or not the same value: keep the row's
+    return run.model_copy(update={"input": snap[0]})
+
+
 def _from_cassette(cas: Cassette, path: str) -> Recording:
     snaps = {sha: (s.body, s.type, s.truncated) for sha, s in cas.snapshots.items()}
-    return Recording(run=cas.run, events=cas.events, snapshots=snaps, source=path, cassette=cas, http=list(cas.http))
+    return Recording(run=_ordered_input(cas.run, snaps), events=cas.events, snapshots=snaps, source=path, cassette=cas, http=list(cas.http))
 
 
 # ---- rebuilding recorded values -------------------------------------------------------------

@@ -278,3 +278,24 @@ def test_a_class_from_a_module_not_imported_is_never_imported(tmp_path: pathlib.
     assert type(original).__name__ == "Box"
     assert replayed == {"n": 3}
     assert modname not in sys.modules
+
+
+@pytest.mark.parametrize("via_cassette", [False, True])
+def test_the_agent_is_called_with_its_input_in_the_recorded_key_order(tmp_path: pathlib.Path, via_cassette: bool) -> None:
+    """A ticket dict given to the agent comes back in its own key order, so json.dumps(ticket) in a prompt matches."""
+    rec = Recorder(tmp_path / "rec.db")
+    llm = rec.model("llm")(lambda prompt: "ok")
+
+    @rec.agent("ticketed")
+    def agent(ticket: dict) -> str:
+        return llm(f"Ticket: {json.dumps(ticket)}")
+
+    agent({"subject": "late", "order": "A-1", "body": "where is it"})
+    rid = rec.last_run_id
+    rec.close()
+    source: Any = rid
+    if via_cassette:
+        with Store(tmp_path / "rec.db") as store:
+            source = str(write_cassette(cassette_from_store(store, rid), tmp_path / f"{rid}.json"))
+    res = replay_run(source, db=tmp_path / "rec.db", agent=agent)
+    assert res.exception is None and res.diff.is_empty, str(res.diff)
