@@ -25,6 +25,7 @@ import enum
 import inspect
 import pathlib
 import sys
+import types
 import uuid
 from typing import Any
 
@@ -280,10 +281,11 @@ def _capture(value: Any, depth: int = 0) -> Any:
 
 
 def _public_attrs(exc: BaseException, depth: int = 0) -> dict[str, Any]:
+    """Public instance attributes, then public fields declared in C or with __slots__ (OSError.filename)."""
     try:
         state = vars(exc)
     except TypeError:
-        return {}
+        state = {}
     cls = type(exc)
     out: dict[str, Any] = {}
     for name, value in state.items():
@@ -295,6 +297,19 @@ def _public_attrs(exc: BaseException, depth: int = 0) -> dict[str, Any]:
         if callable(value) and not _is_response(value) and not _is_request(value):
             continue
         out[name] = _capture(value, depth)
+    for klass in cls.__mro__:
+        if klass is BaseException or klass is object:
+            continue
+        for name, descriptor in vars(klass).items():
+            if name.startswith("_") or name in out or name in state:
+                continue
+            if isinstance(descriptor, types.MemberDescriptorType | types.GetSetDescriptorType):
+                try:
+                    value = getattr(exc, name)
+                except Exception:  # noqa: BLE001 - a field never set (OSError.characters_written)
+                    continue
+                if value is not None:
+                    out[name] = _capture(value, depth)
     return out
 
 

@@ -65,6 +65,7 @@ def _cases(url: str, dead: str) -> dict[str, Callable[[], Any]]:
         "TimeoutError": lambda: (_ for _ in ()).throw(TimeoutError("upstream timed out")),
         "asyncio.TimeoutError": lambda: asyncio.run(sleepy()),
         "KeyError": lambda: {}["missing"],
+        "FileNotFoundError": lambda: open("/nonexistent-dir/x.txt"),  # errno and filename are C fields
         "user error": lambda: (_ for _ in ()).throw(QuotaError("acct-1", 100)),
     }
 
@@ -72,7 +73,7 @@ def _cases(url: str, dead: str) -> dict[str, Callable[[], Any]]:
 def retry_view(e: BaseException) -> dict[str, Any]:
     """What a retry policy reads: class, message, status, Retry-After, the request, the response body."""
     view: dict[str, Any] = {"type": type(e), "str": str(e), "args_types": [type(a) for a in e.args]}
-    for name in ("status_code", "code", "account", "limit", "request_id", "body"):
+    for name in ("status_code", "code", "account", "limit", "request_id", "body", "errno", "filename"):
         if name in vars(e) or isinstance(getattr(type(e), name, None), property):
             try:
                 view[name] = getattr(e, name)
