@@ -68,9 +68,16 @@ def loaded_class(path: Any) -> type | None:
 # ---- values ---------------------------------------------------------------------------------
 
 
+_SCALAR_TYPES = frozenset((str, int, float, bool, type(None)))
+
+
 def plain_copy(value: Any) -> Any:
     """A private copy of plain JSON `value` (the agent may mutate what a tool returned)."""
-    if isinstance(value, dict | list):
+    t = type(value)
+    if t is dict or t is list:
+        # A flat dict or list (the common tool answer) is copied in C; nested ones through orjson.
+        if _SCALAR_TYPES.issuperset(map(type, value.values() if t is dict else value)):
+            return value.copy()
         try:
             return orjson.loads(orjson.dumps(value))
         except (TypeError, orjson.JSONEncodeError):
