@@ -299,3 +299,24 @@ def test_the_agent_is_called_with_its_input_in_the_recorded_key_order(tmp_path: 
             source = str(write_cassette(cassette_from_store(store, rid), tmp_path / f"{rid}.json"))
     res = replay_run(source, db=tmp_path / "rec.db", agent=agent)
     assert res.exception is None and res.diff.is_empty, str(res.diff)
+
+
+def test_mutating_a_result_right_after_the_call_never_changes_what_was_recorded(tmp_path: pathlib.Path) -> None:
+    """The recorded JSON is frozen on the agent's path: a result mutated at once still replays as the tool returned it."""
+    rec = Recorder(tmp_path / "rec.db")
+    tool = rec.tool("t")(lambda: {"rows": [(1, "a")], "n": 1})
+    seen: list[str] = []
+
+    @rec.agent("mutator")
+    def agent() -> None:
+        result = tool()
+        seen.append(json.dumps(result))
+        result["rows"].append((2, "b"))
+        result["n"] = 2
+
+    agent()
+    rid = rec.last_run_id
+    rec.close()
+    res = replay_run(rid, db=tmp_path / "rec.db", agent=agent)
+    assert res.diff.is_empty, str(res.diff)
+    assert seen[1] == seen[0] == json.dumps({"rows": [[1, "a"]], "n": 1})
