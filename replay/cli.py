@@ -520,11 +520,13 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
               help="Write a report: .json, .md or .xml (JUnit) by suffix.")
 @click.option("--record-to", default=None, type=click.Path(dir_okay=False),
               help="Keep the replayed runs in this store (replay_of set) for `replay show`.")
+@click.option("--clock", type=click.Choice(["recorded", "real"]), default="recorded", show_default=True,
+              help="The agent's wall clock: the recorded run's time, or the real one.")
 @json_option
 @click.option("--markdown", is_flag=True, help="Print Markdown (for a CI comment).")
 def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, agent_refs: tuple[str, ...], last: int | None,
             stop_reason: str | None,
-            ignore: tuple[str, ...], report_path: str | None, record_to: str | None, as_json: bool,
+            ignore: tuple[str, ...], report_path: str | None, record_to: str | None, clock: str, as_json: bool,
             markdown: bool) -> None:
     """Replay recorded runs against the code checked out now. Exit 1 if one diverges, 2 on error.
 
@@ -579,7 +581,7 @@ def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, agent_refs
         for src in bar:
             t0 = time.perf_counter()
             try:
-                res = replay_run(src, agent=entry, db=db, ignore=rules, record_to=record_to,
+                res = replay_run(src, agent=entry, db=db, ignore=rules, record_to=record_to, clock=clock,
                                  agents=list(agent_refs), project=os.getcwd())
                 o = Outcome(src, res.recorded.run_id, "matched" if res.diff.is_empty else "diverged", res.diff)
             except (ReplayError, ValueError, ImportError) as exc:

@@ -29,7 +29,8 @@ from replay.cassette import Cassette, load_cassette
 from replay.context import _session, _step
 from replay.diff import IgnoreRules, RunDiff, Trace, diff_traces
 from replay.errors import EntrypointError, RecordedToolError, ReplayError, StopRun, UnrecordedCall
-from replay.hashing import canonical_bytes, sha_of_canonical, thaw
+from replay.fidelity import rebuild_error, rebuild_value
+from replay.hashing import sha_of_canonical, thaw
 from replay.models import Event, Run, Usage
 from replay.network import sealed
 from replay.processors import RedactionConfig, Redactor
@@ -38,6 +39,7 @@ from replay.writer import TRUNCATED_TAG
 __all__ = ["ReplayResult", "ReplaySession", "Recording", "load_recording", "replay_run", "replay_run_async"]
 
 _ON_UNRECORDED = ("error", "none")
+_CLOCKS = ("recorded", "real")
 
 
 @dataclasses.dataclass
@@ -123,6 +125,7 @@ def load_recording(source: str | os.PathLike[str] | Cassette, *, db: str | os.Pa
                  for sha, (body, type_name, truncated) in found.items()}
         from replay.cassette import _stored_http
 
+        run = _ordered_input(run, snaps)
         return Recording(run=run, events=events, snapshots=snaps, source=f"store:{path}",
                          secret_key=store.secret_key, http=_stored_http(store, run.http_sha),
                          expired=store.expired_steps(run, events))
@@ -142,6 +145,17 @@ def _thaw_snapshot(store: Any, run: Run, sha: str, body: bytes) -> Any:
                               where=f"sha = '{sha[:24]}'") from None
 
 
+def _ordered_input(run: Run, snaps: Mapping[str, tuple[Any, str | None, bool]]) -> Run:
+    """The run with its input as its snapshot keeps it: in the caller's key order.
+
+    The run row stores the input canonical (sorted); the agent is called with the order it got.
+    """
+    snap = snaps.get(run.input_sha) if run.input_sha else None
+    if snap is None or snap[2] or snap[0] != run.input:
+        return run  # truncated, or not the same value: keep the row's
+    return run.model_copy(update={"input": snap[0]})
+
+
 def _from_cassette(cas: Cassette, path: str) -> Recording:
     snaps = {sha: (s.body, s.type, s.truncated) for sha, s in cas.snapshots.items()}
     # A cassette exported with --allow-expired lacks some outputs: the same refusal as from a store.
@@ -151,25 +165,18 @@ def _from_cassette(cas: Cassette, path: str) -> Recording:
         if e.kind in ("tool_result", "model_result") and e.parent_step_id is None
         and e.output_sha and e.output_sha not in snaps
     ]
-    return Recording(run=cas.run, events=cas.events, snapshots=snaps, source=path, cassette=cas, http=list(cas.http),
+    return Recording(run=_ordered_input(cas.run, snaps), events=cas.events, snapshots=snaps, source=path, cassette=cas, http=list(cas.http),
                      expired=expired)
 
 
 # ---- rebuilding recorded values -------------------------------------------------------------
 
 
-def _import_qualname(module: str, qualname: str) -> Any:
-    # A type or error path in a recording is data: only a module the agent already imported may
-    # serve it. Importing a module named in a cassette would run that module's code.
-    obj: Any = sys.modules.get(module)
-    if obj is None:
-        raise ImportError(f"module {module!r} is not imported by the agent; agent-replay never imports it")
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def _rebuild_value(value: Any, type_name: str | None) -> Any:
+    """The recorded value as the tool returned it: its types (`replay.fidelity`) and key order.
+
+    Always a fresh object: the agent may mutate what a tool returned without changing the recording.
+    """
     if isinstance(value, dict) and value.get(TRUNCATED_TAG) is True:
         warnings.warn(
             f"the recorded output {value.get('sha')} was truncated at record time "
@@ -177,37 +184,23 @@ def _rebuild_value(value: Any, type_name: str | None) -> Any:
             stacklevel=3,
         )
         return value
-    if not type_name or ":" not in type_name or type_name.startswith("$"):
-        return value
-    module, qualname = type_name.split(":", 1)
-    try:
-        cls = _import_qualname(module, qualname)
-    except Exception:  # noqa: BLE001 - a type gone since the recording: the JSON value still works
-        return value
-    try:
-        if hasattr(cls, "model_validate"):
-            return cls.model_validate(value)
-        if isinstance(cls, type) and dataclasses.is_dataclass(cls) and isinstance(value, dict):
-            return cls(**value)
-    except Exception:  # noqa: BLE001
-        return value
-    return value
+    return rebuild_value(value, type_name)
 
 
 def _rebuild_error(body: Any) -> BaseException:
+    """The recorded error as the client's own class (`replay.fidelity.rebuild_error`).
+
+    Only classes from modules the agent has already imported; else `RecordedToolError` naming it.
+    """
     if not isinstance(body, dict):
         return RecordedToolError("UnknownError", str(body))
     display = str(body.get("error", "Error"))
     message = str(body.get("message", ""))
-    module, qualname = body.get("module"), body.get("qualname")
-    if module and qualname:
-        try:
-            cls = _import_qualname(module, qualname)
-            if isinstance(cls, type) and issubclass(cls, BaseException):
-                return cls(message)
-        except Exception:  # noqa: BLE001 - cannot rebuild: fall back to RecordedToolError
-            pass
-    return RecordedToolError(display, message)
+    try:
+        exc = rebuild_error(body)
+    except Exception:  # noqa: BLE001 - cannot rebuild: fall back to RecordedToolError
+        exc = None
+    return exc if exc is not None else RecordedToolError(display, message)
 
 
 # ---- the session: the fixed tool layer ------------------------------------------------------
@@ -637,6 +630,7 @@ def replay_run(
     project: str | os.PathLike[str] | None = None,
     allow_network: bool = False,
     allow_subprocess: bool = False,
+    clock: str = "recorded",
 ) -> ReplayResult:
     """Replay a recorded run against the code checked out now and diff it with the recording.
 
@@ -655,18 +649,23 @@ def replay_run(
         project: the project folder whose pyproject.toml lists agent modules (default: the working folder).
         allow_network: let the agent open sockets and resolve names (sealed by default).
         allow_subprocess: let the agent start processes (sealed by default).
+        clock: ``"recorded"`` (default) runs the agent at the recorded run's wall-clock time
+            (``time.time()``, ``datetime.now()`` start at its start and tick on; time-machine),
+            so "today" in a prompt replays identically; ``"real"`` leaves the clock alone.
 
     Raises:
         RunNotFoundError, CassetteDecodeError, EntrypointError, ExpiredSnapshotsError: before
             anything runs (the last when outputs the replay needs were pruned; stubs cover them).
     """
+    _check_clock(clock)
     recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
     _check_expired(recording, stubs)
     session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction,
                             record_to=record_to)
     output: Any = None
     exception: BaseException | None = None
-    with _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess):
+    with _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess), \
+            _recorded_clock(recording, clock):
         try:
             output = _invoke(session, fn, recording, call)
             if inspect.isawaitable(output):
@@ -674,6 +673,28 @@ def replay_run(
         except (Exception, StopRun, SystemExit) as exc:  # sys.exit() in the agent ends it, not the replay
             exception = exc
     return _conclude(session, recording, output, exception, ignore, ordered)
+
+
+def _check_clock(clock: str) -> None:
+    if clock not in _CLOCKS:
+        raise ValueError(f"clock={clock!r}: use 'recorded' (the run's own wall-clock time, the default) or 'real'")
+
+
+@contextlib.contextmanager
+def _recorded_clock(recording: Recording, clock: str) -> Iterator[None]:
+    """The wall clock set to the recorded run's start, ticking on (time-machine), for the block.
+
+    Only wall-clock time travels (``time.time``, ``datetime.now``, ``date.today``, ...):
+    ``time.perf_counter`` and ``time.monotonic`` do not, so recorded durations and timeouts stay real.
+    """
+    started = recording.run.started_ms
+    if clock == "real" or not started:
+        yield
+        return
+    import time_machine
+
+    with time_machine.travel(started / 1000, tick=True):
+        yield
 
 
 @contextlib.contextmanager
@@ -726,15 +747,22 @@ async def replay_run_async(
     project: str | os.PathLike[str] | None = None,
     allow_network: bool = False,
     allow_subprocess: bool = False,
+    clock: str = "recorded",
 ) -> ReplayResult:
-    """`replay_run` for async agents inside a running event loop."""
+    """`replay_run` for async agents inside a running event loop.
+
+    With ``clock="recorded"`` the whole process sees the recorded time while the agent runs
+    (other tasks of the loop included); pass ``clock="real"`` where that matters.
+    """
+    _check_clock(clock)
     recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
     _check_expired(recording, stubs)
     session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction,
                             record_to=record_to)
     output: Any = None
     exception: BaseException | None = None
-    with _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess):
+    with _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess), \
+            _recorded_clock(recording, clock):
         try:
             output = _invoke(session, fn, recording, call)
             if inspect.isawaitable(output):

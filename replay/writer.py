@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
-from replay.hashing import canonical_bytes, sha_of_canonical, thaw
+from replay.hashing import canonical_bytes, ordered_bytes, sha_of_canonical, thaw, type_tag
 from replay.liveness import HEARTBEAT_S, STALE_MS, pid_alive, this_host
 from replay.models import Event, Run, Usage
 
@@ -49,6 +49,14 @@ log = logging.getLogger("replay")
 events_log = logging.getLogger("replay.events")
 
 TRUNCATED_TAG = "$truncated"
+
+
+def _sorted_dump(value: Any) -> bytes | None:
+    """orjson's sorted JSON of plain `value` (what `Redactor.canonical` returns when it redacted nothing)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
 
 
 def _usage_json(u: Usage) -> str:
@@ -127,6 +135,13 @@ class StepItem:
     output_sha: str | None = None
     # The step_id of the first step of its concurrent group (parallel calls), None when it ran alone.
     concurrent_group: int | None = None
+    # A tool's exception: args, public attributes and their types, frozen (replay.fidelity).
+    error_detail: bytes | None = None
+    # The value the tool returned, held until the writer takes its type tag tree (`type_tag`):
+    # walking it costs microseconds the agent's path does not pay. The recorded JSON is `output`,
+    # frozen on the agent's path; a value the agent mutates before the writer gets to it can only
+    # lose type tags (replay then hands back plain JSON there), never change what is recorded.
+    output_ref: Any = None
 
 
 @dataclass
@@ -709,23 +724,34 @@ class Writer:
                 return
 
     def _snapshot(
-        self, value: Any, snapshots: dict[str, tuple[str, bytes, str | None, bool]], type_name: str | None
+        self, value: Any, snapshots: dict[str, tuple[str, bytes, str | None, bool]], type_name: str | None,
+        frozen: bytes | None = None,
     ) -> tuple[str, bytes]:
-        """Redact `value`, store it content-addressed, return (sha, redacted canonical bytes)."""
+        """Redact `value`, store it content-addressed, return (sha, redacted body bytes).
+
+        The body keeps the value's own key order (replay hands it back as the tool returned it);
+        the sha is over the canonical, sorted form, so hashes join with hand-rolled loggers.
+        `frozen` is `value`'s JSON as the agent's path froze it: when redaction changed nothing,
+        it is the body as it is (no second copy, no second serialization).
+        """
         assert self._redactor is not None
-        body = self._redactor.canonical(value)
-        canonical = body
-        digest = sha_of_canonical(body)
+        canonical = self._redactor.canonical(value)
+        digest = sha_of_canonical(canonical)
+        if frozen is not None and canonical == _sorted_dump(value):
+            body = frozen  # nothing was redacted
+        else:
+            body = ordered_bytes(self._redactor(value))
         if digest not in snapshots:
+            stored = body
             truncated = len(body) > self.max_snapshot_bytes
             if truncated:
                 head = body[: self.max_snapshot_bytes].decode("utf-8", "ignore")
-                body = orjson.dumps(
+                stored = orjson.dumps(
                     {TRUNCATED_TAG: True, "sha": digest, "size": len(body), "head": head},
                     option=orjson.OPT_SORT_KEYS,
                 )
-            snapshots[digest] = (digest, body, type_name, truncated)
-        return digest, canonical
+            snapshots[digest] = (digest, stored, type_name, truncated)
+        return digest, body
 
     def _step_row(self, it: StepItem, snapshots: dict[str, tuple[str, bytes, str | None, bool]]) -> tuple[Any, ...]:
         assert self._redactor is not None
@@ -740,9 +766,18 @@ class Writer:
         elif it.error is not None:
             display, module, qualname = it.error
             out = {"error": display, "module": module, "qualname": qualname, "message": it.message or ""}
+            if it.error_detail is not None:
+                detail = thaw(it.error_detail)
+                if isinstance(detail, dict):
+                    out.update((k, v) for k, v in detail.items() if k not in out)
             output_sha, _ = self._snapshot(out, snapshots, "$error")
         elif it.output is not None:
-            output_sha, _ = self._snapshot(thaw(it.output), snapshots, it.type_name)
+            value = thaw(it.output)
+            type_name = it.type_name
+            if it.output_ref is not None:
+                type_name = type_tag(it.output_ref, value)
+                it.output_ref = None
+            output_sha, _ = self._snapshot(value, snapshots, type_name, it.output)
         else:
             output_sha = None
         return (
@@ -757,10 +792,10 @@ class Writer:
         assert self._redactor is not None
         run = it.run
         if it.input is not None:
-            run.input_sha, body = self._snapshot(thaw(it.input), snapshots, None)
+            run.input_sha, body = self._snapshot(thaw(it.input), snapshots, None, it.input)
             run.input = thaw(body)
         if it.output is not None:
-            run.output_sha, body = self._snapshot(thaw(it.output), snapshots, it.output_type)
+            run.output_sha, body = self._snapshot(thaw(it.output), snapshots, it.output_type, it.output)
             run.output = thaw(body)
         if it.http:
             run.http_sha, _ = self._snapshot(it.http, snapshots, "$http")
