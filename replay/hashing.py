@@ -344,9 +344,10 @@ def sha(obj: Any) -> str:
 
 def thaw(frozen: bytes) -> Any:
     """Parse a `freeze`d value back into plain JSON values."""
-    # orjson reads integers beyond 64 bits as floats: let json read those exactly. A run of 20
-    # digits is needed for one; mapping digits to 0 lets a substring test find it in C.
-    if b"00000000000000000000" not in frozen.translate(_ZERO_DIGITS):
+    # orjson reads integers beyond 64 bits as floats: let json read those exactly. A run of 19
+    # digits is needed for one (-2**63 - 1 has 19); mapping digits to 0 lets a substring test find
+    # it in C.
+    if b"0000000000000000000" not in frozen.translate(_ZERO_DIGITS):
         try:
             return orjson.loads(frozen)
         except orjson.JSONDecodeError:
@@ -372,7 +373,7 @@ def ordered_bytes(plain: Any) -> bytes:
     try:
         return orjson.dumps(plain)
     except (TypeError, orjson.JSONEncodeError):  # ints beyond 64 bits, non-str keys
-        return _dumps_ordered(to_jsonable(plain)).encode("utf-8", "surrogatepass")
+        return _dumps_ordered(to_jsonable(plain)).encode("utf-8", TEXT_ERRORS)
 
 
 def _orjson_default(obj: Any) -> Any:
