@@ -157,6 +157,8 @@ class Run(BaseModel):
     host: str = Field(default_factory=lambda: os.uname().nodename if hasattr(os, "uname") else "")
     #: the snapshot (type ``$http``) of the run's redacted HTTP interactions, for ``http=True`` runs
     http_sha: str | None = None
+    #: `replay.keys.fingerprint` of the key its pseudonyms were made with (never the key itself)
+    key_fingerprint: str | None = None
 
     @field_validator("stop_reason")
     @classmethod

@@ -498,6 +498,8 @@ class Redactor:
         self.config = config if config is not None else RedactionConfig()
         cfg = self.config
         self._mac = hmac.new(bytes(key), digestmod=hashlib.sha256)
+        #: `replay.keys.fingerprint` of the key: what runs and cassettes carry, never the key
+        self.key_fingerprint = hmac.new(bytes(key), b"agent-replay/key-fingerprint/v1", hashlib.sha256).hexdigest()[:16]
         self._allow = frozenset(cfg.allow)
         self._cache: dict[tuple[str, str], str] = {}
 

@@ -13,7 +13,6 @@ import atexit
 import contextvars
 import dataclasses
 import functools
-import hashlib
 import inspect
 import itertools
 import os
@@ -28,6 +27,7 @@ from typing import Any, Callable, Literal, NoReturn, TypeVar, cast
 from replay.context import _run, _session, _step
 from replay.errors import StopRun
 from replay.hashing import freeze_lenient
+from replay.keys import env_key
 from replay.models import Run, Usage, new_run_id, validate_stop_reason
 from replay.processors import RedactionConfig, Redactor
 from replay.usage import extract_usage
@@ -39,14 +39,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def shared_redaction_key() -> bytes | None:
-    """The key set in ``$REPLAY_REDACTION_KEY``, if any, used instead of the per-store key.
+    """The key set in ``$REPLAY_REDACTION_KEY``, if any, used instead of the store's key file.
 
-    Pseudonyms are keyed per store, so a value the agent's own code holds (a from-address) gets
-    another pseudonym when a cassette is replayed elsewhere. Teams that replay cassettes in CI set
-    the same secret in production and CI to keep those pseudonyms equal.
+    Pseudonyms are keyed, so a value the agent's own code holds (a from-address) gets another
+    pseudonym when a cassette is replayed with another key. Teams that replay cassettes in CI set
+    the same secret in production and CI to keep those pseudonyms equal (see `replay.keys`).
     """
-    value = os.environ.get("REPLAY_REDACTION_KEY")
-    return hashlib.sha256(value.encode("utf-8")).digest() if value else None
+    return env_key()
 
 
 def default_db() -> str:

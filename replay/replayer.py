@@ -30,6 +30,7 @@ from replay.errors import EntrypointError, RecordedToolError, ReplayError, StopR
 from replay.hashing import canonical_bytes, sha_of_canonical, thaw
 from replay.models import Event, Run, Usage
 from replay.network import block_network
+from replay.keys import ENV_VAR, RedactionKeyMismatchWarning, mismatch_message
 from replay.processors import RedactionConfig, Redactor
 from replay.writer import TRUNCATED_TAG
 
@@ -195,8 +196,21 @@ class ReplaySession:
         self.stubs = dict(stubs or {})
         self.on_unrecorded = on_unrecorded
         # The recording store's key, so values the agent builds itself pseudonymise as they did then.
-        key = shared_redaction_key() or recording.secret_key or os.urandom(32)
+        env = shared_redaction_key()
+        key = env or recording.secret_key or os.urandom(32)
+        source = "$REPLAY_REDACTION_KEY" if env else "the store's key" if recording.secret_key else (
+            f"a random key: ${ENV_VAR} is not set")
         self.redactor = Redactor(key, redaction or RedactionConfig())
+        #: (recorded fingerprint, this replay's fingerprint) when they differ, else None
+        self.key_mismatch: tuple[str, str] | None = None
+        recorded_fp = getattr(recording.run, "key_fingerprint", None)
+        if recorded_fp and recorded_fp != self.redactor.key_fingerprint:
+            self.key_mismatch = (recorded_fp, self.redactor.key_fingerprint)
+            warnings.warn(
+                mismatch_message(recording.run.run_id, recorded_fp, self.redactor.key_fingerprint, source),
+                RedactionKeyMismatchWarning,
+                stacklevel=3,
+            )
         # The replayed run is recorded like any run: into `record_to` when given (so `replay show`
         # works on it afterwards), else into a temporary store removed after the replay.
         self.store_dir: str | None = None
@@ -432,6 +446,8 @@ class ReplayResult:
     diff: RunDiff
     replayed_snapshots: Mapping[str, tuple[Any, str | None, bool]] = dataclasses.field(default_factory=dict)
     replayed_events: list[Event] = dataclasses.field(default_factory=list)
+    #: (recording's, replay's) redaction key fingerprints when they differ (see `replay.keys`)
+    key_mismatch: tuple[str, str] | None = None
 
     def calls(self, tool: str) -> list[Event]:
         """The replayed steps that called `tool`, in order."""
@@ -591,7 +607,9 @@ def _installed(session: ReplaySession) -> Iterator[None]:
 def _conclude(session: ReplaySession, recording: Recording, output: Any, exception: BaseException | None,
               ignore: Any, ordered: bool) -> ReplayResult:
     try:
-        return _finish(session, recording, output, exception, ignore, ordered)
+        result = _finish(session, recording, output, exception, ignore, ordered)
+        result.key_mismatch = session.key_mismatch
+        return result
     finally:
         session.close()
 

@@ -353,6 +353,7 @@ class Writer:
     ) -> tuple[Run, tuple[Any, ...]]:
         assert self._redactor is not None
         run = it.run
+        run.key_fingerprint = self._redactor.key_fingerprint
         if it.input is not None:
             run.input_sha, body = self._snapshot(thaw(it.input), snapshots, None)
             run.input = thaw(body)
