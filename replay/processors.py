@@ -499,18 +499,37 @@ _BEARER_D = re.compile(rb"bearer|basic")
 # phones, SSN, grouped cards, IPv4. Not an ISO date (2024-05-01: only 4 digits after the first).
 _R2 = re.compile(rb"0_(?:0+_0+_0|_?(?:00_000|000+_00))")
 _R3 = re.compile(rb"\+0(?:_{0,2}0){9}")  # international phone
-# Upper- or lowercase IBANs: check digits after a letter (a-f kept, g-z deleted, quotes '!').
-_IBAN_D = re.compile(rb"00(?<![0n]00)(?:_?[!eA0]){11}")
+_IBAN_D = re.compile(rb"AA00(?:_?[A0]){11}")
+# Lowercase IBANs (de89 3704 ...): on a translation with a-z -> 'a', A-Z -> 'A', digits -> '0',
+# space kept, the rest -> '!': two letters at a token start, two check digits, 11+ characters.
+_LOWER_CLASS = bytes(
+    48 if 48 <= i <= 57 else 97 if 97 <= i <= 122 else 65 if 65 <= i <= 90 else 32 if i == 32 else 33
+    for i in range(256)
+)
+_IBAN_LOWER_D = re.compile(rb"00(?<=[aA][aA]00)(?<![aA0][aA][aA]00)(?: ?[aA0]){11}")
 _TEN_D = re.compile(rb"0(?<!00)0{9}(?!0)")  # exactly ten digits: then _ten_runs decides
 _PEM_D = b"PRIVATE KEY"
 _YA29_D = b"ya29."
 _AWS_D = re.compile(rb"aws|akia|asia")
 _TEL_D = b"tel:"
 # IPv6 with "::" or with four groups (not a clock time 10:30:00).
-_IPV6_D = re.compile(rb":(?::|(?<=[0-9A-Fa-f]:)[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f])")
+_IPV6_D = re.compile(rb":(?::|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f])")
 # A whole JSON string that is base64 (16+ characters), or bytes tagged {"$bytes": ...}.
 _B64_J = re.compile(rb'"(?:[A-Za-z0-9+/]{4}){4,}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"')
 _B64_S = re.compile(rb"\x00(?:[A-Za-z0-9+/]{4}){4,}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?(?=\x00)")
+# Substrings one of which every match of _STRONG_D holds: a few memchr-speed tests, the regex
+# only when one is there.
+_STRONG_HINTS = (b"pass", b"sessio", b"access", b"cre", b"pwd", b"cook", b"auth", b"cv", b"key", b"tok")
+
+
+def _has_strong(fold: bytes) -> bool:
+    """Whether `_STRONG_D` matches somewhere in `fold`."""
+    for w in _STRONG_HINTS:
+        if w in fold:
+            return _STRONG_D.search(fold) is not None
+    return False
+
+
 _BYTES_KEY = b'"$bytes":'
 _SCHEME_D = re.compile(rb"://")
 # Secret words anywhere in a key or a text (folded: lowercase, '-' -> '_').
@@ -674,9 +693,11 @@ class Redactor:
         if all(re.fullmatch(r"[a-z0-9_.:/+@$]+", s) for s in minimal):
             trie = _reversed_trie([s.encode()[::-1] for s in minimal])
             self._keys_rx: re.Pattern[bytes] | None = re.compile(b':"' + trie)
-            self._kv_rx: re.Pattern[bytes] | None = re.compile(b"[=:][\"' \\\\]{0,3}" + trie)
+            # Two regexes, each starting with a literal (`re` then skips ahead in C).
+            self._kv_rx: re.Pattern[bytes] | None = re.compile(b"=[\"' \\\\]{0,3}" + trie)
+            self._kv_rx2: re.Pattern[bytes] | None = re.compile(b":[\"' \\\\]{0,3}" + trie)
         else:
-            self._keys_rx = self._kv_rx = None
+            self._keys_rx = self._kv_rx = self._kv_rx2 = None
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -779,7 +800,7 @@ class Redactor:
                 mask |= _G_AWS
             if en & _G_TEL and _TEL_D in fold:
                 mask |= _G_TEL
-            strong = _STRONG_D.search(fold) is not None
+            strong = _has_strong(fold)
             if strong:
                 mask |= en & _G_KV
                 if json_text:
@@ -790,13 +811,15 @@ class Redactor:
             if not strong:
                 if json_text and (self._keys_rx is None or self._keys_rx.search(rfold)):
                     mask |= _G_KEYS
-                if en & _G_KV and (self._kv_rx is None or self._kv_rx.search(rfold)):
+                if en & _G_KV and (
+                    self._kv_rx is None or self._kv_rx.search(rfold) or self._kv_rx2.search(rfold)  # type: ignore[union-attr]
+                ):
                     mask |= _G_KV
         if en & (_G_DIGITS | _G_IBAN) or risky:
             small = raw.translate(_CLASS, _G_TO_Z)
             if risky and (b"0.0000" in raw or _RISKY_FLOAT.search(small)):
                 mask |= _RISKY
-            if en & _G_IBAN and _IBAN_D.search(small):
+            if en & _G_IBAN and (_IBAN_D.search(small) or _IBAN_LOWER_D.search(raw.translate(_LOWER_CLASS))):
                 mask |= _G_IBAN
             if en & _G_DIGITS:
                 if _R2.search(small):
@@ -845,7 +868,9 @@ class Redactor:
                 if self._kv_rx is None:
                     hits += [(i, _G_KV) for i in starts[:-1]]
                 else:
-                    hits += [(n - m.end(), _G_KV) for m in self._kv_rx.finditer(fold[::-1])]
+                    rf = fold[::-1]
+                    hits += [(n - m.end(), _G_KV) for m in self._kv_rx.finditer(rf)]
+                    hits += [(n - m.end(), _G_KV) for m in self._kv_rx2.finditer(rf)]  # type: ignore[union-attr]
             if mask & _G_API:
                 hits += [(m.start(), _G_API) for m in _API_I.finditer(raw)]
                 hits += [(n - m.end(), _G_API) for m in _API_R.finditer(fold[::-1])]
@@ -854,6 +879,7 @@ class Redactor:
             cls = raw.translate(_CLASS)
             if mask & _G_IBAN:
                 hits += [(m.start(), _G_IBAN) for m in _IBAN_D.finditer(cls)]
+                hits += [(m.start(), _G_IBAN) for m in _IBAN_LOWER_D.finditer(raw.translate(_LOWER_CLASS))]
             if mask & _G_DIGITS:
                 hits += [(m.start(), mask & _G_DIGITS) for m in _R2.finditer(cls)]
             if mask & _G_PHONE:
