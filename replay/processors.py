@@ -622,6 +622,18 @@ def _touches(s: str, start: int, end: int) -> bool:
 
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Conversation memo (Redactor._canonical_memo): dicts at least this big, cache at most this big.
+_MEMO_MIN_BYTES = 4096
+_MEMO_MAX_BYTES = 32 * 1024 * 1024
+_MEMO_LETTERS = "ghijklmnopqrstuvwxyz"  # no rule matches a run of these letters and '$'
+
+
+def _memo_token(n: int) -> str:
+    digits = []
+    for _ in range(4):
+        n, r = divmod(n, 20)
+        digits.append(_MEMO_LETTERS[r])
+    return "$replaymemo$" + "".join(digits) + "$qzxv$"
 _IPV6_RX = re.compile(_PATTERNS["ipv6"])
 
 
@@ -663,6 +675,9 @@ class Redactor:
         self.key_fingerprint = hmac.new(bytes(key), b"agent-replay/key-fingerprint/v1", hashlib.sha256).hexdigest()[:16]
         self._allow = frozenset(cfg.allow)
         self._cache: dict[tuple[str, str], str] = {}
+        self._names: dict[str, str] = {}
+        self._memo: dict[bytes, bytes] = {}  # element canonical bytes -> redacted canonical bytes
+        self._memo_bytes = 0
 
         rules = [
             _Rule(name, _RULE_GROUP[name], re.compile(_PATTERNS[name]), _VALIDATORS.get(name))
@@ -741,6 +756,10 @@ class Redactor:
                 raw = orjson.dumps(value, option=_DUMP_OPTS | orjson.OPT_SORT_KEYS)
             except (TypeError, orjson.JSONEncodeError):
                 return canonical_bytes(self(value))
+            if t is dict and len(raw) >= _MEMO_MIN_BYTES:
+                spliced = self._canonical_memo(value)
+                if spliced is not None:
+                    return spliced
             mask = self._detect(raw, json_text=True, risky=True)
             if not mask:
                 return raw
@@ -748,6 +767,79 @@ class Redactor:
                 return canonical_bytes(self(value))
             return canonical_bytes(self._redact_tree(value, mask & ~_RISKY))
         return canonical_bytes(self(value))
+
+    def _canonical_memo(self, value: dict[Any, Any]) -> bytes | None:
+        """`canonical` of a dict whose list values (a conversation's messages) are redacted per element.
+
+        A model call's args carry the whole history, so each call would redact every earlier message
+        again (quadratic in the turns). Redaction is element-wise, so the redacted canonical bytes of
+        ``[m1, m2, ...]`` are ``[`` + the elements' bytes joined by ``,`` + ``]``: each element's bytes
+        are kept in a cache keyed by its own canonical (unredacted) bytes, and the list is spliced
+        into the redacted dict at a placeholder. The result is byte-identical to `canonical`;
+        None (use the ordinary path) when there is nothing to splice or the placeholder moved.
+        """
+        sentinels: dict[bytes, bytes] = {}
+        shallow: dict[Any, Any] = {}
+        for k, v in value.items():
+            if type(v) is list and len(v) >= 2:
+                parts: list[bytes] = []
+                for e in v:
+                    try:
+                        eb = orjson.dumps(e, option=_DUMP_OPTS | orjson.OPT_SORT_KEYS)
+                    except (TypeError, orjson.JSONEncodeError):
+                        return None
+                    red = self._memo.get(eb)
+                    if red is None:
+                        red = self.canonical(e)
+                        self._memo_put(eb, red)
+                    parts.append(red)
+                token = _memo_token(len(sentinels))
+                shallow[k] = token
+                sentinels[b'"' + token.encode() + b'"'] = b"[" + b",".join(parts) + b"]"
+            else:
+                shallow[k] = v
+        if not sentinels:
+            return None
+        out = self.canonical(shallow)
+        for token, body in sentinels.items():
+            if out.count(token) != 1:
+                return None  # under a secret key, or a user pattern changed it: the ordinary path
+            out = out.replace(token, body)
+        return out
+
+    def _memo_put(self, key: bytes, red: bytes) -> None:
+        self._memo_bytes += len(key) + len(red)
+        if self._memo_bytes > _MEMO_MAX_BYTES:
+            self._memo.clear()
+            self._memo_bytes = len(key) + len(red)
+        self._memo[key] = red
+
+    def redact(self, value: Any) -> Any:
+        """The same as calling the redactor: a redacted copy of `value` with dict key order kept.
+
+        Dicts come back with their keys in the input's order (a key renamed by a rule stays in its
+        place), lists in order; ``canonical_bytes(redact(x)) == canonical(x)``. Writers that store a
+        body in the tool's own key order use this and hash the canonical form.
+        """
+        return self(value)
+
+    def redact_name(self, name: str) -> str:
+        """A name (tool, agent, label) redacted like text; cached, so matching by name stays cheap."""
+        out = self._names.get(name)
+        if out is None:
+            out = self.redact_text(name)
+            if len(self._names) >= 4096:
+                self._names.clear()
+            self._names[name] = out
+        return out
+
+    def redact_token(self, value: str) -> str:
+        """A lowercase identifier (a user-defined stop reason): kept, or ``redacted_<8hex>`` if a rule hits."""
+        if self.redact_name(value) == value:
+            return value
+        mac = self._mac.copy()
+        mac.update(f"token:{value}".encode("utf-8", "surrogatepass"))
+        return f"redacted_{mac.hexdigest()[:8]}"
 
     def redact_text(self, text: str) -> str:
         """Redact the pattern rules in one string (a log line, an exception message)."""

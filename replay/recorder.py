@@ -48,6 +48,25 @@ def shared_redaction_key() -> bytes | None:
     return env_key()
 
 
+_scratch: list[Redactor] = []
+
+
+def _scrub(text: str, redactor: Redactor | None = None) -> str:
+    """Warning text with what redaction catches replaced (an exception's text can quote a value).
+
+    Uses the recording's redactor when it exists, else a process-local one with a random key (a
+    warning's pseudonyms need not match anything). Never raises: a warning must still go out.
+    """
+    try:
+        if redactor is None:
+            if not _scratch:
+                _scratch.append(Redactor(os.urandom(32)))
+            redactor = _scratch[0]
+        return redactor.redact_text(text)
+    except Exception:  # noqa: BLE001
+        return "(detail withheld: it could not be redacted)"
+
+
 def default_db() -> str:
     """The store used when none is named: ``$REPLAY_DB``, else ``./replay.db``."""
     return os.environ.get("REPLAY_DB") or "replay.db"
@@ -489,7 +508,7 @@ class Recorder:
         if not self._warned_encode:
             self._warned_encode = True
             warnings.warn(
-                f"agent-replay recorded a placeholder for {where}: {problem}",
+                _scrub(f"agent-replay recorded a placeholder for {where}: {problem}", self._writer._redactor),
                 RecordingLossWarning,
                 stacklevel=4,
             )
@@ -794,7 +813,7 @@ def _stop_http(capture: Any) -> list[Any] | None:
     try:
         return cast(list[Any], capture.stop())
     except Exception as exc:  # noqa: BLE001 - recording must never break the agent
-        warnings.warn(f"agent-replay lost a run's HTTP interactions: {exc!r}", RecordingLossWarning, stacklevel=3)
+        warnings.warn(_scrub(f"agent-replay lost a run's HTTP interactions: {exc!r}"), RecordingLossWarning, stacklevel=3)
         return None
 
 

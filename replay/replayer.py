@@ -232,7 +232,8 @@ class ReplaySession:
         return sha_of_canonical(self.redactor.canonical(thaw(frozen_args)))
 
     def _lookup(self, spec: Any, args_sha: str) -> Event | None:
-        queue = self.index.get((spec.name, args_sha))
+        # Recorded tool names passed the redactor: look the live name up the same way.
+        queue = self.index.get((self.redactor.redact_name(spec.name), args_sha))
         if queue:
             try:
                 return queue.popleft()

@@ -58,6 +58,13 @@ def _row_json(row: tuple[Any, ...]) -> str:
     return orjson.dumps(_row_dict(row)).decode()
 
 
+def _label_value(red: Redactor, key: Any, value: Any) -> str:
+    """A label or version value as written: secret keys hide it, pattern rules pseudonymize it."""
+    if red._is_secret_key_cached(str(key)):
+        return "[REDACTED:secret]"
+    return red.redact_name(str(value))
+
+
 _writers: weakref.WeakSet[Writer] = weakref.WeakSet()
 
 
@@ -303,7 +310,7 @@ class Writer:
                 try:
                     listener(run, errors)
                 except Exception as exc:  # noqa: BLE001 - a metrics bug must not stop recording
-                    log.warning("replay: run listener %r failed: %r", listener, exc)
+                    log.warning("replay: run listener %r failed: %s", listener, self._safe(repr(exc)))
 
     def _snapshot(
         self, value: Any, snapshots: dict[str, tuple[str, bytes, str | None, bool]], type_name: str | None
@@ -342,9 +349,10 @@ class Writer:
             output_sha, _ = self._snapshot(thaw(it.output), snapshots, it.type_name)
         else:
             output_sha = None
+        red = self._redactor
         return (
-            it.run_id, it.kind, it.ts_ms, it.step_id, it.tool, args_sha, output_sha, it.duration_ms,
-            "error" if it.error is not None else "ok", None if it.error is None else it.error[0], None,
+            it.run_id, it.kind, it.ts_ms, it.step_id, red.redact_name(it.tool), args_sha, output_sha, it.duration_ms,
+            "error" if it.error is not None else "ok", None if it.error is None else red.redact_name(it.error[0]), None,
             None if it.usage is None else _usage_json(it.usage), it.parent_step_id,
         )
 
@@ -353,7 +361,17 @@ class Writer:
     ) -> tuple[Run, tuple[Any, ...]]:
         assert self._redactor is not None
         run = it.run
-        run.key_fingerprint = self._redactor.key_fingerprint
+        red = self._redactor
+        # Names, labels, versions and stop reasons are written too: they pass the redactor (a name
+        # is pseudonymized the same way each time, so matching by name still works).
+        run.key_fingerprint = red.key_fingerprint
+        run.agent = red.redact_name(run.agent)
+        if run.labels:
+            run.labels = {red.redact_name(str(k)): _label_value(red, k, v) for k, v in run.labels.items()}
+        if run.versions:
+            run.versions = {red.redact_name(str(k)): _label_value(red, k, v) for k, v in run.versions.items()}
+        if run.stop_reason is not None:
+            run.stop_reason = red.redact_token(run.stop_reason)
         if it.input is not None:
             run.input_sha, body = self._snapshot(thaw(it.input), snapshots, None)
             run.input = thaw(body)
@@ -361,7 +379,10 @@ class Writer:
             run.output_sha, body = self._snapshot(thaw(it.output), snapshots, it.output_type)
             run.output = thaw(body)
         if it.http:
-            run.http_sha, _ = self._snapshot(it.http, snapshots, "$http")
+            from replay.http import redact_interactions
+
+            http = redact_interactions(it.http, red)
+            run.http_sha, _ = self._snapshot(http, snapshots, "$http")
         row: tuple[Any, ...]
         if it.stop:
             row = (run.run_id, "stop", it.ts_ms, None, None, None, run.output_sha, None, None, None,
@@ -371,10 +392,23 @@ class Writer:
                    None, None, None)
         return run, row
 
+    def _safe(self, text: str) -> str:
+        """Text for a warning or a log line: redacted (an exception's repr can quote a value)."""
+        try:
+            red = self._redactor
+            if red is None:
+                from replay.processors import Redactor
+
+                red = self._redactor_for_text = getattr(self, "_redactor_for_text", None) or Redactor(os.urandom(32))
+            return red.redact_text(text)
+        except Exception:  # noqa: BLE001 - a warning must still go out, without the detail
+            return "(detail withheld)"
+
     def _lose(self, n: int, why: str) -> None:
         self.dropped += n
         if not self._warned:
             self._warned = True
+            why = self._safe(why)
             msg = (
                 f"agent-replay lost {n} record(s): {why}. The agent keeps running; "
                 "the count is in Recorder.dropped. Check the store path (--db / REPLAY_DB)."
