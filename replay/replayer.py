@@ -175,6 +175,24 @@ def _rebuild_error(body: Any) -> BaseException:
 # ---- the session: the fixed tool layer ------------------------------------------------------
 
 
+def _local_key_for(fingerprint: str | None) -> bytes | None:
+    """The key of the default store (``$REPLAY_DB`` / ``./replay.db``) when a cassette was made with it.
+
+    A developer who exports a run and replays the cassette on the same machine gets the same
+    pseudonyms without setting ``$REPLAY_REDACTION_KEY``. Never creates a key file.
+    """
+    if not fingerprint:
+        return None
+    from replay.keys import _read_key_file, fingerprint as fp, key_file_path
+    from replay.recorder import default_db
+
+    try:
+        key = _read_key_file(key_file_path(default_db()))
+    except Exception:  # noqa: BLE001 - an unreadable key file only means: no local key
+        return None
+    return key if key is not None and fp(key) == fingerprint else None
+
+
 class ReplaySession:
     """The fixed tool layer for one replay; installed in a contextvar while the agent runs."""
 
@@ -197,9 +215,10 @@ class ReplaySession:
         self.on_unrecorded = on_unrecorded
         # The recording store's key, so values the agent builds itself pseudonymise as they did then.
         env = shared_redaction_key()
-        key = env or recording.secret_key or os.urandom(32)
+        local = None if env or recording.secret_key else _local_key_for(getattr(recording.run, "key_fingerprint", None))
+        key = env or recording.secret_key or local or os.urandom(32)
         source = "$REPLAY_REDACTION_KEY" if env else "the store's key" if recording.secret_key else (
-            f"a random key: ${ENV_VAR} is not set")
+            "the key file of the default store" if local else f"a random key: ${ENV_VAR} is not set")
         self.redactor = Redactor(key, redaction or RedactionConfig())
         #: (recorded fingerprint, this replay's fingerprint) when they differ, else None
         self.key_mismatch: tuple[str, str] | None = None
