@@ -395,7 +395,8 @@ _PATTERNS: dict[str, str] = {
     ),
     "tel": r"[Tt][Ee][Ll]:(?P<v>\+?[0-9(][0-9().\- ]{3,30}[0-9])",
     # Whole strings only (see Redactor._b64): the decoded text is redacted and encoded again.
-    "b64": r"(?:[A-Za-z0-9+/]{4}){4,}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?",
+    # A base64 token (16+ characters) whose decoded text holds something to redact (Redactor._b64).
+    "b64": r"[A-Za-z0-9+/](?<![A-Za-z0-9+/][A-Za-z0-9+/])[A-Za-z0-9+/]{15,}={0,2}(?![A-Za-z0-9+/=])",
 }
 _VALIDATORS: dict[str, Callable[[str], bool]] = {
     "ipv4": _valid_ipv4,
@@ -407,6 +408,7 @@ _VALIDATORS: dict[str, Callable[[str], bool]] = {
 }
 _IBAN_RX = re.compile(_PATTERNS["iban"])
 _EMAIL_RX = re.compile(_PATTERNS["email"])
+_EMAIL_PCT_RX = re.compile("%40" + _PATTERNS["email"][1:])
 _EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
 _KV_RX = re.compile(_PATTERNS["kv_secret"])
 _AUTH_SCHEMES = frozenset({"bearer", "basic", "token", "digest", "negotiate", "apikey"})
@@ -515,8 +517,13 @@ _TEL_D = b"tel:"
 # IPv6 with "::" or with four groups (not a clock time 10:30:00).
 _IPV6_D = re.compile(rb":(?::|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f])")
 # A whole JSON string that is base64 (16+ characters), or bytes tagged {"$bytes": ...}.
-_B64_J = re.compile(rb'"(?:[A-Za-z0-9+/]{4}){4,}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"')
-_B64_S = re.compile(rb"\x00(?:[A-Za-z0-9+/]{4}){4,}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?(?=\x00)")
+# Base64 runs: base64 characters -> 'b', the rest -> ' ', then a substring test for 16 b's.
+_B64_CLS = bytes(
+    98 if (48 <= i <= 57 or 65 <= i <= 90 or 97 <= i <= 122 or i in b"+/") else 32 for i in range(256)
+)
+_B64_RUN = b"b" * 16
+_B64_RUNS = re.compile(rb"b{16,}")
+_B64_WHOLE = re.compile(r"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 # Substrings one of which every match of _STRONG_D holds: a few memchr-speed tests, the regex
 # only when one is there.
 _STRONG_HINTS = (b"pass", b"sessio", b"access", b"cre", b"pwd", b"cook", b"auth", b"cv", b"key", b"tok")
@@ -589,7 +596,7 @@ def _reversed_trie(words: list[bytes]) -> bytes:
 
 
 # A substring every match of the rule contains: a cheap test before running the regex.
-_GATES = {"jwt": ".", "email": "@", "ssn": "-", "ipv4": ".", "pem": "PRIVATE KEY", "url_password": "://",
+_GATES = {"jwt": ".", "email": "", "ssn": "-", "ipv4": ".", "pem": "PRIVATE KEY", "url_password": "://",
           "ipv6": ":"}
 
 
@@ -870,7 +877,7 @@ class Redactor:
             # \u00XX escapes put hex digits next to text: look at every leaf instead.
             return en | _G_KEYS | (_RISKY if risky else 0)
         mask = en & _G_EXTRA  # user patterns have no prefilter
-        if en & _G_EMAIL and b"@" in raw:
+        if en & _G_EMAIL and (b"@" in raw or b"%40" in raw):
             mask |= _G_EMAIL
         if en & _G_JWT and b"J" in raw and _JWT_D.search(raw):
             mask |= _G_JWT
@@ -880,9 +887,7 @@ class Redactor:
             mask |= _G_URL
         if en & _G_IPV6 and b":" in raw and _IPV6_D.search(raw):
             mask |= _G_IPV6
-        if en & _G_B64 and (
-            (_B64_J.search(raw) or _BYTES_KEY in raw) if json_text else _B64_RX.fullmatch(raw.decode("latin-1"))
-        ):
+        if en & _G_B64 and (_B64_RUN in raw.translate(_B64_CLS) or (json_text and _BYTES_KEY in raw)):
             mask |= _G_B64
         if en & (_G_API | _G_BEARER | _G_AWS | _G_TEL | _G_KV) or json_text:
             fold = raw.translate(_FOLD)
@@ -936,6 +941,8 @@ class Redactor:
         hits: list[tuple[int, int]] = []
         if mask & _G_EMAIL:
             hits += [(m.start(), _G_EMAIL) for m in _AT.finditer(raw)]
+            if b"%40" in raw:
+                hits += [(m.start(), _G_EMAIL) for m in re.finditer(rb"%40", raw)]
         if mask & _G_JWT:
             hits += [(m.start(), _G_JWT) for m in _JWT_D.finditer(raw)]
         if mask & _G_PEM:
@@ -945,7 +952,7 @@ class Redactor:
         if mask & _G_IPV6:
             hits += [(m.start(), _G_IPV6) for m in _IPV6_D.finditer(raw)]
         if mask & _G_B64:
-            hits += [(m.start() + 1, _G_B64) for m in _B64_S.finditer(b"\x00" + raw + b"\x00")]
+            hits += [(m.start(), _G_B64) for m in _B64_RUNS.finditer(raw.translate(_B64_CLS))]
         if mask & (_G_API | _G_BEARER | _G_AWS | _G_TEL | _G_KV):
             fold = raw.translate(_FOLD)
             n = len(raw)
@@ -1208,10 +1215,19 @@ class Redactor:
         return rule.regex.sub(repl, s)
 
     def _email(self, s: str, hits: list[str] | None, sticky: list[bool]) -> str:
-        """Emails: the domain by regex from each '@', the local part scanned back from it."""
+        """Emails: the domain by regex from each '@', the local part scanned back from it.
+
+        A URL-encoded '@' (``jane%40example.com`` in a query string) counts as one too.
+        """
+        s = self._email_with(_EMAIL_RX, s, hits, sticky)
+        if "%40" in s:
+            s = self._email_with(_EMAIL_PCT_RX, s, hits, sticky)
+        return s
+
+    def _email_with(self, rx: re.Pattern[str], s: str, hits: list[str] | None, sticky: list[bool]) -> str:
         out: list[str] = []
         last = 0
-        for m in _EMAIL_RX.finditer(s):
+        for m in rx.finditer(s):
             at, end = m.span()
             start = at
             while start > last and (s[start - 1] in _EMAIL_LOCAL or (s[start - 1] > "\x7f" and s[start - 1].isalnum())):
@@ -1381,8 +1397,29 @@ class Redactor:
         return "".join(out)
 
     def _b64(self, s: str, hits: list[str] | None, min_len: int = 16) -> str:
-        """A whole string of base64 whose text holds something to redact: that text, redacted, re-encoded."""
-        if len(s) < min_len or len(s) % 4 or not _B64_RX.fullmatch(s):
+        """Base64 whose decoded text holds something to redact: that text, redacted, encoded again.
+
+        Tokens of 16+ base64 characters in any string; with a smaller `min_len` (bytes, tagged
+        ``{"$bytes": ...}``) the whole string.
+        """
+        if min_len < 16:
+            return self._b64_whole(s, hits, min_len)
+        out: list[str] = []
+        last = 0
+        for m in _B64_RX.finditer(s):
+            start, end = m.span()
+            new = self._b64_whole(s[start:end], hits, 16)
+            if new is not s[start:end] and new != s[start:end]:
+                out.append(s[last:start])
+                out.append(new)
+                last = end
+        if not out:
+            return s
+        out.append(s[last:])
+        return "".join(out)
+
+    def _b64_whole(self, s: str, hits: list[str] | None, min_len: int) -> str:
+        if len(s) < min_len or len(s) % 4 or not _B64_WHOLE.fullmatch(s):
             return s
         try:
             text = base64.b64decode(s, validate=True).decode("utf-8")
