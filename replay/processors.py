@@ -524,26 +524,33 @@ _B64_CLS = bytes(
 _B64_RUN = b"b" * 16
 _B64_RUNS = re.compile(rb"b{16,}")
 _B64_WHOLE = re.compile(r"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
-# Substrings one of which every match of _STRONG_D holds: a few memchr-speed tests, the regex
-# only when one is there.
-_STRONG_HINTS = (b"pass", b"sessio", b"access", b"cre", b"pwd", b"cook", b"auth", b"cv", b"key", b"tok")
+# _STRONG_D reversed, for the reversed key and key=value checks (which start at the separator).
+_STRONG_SEP = b"[^a-z0-9]?"
+_STRONG_REV = b"(?:" + b"|".join(
+    [re.escape(w[::-1]) for w in (b"passw", b"passphrase", b"pwd", b"secret", b"cookie", b"authoriz",
+                                  b"credential", b"cvv", b"cvc")]
+    + [re.escape(b[::-1]) + _STRONG_SEP + re.escape(a[::-1])
+       for a, b in ((b"api", b"key"), (b"private", b"key"), (b"access", b"token"), (b"refresh", b"token"),
+                    (b"auth", b"token"), (b"id", b"token"), (b"session", b"id"), (b"session", b"token"),
+                    (b"session", b"key"), (b"set", b"cookie"), (b"client", b"secret"), (b"secret", b"key"))]
+) + b")"
 
 
-def _has_strong(fold: bytes) -> bool:
-    """Whether `_STRONG_D` matches somewhere in `fold`."""
+# One of these is in every text `_STRONG_REV` (reversed) matches: substring tests decide whether
+# the slower checks for secret words inside longer key names run at all.
+_STRONG_HINTS = (b"pass", b"secret", b"pwd", b"cookie", b"authoriz", b"credential", b"cv", b"key", b"token",
+                 b"session")
+
+
+def _strong_hint(fold: bytes) -> bool:
     for w in _STRONG_HINTS:
         if w in fold:
-            return _STRONG_D.search(fold) is not None
+            return True
     return False
 
 
 _BYTES_KEY = b'"$bytes":'
 _SCHEME_D = re.compile(rb"://")
-# Secret words anywhere in a key or a text (folded: lowercase, '-' -> '_').
-_STRONG_D = re.compile(
-    rb"pass(?:w|phrase)|secret|pwd|api[_ ]?key|private[_ ]?key|credential|cookie|authoriz|cv[vc]"
-    rb"|access[_ ]?token|refresh[_ ]?token|auth[_ ]?token|id[_ ]?token|session[_ ]?(?:id|token|key)"
-)
 _Z13 = b"0" * 13  # an ungrouped card or an int: then _card_runs decides
 # A JSON number that orjson writes differently from json (1e16 vs 1e+16, 0.00001 vs 1e-05): the
 # cases where `canonical` must fall back to hashing.canonical_bytes.
@@ -708,18 +715,30 @@ class Redactor:
         # regex starts with the literal `:"`. Names with characters JSON may escape cannot be
         # found that way: then keys are always looked at.
         # Keys secret by token (`_is_secret_key`) end with a last-token word or hold a word of
-        # `_STRONG_D`, checked separately. The text check (`key=value`, `'key': 'value'`) is the
-        # same search after `=` or `:` and up to three quotes or spaces.
+        # `_STRONG_REV` (reversed) within 64 characters of the separator. The text check
+        # (`key=value`, `'key': 'value'`) is the same search after `=` or `:` and up to three
+        # quotes or spaces.
         words = suffixes | SECRET_LAST_TOKENS
         minimal = [s for s in words if not any(s != o and s.endswith(o) for o in words)]
         if all(re.fullmatch(r"[a-z0-9_.:/+@$]+", s) for s in minimal):
             trie = _reversed_trie([s.encode()[::-1] for s in minimal])
+            # A secret word anywhere in a key (private_key_pem, password_hash): up to 64 key
+            # characters between it and the separator.
+            # Those are slower (a gap before an alternation), so they run only when one of
+            # `_STRONG_HINTS` is in the text at all.
+            keys = b'[^"\\\\]{0,64}?' + _STRONG_REV
+            text = b"[^\"'\\\\\\s=:&,;{}]{0,64}?" + _STRONG_REV
+            quotes = b"[\"' \\\\]{0,3}"
             self._keys_rx: re.Pattern[bytes] | None = re.compile(b':"' + trie)
-            # Two regexes, each starting with a literal (`re` then skips ahead in C).
-            self._kv_rx: re.Pattern[bytes] | None = re.compile(b"=[\"' \\\\]{0,3}" + trie)
-            self._kv_rx2: re.Pattern[bytes] | None = re.compile(b":[\"' \\\\]{0,3}" + trie)
+            self._keys_strong_rx = re.compile(b':"' + keys)
+            # Regexes that each start with a literal (`re` then skips ahead in C).
+            self._kv_rx: re.Pattern[bytes] | None = re.compile(b"=" + quotes + trie)
+            self._kv_rx2: re.Pattern[bytes] | None = re.compile(b":" + quotes + trie)
+            self._kv_strong = (re.compile(b"=" + quotes + text), re.compile(b":" + quotes + text))
         else:
             self._keys_rx = self._kv_rx = self._kv_rx2 = None
+            self._keys_strong_rx = None
+            self._kv_strong = ()
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -751,19 +770,26 @@ class Redactor:
             return value
         return self(to_jsonable(value))
 
-    def canonical(self, value: Any) -> bytes:
+    def canonical(self, value: Any, size_hint: int | None = None) -> bytes:
         """``canonical_bytes(self(value))``, cheaper: the recorder's redact-then-hash step.
 
         When nothing needs redacting, the sorted orjson bytes made for the check are returned as
-        they are: no copy of `value` is built and nothing is serialized twice.
+        they are: no copy of `value` is built and nothing is serialized twice. ``size_hint`` (the
+        size of the value's JSON, when the caller knows it) picks the per-message path for big
+        dicts such as a model call's conversation history without serializing twice.
         """
         t = type(value)
+        if t is dict and size_hint is not None and size_hint >= _MEMO_MIN_BYTES:
+            spliced = self._canonical_memo(value)
+            if spliced is not None:
+                return spliced
+            size_hint = 0  # nothing to splice: the ordinary path, no second attempt
         if t is dict or t is list or t is tuple:
             try:
                 raw = orjson.dumps(value, option=_DUMP_OPTS | orjson.OPT_SORT_KEYS)
             except (TypeError, orjson.JSONEncodeError):
                 return canonical_bytes(self(value))
-            if t is dict and len(raw) >= _MEMO_MIN_BYTES:
+            if t is dict and size_hint is None and len(raw) >= _MEMO_MIN_BYTES:
                 spliced = self._canonical_memo(value)
                 if spliced is not None:
                     return spliced
@@ -785,34 +811,46 @@ class Redactor:
         into the redacted dict at a placeholder. The result is byte-identical to `canonical`;
         None (use the ordinary path) when there is nothing to splice or the placeholder moved.
         """
-        sentinels: dict[bytes, bytes] = {}
+        sentinels: list[tuple[bytes, list[bytes]]] = []
         shallow: dict[Any, Any] = {}
+        opts = _DUMP_OPTS | orjson.OPT_SORT_KEYS
+        memo = self._memo
         for k, v in value.items():
-            if type(v) is list and len(v) >= 2:
+            if type(v) is list and len(v) >= 4:
                 parts: list[bytes] = []
                 for e in v:
                     try:
-                        eb = orjson.dumps(e, option=_DUMP_OPTS | orjson.OPT_SORT_KEYS)
+                        eb = orjson.dumps(e, option=opts)
                     except (TypeError, orjson.JSONEncodeError):
                         return None
-                    red = self._memo.get(eb)
+                    red = memo.get(eb)
                     if red is None:
                         red = self.canonical(e)
                         self._memo_put(eb, red)
                     parts.append(red)
                 token = _memo_token(len(sentinels))
                 shallow[k] = token
-                sentinels[b'"' + token.encode() + b'"'] = b"[" + b",".join(parts) + b"]"
+                sentinels.append((b'"' + token.encode() + b'"', parts))
             else:
                 shallow[k] = v
         if not sentinels:
             return None
         out = self.canonical(shallow)
-        for token, body in sentinels.items():
-            if out.count(token) != 1:
+        # One join: the pieces of `out` between the placeholders, and each list's elements.
+        located: list[tuple[int, bytes, list[bytes]]] = []
+        for token, parts in sentinels:
+            i = out.find(token)
+            if i < 0 or out.find(token, i + 1) >= 0:
                 return None  # under a secret key, or a user pattern changed it: the ordinary path
-            out = out.replace(token, body)
-        return out
+            located.append((i, token, parts))
+        located.sort(key=lambda x: x[0])
+        pieces: list[bytes] = []
+        last = 0
+        for i, token, parts in located:
+            pieces += [out[last:i], b"[", b",".join(parts), b"]"]
+            last = i + len(token)
+        pieces.append(out[last:])
+        return b"".join(pieces)
 
     def _memo_put(self, key: bytes, red: bytes) -> None:
         self._memo_bytes += len(key) + len(red)
@@ -891,27 +929,27 @@ class Redactor:
             mask |= _G_B64
         if en & (_G_API | _G_BEARER | _G_AWS | _G_TEL | _G_KV) or json_text:
             fold = raw.translate(_FOLD)
-            if en & _G_BEARER and _BEARER_D.search(fold):
+            if en & _G_BEARER and (b"bearer" in fold or b"basic" in fold):
                 mask |= _G_BEARER
-            if en & _G_AWS and _AWS_D.search(fold):
+            if en & _G_AWS and (b"aws" in fold or b"akia" in fold or b"asia" in fold):
                 mask |= _G_AWS
             if en & _G_TEL and _TEL_D in fold:
                 mask |= _G_TEL
-            strong = _has_strong(fold)
-            if strong:
-                mask |= en & _G_KV
-                if json_text:
-                    mask |= _G_KEYS
             rfold = fold[::-1]
             if en & _G_API and (_API_I.search(raw) or _API_R.search(rfold) or _YA29_D in raw):
                 mask |= _G_API
-            if not strong:
-                if json_text and (self._keys_rx is None or self._keys_rx.search(rfold)):
+            if self._keys_rx is None:
+                mask |= (_G_KEYS if json_text else 0) | (en & _G_KV)
+            else:
+                if json_text and self._keys_rx.search(rfold):
                     mask |= _G_KEYS
-                if en & _G_KV and (
-                    self._kv_rx is None or self._kv_rx.search(rfold) or self._kv_rx2.search(rfold)  # type: ignore[union-attr]
-                ):
+                if en & _G_KV and (self._kv_rx.search(rfold) or self._kv_rx2.search(rfold)):  # type: ignore[union-attr]
                     mask |= _G_KV
+                if (json_text and not mask & _G_KEYS or en & _G_KV and not mask & _G_KV) and _strong_hint(fold):
+                    if json_text and self._keys_strong_rx.search(rfold):  # type: ignore[union-attr]
+                        mask |= _G_KEYS
+                    if en & _G_KV and any(rx.search(rfold) for rx in self._kv_strong):
+                        mask |= _G_KV
         if en & (_G_DIGITS | _G_IBAN) or risky:
             small = raw.translate(_CLASS, _G_TO_Z)
             if risky and (b"0.0000" in raw or _RISKY_FLOAT.search(small)):
@@ -963,13 +1001,12 @@ class Redactor:
             if mask & _G_TEL:
                 hits += [(m.start(), _G_TEL) for m in re.finditer(re.escape(_TEL_D), fold)]
             if mask & _G_KV:
-                hits += [(m.start(), _G_KV) for m in _STRONG_D.finditer(fold)]
                 if self._kv_rx is None:
                     hits += [(i, _G_KV) for i in starts[:-1]]
                 else:
                     rf = fold[::-1]
-                    hits += [(n - m.end(), _G_KV) for m in self._kv_rx.finditer(rf)]
-                    hits += [(n - m.end(), _G_KV) for m in self._kv_rx2.finditer(rf)]  # type: ignore[union-attr]
+                    for rx in (self._kv_rx, self._kv_rx2, *self._kv_strong):
+                        hits += [(n - m.end(), _G_KV) for m in rx.finditer(rf)]  # type: ignore[union-attr]
             if mask & _G_API:
                 hits += [(m.start(), _G_API) for m in _API_I.finditer(raw)]
                 hits += [(n - m.end(), _G_API) for m in _API_R.finditer(fold[::-1])]

@@ -335,7 +335,7 @@ class Writer:
         assert self._redactor is not None
         args_sha = it.args_sha
         if args_sha is None or self.store_args:
-            args_body = self._redactor.canonical(thaw(it.args))
+            args_body = self._redactor.canonical(thaw(it.args), len(it.args))
             args_sha = sha_of_canonical(args_body)
             if self.store_args and args_sha not in snapshots:
                 snapshots[args_sha] = (args_sha, args_body, "$args", False)
