@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextlib
 import gzip
 import hashlib
 import hmac
@@ -59,6 +60,8 @@ __all__ = [
     "Hit",
     "RedactionConfig",
     "Redactor",
+    "heavy_detector",
+    "heavy_settings",
     "scan_json_file",
     "scan_sqlite",
 ]
@@ -690,6 +693,7 @@ class Redactor:
         self._allow = frozenset(cfg.allow)
         self._cache: dict[tuple[str, str], str] = {}
         self._names: dict[str, str] = {}
+        self._heavy: Callable[[str], list[str]] | None = None  # `replay scan --deep` (detect-secrets)
         self._memo: dict[bytes, bytes] = {}  # element canonical bytes -> redacted canonical bytes
         self._memo_bytes = 0
 
@@ -1500,6 +1504,8 @@ class Redactor:
         hits: list[str] = []
         if s and s not in self._allow:
             self._apply(s, self._rules, hits)
+            if self._heavy is not None and not hits:
+                hits.extend(self._heavy(s))
         return list(dict.fromkeys(hits))
 
     def _scan(self, v: Any, path: str, hits: list[Hit]) -> None:
@@ -1539,16 +1545,59 @@ class Redactor:
 # --- files -------------------------------------------------------------------------------------
 
 
-def _scanner(config: RedactionConfig | None) -> Redactor:
+# detect-secrets plugins left out of the heavier scan: entropy detectors flag every sha and
+# pseudonym a store holds, the keyword detector flags "password": "[REDACTED:secret]", and the
+# public-IP detector flags the documentation-range addresses pseudonyms use.
+_HEAVY_EXCLUDED = frozenset({"HexHighEntropyString", "Base64HighEntropyString", "KeywordDetector", "IPPublicDetector"})
+
+
+def heavy_detector() -> Callable[[str], list[str]] | None:
+    """detect-secrets' provider plugins as a text check (``agent-replay[scan]``), or None if not installed.
+
+    The returned function gives rule names ``detect-secrets:<type>`` for a text (never the value).
+    It needs detect-secrets' settings active: use it inside `heavy_settings()`. About 1-3 ms per
+    KB: for ``replay scan``, never on the recording path.
+    """
+    try:
+        from detect_secrets.core.scan import scan_line
+    except ImportError:
+        return None
+
+    def detect(text: str) -> list[str]:
+        found: list[str] = []
+        for line in text.splitlines() or [text]:
+            if len(line) >= 8:
+                found.extend(f"detect-secrets:{s.type}" for s in scan_line(line))
+        return list(dict.fromkeys(found))
+
+    return detect
+
+
+@contextlib.contextmanager
+def heavy_settings() -> Iterator[None]:
+    """detect-secrets configured with its provider plugins (see `heavy_detector`)."""
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+    from detect_secrets.settings import transient_settings
+
+    names = sorted({c.__name__ for c in get_mapping_from_secret_type_to_class().values()} - _HEAVY_EXCLUDED)
+    with transient_settings({"plugins_used": [{"name": n} for n in names]}):
+        yield
+
+
+def _scanner(config: RedactionConfig | None, heavy: bool = False) -> Redactor:
     # Scanning reports rules and paths, never pseudonyms: any key will do.
-    return Redactor(b"scan", config)
+    red = Redactor(b"scan", config)
+    if heavy:
+        red._heavy = heavy_detector()
+    return red
 
 
-def scan_json_file(path: str | Path, config: RedactionConfig | None = None) -> list[FileHit]:
+def scan_json_file(path: str | Path, config: RedactionConfig | None = None, heavy: bool = False) -> list[FileHit]:
     """Scan a cassette or any JSON (or JSON Lines) file for what redaction would catch.
 
     Returns one `FileHit` per hit, with the JSON path as location (``line N, $.path`` for JSON
-    Lines). Never the value.
+    Lines). Never the value. ``heavy`` adds detect-secrets' provider plugins (see
+    `heavy_detector`; run it inside `heavy_settings()`).
 
     Raises:
         FileNotFoundError: no such file.
@@ -1556,7 +1605,7 @@ def scan_json_file(path: str | Path, config: RedactionConfig | None = None) -> l
     """
     p = Path(path)
     text = p.read_text(encoding="utf-8", errors="surrogateescape")
-    red = _scanner(config)
+    red = _scanner(config, heavy)
     try:
         docs: list[tuple[str, Any]] = [("", json.loads(text))]
     except json.JSONDecodeError as first:
@@ -1619,7 +1668,7 @@ def _scan_cell(red: Redactor, value: Any) -> list[Hit]:
     return []
 
 
-def scan_sqlite(path: str | Path, config: RedactionConfig | None = None) -> list[FileHit]:
+def scan_sqlite(path: str | Path, config: RedactionConfig | None = None, heavy: bool = False) -> list[FileHit]:
     """Scan every text and blob cell of every table of a SQLite file, opened read-only.
 
     Cells holding JSON (text, or UTF-8 / gzip / zlib blobs) are parsed and walked. Location:
@@ -1633,7 +1682,7 @@ def scan_sqlite(path: str | Path, config: RedactionConfig | None = None) -> list
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no SQLite file at {p}: pass the path of a replay store (e.g. replay.db)")
-    red = _scanner(config)
+    red = _scanner(config, heavy)
     uri = p.resolve().as_uri() + "?mode=ro"
     hits: list[FileHit] = []
     try:
