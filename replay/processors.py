@@ -552,6 +552,8 @@ def _strong_hint(fold: bytes) -> bool:
     return False
 
 
+_JSON_KEYS = re.compile(rb'"([^"\\]{1,64})":')
+_B64_RUN40 = b"b" * 40
 _BYTES_KEY = b'"$bytes":'
 _SCHEME_D = re.compile(rb"://")
 _Z13 = b"0" * 13  # an ungrouped card or an int: then _card_runs decides
@@ -734,15 +736,28 @@ class Redactor:
             text = b"[^\"'\\\\\\s=:&,;{}]{0,64}?" + _STRONG_REV
             quotes = b"[\"' \\\\]{0,3}"
             self._keys_rx: re.Pattern[bytes] | None = re.compile(b':"' + trie)
-            self._keys_strong_rx = re.compile(b':"' + keys)
-            # Regexes that each start with a literal (`re` then skips ahead in C).
-            self._kv_rx: re.Pattern[bytes] | None = re.compile(b"=" + quotes + trie)
-            self._kv_rx2: re.Pattern[bytes] | None = re.compile(b":" + quotes + trie)
-            self._kv_strong = (re.compile(b"=" + quotes + text), re.compile(b":" + quotes + text))
+            self._keys_strong_rx: re.Pattern[bytes] | None = re.compile(b':"' + keys)
+            # Regexes that each start with a literal (`re` then skips ahead in C). In JSON text a
+            # key's own separator (`"key":`, reversed `:"k`) is the key checks' business: the
+            # text checks skip it, so they are tried only at the few '=' and ':' inside strings.
+            not_json_sep = b'(?!"[^\\\\])'
+            # The `_strong` variants (a gap, then an alternation) are slower: they run only when
+            # one of `_STRONG_HINTS` is in the text at all.
+            self._kv_text: tuple[re.Pattern[bytes], ...] = (
+                re.compile(b"=" + quotes + trie), re.compile(b":" + quotes + trie),
+            )
+            self._kv_json: tuple[re.Pattern[bytes], ...] = (
+                self._kv_text[0], re.compile(b":" + not_json_sep + quotes + trie),
+            )
+            self._kv_text_strong: tuple[re.Pattern[bytes], ...] = (
+                re.compile(b"=" + quotes + text), re.compile(b":" + quotes + text),
+            )
+            self._kv_json_strong: tuple[re.Pattern[bytes], ...] = (
+                self._kv_text_strong[0], re.compile(b":" + not_json_sep + quotes + text),
+            )
         else:
-            self._keys_rx = self._kv_rx = self._kv_rx2 = None
-            self._keys_strong_rx = None
-            self._kv_strong = ()
+            self._keys_rx = self._keys_strong_rx = None
+            self._kv_text = self._kv_json = self._kv_text_strong = self._kv_json_strong = ()
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -935,24 +950,33 @@ class Redactor:
             fold = raw.translate(_FOLD)
             if en & _G_BEARER and (b"bearer" in fold or b"basic" in fold):
                 mask |= _G_BEARER
-            if en & _G_AWS and (b"aws" in fold or b"akia" in fold or b"asia" in fold):
+            # An AWS secret is a 40-character base64 run: look for its context only then.
+            if en & _G_AWS and _B64_RUN40 in raw.translate(_B64_CLS) and (
+                b"aws" in fold or b"akia" in fold or b"asia" in fold
+            ):
                 mask |= _G_AWS
             if en & _G_TEL and _TEL_D in fold:
                 mask |= _G_TEL
             rfold = fold[::-1]
             if en & _G_API and (_API_I.search(raw) or _API_R.search(rfold) or _YA29_D in raw):
                 mask |= _G_API
-            if self._keys_rx is None:
+            if self._keys_rx is None or self._keys_strong_rx is None:
                 mask |= (_G_KEYS if json_text else 0) | (en & _G_KV)
             else:
                 if json_text and self._keys_rx.search(rfold):
                     mask |= _G_KEYS
-                if en & _G_KV and (self._kv_rx.search(rfold) or self._kv_rx2.search(rfold)):  # type: ignore[union-attr]
+                if en & _G_KV and any(rx.search(rfold) for rx in (self._kv_json if json_text else self._kv_text)):
                     mask |= _G_KV
-                if (json_text and not mask & _G_KEYS or en & _G_KV and not mask & _G_KV) and _strong_hint(fold):
-                    if json_text and self._keys_strong_rx.search(rfold):  # type: ignore[union-attr]
+                want_keys = json_text and not mask & _G_KEYS
+                want_kv = en & _G_KV and not mask & _G_KV
+                # A secret word inside a longer name (private_key_pem, password_hash=): the slower
+                # checks run only when a hint of one is in the text at all.
+                if (want_keys or want_kv) and _strong_hint(fold):
+                    if want_keys and self._keys_strong_rx.search(rfold):
                         mask |= _G_KEYS
-                    if en & _G_KV and any(rx.search(rfold) for rx in self._kv_strong):
+                    if want_kv and any(
+                        rx.search(rfold) for rx in (self._kv_json_strong if json_text else self._kv_text_strong)
+                    ):
                         mask |= _G_KV
         if en & (_G_DIGITS | _G_IBAN) or risky:
             small = raw.translate(_CLASS, _G_TO_Z)
@@ -1005,12 +1029,12 @@ class Redactor:
             if mask & _G_TEL:
                 hits += [(m.start(), _G_TEL) for m in re.finditer(re.escape(_TEL_D), fold)]
             if mask & _G_KV:
-                if self._kv_rx is None:
+                if not self._kv_text:
                     hits += [(i, _G_KV) for i in starts[:-1]]
                 else:
                     rf = fold[::-1]
-                    for rx in (self._kv_rx, self._kv_rx2, *self._kv_strong):
-                        hits += [(n - m.end(), _G_KV) for m in rx.finditer(rf)]  # type: ignore[union-attr]
+                    for rx in (*self._kv_text, *self._kv_text_strong):
+                        hits += [(n - m.end(), _G_KV) for m in rx.finditer(rf)]
             if mask & _G_API:
                 hits += [(m.start(), _G_API) for m in _API_I.finditer(raw)]
                 hits += [(n - m.end(), _G_API) for m in _API_R.finditer(fold[::-1])]
