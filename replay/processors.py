@@ -125,18 +125,19 @@ SECRET_KEYS: frozenset[str] = frozenset(
 )
 
 # Key names matched by token: a key is split into lowercase tokens (``accessToken`` -> access,
-# token; ``X-Session`` -> x, session; ``private_key_pem`` -> private, key, pem).
-#: tokens (or two adjacent tokens joined) that make a key secret wherever they stand
-SECRET_TOKENS: frozenset[str] = frozenset(
-    {
-        "password", "passwd", "passphrase", "pwd", "secret", "apikey", "cookie",
-        "authorization", "credential", "credentials", "cvv", "cvc", "privatekey", "secretkey",
-        "accesstoken", "refreshtoken", "idtoken", "authtoken", "sessionid", "sessiontoken",
-        "sessionkey", "clientsecret", "setcookie",
-    }
-)
-#: tokens that make a key secret only as its last token (``db_pass``, ``x-session``; not ``pass_rate``)
+# token; ``X-Session`` -> x, session; ``private_key_pem`` -> private, key, pem). Up to two trailing
+# tokens that only describe the form of the value (`SECRET_FORM_TOKENS`, or digits) are set aside:
+# ``private_key_pem``, ``password_hash``, ``api_key_b64``, ``password2`` are secret like
+# ``private_key``, ``password``, ``api_key``. Then the name is secret when it ends with a secret
+# name (`SECRET_KEYS`, with or without separators) or its last token is in `SECRET_LAST_TOKENS`.
+#: tokens that make a key secret as its last token (``db_pass``, ``x-session``; not ``pass_rate``)
 SECRET_LAST_TOKENS: frozenset[str] = frozenset({"pass", "token", "session", "auth", "sid"})
+#: trailing tokens that describe a secret's form, not what it is (``private_key_pem``)
+SECRET_FORM_TOKENS: frozenset[str] = frozenset(
+    {"pem", "der", "hash", "hashed", "digest", "id", "value", "val", "b64", "base64", "hex", "enc",
+     "encrypted", "raw", "str", "string", "text", "old", "new", "current", "prev", "confirm",
+     "confirmation", "plain", "plaintext", "data", "file", "env", "bytes", "b", "base"}
+)
 _KEY_TOKEN = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+|[^\W\d_]+")
 
 _RULE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -526,33 +527,29 @@ _B64_CLS = bytes(
 )
 _B64_RUN = b"b" * 16
 _B64_RUNS = re.compile(rb"b{16,}")
+def _mixed_case(token: str | bytes) -> bool:
+    """Base64 of 16+ characters of text has upper- and lowercase letters; a path or an id rarely."""
+    return not token.islower() and not token.isupper()
+
+
+def _b64_runs(raw: bytes, cls: bytes) -> Iterator[int]:
+    """Starts of base64 tokens the b64 rule would decode: 16+ characters (with padding a multiple of
+    4), both upper- and lowercase (not a URL path, a word or a hex id)."""
+    n = len(raw)
+    for m in _B64_RUNS.finditer(cls):
+        i, j = m.span()
+        while j < n and j - m.end() < 2 and raw[j] == 61:  # '=' padding
+            j += 1
+        if (j - i) % 4 == 0 and _mixed_case(raw[i:j]):
+            yield i
+
+
 _B64_WHOLE = re.compile(r"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
-# _STRONG_D reversed, for the reversed key and key=value checks (which start at the separator).
-_STRONG_SEP = b"[^a-z0-9]?"
-_STRONG_REV = b"(?:" + b"|".join(
-    [re.escape(w[::-1]) for w in (b"passw", b"passphrase", b"pwd", b"secret", b"cookie", b"authoriz",
-                                  b"credential", b"cvv", b"cvc")]
-    + [re.escape(b[::-1]) + _STRONG_SEP + re.escape(a[::-1])
-       for a, b in ((b"api", b"key"), (b"private", b"key"), (b"access", b"token"), (b"refresh", b"token"),
-                    (b"auth", b"token"), (b"id", b"token"), (b"session", b"id"), (b"session", b"token"),
-                    (b"session", b"key"), (b"set", b"cookie"), (b"client", b"secret"), (b"secret", b"key"))]
-) + b")"
+# Up to two trailing form tokens (reversed, folded), each with an optional separator: a trie, so
+# each position costs one character lookup. Built after _reversed_trie is defined (see below).
+_FORM_REV = b""
 
 
-# One of these is in every text `_STRONG_REV` (reversed) matches: substring tests decide whether
-# the slower checks for secret words inside longer key names run at all.
-_STRONG_HINTS = (b"pass", b"secret", b"pwd", b"cookie", b"authoriz", b"credential", b"cv", b"key", b"token",
-                 b"session")
-
-
-def _strong_hint(fold: bytes) -> bool:
-    for w in _STRONG_HINTS:
-        if w in fold:
-            return True
-    return False
-
-
-_JSON_KEYS = re.compile(rb'"([^"\\]{1,64})":')
 _B64_RUN40 = b"b" * 40
 _BYTES_KEY = b'"$bytes":'
 _SCHEME_D = re.compile(rb"://")
@@ -605,6 +602,12 @@ def _reversed_trie(words: list[bytes]) -> bytes:
         else:
             alts.append(atom + _reversed_trie(rest))
     return alts[0] if len(alts) == 1 else b"(?:" + b"|".join(alts) + b")"
+
+
+_FORM_REV = (
+    b"(?:(?:[0-9]+|" + _reversed_trie(sorted({w.encode()[::-1] for w in SECRET_FORM_TOKENS}))
+    + b')[^a-z0-9"\'\\\\]?){0,2}'
+)
 
 
 # A substring every match of the rule contains: a cheap test before running the regex.
@@ -716,48 +719,32 @@ class Redactor:
         suffixes = names | {n.replace("_", "") for n in names}
         suffixes.discard("")
         self._suffixes = tuple(sorted(suffixes))
+        self._suffixes_flat = tuple(sorted({x.replace("_", "") for x in suffixes} - {""}))
         self._key_cache: dict[str, bool] = {}
         # The document-level key check looks for `<name>":` in the folded JSON, reversed so the
         # regex starts with the literal `:"`. Names with characters JSON may escape cannot be
         # found that way: then keys are always looked at.
-        # Keys secret by token (`_is_secret_key`) end with a last-token word or hold a word of
-        # `_STRONG_REV` (reversed) within 64 characters of the separator. The text check
-        # (`key=value`, `'key': 'value'`) is the same search after `=` or `:` and up to three
-        # quotes or spaces.
+        # Keys secret by token (`_is_secret_key`) end with a last-token word, maybe followed by
+        # form tokens (`_FORM_REV`). The text check (`key=value`, `key: value`, `'key': 'value'`)
+        # is the same search after `=` or `:` and up to three quotes or spaces.
         words = suffixes | SECRET_LAST_TOKENS
         minimal = [s for s in words if not any(s != o and s.endswith(o) for o in words)]
         if all(re.fullmatch(r"[a-z0-9_.:/+@$]+", s) for s in minimal):
-            trie = _reversed_trie([s.encode()[::-1] for s in minimal])
-            # A secret word anywhere in a key (private_key_pem, password_hash): up to 64 key
-            # characters between it and the separator.
-            # Those are slower (a gap before an alternation), so they run only when one of
-            # `_STRONG_HINTS` is in the text at all.
-            keys = b'[^"\\\\]{0,64}?' + _STRONG_REV
-            text = b"[^\"'\\\\\\s=:&,;{}]{0,64}?" + _STRONG_REV
+            trie = _FORM_REV + _reversed_trie([s.encode()[::-1] for s in minimal])
             quotes = b"[\"' \\\\]{0,3}"
             self._keys_rx: re.Pattern[bytes] | None = re.compile(b':"' + trie)
-            self._keys_strong_rx: re.Pattern[bytes] | None = re.compile(b':"' + keys)
             # Regexes that each start with a literal (`re` then skips ahead in C). In JSON text a
-            # key's own separator (`"key":`, reversed `:"k`) is the key checks' business: the
-            # text checks skip it, so they are tried only at the few '=' and ':' inside strings.
-            not_json_sep = b'(?!"[^\\\\])'
-            # The `_strong` variants (a gap, then an alternation) are slower: they run only when
-            # one of `_STRONG_HINTS` is in the text at all.
+            # key's own separator (`"key":`, reversed `:"k`) is the key check's business: the text
+            # check skips it, so it is tried only at the few '=' and ':' inside strings.
             self._kv_text: tuple[re.Pattern[bytes], ...] = (
                 re.compile(b"=" + quotes + trie), re.compile(b":" + quotes + trie),
             )
             self._kv_json: tuple[re.Pattern[bytes], ...] = (
-                self._kv_text[0], re.compile(b":" + not_json_sep + quotes + trie),
-            )
-            self._kv_text_strong: tuple[re.Pattern[bytes], ...] = (
-                re.compile(b"=" + quotes + text), re.compile(b":" + quotes + text),
-            )
-            self._kv_json_strong: tuple[re.Pattern[bytes], ...] = (
-                self._kv_text_strong[0], re.compile(b":" + not_json_sep + quotes + text),
+                self._kv_text[0], re.compile(b':(?!"[^\\\\])' + quotes + trie),
             )
         else:
-            self._keys_rx = self._keys_strong_rx = None
-            self._kv_text = self._kv_json = self._kv_text_strong = self._kv_json_strong = ()
+            self._keys_rx = None
+            self._kv_text = self._kv_json = ()
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -944,7 +931,10 @@ class Redactor:
             mask |= _G_URL
         if en & _G_IPV6 and b":" in raw and _IPV6_D.search(raw):
             mask |= _G_IPV6
-        if en & _G_B64 and (_B64_RUN in raw.translate(_B64_CLS) or (json_text and _BYTES_KEY in raw)):
+        if en & _G_B64 and (
+            (json_text and _BYTES_KEY in raw)
+            or (_B64_RUN in (b64cls := raw.translate(_B64_CLS)) and next(_b64_runs(raw, b64cls), -1) >= 0)
+        ):
             mask |= _G_B64
         if en & (_G_API | _G_BEARER | _G_AWS | _G_TEL | _G_KV) or json_text:
             fold = raw.translate(_FOLD)
@@ -960,24 +950,13 @@ class Redactor:
             rfold = fold[::-1]
             if en & _G_API and (_API_I.search(raw) or _API_R.search(rfold) or _YA29_D in raw):
                 mask |= _G_API
-            if self._keys_rx is None or self._keys_strong_rx is None:
+            if self._keys_rx is None:
                 mask |= (_G_KEYS if json_text else 0) | (en & _G_KV)
             else:
                 if json_text and self._keys_rx.search(rfold):
                     mask |= _G_KEYS
                 if en & _G_KV and any(rx.search(rfold) for rx in (self._kv_json if json_text else self._kv_text)):
                     mask |= _G_KV
-                want_keys = json_text and not mask & _G_KEYS
-                want_kv = en & _G_KV and not mask & _G_KV
-                # A secret word inside a longer name (private_key_pem, password_hash=): the slower
-                # checks run only when a hint of one is in the text at all.
-                if (want_keys or want_kv) and _strong_hint(fold):
-                    if want_keys and self._keys_strong_rx.search(rfold):
-                        mask |= _G_KEYS
-                    if want_kv and any(
-                        rx.search(rfold) for rx in (self._kv_json_strong if json_text else self._kv_text_strong)
-                    ):
-                        mask |= _G_KV
         if en & (_G_DIGITS | _G_IBAN) or risky:
             small = raw.translate(_CLASS, _G_TO_Z)
             if risky and (b"0.0000" in raw or _RISKY_FLOAT.search(small)):
@@ -1018,7 +997,7 @@ class Redactor:
         if mask & _G_IPV6:
             hits += [(m.start(), _G_IPV6) for m in _IPV6_D.finditer(raw)]
         if mask & _G_B64:
-            hits += [(m.start(), _G_B64) for m in _B64_RUNS.finditer(raw.translate(_B64_CLS))]
+            hits += [(i, _G_B64) for i in _b64_runs(raw, raw.translate(_B64_CLS))]
         if mask & (_G_API | _G_BEARER | _G_AWS | _G_TEL | _G_KV):
             fold = raw.translate(_FOLD)
             n = len(raw)
@@ -1033,7 +1012,7 @@ class Redactor:
                     hits += [(i, _G_KV) for i in starts[:-1]]
                 else:
                     rf = fold[::-1]
-                    for rx in (*self._kv_text, *self._kv_text_strong):
+                    for rx in self._kv_text:
                         hits += [(n - m.end(), _G_KV) for m in rx.finditer(rf)]
             if mask & _G_API:
                 hits += [(m.start(), _G_API) for m in _API_I.finditer(raw)]
@@ -1183,12 +1162,13 @@ class Redactor:
         secret = folded.endswith(self._suffixes)
         if not secret:
             toks = [t.lower() for t in _KEY_TOKEN.findall(k)]
-            if toks:
-                if toks[-1] in SECRET_LAST_TOKENS and folded.endswith(toks[-1]):
-                    secret = True
-                else:
-                    pairs = (a + b for a, b in zip(toks, toks[1:]))
-                    secret = any(t in SECRET_TOKENS for t in toks) or any(p in SECRET_TOKENS for p in pairs)
+            n = len(toks)
+            # Set aside up to two trailing form tokens (pem, hash, b64, digits ...).
+            while n > 0 and len(toks) - n < 2 and (toks[n - 1] in SECRET_FORM_TOKENS or toks[n - 1].isdigit()):
+                n -= 1
+            if n > 0:
+                core = toks[:n]
+                secret = core[-1] in SECRET_LAST_TOKENS or "".join(core).endswith(self._suffixes_flat)
         if len(self._key_cache) >= 4096:
             self._key_cache.clear()
         self._key_cache[k] = secret
@@ -1473,6 +1453,8 @@ class Redactor:
         last = 0
         for m in _B64_RX.finditer(s):
             start, end = m.span()
+            if (end - start) % 4 or not _mixed_case(s[start:end]):
+                continue
             new = self._b64_whole(s[start:end], hits, 16)
             if new is not s[start:end] and new != s[start:end]:
                 out.append(s[last:start])
