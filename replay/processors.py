@@ -512,6 +512,9 @@ _LOWER_CLASS = bytes(
     48 if 48 <= i <= 57 else 97 if 97 <= i <= 122 else 65 if 65 <= i <= 90 else 32 if i == 32 else 33
     for i in range(256)
 )
+# A cheap superset first, on the class translation where g-z are deleted: two check digits (not
+# inside a longer digit run), then 9 more IBAN characters.
+_IBAN_LOWER_GATE = re.compile(rb"00(?<!000)(?:_?[!eA0]){9}")
 _IBAN_LOWER_D = re.compile(rb"00(?<=[aA][aA]00)(?<![aA0][aA][aA]00)(?: ?[aA0]){11}")
 _TEN_D = re.compile(rb"0(?<!00)0{9}(?!0)")  # exactly ten digits: then _ten_runs decides
 _PEM_D = b"PRIVATE KEY"
@@ -542,6 +545,21 @@ def _b64_runs(raw: bytes, cls: bytes) -> Iterator[int]:
             j += 1
         if (j - i) % 4 == 0 and _mixed_case(raw[i:j]):
             yield i
+
+
+def _has_b64_run(raw: bytes, cls: bytes) -> bool:
+    """`_b64_runs` finds one (a plain loop: cheaper than the generator on the hot path)."""
+    n = len(raw)
+    for m in _B64_RUNS.finditer(cls):
+        i, j = m.span()
+        e = j
+        while j < n and j - e < 2 and raw[j] == 61:
+            j += 1
+        if (j - i) % 4 == 0:
+            run = raw[i:j]
+            if not run.islower() and not run.isupper():
+                return True
+    return False
 
 
 _B64_WHOLE = re.compile(r"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
@@ -921,7 +939,7 @@ class Redactor:
             # \u00XX escapes put hex digits next to text: look at every leaf instead.
             return en | _G_KEYS | (_RISKY if risky else 0)
         mask = en & _G_EXTRA  # user patterns have no prefilter
-        if en & _G_EMAIL and (b"@" in raw or b"%40" in raw):
+        if en & _G_EMAIL and (b"@" in raw or (b"%" in raw and b"%40" in raw)):
             mask |= _G_EMAIL
         if en & _G_JWT and b"J" in raw and _JWT_D.search(raw):
             mask |= _G_JWT
@@ -931,17 +949,15 @@ class Redactor:
             mask |= _G_URL
         if en & _G_IPV6 and b":" in raw and _IPV6_D.search(raw):
             mask |= _G_IPV6
-        if en & _G_B64 and (
-            (json_text and _BYTES_KEY in raw)
-            or (_B64_RUN in (b64cls := raw.translate(_B64_CLS)) and next(_b64_runs(raw, b64cls), -1) >= 0)
-        ):
+        b64cls = raw.translate(_B64_CLS) if en & (_G_B64 | _G_AWS) else b""
+        if en & _G_B64 and ((json_text and _BYTES_KEY in raw) or (_B64_RUN in b64cls and _has_b64_run(raw, b64cls))):
             mask |= _G_B64
         if en & (_G_API | _G_BEARER | _G_AWS | _G_TEL | _G_KV) or json_text:
             fold = raw.translate(_FOLD)
             if en & _G_BEARER and (b"bearer" in fold or b"basic" in fold):
                 mask |= _G_BEARER
             # An AWS secret is a 40-character base64 run: look for its context only then.
-            if en & _G_AWS and _B64_RUN40 in raw.translate(_B64_CLS) and (
+            if en & _G_AWS and _B64_RUN40 in b64cls and (
                 b"aws" in fold or b"akia" in fold or b"asia" in fold
             ):
                 mask |= _G_AWS
@@ -961,7 +977,10 @@ class Redactor:
             small = raw.translate(_CLASS, _G_TO_Z)
             if risky and (b"0.0000" in raw or _RISKY_FLOAT.search(small)):
                 mask |= _RISKY
-            if en & _G_IBAN and (_IBAN_D.search(small) or _IBAN_LOWER_D.search(raw.translate(_LOWER_CLASS))):
+            if en & _G_IBAN and (
+                _IBAN_D.search(small)
+                or (_IBAN_LOWER_GATE.search(small) and _IBAN_LOWER_D.search(raw.translate(_LOWER_CLASS)))
+            ):
                 mask |= _G_IBAN
             if en & _G_DIGITS:
                 if _R2.search(small):

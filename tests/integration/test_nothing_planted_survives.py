@@ -216,8 +216,9 @@ def _record_every_channel(db: Path, runs: list[_Channels], url: str, token: str)
             raise KeyError("lookup failed", {"detail": _ch.exc_args[0].text, "password": _ch.exc_args[1].text})
 
         @rec.tool("odd.value")
-        def odd(x: Any) -> Any:
-            return {"k": object()}  # not JSON: a placeholder and a warning naming the tool
+        def odd(x: Any, _ch: _Channels = ch) -> Any:
+            # Not JSON: a placeholder, and a warning whose text names the path, a planted key in it.
+            return {_ch.tool.text: {_ch.agent.text: object()}}
 
         def http_calls(_ch: _Channels = ch) -> None:
             q = "&".join(f"note{i}={_quote(p.text, safe='')}" for i, p in enumerate(_ch.url))
