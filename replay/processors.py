@@ -529,7 +529,7 @@ _B64_CLS = bytes(
     98 if (48 <= i <= 57 or 65 <= i <= 90 or 97 <= i <= 122 or i in b"+/") else 32 for i in range(256)
 )
 _B64_RUN = b"b" * 16
-_B64_RUNS = re.compile(rb"b{16,}")
+_B64_RUNS = re.compile(rb"bbbbbbbbbbbbbbbb+")  # a literal prefix: `re` searches it like memmem
 def _mixed_case(token: str | bytes) -> bool:
     """Base64 of 16+ characters of text has upper- and lowercase letters; a path or an id rarely."""
     return not token.islower() and not token.isupper()
