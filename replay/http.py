@@ -5,14 +5,17 @@ run: every interaction made through a client vcrpy patches (http.client / urllib
 urllib3, httpx, aiohttp, ...) goes to an in-memory vcrpy cassette in record mode ``all``; nothing
 is written to a YAML file. At run end the interactions, in vcrpy's serialized dict form
 (``{"request": {...}, "response": {...}}``, bodies decoded, compressed bodies decompressed), go to
-the writer thread, which redacts them with the run's `Redactor` (``Authorization``, ``Cookie``,
-``Set-Cookie`` ... by the key rules; URLs and bodies by the pattern rules) and stores them as one
+the writer thread, which redacts them with the run's `Redactor` through `redact_interactions`
+(headers such as ``Authorization``, ``Cookie``, ``X-Api-Key``, ``X-Session`` by the key rules; the
+URL's query decoded and its secret parameters replaced; JSON and form bodies parsed so key rules
+apply to their fields; every string by the pattern rules) and stores them as one
 content-addressed snapshot of type ``$http`` named by ``Run.http_sha``.
 
 In a replay, `http_playback` answers the agent's HTTP calls from those interactions with vcrpy
 record mode ``none``, matched on method + uri. The live request is redacted with the session's
 redactor before matching (vcrpy applies ``before_record_request`` to the live request in
-``can_play_response_for`` / ``play_response``), so pseudonyms in URLs match. A request with no
+``can_play_response_for`` / ``play_response``) by the same `redact_interactions`, so
+pseudonyms and replaced query values in URLs match. A request with no
 recorded answer raises vcrpy's ``CannotOverwriteExistingCassetteException`` inside the agent.
 
 Concurrency: vcrpy patches the HTTP clients process-wide, so this module enters vcrpy's patches
