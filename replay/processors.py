@@ -949,7 +949,8 @@ class Redactor:
             mask |= _G_URL
         if en & _G_IPV6 and b":" in raw and _IPV6_D.search(raw):
             mask |= _G_IPV6
-        b64cls = raw.translate(_B64_CLS) if en & (_G_B64 | _G_AWS) else b""
+        # Base64 runs need an uppercase letter: text without one (raw.islower()) has none.
+        b64cls = raw.translate(_B64_CLS) if en & (_G_B64 | _G_AWS) and not raw.islower() else b""
         if en & _G_B64 and ((json_text and _BYTES_KEY in raw) or (_B64_RUN in b64cls and _has_b64_run(raw, b64cls))):
             mask |= _G_B64
         if en & (_G_API | _G_BEARER | _G_AWS | _G_TEL | _G_KV) or json_text:
@@ -971,8 +972,10 @@ class Redactor:
             else:
                 if json_text and self._keys_rx.search(rfold):
                     mask |= _G_KEYS
-                if en & _G_KV and any(rx.search(rfold) for rx in (self._kv_json if json_text else self._kv_text)):
-                    mask |= _G_KV
+                if en & _G_KV:
+                    kv_eq, kv_colon = self._kv_json if json_text else self._kv_text
+                    if kv_eq.search(rfold) or kv_colon.search(rfold):
+                        mask |= _G_KV
         if en & (_G_DIGITS | _G_IBAN) or risky:
             small = raw.translate(_CLASS, _G_TO_Z)
             if risky and (b"0.0000" in raw or _RISKY_FLOAT.search(small)):
