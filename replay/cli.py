@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 a replay diverged / an alert fired / scan found something, 2
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -331,18 +332,28 @@ def pin(run_id: str, db: str, unpin: bool, allow_expired: bool) -> None:
 @click.argument("paths", nargs=-1, type=click.Path())
 @db_option
 @json_option
-def scan(paths: tuple[str, ...], db: str, as_json: bool) -> None:
+@click.option("--deep/--no-deep", default=None,
+              help="Also run detect-secrets' provider plugins (slower; pip install 'agent-replay[scan]'). "
+                   "Default: on when detect-secrets is installed.")
+def scan(paths: tuple[str, ...], db: str, as_json: bool, deep: bool | None) -> None:
     """Look for anything the redaction rules would catch in stores and cassettes.
 
     PATHS are SQLite stores, JSON cassettes or folders of cassettes (default: the store and
     ./cassettes). Exit 1 with the place of each hit; the value itself is never printed. Exit 2
     when a file could not be read (named on stderr): the scan is then incomplete.
+    With detect-secrets installed (the ``scan`` extra), its provider plugins check every string
+    too; their hits show as ``detect-secrets:<type>``.
 
     Example:
 
         replay scan cassettes/ replay.db
     """
-    from replay.processors import scan_json_file, scan_sqlite
+    from replay.processors import heavy_detector, heavy_settings, scan_json_file, scan_sqlite
+
+    available = heavy_detector() is not None
+    if deep and not available:
+        raise BadInput("--deep needs detect-secrets: pip install 'agent-replay[scan]' (or drop --deep)")
+    heavy = available if deep is None else deep
 
     targets = list(paths) or [p for p in (db, "cassettes") if os.path.exists(p)]
     if not targets:
@@ -355,17 +366,18 @@ def scan(paths: tuple[str, ...], db: str, as_json: bool) -> None:
         files.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
     hits = []
     unreadable: list[str] = []
-    for f in files:
-        try:
-            with open(f, "rb") as fh:
-                is_sqlite = fh.read(16) == b"SQLite format 3\x00"
-            hits.extend(scan_sqlite(f) if is_sqlite else scan_json_file(f))
-        except (OSError, ReplayError, ValueError, RecursionError, sqlite3.Error) as exc:
-            # "Could not read" is not "secrets found": name the file, go on, exit 2 at the end.
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-            if isinstance(exc, ReplayError):
-                why = str(exc)
-            unreadable.append(f"{f}: could not read ({why})")
+    with heavy_settings() if heavy else contextlib.nullcontext():
+        for f in files:
+            try:
+                with open(f, "rb") as fh:
+                    is_sqlite = fh.read(16) == b"SQLite format 3\x00"
+                hits.extend(scan_sqlite(f, heavy=heavy) if is_sqlite else scan_json_file(f, heavy=heavy))
+            except (OSError, ReplayError, ValueError, RecursionError, sqlite3.Error) as exc:
+                # "Could not read" is not "secrets found": name the file, go on, exit 2 at the end.
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+                if isinstance(exc, ReplayError):
+                    why = str(exc)
+                unreadable.append(f"{f}: could not read ({why})")
     if as_json:
         echo_json([{"file": str(h.file), "location": h.location, "rule": h.rule} for h in hits])
     else:

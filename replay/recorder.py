@@ -15,7 +15,6 @@ import atexit
 import contextvars
 import dataclasses
 import functools
-import hashlib
 import inspect
 import itertools
 import math
@@ -34,6 +33,7 @@ from replay.context import _run, _session, _step
 from replay.errors import StopRun
 from replay.fidelity import capture_error
 from replay.hashing import TEXT_ERRORS, freeze_lenient, type_tag
+from replay.keys import env_key
 from replay.models import Run, Usage, new_run_id, validate_stop_reason
 from replay.processors import RedactionConfig, Redactor
 from replay.usage import extract_usage
@@ -45,14 +45,32 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def shared_redaction_key() -> bytes | None:
-    """The key set in ``$REPLAY_REDACTION_KEY``, if any, used instead of the per-store key.
+    """The key set in ``$REPLAY_REDACTION_KEY``, if any, used instead of the store's key file.
 
-    Pseudonyms are keyed per store, so a value the agent's own code holds (a from-address) gets
-    another pseudonym when a cassette is replayed elsewhere. Teams that replay cassettes in CI set
-    the same secret in production and CI to keep those pseudonyms equal.
+    Pseudonyms are keyed, so a value the agent's own code holds (a from-address) gets another
+    pseudonym when a cassette is replayed with another key. Teams that replay cassettes in CI set
+    the same secret in production and CI to keep those pseudonyms equal (see `replay.keys`).
     """
-    value = os.environ.get("REPLAY_REDACTION_KEY")
-    return hashlib.sha256(value.encode("utf-8")).digest() if value else None
+    return env_key()
+
+
+_scratch: list[Redactor] = []
+
+
+def _scrub(text: str, redactor: Redactor | None = None) -> str:
+    """Warning text with what redaction catches replaced (an exception's text can quote a value).
+
+    Uses the recording's redactor when it exists, else a process-local one with a random key (a
+    warning's pseudonyms need not match anything). Never raises: a warning must still go out.
+    """
+    try:
+        if redactor is None:
+            if not _scratch:
+                _scratch.append(Redactor(os.urandom(32)))
+            redactor = _scratch[0]
+        return redactor.redact_text(text)
+    except Exception:  # noqa: BLE001
+        return "(detail withheld: it could not be redacted)"
 
 
 def default_db() -> str:
@@ -449,7 +467,7 @@ class Recorder:
         return f"{os.fspath(path)}.spool"
 
     def _peek_key(self) -> bytes | None:
-        """The store's key read without a write lock (a store locked by another process still has it).
+        """The store's key without opening the store (a store locked by another process still has one).
 
         A key given to the recorder (or ``$REPLAY_REDACTION_KEY``) is the one redaction uses anyway.
         """
@@ -458,18 +476,13 @@ class Recorder:
             return explicit
         if not isinstance(self.db, (str, os.PathLike)):
             return None
-        import pathlib
-        import sqlite3
+        from replay.keys import key_file_path, load_or_create_key_file
 
-        path = pathlib.Path(self.db)
-        if not path.is_file() or path.is_symlink():
+        path = key_file_path(self.db)
+        if not path.parent.is_dir():
             return None
-        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=0.5)
-        try:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
-        finally:
-            conn.close()
-        return row[0] if row is not None and isinstance(row[0], bytes) and len(row[0]) >= 16 else None
+        # The key lives beside the store, not in it: a locked store does not hide it.
+        return load_or_create_key_file(path)
 
     # ---- store ------------------------------------------------------------------------------
 
@@ -741,7 +754,7 @@ class Recorder:
         if not self._warned_encode:
             self._warned_encode = True
             warnings.warn(
-                f"agent-replay recorded a placeholder for {where}: {problem}",
+                _scrub(f"agent-replay recorded a placeholder for {where}: {problem}", self._writer._redactor),
                 RecordingLossWarning,
                 stacklevel=4,
             )
@@ -1137,7 +1150,7 @@ def _stop_http(capture: Any) -> list[Any] | None:
     try:
         return cast(list[Any], capture.stop())
     except Exception as exc:  # noqa: BLE001 - recording must never break the agent
-        warnings.warn(f"agent-replay lost a run's HTTP interactions: {exc!r}", RecordingLossWarning, stacklevel=3)
+        warnings.warn(_scrub(f"agent-replay lost a run's HTTP interactions: {exc!r}"), RecordingLossWarning, stacklevel=3)
         return None
 
 

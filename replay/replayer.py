@@ -32,6 +32,7 @@ from replay.errors import EntrypointError, RecordedToolError, ReplayError, StopR
 from replay.fidelity import rebuild_error, rebuild_value
 from replay.hashing import sha_of_canonical, thaw
 from replay.models import Event, Run, Usage
+from replay.keys import ENV_VAR, RedactionKeyMismatchWarning, mismatch_message
 from replay.network import sealed
 from replay.processors import RedactionConfig, Redactor
 from replay.writer import TRUNCATED_TAG
@@ -206,6 +207,24 @@ def _rebuild_error(body: Any) -> BaseException:
 # ---- the session: the fixed tool layer ------------------------------------------------------
 
 
+def _local_key_for(fingerprint: str | None) -> bytes | None:
+    """The key of the default store (``$REPLAY_DB`` / ``./replay.db``) when a cassette was made with it.
+
+    A developer who exports a run and replays the cassette on the same machine gets the same
+    pseudonyms without setting ``$REPLAY_REDACTION_KEY``. Never creates a key file.
+    """
+    if not fingerprint:
+        return None
+    from replay.keys import _read_key_file, fingerprint as fp, key_file_path
+    from replay.recorder import default_db
+
+    try:
+        key = _read_key_file(key_file_path(default_db()))
+    except Exception:  # noqa: BLE001 - an unreadable key file only means: no local key
+        return None
+    return key if key is not None and fp(key) == fingerprint else None
+
+
 class ReplaySession:
     """The fixed tool layer for one replay; installed in a contextvar while the agent runs."""
 
@@ -227,8 +246,22 @@ class ReplaySession:
         self.stubs = dict(stubs or {})
         self.on_unrecorded = on_unrecorded
         # The recording store's key, so values the agent builds itself pseudonymise as they did then.
-        key = shared_redaction_key() or recording.secret_key or os.urandom(32)
+        env = shared_redaction_key()
+        local = None if env or recording.secret_key else _local_key_for(getattr(recording.run, "key_fingerprint", None))
+        key = env or recording.secret_key or local or os.urandom(32)
+        source = "$REPLAY_REDACTION_KEY" if env else "the store's key" if recording.secret_key else (
+            "the key file of the default store" if local else f"a random key: ${ENV_VAR} is not set")
         self.redactor = Redactor(key, redaction or RedactionConfig())
+        #: (recorded fingerprint, this replay's fingerprint) when they differ, else None
+        self.key_mismatch: tuple[str, str] | None = None
+        recorded_fp = getattr(recording.run, "key_fingerprint", None)
+        if recorded_fp and recorded_fp != self.redactor.key_fingerprint:
+            self.key_mismatch = (recorded_fp, self.redactor.key_fingerprint)
+            warnings.warn(
+                mismatch_message(recording.run.run_id, recorded_fp, self.redactor.key_fingerprint, source),
+                RedactionKeyMismatchWarning,
+                stacklevel=3,
+            )
         # The replayed run is recorded like any run: into `record_to` when given (so `replay show`
         # works on it afterwards), else into a temporary store removed after the replay.
         self.store_dir: str | None = None
@@ -257,7 +290,8 @@ class ReplaySession:
         return sha_of_canonical(self.redactor.canonical(thaw(frozen_args)))
 
     def _lookup(self, spec: Any, args_sha: str) -> Event | None:
-        queue = self.index.get((spec.name, args_sha))
+        # Recorded tool names passed the redactor: look the live name up the same way.
+        queue = self.index.get((self.redactor.redact_name(spec.name), args_sha))
         if queue:
             try:
                 return queue.popleft()
@@ -482,6 +516,8 @@ class ReplayResult:
     replayed_events: list[Event] = dataclasses.field(default_factory=list)
     #: the HTTP requests the recording had no answer for (`replay.errors.UnrecordedRequest`), in order
     unrecorded_http: list[Any] = dataclasses.field(default_factory=list)
+    #: (recording's, replay's) redaction key fingerprints when they differ (see `replay.keys`)
+    key_mismatch: tuple[str, str] | None = None
 
     def calls(self, tool: str) -> list[Event]:
         """The replayed steps that called `tool`, in order."""
@@ -723,7 +759,9 @@ def _installed(session: ReplaySession, *, allow_network: bool = False,
 def _conclude(session: ReplaySession, recording: Recording, output: Any, exception: BaseException | None,
               ignore: Any, ordered: bool) -> ReplayResult:
     try:
-        return _finish(session, recording, output, exception, ignore, ordered)
+        result = _finish(session, recording, output, exception, ignore, ordered)
+        result.key_mismatch = session.key_mismatch
+        return result
     finally:
         session.close()
 

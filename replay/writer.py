@@ -96,6 +96,13 @@ def _check_text(values: tuple[Any, ...]) -> None:
             v.encode("utf-8")
 
 
+def _label_value(red: Redactor, key: Any, value: Any) -> str:
+    """A label or version value as written: secret keys hide it, pattern rules pseudonymize it."""
+    if red._is_secret_key_cached(str(key)):
+        return "[REDACTED:secret]"
+    return red.redact_name(str(value))
+
+
 _writers: weakref.WeakSet[Writer] = weakref.WeakSet()
 
 
@@ -597,7 +604,7 @@ class Writer:
                 try:
                     listener(run, errors)
                 except Exception as exc:  # noqa: BLE001 - a metrics bug must not stop recording
-                    log.warning("replay: run listener %r failed: %r", listener, exc)
+                    log.warning("replay: run listener %r failed: %s", listener, self._safe(repr(exc)))
 
     # ---- the spool ----------------------------------------------------------------------------
 
@@ -757,7 +764,7 @@ class Writer:
         assert self._redactor is not None
         args_sha = it.args_sha
         if args_sha is None or self.store_args:
-            args_body = self._redactor.canonical(thaw(it.args))
+            args_body = self._redactor.canonical(thaw(it.args), len(it.args))
             args_sha = sha_of_canonical(args_body)
             if self.store_args and args_sha not in snapshots:
                 snapshots[args_sha] = (args_sha, args_body, "$args", False)
@@ -780,9 +787,10 @@ class Writer:
             output_sha, _ = self._snapshot(value, snapshots, type_name, it.output)
         else:
             output_sha = None
+        red = self._redactor
         return (
-            it.run_id, it.kind, it.ts_ms, it.step_id, it.tool, args_sha, output_sha, it.duration_ms,
-            "error" if it.error is not None else "ok", None if it.error is None else it.error[0], None,
+            it.run_id, it.kind, it.ts_ms, it.step_id, red.redact_name(it.tool), args_sha, output_sha, it.duration_ms,
+            "error" if it.error is not None else "ok", None if it.error is None else red.redact_name(it.error[0]), None,
             None if it.usage is None else _usage_json(it.usage), it.parent_step_id, it.concurrent_group,
         )
 
@@ -791,6 +799,17 @@ class Writer:
     ) -> tuple[Run, tuple[Any, ...]]:
         assert self._redactor is not None
         run = it.run
+        red = self._redactor
+        # Names, labels, versions and stop reasons are written too: they pass the redactor (a name
+        # is pseudonymized the same way each time, so matching by name still works).
+        run.key_fingerprint = red.key_fingerprint
+        run.agent = red.redact_name(run.agent)
+        if run.labels:
+            run.labels = {red.redact_name(str(k)): _label_value(red, k, v) for k, v in run.labels.items()}
+        if run.versions:
+            run.versions = {red.redact_name(str(k)): _label_value(red, k, v) for k, v in run.versions.items()}
+        if run.stop_reason is not None:
+            run.stop_reason = red.redact_token(run.stop_reason)
         if it.input is not None:
             run.input_sha, body = self._snapshot(thaw(it.input), snapshots, None, it.input)
             run.input = thaw(body)
@@ -798,7 +817,10 @@ class Writer:
             run.output_sha, body = self._snapshot(thaw(it.output), snapshots, it.output_type, it.output)
             run.output = thaw(body)
         if it.http:
-            run.http_sha, _ = self._snapshot(it.http, snapshots, "$http")
+            from replay.http import redact_interactions
+
+            http = redact_interactions(it.http, red)
+            run.http_sha, _ = self._snapshot(http, snapshots, "$http")
         row: tuple[Any, ...]
         if it.stop:
             row = (run.run_id, "stop", it.ts_ms, None, None, None, run.output_sha, None, None, None,
@@ -808,10 +830,23 @@ class Writer:
                    None, None, None, None)
         return run, row
 
+    def _safe(self, text: str) -> str:
+        """Text for a warning or a log line: redacted (an exception's repr can quote a value)."""
+        try:
+            red = self._redactor
+            if red is None:
+                from replay.processors import Redactor
+
+                red = self._redactor_for_text = getattr(self, "_redactor_for_text", None) or Redactor(os.urandom(32))
+            return red.redact_text(text)
+        except Exception:  # noqa: BLE001 - a warning must still go out, without the detail
+            return "(detail withheld)"
+
     def _lose(self, n: int, why: str) -> None:
         self.dropped += n
         if not self._warned:
             self._warned = True
+            why = self._safe(why)
             msg = (
                 f"agent-replay lost {n} record(s): {why}. The agent keeps running; "
                 "the count is in Recorder.dropped. Check the store path (--db / REPLAY_DB)."
