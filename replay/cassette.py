@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from replay.errors import CassetteDecodeError
-from replay.hashing import canonical_bytes, sha_of_canonical
+from replay.hashing import canonical_bytes, ordered_bytes, sha_of_canonical
 from replay.models import Event, Run
 
 __all__ = [
@@ -104,7 +104,7 @@ class Cassette(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: str = CASSETTE_FORMAT
-    version: int = CASSETTE_VERSION
+    version: int = Field(default=CASSETTE_VERSION, ge=1, le=CASSETTE_VERSION)
     run: Run
     events: list[Event]
     snapshots: dict[str, Snapshot] = Field(default_factory=dict)
@@ -170,9 +170,28 @@ def cassette_from_replay(result: Any) -> Cassette:
 
 
 def dump_cassette(cassette: Cassette) -> str:
-    """The cassette as sorted, indented JSON text (stable across exports)."""
+    """The cassette as indented JSON text, sorted but for snapshot bodies (stable across exports)."""
     data = cassette.model_dump(mode="json")
-    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    for event in data["events"]:
+        # Added with parallel tool calls: left out when unset, so a cassette without concurrent
+        # steps keeps the bytes it had before the field existed (and older readers load it).
+        if event.get("concurrent_group") is None:
+            event.pop("concurrent_group", None)
+    # Snapshot bodies keep the tool's key order (replay hands values back in it); everything else
+    # is sorted. Their shas are over the canonical form, so the order does not change them.
+    bodies = {sha: snap.pop("body", None) for sha, snap in data.get("snapshots", {}).items()}
+    data = _sorted_keys(data)
+    for sha, snap in data.get("snapshots", {}).items():
+        snap["body"] = bodies[sha]
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
 
 
 def write_cassette(cassette: Cassette, path: str | os.PathLike[str], *, force: bool = False) -> Path:
@@ -217,6 +236,10 @@ def load_cassette(path: str | os.PathLike[str]) -> Cassette:
         raise CassetteDecodeError(str(p), f"cannot be read: {exc.strerror}") from None
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise CassetteDecodeError(
+            str(p), "nested too deeply to read (thousands of levels): agent-replay never writes such a file"
+        ) from None
     except ValueError as exc:
         raise CassetteDecodeError(str(p), f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -224,11 +247,16 @@ def load_cassette(path: str | os.PathLike[str]) -> Cassette:
     fmt = data.get("format")
     if fmt != CASSETTE_FORMAT:
         raise CassetteDecodeError(
-            str(p), f"format: expected {CASSETTE_FORMAT!r}, found {fmt!r} (is this an agent-replay cassette?)"
+            str(p), f"format: expected {CASSETTE_FORMAT!r}, found {str(fmt)[:40]!r} (is this an agent-replay cassette?)"
         )
     version = data.get("version")
-    if not isinstance(version, int):
-        raise CassetteDecodeError(str(p), f"version: expected an integer, found {version!r}")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CassetteDecodeError(str(p), f"version: expected an integer, found {str(version)[:40]!r}")
+    if version < 1:
+        raise CassetteDecodeError(
+            str(p), f"version: {version} is not a cassette format version (versions start at 1; "
+            f"this agent-replay writes {CASSETTE_VERSION}): re-export the run with `replay export RUN_ID`"
+        )
     if version > CASSETTE_VERSION:
         raise CassetteDecodeError(
             str(p),
@@ -237,6 +265,8 @@ def load_cassette(path: str | os.PathLike[str]) -> Cassette:
         )
     try:
         cas = Cassette.model_validate(data)
+    except RecursionError:
+        raise CassetteDecodeError(str(p), "a value is nested too deeply to validate") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
@@ -311,12 +341,11 @@ def import_cassette(store: Any, path_or_cassette: str | os.PathLike[str] | Casse
         pass
     snaps = []
     for sha, snap in cas.snapshots.items():
-        body = canonical_bytes(snap.body)
+        body = ordered_bytes(snap.body)  # the tool's key order, as recorded (the sha is over the canonical form)
         snaps.append((sha, body, snap.type, snap.truncated))
     run = cas.run.model_copy(update={"pinned": True, "http_sha": None})
     if cas.http:  # the HTTP interactions go back into one $http snapshot, referenced by http_sha
-        body = canonical_bytes(cas.http)
-        run.http_sha = sha_of_canonical(body)
-        snaps.append((run.http_sha, body, "$http", False))
+        run.http_sha = sha_of_canonical(canonical_bytes(cas.http))
+        snaps.append((run.http_sha, ordered_bytes(cas.http), "$http", False))
     store.write_batch(runs=[run], events=cas.events, snapshots=snaps)
     return True

@@ -9,6 +9,7 @@ everywhere (see `to_jsonable`).
 from __future__ import annotations
 
 import base64
+import codecs
 import dataclasses
 import datetime as _dt
 import decimal
@@ -16,6 +17,7 @@ import enum
 import hashlib
 import json
 import pathlib
+import pickle
 import re
 import uuid
 from typing import Any
@@ -28,10 +30,13 @@ __all__ = [
     "canonical_json",
     "freeze",
     "freeze_lenient",
+    "placeholder",
+    "ordered_bytes",
     "sha",
     "sha_of_canonical",
     "thaw",
     "to_jsonable",
+    "type_tag",
 ]
 
 BYTES_TAG = "$bytes"
@@ -39,6 +44,10 @@ BYTES_TAG = "$bytes"
 _dumps = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
 ).encode
+
+# The same text without sorting: a stored snapshot body keeps the tool's key order (only its hash
+# is taken over the canonical, sorted form).
+_dumps_ordered = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -117,40 +126,173 @@ def to_jsonable(obj: Any, _path: tuple[Any, ...] = ()) -> Any:
     return to_jsonable(enc, _path)
 
 
-UNSERIALIZABLE_TAG = "$unserializable"
+#: Every value recording cannot encode faithfully becomes a string starting with this marker.
+PLACEHOLDER_PREFIX = "[unencodable: "
+#: Deeper than this, the lenient encoder stops and records a placeholder (orjson's own limit is 254).
+MAX_DEPTH = 200
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 
 
-def freeze_lenient(obj: Any) -> tuple[bytes, str | None]:
-    """`freeze`, but a value of an unsupported type becomes ``{"$unserializable": "mod.Type"}``.
+def placeholder(what: str, path: str) -> str:
+    """The marked placeholder recorded in place of a value: ``[unencodable: cycle at args["x"]["self"]]``."""
+    return f"{PLACEHOLDER_PREFIX}{what} at {path}]"
 
-    Returns the frozen bytes and the TypeError message of the first unsupported value (or None),
-    so the recorder can warn once and keep recording instead of breaking the agent.
+
+def freeze_lenient(obj: Any, root: str = "args") -> tuple[bytes, str | None]:
+    """`freeze` that never raises: what cannot be encoded becomes a marked placeholder string.
+
+    Cycles, nesting deeper than `MAX_DEPTH`, unsupported types, lone surrogates and objects whose
+    ``__repr__``/``__iter__``/``__eq__``/``model_dump`` raise are each replaced by
+    ``[unencodable: <what> at <path>]`` (`root` names the path's start: ``args``, ``input``,
+    ``output``); everything else is kept. The result is always valid UTF-8 JSON.
+
+    Returns the frozen bytes and a description of the first problem (or None), safe to show in a
+    warning: its path names dict keys only when they look like identifiers (keys can be data).
     """
     try:
-        return freeze(obj), None
-    except TypeError as exc:
-        return _dumps(_lenient(obj)).encode("utf-8", "surrogatepass"), str(exc)
+        frozen = freeze(obj)
+    except Exception:  # noqa: BLE001 - RecursionError, TypeError, or user code raising: go lenient
+        return _freeze_placeholders(obj, root)
+    # A lone surrogate survives `freeze` (surrogatepass) as ED A0..BF. Checked in C, cheapest
+    # first: isascii (most values), then memchr for 0xED (an int needle: a bytes one costs 9x).
+    if not frozen.isascii() and 0xED in frozen and not _valid_utf8(frozen):
+        return _freeze_placeholders(obj, root)
+    return frozen, None
 
 
-def _lenient(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {(_key_str(k) if isinstance(k, _SCALARS) else repr(type(k))): _lenient(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_lenient(v) for v in obj]
+def _freeze_placeholders(obj: Any, root: str) -> tuple[bytes, str | None]:
+    problems: list[str] = []
     try:
-        return to_jsonable(obj)
-    except TypeError:
-        pass
-    enc = _encode_leaf(obj) if not isinstance(obj, _SCALARS) else obj
-    if enc is NotImplemented:
-        return {UNSERIALIZABLE_TAG: f"{type(obj).__module__}.{type(obj).__qualname__}"}
-    return _lenient(enc)
+        plain = _lenient(obj, (), set(), problems, root)
+        return _dumps(plain).encode("utf-8"), problems[0] if problems else None
+    except Exception:  # noqa: BLE001 - even the lenient walk failed (no stack left): keep nothing
+        what = f"{_type_name(obj)} (could not be walked)"
+        return _dumps(placeholder(what, root)).encode("utf-8"), f"{what} at {root}"
+
+
+def _valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _type_name(obj: Any) -> str:
+    t = type(obj)
+    return f"{getattr(t, '__module__', '?')}.{getattr(t, '__qualname__', '?')}"
+
+
+def _path_text(root: str, path: tuple[Any, ...], *, safe: bool) -> str:
+    """``args["x"][0]``; `safe` hides keys that are not identifiers (a key can be an email)."""
+    parts = list(path)
+    if len(parts) > 12:
+        parts = parts[:6] + [Ellipsis] + parts[-4:]
+    out = root
+    for p in parts:
+        if p is Ellipsis:
+            out += f"…({len(path)} levels)…"
+        elif isinstance(p, bool) or not isinstance(p, (int, str)):
+            out += "[?]"
+        elif isinstance(p, int):
+            out += f"[{p}]"
+        elif safe and not _IDENT.fullmatch(p):
+            out += "[…]"
+        else:
+            out += "[" + json.dumps(p, ensure_ascii=True) + "]"
+    return out
+
+
+def _bad(what: str, root: str, path: tuple[Any, ...], problems: list[str]) -> str:
+    if not problems:
+        problems.append(f"{what} at {_path_text(root, path, safe=True)}")
+    return placeholder(what, _path_text(root, path, safe=False))
+
+
+def _clean_str(s: str, root: str, path: tuple[Any, ...], problems: list[str]) -> str:
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return _bad("lone surrogate in text", root, path, problems)
+
+
+def _lenient(obj: Any, path: tuple[Any, ...], stack: set[int], problems: list[str], root: str) -> Any:
+    """Plain JSON values for `obj`, with placeholders where it cannot be encoded."""
+    if isinstance(obj, enum.Enum):
+        try:
+            obj = obj.value
+        except Exception:  # noqa: BLE001
+            return _bad(_type_name(obj), root, path, problems)
+    if isinstance(obj, str):
+        return _clean_str(str.__str__(obj), root, path, problems)
+    if obj is None or isinstance(obj, bool | int | float):
+        return obj
+    if len(path) >= MAX_DEPTH:
+        return _bad(f"nested deeper than {MAX_DEPTH} levels", root, path, problems)
+    if id(obj) in stack:
+        return _bad("cycle", root, path, problems)
+    stack.add(id(obj))
+    try:
+        try:
+            if isinstance(obj, dict):
+                items = list(obj.items())
+            elif isinstance(obj, list | tuple):
+                items = list(enumerate(obj))
+            elif isinstance(obj, set | frozenset):
+                values = [_lenient(v, path + (i,), stack, problems, root) for i, v in enumerate(list(obj))]
+                try:
+                    return sorted(values)
+                except Exception:  # noqa: BLE001 - mixed types (or __lt__ raising): sort by JSON text
+                    return sorted(values, key=_dumps)
+            else:
+                enc = _encode_leaf(obj)
+                if enc is NotImplemented:
+                    return _bad(_type_name(obj), root, path, problems)
+                return _lenient(enc, path, stack, problems, root)
+        except RecursionError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - __iter__ / items() / model_dump raising
+            return _bad(f"{_type_name(obj)} raised {type(exc).__name__}", root, path, problems)
+        if isinstance(obj, dict):
+            out: dict[str, Any] = {}
+            for k, v in items:
+                if isinstance(k, str):
+                    key = _clean_str(k, root, path + ("?",), problems) if not isinstance(k, enum.Enum) else str(k.value)
+                elif isinstance(k, _SCALARS):
+                    key = _key_str(k)
+                else:
+                    try:
+                        kk = to_jsonable(k)
+                        key = _key_str(kk) if isinstance(kk, _SCALARS) else f"[unencodable key: {_type_name(k)}]"
+                    except Exception:  # noqa: BLE001
+                        key = f"[unencodable key: {_type_name(k)}]"
+                    key = _clean_str(key, root, path + ("?",), problems)
+                out[key] = _lenient(v, path + (key,), stack, problems, root)
+            return out
+        return [_lenient(v, path + (i,), stack, problems, root) for i, v in items]
+    finally:
+        stack.discard(id(obj))
 
 
 def _key_str(k: Any) -> str:
     if isinstance(k, str):
         return k
     return json.dumps(k) if not isinstance(k, float) else float.__repr__(k)
+
+
+def _replace_surrogates(err: UnicodeError) -> tuple[bytes, int]:
+    # The UTF-8 encoder takes only ASCII text from a handler: give it U+FFFD already encoded.
+    if isinstance(err, UnicodeEncodeError):
+        return "\ufffd".encode() * (err.end - err.start), err.end
+    raise err
+
+
+codecs.register_error("agent-replay.fffd", _replace_surrogates)
+#: How canonical text becomes bytes: a lone surrogate (which no UTF-8 file, SQLite text or
+#: cassette can hold, and which the seed's ``sha()`` could not hash at all) becomes U+FFFD, so a
+#: recorded error message holding one is stored, exported and hashed like any other text.
+TEXT_ERRORS = "agent-replay.fffd"
 
 
 def canonical_json(obj: Any) -> str:
@@ -173,37 +315,39 @@ def canonical_bytes(plain: Any) -> bytes:
     """Canonical JSON of already-plain JSON values as UTF-8 bytes, via orjson where byte-identical.
 
     Falls back to `json` for floats orjson formats differently, ints beyond 64 bits, and
-    non-str keys, so the result always equals ``canonical_json(plain).encode()``.
+    non-str keys, so the result always equals ``canonical_json(plain).encode("utf-8",
+    TEXT_ERRORS)`` (plain UTF-8; a lone surrogate becomes U+FFFD).
     """
     try:
         out = orjson.dumps(plain, option=orjson.OPT_SORT_KEYS)
     except (TypeError, orjson.JSONEncodeError):
-        return canonical_json(plain).encode("utf-8", "surrogatepass")
+        return canonical_json(plain).encode("utf-8", TEXT_ERRORS)
     zeroed = out.translate(_ZERO_DIGITS)
     if b"0e" not in zeroed and b"0E" not in zeroed and b"0.0000" not in zeroed:
         return out
     if _RISKY_NUMBER.search(out) is None:
         return out
-    return canonical_json(plain).encode("utf-8", "surrogatepass")
+    return canonical_json(plain).encode("utf-8", TEXT_ERRORS)
 
 
 def sha_of_canonical(text: str | bytes) -> str:
     """The 24-hex hash of an already canonical JSON text."""
     if isinstance(text, str):
-        text = text.encode("utf-8", "surrogatepass")
+        text = text.encode("utf-8", TEXT_ERRORS)
     return hashlib.sha256(text).hexdigest()[:24]
 
 
 def sha(obj: Any) -> str:
     """``sha256(canonical_json(obj))[:24]``, the seed's ``sha()`` for plain JSON."""
-    return hashlib.sha256(canonical_json(obj).encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return hashlib.sha256(canonical_json(obj).encode("utf-8", TEXT_ERRORS)).hexdigest()[:24]
 
 
 def thaw(frozen: bytes) -> Any:
     """Parse a `freeze`d value back into plain JSON values."""
-    # orjson reads integers beyond 64 bits as floats: let json read those exactly. A run of 20
-    # digits is needed for one; mapping digits to 0 lets a substring test find it in C.
-    if b"00000000000000000000" not in frozen.translate(_ZERO_DIGITS):
+    # orjson reads integers beyond 64 bits as floats: let json read those exactly. A run of 19
+    # digits is needed for one (-2**63 - 1 has 19); mapping digits to 0 lets a substring test find
+    # it in C.
+    if b"0000000000000000000" not in frozen.translate(_ZERO_DIGITS):
         try:
             return orjson.loads(frozen)
         except orjson.JSONDecodeError:
@@ -219,13 +363,24 @@ def freeze(obj: Any) -> bytes:
     """
     frozen = snapshot_bytes(obj)
     if frozen is None:
-        frozen = _dumps(to_jsonable(obj)).encode("utf-8", "surrogatepass")
+        # Key order kept here too: replay hands the value back in the order the tool returned it.
+        frozen = _dumps_ordered(to_jsonable(obj)).encode("utf-8", "surrogatepass")
     return frozen
+
+
+def ordered_bytes(plain: Any) -> bytes:
+    """JSON bytes of already-plain JSON values in their own key order (a snapshot's stored body)."""
+    try:
+        return orjson.dumps(plain)
+    except (TypeError, orjson.JSONEncodeError):  # ints beyond 64 bits, non-str keys
+        return _dumps_ordered(to_jsonable(plain)).encode("utf-8", TEXT_ERRORS)
 
 
 def _orjson_default(obj: Any) -> Any:
     if isinstance(obj, set | frozenset):
         return to_jsonable(obj)
+    if isinstance(obj, tuple):  # named tuples: orjson writes plain tuples only
+        return list(obj)
     enc = _encode_leaf(obj)
     if enc is NotImplemented:
         raise TypeError(type(obj).__qualname__)
@@ -247,3 +402,151 @@ def snapshot_bytes(obj: Any) -> bytes | None:
         return orjson.dumps(obj, default=_orjson_default, option=_SNAP_OPTS)
     except (TypeError, orjson.JSONEncodeError):
         return None
+
+
+# ---- type tags: what replay needs to hand a value back as the tool's own types ---------------
+#
+# JSON keeps dicts, lists, strings, numbers, booleans and null. Everything else a tool may return
+# (tuples, sets, bytes, datetimes, Decimal, UUID, Path, Enum, dataclasses, pydantic models, named
+# tuples, dicts with int keys) is recorded as its JSON encoding plus a compact tag tree stored
+# beside the snapshot. A node is None (plain JSON below this point) or a list ``[tag, ...]``;
+# children are addressed by position (never by key: a key may be personal data, the tag is not
+# redacted). Classes are named ``module:qualname``; replay rebuilds them only from modules the
+# agent has already imported (see `replay.replayer`).
+
+_PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))
+_NO_PLAIN: Any = object()
+_STR_TYPE = frozenset((str,))
+_TAG_DEPTH = 64
+
+
+def _cls_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _kids(items: Any, depth: int) -> dict[str, Any] | None:
+    kids: dict[str, Any] | None = None
+    plain = _PLAIN_TYPES
+    for i, v in enumerate(items):
+        if type(v) in plain:
+            continue
+        node = _tree(v, depth)
+        if node is not None:
+            if kids is None:
+                kids = {}
+            kids[str(i)] = node
+    return kids
+
+
+def _key_tag(k: Any) -> str | None:
+    t = type(k)
+    if t is str:
+        return None
+    if t is bool:
+        return "b"
+    if t is int:
+        return "i"
+    if t is float:
+        return "f"
+    if k is None:
+        return "n"
+    return None
+
+
+def _tree(obj: Any, depth: int) -> Any:
+    t = type(obj)
+    if t in _PLAIN_TYPES:
+        return None
+    if depth > _TAG_DEPTH:
+        return None
+    depth += 1
+    # issuperset(map(type, ...)) checks a whole level in C: plain levels cost little.
+    if t is dict:
+        values = obj.values()
+        kids = None if _PLAIN_TYPES.issuperset(map(type, values)) else _kids(values, depth)
+        keys: dict[str, str] | None = None
+        if not _STR_TYPE.issuperset(map(type, obj)):
+            for i, k in enumerate(obj):
+                tag = _key_tag(k)
+                if tag is not None:
+                    if keys is None:
+                        keys = {}
+                    keys[str(i)] = tag
+        if kids is None and keys is None:
+            return None
+        return ["d", kids] if keys is None else ["d", kids, keys]
+    if t is list:
+        if _PLAIN_TYPES.issuperset(map(type, obj)):
+            return None
+        kids = _kids(obj, depth)
+        return None if kids is None else ["l", kids]
+    if t is tuple:
+        kids = _kids(obj, depth)
+        return ["t"] if kids is None else ["t", kids]
+    if isinstance(obj, enum.Enum):
+        return ["e", _cls_path(t)]
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        kids = _kids(obj, depth)
+        return ["nt", _cls_path(t)] if kids is None else ["nt", _cls_path(t), kids]
+    if isinstance(obj, set | frozenset):
+        # Stored sorted; one tag for every element, when they share one (a set of tuples).
+        nodes = {orjson.dumps(_tree(v, depth)) for v in obj}
+        tag = "s" if isinstance(obj, set) else "fs"
+        if len(nodes) == 1:
+            node = orjson.loads(nodes.pop())
+            if node is not None:
+                return [tag, node]
+        return [tag]
+    if isinstance(obj, _dt.datetime):
+        return ["dt"]
+    if isinstance(obj, _dt.date):
+        return ["date"]
+    if isinstance(obj, _dt.time):
+        return ["time"]
+    if isinstance(obj, _dt.timedelta):
+        return ["td"]
+    if isinstance(obj, bytes):
+        return ["b"]
+    if isinstance(obj, bytearray):
+        return ["ba"]
+    if isinstance(obj, decimal.Decimal):
+        return ["dec"]
+    if isinstance(obj, uuid.UUID):
+        return ["uuid"]
+    if isinstance(obj, pathlib.PurePath):
+        return ["path", t.__name__]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        kids = _kids([getattr(obj, f.name) for f in dataclasses.fields(obj)], depth)
+        return ["dc", _cls_path(t)] if kids is None else ["dc", _cls_path(t), kids]
+    if callable(getattr(obj, "model_dump", None)) and hasattr(t, "model_validate"):
+        return ["pd", _cls_path(t)]
+    if isinstance(obj, dict):  # OrderedDict, defaultdict, ...: a dict in JSON
+        return _tree(dict(obj), depth - 1)
+    if isinstance(obj, list):
+        return _tree(list(obj), depth - 1)
+    return None
+
+
+def type_tag(obj: Any, plain: Any = _NO_PLAIN) -> str | None:
+    """The tag tree of `obj` as compact JSON, or None when `obj` is plain JSON all the way down.
+
+    `plain`, when given, is `obj` parsed back from its frozen JSON. Then most plain values are
+    settled in C without a walk: a tuple, set, bytes, datetime, Decimal, UUID, Path, dataclass,
+    model, plain Enum or int key never equals its JSON form, and a pickle of a value made only of
+    dict, list, str, int, float, bool and None names no class (STACK_GLOBAL, byte 0x93), which
+    catches what does compare equal (IntEnum, StrEnum, OrderedDict). Never raises.
+    """
+    t = type(obj)
+    if t in _PLAIN_TYPES:
+        return None
+    if plain is not _NO_PLAIN:
+        try:
+            if plain == obj and b"\x93" not in pickle.dumps(obj, 5):
+                return None
+        except Exception:  # noqa: BLE001 - unpicklable or an __eq__ that raises: walk it
+            pass
+    try:
+        node = _tree(obj, 0)
+    except Exception:  # noqa: BLE001 - a strange value: replay hands back plain JSON for it
+        return None
+    return None if node is None else orjson.dumps(node).decode()

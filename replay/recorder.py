@@ -1,7 +1,9 @@
 """The Recorder: decorators and a context manager that record every run of an agent.
 
 The agent's own path per call stays a few microseconds: read a contextvar, count the step,
-freeze args and output (orjson bytes), append to the writer's queue. Redaction, hashing and
+note it in flight at its level (steps that overlap a sibling, or that one model response
+announced, share a concurrent group), freeze args and output (orjson bytes), append to the
+writer's queue. Redaction, hashing and
 storage happen on the writer thread (see `replay.writer`). Recording never breaks the agent:
 a tool's exception is re-raised as the same object, and a failing store only counts drops.
 """
@@ -13,9 +15,9 @@ import atexit
 import contextvars
 import dataclasses
 import functools
-import hashlib
 import inspect
 import itertools
+import math
 import os
 import signal
 import sys
@@ -29,7 +31,9 @@ from typing import Any, Callable, Literal, NoReturn, TypeVar, cast
 from replay.agents import register_agent
 from replay.context import _run, _session, _step
 from replay.errors import StopRun
-from replay.hashing import freeze_lenient
+from replay.fidelity import capture_error
+from replay.hashing import TEXT_ERRORS, freeze_lenient, type_tag
+from replay.keys import env_key
 from replay.models import Run, Usage, new_run_id, validate_stop_reason
 from replay.processors import RedactionConfig, Redactor
 from replay.usage import extract_usage
@@ -41,14 +45,32 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def shared_redaction_key() -> bytes | None:
-    """The key set in ``$REPLAY_REDACTION_KEY``, if any, used instead of the per-store key.
+    """The key set in ``$REPLAY_REDACTION_KEY``, if any, used instead of the store's key file.
 
-    Pseudonyms are keyed per store, so a value the agent's own code holds (a from-address) gets
-    another pseudonym when a cassette is replayed elsewhere. Teams that replay cassettes in CI set
-    the same secret in production and CI to keep those pseudonyms equal.
+    Pseudonyms are keyed, so a value the agent's own code holds (a from-address) gets another
+    pseudonym when a cassette is replayed with another key. Teams that replay cassettes in CI set
+    the same secret in production and CI to keep those pseudonyms equal (see `replay.keys`).
     """
-    value = os.environ.get("REPLAY_REDACTION_KEY")
-    return hashlib.sha256(value.encode("utf-8")).digest() if value else None
+    return env_key()
+
+
+_scratch: list[Redactor] = []
+
+
+def _scrub(text: str, redactor: Redactor | None = None) -> str:
+    """Warning text with what redaction catches replaced (an exception's text can quote a value).
+
+    Uses the recording's redactor when it exists, else a process-local one with a random key (a
+    warning's pseudonyms need not match anything). Never raises: a warning must still go out.
+    """
+    try:
+        if redactor is None:
+            if not _scratch:
+                _scratch.append(Redactor(os.urandom(32)))
+            redactor = _scratch[0]
+        return redactor.redact_text(text)
+    except Exception:  # noqa: BLE001
+        return "(detail withheld: it could not be redacted)"
 
 
 def default_db() -> str:
@@ -90,7 +112,7 @@ class RunState:
     __slots__ = (
         "run", "recorder", "input", "steps", "tool_calls", "tokens_in", "tokens_out", "cost_usd",
         "stop_reason", "tripped", "guards", "repeats", "output", "output_type", "ended",
-        "started_ns", "session", "http", "__weakref__",
+        "started_ns", "session", "http", "levels", "marks", "group_lock", "__weakref__",
     )
 
     def __init__(self, recorder: Recorder, run: Run, input_frozen: bytes | None, guards: Guards) -> None:
@@ -112,25 +134,90 @@ class RunState:
         self.started_ns = time.perf_counter_ns()
         self.session: Any = None
         self.http: list[Any] | None = None  # the HTTP interactions of an http=True run, set at its end
+        # Concurrent groups (parallel tool calls), per parent step (None: top level):
+        # [dict of the step ids in flight (an ordered set); model-announced calls still to come;
+        #  their group id]. `marks`: step id -> group, set for the steps in flight when a sibling
+        # finishes while they run. Entering and a lone step finishing use only atomic dict
+        # operations; the lock is taken only when steps really overlap (or a model announced some).
+        self.levels: dict[int | None, list[Any]] = {}
+        self.marks: dict[int, int] = {}
+        self.group_lock = threading.Lock()  # tools in worker threads enter and finish at once
 
     @property
     def run_id(self) -> str:
         return self.run.run_id
 
     def usage(self) -> Usage:
-        return Usage(
+        return Usage.lenient(
             tokens_in=self.tokens_in, tokens_out=self.tokens_out,
-            cost_usd=round(self.cost_usd, 10), tool_calls=self.tool_calls,
+            cost_usd=round(self.cost_usd, 10) if math.isfinite(self.cost_usd) else 0.0, tool_calls=self.tool_calls,
         )
 
 
+def _check_name(name: Any, what: str) -> str:
+    """A tool, model or agent name given to a decorator: text SQLite can store, checked at import time."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} name {name!r}: give a non-empty string, e.g. @rec.{what}('http.get')")
+    if name != _safe_name(name):
+        raise ValueError(f"{what} name {ascii(name)}: remove the NUL character or lone surrogate from it")
+    return name
+
+
+def _safe_name(name: Any) -> str:
+    """`name` with NUL and lone surrogates replaced by U+FFFD: a run never fails over its name."""
+    text = str(name)
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if not text.isascii():
+        text = text.encode("utf-8", TEXT_ERRORS).decode("utf-8")
+    return text
+
+
+def _usage_ok(tokens_in: Any, tokens_out: Any, cost_usd: Any) -> bool:
+    try:
+        return (int(tokens_in) >= 0 and int(tokens_out) >= 0 and math.isfinite(float(cost_usd))
+                and float(cost_usd) >= 0)
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _ignore_paths(ignore_args: Any, name: str) -> tuple[tuple[str, ...], ...]:
+    if ignore_args is None:
+        return ()
+    if isinstance(ignore_args, str) or not all(isinstance(p, str) and p for p in ignore_args):
+        raise TypeError(
+            f"ignore_args of {name!r} must be a list of argument names or dotted paths "
+            "(e.g. ignore_args=[\"idempotency_key\", \"payload.request_id\"])"
+        )
+    return tuple(tuple(p.split(".")) for p in ignore_args)
+
+
+def _without(bound: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+    """`bound` without the ignored fields; dicts on the way are copied, the agent's own are untouched."""
+    out = dict(bound)
+    for path in paths:
+        node: Any = out
+        for key in path[:-1]:
+            child = node.get(key) if isinstance(node, dict) else None
+            if not isinstance(child, dict):
+                node = None
+                break
+            node[key] = child = dict(child)
+            node = child
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return out
+
+
 class _ToolSpec:
-    __slots__ = ("fn", "name", "kind", "skip_first", "params", "timeout_s", "price_in", "price_out")
+    __slots__ = ("fn", "name", "kind", "skip_first", "params", "timeout_s", "price_in", "price_out", "ignore")
 
     def __init__(self, fn: Callable[..., Any], name: str, kind: str, timeout_s: float | None = None,
-                 price_in: float | None = None, price_out: float | None = None) -> None:
+                 price_in: float | None = None, price_out: float | None = None,
+                 ignore_args: Any = None) -> None:
+        self.ignore = _ignore_paths(ignore_args, name)
         self.fn = fn
-        self.name = name
+        self.name = _check_name(name, "tool" if kind == "tool_result" else "model")
         self.kind = kind
         sig = inspect.signature(fn)
         params = list(sig.parameters.values())
@@ -159,7 +246,7 @@ class _ToolSpec:
         if i < len(args):  # more positionals than parameters: keep them rather than lose them
             out["*args"] = list(args[i:])
         out.update(kwargs)
-        return out
+        return _without(out, self.ignore) if self.ignore else out
 
 
 def _status_code(exc: BaseException) -> int | None:
@@ -186,11 +273,51 @@ def _error_names(exc: BaseException) -> tuple[str, str, str]:
     return display, module, cls.__qualname__
 
 
+def _tool_calls_in(response: Any) -> int:
+    """How many tool calls one model response asks for: OpenAI (``choices[0].message.tool_calls``),
+    Anthropic (``tool_use`` content blocks) and pydantic-ai (``tool-call`` parts), dicts or objects.
+
+    The calls one response issues are one concurrent group, even when they happen to run one after
+    another (a framework may run them in worker threads in any order). 0 when nothing is found.
+    """
+    try:
+        get = response.get if isinstance(response, dict) else functools.partial(getattr, response)
+        choices = get("choices", None)
+        if isinstance(choices, (list, tuple)) and choices:
+            first = choices[0]
+            msg = first.get("message") if isinstance(first, dict) else getattr(first, "message", None)
+            calls = msg.get("tool_calls") if isinstance(msg, dict) else getattr(msg, "tool_calls", None)
+            return len(calls) if isinstance(calls, (list, tuple)) else 0
+        blocks = get("content", None)
+        kind = "type"
+        if not isinstance(blocks, (list, tuple)):
+            blocks, kind = get("parts", None), "part_kind"
+        if isinstance(blocks, (list, tuple)):
+            n = 0
+            for b in blocks:
+                k = b.get(kind) if isinstance(b, dict) else getattr(b, kind, None)
+                n += k in ("tool_use", "tool-call")
+            return n
+    except Exception:  # noqa: BLE001 - an unusual response shape: no group, never an error
+        return 0
+    return 0
+
+
 def _type_name(value: Any) -> str | None:
-    cls = type(value)
-    if dataclasses.is_dataclass(value) or hasattr(cls, "model_validate"):
-        return f"{cls.__module__}:{cls.__qualname__}"
-    return None
+    """The value's type tag tree (`replay.hashing.type_tag`): what replay rebuilds it as."""
+    return type_tag(value)
+
+
+def _error_detail(exc: BaseException) -> bytes | None:
+    """The exception's args and public attributes, frozen (`replay.fidelity.capture_error`).
+
+    Taken on the agent's path only when a tool raised; never raises.
+    """
+    try:
+        frozen, _ = freeze_lenient(capture_error(exc))
+        return frozen
+    except Exception:  # noqa: BLE001 - recording never breaks the agent: replay falls back to the message
+        return None
 
 
 _warned_scripts: set[str] = set()
@@ -340,7 +467,7 @@ class Recorder:
         return f"{os.fspath(path)}.spool"
 
     def _peek_key(self) -> bytes | None:
-        """The store's key read without a write lock (a store locked by another process still has it).
+        """The store's key without opening the store (a store locked by another process still has one).
 
         A key given to the recorder (or ``$REPLAY_REDACTION_KEY``) is the one redaction uses anyway.
         """
@@ -349,18 +476,13 @@ class Recorder:
             return explicit
         if not isinstance(self.db, (str, os.PathLike)):
             return None
-        import pathlib
-        import sqlite3
+        from replay.keys import key_file_path, load_or_create_key_file
 
-        path = pathlib.Path(self.db)
-        if not path.is_file() or path.is_symlink():
+        path = key_file_path(self.db)
+        if not path.parent.is_dir():
             return None
-        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=0.5)
-        try:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
-        finally:
-            conn.close()
-        return row[0] if row is not None and isinstance(row[0], bytes) and len(row[0]) >= 16 else None
+        # The key lives beside the store, not in it: a locked store does not hide it.
+        return load_or_create_key_file(path)
 
     # ---- store ------------------------------------------------------------------------------
 
@@ -509,7 +631,7 @@ class Recorder:
         http = _http_options(http, http_match)  # reject a bad matching rule at decoration time too
 
         def deco(fn: F) -> F:
-            agent_name = name or fn.__name__
+            agent_name = _check_name(name or fn.__name__, "agent")
             entry = f"{fn.__module__}:{fn.__qualname__}"
             if fn.__module__ == "__main__":
                 entry = _script_entrypoint(fn, agent_name)
@@ -557,6 +679,10 @@ class Recorder:
         st = _run.get()
         if st is None:
             return
+        if not _usage_ok(tokens_in, tokens_out, cost_usd):
+            # Recording never breaks the agent: a nonsense amount is left out, with one warning.
+            self._warn_encode("rec.usage()", "a negative, non-finite or non-numeric amount was ignored")
+            return
         st.tokens_in += tokens_in
         st.tokens_out += tokens_out
         st.cost_usd += cost_usd
@@ -565,7 +691,7 @@ class Recorder:
     def _begin(self, handle: RunHandle) -> RunState:
         session = _session.get()
         style, value = handle.input
-        frozen, problem = freeze_lenient(value)
+        frozen, problem = freeze_lenient(value, "input")
         if problem:
             self._warn_encode(f"the input of agent {handle.agent!r}", problem)
         ts = time.time_ns() // 1_000_000
@@ -575,7 +701,7 @@ class Recorder:
             run_id=new_run_id(ts),
             pid=_pid(),
             last_seen_ms=ts,
-            agent=handle.agent,
+            agent=_safe_name(handle.agent),
             entrypoint=handle.entrypoint,
             versions={**self.versions, **(handle.versions or {})},
             labels=dict(handle.labels or {}),
@@ -619,27 +745,34 @@ class Recorder:
             return "cancelled"
         if isinstance(exc, StopRun):
             return exc.stop_reason
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            # sys.exit() / sys.exit(0) inside an agent is a clean end, not a failure.
+            return st.stop_reason or "completed"
         return st.stop_reason or "error"
 
     def _warn_encode(self, where: str, problem: str) -> None:
         if not self._warned_encode:
             self._warned_encode = True
             warnings.warn(
-                f"agent-replay recorded a placeholder for {where}: {problem}",
+                _scrub(f"agent-replay recorded a placeholder for {where}: {problem}", self._writer._redactor),
                 RecordingLossWarning,
                 stacklevel=4,
             )
 
     # ---- tools and models -------------------------------------------------------------------
 
-    def tool(self, name: str | Callable[..., Any] | None = None, *, timeout_s: float | None = None) -> Any:
+    def tool(self, name: str | Callable[..., Any] | None = None, *, timeout_s: float | None = None,
+             ignore_args: list[str] | tuple[str, ...] | None = None) -> Any:
         """Record each call of the decorated function (sync or async) as a step of the current run.
 
         A tool called outside any run just runs. During a replay it answers from the recording.
+        ``ignore_args`` names arguments (or dotted paths into dict arguments) left out of args_sha,
+        e.g. a random idempotency key: a replay then matches the call whatever value it got.
         """
         if callable(name):  # bare @rec.tool
-            return self._wrap(name, name.__name__, "tool_result", timeout_s=timeout_s)
-        return lambda fn: self._wrap(fn, name or fn.__name__, "tool_result", timeout_s=timeout_s)
+            return self._wrap(name, name.__name__, "tool_result", timeout_s=timeout_s, ignore_args=ignore_args)
+        return lambda fn: self._wrap(fn, name or fn.__name__, "tool_result", timeout_s=timeout_s,
+                                     ignore_args=ignore_args)
 
     def model(
         self,
@@ -647,6 +780,7 @@ class Recorder:
         *,
         price_in_per_mtok: float | None = None,
         price_out_per_mtok: float | None = None,
+        ignore_args: list[str] | tuple[str, ...] | None = None,
     ) -> Any:
         """Record each call of the decorated model client as a step of kind ``model_result``.
 
@@ -654,9 +788,10 @@ class Recorder:
         million tokens, spend is computed too.
         """
         if callable(name):
-            return self._wrap(name, name.__name__, "model_result")
+            return self._wrap(name, name.__name__, "model_result", ignore_args=ignore_args)
         return lambda fn: self._wrap(fn, name or fn.__name__, "model_result",
-                                     price_in=price_in_per_mtok, price_out=price_out_per_mtok)
+                                     price_in=price_in_per_mtok, price_out=price_out_per_mtok,
+                                     ignore_args=ignore_args)
 
     def _wrap(self, fn: F, name: str, kind: str, **opts: Any) -> F:
         spec = _ToolSpec(fn, name, kind, **opts)
@@ -703,7 +838,57 @@ class Recorder:
             if n > g.max_repeats:
                 self._trip(st, "loop_detected",
                            f"{spec.name} called {n} times with the same args, max_repeats={g.max_repeats}")
+        if self._track_groups:
+            # Concurrent groups: note the step in flight at its level (inline: this runs on every
+            # call); its group is settled when steps finish (`_settle_group`).
+            parent = _step.get()
+            try:
+                lv = st.levels[parent]
+            except KeyError:  # the first step at this level
+                lv = st.levels.setdefault(parent, [{}, 0, 0])
+            lv[0][step_id] = None
+            if lv[1]:
+                self._announced(st, spec, lv, step_id)
         return step_id, frozen
+
+    #: concurrent-group bookkeeping on; the benchmark turns it off to measure what it costs
+    _track_groups = True
+
+    def _announced(self, st: RunState, spec: _ToolSpec, lv: list[Any], step_id: int) -> None:
+        """A step entering after a model response announced tool calls: those join one group."""
+        with st.group_lock:
+            if spec.kind != "tool_result":
+                lv[1] = 0  # a model call ends what the previous response announced
+            elif lv[1]:
+                lv[1] -= 1
+                if not lv[2]:
+                    lv[2] = step_id
+                st.marks[step_id] = lv[2]
+
+    def _settle_group(self, st: RunState, spec: _ToolSpec, lv: list[Any], step_id: int,
+                      result: Any) -> int | None:
+        """A step finishing while siblings are in flight puts them all in one group: its own
+        (from an earlier overlap), one of theirs, else the earliest one's step id. A step that
+        finishes alone is grouped only if one of those marked it. Groups are thus the connected
+        runs of overlapping siblings, named by their first step. A model response that announces
+        several tool calls makes them one group (see `_announced`)."""
+        marks = st.marks
+        q = lv[0]
+        with st.group_lock:
+            flying = list(q)  # one C-level copy: others may enter meanwhile
+            group = marks.pop(step_id, None)
+            others = [j for j in flying if j != step_id]
+            if others:
+                if group is None:
+                    group = next((marks[j] for j in others if j in marks), None) or min(flying)
+                for j in others:
+                    marks[j] = group
+            q.pop(step_id, None)
+            if spec.kind == "model_result" and result is not None:
+                n = _tool_calls_in(result)
+                if n > 1:  # the next n tool calls at this level are one group, named by the first
+                    lv[1], lv[2] = n, 0
+        return group
 
     def _trip(self, st: RunState, reason: str, detail: str) -> None:
         st.tripped = StopRun(reason, detail)
@@ -721,14 +906,37 @@ class Recorder:
         self, st: RunState, spec: _ToolSpec, step_id: int, parent: int | None, frozen_args: bytes,
         t0: int, result: Any = None, exc: BaseException | None = None, args_sha: str | None = None,
         error_names: tuple[str, str, str] | None = None, error_message: str | None = None,
-        output_sha: str | None = None,
+        output_sha: str | None = None, concurrent_group: int | None = None,
     ) -> None:
         """Hand one finished call to the writer.
 
         `output_sha` is set by replay for an answer taken from the recording: the recorded snapshot
-        stands for it, so the value is neither copied nor hashed again.
+        stands for it, so the value is neither copied nor hashed again. `concurrent_group` is set by
+        replay too: the recorded step's group in the replayed run's numbering (0: it had none)
+        replaces the replay's own, since answers from the recording are instant.
         """
         dur = (time.perf_counter_ns() - t0) // 1_000_000
+        # Leave the in-flight steps (inline, this runs on every call): a step that ran alone and
+        # is no model call costs a few dict operations and no lock; the rest is `_settle_group`.
+        group = None
+        if self._track_groups:
+            try:
+                lv = st.levels[parent]
+            except KeyError:  # never entered at this level (a parent reset elsewhere)
+                lv = None
+            if lv is not None:
+                q = lv[0]
+                if len(q) > 1 or spec.kind == "model_result":
+                    group = self._settle_group(st, spec, lv, step_id, result if exc is None else None)
+                else:
+                    if st.marks:
+                        group = st.marks.pop(step_id, None)
+                    try:
+                        del q[step_id]
+                    except KeyError:  # not counted at this level (it entered under another parent)
+                        pass
+        if concurrent_group is not None:
+            group = concurrent_group or None
         usage = None
         if spec.kind == "tool_result":
             st.tool_calls += 1
@@ -736,17 +944,20 @@ class Recorder:
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, None,
                             error_names or _error_names(exc), str(exc) if error_message is None else error_message,
                             time.time_ns() // 1_000_000, dur, None,
-                            None, args_sha, output_sha)
+                            None, args_sha, output_sha, group,
+                            error_detail=None if output_sha is not None else _error_detail(exc))
         else:
             if spec.kind == "model_result":
                 usage = self._model_usage(st, spec, result)
             out: bytes | None = None
             if output_sha is None:
-                out, problem = freeze_lenient(result)
+                out, problem = freeze_lenient(result, "output")
                 if problem:
                     self._warn_encode(f"the output of {spec.name}", problem)
+            # The type tag tree is taken on the writer thread (off the agent's path) from `output_ref`.
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, out, None, None,
-                            time.time_ns() // 1_000_000, dur, usage, _type_name(result), args_sha, output_sha)
+                            time.time_ns() // 1_000_000, dur, usage, None, args_sha, output_sha, group,
+                            output_ref=None if out is None else result)
         self._writer.submit(item)
 
     def _model_usage(self, st: RunState, spec: _ToolSpec, response: Any) -> Usage | None:
@@ -760,7 +971,7 @@ class Recorder:
         st.tokens_in += tin
         st.tokens_out += tout
         st.cost_usd += cost
-        return Usage(tokens_in=tin, tokens_out=tout, cost_usd=cost)
+        return Usage.lenient(tokens_in=tin, tokens_out=tout, cost_usd=cost)
 
     def _call(self, st: RunState, spec: _ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         step_id, frozen = self._enter_step(st, spec, args, kwargs)
@@ -875,7 +1086,7 @@ class RunHandle:
     def set_output(self, value: Any) -> None:
         """Record `value` as the run's output (the decorator does this with the return value)."""
         assert self.state is not None
-        frozen, problem = freeze_lenient(value)
+        frozen, problem = freeze_lenient(value, "output")
         if problem:
             self.recorder._warn_encode(f"the output of agent {self.agent!r}", problem)
         self.state.output = frozen
@@ -939,7 +1150,7 @@ def _stop_http(capture: Any) -> list[Any] | None:
     try:
         return cast(list[Any], capture.stop())
     except Exception as exc:  # noqa: BLE001 - recording must never break the agent
-        warnings.warn(f"agent-replay lost a run's HTTP interactions: {exc!r}", RecordingLossWarning, stacklevel=3)
+        warnings.warn(_scrub(f"agent-replay lost a run's HTTP interactions: {exc!r}"), RecordingLossWarning, stacklevel=3)
         return None
 
 

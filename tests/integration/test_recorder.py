@@ -306,7 +306,7 @@ class TestTools:
         assert sum(issubclass(w.category, RecordingLossWarning) for w in caught) == 1
         rec.flush()
         _, events = read(db, rec.last_run_id)
-        assert steps_of(events)[0].args_sha == sha({"client": {"$unserializable": "builtins.object"}, "q": "x"})
+        assert steps_of(events)[0].args_sha == sha({"client": '[unencodable: builtins.object at args["client"]]', "q": "x"})
 
     def test_huge_output_is_stored_truncated_with_its_full_hash(self, db: Path) -> None:
         """An output over max_snapshot_bytes is stored truncated with a marker; output_sha is the full value's."""
