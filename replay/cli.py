@@ -32,31 +32,38 @@ class _Group(click.Group):
     """
 
     def invoke(self, ctx: click.Context) -> Any:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", CorruptRowWarning)
-            try:
-                return super().invoke(ctx)
-            except ReplayError as exc:
-                raise BadInput(str(exc)) from exc
-            except RecursionError as exc:
-                raise BadInput(
-                    "the input is nested too deeply to read (a cassette or store value thousands of "
-                    "levels deep): it was not written by agent-replay; check the file"
-                ) from exc
-            except sqlite3.DatabaseError as exc:
-                raise BadInput(f"the store could not be read: {exc}; check --db / REPLAY_DB") from exc
-            except OSError as exc:
-                if exc.filename is None:  # not about a file the user named: a real failure
-                    raise
-                raise BadInput(f"{exc.filename}: {exc.strerror or exc}: check the path (does its folder exist?)") from exc
-            finally:
-                seen = set()
-                for w in caught:
-                    if issubclass(w.category, CorruptRowWarning) and str(w.message) not in seen:
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", CorruptRowWarning)
+                try:
+                    return super().invoke(ctx)
+                except ReplayError as exc:
+                    raise BadInput(str(exc)) from exc
+                except RecursionError as exc:
+                    raise BadInput(
+                        "the input is nested too deeply to read (a cassette or store value thousands of "
+                        "levels deep): it was not written by agent-replay; check the file"
+                    ) from exc
+                except sqlite3.DatabaseError as exc:
+                    raise BadInput(f"the store could not be read: {exc}; check --db / REPLAY_DB") from exc
+                except OSError as exc:
+                    if exc.filename is None:  # not about a file the user named: a real failure
+                        raise
+                    raise BadInput(
+                        f"{exc.filename}: {exc.strerror or exc}: check the path (does its folder exist?)"
+                    ) from exc
+        finally:
+            # Shown once the recording context is gone: re-shown inside it, each warning would be
+            # recorded again into the list being read, for ever (memory grew without bound).
+            seen = set()
+            for w in caught:
+                if issubclass(w.category, CorruptRowWarning):
+                    if str(w.message) not in seen:
                         seen.add(str(w.message))
                         click.echo(f"Warning: {w.message}", err=True)
-                    elif not issubclass(w.category, CorruptRowWarning):
-                        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
