@@ -301,7 +301,10 @@ class Writer:
             errors = self._errors.pop(run.run_id, [])
             for listener in self.listeners:
                 try:
-                    listener(run, errors)
+                    if getattr(listener, "wants_steps", False):  # e.g. OtelExporter: every event, read back
+                        listener(run, self._store.events(run.run_id), self._store)
+                    else:
+                        listener(run, errors)
                 except Exception as exc:  # noqa: BLE001 - a metrics bug must not stop recording
                     log.warning("replay: run listener %r failed: %r", listener, exc)
 
