@@ -71,6 +71,10 @@ DURATION_BUCKETS_S: tuple[float, ...] = (
 )
 
 
+#: Spans per request when `OtelExporter.export_store` sends stored runs (batch=False).
+_BACKFILL_SPANS = 512
+
+
 class OtelDependencyError(ReplayError, ImportError):
     """The OpenTelemetry SDK or OTLP exporter, needed for export, is not installed."""
 
@@ -330,7 +334,7 @@ class OtelExporter:
         span_exporter: any SDK ``SpanExporter`` instead of OTLP/HTTP (tests use
             ``InMemorySpanExporter``).
         batch: True sends through a ``BatchSpanProcessor`` (off the caller's thread); False
-            exports each run synchronously (``SimpleSpanProcessor``), for tests and batch jobs.
+            exports each run's spans in one synchronous request, for tests and batch jobs.
         metrics: also record ``agent_stop_total`` and ``agent_run_duration`` as OTel metrics.
         meter_provider: where those metrics go. None: a provider of this exporter's own that
             pushes OTLP to the same collector when `span_exporter` is None, else the global one.
@@ -339,6 +343,8 @@ class OtelExporter:
         include_replays: also send runs written by replay (``replay_of`` set).
         service_name: the resource's ``service.name`` (default ``$OTEL_SERVICE_NAME``, else
             ``agent-replay``).
+        warn: warn once (log and `OtelExportWarning`) at the first failed export; the CLI,
+            which reports failures itself, turns it off.
 
     Raises:
         OtelDependencyError: the ``otel`` extra is not installed.
@@ -360,6 +366,7 @@ class OtelExporter:
         include_content: bool = False,
         include_replays: bool = False,
         service_name: str | None = None,
+        warn: bool = True,
     ) -> None:
         _require_sdk()
         from opentelemetry.sdk.resources import Resource
@@ -375,7 +382,7 @@ class OtelExporter:
         self.sent = 0
         self.exported = 0
         self.failed = 0
-        self._warned = False
+        self._warned = not warn
         self._closed = False
         own_otlp = span_exporter is None
         if span_exporter is None:
@@ -385,8 +392,11 @@ class OtelExporter:
                 endpoint=signal_url(endpoint, "traces") if endpoint else None, headers=headers, timeout=timeout
             )
         self.span_exporter = span_exporter
-        counting = _CountingExporter(span_exporter, self)
-        self.processor = BatchSpanProcessor(counting) if batch else SimpleSpanProcessor(counting)  # type: ignore[arg-type]
+        self._counting = _CountingExporter(span_exporter, self)
+        self.batch = batch
+        self.processor = (
+            BatchSpanProcessor(self._counting) if batch else SimpleSpanProcessor(self._counting)  # type: ignore[arg-type]
+        )
 
         self._own_meter_provider: Any = None
         self._stops: Any = None
@@ -466,8 +476,11 @@ class OtelExporter:
             return
         with self._lock:
             self.sent += len(spans)
-        for span in spans:
-            self.processor.on_end(span)
+        if self.batch:
+            for span in spans:
+                self.processor.on_end(span)
+        else:  # one request for the whole run (SimpleSpanProcessor would send one per span)
+            self._counting.export(spans)
 
     def _observe(self, run: Run) -> None:
         if self._stops is None or run.stop_reason is None:
@@ -502,6 +515,7 @@ class OtelExporter:
             else list(reversed(store.runs(agent=agent, since_ms=since_ms, until_ms=until_ms)))
         )
         n = 0
+        pending: list[Any] = []
         for run in runs:
             if run.stop_reason is None or (run.replay_of is not None and not self.include_replays):
                 continue
@@ -510,10 +524,15 @@ class OtelExporter:
             if self.include_content:
                 shas = {run.input_sha, run.output_sha} | {e.output_sha for e in events} | {e.args_sha for e in events}
                 snaps = store.snapshots(s for s in shas if s)
-            self._emit(run_spans(run, events, resource=self.resource, snapshots=snaps))
+            pending.extend(run_spans(run, events, resource=self.resource, snapshots=snaps))
+            if len(pending) >= _BACKFILL_SPANS:  # a few requests for many runs, not one per run
+                self._emit(pending)
+                pending = []
             if metrics:
                 self._observe(run)
             n += 1
+        if pending:
+            self._emit(pending)
         return n
 
     def flush(self, timeout_s: float = 30.0) -> bool:
