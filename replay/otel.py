@@ -13,7 +13,9 @@ semantic conventions, plus ``replay.*`` attributes that join a span to its recor
 What leaves the process is read back from the store after the writer redacted and hashed it: the
 hashes, names, times, statuses, error class names, usage and stop reason. Redacted argument and
 output snapshots are sent only with ``include_content=True`` (arguments only where the recorder
-stored them, ``store_args="redacted"``); raw values never reach this module.
+stored them, ``store_args="redacted"``): ``gen_ai.tool.call.arguments`` / ``result`` on tool
+spans, ``replay.args`` / ``replay.result`` on model spans, ``replay.error_body`` on failed steps,
+``replay.input`` / ``replay.output`` on the agent span. Raw values never reach this module.
 
 Span and trace ids are derived from the run id, so sending a run again (a backfill after the
 collector was down) gives the same ids instead of a second trace.
@@ -261,13 +263,18 @@ def run_spans(
             sattrs["replay.output_sha"] = e.output_sha
         if e.duration_ms is not None:
             sattrs["replay.duration_ms"] = e.duration_ms
-        if snapshots is not None and not is_model:
+        if snapshots is not None:
+            # Tools: the GenAI attributes. Model calls and error bodies have no GenAI attribute that
+            # holds them as recorded, so they go under replay.* (which `replay import` reads back).
             args = snapshots.get(e.args_sha or "")
             if args is not None and args[1] == "$args" and not args[2]:
-                sattrs["gen_ai.tool.call.arguments"] = args[0].decode("utf-8", "replace")
+                sattrs["replay.args" if is_model else "gen_ai.tool.call.arguments"] = args[0].decode("utf-8", "replace")
             out = snapshots.get(e.output_sha or "")
-            if out is not None and not out[2] and e.status != "error":
-                sattrs["gen_ai.tool.call.result"] = out[0].decode("utf-8", "replace")
+            if out is not None and not out[2]:
+                if e.status == "error":
+                    sattrs["replay.error_body"] = out[0].decode("utf-8", "replace")
+                else:
+                    sattrs["replay.result" if is_model else "gen_ai.tool.call.result"] = out[0].decode("utf-8", "replace")
         if e.status == "error":
             sattrs["error.type"] = e.error or "_OTHER"
             sstatus = Status(StatusCode.ERROR, e.error or None)

@@ -312,6 +312,8 @@ def _agent_name(s: _Span) -> str:
 
 def _args(s: _Span) -> Any:
     a = s.attrs
+    if a.get("replay.args") is not None:
+        return _json_or_text(a["replay.args"])
     if a.get("gen_ai.tool.call.arguments") is not None:
         return _json_or_text(a["gen_ai.tool.call.arguments"])
     if a.get("traceloop.entity.input") is not None:
@@ -328,6 +330,8 @@ _MISSING = object()
 
 def _result(s: _Span) -> Any:
     a = s.attrs
+    if a.get("replay.result") is not None:
+        return _json_or_text(a["replay.result"])
     if a.get("gen_ai.tool.call.result") is not None:
         return _json_or_text(a["gen_ai.tool.call.result"])
     if a.get("traceloop.entity.output") is not None:
@@ -451,7 +455,9 @@ class _Builder:
             error = None
             if s.error:
                 error = self.text(_error_name(s))
-                body = {"error": error, "module": "", "qualname": "", "message": s.exc_message or s.status_message}
+                body = _json_or_text(s.attrs.get("replay.error_body"))  # as replay.otel exported it
+                if not (isinstance(body, dict) and body.get("error") == error):
+                    body = {"error": error, "module": "", "qualname": "", "message": s.exc_message or s.status_message}
                 output_sha: str | None = self.snapshot(body, "$error")[0]
             else:
                 result = _result(s)
