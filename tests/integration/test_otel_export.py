@@ -86,8 +86,9 @@ def record_one(tmp_path: Path, exporter: OtelExporter | None = None, **kw: Any) 
 class Receiver:
     """An OTLP/HTTP collector on 127.0.0.1: POST /v1/traces protobuf, kept raw and decoded."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, fail_first: int = 0) -> None:
         self.status = status
+        self.fail_first = fail_first  # answer this many requests 503 (a collector restarting)
         self.bodies: list[bytes] = []
         self.paths: list[str] = []
         outer = self
@@ -96,9 +97,13 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 outer.paths.append(self.path)
-                if self.path == "/v1/traces" and outer.status == 200:
+                status = outer.status
+                if outer.fail_first > 0:
+                    outer.fail_first -= 1
+                    status = 503
+                if self.path == "/v1/traces" and status == 200:
                     outer.bodies.append(body)
-                self.send_response(outer.status)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -318,6 +323,20 @@ class TestOtlpHttp:
         assert res.exit_code == 0, res.output
         assert res.output.strip() == f"sent 2 run(s) (10 spans) to {receiver.url}"
         assert trace_id_for(rid) in {int.from_bytes(s.trace_id, "big") for s in receiver.spans()}
+
+    def test_a_collector_answering_503_gets_the_batch_on_a_retry(self, tmp_path: Path) -> None:
+        """A 503 (collector restarting) is retried by the OTLP exporter: the receiver ends with every span, none failed."""
+        flaky = Receiver(fail_first=1)
+        try:
+            exp = OtelExporter(flaky.url, metrics=False, timeout=10)
+            rec, _ = record_one(tmp_path, exp)
+            rec.close()
+            assert exp.flush(15)
+            exp.shutdown()
+            assert len(flaky.spans()) == 5 and flaky.paths.count("/v1/traces") == 2
+            assert (exp.exported, exp.failed) == (5, 0)
+        finally:
+            flaky.close()
 
     def test_otel_export_by_run_id_and_its_usage_errors(self, tmp_path: Path, receiver: Receiver) -> None:
         """`replay otel-export RUN_ID` sends that run; no run and no --since is a usage error (exit 2)."""
