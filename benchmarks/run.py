@@ -25,6 +25,7 @@ SUITES = [
     ("store ingest (issue 2)", "bench_store"),
     ("replay (issue 3)", "bench_replay"),
     ("diff (issue 3)", "bench_diff"),
+    ("OpenTelemetry (issue 14)", "bench_otel"),
 ]
 
 

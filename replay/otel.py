@@ -35,6 +35,7 @@ Metrics: where this extra is installed the exporter also records the OTel metric
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -164,8 +165,13 @@ def run_spans(
     trace_id = trace_id_for(rid)
     flags = TraceFlags(TraceFlags.SAMPLED)
 
+    ctxs: dict[int | None, Any] = {}
+
     def ctx(step: int | None) -> Any:
-        return SpanContext(trace_id, span_id_for(rid, step), is_remote=False, trace_flags=flags)
+        c = ctxs.get(step)
+        if c is None:
+            c = ctxs[step] = SpanContext(trace_id, span_id_for(rid, step), is_remote=False, trace_flags=flags)
+        return c
 
     steps = [e for e in events if e.kind in ("tool_result", "model_result") and e.step_id is not None]
     stop = next((e for e in events if e.kind == "stop"), None)
@@ -291,6 +297,7 @@ def run_spans(
     return spans
 
 
+@functools.lru_cache(maxsize=1)
 def _version() -> str:
     try:
         from importlib.metadata import version

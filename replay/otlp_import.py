@@ -226,7 +226,8 @@ def _spans(docs: list[dict[str, Any]], where: str) -> list[_Span]:
                         raise OtlpDecodeError(
                             where, f"{loc}: traceId and spanId must be 32 and 16 hex digits (or their base64)"
                         )
-                    status = sp.get("status") if isinstance(sp.get("status"), dict) else {}
+                    raw_status = sp.get("status")
+                    status: dict[str, Any] = raw_status if isinstance(raw_status, dict) else {}
                     exc_type = exc_msg = None
                     for ev in sp.get("events") or []:
                         if isinstance(ev, dict) and ev.get("name") == "exception":

@@ -302,7 +302,8 @@ class Writer:
             for listener in self.listeners:
                 try:
                     if getattr(listener, "wants_steps", False):  # e.g. OtelExporter: every event, read back
-                        listener(run, self._store.events(run.run_id), self._store)
+                        wants_all: Any = listener
+                        wants_all(run, self._store.events(run.run_id), self._store)
                     else:
                         listener(run, errors)
                 except Exception as exc:  # noqa: BLE001 - a metrics bug must not stop recording
