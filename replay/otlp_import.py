@@ -390,9 +390,20 @@ def _run_id(s: _Span) -> str:
 
 
 def _walk(s: _Span) -> Iterator[_Span]:
-    for c in sorted(s.children, key=lambda c: (c.start_ns, c.order)):
+    """The spans under `s`, depth first, children by start time. Iterative and cycle-safe: a
+    hostile file may nest spans thousands deep or make two spans each other's parent."""
+    seen = {id(s)}
+    stack = [iter(sorted(s.children, key=lambda c: (c.start_ns, c.order)))]
+    while stack:
+        c = next(stack[-1], None)
+        if c is None:
+            stack.pop()
+            continue
+        if id(c) in seen:
+            continue
+        seen.add(id(c))
         yield c
-        yield from _walk(c)
+        stack.append(iter(sorted(c.children, key=lambda x: (x.start_ns, x.order))))
 
 
 class _Builder:
@@ -435,11 +446,12 @@ class _Builder:
             step_id = len(steps) + 1
             step_of[s.span_id] = step_id
             parent = None
-            p = s.parent_id
-            while p and p != root.span_id and p in self.by_id:
+            p, up = s.parent_id, set()
+            while p and p != root.span_id and p in self.by_id and p not in up:  # `up`: duplicate ids cannot loop
                 if p in step_of:
                     parent = step_of[p]
                     break
+                up.add(p)
                 p = self.by_id[p].parent_id
             args = _args(s)
             args_sha, _ = self.snapshot(args)

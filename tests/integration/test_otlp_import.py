@@ -180,6 +180,29 @@ class TestErrors:
         assert "resourceSpans[0].scopeSpans[0].spans[0]" in str(err.value)
         assert "secret-looking-value" not in str(err.value)
 
+    def test_deep_nesting_and_parent_cycles_import_without_hanging(self, tmp_path: Path) -> None:
+        """A tool span 5,000 levels deep imports as one step; two spans naming each other as parent are not a run."""
+        tid = "ab" * 16
+        spans = [{"traceId": tid, "spanId": f"{1:016x}", "name": "invoke_agent deep", "startTimeUnixNano": "1000000",
+                  "endTimeUnixNano": "9000000", "attributes": [
+                      {"key": "gen_ai.operation.name", "value": {"stringValue": "invoke_agent"}}]}]
+        for i in range(2, 5002):
+            spans.append({"traceId": tid, "spanId": f"{i:016x}", "parentSpanId": f"{i - 1:016x}", "name": "wrap",
+                          "startTimeUnixNano": str(1000000 + i), "endTimeUnixNano": "8000000"})
+        spans.append({"traceId": tid, "spanId": f"{9999:016x}", "parentSpanId": f"{5001:016x}", "name": "t",
+                      "startTimeUnixNano": "7000000", "endTimeUnixNano": "7500000", "attributes": [
+                          {"key": "gen_ai.operation.name", "value": {"stringValue": "execute_tool"}},
+                          {"key": "gen_ai.tool.name", "value": {"stringValue": "deep.tool"}}]})
+        loop = "cd" * 16
+        for a, b in (("0a", "0b"), ("0b", "0a")):
+            spans.append({"traceId": loop, "spanId": a * 8, "parentSpanId": b * 8, "name": "execute_tool x",
+                          "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "execute_tool"}}]})
+        f = tmp_path / "hostile.json"
+        f.write_text(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}))
+        with Store(tmp_path / "r.db") as st:
+            (rid,) = import_otlp(st, f).added
+            assert [e.tool for e in st.events(rid) if e.step_id] == ["deep.tool"]
+
     def test_json_lines_of_export_requests_are_read(self, tmp_path: Path) -> None:
         """A collector file-exporter output (one request per line) imports every request in it."""
         lines = [json.dumps(json.loads((DATA / n).read_text())) for n in ("genai.json", "openinference.json")]
