@@ -6,6 +6,7 @@ Thin shells over `replay.otel` (export, needs the ``otel`` extra) and `replay.ot
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.parse
 
@@ -76,8 +77,10 @@ def _headers(items: tuple[str, ...]) -> dict[str, str]:
               help="A request header (repeatable); $OTEL_EXPORTER_OTLP_HEADERS also applies.")
 @click.option("--content", is_flag=True, help="Also send the stored, redacted inputs, outputs and tool results.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds per request, retries included.")
+@click.option("--file", "out_file", default=None, type=click.Path(dir_okay=False),
+              help="Write the spans as an OTLP JSON file (0600) instead of sending them.")
 def otel_export(run_ids: tuple[str, ...], db: str, since: str | None, agent: str | None, endpoint: str | None,
-                headers: tuple[str, ...], content: bool, timeout: float) -> None:
+                headers: tuple[str, ...], content: bool, timeout: float, out_file: str | None) -> None:
     """Send stored runs to an OpenTelemetry collector as GenAI spans (OTLP/HTTP).
 
     Each run is an invoke_agent span with its tool and model steps as execute_tool and chat
@@ -88,11 +91,14 @@ def otel_export(run_ids: tuple[str, ...], db: str, since: str | None, agent: str
     Example:
 
         replay otel-export --since 1h --endpoint http://localhost:4318
+        replay otel-export RUN_ID --content --file trace.json   # OTLP JSON, for import elsewhere
     """
     if bool(run_ids) == bool(since):
         raise BadInput("name the runs: give RUN_ID... or --since DURATION (one of the two)")
     if agent and not since:
         raise BadInput("--agent filters --since: give --since DURATION too")
+    if out_file and (endpoint or headers):
+        raise BadInput("--file writes the spans to a file instead of sending them: drop --endpoint/--header")
     from replay.otel import OtelDependencyError, OtelExporter
 
     since_ms = None
@@ -104,11 +110,16 @@ def otel_export(run_ids: tuple[str, ...], db: str, since: str | None, agent: str
         except InvalidDurationError as exc:
             raise BadInput(str(exc)) from exc
     hdrs = _headers(headers)
+    memory = None
     try:
+        if out_file:
+            from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+            memory = InMemorySpanExporter()
         exporter = OtelExporter(endpoint, headers=hdrs or None, timeout=timeout, batch=False, metrics=False,
-                                include_content=content, warn=False)
-    except OtelDependencyError as exc:
-        raise BadInput(str(exc)) from exc
+                                include_content=content, warn=False, span_exporter=memory)
+    except (OtelDependencyError, ImportError) as exc:
+        raise BadInput(str(OtelDependencyError())) from exc
     store = open_store(db)
     try:
         ids = None
@@ -123,6 +134,16 @@ def otel_export(run_ids: tuple[str, ...], db: str, since: str | None, agent: str
     finally:
         store.close()
         exporter.shutdown()
+    if memory is not None and out_file:
+        from replay.cassette import atomic_write
+        from replay.otel import otlp_json
+
+        try:
+            atomic_write(out_file, json.dumps(otlp_json(memory.get_finished_spans()), indent=1) + "\n")
+        except OSError as exc:
+            raise BadInput(f"cannot write {out_file}: {exc.strerror}") from exc
+        click.echo(f"wrote {n} run(s) ({exporter.sent} spans) to {out_file}")
+        return
     where = _where(endpoint)
     if exporter.failed:
         click.echo(

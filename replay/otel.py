@@ -56,6 +56,7 @@ __all__ = [
     "OtelDependencyError",
     "OtelExportWarning",
     "OtelExporter",
+    "otlp_json",
     "run_spans",
     "signal_url",
     "span_id_for",
@@ -298,6 +299,29 @@ def run_spans(
 
 
 @functools.lru_cache(maxsize=1)
+def otlp_json(spans: Sequence[Any]) -> dict[str, Any]:
+    """SDK spans as one OTLP/HTTP JSON export request (hex ids, integer enums), which
+    ``replay import --format otlp`` and OTLP/HTTP JSON receivers read.
+
+    Raises:
+        OtelDependencyError: the ``otel`` extra is not installed.
+    """
+    _require_sdk()
+    import base64
+
+    from google.protobuf.json_format import MessageToDict
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    doc: dict[str, Any] = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
+    for rs in doc.get("resourceSpans", []):
+        for ss in rs.get("scopeSpans", []):
+            for sp in ss.get("spans", []):
+                for k in ("traceId", "spanId", "parentSpanId"):
+                    if sp.get(k):
+                        sp[k] = base64.b64decode(sp[k]).hex()
+    return doc
+
+
 def _version() -> str:
     try:
         from importlib.metadata import version

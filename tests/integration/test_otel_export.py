@@ -366,6 +366,28 @@ class TestOtlpHttp:
         assert "5 of 5 span(s) were not accepted" in res.output and "hunter2" not in res.output
 
 
+class TestFile:
+    def test_otel_export_file_writes_otlp_json_that_imports_back(self, tmp_path: Path) -> None:
+        """`replay otel-export RUN_ID --content --file F` writes 0600 OTLP JSON with hex ids; importing it gives the run."""
+        rec, rid = record_one(tmp_path, store_args="redacted")
+        rec.close()
+        out = tmp_path / "trace.json"
+        db = str(tmp_path / "r.db")
+        res = CliRunner().invoke(cli, ["otel-export", rid, "--content", "--db", db, "--file", str(out)],
+                                 catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        assert res.output.strip() == f"wrote 1 run(s) (5 spans) to {out}"
+        assert out.stat().st_mode & 0o777 == 0o600
+        doc = json.loads(out.read_text())
+        (span, *_rest) = doc["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        assert span["traceId"] == f"{trace_id_for(rid):032x}" and span["kind"] == 1
+        assert EMAIL not in out.read_text() and API_KEY not in out.read_text()
+        with Store(tmp_path / "r.db") as st:
+            assert import_otlp(st, out).skipped == [rid]  # the same run id: already there
+        res = CliRunner().invoke(cli, ["otel-export", rid, "--db", db, "--file", str(out), "--endpoint", "http://x"])
+        assert res.exit_code == 2 and "drop --endpoint" in res.output
+
+
 class TestRoundTrip:
     def test_exported_spans_import_back_as_the_same_run(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """Spans exported with content, encoded as OTLP JSON (base64 ids), import into another store with equal hashes."""
