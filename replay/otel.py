@@ -309,7 +309,7 @@ def otlp_json(spans: Sequence[Any]) -> dict[str, Any]:
     _require_sdk()
     import base64
 
-    from google.protobuf.json_format import MessageToDict
+    from google.protobuf.json_format import MessageToDict  # type: ignore[import-untyped]
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
     doc: dict[str, Any] = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
