@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from replay import Recorder
 from replay.cli import cli
-from replay.otel import OtelExporter, OtelExportWarning, span_id_for, trace_id_for
+from replay.otel import OtelExporter, OtelExportWarning, otlp_json, span_id_for, trace_id_for
 from replay.otlp_import import import_otlp
 from replay.store import Store
 
@@ -214,6 +214,37 @@ class TestSpans:
         assert step.status.status_code == StatusCode.ERROR and attrs(step)["error.type"] == "ConnectionError"
         assert root.status.status_code == StatusCode.ERROR
         assert attrs(root)["error.type"] == "error" and attrs(root)["replay.stop_reason"] == "error"
+
+    def test_a_tool_called_inside_another_tool_is_its_child_span(self, tmp_path: Path) -> None:
+        """parent_step_id becomes the span parent (the inner tool under the outer), and an import gives it back."""
+        mem = InMemorySpanExporter()
+        rec = Recorder(str(tmp_path / "r.db"))
+        rec.add_listener(OtelExporter(span_exporter=mem, batch=False, metrics=False))
+
+        @rec.tool("kb.fetch")
+        def fetch(doc: str) -> str:
+            return "text"
+
+        @rec.tool("kb.search")
+        def search(q: str) -> list:
+            return [fetch("d1")]
+
+        @rec.agent("nested")
+        def nested() -> None:
+            search("refund policy")
+
+        nested()
+        rec.close()
+        root, outer, inner = sorted(mem.get_finished_spans(), key=lambda s: s.attributes.get("replay.step_id", 0))
+        assert (outer.name, inner.name) == ("execute_tool kb.search", "execute_tool kb.fetch")
+        assert outer.parent.span_id == root.context.span_id
+        assert inner.parent.span_id == outer.context.span_id
+        trace = tmp_path / "t.json"
+        trace.write_text(json.dumps(otlp_json(mem.get_finished_spans())))
+        with Store(tmp_path / "other.db") as st:
+            (rid,) = import_otlp(st, trace).added
+            assert [(e.step_id, e.tool, e.parent_step_id) for e in st.events(rid) if e.step_id] == [
+                (1, "kb.search", None), (2, "kb.fetch", 1)]
 
     def test_hashes_only_by_default_no_values(self, tmp_path: Path) -> None:
         """Without include_content no span carries an input, output, argument or result value."""
