@@ -39,6 +39,39 @@ def _event(run_id: str, i: int, tool: str, arg: int, out: int, status: str = "ok
     )
 
 
+def make_grouped_pair(n: int = N, groups: int = 1000, changed: float = 0.0,
+                      seed: int = 5) -> tuple[Trace, Trace]:
+    """A recording with `groups` concurrent groups (2-6 parallel calls each) and a replay that ran
+    every group in another order, numbering its groups its own way; `changed` of the grouped calls
+    get new args in the replay."""
+    rnd = random.Random(seed)
+    starts = sorted(rnd.sample(range(0, n - 8, 8), groups))
+    group_of: list[int | None] = [None] * n
+    spans = []
+    for s0 in starts:
+        size = rnd.randint(2, 6)
+        for i in range(s0, s0 + size):
+            group_of[i] = s0 + 1
+        spans.append((s0, s0 + size))
+    spec = [(rnd.choice(TOOLS), i) for i in range(n)]
+    rec = [_event("r_rec", i, t, a, a).model_copy(update={"concurrent_group": group_of[i]})
+           for i, (t, a) in enumerate(spec)]
+    order = list(range(n))
+    for a, b in spans:
+        block = order[a:b]
+        rnd.shuffle(block)
+        order[a:b] = block
+    grouped = [i for i in range(n) if group_of[i] is not None]
+    edits = set(rnd.sample(grouped, int(len(grouped) * changed)))
+    rep = []
+    for k, i in enumerate(order):
+        t, a = spec[i]
+        g = group_of[i]
+        e = _event("r_rep", k, t, a + (10**6 if i in edits else 0), a)
+        rep.append(e.model_copy(update={"concurrent_group": None if g is None else g + 7}))
+    return Trace(_run("r_rec", n), rec, {}), Trace(_run("r_rep", n), rep, {})
+
+
 def _run(run_id: str, n_steps: int) -> Run:
     return Run(run_id=run_id, agent="bench", started_ms=0, stop_reason="completed",
                tool_calls=n_steps, usage=Usage(tokens_in=5000, tokens_out=900, cost_usd=0.02),
@@ -140,6 +173,19 @@ def run() -> list[dict[str, Any]]:
     t_out = _median_ms(lambda: diff_traces(rec2, rep2, ignore=["output:root['ts']"]), 11)
     rows.append(_row("diff 10k steps, 1% changed + 20 outputs (deepdiff)", t_out,
                      "diff 10k steps, 1% changed", t_diff, 100))
+
+    ga, gb = make_grouped_pair()
+    dg = diff_traces(ga, gb)
+    assert dg.is_empty and dg.groups_before == 1000, dg.headline()
+    t_groups = _median_ms(lambda: diff_traces(ga, gb), 21)
+    rows.append(_row("diff 10k steps, 1,000 concurrent groups each replayed in another order",
+                     t_groups, "diff 10k identical steps", t_same, 50))
+    ga2, gb2 = make_grouped_pair(changed=0.01, seed=6)
+    dg2 = diff_traces(ga2, gb2)
+    assert dg2.counts()["args_changed"] >= 0.9 * len(dg2.changes) > 0, dg2.counts()
+    t_groups2 = _median_ms(lambda: diff_traces(ga2, gb2), 21)
+    rows.append(_row(f"diff 10k steps, 1,000 groups reordered, 1% of grouped calls changed "
+                     f"({len(dg2.changes)} changes)", t_groups2, "diff 10k steps, 1% changed", t_diff, 50))
 
     t_render = _median_ms(lambda: (d.to_text(color=False), d.to_markdown(), d.to_json()), 11)
     rows.append(_row(f"render text + markdown + json ({found} changes)", t_render,

@@ -25,6 +25,8 @@ SUITES = [
     ("store ingest (issue 2)", "bench_store"),
     ("replay (issue 3)", "bench_replay"),
     ("diff (issue 3)", "bench_diff"),
+    ("no loss (issue 11)", "bench_no_loss"),
+    ("prune (issue 11)", "bench_prune"),
     ("OpenTelemetry (issue 14)", "bench_otel"),
 ]
 

@@ -104,7 +104,7 @@ class Cassette(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: str = CASSETTE_FORMAT
-    version: int = CASSETTE_VERSION
+    version: int = Field(default=CASSETTE_VERSION, ge=1, le=CASSETTE_VERSION)
     run: Run
     events: list[Event]
     snapshots: dict[str, Snapshot] = Field(default_factory=dict)
@@ -172,6 +172,11 @@ def cassette_from_replay(result: Any) -> Cassette:
 def dump_cassette(cassette: Cassette) -> str:
     """The cassette as sorted, indented JSON text (stable across exports)."""
     data = cassette.model_dump(mode="json")
+    for event in data["events"]:
+        # Added with parallel tool calls: left out when unset, so a cassette without concurrent
+        # steps keeps the bytes it had before the field existed (and older readers load it).
+        if event.get("concurrent_group") is None:
+            event.pop("concurrent_group", None)
     return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -217,6 +222,10 @@ def load_cassette(path: str | os.PathLike[str]) -> Cassette:
         raise CassetteDecodeError(str(p), f"cannot be read: {exc.strerror}") from None
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise CassetteDecodeError(
+            str(p), "nested too deeply to read (thousands of levels): agent-replay never writes such a file"
+        ) from None
     except ValueError as exc:
         raise CassetteDecodeError(str(p), f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -224,11 +233,16 @@ def load_cassette(path: str | os.PathLike[str]) -> Cassette:
     fmt = data.get("format")
     if fmt != CASSETTE_FORMAT:
         raise CassetteDecodeError(
-            str(p), f"format: expected {CASSETTE_FORMAT!r}, found {fmt!r} (is this an agent-replay cassette?)"
+            str(p), f"format: expected {CASSETTE_FORMAT!r}, found {str(fmt)[:40]!r} (is this an agent-replay cassette?)"
         )
     version = data.get("version")
-    if not isinstance(version, int):
-        raise CassetteDecodeError(str(p), f"version: expected an integer, found {version!r}")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CassetteDecodeError(str(p), f"version: expected an integer, found {str(version)[:40]!r}")
+    if version < 1:
+        raise CassetteDecodeError(
+            str(p), f"version: {version} is not a cassette format version (versions start at 1; "
+            f"this agent-replay writes {CASSETTE_VERSION}): re-export the run with `replay export RUN_ID`"
+        )
     if version > CASSETTE_VERSION:
         raise CassetteDecodeError(
             str(p),
@@ -237,6 +251,8 @@ def load_cassette(path: str | os.PathLike[str]) -> Cassette:
         )
     try:
         cas = Cassette.model_validate(data)
+    except RecursionError:
+        raise CassetteDecodeError(str(p), "a value is nested too deeply to validate") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""

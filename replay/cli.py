@@ -7,20 +7,58 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
 from replay._cli_util import BadInput, db_option, echo_json, fmt_ms, fmt_ts, json_option, open_store, table
-from replay.errors import CassetteDecodeError, EntrypointError, ReplayError, RunNotFoundError
+from replay.errors import CassetteDecodeError, CorruptRowWarning, EntrypointError, ReplayError
 
 __all__ = ["cli"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Every verb answers bad input with exit 2 and a message naming the file, row or field.
+
+    Named errors (`ReplayError`: a store, row or cassette that cannot be read) and input nested
+    deeper than Python can walk become ``Error: ...`` and exit 2 instead of a traceback; rows a
+    listing skipped are reported once each as ``Warning: ...`` on stderr.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CorruptRowWarning)
+            try:
+                return super().invoke(ctx)
+            except ReplayError as exc:
+                raise BadInput(str(exc)) from exc
+            except RecursionError as exc:
+                raise BadInput(
+                    "the input is nested too deeply to read (a cassette or store value thousands of "
+                    "levels deep): it was not written by agent-replay; check the file"
+                ) from exc
+            except sqlite3.DatabaseError as exc:
+                raise BadInput(f"the store could not be read: {exc}; check --db / REPLAY_DB") from exc
+            except OSError as exc:
+                if exc.filename is None:  # not about a file the user named: a real failure
+                    raise
+                raise BadInput(f"{exc.filename}: {exc.strerror or exc}: check the path (does its folder exist?)") from exc
+            finally:
+                seen = set()
+                for w in caught:
+                    if issubclass(w.category, CorruptRowWarning) and str(w.message) not in seen:
+                        seen.add(str(w.message))
+                        click.echo(f"Warning: {w.message}", err=True)
+                    elif not issubclass(w.category, CorruptRowWarning):
+                        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="agent-replay", prog_name="replay")
 def cli() -> None:
     """Record, replay and diff the runs of tool-calling AI agents.
@@ -37,17 +75,21 @@ def _since_ms(since: str | None) -> int | None:
     from replay.stats import InvalidDurationError, parse_duration
 
     try:
-        return int(time.time() * 1000) - parse_duration(since, "--since")
+        window = parse_duration(since, "--since")
     except InvalidDurationError as exc:
         raise BadInput(str(exc)) from exc
+    except OverflowError:
+        raise BadInput(f"--since {since[:40]!r} is too large: give a window like 7d or 52w") from None
+    now = int(time.time() * 1000)
+    if window > now:
+        raise BadInput(f"--since {since[:40]!r} reaches back before 1970: give a window like 7d or 52w")
+    return now - window
 
 
 def _get_run(store: Any, run_id: str) -> Any:
     try:
         return store.find_run(run_id)
-    except RunNotFoundError as exc:
-        raise BadInput(str(exc)) from exc
-    except ReplayError as exc:
+    except (ReplayError, ValueError) as exc:  # not found, ambiguous, empty, unreadable row
         raise BadInput(str(exc)) from exc
 
 
@@ -59,7 +101,8 @@ def _get_run(store: Any, run_id: str) -> Any:
 @click.option("--agent", default=None, help="Only runs of this agent.")
 @click.option("--stop-reason", default=None, help="Only runs that stopped for this reason.")
 @click.option("--since", default=None, help="Only runs started this long ago (90s, 10m, 24h, 7d).")
-@click.option("--limit", default=50, show_default=True, help="At most this many runs, newest first.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+              help="At most this many runs, newest first.")
 @click.option("--replays", is_flag=True, help="Include replayed runs (replay_of set).")
 @json_option
 def runs(db: str, agent: str | None, stop_reason: str | None, since: str | None, limit: int,
@@ -78,7 +121,8 @@ def runs(db: str, agent: str | None, stop_reason: str | None, since: str | None,
     finally:
         store.close()
     if as_json:
-        echo_json([r.model_dump(mode="json", exclude={"input", "output"}) for r in found])
+        echo_json([{**r.model_dump(mode="json", exclude={"input", "output"}), "stop_inferred": r.stop_inferred}
+                   for r in found])
         return
     if not found:
         click.echo(f"no runs match in {db} ({total} runs in all)")
@@ -86,7 +130,7 @@ def runs(db: str, agent: str | None, stop_reason: str | None, since: str | None,
     rows = []
     for r in found:
         rows.append([
-            r.run_id, r.agent, fmt_ts(r.started_ms), r.stop_reason or "(running)", str(r.tool_calls),
+            r.run_id, r.agent, fmt_ts(r.started_ms), _stop_text(r), str(r.tool_calls),
             fmt_ms(r.latency_ms), str(r.usage.tokens_in + r.usage.tokens_out), f"${r.usage.cost_usd:.4f}",
             "pinned" if r.pinned else "",
         ])
@@ -158,8 +202,18 @@ def show(run_id: str, db: str, full: bool, as_json: bool) -> None:
         "",
     ]
     rows = []
+    sizes: dict[int, int] = {}
+    opened: set[int] = set()
+    for e in steps:
+        if e.concurrent_group is not None:
+            sizes[e.concurrent_group] = sizes.get(e.concurrent_group, 0) + 1
     for e in steps:
         indent = "  " if e.parent_step_id is not None else ""
+        # Parallel calls: a bracket over the steps of one concurrent group (compared as a set).
+        group = e.concurrent_group if sizes.get(e.concurrent_group or 0, 0) > 1 else None
+        if group is not None:
+            indent += "│ " if group in opened else "┌ "
+            opened.add(group)
         rows.append([
             str(e.step_id), "model" if e.kind == "model_result" else "tool", indent + (e.tool or "-"),
             _short(e.args_sha, full), e.status or "-", e.error or "", str(e.duration_ms or 0),
@@ -177,6 +231,9 @@ def show(run_id: str, db: str, full: bool, as_json: bool) -> None:
         total = sum(http.values())
         out.append(f"http        {total} request{'' if total == 1 else 's'} recorded"
                    + (f", {outside} outside tool steps" if outside else ""))
+    if sizes:
+        n = sum(1 for v in sizes.values() if v > 1)
+        out.append(f"concurrent  {n} group(s) of parallel calls (┌ │), each compared as a set by replay")
     repeats: dict[tuple[str | None, str | None], list[int]] = {}
     for e in steps:
         repeats.setdefault((e.tool, e.args_sha), []).append(e.step_id or 0)
@@ -185,8 +242,34 @@ def show(run_id: str, db: str, full: bool, as_json: bool) -> None:
         out.append("")
         for (tool, sha), ids in dup:
             out.append(f"repeated    {tool} with the same args {len(ids)}x (steps {', '.join(map(str, ids))})")
-    out += ["", f"stop        {run.stop_reason or '(no stop event yet: still running, or the process died)'}"]
+    if run.stop_inferred:
+        where = f"process {run.pid} on {run.host or 'an unknown host'}"
+        out += ["", f"stop        killed (inferred: no stop event, and {where} is gone)"]
+    else:
+        out += ["", f"stop        {run.stop_reason or '(no stop event yet: still running)'}"]
     click.echo("\n".join(out))
+
+
+def _stop_text(run: Any) -> str:
+    if run.stop_inferred:
+        return "killed (inferred)"
+    return str(run.stop_reason or "(running)")
+
+
+def _refuse_expired(store: Any, run: Any, action: str, allow: bool) -> None:
+    """Exit 2 naming the steps whose outputs were pruned, unless --allow-expired (then warn)."""
+    from replay.errors import ExpiredSnapshotsError
+
+    steps = store.expired_steps(run)
+    if not steps:
+        return
+    err = ExpiredSnapshotsError(run.run_id, steps, action=action,
+                                fix=f"Pass --allow-expired to {action} it without those outputs")
+    if not allow:
+        raise BadInput(str(err))
+    ids = ", ".join(str(sid) for sid, _, _ in steps[:20]) + (", …" if len(steps) > 20 else "")
+    click.echo(f"Warning: run {run.run_id}: the outputs of step(s) {ids} expired and were pruned; "
+               f"{action} goes ahead without them (--allow-expired), so replaying it will be refused", err=True)
 
 
 # ---- retention ------------------------------------------------------------------------------
@@ -199,6 +282,9 @@ def show(run_id: str, db: str, full: bool, as_json: bool) -> None:
 def prune(db: str, dry_run: bool, as_json: bool) -> None:
     """Delete expired runs, events and snapshots (pinned runs never expire).
 
+    Deletes in short transactions of at most 2,000 rows, so recording processes are not kept
+    waiting for the write lock.
+
     Example:
 
         replay prune --dry-run
@@ -208,7 +294,8 @@ def prune(db: str, dry_run: bool, as_json: bool) -> None:
         res = store.prune(dry_run=dry_run)
     finally:
         store.close()
-    data = {"runs": res.runs, "events": res.events, "snapshots": res.snapshots, "dry_run": dry_run}
+    data = {"runs": res.runs, "events": res.events, "snapshots": res.snapshots, "dry_run": dry_run,
+            "batches": res.batches, "longest_lock_ms": res.longest_lock_ms}
     if as_json:
         echo_json(data)
         return
@@ -220,7 +307,9 @@ def prune(db: str, dry_run: bool, as_json: bool) -> None:
 @click.argument("run_id")
 @db_option
 @click.option("--unpin", is_flag=True, help="Let the run expire again.")
-def pin(run_id: str, db: str, unpin: bool) -> None:
+@click.option("--allow-expired", is_flag=True,
+              help="Pin even when some steps' outputs already expired (the run cannot be replayed).")
+def pin(run_id: str, db: str, unpin: bool, allow_expired: bool) -> None:
     """Keep a run (an incident) forever: prune never deletes it.
 
     Example:
@@ -230,6 +319,8 @@ def pin(run_id: str, db: str, unpin: bool) -> None:
     store = open_store(db)
     try:
         run = _get_run(store, run_id)
+        if not unpin:
+            _refuse_expired(store, run, "pin", allow_expired)
         store.pin(run.run_id, not unpin)
     finally:
         store.close()
@@ -244,7 +335,8 @@ def scan(paths: tuple[str, ...], db: str, as_json: bool) -> None:
     """Look for anything the redaction rules would catch in stores and cassettes.
 
     PATHS are SQLite stores, JSON cassettes or folders of cassettes (default: the store and
-    ./cassettes). Exit 1 with the place of each hit; the value itself is never printed.
+    ./cassettes). Exit 1 with the place of each hit; the value itself is never printed. Exit 2
+    when a file could not be read (named on stderr): the scan is then incomplete.
 
     Example:
 
@@ -262,16 +354,28 @@ def scan(paths: tuple[str, ...], db: str, as_json: bool) -> None:
             raise BadInput(f"{t}: no such file or folder")
         files.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
     hits = []
+    unreadable: list[str] = []
     for f in files:
-        with open(f, "rb") as fh:
-            is_sqlite = fh.read(16) == b"SQLite format 3\x00"
-        hits.extend(scan_sqlite(f) if is_sqlite else scan_json_file(f))
+        try:
+            with open(f, "rb") as fh:
+                is_sqlite = fh.read(16) == b"SQLite format 3\x00"
+            hits.extend(scan_sqlite(f) if is_sqlite else scan_json_file(f))
+        except (OSError, ReplayError, ValueError, RecursionError, sqlite3.Error) as exc:
+            # "Could not read" is not "secrets found": name the file, go on, exit 2 at the end.
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            if isinstance(exc, ReplayError):
+                why = str(exc)
+            unreadable.append(f"{f}: could not read ({why})")
     if as_json:
         echo_json([{"file": str(h.file), "location": h.location, "rule": h.rule} for h in hits])
     else:
         for h in hits:
             click.echo(f"{h.file}: {h.location}: {h.rule}")
-        click.echo(f"scanned {len(files)} file(s): {len(hits)} hit(s)", err=bool(hits))
+        click.echo(f"scanned {len(files) - len(unreadable)} file(s): {len(hits)} hit(s)", err=bool(hits))
+    for line in unreadable:
+        click.echo(f"Error: {line}", err=True)
+    if unreadable:
+        sys.exit(2)
     if hits:
         sys.exit(1)
 
@@ -287,7 +391,9 @@ def scan(paths: tuple[str, ...], db: str, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing cassette that differs.")
 @click.option("--test", "test_dir", default=None, type=click.Path(file_okay=False),
               help="Also write a ready incident test into this folder.")
-def export(run_id: str, db: str, out_dir: str, force: bool, test_dir: str | None) -> None:
+@click.option("--allow-expired", is_flag=True,
+              help="Export (and pin) even when some steps' outputs expired: the cassette lacks them.")
+def export(run_id: str, db: str, out_dir: str, force: bool, test_dir: str | None, allow_expired: bool) -> None:
     """Write a run as a self-contained, redacted cassette (and pin it in the store).
 
     Example:
@@ -303,6 +409,7 @@ def export(run_id: str, db: str, out_dir: str, force: bool, test_dir: str | None
             check_run_id(run.run_id, f"{db}: run")
         except CassetteDecodeError as exc:
             raise BadInput(f"{exc}; this run cannot be exported") from exc
+        _refuse_expired(store, run, "export", allow_expired)
         cas = cassette_from_store(store, run.run_id)
         path = Path(out_dir) / f"{run.run_id}.json"
         try:
@@ -415,7 +522,7 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
               help="A module whose @rec.agent functions replays may call (repeatable). A recording is "
                    "data: its entrypoint is imported only when pyproject.toml's [tool.agent-replay] "
                    "agents lists its module.")
-@click.option("--last", type=int, default=None, help="Replay the N most recent recorded runs.")
+@click.option("--last", type=click.IntRange(min=1), default=None, help="Replay the N most recent recorded runs.")
 @click.option("--stop-reason", default=None, help="With --last: only runs that stopped for this reason.")
 @click.option("--ignore", multiple=True, help="tool:NAME, field:NAME or output:PATH (repeatable).")
 @click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),

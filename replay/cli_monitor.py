@@ -23,9 +23,15 @@ __all__ = ["alerts", "metrics", "stats"]
 
 def _duration(text: str, option: str) -> int:
     try:
-        return parse_duration(text, option)
+        ms = parse_duration(text, option)
     except InvalidDurationError as exc:
         raise BadInput(str(exc)) from exc
+    except OverflowError:
+        raise BadInput(f"{option} {text[:40]!r} is too large: give a window like 7d or 52w") from None
+    if ms > _now_ms():  # further back than 1970: no run can be there, and SQLite cannot bind it
+        raise BadInput(f"{option} {text[:40]!r} reaches back before 1970: give a window like 7d or 52w"
+                       + (", or 'all'" if option == "--since" else ""))
+    return ms
 
 
 def _share(text: str, option: str) -> float:

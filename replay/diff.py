@@ -10,6 +10,13 @@ a longest increasing subsequence over those anchors), and only the small gaps be
 through Myers' O(ND) algorithm (difflib past 1,000 edits in one gap). Only aligned pairs whose
 output_sha differs go through deepdiff.
 
+Concurrent steps (parallel tool calls, ``Event.concurrent_group``) compare as a multiset: before
+aligning, the members of each replayed group are put in the order of their counterparts in the
+recording (the k-th call with a key on one side pairs with the k-th on the other), so a different
+interleaving inside a group is no change, while a call missing from, added to or changed in a
+group, or moved across groups, still is. A recorded group the other side ran one after another
+takes that side's order instead. Steps of other levels keep their places.
+
 Then each gap between aligned runs is classified: a removed and an added step of the same tool
 in the same gap are one changed step (args, status or error); the identical step removed in one
 place and added in another is a reordered step; the rest are extra and missing calls, each with
@@ -51,6 +58,7 @@ __all__ = [
     "StepChange",
     "Trace",
     "diff_traces",
+    "step_signature",
 ]
 
 #: Every `StepChange.kind`, in the order reports count them.
@@ -70,7 +78,7 @@ _KEY_FIELDS = ("kind", "tool", "args_sha", "status", "error")
 IGNORABLE_FIELDS: tuple[str, ...] = ("args_sha", "error", "kind", "output", "output_sha", "status")
 # Never compared anyway; accepted in ignore rules so that naming them is not an error.
 _NEVER_COMPARED = frozenset(
-    {"ts_ms", "duration_ms", "run_id", "step_id", "parent_step_id", "usage"}
+    {"ts_ms", "duration_ms", "run_id", "step_id", "parent_step_id", "usage", "concurrent_group"}
 )
 _USAGE_FIELDS = ("tokens_in", "tokens_out", "tokens", "cost_usd")
 # Myers is O(ND): beyond this many edits in one gap, difflib is the cheaper fallback.
@@ -362,6 +370,9 @@ class RunDiff:
     steps_after: int = 0
     ignore: IgnoreRules = field(default_factory=IgnoreRules)
     http_attempts: list[HttpAttemptsChange] = field(default_factory=list)
+    #: concurrent groups (of two steps or more) on each side, compared as multisets
+    groups_before: int = 0
+    groups_after: int = 0
 
     # -- verdict ------------------------------------------------------------------------------
 
@@ -486,6 +497,7 @@ class RunDiff:
             "output_diff": self.output_diff,
             "ignore": self.ignore.to_strings(),
             "http_attempts": [vars(h) for h in self.http_attempts],
+            "concurrent_groups": {"before": self.groups_before, "after": self.groups_after},
         }
 
     def to_markdown(self, *, max_changes: int = 50) -> str:
@@ -763,6 +775,24 @@ class _Side:
     def orig(self, i: int) -> int:
         return i if self.pos is None else self.pos[i]
 
+    def permute(self, perm: list[int]) -> None:
+        """Put the kept steps in the order `perm` (positions in the current order)."""
+        base = self.pos if self.pos is not None else range(len(self.steps))
+        self.pos = [base[p] for p in perm]
+        self.steps = [self.steps[p] for p in perm]
+        if self._dicts is not None:
+            self._dicts = [self._dicts[p] for p in perm]
+
+    def groups(self) -> dict[int, list[int]]:
+        """Concurrent group id -> positions of its members (groups of two steps or more)."""
+        col = self.column("concurrent_group")
+        if not any(col):
+            return {}
+        out: dict[int, list[int]] = {}
+        for i in compress(range(len(col)), col):
+            out.setdefault(col[i], []).append(i)
+        return {g: m for g, m in out.items() if len(m) > 1}
+
     def prepare(self, events: Iterable[Event]) -> None:
         """Index the (tool, args_sha) calls that the extra / missing calls `events` make.
 
@@ -817,6 +847,52 @@ class _Differ:
         self.rb = _Side(replayed, rules)
         self.key_fields = tuple(f for f in _KEY_FIELDS if f not in rules.fields)
         self._ddkw = rules._deepdiff_kwargs()
+        self.groups_a = self.ra.groups()
+        self.groups_b = self.rb.groups()
+        if self.groups_a or self.groups_b:
+            self._order_groups()
+
+    def _order_groups(self) -> None:
+        """Order the members of concurrent groups so that both sides agree where they can.
+
+        When both sides have groups (a replay keeps the recorded ones), each group's members are
+        sorted by their key: the same multiset gives the same block, and a missing or extra
+        member only leaves or joins its own block. When only one side has groups (a run recorded
+        without them, or one whose calls happened not to overlap), its groups take the other
+        side's order: each step pairs with the k-th step of the same key there. Only members
+        move, into the positions their group occupies.
+        """
+        ra, rb = self.ra, self.rb
+        if self.groups_a and self.groups_b:
+            for side, groups in ((ra, self.groups_a), (rb, self.groups_b)):
+                steps = side.steps
+                perm = list(range(len(steps)))
+                moved = False
+                for members in groups.values():
+                    # (tool, args_sha, output_sha) orders any multiset the same way on both sides;
+                    # steps equal on all three are interchangeable.
+                    ordered = sorted(members, key=lambda i: _member_key(steps[i]))
+                    if ordered != members:
+                        moved = True
+                        for slot, i in zip(members, ordered):
+                            perm[slot] = i
+                if moved:
+                    side.permute(perm)
+            return
+        lead, follow, groups = (rb, ra, self.groups_a) if self.groups_a else (ra, rb, self.groups_b)
+        kf = self.key_fields if len(self.key_fields) > 1 else (*self.key_fields, "kind")
+        where: dict[Any, deque[int]] = defaultdict(deque)
+        for j, k in enumerate(lead.column(*kf)):
+            where[k].append(j)
+        keys = follow.column(*kf)
+        big = len(keys) + len(where)
+        perm = list(range(len(keys)))
+        for members in groups.values():
+            partner = {i: (q.popleft() if (q := where.get(keys[i])) else big) for i in members}
+            ordered = sorted(members, key=lambda i: (partner[i], i))
+            for slot, i in zip(members, ordered):
+                perm[slot] = i
+        follow.permute(perm)
 
     def run(self) -> RunDiff:
         ra, rb, rules = self.ra, self.rb, self.rules
@@ -855,6 +931,8 @@ class _Differ:
             steps_after=len(rb.trace.steps),
             ignore=rules,
             http_attempts=http,
+            groups_before=len(self.groups_a),
+            groups_after=len(self.groups_b),
         )
 
     # -- deepdiff --------------------------------------------------------------------------
@@ -954,6 +1032,8 @@ class _Differ:
             else:
                 missing.append((i, coord_a))
         extra = [(j, c) for j, c in left_b if j not in moved_b]
+        if missing and extra and self.groups_a:
+            missing, extra = self._pair_in_groups(blocks, missing, extra, found)
         if not (missing or extra):
             return
         unmatched = [sa[i] for i, _ in missing] + [sb[j] for j, _ in extra]
@@ -961,6 +1041,50 @@ class _Differ:
         self.rb.prepare(unmatched)
         found.extend((coord, self._missing(i, coord)) for i, coord in missing)
         found.extend((coord, self._extra(j, coord)) for j, coord in extra)
+
+    def _pair_in_groups(
+        self,
+        blocks: list[Block],
+        missing: list[tuple[int, int]],
+        extra: list[tuple[int, int]],
+        found: list[tuple[int, StepChange]],
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """A recorded group member missing and a call of the same tool next to where the rest of
+        its group landed in the replay are one changed step (the replay may have run the changed
+        call outside the group: a call the recording cannot answer keeps no recorded group)."""
+        sa, sb = self.ra.steps, self.rb.steps
+        ga = self.ra.column("concurrent_group")
+        wanted = {ga[i] for i, _ in missing if ga[i] in self.groups_a}
+        if not wanted:
+            return missing, extra
+        members: dict[int, list[int]] = defaultdict(list)
+        for k in compress(range(len(ga)), map(wanted.__contains__, ga)):
+            members[ga[k]].append(k)
+        starts = [i for i, _, _ in blocks]
+
+        def aligned(k: int) -> int | None:
+            t = bisect_left(starts, k + 1) - 1
+            if t >= 0:
+                i0, j0, n = blocks[t]
+                if k < i0 + n:
+                    return j0 + (k - i0)
+            return None
+
+        free = {j: c for j, c in extra}
+        still: list[tuple[int, int]] = []
+        for i, coord in missing:
+            g = ga[i]
+            span = [b for k in members.get(g, ()) if k != i and (b := aligned(k)) is not None]
+            match = None
+            if span:
+                lo, hi = min(span) - 1, max(span) + 1
+                want = (sa[i].kind, sa[i].tool)
+                match = next((j for j in sorted(free) if lo <= j <= hi and (sb[j].kind, sb[j].tool) == want), None)
+            if match is None:
+                still.append((i, coord))
+                continue
+            found.append((min(coord, free.pop(match)), self._paired(i, match, False)))
+        return still, [(j, c) for j, c in extra if j in free]
 
     def _paired(self, i: int, j: int, same_key: bool) -> StepChange:
         if same_key:
@@ -1100,6 +1224,34 @@ def _http_attempts(
     if before != after or ub.get(None):
         result.append(HttpAttemptsChange(None, None, before, after, ub.get(None, 0)))
     return result
+def step_signature(steps: Iterable[Event]) -> tuple[Any, ...]:
+    """A hashable summary of a step sequence in which each concurrent group is a multiset.
+
+    Each step is its (kind, tool, args_sha, status, error); the steps of a concurrent group of
+    two or more become one sorted tuple at the place of the group's first step. Runs whose only
+    differences are the order inside concurrent groups (and group numbering) get equal
+    signatures: what a flakiness check counts as one distinct step sequence.
+    """
+    items = list(steps)
+    sizes = Counter(e.concurrent_group for e in items if e.concurrent_group is not None)
+    out: list[Any] = []
+    slot: dict[int, list[tuple[str, ...]]] = {}
+    for e in items:
+        key = (e.kind, e.tool or "", e.args_sha or "", e.status or "", e.error or "")
+        g = e.concurrent_group
+        if g is None or sizes[g] < 2:
+            out.append(key)
+        elif g in slot:
+            slot[g].append(key)
+        else:
+            slot[g] = [key]
+            out.append(slot[g])
+    return tuple(("group", tuple(sorted(x))) if isinstance(x, list) else x for x in out)
+
+
+def _member_key(e: Event) -> tuple[str, str, str]:
+    """How members of a concurrent group are sorted (None as the empty string)."""
+    return (e.tool or "", e.args_sha or "", e.output_sha or "")
 
 
 def _h(sha: str | None) -> str:
@@ -1182,7 +1334,19 @@ def _ddiff_lines(dd: Mapping[str, Any]) -> list[str]:
     return out or ["changed"]
 
 
+#: marks a step of a concurrent group (parallel calls, compared as a set) in reports
+GROUP_MARK = "∥"
+
+
+def _grouped(c: StepChange) -> bool:
+    return any(e is not None and e.concurrent_group is not None for e in (c.recorded, c.replayed))
+
+
 def _step_label(c: StepChange) -> str:
+    return _step_label_plain(c) + (f" {GROUP_MARK}" if _grouped(c) else "")
+
+
+def _step_label_plain(c: StepChange) -> str:
     r, p = c.recorded_index, c.replayed_index
     if c.kind == "extra_call":
         return f"step {(p or 0) + 1}"
@@ -1191,6 +1355,13 @@ def _step_label(c: StepChange) -> str:
     if r is None or r == p:
         return f"step {(r if r is not None else p) + 1}"
     return f"step {r + 1}→{p + 1}"
+
+
+def _groups_line(d: RunDiff) -> str | None:
+    if not (d.groups_before or d.groups_after):
+        return None
+    return (f"concurrent groups: {d.groups_before} recorded, {d.groups_after} replayed, "
+            f"each compared as a set ({GROUP_MARK} marks their steps)")
 
 
 def _short_tool(tool: str | None, limit: int) -> str:
@@ -1212,7 +1383,8 @@ def _describe(
         status += f" {e.error}"
     tail = f"  out {_h(e.output_sha)}" if out else ""
     tool = _short_tool(e.tool, tw)
-    return f"{label}  step {index + 1}  {tool}  args {_h(e.args_sha)}  {status}{tail}"
+    mark = f" {GROUP_MARK}" if e.concurrent_group is not None else ""
+    return f"{label}  step {index + 1}{mark}  {tool}  args {_h(e.args_sha)}  {status}{tail}"
 
 
 def _change_line(c: StepChange, tw: int) -> str:
@@ -1304,6 +1476,9 @@ def _render_text(d: RunDiff, *, width: int, st: _Style, max_changes: int) -> str
             add(f"  … and {len(d.changes) - max_changes} more", "dim")
     for h in d.http_attempts:
         add(f"http: {h.text()}", "yellow")
+    groups = _groups_line(d)
+    if groups is not None:
+        add(groups, "dim")
     if d.stop_reason_changed:
         add(f"stop reason: {d.stop_reason_before} -> {d.stop_reason_after}", "red")
     else:
@@ -1367,6 +1542,9 @@ def _render_markdown(d: RunDiff, *, max_changes: int) -> str:
             out.append(f"| | | | | … and {len(d.changes) - max_changes} more |")
     if d.http_attempts:
         out += [""] + [f"- HTTP: {_md_cell(h.text())}" for h in d.http_attempts]
+    groups = _groups_line(d)
+    if groups is not None:
+        out += ["", groups[:1].upper() + groups[1:] + "."]
     dt = d.tool_calls_after - d.tool_calls_before
     out += [
         "",

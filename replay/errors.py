@@ -51,6 +51,52 @@ class StoreError(ReplayError):
         super().__init__(message)
 
 
+class CorruptRowError(StoreError):
+    """A row of the store that cannot be read back (hand-edited, damaged, or from a broken tool).
+
+    Attributes: ``table``, ``run_id`` and ``field`` name the row and the column; the value is never shown.
+    """
+
+    def __init__(self, path: str, table: str, run_id: str, field: str, problem: str, *, where: str = "") -> None:
+        self.table, self.run_id, self.field = table, run_id, field
+        where = where or f"run_id = '{run_id}'"
+        super().__init__(
+            f"{path}: unreadable row in {table} for run {run_id}, field {field}: {problem}; "
+            f"export the other runs, or delete the damaged row "
+            f"(sqlite3 {path} \"DELETE FROM {table} WHERE {where}\")",
+            path=path,
+        )
+
+
+class ExpiredSnapshotsError(ReplayError):
+    """A run whose recorded outputs (snapshots) were pruned: replay cannot answer those steps.
+
+    Attributes: ``run_id`` and ``steps``, a list of ``(step_id, tool, expired_since_ms)``.
+    """
+
+    def __init__(self, run_id: str, steps: list[tuple[int, str, int]], *, action: str = "replay",
+                 fix: str = "") -> None:
+        import datetime as _dt
+
+        self.run_id, self.steps = run_id, steps
+
+        def when(ms: int) -> str:
+            return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+        shown = ", ".join(f"step {sid} {tool} (expired since {when(ms)})" for sid, tool, ms in steps[:10])
+        more = f" and {len(steps) - 10} more" if len(steps) > 10 else ""
+        super().__init__(
+            f"cannot {action} run {run_id}: the recorded outputs of {len(steps)} step(s) expired and were "
+            f"pruned: {shown}{more}. Snapshots are kept 14 days by default (Store/Recorder snapshot_days), "
+            f"events 30; pin incidents (`replay pin RUN_ID`) or export them before then"
+            + (f". {fix}" if fix else "")
+        )
+
+
+class CorruptRowWarning(UserWarning):
+    """Rows skipped by a listing (`replay runs`, `stats`, `alerts`, metrics) because they cannot be read."""
+
+
 class AmbiguousRunIdError(ReplayError, LookupError):
     """A run id prefix that matches more than one run."""
 

@@ -9,6 +9,7 @@ everywhere (see `to_jsonable`).
 from __future__ import annotations
 
 import base64
+import codecs
 import dataclasses
 import datetime as _dt
 import decimal
@@ -28,6 +29,7 @@ __all__ = [
     "canonical_json",
     "freeze",
     "freeze_lenient",
+    "placeholder",
     "sha",
     "sha_of_canonical",
     "thaw",
@@ -117,40 +119,173 @@ def to_jsonable(obj: Any, _path: tuple[Any, ...] = ()) -> Any:
     return to_jsonable(enc, _path)
 
 
-UNSERIALIZABLE_TAG = "$unserializable"
+#: Every value recording cannot encode faithfully becomes a string starting with this marker.
+PLACEHOLDER_PREFIX = "[unencodable: "
+#: Deeper than this, the lenient encoder stops and records a placeholder (orjson's own limit is 254).
+MAX_DEPTH = 200
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 
 
-def freeze_lenient(obj: Any) -> tuple[bytes, str | None]:
-    """`freeze`, but a value of an unsupported type becomes ``{"$unserializable": "mod.Type"}``.
+def placeholder(what: str, path: str) -> str:
+    """The marked placeholder recorded in place of a value: ``[unencodable: cycle at args["x"]["self"]]``."""
+    return f"{PLACEHOLDER_PREFIX}{what} at {path}]"
 
-    Returns the frozen bytes and the TypeError message of the first unsupported value (or None),
-    so the recorder can warn once and keep recording instead of breaking the agent.
+
+def freeze_lenient(obj: Any, root: str = "args") -> tuple[bytes, str | None]:
+    """`freeze` that never raises: what cannot be encoded becomes a marked placeholder string.
+
+    Cycles, nesting deeper than `MAX_DEPTH`, unsupported types, lone surrogates and objects whose
+    ``__repr__``/``__iter__``/``__eq__``/``model_dump`` raise are each replaced by
+    ``[unencodable: <what> at <path>]`` (`root` names the path's start: ``args``, ``input``,
+    ``output``); everything else is kept. The result is always valid UTF-8 JSON.
+
+    Returns the frozen bytes and a description of the first problem (or None), safe to show in a
+    warning: its path names dict keys only when they look like identifiers (keys can be data).
     """
     try:
-        return freeze(obj), None
-    except TypeError as exc:
-        return _dumps(_lenient(obj)).encode("utf-8", "surrogatepass"), str(exc)
+        frozen = freeze(obj)
+    except Exception:  # noqa: BLE001 - RecursionError, TypeError, or user code raising: go lenient
+        return _freeze_placeholders(obj, root)
+    # A lone surrogate survives `freeze` (surrogatepass) as ED A0..BF. Checked in C, cheapest
+    # first: isascii (most values), then memchr for 0xED (an int needle: a bytes one costs 9x).
+    if not frozen.isascii() and 0xED in frozen and not _valid_utf8(frozen):
+        return _freeze_placeholders(obj, root)
+    return frozen, None
 
 
-def _lenient(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {(_key_str(k) if isinstance(k, _SCALARS) else repr(type(k))): _lenient(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_lenient(v) for v in obj]
+def _freeze_placeholders(obj: Any, root: str) -> tuple[bytes, str | None]:
+    problems: list[str] = []
     try:
-        return to_jsonable(obj)
-    except TypeError:
-        pass
-    enc = _encode_leaf(obj) if not isinstance(obj, _SCALARS) else obj
-    if enc is NotImplemented:
-        return {UNSERIALIZABLE_TAG: f"{type(obj).__module__}.{type(obj).__qualname__}"}
-    return _lenient(enc)
+        plain = _lenient(obj, (), set(), problems, root)
+        return _dumps(plain).encode("utf-8"), problems[0] if problems else None
+    except Exception:  # noqa: BLE001 - even the lenient walk failed (no stack left): keep nothing
+        what = f"{_type_name(obj)} (could not be walked)"
+        return _dumps(placeholder(what, root)).encode("utf-8"), f"{what} at {root}"
+
+
+def _valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _type_name(obj: Any) -> str:
+    t = type(obj)
+    return f"{getattr(t, '__module__', '?')}.{getattr(t, '__qualname__', '?')}"
+
+
+def _path_text(root: str, path: tuple[Any, ...], *, safe: bool) -> str:
+    """``args["x"][0]``; `safe` hides keys that are not identifiers (a key can be an email)."""
+    parts = list(path)
+    if len(parts) > 12:
+        parts = parts[:6] + [Ellipsis] + parts[-4:]
+    out = root
+    for p in parts:
+        if p is Ellipsis:
+            out += f"…({len(path)} levels)…"
+        elif isinstance(p, bool) or not isinstance(p, (int, str)):
+            out += "[?]"
+        elif isinstance(p, int):
+            out += f"[{p}]"
+        elif safe and not _IDENT.fullmatch(p):
+            out += "[…]"
+        else:
+            out += "[" + json.dumps(p, ensure_ascii=True) + "]"
+    return out
+
+
+def _bad(what: str, root: str, path: tuple[Any, ...], problems: list[str]) -> str:
+    if not problems:
+        problems.append(f"{what} at {_path_text(root, path, safe=True)}")
+    return placeholder(what, _path_text(root, path, safe=False))
+
+
+def _clean_str(s: str, root: str, path: tuple[Any, ...], problems: list[str]) -> str:
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return _bad("lone surrogate in text", root, path, problems)
+
+
+def _lenient(obj: Any, path: tuple[Any, ...], stack: set[int], problems: list[str], root: str) -> Any:
+    """Plain JSON values for `obj`, with placeholders where it cannot be encoded."""
+    if isinstance(obj, enum.Enum):
+        try:
+            obj = obj.value
+        except Exception:  # noqa: BLE001
+            return _bad(_type_name(obj), root, path, problems)
+    if isinstance(obj, str):
+        return _clean_str(str.__str__(obj), root, path, problems)
+    if obj is None or isinstance(obj, bool | int | float):
+        return obj
+    if len(path) >= MAX_DEPTH:
+        return _bad(f"nested deeper than {MAX_DEPTH} levels", root, path, problems)
+    if id(obj) in stack:
+        return _bad("cycle", root, path, problems)
+    stack.add(id(obj))
+    try:
+        try:
+            if isinstance(obj, dict):
+                items = list(obj.items())
+            elif isinstance(obj, list | tuple):
+                items = list(enumerate(obj))
+            elif isinstance(obj, set | frozenset):
+                values = [_lenient(v, path + (i,), stack, problems, root) for i, v in enumerate(list(obj))]
+                try:
+                    return sorted(values)
+                except Exception:  # noqa: BLE001 - mixed types (or __lt__ raising): sort by JSON text
+                    return sorted(values, key=_dumps)
+            else:
+                enc = _encode_leaf(obj)
+                if enc is NotImplemented:
+                    return _bad(_type_name(obj), root, path, problems)
+                return _lenient(enc, path, stack, problems, root)
+        except RecursionError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - __iter__ / items() / model_dump raising
+            return _bad(f"{_type_name(obj)} raised {type(exc).__name__}", root, path, problems)
+        if isinstance(obj, dict):
+            out: dict[str, Any] = {}
+            for k, v in items:
+                if isinstance(k, str):
+                    key = _clean_str(k, root, path + ("?",), problems) if not isinstance(k, enum.Enum) else str(k.value)
+                elif isinstance(k, _SCALARS):
+                    key = _key_str(k)
+                else:
+                    try:
+                        kk = to_jsonable(k)
+                        key = _key_str(kk) if isinstance(kk, _SCALARS) else f"[unencodable key: {_type_name(k)}]"
+                    except Exception:  # noqa: BLE001
+                        key = f"[unencodable key: {_type_name(k)}]"
+                    key = _clean_str(key, root, path + ("?",), problems)
+                out[key] = _lenient(v, path + (key,), stack, problems, root)
+            return out
+        return [_lenient(v, path + (i,), stack, problems, root) for i, v in items]
+    finally:
+        stack.discard(id(obj))
 
 
 def _key_str(k: Any) -> str:
     if isinstance(k, str):
         return k
     return json.dumps(k) if not isinstance(k, float) else float.__repr__(k)
+
+
+def _replace_surrogates(err: UnicodeError) -> tuple[bytes, int]:
+    # The UTF-8 encoder takes only ASCII text from a handler: give it U+FFFD already encoded.
+    if isinstance(err, UnicodeEncodeError):
+        return "\ufffd".encode() * (err.end - err.start), err.end
+    raise err
+
+
+codecs.register_error("agent-replay.fffd", _replace_surrogates)
+#: How canonical text becomes bytes: a lone surrogate (which no UTF-8 file, SQLite text or
+#: cassette can hold, and which the seed's ``sha()`` could not hash at all) becomes U+FFFD, so a
+#: recorded error message holding one is stored, exported and hashed like any other text.
+TEXT_ERRORS = "agent-replay.fffd"
 
 
 def canonical_json(obj: Any) -> str:
@@ -173,30 +308,31 @@ def canonical_bytes(plain: Any) -> bytes:
     """Canonical JSON of already-plain JSON values as UTF-8 bytes, via orjson where byte-identical.
 
     Falls back to `json` for floats orjson formats differently, ints beyond 64 bits, and
-    non-str keys, so the result always equals ``canonical_json(plain).encode()``.
+    non-str keys, so the result always equals ``canonical_json(plain).encode("utf-8",
+    TEXT_ERRORS)`` (plain UTF-8; a lone surrogate becomes U+FFFD).
     """
     try:
         out = orjson.dumps(plain, option=orjson.OPT_SORT_KEYS)
     except (TypeError, orjson.JSONEncodeError):
-        return canonical_json(plain).encode("utf-8", "surrogatepass")
+        return canonical_json(plain).encode("utf-8", TEXT_ERRORS)
     zeroed = out.translate(_ZERO_DIGITS)
     if b"0e" not in zeroed and b"0E" not in zeroed and b"0.0000" not in zeroed:
         return out
     if _RISKY_NUMBER.search(out) is None:
         return out
-    return canonical_json(plain).encode("utf-8", "surrogatepass")
+    return canonical_json(plain).encode("utf-8", TEXT_ERRORS)
 
 
 def sha_of_canonical(text: str | bytes) -> str:
     """The 24-hex hash of an already canonical JSON text."""
     if isinstance(text, str):
-        text = text.encode("utf-8", "surrogatepass")
+        text = text.encode("utf-8", TEXT_ERRORS)
     return hashlib.sha256(text).hexdigest()[:24]
 
 
 def sha(obj: Any) -> str:
     """``sha256(canonical_json(obj))[:24]``, the seed's ``sha()`` for plain JSON."""
-    return hashlib.sha256(canonical_json(obj).encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return hashlib.sha256(canonical_json(obj).encode("utf-8", TEXT_ERRORS)).hexdigest()[:24]
 
 
 def thaw(frozen: bytes) -> Any:

@@ -82,7 +82,14 @@ _V1 = (
     )""",
 )
 
-STEPS: tuple[str, ...] = ("0001_initial", "0002_retention_and_indexes", "0003_run_http_sha")
+STEPS: tuple[str, ...] = (
+    "0001_initial",
+    "0002_retention_and_indexes",
+    "0003_run_http_sha",
+    "0004_run_liveness",
+    "0005_event_concurrent_group",
+    "0006_expiry_indexes",
+)
 
 #: The newest schema this agent-replay reads and writes.
 SCHEMA_VERSION = len(STEPS)
@@ -132,6 +139,31 @@ def _build(event_ms: int, snapshot_ms: int) -> Migrations:
         # The optional HTTP layer (replay/http.py): the snapshot of a run's HTTP interactions.
         db.execute("ALTER TABLE runs ADD COLUMN http_sha TEXT")
         _set_version(db, 3)
+
+    @migrations(name=STEPS[3])
+    def run_liveness(db: Database) -> None:
+        # Which process records a run and when its writer last saw it open: a run with no stop
+        # whose process is gone reads as `killed` (inferred), see replay/liveness.py.
+        db.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
+        db.execute("ALTER TABLE runs ADD COLUMN last_seen_ms INTEGER")
+        _set_version(db, 4)
+
+    @migrations(name=STEPS[4])
+    def event_concurrent_group(db: Database) -> None:
+        # Parallel tool calls: the group of sibling steps in flight together (see replay/diff.py).
+        db.execute("ALTER TABLE events ADD COLUMN concurrent_group INTEGER")
+        _set_version(db, 5)
+
+    @migrations(name=STEPS[5])
+    def expiry_indexes(db: Database) -> None:
+        # `prune` deletes in short batches found through these indexes instead of scanning the
+        # three tables under one long write lock (1.8 s at 100,000 runs). The partial index on
+        # pinned runs keeps "is this snapshot referenced by a pinned run?" cheap in every batch.
+        # Events get none: it cost ~50 bytes and ~15% ingest per event; prune pages them by key.
+        db.execute("CREATE INDEX IF NOT EXISTS runs_expires ON runs (expires_at)")
+        db.execute("CREATE INDEX IF NOT EXISTS snapshots_expires ON snapshots (expires_at)")
+        db.execute("CREATE INDEX IF NOT EXISTS runs_pinned ON runs (run_id) WHERE pinned")
+        _set_version(db, 6)
 
     return migrations
 

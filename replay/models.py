@@ -1,20 +1,22 @@
 """The unified event schema and the run row, as pydantic models.
 
 One schema for every record (run_start, tool_result, model_result, stop) so that logs join.
-Field names are fixed by DESIGN.md; `parent_step_id` is the one addition, so replay knows which
-recorded steps ran inside another tool and are answered with it.
+Field names are fixed by DESIGN.md; two additions: `parent_step_id`, so replay knows which
+recorded steps ran inside another tool and are answered with it, and `concurrent_group`, so the
+diff compares steps that were in flight at the same time (parallel tool calls) as a set.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
 import threading
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from replay.errors import InvalidStopReasonError
 
@@ -44,6 +46,27 @@ _USER_REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 EventKind = Literal["run_start", "tool_result", "model_result", "stop"]
 Status = Literal["ok", "error"]
+
+#: The largest integer an SQLite INTEGER column holds.
+MAX_INT = 2**63 - 1
+
+
+def _check_name(value: str) -> str:
+    """A name (run id, agent, tool) must be text SQLite and JSON can hold: no NUL, no lone surrogate."""
+    if "\x00" in value:
+        raise ValueError("contains a NUL character (\\x00): names must be plain text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains a lone surrogate (not valid Unicode text): names must be plain text") from None
+    return value
+
+
+#: A count (tokens, tool calls, step ids) or a time in ms: from 0 up to what SQLite stores.
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+#: Money in USD: a finite amount, never negative.
+Money = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Name = Annotated[str, AfterValidator(_check_name)]
 
 
 def validate_stop_reason(reason: Any) -> str:
@@ -90,10 +113,30 @@ class Usage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    tool_calls: int = 0
+    tokens_in: Count = 0
+    tokens_out: Count = 0
+    cost_usd: Money = 0.0
+    tool_calls: Count = 0
+
+    @classmethod
+    def lenient(cls, *, tokens_in: Any = 0, tokens_out: Any = 0, cost_usd: Any = 0.0, tool_calls: Any = 0) -> Usage:
+        """A `Usage` that never raises: negative, NaN or oversized values (from a model response or
+        a caller's arithmetic) become 0, so recording never breaks the agent over its usage."""
+        def count(v: Any) -> int:
+            try:
+                n = int(v)
+            except (TypeError, ValueError, OverflowError):
+                return 0
+            return n if 0 <= n <= MAX_INT else 0
+
+        try:
+            c = float(cost_usd)
+        except (TypeError, ValueError, OverflowError):
+            c = 0.0
+        return cls(
+            tokens_in=count(tokens_in), tokens_out=count(tokens_out),
+            cost_usd=c if math.isfinite(c) and c >= 0 else 0.0, tool_calls=count(tool_calls),
+        )
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -109,19 +152,22 @@ class Event(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    run_id: str
+    run_id: Name
     kind: EventKind
-    ts_ms: int
-    step_id: int | None = None
-    tool: str | None = None
+    ts_ms: Count
+    step_id: Count | None = None
+    tool: Name | None = None
     args_sha: str | None = None
     output_sha: str | None = None
-    duration_ms: int | None = None
+    duration_ms: Count | None = None
     status: Status | None = None
     error: str | None = None
     stop_reason: str | None = None
     usage: Usage | None = None
-    parent_step_id: int | None = None
+    parent_step_id: Count | None = None
+    #: the step_id of the first step of the group of sibling steps (same parent) that were in
+    #: flight at the same time or issued from one model response; None for a step that ran alone
+    concurrent_group: int | None = None
 
     @field_validator("stop_reason")
     @classmethod
@@ -134,22 +180,22 @@ class Run(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    run_id: str
-    agent: str
-    entrypoint: str | None = None
+    run_id: Name
+    agent: Name
+    entrypoint: Name | None = None
     input: Any = None
     output: Any = None
     input_sha: str | None = None
     output_sha: str | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
-    started_ms: int
-    ended_ms: int | None = None
+    started_ms: Count
+    ended_ms: Count | None = None
     stop_reason: str | None = None
     usage: Usage = Field(default_factory=Usage)
-    tool_calls: int = 0
+    tool_calls: Count = 0
     pinned: bool = False
-    expires_at: int | None = None
+    expires_at: Count | None = None
     replay_of: str | None = None
     #: how replay calls the entrypoint: "bound" -> fn(**input) (the decorator's bound arguments),
     #: "value" -> fn(input) (``rec.run(name, input=value)``)
@@ -157,6 +203,17 @@ class Run(BaseModel):
     host: str = Field(default_factory=lambda: os.uname().nodename if hasattr(os, "uname") else "")
     #: the snapshot (type ``$http``) of the run's redacted HTTP interactions, for ``http=True`` runs
     http_sha: str | None = None
+    #: the id of the process that recorded the run (with `host`, tells whether it is still alive)
+    pid: int | None = None
+    #: when the recording process's writer last saw the run open (a heartbeat), ms since the epoch
+    last_seen_ms: int | None = None
+    # True when stop_reason "killed" was inferred on reading (the process died without a stop event)
+    _stop_inferred: bool = PrivateAttr(default=False)
+
+    @property
+    def stop_inferred(self) -> bool:
+        """The stop reason was inferred: no stop event was written, and the recording process is gone."""
+        return self._stop_inferred
 
     @field_validator("stop_reason")
     @classmethod

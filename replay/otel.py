@@ -488,13 +488,17 @@ class OtelExporter:
 
     # ---- the listener --------------------------------------------------------------------------
 
-    def __call__(self, run: Run, events: Sequence[Event] = (), store: Store | None = None) -> None:
+    def __call__(self, run: Run, events: Sequence[Event] | None = (), store: Store | None = None) -> None:
         """Export one finished run (a Recorder listener: called on the writer thread). Never raises.
 
         `events` are the run's stored events; `store` (optional) supplies the redacted snapshots
-        when ``include_content`` is on.
+        when ``include_content`` is on. ``events=None`` means the writer spooled the run (the
+        store was unavailable): it is counted as failed, for ``replay otel-export`` to send later.
         """
         if run.stop_reason is None or (run.replay_of is not None and not self.include_replays):
+            return
+        if events is None:
+            self._failed_export(1, "the run was spooled: the store was unavailable")
             return
         try:
             snaps = None

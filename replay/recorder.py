@@ -1,7 +1,9 @@
 """The Recorder: decorators and a context manager that record every run of an agent.
 
 The agent's own path per call stays a few microseconds: read a contextvar, count the step,
-freeze args and output (orjson bytes), append to the writer's queue. Redaction, hashing and
+note it in flight at its level (steps that overlap a sibling, or that one model response
+announced, share a concurrent group), freeze args and output (orjson bytes), append to the
+writer's queue. Redaction, hashing and
 storage happen on the writer thread (see `replay.writer`). Recording never breaks the agent:
 a tool's exception is re-raised as the same object, and a failing store only counts drops.
 """
@@ -16,8 +18,10 @@ import functools
 import hashlib
 import inspect
 import itertools
+import math
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -28,7 +32,7 @@ from typing import Any, Callable, Literal, NoReturn, TypeVar, cast
 from replay.agents import register_agent
 from replay.context import _run, _session, _step
 from replay.errors import StopRun
-from replay.hashing import freeze_lenient
+from replay.hashing import TEXT_ERRORS, freeze_lenient
 from replay.models import Run, Usage, new_run_id, validate_stop_reason
 from replay.processors import RedactionConfig, Redactor
 from replay.usage import extract_usage
@@ -89,7 +93,7 @@ class RunState:
     __slots__ = (
         "run", "recorder", "input", "steps", "tool_calls", "tokens_in", "tokens_out", "cost_usd",
         "stop_reason", "tripped", "guards", "repeats", "output", "output_type", "ended",
-        "started_ns", "session", "http", "__weakref__",
+        "started_ns", "session", "http", "levels", "marks", "group_lock", "__weakref__",
     )
 
     def __init__(self, recorder: Recorder, run: Run, input_frozen: bytes | None, guards: Guards) -> None:
@@ -111,16 +115,51 @@ class RunState:
         self.started_ns = time.perf_counter_ns()
         self.session: Any = None
         self.http: list[Any] | None = None  # the HTTP interactions of an http=True run, set at its end
+        # Concurrent groups (parallel tool calls), per parent step (None: top level):
+        # [dict of the step ids in flight (an ordered set); model-announced calls still to come;
+        #  their group id]. `marks`: step id -> group, set for the steps in flight when a sibling
+        # finishes while they run. Entering and a lone step finishing use only atomic dict
+        # operations; the lock is taken only when steps really overlap (or a model announced some).
+        self.levels: dict[int | None, list[Any]] = {}
+        self.marks: dict[int, int] = {}
+        self.group_lock = threading.Lock()  # tools in worker threads enter and finish at once
 
     @property
     def run_id(self) -> str:
         return self.run.run_id
 
     def usage(self) -> Usage:
-        return Usage(
+        return Usage.lenient(
             tokens_in=self.tokens_in, tokens_out=self.tokens_out,
-            cost_usd=round(self.cost_usd, 10), tool_calls=self.tool_calls,
+            cost_usd=round(self.cost_usd, 10) if math.isfinite(self.cost_usd) else 0.0, tool_calls=self.tool_calls,
         )
+
+
+def _check_name(name: Any, what: str) -> str:
+    """A tool, model or agent name given to a decorator: text SQLite can store, checked at import time."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} name {name!r}: give a non-empty string, e.g. @rec.{what}('http.get')")
+    if name != _safe_name(name):
+        raise ValueError(f"{what} name {ascii(name)}: remove the NUL character or lone surrogate from it")
+    return name
+
+
+def _safe_name(name: Any) -> str:
+    """`name` with NUL and lone surrogates replaced by U+FFFD: a run never fails over its name."""
+    text = str(name)
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if not text.isascii():
+        text = text.encode("utf-8", TEXT_ERRORS).decode("utf-8")
+    return text
+
+
+def _usage_ok(tokens_in: Any, tokens_out: Any, cost_usd: Any) -> bool:
+    try:
+        return (int(tokens_in) >= 0 and int(tokens_out) >= 0 and math.isfinite(float(cost_usd))
+                and float(cost_usd) >= 0)
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 class _ToolSpec:
@@ -129,7 +168,7 @@ class _ToolSpec:
     def __init__(self, fn: Callable[..., Any], name: str, kind: str, timeout_s: float | None = None,
                  price_in: float | None = None, price_out: float | None = None) -> None:
         self.fn = fn
-        self.name = name
+        self.name = _check_name(name, "tool" if kind == "tool_result" else "model")
         self.kind = kind
         sig = inspect.signature(fn)
         params = list(sig.parameters.values())
@@ -183,6 +222,36 @@ def _error_names(exc: BaseException) -> tuple[str, str, str]:
     if code is not None:
         display += f"[{code}]"
     return display, module, cls.__qualname__
+
+
+def _tool_calls_in(response: Any) -> int:
+    """How many tool calls one model response asks for: OpenAI (``choices[0].message.tool_calls``),
+    Anthropic (``tool_use`` content blocks) and pydantic-ai (``tool-call`` parts), dicts or objects.
+
+    The calls one response issues are one concurrent group, even when they happen to run one after
+    another (a framework may run them in worker threads in any order). 0 when nothing is found.
+    """
+    try:
+        get = response.get if isinstance(response, dict) else functools.partial(getattr, response)
+        choices = get("choices", None)
+        if isinstance(choices, (list, tuple)) and choices:
+            first = choices[0]
+            msg = first.get("message") if isinstance(first, dict) else getattr(first, "message", None)
+            calls = msg.get("tool_calls") if isinstance(msg, dict) else getattr(msg, "tool_calls", None)
+            return len(calls) if isinstance(calls, (list, tuple)) else 0
+        blocks = get("content", None)
+        kind = "type"
+        if not isinstance(blocks, (list, tuple)):
+            blocks, kind = get("parts", None), "part_kind"
+        if isinstance(blocks, (list, tuple)):
+            n = 0
+            for b in blocks:
+                k = b.get(kind) if isinstance(b, dict) else getattr(b, kind, None)
+                n += k in ("tool_use", "tool-call")
+            return n
+    except Exception:  # noqa: BLE001 - an unusual response shape: no group, never an error
+        return 0
+    return 0
 
 
 def _type_name(value: Any) -> str | None:
@@ -249,6 +318,18 @@ class Recorder:
         snapshot_days, event_days: retention of snapshots and events; pinned runs never expire.
         guards: default limits for every run (see `Guards`), overridable per agent and per run.
         redaction_key: a key for pseudonyms instead of the store's (replay uses the recording's).
+        timeout_s: how long a write waits for another process's lock before the batch is spooled.
+        max_queue_bytes: frozen bytes (args, outputs) held in memory at most before ``on_full`` applies.
+        flush_interval_s: the writer's tick; a run's stop is written at once, so a hard kill (SIGKILL,
+            OOM) loses at most the runs that ended within about one interval.
+        spool_dir: where batches the store refuses (locked, read-only, full) wait until it is back;
+            default ``<db>.spool`` beside the store. Files are 0600, one per process.
+        max_spool_bytes: a spool file larger than this drops new batches (counted in `dropped`).
+        sync_run_end: wait (at most 5 s) until a run's stop is written before the run returns;
+            ``None`` (default) does so in worker processes (forked or multiprocessing children),
+            which may leave through ``os._exit`` without running atexit.
+        sigterm_timeout_s: on SIGTERM, end open runs as ``killed`` and write the queue for at most this
+            long, then run the previous handler (or the default action). ``None`` installs no handler.
 
     Example::
 
@@ -279,6 +360,13 @@ class Recorder:
         max_spend_usd: float | None = None,
         tool_timeout_s: float | None = None,
         redaction_key: bytes | None = None,
+        timeout_s: float = 5.0,
+        max_queue_bytes: int = 64 << 20,
+        flush_interval_s: float = 0.05,
+        spool_dir: str | os.PathLike[str] | None = None,
+        max_spool_bytes: int = 256 << 20,
+        sync_run_end: bool | None = None,
+        sigterm_timeout_s: float | None = 2.0,
     ) -> None:
         if store_args not in ("hash", "redacted"):
             raise ValueError(f"store_args={store_args!r}: use 'hash' (default, args_sha only) or 'redacted'")
@@ -291,16 +379,56 @@ class Recorder:
         self.guards = Guards(max_steps, max_repeats, max_tokens, max_spend_usd, tool_timeout_s)
         self._last: contextvars.ContextVar[str | None] = contextvars.ContextVar("replay_last_run", default=None)
         self._active: set[RunState] = set()
+        self._finalizer_pid = 0
         self._warned_encode = False
-        self._writer = Writer(
-            self._open_store,
-            self._make_redactor,
-            max_queue=max_queue,
-            on_full=on_full,
-            max_snapshot_bytes=max_snapshot_bytes,
-            store_args=store_args == "redacted",
+        self.timeout_s = timeout_s
+        self.spool_dir = spool_dir
+        self.sync_run_end = sync_run_end
+        self.sigterm_timeout_s = sigterm_timeout_s
+        self._writer = self._new_writer(
+            max_queue=max_queue, max_queue_bytes=max_queue_bytes, on_full=on_full,
+            max_snapshot_bytes=max_snapshot_bytes, store_args=store_args == "redacted",
+            flush_interval=flush_interval_s, max_spool_bytes=max_spool_bytes,
         )
         _recorders.add(self)
+        if sigterm_timeout_s is not None:
+            _install_sigterm()
+
+    def _new_writer(self, **opts: Any) -> Writer:
+        sync = self.sync_run_end if self.sync_run_end is not None else _in_worker_process()
+        return Writer(self._open_store, self._make_redactor, peek_key=self._peek_key,
+                      spool_dir=self._spool_dir(), sync_runs=sync, **opts)
+
+    def _spool_dir(self) -> str | None:
+        if self.spool_dir is not None:
+            return os.fspath(self.spool_dir)
+        path = self.db if isinstance(self.db, (str, os.PathLike)) else getattr(self.db, "path", None)
+        if path is None or str(path) in (":memory:", "") or str(path).startswith(("postgres://", "postgresql://")):
+            return None
+        return f"{os.fspath(path)}.spool"
+
+    def _peek_key(self) -> bytes | None:
+        """The store's key read without a write lock (a store locked by another process still has it).
+
+        A key given to the recorder (or ``$REPLAY_REDACTION_KEY``) is the one redaction uses anyway.
+        """
+        explicit = self.redaction_key or shared_redaction_key()
+        if explicit is not None:
+            return explicit
+        if not isinstance(self.db, (str, os.PathLike)):
+            return None
+        import pathlib
+        import sqlite3
+
+        path = pathlib.Path(self.db)
+        if not path.is_file() or path.is_symlink():
+            return None
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=0.5)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
+        finally:
+            conn.close()
+        return row[0] if row is not None and isinstance(row[0], bytes) and len(row[0]) >= 16 else None
 
     # ---- store ------------------------------------------------------------------------------
 
@@ -312,7 +440,8 @@ class Recorder:
                 raise NotImplementedError(
                     "the PostgreSQL backend is not in this release of agent-replay: use a SQLite path"
                 )
-            return Store(self.db, snapshot_days=self.snapshot_days, event_days=self.event_days)
+            return Store(self.db, snapshot_days=self.snapshot_days, event_days=self.event_days,
+                         timeout_s=self.timeout_s)
         return self.db
 
     def _make_redactor(self, key: bytes | None) -> Redactor:
@@ -325,7 +454,9 @@ class Recorder:
 
     @property
     def dropped(self) -> int:
-        """Records lost because the store failed or the queue was full (warned once)."""
+        """Records truly lost (warned once): the queue was full with ``on_full="drop"``, the spool
+        was full or unwritable, or the store could never be opened. A store that is only locked
+        or missing for a while loses nothing: its records wait in the spool (see `spool_dir`)."""
         return self._writer.dropped
 
     @property
@@ -364,14 +495,10 @@ class Recorder:
         old = self._writer
         old.close()
         self.db = db
-        self._writer = Writer(
-            self._open_store,
-            self._make_redactor,
-            max_queue=old.max_queue,
-            on_full=old.on_full,
-            max_snapshot_bytes=old.max_snapshot_bytes,
-            store_args=old.store_args,
-            listeners=old.listeners,
+        self._writer = self._new_writer(
+            max_queue=old.max_queue, max_queue_bytes=old.max_queue_bytes, on_full=old.on_full,
+            max_snapshot_bytes=old.max_snapshot_bytes, store_args=old.store_args, listeners=old.listeners,
+            flush_interval=old.flush_interval, max_spool_bytes=old.max_spool_bytes,
         )
 
     def close(self) -> None:
@@ -379,6 +506,17 @@ class Recorder:
         for st in list(self._active):
             self._end(st, "killed", None)
         self._writer.close()
+
+    def _terminate(self, timeout: float) -> bool:
+        """On SIGTERM: end open runs as ``killed`` and write the queue within `timeout` seconds."""
+        w = self._writer
+        sync, w.sync_runs = w.sync_runs, False  # one bounded flush below, not one per run
+        try:
+            for st in list(self._active):
+                self._end(st, "killed", None)
+        finally:
+            w.sync_runs = sync
+        return w.flush(timeout)
 
     def prune(self, *, now_ms: int | None = None, dry_run: bool = False) -> Any:
         """Delete what has expired (pinned runs never do); returns the counts deleted."""
@@ -441,7 +579,7 @@ class Recorder:
         http = _http_options(http, http_match)  # reject a bad matching rule at decoration time too
 
         def deco(fn: F) -> F:
-            agent_name = name or fn.__name__
+            agent_name = _check_name(name or fn.__name__, "agent")
             entry = f"{fn.__module__}:{fn.__qualname__}"
             if fn.__module__ == "__main__":
                 entry = _script_entrypoint(fn, agent_name)
@@ -489,6 +627,10 @@ class Recorder:
         st = _run.get()
         if st is None:
             return
+        if not _usage_ok(tokens_in, tokens_out, cost_usd):
+            # Recording never breaks the agent: a nonsense amount is left out, with one warning.
+            self._warn_encode("rec.usage()", "a negative, non-finite or non-numeric amount was ignored")
+            return
         st.tokens_in += tokens_in
         st.tokens_out += tokens_out
         st.cost_usd += cost_usd
@@ -497,13 +639,17 @@ class Recorder:
     def _begin(self, handle: RunHandle) -> RunState:
         session = _session.get()
         style, value = handle.input
-        frozen, problem = freeze_lenient(value)
+        frozen, problem = freeze_lenient(value, "input")
         if problem:
             self._warn_encode(f"the input of agent {handle.agent!r}", problem)
         ts = time.time_ns() // 1_000_000
+        if self._finalizer_pid != _pid():
+            _register_worker_finalizer(self)
         run = Run(
             run_id=new_run_id(ts),
-            agent=handle.agent,
+            pid=_pid(),
+            last_seen_ms=ts,
+            agent=_safe_name(handle.agent),
             entrypoint=handle.entrypoint,
             versions={**self.versions, **(handle.versions or {})},
             labels=dict(handle.labels or {}),
@@ -527,10 +673,16 @@ class Recorder:
         ts = time.time_ns() // 1_000_000
         run = st.run.model_copy()
         run.ended_ms = ts
+        run.last_seen_ms = ts
         run.stop_reason = reason
         run.usage = st.usage()
         run.tool_calls = st.tool_calls
-        self._writer.submit(RunItem(run, st.input, st.output, True, ts, st.output_type, st.http))
+        w = self._writer
+        w.submit(RunItem(run, st.input, st.output, True, ts, st.output_type, st.http))
+        if w.sync_runs:
+            w.wait_run()  # a worker may leave through os._exit right after: the run is written first
+        else:
+            w.keep_up(ts)  # bounds what a hard kill can lose to about one flush interval
 
     def _stop_reason_for(self, st: RunState, exc: BaseException | None) -> str:
         if st.tripped is not None:
@@ -541,6 +693,9 @@ class Recorder:
             return "cancelled"
         if isinstance(exc, StopRun):
             return exc.stop_reason
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            # sys.exit() / sys.exit(0) inside an agent is a clean end, not a failure.
+            return st.stop_reason or "completed"
         return st.stop_reason or "error"
 
     def _warn_encode(self, where: str, problem: str) -> None:
@@ -625,7 +780,57 @@ class Recorder:
             if n > g.max_repeats:
                 self._trip(st, "loop_detected",
                            f"{spec.name} called {n} times with the same args, max_repeats={g.max_repeats}")
+        if self._track_groups:
+            # Concurrent groups: note the step in flight at its level (inline: this runs on every
+            # call); its group is settled when steps finish (`_settle_group`).
+            parent = _step.get()
+            try:
+                lv = st.levels[parent]
+            except KeyError:  # the first step at this level
+                lv = st.levels.setdefault(parent, [{}, 0, 0])
+            lv[0][step_id] = None
+            if lv[1]:
+                self._announced(st, spec, lv, step_id)
         return step_id, frozen
+
+    #: concurrent-group bookkeeping on; the benchmark turns it off to measure what it costs
+    _track_groups = True
+
+    def _announced(self, st: RunState, spec: _ToolSpec, lv: list[Any], step_id: int) -> None:
+        """A step entering after a model response announced tool calls: those join one group."""
+        with st.group_lock:
+            if spec.kind != "tool_result":
+                lv[1] = 0  # a model call ends what the previous response announced
+            elif lv[1]:
+                lv[1] -= 1
+                if not lv[2]:
+                    lv[2] = step_id
+                st.marks[step_id] = lv[2]
+
+    def _settle_group(self, st: RunState, spec: _ToolSpec, lv: list[Any], step_id: int,
+                      result: Any) -> int | None:
+        """A step finishing while siblings are in flight puts them all in one group: its own
+        (from an earlier overlap), one of theirs, else the earliest one's step id. A step that
+        finishes alone is grouped only if one of those marked it. Groups are thus the connected
+        runs of overlapping siblings, named by their first step. A model response that announces
+        several tool calls makes them one group (see `_announced`)."""
+        marks = st.marks
+        q = lv[0]
+        with st.group_lock:
+            flying = list(q)  # one C-level copy: others may enter meanwhile
+            group = marks.pop(step_id, None)
+            others = [j for j in flying if j != step_id]
+            if others:
+                if group is None:
+                    group = next((marks[j] for j in others if j in marks), None) or min(flying)
+                for j in others:
+                    marks[j] = group
+            q.pop(step_id, None)
+            if spec.kind == "model_result" and result is not None:
+                n = _tool_calls_in(result)
+                if n > 1:  # the next n tool calls at this level are one group, named by the first
+                    lv[1], lv[2] = n, 0
+        return group
 
     def _trip(self, st: RunState, reason: str, detail: str) -> None:
         st.tripped = StopRun(reason, detail)
@@ -643,14 +848,37 @@ class Recorder:
         self, st: RunState, spec: _ToolSpec, step_id: int, parent: int | None, frozen_args: bytes,
         t0: int, result: Any = None, exc: BaseException | None = None, args_sha: str | None = None,
         error_names: tuple[str, str, str] | None = None, error_message: str | None = None,
-        output_sha: str | None = None,
+        output_sha: str | None = None, concurrent_group: int | None = None,
     ) -> None:
         """Hand one finished call to the writer.
 
         `output_sha` is set by replay for an answer taken from the recording: the recorded snapshot
-        stands for it, so the value is neither copied nor hashed again.
+        stands for it, so the value is neither copied nor hashed again. `concurrent_group` is set by
+        replay too: the recorded step's group in the replayed run's numbering (0: it had none)
+        replaces the replay's own, since answers from the recording are instant.
         """
         dur = (time.perf_counter_ns() - t0) // 1_000_000
+        # Leave the in-flight steps (inline, this runs on every call): a step that ran alone and
+        # is no model call costs a few dict operations and no lock; the rest is `_settle_group`.
+        group = None
+        if self._track_groups:
+            try:
+                lv = st.levels[parent]
+            except KeyError:  # never entered at this level (a parent reset elsewhere)
+                lv = None
+            if lv is not None:
+                q = lv[0]
+                if len(q) > 1 or spec.kind == "model_result":
+                    group = self._settle_group(st, spec, lv, step_id, result if exc is None else None)
+                else:
+                    if st.marks:
+                        group = st.marks.pop(step_id, None)
+                    try:
+                        del q[step_id]
+                    except KeyError:  # not counted at this level (it entered under another parent)
+                        pass
+        if concurrent_group is not None:
+            group = concurrent_group or None
         usage = None
         if spec.kind == "tool_result":
             st.tool_calls += 1
@@ -658,17 +886,18 @@ class Recorder:
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, None,
                             error_names or _error_names(exc), str(exc) if error_message is None else error_message,
                             time.time_ns() // 1_000_000, dur, None,
-                            None, args_sha, output_sha)
+                            None, args_sha, output_sha, group)
         else:
             if spec.kind == "model_result":
                 usage = self._model_usage(st, spec, result)
             out: bytes | None = None
             if output_sha is None:
-                out, problem = freeze_lenient(result)
+                out, problem = freeze_lenient(result, "output")
                 if problem:
                     self._warn_encode(f"the output of {spec.name}", problem)
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, out, None, None,
-                            time.time_ns() // 1_000_000, dur, usage, _type_name(result), args_sha, output_sha)
+                            time.time_ns() // 1_000_000, dur, usage, _type_name(result), args_sha, output_sha,
+                            group)
         self._writer.submit(item)
 
     def _model_usage(self, st: RunState, spec: _ToolSpec, response: Any) -> Usage | None:
@@ -682,7 +911,7 @@ class Recorder:
         st.tokens_in += tin
         st.tokens_out += tout
         st.cost_usd += cost
-        return Usage(tokens_in=tin, tokens_out=tout, cost_usd=cost)
+        return Usage.lenient(tokens_in=tin, tokens_out=tout, cost_usd=cost)
 
     def _call(self, st: RunState, spec: _ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         step_id, frozen = self._enter_step(st, spec, args, kwargs)
@@ -797,7 +1026,7 @@ class RunHandle:
     def set_output(self, value: Any) -> None:
         """Record `value` as the run's output (the decorator does this with the return value)."""
         assert self.state is not None
-        frozen, problem = freeze_lenient(value)
+        frozen, problem = freeze_lenient(value, "output")
         if problem:
             self.recorder._warn_encode(f"the output of agent {self.agent!r}", problem)
         self.state.output = frozen
@@ -863,6 +1092,95 @@ def _stop_http(capture: Any) -> list[Any] | None:
     except Exception as exc:  # noqa: BLE001 - recording must never break the agent
         warnings.warn(f"agent-replay lost a run's HTTP interactions: {exc!r}", RecordingLossWarning, stacklevel=3)
         return None
+
+
+_pid = os.getpid
+
+
+def _in_worker_process() -> bool:
+    """A multiprocessing child (fork, spawn or forkserver; Pool, Process, ProcessPoolExecutor)."""
+    mp = sys.modules.get("multiprocessing")
+    return mp is not None and mp.parent_process() is not None
+
+
+def _register_worker_finalizer(rec: Recorder) -> None:
+    """In a multiprocessing child, close the recorders when the worker exits normally.
+
+    A worker leaves through ``os._exit`` (no atexit) after running multiprocessing's finalizers,
+    which it clears when it starts; so this is registered at the first run in each process.
+    """
+    rec._finalizer_pid = _pid()
+    mp = sys.modules.get("multiprocessing")
+    if mp is None or mp.parent_process() is None:
+        return
+    try:
+        from multiprocessing import util
+
+        util.Finalize(None, _close_all, exitpriority=100)
+    except Exception:  # noqa: BLE001 - recording must never break the agent
+        pass
+
+
+def _after_fork_in_child() -> None:
+    # The parent's open runs belong to the parent: the child must not end them as killed at exit.
+    for rec in list(_recorders):
+        rec._active = set()
+        rec._finalizer_pid = 0
+        if rec.sync_run_end is not None:  # the writer's own hook turned it on; an explicit choice wins
+            rec._writer.sync_runs = rec.sync_run_end
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_sigterm_prev: Any = None
+_sigterm_installed = False
+
+
+def _install_sigterm() -> None:
+    """Chain a SIGTERM handler that ends open runs as killed and writes the queue, then runs the
+    previous handler (or the default action). Only from the main thread, and only over the default
+    action or a Python handler: an ignored SIGTERM or a handler set from C is left alone."""
+    global _sigterm_prev, _sigterm_installed
+    if _sigterm_installed or not hasattr(signal, "SIGTERM"):
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        current = signal.getsignal(signal.SIGTERM)
+        if current is _on_sigterm:
+            _sigterm_installed = True
+            return
+        if not (current == signal.SIG_DFL or callable(current)):
+            return
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # not the main interpreter, or no signals here
+        return
+    _sigterm_prev = current
+    _sigterm_installed = True
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    deadline = time.monotonic() + max(
+        (r.sigterm_timeout_s or 0.0 for r in list(_recorders)), default=0.0
+    )
+    for rec in list(_recorders):
+        if rec.sigterm_timeout_s is None:
+            continue
+        try:
+            rec._terminate(max(0.0, min(rec.sigterm_timeout_s, deadline - time.monotonic())))
+        except Exception:  # noqa: BLE001 - the previous handler must still run
+            pass
+    prev = _sigterm_prev
+    if callable(prev) and prev is not _on_sigterm:
+        prev(signum, frame)
+        return
+    if prev == signal.SIG_IGN:
+        return
+    # The default action: terminate by SIGTERM, so the parent sees the same exit status as before.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 @atexit.register

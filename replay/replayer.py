@@ -51,6 +51,8 @@ class Recording:
     secret_key: bytes | None = None
     cassette: Cassette | None = None
     http: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # recorded HTTP interactions
+    #: steps whose output snapshot was pruned: (step_id, tool, expired_since_ms); replay refuses them
+    expired: list[tuple[int, str, int]] = dataclasses.field(default_factory=list)
 
     @property
     def steps(self) -> list[Event]:
@@ -117,18 +119,40 @@ def load_recording(source: str | os.PathLike[str] | Cassette, *, db: str | os.Pa
         # Read every snapshot replay needs now, in a few queries: the store is closed after loading.
         shas = [e.output_sha for e in events if e.output_sha] + [run.input_sha or "", run.output_sha or ""]
         found = store.snapshots(shas)
-        snaps = {sha: (thaw(body), type_name, truncated) for sha, (body, type_name, truncated) in found.items()}
+        snaps = {sha: (_thaw_snapshot(store, run, sha, body), type_name, truncated)
+                 for sha, (body, type_name, truncated) in found.items()}
         from replay.cassette import _stored_http
 
         return Recording(run=run, events=events, snapshots=snaps, source=f"store:{path}",
-                         secret_key=store.secret_key, http=_stored_http(store, run.http_sha))
+                         secret_key=store.secret_key, http=_stored_http(store, run.http_sha),
+                         expired=store.expired_steps(run, events))
     finally:
         store.close()
 
 
+def _thaw_snapshot(store: Any, run: Run, sha: str, body: bytes) -> Any:
+    """A stored snapshot's value; a damaged one is named (store, run, sha), never a raw traceback."""
+    try:
+        return thaw(body)
+    except (ValueError, RecursionError) as exc:
+        from replay.errors import CorruptRowError
+
+        why = "nested too deeply" if isinstance(exc, RecursionError) else "not valid JSON"
+        raise CorruptRowError(str(store.path), "snapshots", run.run_id, f"body of snapshot {sha[:24]}", why,
+                              where=f"sha = '{sha[:24]}'") from None
+
+
 def _from_cassette(cas: Cassette, path: str) -> Recording:
     snaps = {sha: (s.body, s.type, s.truncated) for sha, s in cas.snapshots.items()}
-    return Recording(run=cas.run, events=cas.events, snapshots=snaps, source=path, cassette=cas, http=list(cas.http))
+    # A cassette exported with --allow-expired lacks some outputs: the same refusal as from a store.
+    expired = [
+        (e.step_id or 0, e.tool or "?", e.ts_ms + 14 * 86_400_000)
+        for e in cas.events
+        if e.kind in ("tool_result", "model_result") and e.parent_step_id is None
+        and e.output_sha and e.output_sha not in snaps
+    ]
+    return Recording(run=cas.run, events=cas.events, snapshots=snaps, source=path, cassette=cas, http=list(cas.http),
+                     expired=expired)
 
 
 # ---- rebuilding recorded values -------------------------------------------------------------
@@ -229,6 +253,8 @@ class ReplaySession:
         self.http_loose = recording.secret_key is None or key != recording.secret_key
         self.index: dict[tuple[str, str], collections.deque[Event]] = collections.defaultdict(collections.deque)
         self.recorded_tools: dict[str, list[str]] = collections.defaultdict(list)
+        # recorded concurrent group -> its id in the replayed run (the first replayed member's step)
+        self.groups: dict[int, int] = {}
         for e in recording.steps:
             if e.tool is not None and e.args_sha is not None:
                 self.index[(e.tool, e.args_sha)].append(e)
@@ -296,12 +322,17 @@ class ReplaySession:
         if recorded.step_id is not None:
             self.answered[step_id] = recorded.step_id
         value, error, names, message = self._answer(recorded)
+        # Answers are instant, so parallel calls may not overlap in the replay (and sequential ones
+        # may): a step answered from the recording takes the recorded step's group (0: none), in
+        # the replayed run's numbering, and a bless keeps the recording's groups.
+        group = 0 if recorded.concurrent_group is None else self.groups.setdefault(recorded.concurrent_group, step_id)
         if error is not None:
             rec._finish_step(st, spec, step_id, parent, frozen, t0, exc=error, args_sha=sha,
-                             error_names=names, error_message=message, output_sha=recorded.output_sha)
+                             error_names=names, error_message=message, output_sha=recorded.output_sha,
+                             concurrent_group=group)
             raise error
         rec._finish_step(st, spec, step_id, parent, frozen, t0, result=value, args_sha=sha,
-                         output_sha=recorded.output_sha)
+                         output_sha=recorded.output_sha, concurrent_group=group)
         if spec.kind == "model_result":
             rec._check_budget(st)
         return value
@@ -496,6 +527,25 @@ def resolve_replay_agent(
     return check_explicit(fn, run.agent, run.run_id)
 
 
+def _check_expired(recording: Recording, stubs: Mapping[str, Any] | None) -> None:
+    """Refuse, before the agent runs, a replay that would hand it None for a pruned output.
+
+    Steps of a tool answered by a stub need no snapshot.
+
+    Raises:
+        ExpiredSnapshotsError: naming each such step and since when its snapshot expired.
+    """
+    missing = [s for s in recording.expired if not stubs or s[1] not in stubs]
+    if missing:
+        from replay.errors import ExpiredSnapshotsError
+
+        tools = sorted({tool for _, tool, _ in missing})
+        raise ExpiredSnapshotsError(
+            recording.run.run_id, missing,
+            fix=f"To replay it anyway, answer those tools with stubs ({', '.join(map(repr, tools))})",
+        )
+
+
 def _invoke(session: ReplaySession, fn: Callable[..., Any], recording: Recording,
             call: tuple[list[Any], dict[str, Any]]) -> Any:
     """Call the agent inside the session; a plain function gets a run opened around it."""
@@ -607,9 +657,11 @@ def replay_run(
         allow_subprocess: let the agent start processes (sealed by default).
 
     Raises:
-        RunNotFoundError, CassetteDecodeError, EntrypointError: before anything runs.
+        RunNotFoundError, CassetteDecodeError, EntrypointError, ExpiredSnapshotsError: before
+            anything runs (the last when outputs the replay needs were pruned; stubs cover them).
     """
     recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
+    _check_expired(recording, stubs)
     session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction,
                             record_to=record_to)
     output: Any = None
@@ -619,7 +671,7 @@ def replay_run(
             output = _invoke(session, fn, recording, call)
             if inspect.isawaitable(output):
                 output = asyncio.run(_await(output))
-        except (Exception, StopRun) as exc:
+        except (Exception, StopRun, SystemExit) as exc:  # sys.exit() in the agent ends it, not the replay
             exception = exc
     return _conclude(session, recording, output, exception, ignore, ordered)
 
@@ -677,6 +729,7 @@ async def replay_run_async(
 ) -> ReplayResult:
     """`replay_run` for async agents inside a running event loop."""
     recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
+    _check_expired(recording, stubs)
     session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction,
                             record_to=record_to)
     output: Any = None
@@ -686,6 +739,6 @@ async def replay_run_async(
             output = _invoke(session, fn, recording, call)
             if inspect.isawaitable(output):
                 output = await output
-        except (Exception, StopRun) as exc:
+        except (Exception, StopRun, SystemExit) as exc:  # sys.exit() in the agent ends it, not the replay
             exception = exc
     return _conclude(session, recording, output, exception, ignore, ordered)

@@ -20,19 +20,22 @@ import secrets
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
 from sqlite_utils import Database
 
-from replay.errors import AmbiguousRunIdError, RunNotFoundError, StoreError
+from replay.errors import AmbiguousRunIdError, CorruptRowError, CorruptRowWarning, RunNotFoundError, StoreError
 from replay.hashing import canonical_json, thaw
+from replay.liveness import infer_killed
 from replay.migrations import SCHEMA_VERSION, START_SEQ, STOP_SEQ, migrate, read_schema_version
 from replay.models import Event, Run
 
 __all__ = [
     "EVENT_COLUMNS",
+    "PRUNE_BATCH",
     "RUN_COLUMNS",
     "SCHEMA_VERSION",
     "PruneResult",
@@ -56,6 +59,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "stop_reason",
     "usage",
     "parent_step_id",
+    "concurrent_group",  # schema 4: parallel tool calls
 )
 
 #: The columns of the runs table: the `Run` fields.
@@ -80,12 +84,16 @@ RUN_COLUMNS: tuple[str, ...] = (
     "call_style",
     "host",
     "http_sha",  # schema 3: the optional HTTP layer
+    "pid",  # schema 4: liveness of the recording process (replay/liveness.py)
+    "last_seen_ms",
 )
 
 #: ``(sha, body, type_name, truncated)``: one content-addressed snapshot.
 SnapshotRow = tuple[str, bytes, "str | None", bool]
 
 _DAY_MS = 86_400_000
+#: Rows `Store.prune` deletes per write transaction.
+PRUNE_BATCH = 2_000
 _NCOL = len(EVENT_COLUMNS)
 _ROWS_PER_STATEMENT = 32  # multi-row VALUES: ~1.4x fewer per-row costs than one row per statement
 _STEP_KINDS = ("tool_result", "model_result")
@@ -104,6 +112,10 @@ class PruneResult:
     events: int
     snapshots: int
     dry_run: bool = False
+    #: how many short write transactions the deletion took (not compared: it depends on timing)
+    batches: int = dataclasses.field(default=0, compare=False)
+    #: the longest time one of them held the write lock, in milliseconds
+    longest_lock_ms: float = dataclasses.field(default=0.0, compare=False)
 
 
 def _now_ms() -> int:
@@ -120,7 +132,7 @@ def _hint(err: sqlite3.Error, store: Store) -> str:
     if "locked" in msg or "busy" in msg:
         return (
             f"another process held the database longer than the busy timeout ({store.timeout_s:g} s): "
-            "retry, or pass a longer Store(timeout_s=...)"
+            "retry, or pass a longer Recorder(timeout_s=...) / Store(timeout_s=...)"
         )
     if "readonly" in msg or "read-only" in msg:
         return "make the file, its -wal/-shm files and its folder writable, or choose another --db"
@@ -447,7 +459,24 @@ class Store:
             getattr(run, "call_style", "bound"),
             run.host,
             run.http_sha,
+            run.pid,
+            run.last_seen_ms,
         )
+
+    def touch_runs(self, run_ids: Sequence[str], now_ms: int | None = None) -> None:
+        """The writer's heartbeat: the runs in `run_ids` are still open in a live process.
+
+        Raises:
+            StoreError: the write failed.
+        """
+        if not run_ids:
+            return
+        now = _now_ms() if now_ms is None else int(now_ms)
+        with self._writing("updating run heartbeats") as conn:
+            conn.executemany(
+                "UPDATE runs SET last_seen_ms = max(coalesce(last_seen_ms, 0), ?) WHERE run_id = ? AND stop_reason IS NULL",
+                [(now, r) for r in run_ids],
+            )
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -461,7 +490,7 @@ class Store:
             row = conn.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFoundError(run_id, self.path.name, self.count_runs())
-            return _run_from_row(row)
+            return infer_killed([self._run(row)])[0]
 
     def find_run(self, prefix: str) -> Run:
         """The run whose id is `prefix` or starts with it (``r_`` may be left out), for the CLI.
@@ -476,7 +505,7 @@ class Store:
         with self._reading("looking up a run") as conn:
             row = conn.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?", (prefix,)).fetchone()
             if row is not None:
-                return _run_from_row(row)
+                return infer_killed([self._run(row)])[0]
             tries = [prefix] if prefix.startswith("r_") else [prefix, "r_" + prefix]
             for p in tries:
                 # A range, not LIKE: run ids contain '_', LIKE's wildcard.
@@ -499,7 +528,7 @@ class Store:
             rows = conn.execute(
                 f"SELECT {_EVENT_SELECT} FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
             ).fetchall()
-        return [_event_from_row(r) for r in rows]
+        return [self._event(r) for r in rows]
 
     def snapshot(self, sha: str) -> tuple[bytes, str | None, bool] | None:
         """``(body, type_name, truncated)`` of the snapshot with this sha; None if never stored or pruned."""
@@ -550,7 +579,7 @@ class Store:
             params.append(int(limit))
         with self._reading("listing runs") as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [_run_from_row(r) for r in rows]
+        return infer_killed(self._readable(rows, self._run, "runs"))
 
     def count_runs(self) -> int:
         """How many runs the store holds (replays included)."""
@@ -583,9 +612,62 @@ class Store:
         )
         with self._reading("reading step events") as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [_event_from_row(r) for r in rows]
+        return self._readable(rows, self._event, "events")
+
+    def _run(self, row: Sequence[Any]) -> Run:
+        try:
+            return _run_from_row(row)
+        except CorruptRowError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any damage in the row: name it, never crash
+            raise _corrupt(str(self.path), "runs", RUN_COLUMNS, row, exc) from None
+
+    def _event(self, row: Sequence[Any]) -> Event:
+        try:
+            return _event_from_row(row)
+        except Exception as exc:  # noqa: BLE001
+            raise _corrupt(str(self.path), "events", EVENT_COLUMNS, row, exc) from None
+
+    def _readable(self, rows: list[Any], read: Any, table: str) -> list[Any]:
+        """Rows read for a listing; an unreadable one is skipped with one warning naming its run."""
+        out, bad = [], []
+        for r in rows:
+            try:
+                out.append(read(r))
+            except CorruptRowError as exc:
+                bad.append(exc)
+        if bad:
+            names = ", ".join(f"{e.run_id} ({e.field})" for e in bad[:5]) + (", …" if len(bad) > 5 else "")
+            warnings.warn(
+                f"{self.path}: skipped {len(bad)} unreadable row(s) of {table}: {names}; "
+                f"`replay show RUN_ID` names the problem",
+                CorruptRowWarning,
+                stacklevel=3,
+            )
+        return out
 
     # -- retention -------------------------------------------------------------------------------
+
+    def expired_steps(self, run: Run, events: Sequence[Event] | None = None) -> list[tuple[int, str, int]]:
+        """The top-level steps of `run` whose output snapshot is gone (pruned): ``(step_id, tool, since_ms)``.
+
+        `since_ms` is when the snapshot expired: written with the step, it lived `snapshot_days`
+        from then (a later write of the same content would have kept it longer). Empty when every
+        snapshot a replay needs is still there.
+        """
+        if run.replay_of is not None:
+            return []  # a replay's answers point at the recording's snapshots, kept in its own store
+        if events is None:
+            events = self.events(run.run_id)
+        steps = [e for e in events if e.kind in _STEP_KINDS and e.parent_step_id is None and e.output_sha]
+        if not steps:
+            return []
+        found = self.snapshots(e.output_sha for e in steps if e.output_sha)
+        return [
+            (e.step_id or 0, e.tool or "?", e.ts_ms + self._snapshot_ms)
+            for e in steps
+            if e.output_sha not in found
+        ]
 
     def pin(self, run_id: str, pinned: bool = True) -> Run:
         """Pin a run (an incident) so that nothing of it expires, or unpin it.
@@ -613,29 +695,80 @@ class Store:
                 )
         return self.get_run(run_id)
 
-    def prune(self, *, now_ms: int | None = None, dry_run: bool = False) -> PruneResult:
+    def prune(
+        self, *, now_ms: int | None = None, dry_run: bool = False, batch_size: int = PRUNE_BATCH,
+        pause_s: float = 0.002,
+    ) -> PruneResult:
         """Delete what has expired at `now_ms` (default: now); with `dry_run`, only count it.
 
         Deletes expired events; runs whose events are all expired and whose own expiry has passed;
         expired snapshots. Nothing of a pinned run is deleted: not its row, not its events, not the
         snapshots its events or its input/output reference.
+
+        Deletion runs in short transactions of at most `batch_size` rows each, with a `pause_s`
+        gap between them. Runs and snapshots are found through their expiry indexes; events
+        (no such index: it would grow every event) are paged in key order outside the write
+        lock and deleted by key, the condition re-checked so a recording process waiting for the
+        write lock gets it well within its busy timeout. A prune that stops half way (killed, or
+        a batch failing) leaves a consistent store; the next prune carries on.
+
+        Raises:
+            ValueError: `batch_size` below 1.
+            StoreError: a batch failed (the batches before it stay deleted).
         """
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: delete at least 1 row per transaction")
         now = _now_ms() if now_ms is None else int(now_ms)
-        p = {"now": now}
+        p = {"now": now, "n": int(batch_size)}
         if dry_run:
             with self._reading("counting expired records") as conn:
                 counts = [
                     int(conn.execute(f"SELECT count(*) FROM {table} WHERE {cond}", p).fetchone()[0])
-                    for table, cond in _PRUNE
+                    for table, _key, cond in _PRUNE
                 ]
             runs, events, snaps = counts
             return PruneResult(runs, events, snaps, dry_run=True)
         counts = []
-        with self._writing("pruning") as conn:
-            for table, cond in _PRUNE:
-                counts.append(conn.execute(f"DELETE FROM {table} WHERE {cond}", p).rowcount)
+        batches, longest = 0, 0.0
+        for table, key, cond in _PRUNE:
+            total = 0
+            if table == "events":
+                # No expiry index on events (it would cost ~50 bytes and ~15% ingest per event):
+                # find a page of expired keys in primary-key order without the write lock (WAL
+                # readers do not block writers), then delete exactly those, re-checked, under it.
+                last: tuple[Any, Any] = ("", START_SEQ - 1)
+                while True:
+                    with self._reading("finding expired events") as conn:
+                        keys = conn.execute(_EVENTS_PAGE, {**p, "r": last[0], "s": last[1]}).fetchall()
+                    if not keys:
+                        break
+                    last = keys[-1]
+                    with self._writing("pruning") as conn:
+                        t0 = time.perf_counter()
+                        total += _delete_events(conn, keys, now)
+                    longest = max(longest, time.perf_counter() - t0)
+                    batches += 1
+                    if len(keys) < batch_size:
+                        break
+                    if pause_s > 0:
+                        time.sleep(pause_s)
+                counts.append(total)
+                continue
+            sql = f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} LIMIT :n)"
+            while True:
+                with self._writing("pruning") as conn:
+                    t0 = time.perf_counter()
+                    n = conn.execute(sql, p).rowcount
+                longest = max(longest, time.perf_counter() - t0)
+                batches += 1
+                total += n
+                if n < batch_size:
+                    break
+                if pause_s > 0:
+                    time.sleep(pause_s)  # let a writer waiting for the lock in
+            counts.append(total)
         runs, events, snaps = counts
-        return PruneResult(runs, events, snaps)
+        return PruneResult(runs, events, snaps, batches=batches, longest_lock_ms=round(longest * 1000, 3))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -667,7 +800,14 @@ _EVENT_SELECT = ", ".join(EVENT_COLUMNS)
 _UPSERT_RUN = (
     f"INSERT INTO runs ({_RUN_SELECT}) VALUES ({', '.join('?' * len(RUN_COLUMNS))}) "
     "ON CONFLICT (run_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:] if c not in ("pinned", "expires_at"))
+    + ", ".join(
+        f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:] if c not in ("pinned", "expires_at", "pid", "last_seen_ms")
+    )
+    # A heartbeat may have moved last_seen_ms past what a late (spooled) write of the run carries.
+    + ", pid = coalesce(excluded.pid, runs.pid)"
+    + ", last_seen_ms = CASE WHEN runs.last_seen_ms IS NULL THEN excluded.last_seen_ms"
+    + " WHEN excluded.last_seen_ms IS NULL THEN runs.last_seen_ms"
+    + " ELSE max(runs.last_seen_ms, excluded.last_seen_ms) END"
     # Pinning is the user's decision (`replay pin`): the recorder's later write must not undo it.
     + ", pinned = max(runs.pinned, excluded.pinned)"
     + ", expires_at = CASE WHEN runs.pinned OR excluded.pinned THEN NULL ELSE excluded.expires_at END"
@@ -686,16 +826,48 @@ _PINNED_REFS = (
     "UNION SELECT output_sha FROM runs WHERE pinned AND output_sha IS NOT NULL "
     "UNION SELECT http_sha FROM runs WHERE pinned AND http_sha IS NOT NULL"
 )
-# Order matters for the counts only in that each condition holds before and after the others run.
-_PRUNE: tuple[tuple[str, str], ...] = (
+# (table, key of a row, condition): each condition holds before and after the others run, so the
+# batches of one table can interleave with writers and with each other. `expires_at <= :now`
+# leads every condition so SQLite searches the expiry index (tests check the query plan).
+_PRUNE: tuple[tuple[str, str, str], ...] = (
     (
         "runs",
-        "NOT pinned AND expires_at <= :now AND NOT EXISTS (SELECT 1 FROM events e "
+        "rowid",
+        "expires_at <= :now AND NOT pinned AND NOT EXISTS (SELECT 1 FROM events e "
         "WHERE e.run_id = runs.run_id AND (e.expires_at IS NULL OR e.expires_at > :now))",
     ),
-    ("events", f"expires_at <= :now AND run_id NOT IN ({_PINNED})"),
-    ("snapshots", f"expires_at <= :now AND sha NOT IN ({_PINNED_REFS})"),
+    ("events", "run_id, seq", f"expires_at <= :now AND run_id NOT IN ({_PINNED})"),
+    ("snapshots", "rowid", f"expires_at <= :now AND sha NOT IN ({_PINNED_REFS})"),
 )
+# Events are paged by primary key (keyset pagination: each page starts where the last ended, so
+# one prune reads the table once) and deleted one key at a time with the condition re-checked.
+_EVENTS_PAGE = (
+    f"SELECT run_id, seq FROM events WHERE (run_id, seq) > (:r, :s) AND {_PRUNE[1][2]} "
+    "ORDER BY run_id, seq LIMIT :n"
+)
+# The keys travel as one JSON array: a VALUES list or an OR chain makes SQLite scan the table,
+# and one statement per key costs ~4x more. json_each is built into SQLite since 3.38 (and into
+# CPython's own builds long before); without it, the per-key statement is used.
+_EVENTS_DELETE = (
+    "DELETE FROM events WHERE (run_id, seq) IN "
+    "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1)) "
+    f"AND expires_at <= ?2 AND run_id NOT IN ({_PINNED})"
+)
+_EVENT_DELETE_ONE = (
+    f"DELETE FROM events WHERE run_id = ?1 AND seq = ?2 AND expires_at <= ?3 AND run_id NOT IN ({_PINNED})"
+)
+
+
+def _delete_events(conn: sqlite3.Connection, keys: list[tuple[Any, Any]], now: int) -> int:
+    """Delete these (run_id, seq) events if each is still expired and not pinned; returns how many."""
+    try:
+        return int(conn.execute(_EVENTS_DELETE, (orjson.dumps([list(k) for k in keys]).decode(), now)).rowcount)
+    except sqlite3.OperationalError as exc:
+        if "json_each" not in str(exc) and "json_extract" not in str(exc):
+            raise
+    before = conn.total_changes
+    conn.executemany(_EVENT_DELETE_ONE, [(r, q, now) for r, q in keys])
+    return conn.total_changes - before
 
 
 def _run_filter(
@@ -731,24 +903,70 @@ def _event_row(e: Event) -> tuple[Any, ...]:
     if usage is None:
         return row
     # Usage's __dict__ holds exactly its four fields: orjson dumps it ~5x faster than model_dump().
-    return row[:11] + (orjson.dumps(usage.__dict__).decode(), row[12])
+    return row[:11] + (orjson.dumps(usage.__dict__).decode(),) + row[12:]
+
+
+def _safe_id(value: Any) -> str:
+    """A run id from a row as it can be shown: printable ASCII, at most 40 characters."""
+    text = value if isinstance(value, str) else repr(value)
+    shown = ascii(text)[1:-1]
+    return shown if len(shown) <= 40 else shown[:39] + "…"
+
+
+def _corrupt(path: str, table: str, columns: Sequence[str], row: Sequence[Any], exc: Exception) -> CorruptRowError:
+    """What is wrong with `row`, named by run id and field; never the value itself."""
+    from pydantic import ValidationError
+
+    run_id = _safe_id(row[0] if row else None)
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(row)"
+        problem = err["msg"]
+    elif isinstance(exc, _FieldError):
+        field, problem = exc.field, exc.problem
+    else:
+        field, problem = "(row)", type(exc).__name__
+    return CorruptRowError(path, table, run_id, field, problem)
+
+
+class _FieldError(Exception):
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+
+
+def _json_field(d: dict[str, Any], key: str, reader: Any) -> None:
+    value = d[key]
+    if value is None:
+        return
+    try:
+        if isinstance(value, str):
+            value = value.encode("utf-8", "surrogatepass")
+        if not isinstance(value, bytes):
+            raise TypeError
+        d[key] = reader(value)
+    except RecursionError:
+        raise _FieldError(key, "JSON nested too deeply") from None
+    except (TypeError, ValueError):
+        raise _FieldError(key, "not valid JSON") from None
 
 
 def _event_from_row(row: Sequence[Any]) -> Event:
     # model_validate runs in pydantic-core (Rust); model_construct is pure Python and 4x slower.
     d = dict(zip(EVENT_COLUMNS, row))
     if d["usage"] is not None:
-        d["usage"] = orjson.loads(d["usage"])
+        _json_field(d, "usage", orjson.loads)
     return Event.model_validate(d)
 
 
 def _run_from_row(row: Sequence[Any]) -> Run:
     d: dict[str, Any] = dict(zip(RUN_COLUMNS, row))
     for key in ("input", "output"):
-        if d[key] is not None:
-            d[key] = thaw(d[key].encode("utf-8", "surrogatepass"))
+        _json_field(d, key, thaw)
     for key in ("versions", "labels", "usage"):
-        d[key] = orjson.loads(d[key]) if d[key] is not None else {}
+        if d[key] is None:
+            d[key] = {}
+        else:
+            _json_field(d, key, orjson.loads)
     d["pinned"] = bool(d["pinned"])
     if "call_style" not in Run.model_fields:
         d.pop("call_style")

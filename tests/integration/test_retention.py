@@ -186,3 +186,59 @@ def test_dry_run_counts_what_prune_deletes_and_deletes_nothing(store: Store) -> 
     assert (real.runs, real.events, real.snapshots, real.dry_run) == (3, 12, 4, False)
     assert {r.run_id for r in store.runs()} == {pinned, ids[3]}
     assert store.prune(now_ms=at) == PruneResult(0, 0, 0)
+
+
+def test_prune_deletes_in_bounded_batches_and_keeps_pinned_runs(store: Store) -> None:
+    """With batch_size=7, 30 expired runs go in several short transactions and a pinned run keeps everything."""
+    t = 1_000_000
+    for i in range(30):
+        record(store, t + i, snaps=(f"s{i:023x}",))
+    kept = record(store, t + 100, snaps=(sha("p"),), pinned=True)
+    now = t + 40 * DAY
+    store.db.execute("UPDATE snapshots SET expires_at = ?", [t + 14 * DAY])
+    result = store.prune(now_ms=now, batch_size=7, pause_s=0)
+    assert (result.runs, result.events, result.snapshots) == (30, 120, 30)
+    assert result.batches == 5 + 18 + 5  # ceil(n / 7) batches, one more when n divides evenly
+    assert store.runs() and [r.run_id for r in store.runs()] == [kept]
+    assert len(store.events(kept)) == 4 and store.snapshot(sha("p")) is not None
+    assert store.prune(now_ms=now, batch_size=7) == PruneResult(0, 0, 0)
+
+
+@pytest.mark.parametrize("table", ["runs", "snapshots"])
+def test_prune_finds_expired_rows_through_the_expiry_index(store: Store, table: str) -> None:
+    """Each prune batch of runs and snapshots searches the expires_at index (EXPLAIN QUERY PLAN), never scans the table."""
+    from replay.store import _PRUNE
+
+    (key, cond), = [(k, c) for t, k, c in _PRUNE if t == table]
+    sql = f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} LIMIT :n)"
+    plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + sql, {"now": 1, "n": 10})]
+    assert any(f"SEARCH {table} USING" in p and f"INDEX {table}_expires (expires_at<?)" in p for p in plan), plan
+    assert not any(p.startswith(f"SCAN {table}") for p in plan), plan
+
+
+def test_prune_pages_events_by_primary_key_and_deletes_by_key(store: Store) -> None:
+    """Events (no expiry index, to keep ingest cheap) are paged by a primary-key range and deleted by key, never scanned."""
+    from replay.store import _EVENTS_DELETE, _EVENTS_PAGE
+
+    page = [r[3] for r in store.db.execute("EXPLAIN QUERY PLAN " + _EVENTS_PAGE, {"now": 1, "n": 10, "r": "", "s": 0})]
+    assert "SEARCH events USING PRIMARY KEY ((run_id,seq)>(?,?))" in page, page
+    delete = [r[3] for r in store.db.execute("EXPLAIN QUERY PLAN " + _EVENTS_DELETE, ("[]", 1))]
+    assert any(p.startswith("SEARCH events USING PRIMARY KEY") for p in delete), delete
+    assert not any(p.startswith("SCAN events") for p in page + delete)
+
+
+def test_prune_deletes_events_by_key_without_json_each(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where SQLite lacks json_each, events are deleted one key at a time, with the same result."""
+    import replay.store
+
+    monkeypatch.setattr(replay.store, "_EVENTS_DELETE", "SELECT * FROM json_each_missing(?1, ?2)")
+    t = 1_000_000
+    for i in range(5):
+        record(store, t + i)
+    assert store.prune(now_ms=t + 40 * DAY, batch_size=3, pause_s=0) == PruneResult(runs=5, events=20, snapshots=0)
+
+
+def test_prune_rejects_a_batch_size_below_one(store: Store) -> None:
+    """batch_size=0 is refused before anything is deleted, naming the parameter."""
+    with pytest.raises(ValueError, match="batch_size=0"):
+        store.prune(batch_size=0)

@@ -227,6 +227,7 @@ def test_version_1_file_is_migrated_and_keeps_its_data(db_path: Path) -> None:
     assert run.usage == Usage(tokens_in=5, tokens_out=2, cost_usd=0.1, tool_calls=1)
     assert [e.kind for e in events] == ["run_start", "tool_result", "stop"]
     assert events[1].output_sha == "bbbbbbbbbbbbbbbbbbbbbbbb"
+    assert events[1].concurrent_group is None  # schema 4 adds the column empty
     assert snap == (b'{"ok":true}', "dict", False)
     assert expires == [1780000000000 + 30 * DAY, 1780000000500 + 30 * DAY, 1780000000900 + 30 * DAY]
     assert {"runs_started", "runs_agent", "runs_stop_reason"} <= indexes
@@ -319,9 +320,9 @@ def test_write_rows_fast_path_stores_the_same_events(store: Store) -> None:
 def test_write_rows_rejects_a_row_of_the_wrong_length(store: Store) -> None:
     """A row with a missing value is refused before anything is written, naming the row and the column order."""
     rid = new_run_id(T0)
-    good = (rid, "run_start", T0, None, None, None, None, None, None, None, None, None, None)
+    good = (rid, "run_start", T0, None, None, None, None, None, None, None, None, None, None, None)
     bad = (rid, "tool_result", T0, 1, "http.get")
-    with pytest.raises(ValueError, match=r"event row 1 has 5 values, expected 13 .*run_id, kind, ts_ms"):
+    with pytest.raises(ValueError, match=r"event row 1 has 5 values, expected 14 .*run_id, kind, ts_ms"):
         store.write_rows([good, bad])
     assert store.events(rid) == []
 
@@ -329,8 +330,8 @@ def test_write_rows_rejects_a_row_of_the_wrong_length(store: Store) -> None:
 def test_a_failing_batch_writes_nothing(store: Store) -> None:
     """A batch with one invalid event (a step without step_id) fails whole: no run, no event, no snapshot."""
     rid = new_run_id(T0)
-    bad = (rid, "tool_result", T0 + 1, None, "http.get", None, None, None, "ok", None, None, None, None)
-    ok = (rid, "run_start", T0, None, None, None, None, None, None, None, None, None, None)
+    bad = (rid, "tool_result", T0 + 1, None, "http.get", None, None, None, "ok", None, None, None, None, None)
+    ok = (rid, "run_start", T0, None, None, None, None, None, None, None, None, None, None, None)
     with pytest.raises(StoreError, match="needs a step_id") as info:
         store.write_rows([ok, bad], runs=[make_run(rid)], snapshots=[("e" * 24, b"{}", None, False)])
     assert str(store.path) in str(info.value)
@@ -395,13 +396,13 @@ def test_an_event_takes_at_most_250_bytes_on_disk(db_path: Path) -> None:
                 ts = T0 + (b + r) * 1000
                 rid = new_run_id(ts)
                 runs.append(make_run(rid, started_ms=ts, ended_ms=ts + 90, stop_reason="completed"))
-                rows.append((rid, "run_start", ts, None, None, None, None, None, None, None, None, None, None))
+                rows.append((rid, "run_start", ts, None, None, None, None, None, None, None, None, None, None, None))
                 for step in range(1, 19):
                     rows.append((rid, "tool_result", ts + step, step, rnd.choice(["http.get", "email.send"]),
                                  f"{rnd.getrandbits(96):024x}", f"{rnd.getrandbits(96):024x}", rnd.randint(1, 900),
-                                 "ok", None, None, None, None))
+                                 "ok", None, None, None, None, None))
                 rows.append((rid, "stop", ts + 20, None, None, None, None, None, None, None, "completed",
-                             '{"tokens_in":100,"tokens_out":20,"cost_usd":0.01,"tool_calls":18}', None))
+                             '{"tokens_in":100,"tokens_out":20,"cost_usd":0.01,"tool_calls":18}', None, None))
             s.write_rows(rows, runs=runs)
         s.checkpoint()
         assert s.db.execute("SELECT count(*) FROM events").fetchone()[0] == n

@@ -89,3 +89,19 @@ def test_update_without_replays_is_a_usage_error(pytester: pytest.Pytester) -> N
     result = pytester.runpytest("--replay-update")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: --replay-update blesses the runs replayed by --replay or --replay-all*"])
+
+
+def test_a_run_whose_snapshots_expired_is_not_blessed(project: Any) -> None:
+    """--replay-update of a store run whose snapshots were pruned fails naming the expired steps, and writes no cassette."""
+    import time
+
+    from replay.store import Store
+
+    run_id = project.record(project.TWO_EMAILS)
+    project.write_agent(project.ONE_EMAIL)
+    with Store(project.db) as s:
+        assert s.prune(now_ms=int(time.time() * 1000) + 20 * 86_400_000).snapshots > 0
+    result = project.pytester.runpytest("--replay", run_id, "--replay-update")
+    assert result.parseoutcomes()["failed"] == 1
+    result.stdout.fnmatch_lines(["*cannot replay run*step 1 crm.lookup (expired since*"])
+    assert not (project.pytester.path / "cassettes" / f"{run_id}.json").exists()

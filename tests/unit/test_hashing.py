@@ -124,7 +124,31 @@ def test_unsupported_type_names_the_type_and_where_it_sits() -> None:
 
 
 def test_lenient_freeze_records_a_placeholder_instead_of_raising() -> None:
-    """The recorder's freeze replaces an unsupported value with a typed placeholder and says why."""
+    """The recorder's freeze replaces an unsupported value with a marked placeholder naming its type and path."""
     frozen, problem = freeze_lenient({"client": object(), "q": "x"})
-    assert thaw(frozen) == {"client": {"$unserializable": "builtins.object"}, "q": "x"}
+    assert thaw(frozen) == {"client": '[unencodable: builtins.object at args["client"]]', "q": "x"}
     assert problem is not None and 'args["client"]' in problem
+
+
+def test_a_lone_surrogate_hashes_as_u_fffd_everywhere() -> None:
+    """Canonical bytes are always valid UTF-8: a lone surrogate becomes U+FFFD, and sha() agrees with canonical_bytes."""
+    value = {"m": "a\ud800b"}
+    body = canonical_bytes(value)
+    assert body.decode("utf-8") == '{"m":"a\ufffdb"}'
+    assert sha(value) == sha({"m": "a\ufffdb"})
+
+
+def test_lenient_freeze_never_raises_and_always_gives_utf8() -> None:
+    """Cycles, surrogates and raising objects come back as placeholders in valid UTF-8 JSON, with a problem to warn about."""
+
+    class Boom:
+        def __repr__(self) -> str:
+            raise RuntimeError("boom")
+
+    loop: dict[str, object] = {}
+    loop["me"] = loop
+    for value, marker in ((loop, 'cycle at output["me"]'), ("x\udfff", "lone surrogate in text at output"),
+                          ([Boom()], "Boom at output[0]")):
+        frozen, problem = freeze_lenient(value, "output")
+        frozen.decode("utf-8")
+        assert problem is not None and marker in problem

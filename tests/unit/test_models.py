@@ -9,10 +9,11 @@ from replay.models import STOP_REASONS, Event, Run, Usage, new_run_id, validate_
 
 
 def test_event_has_exactly_the_designed_fields() -> None:
-    """Event carries the DESIGN.md field names (plus parent_step_id for nested tools) and nothing else."""
+    """Event carries the DESIGN.md field names (plus parent_step_id for nested tools and
+    concurrent_group for parallel calls) and nothing else."""
     assert set(Event.model_fields) == {
         "run_id", "kind", "ts_ms", "step_id", "tool", "args_sha", "output_sha", "duration_ms",
-        "status", "error", "stop_reason", "usage", "parent_step_id",
+        "status", "error", "stop_reason", "usage", "parent_step_id", "concurrent_group",
     }
 
 
