@@ -417,6 +417,7 @@ class OtelExporter:
         )
         self._lock = threading.Lock()
         #: spans handed to the processor, spans the collector accepted, spans dropped after retries
+        #: (a run that could not be made into spans at all, e.g. one the writer spooled, counts 1)
         self.sent = 0
         self.exported = 0
         self.failed = 0
