@@ -573,7 +573,7 @@ class Writer:
                 self._store_failed = exc
                 self._backoff_next(time.monotonic())
                 self._spool(rows, run_list, snap_list)
-                return
+                spooled = True  # as when already spooling: log lines and listeners still see the runs
         if events_log.isEnabledFor(logging.INFO):
             for row in rows:
                 events_log.info(_row_json(row))

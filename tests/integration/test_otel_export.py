@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import sqlite3
 import threading
 import warnings
 from collections.abc import Iterator
@@ -354,6 +355,38 @@ class TestOtlpHttp:
         assert res.exit_code == 0, res.output
         assert res.output.strip() == f"sent 2 run(s) (10 spans) to {receiver.url}"
         assert trace_id_for(rid) in {int.from_bytes(s.trace_id, "big") for s in receiver.spans()}
+
+    def test_a_run_spooled_while_the_store_is_locked_is_counted_and_backfilled(self, tmp_path: Path) -> None:
+        """A run the writer spools (store locked) is not half-exported: counted failed, then sent from the store."""
+        db = tmp_path / "r.db"
+        Store(db).close()
+        mem = InMemorySpanExporter()
+        exp = OtelExporter(span_exporter=mem, batch=False, metrics=False, warn=False)
+        rec = Recorder(str(db), timeout_s=0.2)
+        rec.add_listener(exp)
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+            conn.execute("BEGIN IMMEDIATE")
+            held.set()
+            release.wait(10)
+            conn.execute("COMMIT")
+            conn.close()
+
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
+        assert held.wait(5)
+        make_agent(rec)({"email": EMAIL, "text": "hi"})
+        rec.flush()
+        assert (exp.failed, mem.get_finished_spans()) == (1, ())
+        release.set()
+        holder.join()
+        rec.close()
+        assert rec.dropped == 0
+        with Store(db) as st:
+            assert exp.export_store(st, since_ms=0) == 1
+        assert len(mem.get_finished_spans()) == 5
 
     def test_a_collector_answering_503_gets_the_batch_on_a_retry(self, tmp_path: Path) -> None:
         """A 503 (collector restarting) is retried by the OTLP exporter: the receiver ends with every span, none failed."""
