@@ -26,7 +26,8 @@ retries a failed request (connection errors, 429, 502, 503, 504) with backoff un
 A batch that still fails, or spans that find the queue full (the collector down for long), are
 dropped from the export only: they are counted (`OtelExporter.failed`), warned about once, and can
 be sent again from the store with ``replay otel-export --since``. Export never raises into
-recording.
+recording. At interpreter exit the recorders are closed first (their last runs reach the
+listener), then every exporter is shut down, which sends what is queued.
 
 Metrics: where this extra is installed the exporter also records the OTel metrics
 ``agent_stop_total`` (counter, by ``agent`` and ``stop_reason``) and ``agent_run_duration``
@@ -35,6 +36,7 @@ Metrics: where this extra is installed the exporter also records the OTel metric
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import json
@@ -42,6 +44,7 @@ import logging
 import os
 import threading
 import warnings
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -360,6 +363,29 @@ class _CountingExporter:
         return bool(self.inner.force_flush(timeout_millis))
 
 
+_exporters: weakref.WeakSet[OtelExporter] = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    """At exit: end the recorders' runs first (their stops reach the listeners), then send what is queued.
+
+    atexit runs handlers last-registered-first, so without this a process that exits without
+    ``exporter.shutdown()`` would lose the spans still queued and the runs ending at exit.
+    """
+    try:
+        from replay.recorder import _close_all
+
+        _close_all()  # idempotent: the recorder's own handler closing them again is a no-op
+    except Exception:  # noqa: BLE001 - never raise at interpreter exit
+        pass
+    for exporter in list(_exporters):
+        try:
+            exporter.shutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
 class OtelExporter:
     """Sends finished runs as OTLP spans (and OTel metrics); a Recorder listener or a batch sender.
 
@@ -423,6 +449,7 @@ class OtelExporter:
         self.failed = 0
         self._warned = not warn
         self._closed = False
+        _exporters.add(self)
         own_otlp = span_exporter is None
         if span_exporter is None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.server
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -387,6 +389,26 @@ class TestOtlpHttp:
         with Store(db) as st:
             assert exp.export_store(st, since_ms=0) == 1
         assert len(mem.get_finished_spans()) == 5
+
+    def test_a_process_that_exits_without_shutdown_still_sends_its_runs(self, tmp_path: Path, receiver: Receiver) -> None:
+        """At exit the recorder's last runs reach the listener first, then the queued spans are sent."""
+        script = tmp_path / "agent_exits.py"
+        script.write_text(
+            "from replay import Recorder\n"
+            "from replay.otel import OtelExporter\n"
+            f"rec = Recorder({str(tmp_path / 'r.db')!r})\n"
+            f"rec.add_listener(OtelExporter({receiver.url!r}, metrics=False))\n"
+            "@rec.tool('kb.search')\n"
+            "def search(q):\n"
+            "    return ['doc']\n"
+            "with rec.run('exiting', input='q'):\n"
+            "    search('q')\n"
+            "# no rec.close(), no exporter.shutdown(): the process just ends\n"
+        )
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                              cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert sorted(s.name for s in receiver.spans()) == ["execute_tool kb.search", "invoke_agent exiting"]
 
     def test_a_collector_answering_503_gets_the_batch_on_a_retry(self, tmp_path: Path) -> None:
         """A 503 (collector restarting) is retried by the OTLP exporter: the receiver ends with every span, none failed."""
