@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from google.protobuf.json_format import MessageToJson
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -93,6 +94,7 @@ class Receiver:
         self.status = status
         self.fail_first = fail_first  # answer this many requests 503 (a collector restarting)
         self.bodies: list[bytes] = []
+        self.metric_bodies: list[bytes] = []
         self.paths: list[str] = []
         outer = self
 
@@ -106,6 +108,8 @@ class Receiver:
                     status = 503
                 if self.path == "/v1/traces" and status == 200:
                     outer.bodies.append(body)
+                if self.path == "/v1/metrics" and status == 200:
+                    outer.metric_bodies.append(body)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")
@@ -329,6 +333,20 @@ class TestOtlpHttp:
         assert b"redacted.invalid" in raw  # the content went, pseudonymized
         assert set(receiver.paths) == {"/v1/traces"}
         assert (exp.sent, exp.exported, exp.failed) == (5, 5, 0)
+
+    def test_metrics_go_to_the_same_collector_over_otlp(self, tmp_path: Path, receiver: Receiver) -> None:
+        """With metrics on (the default), shutdown pushes agent_stop_total and agent_run_duration to /v1/metrics."""
+        exp = OtelExporter(receiver.url)
+        rec, _ = record_one(tmp_path, exp)
+        rec.close()
+        exp.shutdown()
+        assert "/v1/metrics" in receiver.paths
+        names = set()
+        for body in receiver.metric_bodies:
+            req = ExportMetricsServiceRequest()
+            req.ParseFromString(body)
+            names |= {m.name for rm in req.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+        assert {"agent_stop_total", "agent_run_duration"} <= names
 
     def test_a_collector_that_is_down_never_breaks_recording_and_a_backfill_sends_the_runs(
         self, tmp_path: Path, receiver: Receiver
