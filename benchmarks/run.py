@@ -22,6 +22,7 @@ sys.path.insert(0, str(HERE.parent))
 SUITES = [
     ("recorder (issue 2)", "bench_recorder"),
     ("redaction (issue 2)", "bench_redaction"),
+    ("conversation recording (issue 9)", "bench_conversation"),
     ("store ingest (issue 2)", "bench_store"),
     ("replay (issue 3)", "bench_replay"),
     ("diff (issue 3)", "bench_diff"),

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from replay.errors import CassetteDecodeError
-from replay.hashing import canonical_bytes, sha_of_canonical
+from replay.hashing import canonical_bytes, ordered_bytes, sha_of_canonical
 from replay.models import Event, Run
 
 __all__ = [
@@ -170,14 +170,28 @@ def cassette_from_replay(result: Any) -> Cassette:
 
 
 def dump_cassette(cassette: Cassette) -> str:
-    """The cassette as sorted, indented JSON text (stable across exports)."""
+    """The cassette as indented JSON text, sorted but for snapshot bodies (stable across exports)."""
     data = cassette.model_dump(mode="json")
     for event in data["events"]:
         # Added with parallel tool calls: left out when unset, so a cassette without concurrent
         # steps keeps the bytes it had before the field existed (and older readers load it).
         if event.get("concurrent_group") is None:
             event.pop("concurrent_group", None)
-    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    # Snapshot bodies keep the tool's key order (replay hands values back in it); everything else
+    # is sorted. Their shas are over the canonical form, so the order does not change them.
+    bodies = {sha: snap.pop("body", None) for sha, snap in data.get("snapshots", {}).items()}
+    data = _sorted_keys(data)
+    for sha, snap in data.get("snapshots", {}).items():
+        snap["body"] = bodies[sha]
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(v) for v in value]
+    return value
 
 
 def write_cassette(cassette: Cassette, path: str | os.PathLike[str], *, force: bool = False) -> Path:
@@ -327,12 +341,11 @@ def import_cassette(store: Any, path_or_cassette: str | os.PathLike[str] | Casse
         pass
     snaps = []
     for sha, snap in cas.snapshots.items():
-        body = canonical_bytes(snap.body)
+        body = ordered_bytes(snap.body)  # the tool's key order, as recorded (the sha is over the canonical form)
         snaps.append((sha, body, snap.type, snap.truncated))
     run = cas.run.model_copy(update={"pinned": True, "http_sha": None})
     if cas.http:  # the HTTP interactions go back into one $http snapshot, referenced by http_sha
-        body = canonical_bytes(cas.http)
-        run.http_sha = sha_of_canonical(body)
-        snaps.append((run.http_sha, body, "$http", False))
+        run.http_sha = sha_of_canonical(canonical_bytes(cas.http))
+        snaps.append((run.http_sha, ordered_bytes(cas.http), "$http", False))
     store.write_batch(runs=[run], events=cas.events, snapshots=snaps)
     return True

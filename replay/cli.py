@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 a replay diverged / an alert fired / scan found something, 2
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -331,18 +332,28 @@ def pin(run_id: str, db: str, unpin: bool, allow_expired: bool) -> None:
 @click.argument("paths", nargs=-1, type=click.Path())
 @db_option
 @json_option
-def scan(paths: tuple[str, ...], db: str, as_json: bool) -> None:
+@click.option("--deep/--no-deep", default=None,
+              help="Also run detect-secrets' provider plugins (slower; pip install 'agent-replay[scan]'). "
+                   "Default: on when detect-secrets is installed.")
+def scan(paths: tuple[str, ...], db: str, as_json: bool, deep: bool | None) -> None:
     """Look for anything the redaction rules would catch in stores and cassettes.
 
     PATHS are SQLite stores, JSON cassettes or folders of cassettes (default: the store and
     ./cassettes). Exit 1 with the place of each hit; the value itself is never printed. Exit 2
     when a file could not be read (named on stderr): the scan is then incomplete.
+    With detect-secrets installed (the ``scan`` extra), its provider plugins check every string
+    too; their hits show as ``detect-secrets:<type>``.
 
     Example:
 
         replay scan cassettes/ replay.db
     """
-    from replay.processors import scan_json_file, scan_sqlite
+    from replay.processors import heavy_detector, heavy_settings, scan_json_file, scan_sqlite
+
+    available = heavy_detector() is not None
+    if deep and not available:
+        raise BadInput("--deep needs detect-secrets: pip install 'agent-replay[scan]' (or drop --deep)")
+    heavy = available if deep is None else deep
 
     targets = list(paths) or [p for p in (db, "cassettes") if os.path.exists(p)]
     if not targets:
@@ -355,17 +366,18 @@ def scan(paths: tuple[str, ...], db: str, as_json: bool) -> None:
         files.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
     hits = []
     unreadable: list[str] = []
-    for f in files:
-        try:
-            with open(f, "rb") as fh:
-                is_sqlite = fh.read(16) == b"SQLite format 3\x00"
-            hits.extend(scan_sqlite(f) if is_sqlite else scan_json_file(f))
-        except (OSError, ReplayError, ValueError, RecursionError, sqlite3.Error) as exc:
-            # "Could not read" is not "secrets found": name the file, go on, exit 2 at the end.
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-            if isinstance(exc, ReplayError):
-                why = str(exc)
-            unreadable.append(f"{f}: could not read ({why})")
+    with heavy_settings() if heavy else contextlib.nullcontext():
+        for f in files:
+            try:
+                with open(f, "rb") as fh:
+                    is_sqlite = fh.read(16) == b"SQLite format 3\x00"
+                hits.extend(scan_sqlite(f, heavy=heavy) if is_sqlite else scan_json_file(f, heavy=heavy))
+            except (OSError, ReplayError, ValueError, RecursionError, sqlite3.Error) as exc:
+                # "Could not read" is not "secrets found": name the file, go on, exit 2 at the end.
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+                if isinstance(exc, ReplayError):
+                    why = str(exc)
+                unreadable.append(f"{f}: could not read ({why})")
     if as_json:
         echo_json([{"file": str(h.file), "location": h.location, "rule": h.rule} for h in hits])
     else:
@@ -529,11 +541,13 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
               help="Write a report: .json, .md or .xml (JUnit) by suffix.")
 @click.option("--record-to", default=None, type=click.Path(dir_okay=False),
               help="Keep the replayed runs in this store (replay_of set) for `replay show`.")
+@click.option("--clock", type=click.Choice(["recorded", "real"]), default="recorded", show_default=True,
+              help="The agent's wall clock: the recorded run's time, or the real one.")
 @json_option
 @click.option("--markdown", is_flag=True, help="Print Markdown (for a CI comment).")
 def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, agent_refs: tuple[str, ...], last: int | None,
             stop_reason: str | None,
-            ignore: tuple[str, ...], report_path: str | None, record_to: str | None, as_json: bool,
+            ignore: tuple[str, ...], report_path: str | None, record_to: str | None, clock: str, as_json: bool,
             markdown: bool) -> None:
     """Replay recorded runs against the code checked out now. Exit 1 if one diverges, 2 on error.
 
@@ -588,7 +602,7 @@ def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, agent_refs
         for src in bar:
             t0 = time.perf_counter()
             try:
-                res = replay_run(src, agent=entry, db=db, ignore=rules, record_to=record_to,
+                res = replay_run(src, agent=entry, db=db, ignore=rules, record_to=record_to, clock=clock,
                                  agents=list(agent_refs), project=os.getcwd())
                 o = Outcome(src, res.recorded.run_id, "matched" if res.diff.is_empty else "diverged", res.diff)
             except (ReplayError, ValueError, ImportError) as exc:

@@ -17,6 +17,7 @@ import enum
 import hashlib
 import json
 import pathlib
+import pickle
 import re
 import uuid
 from typing import Any
@@ -30,10 +31,12 @@ __all__ = [
     "freeze",
     "freeze_lenient",
     "placeholder",
+    "ordered_bytes",
     "sha",
     "sha_of_canonical",
     "thaw",
     "to_jsonable",
+    "type_tag",
 ]
 
 BYTES_TAG = "$bytes"
@@ -41,6 +44,10 @@ BYTES_TAG = "$bytes"
 _dumps = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
 ).encode
+
+# The same text without sorting: a stored snapshot body keeps the tool's key order (only its hash
+# is taken over the canonical, sorted form).
+_dumps_ordered = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -337,9 +344,10 @@ def sha(obj: Any) -> str:
 
 def thaw(frozen: bytes) -> Any:
     """Parse a `freeze`d value back into plain JSON values."""
-    # orjson reads integers beyond 64 bits as floats: let json read those exactly. A run of 20
-    # digits is needed for one; mapping digits to 0 lets a substring test find it in C.
-    if b"00000000000000000000" not in frozen.translate(_ZERO_DIGITS):
+    # orjson reads integers beyond 64 bits as floats: let json read those exactly. A run of 19
+    # digits is needed for one (-2**63 - 1 has 19); mapping digits to 0 lets a substring test find
+    # it in C.
+    if b"0000000000000000000" not in frozen.translate(_ZERO_DIGITS):
         try:
             return orjson.loads(frozen)
         except orjson.JSONDecodeError:
@@ -355,13 +363,24 @@ def freeze(obj: Any) -> bytes:
     """
     frozen = snapshot_bytes(obj)
     if frozen is None:
-        frozen = _dumps(to_jsonable(obj)).encode("utf-8", "surrogatepass")
+        # Key order kept here too: replay hands the value back in the order the tool returned it.
+        frozen = _dumps_ordered(to_jsonable(obj)).encode("utf-8", "surrogatepass")
     return frozen
+
+
+def ordered_bytes(plain: Any) -> bytes:
+    """JSON bytes of already-plain JSON values in their own key order (a snapshot's stored body)."""
+    try:
+        return orjson.dumps(plain)
+    except (TypeError, orjson.JSONEncodeError):  # ints beyond 64 bits, non-str keys
+        return _dumps_ordered(to_jsonable(plain)).encode("utf-8", TEXT_ERRORS)
 
 
 def _orjson_default(obj: Any) -> Any:
     if isinstance(obj, set | frozenset):
         return to_jsonable(obj)
+    if isinstance(obj, tuple):  # named tuples: orjson writes plain tuples only
+        return list(obj)
     enc = _encode_leaf(obj)
     if enc is NotImplemented:
         raise TypeError(type(obj).__qualname__)
@@ -383,3 +402,151 @@ def snapshot_bytes(obj: Any) -> bytes | None:
         return orjson.dumps(obj, default=_orjson_default, option=_SNAP_OPTS)
     except (TypeError, orjson.JSONEncodeError):
         return None
+
+
+# ---- type tags: what replay needs to hand a value back as the tool's own types ---------------
+#
+# JSON keeps dicts, lists, strings, numbers, booleans and null. Everything else a tool may return
+# (tuples, sets, bytes, datetimes, Decimal, UUID, Path, Enum, dataclasses, pydantic models, named
+# tuples, dicts with int keys) is recorded as its JSON encoding plus a compact tag tree stored
+# beside the snapshot. A node is None (plain JSON below this point) or a list ``[tag, ...]``;
+# children are addressed by position (never by key: a key may be personal data, the tag is not
+# redacted). Classes are named ``module:qualname``; replay rebuilds them only from modules the
+# agent has already imported (see `replay.replayer`).
+
+_PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))
+_NO_PLAIN: Any = object()
+_STR_TYPE = frozenset((str,))
+_TAG_DEPTH = 64
+
+
+def _cls_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _kids(items: Any, depth: int) -> dict[str, Any] | None:
+    kids: dict[str, Any] | None = None
+    plain = _PLAIN_TYPES
+    for i, v in enumerate(items):
+        if type(v) in plain:
+            continue
+        node = _tree(v, depth)
+        if node is not None:
+            if kids is None:
+                kids = {}
+            kids[str(i)] = node
+    return kids
+
+
+def _key_tag(k: Any) -> str | None:
+    t = type(k)
+    if t is str:
+        return None
+    if t is bool:
+        return "b"
+    if t is int:
+        return "i"
+    if t is float:
+        return "f"
+    if k is None:
+        return "n"
+    return None
+
+
+def _tree(obj: Any, depth: int) -> Any:
+    t = type(obj)
+    if t in _PLAIN_TYPES:
+        return None
+    if depth > _TAG_DEPTH:
+        return None
+    depth += 1
+    # issuperset(map(type, ...)) checks a whole level in C: plain levels cost little.
+    if t is dict:
+        values = obj.values()
+        kids = None if _PLAIN_TYPES.issuperset(map(type, values)) else _kids(values, depth)
+        keys: dict[str, str] | None = None
+        if not _STR_TYPE.issuperset(map(type, obj)):
+            for i, k in enumerate(obj):
+                tag = _key_tag(k)
+                if tag is not None:
+                    if keys is None:
+                        keys = {}
+                    keys[str(i)] = tag
+        if kids is None and keys is None:
+            return None
+        return ["d", kids] if keys is None else ["d", kids, keys]
+    if t is list:
+        if _PLAIN_TYPES.issuperset(map(type, obj)):
+            return None
+        kids = _kids(obj, depth)
+        return None if kids is None else ["l", kids]
+    if t is tuple:
+        kids = _kids(obj, depth)
+        return ["t"] if kids is None else ["t", kids]
+    if isinstance(obj, enum.Enum):
+        return ["e", _cls_path(t)]
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        kids = _kids(obj, depth)
+        return ["nt", _cls_path(t)] if kids is None else ["nt", _cls_path(t), kids]
+    if isinstance(obj, set | frozenset):
+        # Stored sorted; one tag for every element, when they share one (a set of tuples).
+        nodes = {orjson.dumps(_tree(v, depth)) for v in obj}
+        tag = "s" if isinstance(obj, set) else "fs"
+        if len(nodes) == 1:
+            node = orjson.loads(nodes.pop())
+            if node is not None:
+                return [tag, node]
+        return [tag]
+    if isinstance(obj, _dt.datetime):
+        return ["dt"]
+    if isinstance(obj, _dt.date):
+        return ["date"]
+    if isinstance(obj, _dt.time):
+        return ["time"]
+    if isinstance(obj, _dt.timedelta):
+        return ["td"]
+    if isinstance(obj, bytes):
+        return ["b"]
+    if isinstance(obj, bytearray):
+        return ["ba"]
+    if isinstance(obj, decimal.Decimal):
+        return ["dec"]
+    if isinstance(obj, uuid.UUID):
+        return ["uuid"]
+    if isinstance(obj, pathlib.PurePath):
+        return ["path", t.__name__]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        kids = _kids([getattr(obj, f.name) for f in dataclasses.fields(obj)], depth)
+        return ["dc", _cls_path(t)] if kids is None else ["dc", _cls_path(t), kids]
+    if callable(getattr(obj, "model_dump", None)) and hasattr(t, "model_validate"):
+        return ["pd", _cls_path(t)]
+    if isinstance(obj, dict):  # OrderedDict, defaultdict, ...: a dict in JSON
+        return _tree(dict(obj), depth - 1)
+    if isinstance(obj, list):
+        return _tree(list(obj), depth - 1)
+    return None
+
+
+def type_tag(obj: Any, plain: Any = _NO_PLAIN) -> str | None:
+    """The tag tree of `obj` as compact JSON, or None when `obj` is plain JSON all the way down.
+
+    `plain`, when given, is `obj` parsed back from its frozen JSON. Then most plain values are
+    settled in C without a walk: a tuple, set, bytes, datetime, Decimal, UUID, Path, dataclass,
+    model, plain Enum or int key never equals its JSON form, and a pickle of a value made only of
+    dict, list, str, int, float, bool and None names no class (STACK_GLOBAL, byte 0x93), which
+    catches what does compare equal (IntEnum, StrEnum, OrderedDict). Never raises.
+    """
+    t = type(obj)
+    if t in _PLAIN_TYPES:
+        return None
+    if plain is not _NO_PLAIN:
+        try:
+            if plain == obj and b"\x93" not in pickle.dumps(obj, 5):
+                return None
+        except Exception:  # noqa: BLE001 - unpicklable or an __eq__ that raises: walk it
+            pass
+    try:
+        node = _tree(obj, 0)
+    except Exception:  # noqa: BLE001 - a strange value: replay hands back plain JSON for it
+        return None
+    return None if node is None else orjson.dumps(node).decode()

@@ -5,14 +5,17 @@ run: every interaction made through a client vcrpy patches (http.client / urllib
 urllib3, httpx, aiohttp, ...) goes to an in-memory vcrpy cassette in record mode ``all``; nothing
 is written to a YAML file. At run end the interactions, in vcrpy's serialized dict form
 (``{"request": {...}, "response": {...}}``, bodies decoded, compressed bodies decompressed), go to
-the writer thread, which redacts them with the run's `Redactor` (``Authorization``, ``Cookie``,
-``Set-Cookie`` ... by the key rules; URLs and bodies by the pattern rules) and stores them as one
+the writer thread, which redacts them with the run's `Redactor` through `redact_interactions`
+(headers such as ``Authorization``, ``Cookie``, ``X-Api-Key``, ``X-Session`` by the key rules; the
+URL's query decoded and its secret parameters replaced; JSON and form bodies parsed so key rules
+apply to their fields; every string by the pattern rules) and stores them as one
 content-addressed snapshot of type ``$http`` named by ``Run.http_sha``.
 
 In a replay, `http_playback` answers the agent's HTTP calls from those interactions with vcrpy
 record mode ``none``, matched on method + uri. The live request is redacted with the session's
 redactor before matching (vcrpy applies ``before_record_request`` to the live request in
-``can_play_response_for`` / ``play_response``), so pseudonyms in URLs match. A request with no
+``can_play_response_for`` / ``play_response``) by the same `redact_interactions`, so
+pseudonyms and replaced query values in URLs match. A request with no
 recorded answer raises vcrpy's ``CannotOverwriteExistingCassetteException`` inside the agent.
 
 Concurrency: vcrpy patches the HTTP clients process-wide, so this module enters vcrpy's patches
@@ -33,8 +36,10 @@ import contextlib
 import contextvars
 import copy
 import dataclasses
+import json
 import re
 import threading
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -64,6 +69,7 @@ __all__ = [
     "attempts_by_step",
     "http_playback",
     "interactions_from_json",
+    "redact_interactions",
 ]
 
 #: The snapshot type name of a run's HTTP interactions.
@@ -418,6 +424,112 @@ class HttpRecording:
         return out
 
 
+# ---- redaction ----------------------------------------------------------------------------------
+
+
+def _content_type(headers: Any) -> str:
+    if isinstance(headers, dict):
+        for k, v in headers.items():
+            if str(k).lower() == "content-type":
+                v = v[0] if isinstance(v, list) and v else v
+                return str(v).lower()
+    return ""
+
+
+def _redact_form(text: str, redact: Callable[[Any], Any]) -> str | None:
+    """A form-encoded text (``a=1&password=x``) with its pairs redacted by key and value; None if unchanged."""
+    try:
+        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        return None
+    if not pairs:
+        return None
+    red = redact({"_": [[k, v] for k, v in pairs]})["_"]
+    secret = getattr(redact, "_is_secret_key_cached", None)
+    out = []
+    for (k, v), (rk, rv) in zip(pairs, red):
+        if secret is not None and secret(k):
+            rv = "REDACTED"
+        out.append((rk, rv))
+    if out == pairs:
+        return None
+    return urllib.parse.urlencode(out, quote_via=urllib.parse.quote)
+
+
+def _redact_body(body: Any, content_type: str, redact: Callable[[Any], Any]) -> Any:
+    """A body parsed so key rules apply: JSON by its keys, form bodies by their field names."""
+    if not isinstance(body, str) or not body:
+        return body
+    head = body.lstrip()[:1]
+    if head in ("{", "[") or "json" in content_type:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        else:
+            red = redact(parsed)
+            if red == parsed:
+                return body
+            try:
+                if json.loads(redact(body)) == red:
+                    return body  # the text rules give the same: keep the server's formatting
+            except ValueError:
+                pass
+            return json.dumps(red, ensure_ascii=False)
+    if "x-www-form-urlencoded" in content_type or ("=" in body and " " not in body and "\n" not in body):
+        form = _redact_form(body, redact)
+        if form is not None:
+            return form
+    return body
+
+
+def _redact_uri(uri: Any, redact: Callable[[Any], Any]) -> Any:
+    """The query of a URL decoded so rules see ``email=jane%40x.com`` as the email it is."""
+    if not isinstance(uri, str) or "?" not in uri:
+        return uri
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:
+        return uri
+    form = _redact_form(parts.query, redact) if parts.query else None
+    if form is None:
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(query=form))
+
+
+def redact_interactions(interactions: Any, redact: Callable[[Any], Any]) -> Any:
+    """Redact HTTP interactions (vcrpy's dict form, JSON-safe) for storage or for matching.
+
+    URLs keep their shape (userinfo passwords and secret query values replaced, the query decoded
+    first so encoded values are seen); headers go by the key rules (``Authorization``, ``Cookie``,
+    ``X-Api-Key``, ``X-Session`` ...); JSON and form bodies are parsed so key rules apply to their
+    fields, then re-encoded; every string then passes the pattern rules.
+    """
+    if not isinstance(interactions, list):
+        return redact(interactions)
+    out = []
+    for it in interactions:
+        if not isinstance(it, dict):
+            out.append(it)
+            continue
+        it = dict(it)
+        req = it.get("request")
+        if isinstance(req, dict):
+            req = dict(req)
+            req["uri"] = _redact_uri(req.get("uri"), redact)
+            req["body"] = _redact_body(req.get("body"), _content_type(req.get("headers")), redact)
+            it["request"] = req
+        resp = it.get("response")
+        if isinstance(resp, dict) and isinstance(resp.get("body"), dict):
+            resp = dict(resp)
+            body = dict(resp["body"])
+            body["string"] = _redact_body(body.get("string"), _content_type(resp.get("headers")), redact)
+            resp["body"] = body
+            it["response"] = resp
+        out.append(it)
+    return redact(out)
+
+
 # ---- playback -----------------------------------------------------------------------------------
 
 
@@ -426,7 +538,8 @@ def _request_redactor(redact: Callable[[Any], Any]) -> Callable[[Request], Reque
 
     def before_record_request(request: Request) -> Request:
         d = serialize({"requests": [request], "responses": [{}]}, _DictSerializer)["interactions"][0]["request"]
-        red = interactions_from_json([{"request": redact(_to_json(d)), "response": {}}])[0]["request"]
+        red = redact_interactions([{"request": _to_json(d), "response": {}}], redact)
+        red = interactions_from_json(red)[0]["request"]
         return Request._from_dict(red)
 
     return before_record_request

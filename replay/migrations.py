@@ -89,6 +89,7 @@ STEPS: tuple[str, ...] = (
     "0004_run_liveness",
     "0005_event_concurrent_group",
     "0006_expiry_indexes",
+    "0007_key_out_of_store",
 )
 
 #: The newest schema this agent-replay reads and writes.
@@ -103,7 +104,36 @@ def _set_version(db: Database, version: int) -> None:
     )
 
 
-def _build(event_ms: int, snapshot_ms: int) -> Migrations:
+def _move_key_out(db: Database, path: pathlib.Path) -> None:
+    """Move a ``meta.secret_key`` (schema 1-3) into the key file beside the store, then erase it.
+
+    The key file is written first: if that fails the transaction rolls back and the key stays. The
+    row is deleted with ``secure_delete`` on, so its bytes are zeroed in the page, not just unlinked.
+    """
+    from replay.keys import fingerprint, key_file_path, load_or_create_key_file, write_key_file
+
+    row = db.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
+    if row is None:
+        return
+    key = row[0]
+    if isinstance(key, bytes) and len(key) >= 16 and str(path) != ":memory:":
+        target = key_file_path(path)
+        if not write_key_file(target, key) and load_or_create_key_file(target) != key:
+            # A key file made by a newer agent-replay already sits there: keep both, never lose one.
+            write_key_file(target.with_name(f"{target.name}.{fingerprint(key)}"), key)
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('key_fingerprint', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [fingerprint(key)],
+        )
+    db.execute("PRAGMA secure_delete = ON")
+    try:
+        db.execute("DELETE FROM meta WHERE key = 'secret_key'")
+    finally:
+        db.execute("PRAGMA secure_delete = OFF")
+
+
+def _build(event_ms: int, snapshot_ms: int, path: pathlib.Path) -> Migrations:
     migrations = Migrations(MIGRATION_SET)
 
     @migrations(name=STEPS[0])
@@ -165,6 +195,13 @@ def _build(event_ms: int, snapshot_ms: int) -> Migrations:
         db.execute("CREATE INDEX IF NOT EXISTS runs_pinned ON runs (run_id) WHERE pinned")
         _set_version(db, 6)
 
+    @migrations(name=STEPS[6])
+    def key_out_of_store(db: Database) -> None:
+        # The pseudonym key leaves the store (replay/keys.py); each run names its key's fingerprint.
+        db.execute("ALTER TABLE runs ADD COLUMN key_fingerprint TEXT")
+        _move_key_out(db, path)
+        _set_version(db, 7)
+
     return migrations
 
 
@@ -214,7 +251,7 @@ def migrate(db: Database, path: pathlib.Path, *, event_ms: int, snapshot_ms: int
     """
     assert db.conn.in_transaction, "migrate() needs the caller's BEGIN IMMEDIATE"
     found = read_schema_version(db.conn, path)
-    migrations = _build(event_ms, snapshot_ms)
+    migrations = _build(event_ms, snapshot_ms, path)
     # A file built without sqlite-utils' bookkeeping (by hand, or by a tool that copied the schema)
     # is at the version its meta table says: record those steps as applied so they do not run again.
     applied = {m.name for m in migrations.applied(db)}

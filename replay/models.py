@@ -207,6 +207,8 @@ class Run(BaseModel):
     pid: int | None = None
     #: when the recording process's writer last saw the run open (a heartbeat), ms since the epoch
     last_seen_ms: int | None = None
+    #: `replay.keys.fingerprint` of the key its pseudonyms were made with (never the key itself)
+    key_fingerprint: str | None = None
     # True when stop_reason "killed" was inferred on reading (the process died without a stop event)
     _stop_inferred: bool = PrivateAttr(default=False)
 

@@ -430,7 +430,8 @@ class _Builder:
         return digest, orjson.loads(body)
 
     def text(self, s: str) -> str:
-        return self.redactor.redact_text(s)
+        """A name, label or version, redacted as the writer redacts them."""
+        return self.redactor.redact_name(s)
 
     def run(self, root: _Span) -> ImportedRun:
         rid = _run_id(root)
@@ -500,7 +501,7 @@ class _Builder:
             run_id=rid, agent=self.text(_agent_name(root)), versions=versions, labels=labels,
             started_ms=started_ms, ended_ms=ended_ms, stop_reason=stop_reason,
             usage=Usage(tokens_in=tokens_in, tokens_out=tokens_out, tool_calls=tool_calls),
-            tool_calls=tool_calls, pinned=True, host="",
+            tool_calls=tool_calls, pinned=True, host="", key_fingerprint=self.redactor.key_fingerprint,
             # replay.otel and OpenLLMetry (kwargs) carry the bound arguments; others the agent's one input value.
             call_style="bound" if "replay.input" in a or _is_kwargs(a.get("traceloop.entity.input")) else "value",
         )

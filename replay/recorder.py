@@ -15,7 +15,6 @@ import atexit
 import contextvars
 import dataclasses
 import functools
-import hashlib
 import inspect
 import itertools
 import math
@@ -32,7 +31,9 @@ from typing import Any, Callable, Literal, NoReturn, TypeVar, cast
 from replay.agents import register_agent
 from replay.context import _run, _session, _step
 from replay.errors import StopRun
-from replay.hashing import TEXT_ERRORS, freeze_lenient
+from replay.fidelity import capture_error
+from replay.hashing import TEXT_ERRORS, freeze_lenient, type_tag
+from replay.keys import env_key
 from replay.models import Run, Usage, new_run_id, validate_stop_reason
 from replay.processors import RedactionConfig, Redactor
 from replay.usage import extract_usage
@@ -44,14 +45,32 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def shared_redaction_key() -> bytes | None:
-    """The key set in ``$REPLAY_REDACTION_KEY``, if any, used instead of the per-store key.
+    """The key set in ``$REPLAY_REDACTION_KEY``, if any, used instead of the store's key file.
 
-    Pseudonyms are keyed per store, so a value the agent's own code holds (a from-address) gets
-    another pseudonym when a cassette is replayed elsewhere. Teams that replay cassettes in CI set
-    the same secret in production and CI to keep those pseudonyms equal.
+    Pseudonyms are keyed, so a value the agent's own code holds (a from-address) gets another
+    pseudonym when a cassette is replayed with another key. Teams that replay cassettes in CI set
+    the same secret in production and CI to keep those pseudonyms equal (see `replay.keys`).
     """
-    value = os.environ.get("REPLAY_REDACTION_KEY")
-    return hashlib.sha256(value.encode("utf-8")).digest() if value else None
+    return env_key()
+
+
+_scratch: list[Redactor] = []
+
+
+def _scrub(text: str, redactor: Redactor | None = None) -> str:
+    """Warning text with what redaction catches replaced (an exception's text can quote a value).
+
+    Uses the recording's redactor when it exists, else a process-local one with a random key (a
+    warning's pseudonyms need not match anything). Never raises: a warning must still go out.
+    """
+    try:
+        if redactor is None:
+            if not _scratch:
+                _scratch.append(Redactor(os.urandom(32)))
+            redactor = _scratch[0]
+        return redactor.redact_text(text)
+    except Exception:  # noqa: BLE001
+        return "(detail withheld: it could not be redacted)"
 
 
 def default_db() -> str:
@@ -162,11 +181,41 @@ def _usage_ok(tokens_in: Any, tokens_out: Any, cost_usd: Any) -> bool:
         return False
 
 
+def _ignore_paths(ignore_args: Any, name: str) -> tuple[tuple[str, ...], ...]:
+    if ignore_args is None:
+        return ()
+    if isinstance(ignore_args, str) or not all(isinstance(p, str) and p for p in ignore_args):
+        raise TypeError(
+            f"ignore_args of {name!r} must be a list of argument names or dotted paths "
+            "(e.g. ignore_args=[\"idempotency_key\", \"payload.request_id\"])"
+        )
+    return tuple(tuple(p.split(".")) for p in ignore_args)
+
+
+def _without(bound: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+    """`bound` without the ignored fields; dicts on the way are copied, the agent's own are untouched."""
+    out = dict(bound)
+    for path in paths:
+        node: Any = out
+        for key in path[:-1]:
+            child = node.get(key) if isinstance(node, dict) else None
+            if not isinstance(child, dict):
+                node = None
+                break
+            node[key] = child = dict(child)
+            node = child
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return out
+
+
 class _ToolSpec:
-    __slots__ = ("fn", "name", "kind", "skip_first", "params", "timeout_s", "price_in", "price_out")
+    __slots__ = ("fn", "name", "kind", "skip_first", "params", "timeout_s", "price_in", "price_out", "ignore")
 
     def __init__(self, fn: Callable[..., Any], name: str, kind: str, timeout_s: float | None = None,
-                 price_in: float | None = None, price_out: float | None = None) -> None:
+                 price_in: float | None = None, price_out: float | None = None,
+                 ignore_args: Any = None) -> None:
+        self.ignore = _ignore_paths(ignore_args, name)
         self.fn = fn
         self.name = _check_name(name, "tool" if kind == "tool_result" else "model")
         self.kind = kind
@@ -197,7 +246,7 @@ class _ToolSpec:
         if i < len(args):  # more positionals than parameters: keep them rather than lose them
             out["*args"] = list(args[i:])
         out.update(kwargs)
-        return out
+        return _without(out, self.ignore) if self.ignore else out
 
 
 def _status_code(exc: BaseException) -> int | None:
@@ -255,10 +304,20 @@ def _tool_calls_in(response: Any) -> int:
 
 
 def _type_name(value: Any) -> str | None:
-    cls = type(value)
-    if dataclasses.is_dataclass(value) or hasattr(cls, "model_validate"):
-        return f"{cls.__module__}:{cls.__qualname__}"
-    return None
+    """The value's type tag tree (`replay.hashing.type_tag`): what replay rebuilds it as."""
+    return type_tag(value)
+
+
+def _error_detail(exc: BaseException) -> bytes | None:
+    """The exception's args and public attributes, frozen (`replay.fidelity.capture_error`).
+
+    Taken on the agent's path only when a tool raised; never raises.
+    """
+    try:
+        frozen, _ = freeze_lenient(capture_error(exc))
+        return frozen
+    except Exception:  # noqa: BLE001 - recording never breaks the agent: replay falls back to the message
+        return None
 
 
 _warned_scripts: set[str] = set()
@@ -408,7 +467,7 @@ class Recorder:
         return f"{os.fspath(path)}.spool"
 
     def _peek_key(self) -> bytes | None:
-        """The store's key read without a write lock (a store locked by another process still has it).
+        """The store's key without opening the store (a store locked by another process still has one).
 
         A key given to the recorder (or ``$REPLAY_REDACTION_KEY``) is the one redaction uses anyway.
         """
@@ -417,18 +476,13 @@ class Recorder:
             return explicit
         if not isinstance(self.db, (str, os.PathLike)):
             return None
-        import pathlib
-        import sqlite3
+        from replay.keys import key_file_path, load_or_create_key_file
 
-        path = pathlib.Path(self.db)
-        if not path.is_file() or path.is_symlink():
+        path = key_file_path(self.db)
+        if not path.parent.is_dir():
             return None
-        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=0.5)
-        try:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
-        finally:
-            conn.close()
-        return row[0] if row is not None and isinstance(row[0], bytes) and len(row[0]) >= 16 else None
+        # The key lives beside the store, not in it: a locked store does not hide it.
+        return load_or_create_key_file(path)
 
     # ---- store ------------------------------------------------------------------------------
 
@@ -702,21 +756,25 @@ class Recorder:
         if not self._warned_encode:
             self._warned_encode = True
             warnings.warn(
-                f"agent-replay recorded a placeholder for {where}: {problem}",
+                _scrub(f"agent-replay recorded a placeholder for {where}: {problem}", self._writer._redactor),
                 RecordingLossWarning,
                 stacklevel=4,
             )
 
     # ---- tools and models -------------------------------------------------------------------
 
-    def tool(self, name: str | Callable[..., Any] | None = None, *, timeout_s: float | None = None) -> Any:
+    def tool(self, name: str | Callable[..., Any] | None = None, *, timeout_s: float | None = None,
+             ignore_args: list[str] | tuple[str, ...] | None = None) -> Any:
         """Record each call of the decorated function (sync or async) as a step of the current run.
 
         A tool called outside any run just runs. During a replay it answers from the recording.
+        ``ignore_args`` names arguments (or dotted paths into dict arguments) left out of args_sha,
+        e.g. a random idempotency key: a replay then matches the call whatever value it got.
         """
         if callable(name):  # bare @rec.tool
-            return self._wrap(name, name.__name__, "tool_result", timeout_s=timeout_s)
-        return lambda fn: self._wrap(fn, name or fn.__name__, "tool_result", timeout_s=timeout_s)
+            return self._wrap(name, name.__name__, "tool_result", timeout_s=timeout_s, ignore_args=ignore_args)
+        return lambda fn: self._wrap(fn, name or fn.__name__, "tool_result", timeout_s=timeout_s,
+                                     ignore_args=ignore_args)
 
     def model(
         self,
@@ -724,6 +782,7 @@ class Recorder:
         *,
         price_in_per_mtok: float | None = None,
         price_out_per_mtok: float | None = None,
+        ignore_args: list[str] | tuple[str, ...] | None = None,
     ) -> Any:
         """Record each call of the decorated model client as a step of kind ``model_result``.
 
@@ -731,9 +790,10 @@ class Recorder:
         million tokens, spend is computed too.
         """
         if callable(name):
-            return self._wrap(name, name.__name__, "model_result")
+            return self._wrap(name, name.__name__, "model_result", ignore_args=ignore_args)
         return lambda fn: self._wrap(fn, name or fn.__name__, "model_result",
-                                     price_in=price_in_per_mtok, price_out=price_out_per_mtok)
+                                     price_in=price_in_per_mtok, price_out=price_out_per_mtok,
+                                     ignore_args=ignore_args)
 
     def _wrap(self, fn: F, name: str, kind: str, **opts: Any) -> F:
         spec = _ToolSpec(fn, name, kind, **opts)
@@ -886,7 +946,8 @@ class Recorder:
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, None,
                             error_names or _error_names(exc), str(exc) if error_message is None else error_message,
                             time.time_ns() // 1_000_000, dur, None,
-                            None, args_sha, output_sha, group)
+                            None, args_sha, output_sha, group,
+                            error_detail=None if output_sha is not None else _error_detail(exc))
         else:
             if spec.kind == "model_result":
                 usage = self._model_usage(st, spec, result)
@@ -895,9 +956,10 @@ class Recorder:
                 out, problem = freeze_lenient(result, "output")
                 if problem:
                     self._warn_encode(f"the output of {spec.name}", problem)
+            # The type tag tree is taken on the writer thread (off the agent's path) from `output_ref`.
             item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, out, None, None,
-                            time.time_ns() // 1_000_000, dur, usage, _type_name(result), args_sha, output_sha,
-                            group)
+                            time.time_ns() // 1_000_000, dur, usage, None, args_sha, output_sha, group,
+                            output_ref=None if out is None else result)
         self._writer.submit(item)
 
     def _model_usage(self, st: RunState, spec: _ToolSpec, response: Any) -> Usage | None:
@@ -1090,7 +1152,7 @@ def _stop_http(capture: Any) -> list[Any] | None:
     try:
         return cast(list[Any], capture.stop())
     except Exception as exc:  # noqa: BLE001 - recording must never break the agent
-        warnings.warn(f"agent-replay lost a run's HTTP interactions: {exc!r}", RecordingLossWarning, stacklevel=3)
+        warnings.warn(_scrub(f"agent-replay lost a run's HTTP interactions: {exc!r}"), RecordingLossWarning, stacklevel=3)
         return None
 
 

@@ -29,8 +29,10 @@ from replay.cassette import Cassette, load_cassette
 from replay.context import _session, _step
 from replay.diff import IgnoreRules, RunDiff, Trace, diff_traces
 from replay.errors import EntrypointError, RecordedToolError, ReplayError, StopRun, UnrecordedCall
-from replay.hashing import canonical_bytes, sha_of_canonical, thaw
+from replay.fidelity import rebuild_error, rebuild_value
+from replay.hashing import sha_of_canonical, thaw
 from replay.models import Event, Run, Usage
+from replay.keys import ENV_VAR, RedactionKeyMismatchWarning, mismatch_message
 from replay.network import sealed
 from replay.processors import RedactionConfig, Redactor
 from replay.writer import TRUNCATED_TAG
@@ -38,6 +40,7 @@ from replay.writer import TRUNCATED_TAG
 __all__ = ["ReplayResult", "ReplaySession", "Recording", "load_recording", "replay_run", "replay_run_async"]
 
 _ON_UNRECORDED = ("error", "none")
+_CLOCKS = ("recorded", "real")
 
 
 @dataclasses.dataclass
@@ -123,6 +126,7 @@ def load_recording(source: str | os.PathLike[str] | Cassette, *, db: str | os.Pa
                  for sha, (body, type_name, truncated) in found.items()}
         from replay.cassette import _stored_http
 
+        run = _ordered_input(run, snaps)
         return Recording(run=run, events=events, snapshots=snaps, source=f"store:{path}",
                          secret_key=store.secret_key, http=_stored_http(store, run.http_sha),
                          expired=store.expired_steps(run, events))
@@ -142,6 +146,17 @@ def _thaw_snapshot(store: Any, run: Run, sha: str, body: bytes) -> Any:
                               where=f"sha = '{sha[:24]}'") from None
 
 
+def _ordered_input(run: Run, snaps: Mapping[str, tuple[Any, str | None, bool]]) -> Run:
+    """The run with its input as its snapshot keeps it: in the caller's key order.
+
+    The run row stores the input canonical (sorted); the agent is called with the order it got.
+    """
+    snap = snaps.get(run.input_sha) if run.input_sha else None
+    if snap is None or snap[2] or snap[0] != run.input:
+        return run  # truncated, or not the same value: keep the row's
+    return run.model_copy(update={"input": snap[0]})
+
+
 def _from_cassette(cas: Cassette, path: str) -> Recording:
     snaps = {sha: (s.body, s.type, s.truncated) for sha, s in cas.snapshots.items()}
     # A cassette exported with --allow-expired lacks some outputs: the same refusal as from a store.
@@ -151,25 +166,18 @@ def _from_cassette(cas: Cassette, path: str) -> Recording:
         if e.kind in ("tool_result", "model_result") and e.parent_step_id is None
         and e.output_sha and e.output_sha not in snaps
     ]
-    return Recording(run=cas.run, events=cas.events, snapshots=snaps, source=path, cassette=cas, http=list(cas.http),
+    return Recording(run=_ordered_input(cas.run, snaps), events=cas.events, snapshots=snaps, source=path, cassette=cas, http=list(cas.http),
                      expired=expired)
 
 
 # ---- rebuilding recorded values -------------------------------------------------------------
 
 
-def _import_qualname(module: str, qualname: str) -> Any:
-    # A type or error path in a recording is data: only a module the agent already imported may
-    # serve it. Importing a module named in a cassette would run that module's code.
-    obj: Any = sys.modules.get(module)
-    if obj is None:
-        raise ImportError(f"module {module!r} is not imported by the agent; agent-replay never imports it")
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def _rebuild_value(value: Any, type_name: str | None) -> Any:
+    """The recorded value as the tool returned it: its types (`replay.fidelity`) and key order.
+
+    Always a fresh object: the agent may mutate what a tool returned without changing the recording.
+    """
     if isinstance(value, dict) and value.get(TRUNCATED_TAG) is True:
         warnings.warn(
             f"the recorded output {value.get('sha')} was truncated at record time "
@@ -177,40 +185,44 @@ def _rebuild_value(value: Any, type_name: str | None) -> Any:
             stacklevel=3,
         )
         return value
-    if not type_name or ":" not in type_name or type_name.startswith("$"):
-        return value
-    module, qualname = type_name.split(":", 1)
-    try:
-        cls = _import_qualname(module, qualname)
-    except Exception:  # noqa: BLE001 - a type gone since the recording: the JSON value still works
-        return value
-    try:
-        if hasattr(cls, "model_validate"):
-            return cls.model_validate(value)
-        if isinstance(cls, type) and dataclasses.is_dataclass(cls) and isinstance(value, dict):
-            return cls(**value)
-    except Exception:  # noqa: BLE001
-        return value
-    return value
+    return rebuild_value(value, type_name)
 
 
 def _rebuild_error(body: Any) -> BaseException:
+    """The recorded error as the client's own class (`replay.fidelity.rebuild_error`).
+
+    Only classes from modules the agent has already imported; else `RecordedToolError` naming it.
+    """
     if not isinstance(body, dict):
         return RecordedToolError("UnknownError", str(body))
     display = str(body.get("error", "Error"))
     message = str(body.get("message", ""))
-    module, qualname = body.get("module"), body.get("qualname")
-    if module and qualname:
-        try:
-            cls = _import_qualname(module, qualname)
-            if isinstance(cls, type) and issubclass(cls, BaseException):
-                return cls(message)
-        except Exception:  # noqa: BLE001 - cannot rebuild: fall back to RecordedToolError
-            pass
-    return RecordedToolError(display, message)
+    try:
+        exc = rebuild_error(body)
+    except Exception:  # noqa: BLE001 - cannot rebuild: fall back to RecordedToolError
+        exc = None
+    return exc if exc is not None else RecordedToolError(display, message)
 
 
 # ---- the session: the fixed tool layer ------------------------------------------------------
+
+
+def _local_key_for(fingerprint: str | None) -> bytes | None:
+    """The key of the default store (``$REPLAY_DB`` / ``./replay.db``) when a cassette was made with it.
+
+    A developer who exports a run and replays the cassette on the same machine gets the same
+    pseudonyms without setting ``$REPLAY_REDACTION_KEY``. Never creates a key file.
+    """
+    if not fingerprint:
+        return None
+    from replay.keys import _read_key_file, fingerprint as fp, key_file_path
+    from replay.recorder import default_db
+
+    try:
+        key = _read_key_file(key_file_path(default_db()))
+    except Exception:  # noqa: BLE001 - an unreadable key file only means: no local key
+        return None
+    return key if key is not None and fp(key) == fingerprint else None
 
 
 class ReplaySession:
@@ -234,8 +246,22 @@ class ReplaySession:
         self.stubs = dict(stubs or {})
         self.on_unrecorded = on_unrecorded
         # The recording store's key, so values the agent builds itself pseudonymise as they did then.
-        key = shared_redaction_key() or recording.secret_key or os.urandom(32)
+        env = shared_redaction_key()
+        local = None if env or recording.secret_key else _local_key_for(getattr(recording.run, "key_fingerprint", None))
+        key = env or recording.secret_key or local or os.urandom(32)
+        source = "$REPLAY_REDACTION_KEY" if env else "the store's key" if recording.secret_key else (
+            "the key file of the default store" if local else f"a random key: ${ENV_VAR} is not set")
         self.redactor = Redactor(key, redaction or RedactionConfig())
+        #: (recorded fingerprint, this replay's fingerprint) when they differ, else None
+        self.key_mismatch: tuple[str, str] | None = None
+        recorded_fp = getattr(recording.run, "key_fingerprint", None)
+        if recorded_fp and recorded_fp != self.redactor.key_fingerprint:
+            self.key_mismatch = (recorded_fp, self.redactor.key_fingerprint)
+            warnings.warn(
+                mismatch_message(recording.run.run_id, recorded_fp, self.redactor.key_fingerprint, source),
+                RedactionKeyMismatchWarning,
+                stacklevel=3,
+            )
         # The replayed run is recorded like any run: into `record_to` when given (so `replay show`
         # works on it afterwards), else into a temporary store removed after the replay.
         self.store_dir: str | None = None
@@ -264,7 +290,8 @@ class ReplaySession:
         return sha_of_canonical(self.redactor.canonical(thaw(frozen_args)))
 
     def _lookup(self, spec: Any, args_sha: str) -> Event | None:
-        queue = self.index.get((spec.name, args_sha))
+        # Recorded tool names passed the redactor: look the live name up the same way.
+        queue = self.index.get((self.redactor.redact_name(spec.name), args_sha))
         if queue:
             try:
                 return queue.popleft()
@@ -489,6 +516,8 @@ class ReplayResult:
     replayed_events: list[Event] = dataclasses.field(default_factory=list)
     #: the HTTP requests the recording had no answer for (`replay.errors.UnrecordedRequest`), in order
     unrecorded_http: list[Any] = dataclasses.field(default_factory=list)
+    #: (recording's, replay's) redaction key fingerprints when they differ (see `replay.keys`)
+    key_mismatch: tuple[str, str] | None = None
 
     def calls(self, tool: str) -> list[Event]:
         """The replayed steps that called `tool`, in order."""
@@ -637,6 +666,7 @@ def replay_run(
     project: str | os.PathLike[str] | None = None,
     allow_network: bool = False,
     allow_subprocess: bool = False,
+    clock: str = "recorded",
 ) -> ReplayResult:
     """Replay a recorded run against the code checked out now and diff it with the recording.
 
@@ -655,18 +685,23 @@ def replay_run(
         project: the project folder whose pyproject.toml lists agent modules (default: the working folder).
         allow_network: let the agent open sockets and resolve names (sealed by default).
         allow_subprocess: let the agent start processes (sealed by default).
+        clock: ``"recorded"`` (default) runs the agent at the recorded run's wall-clock time
+            (``time.time()``, ``datetime.now()`` start at its start and tick on; time-machine),
+            so "today" in a prompt replays identically; ``"real"`` leaves the clock alone.
 
     Raises:
         RunNotFoundError, CassetteDecodeError, EntrypointError, ExpiredSnapshotsError: before
             anything runs (the last when outputs the replay needs were pruned; stubs cover them).
     """
+    _check_clock(clock)
     recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
     _check_expired(recording, stubs)
     session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction,
                             record_to=record_to)
     output: Any = None
     exception: BaseException | None = None
-    with _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess):
+    with _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess), \
+            _recorded_clock(recording, clock):
         try:
             output = _invoke(session, fn, recording, call)
             if inspect.isawaitable(output):
@@ -674,6 +709,28 @@ def replay_run(
         except (Exception, StopRun, SystemExit) as exc:  # sys.exit() in the agent ends it, not the replay
             exception = exc
     return _conclude(session, recording, output, exception, ignore, ordered)
+
+
+def _check_clock(clock: str) -> None:
+    if clock not in _CLOCKS:
+        raise ValueError(f"clock={clock!r}: use 'recorded' (the run's own wall-clock time, the default) or 'real'")
+
+
+@contextlib.contextmanager
+def _recorded_clock(recording: Recording, clock: str) -> Iterator[None]:
+    """The wall clock set to the recorded run's start, ticking on (time-machine), for the block.
+
+    Only wall-clock time travels (``time.time``, ``datetime.now``, ``date.today``, ...):
+    ``time.perf_counter`` and ``time.monotonic`` do not, so recorded durations and timeouts stay real.
+    """
+    started = recording.run.started_ms
+    if clock == "real" or not started:
+        yield
+        return
+    import time_machine
+
+    with time_machine.travel(started / 1000, tick=True):
+        yield
 
 
 @contextlib.contextmanager
@@ -702,7 +759,9 @@ def _installed(session: ReplaySession, *, allow_network: bool = False,
 def _conclude(session: ReplaySession, recording: Recording, output: Any, exception: BaseException | None,
               ignore: Any, ordered: bool) -> ReplayResult:
     try:
-        return _finish(session, recording, output, exception, ignore, ordered)
+        result = _finish(session, recording, output, exception, ignore, ordered)
+        result.key_mismatch = session.key_mismatch
+        return result
     finally:
         session.close()
 
@@ -726,15 +785,22 @@ async def replay_run_async(
     project: str | os.PathLike[str] | None = None,
     allow_network: bool = False,
     allow_subprocess: bool = False,
+    clock: str = "recorded",
 ) -> ReplayResult:
-    """`replay_run` for async agents inside a running event loop."""
+    """`replay_run` for async agents inside a running event loop.
+
+    With ``clock="recorded"`` the whole process sees the recorded time while the agent runs
+    (other tasks of the loop included); pass ``clock="real"`` where that matters.
+    """
+    _check_clock(clock)
     recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
     _check_expired(recording, stubs)
     session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction,
                             record_to=record_to)
     output: Any = None
     exception: BaseException | None = None
-    with _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess):
+    with _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess), \
+            _recorded_clock(recording, clock):
         try:
             output = _invoke(session, fn, recording, call)
             if inspect.isawaitable(output):

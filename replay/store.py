@@ -86,6 +86,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "http_sha",  # schema 3: the optional HTTP layer
     "pid",  # schema 4: liveness of the recording process (replay/liveness.py)
     "last_seen_ms",
+    "key_fingerprint",  # schema 7: the fingerprint of the key that redacted the run
 )
 
 #: ``(sha, body, type_name, truncated)``: one content-addressed snapshot.
@@ -166,7 +167,14 @@ class Store:
     """
 
     path: pathlib.Path
+    #: the pseudonym key in use: ``$REPLAY_REDACTION_KEY``, else the key file (never in the file)
     secret_key: bytes
+    #: where `secret_key` came from: ``"env"``, ``"file"`` (``<path>.key``) or ``"memory"``
+    key_source: str
+    #: `replay.keys.fingerprint` of `secret_key`
+    key_fingerprint: str
+    #: the fingerprint the store was first written with (``meta.key_fingerprint``)
+    stored_fingerprint: str | None
     db: Database
 
     def __init__(
@@ -287,40 +295,58 @@ class Store:
         )
 
     def _open(self, memory: bool) -> bytes:
+        """Migrate if needed; return the pseudonym key (see `replay.keys`), never kept in the file."""
         conn = self._conn
         # Read the version before anything writes: a newer file is refused untouched.
         version = read_schema_version(conn, self.path)
         if not memory:
             self.db.enable_wal()
         conn.execute("PRAGMA synchronous = NORMAL")
-        key = self._read_secret() if version == SCHEMA_VERSION else None
-        if key is not None:
+        if version == SCHEMA_VERSION:
+            key = self._resolve_key(memory)
+            self.stored_fingerprint = self._read_fingerprint()
             return key
         conn.execute("BEGIN IMMEDIATE")  # serialises processes creating or migrating the same file
         try:
             migrate(self.db, self.path, event_ms=self._event_ms, snapshot_ms=self._snapshot_ms)
-            key = self._read_secret()
-            if key is None:
-                key = secrets.token_bytes(32)
-                conn.execute("INSERT INTO meta (key, value) VALUES ('secret_key', ?)", (key,))
+            key = self._resolve_key(memory)
+            self.stored_fingerprint = self._read_fingerprint()
+            if self.stored_fingerprint is None:
+                self.stored_fingerprint = self.key_fingerprint
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('key_fingerprint', ?)", (self.key_fingerprint,)
+                )
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+        if 0 < version < 4 and not memory:
+            # The old key's bytes may linger in WAL frames: fold them into the (zeroed) main file.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return key
 
-    def _read_secret(self) -> bytes | None:
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'secret_key'").fetchone()
-        if row is None:
-            return None
-        if not isinstance(row[0], bytes) or len(row[0]) < 16:
-            raise StoreError(
-                f"{self.path} has a damaged secret_key in its meta table: restore the file from a "
-                "backup (pseudonyms depend on the key)",
-                path=str(self.path),
-            )
-        return row[0]
+    def _resolve_key(self, memory: bool) -> bytes:
+        """``$REPLAY_REDACTION_KEY``, else the key file beside the store (created 0600 when missing)."""
+        from replay.keys import env_key, fingerprint, key_file_path, load_or_create_key_file
+
+        try:
+            key = env_key()
+        except ValueError as e:
+            raise StoreError(str(e), path=str(self.path)) from None
+        if key is not None:
+            self.key_source = "env"
+        elif memory:
+            key, self.key_source = secrets.token_bytes(32), "memory"
+        else:
+            key, self.key_source = load_or_create_key_file(key_file_path(self.path)), "file"
+        self.key_fingerprint = fingerprint(key)
+        return key
+
+    def _read_fingerprint(self) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'key_fingerprint'").fetchone()
+        return None if row is None else str(row[0])
 
     def _build_insert_sql(self) -> tuple[str, str]:
         def values(j: int) -> str:
@@ -461,6 +487,7 @@ class Store:
             run.http_sha,
             run.pid,
             run.last_seen_ms,
+            run.key_fingerprint,
         )
 
     def touch_runs(self, run_ids: Sequence[str], now_ms: int | None = None) -> None:

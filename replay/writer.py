@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
-from replay.hashing import canonical_bytes, sha_of_canonical, thaw
+from replay.hashing import canonical_bytes, ordered_bytes, sha_of_canonical, thaw, type_tag
 from replay.liveness import HEARTBEAT_S, STALE_MS, pid_alive, this_host
 from replay.models import Event, Run, Usage
 
@@ -49,6 +49,14 @@ log = logging.getLogger("replay")
 events_log = logging.getLogger("replay.events")
 
 TRUNCATED_TAG = "$truncated"
+
+
+def _sorted_dump(value: Any) -> bytes | None:
+    """orjson's sorted JSON of plain `value` (what `Redactor.canonical` returns when it redacted nothing)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
 
 
 def _usage_json(u: Usage) -> str:
@@ -86,6 +94,13 @@ def _check_text(values: tuple[Any, ...]) -> None:
             _check_text(v)
         elif type(v) is str and not v.isascii():
             v.encode("utf-8")
+
+
+def _label_value(red: Redactor, key: Any, value: Any) -> str:
+    """A label or version value as written: secret keys hide it, pattern rules pseudonymize it."""
+    if red._is_secret_key_cached(str(key)):
+        return "[REDACTED:secret]"
+    return red.redact_name(str(value))
 
 
 _writers: weakref.WeakSet[Writer] = weakref.WeakSet()
@@ -127,6 +142,13 @@ class StepItem:
     output_sha: str | None = None
     # The step_id of the first step of its concurrent group (parallel calls), None when it ran alone.
     concurrent_group: int | None = None
+    # A tool's exception: args, public attributes and their types, frozen (replay.fidelity).
+    error_detail: bytes | None = None
+    # The value the tool returned, held until the writer takes its type tag tree (`type_tag`):
+    # walking it costs microseconds the agent's path does not pay. The recorded JSON is `output`,
+    # frozen on the agent's path; a value the agent mutates before the writer gets to it can only
+    # lose type tags (replay then hands back plain JSON there), never change what is recorded.
+    output_ref: Any = None
 
 
 @dataclass
@@ -591,7 +613,7 @@ class Writer:
                     else:
                         listener(run, errors)
                 except Exception as exc:  # noqa: BLE001 - a metrics bug must not stop recording
-                    log.warning("replay: run listener %r failed: %r", listener, exc)
+                    log.warning("replay: run listener %r failed: %s", listener, self._safe(repr(exc)))
 
     # ---- the spool ----------------------------------------------------------------------------
 
@@ -718,29 +740,40 @@ class Writer:
                 return
 
     def _snapshot(
-        self, value: Any, snapshots: dict[str, tuple[str, bytes, str | None, bool]], type_name: str | None
+        self, value: Any, snapshots: dict[str, tuple[str, bytes, str | None, bool]], type_name: str | None,
+        frozen: bytes | None = None,
     ) -> tuple[str, bytes]:
-        """Redact `value`, store it content-addressed, return (sha, redacted canonical bytes)."""
+        """Redact `value`, store it content-addressed, return (sha, redacted body bytes).
+
+        The body keeps the value's own key order (replay hands it back as the tool returned it);
+        the sha is over the canonical, sorted form, so hashes join with hand-rolled loggers.
+        `frozen` is `value`'s JSON as the agent's path froze it: when redaction changed nothing,
+        it is the body as it is (no second copy, no second serialization).
+        """
         assert self._redactor is not None
-        body = self._redactor.canonical(value)
-        canonical = body
-        digest = sha_of_canonical(body)
+        canonical = self._redactor.canonical(value)
+        digest = sha_of_canonical(canonical)
+        if frozen is not None and canonical == _sorted_dump(value):
+            body = frozen  # nothing was redacted
+        else:
+            body = ordered_bytes(self._redactor(value))
         if digest not in snapshots:
+            stored = body
             truncated = len(body) > self.max_snapshot_bytes
             if truncated:
                 head = body[: self.max_snapshot_bytes].decode("utf-8", "ignore")
-                body = orjson.dumps(
+                stored = orjson.dumps(
                     {TRUNCATED_TAG: True, "sha": digest, "size": len(body), "head": head},
                     option=orjson.OPT_SORT_KEYS,
                 )
-            snapshots[digest] = (digest, body, type_name, truncated)
-        return digest, canonical
+            snapshots[digest] = (digest, stored, type_name, truncated)
+        return digest, body
 
     def _step_row(self, it: StepItem, snapshots: dict[str, tuple[str, bytes, str | None, bool]]) -> tuple[Any, ...]:
         assert self._redactor is not None
         args_sha = it.args_sha
         if args_sha is None or self.store_args:
-            args_body = self._redactor.canonical(thaw(it.args))
+            args_body = self._redactor.canonical(thaw(it.args), len(it.args))
             args_sha = sha_of_canonical(args_body)
             if self.store_args and args_sha not in snapshots:
                 snapshots[args_sha] = (args_sha, args_body, "$args", False)
@@ -749,14 +782,24 @@ class Writer:
         elif it.error is not None:
             display, module, qualname = it.error
             out = {"error": display, "module": module, "qualname": qualname, "message": it.message or ""}
+            if it.error_detail is not None:
+                detail = thaw(it.error_detail)
+                if isinstance(detail, dict):
+                    out.update((k, v) for k, v in detail.items() if k not in out)
             output_sha, _ = self._snapshot(out, snapshots, "$error")
         elif it.output is not None:
-            output_sha, _ = self._snapshot(thaw(it.output), snapshots, it.type_name)
+            value = thaw(it.output)
+            type_name = it.type_name
+            if it.output_ref is not None:
+                type_name = type_tag(it.output_ref, value)
+                it.output_ref = None
+            output_sha, _ = self._snapshot(value, snapshots, type_name, it.output)
         else:
             output_sha = None
+        red = self._redactor
         return (
-            it.run_id, it.kind, it.ts_ms, it.step_id, it.tool, args_sha, output_sha, it.duration_ms,
-            "error" if it.error is not None else "ok", None if it.error is None else it.error[0], None,
+            it.run_id, it.kind, it.ts_ms, it.step_id, red.redact_name(it.tool), args_sha, output_sha, it.duration_ms,
+            "error" if it.error is not None else "ok", None if it.error is None else red.redact_name(it.error[0]), None,
             None if it.usage is None else _usage_json(it.usage), it.parent_step_id, it.concurrent_group,
         )
 
@@ -765,14 +808,28 @@ class Writer:
     ) -> tuple[Run, tuple[Any, ...]]:
         assert self._redactor is not None
         run = it.run
+        red = self._redactor
+        # Names, labels, versions and stop reasons are written too: they pass the redactor (a name
+        # is pseudonymized the same way each time, so matching by name still works).
+        run.key_fingerprint = red.key_fingerprint
+        run.agent = red.redact_name(run.agent)
+        if run.labels:
+            run.labels = {red.redact_name(str(k)): _label_value(red, k, v) for k, v in run.labels.items()}
+        if run.versions:
+            run.versions = {red.redact_name(str(k)): _label_value(red, k, v) for k, v in run.versions.items()}
+        if run.stop_reason is not None:
+            run.stop_reason = red.redact_token(run.stop_reason)
         if it.input is not None:
-            run.input_sha, body = self._snapshot(thaw(it.input), snapshots, None)
+            run.input_sha, body = self._snapshot(thaw(it.input), snapshots, None, it.input)
             run.input = thaw(body)
         if it.output is not None:
-            run.output_sha, body = self._snapshot(thaw(it.output), snapshots, it.output_type)
+            run.output_sha, body = self._snapshot(thaw(it.output), snapshots, it.output_type, it.output)
             run.output = thaw(body)
         if it.http:
-            run.http_sha, _ = self._snapshot(it.http, snapshots, "$http")
+            from replay.http import redact_interactions
+
+            http = redact_interactions(it.http, red)
+            run.http_sha, _ = self._snapshot(http, snapshots, "$http")
         row: tuple[Any, ...]
         if it.stop:
             row = (run.run_id, "stop", it.ts_ms, None, None, None, run.output_sha, None, None, None,
@@ -782,10 +839,23 @@ class Writer:
                    None, None, None, None)
         return run, row
 
+    def _safe(self, text: str) -> str:
+        """Text for a warning or a log line: redacted (an exception's repr can quote a value)."""
+        try:
+            red = self._redactor
+            if red is None:
+                from replay.processors import Redactor
+
+                red = self._redactor_for_text = getattr(self, "_redactor_for_text", None) or Redactor(os.urandom(32))
+            return red.redact_text(text)
+        except Exception:  # noqa: BLE001 - a warning must still go out, without the detail
+            return "(detail withheld)"
+
     def _lose(self, n: int, why: str) -> None:
         self.dropped += n
         if not self._warned:
             self._warned = True
+            why = self._safe(why)
             msg = (
                 f"agent-replay lost {n} record(s): {why}. The agent keeps running; "
                 "the count is in Recorder.dropped. Check the store path (--db / REPLAY_DB)."

@@ -14,6 +14,7 @@ as a boundary (the way PII sits in real text); ``"x4111..."`` glued to a word is
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import string
 from typing import Any, NamedTuple
@@ -185,10 +186,17 @@ def ssns(draw: st.DrawFn) -> str:
 
 @st.composite
 def ipv4s(draw: st.DrawFn) -> str:
-    """IPv4 addresses with 2-3 digit octets (at least 11 characters, so they stay unique)."""
+    """Public IPv4 addresses with 2-3 digit octets (at least 11 characters, so they stay unique).
+
+    Loopback, private, link-local and reserved ranges are kept by redaction (not personal data),
+    so they are not planted.
+    """
     first = draw(st.integers(11, 223))
     rest = draw(st.lists(st.integers(10, 254), min_size=3, max_size=3))
-    return ".".join(str(o) for o in [first, *rest])
+    ip = ".".join(str(o) for o in [first, *rest])
+    if not ipaddress.IPv4Address(ip).is_global:
+        ip = ".".join(str(o) for o in [81, *rest])
+    return ip
 
 
 def _b64url(data: bytes) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import shutil
 import subprocess
 import sys
 import uuid
@@ -255,14 +254,28 @@ def test_every_command_has_help() -> None:
         assert "Example" in res.output, name
 
 
+# The console script installed beside this interpreter (its venv's bin/), not whatever is on PATH.
+REPLAY_EXE = Path(sys.executable).parent / "replay"
+
+
 def test_console_script_runs() -> None:
     """The installed `replay` console script runs and lists its commands."""
-    exe = shutil.which("replay")
-    if exe is None:
-        pytest.fail("the `replay` console script is not installed: pip install -e .")
-    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    if not REPLAY_EXE.exists():
+        pytest.fail(f"the `replay` console script is not installed beside {sys.executable}: pip install -e .")
+    out = subprocess.run([str(REPLAY_EXE), "--help"], capture_output=True, text=True, check=True).stdout
     for name in ("runs", "show", "export", "import", "diff", "run", "stats", "alerts", "prune", "pin", "scan"):
         assert name in out
+
+
+def test_python_dash_m_replay_is_the_same_cli(tmp_path: Path) -> None:
+    """`python -m replay` runs the CLI: the same help as the console script, and commands work."""
+    by_module = subprocess.run([sys.executable, "-m", "replay", "--help"], capture_output=True, text=True,
+                               check=True, cwd=tmp_path).stdout
+    by_script = subprocess.run([str(REPLAY_EXE), "--help"], capture_output=True, text=True, check=True).stdout
+    assert by_module == by_script and "Usage: replay" in by_module
+    runs = subprocess.run([sys.executable, "-m", "replay", "runs", "--db", str(tmp_path / "none.db")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert runs.returncode == 2 and "no store at" in runs.stderr
 
 
 def test_every_command_and_plugin_flag_is_in_the_readme() -> None:
@@ -291,11 +304,10 @@ def test_run_record_to_keeps_the_replay_for_show(env: Any, tmp_path: Path) -> No
 
 def test_replay_run_imports_entrypoints_from_the_working_folder(env: Any, tmp_path: Path) -> None:
     """The `replay` script imports the agent modules the project's pyproject.toml lists, from the folder it runs in."""
-    exe = shutil.which("replay")
-    assert exe is not None, "the `replay` console script is not installed: pip install -e ."
+    assert REPLAY_EXE.exists(), f"the `replay` console script is not installed beside {sys.executable}"
     mod = env[0]
     (tmp_path / "pyproject.toml").write_text(f'[tool.agent-replay]\nagents = ["{mod.__name__}"]\n')
-    proc = subprocess.run([exe, "run", "--last", "1", "--agent", "support-agent"], cwd=tmp_path,
+    proc = subprocess.run([str(REPLAY_EXE), "run", "--last", "1", "--agent", "support-agent"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "replay matches recording" in proc.stdout

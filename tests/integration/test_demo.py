@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -79,12 +80,12 @@ def test_demo_rejects_a_store_in_a_missing_folder(tmp_path):
 
 
 def test_replay_demo_runs_as_the_installed_command(tmp_path):
-    """`replay demo` on PATH finishes in under 10 seconds and ends with the next commands to run."""
-    exe = shutil.which("replay")
-    if exe is None:
-        pytest.fail("the `replay` console script is not on PATH: pip install -e .")
+    """The installed `replay demo` finishes in under 10 seconds and ends with the next commands to run."""
+    exe = Path(sys.executable).parent / "replay"  # beside the interpreter, not whatever PATH finds
+    if not exe.exists():
+        pytest.fail(f"the `replay` console script is not installed beside {sys.executable}: pip install -e .")
     t0 = time.perf_counter()
-    proc = subprocess.run([exe, "demo", "--db", "demo.db"], cwd=tmp_path, capture_output=True, text=True,
+    proc = subprocess.run([str(exe), "demo", "--db", "demo.db"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=60)
     elapsed = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
 import os
 import re
@@ -38,7 +39,15 @@ JSON = st.recursive(
 
 def pseudo(rule: str, value: str, key: bytes = KEY) -> str:
     hx = hmac.new(key, f"{rule}:{value}".encode(), hashlib.sha256).hexdigest()[:8]
-    return f"u{hx}@redacted.invalid" if rule == "email" else f"[{rule}:{hx}]"
+    if rule == "email":
+        return f"u{hx}@redacted.invalid"
+    if rule == "ipv4":
+        return f"{('192.0.2.', '198.51.100.', '203.0.113.')[int(hx[:2], 16) % 3]}{int(hx[2:4], 16)}"
+    if rule == "ipv6":
+        return str(ipaddress.IPv6Address(f"2001:db8:{hx[:4]}:{hx[4:]}::1"))
+    if rule == "url_password":
+        return f"redacted-{hx}"
+    return f"[{rule}:{hx}]"
 
 
 def oracle(r: Redactor, v):
@@ -88,15 +97,15 @@ CAUGHT = [
     ("iban", "GB82 WEST 1234 5698 7654 32", "GB82 WEST 1234 5698 7654 32"),
     ("iban", "NL91ABNA0417164300", "NL91ABNA0417164300"),
     ("ssn", "ssn 123-45-6789", "123-45-6789"),
-    ("ipv4", "from 192.168.1.20:8080", "192.168.1.20"),
-    ("ipv4", "10.0.0.1", "10.0.0.1"),
+    ("ipv4", "from 81.2.69.160:8080", "81.2.69.160"),
+    ("ipv4", "8.8.4.4", "8.8.4.4"),
     ("ipv4", "1.2.3.4", "1.2.3.4"),
     ("jwt", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk",
      "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
-    ("bearer", "Authorization: Bearer abc123def456ghi789", "abc123def456ghi789"),
+    ("bearer", "sent Bearer abc123def456ghi789", "abc123def456ghi789"),
     ("bearer", "bearer Zm9vYmFyYmF6cXV4cXV1eA==", "Zm9vYmFyYmF6cXV4cXV1eA=="),
     ("bearer", "BEARER\tabc123def456ghi789", "abc123def456ghi789"),
-    ("bearer", "?auth=Bearer%20abc123def456ghi789", "abc123def456ghi789"),
+    ("bearer", "?via=Bearer%20abc123def456ghi789", "abc123def456ghi789"),
     ("api_key", "key=sk-abcdefghijklmnopqrstuvwxyz0123456789", "sk-abcdefghijklmnopqrstuvwxyz0123456789"),
     ("api_key", "sk-proj-Ab12_Cd34-Ef56Gh78Ij90Kl12Mn34", "sk-proj-Ab12_Cd34-Ef56Gh78Ij90Kl12Mn34"),
     ("api_key", "AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
@@ -137,7 +146,7 @@ NOT_CAUGHT = [
     "4111111111111112",
     "1234567890123456",
     "555-0100",
-    "4155550100",
+    "1415555010",
     "000-12-3456",
     "666-12-3456",
     "900-12-3456",
@@ -288,7 +297,7 @@ def test_disabled_rules_are_off() -> None:
     """A disabled default rule leaves its matches alone; the others still apply."""
     r = Redactor(KEY, RedactionConfig(disabled=("ipv4", "phone")))
     assert r.redact_text("10.0.0.1 +14155550100 bob@x.io") == f"10.0.0.1 +14155550100 {pseudo('email', 'bob@x.io')}"
-    assert "ipv4" not in r.rules and r.rules[0] == "jwt"
+    assert "ipv4" not in r.rules and r.rules[0] == "pem"
 
 
 def test_default_rule_replaced_by_extra_pattern_of_same_name() -> None:
@@ -313,7 +322,7 @@ def test_bad_regex_error_names_rule_and_error() -> None:
         ({"extra_patterns": {"x": "a*"}}, ValueError, "matches the empty string"),
         ({"extra_patterns": {"Bad Name": "a"}}, ValueError, "rule name 'Bad Name' is not valid"),
         ({"extra_patterns": {"email": "a"}}, ValueError, "add 'email' to disabled"),
-        ({"disabled": ("ip",)}, ValueError, "unknown rule 'ip': the default rules are jwt, api_key"),
+        ({"disabled": ("ip",)}, ValueError, "unknown rule 'ip': the default rules are pem, aws_secret, jwt, api_key"),
         ({"allow": "x@y.com"}, TypeError, "write allow=('x@y.com',)"),
         ({"extra_keys": ("",)}, TypeError, "use non-empty strings"),
         ({"store_args": "raw"}, ValueError, "use 'hash' or 'redacted'"),
@@ -333,7 +342,10 @@ def test_key_must_be_bytes() -> None:
 
 def test_default_rules_constant() -> None:
     """DEFAULT_RULES names every default pattern rule in application order."""
-    assert DEFAULT_RULES == ("jwt", "api_key", "bearer", "email", "iban", "card", "ssn", "ipv4", "phone")
+    assert DEFAULT_RULES == (
+        "pem", "aws_secret", "jwt", "api_key", "bearer", "url_password", "kv_secret", "email", "iban",
+        "card", "ssn", "ipv6", "ipv4", "phone", "tel", "b64",
+    )
     assert R.rules == DEFAULT_RULES
 
 

@@ -42,7 +42,7 @@ SECRET_DOC = {
         {"tool": "http.get", "headers": {"Authorization": "Bearer abc123def456ghi789"}},
         {"tool": "pay", "output": {"card": 4111111111111111, "note": "ok"}},
     ],
-    "a b": ["x", "y", "z", "from 10.20.30.40"],
+    "a b": ["x", "y", "z", "from 81.20.30.40"],
 }
 SECRET_HITS = [
     Hit("$.run.input.customer.email", "email"),
@@ -51,7 +51,7 @@ SECRET_HITS = [
     Hit("$.steps[2].output.card", "card"),
     Hit('$["a b"][3]', "ipv4"),
 ]
-SECRETS = ["jane.doe@example.com", "415 555 0100", "abc123def456ghi789", "4111111111111111", "10.20.30.40"]
+SECRETS = ["jane.doe@example.com", "415 555 0100", "abc123def456ghi789", "4111111111111111", "81.20.30.40"]
 
 
 # --- Redactor.scan ------------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def test_scan_masks_keys_that_are_pii() -> None:
 
 def test_scan_reports_every_rule_of_a_string_once() -> None:
     """One string with several kinds of PII gives one hit per rule, in rule order."""
-    text = "mail bob@example.com or jim@example.com from 10.0.0.1"
+    text = "mail bob@example.com or jim@example.com from 81.2.69.1"
     assert R.scan({"m": text}, path="$.log") == [Hit("$.log.m", "email"), Hit("$.log.m", "ipv4")]
 
 
@@ -138,7 +138,7 @@ def test_scan_json_file_clean(tmp_path: Path) -> None:
 def test_scan_json_lines(tmp_path: Path) -> None:
     """A JSON Lines log is scanned line by line: 'line N, $.path'."""
     path = tmp_path / "events.log"
-    lines = [{"kind": "run_start"}, {"msg": "sent to jane.doe@example.com"}, {}, {"ip": "10.0.0.1"}]
+    lines = [{"kind": "run_start"}, {"msg": "sent to jane.doe@example.com"}, {}, {"ip": "81.2.69.1"}]
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
     assert scan_json_file(path) == [
         FileHit(str(path), "line 2, $.msg", "email"),
@@ -180,7 +180,7 @@ def _make_db(path: Path) -> None:
             "r_1",
             json.dumps({"customer": {"email": "jane.doe@example.com", "id": 7}}),
             "call +1 415 555 0100 today",
-            json.dumps({"ip": "10.20.30.40"}).encode(),
+            json.dumps({"ip": "81.20.30.40"}).encode(),
             gzip.compress(json.dumps([{"card": "4111 1111 1111 1111"}]).encode()),
             4111111111111111,
             "hunter2",
@@ -250,7 +250,7 @@ def test_scan_sqlite_hits_never_show_values(tmp_path: Path) -> None:
     path = tmp_path / "replay.db"
     _make_db(path)
     text = repr(scan_sqlite(path))
-    assert [s for s in ("jane.doe", "415 555", "10.20.30.40", "4111", "hunter2", "123-45") if s in text] == []
+    assert [s for s in ("jane.doe", "415 555", "81.20.30.40", "4111", "hunter2", "123-45") if s in text] == []
 
 
 def test_scan_sqlite_not_a_database(tmp_path: Path) -> None:
