@@ -32,6 +32,9 @@ class _Group(click.Group):
     """
 
     def invoke(self, ctx: click.Context) -> Any:
+        # Inside catch_warnings(record=True) showwarning appends to `caught`: re-showing through it
+        # while iterating `caught` never ended (the list grew until memory ran out).
+        show = warnings.showwarning
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CorruptRowWarning)
             try:
@@ -51,12 +54,12 @@ class _Group(click.Group):
                 raise BadInput(f"{exc.filename}: {exc.strerror or exc}: check the path (does its folder exist?)") from exc
             finally:
                 seen = set()
-                for w in caught:
+                for w in list(caught):
                     if issubclass(w.category, CorruptRowWarning) and str(w.message) not in seen:
                         seen.add(str(w.message))
                         click.echo(f"Warning: {w.message}", err=True)
                     elif not issubclass(w.category, CorruptRowWarning):
-                        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+                        show(w.message, w.category, w.filename, w.lineno)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
