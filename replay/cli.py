@@ -32,6 +32,9 @@ class _Group(click.Group):
     """
 
     def invoke(self, ctx: click.Context) -> Any:
+        # Inside catch_warnings(record=True) showwarning appends to `caught`: re-showing through it
+        # while iterating `caught` never ended (the list grew until memory ran out).
+        show = warnings.showwarning
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CorruptRowWarning)
             try:
@@ -51,12 +54,12 @@ class _Group(click.Group):
                 raise BadInput(f"{exc.filename}: {exc.strerror or exc}: check the path (does its folder exist?)") from exc
             finally:
                 seen = set()
-                for w in caught:
+                for w in list(caught):
                     if issubclass(w.category, CorruptRowWarning) and str(w.message) not in seen:
                         seen.add(str(w.message))
                         click.echo(f"Warning: {w.message}", err=True)
                     elif not issubclass(w.category, CorruptRowWarning):
-                        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+                        show(w.message, w.category, w.filename, w.lineno)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -445,17 +448,26 @@ def export(run_id: str, db: str, out_dir: str, force: bool, test_dir: str | None
 @cli.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @db_option
-def import_(files: tuple[str, ...], db: str) -> None:
-    """Load cassettes into a store (importing one twice adds nothing).
+@click.option("--format", "fmt", type=click.Choice(["cassette", "otlp"]), default="cassette", show_default=True,
+              help="cassette: agent-replay cassettes; otlp: OTLP JSON traces (OpenInference, OpenLLMetry, OTel GenAI).")
+def import_(files: tuple[str, ...], db: str, fmt: str) -> None:
+    """Load cassettes (or OTLP JSON traces) into a store (importing one twice adds nothing).
 
     Each file is checked first: a run id that is not well-formed, an event of another run or a
     snapshot whose body does not hash to its sha is refused, and nothing is written. A run already
-    in the store is never overwritten.
+    in the store is never overwritten. With --format otlp, each agent span of a trace becomes a
+    run and its tool and LLM spans its steps, redacted and hashed as the recorder does.
 
     Example:
 
         replay import cassettes/*.json --db incidents.db
+        replay import --format otlp traces.json
     """
+    if fmt == "otlp":
+        from replay.cli_otel import import_otlp_files
+
+        import_otlp_files(files, db)
+        return
     from replay.cassette import import_cassette, load_cassette
 
     cassettes = []
@@ -637,9 +649,10 @@ class _nullbar:
 
 def _register() -> None:
     from replay.cli_monitor import alerts, metrics, stats
+    from replay.cli_otel import otel_export
     from replay.demo import demo
 
-    for cmd in (stats, alerts, metrics, demo):
+    for cmd in (stats, alerts, metrics, demo, otel_export):
         cli.add_command(cmd)
 
 

@@ -158,7 +158,7 @@ def test_newer_schema_is_refused_and_the_file_is_not_changed(db_path: Path) -> N
     with Store(db_path) as s:
         s.write_batch(runs=[make_run()])
     conn = sqlite3.connect(db_path)
-    conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION + 1,))
     conn.commit()
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
@@ -168,7 +168,7 @@ def test_newer_schema_is_refused_and_the_file_is_not_changed(db_path: Path) -> N
         Store(db_path)
 
     assert str(info.value) == (
-        f"replay.db has schema 99; this agent-replay reads up to {SCHEMA_VERSION}: "
+        f"replay.db has schema {SCHEMA_VERSION + 1}; this agent-replay reads up to {SCHEMA_VERSION}: "
         "upgrade it (pip install -U agent-replay)"
     )
     assert db_path.read_bytes() == before
