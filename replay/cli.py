@@ -486,9 +486,10 @@ class _nullbar:
 
 def _register() -> None:
     from replay.cli_monitor import alerts, metrics, stats
+    from replay.cli_view import view
     from replay.demo import demo
 
-    for cmd in (stats, alerts, metrics, demo):
+    for cmd in (stats, alerts, metrics, demo, view):
         cli.add_command(cmd)
 
 

@@ -11,6 +11,7 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -57,7 +58,7 @@ agent_option = click.option("--agent", default=None, help="Only the runs of this
 @agent_option
 @click.option("--by", type=click.Choice(["hour", "day"]), default=None, help="Also one row per hour or day.")
 @json_option
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write an HTML dashboard (three drift charts).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write an HTML dashboard (three drift charts), linking to run pages written next to it.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write the charts as PNG (needs matplotlib).")
 def stats(
     db: str,
@@ -113,7 +114,9 @@ def stats(
         who = f"agent {agent!r}" if agent else "all agents"
         subtitle = f"{report.stats.runs} runs {label}, {who}; store {db}"
         if html_path:
-            dashboard.write_html(html_path, report.buckets, by=chart_by, subtitle=subtitle, overall=report.stats)
+            links = _write_run_pages(db, html_path, since_ms, agent)
+            dashboard.write_html(html_path, report.buckets, by=chart_by, subtitle=subtitle, overall=report.stats,
+                                 runs=links)
             written.append(html_path)
         if plot_path:
             dashboard.write_png(plot_path, report.buckets, by=chart_by)
@@ -139,6 +142,42 @@ def stats(
         click.echo(format_stats_table(report.buckets, by))  # type: ignore[arg-type]
     for path in written:
         click.echo(f"\nwrote {path}")
+
+
+def _write_run_pages(db: str, html_path: str, since_ms: int | None, agent: str | None, n: int = 10) -> list[Any]:
+    """Write the run pages the dashboard links to (the runs with the most tool calls, the slowest).
+
+    They go to ``<dashboard stem>-runs/RUN_ID.html`` next to the dashboard; returns its `RunLink` rows.
+    """
+    from replay.dashboard import RunLink
+    from replay.replayer import load_recording
+    from replay.runpage import render_run_page, write_run_page
+
+    store = open_store(db)
+    try:
+        runs = store.runs(agent=agent, since_ms=since_ms, until_ms=_now_ms() + 1)
+    finally:
+        store.close()
+    if not runs:
+        return []
+
+    def latency(r: Any) -> int:
+        return (r.ended_ms - r.started_ms) if r.ended_ms is not None else -1
+
+    picked: dict[str, Any] = {}
+    for r in sorted(runs, key=lambda r: (-r.tool_calls, -r.started_ms))[:n] + sorted(runs, key=lambda r: -latency(r))[:n]:
+        picked.setdefault(r.run_id, r)
+    html = Path(html_path)
+    folder = html.parent / f"{html.stem}-runs"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    links = []
+    for r in sorted(picked.values(), key=lambda r: (-r.tool_calls, -latency(r))):
+        rec = load_recording(r.run_id, db=db)
+        write_run_page(folder / f"{r.run_id}.html",
+                       render_run_page(rec.run, rec.events, rec.snapshots, generated_ms=_now_ms()))
+        links.append(RunLink(r.run_id, r.agent, r.started_ms, r.tool_calls,
+                             None if r.ended_ms is None else latency(r), r.stop_reason, f"{folder.name}/{r.run_id}.html"))
+    return links
 
 
 # ---------------------------------------------------------------------------------------------
