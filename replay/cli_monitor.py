@@ -283,16 +283,20 @@ def alerts(
 @db_option
 @click.option("--port", type=click.IntRange(0, 65535), default=9464, show_default=True, help="Port to serve /metrics on (0: any free port).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes it to the network.")
-@click.option("--since", default="1h", show_default=True, help="Count the runs started this long ago at start-up, or 'all'.")
+@click.option("--since", default="all", show_default=True,
+              help="Start the counters from the runs started this long ago (90s, 10m, 24h, 7d) instead of "
+                   "every run in the store; with a window, a restart looks like a counter reset to Prometheus.")
 @click.option("--interval", default="15s", show_default=True, help="How often to count new runs from the store.")
-@click.option("--once", is_flag=True, help="Print the metrics once (Prometheus text format) and exit.")
+@click.option("--once", is_flag=True, help="Print the metrics once (Prometheus text format, or JSON with --json) and exit.")
 @json_option
 def metrics(db: str, port: int, host: str, since: str, interval: str, once: bool, as_json: bool) -> None:
     """Serve Prometheus metrics of the runs in the store on http://HOST:PORT/metrics.
 
-    agent_tool_calls and agent_run_latency_ms histograms, agent_stop_total{stop_reason},
-    agent_tokens_total{direction}, agent_spend_usd_total and agent_tool_errors_total{error_bucket},
-    all labelled by agent. With --json the start-up line is JSON ({"url", "host", "port", "db"}).
+    agent_tool_calls, agent_run_latency_seconds and agent_run_latency_ms histograms,
+    agent_stop_total{stop_reason}, agent_tokens_total{direction}, agent_spend_usd_total and
+    agent_tool_errors_total{error_bucket}, all labelled by agent. The counters start from the
+    store's totals, so a restart does not make rate() spike. With --json the start-up line is JSON
+    ({"url", "host", "port", "db"}); with --once --json the metrics are printed as JSON.
 
     Example:
 
@@ -307,7 +311,10 @@ def metrics(db: str, port: int, host: str, since: str, interval: str, once: bool
         if once:
             exporter = PrometheusExporter()
             exporter.observe_store(store, since_ms)
-            click.echo(exporter.exposition().decode("utf-8"), nl=False)
+            if as_json:
+                echo_json({"db": db, "since": since, "metrics": exporter.to_json()})
+            else:
+                click.echo(exporter.exposition().decode("utf-8"), nl=False)
             return
 
         def ready(server: Any) -> None:
