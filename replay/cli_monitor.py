@@ -169,6 +169,9 @@ def _write_run_pages(db: str, html_path: str, since_ms: int | None, agent: str |
         picked.setdefault(r.run_id, r)
     html = Path(html_path)
     folder = html.parent / f"{html.stem}-runs"
+    if folder.is_symlink():
+        raise BadInput(f"--html {html_path}: {folder} is a symbolic link; remove it (run pages are never "
+                       "written through a symlink)")
     folder.mkdir(mode=0o700, exist_ok=True)
     links = []
     for r in sorted(picked.values(), key=lambda r: (-r.tool_calls, -latency(r))):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from replay import register_agent
 from replay.demo_agent import VERSIONS, HTTPStatusError, Upstream, agent, config, handle, rec, scenario, tools, \
     upstream, use_version, version
 
@@ -17,5 +18,8 @@ from replay.demo_agent import VERSIONS, HTTPStatusError, Upstream, agent, config
 for _name, _module in {"agent": agent, "config": config, "scenario": scenario, "tools": tools,
                        "upstream": upstream}.items():
     sys.modules[f"{__name__}.{_name}"] = _module
+
+# Runs recorded before the move name this entrypoint: the same function answers to it.
+register_agent("support-agent", handle, entrypoint="examples.support_agent.agent:handle")
 
 __all__ = ["VERSIONS", "HTTPStatusError", "Upstream", "handle", "rec", "use_version", "version"]
