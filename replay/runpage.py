@@ -233,7 +233,8 @@ def _diff_section(diff: RunDiff, left: Sequence[Event], right: Sequence[Event], 
         f'<h2>Diff: this run against {_e(right_label)}</h2><table class="meta">{meta}</table>'
         f'<p class="legend">{legend}</p>'
         f'<table class="diff"><thead><tr><th colspan="2">this run ({_e(diff.recorded_id)})</th>'
-        f'<th colspan="2">{_e(right_label)} ({_e(diff.replayed_id)})</th></tr></thead>'
+        f'<th colspan="2">{_e(right_label if diff.replayed_id in right_label else f"{right_label} ({diff.replayed_id})")}'
+        "</th></tr></thead>"
         f'<tbody>{"".join(rows)}</tbody></table>{out}</section>'
     )
 

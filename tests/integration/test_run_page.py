@@ -155,6 +155,24 @@ def test_view_against_another_run_and_against_a_replay(env: Any, tmp_path: Path)
     assert "replay (now)" in text
 
 
+def test_view_of_a_cassette_and_of_a_run_without_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cassette file is a valid RUN_ID (every step in the waterfall); a run that made no call says so."""
+    from replay.models import Run
+    from replay.store import Store
+
+    monkeypatch.chdir(tmp_path)
+    cassette = Path(__file__).resolve().parents[2] / "cassettes" / "incidents" / "r_01m80g7tce74qmb7zv96pmd1t5.json"
+    assert invoke("view", str(cassette), "--db", "none.db", "-o", "cassette.html").exit_code == 0
+    text = (tmp_path / "cassette.html").read_text()
+    assert len(re.findall(r'<details class="step', text)) == 17
+    assert len(re.findall(r'data-status="error"', text)) == 7 and "support-v3" in text
+    with Store(tmp_path / "replay.db") as store:
+        store.write_batch(runs=[Run(run_id="r_01m8empty000000000000000000", agent="idle", started_ms=1780000000000,
+                                    ended_ms=1780000000005, stop_reason="completed")], events=[], snapshots=[])
+    assert invoke("view", "r_01m8empty", "--db", "replay.db", "-o", "empty.html").exit_code == 0
+    assert '<p class="note" id="waterfall-empty">(no tool or model calls)</p>' in (tmp_path / "empty.html").read_text()
+
+
 def test_view_serves_the_page_on_localhost(env: Any, tmp_path: Path) -> None:
     """`replay view --serve --port 0` serves the same page on 127.0.0.1 (404 elsewhere) until stopped."""
     _, db, first, _, _ = env
