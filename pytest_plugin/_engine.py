@@ -23,7 +23,7 @@ import pytest
 from pytest_plugin._options import ReplayOptions
 from pytest_plugin.plugin import ReplayFailed, _display, _Source, _State
 from replay.diff import IgnoreRules, RunDiff
-from replay.errors import EntrypointError, ReplayError, UnrecordedCall
+from replay.errors import EntrypointError, ReplayError, StopRun, UnrecordedCall
 from replay.report import Outcome, write_report
 
 if TYPE_CHECKING:
@@ -48,6 +48,9 @@ class ReplayOutcome(Outcome):
 
     note: str | None = None
     blessed_path: str | None = None
+    #: why blessing this replay would freeze something that is not a behaviour (a crash, a call
+    #: the recording cannot answer); None when ``--replay-update`` may bless it
+    bless_problem: str | None = None
 
     def summary(self) -> str:
         line = super().summary()
@@ -57,6 +60,7 @@ class ReplayOutcome(Outcome):
         data = super().to_json()
         data["note"] = self.note
         data["blessed_path"] = self.blessed_path
+        data["bless_problem"] = self.bless_problem
         return data
 
 
@@ -188,17 +192,57 @@ def failure_text(config: pytest.Config, source: str, result: ReplayResult, gates
     return "\n".join(lines)
 
 
+_FORCE_HINT = "--replay-update-force blesses it anyway"
+#: Stop reasons that say the replay broke rather than behaved differently.
+_BROKEN_STOPS = ("error", "killed")
+
+
+def _error_class(name: str | None) -> str:
+    return (name or "").rsplit(".", 1)[-1].split("[", 1)[0]
+
+
+def bless_reason(result: ReplayResult) -> str | None:
+    """Why this replay must not be blessed, in a few words; None when blessing it is right.
+
+    Refused: calls or HTTP requests the recording has no answer for, an agent that raised where
+    the recording did not, a run that stopped with ``error`` or ``killed`` where the recording
+    did not. A cassette is the reference of good behaviour: freezing a crash into it turns the
+    gate green on a broken agent.
+    """
+    unrecorded = [s for s in result.steps if _error_class(s.error) == "UnrecordedCall"]
+    if unrecorded or isinstance(result.exception, UnrecordedCall):
+        tools = sorted({s.tool for s in unrecorded if s.tool}) or [getattr(result.exception, "tool", "?")]
+        return (f"the replay made {max(len(unrecorded), 1)} call(s) the recording has no answer for "
+                f"({', '.join(tools)})")
+    http = list(getattr(result, "unrecorded_http", []) or [])
+    if http:
+        first = http[0]
+        return (f"the replay made {len(http)} HTTP request(s) the recording has no answer for "
+                f"(first: {first.method} {first.url})")
+    before, after = result.recorded.stop_reason, result.stop_reason
+    exc = result.exception
+    if exc is not None and not isinstance(exc, StopRun) and before != "error":
+        return f"the agent raised {type(exc).__name__} where the recording did not (it stopped {before})"
+    if after in _BROKEN_STOPS and after != before:
+        return f"the replay stopped with {after} where the recording stopped {before}"
+    return None
+
+
 def _bless_problem(result: ReplayResult) -> str | None:
-    unrecorded = [s for s in result.steps if (s.error or "").rsplit(".", 1)[-1] == "UnrecordedCall"]
-    if not unrecorded and not isinstance(result.exception, UnrecordedCall):
+    """The failure text's line for a bless refused by `bless_reason`, or None."""
+    reason = bless_reason(result)
+    if reason is None:
         return None
-    tools = sorted({s.tool for s in unrecorded if s.tool}) or [getattr(result.exception, "tool", "?")]
-    return (
-        f"not blessed: the replay made {max(len(unrecorded), 1)} call(s) the recording has no answer for "
-        f"({', '.join(tools)}), and a cassette must hold real answers: re-record the run with the new code "
-        "and export it (`replay export RUN_ID`), or answer those tools with stubs "
-        "(options.stubs in a pytest_replay_configure hook)"
-    )
+    if "call(s) the recording has no answer for" in reason:
+        fix = ("a cassette must hold real answers: re-record the run with the new code and export it "
+               "(`replay export RUN_ID`), or answer those tools with stubs "
+               "(options.stubs in a pytest_replay_configure hook)")
+    elif "HTTP request(s)" in reason:
+        fix = ("a cassette must hold real answers: re-record the run with the new code and export it "
+               "(`replay export RUN_ID`), or loosen the run's HTTP matching (http_match=)")
+    else:
+        fix = "a cassette must hold behaviour worth keeping, not a crash: fix the agent and run the gate again"
+    return f"not blessed: {reason}, and {fix}; {_FORCE_HINT}"
 
 
 def _bless(config: pytest.Config, state: _State, src: _Source, result: ReplayResult) -> Path:
@@ -235,16 +279,19 @@ def run_item(item: ReplayItem, state: _State, recording: Recording) -> None:
         return
     text = failure_text(config, source, result, gates)
     note = "; ".join(gates) or None
+    reason = bless_reason(result)
     if state.update:
-        problem = _bless_problem(result)
-        if problem is None:
+        if reason is None or state.update_force:
             path = _bless(config, state, item.source, result)
-            item.outcome = outcome("blessed", diff=diff, note=f"rewrote {_display(config, path.resolve())}",
-                                   blessed_path=_display(config, path.resolve()))
+            shown = _display(config, path.resolve())
+            forced = f" (forced: {reason})" if reason is not None else ""
+            item.outcome = outcome("blessed", diff=diff, note=f"rewrote {shown}{forced}", blessed_path=shown,
+                                   bless_problem=reason)
             return
-        item.outcome = outcome("diverged", diff=diff, note=problem)
+        problem = _bless_problem(result)
+        item.outcome = outcome("diverged", diff=diff, note=problem, bless_problem=reason)
         raise ReplayFailed(f"{text}\n{problem}")
-    item.outcome = outcome("diverged", diff=diff, note=note)
+    item.outcome = outcome("diverged", diff=diff, note=note, bless_problem=reason)
     raise ReplayFailed(text)
 
 
@@ -342,9 +389,9 @@ def write_outcomes(outcomes: Mapping[str, Outcome], path: Path) -> Path:
     return write_report([outcomes[k] for k in sorted(outcomes)], path)
 
 
-def _next_command(config: pytest.Config) -> str:
-    args = [a for a in config.invocation_params.args if a != "--replay-update"]
-    return shlex.join(["pytest", *args, "--replay-update"])
+def _next_command(config: pytest.Config, flag: str = "--replay-update") -> str:
+    args = [a for a in config.invocation_params.args if a not in ("--replay-update", "--replay-update-force")]
+    return shlex.join(["pytest", *args, flag])
 
 
 def write_summary(tr: pytest.TerminalReporter, config: pytest.Config, state: _State) -> None:
@@ -369,16 +416,27 @@ def write_summary(tr: pytest.TerminalReporter, config: pytest.Config, state: _St
     tr.write_sep("=", title, bold=True, **markup)
     for o in outcomes:
         if o.status == "blessed":
-            tr.write_line(f"blessed {o.run_id}: rewrote {getattr(o, 'blessed_path', None) or o.source}")
+            forced = getattr(o, "bless_problem", None)
+            tr.write_line(f"blessed {o.run_id}: rewrote {getattr(o, 'blessed_path', None) or o.source}"
+                          + (f" (forced: {forced})" if forced else ""))
     if state.report is not None:
         if state.report_error:
             tr.write_line(state.report_error, red=True)
         else:
             tr.write_line(f"replay report: {_short(state.report)}")
     if counts["diverged"]:
+        diverged = [o for o in outcomes if o.status == "diverged"]
+        refused = [o for o in diverged if getattr(o, "bless_problem", None)]
         if state.update:
             tr.write_line(
                 f"{counts['diverged']} diverging run(s) could not be blessed: see the failures above", red=True
             )
-        else:
-            tr.write_line(f"bless the new behaviour with: {_next_command(config)}")
+        elif len(refused) < len(diverged):
+            # Suggest a bless only where it is right: never for a crash or an unanswerable call.
+            which = "the new behaviour" if not refused else f"the {len(diverged) - len(refused)} other run(s)"
+            tr.write_line(f"bless {which} with: {_next_command(config)}")
+        if refused:
+            tr.write_line(f"{len(refused)} diverging run(s) must not be blessed as they are:", red=True)
+            for o in refused:
+                tr.write_line(f"  {o.run_id}: {o.bless_problem}")  # type: ignore[attr-defined]
+            tr.write_line(f"fix the agent; to bless anyway: {_next_command(config, '--replay-update-force')}")

@@ -5,6 +5,7 @@ Registered through the ``pytest11`` entry point ``replay = "pytest_plugin.plugin
     pytest --replay r_01jd2k8...                  # one item per run: a run id or a cassette path
     pytest --replay-all                           # every cassette under ./cassettes but incidents/: the deploy gate
     pytest --replay-all --replay-update           # bless: rewrite the diverging cassettes
+    pytest --replay-all --replay-update-force     # bless even a crash or an unanswerable call
     pytest --replay-all --replay-report out.md    # a report for a CI comment (or .json)
 
 An item fails with the readable diff when its replay diverges from the recording: another step
@@ -90,7 +91,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--replay-update", action="store_true", dest="replay_update", default=False,
         help="Bless: rewrite each diverging cassette with the new trace (a run from the store is "
-             "written to the cassettes folder). Without it nothing on disk changes.",
+             "written to the cassettes folder). Without it nothing on disk changes. Refuses a replay "
+             "that crashed (raised, or stopped with error or killed, where the recording did not) or "
+             "hit a call or HTTP request the recording has no answer for.",
+    )
+    group.addoption(
+        "--replay-update-force", action="store_true", dest="replay_update_force", default=False,
+        help="Bless like --replay-update, also the replays it refuses (a crash, an unrecorded call or "
+             "request), saying why each was refused (ini replay_update_force makes --replay-update do this).",
     )
     group.addoption(
         "--replay-report", dest="replay_report", default=None, metavar="FILE",
@@ -111,6 +119,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("replay_cassettes", "agent-replay: the cassettes folder (default: cassettes).", default="cassettes")
     parser.addini("replay_db", "agent-replay: the store run ids are read from (default: replay.db).", default="")
     parser.addini("replay_report", "agent-replay: write a replay report to this .json or .md file.", default="")
+    parser.addini(
+        "replay_update_force",
+        "agent-replay: --replay-update also blesses the replays it would refuse (a crash, an unrecorded call).",
+        type="bool", default=False,
+    )
     parser.addini(
         "replay_max_token_delta_pct", "agent-replay: limit on token growth, in percent.",
         default=str(DEFAULT_MAX_DELTA_PCT),
@@ -165,6 +178,7 @@ class _State:
     active: bool  # a --replay* option asked for replays or a report
     outcomes: dict[str, Any] = dataclasses.field(default_factory=dict)  # nodeid -> Outcome
     report_error: str | None = None
+    update_force: bool = False  # --replay-update-force (or ini replay_update_force with --replay-update)
 
 
 _STATE = pytest.StashKey[_State]()
@@ -252,14 +266,17 @@ def _build_state(config: pytest.Config) -> _State:
                 continue
             add(_Source(str(path), path.resolve(), None))
     active = bool(opt.replay_sources or opt.replay_all or report is not None)
-    if opt.replay_update and not (opt.replay_sources or opt.replay_all):
+    update = bool(opt.replay_update or opt.replay_update_force)
+    if update and not (opt.replay_sources or opt.replay_all):
+        flag = "--replay-update-force" if opt.replay_update_force else "--replay-update"
         raise pytest.UsageError(
-            "--replay-update blesses the runs replayed by --replay or --replay-all: add one of them, "
-            "e.g. pytest --replay-all --replay-update"
+            f"{flag} blesses the runs replayed by --replay or --replay-all: add one of them, "
+            f"e.g. pytest --replay-all {flag}"
         )
     return _State(
         sources=sources,
-        update=bool(opt.replay_update),
+        update=update,
+        update_force=bool(opt.replay_update_force or (opt.replay_update and config.getini("replay_update_force"))),
         report=report,
         max_token_delta_pct=_pct(config, "replay_max_token_delta_pct", "--replay-max-token-delta-pct"),
         max_spend_delta_pct=_pct(config, "replay_max_spend_delta_pct", "--replay-max-spend-delta-pct"),

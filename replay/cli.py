@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 a replay diverged / an alert fired / scan found something, 2
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -99,6 +100,24 @@ def _short(sha: str | None, full: bool) -> str:
     return sha if full else sha[:12]
 
 
+def _http_attempts(store: Any, http_sha: str | None) -> dict[int | None, int] | None:
+    """HTTP requests per step id of an http=True run (None key: outside tool steps); None if unknown."""
+    found = store.snapshot(http_sha) if http_sha else None
+    if not found:
+        return None
+    try:
+        interactions = json.loads(found[0])
+    except (TypeError, ValueError):
+        return None
+    from replay.http import attempts_by_step
+
+    return attempts_by_step(interactions) if isinstance(interactions, list) else None
+
+
+def _none_last(item: tuple[int | None, int]) -> tuple[bool, int]:
+    return (item[0] is None, item[0] or 0)
+
+
 @cli.command()
 @click.argument("run_id")
 @db_option
@@ -127,10 +146,14 @@ def show(run_id: str, db: str, full: bool, as_json: bool, outputs: bool = False,
     try:
         run = _get_run(store, run_id)
         events = store.events(run.run_id)
+        http = _http_attempts(store, run.http_sha)
     finally:
         store.close()
     if as_json:
-        echo_json({"run": run.model_dump(mode="json"), "events": [e.model_dump(mode="json") for e in events]})
+        data: dict[str, Any] = {"run": run.model_dump(mode="json"), "events": [e.model_dump(mode="json") for e in events]}
+        if http is not None:
+            data["http_attempts"] = [{"step_id": k, "attempts": v} for k, v in sorted(http.items(), key=_none_last)]
+        echo_json(data)
         return
     steps = [e for e in events if e.kind in ("tool_result", "model_result")]
     versions = " ".join(f"{k}={v}" for k, v in sorted(run.versions.items())) or "(none recorded)"
@@ -152,11 +175,18 @@ def show(run_id: str, db: str, full: bool, as_json: bool, outputs: bool = False,
             _short(e.args_sha, full), e.status or "-", e.error or "", str(e.duration_ms or 0),
             _short(e.output_sha, full),
         ])
+        if http is not None:  # HTTP requests made under this step (http=True runs): a retry storm shows here
+            rows[-1].append(f"×{http[e.step_id]}" if http.get(e.step_id) else "")
+    header = ["step", "kind", "tool", "args_sha", "status", "error", "ms", "output_sha"]
     if rows:
-        out.append(table(["step", "kind", "tool", "args_sha", "status", "error", "ms", "output_sha"], rows,
-                         right={0, 6}))
+        out.append(table(header + (["http"] if http is not None else []), rows, right={0, 6}))
     else:
         out.append("(no tool or model calls)")
+    if http is not None:
+        outside = http.get(None, 0)
+        total = sum(http.values())
+        out.append(f"http        {total} request{'' if total == 1 else 's'} recorded"
+                   + (f", {outside} outside tool steps" if outside else ""))
     repeats: dict[tuple[str | None, str | None], list[int]] = {}
     for e in steps:
         repeats.setdefault((e.tool, e.args_sha), []).append(e.step_id or 0)

@@ -45,6 +45,7 @@ from replay.models import Event, Run, Usage
 
 __all__ = [
     "CHANGE_KINDS",
+    "HttpAttemptsChange",
     "IgnoreRules",
     "RunDiff",
     "StepChange",
@@ -93,11 +94,16 @@ class Trace:
         run: the run row (stop_reason, usage, tool_calls, redacted final output, run_id).
         steps: tool_result / model_result events in step order (no run_start / stop).
         outputs: output_sha -> redacted output value; a missing entry is compared by sha only.
+        http_attempts: HTTP requests per step_id of `steps` (None: outside any tool step), for a
+            run recorded with ``http=True``; None when unknown (then never compared).
+        http_unrecorded: of those, the requests a replay had no recorded answer for.
     """
 
     run: Run
     steps: list[Event]
     outputs: Mapping[str, Any] = field(default_factory=dict)
+    http_attempts: Mapping[int | None, int] | None = None
+    http_unrecorded: Mapping[int | None, int] = field(default_factory=dict)
 
     @classmethod
     def from_events(
@@ -318,6 +324,22 @@ class StepChange:
         }
 
 
+@dataclass(frozen=True)
+class HttpAttemptsChange:
+    """An aligned step (or the run, outside any tool step: ``step`` None) whose HTTP attempts changed."""
+
+    step: int | None  # the 1-based recorded step number
+    tool: str | None
+    before: int
+    after: int
+    unrecorded: int = 0  # of `after`, requests the recording had no answer for
+
+    def text(self) -> str:
+        where = f"step {self.step}  {self.tool}" if self.step is not None else "outside tool steps"
+        extra = f" ({self.unrecorded} unrecorded)" if self.unrecorded else ""
+        return f"{where}  {self.before} → {self.after} HTTP attempts{extra}"
+
+
 @dataclass
 class RunDiff:
     """The difference between a recorded run and its replay (or any two runs).
@@ -339,6 +361,7 @@ class RunDiff:
     steps_before: int = 0
     steps_after: int = 0
     ignore: IgnoreRules = field(default_factory=IgnoreRules)
+    http_attempts: list[HttpAttemptsChange] = field(default_factory=list)
 
     # -- verdict ------------------------------------------------------------------------------
 
@@ -349,7 +372,7 @@ class RunDiff:
     @property
     def is_empty(self) -> bool:
         """No step change, the same stop reason and the same final output."""
-        return not self.changes and not self.stop_reason_changed and not self.output_diff
+        return not self.changes and not self.stop_reason_changed and not self.output_diff and not self.http_attempts
 
     @property
     def first_divergence(self) -> StepChange | None:
@@ -410,7 +433,11 @@ class RunDiff:
                 f"replay diverged from recording {self.recorded_id}: stop reason "
                 f"{self.stop_reason_before} -> {self.stop_reason_after}"
             )
-        return f"replay diverged from recording {self.recorded_id}: final output changed"
+        if self.output_diff:
+            return f"replay diverged from recording {self.recorded_id}: final output changed"
+        if any(h.before != h.after for h in self.http_attempts):
+            return f"replay diverged from recording {self.recorded_id}: HTTP attempts changed"
+        return f"replay diverged from recording {self.recorded_id}: an HTTP request had no recorded answer"
 
     def to_text(self, *, width: int = 80, color: bool | None = None, max_changes: int = 20) -> str:
         """A report for terminals and pytest failures, every line at most ``width`` characters.
@@ -458,6 +485,7 @@ class RunDiff:
             },
             "output_diff": self.output_diff,
             "ignore": self.ignore.to_strings(),
+            "http_attempts": [vars(h) for h in self.http_attempts],
         }
 
     def to_markdown(self, *, max_changes: int = 50) -> str:
@@ -804,6 +832,7 @@ class _Differ:
             self._output_changes(blocks, found)
         self._edit_changes(blocks, a, b, found)
         found.sort(key=lambda t: t[0])
+        http = _http_attempts(ra, rb, blocks, found)
 
         run_a, run_b = ra.trace.run, rb.trace.run
         out_diff = None
@@ -825,6 +854,7 @@ class _Differ:
             steps_before=len(ra.trace.steps),
             steps_after=len(rb.trace.steps),
             ignore=rules,
+            http_attempts=http,
         )
 
     # -- deepdiff --------------------------------------------------------------------------
@@ -1036,6 +1066,42 @@ class _Differ:
         )
 
 
+def _http_attempts(
+    ra: _Side, rb: _Side, blocks: list[Block], found: list[tuple[int, StepChange]]
+) -> list[HttpAttemptsChange]:
+    """Aligned steps whose HTTP attempt counts differ (both traces must carry the counts)."""
+    ha, hb = ra.trace.http_attempts, rb.trace.http_attempts
+    if ha is None or hb is None or not (ha or hb):
+        return []
+    ub = rb.trace.http_unrecorded
+    # Per block, the counts of both sides as two lists compared in C; only differing steps are visited.
+    ca = list(map(ha.get, ra.column("step_id"), repeat(0)))
+    cb = list(map(hb.get, rb.column("step_id"), repeat(0)))
+    # A request the replay had no answer for is reported even when the count stayed the same.
+    cu = list(map(ub.get, rb.column("step_id"), repeat(0))) if ub else None
+    pairs: list[tuple[int, int]] = []
+    for i, j, n in blocks:
+        if ca[i : i + n] != cb[j : j + n] or (cu is not None and any(cu[j : j + n])):
+            pairs.extend((i + k, j + k) for k in range(n) if ca[i + k] != cb[j + k] or (cu and cu[j + k]))
+    out: list[tuple[int, HttpAttemptsChange]] = []
+    for i, j in pairs:
+        ea, eb = ra.steps[i], rb.steps[j]
+        out.append((ra.orig(i) + 1, HttpAttemptsChange(ra.orig(i) + 1, ea.tool, ca[i], cb[j], ub.get(eb.step_id, 0))))
+    for _, c in found:  # steps paired as changed (args, status, ...) or reordered
+        xa, xb = c.recorded, c.replayed
+        if xa is None or xb is None or c.kind == "output_changed":  # an output change is in a block
+            continue
+        before, after = ha.get(xa.step_id, 0), hb.get(xb.step_id, 0)
+        if before != after or ub.get(xb.step_id):
+            out.append((c.step, HttpAttemptsChange(c.step, xa.tool, before, after, ub.get(xb.step_id, 0))))
+    out.sort(key=itemgetter(0))
+    result = [h for _, h in out]
+    before, after = ha.get(None, 0), hb.get(None, 0)
+    if before != after or ub.get(None):
+        result.append(HttpAttemptsChange(None, None, before, after, ub.get(None, 0)))
+    return result
+
+
 def _h(sha: str | None) -> str:
     """A short hash for display (8 hex, like a short git sha)."""
     return sha[:8] if sha else "-"
@@ -1236,6 +1302,8 @@ def _render_text(d: RunDiff, *, width: int, st: _Style, max_changes: int) -> str
             add("  " + _change_line(c, tw), style)
         if len(d.changes) > max_changes:
             add(f"  … and {len(d.changes) - max_changes} more", "dim")
+    for h in d.http_attempts:
+        add(f"http: {h.text()}", "yellow")
     if d.stop_reason_changed:
         add(f"stop reason: {d.stop_reason_before} -> {d.stop_reason_after}", "red")
     else:
@@ -1297,6 +1365,8 @@ def _render_markdown(d: RunDiff, *, max_changes: int) -> str:
             )
         if len(d.changes) > max_changes:
             out.append(f"| | | | | … and {len(d.changes) - max_changes} more |")
+    if d.http_attempts:
+        out += [""] + [f"- HTTP: {_md_cell(h.text())}" for h in d.http_attempts]
     dt = d.tool_calls_after - d.tool_calls_before
     out += [
         "",

@@ -131,3 +131,50 @@ class InvalidIgnoreRuleError(ReplayError, ValueError):
             f"invalid ignore rule {rule!r}: {reason}; use tool:NAME (e.g. tool:clock.now), "
             f"field:NAME ({names}) or output:PATH (e.g. output:root['ts'])"
         )
+
+
+class InvalidHttpMatchError(ReplayError, ValueError):
+    """An HTTP matching rule (``http_match=``) that names no known request field."""
+
+    def __init__(self, rule: Any, allowed: tuple[str, ...]) -> None:
+        self.rule = rule
+        shown = rule if isinstance(rule, str) and len(rule) <= 40 and rule.isprintable() else type(rule).__name__
+        super().__init__(
+            f"invalid HTTP matching rule {shown!r}: use {', '.join(allowed)} or header:NAME "
+            "(e.g. http_match=('method', 'uri', 'body', 'header:x-request-kind'))"
+        )
+
+
+class UnrecordedRequest(ReplayError):
+    """Raised inside a replayed agent for an HTTP request the recording has no answer for.
+
+    Attributes:
+        method: the request's method.
+        url: the request's URL, redacted as the recording stores it.
+        step_id: the replayed tool step that made it (None: outside any tool step).
+        nearest: the closest recorded request as ``"METHOD URL"`` (redacted), or None.
+        passed, failed: the matching rules the nearest request passed and failed.
+        reason: ``"no_match"``, ``"already_played"`` (every matching answer was used: the replay
+            makes this request more often than the recording did) or ``"nothing_recorded"``.
+    """
+
+    def __init__(self, method: str, url: str, *, step_id: int | None, nearest: str | None,
+                 passed: list[str], failed: list[str], reason: str, match_on: list[str],
+                 times: int = 0) -> None:
+        self.method, self.url, self.step_id = method, url, step_id
+        self.nearest, self.passed, self.failed, self.reason = nearest, passed, failed, reason
+        self.match_on = match_on
+        where = f" (tool step {step_id})" if step_id is not None else ""
+        head = f"unrecorded HTTP request {method} {url}{where}"
+        if reason == "already_played":
+            body = (f"the recording answered this request {times} time(s) and the replay makes it again "
+                    "(a retry the recording did not make?)")
+        elif nearest is None:
+            body = "the recording has no HTTP interactions to answer it"
+        else:
+            body = (f"nearest recorded request: {nearest} (matched {', '.join(passed) or 'nothing'}; "
+                    f"differs in {', '.join(failed)})")
+        super().__init__(
+            f"{head}: {body}; matching on {', '.join(match_on)}. Re-record the run with the new code, "
+            "or loosen the matching with rec.agent(..., http_match=(...))"
+        )

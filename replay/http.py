@@ -32,24 +32,36 @@ import base64
 import contextlib
 import contextvars
 import copy
+import dataclasses
+import re
 import threading
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from vcr.cassette import Cassette as VcrCassette
 from vcr.errors import CannotOverwriteExistingCassetteException
 from vcr.filters import decode_response
-from vcr.matchers import method, uri
+from vcr import matchers as _vcr_matchers
+from vcr.matchers import get_matchers_results, requests_match
 from vcr.patch import CassettePatcherBuilder
 from vcr.persisters.filesystem import CassetteNotFoundError
 from vcr.request import Request
 from vcr.serialize import deserialize, serialize
 
+from replay.context import _step
+from replay.errors import InvalidHttpMatchError, UnrecordedRequest
+
 __all__ = [
+    "DEFAULT_MATCH",
+    "HTTP_MATCHERS",
     "HTTP_TYPE",
     "CannotOverwriteExistingCassetteException",
+    "HttpOptions",
+    "HttpPlayback",
     "HttpRecording",
     "MemoryPersister",
+    "attempts_by_step",
     "http_playback",
     "interactions_from_json",
 ]
@@ -57,7 +69,138 @@ __all__ = [
 #: The snapshot type name of a run's HTTP interactions.
 HTTP_TYPE = "$http"
 _BYTES_TAG = "$base64"
-_MATCH_ON = (method, uri)
+#: The request fields a matching rule may name (vcrpy's matchers), besides ``header:NAME``.
+HTTP_MATCHERS: tuple[str, ...] = ("method", "uri", "scheme", "host", "port", "path", "query", "body", "headers")
+#: The default matching rule: method and full URL.
+DEFAULT_MATCH: tuple[str, ...] = ("method", "uri")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+# ---- matching rules --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpOptions:
+    """How a run's HTTP requests are matched to the recorded ones in a replay.
+
+    ``match_on`` names request fields that must be equal: any of `HTTP_MATCHERS` (vcrpy's
+    matchers: ``body`` compares parsed JSON / form bodies) and ``header:NAME`` for one chosen
+    header. The rule is stored with each recorded interaction, so a replay matches by the rule the
+    run was recorded with. Each recorded interaction answers one request, in recorded order: a
+    request retried three times gets the three recorded answers in turn.
+
+    Example::
+
+        @rec.agent("support", http=HttpOptions(match_on=("method", "uri", "body")))
+        @rec.agent("support", http_match=("method", "path", "header:x-request-kind"))  # the same idea
+
+    Raises:
+        InvalidHttpMatchError: a rule that is not a known field or ``header:NAME``.
+    """
+
+    match_on: tuple[str, ...] = DEFAULT_MATCH
+
+    def __post_init__(self) -> None:
+        rules = (self.match_on,) if isinstance(self.match_on, str) else self.match_on
+        try:
+            rules = tuple(rules)
+        except TypeError:
+            raise InvalidHttpMatchError(self.match_on, HTTP_MATCHERS) from None
+        if not rules:
+            raise InvalidHttpMatchError("", HTTP_MATCHERS)
+        out = []
+        for rule in rules:
+            if not isinstance(rule, str):
+                raise InvalidHttpMatchError(rule, HTTP_MATCHERS)
+            name = rule.strip()
+            if name.lower().startswith("header:"):
+                header = name.split(":", 1)[1].strip()
+                if not _HEADER_NAME.fullmatch(header):
+                    raise InvalidHttpMatchError(rule, HTTP_MATCHERS)
+                name = f"header:{header.lower()}"
+            elif name.lower() in HTTP_MATCHERS:
+                name = name.lower()
+            else:
+                raise InvalidHttpMatchError(rule, HTTP_MATCHERS)
+            if name not in out:
+                out.append(name)
+        object.__setattr__(self, "match_on", tuple(out))
+
+    @classmethod
+    def of(cls, http: Any, http_match: Sequence[str] | None = None) -> HttpOptions | None:
+        """The options `rec.agent(http=..., http_match=...)` asks for; None when HTTP is not recorded."""
+        if isinstance(http, HttpOptions):
+            return http if http_match is None else cls(tuple(http_match))
+        if http_match is not None:
+            return cls(tuple(http_match) if not isinstance(http_match, str) else (http_match,))
+        return cls() if http else None
+
+
+def _header_matcher(name: str) -> Callable[[Request, Request], None]:
+    header = name.split(":", 1)[1]
+
+    def match(r1: Request, r2: Request) -> None:
+        if r1.headers.get(header) != r2.headers.get(header):
+            raise AssertionError(f"header {header} differs")
+
+    match.__name__ = name
+    return match
+
+
+def _matchers(match_on: Iterable[str]) -> list[Callable[[Request, Request], None]]:
+    out = []
+    for name in match_on:
+        if name.startswith("header:"):
+            out.append(_header_matcher(name))
+        else:
+            out.append(getattr(_vcr_matchers, name))
+    return out
+
+
+# Pseudonyms (see replay.processors): a value keyed by the recording store's key. On another
+# machine (another key, or none shared) the live request's pseudonym differs from the stored one,
+# so the loose matching tier reads any pseudonym as equal to any other of the same place.
+_PSEUDONYM = re.compile(
+    r"(?:\[|%5B)REDACTED:[^\]%]*(?:\]|%5D)"
+    r"|(?:\[|%5B)[a-z0-9_]{2,16}:[0-9a-f]{8}(?:\]|%5D)"
+    r"|u[0-9a-f]{8}(?:@|%40)redacted\.invalid"
+    r"|[A-Za-z0-9-]+\.redacted\.invalid"
+    r"|(?<![0-9.])(?:192\.0\.2|198\.51\.100|203\.0\.113)\.[0-9]{1,3}(?![0-9])"
+    r"|(?<![0-9A-Fa-f:])2001:0?db8:[0-9A-Fa-f:]*",
+    re.IGNORECASE,
+)
+
+
+def _unpseudo(value: Any) -> Any:
+    if isinstance(value, bytes):
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+        return _PSEUDONYM.sub("<pseudonym>", text).encode("utf-8")
+    if isinstance(value, str):
+        return _PSEUDONYM.sub("<pseudonym>", value)
+    if isinstance(value, list):
+        return [_unpseudo(v) for v in value]
+    return value
+
+
+def _loose_request(r: Request) -> Request:
+    headers = {k: _unpseudo(v) for k, v in r.headers.items()}
+    return Request(r.method, _unpseudo(r.uri), _unpseudo(r.body), headers)
+
+
+def _loose(matcher: Callable[[Request, Request], None]) -> Callable[[Request, Request], None]:
+    """`matcher`, passing also when the requests differ only in pseudonyms."""
+
+    def match(r1: Request, r2: Request) -> None:
+        try:
+            matcher(r1, r2)
+        except AssertionError:
+            matcher(_loose_request(r1), _loose_request(r2))
+
+    match.__name__ = getattr(matcher, "__name__", "matcher")
+    return match
 
 
 class _DictSerializer:
@@ -214,13 +357,31 @@ def _release() -> None:
 # ---- recording --------------------------------------------------------------------------------
 
 
+class _CaptureCassette(VcrCassette):
+    """A recording cassette that notes, with each interaction, the tool step that made it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.steps: list[int | None] = []
+        self._append_lock = threading.Lock()
+
+    def append(self, request: Any, response: Any) -> None:
+        step = _step.get()  # the context of the request: the tool step executing it, if any
+        with self._append_lock:
+            before = len(self.data)
+            super().append(request, response)
+            if len(self.data) > before:
+                self.steps.append(step)
+
+
 class HttpRecording:
     """The HTTP capture of one run: `start()` in the run's context, `stop()` in the same context."""
 
-    def __init__(self, name: str) -> None:
-        self.cassette = VcrCassette(
+    def __init__(self, name: str, options: HttpOptions | None = None) -> None:
+        self.options = options or HttpOptions()
+        self.cassette = _CaptureCassette(
             f"agent-replay:{name}", persister=MemoryPersister, serializer=_DictSerializer,
-            record_mode="all", match_on=_MATCH_ON,
+            record_mode="all", match_on=_matchers(self.options.match_on),
             # Compressed bodies are stored decompressed, so redaction sees the text.
             before_record_response=decode_response,
         )
@@ -232,7 +393,11 @@ class HttpRecording:
         return self
 
     def stop(self) -> list[dict[str, Any]]:
-        """End the capture; the interactions in vcrpy's serialized form, JSON-safe (not yet redacted)."""
+        """End the capture; the interactions in vcrpy's serialized form, JSON-safe (not yet redacted).
+
+        Each interaction also carries ``step_id`` (the tool step that made it, None outside any
+        step) and ``match_on`` (the run's matching rule, see `HttpOptions`).
+        """
         if self._token is not None:
             try:
                 _current.reset(self._token)
@@ -242,7 +407,15 @@ class HttpRecording:
             _release()
         data = serialize({"requests": self.cassette.requests, "responses": self.cassette.responses},
                          _DictSerializer)
-        return [_to_json(it) for it in data["interactions"]]
+        steps = list(self.cassette.steps)
+        match_on = list(self.options.match_on)
+        out = []
+        for n, it in enumerate(data["interactions"]):
+            item = _to_json(it)
+            item["step_id"] = steps[n] if n < len(steps) else None
+            item["match_on"] = match_on
+            out.append(item)
+        return out
 
 
 # ---- playback -----------------------------------------------------------------------------------
@@ -259,15 +432,134 @@ def _request_redactor(redact: Callable[[Any], Any]) -> Callable[[Request], Reque
     return before_record_request
 
 
+class HttpPlayback(VcrCassette):
+    """The record-mode-none cassette a replay answers from, with what it answered, step by step.
+
+    Matching has two tiers: a recorded request equal to the live one under the run's rule (both
+    redacted alike) first; then, only if none is left, one that differs only in pseudonyms (the
+    cassette is replayed on a machine with another redaction key). Each recorded interaction
+    answers once, in recorded order (vcrpy's ``allow_playback_repeats`` stays off).
+
+    Attributes:
+        log: ``(step_id, interaction index or None)`` per request the agent made, in order; None
+            for a request with no recorded answer.
+        unrecorded: the `UnrecordedRequest` errors raised, in order.
+    """
+
+    def __init__(self, *args: Any, match_names: Sequence[str] = DEFAULT_MATCH, loose: bool = True,
+                 **kwargs: Any) -> None:
+        exact = _matchers(match_names)
+        super().__init__(*args, match_on=exact, **kwargs)
+        self.match_names = list(match_names)
+        self._loose = [_loose(m) for m in exact] if loose else None
+        self.log: list[tuple[int | None, int | None]] = []
+        self.unrecorded: list[UnrecordedRequest] = []
+        self._play_lock = threading.Lock()
+
+    def _responses(self, request: Any) -> Iterator[tuple[int, Any]]:
+        request = self._before_record_request(request)
+        exact = [i for i, (stored, _) in enumerate(self.data) if requests_match(request, stored, self._match_on)]
+        for i in exact:
+            yield i, self.data[i][1]
+        if self._loose is not None and not any(self.play_counts[i] == 0 for i in exact):
+            for i, (stored, response) in enumerate(self.data):
+                if i not in exact and requests_match(request, stored, self._loose):
+                    yield i, response
+
+    def play_response(self, request: Any) -> Any:
+        with self._play_lock:
+            for index, response in self._responses(request):
+                if self.play_counts[index] == 0:
+                    self.play_counts[index] += 1
+                    self.log.append((_step.get(), index))
+                    return response
+        # Not reached through vcrpy's clients: they ask can_play_response_for first.
+        raise self._unrecorded(request)
+
+    def filter_request(self, request: Any) -> Any:
+        # vcrpy's clients call this only for a request a write-protected cassette cannot answer,
+        # right before raising CannotOverwriteExistingCassetteException with record-mode advice.
+        raise self._unrecorded(request)
+
+    def _unrecorded(self, request: Any) -> UnrecordedRequest:
+        red = self._before_record_request(request)
+        step = _step.get()
+        best: tuple[int, int, Any, list[str], list[str]] | None = None
+        times = 0
+        for index, (stored, _) in enumerate(self.data):
+            passed, failed = get_matchers_results(red, stored, self._match_on)
+            if not failed:
+                times += 1
+            if self._loose is not None and failed:
+                lpassed, lfailed = get_matchers_results(red, stored, self._loose)
+                if len(lpassed) > len(passed):
+                    passed, failed = lpassed, lfailed
+            rank = (len(passed), -index)
+            if best is None or rank > (best[0], best[1]):
+                best = (len(passed), -index, stored, list(passed), [name for name, _ in failed])
+        method = str(getattr(red, "method", "?"))
+        url = _display_url(getattr(red, "uri", "?"))
+        if best is None:
+            err = UnrecordedRequest(method, url, step_id=step, nearest=None, passed=[], failed=[],
+                                    reason="nothing_recorded", match_on=self.match_names)
+        else:
+            _, _, stored, passed, failed = best
+            nearest = f"{stored.method} {_display_url(stored.uri)}"
+            err = UnrecordedRequest(method, url, step_id=step, nearest=nearest, passed=passed, failed=failed,
+                                    reason="no_match" if failed else "already_played", match_on=self.match_names,
+                                    times=times)
+        with self._play_lock:
+            self.log.append((step, None))
+            self.unrecorded.append(err)
+        return err
+
+
+def _display_url(value: Any) -> str:
+    text = str(value).replace("%5B", "[").replace("%5D", "]")
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def attempts_by_step(interactions: Sequence[Mapping[str, Any]]) -> dict[int | None, int] | None:
+    """Recorded HTTP attempts per tool step id (None: outside any step); None when not recorded.
+
+    Runs recorded before the HTTP layer noted steps (no ``step_id`` key) give None.
+    """
+    if not interactions or not all(isinstance(it, Mapping) and "step_id" in it for it in interactions):
+        return None
+    out: Counter[int | None] = Counter()
+    for it in interactions:
+        step = it.get("step_id")
+        out[step if isinstance(step, int) and not isinstance(step, bool) else None] += 1
+    return dict(out)
+
+
+def _match_names(interactions: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    for it in interactions:
+        rule = it.get("match_on") if isinstance(it, Mapping) else None
+        if rule:
+            try:
+                return HttpOptions(tuple(rule)).match_on
+            except (InvalidHttpMatchError, TypeError):
+                break  # a damaged rule: fall back to the default rather than refuse the replay
+    return DEFAULT_MATCH
+
+
 @contextlib.contextmanager
-def http_playback(interactions: list[dict[str, Any]], redact: Callable[[Any], Any], name: str) -> Iterator[VcrCassette]:
-    """Answer this context's HTTP calls from `interactions` (record mode none) until the block exits."""
+def http_playback(interactions: list[dict[str, Any]], redact: Callable[[Any], Any], name: str,
+                  *, loose: bool = True) -> Iterator[HttpPlayback]:
+    """Answer this context's HTTP calls from `interactions` (record mode none) until the block exits.
+
+    Requests are matched by the rule stored with the interactions (`HttpOptions`), the live
+    request redacted with `redact` first. ``loose`` adds the pseudonym-tolerant second tier. A
+    request with no answer raises `UnrecordedRequest` inside the agent.
+    """
     path = f"agent-replay:replay:{name}:{id(interactions):x}"
     MemoryPersister.put(path, interactions_from_json(interactions))
     try:
-        cassette = VcrCassette.load(
+        cassette = HttpPlayback.load(
             path=path, persister=MemoryPersister, serializer=_DictSerializer, record_mode="none",
-            match_on=_MATCH_ON, before_record_request=_request_redactor(redact),
+            match_names=_match_names(interactions), loose=loose,
+            before_record_request=_request_redactor(redact),
         )
     finally:
         MemoryPersister.discard(path)
@@ -281,3 +573,57 @@ def http_playback(interactions: list[dict[str, Any]], redact: Callable[[Any], An
         except ValueError:
             pass
         _release()
+
+
+# ---- attempts per step ------------------------------------------------------------------------
+
+
+def _top_level(events: Iterable[Any]) -> Callable[[int | None], int | None]:
+    """step_id -> the id of its top-level step (a tool called inside a tool counts for the outer one)."""
+    parent = {e.step_id: e.parent_step_id for e in events if getattr(e, "step_id", None) is not None}
+
+    def top(step: int | None) -> int | None:
+        seen = 0
+        while step is not None and parent.get(step) is not None and seen < 1000:
+            step = parent[step]
+            seen += 1
+        return step
+
+    return top
+
+
+def rollup(counts: Mapping[int | None, int] | None, events: Iterable[Any]) -> dict[int | None, int] | None:
+    """Attempts per step id summed onto top-level steps (the steps a diff aligns)."""
+    if counts is None:
+        return None
+    top = _top_level(events)
+    out: Counter[int | None] = Counter()
+    for step, n in counts.items():
+        out[top(step)] += n
+    return dict(out)
+
+
+def replayed_attempts(
+    playback: HttpPlayback | None, answered: Mapping[int, int], recorded: Mapping[int | None, int] | None,
+    events: Iterable[Any],
+) -> tuple[dict[int | None, int] | None, dict[int | None, int]]:
+    """(attempts, unrecorded) per top-level replayed step id, for a replay of a run with HTTP counts.
+
+    A step answered from the recording never ran, so it keeps the recorded step's attempts;
+    requests the replay made (stubs, code outside tool steps) count where they were made.
+    """
+    if recorded is None:
+        return None, {}
+    events = list(events)
+    top = _top_level(events)
+    attempts: Counter[int | None] = Counter()
+    unrecorded: Counter[int | None] = Counter()
+    for replayed_step, recorded_step in answered.items():
+        n = recorded.get(recorded_step, 0)
+        if n:
+            attempts[top(replayed_step)] += n
+    for step, index in (playback.log if playback is not None else []):
+        attempts[top(step)] += 1
+        if index is None:
+            unrecorded[top(step)] += 1
+    return dict(attempts), dict(unrecorded)

@@ -22,7 +22,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, Callable, Literal, NoReturn, TypeVar, cast
 
 from replay.agents import register_agent
@@ -398,15 +398,18 @@ class Recorder:
         versions: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
         entrypoint: str | None = None,
-        http: bool = False,
+        http: Any = False,
+        http_match: Sequence[str] | None = None,
         **guards: Any,
     ) -> RunHandle:
         """A run as a context manager (``with`` or ``async with``), for code a decorator does not fit.
 
         Replay calls ``agent(input)``; name the agent with ``entrypoint="module:function"`` or pass
-        ``agent=`` to `replay_run`. ``http=True`` also records the run's HTTP traffic (`replay.http`).
+        ``agent=`` to `replay_run`. ``http=True`` also records the run's HTTP traffic (`replay.http`);
+        ``http_match=`` (or ``http=HttpOptions(...)``) sets how a replay matches its requests.
         """
-        return RunHandle(self, agent, ("value", input), versions, labels, entrypoint, guards, http=http)
+        return RunHandle(self, agent, ("value", input), versions, labels, entrypoint, guards,
+                         http=_http_options(http, http_match))
 
     def agent(
         self,
@@ -414,7 +417,8 @@ class Recorder:
         *,
         versions: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
-        http: bool = False,
+        http: Any = False,
+        http_match: Sequence[str] | None = None,
         **guards: Any,
     ) -> Callable[[F], F]:
         """Record each call of the decorated function (sync or async) as one run.
@@ -425,8 +429,14 @@ class Recorder:
         (``my_agent:handle``) so a replay can import it; see `_script_entrypoint`.
 
         ``http=True`` also records the HTTP traffic of each run with vcrpy (see `replay.http`).
+        ``http_match=("method", "uri", "body", "header:NAME")`` (or ``http=HttpOptions(...)``)
+        chooses what a replay matches requests on; the default is method and URL.
+
+        Raises:
+            InvalidHttpMatchError: an ``http_match`` rule that names no request field.
         """
         self.guards.merged(**guards)  # reject unknown guard names at decoration time
+        http = _http_options(http, http_match)  # reject a bad matching rule at decoration time too
 
         def deco(fn: F) -> F:
             agent_name = name or fn.__name__
@@ -764,7 +774,7 @@ class RunHandle:
 
     def __init__(self, recorder: Recorder, agent: str, input: tuple[str, Any],
                  versions: dict[str, str] | None, labels: dict[str, str] | None,
-                 entrypoint: str | None, guards: dict[str, Any], http: bool = False) -> None:
+                 entrypoint: str | None, guards: dict[str, Any], http: Any = None) -> None:
         self.recorder = recorder
         self.agent = agent
         self.input = input
@@ -774,7 +784,7 @@ class RunHandle:
         self.guards = guards
         self.state: RunState | None = None
         self._token: contextvars.Token[RunState | None] | None = None
-        self.http = http
+        self.http = http  # replay.http.HttpOptions (True: the defaults), or None: no HTTP recorded
         self._http: Any = None  # the run's replay.http.HttpRecording while it runs
 
     @property
@@ -801,7 +811,7 @@ class RunHandle:
         self._token = _run.set(self.state)
         # HTTP layer: per run, only with http=True, never during a replay (the session plays HTTP back).
         if self.http and self.state.session is None:
-            self._http = _start_http(self.state)
+            self._http = _start_http(self.state, self.http)
         return self
 
     def __exit__(self, et: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
@@ -825,12 +835,21 @@ class RunHandle:
         return self.__exit__(et, exc, tb)
 
 
-def _start_http(st: RunState) -> Any:
+def _http_options(http: Any, http_match: Sequence[str] | None) -> Any:
+    """`replay.http.HttpOptions` for ``http=`` / ``http_match=``, None when HTTP is not recorded."""
+    if not http and http_match is None:
+        return None
+    from replay.http import HttpOptions
+
+    return HttpOptions.of(http, http_match)
+
+
+def _start_http(st: RunState, options: Any = None) -> Any:
     """Start the run's HTTP capture; a failure warns and records the run without HTTP (fail-open)."""
     try:
-        from replay.http import HttpRecording
+        from replay.http import HttpOptions, HttpRecording
 
-        return HttpRecording(st.run_id).start()
+        return HttpRecording(st.run_id, options if isinstance(options, HttpOptions) else None).start()
     except Exception as exc:  # noqa: BLE001 - recording must never break the agent
         st.recorder._warn_encode(f"the HTTP traffic of run {st.run_id}", f"vcrpy could not start ({exc!r})")
         return None

@@ -58,7 +58,16 @@ class Recording:
         return [e for e in self.events if e.kind in ("tool_result", "model_result") and e.parent_step_id is None]
 
     def trace(self) -> Trace:
-        return Trace(run=self.run, steps=self.steps, outputs=_Outputs(self.snapshots))
+        return Trace(run=self.run, steps=self.steps, outputs=_Outputs(self.snapshots),
+                     http_attempts=self.http_attempts())
+
+    def http_attempts(self) -> dict[int | None, int] | None:
+        """HTTP attempts per top-level step id (None key: outside tool steps); None without step data."""
+        if not self.http:
+            return None
+        from replay.http import attempts_by_step, rollup
+
+        return rollup(attempts_by_step(self.http), self.events)
 
 
 class _Outputs(Mapping[str, Any]):
@@ -213,6 +222,11 @@ class ReplaySession:
             self.store_path = os.path.join(self.store_dir, "replay.db")
         self.recorder = Recorder(self.store_path, redaction=redaction, redaction_key=key)
         self.replayed_run_id: str | None = None  # set by the recorder when the agent's run begins
+        # HTTP: the playback cassette (replay.http.HttpPlayback) while the recording has HTTP, and
+        # replayed step id -> the recorded step id that answered it (for HTTP attempts per step).
+        self.http_playback: Any = None
+        self.answered: dict[int, int] = {}
+        self.http_loose = recording.secret_key is None or key != recording.secret_key
         self.index: dict[tuple[str, str], collections.deque[Event]] = collections.defaultdict(collections.deque)
         self.recorded_tools: dict[str, list[str]] = collections.defaultdict(list)
         for e in recording.steps:
@@ -279,6 +293,8 @@ class ReplaySession:
             missing = self._unrecorded(spec, sha)
             rec._finish_step(st, spec, step_id, parent, frozen, t0, exc=missing, args_sha=sha)
             raise missing
+        if recorded.step_id is not None:
+            self.answered[step_id] = recorded.step_id
         value, error, names, message = self._answer(recorded)
         if error is not None:
             rec._finish_step(st, spec, step_id, parent, frozen, t0, exc=error, args_sha=sha,
@@ -440,6 +456,8 @@ class ReplayResult:
     diff: RunDiff
     replayed_snapshots: Mapping[str, tuple[Any, str | None, bool]] = dataclasses.field(default_factory=dict)
     replayed_events: list[Event] = dataclasses.field(default_factory=list)
+    #: the HTTP requests the recording had no answer for (`replay.errors.UnrecordedRequest`), in order
+    unrecorded_http: list[Any] = dataclasses.field(default_factory=list)
 
     def calls(self, tool: str) -> list[Event]:
         """The replayed steps that called `tool`, in order."""
@@ -533,6 +551,11 @@ def _finish(session: ReplaySession, recording: Recording, output: Any, exception
     rules = IgnoreRules.parse(ignore)
     rec_trace = recording.trace()
     new_trace = Trace(run=replayed, steps=steps, outputs=_Outputs(snaps))
+    if rec_trace.http_attempts is not None:
+        from replay.http import replayed_attempts
+
+        new_trace.http_attempts, new_trace.http_unrecorded = replayed_attempts(
+            session.http_playback, session.answered, rec_trace.http_attempts, events)
     if not ordered:
         rec_trace = dataclasses.replace(rec_trace, steps=sorted(rec_trace.steps, key=_order_key))
         new_trace = dataclasses.replace(new_trace, steps=sorted(new_trace.steps, key=_order_key))
@@ -541,6 +564,7 @@ def _finish(session: ReplaySession, recording: Recording, output: Any, exception
         stop_reason=replayed.stop_reason, steps=steps, output=output, exception=exception,
         usage=replayed.usage, recorded=recording.run, replayed=replayed, recording=recording,
         diff=diff, replayed_snapshots=snaps, replayed_events=events,
+        unrecorded_http=list(getattr(session.http_playback, "unrecorded", [])),
     )
 
 
@@ -606,8 +630,8 @@ def _installed(session: ReplaySession, *, allow_network: bool = False,
     """The fixed tool layer in place and the replay sealed (`replay.network.sealed`) for the block.
 
     A recording with HTTP interactions (``http=True``) also has them played back by vcrpy (record
-    mode none, see `replay.http`): an HTTP call with no recorded answer raises vcrpy's
-    ``CannotOverwriteExistingCassetteException`` inside the agent.
+    mode none, see `replay.http`): an HTTP call with no recorded answer raises `UnrecordedRequest`
+    inside the agent, naming the nearest recorded request.
     """
     token = _session.set(session)
     try:
@@ -616,7 +640,8 @@ def _installed(session: ReplaySession, *, allow_network: bool = False,
             if session.recording.http:
                 from replay.http import http_playback
 
-                http.enter_context(http_playback(session.recording.http, session.redactor, session.source_run_id))
+                session.http_playback = http.enter_context(http_playback(
+                    session.recording.http, session.redactor, session.source_run_id, loose=session.http_loose))
             yield
     finally:
         _session.reset(token)

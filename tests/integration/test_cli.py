@@ -271,7 +271,7 @@ def test_every_command_and_plugin_flag_is_in_the_readme() -> None:
     for name in cli.commands:
         assert f"replay {name}" in readme, f"`replay {name}` is missing from the README"
     for flag in ("--replay ", "--replay-all", "--replay-cassettes", "--replay-update", "--replay-report", "--replay-db",
-                 "--replay-max-token-delta-pct", "--replay-max-spend-delta-pct"):
+                 "--replay-max-token-delta-pct", "--replay-max-spend-delta-pct", "--replay-update-force"):
         assert flag in readme, f"{flag} is missing from the README"
 
 

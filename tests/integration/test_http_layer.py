@@ -16,6 +16,7 @@ import pytest
 from vcr.errors import CannotOverwriteExistingCassetteException
 
 from replay import Recorder, replay_run
+from replay.errors import ReplayError, UnrecordedRequest
 from replay.cassette import (
     cassette_from_replay,
     cassette_from_store,
@@ -160,13 +161,20 @@ def test_replay_answers_http_from_the_recording(recorded: dict[str, Any]) -> Non
     assert http.client.HTTPConnection is REAL_HTTP_CONNECTION
 
 
-def test_replay_of_a_new_url_raises_vcrpy_error_inside_the_agent(recorded: dict[str, Any]) -> None:
-    """A request the recording has no answer for raises CannotOverwriteExistingCassetteException naming it."""
+def test_replay_of_a_new_url_raises_unrecorded_request_naming_the_nearest(recorded: dict[str, Any]) -> None:
+    """A request the recording has no answer for raises UnrecordedRequest naming it and the nearest recorded one."""
     recorded["server"].stop()
     recorded["mode"]["path"] = "/tickets/escalate"
     result = replay_run(recorded["run_id"], agent=recorded["agent"], db=recorded["db"])
-    assert isinstance(result.exception, CannotOverwriteExistingCassetteException)
-    assert "/tickets/escalate" in str(result.exception) and result.stop_reason == "error"
+    exc = result.exception
+    assert isinstance(exc, UnrecordedRequest) and isinstance(exc, ReplayError)
+    assert not isinstance(exc, CannotOverwriteExistingCassetteException)
+    message = str(exc)
+    assert message.startswith("unrecorded HTTP request POST http://") and "/tickets/escalate" in message
+    assert "nearest recorded request: POST http://" in message and "/tickets (" in message
+    assert "differs in uri" in message and "matched method" in message
+    assert "record_mode" not in message and exc.failed == ["uri"]
+    assert result.unrecorded_http == [exc] and result.stop_reason == "error"
     assert not result.diff.is_empty
 
 
