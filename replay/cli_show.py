@@ -93,11 +93,12 @@ def _http_of(rec: Any, step_id: int | None) -> tuple[list[dict[str, Any]], int]:
     return mine, len(rec.http)
 
 
-def _interaction_line(i: dict[str, Any]) -> str:
+def _interaction_line(i: dict[str, Any], n: int, total: int) -> str:
     req, resp = i.get("request") or {}, i.get("response") or {}
-    status = (resp.get("status") or {}).get("code") if isinstance(resp.get("status"), dict) else resp.get("status")
-    attempts = f"  attempts {i['attempts']}" if "attempts" in i else ""
-    return _clean(f"{req.get('method', '?')} {req.get('uri', '?')} -> {status if status is not None else '?'}{attempts}")
+    status = resp.get("status")
+    code = status.get("code") if isinstance(status, dict) else status
+    return _clean(f"attempt {n}/{total}  {req.get('method', '?')} {req.get('uri', '?')} -> "
+                  f"{code if code is not None else '?'}")
 
 
 def show_detail(run_id: str, db: str, *, outputs: bool, step: int | None, as_json: bool) -> None:
@@ -141,6 +142,7 @@ def show_detail(run_id: str, db: str, *, outputs: bool, step: int | None, as_jso
         if e.status == "error" and isinstance(out, dict):
             d["message"] = out.get("message")
         d["http"] = mine
+        d["http_attempts"] = len(mine)
         d["http_in_run"] = total
         d["children"] = children
         echo_json({"run_id": rec.run.run_id, "step": d})
@@ -169,8 +171,10 @@ def show_detail(run_id: str, db: str, *, outputs: bool, step: int | None, as_jso
     if children:
         lines.append(f"calls       steps {', '.join(map(str, children))} ran inside it")
     if mine:
-        lines.append(f"http        {len(mine)} interaction(s):")
-        lines += ["  " + _interaction_line(i) for i in mine]
-    elif total:
+        lines.append(f"http        {len(mine)} request(s) made under this step (redacted):")
+        lines += ["  " + _interaction_line(i, n, len(mine)) for n, i in enumerate(mine, 1)]
+    elif total and not all(isinstance(i, dict) and "step_id" in i for i in rec.http):
         lines.append(f"http        the run recorded {total} HTTP interaction(s), not attributed to steps")
+    elif total:
+        lines.append(f"http        none under this step ({total} in the run)")
     click.echo("\n".join(lines))

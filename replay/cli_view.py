@@ -54,7 +54,7 @@ def build_page(source: str, db: str, against: str | None = None, agent_refs: tup
     elif agent_refs:
         raise BadInput("--replay-agent names the agent for --against replay: add --against replay")
     html = render_run_page(rec.run, rec.events, rec.snapshots, other=other, diff=diff,
-                           generated_ms=int(time.time() * 1000))
+                           generated_ms=int(time.time() * 1000), http=rec.http)
     return rec.run.run_id, html
 
 

@@ -121,7 +121,20 @@ def _header(run: Run, label: str) -> str:
     return f'<table class="meta" id="{_e(label)}-meta">{body}</table>'
 
 
-def _waterfall(run: Run, events: Sequence[Event], snapshots: Mapping[str, Any], prefix: str) -> str:
+def _http_under(http: Sequence[Any], step_id: int | None) -> list[str]:
+    """One line per HTTP request made under the step (redacted as stored): attempt, method, URL, status."""
+    mine = [i for i in http if isinstance(i, dict) and i.get("step_id") == step_id]
+    out = []
+    for n, i in enumerate(mine, 1):
+        req, resp = i.get("request") or {}, i.get("response") or {}
+        status = resp.get("status")
+        code = status.get("code") if isinstance(status, dict) else status
+        out.append(f"attempt {n}/{len(mine)}  {req.get('method', '?')} {req.get('uri', '?')} -> {code if code is not None else '?'}")
+    return out
+
+
+def _waterfall(run: Run, events: Sequence[Event], snapshots: Mapping[str, Any], prefix: str,
+               http: Sequence[Any] = ()) -> str:
     steps = _steps(events)
     if not steps:
         return '<p class="note" id="waterfall-empty">(no tool or model calls)</p>'
@@ -143,6 +156,9 @@ def _waterfall(run: Run, events: Sequence[Event], snapshots: Mapping[str, Any], 
             detail.append(f"<div>error <code>{_e(e.error)}</code></div>")
         detail.append(f'<div class="note">args_sha <code>{_e(e.args_sha or "-")}</code> &middot; '
                       f'output_sha <code>{_e(e.output_sha or "-")}</code></div>')
+        requests = _http_under(http, e.step_id)
+        if requests:
+            detail.append(f'<div>HTTP requests under this step:</div><pre class="http">{_e(chr(10).join(requests))}</pre>')
         if has:
             detail.append(f'<div>redacted output:</div><pre class="output">{_e(_pretty(value))}</pre>')
         else:
@@ -247,11 +263,13 @@ def render_run_page(
     other: tuple[Run, Sequence[Event], Mapping[str, Any], str] | None = None,
     diff: RunDiff | None = None,
     generated_ms: int | None = None,
+    http: Sequence[Any] = (),
 ) -> str:
     """The run page as one HTML document (no script, no external resource).
 
     Args:
         run, events, snapshots: the run (snapshots: sha -> redacted value, or (value, type, truncated)).
+        http: the run's recorded HTTP interactions (redacted); each step lists the ones it made.
         other: the run compared against: (run, events, snapshots, label such as "replay (now)").
         diff: `RunDiff` of `run` (reference) against `other`.
 
@@ -268,7 +286,7 @@ def render_run_page(
         f"<h1>{_e(title)}</h1>",
         _header(run, "run"),
         "<h2>Steps</h2>",
-        _waterfall(run, events, snapshots, ""),
+        _waterfall(run, events, snapshots, "", http),
     ]
     if other is not None and diff is not None:
         o_run, o_events, o_snaps, label = other

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -129,3 +130,77 @@ def test_step_and_outputs_bad_input(recorded: Any) -> None:
     assert res.exit_code == 2 and "exclude each other" in res.output
     res = CliRunner().invoke(cli, ["show", run_id, "--db", "nope.db", "--outputs"])
     assert res.exit_code == 2 and "no store at nope.db" in res.output
+
+
+def test_step_lists_the_http_requests_made_under_it(tmp_path: Path) -> None:
+    """--step N (and the run page) of an http=True run list each request the step made, its attempts, the status, redacted."""
+    import threading
+    import urllib.error
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from replay import Recorder
+
+    calls: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            calls.append(self.path)
+            code = 503 if len(calls) == 1 else 200
+            body = b'{"ok": true}'
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    db = tmp_path / "http.db"
+    rec = Recorder(db)
+
+    @rec.tool("orders.get")
+    def get_order(oid: str) -> int:
+        for _ in range(2):  # one retry after a 503
+            try:
+                with urllib.request.urlopen(f"{base}/orders/{oid}?email=ann.lee@example.com", timeout=5) as r:
+                    return r.status
+            except urllib.error.HTTPError:
+                continue
+        return 0
+
+    @rec.tool("kb.search")
+    def kb_search(q: str) -> list:
+        return [q]
+
+    @rec.agent("http-detail", http=True)
+    def handle(oid: str) -> int:
+        kb_search("x")
+        return get_order(oid)
+
+    try:
+        assert handle("A-1") == 200
+        run_id = rec.last_run_id
+        rec.flush()
+    finally:
+        rec.close()
+        httpd.shutdown()
+        httpd.server_close()
+    res = invoke("show", run_id, "--db", str(db), "--step", "2")
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    at = lines.index("http        2 request(s) made under this step (redacted):")
+    assert re.fullmatch(r"  attempt 1/2  GET http://\S+/orders/A-1\?email=u\w+@redacted\.invalid -> 503", lines[at + 1])
+    assert lines[at + 2].startswith("  attempt 2/2  GET") and lines[at + 2].endswith("-> 200")
+    assert "ann.lee@example.com" not in res.output
+    assert "http        none under this step (2 in the run)" in invoke("show", run_id, "--db", str(db), "--step", "1").output
+    data = json.loads(invoke("show", run_id, "--db", str(db), "--step", "2", "--json").output)["step"]
+    assert data["http_attempts"] == 2 and [i["response"]["status"]["code"] for i in data["http"]] == [503, 200]
+    # The run page lists them under the step too.
+    page = tmp_path / "page.html"
+    assert invoke("view", run_id, "--db", str(db), "-o", str(page)).exit_code == 0
+    text = page.read_text()
+    assert text.count("attempt 1/2  GET http://") == 1 and "-&gt; 503" in text and "ann.lee@example.com" not in text
