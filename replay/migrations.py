@@ -85,6 +85,8 @@ _V1 = (
 STEPS: tuple[str, ...] = (
     "0001_initial", "0002_retention_and_indexes", "0003_run_http_sha", "0004_foreign_keys_and_views",
 )
+# Named once: renumbering the step (when steps are merged) changes only its entry in STEPS.
+_FK_STEP = next(s for s in STEPS if s.endswith("_foreign_keys_and_views"))
 
 #: Read-only views with ISO 8601 UTC times (for Datasette, sqlite-utils, the sqlite3 shell).
 VIEWS: dict[str, str] = {
@@ -160,7 +162,7 @@ def _build(event_ms: int, snapshot_ms: int) -> Migrations:
         db.execute("ALTER TABLE runs ADD COLUMN http_sha TEXT")
         _set_version(db, 3)
 
-    @migrations(name=STEPS[3])
+    @migrations(name=_FK_STEP)
     def foreign_keys_and_views(db: Database) -> None:
         # Declared for readers (Datasette links events to their run; sqlite-utils and the shell list
         # it); not enforced, as no connection turns PRAGMA foreign_keys on. SQLite cannot add a
@@ -186,7 +188,7 @@ def _build(event_ms: int, snapshot_ms: int) -> Migrations:
         for name, stmt in VIEWS.items():
             db.execute(f"DROP VIEW IF EXISTS {name}")
             db.execute(stmt)
-        _set_version(db, 4)
+        _set_version(db, STEPS.index(_FK_STEP) + 1)
 
     return migrations
 
