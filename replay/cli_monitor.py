@@ -175,6 +175,9 @@ def _write_run_pages(db: str, html_path: str, since_ms: int | None, agent: str |
         picked.setdefault(r.run_id, r)
     html = Path(html_path)
     folder = html.parent / f"{html.stem}-runs"
+    if not html.parent.is_dir():
+        raise BadInput(f"--html {html_path}: No such file or directory: its folder {html.parent} does not exist; "
+                       "create it or write the dashboard elsewhere")
     if folder.is_symlink():
         raise BadInput(f"--html {html_path}: {folder} is a symbolic link; remove it (run pages are never "
                        "written through a symlink)")

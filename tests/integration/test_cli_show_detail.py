@@ -193,7 +193,7 @@ def test_step_lists_the_http_requests_made_under_it(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     at = lines.index("http        2 request(s) made under this step (redacted):")
-    assert re.fullmatch(r"  attempt 1/2  GET http://\S+/orders/A-1\?email=u\w+@redacted\.invalid -> 503", lines[at + 1])
+    assert re.fullmatch(r"  attempt 1/2  GET http://\S+/orders/A-1\?email=u\w+(?:@|%40)redacted\.invalid -> 503", lines[at + 1])
     assert lines[at + 2].startswith("  attempt 2/2  GET") and lines[at + 2].endswith("-> 200")
     assert "ann.lee@example.com" not in res.output
     assert "http        none under this step (2 in the run)" in invoke("show", run_id, "--db", str(db), "--step", "1").output

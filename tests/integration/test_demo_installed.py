@@ -95,4 +95,4 @@ def test_demo_and_its_next_commands_work_in_an_empty_folder(installed: Any, tmp_
     page = (folder / f"{run_id}.html").read_text()
     assert 'data-verdict="diverged"' in page and "completed -&gt; escalated" in page
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(
-        ["replay.db", "cassettes", f"{run_id}.html", *[p.name for p in folder.glob("replay.db-*")]])
+        ["replay.db", "replay.db.key", "cassettes", f"{run_id}.html", *[p.name for p in folder.glob("replay.db-*")]])
