@@ -28,6 +28,7 @@ SUITES = [
     ("diff (issue 3)", "bench_diff"),
     ("no loss (issue 11)", "bench_no_loss"),
     ("prune (issue 11)", "bench_prune"),
+    ("OpenTelemetry (issue 14)", "bench_otel"),
 ]
 
 

@@ -175,15 +175,25 @@ def _none_last(item: tuple[int | None, int]) -> tuple[bool, int]:
 @db_option
 @click.option("--full", is_flag=True, help="Show whole 24-hex hashes.")
 @json_option
-def show(run_id: str, db: str, full: bool, as_json: bool) -> None:
+@click.option("--outputs", is_flag=True, help="Each step's redacted output on one line, cut to the terminal width.")
+@click.option("--step", "step", type=int, default=None, metavar="N",
+              help="One step in full: args (when stored), output, error and message, HTTP interactions.")
+def show(run_id: str, db: str, full: bool, as_json: bool, outputs: bool = False, step: int | None = None) -> None:
     """The timeline of one run: what it called, with what, what came back, which versions, why it stopped.
 
-    RUN_ID may be a unique prefix.
+    RUN_ID may be a unique prefix. --outputs lists what each step returned (redacted); --step N
+    shows one step in full; both take --json.
 
     Example:
 
-        replay show r_01jd2k8...
+        replay show r_01jd2k8... --step 3
     """
+    if outputs or step is not None:
+        from replay.cli_show import show_detail
+
+        open_store(db).close()  # no store: the usual error
+        show_detail(run_id, db, outputs=outputs, step=step, as_json=as_json)
+        return
     store = open_store(db)
     try:
         run = _get_run(store, run_id)
@@ -452,17 +462,26 @@ def export(run_id: str, db: str, out_dir: str, force: bool, test_dir: str | None
 @cli.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @db_option
-def import_(files: tuple[str, ...], db: str) -> None:
-    """Load cassettes into a store (importing one twice adds nothing).
+@click.option("--format", "fmt", type=click.Choice(["cassette", "otlp"]), default="cassette", show_default=True,
+              help="cassette: agent-replay cassettes; otlp: OTLP JSON traces (OpenInference, OpenLLMetry, OTel GenAI).")
+def import_(files: tuple[str, ...], db: str, fmt: str) -> None:
+    """Load cassettes (or OTLP JSON traces) into a store (importing one twice adds nothing).
 
     Each file is checked first: a run id that is not well-formed, an event of another run or a
     snapshot whose body does not hash to its sha is refused, and nothing is written. A run already
-    in the store is never overwritten.
+    in the store is never overwritten. With --format otlp, each agent span of a trace becomes a
+    run and its tool and LLM spans its steps, redacted and hashed as the recorder does.
 
     Example:
 
         replay import cassettes/*.json --db incidents.db
+        replay import --format otlp traces.json
     """
+    if fmt == "otlp":
+        from replay.cli_otel import import_otlp_files
+
+        import_otlp_files(files, db)
+        return
     from replay.cassette import import_cassette, load_cassette
 
     cassettes = []
@@ -644,9 +663,11 @@ class _nullbar:
 
 def _register() -> None:
     from replay.cli_monitor import alerts, metrics, stats
+    from replay.cli_otel import otel_export
+    from replay.cli_view import view
     from replay.demo import demo
 
-    for cmd in (stats, alerts, metrics, demo):
+    for cmd in (stats, alerts, metrics, demo, view, otel_export):
         cli.add_command(cmd)
 
 

@@ -11,6 +11,7 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -63,7 +64,7 @@ agent_option = click.option("--agent", default=None, help="Only the runs of this
 @agent_option
 @click.option("--by", type=click.Choice(["hour", "day"]), default=None, help="Also one row per hour or day.")
 @json_option
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write an HTML dashboard (three drift charts).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write an HTML dashboard (three drift charts), linking to run pages written next to it.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write the charts as PNG (needs matplotlib).")
 def stats(
     db: str,
@@ -119,7 +120,9 @@ def stats(
         who = f"agent {agent!r}" if agent else "all agents"
         subtitle = f"{report.stats.runs} runs {label}, {who}; store {db}"
         if html_path:
-            dashboard.write_html(html_path, report.buckets, by=chart_by, subtitle=subtitle, overall=report.stats)
+            links = _write_run_pages(db, html_path, since_ms, agent)
+            dashboard.write_html(html_path, report.buckets, by=chart_by, subtitle=subtitle, overall=report.stats,
+                                 runs=links)
             written.append(html_path)
         if plot_path:
             dashboard.write_png(plot_path, report.buckets, by=chart_by)
@@ -145,6 +148,48 @@ def stats(
         click.echo(format_stats_table(report.buckets, by))  # type: ignore[arg-type]
     for path in written:
         click.echo(f"\nwrote {path}")
+
+
+def _write_run_pages(db: str, html_path: str, since_ms: int | None, agent: str | None, n: int = 10) -> list[Any]:
+    """Write the run pages the dashboard links to (the runs with the most tool calls, the slowest).
+
+    They go to ``<dashboard stem>-runs/RUN_ID.html`` next to the dashboard; returns its `RunLink` rows.
+    """
+    from replay.dashboard import RunLink
+    from replay.replayer import load_recording
+    from replay.runpage import render_run_page, write_run_page
+
+    store = open_store(db)
+    try:
+        runs = store.runs(agent=agent, since_ms=since_ms, until_ms=_now_ms() + 1)
+    finally:
+        store.close()
+    if not runs:
+        return []
+
+    def latency(r: Any) -> int:
+        return (r.ended_ms - r.started_ms) if r.ended_ms is not None else -1
+
+    picked: dict[str, Any] = {}
+    for r in sorted(runs, key=lambda r: (-r.tool_calls, -r.started_ms))[:n] + sorted(runs, key=lambda r: -latency(r))[:n]:
+        picked.setdefault(r.run_id, r)
+    html = Path(html_path)
+    folder = html.parent / f"{html.stem}-runs"
+    if not html.parent.is_dir():
+        raise BadInput(f"--html {html_path}: No such file or directory: its folder {html.parent} does not exist; "
+                       "create it or write the dashboard elsewhere")
+    if folder.is_symlink():
+        raise BadInput(f"--html {html_path}: {folder} is a symbolic link; remove it (run pages are never "
+                       "written through a symlink)")
+    folder.mkdir(mode=0o700, exist_ok=True)
+    links = []
+    for r in sorted(picked.values(), key=lambda r: (-r.tool_calls, -latency(r))):
+        rec = load_recording(r.run_id, db=db)
+        write_run_page(folder / f"{r.run_id}.html",
+                       render_run_page(rec.run, rec.events, rec.snapshots, generated_ms=_now_ms()))
+        links.append(RunLink(r.run_id, r.agent, r.started_ms, r.tool_calls,
+                             None if r.ended_ms is None else latency(r), r.stop_reason, f"{folder.name}/{r.run_id}.html"))
+    return links
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,16 +295,20 @@ def alerts(
 @db_option
 @click.option("--port", type=click.IntRange(0, 65535), default=9464, show_default=True, help="Port to serve /metrics on (0: any free port).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes it to the network.")
-@click.option("--since", default="1h", show_default=True, help="Count the runs started this long ago at start-up, or 'all'.")
+@click.option("--since", default="all", show_default=True,
+              help="Start the counters from the runs started this long ago (90s, 10m, 24h, 7d) instead of "
+                   "every run in the store; with a window, a restart looks like a counter reset to Prometheus.")
 @click.option("--interval", default="15s", show_default=True, help="How often to count new runs from the store.")
-@click.option("--once", is_flag=True, help="Print the metrics once (Prometheus text format) and exit.")
+@click.option("--once", is_flag=True, help="Print the metrics once (Prometheus text format, or JSON with --json) and exit.")
 @json_option
 def metrics(db: str, port: int, host: str, since: str, interval: str, once: bool, as_json: bool) -> None:
     """Serve Prometheus metrics of the runs in the store on http://HOST:PORT/metrics.
 
-    agent_tool_calls and agent_run_latency_ms histograms, agent_stop_total{stop_reason},
-    agent_tokens_total{direction}, agent_spend_usd_total and agent_tool_errors_total{error_bucket},
-    all labelled by agent. With --json the start-up line is JSON ({"url", "host", "port", "db"}).
+    agent_tool_calls, agent_run_latency_seconds and agent_run_latency_ms histograms,
+    agent_stop_total{stop_reason}, agent_tokens_total{direction}, agent_spend_usd_total and
+    agent_tool_errors_total{error_bucket}, all labelled by agent. The counters start from the
+    store's totals, so a restart does not make rate() spike. With --json the start-up line is JSON
+    ({"url", "host", "port", "db"}); with --once --json the metrics are printed as JSON.
 
     Example:
 
@@ -274,7 +323,10 @@ def metrics(db: str, port: int, host: str, since: str, interval: str, once: bool
         if once:
             exporter = PrometheusExporter()
             exporter.observe_store(store, since_ms)
-            click.echo(exporter.exposition().decode("utf-8"), nl=False)
+            if as_json:
+                echo_json({"db": db, "since": since, "metrics": exporter.to_json()})
+            else:
+                click.echo(exporter.exposition().decode("utf-8"), nl=False)
             return
 
         def ready(server: Any) -> None:

@@ -11,13 +11,14 @@ import datetime as _dt
 import math
 import os
 from collections.abc import Sequence
+from typing import NamedTuple
 from html import escape
 from typing import Any
 
 from replay.errors import ReplayError
 from replay.stats import Stats, TimeBucket, format_stats
 
-__all__ = ["PlotDependencyError", "render_html", "write_html", "write_png"]
+__all__ = ["PlotDependencyError", "RunLink", "render_html", "write_html", "write_png"]
 
 _W, _H = 760, 260
 _ML, _MR, _MT, _MB = 64, 150, 16, 44  # margins: left (y labels), right (legend), top, bottom
@@ -192,12 +193,13 @@ def render_html(
     title: str = "agent-replay: drift dashboard",
     subtitle: str = "",
     overall: Stats | None = None,
+    runs: Sequence[RunLink] = (),
 ) -> str:
     """The dashboard as one well-formed HTML document (it also parses as XML).
 
     Charts have the ids ``chart-tool-calls``, ``chart-latency-p95`` and ``chart-stop-reasons``;
     every data point is a ``circle.point`` or ``rect.bar`` with ``data-*`` attributes and a
-    tooltip.
+    tooltip. `runs` adds a table ``#runs`` linking each run to its run page (`replay view`).
     """
     tool_calls = _line_chart(
         "chart-tool-calls",
@@ -232,7 +234,40 @@ def render_html(
         + f"<h2>Tool calls per run</h2>{tool_calls}"
         + f"<h2>Run latency p95</h2>{latency}"
         + f"<h2>Stop reasons</h2>{stops}"
+        + _runs_table(runs)
         + "</body></html>\n"
+    )
+
+
+class RunLink(NamedTuple):
+    """One row of the dashboard's run table: a run and the relative link to its run page."""
+
+    run_id: str
+    agent: str
+    started_ms: int
+    tool_calls: int
+    latency_ms: int | None
+    stop_reason: str | None
+    href: str
+
+
+def _runs_table(runs: Sequence[RunLink]) -> str:
+    if not runs:
+        return ""
+    rows = "".join(
+        f'<tr><td><a href="{escape(r.href, quote=True)}">{escape(r.run_id)}</a></td><td>{escape(r.agent)}</td>'
+        f"<td>{escape(_dt.datetime.fromtimestamp(r.started_ms / 1000, _dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S'))}</td>"
+        f'<td style="text-align:right">{r.tool_calls}</td>'
+        f'<td style="text-align:right">{"-" if r.latency_ms is None else f"{r.latency_ms:,}"}</td>'
+        f"<td>{escape(r.stop_reason or '-')}</td></tr>"
+        for r in runs
+    )
+    return (
+        '<h2>Runs to look at</h2><p class="note">The runs with the most tool calls and the slowest '
+        "ones; each links to its run page (steps, outputs, versions).</p>"
+        '<table id="runs" style="border-collapse:collapse;font-size:13px" cellpadding="4">'
+        "<tr><th>run</th><th>agent</th><th>started (UTC)</th><th>tool calls</th><th>latency ms</th>"
+        f"<th>stop reason</th></tr>{rows}</table>"
     )
 
 

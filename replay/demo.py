@@ -1,7 +1,7 @@
 """`replay demo`: the duplicate-email incident, end to end, on the embedded SQLite store.
 
 It records healthy runs and incident runs of the example support agent
-(`examples/support_agent`), answers the five incident questions for the worst run from the
+(`replay.demo_agent`, shipped in the package, so the demo runs from any folder), answers the five incident questions for the worst run from the
 store alone, exports that run as a cassette, replays it against the code that ran (it matches)
 and against the fix (it diverges: fewer tool calls, one email, another stop reason), and prints
 the commands to run next. Deterministic: a scripted policy stands in for the model, the upstream
@@ -11,7 +11,6 @@ is simulated in-process, and simulated time runs 50x faster than the clock.
 from __future__ import annotations
 
 import math
-import sys
 import textwrap
 import time
 from collections import Counter
@@ -22,7 +21,11 @@ import click
 
 from replay._cli_util import BadInput, db_option, fmt_ms, table
 
-__all__ = ["demo", "load_example"]
+__all__ = ["DEMO_AGENT", "demo", "load_example"]
+
+#: How the demo's next commands name its agent (``--replay-agent``): an installed package's
+#: function is never imported only because a recording names it, so the user names it.
+DEMO_AGENT = "replay.demo_agent:handle"
 
 HEALTHY_RUNS = 20
 INCIDENT_RUNS = 5
@@ -32,29 +35,8 @@ _WIDTH = 100
 
 
 def load_example() -> Any:
-    """Import the example agent from the source checkout this package is installed from.
-
-    ``examples/`` is not part of the installed package: when it is not importable already (the
-    project root on sys.path), the checkout's root is added. Returns `examples.support_agent.scenario`.
-
-    Raises:
-        BadInput: no examples/ folder next to the package (an install from a wheel).
-    """
-    try:
-        import examples.support_agent as ex  # noqa: F401
-    except ImportError:
-        root = Path(__file__).resolve().parent.parent
-        if not (root / "examples" / "support_agent" / "agent.py").is_file():
-            raise BadInput(
-                "the demo needs the examples/ folder of a source checkout: "
-                "git clone the agent-replay repository and run `pip install -e .` in it"
-            ) from None
-        sys.path.insert(0, str(root))
-        try:
-            import examples.support_agent as ex  # noqa: F401
-        except ImportError as exc:  # another project's `examples` package shadows ours
-            raise BadInput(f"cannot import the demo's examples.support_agent from {root}: {exc}") from exc
-    import examples.support_agent.scenario as scenario
+    """The demo's support agent, which ships in the package: returns `replay.demo_agent.scenario`."""
+    import replay.demo_agent.scenario as scenario
 
     return scenario
 
@@ -133,8 +115,8 @@ def demo(db: str, cassettes_dir: str) -> None:
     """
     t_start = time.perf_counter()
     scenario = load_example()
-    from examples.support_agent.config import VERSIONS, rec, use_version
-    from examples.support_agent.upstream import FakeClock
+    from replay.demo_agent.config import VERSIONS, rec, use_version
+    from replay.demo_agent.upstream import FakeClock
     from replay.cli import show
     from replay.replayer import replay_run
     from replay.store import Store
@@ -247,9 +229,11 @@ def demo(db: str, cassettes_dir: str) -> None:
     rel = _shell_path(cassette)
     click.echo("next:")
     click.echo(f"  replay show {worst.run_id}{db_flag}")
-    click.echo(f"  pytest --replay {rel}")
-    click.echo("      (replays it against the code checked out now, v2: it diverges as above;")
-    click.echo("       with SUPPORT_AGENT_VERSION=v1, the code that ran, it matches)")
+    click.echo(f"  pytest --replay {rel} --replay-agent {DEMO_AGENT}")
+    click.echo("      (replays it against the demo agent installed now, v2: it diverges as above;")
+    click.echo("       with SUPPORT_AGENT_VERSION=v1, the code that ran, it matches.")
+    click.echo("       --replay-agent names the agent replay may call: a cassette never chooses the code)")
+    click.echo(f"  replay view {worst.run_id}{db_flag} --against replay --replay-agent {DEMO_AGENT}")
     click.echo(f"done in {time.perf_counter() - t_start:.1f}s")
 
 

@@ -9,7 +9,10 @@ Metric names are the ones the source document's PromQL uses, so these work as wr
 Exported, all labelled by ``agent`` (the queries above sum it away):
 
 - ``agent_tool_calls`` histogram: tool calls per run.
-- ``agent_run_latency_ms`` histogram: run wall time in milliseconds.
+- ``agent_run_latency_seconds`` histogram: run wall time in seconds (Prometheus' base unit;
+  ``histogram_quantile(0.95, sum(rate(agent_run_latency_seconds_bucket[5m])) by (le))``).
+- ``agent_run_latency_ms`` histogram: the same in milliseconds, kept for the source document's
+  PromQL above.
 - ``agent_stop_total{stop_reason}`` counter: finished runs by stop reason.
 - ``agent_tokens_total{direction="in"|"out"}`` counter, ``agent_spend_usd_total`` counter.
 - ``agent_tool_errors_total{error_bucket="429"|"5xx"|"timeout"|"other"}`` counter: failed tool
@@ -18,6 +21,13 @@ Exported, all labelled by ``agent`` (the queries above sum it away):
 Two ways to feed it: live, as a Recorder listener (``rec.add_listener(exporter)``, called once
 per finished run), or from a store (`PrometheusExporter.observe_store`, which `replay metrics`
 polls).
+
+Counters and histograms are cumulative. Served from a store, they start from the store's totals
+(every finished run it holds, by default) and grow with each new run, so restarting
+`replay metrics` exposes the same values as before plus the new runs: Prometheus sees no counter
+reset and ``rate()`` does not spike. (Starting from only a recent window, as ``--since 1h`` does,
+makes a restart look like a reset followed by the whole window at once.) A ``prune`` that removes
+runs lowers the totals the next start counts from; Prometheus reads that as one counter reset.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LATENCY_BUCKETS_MS",
+    "LATENCY_BUCKETS_S",
     "TOOL_CALL_BUCKETS",
     "MetricsDependencyError",
     "PrometheusExporter",
@@ -50,6 +61,8 @@ TOOL_CALL_BUCKETS: tuple[float, ...] = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89)
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
     50, 100, 250, 500, 1000, 2000, 3000, 5000, 8000, 10000, 15000, 20000, 30000, 45000, 60000,
 )
+#: The same bounds in seconds, for ``agent_run_latency_seconds``.
+LATENCY_BUCKETS_S: tuple[float, ...] = tuple(b / 1000 for b in LATENCY_BUCKETS_MS)
 
 
 class MetricsDependencyError(ReplayError, ImportError):
@@ -96,6 +109,13 @@ class PrometheusExporter:
             buckets=LATENCY_BUCKETS_MS,
             registry=reg,
         )
+        self.run_latency_seconds = prom.Histogram(
+            "agent_run_latency_seconds",
+            "Agent run wall time in seconds",
+            ["agent"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=reg,
+        )
         self.stops = prom.Counter(
             "agent_stop_total", "Finished agent runs by stop reason", ["agent", "stop_reason"], registry=reg
         )
@@ -124,6 +144,7 @@ class PrometheusExporter:
         self.tool_calls.labels(agent=agent).observe(run_tool_calls(run))
         if run.latency_ms is not None:
             self.run_latency_ms.labels(agent=agent).observe(max(run.latency_ms, 0))
+            self.run_latency_seconds.labels(agent=agent).observe(max(run.latency_ms, 0) / 1000)
         self.stops.labels(agent=agent, stop_reason=run.stop_reason).inc()
 
         usage = run.usage
@@ -174,6 +195,19 @@ class PrometheusExporter:
                 self._seen[r.run_id] = r.started_ms
         return len(new)
 
+    def to_json(self) -> list[dict[str, Any]]:
+        """The current metrics as JSON-able families: name, type, help and samples (name, labels, value)."""
+        return [
+            {
+                "name": fam.name,
+                "type": fam.type,
+                "help": fam.documentation,
+                "samples": [{"name": smp.name, "labels": dict(smp.labels), "value": smp.value}
+                            for smp in fam.samples],
+            }
+            for fam in self.registry.collect()
+        ]
+
     def exposition(self) -> bytes:
         """The current metrics in the Prometheus text format (what /metrics serves)."""
         return bytes(_prometheus().generate_latest(self.registry))
@@ -201,9 +235,11 @@ def serve_store(
 ) -> None:
     """Serve the metrics of `store` on `host`:`port`, counting new runs every `interval_s`.
 
-    Starts from the runs started at or after `since_ms`, then keeps looking back `lookback_ms`
-    for runs that finished since the last poll (a run longer than that is missed). Blocks until
-    `stop` is set (or forever); `on_ready(server)` is called once the port is bound.
+    Starts from the runs started at or after `since_ms` (None: every run in the store, so a
+    restart resumes the counters where they were; see the module docstring), then keeps looking
+    back `lookback_ms` for runs that finished since the last poll (a run longer than that is
+    missed). Blocks until `stop` is set (or forever); `on_ready(server)` is called once the port
+    is bound.
     """
     exporter = PrometheusExporter()
     exporter.observe_store(store, since_ms)

@@ -20,7 +20,7 @@ from sqlite_utils.migrations import Migrations
 
 from replay.errors import SchemaVersionError, StoreError
 
-__all__ = ["MIGRATION_SET", "SCHEMA_VERSION", "STEPS", "migrate", "read_schema_version"]
+__all__ = ["MIGRATION_SET", "SCHEMA_VERSION", "STEPS", "VIEWS", "migrate", "read_schema_version"]
 
 MIGRATION_SET = "agent-replay"
 
@@ -90,7 +90,35 @@ STEPS: tuple[str, ...] = (
     "0005_event_concurrent_group",
     "0006_expiry_indexes",
     "0007_key_out_of_store",
+    "0008_foreign_keys_and_views",
 )
+# Named once: renumbering the step (when steps are merged) changes only its entry in STEPS.
+_FK_STEP = next(s for s in STEPS if s.endswith("_foreign_keys_and_views"))
+
+#: Read-only views with ISO 8601 UTC times (for Datasette, sqlite-utils, the sqlite3 shell).
+VIEWS: dict[str, str] = {
+    "runs_view": """CREATE VIEW runs_view AS SELECT
+        run_id, agent,
+        strftime('%Y-%m-%dT%H:%M:%fZ', started_ms / 1000.0, 'unixepoch') AS started,
+        strftime('%Y-%m-%dT%H:%M:%fZ', ended_ms / 1000.0, 'unixepoch') AS ended,
+        ended_ms - started_ms AS latency_ms,
+        stop_reason, tool_calls,
+        CASE WHEN json_valid(usage) THEN json_extract(usage, '$.tokens_in') END AS tokens_in,
+        CASE WHEN json_valid(usage) THEN json_extract(usage, '$.tokens_out') END AS tokens_out,
+        CASE WHEN json_valid(usage) THEN json_extract(usage, '$.cost_usd') END AS cost_usd,
+        versions, labels, entrypoint, replay_of, pinned,
+        strftime('%Y-%m-%dT%H:%M:%fZ', expires_at / 1000.0, 'unixepoch') AS expires,
+        host, pid, last_seen_ms, key_fingerprint, http_sha, input_sha, output_sha, started_ms, ended_ms
+    FROM runs""",
+    "events_view": """CREATE VIEW events_view AS SELECT
+        run_id, seq, kind,
+        strftime('%Y-%m-%dT%H:%M:%fZ', ts_ms / 1000.0, 'unixepoch') AS ts,
+        step_id, parent_step_id, concurrent_group, tool, status, error, duration_ms, stop_reason,
+        args_sha, output_sha, usage,
+        strftime('%Y-%m-%dT%H:%M:%fZ', expires_at / 1000.0, 'unixepoch') AS expires,
+        ts_ms
+    FROM events""",
+}
 
 #: The newest schema this agent-replay reads and writes.
 SCHEMA_VERSION = len(STEPS)
@@ -202,10 +230,38 @@ def _build(event_ms: int, snapshot_ms: int, path: pathlib.Path) -> Migrations:
         _move_key_out(db, path)
         _set_version(db, 7)
 
+    @migrations(name=_FK_STEP)
+    def foreign_keys_and_views(db: Database) -> None:
+        # Declared for readers (Datasette links events to their run; sqlite-utils and the shell list
+        # it); not enforced, as no connection turns PRAGMA foreign_keys on. SQLite cannot add a
+        # constraint to a table, so events is rebuilt from its own CREATE statement (whatever
+        # columns earlier steps added) and its indexes and triggers are made again.
+        conn = db.conn
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone()[0]
+        extras = [r[0] for r in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND type IN ('index', 'trigger') "
+            "AND sql IS NOT NULL")]
+        if "REFERENCES runs" not in sql:
+            close = sql.rindex(")")
+            create = (sql[:close].rstrip() + ",\n        FOREIGN KEY (run_id) REFERENCES runs (run_id)\n    "
+                      + sql[close:])
+            create = create.replace("CREATE TABLE events", "CREATE TABLE events_with_fk", 1)
+            cols = ", ".join(f'"{r[1]}"' for r in conn.execute("PRAGMA table_info(events)"))
+            db.execute(create)
+            db.execute(f"INSERT INTO events_with_fk ({cols}) SELECT {cols} FROM events")
+            db.execute("DROP TABLE events")
+            db.execute("ALTER TABLE events_with_fk RENAME TO events")
+            for stmt in extras:
+                db.execute(stmt)
+        for name, stmt in VIEWS.items():
+            db.execute(f"DROP VIEW IF EXISTS {name}")
+            db.execute(stmt)
+        _set_version(db, STEPS.index(_FK_STEP) + 1)
+
     return migrations
 
 
-_OURS = {"meta", "runs", "events", "snapshots", Migrations.migrations_table}
+_OURS = {"meta", "runs", "events", "snapshots", Migrations.migrations_table}  # views are not tables
 
 
 def read_schema_version(conn: sqlite3.Connection, path: pathlib.Path) -> int:

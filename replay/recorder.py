@@ -522,7 +522,9 @@ class Recorder:
         """Call ``fn(run, error_steps)`` on the writer thread after each run's stop is stored.
 
         ``error_steps`` are the run's tool/model events with status error (for metrics), e.g.
-        ``rec.add_listener(PrometheusExporter())``.
+        ``rec.add_listener(PrometheusExporter())``. A listener with ``wants_steps = True``
+        (``replay.otel.OtelExporter``) is called ``fn(run, events, store)`` instead: all of the
+        run's stored events, and the store to read its redacted snapshots from.
         """
         self._writer.listeners.append(fn)
 

@@ -585,7 +585,8 @@ class Writer:
                 # The exception's type only: its text can hold the user's value.
                 self._lose(1, f"a record could not be encoded ({type(exc).__name__})")
         run_list, snap_list = list(runs.values()), list(snapshots.values())
-        if self._store is None or self._spooling:
+        spooled = self._store is None or self._spooling
+        if spooled:
             self._spool(rows, run_list, snap_list)  # keep the order: later batches queue behind earlier ones
         else:
             try:
@@ -594,7 +595,7 @@ class Writer:
                 self._store_failed = exc
                 self._backoff_next(time.monotonic())
                 self._spool(rows, run_list, snap_list)
-                return
+                spooled = True  # as when already spooling: log lines and listeners still see the runs
         if events_log.isEnabledFor(logging.INFO):
             for row in rows:
                 events_log.info(_row_json(row))
@@ -602,7 +603,15 @@ class Writer:
             errors = self._errors.pop(run.run_id, [])
             for listener in self.listeners:
                 try:
-                    listener(run, errors)
+                    if getattr(listener, "wants_steps", False):  # e.g. OtelExporter: every event, read back
+                        # A spooled run is not in the store yet: None says so (the exporter counts it).
+                        wants_all: Any = listener
+                        if spooled or self._store is None:
+                            wants_all(run, None, None)
+                        else:
+                            wants_all(run, self._store.events(run.run_id), self._store)
+                    else:
+                        listener(run, errors)
                 except Exception as exc:  # noqa: BLE001 - a metrics bug must not stop recording
                     log.warning("replay: run listener %r failed: %s", listener, self._safe(repr(exc)))
 

@@ -1,8 +1,4 @@
-"""Incident tests replay runs of the example agent: import it from the checkout.
-
-``examples/`` is not part of the installed package; `load_example` puts the project root on
-sys.path when it is not there yet (``python -m pytest`` does that, the ``pytest`` script does not).
-"""
+"""Incident tests replay runs of the demo's support agent (`replay.demo_agent`): import it first."""
 
 from replay.demo import load_example
 

@@ -367,6 +367,18 @@ class TestMetricsCommand:
         assert 'agent_tool_calls_count{agent="support-agent"} 344.0' in res.output
         assert 'agent_stop_total{agent="support-agent",stop_reason="completed"} 313.0' in res.output
 
+    def test_once_json_prints_the_metrics_as_json(self, db):
+        """`replay metrics --once --json` prints the metric families as JSON, the same values as the text."""
+        incident_store(db)
+        res = invoke(metrics, ["--db", db, "--once", "--json"])
+        assert res.exit_code == 0, res.output
+        data = json.loads(res.output)
+        fams = {f["name"]: f for f in data["metrics"]}
+        assert fams["agent_stop"]["type"] == "counter" and fams["agent_run_latency_seconds"]["type"] == "histogram"
+        values = {(s["name"], tuple(sorted(s["labels"].items()))): s["value"] for f in data["metrics"] for s in f["samples"]}
+        assert values[("agent_tool_calls_count", (("agent", "support-agent"),))] == 344
+        assert values[("agent_stop_total", (("agent", "support-agent"), ("stop_reason", "completed")))] == 313
+
     def test_serves_metrics_over_http(self, db):
         """`replay metrics --port 0` serves /metrics on 127.0.0.1 with the store's runs, until stopped."""
         pytest.importorskip("prometheus_client")

@@ -44,7 +44,7 @@ def test_demo_records_finds_exports_and_replays_the_incident(tmp_path, monkeypat
         f"replay matches recording {run_id}",
         "stop reason: completed -> escalated",
         "email.send 2 calls -> 1 (the fake outbox delivered 1 email)",
-        f"  pytest --replay cassettes/incidents/{run_id}.json",
+        f"  pytest --replay cassettes/incidents/{run_id}.json --replay-agent replay.demo_agent:handle",
     ]:
         assert expected in out, f"{expected!r} not in:\n{out}"
     assert re.search(r"healthy +20 +4\.0 ", out), out  # tool calls per run
@@ -91,8 +91,8 @@ def test_replay_demo_runs_as_the_installed_command(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert elapsed < 10, f"replay demo took {elapsed:.1f}s"
     run_id = RUN_ID.search(proc.stdout).group(1)
-    tail = proc.stdout.splitlines()[-6:]
+    tail = proc.stdout.splitlines()[-8:]
     assert tail[0] == "next:"
     assert tail[1] == f"  replay show {run_id} --db demo.db"
-    assert tail[2] == f"  pytest --replay cassettes/incidents/{run_id}.json"
+    assert tail[2] == f"  pytest --replay cassettes/incidents/{run_id}.json --replay-agent replay.demo_agent:handle"
     assert (tmp_path / "cassettes" / "incidents" / f"{run_id}.json").is_file()

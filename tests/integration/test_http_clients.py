@@ -473,8 +473,10 @@ def test_with_the_same_key_a_changed_pseudonymised_value_is_not_answered(tmp_pat
     assert "ann@" not in str(exc) and "bob@" not in str(exc)
 
 
-# Loopback and private addresses are kept as they are (public ones pseudonymised as valid
-# documentation-range IPs), so the URL the agent receives back as input still parses.
+# Needs the redaction change of the trust work (loopback and private addresses kept as they are,
+# public ones pseudonymised as valid documentation-range IPs): until it lands, the URL the agent
+# receives back as input is "http://[ipv4:…]:port", which no client can parse. strict: this test
+# starts failing (XPASS) the moment that change is merged, so the marker is removed then.
 @pytest.mark.parametrize("host", ["127.0.0.1", "10.20.30.40"])
 def test_a_service_url_in_the_input_replays_without_the_recording_key(
         host: str, tmp_path: Path, server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -231,3 +231,60 @@ def test_the_recorder_updates_the_metrics_live(tmp_path) -> None:
     errors = {k: v for k, v in s.items() if k[0] == "agent_tool_errors_total"}
     assert sum(errors.values()) == 2 and any(("error_bucket", "5xx") in k[1] for k in errors)
     rec.close()
+
+
+def prometheus_increase(values: list[float]) -> float:
+    """What Prometheus' increase() makes of a counter's successive scrapes: a drop is a reset to 0."""
+    total = 0.0
+    for before, after in zip(values, values[1:]):
+        total += after - before if after >= before else after
+    return total
+
+
+class TestRestart:
+    def test_a_restarted_server_does_not_recount_runs(self, tmp_path):
+        """Across restarts of `replay metrics` (default options), agent_stop_total grows by the runs that finished, no more."""
+        import json
+        import time
+
+        from click.testing import CliRunner
+
+        from replay.cli_monitor import metrics
+
+        db = str(tmp_path / "replay.db")
+        now = int(time.time() * 1000)
+        store = Store(db)
+        # Runs of last week and of the last minutes: a restart must resume from all of them.
+        store.write_batch(runs=[run(f"r_old{i}", calls=2, latency=100, start=now - 7 * 86_400_000 + i) for i in range(20)]
+                          + [run(f"r_new{i}", calls=2, latency=100, start=now - 60_000 + i) for i in range(10)],
+                          events=[], snapshots=[])
+
+        def start_and_scrape() -> float:  # one start of the server, one scrape
+            res = CliRunner().invoke(metrics, ["--db", db, "--once", "--json"])
+            assert res.exit_code == 0, res.output
+            for fam in json.loads(res.output)["metrics"]:
+                for smp in fam["samples"]:
+                    if smp["name"] == "agent_stop_total" and smp["labels"]["stop_reason"] == "completed":
+                        return smp["value"]
+            raise AssertionError(res.output)
+
+        scrapes = [start_and_scrape()]
+        store.write_batch(runs=[run("r_after1", calls=2, latency=100, start=now + 1)], events=[], snapshots=[])
+        scrapes.append(start_and_scrape())
+        store.write_batch(runs=[run("r_after2", calls=2, latency=100, start=now + 2)], events=[], snapshots=[])
+        scrapes.append(start_and_scrape())
+        assert scrapes == [30, 31, 32]
+        assert prometheus_increase(scrapes) == 2  # the two runs that finished between the restarts
+
+    def test_latency_in_seconds_next_to_milliseconds(self):
+        """agent_run_latency_seconds buckets the run wall time in seconds; agent_run_latency_ms stays as documented."""
+        exp = PrometheusExporter()
+        for i, ms in enumerate((120, 1500, 7000)):
+            exp(run(f"r_{i}", calls=1, latency=ms))
+        s = samples(exp.exposition().decode())
+        a = (("agent", "support"),)
+        assert s[("agent_run_latency_seconds_sum", a)] == pytest.approx(8.62)
+        assert s[("agent_run_latency_seconds_bucket", (("agent", "support"), ("le", "0.25")))] == 1
+        assert s[("agent_run_latency_seconds_bucket", (("agent", "support"), ("le", "2.0")))] == 2
+        assert s[("agent_run_latency_ms_sum", a)] == 8620
+        assert s[("agent_run_latency_ms_bucket", (("agent", "support"), ("le", "250.0")))] == 1

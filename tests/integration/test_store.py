@@ -158,8 +158,7 @@ def test_newer_schema_is_refused_and_the_file_is_not_changed(db_path: Path) -> N
     with Store(db_path) as s:
         s.write_batch(runs=[make_run()])
     conn = sqlite3.connect(db_path)
-    newer = SCHEMA_VERSION + 1  # one step ahead of this code, whatever its number
-    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (newer,))
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION + 1,))
     conn.commit()
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
@@ -169,7 +168,7 @@ def test_newer_schema_is_refused_and_the_file_is_not_changed(db_path: Path) -> N
         Store(db_path)
 
     assert str(info.value) == (
-        f"replay.db has schema {newer}; this agent-replay reads up to {SCHEMA_VERSION}: "
+        f"replay.db has schema {SCHEMA_VERSION + 1}; this agent-replay reads up to {SCHEMA_VERSION}: "
         "upgrade it (pip install -U agent-replay)"
     )
     assert db_path.read_bytes() == before
@@ -474,3 +473,49 @@ def test_step_events_returns_steps_of_runs_in_the_window(store: Store) -> None:
     assert {e.kind for e in got} == {"tool_result", "model_result"}
     assert [e.error for e in got if e.status == "error"] == ["TimeoutError", "TimeoutError"]
     assert {e.run_id for e in store.step_events(agent="billing")} == {other_agent}
+
+
+# ---- readable in Datasette / sqlite-utils: declared foreign key, views with ISO times ------------
+
+
+def test_store_declares_the_events_foreign_key_and_iso_views(db_path: Path) -> None:
+    """A new store declares events.run_id -> runs.run_id and its runs_view/events_view show ISO 8601 UTC times."""
+    import sqlite_utils
+
+    with Store(db_path) as s:
+        s.write_batch(runs=[Run(run_id="r_01view000000000000000000000", agent="a", started_ms=1780000000000,
+                                ended_ms=1780000000900, stop_reason="completed", tool_calls=1,
+                                usage=Usage(tokens_in=5, tokens_out=2, cost_usd=0.1, tool_calls=1))],
+                      events=[Event(run_id="r_01view000000000000000000000", kind="tool_result", ts_ms=1780000000500,
+                                    step_id=1, tool="http.get", status="ok", duration_ms=12)],
+                      snapshots=[])
+    db = sqlite_utils.Database(db_path)
+    fks = db["events"].foreign_keys
+    assert [(fk.column, fk.other_table, fk.other_column) for fk in fks] == [("run_id", "runs", "run_id")]
+    assert {"runs_view", "events_view"} <= set(db.view_names())
+    run = next(db["runs_view"].rows)
+    assert (run["started"], run["ended"], run["latency_ms"]) == ("2026-05-28T20:26:40.000Z", "2026-05-28T20:26:40.900Z", 900)
+    assert (run["tokens_in"], run["tokens_out"], run["cost_usd"]) == (5, 2, 0.1)
+    step = next(db.query("SELECT * FROM events_view WHERE kind = 'tool_result'"))
+    assert (step["ts"], step["tool"], step["duration_ms"]) == ("2026-05-28T20:26:40.500Z", "http.get", 12)
+    assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+    db.close()
+
+
+def test_an_old_store_gets_the_foreign_key_and_views_with_its_rows_and_indexes(db_path: Path) -> None:
+    """Migrating a version-1 store rebuilds events with the foreign key, keeping every row, and adds the views."""
+    import sqlite_utils
+
+    conn = sqlite3.connect(db_path)
+    conn.executescript(V1_SQL)
+    conn.close()
+    with Store(db_path) as s:
+        events = s.events("r_01old0000000000000000000000")
+    assert [e.kind for e in events] == ["run_start", "tool_result", "stop"]
+    db = sqlite_utils.Database(db_path)
+    assert [(fk.column, fk.other_table) for fk in db["events"].foreign_keys] == [("run_id", "runs")]
+    assert "WITHOUT ROWID" in db["events"].schema and db["events"].pks == ["run_id", "seq"]
+    assert "expires_at" in db["events"].columns_dict
+    assert [r["ts"] for r in db.query("SELECT ts FROM events_view ORDER BY seq")] == [
+        "2026-05-28T20:26:40.000Z", "2026-05-28T20:26:40.500Z", "2026-05-28T20:26:40.900Z"]
+    db.close()

@@ -71,7 +71,7 @@ def test_v1_on_a_flaky_upstream_loops_and_emails_twice(store_path):
         sends = [e for e in steps if e.tool == "email.send"]
         assert [e.status for e in sends] == ["error", "ok"]
         assert sends[0].args_sha == sends[1].args_sha
-        assert sends[0].error == "examples.HTTPStatusError[503]"
+        assert sends[0].error == "replay.HTTPStatusError[503]"
         assert run.stop_reason == "completed"
         assert run.versions == VERSIONS["v1"]
     assert batch.duplicates == len(INCIDENT_TICKETS)
