@@ -980,7 +980,8 @@ class Redactor:
                         mask |= _G_KV
         if en & (_G_DIGITS | _G_IBAN) or risky:
             small = raw.translate(_CLASS, _G_TO_Z)
-            if risky and (b"0.0000" in raw or _RISKY_FLOAT.search(small)):
+            # Every match of _RISKY_FLOAT ends with "0e": a two-byte literal search first.
+            if risky and (b"0.0000" in raw or (b"0e" in small and _RISKY_FLOAT.search(small))):
                 mask |= _RISKY
             if en & _G_IBAN and (
                 _IBAN_D.search(small)
