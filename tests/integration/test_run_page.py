@@ -104,7 +104,7 @@ def _no_raw_markup(text: str) -> None:
 def test_view_writes_one_self_contained_escaped_page(env: Any, tmp_path: Path) -> None:
     """`replay view` writes a 0600 page with every step, the versions and usage, recorded markup escaped, nothing external."""
     _, _, first, _, _ = env
-    res = invoke("view", first[:12], "-o", "page.html")
+    res = invoke("view", first[:20], "-o", "page.html")  # a prefix: runs of one millisecond share 12 characters
     assert res.exit_code == 0, res.output
     assert res.output.strip() == "wrote page.html (open it in a browser)"
     path = tmp_path / "page.html"
