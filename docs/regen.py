@@ -137,7 +137,10 @@ def find_blocks(path: Path, text: str | None = None) -> list[Block]:
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("REPLAY_", "PYTEST_", "SUPPORT_AGENT_")) and k not in ("COLUMNS", "LINES")}
+           if not k.startswith(("REPLAY_", "PYTEST_", "SUPPORT_AGENT_"))
+           # pytest prints untruncated summaries when CI or BUILD_NUMBER is set: outputs must not
+           # depend on where the check runs.
+           and k not in ("COLUMNS", "LINES", "CI", "BUILD_NUMBER")}
     env.update(COLUMNS="80", NO_COLOR="1", TZ="UTC", PYTEST_ADDOPTS="-p no:cacheprovider",
                PYTHONDONTWRITEBYTECODE="1")
     return env
