@@ -59,11 +59,11 @@ def build(path: Path, n_runs: int) -> int:
             out = f"{i:024x}"
             runs.append(Run(run_id=rid, agent="bench", started_ms=ts, ended_ms=ts + 3, stop_reason="completed",
                             output_sha=out, pinned=i % 1000 == 0))
-            rows.append((rid, "run_start", ts, None, None, None, None, None, None, None, None, None, None))
+            rows.append((rid, "run_start", ts, None, None, None, None, None, None, None, None, None, None, None))
             for step in (1, 2):
                 rows.append((rid, "tool_result", ts + step, step, "http.get", f"{i:020x}{step:04x}", out, 1,
-                             "ok", None, None, None, None))
-            rows.append((rid, "stop", ts + 3, None, None, None, out, None, None, None, "completed", None, None))
+                             "ok", None, None, None, None, None))
+            rows.append((rid, "stop", ts + 3, None, None, None, out, None, None, None, "completed", None, None, None))
             snaps.append((out, b'{"status":200}', None, False))
         store.write_rows(rows, runs=runs, snapshots=snaps)
     with store._writing("aging snapshots") as conn:  # noqa: SLF001 - a benchmark fixture
@@ -89,7 +89,7 @@ class Writer(threading.Thread):
         while not self.stop.is_set():
             ts = int(time.time() * 1000)
             rid = new_run_id(ts)
-            rows = [(rid, "tool_result", ts, s, "t", "a" * 24, "b" * 24, 1, "ok", None, None, None, None)
+            rows = [(rid, "tool_result", ts, s, "t", "a" * 24, "b" * 24, 1, "ok", None, None, None, None, None)
                     for s in range(1, 21)]
             t0 = time.perf_counter()
             try:

@@ -49,17 +49,18 @@ def workload(n: int, seed: int = 7) -> tuple[list[tuple[Any, ...]], list[Run]]:
             run_id = new_run_id(ts)
             runs.append(Run(run_id=run_id, agent="support-agent", started_ms=ts, ended_ms=ts + 140,
                             stop_reason="completed", versions={"model": "m-2026-10", "prompt": "support-v3"}))
-            rows.append((run_id, "run_start", ts, None, None, None, None, None, None, None, None, None, None))
+            rows.append((run_id, "run_start", ts, None, None, None, None, None, None, None, None, None, None, None))
         elif pos == RUN_LEN - 1:
-            rows.append((run_id, "stop", ts, None, None, None, None, None, None, None, "completed", USAGE, None))
+            rows.append((run_id, "stop", ts, None, None, None, None, None, None, None, "completed", USAGE, None, None))
         elif pos % 6 == 0:
             rows.append((run_id, "model_result", ts, pos, "openai.chat", f"{rnd.getrandbits(96):024x}",
-                         f"{rnd.getrandbits(96):024x}", rnd.randint(200, 4000), "ok", None, None, USAGE, None))
+                         f"{rnd.getrandbits(96):024x}", rnd.randint(200, 4000), "ok", None, None, USAGE, None, None))
         else:
             err = rnd.random() < 0.05
             rows.append((run_id, "tool_result", ts, pos, rnd.choice(TOOLS), f"{rnd.getrandbits(96):024x}",
                          f"{rnd.getrandbits(96):024x}", rnd.randint(1, 3000), "error" if err else "ok",
-                         "TimeoutError" if err else None, None, None, None))
+                         "TimeoutError" if err else None, None, None, None, None))
+    # The 14 columns of EVENT_COLUMNS, the last two parent_step_id and concurrent_group.
     return rows, runs
 
 
