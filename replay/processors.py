@@ -662,6 +662,14 @@ def _touches(s: str, start: int, end: int) -> bool:
     return (start > 0 and s[start - 1] in _ENDS_MATCH) or (end < len(s) and s[end] in _STARTS_MATCH)
 
 
+def _joined(out: list[str], s: str, last: int) -> str:
+    """`s` rebuilt from the spliced pieces in `out` and its rest from `last` (`s` itself if none)."""
+    if not out:
+        return s
+    out.append(s[last:])
+    return "".join(out)
+
+
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Conversation memo (Redactor._canonical_memo): dicts at least this big, cache at most this big.
 _MEMO_MIN_BYTES = 4096
@@ -1311,17 +1319,19 @@ class Redactor:
             value = s[start:end]
             if value in self._allow:
                 continue
-            if hits is not None:
-                hits.append("email")
-            if not sticky[0]:
-                sticky[0] = _touches(s, start, end)
-            out.append(s[last:start])
-            out.append(self._pseudo("email", value))
+            self._put(out, s, last, start, end, "email", value, hits, sticky)
             last = end
-        if not out:
-            return s
-        out.append(s[last:])
-        return "".join(out)
+        return _joined(out, s, last)
+
+    def _put(self, out: list[str], s: str, last: int, start: int, end: int, rule: str, value: str,
+             hits: list[str] | None, sticky: list[bool]) -> None:
+        """Splice the pseudonym of `value` (``s[start:end]``) into `out`, noting the hit."""
+        if hits is not None:
+            hits.append(rule)
+        if not sticky[0]:
+            sticky[0] = _touches(s, start, end)
+        out.append(s[last:start])
+        out.append(self._pseudo(rule, value))
 
     def _phone(self, s: str, hits: list[str] | None, sticky: list[bool]) -> str:
         """Phones: the shortest run of digit groups from a match start that is a whole number.
@@ -1356,17 +1366,9 @@ class Redactor:
                 continue  # a dotted quad is an address (kept or pseudonymized by the ipv4 rule)
             if value in self._allow:
                 continue
-            if hits is not None:
-                hits.append("phone")
-            if not sticky[0]:
-                sticky[0] = _touches(s, start, stop)
-            out.append(s[last:start])
-            out.append(self._pseudo("phone", value))
+            self._put(out, s, last, start, stop, "phone", value, hits, sticky)
             last = pos = stop
-        if not out:
-            return s
-        out.append(s[last:])
-        return "".join(out)
+        return _joined(out, s, last)
 
     def _iban(self, s: str, hits: list[str] | None, sticky: list[bool]) -> str:
         """IBANs: the country's length decides where one ends, then mod 97 must hold."""
@@ -1392,17 +1394,9 @@ class Redactor:
             if not _iban_mod97(value.replace(" ", "").upper()) or value in self._allow:
                 continue
             pos = stop
-            if hits is not None:
-                hits.append("iban")
-            if not sticky[0]:
-                sticky[0] = _touches(s, start, stop)
-            out.append(s[last:start])
-            out.append(self._pseudo("iban", value))
+            self._put(out, s, last, start, stop, "iban", value, hits, sticky)
             last = stop
-        if not out:
-            return s
-        out.append(s[last:])
-        return "".join(out)
+        return _joined(out, s, last)
 
     def _kv(self, s: str, hits: list[str] | None, sticky: list[bool]) -> str:
         """``key=value`` / ``key: value`` / ``'key': 'value'`` in text: the value of a secret key goes.
@@ -1437,10 +1431,7 @@ class Redactor:
             out.append(s[last:vs])
             out.append(marker)
             last = ve
-        if not out:
-            return s
-        out.append(s[last:])
-        return "".join(out)
+        return _joined(out, s, last)
 
     def _ipv6(self, s: str, hits: list[str] | None, sticky: list[bool]) -> str:
         """Public IPv6 addresses -> an address in 2001:db8::/32; others (loopback, ULA, ...) kept."""
@@ -1454,17 +1445,9 @@ class Redactor:
                 end -= 1
             if value.count(":") < 2 or not _public_ipv6(value) or value in self._allow:
                 continue
-            if hits is not None:
-                hits.append("ipv6")
-            if not sticky[0]:
-                sticky[0] = _touches(s, start, end)
-            out.append(s[last:start])
-            out.append(self._pseudo("ipv6", value))
+            self._put(out, s, last, start, end, "ipv6", value, hits, sticky)
             last = end
-        if not out:
-            return s
-        out.append(s[last:])
-        return "".join(out)
+        return _joined(out, s, last)
 
     def _b64(self, s: str, hits: list[str] | None, min_len: int = 16) -> str:
         """Base64 whose decoded text holds something to redact: that text, redacted, encoded again.
@@ -1485,10 +1468,7 @@ class Redactor:
                 out.append(s[last:start])
                 out.append(new)
                 last = end
-        if not out:
-            return s
-        out.append(s[last:])
-        return "".join(out)
+        return _joined(out, s, last)
 
     def _b64_whole(self, s: str, hits: list[str] | None, min_len: int) -> str:
         if len(s) < min_len or len(s) % 4 or not _B64_WHOLE.fullmatch(s):
