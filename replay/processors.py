@@ -804,7 +804,14 @@ class Redactor:
         return self(to_jsonable(value))
 
     def canonical(self, value: Any, size_hint: int | None = None) -> bytes:
-        """``canonical_bytes(self(value))``, cheaper: the recorder's redact-then-hash step.
+        """``canonical_bytes(self(value))``, cheaper: the recorder's redact-then-hash step (see `checked`)."""
+        return self.checked(value, size_hint)[0]
+
+    def checked(self, value: Any, size_hint: int | None = None) -> tuple[bytes, bool]:
+        """(`canonical` of `value`, True when redaction found nothing to change in it).
+
+        True is only said when the detector ran over the whole value and found nothing; False may
+        also mean "not known" (scalars, the per-message path), never "nothing changed" wrongly.
 
         When nothing needs redacting, the sorted orjson bytes made for the check are returned as
         they are: no copy of `value` is built and nothing is serialized twice. ``size_hint`` (the
@@ -815,24 +822,24 @@ class Redactor:
         if t is dict and size_hint is not None and size_hint >= _MEMO_MIN_BYTES:
             spliced = self._canonical_memo(value)
             if spliced is not None:
-                return spliced
+                return spliced, False
             size_hint = 0  # nothing to splice: the ordinary path, no second attempt
         if t is dict or t is list or t is tuple:
             try:
                 raw = orjson.dumps(value, option=_DUMP_OPTS | orjson.OPT_SORT_KEYS)
             except (TypeError, orjson.JSONEncodeError):
-                return canonical_bytes(self(value))
+                return canonical_bytes(self(value)), False
             if t is dict and size_hint is None and len(raw) >= _MEMO_MIN_BYTES:
                 spliced = self._canonical_memo(value)
                 if spliced is not None:
-                    return spliced
+                    return spliced, spliced == raw  # equal bytes: the messages needed nothing
             mask = self._detect(raw, json_text=True, risky=True)
             if not mask:
-                return raw
+                return raw, True
             if mask == _RISKY:
-                return canonical_bytes(self(value))
-            return canonical_bytes(self._redact_tree(value, mask & ~_RISKY))
-        return canonical_bytes(self(value))
+                return canonical_bytes(self(value)), False
+            return canonical_bytes(self._redact_tree(value, mask & ~_RISKY)), False
+        return canonical_bytes(self(value)), False
 
     def _canonical_memo(self, value: dict[Any, Any]) -> bytes | None:
         """`canonical` of a dict whose list values (a conversation's messages) are redacted per element.

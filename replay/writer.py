@@ -51,14 +51,6 @@ events_log = logging.getLogger("replay.events")
 TRUNCATED_TAG = "$truncated"
 
 
-def _sorted_dump(value: Any) -> bytes | None:
-    """orjson's sorted JSON of plain `value` (what `Redactor.canonical` returns when it redacted nothing)."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except (TypeError, orjson.JSONEncodeError):
-        return None
-
-
 def _usage_json(u: Usage) -> str:
     return orjson.dumps(
         {"tokens_in": u.tokens_in, "tokens_out": u.tokens_out, "cost_usd": u.cost_usd, "tool_calls": u.tool_calls}
@@ -751,9 +743,9 @@ class Writer:
         it is the body as it is (no second copy, no second serialization).
         """
         assert self._redactor is not None
-        canonical = self._redactor.canonical(value)
+        canonical, clean = self._redactor.checked(value)
         digest = sha_of_canonical(canonical)
-        if frozen is not None and canonical == _sorted_dump(value):
+        if frozen is not None and clean:
             body = frozen  # nothing was redacted
         else:
             body = ordered_bytes(self._redactor(value))
