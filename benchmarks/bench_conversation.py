@@ -33,11 +33,21 @@ from replay import Recorder  # noqa: E402
 
 TURNS = 30
 CONVERSATIONS = 8  # different content each: the memo helps within a conversation only
-WORDS = ("order refund shipping invoice customer account delivery status tracking warehouse priority "
-         "express standard return exchange discount coupon payment pending review the was and for with").split()
-TOOLS = [{"type": "function", "function": {"name": n, "description": "look up " + n,
-          "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}}
-         for n in ("orders.get", "refunds.create", "email.send")]
+WORDS = (
+    "order refund shipping invoice customer account delivery status tracking warehouse priority "
+    "express standard return exchange discount coupon payment pending review the was and for with"
+).split()
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": n,
+            "description": "look up " + n,
+            "parameters": {"type": "object", "properties": {"id": {"type": "string"}}},
+        },
+    }
+    for n in ("orders.get", "refunds.create", "email.send")
+]
 
 
 def _text(seed: int, size: int) -> str:
@@ -54,7 +64,9 @@ def conversation(seed: int, pii: bool) -> list[tuple[dict[str, Any], dict[str, A
     for t in range(TURNS):
         user = {"role": "user", "content": f"turn {t} of chat {seed}: " + _text(seed * 31 + t, 620)}
         if t == 0 and pii:
-            user["content"] = "I am jane.doe@example.com, call me on +1 415 555 0100. " + user["content"]
+            user["content"] = (
+                "I am jane.doe@example.com, call me on +1 415 555 0100. " + user["content"]
+            )
         reply = {"role": "assistant", "content": _text(seed * 17 + t, 660)}
         turns.append((user, reply))
     return turns
@@ -63,7 +75,9 @@ def conversation(seed: int, pii: bool) -> list[tuple[dict[str, Any], dict[str, A
 SYSTEM = {"role": "system", "content": _text(0, 200)}
 
 
-def reference_logger(convs: list[list[tuple[dict[str, Any], dict[str, Any]]]]) -> tuple[list[float], float, int]:
+def reference_logger(
+    convs: list[list[tuple[dict[str, Any], dict[str, Any]]]],
+) -> tuple[list[float], float, int]:
     log: list[dict[str, Any]] = []
     times: list[float] = []
     calls = 0
@@ -74,26 +88,46 @@ def reference_logger(convs: list[list[tuple[dict[str, Any], dict[str, Any]]]]) -
             history.append(user)
             t0 = time.perf_counter_ns()
             args = {"messages": history, "tools": TOOLS, "model": "m-2026-10"}
-            log.append({
-                "run_id": "r", "kind": "model_result", "ts_ms": int(time.time() * 1000), "step_id": calls,
-                "tool": "llm",
-                "args_sha": hashlib.sha256(json.dumps(args, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:24],
-                "output_sha": hashlib.sha256(json.dumps(reply, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:24],
-                "duration_ms": 0, "status": "ok", "error": None,
-            })
+            log.append(
+                {
+                    "run_id": "r",
+                    "kind": "model_result",
+                    "ts_ms": int(time.time() * 1000),
+                    "step_id": calls,
+                    "tool": "llm",
+                    "args_sha": hashlib.sha256(
+                        json.dumps(args, sort_keys=True, separators=(",", ":")).encode()
+                    ).hexdigest()[:24],
+                    "output_sha": hashlib.sha256(
+                        json.dumps(reply, sort_keys=True, separators=(",", ":")).encode()
+                    ).hexdigest()[:24],
+                    "duration_ms": 0,
+                    "status": "ok",
+                    "error": None,
+                }
+            )
             times.append(time.perf_counter_ns() - t0)
             history.append(reply)
             calls += 1
     return times, (time.process_time() - cpu0) / calls, calls
 
 
-def recorder_calls(convs: list[list[tuple[dict[str, Any], dict[str, Any]]]], db: str) -> tuple[list[float], list[float], float, int]:
+def recorder_calls(
+    convs: list[list[tuple[dict[str, Any], dict[str, Any]]]], db: str
+) -> tuple[list[float], list[float], float, int]:
     rec = Recorder(db, max_queue=100_000)
 
-    def body(messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str, reply: dict[str, Any]) -> dict[str, Any]:
+    def body(
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        model: str,
+        reply: dict[str, Any],
+    ) -> dict[str, Any]:
         return reply
 
-    def llm_body(messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str) -> dict[str, Any]:
+    def llm_body(
+        messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str
+    ) -> dict[str, Any]:
         return _replies.pop()
 
     _replies: list[dict[str, Any]] = []
@@ -142,7 +176,12 @@ def measure(pii: bool, memo: bool) -> dict[str, float]:
                 bare, wrapped, cpu, _calls = recorder_calls(convs, os.path.join(d, "bench.db"))
             ref_med = statistics.median(ref_times) / 1000
             added = (statistics.median(wrapped) - statistics.median(bare)) / 1000
-            r = {"ref_us": ref_med, "added_us": added, "ref_cpu_us": ref_cpu * 1e6, "cpu_us": cpu * 1e6}
+            r = {
+                "ref_us": ref_med,
+                "added_us": added,
+                "ref_cpu_us": ref_cpu * 1e6,
+                "cpu_us": cpu * 1e6,
+            }
             if not best or r["cpu_us"] / r["ref_cpu_us"] < best["cpu_us"] / best["ref_cpu_us"]:
                 best = r
         return best
@@ -167,25 +206,39 @@ def run() -> list[dict[str, Any]]:
             m = measure(pii, memo)
             lat, cpu = m["added_us"] / m["ref_us"], m["cpu_us"] / m["ref_cpu_us"]
             tag = "" if memo else " (memo off: the old behaviour)"
-            rows.append({
-                "name": f"30-turn chat ({first / 1000:.1f}->{last / 1000:.0f} KB), {label}: latency added{tag}",
-                "value": round(m["added_us"], 1), "unit": "us", "reference_name": "hand-rolled logger",
-                "reference_value": round(m["ref_us"], 1), "ratio": round(lat, 3),
-                "target": "<= 0.5x" if memo else "info", "ok": lat <= 0.5 or not memo,
-            })
-            rows.append({
-                "name": f"30-turn chat, {label}: total CPU per call{tag}",
-                "value": round(m["cpu_us"], 1), "unit": "us", "reference_name": "hand-rolled logger CPU",
-                "reference_value": round(m["ref_cpu_us"], 1), "ratio": round(cpu, 3),
-                "target": "<= 3x" if memo else "info", "ok": cpu <= 3 or not memo,
-            })
+            rows.append(
+                {
+                    "name": f"30-turn chat ({first / 1000:.1f}->{last / 1000:.0f} KB), {label}: latency added{tag}",
+                    "value": round(m["added_us"], 1),
+                    "unit": "us",
+                    "reference_name": "hand-rolled logger",
+                    "reference_value": round(m["ref_us"], 1),
+                    "ratio": round(lat, 3),
+                    "target": "<= 0.5x" if memo else "info",
+                    "ok": lat <= 0.5 or not memo,
+                }
+            )
+            rows.append(
+                {
+                    "name": f"30-turn chat, {label}: total CPU per call{tag}",
+                    "value": round(m["cpu_us"], 1),
+                    "unit": "us",
+                    "reference_name": "hand-rolled logger CPU",
+                    "reference_value": round(m["ref_cpu_us"], 1),
+                    "ratio": round(cpu, 3),
+                    "target": "<= 3x" if memo else "info",
+                    "ok": cpu <= 3 or not memo,
+                }
+            )
     return rows
 
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}x"
-        print(f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<90} {r['value']:>9} {r['unit']:<3} {ratio:>8}  target {r['target']}")
+        print(
+            f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<90} {r['value']:>9} {r['unit']:<3} {ratio:>8}  target {r['target']}"
+        )
 
 
 if __name__ == "__main__":

@@ -31,16 +31,25 @@ _KEY = attrgetter("kind", "tool", "args_sha", "status", "error")
 
 def _event(run_id: str, i: int, tool: str, arg: int, out: int, status: str = "ok") -> Event:
     return Event.model_construct(
-        run_id=run_id, kind="model_result" if tool == "openai.chat" else "tool_result",
-        ts_ms=1_700_000_000_000 + i, step_id=i + 1, tool=tool, args_sha=sha({"a": arg}),
-        output_sha=sha({"o": out}), duration_ms=3, status=status,
-        error=None if status == "ok" else "TimeoutError", usage=None, stop_reason=None,
+        run_id=run_id,
+        kind="model_result" if tool == "openai.chat" else "tool_result",
+        ts_ms=1_700_000_000_000 + i,
+        step_id=i + 1,
+        tool=tool,
+        args_sha=sha({"a": arg}),
+        output_sha=sha({"o": out}),
+        duration_ms=3,
+        status=status,
+        error=None if status == "ok" else "TimeoutError",
+        usage=None,
+        stop_reason=None,
         parent_step_id=None,
     )
 
 
-def make_grouped_pair(n: int = N, groups: int = 1000, changed: float = 0.0,
-                      seed: int = 5) -> tuple[Trace, Trace]:
+def make_grouped_pair(
+    n: int = N, groups: int = 1000, changed: float = 0.0, seed: int = 5
+) -> tuple[Trace, Trace]:
     """A recording with `groups` concurrent groups (2-6 parallel calls each) and a replay that ran
     every group in another order, numbering its groups its own way; `changed` of the grouped calls
     get new args in the replay."""
@@ -54,8 +63,10 @@ def make_grouped_pair(n: int = N, groups: int = 1000, changed: float = 0.0,
             group_of[i] = s0 + 1
         spans.append((s0, s0 + size))
     spec = [(rnd.choice(TOOLS), i) for i in range(n)]
-    rec = [_event("r_rec", i, t, a, a).model_copy(update={"concurrent_group": group_of[i]})
-           for i, (t, a) in enumerate(spec)]
+    rec = [
+        _event("r_rec", i, t, a, a).model_copy(update={"concurrent_group": group_of[i]})
+        for i, (t, a) in enumerate(spec)
+    ]
     order = list(range(n))
     for a, b in spans:
         block = order[a:b]
@@ -73,13 +84,20 @@ def make_grouped_pair(n: int = N, groups: int = 1000, changed: float = 0.0,
 
 
 def _run(run_id: str, n_steps: int) -> Run:
-    return Run(run_id=run_id, agent="bench", started_ms=0, stop_reason="completed",
-               tool_calls=n_steps, usage=Usage(tokens_in=5000, tokens_out=900, cost_usd=0.02),
-               output={"reply": "done"})
+    return Run(
+        run_id=run_id,
+        agent="bench",
+        started_ms=0,
+        stop_reason="completed",
+        tool_calls=n_steps,
+        usage=Usage(tokens_in=5000, tokens_out=900, cost_usd=0.02),
+        output={"reply": "done"},
+    )
 
 
-def make_pair(n: int = N, changed: float = 0.01, output_changes: int = 0,
-              seed: int = 7) -> tuple[Trace, Trace, int]:
+def make_pair(
+    n: int = N, changed: float = 0.01, output_changes: int = 0, seed: int = 7
+) -> tuple[Trace, Trace, int]:
     """A recorded trace and a replay with `changed` of the steps inserted, deleted or re-argued."""
     rnd = random.Random(seed)
     # ~10% of calls repeat an earlier one (polling, retries): keys are not all unique.
@@ -106,8 +124,11 @@ def make_pair(n: int = N, changed: float = 0.01, output_changes: int = 0,
     rep = [_event("r_rep", i, t, a, outs[a]) for i, (t, a) in enumerate(rep_spec)]
     snapshots_a = {e.output_sha: {"o": a, "ts": 1} for e, (_, a) in zip(rec, spec)}
     snapshots_b = {e.output_sha: {"o": outs[a], "ts": 2} for e, (_, a) in zip(rep, rep_spec)}
-    return (Trace(_run("r_rec", n), rec, snapshots_a),
-            Trace(_run("r_rep", len(rep)), rep, snapshots_b), n_edits)
+    return (
+        Trace(_run("r_rec", n), rec, snapshots_a),
+        Trace(_run("r_rep", len(rep)), rep, snapshots_b),
+        n_edits,
+    )
 
 
 def _median_ms(fn: Callable[[], Any], repeat: int) -> float:
@@ -125,6 +146,7 @@ def _positional(a: Trace, b: Trace) -> Callable[[], Any]:
         ka = list(map(_KEY, a.steps))
         kb = list(map(_KEY, b.steps))
         return sum(x != y for x, y in zip(ka, kb))
+
     return go
 
 
@@ -133,15 +155,20 @@ def _seqmatcher(a: Trace, b: Trace) -> Callable[[], Any]:
         ka = list(map(_KEY, a.steps))
         kb = list(map(_KEY, b.steps))
         return difflib.SequenceMatcher(None, ka, kb, autojunk=False).get_opcodes()
+
     return go
 
 
 def _row(name: str, value: float, ref_name: str, ref: float, target_ms: float) -> dict[str, Any]:
     return {
-        "name": name, "value": round(value, 2), "unit": "ms",
-        "reference_name": ref_name, "reference_value": round(ref, 2),
+        "name": name,
+        "value": round(value, 2),
+        "unit": "ms",
+        "reference_name": ref_name,
+        "reference_value": round(ref, 2),
         "ratio": round(value / ref, 3) if ref else None,
-        "target": f"<= {target_ms:g} ms", "ok": value <= target_ms,
+        "target": f"<= {target_ms:g} ms",
+        "ok": value <= target_ms,
     }
 
 
@@ -160,45 +187,82 @@ def run() -> list[dict[str, Any]]:
     rows.append(_row(name, t_diff, "difflib.SequenceMatcher, whole key lists", t_sm, 50))
 
     same = Trace(rec.run, list(rec.steps), rec.outputs)
-    same_b = Trace(_run("r_rep", N), [e.model_copy(update={"run_id": "r_rep"}) for e in rec.steps],
-                   rec.outputs)
+    same_b = Trace(
+        _run("r_rep", N), [e.model_copy(update={"run_id": "r_rep"}) for e in rec.steps], rec.outputs
+    )
     assert diff_traces(same, same_b).is_empty
     t_same = _median_ms(lambda: diff_traces(same, same_b), 21)
-    rows.append(_row("diff 10k identical steps", t_same,
-                     "positional compare of key tuples", t_pos, 50))
+    rows.append(
+        _row("diff 10k identical steps", t_same, "positional compare of key tuples", t_pos, 50)
+    )
 
     rec2, rep2, _ = make_pair(output_changes=20, seed=11)
     d2 = diff_traces(rec2, rep2, ignore=["output:root['ts']"])
     assert len(d2.changes) > found * 0.9
     t_out = _median_ms(lambda: diff_traces(rec2, rep2, ignore=["output:root['ts']"]), 11)
-    rows.append(_row("diff 10k steps, 1% changed + 20 outputs (deepdiff)", t_out,
-                     "diff 10k steps, 1% changed", t_diff, 100))
+    rows.append(
+        _row(
+            "diff 10k steps, 1% changed + 20 outputs (deepdiff)",
+            t_out,
+            "diff 10k steps, 1% changed",
+            t_diff,
+            100,
+        )
+    )
 
     ga, gb = make_grouped_pair()
     dg = diff_traces(ga, gb)
     assert dg.is_empty and dg.groups_before == 1000, dg.headline()
     t_groups = _median_ms(lambda: diff_traces(ga, gb), 21)
-    rows.append(_row("diff 10k steps, 1,000 concurrent groups each replayed in another order",
-                     t_groups, "diff 10k identical steps", t_same, 50))
+    rows.append(
+        _row(
+            "diff 10k steps, 1,000 concurrent groups each replayed in another order",
+            t_groups,
+            "diff 10k identical steps",
+            t_same,
+            50,
+        )
+    )
     ga2, gb2 = make_grouped_pair(changed=0.01, seed=6)
     dg2 = diff_traces(ga2, gb2)
     assert dg2.counts()["args_changed"] >= 0.9 * len(dg2.changes) > 0, dg2.counts()
     t_groups2 = _median_ms(lambda: diff_traces(ga2, gb2), 21)
-    rows.append(_row(f"diff 10k steps, 1,000 groups reordered, 1% of grouped calls changed "
-                     f"({len(dg2.changes)} changes)", t_groups2, "diff 10k steps, 1% changed", t_diff, 50))
+    rows.append(
+        _row(
+            f"diff 10k steps, 1,000 groups reordered, 1% of grouped calls changed "
+            f"({len(dg2.changes)} changes)",
+            t_groups2,
+            "diff 10k steps, 1% changed",
+            t_diff,
+            50,
+        )
+    )
 
     t_render = _median_ms(lambda: (d.to_text(color=False), d.to_markdown(), d.to_json()), 11)
-    rows.append(_row(f"render text + markdown + json ({found} changes)", t_render,
-                     "diff 10k steps, 1% changed", t_diff, 20))
+    rows.append(
+        _row(
+            f"render text + markdown + json ({found} changes)",
+            t_render,
+            "diff 10k steps, 1% changed",
+            t_diff,
+            20,
+        )
+    )
     return rows
 
 
 def _print(rows: list[dict[str, Any]]) -> None:
     head = ("name", "value", "reference", "ref value", "ratio", "target", "ok")
     table = [head] + [
-        (r["name"], f"{r['value']:.2f} {r['unit']}", r["reference_name"],
-         f"{r['reference_value']:.2f} {r['unit']}", f"{r['ratio']:.3f}x", r["target"],
-         "yes" if r["ok"] else "NO")
+        (
+            r["name"],
+            f"{r['value']:.2f} {r['unit']}",
+            r["reference_name"],
+            f"{r['reference_value']:.2f} {r['unit']}",
+            f"{r['ratio']:.3f}x",
+            r["target"],
+            "yes" if r["ok"] else "NO",
+        )
         for r in rows
     ]
     widths = [max(len(str(row[c])) for row in table) for c in range(len(head))]

@@ -147,7 +147,9 @@ def many_writers(d: str, procs: int = 8, runs: int = 1500) -> tuple[int, int, fl
     script.write_text(MANY.format(root=ROOT))
     db = os.path.join(d, "many.db")
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(script), db, str(procs), str(runs)], check=True, timeout=900)
+    subprocess.run(
+        [sys.executable, str(script), db, str(procs), str(runs)], check=True, timeout=900
+    )
     secs = time.perf_counter() - t0
     with Store(db) as s:
         stored = int(s.db.execute("SELECT count(*) FROM events").fetchone()[0])
@@ -174,8 +176,13 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
 def big_outputs(d: str) -> float:
     script = Path(d, "big.py")
     script.write_text(textwrap.dedent(BIG.format(root=ROOT)))
-    out = subprocess.run([sys.executable, str(script), os.path.join(d, "big.db")], check=True,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(script), os.path.join(d, "big.db")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return float(out.stdout.strip())
 
 
@@ -187,29 +194,81 @@ def run(full: bool = True) -> list[dict[str, Any]]:
         mem = big_outputs(d)
     none = {"reference_name": "-", "reference_value": None, "ratio": None}
     return [
-        {"name": "run (start, 1 tool, stop), main process (median)", "value": round(main_us, 1), "unit": "us",
-         **none, "target": "-", "ok": True},
-        {"name": "same run in a worker process (waits for its write)", "value": round(worker_us, 1), "unit": "us",
-         "reference_name": "main process", "reference_value": round(main_us, 1),
-         "ratio": round(worker_us / main_us, 2), "target": "-", "ok": True},
-        {"name": f"SIGKILL x20: runs lost of {ended} ended", "value": lost, "unit": "runs", **none,
-         "target": "ended in the window", "ok": True},
-        {"name": "SIGKILL: oldest lost run ended before the kill", "value": round(worst, 1), "unit": "ms", **none,
-         "target": "<= 500 ms (1 interval + 1 write, loaded)", "ok": worst <= 500},
-        {"name": "SIGKILL: runs left without a stop (not inferred)", "value": unmarked, "unit": "runs", **none,
-         "target": "0", "ok": unmarked == 0},
-        {"name": f"8 processes: events stored of {expected}", "value": stored, "unit": "events", **none,
-         "target": "all", "ok": stored == expected},
-        {"name": "8 processes: wall time", "value": round(secs, 1), "unit": "s", **none, "target": "-", "ok": True},
-        {"name": "150 outputs of 2 MB: RSS growth", "value": round(mem, 1), "unit": "MB", **none,
-         "target": "<= 64 MB queue + working set", "ok": mem <= 200},
+        {
+            "name": "run (start, 1 tool, stop), main process (median)",
+            "value": round(main_us, 1),
+            "unit": "us",
+            **none,
+            "target": "-",
+            "ok": True,
+        },
+        {
+            "name": "same run in a worker process (waits for its write)",
+            "value": round(worker_us, 1),
+            "unit": "us",
+            "reference_name": "main process",
+            "reference_value": round(main_us, 1),
+            "ratio": round(worker_us / main_us, 2),
+            "target": "-",
+            "ok": True,
+        },
+        {
+            "name": f"SIGKILL x20: runs lost of {ended} ended",
+            "value": lost,
+            "unit": "runs",
+            **none,
+            "target": "ended in the window",
+            "ok": True,
+        },
+        {
+            "name": "SIGKILL: oldest lost run ended before the kill",
+            "value": round(worst, 1),
+            "unit": "ms",
+            **none,
+            "target": "<= 500 ms (1 interval + 1 write, loaded)",
+            "ok": worst <= 500,
+        },
+        {
+            "name": "SIGKILL: runs left without a stop (not inferred)",
+            "value": unmarked,
+            "unit": "runs",
+            **none,
+            "target": "0",
+            "ok": unmarked == 0,
+        },
+        {
+            "name": f"8 processes: events stored of {expected}",
+            "value": stored,
+            "unit": "events",
+            **none,
+            "target": "all",
+            "ok": stored == expected,
+        },
+        {
+            "name": "8 processes: wall time",
+            "value": round(secs, 1),
+            "unit": "s",
+            **none,
+            "target": "-",
+            "ok": True,
+        },
+        {
+            "name": "150 outputs of 2 MB: RSS growth",
+            "value": round(mem, 1),
+            "unit": "MB",
+            **none,
+            "target": "<= 64 MB queue + working set",
+            "ok": mem <= 200,
+        },
     ]
 
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}x"
-        print(f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<55} {r['value']:>10} {r['unit']:<7} {ratio:>7}  target {r['target']}")
+        print(
+            f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<55} {r['value']:>10} {r['unit']:<7} {ratio:>7}  target {r['target']}"
+        )
 
 
 if __name__ == "__main__":

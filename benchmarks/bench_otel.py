@@ -71,12 +71,18 @@ def run() -> list[dict[str, Any]]:
         exp.shutdown()
         spans = mem.get_finished_spans()
         per_run_ms = (with_otel - base) / RUNS * 1000
-        rows.append({
-            "name": f"record + flush {RUNS} runs x {STEPS} steps with the OTel listener ({len(spans)} spans)",
-            "value": round(with_otel, 3), "unit": "s", "reference_value": round(base, 3),
-            "reference_name": "no listener", "ratio": round(with_otel / base, 2),
-            "target": "< 2 ms per run added on the writer thread", "ok": per_run_ms < 2.0 and exp.failed == 0,
-        })
+        rows.append(
+            {
+                "name": f"record + flush {RUNS} runs x {STEPS} steps with the OTel listener ({len(spans)} spans)",
+                "value": round(with_otel, 3),
+                "unit": "s",
+                "reference_value": round(base, 3),
+                "reference_name": "no listener",
+                "ratio": round(with_otel / base, 2),
+                "target": "< 2 ms per run added on the writer thread",
+                "ok": per_run_ms < 2.0 and exp.failed == 0,
+            }
+        )
 
         trace = tmp / "trace.json"
         trace.write_text(MessageToJson(encode_spans(spans)))
@@ -91,16 +97,24 @@ def run() -> list[dict[str, Any]]:
         with Store(tmp / "imp.db") as st:
             added = len(import_otlp(st, trace).added)
         otlp_s = time.perf_counter() - t0
-        rows.append({
-            "name": f"import --format otlp of {added} runs ({trace.stat().st_size // 1024} KiB OTLP JSON)",
-            "value": round(otlp_s, 3), "unit": "s", "reference_value": round(cas_s, 3),
-            "reference_name": "the same runs as cassettes", "ratio": round(otlp_s / cas_s, 2),
-            "target": "informational (redacts and hashes every value)", "ok": added == RUNS,
-        })
+        rows.append(
+            {
+                "name": f"import --format otlp of {added} runs ({trace.stat().st_size // 1024} KiB OTLP JSON)",
+                "value": round(otlp_s, 3),
+                "unit": "s",
+                "reference_value": round(cas_s, 3),
+                "reference_name": "the same runs as cassettes",
+                "ratio": round(otlp_s / cas_s, 2),
+                "target": "informational (redacts and hashes every value)",
+                "ok": added == RUNS,
+            }
+        )
     return rows
 
 
 if __name__ == "__main__":
     for r in run():
-        print(f"{r['name']}: {r['value']} {r['unit']} vs {r['reference_value']} {r['unit']} ({r['reference_name']}), "
-              f"{r['ratio']}x; target {r['target']}: {'ok' if r['ok'] else 'NOT MET'}")
+        print(
+            f"{r['name']}: {r['value']} {r['unit']} vs {r['reference_value']} {r['unit']} ({r['reference_name']}), "
+            f"{r['ratio']}x; target {r['target']}: {'ok' if r['ok'] else 'NOT MET'}"
+        )

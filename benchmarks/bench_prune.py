@@ -57,18 +57,79 @@ def build(path: Path, n_runs: int) -> int:
             ts = t0 + i
             rid = new_run_id(ts)
             out = f"{i:024x}"
-            runs.append(Run(run_id=rid, agent="bench", started_ms=ts, ended_ms=ts + 3, stop_reason="completed",
-                            output_sha=out, pinned=i % 1000 == 0))
-            rows.append((rid, "run_start", ts, None, None, None, None, None, None, None, None, None, None, None))
+            runs.append(
+                Run(
+                    run_id=rid,
+                    agent="bench",
+                    started_ms=ts,
+                    ended_ms=ts + 3,
+                    stop_reason="completed",
+                    output_sha=out,
+                    pinned=i % 1000 == 0,
+                )
+            )
+            rows.append(
+                (
+                    rid,
+                    "run_start",
+                    ts,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            )
             for step in (1, 2):
-                rows.append((rid, "tool_result", ts + step, step, "http.get", f"{i:020x}{step:04x}", out, 1,
-                             "ok", None, None, None, None, None))
-            rows.append((rid, "stop", ts + 3, None, None, None, out, None, None, None, "completed", None, None, None))
+                rows.append(
+                    (
+                        rid,
+                        "tool_result",
+                        ts + step,
+                        step,
+                        "http.get",
+                        f"{i:020x}{step:04x}",
+                        out,
+                        1,
+                        "ok",
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                    )
+                )
+            rows.append(
+                (
+                    rid,
+                    "stop",
+                    ts + 3,
+                    None,
+                    None,
+                    None,
+                    out,
+                    None,
+                    None,
+                    None,
+                    "completed",
+                    None,
+                    None,
+                    None,
+                )
+            )
             snaps.append((out, b'{"status":200}', None, False))
         store.write_rows(rows, runs=runs, snapshots=snaps)
     with store._writing("aging snapshots") as conn:  # noqa: SLF001 - a benchmark fixture
         conn.execute("UPDATE snapshots SET expires_at = ?", (t0 + 14 * DAY,))
-        conn.execute("UPDATE events SET expires_at = NULL WHERE run_id IN (SELECT run_id FROM runs WHERE pinned)")
+        conn.execute(
+            "UPDATE events SET expires_at = NULL WHERE run_id IN (SELECT run_id FROM runs WHERE pinned)"
+        )
     store.checkpoint()
     store.close()
     return now
@@ -89,8 +150,25 @@ class Writer(threading.Thread):
         while not self.stop.is_set():
             ts = int(time.time() * 1000)
             rid = new_run_id(ts)
-            rows = [(rid, "tool_result", ts, s, "t", "a" * 24, "b" * 24, 1, "ok", None, None, None, None, None)
-                    for s in range(1, 21)]
+            rows = [
+                (
+                    rid,
+                    "tool_result",
+                    ts,
+                    s,
+                    "t",
+                    "a" * 24,
+                    "b" * 24,
+                    1,
+                    "ok",
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+                for s in range(1, 21)
+            ]
             t0 = time.perf_counter()
             try:
                 self.store.write_rows(rows)
@@ -132,8 +210,14 @@ def measure(path: Path, now: int, fn: Any) -> dict[str, Any]:
     time.sleep(0.1)
     w.stop.set()
     w.join()
-    return {"total_s": total, "longest_lock_s": hold, "counts": counts, "writer_longest_wait_s": w.longest,
-            "writer_failed": w.failed, "writer_writes": w.writes}
+    return {
+        "total_s": total,
+        "longest_lock_s": hold,
+        "counts": counts,
+        "writer_longest_wait_s": w.longest,
+        "writer_failed": w.failed,
+        "writer_writes": w.writes,
+    }
 
 
 BASE, NEW = "baseline (one transaction, no index)", "batched prune"
@@ -147,13 +231,17 @@ def measure_both(n: int, verbose: bool = False) -> dict[str, dict[str, Any]]:
         t0 = time.perf_counter()
         now = build(src, n)
         if verbose:
-            print(f"built {n} runs in {time.perf_counter() - t0:.1f} s ({os.path.getsize(src) / 1e6:.0f} MB)")
+            print(
+                f"built {n} runs in {time.perf_counter() - t0:.1f} s ({os.path.getsize(src) / 1e6:.0f} MB)"
+            )
         results = {}
         for name, fn in ((BASE, old_prune), (NEW, new_prune)):
             copy = tmp / f"{name[:5]}.db"
             shutil.copy(src, copy)
             results[name] = measure(copy, now, fn)
-        assert results[BASE]["counts"] == results[NEW]["counts"], "both prunes must delete the same rows"
+        assert results[BASE]["counts"] == results[NEW]["counts"], (
+            "both prunes must delete the same rows"
+        )
         return results
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -164,17 +252,37 @@ def run() -> list[dict[str, Any]]:
     r = measure_both(100_000)
     base, new = r[BASE], r[NEW]
 
-    def row(name: str, value: float, unit: str, ref: float, target: str, ok: bool) -> dict[str, Any]:
-        return {"name": name, "value": round(value, 1), "unit": unit, "reference_name": BASE,
-                "reference_value": round(ref, 1), "ratio": round(value / ref, 3) if ref else None,
-                "target": target, "ok": ok}
+    def row(
+        name: str, value: float, unit: str, ref: float, target: str, ok: bool
+    ) -> dict[str, Any]:
+        return {
+            "name": name,
+            "value": round(value, 1),
+            "unit": unit,
+            "reference_name": BASE,
+            "reference_value": round(ref, 1),
+            "ratio": round(value / ref, 3) if ref else None,
+            "target": target,
+            "ok": ok,
+        }
 
     return [
-        row("prune 100,000 runs: longest write-lock hold", new["longest_lock_s"] * 1000, "ms",
-            base["longest_lock_s"] * 1000, "well under the 5 s busy timeout (< 500 ms)", new["longest_lock_s"] < 0.5),
-        row("prune 100,000 runs: longest wait of a concurrent writer", new["writer_longest_wait_s"] * 1000, "ms",
-            base["writer_longest_wait_s"] * 1000, "< 1000 ms, no write failed",
-            new["writer_longest_wait_s"] < 1.0 and new["writer_failed"] == 0),
+        row(
+            "prune 100,000 runs: longest write-lock hold",
+            new["longest_lock_s"] * 1000,
+            "ms",
+            base["longest_lock_s"] * 1000,
+            "well under the 5 s busy timeout (< 500 ms)",
+            new["longest_lock_s"] < 0.5,
+        ),
+        row(
+            "prune 100,000 runs: longest wait of a concurrent writer",
+            new["writer_longest_wait_s"] * 1000,
+            "ms",
+            base["writer_longest_wait_s"] * 1000,
+            "< 1000 ms, no write failed",
+            new["writer_longest_wait_s"] < 1.0 and new["writer_failed"] == 0,
+        ),
         row("prune 100,000 runs: total time", new["total_s"], "s", base["total_s"], "info", True),
     ]
 
@@ -182,14 +290,20 @@ def run() -> list[dict[str, Any]]:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     results = measure_both(n, verbose=True)
-    print(f"\n{'':40}{'total':>10}{'longest lock':>15}{'writer max wait':>18}{'writer fails':>14}  deleted runs/events/snapshots")
+    print(
+        f"\n{'':40}{'total':>10}{'longest lock':>15}{'writer max wait':>18}{'writer fails':>14}  deleted runs/events/snapshots"
+    )
     for name, r in results.items():
-        print(f"{name:40}{r['total_s']:>9.2f}s{r['longest_lock_s'] * 1000:>13.1f}ms"
-              f"{r['writer_longest_wait_s'] * 1000:>16.1f}ms{r['writer_failed']:>14}  {r['counts']}")
+        print(
+            f"{name:40}{r['total_s']:>9.2f}s{r['longest_lock_s'] * 1000:>13.1f}ms"
+            f"{r['writer_longest_wait_s'] * 1000:>16.1f}ms{r['writer_failed']:>14}  {r['counts']}"
+        )
     base, new = results[BASE], results[NEW]
-    print(f"\nbatch size {PRUNE_BATCH}; longest lock ratio batched/baseline "
-          f"{new['longest_lock_s'] / base['longest_lock_s']:.3f}; total time ratio "
-          f"{new['total_s'] / base['total_s']:.2f}; python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")
+    print(
+        f"\nbatch size {PRUNE_BATCH}; longest lock ratio batched/baseline "
+        f"{new['longest_lock_s'] / base['longest_lock_s']:.3f}; total time ratio "
+        f"{new['total_s'] / base['total_s']:.2f}; python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}"
+    )
 
 
 if __name__ == "__main__":

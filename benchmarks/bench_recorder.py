@@ -30,8 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from replay import Recorder  # noqa: E402
 
-WORDS = ("order refund shipping invoice customer account delivery status tracking warehouse "
-         "priority express standard return exchange discount coupon payment pending review").split()
+WORDS = (
+    "order refund shipping invoice customer account delivery status tracking warehouse "
+    "priority express standard return exchange discount coupon payment pending review"
+).split()
 
 
 def payload(seed: int, size: int = 1024) -> dict[str, Any]:
@@ -40,8 +42,13 @@ def payload(seed: int, size: int = 1024) -> dict[str, Any]:
     out: dict[str, Any] = {
         "request_id": f"req-{seed:08d}",
         "url": f"https://api.internal.invalid/v2/orders/{seed}?expand=items",
-        "limit": 20, "offset": seed % 100, "score": 0.75, "ok": True,
-        "items": [{"sku": f"SKU-{seed + i:06d}", "qty": i + 1, "price": 9.99 + i} for i in range(6)],
+        "limit": 20,
+        "offset": seed % 100,
+        "score": 0.75,
+        "ok": True,
+        "items": [
+            {"sku": f"SKU-{seed + i:06d}", "qty": i + 1, "price": 9.99 + i} for i in range(6)
+        ],
     }
     text = ""
     i = 0
@@ -52,7 +59,9 @@ def payload(seed: int, size: int = 1024) -> dict[str, Any]:
     return out
 
 
-def reference_logger(n: int, args: list[dict[str, Any]], outs: list[dict[str, Any]]) -> tuple[list[float], float]:
+def reference_logger(
+    n: int, args: list[dict[str, Any]], outs: list[dict[str, Any]]
+) -> tuple[list[float], float]:
     log: list[dict[str, Any]] = []
     times = []
     cpu0 = time.process_time()
@@ -61,17 +70,29 @@ def reference_logger(n: int, args: list[dict[str, Any]], outs: list[dict[str, An
         a = args[i % len(args)]
         o = outs[i % len(outs)]
         ev = {
-            "run_id": "r", "kind": "tool_result", "ts_ms": int(time.time() * 1000), "step_id": i, "tool": "t",
-            "args_sha": hashlib.sha256(json.dumps(a, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:24],
-            "output_sha": hashlib.sha256(json.dumps(o, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:24],
-            "duration_ms": 0, "status": "ok", "error": None,
+            "run_id": "r",
+            "kind": "tool_result",
+            "ts_ms": int(time.time() * 1000),
+            "step_id": i,
+            "tool": "t",
+            "args_sha": hashlib.sha256(
+                json.dumps(a, sort_keys=True, separators=(",", ":")).encode()
+            ).hexdigest()[:24],
+            "output_sha": hashlib.sha256(
+                json.dumps(o, sort_keys=True, separators=(",", ":")).encode()
+            ).hexdigest()[:24],
+            "duration_ms": 0,
+            "status": "ok",
+            "error": None,
         }
         log.append(ev)
         times.append(time.perf_counter_ns() - t0)
     return times, (time.process_time() - cpu0) / n
 
 
-def recorder_calls(n: int, args: list[dict[str, Any]], outs: list[dict[str, Any]], db: str) -> tuple[list[float], list[float], float, int]:
+def recorder_calls(
+    n: int, args: list[dict[str, Any]], outs: list[dict[str, Any]], db: str
+) -> tuple[list[float], list[float], float, int]:
     rec = Recorder(db, max_queue=n + 10)
 
     def body(i: int, q: dict[str, Any]) -> dict[str, Any]:
@@ -108,8 +129,13 @@ class _NoGroups(Recorder):
     _track_groups = False
 
 
-def group_bookkeeping(db_dir: str, args: list[dict[str, Any]], outs: list[dict[str, Any]],
-                      rounds: int = 300, batch: int = 50) -> tuple[float, float]:
+def group_bookkeeping(
+    db_dir: str,
+    args: list[dict[str, Any]],
+    outs: list[dict[str, Any]],
+    rounds: int = 300,
+    batch: int = 50,
+) -> tuple[float, float]:
     """(latency per call with groups, latency added by the group bookkeeping), in us.
 
     Rounds of `batch` calls alternate between the two recorders in a random order; each side's
@@ -117,8 +143,10 @@ def group_bookkeeping(db_dir: str, args: list[dict[str, Any]], outs: list[dict[s
     """
     import random
 
-    recs = [Recorder(os.path.join(db_dir, "g.db"), max_queue=10**6),
-            _NoGroups(os.path.join(db_dir, "n.db"), max_queue=10**6)]
+    recs = [
+        Recorder(os.path.join(db_dir, "g.db"), max_queue=10**6),
+        _NoGroups(os.path.join(db_dir, "n.db"), max_queue=10**6),
+    ]
     tools = [r.tool("bench.tool")(lambda i, q: outs[i % len(outs)]) for r in recs]
     times: list[list[float]] = [[], []]
     order = [0, 1]
@@ -168,22 +196,66 @@ def run() -> list[dict[str, Any]]:
     ref_med = statistics.median(ref_times) / 1000
     added = (statistics.median(wrapped) - statistics.median(bare)) / 1000
     rows = [
-        {"name": "reference: hand-rolled logger per call", "value": round(ref_med, 2), "unit": "us",
-         "reference_name": "-", "reference_value": None, "ratio": 1.0, "target": "baseline", "ok": True},
-        {"name": "recorder: latency added on the agent's path (median)", "value": round(added, 2), "unit": "us",
-         "reference_name": "hand-rolled logger", "reference_value": round(ref_med, 2),
-         "ratio": round(added / ref_med, 3), "target": "<= 0.5x", "ok": added / ref_med <= 0.5},
-        {"name": "recorder: total CPU per call (redact+hash+write)", "value": round(cpu * 1e6, 2), "unit": "us",
-         "reference_name": "hand-rolled logger CPU", "reference_value": round(ref_cpu * 1e6, 2),
-         "ratio": round(cpu / ref_cpu, 3), "target": "<= 3x", "ok": cpu / ref_cpu <= 3},
-        {"name": "recorder: 100,000-step run RSS growth", "value": round(mem, 1), "unit": "MB",
-         "reference_name": "-", "reference_value": None, "ratio": None, "target": "<= 50 MB", "ok": mem <= 50},
-        {"name": "recorder: concurrent-group bookkeeping added per call (A/B, p10)",
-         "value": round(groups_added, 3), "unit": "us", "reference_name": "recorded call with groups",
-         "reference_value": round(per_call, 2), "ratio": round(groups_added / per_call, 3),
-         "target": "<= 0.1x", "ok": groups_added / per_call <= 0.1},
-        {"name": "recorder: records dropped during the benchmark", "value": dropped, "unit": "records",
-         "reference_name": "-", "reference_value": None, "ratio": None, "target": "0", "ok": dropped == 0},
+        {
+            "name": "reference: hand-rolled logger per call",
+            "value": round(ref_med, 2),
+            "unit": "us",
+            "reference_name": "-",
+            "reference_value": None,
+            "ratio": 1.0,
+            "target": "baseline",
+            "ok": True,
+        },
+        {
+            "name": "recorder: latency added on the agent's path (median)",
+            "value": round(added, 2),
+            "unit": "us",
+            "reference_name": "hand-rolled logger",
+            "reference_value": round(ref_med, 2),
+            "ratio": round(added / ref_med, 3),
+            "target": "<= 0.5x",
+            "ok": added / ref_med <= 0.5,
+        },
+        {
+            "name": "recorder: total CPU per call (redact+hash+write)",
+            "value": round(cpu * 1e6, 2),
+            "unit": "us",
+            "reference_name": "hand-rolled logger CPU",
+            "reference_value": round(ref_cpu * 1e6, 2),
+            "ratio": round(cpu / ref_cpu, 3),
+            "target": "<= 3x",
+            "ok": cpu / ref_cpu <= 3,
+        },
+        {
+            "name": "recorder: 100,000-step run RSS growth",
+            "value": round(mem, 1),
+            "unit": "MB",
+            "reference_name": "-",
+            "reference_value": None,
+            "ratio": None,
+            "target": "<= 50 MB",
+            "ok": mem <= 50,
+        },
+        {
+            "name": "recorder: concurrent-group bookkeeping added per call (A/B, p10)",
+            "value": round(groups_added, 3),
+            "unit": "us",
+            "reference_name": "recorded call with groups",
+            "reference_value": round(per_call, 2),
+            "ratio": round(groups_added / per_call, 3),
+            "target": "<= 0.1x",
+            "ok": groups_added / per_call <= 0.1,
+        },
+        {
+            "name": "recorder: records dropped during the benchmark",
+            "value": dropped,
+            "unit": "records",
+            "reference_name": "-",
+            "reference_value": None,
+            "ratio": None,
+            "target": "0",
+            "ok": dropped == 0,
+        },
     ]
     return rows
 
@@ -191,7 +263,9 @@ def run() -> list[dict[str, Any]]:
 def print_rows(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}x"
-        print(f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<55} {r['value']:>10} {r['unit']:<8} {ratio:>8}  target {r['target']}")
+        print(
+            f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<55} {r['value']:>10} {r['unit']:<8} {ratio:>8}  target {r['target']}"
+        )
 
 
 if __name__ == "__main__":

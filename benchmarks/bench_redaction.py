@@ -32,7 +32,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from replay.hashing import canonical_bytes
 from replay.processors import Redactor
 
-WORDS = ["order", "refund", "shipping", "invoice", "customer", "account", "delivery", "status", "tracking", "warehouse", "priority", "express", "standard", "return", "exchange", "discount", "coupon", "payment", "pending", "review", "the", "was", "and", "for", "with"]
+WORDS = [
+    "order",
+    "refund",
+    "shipping",
+    "invoice",
+    "customer",
+    "account",
+    "delivery",
+    "status",
+    "tracking",
+    "warehouse",
+    "priority",
+    "express",
+    "standard",
+    "return",
+    "exchange",
+    "discount",
+    "coupon",
+    "payment",
+    "pending",
+    "review",
+    "the",
+    "was",
+    "and",
+    "for",
+    "with",
+]
 
 
 def _text(seed: int, n: int) -> str:
@@ -49,7 +75,11 @@ def typical_args(seed: int = 1) -> dict[str, Any]:
         "limit": 20,
         "page": 2,
         "include_history": True,
-        "filters": {"status": ["shipped", "in_transit"], "since": "2024-05-01T00:00:00Z", "region": "eu-west-1"},
+        "filters": {
+            "status": ["shipped", "in_transit"],
+            "since": "2024-05-01T00:00:00Z",
+            "region": "eu-west-1",
+        },
         "url": f"https://api.example.com/v1/orders?page=2&per_page=20&customer=cus_{seed:04d}",
         "notes": _text(seed + 1, 25) + ", refund of 19.99 EUR after 3 days.",
         "priority": "normal",
@@ -84,11 +114,15 @@ def typical_output(seed: int = 1) -> dict[str, Any]:
 def planted(args: dict[str, Any], output: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The same payload with PII and secrets in a few leaves, sized as before."""
     a = dict(args)
-    a["notes"] = "Customer jane.doe@example.com called from +1 415 555 0100 about card 4111 1111 1111 1111."
+    a["notes"] = (
+        "Customer jane.doe@example.com called from +1 415 555 0100 about card 4111 1111 1111 1111."
+    )
     a["headers"] = {"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl"}
     o = json.loads(json.dumps(output))
     o["orders"][0]["description"] = "refund to DE89 3704 0044 0532 0130 00, ssn 123-45-6789"
-    o["orders"][1]["description"] = "client at 192.168.10.20 used key sk-abcdefghijklmnopqrstuvwx0123"
+    o["orders"][1]["description"] = (
+        "client at 192.168.10.20 used key sk-abcdefghijklmnopqrstuvwx0123"
+    )
     return a, o
 
 
@@ -140,8 +174,13 @@ def run() -> list[dict[str, Any]]:
     def reference() -> None:
         ja = json.dumps(args, sort_keys=True, separators=(",", ":"))
         jo = json.dumps(output, sort_keys=True, separators=(",", ":"))
-        log.append({"args_sha": hashlib.sha256(ja.encode()).hexdigest(),
-                    "output_sha": hashlib.sha256(jo.encode()).hexdigest(), "ts": time.time()})
+        log.append(
+            {
+                "args_sha": hashlib.sha256(ja.encode()).hexdigest(),
+                "output_sha": hashlib.sha256(jo.encode()).hexdigest(),
+                "ts": time.time(),
+            }
+        )
         if len(log) > 10_000:
             log.clear()
 
@@ -168,20 +207,37 @@ def run() -> list[dict[str, Any]]:
     def row(name: str, key: str, target: str, limit: float | None) -> dict[str, Any]:
         ratio = us[key] / ref
         return {
-            "name": name, "value": round(us[key], 1), "unit": "us/call",
-            "reference_name": "json.dumps+sha256 logger", "reference_value": round(ref, 1),
-            "ratio": round(ratio, 2), "target": target, "ok": limit is None or ratio <= limit,
+            "name": name,
+            "value": round(us[key], 1),
+            "unit": "us/call",
+            "reference_name": "json.dumps+sha256 logger",
+            "reference_value": round(ref, 1),
+            "ratio": round(ratio, 2),
+            "target": target,
+            "ok": limit is None or ratio <= limit,
         }
 
     return [
-        {"name": f"reference: hand-rolled logger, {size} B of args+output", "value": round(ref, 1),
-         "unit": "us/call", "reference_name": "-", "reference_value": None, "ratio": 1.0,
-         "target": "baseline", "ok": True},
+        {
+            "name": f"reference: hand-rolled logger, {size} B of args+output",
+            "value": round(ref, 1),
+            "unit": "us/call",
+            "reference_name": "-",
+            "reference_value": None,
+            "ratio": 1.0,
+            "target": "baseline",
+            "ok": True,
+        },
         row("Redactor, typical JSON without PII", "clean", "<= 1.2x (~40 us)", 1.2),
         row("Redactor.canonical (redacted canonical bytes)", "canonical", "<= 1.2x", 1.2),
         row("Redactor + canonical_bytes (two steps)", "two_steps", "info", None),
         row("Redactor, PII planted in 6 leaves", "planted", "info (no budget in the issue)", None),
-        row("ten naive regexes over the JSON text", "naive", "info (what the budget rules out)", None),
+        row(
+            "ten naive regexes over the JSON text",
+            "naive",
+            "info (what the budget rules out)",
+            None,
+        ),
     ]
 
 
@@ -190,7 +246,9 @@ def main() -> None:
     print(f"{'':3} {'figure':<52} {'value':>10} {'unit':<8} {'ratio':>7}  target")
     for r in rows:
         ratio = "-" if r["ratio"] is None else f"{r['ratio']}x"
-        print(f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<52} {r['value']:>10} {r['unit']:<8} {ratio:>7}  {r['target']}")
+        print(
+            f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<52} {r['value']:>10} {r['unit']:<8} {ratio:>7}  {r['target']}"
+        )
 
 
 if __name__ == "__main__":

@@ -64,9 +64,18 @@ def run() -> list[dict[str, Any]]:
             times.append(time.perf_counter() - t0)
             assert res.diff.is_empty, res.diff.to_text()
         med = statistics.median(times)
-        rows.append({"name": "replay + diff of a 10,000-step run (median of 3)", "value": round(med, 3), "unit": "s",
-                     "reference_name": "-", "reference_value": None, "ratio": None, "target": "<= 1 s",
-                     "ok": med <= 1.0})
+        rows.append(
+            {
+                "name": "replay + diff of a 10,000-step run (median of 3)",
+                "value": round(med, 3),
+                "unit": "s",
+                "reference_name": "-",
+                "reference_value": None,
+                "ratio": None,
+                "target": "<= 1 s",
+                "ok": med <= 1.0,
+            }
+        )
         per_call = {}
         for n in (1_000, 10_000):
             r2, rid2, agent2 = (rec, rid, agent) if n == 10_000 else _build(n, d)
@@ -75,11 +84,18 @@ def run() -> list[dict[str, Any]]:
             per_call[n] = statistics.median(agent2.call_ns) / 1000
             if n != 10_000:
                 r2.close()
-        rows.append({"name": "fixed tool layer: answer per call (median), 10,000 steps", "value": round(per_call[10_000], 1),
-                     "unit": "us", "reference_name": "same, 1,000-step recording",
-                     "reference_value": round(per_call[1_000], 1),
-                     "ratio": round(per_call[10_000] / per_call[1_000], 2), "target": "< 50 us and flat",
-                     "ok": per_call[10_000] < 50 and per_call[10_000] / per_call[1_000] < 2})
+        rows.append(
+            {
+                "name": "fixed tool layer: answer per call (median), 10,000 steps",
+                "value": round(per_call[10_000], 1),
+                "unit": "us",
+                "reference_name": "same, 1,000-step recording",
+                "reference_value": round(per_call[1_000], 1),
+                "ratio": round(per_call[10_000] / per_call[1_000], 2),
+                "target": "< 50 us and flat",
+                "ok": per_call[10_000] < 50 and per_call[10_000] / per_call[1_000] < 2,
+            }
+        )
         with Store(rec.db) as s:
             path = write_cassette(cassette_from_store(s, rid), Path(d) / "c.json")
         loads = []
@@ -92,9 +108,18 @@ def run() -> list[dict[str, Any]]:
             json.loads(path.read_bytes())
             raw.append(time.perf_counter() - t0)
         lm, rm = statistics.median(loads), statistics.median(raw)
-        rows.append({"name": "load + validate a 10,000-step cassette", "value": round(lm, 3), "unit": "s",
-                     "reference_name": "json.loads of the same file", "reference_value": round(rm, 3),
-                     "ratio": round(lm / rm, 2), "target": "<= 0.5 s", "ok": lm <= 0.5})
+        rows.append(
+            {
+                "name": "load + validate a 10,000-step cassette",
+                "value": round(lm, 3),
+                "unit": "s",
+                "reference_name": "json.loads of the same file",
+                "reference_value": round(rm, 3),
+                "ratio": round(lm / rm, 2),
+                "target": "<= 0.5 s",
+                "ok": lm <= 0.5,
+            }
+        )
         rec.close()
     return rows
 

@@ -47,19 +47,92 @@ def workload(n: int, seed: int = 7) -> tuple[list[tuple[Any, ...]], list[Run]]:
         ts, pos = t0 + i * 7, i % RUN_LEN
         if pos == 0:
             run_id = new_run_id(ts)
-            runs.append(Run(run_id=run_id, agent="support-agent", started_ms=ts, ended_ms=ts + 140,
-                            stop_reason="completed", versions={"model": "m-2026-10", "prompt": "support-v3"}))
-            rows.append((run_id, "run_start", ts, None, None, None, None, None, None, None, None, None, None, None))
+            runs.append(
+                Run(
+                    run_id=run_id,
+                    agent="support-agent",
+                    started_ms=ts,
+                    ended_ms=ts + 140,
+                    stop_reason="completed",
+                    versions={"model": "m-2026-10", "prompt": "support-v3"},
+                )
+            )
+            rows.append(
+                (
+                    run_id,
+                    "run_start",
+                    ts,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            )
         elif pos == RUN_LEN - 1:
-            rows.append((run_id, "stop", ts, None, None, None, None, None, None, None, "completed", USAGE, None, None))
+            rows.append(
+                (
+                    run_id,
+                    "stop",
+                    ts,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    "completed",
+                    USAGE,
+                    None,
+                    None,
+                )
+            )
         elif pos % 6 == 0:
-            rows.append((run_id, "model_result", ts, pos, "openai.chat", f"{rnd.getrandbits(96):024x}",
-                         f"{rnd.getrandbits(96):024x}", rnd.randint(200, 4000), "ok", None, None, USAGE, None, None))
+            rows.append(
+                (
+                    run_id,
+                    "model_result",
+                    ts,
+                    pos,
+                    "openai.chat",
+                    f"{rnd.getrandbits(96):024x}",
+                    f"{rnd.getrandbits(96):024x}",
+                    rnd.randint(200, 4000),
+                    "ok",
+                    None,
+                    None,
+                    USAGE,
+                    None,
+                    None,
+                )
+            )
         else:
             err = rnd.random() < 0.05
-            rows.append((run_id, "tool_result", ts, pos, rnd.choice(TOOLS), f"{rnd.getrandbits(96):024x}",
-                         f"{rnd.getrandbits(96):024x}", rnd.randint(1, 3000), "error" if err else "ok",
-                         "TimeoutError" if err else None, None, None, None, None))
+            rows.append(
+                (
+                    run_id,
+                    "tool_result",
+                    ts,
+                    pos,
+                    rnd.choice(TOOLS),
+                    f"{rnd.getrandbits(96):024x}",
+                    f"{rnd.getrandbits(96):024x}",
+                    rnd.randint(1, 3000),
+                    "error" if err else "ok",
+                    "TimeoutError" if err else None,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            )
     # The 14 columns of EVENT_COLUMNS, the last two parent_step_id and concurrent_group.
     return rows, runs
 
@@ -166,7 +239,10 @@ def write_rows_maker(rows: list[tuple[Any, ...]], runs: list[Run]) -> Maker:
 
 def write_batch_maker(rows: list[tuple[Any, ...]], runs: list[Run]) -> Maker:
     """Store.write_batch with pydantic Events built beforehand (building them is the writer's cost)."""
-    events = [Event.model_validate({**dict(zip(EVENT_COLUMNS, r)), "usage": r[11] and json.loads(r[11])}) for r in rows]
+    events = [
+        Event.model_validate({**dict(zip(EVENT_COLUMNS, r)), "usage": r[11] and json.loads(r[11])})
+        for r in rows
+    ]
     per = BATCH // RUN_LEN
 
     def make(path: Path) -> Callable[[], None]:
@@ -195,7 +271,9 @@ def bytes_per_event(rows: list[tuple[Any, ...]], runs: list[Run]) -> float:
         return size / len(rows)
 
 
-def _row(name: str, value: float, unit: str, ref_name: str, ref_value: float, target: str, ok: bool) -> dict[str, Any]:
+def _row(
+    name: str, value: float, unit: str, ref_name: str, ref_value: float, target: str, ok: bool
+) -> dict[str, Any]:
     return {
         "name": name,
         "value": round(value, 1),
@@ -225,11 +303,37 @@ def run() -> list[dict[str, Any]]:
     raw, ref = rates["raw"], "raw sqlite3 executemany"
     fast, batch = rates["write_rows"], rates["write_batch"]
     return [
-        _row("store.write_rows (tuples)", fast, "events/s", ref, raw, ">= 200000/s", fast >= 200_000),
+        _row(
+            "store.write_rows (tuples)", fast, "events/s", ref, raw, ">= 200000/s", fast >= 200_000
+        ),
         # The recorder writes through write_rows; write_batch (pydantic Events) is the convenience API.
-        _row("store.write_batch (Event objects; not the recorder's path)", batch, "events/s", ref, raw, "info", True),
-        _row("raw executemany + None adapter", rates["raw_adapted"], "events/s", ref, raw, "info", True),
-        _row("sqlite-utils insert_all", rates["insert_all"], "events/s", ref, raw, "info (~4x slower)", True),
+        _row(
+            "store.write_batch (Event objects; not the recorder's path)",
+            batch,
+            "events/s",
+            ref,
+            raw,
+            "info",
+            True,
+        ),
+        _row(
+            "raw executemany + None adapter",
+            rates["raw_adapted"],
+            "events/s",
+            ref,
+            raw,
+            "info",
+            True,
+        ),
+        _row(
+            "sqlite-utils insert_all",
+            rates["insert_all"],
+            "events/s",
+            ref,
+            raw,
+            "info (~4x slower)",
+            True,
+        ),
         _row("bytes per event on disk", size, "B/event", "limit", 250, "<= 250", size <= 250),
     ]
 
@@ -243,8 +347,10 @@ def main() -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))
         if k == 0:
             print("  ".join("-" * w for w in widths))
-    print(f"\n{N_EVENTS} events, {BATCH} per transaction, best of {REPEATS} round-robin; python {sys.version.split()[0]}, "
-          f"sqlite {sqlite3.sqlite_version}, {os.cpu_count()} cpus")
+    print(
+        f"\n{N_EVENTS} events, {BATCH} per transaction, best of {REPEATS} round-robin; python {sys.version.split()[0]}, "
+        f"sqlite {sqlite3.sqlite_version}, {os.cpu_count()} cpus"
+    )
 
 
 if __name__ == "__main__":

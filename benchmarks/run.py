@@ -43,7 +43,13 @@ def machine() -> str:
         pass
     mem = ""
     try:
-        kb = int(next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")).split()[1])
+        kb = int(
+            next(
+                ln
+                for ln in Path("/proc/meminfo").read_text().splitlines()
+                if ln.startswith("MemTotal")
+            ).split()[1]
+        )
         mem = f", {kb / 1024 / 1024:.0f} GiB"
     except (OSError, StopIteration, ValueError):
         pass
@@ -72,12 +78,20 @@ def main() -> int:
         print(f"== {title}", flush=True)
         rows = importlib.import_module(module).run()
         for r in rows:
-            ref = "-" if r["reference_value"] is None else f"{r['reference_value']} {r['unit']} ({r['reference_name']})"
+            ref = (
+                "-"
+                if r["reference_value"] is None
+                else f"{r['reference_value']} {r['unit']} ({r['reference_name']})"
+            )
             ratio = "-" if r["ratio"] is None else f"{r['ratio']}x"
             ok = "yes" if r["ok"] else "**no**"
             failed += not r["ok"]
-            lines.append(f"| {title} | {r['name']} | {r['value']} {r['unit']} | {ref} | {ratio} | {r['target']} | {ok} |")
-            print(f"  {'ok ' if r['ok'] else 'BAD'} {r['name']}: {r['value']} {r['unit']} ({ratio}; target {r['target']})")
+            lines.append(
+                f"| {title} | {r['name']} | {r['value']} {r['unit']} | {ref} | {ratio} | {r['target']} | {ok} |"
+            )
+            print(
+                f"  {'ok ' if r['ok'] else 'BAD'} {r['name']}: {r['value']} {r['unit']} ({ratio}; target {r['target']})"
+            )
         print(f"   ({time.perf_counter() - t0:.0f} s)", flush=True)
     (HERE / "REPORT.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {HERE / 'REPORT.md'}; {failed} figure(s) off target")

@@ -112,11 +112,15 @@ def find_blocks(path: Path, text: str | None = None) -> list[Block]:
                 elif key == "in" and value.strip() in ("repo", "demo"):
                     block.where = value.strip()
                 else:
-                    raise RegenError(f"{block.name}: unknown marker option {lines[j].strip()[:60]!r}: "
-                                     "use `keep: START .. END` or `in: repo`")
+                    raise RegenError(
+                        f"{block.name}: unknown marker option {lines[j].strip()[:60]!r}: "
+                        "use `keep: START .. END` or `in: repo`"
+                    )
                 j += 1
             if j == len(lines):
-                raise RegenError(f"{block.name}: the marker comment is never closed with a `-->` line")
+                raise RegenError(
+                    f"{block.name}: the marker comment is never closed with a `-->` line"
+                )
             j += 1
         fence = FENCE.match(lines[j]) if j < len(lines) else None
         if not fence:
@@ -127,7 +131,7 @@ def find_blocks(path: Path, text: str | None = None) -> list[Block]:
             k += 1
         if k == len(lines):
             raise RegenError(f"{block.name}: the fence is never closed")
-        block.end, block.body = k, lines[j + 1:k]
+        block.end, block.body = k, lines[j + 1 : k]
         found.append(block)
         i = k + 1
     return found
@@ -135,14 +139,23 @@ def find_blocks(path: Path, text: str | None = None) -> list[Block]:
 
 # -- running ------------------------------------------------------------------------------------
 
+
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("REPLAY_", "PYTEST_", "SUPPORT_AGENT_"))
-           # pytest prints untruncated summaries when CI or BUILD_NUMBER is set: outputs must not
-           # depend on where the check runs.
-           and k not in ("COLUMNS", "LINES", "CI", "BUILD_NUMBER")}
-    env.update(COLUMNS="80", NO_COLOR="1", TZ="UTC", PYTEST_ADDOPTS="-p no:cacheprovider",
-               PYTHONDONTWRITEBYTECODE="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REPLAY_", "PYTEST_", "SUPPORT_AGENT_"))
+        # pytest prints untruncated summaries when CI or BUILD_NUMBER is set: outputs must not
+        # depend on where the check runs.
+        and k not in ("COLUMNS", "LINES", "CI", "BUILD_NUMBER")
+    }
+    env.update(
+        COLUMNS="80",
+        NO_COLOR="1",
+        TZ="UTC",
+        PYTEST_ADDOPTS="-p no:cacheprovider",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
     return env
 
 
@@ -155,13 +168,19 @@ def _argv(command: str) -> tuple[list[str], dict[str, str]]:
     if not words:
         raise RegenError(f"no command in {command!r}")
     if words[0] == "replay":
-        return [sys.executable, "-c", "from replay.cli import cli; cli(prog_name='replay')"] + words[1:], env
+        return [
+            sys.executable,
+            "-c",
+            "from replay.cli import cli; cli(prog_name='replay')",
+        ] + words[1:], env
     if words[0] == "pytest":
         return [sys.executable, "-m", "pytest"] + words[1:], env
     beside = shutil.which(words[0], path=str(Path(sys.executable).parent))
     if beside is None:
-        raise RegenError(f"{command!r}: only `replay`, `pytest` and the scripts installed beside this "
-                         f"interpreter ({Path(sys.executable).parent}) are run; {words[0]!r} is not there")
+        raise RegenError(
+            f"{command!r}: only `replay`, `pytest` and the scripts installed beside this "
+            f"interpreter ({Path(sys.executable).parent}) are run; {words[0]!r} is not there"
+        )
     return [beside] + words[1:], env
 
 
@@ -170,8 +189,15 @@ def run(command: str, cwd: Path) -> str:
     argv, extra = _argv(command)
     env = _env()
     env.update(extra)
-    out = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True, timeout=600)
+    out = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
     return out.stdout
 
 
@@ -183,8 +209,10 @@ class Session:
         self.demo = run(DEMO, folder)
         ids = SHOW_HINT.findall(self.demo)
         if not ids:
-            raise RegenError(f"`{DEMO}` printed no `replay show RUN_ID` hint: cannot resolve {{run}}:\n"
-                             + self.demo[-2000:])
+            raise RegenError(
+                f"`{DEMO}` printed no `replay show RUN_ID` hint: cannot resolve {{run}}:\n"
+                + self.demo[-2000:]
+            )
         self.values = {"run": ids[-1]}
         self.outputs: dict[tuple[str, str], str] = {(DEMO, "demo"): self.demo}
 
@@ -192,7 +220,9 @@ class Session:
         try:
             return block.command.format(**self.values)
         except KeyError as e:
-            raise RegenError(f"{block.name}: unknown placeholder {e} (known: {sorted(self.values)})") from None
+            raise RegenError(
+                f"{block.name}: unknown placeholder {e} (known: {sorted(self.values)})"
+            ) from None
 
     def output(self, block: Block) -> str:
         command = self.command(block)
@@ -204,6 +234,7 @@ class Session:
 
 # -- rendering ----------------------------------------------------------------------------------
 
+
 def select(lines: list[str], keep: list[tuple[str, str]], name: str = "") -> list[str]:
     """The kept ranges of `lines`, each gap replaced by one `[... N lines cut ...]` line."""
     if not keep:
@@ -213,17 +244,21 @@ def select(lines: list[str], keep: list[tuple[str, str]], name: str = "") -> lis
     for start_re, end_re in keep:
         start = next((i for i in range(pos, len(lines)) if re.search(start_re, lines[i])), None)
         if start is None:
-            raise RegenError(f"{name}: keep start /{start_re}/ matches no line after line {pos + 1} "
-                             "of the output: edit the marker")
+            raise RegenError(
+                f"{name}: keep start /{start_re}/ matches no line after line {pos + 1} "
+                "of the output: edit the marker"
+            )
         if end_re:
             end = next((i for i in range(start, len(lines)) if re.search(end_re, lines[i])), None)
             if end is None:
-                raise RegenError(f"{name}: keep end /{end_re}/ matches no line after /{start_re}/: edit the marker")
+                raise RegenError(
+                    f"{name}: keep end /{end_re}/ matches no line after /{start_re}/: edit the marker"
+                )
         else:
             end = len(lines) - 1
         if start > pos:
             out.append(CUT.format(n=start - pos))
-        out.extend(lines[start:end + 1])
+        out.extend(lines[start : end + 1])
         pos = end + 1
     if pos < len(lines):
         out.append(CUT.format(n=len(lines) - pos))
@@ -242,7 +277,9 @@ def render(block: Block, command: str, output: str) -> list[str]:
 _DURATION = re.compile(r"(?<![\w.])(\d[\d,]*(?:\.\d+)?) ?(ms|s|µs)\b")
 _HEX = re.compile(r"(?<![\w-])[0-9a-f]{8,64}(?![\w-])")
 _PSEUDONYM = re.compile(r"\bu[0-9a-f]{8}@redacted\.invalid\b")
-_TIME = re.compile(r"\b\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?: ?UTC|Z|[+-]\d{2}:?\d{2})?")
+_TIME = re.compile(
+    r"\b\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?: ?UTC|Z|[+-]\d{2}:?\d{2})?"
+)
 _RULE = re.compile(r"([=_-])\1{2,}")
 _PATH = re.compile(r"(?<![\w.])(/[\w.+-]+)+/(?=[\w.-]+)")
 
@@ -259,7 +296,9 @@ def normalise(lines: list[str]) -> tuple[list[str], list[float]]:
 
     def name(kind: str, value: str) -> str:
         if value not in names:
-            names[value] = f"<{kind}{sum(1 for v in names.values() if v.startswith('<' + kind)) + 1}>"
+            names[value] = (
+                f"<{kind}{sum(1 for v in names.values() if v.startswith('<' + kind)) + 1}>"
+            )
         return names[value]
 
     out = []
@@ -272,7 +311,7 @@ def normalise(lines: list[str]) -> tuple[list[str], list[float]]:
             m = re.search(r"(\d+)$", line[:col])
             if m and (m.start() == 0 or line[m.start() - 1] == " "):
                 durations.append(float(m.group(1)))
-                line = line[:m.start()] + "<ms>" + line[col:]
+                line = line[: m.start()] + "<ms>" + line[col:]
                 break
         # a table header (no digits) with a column `ms` or `..._ms`: its right-aligned numbers vary
         header = [m.end() for m in re.finditer(r"(?<![^\s])(?:\w+_)?ms(?=\s|$)", line)]
@@ -303,15 +342,26 @@ def drift(old: list[str], new: list[str]) -> str | None:
     old_n, old_d = normalise(old)
     new_n, new_d = normalise(new)
     if old_n != new_n:
-        return "\n".join(difflib.unified_diff(old_n, new_n, "in the file (normalised)",
-                                              "from a run now (normalised)", lineterm="", n=1))
+        return "\n".join(
+            difflib.unified_diff(
+                old_n,
+                new_n,
+                "in the file (normalised)",
+                "from a run now (normalised)",
+                lineterm="",
+                n=1,
+            )
+        )
     far = [(a, b) for a, b in zip(old_d, new_d) if not _close(a, b)]
     if far:
-        return "durations far from a run now (file -> now, ms): " + ", ".join(f"{a:g} -> {b:g}" for a, b in far)
+        return "durations far from a run now (file -> now, ms): " + ", ".join(
+            f"{a:g} -> {b:g}" for a, b in far
+        )
     return None
 
 
 # -- the command --------------------------------------------------------------------------------
+
 
 def regenerate(paths: list[Path], session: Session, check: bool) -> list[str]:
     """Rewrite (or, with `check`, compare) every marked block; returns the problems found."""
@@ -321,23 +371,33 @@ def regenerate(paths: list[Path], session: Session, check: bool) -> list[str]:
         lines = text.splitlines()
         blocks = find_blocks(path, text)
         # run in the file's order (a command may depend on an earlier one), rewrite from the end
-        rendered = [render(block, session.command(block), session.output(block)) for block in blocks]
+        rendered = [
+            render(block, session.command(block), session.output(block)) for block in blocks
+        ]
         for block, new in reversed(list(zip(blocks, rendered))):
             if check:
                 found = drift(block.body, new)
                 if found:
-                    problems.append(f"{block.name}: `{block.command}` no longer shows what a run shows:\n{found}")
+                    problems.append(
+                        f"{block.name}: `{block.command}` no longer shows what a run shows:\n{found}"
+                    )
             else:
-                lines[block.start + 1:block.end] = new
+                lines[block.start + 1 : block.end] = new
         if not check:
-            path.write_text("\n".join(lines) + ("\n" if text.endswith("\n") else ""), encoding="utf-8")
+            path.write_text(
+                "\n".join(lines) + ("\n" if text.endswith("\n") else ""), encoding="utf-8"
+            )
     return problems
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("files", nargs="*", type=Path, help="Markdown files (default: README.md and WALKTHROUGH.md)")
-    parser.add_argument("--check", action="store_true", help="compare, write nothing; exit 1 on drift")
+    parser.add_argument(
+        "files", nargs="*", type=Path, help="Markdown files (default: README.md and WALKTHROUGH.md)"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="compare, write nothing; exit 1 on drift"
+    )
     args = parser.parse_args(argv)
     paths = [p.resolve() for p in args.files] or list(DOCS)
     try:
@@ -349,8 +409,10 @@ def main(argv: list[str] | None = None) -> int:
     for problem in problems:
         print(problem + "\n", file=sys.stderr)
     if problems:
-        print(f"{len(problems)} block(s) drifted: run `python docs/regen.py` to rewrite them from a real run",
-              file=sys.stderr)
+        print(
+            f"{len(problems)} block(s) drifted: run `python docs/regen.py` to rewrite them from a real run",
+            file=sys.stderr,
+        )
         return 1
     if not args.check:
         print(f"rewrote the marked blocks of {', '.join(p.name for p in paths)}")

@@ -90,7 +90,9 @@ def _store_missing(db: Path) -> str:
     )
 
 
-def load_source(config: pytest.Config, state: _State, src: _Source) -> tuple[ReplayOptions, Recording]:
+def load_source(
+    config: pytest.Config, state: _State, src: _Source
+) -> tuple[ReplayOptions, Recording]:
     """The options and the recording of one ``--replay`` source, checked so that it can run.
 
     Raises:
@@ -121,7 +123,9 @@ def load_source(config: pytest.Config, state: _State, src: _Source) -> tuple[Rep
             db = Path(options.db) if options.db else src.db
             assert db is not None  # a run id always has a store
             if not db.exists():
-                raise SourceError(f"--replay {src.given}: no run {src.given!r}: {_store_missing(db)}")
+                raise SourceError(
+                    f"--replay {src.given}: no run {src.given!r}: {_store_missing(db)}"
+                )
             recording = load_recording(options.source, db=_short(db))
     except ReplayError as exc:
         prefix = "" if src.cassette is not None else f"{label}: "  # a cassette error names its file
@@ -131,7 +135,11 @@ def load_source(config: pytest.Config, state: _State, src: _Source) -> tuple[Rep
         resolve_replay_agent(run, options.agent, agents=options.agents, project=config.rootpath)
     except EntrypointError as exc:
         where = label if src.cassette is not None else f"{label} ({_short(Path(str(options.db)))})"
-        text = str(exc) if str(exc).startswith("cannot replay run") else f"cannot replay run {run.run_id}: {exc}"
+        text = (
+            str(exc)
+            if str(exc).startswith("cannot replay run")
+            else f"cannot replay run {run.run_id}: {exc}"
+        )
         raise SourceError(f"{where}: {text}{_ENTRYPOINT_HINT}") from None
     return options, recording
 
@@ -139,8 +147,20 @@ def load_source(config: pytest.Config, state: _State, src: _Source) -> tuple[Rep
 # ---- judging ---------------------------------------------------------------------------------
 
 _GATES = (
-    ("tokens", "tokens", "max_token_delta_pct", "--replay-max-token-delta-pct", "replay_max_token_delta_pct"),
-    ("spend", "cost_usd", "max_spend_delta_pct", "--replay-max-spend-delta-pct", "replay_max_spend_delta_pct"),
+    (
+        "tokens",
+        "tokens",
+        "max_token_delta_pct",
+        "--replay-max-token-delta-pct",
+        "replay_max_token_delta_pct",
+    ),
+    (
+        "spend",
+        "cost_usd",
+        "max_spend_delta_pct",
+        "--replay-max-spend-delta-pct",
+        "replay_max_spend_delta_pct",
+    ),
 )
 
 
@@ -180,7 +200,9 @@ def failure_text(config: pytest.Config, source: str, result: ReplayResult, gates
     text = diff.to_text(width=_width(config), color=False)
     lines = []
     if diff.is_empty:  # only a usage gate failed: the diff's headline would say "matches"
-        lines.append(f"replay of {diff.recorded_id} broke a usage gate (same steps, stop reason and output)")
+        lines.append(
+            f"replay of {diff.recorded_id} broke a usage gate (same steps, stop reason and output)"
+        )
         text = text.split("\n", 1)[1] if "\n" in text else ""
     if text:
         lines.append(text)
@@ -211,14 +233,20 @@ def bless_reason(result: ReplayResult) -> str | None:
     """
     unrecorded = [s for s in result.steps if _error_class(s.error) == "UnrecordedCall"]
     if unrecorded or isinstance(result.exception, UnrecordedCall):
-        tools = sorted({s.tool for s in unrecorded if s.tool}) or [getattr(result.exception, "tool", "?")]
-        return (f"the replay made {max(len(unrecorded), 1)} call(s) the recording has no answer for "
-                f"({', '.join(tools)})")
+        tools = sorted({s.tool for s in unrecorded if s.tool}) or [
+            getattr(result.exception, "tool", "?")
+        ]
+        return (
+            f"the replay made {max(len(unrecorded), 1)} call(s) the recording has no answer for "
+            f"({', '.join(tools)})"
+        )
     http = list(getattr(result, "unrecorded_http", []) or [])
     if http:
         first = http[0]
-        return (f"the replay made {len(http)} HTTP request(s) the recording has no answer for "
-                f"(first: {first.method} {first.url})")
+        return (
+            f"the replay made {len(http)} HTTP request(s) the recording has no answer for "
+            f"(first: {first.method} {first.url})"
+        )
     before, after = result.recorded.stop_reason, result.stop_reason
     exc = result.exception
     if exc is not None and not isinstance(exc, StopRun) and before != "error":
@@ -234,12 +262,16 @@ def _bless_problem(result: ReplayResult) -> str | None:
     if reason is None:
         return None
     if "call(s) the recording has no answer for" in reason:
-        fix = ("a cassette must hold real answers: re-record the run with the new code and export it "
-               "(`replay export RUN_ID`), or answer those tools with stubs "
-               "(options.stubs in a pytest_replay_configure hook)")
+        fix = (
+            "a cassette must hold real answers: re-record the run with the new code and export it "
+            "(`replay export RUN_ID`), or answer those tools with stubs "
+            "(options.stubs in a pytest_replay_configure hook)"
+        )
     elif "HTTP request(s)" in reason:
-        fix = ("a cassette must hold real answers: re-record the run with the new code and export it "
-               "(`replay export RUN_ID`), or loosen the run's HTTP matching (http_match=)")
+        fix = (
+            "a cassette must hold real answers: re-record the run with the new code and export it "
+            "(`replay export RUN_ID`), or loosen the run's HTTP matching (http_match=)"
+        )
     else:
         fix = "a cassette must hold behaviour worth keeping, not a crash: fix the agent and run the gate again"
     return f"not blessed: {reason}, and {fix}; {_FORCE_HINT}"
@@ -248,7 +280,11 @@ def _bless_problem(result: ReplayResult) -> str | None:
 def _bless(config: pytest.Config, state: _State, src: _Source, result: ReplayResult) -> Path:
     from replay.cassette import cassette_from_replay, write_cassette
 
-    target = src.cassette if src.cassette is not None else state.cassettes_dir / f"{result.recorded.run_id}.json"
+    target = (
+        src.cassette
+        if src.cassette is not None
+        else state.cassettes_dir / f"{result.recorded.run_id}.json"
+    )
     return write_cassette(cassette_from_replay(result), target, force=True)
 
 
@@ -257,18 +293,30 @@ def run_item(item: ReplayItem, state: _State, recording: Recording) -> None:
     from replay.replayer import replay_run
 
     opts, config = item.options, item.config
-    source = _short(item.source.cassette) if item.source.cassette is not None else (
-        f"run {recording.run.run_id} in {_short(item.source.db or Path(str(opts.db)))}")
+    source = (
+        _short(item.source.cassette)
+        if item.source.cassette is not None
+        else (f"run {recording.run.run_id} in {_short(item.source.db or Path(str(opts.db)))}")
+    )
     rid = recording.run.run_id
     t0 = time.perf_counter()
 
     def outcome(status: str, **kw: Any) -> ReplayOutcome:
-        return ReplayOutcome(source=source, run_id=rid, status=status, seconds=time.perf_counter() - t0, **kw)
+        return ReplayOutcome(
+            source=source, run_id=rid, status=status, seconds=time.perf_counter() - t0, **kw
+        )
 
     try:
-        result = replay_run(recording, agent=opts.agent, stubs=opts.stubs, on_unrecorded=opts.on_unrecorded,
-                            ignore=ignore_rules(opts.ignore), ordered=opts.ordered, agents=opts.agents,
-                            project=config.rootpath)
+        result = replay_run(
+            recording,
+            agent=opts.agent,
+            stubs=opts.stubs,
+            on_unrecorded=opts.on_unrecorded,
+            ignore=ignore_rules(opts.ignore),
+            ordered=opts.ordered,
+            agents=opts.agents,
+            project=config.rootpath,
+        )
     except Exception as exc:
         item.outcome = outcome("error", error=clean_error(exc) or f"{type(exc).__name__}: {exc}")
         raise
@@ -285,8 +333,13 @@ def run_item(item: ReplayItem, state: _State, recording: Recording) -> None:
             path = _bless(config, state, item.source, result)
             shown = _display(config, path.resolve())
             forced = f" (forced: {reason})" if reason is not None else ""
-            item.outcome = outcome("blessed", diff=diff, note=f"rewrote {shown}{forced}", blessed_path=shown,
-                                   bless_problem=reason)
+            item.outcome = outcome(
+                "blessed",
+                diff=diff,
+                note=f"rewrote {shown}{forced}",
+                blessed_path=shown,
+                bless_problem=reason,
+            )
             return
         problem = _bless_problem(result)
         item.outcome = outcome("diverged", diff=diff, note=problem, bless_problem=reason)
@@ -320,7 +373,11 @@ def _resolve_marked_source(config: pytest.Config, node: pytest.Item, given: str)
 
 
 def replay_marked(
-    config: pytest.Config, state: _State, node: pytest.Item, mark: pytest.Mark, fixture_cfg: Mapping[str, Any]
+    config: pytest.Config,
+    state: _State,
+    node: pytest.Item,
+    mark: pytest.Mark,
+    fixture_cfg: Mapping[str, Any],
 ) -> ReplayResult:
     """Replay the run a ``@pytest.mark.replay`` names, with flag > marker > fixture > ini settings."""
     from replay.replayer import load_recording, replay_run
@@ -354,9 +411,16 @@ def replay_marked(
         pytest.fail(f"{where}: no run {given!r}: {_store_missing(Path(options.db))}", pytrace=False)
     try:
         recording = load_recording(options.source, db=options.db)
-        return replay_run(recording, agent=options.agent, stubs=options.stubs,
-                          on_unrecorded=options.on_unrecorded, ignore=ignore_rules(options.ignore),
-                          ordered=options.ordered, agents=options.agents, project=config.rootpath)
+        return replay_run(
+            recording,
+            agent=options.agent,
+            stubs=options.stubs,
+            on_unrecorded=options.on_unrecorded,
+            ignore=ignore_rules(options.ignore),
+            ordered=options.ordered,
+            agents=options.agents,
+            project=config.rootpath,
+        )
     except EntrypointError as exc:
         pytest.fail(f"{where}: {exc}{_ENTRYPOINT_HINT}", pytrace=False)
     except ReplayError as exc:
@@ -374,14 +438,23 @@ def encode_outcome(outcome: Outcome) -> str:
 def decode_outcome(data: str) -> Outcome | None:
     try:
         value = pickle.loads(base64.b64decode(data))
-    except (binascii.Error, pickle.UnpicklingError, AttributeError, ImportError, EOFError, TypeError):
+    except (
+        binascii.Error,
+        pickle.UnpicklingError,
+        AttributeError,
+        ImportError,
+        EOFError,
+        TypeError,
+    ):
         return None
     return value if isinstance(value, Outcome) else None
 
 
 def error_outcome(collector: ReplaySource, message: str) -> str:
     """The encoded outcome of a source that failed at collection."""
-    return encode_outcome(ReplayOutcome(source=collector.nodeid, run_id=None, status="error", error=message))
+    return encode_outcome(
+        ReplayOutcome(source=collector.nodeid, run_id=None, status="error", error=message)
+    )
 
 
 def write_outcomes(outcomes: Mapping[str, Outcome], path: Path) -> Path:
@@ -390,7 +463,11 @@ def write_outcomes(outcomes: Mapping[str, Outcome], path: Path) -> Path:
 
 
 def _next_command(config: pytest.Config, flag: str = "--replay-update") -> str:
-    args = [a for a in config.invocation_params.args if a not in ("--replay-update", "--replay-update-force")]
+    args = [
+        a
+        for a in config.invocation_params.args
+        if a not in ("--replay-update", "--replay-update-force")
+    ]
     return shlex.join(["pytest", *args, flag])
 
 
@@ -417,8 +494,10 @@ def write_summary(tr: pytest.TerminalReporter, config: pytest.Config, state: _St
     for o in outcomes:
         if o.status == "blessed":
             forced = getattr(o, "bless_problem", None)
-            tr.write_line(f"blessed {o.run_id}: rewrote {getattr(o, 'blessed_path', None) or o.source}"
-                          + (f" (forced: {forced})" if forced else ""))
+            tr.write_line(
+                f"blessed {o.run_id}: rewrote {getattr(o, 'blessed_path', None) or o.source}"
+                + (f" (forced: {forced})" if forced else "")
+            )
     if state.report is not None:
         if state.report_error:
             tr.write_line(state.report_error, red=True)
@@ -429,14 +508,23 @@ def write_summary(tr: pytest.TerminalReporter, config: pytest.Config, state: _St
         refused = [o for o in diverged if getattr(o, "bless_problem", None)]
         if state.update:
             tr.write_line(
-                f"{counts['diverged']} diverging run(s) could not be blessed: see the failures above", red=True
+                f"{counts['diverged']} diverging run(s) could not be blessed: see the failures above",
+                red=True,
             )
         elif len(refused) < len(diverged):
             # Suggest a bless only where it is right: never for a crash or an unanswerable call.
-            which = "the new behaviour" if not refused else f"the {len(diverged) - len(refused)} other run(s)"
+            which = (
+                "the new behaviour"
+                if not refused
+                else f"the {len(diverged) - len(refused)} other run(s)"
+            )
             tr.write_line(f"bless {which} with: {_next_command(config)}")
         if refused:
-            tr.write_line(f"{len(refused)} diverging run(s) must not be blessed as they are:", red=True)
+            tr.write_line(
+                f"{len(refused)} diverging run(s) must not be blessed as they are:", red=True
+            )
             for o in refused:
                 tr.write_line(f"  {o.run_id}: {o.bless_problem}")  # type: ignore[attr-defined]
-            tr.write_line(f"fix the agent; to bless anyway: {_next_command(config, '--replay-update-force')}")
+            tr.write_line(
+                f"fix the agent; to bless anyway: {_next_command(config, '--replay-update-force')}"
+            )

@@ -65,80 +65,132 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     """
     group = parser.getgroup("replay", "agent-replay: replay recorded agent runs")
     group.addoption(
-        "--replay", action="append", dest="replay_sources", default=[], metavar="RUN_ID_OR_CASSETTE",
+        "--replay",
+        action="append",
+        dest="replay_sources",
+        default=[],
+        metavar="RUN_ID_OR_CASSETTE",
         help="Replay a recorded run (a run id in the store, or a cassette .json) as a test item. Repeatable.",
     )
     group.addoption(
-        "--replay-all", action="store_true", dest="replay_all", default=False,
+        "--replay-all",
+        action="store_true",
+        dest="replay_all",
+        default=False,
         help="Replay every cassette under the cassettes folder (the deploy gate); "
-             "incident cassettes under an incidents/ folder are left to their incident tests.",
+        "incident cassettes under an incidents/ folder are left to their incident tests.",
     )
     group.addoption(
-        "--replay-cassettes", dest="replay_cassettes", default=None, metavar="DIR",
+        "--replay-cassettes",
+        dest="replay_cassettes",
+        default=None,
+        metavar="DIR",
         help="The cassettes folder for --replay-all and for blessing runs from the store "
-             "(ini replay_cassettes; default: cassettes).",
+        "(ini replay_cassettes; default: cassettes).",
     )
     group.addoption(
-        "--replay-db", dest="replay_db", default=None, metavar="PATH",
+        "--replay-db",
+        dest="replay_db",
+        default=None,
+        metavar="PATH",
         help="The store run ids are read from (ini replay_db, env REPLAY_DB; default: replay.db).",
     )
     group.addoption(
-        "--replay-agent", action="append", dest="replay_agent_refs", default=[], metavar="MODULE:FN",
+        "--replay-agent",
+        action="append",
+        dest="replay_agent_refs",
+        default=[],
+        metavar="MODULE:FN",
         help="An agent replays may call: imported, it registers the @rec.agent functions of MODULE "
-             "(ini replay_agents). A recording is data: its entrypoint is never imported unless the "
-             "project names its module here, in replay_agents or in [tool.agent-replay] agents. Repeatable.",
+        "(ini replay_agents). A recording is data: its entrypoint is never imported unless the "
+        "project names its module here, in replay_agents or in [tool.agent-replay] agents. Repeatable.",
     )
     group.addoption(
-        "--replay-update", action="store_true", dest="replay_update", default=False,
+        "--replay-update",
+        action="store_true",
+        dest="replay_update",
+        default=False,
         help="Bless: rewrite each diverging cassette with the new trace (a run from the store is "
-             "written to the cassettes folder). Without it nothing on disk changes. Refuses a replay "
-             "that crashed (raised, or stopped with error or killed, where the recording did not) or "
-             "hit a call or HTTP request the recording has no answer for.",
+        "written to the cassettes folder). Without it nothing on disk changes. Refuses a replay "
+        "that crashed (raised, or stopped with error or killed, where the recording did not) or "
+        "hit a call or HTTP request the recording has no answer for.",
     )
     group.addoption(
-        "--replay-update-force", action="store_true", dest="replay_update_force", default=False,
+        "--replay-update-force",
+        action="store_true",
+        dest="replay_update_force",
+        default=False,
         help="Bless like --replay-update, also the replays it refuses (a crash, an unrecorded call or "
-             "request), saying why each was refused (ini replay_update_force makes --replay-update do this).",
+        "request), saying why each was refused (ini replay_update_force makes --replay-update do this).",
     )
     group.addoption(
-        "--replay-report", dest="replay_report", default=None, metavar="FILE",
+        "--replay-report",
+        dest="replay_report",
+        default=None,
+        metavar="FILE",
         help="Write a report of the replays: .json, or .md (Markdown for a CI comment) (ini replay_report).",
     )
     group.addoption(
-        "--replay-max-token-delta-pct", dest="replay_max_token_delta_pct", type=float, default=None,
+        "--replay-max-token-delta-pct",
+        dest="replay_max_token_delta_pct",
+        type=float,
+        default=None,
         metavar="PCT",
         help=f"Fail a replay whose tokens grew by more than PCT percent "
-             f"(ini replay_max_token_delta_pct; default: {DEFAULT_MAX_DELTA_PCT:g}).",
+        f"(ini replay_max_token_delta_pct; default: {DEFAULT_MAX_DELTA_PCT:g}).",
     )
     group.addoption(
-        "--replay-max-spend-delta-pct", dest="replay_max_spend_delta_pct", type=float, default=None,
+        "--replay-max-spend-delta-pct",
+        dest="replay_max_spend_delta_pct",
+        type=float,
+        default=None,
         metavar="PCT",
         help=f"Fail a replay whose spend (cost_usd) grew by more than PCT percent "
-             f"(ini replay_max_spend_delta_pct; default: {DEFAULT_MAX_DELTA_PCT:g}).",
+        f"(ini replay_max_spend_delta_pct; default: {DEFAULT_MAX_DELTA_PCT:g}).",
     )
-    parser.addini("replay_cassettes", "agent-replay: the cassettes folder (default: cassettes).", default="cassettes")
-    parser.addini("replay_db", "agent-replay: the store run ids are read from (default: replay.db).", default="")
-    parser.addini("replay_report", "agent-replay: write a replay report to this .json or .md file.", default="")
+    parser.addini(
+        "replay_cassettes",
+        "agent-replay: the cassettes folder (default: cassettes).",
+        default="cassettes",
+    )
+    parser.addini(
+        "replay_db",
+        "agent-replay: the store run ids are read from (default: replay.db).",
+        default="",
+    )
+    parser.addini(
+        "replay_report",
+        "agent-replay: write a replay report to this .json or .md file.",
+        default="",
+    )
     parser.addini(
         "replay_update_force",
         "agent-replay: --replay-update also blesses the replays it would refuse (a crash, an unrecorded call).",
-        type="bool", default=False,
+        type="bool",
+        default=False,
     )
     parser.addini(
-        "replay_max_token_delta_pct", "agent-replay: limit on token growth, in percent.",
+        "replay_max_token_delta_pct",
+        "agent-replay: limit on token growth, in percent.",
         default=str(DEFAULT_MAX_DELTA_PCT),
     )
     parser.addini(
-        "replay_max_spend_delta_pct", "agent-replay: limit on spend growth, in percent.",
+        "replay_max_spend_delta_pct",
+        "agent-replay: limit on spend growth, in percent.",
         default=str(DEFAULT_MAX_DELTA_PCT),
     )
     parser.addini(
-        "replay_agents", "agent-replay: modules that register the agents replays may call (MODULE or MODULE:FN), "
-        "one a line.", type="linelist", default=[],
+        "replay_agents",
+        "agent-replay: modules that register the agents replays may call (MODULE or MODULE:FN), "
+        "one a line.",
+        type="linelist",
+        default=[],
     )
     parser.addini(
-        "replay_ignore", "agent-replay: diff ignore rules (tool:NAME, field:NAME, output:PATH), one a line.",
-        type="linelist", default=[],
+        "replay_ignore",
+        "agent-replay: diff ignore rules (tool:NAME, field:NAME, output:PATH), one a line.",
+        type="linelist",
+        default=[],
     )
 
 
@@ -178,7 +230,9 @@ class _State:
     active: bool  # a --replay* option asked for replays or a report
     outcomes: dict[str, Any] = dataclasses.field(default_factory=dict)  # nodeid -> Outcome
     report_error: str | None = None
-    update_force: bool = False  # --replay-update-force (or ini replay_update_force with --replay-update)
+    update_force: bool = (
+        False  # --replay-update-force (or ini replay_update_force with --replay-update)
+    )
 
 
 _STATE = pytest.StashKey[_State]()
@@ -203,7 +257,9 @@ def _pct(config: pytest.Config, dest: str, flag: str) -> float:
         try:
             value = float(raw)
         except (TypeError, ValueError):
-            raise pytest.UsageError(f"{where} = {raw!r}: expected a number of percent, e.g. 20") from None
+            raise pytest.UsageError(
+                f"{where} = {raw!r}: expected a number of percent, e.g. 20"
+            ) from None
     if value < 0:
         raise pytest.UsageError(f"{where} = {value:g}: expected a percentage of 0 or more, e.g. 20")
     return float(value)
@@ -231,7 +287,11 @@ def _build_state(config: pytest.Config) -> _State:
     report_value = opt.replay_report or config.getini("replay_report") or None
     report = None
     if report_value:
-        report = _cli_path(config, report_value) if opt.replay_report else _ini_path(config, report_value)
+        report = (
+            _cli_path(config, report_value)
+            if opt.replay_report
+            else _ini_path(config, report_value)
+        )
         if report.suffix.lower() not in _REPORT_SUFFIXES:
             raise pytest.UsageError(
                 f"--replay-report {report_value}: the suffix names the format; use .json, or .md for "
@@ -276,10 +336,16 @@ def _build_state(config: pytest.Config) -> _State:
     return _State(
         sources=sources,
         update=update,
-        update_force=bool(opt.replay_update_force or (opt.replay_update and config.getini("replay_update_force"))),
+        update_force=bool(
+            opt.replay_update_force or (opt.replay_update and config.getini("replay_update_force"))
+        ),
         report=report,
-        max_token_delta_pct=_pct(config, "replay_max_token_delta_pct", "--replay-max-token-delta-pct"),
-        max_spend_delta_pct=_pct(config, "replay_max_spend_delta_pct", "--replay-max-spend-delta-pct"),
+        max_token_delta_pct=_pct(
+            config, "replay_max_token_delta_pct", "--replay-max-token-delta-pct"
+        ),
+        max_spend_delta_pct=_pct(
+            config, "replay_max_spend_delta_pct", "--replay-max-spend-delta-pct"
+        ),
         ignore=list(config.getini("replay_ignore")),
         agents=[*opt.replay_agent_refs, *config.getini("replay_agents")],
         cassettes_dir=cassettes_dir,
@@ -365,8 +431,13 @@ class ReplaySource(pytest.Collector):
                 errors.append(str(exc))
                 continue
             items.append(
-                ReplayItem.from_parent(self, name=recording.run.run_id, source=src, options=options,
-                                       recording=recording)
+                ReplayItem.from_parent(
+                    self,
+                    name=recording.run.run_id,
+                    source=src,
+                    options=options,
+                    recording=recording,
+                )
             )
         if errors:
             raise ReplayCollectError("\n".join(errors))
@@ -385,7 +456,9 @@ class ReplayFailed(Exception):
 class ReplayItem(pytest.Item):
     """One recorded run, replayed against the code checked out now and diffed with its recording."""
 
-    def __init__(self, *, source: _Source, options: ReplayOptions, recording: Recording, **kwargs: Any) -> None:
+    def __init__(
+        self, *, source: _Source, options: ReplayOptions, recording: Recording, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.source = source
         self.options = options
@@ -404,7 +477,11 @@ class ReplayItem(pytest.Item):
         _engine = _load_engine()
         clean = _engine.clean_error(excinfo.value)
         if clean is not None:
-            return clean if clean.startswith("cannot replay") else f"cannot replay {self.name}: {clean}"
+            return (
+                clean
+                if clean.startswith("cannot replay")
+                else f"cannot replay {self.name}: {clean}"
+            )
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
@@ -438,8 +515,13 @@ def _collectors(session: pytest.Session, state: _State) -> list[ReplaySource]:
     for src in state.sources:
         if src.cassette is not None:
             out.append(
-                ReplaySource.from_parent(session, name=_display(session.config, src.cassette), path=src.cassette,
-                                         nodeid=_display(session.config, src.cassette), sources=[src])
+                ReplaySource.from_parent(
+                    session,
+                    name=_display(session.config, src.cassette),
+                    path=src.cassette,
+                    nodeid=_display(session.config, src.cassette),
+                    sources=[src],
+                )
             )
         else:
             assert src.db is not None
@@ -545,7 +627,9 @@ class _ReplayReporter:
         try:
             _engine.write_outcomes(self.state.outcomes, self.state.report)
         except OSError as exc:
-            self.state.report_error = f"cannot write the replay report {self.state.report}: {exc.strerror or exc}"
+            self.state.report_error = (
+                f"cannot write the replay report {self.state.report}: {exc.strerror or exc}"
+            )
             # The only case the plugin's status goes into the exit code: tests passed, the report is missing.
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -583,8 +667,10 @@ def replayed(request: pytest.FixtureRequest, replay_config: dict[str, Any]) -> R
             pytrace=False,
         )
     if not isinstance(replay_config, dict):
-        pytest.fail(f"the replay_config fixture must return a dict, got {type(replay_config).__name__}",
-                    pytrace=False)
+        pytest.fail(
+            f"the replay_config fixture must return a dict, got {type(replay_config).__name__}",
+            pytrace=False,
+        )
     unknown = sorted(set(replay_config) - set(MARKER_KWARGS))
     if unknown:
         pytest.fail(
@@ -595,8 +681,9 @@ def replayed(request: pytest.FixtureRequest, replay_config: dict[str, Any]) -> R
     _validate_marker(request.node.nodeid, mark.args, mark.kwargs)
     _ensure_importable(request.config)
     _engine = _load_engine()
-    result: ReplayResult = _engine.replay_marked(request.config, _state(request.config), request.node, mark,
-                                                 replay_config)
+    result: ReplayResult = _engine.replay_marked(
+        request.config, _state(request.config), request.node, mark, replay_config
+    )
     return result
 
 

@@ -54,7 +54,9 @@ _registry: dict[str, dict[str, Callable[..., Any]]] = {}
 AGENT_ATTR = "__replay_agent_name__"
 
 
-def register_agent(name: str, fn: Callable[..., Any], *, entrypoint: str | None = None) -> Callable[..., Any]:
+def register_agent(
+    name: str, fn: Callable[..., Any], *, entrypoint: str | None = None
+) -> Callable[..., Any]:
     """Register `fn` as the function replay calls for recorded runs of agent `name`; returns `fn`.
 
     ``@rec.agent`` does this itself. Call it for code recorded with ``rec.run(name, ...)``, so a
@@ -64,9 +66,13 @@ def register_agent(name: str, fn: Callable[..., Any], *, entrypoint: str | None 
         TypeError: `fn` is not callable or `name` is not a non-empty string.
     """
     if not isinstance(name, str) or not name:
-        raise TypeError(f"register_agent: the agent name must be a non-empty string, got {type(name).__name__}")
+        raise TypeError(
+            f"register_agent: the agent name must be a non-empty string, got {type(name).__name__}"
+        )
     if not callable(fn):
-        raise TypeError(f"register_agent({name!r}, ...): expected a function, got {type(fn).__name__}")
+        raise TypeError(
+            f"register_agent({name!r}, ...): expected a function, got {type(fn).__name__}"
+        )
     entry = entrypoint or f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', '?')}"
     with _lock:
         _registry.setdefault(name, {})[entry] = fn
@@ -256,7 +262,9 @@ def load_named(refs: Iterable[str], *, where: str = "--replay-agent") -> None:
     for ref in refs:
         module, _, fn_name = ref.partition(":")
         if not module:
-            raise EntrypointError(f"{where} {ref!r}: expected MODULE or MODULE:FUNCTION (e.g. app.agent:handle)")
+            raise EntrypointError(
+                f"{where} {ref!r}: expected MODULE or MODULE:FUNCTION (e.g. app.agent:handle)"
+            )
         mod = _import_user(module, f"{where} {ref}")
         if not fn_name:
             continue
@@ -309,7 +317,10 @@ def resolve_agent(
     _ensure_on_path(config_dir)
     _ensure_on_path(root)
     load_named(agents, where="--replay-agent")
-    load_named(listed, where=f"{config_dir / 'pyproject.toml' if config_dir else 'pyproject.toml'} [tool.agent-replay] agents")
+    load_named(
+        listed,
+        where=f"{config_dir / 'pyproject.toml' if config_dir else 'pyproject.toml'} [tool.agent-replay] agents",
+    )
     fn = _pick(agent_name, entrypoint)
     if fn is not None:
         return fn
@@ -335,7 +346,11 @@ def resolve_agent(
             "pass --replay-agent MODULE:FN (pytest, `replay run`) or agent= (Python) to choose one"
         )
     others = _all_names()
-    known = f" (registered agents: {', '.join(map(_short, others))})" if others else " (no agent is registered)"
+    known = (
+        f" (registered agents: {', '.join(map(_short, others))})"
+        if others
+        else " (no agent is registered)"
+    )
     raise EntrypointError(
         f"cannot replay run {run_id}: it needs agent {_short(agent_name)}, and no function is registered "
         f"under that name{known}; the recorded entrypoint {_short(entrypoint)} is not imported: {why}. "
@@ -363,7 +378,12 @@ def _entrypoint_refusal(entrypoint: str | None, project: Path, named: list[str])
     if not entrypoint:
         return "the run has no recorded entrypoint (recorded with rec.run())"
     module, sep, qualname = entrypoint.partition(":")
-    if not sep or not module or not qualname or not all(p.isidentifier() for p in module.split(".")):
+    if (
+        not sep
+        or not module
+        or not qualname
+        or not all(p.isidentifier() for p in module.split("."))
+    ):
         return "it is not of the form module:function"
     if module in sys.modules:
         return "its module is loaded but holds no agent registered under that name"
@@ -378,7 +398,9 @@ def _entrypoint_refusal(entrypoint: str | None, project: Path, named: list[str])
     return None
 
 
-def check_explicit(fn: Callable[..., Any], agent_name: str, run_id: str = "?") -> Callable[..., Any]:
+def check_explicit(
+    fn: Callable[..., Any], agent_name: str, run_id: str = "?"
+) -> Callable[..., Any]:
     """An agent the caller chose (``agent=``): a registered agent must carry the recording's name.
 
     Raises:
@@ -394,7 +416,9 @@ def check_explicit(fn: Callable[..., Any], agent_name: str, run_id: str = "?") -
     return fn
 
 
-def script_module(fn: Callable[..., Any], project: str | os.PathLike[str] | None = None) -> str | None:
+def script_module(
+    fn: Callable[..., Any], project: str | os.PathLike[str] | None = None
+) -> str | None:
     """The module name a ``__main__`` script's function has when imported from the project folder.
 
     ``python my_agent.py`` runs the file as ``__main__``; replay imports it as ``my_agent``. None

@@ -92,11 +92,20 @@ class AlertRules:
         if not isinstance(self.min_runs, int) or self.min_runs < 1:
             raise ValueError(f"AlertRules.min_runs must be an integer >= 1, got {self.min_runs!r}")
         if not isinstance(self.worst_runs, int) or self.worst_runs < 0:
-            raise ValueError(f"AlertRules.worst_runs must be an integer >= 0, got {self.worst_runs!r}")
-        for name in ("tool_calls_p95_ratio", "spend_ratio", "latency_p95_ratio", "tool_timeout_ratio"):
+            raise ValueError(
+                f"AlertRules.worst_runs must be an integer >= 0, got {self.worst_runs!r}"
+            )
+        for name in (
+            "tool_calls_p95_ratio",
+            "spend_ratio",
+            "latency_p95_ratio",
+            "tool_timeout_ratio",
+        ):
             v = getattr(self, name)
             if v is not None and not v > 0:
-                raise ValueError(f"AlertRules.{name} must be > 0 (e.g. 2.0 for 2x the baseline) or None, got {v!r}")
+                raise ValueError(
+                    f"AlertRules.{name} must be > 0 (e.g. 2.0 for 2x the baseline) or None, got {v!r}"
+                )
         for name in (
             "loop_detected_min_increase",
             "tool_timeout_min_increase",
@@ -105,7 +114,9 @@ class AlertRules:
         ):
             v = getattr(self, name)
             if v is not None and not 0 <= v <= 1:
-                raise ValueError(f"AlertRules.{name} is a share and must be within [0, 1] (0.05 = 5%), got {v!r}")
+                raise ValueError(
+                    f"AlertRules.{name} is a share and must be within [0, 1] (0.05 = 5%), got {v!r}"
+                )
 
 
 @dataclass
@@ -146,11 +157,18 @@ def _retry_errors(steps: Sequence[Event]) -> Counter[str]:
     return Counter(
         e.run_id
         for e in steps
-        if e.kind == "tool_result" and e.status == "error" and classify_error(e.error or "") in ("429", "5xx")
+        if e.kind == "tool_result"
+        and e.status == "error"
+        and classify_error(e.error or "") in ("429", "5xx")
     )
 
 
-def _worst(runs: Sequence[Run], key: Callable[[Run], float], n: int, keep: Callable[[Run], bool] = lambda r: True) -> list[str]:
+def _worst(
+    runs: Sequence[Run],
+    key: Callable[[Run], float],
+    n: int,
+    keep: Callable[[Run], bool] = lambda r: True,
+) -> list[str]:
     # Highest value first; ties go to the newest run.
     chosen = sorted((r for r in runs if keep(r)), key=lambda r: (-key(r), -r.started_ms, r.run_id))
     return [r.run_id for r in chosen[:n]]
@@ -178,13 +196,17 @@ _LABEL = {
 }
 
 
-def _ratio_rule(rule: str, cur: float | None, base: float | None, ratio: float, runs: list[str]) -> AlertResult:
+def _ratio_rule(
+    rule: str, cur: float | None, base: float | None, ratio: float, runs: list[str]
+) -> AlertResult:
     cond = f"current >= {ratio:g}x baseline"
     if cur is None or base is None:
         return AlertResult(rule, "ok", cur, base, None, cond, [], "no data in one of the windows")
     threshold = ratio * base
     fired = cur >= threshold and cur > 0
-    return AlertResult(rule, "fired" if fired else "ok", cur, base, threshold, cond, runs if fired else [])
+    return AlertResult(
+        rule, "fired" if fired else "ok", cur, base, threshold, cond, runs if fired else []
+    )
 
 
 def evaluate(
@@ -201,7 +223,10 @@ def evaluate(
     and a message saying how many runs each window has and needs.
     """
     rules = rules or AlertRules()
-    cur, base = compute_stats(current_runs, current_steps), compute_stats(baseline_runs, baseline_steps)
+    cur, base = (
+        compute_stats(current_runs, current_steps),
+        compute_stats(baseline_runs, baseline_steps),
+    )
     enabled = {
         "tool_calls_p95": rules.tool_calls_p95_ratio,
         "spend_per_run": rules.spend_ratio,
@@ -230,45 +255,85 @@ def evaluate(
     for rule in active:
         if rule == "tool_calls_p95":
             worst = _worst(runs, lambda r: run_tool_calls(r), n)
-            results.append(_ratio_rule(rule, cur.tool_calls_p95, base.tool_calls_p95, rules.tool_calls_p95_ratio, worst))  # type: ignore[arg-type]
+            results.append(
+                _ratio_rule(
+                    rule, cur.tool_calls_p95, base.tool_calls_p95, rules.tool_calls_p95_ratio, worst
+                )
+            )  # type: ignore[arg-type]
         elif rule == "spend_per_run":
             worst = _worst(runs, lambda r: r.usage.cost_usd, n)
-            results.append(_ratio_rule(rule, cur.spend_avg_usd, base.spend_avg_usd, rules.spend_ratio, worst))  # type: ignore[arg-type]
+            results.append(
+                _ratio_rule(rule, cur.spend_avg_usd, base.spend_avg_usd, rules.spend_ratio, worst)
+            )  # type: ignore[arg-type]
         elif rule == "latency_p95":
             worst = _worst(runs, lambda r: r.latency_ms or 0, n, lambda r: r.latency_ms is not None)
-            results.append(_ratio_rule(rule, cur.latency_p95_ms, base.latency_p95_ms, rules.latency_p95_ratio, worst))  # type: ignore[arg-type]
+            results.append(
+                _ratio_rule(
+                    rule, cur.latency_p95_ms, base.latency_p95_ms, rules.latency_p95_ratio, worst
+                )
+            )  # type: ignore[arg-type]
         elif rule == "loop_detected":
             inc = rules.loop_detected_min_increase or 0.0
             c, b = _share_of(cur, "loop_detected"), _share_of(base, "loop_detected")
             cond = f"current > baseline + {inc * 100:g} points"
             if c is None or b is None:
-                results.append(AlertResult(rule, "ok", c, b, None, cond, [], "no finished runs in one of the windows"))
+                results.append(
+                    AlertResult(
+                        rule, "ok", c, b, None, cond, [], "no finished runs in one of the windows"
+                    )
+                )
                 continue
             fired = c > b + inc
-            worst = _worst(runs, lambda r: run_tool_calls(r), n, lambda r: r.stop_reason == "loop_detected")
-            results.append(AlertResult(rule, "fired" if fired else "ok", c, b, b + inc, cond, worst if fired else []))
+            worst = _worst(
+                runs, lambda r: run_tool_calls(r), n, lambda r: r.stop_reason == "loop_detected"
+            )
+            results.append(
+                AlertResult(
+                    rule, "fired" if fired else "ok", c, b, b + inc, cond, worst if fired else []
+                )
+            )
         elif rule == "tool_timeout":
             ratio, inc = rules.tool_timeout_ratio or 0.0, rules.tool_timeout_min_increase
             c, b = _share_of(cur, "tool_timeout"), _share_of(base, "tool_timeout")
             cond = f"current >= {ratio:g}x baseline and >= baseline + {inc * 100:g} points"
             if c is None or b is None:
-                results.append(AlertResult(rule, "ok", c, b, None, cond, [], "no finished runs in one of the windows"))
+                results.append(
+                    AlertResult(
+                        rule, "ok", c, b, None, cond, [], "no finished runs in one of the windows"
+                    )
+                )
                 continue
             threshold = max(ratio * b, b + inc)
             fired = c >= threshold and c > 0
-            worst = _worst(runs, lambda r: r.latency_ms or 0, n, lambda r: r.stop_reason == "tool_timeout")
-            results.append(AlertResult(rule, "fired" if fired else "ok", c, b, threshold, cond, worst if fired else []))
+            worst = _worst(
+                runs, lambda r: r.latency_ms or 0, n, lambda r: r.stop_reason == "tool_timeout"
+            )
+            results.append(
+                AlertResult(
+                    rule, "fired" if fired else "ok", c, b, threshold, cond, worst if fired else []
+                )
+            )
         elif rule == "retries":
             rare, constant = rules.retry_baseline_max or 0.0, rules.retry_current_min
             c, b = cur.retry_rate, base.retry_rate
             cond = f"baseline < {rare * 100:g}% and current >= {constant * 100:g}%"
             if c is None or b is None:
-                results.append(AlertResult(rule, "ok", c, b, None, cond, [], "no tool calls in one of the windows"))
+                results.append(
+                    AlertResult(
+                        rule, "ok", c, b, None, cond, [], "no tool calls in one of the windows"
+                    )
+                )
                 continue
             fired = b < rare and c >= constant
             per_run = _retry_errors(current_steps)
-            worst = _worst(runs, lambda r: per_run.get(r.run_id, 0), n, lambda r: per_run.get(r.run_id, 0) > 0)
-            results.append(AlertResult(rule, "fired" if fired else "ok", c, b, constant, cond, worst if fired else []))
+            worst = _worst(
+                runs, lambda r: per_run.get(r.run_id, 0), n, lambda r: per_run.get(r.run_id, 0) > 0
+            )
+            results.append(
+                AlertResult(
+                    rule, "fired" if fired else "ok", c, b, constant, cond, worst if fired else []
+                )
+            )
     return results
 
 
@@ -362,4 +427,3 @@ def alerts_for_store(
     base_runs, base_steps = load_window(store, since_ms=base_start, until_ms=start, agent=agent)
     results = evaluate(cur_runs, cur_steps, base_runs, base_steps, rules)
     return AlertReport(results, start, now, base_start, len(cur_runs), len(base_runs), agent)
-

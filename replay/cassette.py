@@ -55,8 +55,9 @@ def check_run_id(run_id: object, where: str = "run_id") -> str:
         return run_id
     shown = repr(run_id) if len(repr(run_id)) <= 60 else repr(run_id)[:56] + "...'"
     raise CassetteDecodeError(
-        where, f"{shown} is not a well-formed run id (r_ followed by 26 characters of 0-9 and "
-        "a-z without i, l, o, u, as recorded by agent-replay)"
+        where,
+        f"{shown} is not a well-formed run id (r_ followed by 26 characters of 0-9 and "
+        "a-z without i, l, o, u, as recorded by agent-replay)",
     )
 
 
@@ -132,9 +133,13 @@ def cassette_from_store(store: Any, run_id: str) -> Cassette:
         found = store.snapshot(sha)
         if found is not None:
             body, type_name, truncated = found
-            snapshots[sha] = Snapshot(body=_body_value(body), type=type_name, truncated=bool(truncated))
+            snapshots[sha] = Snapshot(
+                body=_body_value(body), type=type_name, truncated=bool(truncated)
+            )
     run = run.model_copy(update={"pinned": False, "expires_at": None})
-    return Cassette(run=run, events=events, snapshots=snapshots, http=_stored_http(store, run.http_sha))
+    return Cassette(
+        run=run, events=events, snapshots=snapshots, http=_stored_http(store, run.http_sha)
+    )
 
 
 def _stored_http(store: Any, http_sha: str | None) -> list[dict[str, Any]]:
@@ -152,7 +157,9 @@ def cassette_from_replay(result: Any) -> Cassette:
     Keeping the id keeps the file name, ``--replay RUN_ID`` and incident tests pointing at it.
     """
     rid = result.recorded.run_id
-    run = result.replayed.model_copy(update={"run_id": rid, "replay_of": None, "pinned": False, "expires_at": None})
+    run = result.replayed.model_copy(
+        update={"run_id": rid, "replay_of": None, "pinned": False, "expires_at": None}
+    )
     events = [e.model_copy(update={"run_id": rid}) for e in result.replayed_events]
     snapshots = {
         sha: Snapshot(body=value, type=type_name, truncated=truncated)
@@ -194,7 +201,9 @@ def _sorted_keys(value: Any) -> Any:
     return value
 
 
-def write_cassette(cassette: Cassette, path: str | os.PathLike[str], *, force: bool = False) -> Path:
+def write_cassette(
+    cassette: Cassette, path: str | os.PathLike[str], *, force: bool = False
+) -> Path:
     """Write `cassette` to `path`; an existing different file needs ``force=True``.
 
     Raises:
@@ -205,7 +214,9 @@ def write_cassette(cassette: Cassette, path: str | os.PathLike[str], *, force: b
     if (p.exists() or p.is_symlink()) and not force:
         if not p.is_symlink() and p.read_text(encoding="utf-8") == text:
             return p
-        raise FileExistsError(f"{p} exists and differs from the export: pass --force to overwrite it")
+        raise FileExistsError(
+            f"{p} exists and differs from the export: pass --force to overwrite it"
+        )
     p.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(p, text)
 
@@ -231,14 +242,17 @@ def load_cassette(path: str | os.PathLike[str]) -> Cassette:
     try:
         raw = p.read_bytes()
     except FileNotFoundError:
-        raise CassetteDecodeError(str(p), "no such cassette file (export one with `replay export RUN_ID`)") from None
+        raise CassetteDecodeError(
+            str(p), "no such cassette file (export one with `replay export RUN_ID`)"
+        ) from None
     except OSError as exc:
         raise CassetteDecodeError(str(p), f"cannot be read: {exc.strerror}") from None
     try:
         data = json.loads(raw)
     except RecursionError:
         raise CassetteDecodeError(
-            str(p), "nested too deeply to read (thousands of levels): agent-replay never writes such a file"
+            str(p),
+            "nested too deeply to read (thousands of levels): agent-replay never writes such a file",
         ) from None
     except ValueError as exc:
         raise CassetteDecodeError(str(p), f"not valid JSON: {exc}") from None
@@ -247,15 +261,19 @@ def load_cassette(path: str | os.PathLike[str]) -> Cassette:
     fmt = data.get("format")
     if fmt != CASSETTE_FORMAT:
         raise CassetteDecodeError(
-            str(p), f"format: expected {CASSETTE_FORMAT!r}, found {str(fmt)[:40]!r} (is this an agent-replay cassette?)"
+            str(p),
+            f"format: expected {CASSETTE_FORMAT!r}, found {str(fmt)[:40]!r} (is this an agent-replay cassette?)",
         )
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise CassetteDecodeError(str(p), f"version: expected an integer, found {str(version)[:40]!r}")
+        raise CassetteDecodeError(
+            str(p), f"version: expected an integer, found {str(version)[:40]!r}"
+        )
     if version < 1:
         raise CassetteDecodeError(
-            str(p), f"version: {version} is not a cassette format version (versions start at 1; "
-            f"this agent-replay writes {CASSETTE_VERSION}): re-export the run with `replay export RUN_ID`"
+            str(p),
+            f"version: {version} is not a cassette format version (versions start at 1; "
+            f"this agent-replay writes {CASSETTE_VERSION}): re-export the run with `replay export RUN_ID`",
         )
     if version > CASSETTE_VERSION:
         raise CassetteDecodeError(
@@ -270,7 +288,9 @@ def load_cassette(path: str | os.PathLike[str]) -> Cassette:
     except ValidationError as exc:
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise CassetteDecodeError(str(p), f"{_loc(tuple(first['loc']))}: {first['msg']}{more}") from None
+        raise CassetteDecodeError(
+            str(p), f"{_loc(tuple(first['loc']))}: {first['msg']}{more}"
+        ) from None
     check_integrity(cas, str(p))
     return cas
 
@@ -296,15 +316,20 @@ def check_integrity(cas: Cassette, where: str = "<cassette>") -> None:
     for i, e in enumerate(cas.events):
         if e.run_id != rid:
             raise CassetteDecodeError(
-                where, f"events[{i}].run_id: {e.run_id[:40]!r} is not the cassette's run {rid}: every event "
-                "of a cassette belongs to its run (the file was edited or assembled from two runs)"
+                where,
+                f"events[{i}].run_id: {e.run_id[:40]!r} is not the cassette's run {rid}: every event "
+                "of a cassette belongs to its run (the file was edited or assembled from two runs)",
             )
     for sha, snap in cas.snapshots.items():
         if not _SHA.fullmatch(sha):
             raise CassetteDecodeError(where, f"snapshots: key {sha[:40]!r} is not a 24-hex sha")
         if snap.truncated:
             body = snap.body
-            ok = isinstance(body, dict) and body.get(_TRUNCATED_TAG) is True and body.get("sha") == sha
+            ok = (
+                isinstance(body, dict)
+                and body.get(_TRUNCATED_TAG) is True
+                and body.get("sha") == sha
+            )
         else:
             try:
                 ok = sha_of_canonical(canonical_bytes(snap.body)) == sha
@@ -312,8 +337,9 @@ def check_integrity(cas: Cassette, where: str = "<cassette>") -> None:
                 ok = False
         if not ok:
             raise CassetteDecodeError(
-                where, f"snapshots[{sha}]: the body does not hash to its sha (the file was edited): "
-                "export the run again from its store"
+                where,
+                f"snapshots[{sha}]: the body does not hash to its sha (the file was edited): "
+                "export the run again from its store",
             )
 
 
@@ -341,7 +367,9 @@ def import_cassette(store: Any, path_or_cassette: str | os.PathLike[str] | Casse
         pass
     snaps = []
     for sha, snap in cas.snapshots.items():
-        body = ordered_bytes(snap.body)  # the tool's key order, as recorded (the sha is over the canonical form)
+        body = ordered_bytes(
+            snap.body
+        )  # the tool's key order, as recorded (the sha is over the canonical form)
         snaps.append((sha, body, snap.type, snap.truncated))
     run = cas.run.model_copy(update={"pinned": True, "http_sha": None})
     if cas.http:  # the HTTP interactions go back into one $http snapshot, referenced by http_sha

@@ -17,8 +17,17 @@ from typing import Any
 
 import click
 
-from replay._cli_util import BadInput, db_option, echo_json, fmt_ms, fmt_ts, json_option, open_store, table
-from replay.errors import CassetteDecodeError, CorruptRowWarning, EntrypointError, ReplayError
+from replay._cli_util import (
+    BadInput,
+    db_option,
+    echo_json,
+    fmt_ms,
+    fmt_ts,
+    json_option,
+    open_store,
+    table,
+)
+from replay.errors import CassetteDecodeError, CorruptRowWarning, ReplayError
 
 __all__ = ["cli"]
 
@@ -46,7 +55,9 @@ class _Group(click.Group):
                         "levels deep): it was not written by agent-replay; check the file"
                     ) from exc
                 except sqlite3.DatabaseError as exc:
-                    raise BadInput(f"the store could not be read: {exc}; check --db / REPLAY_DB") from exc
+                    raise BadInput(
+                        f"the store could not be read: {exc}; check --db / REPLAY_DB"
+                    ) from exc
                 except OSError as exc:
                     if exc.filename is None:  # not about a file the user named: a real failure
                         raise
@@ -87,10 +98,14 @@ def _since_ms(since: str | None) -> int | None:
     except InvalidDurationError as exc:
         raise BadInput(str(exc)) from exc
     except OverflowError:
-        raise BadInput(f"--since {since[:40]!r} is too large: give a window like 7d or 52w") from None
+        raise BadInput(
+            f"--since {since[:40]!r} is too large: give a window like 7d or 52w"
+        ) from None
     now = int(time.time() * 1000)
     if window > now:
-        raise BadInput(f"--since {since[:40]!r} reaches back before 1970: give a window like 7d or 52w")
+        raise BadInput(
+            f"--since {since[:40]!r} reaches back before 1970: give a window like 7d or 52w"
+        )
     return now - window
 
 
@@ -109,12 +124,24 @@ def _get_run(store: Any, run_id: str) -> Any:
 @click.option("--agent", default=None, help="Only runs of this agent.")
 @click.option("--stop-reason", default=None, help="Only runs that stopped for this reason.")
 @click.option("--since", default=None, help="Only runs started this long ago (90s, 10m, 24h, 7d).")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
-              help="At most this many runs, newest first.")
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="At most this many runs, newest first.",
+)
 @click.option("--replays", is_flag=True, help="Include replayed runs (replay_of set).")
 @json_option
-def runs(db: str, agent: str | None, stop_reason: str | None, since: str | None, limit: int,
-         replays: bool, as_json: bool) -> None:
+def runs(
+    db: str,
+    agent: str | None,
+    stop_reason: str | None,
+    since: str | None,
+    limit: int,
+    replays: bool,
+    as_json: bool,
+) -> None:
     """List recorded runs, newest first.
 
     Example:
@@ -123,27 +150,62 @@ def runs(db: str, agent: str | None, stop_reason: str | None, since: str | None,
     """
     store = open_store(db)
     try:
-        found = store.runs(agent=agent, stop_reason=stop_reason, since_ms=_since_ms(since), limit=limit,
-                           include_replays=replays)
+        found = store.runs(
+            agent=agent,
+            stop_reason=stop_reason,
+            since_ms=_since_ms(since),
+            limit=limit,
+            include_replays=replays,
+        )
         total = store.count_runs()
     finally:
         store.close()
     if as_json:
-        echo_json([{**r.model_dump(mode="json", exclude={"input", "output"}), "stop_inferred": r.stop_inferred}
-                   for r in found])
+        echo_json(
+            [
+                {
+                    **r.model_dump(mode="json", exclude={"input", "output"}),
+                    "stop_inferred": r.stop_inferred,
+                }
+                for r in found
+            ]
+        )
         return
     if not found:
         click.echo(f"no runs match in {db} ({total} runs in all)")
         return
     rows = []
     for r in found:
-        rows.append([
-            r.run_id, r.agent, fmt_ts(r.started_ms), _stop_text(r), str(r.tool_calls),
-            fmt_ms(r.latency_ms), str(r.usage.tokens_in + r.usage.tokens_out), f"${r.usage.cost_usd:.4f}",
-            "pinned" if r.pinned else "",
-        ])
-    click.echo(table(["run_id", "agent", "started (UTC)", "stop_reason", "tools", "latency", "tokens", "spend", ""],
-                     rows, right={4, 5, 6, 7}))
+        rows.append(
+            [
+                r.run_id,
+                r.agent,
+                fmt_ts(r.started_ms),
+                _stop_text(r),
+                str(r.tool_calls),
+                fmt_ms(r.latency_ms),
+                str(r.usage.tokens_in + r.usage.tokens_out),
+                f"${r.usage.cost_usd:.4f}",
+                "pinned" if r.pinned else "",
+            ]
+        )
+    click.echo(
+        table(
+            [
+                "run_id",
+                "agent",
+                "started (UTC)",
+                "stop_reason",
+                "tools",
+                "latency",
+                "tokens",
+                "spend",
+                "",
+            ],
+            rows,
+            right={4, 5, 6, 7},
+        )
+    )
 
 
 def _short(sha: str | None, full: bool) -> str:
@@ -175,10 +237,22 @@ def _none_last(item: tuple[int | None, int]) -> tuple[bool, int]:
 @db_option
 @click.option("--full", is_flag=True, help="Show whole 24-hex hashes.")
 @json_option
-@click.option("--outputs", is_flag=True, help="Each step's redacted output on one line, cut to the terminal width.")
-@click.option("--step", "step", type=int, default=None, metavar="N",
-              help="One step in full: args (when stored), output, error and message, HTTP interactions.")
-def show(run_id: str, db: str, full: bool, as_json: bool, outputs: bool = False, step: int | None = None) -> None:
+@click.option(
+    "--outputs",
+    is_flag=True,
+    help="Each step's redacted output on one line, cut to the terminal width.",
+)
+@click.option(
+    "--step",
+    "step",
+    type=int,
+    default=None,
+    metavar="N",
+    help="One step in full: args (when stored), output, error and message, HTTP interactions.",
+)
+def show(
+    run_id: str, db: str, full: bool, as_json: bool, outputs: bool = False, step: int | None = None
+) -> None:
     """The timeline of one run: what it called, with what, what came back, which versions, why it stopped.
 
     RUN_ID may be a unique prefix. --outputs lists what each step returned (redacted); --step N
@@ -202,16 +276,22 @@ def show(run_id: str, db: str, full: bool, as_json: bool, outputs: bool = False,
     finally:
         store.close()
     if as_json:
-        data: dict[str, Any] = {"run": run.model_dump(mode="json"), "events": [e.model_dump(mode="json") for e in events]}
+        data: dict[str, Any] = {
+            "run": run.model_dump(mode="json"),
+            "events": [e.model_dump(mode="json") for e in events],
+        }
         if http is not None:
-            data["http_attempts"] = [{"step_id": k, "attempts": v} for k, v in sorted(http.items(), key=_none_last)]
+            data["http_attempts"] = [
+                {"step_id": k, "attempts": v} for k, v in sorted(http.items(), key=_none_last)
+            ]
         echo_json(data)
         return
     steps = [e for e in events if e.kind in ("tool_result", "model_result")]
     versions = " ".join(f"{k}={v}" for k, v in sorted(run.versions.items())) or "(none recorded)"
     u = run.usage
     out = [
-        f"run {run.run_id}  agent {run.agent}" + (f"  (replay of {run.replay_of})" if run.replay_of else ""),
+        f"run {run.run_id}  agent {run.agent}"
+        + (f"  (replay of {run.replay_of})" if run.replay_of else ""),
         f"entrypoint  {run.entrypoint or '-'}",
         f"versions    {versions}",
         f"started     {fmt_ts(run.started_ms)} UTC  latency {fmt_ms(run.latency_ms)}",
@@ -232,12 +312,21 @@ def show(run_id: str, db: str, full: bool, as_json: bool, outputs: bool = False,
         if group is not None:
             indent += "│ " if group in opened else "┌ "
             opened.add(group)
-        rows.append([
-            str(e.step_id), "model" if e.kind == "model_result" else "tool", indent + (e.tool or "-"),
-            _short(e.args_sha, full), e.status or "-", e.error or "", str(e.duration_ms or 0),
-            _short(e.output_sha, full),
-        ])
-        if http is not None:  # HTTP requests made under this step (http=True runs): a retry storm shows here
+        rows.append(
+            [
+                str(e.step_id),
+                "model" if e.kind == "model_result" else "tool",
+                indent + (e.tool or "-"),
+                _short(e.args_sha, full),
+                e.status or "-",
+                e.error or "",
+                str(e.duration_ms or 0),
+                _short(e.output_sha, full),
+            ]
+        )
+        if (
+            http is not None
+        ):  # HTTP requests made under this step (http=True runs): a retry storm shows here
             rows[-1].append(f"×{http[e.step_id]}" if http.get(e.step_id) else "")
     header = ["step", "kind", "tool", "args_sha", "status", "error", "ms", "output_sha"]
     if rows:
@@ -247,11 +336,15 @@ def show(run_id: str, db: str, full: bool, as_json: bool, outputs: bool = False,
     if http is not None:
         outside = http.get(None, 0)
         total = sum(http.values())
-        out.append(f"http        {total} request{'' if total == 1 else 's'} recorded"
-                   + (f", {outside} outside tool steps" if outside else ""))
+        out.append(
+            f"http        {total} request{'' if total == 1 else 's'} recorded"
+            + (f", {outside} outside tool steps" if outside else "")
+        )
     if sizes:
         n = sum(1 for v in sizes.values() if v > 1)
-        out.append(f"concurrent  {n} group(s) of parallel calls (┌ │), each compared as a set by replay")
+        out.append(
+            f"concurrent  {n} group(s) of parallel calls (┌ │), each compared as a set by replay"
+        )
     repeats: dict[tuple[str | None, str | None], list[int]] = {}
     for e in steps:
         repeats.setdefault((e.tool, e.args_sha), []).append(e.step_id or 0)
@@ -259,7 +352,9 @@ def show(run_id: str, db: str, full: bool, as_json: bool, outputs: bool = False,
     if dup:
         out.append("")
         for (tool, sha), ids in dup:
-            out.append(f"repeated    {tool} with the same args {len(ids)}x (steps {', '.join(map(str, ids))})")
+            out.append(
+                f"repeated    {tool} with the same args {len(ids)}x (steps {', '.join(map(str, ids))})"
+            )
     if run.stop_inferred:
         where = f"process {run.pid} on {run.host or 'an unknown host'}"
         out += ["", f"stop        killed (inferred: no stop event, and {where} is gone)"]
@@ -281,13 +376,20 @@ def _refuse_expired(store: Any, run: Any, action: str, allow: bool) -> None:
     steps = store.expired_steps(run)
     if not steps:
         return
-    err = ExpiredSnapshotsError(run.run_id, steps, action=action,
-                                fix=f"Pass --allow-expired to {action} it without those outputs")
+    err = ExpiredSnapshotsError(
+        run.run_id,
+        steps,
+        action=action,
+        fix=f"Pass --allow-expired to {action} it without those outputs",
+    )
     if not allow:
         raise BadInput(str(err))
     ids = ", ".join(str(sid) for sid, _, _ in steps[:20]) + (", …" if len(steps) > 20 else "")
-    click.echo(f"Warning: run {run.run_id}: the outputs of step(s) {ids} expired and were pruned; "
-               f"{action} goes ahead without them (--allow-expired), so replaying it will be refused", err=True)
+    click.echo(
+        f"Warning: run {run.run_id}: the outputs of step(s) {ids} expired and were pruned; "
+        f"{action} goes ahead without them (--allow-expired), so replaying it will be refused",
+        err=True,
+    )
 
 
 # ---- retention ------------------------------------------------------------------------------
@@ -312,8 +414,14 @@ def prune(db: str, dry_run: bool, as_json: bool) -> None:
         res = store.prune(dry_run=dry_run)
     finally:
         store.close()
-    data = {"runs": res.runs, "events": res.events, "snapshots": res.snapshots, "dry_run": dry_run,
-            "batches": res.batches, "longest_lock_ms": res.longest_lock_ms}
+    data = {
+        "runs": res.runs,
+        "events": res.events,
+        "snapshots": res.snapshots,
+        "dry_run": dry_run,
+        "batches": res.batches,
+        "longest_lock_ms": res.longest_lock_ms,
+    }
     if as_json:
         echo_json(data)
         return
@@ -325,8 +433,11 @@ def prune(db: str, dry_run: bool, as_json: bool) -> None:
 @click.argument("run_id")
 @db_option
 @click.option("--unpin", is_flag=True, help="Let the run expire again.")
-@click.option("--allow-expired", is_flag=True,
-              help="Pin even when some steps' outputs already expired (the run cannot be replayed).")
+@click.option(
+    "--allow-expired",
+    is_flag=True,
+    help="Pin even when some steps' outputs already expired (the run cannot be replayed).",
+)
 def pin(run_id: str, db: str, unpin: bool, allow_expired: bool) -> None:
     """Keep a run (an incident) forever: prune never deletes it.
 
@@ -349,9 +460,12 @@ def pin(run_id: str, db: str, unpin: bool, allow_expired: bool) -> None:
 @click.argument("paths", nargs=-1, type=click.Path())
 @db_option
 @json_option
-@click.option("--deep/--no-deep", default=None,
-              help="Also run detect-secrets' provider plugins (slower; pip install 'agent-replay[scan]'). "
-                   "Default: on when detect-secrets is installed.")
+@click.option(
+    "--deep/--no-deep",
+    default=None,
+    help="Also run detect-secrets' provider plugins (slower; pip install 'agent-replay[scan]'). "
+    "Default: on when detect-secrets is installed.",
+)
 def scan(paths: tuple[str, ...], db: str, as_json: bool, deep: bool | None) -> None:
     """Look for anything the redaction rules would catch in stores and cassettes.
 
@@ -369,12 +483,16 @@ def scan(paths: tuple[str, ...], db: str, as_json: bool, deep: bool | None) -> N
 
     available = heavy_detector() is not None
     if deep and not available:
-        raise BadInput("--deep needs detect-secrets: pip install 'agent-replay[scan]' (or drop --deep)")
+        raise BadInput(
+            "--deep needs detect-secrets: pip install 'agent-replay[scan]' (or drop --deep)"
+        )
     heavy = available if deep is None else deep
 
     targets = list(paths) or [p for p in (db, "cassettes") if os.path.exists(p)]
     if not targets:
-        raise BadInput("nothing to scan: name a store or cassette files (replay scan cassettes/ replay.db)")
+        raise BadInput(
+            "nothing to scan: name a store or cassette files (replay scan cassettes/ replay.db)"
+        )
     files: list[Path] = []
     for t in targets:
         p = Path(t)
@@ -388,10 +506,16 @@ def scan(paths: tuple[str, ...], db: str, as_json: bool, deep: bool | None) -> N
             try:
                 with open(f, "rb") as fh:
                     is_sqlite = fh.read(16) == b"SQLite format 3\x00"
-                hits.extend(scan_sqlite(f, heavy=heavy) if is_sqlite else scan_json_file(f, heavy=heavy))
+                hits.extend(
+                    scan_sqlite(f, heavy=heavy) if is_sqlite else scan_json_file(f, heavy=heavy)
+                )
             except (OSError, ReplayError, ValueError, RecursionError, sqlite3.Error) as exc:
                 # "Could not read" is not "secrets found": name the file, go on, exit 2 at the end.
-                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+                why = (
+                    exc.strerror
+                    if isinstance(exc, OSError) and exc.strerror
+                    else type(exc).__name__
+                )
                 if isinstance(exc, ReplayError):
                     why = str(exc)
                 unreadable.append(f"{f}: could not read ({why})")
@@ -400,7 +524,9 @@ def scan(paths: tuple[str, ...], db: str, as_json: bool, deep: bool | None) -> N
     else:
         for h in hits:
             click.echo(f"{h.file}: {h.location}: {h.rule}")
-        click.echo(f"scanned {len(files) - len(unreadable)} file(s): {len(hits)} hit(s)", err=bool(hits))
+        click.echo(
+            f"scanned {len(files) - len(unreadable)} file(s): {len(hits)} hit(s)", err=bool(hits)
+        )
     for line in unreadable:
         click.echo(f"Error: {line}", err=True)
     if unreadable:
@@ -415,14 +541,31 @@ def scan(paths: tuple[str, ...], db: str, as_json: bool, deep: bool | None) -> N
 @cli.command()
 @click.argument("run_id")
 @db_option
-@click.option("-o", "--out", "out_dir", default="cassettes", show_default=True, type=click.Path(file_okay=False),
-              help="Folder to write <run_id>.json into.")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    default="cassettes",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder to write <run_id>.json into.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing cassette that differs.")
-@click.option("--test", "test_dir", default=None, type=click.Path(file_okay=False),
-              help="Also write a ready incident test into this folder.")
-@click.option("--allow-expired", is_flag=True,
-              help="Export (and pin) even when some steps' outputs expired: the cassette lacks them.")
-def export(run_id: str, db: str, out_dir: str, force: bool, test_dir: str | None, allow_expired: bool) -> None:
+@click.option(
+    "--test",
+    "test_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Also write a ready incident test into this folder.",
+)
+@click.option(
+    "--allow-expired",
+    is_flag=True,
+    help="Export (and pin) even when some steps' outputs expired: the cassette lacks them.",
+)
+def export(
+    run_id: str, db: str, out_dir: str, force: bool, test_dir: str | None, allow_expired: bool
+) -> None:
     """Write a run as a self-contained, redacted cassette (and pin it in the store).
 
     Example:
@@ -462,8 +605,14 @@ def export(run_id: str, db: str, out_dir: str, force: bool, test_dir: str | None
 @cli.command("import")
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @db_option
-@click.option("--format", "fmt", type=click.Choice(["cassette", "otlp"]), default="cassette", show_default=True,
-              help="cassette: agent-replay cassettes; otlp: OTLP JSON traces (OpenInference, OpenLLMetry, OTel GenAI).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["cassette", "otlp"]),
+    default="cassette",
+    show_default=True,
+    help="cassette: agent-replay cassettes; otlp: OTLP JSON traces (OpenInference, OpenLLMetry, OTel GenAI).",
+)
 def import_(files: tuple[str, ...], db: str, fmt: str) -> None:
     """Load cassettes (or OTLP JSON traces) into a store (importing one twice adds nothing).
 
@@ -544,28 +693,68 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
 @cli.command("run")
 @click.argument("sources", nargs=-1)
 @db_option
-@click.option("--agent", "agent_opt", default=None,
-              help="module:function to replay instead of the recorded entrypoint; "
-                   "with --last, a plain NAME filters by agent name.")
-@click.option("--replay-agent", "agent_refs", multiple=True, metavar="MODULE[:FN]",
-              help="A module whose @rec.agent functions replays may call (repeatable). A recording is "
-                   "data: its entrypoint is imported only when pyproject.toml's [tool.agent-replay] "
-                   "agents lists its module.")
-@click.option("--last", type=click.IntRange(min=1), default=None, help="Replay the N most recent recorded runs.")
-@click.option("--stop-reason", default=None, help="With --last: only runs that stopped for this reason.")
+@click.option(
+    "--agent",
+    "agent_opt",
+    default=None,
+    help="module:function to replay instead of the recorded entrypoint; "
+    "with --last, a plain NAME filters by agent name.",
+)
+@click.option(
+    "--replay-agent",
+    "agent_refs",
+    multiple=True,
+    metavar="MODULE[:FN]",
+    help="A module whose @rec.agent functions replays may call (repeatable). A recording is "
+    "data: its entrypoint is imported only when pyproject.toml's [tool.agent-replay] "
+    "agents lists its module.",
+)
+@click.option(
+    "--last",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replay the N most recent recorded runs.",
+)
+@click.option(
+    "--stop-reason", default=None, help="With --last: only runs that stopped for this reason."
+)
 @click.option("--ignore", multiple=True, help="tool:NAME, field:NAME or output:PATH (repeatable).")
-@click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False),
-              help="Write a report: .json, .md or .xml (JUnit) by suffix.")
-@click.option("--record-to", default=None, type=click.Path(dir_okay=False),
-              help="Keep the replayed runs in this store (replay_of set) for `replay show`.")
-@click.option("--clock", type=click.Choice(["recorded", "real"]), default="recorded", show_default=True,
-              help="The agent's wall clock: the recorded run's time, or the real one.")
+@click.option(
+    "--report",
+    "report_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write a report: .json, .md or .xml (JUnit) by suffix.",
+)
+@click.option(
+    "--record-to",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Keep the replayed runs in this store (replay_of set) for `replay show`.",
+)
+@click.option(
+    "--clock",
+    type=click.Choice(["recorded", "real"]),
+    default="recorded",
+    show_default=True,
+    help="The agent's wall clock: the recorded run's time, or the real one.",
+)
 @json_option
 @click.option("--markdown", is_flag=True, help="Print Markdown (for a CI comment).")
-def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, agent_refs: tuple[str, ...], last: int | None,
-            stop_reason: str | None,
-            ignore: tuple[str, ...], report_path: str | None, record_to: str | None, clock: str, as_json: bool,
-            markdown: bool) -> None:
+def run_cmd(
+    sources: tuple[str, ...],
+    db: str,
+    agent_opt: str | None,
+    agent_refs: tuple[str, ...],
+    last: int | None,
+    stop_reason: str | None,
+    ignore: tuple[str, ...],
+    report_path: str | None,
+    record_to: str | None,
+    clock: str,
+    as_json: bool,
+    markdown: bool,
+) -> None:
     """Replay recorded runs against the code checked out now. Exit 1 if one diverges, 2 on error.
 
     SOURCES are run ids (or unique prefixes) and cassette files. --last N replays the N most
@@ -588,7 +777,9 @@ def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, agent_refs
     if stop_reason and last is None:
         raise BadInput("--stop-reason filters --last: add --last N")
     if record_to and os.path.abspath(record_to) == os.path.abspath(db):
-        raise BadInput(f"--record-to {record_to} is the store being replayed: name another file (e.g. replays.db)")
+        raise BadInput(
+            f"--record-to {record_to} is the store being replayed: name another file (e.g. replays.db)"
+        )
     try:
         rules = IgnoreRules.parse(list(ignore))
     except ValueError as exc:
@@ -600,13 +791,17 @@ def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, agent_refs
     entry = agent_opt if agent_opt and ":" in agent_opt else None
     agent_name = agent_opt if agent_opt and ":" not in agent_opt else None
     if agent_name and last is None:
-        raise BadInput(f"--agent {agent_name!r} is not module:function; a plain agent name filters --last N")
+        raise BadInput(
+            f"--agent {agent_name!r} is not module:function; a plain agent name filters --last N"
+        )
     targets = list(sources)
     if last is not None:
         store = open_store(db)
         try:
             if agent_name and agent_name not in store.agents():
-                raise BadInput(f"no agent {agent_name!r} in {db}; agents: {', '.join(store.agents()) or '(none)'}")
+                raise BadInput(
+                    f"no agent {agent_name!r} in {db}; agents: {', '.join(store.agents()) or '(none)'}"
+                )
             recent = store.runs(agent=agent_name, stop_reason=stop_reason, limit=last)
         finally:
             store.close()
@@ -615,13 +810,30 @@ def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, agent_refs
         targets += [r.run_id for r in recent]
     outcomes: list[Outcome] = []
     show_progress = len(targets) > 1 and not as_json
-    with click.progressbar(targets, label="replaying", file=sys.stderr, show_pos=True) if show_progress else _nullbar(targets) as bar:
+    with (
+        click.progressbar(targets, label="replaying", file=sys.stderr, show_pos=True)
+        if show_progress
+        else _nullbar(targets) as bar
+    ):
         for src in bar:
             t0 = time.perf_counter()
             try:
-                res = replay_run(src, agent=entry, db=db, ignore=rules, record_to=record_to, clock=clock,
-                                 agents=list(agent_refs), project=os.getcwd())
-                o = Outcome(src, res.recorded.run_id, "matched" if res.diff.is_empty else "diverged", res.diff)
+                res = replay_run(
+                    src,
+                    agent=entry,
+                    db=db,
+                    ignore=rules,
+                    record_to=record_to,
+                    clock=clock,
+                    agents=list(agent_refs),
+                    project=os.getcwd(),
+                )
+                o = Outcome(
+                    src,
+                    res.recorded.run_id,
+                    "matched" if res.diff.is_empty else "diverged",
+                    res.diff,
+                )
             except (ReplayError, ValueError, ImportError) as exc:
                 o = Outcome(src, None, "error", error=str(exc))
             o.seconds = time.perf_counter() - t0
@@ -640,9 +852,11 @@ def run_cmd(sources: tuple[str, ...], db: str, agent_opt: str | None, agent_refs
         if record_to:
             click.echo(f"replayed runs kept in {record_to}: replay runs --replays --db {record_to}")
         n = len(outcomes)
-        click.echo(f"{n} run(s) replayed: {sum(o.status == 'matched' for o in outcomes)} matched, "
-                   f"{sum(o.status == 'diverged' for o in outcomes)} diverged, "
-                   f"{sum(o.status == 'error' for o in outcomes)} errors")
+        click.echo(
+            f"{n} run(s) replayed: {sum(o.status == 'matched' for o in outcomes)} matched, "
+            f"{sum(o.status == 'diverged' for o in outcomes)} diverged, "
+            f"{sum(o.status == 'error' for o in outcomes)} errors"
+        )
     if len(outcomes) == 1 and outcomes[0].status == "error":
         click.echo(f"Error: {outcomes[0].error}", err=True)
     if any(o.status == "error" for o in outcomes):

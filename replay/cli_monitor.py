@@ -28,10 +28,14 @@ def _duration(text: str, option: str) -> int:
     except InvalidDurationError as exc:
         raise BadInput(str(exc)) from exc
     except OverflowError:
-        raise BadInput(f"{option} {text[:40]!r} is too large: give a window like 7d or 52w") from None
+        raise BadInput(
+            f"{option} {text[:40]!r} is too large: give a window like 7d or 52w"
+        ) from None
     if ms > _now_ms():  # further back than 1970: no run can be there, and SQLite cannot bind it
-        raise BadInput(f"{option} {text[:40]!r} reaches back before 1970: give a window like 7d or 52w"
-                       + (", or 'all'" if option == "--since" else ""))
+        raise BadInput(
+            f"{option} {text[:40]!r} reaches back before 1970: give a window like 7d or 52w"
+            + (", or 'all'" if option == "--since" else "")
+        )
     return ms
 
 
@@ -60,12 +64,28 @@ agent_option = click.option("--agent", default=None, help="Only the runs of this
 
 @click.command()
 @db_option
-@click.option("--since", default="7d", show_default=True, help="Window: runs started this long ago, or 'all'.")
+@click.option(
+    "--since", default="7d", show_default=True, help="Window: runs started this long ago, or 'all'."
+)
 @agent_option
-@click.option("--by", type=click.Choice(["hour", "day"]), default=None, help="Also one row per hour or day.")
+@click.option(
+    "--by", type=click.Choice(["hour", "day"]), default=None, help="Also one row per hour or day."
+)
 @json_option
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Write an HTML dashboard (three drift charts), linking to run pages written next to it.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Write the charts as PNG (needs matplotlib).")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write an HTML dashboard (three drift charts), linking to run pages written next to it.",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the charts as PNG (needs matplotlib).",
+)
 def stats(
     db: str,
     since: str,
@@ -99,7 +119,9 @@ def stats(
     else:
         window = _duration(since, "--since")
         since_ms, label = _now_ms() - window, f"in the last {format_duration(window)}"
-    chart_by = by or ("hour" if since_ms is not None and _now_ms() - since_ms <= 2 * 86_400_000 else "day")
+    chart_by = by or (
+        "hour" if since_ms is not None and _now_ms() - since_ms <= 2 * 86_400_000 else "day"
+    )
     store = open_store(db)
     try:
         report = stats_for_store(
@@ -121,8 +143,14 @@ def stats(
         subtitle = f"{report.stats.runs} runs {label}, {who}; store {db}"
         if html_path:
             links = _write_run_pages(db, html_path, since_ms, agent)
-            dashboard.write_html(html_path, report.buckets, by=chart_by, subtitle=subtitle, overall=report.stats,
-                                 runs=links)
+            dashboard.write_html(
+                html_path,
+                report.buckets,
+                by=chart_by,
+                subtitle=subtitle,
+                overall=report.stats,
+                runs=links,
+            )
             written.append(html_path)
         if plot_path:
             dashboard.write_png(plot_path, report.buckets, by=chart_by)
@@ -150,7 +178,9 @@ def stats(
         click.echo(f"\nwrote {path}")
 
 
-def _write_run_pages(db: str, html_path: str, since_ms: int | None, agent: str | None, n: int = 10) -> list[Any]:
+def _write_run_pages(
+    db: str, html_path: str, since_ms: int | None, agent: str | None, n: int = 10
+) -> list[Any]:
     """Write the run pages the dashboard links to (the runs with the most tool calls, the slowest).
 
     They go to ``<dashboard stem>-runs/RUN_ID.html`` next to the dashboard; returns its `RunLink` rows.
@@ -171,24 +201,42 @@ def _write_run_pages(db: str, html_path: str, since_ms: int | None, agent: str |
         return (r.ended_ms - r.started_ms) if r.ended_ms is not None else -1
 
     picked: dict[str, Any] = {}
-    for r in sorted(runs, key=lambda r: (-r.tool_calls, -r.started_ms))[:n] + sorted(runs, key=lambda r: -latency(r))[:n]:
+    for r in (
+        sorted(runs, key=lambda r: (-r.tool_calls, -r.started_ms))[:n]
+        + sorted(runs, key=lambda r: -latency(r))[:n]
+    ):
         picked.setdefault(r.run_id, r)
     html = Path(html_path)
     folder = html.parent / f"{html.stem}-runs"
     if not html.parent.is_dir():
-        raise BadInput(f"--html {html_path}: No such file or directory: its folder {html.parent} does not exist; "
-                       "create it or write the dashboard elsewhere")
+        raise BadInput(
+            f"--html {html_path}: No such file or directory: its folder {html.parent} does not exist; "
+            "create it or write the dashboard elsewhere"
+        )
     if folder.is_symlink():
-        raise BadInput(f"--html {html_path}: {folder} is a symbolic link; remove it (run pages are never "
-                       "written through a symlink)")
+        raise BadInput(
+            f"--html {html_path}: {folder} is a symbolic link; remove it (run pages are never "
+            "written through a symlink)"
+        )
     folder.mkdir(mode=0o700, exist_ok=True)
     links = []
     for r in sorted(picked.values(), key=lambda r: (-r.tool_calls, -latency(r))):
         rec = load_recording(r.run_id, db=db)
-        write_run_page(folder / f"{r.run_id}.html",
-                       render_run_page(rec.run, rec.events, rec.snapshots, generated_ms=_now_ms()))
-        links.append(RunLink(r.run_id, r.agent, r.started_ms, r.tool_calls,
-                             None if r.ended_ms is None else latency(r), r.stop_reason, f"{folder.name}/{r.run_id}.html"))
+        write_run_page(
+            folder / f"{r.run_id}.html",
+            render_run_page(rec.run, rec.events, rec.snapshots, generated_ms=_now_ms()),
+        )
+        links.append(
+            RunLink(
+                r.run_id,
+                r.agent,
+                r.started_ms,
+                r.tool_calls,
+                None if r.ended_ms is None else latency(r),
+                r.stop_reason,
+                f"{folder.name}/{r.run_id}.html",
+            )
+        )
     return links
 
 
@@ -198,21 +246,99 @@ def _write_run_pages(db: str, html_path: str, since_ms: int | None, agent: str |
 
 @click.command()
 @db_option
-@click.option("--window", default="10m", show_default=True, help="The current window: the most recent span.")
-@click.option("--baseline", default="7d", show_default=True, help="The baseline: the span just before the window.")
+@click.option(
+    "--window", default="10m", show_default=True, help="The current window: the most recent span."
+)
+@click.option(
+    "--baseline",
+    default="7d",
+    show_default=True,
+    help="The baseline: the span just before the window.",
+)
 @agent_option
 @json_option
-@click.option("--min-runs", type=click.IntRange(min=1), default=20, show_default=True, help="Runs each window needs before any rule is judged.")
-@click.option("--tool-calls-ratio", type=float, default=2.0, show_default=True, help="tool_calls_p95 fires at this many times the baseline p95.")
-@click.option("--spend-ratio", type=float, default=2.0, show_default=True, help="spend_per_run fires at this many times the baseline average.")
-@click.option("--latency-ratio", type=float, default=2.0, show_default=True, help="latency_p95 fires at this many times the baseline p95.")
-@click.option("--loop-increase", default="0.02", show_default=True, help="loop_detected fires above the baseline share plus this (0.02 or 2%).")
-@click.option("--timeout-ratio", type=float, default=2.0, show_default=True, help="tool_timeout fires at this many times the baseline share ...")
-@click.option("--timeout-increase", default="0.02", show_default=True, help="... and at least this much above it (0.02 or 2%).")
-@click.option("--retry-baseline-max", default="0.05", show_default=True, help="retries: 429/5xx share of tool calls counts as rare below this ...")
-@click.option("--retry-current-min", default="0.25", show_default=True, help="... and as constant at or above this.")
-@click.option("--worst", type=click.IntRange(min=0), default=5, show_default=True, help="Run ids listed per firing rule.")
-@click.option("--disable", "disabled", multiple=True, type=click.Choice(["tool_calls_p95", "spend_per_run", "latency_p95", "loop_detected", "tool_timeout", "retries"]), help="Do not judge this rule (repeatable).")
+@click.option(
+    "--min-runs",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Runs each window needs before any rule is judged.",
+)
+@click.option(
+    "--tool-calls-ratio",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="tool_calls_p95 fires at this many times the baseline p95.",
+)
+@click.option(
+    "--spend-ratio",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="spend_per_run fires at this many times the baseline average.",
+)
+@click.option(
+    "--latency-ratio",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="latency_p95 fires at this many times the baseline p95.",
+)
+@click.option(
+    "--loop-increase",
+    default="0.02",
+    show_default=True,
+    help="loop_detected fires above the baseline share plus this (0.02 or 2%).",
+)
+@click.option(
+    "--timeout-ratio",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="tool_timeout fires at this many times the baseline share ...",
+)
+@click.option(
+    "--timeout-increase",
+    default="0.02",
+    show_default=True,
+    help="... and at least this much above it (0.02 or 2%).",
+)
+@click.option(
+    "--retry-baseline-max",
+    default="0.05",
+    show_default=True,
+    help="retries: 429/5xx share of tool calls counts as rare below this ...",
+)
+@click.option(
+    "--retry-current-min",
+    default="0.25",
+    show_default=True,
+    help="... and as constant at or above this.",
+)
+@click.option(
+    "--worst",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Run ids listed per firing rule.",
+)
+@click.option(
+    "--disable",
+    "disabled",
+    multiple=True,
+    type=click.Choice(
+        [
+            "tool_calls_p95",
+            "spend_per_run",
+            "latency_p95",
+            "loop_detected",
+            "tool_timeout",
+            "retries",
+        ]
+    ),
+    help="Do not judge this rule (repeatable).",
+)
 def alerts(
     db: str,
     window: str,
@@ -245,8 +371,12 @@ def alerts(
 
     window_ms = _duration(window, "--window")
     baseline_ms = _duration(baseline, "--baseline")
-    for name, v in (("--tool-calls-ratio", tool_calls_ratio), ("--spend-ratio", spend_ratio),
-                    ("--latency-ratio", latency_ratio), ("--timeout-ratio", timeout_ratio)):
+    for name, v in (
+        ("--tool-calls-ratio", tool_calls_ratio),
+        ("--spend-ratio", spend_ratio),
+        ("--latency-ratio", latency_ratio),
+        ("--timeout-ratio", timeout_ratio),
+    ):
         if not v > 0:
             raise BadInput(f"{name} must be > 0 (e.g. 2 for 2x the baseline), got {v}")
     off = set(disabled)
@@ -255,16 +385,22 @@ def alerts(
         tool_calls_p95_ratio=None if "tool_calls_p95" in off else tool_calls_ratio,
         spend_ratio=None if "spend_per_run" in off else spend_ratio,
         latency_p95_ratio=None if "latency_p95" in off else latency_ratio,
-        loop_detected_min_increase=None if "loop_detected" in off else _share(loop_increase, "--loop-increase"),
+        loop_detected_min_increase=None
+        if "loop_detected" in off
+        else _share(loop_increase, "--loop-increase"),
         tool_timeout_ratio=None if "tool_timeout" in off else timeout_ratio,
         tool_timeout_min_increase=_share(timeout_increase, "--timeout-increase"),
-        retry_baseline_max=None if "retries" in off else _share(retry_baseline_max, "--retry-baseline-max"),
+        retry_baseline_max=None
+        if "retries" in off
+        else _share(retry_baseline_max, "--retry-baseline-max"),
         retry_current_min=_share(retry_current_min, "--retry-current-min"),
         worst_runs=worst,
     )
     store = open_store(db)
     try:
-        report = alerts_for_store(store, window_ms=window_ms, baseline_ms=baseline_ms, agent=agent, rules=rules)
+        report = alerts_for_store(
+            store, window_ms=window_ms, baseline_ms=baseline_ms, agent=agent, rules=rules
+        )
     except UnknownAgentError as exc:
         raise BadInput(str(exc)) from exc
 
@@ -293,15 +429,41 @@ def alerts(
 
 @click.command()
 @db_option
-@click.option("--port", type=click.IntRange(0, 65535), default=9464, show_default=True, help="Port to serve /metrics on (0: any free port).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes it to the network.")
-@click.option("--since", default="all", show_default=True,
-              help="Start the counters from the runs started this long ago (90s, 10m, 24h, 7d) instead of "
-                   "every run in the store; with a window, a restart looks like a counter reset to Prometheus.")
-@click.option("--interval", default="15s", show_default=True, help="How often to count new runs from the store.")
-@click.option("--once", is_flag=True, help="Print the metrics once (Prometheus text format, or JSON with --json) and exit.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=9464,
+    show_default=True,
+    help="Port to serve /metrics on (0: any free port).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; 0.0.0.0 exposes it to the network.",
+)
+@click.option(
+    "--since",
+    default="all",
+    show_default=True,
+    help="Start the counters from the runs started this long ago (90s, 10m, 24h, 7d) instead of "
+    "every run in the store; with a window, a restart looks like a counter reset to Prometheus.",
+)
+@click.option(
+    "--interval",
+    default="15s",
+    show_default=True,
+    help="How often to count new runs from the store.",
+)
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Print the metrics once (Prometheus text format, or JSON with --json) and exit.",
+)
 @json_option
-def metrics(db: str, port: int, host: str, since: str, interval: str, once: bool, as_json: bool) -> None:
+def metrics(
+    db: str, port: int, host: str, since: str, interval: str, once: bool, as_json: bool
+) -> None:
     """Serve Prometheus metrics of the runs in the store on http://HOST:PORT/metrics.
 
     agent_tool_calls, agent_run_latency_seconds and agent_run_latency_ms histograms,
@@ -333,16 +495,29 @@ def metrics(db: str, port: int, host: str, since: str, interval: str, once: bool
             bound_host, bound_port = server.server_address[:2]
             url = f"http://{bound_host}:{bound_port}/metrics"
             if as_json:
-                click.echo(json.dumps({"url": url, "host": bound_host, "port": bound_port, "db": db}))
+                click.echo(
+                    json.dumps({"url": url, "host": bound_host, "port": bound_port, "db": db})
+                )
             else:
-                click.echo(f"serving {url} from {db}, counting new runs every {interval}; Ctrl-C to stop")
+                click.echo(
+                    f"serving {url} from {db}, counting new runs every {interval}; Ctrl-C to stop"
+                )
             sys.stdout.flush()
 
         try:
-            serve_store(store, port=port, host=host, since_ms=since_ms, interval_s=interval_s,
-                        stop=threading.Event(), on_ready=ready)
+            serve_store(
+                store,
+                port=port,
+                host=host,
+                since_ms=since_ms,
+                interval_s=interval_s,
+                stop=threading.Event(),
+                on_ready=ready,
+            )
         except OSError as exc:
-            raise BadInput(f"cannot serve on {host}:{port}: {exc.strerror or exc}; pick another --port") from exc
+            raise BadInput(
+                f"cannot serve on {host}:{port}: {exc.strerror or exc}; pick another --port"
+            ) from exc
         except KeyboardInterrupt:
             click.echo("stopped")
     except MetricsDependencyError as exc:

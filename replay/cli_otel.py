@@ -60,7 +60,9 @@ def _headers(items: tuple[str, ...]) -> dict[str, str]:
     for i, item in enumerate(items, 1):
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise BadInput(f"--header number {i} is not NAME=VALUE (e.g. --header 'Authorization=Basic ...')")
+            raise BadInput(
+                f"--header number {i} is not NAME=VALUE (e.g. --header 'Authorization=Basic ...')"
+            )
         out[name.strip()] = value.strip()
     return out
 
@@ -68,19 +70,50 @@ def _headers(items: tuple[str, ...]) -> dict[str, str]:
 @click.command("otel-export")
 @click.argument("run_ids", nargs=-1)
 @db_option
-@click.option("--since", default=None, help="Every finished run started this long ago (90s, 10m, 24h, 7d).")
+@click.option(
+    "--since", default=None, help="Every finished run started this long ago (90s, 10m, 24h, 7d)."
+)
 @click.option("--agent", default=None, help="With --since: only the runs of this agent.")
-@click.option("--endpoint", default=None, envvar="REPLAY_OTLP_ENDPOINT",
-              help="OTLP/HTTP base URL (http://localhost:4318) or its /v1/traces URL; "
-                   "default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / $OTEL_EXPORTER_OTLP_ENDPOINT.")
-@click.option("--header", "headers", multiple=True, metavar="NAME=VALUE",
-              help="A request header (repeatable); $OTEL_EXPORTER_OTLP_HEADERS also applies.")
-@click.option("--content", is_flag=True, help="Also send the stored, redacted inputs, outputs and tool results.")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds per request, retries included.")
-@click.option("--file", "out_file", default=None, type=click.Path(dir_okay=False),
-              help="Write the spans as an OTLP JSON file (0600) instead of sending them.")
-def otel_export(run_ids: tuple[str, ...], db: str, since: str | None, agent: str | None, endpoint: str | None,
-                headers: tuple[str, ...], content: bool, timeout: float, out_file: str | None) -> None:
+@click.option(
+    "--endpoint",
+    default=None,
+    envvar="REPLAY_OTLP_ENDPOINT",
+    help="OTLP/HTTP base URL (http://localhost:4318) or its /v1/traces URL; "
+    "default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / $OTEL_EXPORTER_OTLP_ENDPOINT.",
+)
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A request header (repeatable); $OTEL_EXPORTER_OTLP_HEADERS also applies.",
+)
+@click.option(
+    "--content",
+    is_flag=True,
+    help="Also send the stored, redacted inputs, outputs and tool results.",
+)
+@click.option(
+    "--timeout", default=10.0, show_default=True, help="Seconds per request, retries included."
+)
+@click.option(
+    "--file",
+    "out_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write the spans as an OTLP JSON file (0600) instead of sending them.",
+)
+def otel_export(
+    run_ids: tuple[str, ...],
+    db: str,
+    since: str | None,
+    agent: str | None,
+    endpoint: str | None,
+    headers: tuple[str, ...],
+    content: bool,
+    timeout: float,
+    out_file: str | None,
+) -> None:
     """Send stored runs to an OpenTelemetry collector as GenAI spans (OTLP/HTTP).
 
     Each run is an invoke_agent span with its tool and model steps as execute_tool and chat
@@ -98,7 +131,9 @@ def otel_export(run_ids: tuple[str, ...], db: str, since: str | None, agent: str
     if agent and not since:
         raise BadInput("--agent filters --since: give --since DURATION too")
     if out_file and (endpoint or headers):
-        raise BadInput("--file writes the spans to a file instead of sending them: drop --endpoint/--header")
+        raise BadInput(
+            "--file writes the spans to a file instead of sending them: drop --endpoint/--header"
+        )
     from replay.otel import OtelDependencyError, OtelExporter
 
     since_ms = None
@@ -116,8 +151,16 @@ def otel_export(run_ids: tuple[str, ...], db: str, since: str | None, agent: str
             from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
             memory = InMemorySpanExporter()
-        exporter = OtelExporter(endpoint, headers=hdrs or None, timeout=timeout, batch=False, metrics=False,
-                                include_content=content, warn=False, span_exporter=memory)
+        exporter = OtelExporter(
+            endpoint,
+            headers=hdrs or None,
+            timeout=timeout,
+            batch=False,
+            metrics=False,
+            include_content=content,
+            warn=False,
+            span_exporter=memory,
+        )
     except (OtelDependencyError, ImportError) as exc:
         raise BadInput(str(OtelDependencyError())) from exc
     store = open_store(db)
@@ -139,7 +182,9 @@ def otel_export(run_ids: tuple[str, ...], db: str, since: str | None, agent: str
         from replay.otel import otlp_json
 
         try:
-            atomic_write(out_file, json.dumps(otlp_json(memory.get_finished_spans()), indent=1) + "\n")
+            atomic_write(
+                out_file, json.dumps(otlp_json(memory.get_finished_spans()), indent=1) + "\n"
+            )
         except OSError as exc:
             raise BadInput(f"cannot write {out_file}: {exc.strerror}") from exc
         click.echo(f"wrote {n} run(s) ({exporter.sent} spans) to {out_file}")
@@ -148,7 +193,8 @@ def otel_export(run_ids: tuple[str, ...], db: str, since: str | None, agent: str
     if exporter.failed:
         click.echo(
             f"sent {n} run(s) to {where}: {exporter.failed} of {exporter.sent} span(s) were not accepted "
-            "(is the collector up? run the same command again: span ids are stable)", err=True
+            "(is the collector up? run the same command again: span ids are stable)",
+            err=True,
         )
         raise SystemExit(1)
     click.echo(f"sent {n} run(s) ({exporter.sent} spans) to {where}")

@@ -97,24 +97,40 @@ def _interaction_line(i: dict[str, Any], n: int, total: int) -> str:
     req, resp = i.get("request") or {}, i.get("response") or {}
     status = resp.get("status")
     code = status.get("code") if isinstance(status, dict) else status
-    return _clean(f"attempt {n}/{total}  {req.get('method', '?')} {req.get('uri', '?')} -> "
-                  f"{code if code is not None else '?'}")
+    return _clean(
+        f"attempt {n}/{total}  {req.get('method', '?')} {req.get('uri', '?')} -> "
+        f"{code if code is not None else '?'}"
+    )
 
 
 def show_detail(run_id: str, db: str, *, outputs: bool, step: int | None, as_json: bool) -> None:
     """Print every step's redacted output on one line (`outputs`) or one step in full (`step`)."""
     if outputs and step is not None:
-        raise BadInput("--outputs and --step exclude each other: list every step's output, or show one step")
+        raise BadInput(
+            "--outputs and --step exclude each other: list every step's output, or show one step"
+        )
     rec, args = _load(run_id, db)
     steps = _steps(rec)
     if outputs:
         if as_json:
-            echo_json({"run_id": rec.run.run_id, "steps": [_step_json(rec, e, args) for e in steps]})
+            echo_json(
+                {"run_id": rec.run.run_id, "steps": [_step_json(rec, e, args) for e in steps]}
+            )
             return
         width = shutil.get_terminal_size((100, 24)).columns
-        click.echo(f"run {rec.run.run_id}  agent {_clean(rec.run.agent)}  ({len(steps)} steps; redacted outputs)")
-        tw = min(max((len(_clean(e.tool or "-")) + (2 if e.parent_step_id is not None else 0) for e in steps),
-                     default=4), 24)
+        click.echo(
+            f"run {rec.run.run_id}  agent {_clean(rec.run.agent)}  ({len(steps)} steps; redacted outputs)"
+        )
+        tw = min(
+            max(
+                (
+                    len(_clean(e.tool or "-")) + (2 if e.parent_step_id is not None else 0)
+                    for e in steps
+                ),
+                default=4,
+            ),
+            24,
+        )
         for e in steps:
             out = _output(rec, e)
             if e.status == "error" and isinstance(out, dict) and "message" in out:
@@ -132,7 +148,9 @@ def show_detail(run_id: str, db: str, *, outputs: bool, step: int | None, as_jso
     if not found:
         ids = [e.step_id for e in steps if e.step_id is not None]
         have = f"steps {min(ids)} to {max(ids)}" if ids else "no steps"
-        raise BadInput(f"--step {step}: run {rec.run.run_id} has {have}; see `replay show {rec.run.run_id}`")
+        raise BadInput(
+            f"--step {step}: run {rec.run.run_id} has {have}; see `replay show {rec.run.run_id}`"
+        )
     e = found[0]
     d = _step_json(rec, e, args)
     mine, total = _http_of(rec, e.step_id)
@@ -148,16 +166,26 @@ def show_detail(run_id: str, db: str, *, outputs: bool, step: int | None, as_jso
         echo_json({"run_id": rec.run.run_id, "step": d})
         return
     lines = [
-        f"run {rec.run.run_id}  step {e.step_id}" + (f" (inside step {e.parent_step_id})" if e.parent_step_id else ""),
+        f"run {rec.run.run_id}  step {e.step_id}"
+        + (f" (inside step {e.parent_step_id})" if e.parent_step_id else ""),
         f"{d['kind']:<10}  {_clean(e.tool or '-')}",
         f"status      {e.status or '-'}   {e.duration_ms or 0} ms",
         f"args_sha    {e.args_sha or '-'}",
     ]
     if "args" in d:
-        lines += ["args (redacted):", *("  " + _clean(ln) for ln in json.dumps(d["args"], indent=2, ensure_ascii=False,
-                                                                                sort_keys=True, default=str).splitlines())]
+        lines += [
+            "args (redacted):",
+            *(
+                "  " + _clean(ln)
+                for ln in json.dumps(
+                    d["args"], indent=2, ensure_ascii=False, sort_keys=True, default=str
+                ).splitlines()
+            ),
+        ]
     else:
-        lines.append("args        (only the hash is stored: record with store_args='redacted' to keep them)")
+        lines.append(
+            "args        (only the hash is stored: record with store_args='redacted' to keep them)"
+        )
     out = d["output"]
     if e.status == "error":
         body = out if isinstance(out, dict) else {}
@@ -166,15 +194,24 @@ def show_detail(run_id: str, db: str, *, outputs: bool, step: int | None, as_jso
     elif not d["output_stored"]:
         lines.append("output      (not stored)")
     else:
-        lines += ["output (redacted):", *("  " + _clean(ln) for ln in json.dumps(out, indent=2, ensure_ascii=False,
-                                                                                  sort_keys=True, default=str).splitlines())]
+        lines += [
+            "output (redacted):",
+            *(
+                "  " + _clean(ln)
+                for ln in json.dumps(
+                    out, indent=2, ensure_ascii=False, sort_keys=True, default=str
+                ).splitlines()
+            ),
+        ]
     if children:
         lines.append(f"calls       steps {', '.join(map(str, children))} ran inside it")
     if mine:
         lines.append(f"http        {len(mine)} request(s) made under this step (redacted):")
         lines += ["  " + _interaction_line(i, n, len(mine)) for n, i in enumerate(mine, 1)]
     elif total and not all(isinstance(i, dict) and "step_id" in i for i in rec.http):
-        lines.append(f"http        the run recorded {total} HTTP interaction(s), not attributed to steps")
+        lines.append(
+            f"http        the run recorded {total} HTTP interaction(s), not attributed to steps"
+        )
     elif total:
         lines.append(f"http        none under this step ({total} in the run)")
     click.echo("\n".join(lines))

@@ -17,7 +17,9 @@ from replay.errors import ReplayError
 __all__ = ["build_page", "view"]
 
 
-def build_page(source: str, db: str, against: str | None = None, agent_refs: tuple[str, ...] = ()) -> tuple[str, str]:
+def build_page(
+    source: str, db: str, against: str | None = None, agent_refs: tuple[str, ...] = ()
+) -> tuple[str, str]:
     """(run id, HTML) of the run page of `source` (a run id, a unique prefix or a cassette).
 
     `against` is another run id or cassette, or ``"replay"`` to replay the run now.
@@ -42,7 +44,12 @@ def build_page(source: str, db: str, against: str | None = None, agent_refs: tup
             res = replay_run(rec, db=db, agents=list(agent_refs), project=os.getcwd())
         except (ReplayError, ValueError, ImportError) as exc:
             raise BadInput(f"--against replay: {exc}") from exc
-        other = (res.replayed, res.replayed_events or res.steps, res.replayed_snapshots, "replay (now)")
+        other = (
+            res.replayed,
+            res.replayed_events or res.steps,
+            res.replayed_snapshots,
+            "replay (now)",
+        )
         diff = res.diff
     elif against is not None:
         try:
@@ -53,8 +60,15 @@ def build_page(source: str, db: str, against: str | None = None, agent_refs: tup
         diff = diff_traces(rec.trace(), orec.trace())
     elif agent_refs:
         raise BadInput("--replay-agent names the agent for --against replay: add --against replay")
-    html = render_run_page(rec.run, rec.events, rec.snapshots, other=other, diff=diff,
-                           generated_ms=int(time.time() * 1000), http=rec.http)
+    html = render_run_page(
+        rec.run,
+        rec.events,
+        rec.snapshots,
+        other=other,
+        diff=diff,
+        generated_ms=int(time.time() * 1000),
+        http=rec.http,
+    )
     return rec.run.run_id, html
 
 
@@ -79,8 +93,12 @@ def _serve(html: str, port: int) -> None:
     try:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
     except OSError as exc:
-        raise BadInput(f"--port {port}: cannot listen on 127.0.0.1 ({exc.strerror}): pick another port") from exc
-    click.echo(f"serving the run page on http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)")
+        raise BadInput(
+            f"--port {port}: cannot listen on 127.0.0.1 ({exc.strerror}): pick another port"
+        ) from exc
+    click.echo(
+        f"serving the run page on http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)"
+    )
     sys.stdout.flush()
     try:
         server.serve_forever()
@@ -93,17 +111,46 @@ def _serve(html: str, port: int) -> None:
 @click.command()
 @click.argument("run_id")
 @db_option
-@click.option("--against", default=None, metavar="OTHER_OR_REPLAY",
-              help="Diff side by side with another run id or cassette, or `replay` to replay the run now.")
-@click.option("--replay-agent", "agent_refs", multiple=True, metavar="MODULE[:FN]",
-              help="With --against replay: a module whose @rec.agent functions the replay may call (repeatable).")
-@click.option("-o", "--output", "output", default=None, type=click.Path(dir_okay=False),
-              help="The HTML file to write (default: RUN_ID.html in the working folder).")
-@click.option("--serve", is_flag=True, help="Serve the page on 127.0.0.1 instead of writing a file.")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
-              help="With --serve: the port (0 picks a free one).")
-def view(run_id: str, db: str, against: str | None, agent_refs: tuple[str, ...], output: str | None,
-         serve: bool, port: int) -> None:
+@click.option(
+    "--against",
+    default=None,
+    metavar="OTHER_OR_REPLAY",
+    help="Diff side by side with another run id or cassette, or `replay` to replay the run now.",
+)
+@click.option(
+    "--replay-agent",
+    "agent_refs",
+    multiple=True,
+    metavar="MODULE[:FN]",
+    help="With --against replay: a module whose @rec.agent functions the replay may call (repeatable).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="The HTML file to write (default: RUN_ID.html in the working folder).",
+)
+@click.option(
+    "--serve", is_flag=True, help="Serve the page on 127.0.0.1 instead of writing a file."
+)
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="With --serve: the port (0 picks a free one).",
+)
+def view(
+    run_id: str,
+    db: str,
+    against: str | None,
+    agent_refs: tuple[str, ...],
+    output: str | None,
+    serve: bool,
+    port: int,
+) -> None:
     """Write the run page: a self-contained HTML file with the step waterfall and each step's output.
 
     RUN_ID may be a unique prefix or a cassette file. The page shows the versions, usage and stop

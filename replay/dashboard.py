@@ -11,9 +11,8 @@ import datetime as _dt
 import math
 import os
 from collections.abc import Sequence
-from typing import NamedTuple
 from html import escape
-from typing import Any
+from typing import Any, NamedTuple
 
 from replay.errors import ReplayError
 from replay.stats import Stats, TimeBucket, format_stats
@@ -71,7 +70,9 @@ def _fmt(v: float) -> str:
 class _Chart:
     """Axes shared by the three charts: x = bucket index, y = 0 .. a round maximum."""
 
-    def __init__(self, chart_id: str, title: str, buckets: Sequence[TimeBucket], by: str, ymax: float) -> None:
+    def __init__(
+        self, chart_id: str, title: str, buckets: Sequence[TimeBucket], by: str, ymax: float
+    ) -> None:
         self.id, self.title, self.buckets, self.by = chart_id, title, buckets, by
         self.ymax, self.steps = _nice_max(ymax)
         self.n = max(len(buckets), 1)
@@ -89,7 +90,9 @@ class _Chart:
         for k in range(self.steps + 1):
             v = self.ymax * k / self.steps
             y = self.y(v)
-            p.append(f'<line x1="{_ML}" y1="{y:.1f}" x2="{_ML + self.pw}" y2="{y:.1f}" stroke="#e0e0e0"/>')
+            p.append(
+                f'<line x1="{_ML}" y1="{y:.1f}" x2="{_ML + self.pw}" y2="{y:.1f}" stroke="#e0e0e0"/>'
+            )
             p.append(
                 f'<text x="{_ML - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" fill="#555">{_fmt(v)}</text>'
             )
@@ -111,8 +114,12 @@ class _Chart:
     def legend(self, items: Sequence[tuple[str, str]]) -> None:
         for k, (name, color) in enumerate(items):
             y = _MT + 8 + k * 18
-            self.parts.append(f'<rect x="{_W - _MR + 12}" y="{y - 9}" width="10" height="10" fill="{color}"/>')
-            self.parts.append(f'<text x="{_W - _MR + 28}" y="{y}" font-size="12">{escape(name)}</text>')
+            self.parts.append(
+                f'<rect x="{_W - _MR + 12}" y="{y - 9}" width="10" height="10" fill="{color}"/>'
+            )
+            self.parts.append(
+                f'<text x="{_W - _MR + 28}" y="{y}" font-size="12">{escape(name)}</text>'
+            )
 
     def svg(self) -> str:
         return (
@@ -124,7 +131,12 @@ class _Chart:
 
 
 def _line_chart(
-    chart_id: str, title: str, unit: str, buckets: Sequence[TimeBucket], by: str, series: dict[str, list[float | None]]
+    chart_id: str,
+    title: str,
+    unit: str,
+    buckets: Sequence[TimeBucket],
+    by: str,
+    series: dict[str, list[float | None]],
 ) -> str:
     values = [v for vs in series.values() for v in vs if v is not None]
     chart = _Chart(chart_id, title, buckets, by, max(values, default=0.0))
@@ -160,10 +172,18 @@ def _stop_chart(buckets: Sequence[TimeBucket], by: str) -> str:
         for r in b.stats.stop_reasons:
             if r not in reasons:
                 reasons.append(r)
-    order = [r for r in _REASON_COLORS if r in reasons] + sorted(r for r in reasons if r not in _REASON_COLORS)
+    order = [r for r in _REASON_COLORS if r in reasons] + sorted(
+        r for r in reasons if r not in _REASON_COLORS
+    )
     extra = iter(_EXTRA_COLORS * (len(order) // len(_EXTRA_COLORS) + 1))
     colors = {r: _REASON_COLORS.get(r) or next(extra) for r in order}
-    chart = _Chart("chart-stop-reasons", "Stop reasons", buckets, by, max((b.stats.finished_runs for b in buckets), default=0))
+    chart = _Chart(
+        "chart-stop-reasons",
+        "Stop reasons",
+        buckets,
+        by,
+        max((b.stats.finished_runs for b in buckets), default=0),
+    )
     chart.axes("runs")
     bw = max(2.0, chart.pw / chart.n * 0.7)
     for i, b in enumerate(buckets):
@@ -207,7 +227,10 @@ def render_html(
         "tool calls",
         buckets,
         by,
-        {"avg": [b.stats.tool_calls_avg for b in buckets], "p95": [b.stats.tool_calls_p95 for b in buckets]},
+        {
+            "avg": [b.stats.tool_calls_avg for b in buckets],
+            "p95": [b.stats.tool_calls_p95 for b in buckets],
+        },
     )
     latency = _line_chart(
         "chart-latency-p95",
@@ -277,7 +300,9 @@ def write_html(path: str | os.PathLike[str], buckets: Sequence[TimeBucket], **kw
         f.write(render_html(buckets, **kwargs))
 
 
-def write_png(path: str | os.PathLike[str], buckets: Sequence[TimeBucket], *, by: str = "hour") -> None:
+def write_png(
+    path: str | os.PathLike[str], buckets: Sequence[TimeBucket], *, by: str = "hour"
+) -> None:
     """The same three charts as a PNG, with matplotlib.
 
     Raises:

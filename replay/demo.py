@@ -99,8 +99,14 @@ def _tool_line(steps: list[Any]) -> str:
 
 @click.command()
 @db_option
-@click.option("--cassettes", "cassettes_dir", default="cassettes", show_default=True,
-              type=click.Path(file_okay=False), help="Folder to export the incident cassette into.")
+@click.option(
+    "--cassettes",
+    "cassettes_dir",
+    default="cassettes",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder to export the incident cassette into.",
+)
 def demo(db: str, cassettes_dir: str) -> None:
     """Record the duplicate-email incident, then find, export, replay and fix the worst run.
 
@@ -115,9 +121,9 @@ def demo(db: str, cassettes_dir: str) -> None:
     """
     t_start = time.perf_counter()
     scenario = load_example()
+    from replay.cli import show
     from replay.demo_agent.config import VERSIONS, rec, use_version
     from replay.demo_agent.upstream import FakeClock
-    from replay.cli import show
     from replay.replayer import replay_run
     from replay.store import Store
 
@@ -126,7 +132,9 @@ def demo(db: str, cassettes_dir: str) -> None:
     if not db_path.parent.is_dir():
         raise BadInput(f"--db {db}: the folder {db_path.parent} does not exist")
     scale = FakeClock().scale
-    pace = f"simulated time runs {1 / scale:.0f}x fast" if scale > 0 else "simulated time, no sleeping"
+    pace = (
+        f"simulated time runs {1 / scale:.0f}x fast" if scale > 0 else "simulated time, no sleeping"
+    )
     click.echo("agent-replay demo: a support agent, a flaky upstream, a customer emailed twice")
     click.echo(f"store {db}   cassettes {out_dir}/   (deterministic; {pace})")
     click.echo("")
@@ -136,14 +144,20 @@ def demo(db: str, cassettes_dir: str) -> None:
     try:
         tickets = [scenario.ticket(i) for i in range(HEALTHY_RUNS)]
         click.echo(f"[1/6] recording {HEALTHY_RUNS} healthy runs (deploy v1, upstream healthy)")
-        healthy = scenario.record_batch(tickets, flaky=False, version="v1",
-                                        on_run=_progress("support-agent", HEALTHY_RUNS))
+        healthy = scenario.record_batch(
+            tickets, flaky=False, version="v1", on_run=_progress("support-agent", HEALTHY_RUNS)
+        )
         tickets = [scenario.ticket(_INCIDENT_FIRST_TICKET + i) for i in range(INCIDENT_RUNS)]
-        click.echo(f"[2/6] the upstream turns flaky (429/503); recording {INCIDENT_RUNS} incident runs (still v1)")
-        incident = scenario.record_batch(tickets, flaky=True, version="v1",
-                                         on_run=_progress("support-agent", INCIDENT_RUNS))
+        click.echo(
+            f"[2/6] the upstream turns flaky (429/503); recording {INCIDENT_RUNS} incident runs (still v1)"
+        )
+        incident = scenario.record_batch(
+            tickets, flaky=True, version="v1", on_run=_progress("support-agent", INCIDENT_RUNS)
+        )
         if not rec.flush(30.0) or rec.dropped:
-            raise click.ClickException(f"the recorder could not write {rec.dropped} record(s) to {db}")
+            raise click.ClickException(
+                f"the recorder could not write {rec.dropped} record(s) to {db}"
+            )
     finally:
         rec.reopen(previous_db)
 
@@ -154,17 +168,27 @@ def demo(db: str, cassettes_dir: str) -> None:
         i_runs = [store.get_run(r) for r in incident.run_ids]
         total = store.count_runs()
         click.echo("")
-        click.echo(f"      what the dashboard saw ({total} runs in the store, {len(h_runs) + len(i_runs)} new):")
+        click.echo(
+            f"      what the dashboard saw ({total} runs in the store, {len(h_runs) + len(i_runs)} new):"
+        )
         rows = []
         for label, runs in (("healthy", h_runs), ("incident", i_runs)):
             stops = Counter(r.stop_reason for r in runs)
-            rows.append([
-                label, str(len(runs)), f"{_avg([r.tool_calls for r in runs]):.1f}",
-                fmt_ms(_p95([r.latency_ms or 0 for r in runs])), f"${_avg([r.usage.cost_usd for r in runs]):.4f}",
-                ", ".join(f"{k} {n}" for k, n in stops.most_common()),
-            ])
-        text = table(["batch", "runs", "tool calls/run", "latency p95", "spend/run", "stop reasons"], rows,
-                     right={1, 2, 3, 4})
+            rows.append(
+                [
+                    label,
+                    str(len(runs)),
+                    f"{_avg([r.tool_calls for r in runs]):.1f}",
+                    fmt_ms(_p95([r.latency_ms or 0 for r in runs])),
+                    f"${_avg([r.usage.cost_usd for r in runs]):.4f}",
+                    ", ".join(f"{k} {n}" for k, n in stops.most_common()),
+                ]
+            )
+        text = table(
+            ["batch", "runs", "tool calls/run", "latency p95", "spend/run", "stop reasons"],
+            rows,
+            right={1, 2, 3, 4},
+        )
         for line in text.splitlines():
             click.echo("      " + line)
         click.echo("      every run 'completed': the success rate hides the incident.")
@@ -182,7 +206,9 @@ def demo(db: str, cassettes_dir: str) -> None:
         click.echo("")
         click.echo(f"[3/6] the worst run, {worst.run_id}, from the recording alone (replay show):")
         click.echo("")
-        click.get_current_context().invoke(show, run_id=worst.run_id, db=db, full=False, as_json=False)
+        click.get_current_context().invoke(
+            show, run_id=worst.run_id, db=db, full=False, as_json=False
+        )
         click.echo("")
         _five_answers(worst, steps)
 
@@ -205,7 +231,9 @@ def demo(db: str, cassettes_dir: str) -> None:
     click.echo(
         f"[6/6] replaying it against the fix (v2: prompt {v2['prompt']}, tools {v2['tools']}):"
     )
-    click.echo("      v2 sends a holding email the recording has no answer for; a fake outbox answers")
+    click.echo(
+        "      v2 sends a holding email the recording has no answer for; a fake outbox answers"
+    )
     click.echo("      email.send (stubs=), running v2's own email.send code against it")
     outbox, stubs = scenario.fake_outbox()
     with use_version("v2"):
@@ -232,8 +260,12 @@ def demo(db: str, cassettes_dir: str) -> None:
     click.echo(f"  pytest --replay {rel} --replay-agent {DEMO_AGENT}")
     click.echo("      (replays it against the demo agent installed now, v2: it diverges as above;")
     click.echo("       with SUPPORT_AGENT_VERSION=v1, the code that ran, it matches.")
-    click.echo("       --replay-agent names the agent replay may call: a cassette never chooses the code)")
-    click.echo(f"  replay view {worst.run_id}{db_flag} --against replay --replay-agent {DEMO_AGENT}")
+    click.echo(
+        "       --replay-agent names the agent replay may call: a cassette never chooses the code)"
+    )
+    click.echo(
+        f"  replay view {worst.run_id}{db_flag} --against replay --replay-agent {DEMO_AGENT}"
+    )
     click.echo(f"done in {time.perf_counter() - t_start:.1f}s")
 
 
@@ -253,10 +285,16 @@ def _five_answers(run: Any, steps: list[Any]) -> None:
     err = ", ".join(f"{name} x{n}" for name, n in errors.most_common())
     click.echo("      the five answers, from the store alone:")
     w = 21
-    _wrapped("1. tools, in order", f"{len(steps)} calls: {_tool_line(steps)} (x: it raised)", width=w)
+    _wrapped(
+        "1. tools, in order", f"{len(steps)} calls: {_tool_line(steps)} (x: it raised)", width=w
+    )
     _wrapped("2. with what args", f"args_sha repeated: {'; '.join(rep) or 'none'}", width=w)
-    _wrapped("3. what came back", f"{sum(errors.values())} errors ({err or 'none'}); the output_sha of "
-             "every step is in the table above", width=w)
+    _wrapped(
+        "3. what came back",
+        f"{sum(errors.values())} errors ({err or 'none'}); the output_sha of "
+        "every step is in the table above",
+        width=w,
+    )
     _wrapped("4. which versions", versions, width=w)
     _wrapped("5. why it stopped", str(run.stop_reason), width=w)
 

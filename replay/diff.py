@@ -217,9 +217,7 @@ class IgnoreRules:
             elif prefix in ("output", "path"):
                 paths.append(rest.strip())
             else:
-                raise InvalidIgnoreRuleError(
-                    item, f"unknown prefix {prefix!r}", IGNORABLE_FIELDS
-                )
+                raise InvalidIgnoreRuleError(item, f"unknown prefix {prefix!r}", IGNORABLE_FIELDS)
         return cls(tools=frozenset(tools), fields=frozenset(fields), output_paths=tuple(paths))
 
     def merge(self, other: IgnoreRules | Sequence[str] | Mapping[str, Any] | None) -> IgnoreRules:
@@ -383,7 +381,12 @@ class RunDiff:
     @property
     def is_empty(self) -> bool:
         """No step change, the same stop reason and the same final output."""
-        return not self.changes and not self.stop_reason_changed and not self.output_diff and not self.http_attempts
+        return (
+            not self.changes
+            and not self.stop_reason_changed
+            and not self.output_diff
+            and not self.http_attempts
+        )
 
     @property
     def first_divergence(self) -> StepChange | None:
@@ -975,8 +978,14 @@ class _Differ:
                     detail = f"{ea.tool} output_sha {short} (snapshots not available)"
                     note = f"output {short}"
                 ch = StepChange(
-                    "output_changed", ea, eb, self.ra.orig(i), self.rb.orig(j),
-                    detail=detail, output_diff=dd, note=note,
+                    "output_changed",
+                    ea,
+                    eb,
+                    self.ra.orig(i),
+                    self.rb.orig(j),
+                    detail=detail,
+                    output_diff=dd,
+                    note=note,
                 )
                 found.append((i + j, ch))
 
@@ -1079,7 +1088,10 @@ class _Differ:
             if span:
                 lo, hi = min(span) - 1, max(span) + 1
                 want = (sa[i].kind, sa[i].tool)
-                match = next((j for j in sorted(free) if lo <= j <= hi and (sb[j].kind, sb[j].tool) == want), None)
+                match = next(
+                    (j for j in sorted(free) if lo <= j <= hi and (sb[j].kind, sb[j].tool) == want),
+                    None,
+                )
             if match is None:
                 still.append((i, coord))
                 continue
@@ -1107,15 +1119,17 @@ class _Differ:
             parts.append(f"kind {ea.kind} -> {eb.kind}")
         note = "; ".join(parts)
         detail = f"{tool} " + note.replace("args ", "args_sha ", 1)
-        return StepChange(
-            kind, ea, eb, self.ra.orig(i), self.rb.orig(j), detail=detail, note=note
-        )
+        return StepChange(kind, ea, eb, self.ra.orig(i), self.rb.orig(j), detail=detail, note=note)
 
     def _reordered(self, i: int, j: int) -> StepChange:
         ea, eb = self.ra.steps[i], self.rb.steps[j]
         oi, oj = self.ra.orig(i), self.rb.orig(j)
         return StepChange(
-            "reordered", ea, eb, oi, oj,
+            "reordered",
+            ea,
+            eb,
+            oi,
+            oj,
             detail=f"{ea.tool} moved from step {oi + 1} to step {oj + 1}",
             note="reordered",
         )
@@ -1151,8 +1165,15 @@ class _Differ:
             detail = f"the recording never calls {e.tool}"
             note = "extra call; new tool"
         return StepChange(
-            "extra_call", None, e, None, oj, nearest=near_ev, nearest_index=near_orig,
-            detail=detail, note=note,
+            "extra_call",
+            None,
+            e,
+            None,
+            oj,
+            nearest=near_ev,
+            nearest_index=near_orig,
+            detail=detail,
+            note=note,
         )
 
     def _missing(self, i: int, coord: int) -> StepChange:
@@ -1185,8 +1206,15 @@ class _Differ:
             detail = f"the replay never calls {e.tool}"
             note = "missing call; tool not called"
         return StepChange(
-            "missing_call", e, None, oi, None, nearest=near_ev, nearest_index=near_orig,
-            detail=detail, note=note,
+            "missing_call",
+            e,
+            None,
+            oi,
+            None,
+            nearest=near_ev,
+            nearest_index=near_orig,
+            detail=detail,
+            note=note,
         )
 
 
@@ -1206,24 +1234,35 @@ def _http_attempts(
     pairs: list[tuple[int, int]] = []
     for i, j, n in blocks:
         if ca[i : i + n] != cb[j : j + n] or (cu is not None and any(cu[j : j + n])):
-            pairs.extend((i + k, j + k) for k in range(n) if ca[i + k] != cb[j + k] or (cu and cu[j + k]))
+            pairs.extend(
+                (i + k, j + k) for k in range(n) if ca[i + k] != cb[j + k] or (cu and cu[j + k])
+            )
     out: list[tuple[int, HttpAttemptsChange]] = []
     for i, j in pairs:
         ea, eb = ra.steps[i], rb.steps[j]
-        out.append((ra.orig(i) + 1, HttpAttemptsChange(ra.orig(i) + 1, ea.tool, ca[i], cb[j], ub.get(eb.step_id, 0))))
+        out.append(
+            (
+                ra.orig(i) + 1,
+                HttpAttemptsChange(ra.orig(i) + 1, ea.tool, ca[i], cb[j], ub.get(eb.step_id, 0)),
+            )
+        )
     for _, c in found:  # steps paired as changed (args, status, ...) or reordered
         xa, xb = c.recorded, c.replayed
         if xa is None or xb is None or c.kind == "output_changed":  # an output change is in a block
             continue
         before, after = ha.get(xa.step_id, 0), hb.get(xb.step_id, 0)
         if before != after or ub.get(xb.step_id):
-            out.append((c.step, HttpAttemptsChange(c.step, xa.tool, before, after, ub.get(xb.step_id, 0))))
+            out.append(
+                (c.step, HttpAttemptsChange(c.step, xa.tool, before, after, ub.get(xb.step_id, 0)))
+            )
     out.sort(key=itemgetter(0))
     result = [h for _, h in out]
     before, after = ha.get(None, 0), hb.get(None, 0)
     if before != after or ub.get(None):
         result.append(HttpAttemptsChange(None, None, before, after, ub.get(None, 0)))
     return result
+
+
 def step_signature(steps: Iterable[Event]) -> tuple[Any, ...]:
     """A hashable summary of a step sequence in which each concurrent group is a multiset.
 
@@ -1360,8 +1399,10 @@ def _step_label_plain(c: StepChange) -> str:
 def _groups_line(d: RunDiff) -> str | None:
     if not (d.groups_before or d.groups_after):
         return None
-    return (f"concurrent groups: {d.groups_before} recorded, {d.groups_after} replayed, "
-            f"each compared as a set ({GROUP_MARK} marks their steps)")
+    return (
+        f"concurrent groups: {d.groups_before} recorded, {d.groups_after} replayed, "
+        f"each compared as a set ({GROUP_MARK} marks their steps)"
+    )
 
 
 def _short_tool(tool: str | None, limit: int) -> str:
@@ -1373,9 +1414,7 @@ def _short_tool(tool: str | None, limit: int) -> str:
     return name[:head] + "…" + name[len(name) - (limit - 1 - head) :]
 
 
-def _describe(
-    label: str, e: Event | None, index: int | None, tw: int, *, out: bool = False
-) -> str:
+def _describe(label: str, e: Event | None, index: int | None, tw: int, *, out: bool = False) -> str:
     if e is None or index is None:
         return f"{label}  -"
     status = e.status or "-"
@@ -1415,10 +1454,20 @@ def _usage_rows(d: RunDiff) -> list[tuple[str, str, str, str, bool]]:
     t1 = _usage_value(d.usage_after, "tokens")
     c0, c1 = d.usage_before.cost_usd, d.usage_after.cost_usd
     return [
-        ("tokens", _fmt_int(t0), _fmt_int(t1), _fmt_pct(d.usage_delta_pct("tokens")).strip(),
-         t0 != t1),
-        ("cost", _fmt_cost(c0), _fmt_cost(c1), _fmt_pct(d.usage_delta_pct("cost_usd")).strip(),
-         c0 != c1),
+        (
+            "tokens",
+            _fmt_int(t0),
+            _fmt_int(t1),
+            _fmt_pct(d.usage_delta_pct("tokens")).strip(),
+            t0 != t1,
+        ),
+        (
+            "cost",
+            _fmt_cost(c0),
+            _fmt_cost(c1),
+            _fmt_pct(d.usage_delta_pct("cost_usd")).strip(),
+            c0 != c1,
+        ),
     ]
 
 
@@ -1492,8 +1541,9 @@ def _render_text(d: RunDiff, *, width: int, st: _Style, max_changes: int) -> str
     if any(r[4] for r in rows):
         for label, before, after, delta, changed in rows:
             add(f"{label}: {before} -> {after} {delta}" if changed else f"{label}: {before} (same)")
-    elif not d.is_empty and (d.usage_before.tokens_in or d.usage_before.tokens_out
-                             or d.usage_before.cost_usd):
+    elif not d.is_empty and (
+        d.usage_before.tokens_in or d.usage_before.tokens_out or d.usage_before.cost_usd
+    ):
         add(f"usage: {rows[0][1]} tokens, {rows[1][1]} (same)")
     if d.output_diff:
         add("final output changed:", "bold")
@@ -1527,8 +1577,11 @@ def _render_markdown(d: RunDiff, *, max_changes: int) -> str:
     out.append(f"### {head[:1].upper()}{head[1:]}")
     first = d.first_divergence
     if first is not None:
-        out += ["", f"First divergence ({_KIND_LABEL.get(first.kind, first.kind)}): "
-                f"{_md_cell(first.detail)}"]
+        out += [
+            "",
+            f"First divergence ({_KIND_LABEL.get(first.kind, first.kind)}): "
+            f"{_md_cell(first.detail)}",
+        ]
     if d.changes:
         out += ["", "| | step | tool | change | detail |", "|---|---|---|---|---|"]
         for c in d.changes[:max_changes]:

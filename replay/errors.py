@@ -57,13 +57,15 @@ class CorruptRowError(StoreError):
     Attributes: ``table``, ``run_id`` and ``field`` name the row and the column; the value is never shown.
     """
 
-    def __init__(self, path: str, table: str, run_id: str, field: str, problem: str, *, where: str = "") -> None:
+    def __init__(
+        self, path: str, table: str, run_id: str, field: str, problem: str, *, where: str = ""
+    ) -> None:
         self.table, self.run_id, self.field = table, run_id, field
         where = where or f"run_id = '{run_id}'"
         super().__init__(
             f"{path}: unreadable row in {table} for run {run_id}, field {field}: {problem}; "
             f"export the other runs, or delete the damaged row "
-            f"(sqlite3 {path} \"DELETE FROM {table} WHERE {where}\")",
+            f'(sqlite3 {path} "DELETE FROM {table} WHERE {where}")',
             path=path,
         )
 
@@ -74,16 +76,26 @@ class ExpiredSnapshotsError(ReplayError):
     Attributes: ``run_id`` and ``steps``, a list of ``(step_id, tool, expired_since_ms)``.
     """
 
-    def __init__(self, run_id: str, steps: list[tuple[int, str, int]], *, action: str = "replay",
-                 fix: str = "") -> None:
+    def __init__(
+        self,
+        run_id: str,
+        steps: list[tuple[int, str, int]],
+        *,
+        action: str = "replay",
+        fix: str = "",
+    ) -> None:
         import datetime as _dt
 
         self.run_id, self.steps = run_id, steps
 
         def when(ms: int) -> str:
-            return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc).strftime(
+                "%Y-%m-%d %H:%M UTC"
+            )
 
-        shown = ", ".join(f"step {sid} {tool} (expired since {when(ms)})" for sid, tool, ms in steps[:10])
+        shown = ", ".join(
+            f"step {sid} {tool} (expired since {when(ms)})" for sid, tool, ms in steps[:10]
+        )
         more = f" and {len(steps) - 10} more" if len(steps) > 10 else ""
         super().__init__(
             f"cannot {action} run {run_id}: the recorded outputs of {len(steps)} step(s) expired and were "
@@ -125,7 +137,11 @@ class UnrecordedCall(ReplayError):
     """Raised inside a replayed agent for a tool call the recording has no answer for."""
 
     def __init__(
-        self, tool: str, args_sha: str, recorded: list[str], message: str | None = None,
+        self,
+        tool: str,
+        args_sha: str,
+        recorded: list[str],
+        message: str | None = None,
         recorded_tools: list[str] | None = None,
     ) -> None:
         self.tool, self.args_sha, self.recorded = tool, args_sha, recorded
@@ -184,7 +200,11 @@ class InvalidHttpMatchError(ReplayError, ValueError):
 
     def __init__(self, rule: Any, allowed: tuple[str, ...]) -> None:
         self.rule = rule
-        shown = rule if isinstance(rule, str) and len(rule) <= 40 and rule.isprintable() else type(rule).__name__
+        shown = (
+            rule
+            if isinstance(rule, str) and len(rule) <= 40 and rule.isprintable()
+            else type(rule).__name__
+        )
         super().__init__(
             f"invalid HTTP matching rule {shown!r}: use {', '.join(allowed)} or header:NAME "
             "(e.g. http_match=('method', 'uri', 'body', 'header:x-request-kind'))"
@@ -204,22 +224,36 @@ class UnrecordedRequest(ReplayError):
             makes this request more often than the recording did) or ``"nothing_recorded"``.
     """
 
-    def __init__(self, method: str, url: str, *, step_id: int | None, nearest: str | None,
-                 passed: list[str], failed: list[str], reason: str, match_on: list[str],
-                 times: int = 0) -> None:
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        *,
+        step_id: int | None,
+        nearest: str | None,
+        passed: list[str],
+        failed: list[str],
+        reason: str,
+        match_on: list[str],
+        times: int = 0,
+    ) -> None:
         self.method, self.url, self.step_id = method, url, step_id
         self.nearest, self.passed, self.failed, self.reason = nearest, passed, failed, reason
         self.match_on = match_on
         where = f" (tool step {step_id})" if step_id is not None else ""
         head = f"unrecorded HTTP request {method} {url}{where}"
         if reason == "already_played":
-            body = (f"the recording answered this request {times} time(s) and the replay makes it again "
-                    "(a retry the recording did not make?)")
+            body = (
+                f"the recording answered this request {times} time(s) and the replay makes it again "
+                "(a retry the recording did not make?)"
+            )
         elif nearest is None:
             body = "the recording has no HTTP interactions to answer it"
         else:
-            body = (f"nearest recorded request: {nearest} (matched {', '.join(passed) or 'nothing'}; "
-                    f"differs in {', '.join(failed)})")
+            body = (
+                f"nearest recorded request: {nearest} (matched {', '.join(passed) or 'nothing'}; "
+                f"differs in {', '.join(failed)})"
+            )
         super().__init__(
             f"{head}: {body}; matching on {', '.join(match_on)}. Re-record the run with the new code, "
             "or loosen the matching with rec.agent(..., http_match=(...))"

@@ -38,7 +38,9 @@ __all__ = ["capture_error", "loaded_class", "plain_copy", "rebuild_error", "rebu
 RESPONSE_TAG = "$response"
 REQUEST_TAG = "$request"
 HEADERS_TAG = "$headers"
-EXCEPTION_TAG = "$exception"  # an exception held by another (requests' ConnectionError wraps urllib3's)
+EXCEPTION_TAG = (
+    "$exception"  # an exception held by another (requests' ConnectionError wraps urllib3's)
+)
 _MAX_BODY = 64 * 1024
 
 
@@ -209,13 +211,19 @@ def _cls_path(cls: type) -> str:
 
 
 def _is_response(obj: Any) -> bool:
-    return isinstance(getattr(obj, "status_code", None), int) and hasattr(obj, "headers") \
+    return (
+        isinstance(getattr(obj, "status_code", None), int)
+        and hasattr(obj, "headers")
         and not isinstance(obj, BaseException | type)
+    )
 
 
 def _is_request(obj: Any) -> bool:
-    return isinstance(getattr(obj, "method", None), str) and hasattr(obj, "url") \
+    return (
+        isinstance(getattr(obj, "method", None), str)
+        and hasattr(obj, "url")
         and not isinstance(obj, BaseException | type)
+    )
 
 
 def _headers(h: Any) -> dict[str, str]:
@@ -236,8 +244,11 @@ def _request_data(req: Any) -> dict[str, Any]:
 
 
 def _response_data(resp: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {RESPONSE_TAG: _cls_path(type(resp)), "status": resp.status_code,
-                           "headers": _headers(resp.headers)}
+    out: dict[str, Any] = {
+        RESPONSE_TAG: _cls_path(type(resp)),
+        "status": resp.status_code,
+        "headers": _headers(resp.headers),
+    }
     reason = getattr(resp, "reason_phrase", None) or getattr(resp, "reason", None)
     if isinstance(reason, str):
         out["reason"] = reason
@@ -276,8 +287,11 @@ def _capture(value: Any, depth: int = 0) -> Any:
     if isinstance(value, BaseException):
         if depth > 3:
             return str(value)
-        return {EXCEPTION_TAG: _cls_path(type(value)), "args": [_capture(a, depth + 1) for a in value.args],
-                "attrs": _public_attrs(value, depth + 1)}
+        return {
+            EXCEPTION_TAG: _cls_path(type(value)),
+            "args": [_capture(a, depth + 1) for a in value.args],
+            "attrs": _public_attrs(value, depth + 1),
+        }
     if isinstance(value, dict):
         return {k: _capture(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
@@ -299,7 +313,9 @@ def _public_attrs(exc: BaseException, depth: int = 0) -> dict[str, Any]:
         if name.startswith("__"):
             continue
         # A private field is kept only behind a public property (httpx keeps `.request` in `_request`).
-        if name.startswith("_") and not isinstance(inspect.getattr_static(cls, name[1:], None), property):
+        if name.startswith("_") and not isinstance(
+            inspect.getattr_static(cls, name[1:], None), property
+        ):
             continue
         if callable(value) and not _is_response(value) and not _is_request(value):
             continue
@@ -350,8 +366,14 @@ def _rebuild_http(value: Any) -> Any:
             return built
     elif EXCEPTION_TAG in value:
         module, _, qualname = str(value[EXCEPTION_TAG]).partition(":")
-        built = rebuild_error({"module": module, "qualname": qualname, "args": value.get("args"),
-                               "attrs": value.get("attrs")})
+        built = rebuild_error(
+            {
+                "module": module,
+                "qualname": qualname,
+                "args": value.get("args"),
+                "attrs": value.get("attrs"),
+            }
+        )
         if built is not None:
             return built
     elif HEADERS_TAG in value:

@@ -217,7 +217,9 @@ def _clean_str(s: str, root: str, path: tuple[Any, ...], problems: list[str]) ->
         return _bad("lone surrogate in text", root, path, problems)
 
 
-def _lenient(obj: Any, path: tuple[Any, ...], stack: set[int], problems: list[str], root: str) -> Any:
+def _lenient(
+    obj: Any, path: tuple[Any, ...], stack: set[int], problems: list[str], root: str
+) -> Any:
     """Plain JSON values for `obj`, with placeholders where it cannot be encoded."""
     if isinstance(obj, enum.Enum):
         try:
@@ -240,7 +242,9 @@ def _lenient(obj: Any, path: tuple[Any, ...], stack: set[int], problems: list[st
             elif isinstance(obj, list | tuple):
                 items = list(enumerate(obj))
             elif isinstance(obj, set | frozenset):
-                values = [_lenient(v, path + (i,), stack, problems, root) for i, v in enumerate(list(obj))]
+                values = [
+                    _lenient(v, path + (i,), stack, problems, root) for i, v in enumerate(list(obj))
+                ]
                 try:
                     return sorted(values)
                 except Exception:  # noqa: BLE001 - mixed types (or __lt__ raising): sort by JSON text
@@ -258,13 +262,21 @@ def _lenient(obj: Any, path: tuple[Any, ...], stack: set[int], problems: list[st
             out: dict[str, Any] = {}
             for k, v in items:
                 if isinstance(k, str):
-                    key = _clean_str(k, root, path + ("?",), problems) if not isinstance(k, enum.Enum) else str(k.value)
+                    key = (
+                        _clean_str(k, root, path + ("?",), problems)
+                        if not isinstance(k, enum.Enum)
+                        else str(k.value)
+                    )
                 elif isinstance(k, _SCALARS):
                     key = _key_str(k)
                 else:
                     try:
                         kk = to_jsonable(k)
-                        key = _key_str(kk) if isinstance(kk, _SCALARS) else f"[unencodable key: {_type_name(k)}]"
+                        key = (
+                            _key_str(kk)
+                            if isinstance(kk, _SCALARS)
+                            else f"[unencodable key: {_type_name(k)}]"
+                        )
                     except Exception:  # noqa: BLE001
                         key = f"[unencodable key: {_type_name(k)}]"
                     key = _clean_str(key, root, path + ("?",), problems)
@@ -307,8 +319,6 @@ _RISKY_NUMBER = re.compile(rb"(?:^|[:,\[])-?(?:\d+(?:\.\d+)?[eE]|0\.0000)")
 # With every digit mapped to 0, a risky number needs "0e", "0E" or "0.0000": three substring
 # tests in C settle most outputs without running the regex at all.
 _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
-
-
 
 
 def canonical_bytes(plain: Any) -> bytes:

@@ -44,10 +44,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
+from vcr import matchers as _vcr_matchers
 from vcr.cassette import Cassette as VcrCassette
 from vcr.errors import CannotOverwriteExistingCassetteException
 from vcr.filters import decode_response
-from vcr import matchers as _vcr_matchers
 from vcr.matchers import get_matchers_results, requests_match
 from vcr.patch import CassettePatcherBuilder
 from vcr.persisters.filesystem import CassetteNotFoundError
@@ -76,7 +76,17 @@ __all__ = [
 HTTP_TYPE = "$http"
 _BYTES_TAG = "$base64"
 #: The request fields a matching rule may name (vcrpy's matchers), besides ``header:NAME``.
-HTTP_MATCHERS: tuple[str, ...] = ("method", "uri", "scheme", "host", "port", "path", "query", "body", "headers")
+HTTP_MATCHERS: tuple[str, ...] = (
+    "method",
+    "uri",
+    "scheme",
+    "host",
+    "port",
+    "path",
+    "query",
+    "body",
+    "headers",
+)
 #: The default matching rule: method and full URL.
 DEFAULT_MATCH: tuple[str, ...] = ("method", "uri")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -236,7 +246,9 @@ class MemoryPersister:
         return deserialize(data, serializer)
 
     @classmethod
-    def save_cassette(cls, cassette_path: str, cassette_dict: dict[str, Any], serializer: Any) -> None:
+    def save_cassette(
+        cls, cassette_path: str, cassette_dict: dict[str, Any], serializer: Any
+    ) -> None:
         with cls._lock:
             cls._cassettes[str(cassette_path)] = serialize(cassette_dict, serializer)
 
@@ -302,10 +314,17 @@ def interactions_from_json(interactions: list[dict[str, Any]]) -> list[dict[str,
 
 # ---- one vcrpy activation for the process, routed per context -------------------------------
 
-_current: contextvars.ContextVar[VcrCassette | None] = contextvars.ContextVar("replay_http", default=None)
+_current: contextvars.ContextVar[VcrCassette | None] = contextvars.ContextVar(
+    "replay_http", default=None
+)
 # Requests from a context without a capture: really sent (record mode all), never kept.
-_passthrough = VcrCassette("agent-replay:passthrough", persister=MemoryPersister, serializer=_DictSerializer,
-                           record_mode="all", before_record_request=lambda request: None)
+_passthrough = VcrCassette(
+    "agent-replay:passthrough",
+    persister=MemoryPersister,
+    serializer=_DictSerializer,
+    record_mode="all",
+    before_record_request=lambda request: None,
+)
 
 
 class _Router:
@@ -386,8 +405,11 @@ class HttpRecording:
     def __init__(self, name: str, options: HttpOptions | None = None) -> None:
         self.options = options or HttpOptions()
         self.cassette = _CaptureCassette(
-            f"agent-replay:{name}", persister=MemoryPersister, serializer=_DictSerializer,
-            record_mode="all", match_on=_matchers(self.options.match_on),
+            f"agent-replay:{name}",
+            persister=MemoryPersister,
+            serializer=_DictSerializer,
+            record_mode="all",
+            match_on=_matchers(self.options.match_on),
             # Compressed bodies are stored decompressed, so redaction sees the text.
             before_record_response=decode_response,
         )
@@ -411,8 +433,10 @@ class HttpRecording:
                 pass
             self._token = None
             _release()
-        data = serialize({"requests": self.cassette.requests, "responses": self.cassette.responses},
-                         _DictSerializer)
+        data = serialize(
+            {"requests": self.cassette.requests, "responses": self.cassette.responses},
+            _DictSerializer,
+        )
         steps = list(self.cassette.steps)
         match_on = list(self.options.match_on)
         out = []
@@ -476,7 +500,9 @@ def _redact_body(body: Any, content_type: str, redact: Callable[[Any], Any]) -> 
             except ValueError:
                 pass
             return json.dumps(red, ensure_ascii=False)
-    if "x-www-form-urlencoded" in content_type or ("=" in body and " " not in body and "\n" not in body):
+    if "x-www-form-urlencoded" in content_type or (
+        "=" in body and " " not in body and "\n" not in body
+    ):
         form = _redact_form(body, redact)
         if form is not None:
             return form
@@ -523,7 +549,9 @@ def redact_interactions(interactions: Any, redact: Callable[[Any], Any]) -> Any:
         if isinstance(resp, dict) and isinstance(resp.get("body"), dict):
             resp = dict(resp)
             body = dict(resp["body"])
-            body["string"] = _redact_body(body.get("string"), _content_type(resp.get("headers")), redact)
+            body["string"] = _redact_body(
+                body.get("string"), _content_type(resp.get("headers")), redact
+            )
             resp["body"] = body
             it["response"] = resp
         out.append(it)
@@ -537,7 +565,9 @@ def _request_redactor(redact: Callable[[Any], Any]) -> Callable[[Request], Reque
     """vcrpy's before_record_request for playback: the live request as it would have been stored."""
 
     def before_record_request(request: Request) -> Request:
-        d = serialize({"requests": [request], "responses": [{}]}, _DictSerializer)["interactions"][0]["request"]
+        d = serialize({"requests": [request], "responses": [{}]}, _DictSerializer)["interactions"][
+            0
+        ]["request"]
         red = redact_interactions([{"request": _to_json(d), "response": {}}], redact)
         red = interactions_from_json(red)[0]["request"]
         return Request._from_dict(red)
@@ -559,8 +589,13 @@ class HttpPlayback(VcrCassette):
         unrecorded: the `UnrecordedRequest` errors raised, in order.
     """
 
-    def __init__(self, *args: Any, match_names: Sequence[str] = DEFAULT_MATCH, loose: bool = True,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        match_names: Sequence[str] = DEFAULT_MATCH,
+        loose: bool = True,
+        **kwargs: Any,
+    ) -> None:
         exact = _matchers(match_names)
         super().__init__(*args, match_on=exact, **kwargs)
         self.match_names = list(match_names)
@@ -571,7 +606,11 @@ class HttpPlayback(VcrCassette):
 
     def _responses(self, request: Any) -> Iterator[tuple[int, Any]]:
         request = self._before_record_request(request)
-        exact = [i for i, (stored, _) in enumerate(self.data) if requests_match(request, stored, self._match_on)]
+        exact = [
+            i
+            for i, (stored, _) in enumerate(self.data)
+            if requests_match(request, stored, self._match_on)
+        ]
         for i in exact:
             yield i, self.data[i][1]
         if self._loose is not None and not any(self.play_counts[i] == 0 for i in exact):
@@ -613,14 +652,30 @@ class HttpPlayback(VcrCassette):
         method = str(getattr(red, "method", "?"))
         url = _display_url(getattr(red, "uri", "?"))
         if best is None:
-            err = UnrecordedRequest(method, url, step_id=step, nearest=None, passed=[], failed=[],
-                                    reason="nothing_recorded", match_on=self.match_names)
+            err = UnrecordedRequest(
+                method,
+                url,
+                step_id=step,
+                nearest=None,
+                passed=[],
+                failed=[],
+                reason="nothing_recorded",
+                match_on=self.match_names,
+            )
         else:
             _, _, stored, passed, failed = best
             nearest = f"{stored.method} {_display_url(stored.uri)}"
-            err = UnrecordedRequest(method, url, step_id=step, nearest=nearest, passed=passed, failed=failed,
-                                    reason="no_match" if failed else "already_played", match_on=self.match_names,
-                                    times=times)
+            err = UnrecordedRequest(
+                method,
+                url,
+                step_id=step,
+                nearest=nearest,
+                passed=passed,
+                failed=failed,
+                reason="no_match" if failed else "already_played",
+                match_on=self.match_names,
+                times=times,
+            )
         with self._play_lock:
             self.log.append((step, None))
             self.unrecorded.append(err)
@@ -637,7 +692,9 @@ def attempts_by_step(interactions: Sequence[Mapping[str, Any]]) -> dict[int | No
 
     Runs recorded before the HTTP layer noted steps (no ``step_id`` key) give None.
     """
-    if not interactions or not all(isinstance(it, Mapping) and "step_id" in it for it in interactions):
+    if not interactions or not all(
+        isinstance(it, Mapping) and "step_id" in it for it in interactions
+    ):
         return None
     out: Counter[int | None] = Counter()
     for it in interactions:
@@ -658,8 +715,13 @@ def _match_names(interactions: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
 
 
 @contextlib.contextmanager
-def http_playback(interactions: list[dict[str, Any]], redact: Callable[[Any], Any], name: str,
-                  *, loose: bool = True) -> Iterator[HttpPlayback]:
+def http_playback(
+    interactions: list[dict[str, Any]],
+    redact: Callable[[Any], Any],
+    name: str,
+    *,
+    loose: bool = True,
+) -> Iterator[HttpPlayback]:
     """Answer this context's HTTP calls from `interactions` (record mode none) until the block exits.
 
     Requests are matched by the rule stored with the interactions (`HttpOptions`), the live
@@ -670,8 +732,12 @@ def http_playback(interactions: list[dict[str, Any]], redact: Callable[[Any], An
     MemoryPersister.put(path, interactions_from_json(interactions))
     try:
         cassette = HttpPlayback.load(
-            path=path, persister=MemoryPersister, serializer=_DictSerializer, record_mode="none",
-            match_names=_match_names(interactions), loose=loose,
+            path=path,
+            persister=MemoryPersister,
+            serializer=_DictSerializer,
+            record_mode="none",
+            match_names=_match_names(interactions),
+            loose=loose,
             before_record_request=_request_redactor(redact),
         )
     finally:
@@ -693,7 +759,9 @@ def http_playback(interactions: list[dict[str, Any]], redact: Callable[[Any], An
 
 def _top_level(events: Iterable[Any]) -> Callable[[int | None], int | None]:
     """step_id -> the id of its top-level step (a tool called inside a tool counts for the outer one)."""
-    parent = {e.step_id: e.parent_step_id for e in events if getattr(e, "step_id", None) is not None}
+    parent = {
+        e.step_id: e.parent_step_id for e in events if getattr(e, "step_id", None) is not None
+    }
 
     def top(step: int | None) -> int | None:
         seen = 0
@@ -705,7 +773,9 @@ def _top_level(events: Iterable[Any]) -> Callable[[int | None], int | None]:
     return top
 
 
-def rollup(counts: Mapping[int | None, int] | None, events: Iterable[Any]) -> dict[int | None, int] | None:
+def rollup(
+    counts: Mapping[int | None, int] | None, events: Iterable[Any]
+) -> dict[int | None, int] | None:
     """Attempts per step id summed onto top-level steps (the steps a diff aligns)."""
     if counts is None:
         return None
@@ -717,7 +787,9 @@ def rollup(counts: Mapping[int | None, int] | None, events: Iterable[Any]) -> di
 
 
 def replayed_attempts(
-    playback: HttpPlayback | None, answered: Mapping[int, int], recorded: Mapping[int | None, int] | None,
+    playback: HttpPlayback | None,
+    answered: Mapping[int, int],
+    recorded: Mapping[int | None, int] | None,
     events: Iterable[Any],
 ) -> tuple[dict[int | None, int] | None, dict[int | None, int]]:
     """(attempts, unrecorded) per top-level replayed step id, for a replay of a run with HTTP counts.
@@ -735,7 +807,7 @@ def replayed_attempts(
         n = recorded.get(recorded_step, 0)
         if n:
             attempts[top(replayed_step)] += n
-    for step, index in (playback.log if playback is not None else []):
+    for step, index in playback.log if playback is not None else []:
         attempts[top(step)] += 1
         if index is None:
             unrecorded[top(step)] += 1

@@ -23,7 +23,11 @@ __all__ = ["incident_test_source", "write_incident_test"]
 
 def _top_steps(cassette: Cassette) -> list[Event]:
     # Replay answers a tool called inside another tool together with it: only top-level steps run.
-    return [e for e in cassette.events if e.kind in ("tool_result", "model_result") and e.parent_step_id is None]
+    return [
+        e
+        for e in cassette.events
+        if e.kind in ("tool_result", "model_result") and e.parent_step_id is None
+    ]
 
 
 def _doc(value: object) -> str:
@@ -47,7 +51,9 @@ def _relative_cassette(cassette_path: Path, test_dir: Path) -> str:
         return cassette_path.resolve().as_posix()
 
 
-def incident_test_source(cassette: Cassette, cassette_path: str | os.PathLike[str], test_dir: str | os.PathLike[str]) -> str:
+def incident_test_source(
+    cassette: Cassette, cassette_path: str | os.PathLike[str], test_dir: str | os.PathLike[str]
+) -> str:
     """The text of the incident test for `cassette`, stored at `cassette_path`, written into `test_dir`."""
     run = cassette.run
     rid = run.run_id
@@ -55,7 +61,9 @@ def incident_test_source(cassette: Cassette, cassette_path: str | os.PathLike[st
     per_tool = collections.Counter(e.tool or "?" for e in steps)
     repeats = collections.Counter((e.tool or "?", e.args_sha or "") for e in steps)
     repeated = [(tool, sha, n) for (tool, sha), n in repeats.items() if n > 1]
-    errors = collections.Counter((e.tool or "?", e.error or "error") for e in steps if e.status == "error")
+    errors = collections.Counter(
+        (e.tool or "?", e.error or "error") for e in steps if e.status == "error"
+    )
     usage = run.usage
 
     from replay.cassette import check_run_id
@@ -72,9 +80,14 @@ def incident_test_source(cassette: Cassette, cassette_path: str | os.PathLike[st
     else:
         facts.append("repeated calls: none")
     if errors:
-        facts.append("errors: " + _doc(", ".join(f"{tool} {err} x{n}" for (tool, err), n in sorted(errors.items()))))
+        facts.append(
+            "errors: "
+            + _doc(", ".join(f"{tool} {err} x{n}" for (tool, err), n in sorted(errors.items())))
+        )
     if run.versions:
-        facts.append("versions: " + _doc(", ".join(f"{k}={v}" for k, v in sorted(run.versions.items()))))
+        facts.append(
+            "versions: " + _doc(", ".join(f"{k}={v}" for k, v in sorted(run.versions.items())))
+        )
     facts.append(
         f"usage: {usage.tokens_in + usage.tokens_out:,} tokens, ${usage.cost_usd:.4f}, "
         f"{_plural(run.tool_calls, 'tool call')}"

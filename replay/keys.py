@@ -84,12 +84,14 @@ def parse_key_text(text: str) -> bytes:
     text = text.strip()
     if text.startswith(KEY_PREFIX):
         try:
-            key = bytes.fromhex(text[len(KEY_PREFIX):])
+            key = bytes.fromhex(text[len(KEY_PREFIX) :])
         except ValueError:
             key = b""
         if len(key) >= 16:
             return key
-        raise ValueError(f"a key starting with {KEY_PREFIX!r} must be followed by at least 32 hex digits")
+        raise ValueError(
+            f"a key starting with {KEY_PREFIX!r} must be followed by at least 32 hex digits"
+        )
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
@@ -105,7 +107,9 @@ def env_key() -> bytes | None:
     try:
         return parse_key_text(value)
     except ValueError as e:
-        raise ValueError(f"${ENV_VAR} is not usable: {e}; copy the whole text of a .key file") from None
+        raise ValueError(
+            f"${ENV_VAR} is not usable: {e}; copy the whole text of a .key file"
+        ) from None
 
 
 def key_file_path(store_path: str | os.PathLike[str]) -> pathlib.Path:
@@ -136,7 +140,9 @@ def _read_key_file(path: pathlib.Path) -> bytes | None:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise StoreError(f"{path} is not a regular file: it must hold the store's key", path=str(path))
+            raise StoreError(
+                f"{path} is not a regular file: it must hold the store's key", path=str(path)
+            )
         if st.st_mode & 0o077:
             raise StoreError(
                 f"the key file {path} can be read by other users (mode {stat.S_IMODE(st.st_mode):04o}): "

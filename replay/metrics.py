@@ -59,7 +59,21 @@ __all__ = [
 TOOL_CALL_BUCKETS: tuple[float, ...] = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89)
 #: Milliseconds, up to 60 s.
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
-    50, 100, 250, 500, 1000, 2000, 3000, 5000, 8000, 10000, 15000, 20000, 30000, 45000, 60000,
+    50,
+    100,
+    250,
+    500,
+    1000,
+    2000,
+    3000,
+    5000,
+    8000,
+    10000,
+    15000,
+    20000,
+    30000,
+    45000,
+    60000,
 )
 #: The same bounds in seconds, for ``agent_run_latency_seconds``.
 LATENCY_BUCKETS_S: tuple[float, ...] = tuple(b / 1000 for b in LATENCY_BUCKETS_MS)
@@ -97,10 +111,16 @@ class PrometheusExporter:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         prom = _prometheus()
-        self.registry: CollectorRegistry = prom.CollectorRegistry() if registry is None else registry
+        self.registry: CollectorRegistry = (
+            prom.CollectorRegistry() if registry is None else registry
+        )
         reg = self.registry
         self.tool_calls = prom.Histogram(
-            "agent_tool_calls", "Tool calls per agent run", ["agent"], buckets=TOOL_CALL_BUCKETS, registry=reg
+            "agent_tool_calls",
+            "Tool calls per agent run",
+            ["agent"],
+            buckets=TOOL_CALL_BUCKETS,
+            registry=reg,
         )
         self.run_latency_ms = prom.Histogram(
             "agent_run_latency_ms",
@@ -117,12 +137,20 @@ class PrometheusExporter:
             registry=reg,
         )
         self.stops = prom.Counter(
-            "agent_stop_total", "Finished agent runs by stop reason", ["agent", "stop_reason"], registry=reg
+            "agent_stop_total",
+            "Finished agent runs by stop reason",
+            ["agent", "stop_reason"],
+            registry=reg,
         )
         self.tokens = prom.Counter(
-            "agent_tokens_total", "Model tokens used by agent runs", ["agent", "direction"], registry=reg
+            "agent_tokens_total",
+            "Model tokens used by agent runs",
+            ["agent", "direction"],
+            registry=reg,
         )
-        self.spend = prom.Counter("agent_spend_usd_total", "Spend of agent runs in USD", ["agent"], registry=reg)
+        self.spend = prom.Counter(
+            "agent_spend_usd_total", "Spend of agent runs in USD", ["agent"], registry=reg
+        )
         self.tool_errors = prom.Counter(
             "agent_tool_errors_total",
             "Failed tool calls by error bucket (429, 5xx, timeout, other)",
@@ -177,7 +205,9 @@ class PrometheusExporter:
         runs = [
             r
             for r in store.runs(since_ms=since_ms)
-            if r.stop_reason is not None and r.replay_of is None and (since_ms is None or r.started_ms >= since_ms)
+            if r.stop_reason is not None
+            and r.replay_of is None
+            and (since_ms is None or r.started_ms >= since_ms)
         ]
         with self._lock:
             if since_ms is not None:
@@ -202,8 +232,10 @@ class PrometheusExporter:
                 "name": fam.name,
                 "type": fam.type,
                 "help": fam.documentation,
-                "samples": [{"name": smp.name, "labels": dict(smp.labels), "value": smp.value}
-                            for smp in fam.samples],
+                "samples": [
+                    {"name": smp.name, "labels": dict(smp.labels), "value": smp.value}
+                    for smp in fam.samples
+                ],
             }
             for fam in self.registry.collect()
         ]

@@ -237,14 +237,23 @@ def _build(event_ms: int, snapshot_ms: int, path: pathlib.Path) -> Migrations:
         # constraint to a table, so events is rebuilt from its own CREATE statement (whatever
         # columns earlier steps added) and its indexes and triggers are made again.
         conn = db.conn
-        sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone()[0]
-        extras = [r[0] for r in conn.execute(
-            "SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND type IN ('index', 'trigger') "
-            "AND sql IS NOT NULL")]
+        sql = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+        ).fetchone()[0]
+        extras = [
+            r[0]
+            for r in conn.execute(
+                "SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND type IN ('index', 'trigger') "
+                "AND sql IS NOT NULL"
+            )
+        ]
         if "REFERENCES runs" not in sql:
             close = sql.rindex(")")
-            create = (sql[:close].rstrip() + ",\n        FOREIGN KEY (run_id) REFERENCES runs (run_id)\n    "
-                      + sql[close:])
+            create = (
+                sql[:close].rstrip()
+                + ",\n        FOREIGN KEY (run_id) REFERENCES runs (run_id)\n    "
+                + sql[close:]
+            )
             create = create.replace("CREATE TABLE events", "CREATE TABLE events_with_fk", 1)
             cols = ", ".join(f'"{r[1]}"' for r in conn.execute("PRAGMA table_info(events)"))
             db.execute(create)

@@ -58,7 +58,9 @@ def _check_name(value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("contains a lone surrogate (not valid Unicode text): names must be plain text") from None
+        raise ValueError(
+            "contains a lone surrogate (not valid Unicode text): names must be plain text"
+        ) from None
     return value
 
 
@@ -119,9 +121,12 @@ class Usage(BaseModel):
     tool_calls: Count = 0
 
     @classmethod
-    def lenient(cls, *, tokens_in: Any = 0, tokens_out: Any = 0, cost_usd: Any = 0.0, tool_calls: Any = 0) -> Usage:
+    def lenient(
+        cls, *, tokens_in: Any = 0, tokens_out: Any = 0, cost_usd: Any = 0.0, tool_calls: Any = 0
+    ) -> Usage:
         """A `Usage` that never raises: negative, NaN or oversized values (from a model response or
         a caller's arithmetic) become 0, so recording never breaks the agent over its usage."""
+
         def count(v: Any) -> int:
             try:
                 n = int(v)
@@ -134,8 +139,10 @@ class Usage(BaseModel):
         except (TypeError, ValueError, OverflowError):
             c = 0.0
         return cls(
-            tokens_in=count(tokens_in), tokens_out=count(tokens_out),
-            cost_usd=c if math.isfinite(c) and c >= 0 else 0.0, tool_calls=count(tool_calls),
+            tokens_in=count(tokens_in),
+            tokens_out=count(tokens_out),
+            cost_usd=c if math.isfinite(c) and c >= 0 else 0.0,
+            tool_calls=count(tool_calls),
         )
 
     def __add__(self, other: Usage) -> Usage:

@@ -31,10 +31,18 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["NetworkBlockedError", "SubprocessBlockedError", "block_network", "block_subprocess", "sealed"]
+__all__ = [
+    "NetworkBlockedError",
+    "SubprocessBlockedError",
+    "block_network",
+    "block_subprocess",
+    "sealed",
+]
 
-_HINT = ("nothing real is called in a replay. Decorate the code that makes this call with @rec.tool, "
-         "answer it with stubs=, or opt out with replay_run(..., {opt}=True)")
+_HINT = (
+    "nothing real is called in a replay. Decorate the code that makes this call with @rec.tool, "
+    "answer it with stubs=, or opt out with replay_run(..., {opt}=True)"
+)
 
 
 class NetworkBlockedError(ConnectionRefusedError):
@@ -68,8 +76,13 @@ def _address(addr: Any) -> str:
     return repr(addr)
 
 
-def _refuse_net(what: str, target: str, cls: type[NetworkBlockedError] = NetworkBlockedError) -> Any:
-    raise cls(f"agent-replay blocked {what} {target} during a replay: " + _HINT.format(opt="allow_network"))
+def _refuse_net(
+    what: str, target: str, cls: type[NetworkBlockedError] = NetworkBlockedError
+) -> Any:
+    raise cls(
+        f"agent-replay blocked {what} {target} during a replay: "
+        + _HINT.format(opt="allow_network")
+    )
 
 
 def _connect(self: socket.socket, address: Any) -> Any:
@@ -85,7 +98,9 @@ def _sendto(self: socket.socket, data: Any, *args: Any) -> Any:
     _refuse_net("a datagram to", _address(args[-1]) if args else "?")
 
 
-def _sendmsg(self: socket.socket, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> Any:
+def _sendmsg(
+    self: socket.socket, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None
+) -> Any:
     if address is None:
         return _saved["sendmsg"][3](self, buffers, ancdata, flags)
     _refuse_net("a datagram to", _address(address))
@@ -93,7 +108,11 @@ def _sendmsg(self: socket.socket, buffers: Any, ancdata: Any = (), flags: int = 
 
 def _getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
     h = host.decode("ascii", "replace") if isinstance(host, bytes) else host
-    _refuse_net("a DNS lookup of", _address((h, port)) if port not in (None, 0) else repr(h), DnsBlockedError)
+    _refuse_net(
+        "a DNS lookup of",
+        _address((h, port)) if port not in (None, 0) else repr(h),
+        DnsBlockedError,
+    )
 
 
 def _gethostbyname(host: Any, *args: Any) -> Any:
@@ -119,7 +138,8 @@ def _program(args: Any) -> str:
 
 def _refuse_proc(how: str, program: str) -> Any:
     raise SubprocessBlockedError(
-        f"agent-replay blocked {how} of {program} during a replay: " + _HINT.format(opt="allow_subprocess")
+        f"agent-replay blocked {how} of {program} during a replay: "
+        + _HINT.format(opt="allow_subprocess")
     )
 
 
@@ -145,11 +165,30 @@ def _os_call(name: str) -> Callable[..., Any]:
     return refuse
 
 
-_OS_FAMILY = [n for n in (
-    "execl", "execle", "execlp", "execlpe", "execv", "execve", "execvp", "execvpe",
-    "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe",
-    "posix_spawn", "posix_spawnp",
-) if hasattr(os, n)]
+_OS_FAMILY = [
+    n
+    for n in (
+        "execl",
+        "execle",
+        "execlp",
+        "execlpe",
+        "execv",
+        "execve",
+        "execvp",
+        "execvpe",
+        "spawnl",
+        "spawnle",
+        "spawnlp",
+        "spawnlpe",
+        "spawnv",
+        "spawnve",
+        "spawnvp",
+        "spawnvpe",
+        "posix_spawn",
+        "posix_spawnp",
+    )
+    if hasattr(os, n)
+]
 
 
 def _network_patches() -> list[tuple[str, Any, str, Any]]:
@@ -182,7 +221,11 @@ def _patched(kind: str, patches: Callable[[], list[tuple[str, Any, str, Any]]]) 
     with _lock:
         if _depth[kind] == 0:
             for key, owner, attr, replacement in patches():
-                own = owner.__dict__.get(attr, _MISSING) if isinstance(owner, type) else getattr(owner, attr)
+                own = (
+                    owner.__dict__.get(attr, _MISSING)
+                    if isinstance(owner, type)
+                    else getattr(owner, attr)
+                )
                 _saved[key] = (owner, attr, own, getattr(owner, attr))
                 setattr(owner, attr, replacement)
         _depth[kind] += 1

@@ -70,11 +70,27 @@ log = logging.getLogger("replay")
 
 #: Stop reasons that mark the ``invoke_agent`` span's status as ERROR (``error.type`` = the reason).
 #: ``completed`` is OK; ``denied``, ``cancelled`` and user-defined reasons leave the status unset.
-ERROR_STOP_REASONS = frozenset({"error", "killed", "tool_timeout", "loop_detected", "budget_exceeded", "max_steps"})
+ERROR_STOP_REASONS = frozenset(
+    {"error", "killed", "tool_timeout", "loop_detected", "budget_exceeded", "max_steps"}
+)
 
 #: Seconds, for the run duration histogram: the Prometheus exporter's millisecond buckets / 1000.
 DURATION_BUCKETS_S: tuple[float, ...] = (
-    0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2,
+    3,
+    5,
+    8,
+    10,
+    15,
+    20,
+    30,
+    45,
+    60,
 )
 
 
@@ -126,7 +142,9 @@ def trace_id_for(run_id: str) -> int:
 
 def span_id_for(run_id: str, step_id: int | None) -> int:
     """The 64-bit span id of a run's agent span (`step_id` None) or of one of its steps."""
-    n = int.from_bytes(hashlib.sha256(f"agent-replay/span/{run_id}/{step_id}".encode()).digest()[:8], "big")
+    n = int.from_bytes(
+        hashlib.sha256(f"agent-replay/span/{run_id}/{step_id}".encode()).digest()[:8], "big"
+    )
     return n or 1
 
 
@@ -174,10 +192,14 @@ def run_spans(
     def ctx(step: int | None) -> Any:
         c = ctxs.get(step)
         if c is None:
-            c = ctxs[step] = SpanContext(trace_id, span_id_for(rid, step), is_remote=False, trace_flags=flags)
+            c = ctxs[step] = SpanContext(
+                trace_id, span_id_for(rid, step), is_remote=False, trace_flags=flags
+            )
         return c
 
-    steps = [e for e in events if e.kind in ("tool_result", "model_result") and e.step_id is not None]
+    steps = [
+        e for e in events if e.kind in ("tool_result", "model_result") and e.step_id is not None
+    ]
     stop = next((e for e in events if e.kind == "stop"), None)
     start_ms = run.started_ms
     end_ms = run.ended_ms
@@ -235,8 +257,15 @@ def run_spans(
         status = Status(StatusCode.UNSET)
     spans.append(
         ReadableSpan(
-            f"invoke_agent {run.agent}", context=ctx(None), parent=None, resource=resource, attributes=attrs,
-            kind=SpanKind.INTERNAL, status=status, start_time=_ns(start_ms), end_time=_ns(max(end_ms, start_ms)),
+            f"invoke_agent {run.agent}",
+            context=ctx(None),
+            parent=None,
+            resource=resource,
+            attributes=attrs,
+            kind=SpanKind.INTERNAL,
+            status=status,
+            start_time=_ns(start_ms),
+            end_time=_ns(max(end_ms, start_ms)),
             instrumentation_scope=scope,
         )
     )
@@ -278,13 +307,17 @@ def run_spans(
             # holds them as recorded, so they go under replay.* (which `replay import` reads back).
             args = snapshots.get(e.args_sha or "")
             if args is not None and args[1] == "$args" and not args[2]:
-                sattrs["replay.args" if is_model else "gen_ai.tool.call.arguments"] = args[0].decode("utf-8", "replace")
+                sattrs["replay.args" if is_model else "gen_ai.tool.call.arguments"] = args[
+                    0
+                ].decode("utf-8", "replace")
             out = snapshots.get(e.output_sha or "")
             if out is not None and not out[2]:
                 if e.status == "error":
                     sattrs["replay.error_body"] = out[0].decode("utf-8", "replace")
                 else:
-                    sattrs["replay.result" if is_model else "gen_ai.tool.call.result"] = out[0].decode("utf-8", "replace")
+                    sattrs["replay.result" if is_model else "gen_ai.tool.call.result"] = out[
+                        0
+                    ].decode("utf-8", "replace")
         if e.status == "error":
             sattrs["error.type"] = e.error or "_OTHER"
             sstatus = Status(StatusCode.ERROR, e.error or None)
@@ -294,8 +327,16 @@ def run_spans(
         begin = end - max(e.duration_ms or 0, 0)
         spans.append(
             ReadableSpan(
-                name, context=ctx(e.step_id), parent=ctx(parent), resource=resource, attributes=sattrs, kind=kind,
-                status=sstatus, start_time=_ns(begin), end_time=_ns(end), instrumentation_scope=scope,
+                name,
+                context=ctx(e.step_id),
+                parent=ctx(parent),
+                resource=resource,
+                attributes=sattrs,
+                kind=kind,
+                status=sstatus,
+                start_time=_ns(begin),
+                end_time=_ns(end),
+                instrumentation_scope=scope,
             )
         )
     return spans
@@ -455,7 +496,9 @@ class OtelExporter:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
             span_exporter = OTLPSpanExporter(
-                endpoint=signal_url(endpoint, "traces") if endpoint else None, headers=headers, timeout=timeout
+                endpoint=signal_url(endpoint, "traces") if endpoint else None,
+                headers=headers,
+                timeout=timeout,
             )
         self.span_exporter = span_exporter
         self._counting = _CountingExporter(span_exporter, self)
@@ -469,13 +512,16 @@ class OtelExporter:
         self._duration: Any = None
         if metrics:
             if meter_provider is None and own_otlp:
-                from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+                from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                    OTLPMetricExporter,
+                )
                 from opentelemetry.sdk.metrics import MeterProvider
                 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
                 reader = PeriodicExportingMetricReader(
                     OTLPMetricExporter(
-                        endpoint=signal_url(endpoint, "metrics") if endpoint else None, headers=headers,
+                        endpoint=signal_url(endpoint, "metrics") if endpoint else None,
+                        headers=headers,
                         timeout=timeout,
                     )
                 )
@@ -492,11 +538,15 @@ class OtelExporter:
             )
             try:
                 self._duration = meter.create_histogram(
-                    "agent_run_duration", unit="s", description="Agent run wall time",
+                    "agent_run_duration",
+                    unit="s",
+                    description="Agent run wall time",
                     explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
                 )
             except TypeError:  # an API without bucket advice
-                self._duration = meter.create_histogram("agent_run_duration", unit="s", description="Agent run wall time")
+                self._duration = meter.create_histogram(
+                    "agent_run_duration", unit="s", description="Agent run wall time"
+                )
 
     # ---- failures ------------------------------------------------------------------------------
 
@@ -516,7 +566,9 @@ class OtelExporter:
 
     # ---- the listener --------------------------------------------------------------------------
 
-    def __call__(self, run: Run, events: Sequence[Event] | None = (), store: Store | None = None) -> None:
+    def __call__(
+        self, run: Run, events: Sequence[Event] | None = (), store: Store | None = None
+    ) -> None:
         """Export one finished run (a Recorder listener: called on the writer thread). Never raises.
 
         `events` are the run's stored events; `store` (optional) supplies the redacted snapshots
@@ -531,7 +583,11 @@ class OtelExporter:
         try:
             snaps = None
             if self.include_content and store is not None:
-                shas = {run.input_sha, run.output_sha} | {e.output_sha for e in events} | {e.args_sha for e in events}
+                shas = (
+                    {run.input_sha, run.output_sha}
+                    | {e.output_sha for e in events}
+                    | {e.args_sha for e in events}
+                )
                 snaps = store.snapshots(s for s in shas if s)
             elif self.include_content:
                 snaps = {}
@@ -592,7 +648,11 @@ class OtelExporter:
             events = store.events(run.run_id)
             snaps = None
             if self.include_content:
-                shas = {run.input_sha, run.output_sha} | {e.output_sha for e in events} | {e.args_sha for e in events}
+                shas = (
+                    {run.input_sha, run.output_sha}
+                    | {e.output_sha for e in events}
+                    | {e.args_sha for e in events}
+                )
                 snaps = store.snapshots(s for s in shas if s)
             pending.extend(run_spans(run, events, resource=self.resource, snapshots=snaps))
             if len(pending) >= _BACKFILL_SPANS:  # a few requests for many runs, not one per run

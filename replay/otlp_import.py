@@ -78,17 +78,23 @@ class _Span:
 
     @property
     def role(self) -> str | None:
-        """"agent", "tool", "model" or None (a span that is only structure)."""
+        """ "agent", "tool", "model" or None (a span that is only structure)."""
         a = self.attrs
         oi = str(a.get("openinference.span.kind", "")).upper()
         tl = str(a.get("traceloop.span.kind", "")).lower()
         op = str(a.get("gen_ai.operation.name", "")).lower()
         if oi == "TOOL" or tl == "tool" or op == "execute_tool":
             return "tool"
-        if oi == "AGENT" or tl in ("agent", "workflow") or op in ("invoke_agent", "invoke_workflow"):
+        if (
+            oi == "AGENT"
+            or tl in ("agent", "workflow")
+            or op in ("invoke_agent", "invoke_workflow")
+        ):
             return "agent"
-        if oi == "LLM" or op in ("chat", "text_completion", "generate_content") or (
-            not oi and not tl and "llm.request.type" in a
+        if (
+            oi == "LLM"
+            or op in ("chat", "text_completion", "generate_content")
+            or (not oi and not tl and "llm.request.type" in a)
         ):
             return "model"
         return None
@@ -116,10 +122,14 @@ def load_otlp(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     try:
         size = p.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise OtlpDecodeError(str(p), f"{size} bytes is more than the {MAX_FILE_BYTES} an OTLP import reads")
+            raise OtlpDecodeError(
+                str(p), f"{size} bytes is more than the {MAX_FILE_BYTES} an OTLP import reads"
+            )
         raw = p.read_bytes()
     except FileNotFoundError:
-        raise OtlpDecodeError(str(p), "no such file (export traces as OTLP JSON, e.g. the collector's file exporter)") from None
+        raise OtlpDecodeError(
+            str(p), "no such file (export traces as OTLP JSON, e.g. the collector's file exporter)"
+        ) from None
     except OSError as exc:
         raise OtlpDecodeError(str(p), f"cannot be read: {exc.strerror}") from None
     docs: list[Any]
@@ -133,15 +143,17 @@ def load_otlp(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                     docs.append(orjson.loads(line))
                 except orjson.JSONDecodeError:
                     raise OtlpDecodeError(
-                        str(p), f"line {n}: not valid JSON (expected one OTLP JSON object, or one per line)"
+                        str(p),
+                        f"line {n}: not valid JSON (expected one OTLP JSON object, or one per line)",
                     ) from None
     out = []
     for i, d in enumerate(docs):
         if not isinstance(d, dict) or not isinstance(d.get("resourceSpans"), list):
             where = f"object {i + 1}: " if len(docs) > 1 else ""
             raise OtlpDecodeError(
-                str(p), f"{where}no resourceSpans list: not an OTLP JSON trace export "
-                "(resourceSpans -> scopeSpans -> spans, the OTLP/HTTP JSON encoding)"
+                str(p),
+                f"{where}no resourceSpans list: not an OTLP JSON trace export "
+                "(resourceSpans -> scopeSpans -> spans, the OTLP/HTTP JSON encoding)",
             )
         out.append(d)
     return out
@@ -214,7 +226,9 @@ def _spans(docs: list[dict[str, Any]], where: str) -> list[_Span]:
         for ri, rs in enumerate(d.get("resourceSpans") or []):
             if not isinstance(rs, dict):
                 continue
-            for si, ss in enumerate(rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or []):
+            for si, ss in enumerate(
+                rs.get("scopeSpans") or rs.get("instrumentationLibrarySpans") or []
+            ):
                 if not isinstance(ss, dict):
                     continue
                 for pi, sp in enumerate(ss.get("spans") or []):
@@ -224,7 +238,8 @@ def _spans(docs: list[dict[str, Any]], where: str) -> list[_Span]:
                     tid, sid = _hex_id(sp.get("traceId"), 16), _hex_id(sp.get("spanId"), 8)
                     if not tid or not sid:
                         raise OtlpDecodeError(
-                            where, f"{loc}: traceId and spanId must be 32 and 16 hex digits (or their base64)"
+                            where,
+                            f"{loc}: traceId and spanId must be 32 and 16 hex digits (or their base64)",
                         )
                     raw_status = sp.get("status")
                     status: dict[str, Any] = raw_status if isinstance(raw_status, dict) else {}
@@ -237,12 +252,18 @@ def _spans(docs: list[dict[str, Any]], where: str) -> list[_Span]:
                     start = _int(sp.get("startTimeUnixNano"))
                     spans.append(
                         _Span(
-                            trace_id=tid, span_id=sid, parent_id=_hex_id(sp.get("parentSpanId"), 8),
-                            name=_str(sp.get("name")) or "", start_ns=start,
+                            trace_id=tid,
+                            span_id=sid,
+                            parent_id=_hex_id(sp.get("parentSpanId"), 8),
+                            name=_str(sp.get("name")) or "",
+                            start_ns=start,
                             end_ns=max(_int(sp.get("endTimeUnixNano")), start),
-                            attrs=_attrs(sp.get("attributes")), error=status.get("code") in _ERROR_CODES,
-                            status_message=_str(status.get("message")) or "", exc_type=exc_type,
-                            exc_message=exc_msg, order=len(spans),
+                            attrs=_attrs(sp.get("attributes")),
+                            error=status.get("code") in _ERROR_CODES,
+                            status_message=_str(status.get("message")) or "",
+                            exc_type=exc_type,
+                            exc_message=exc_msg,
+                            order=len(spans),
                         )
                     )
     return spans
@@ -297,7 +318,9 @@ def _tool_name(s: _Span) -> str:
 
 def _model_name(s: _Span) -> str:
     a = s.attrs
-    name = _first(a, "replay.tool", "gen_ai.request.model", "llm.model_name", "gen_ai.response.model")
+    name = _first(
+        a, "replay.tool", "gen_ai.request.model", "llm.model_name", "gen_ai.response.model"
+    )
     if isinstance(name, str) and name:
         return name
     return s.name.removeprefix("chat ").strip() or "model"
@@ -305,7 +328,9 @@ def _model_name(s: _Span) -> str:
 
 def _agent_name(s: _Span) -> str:
     a = s.attrs
-    name = _first(a, "gen_ai.agent.name", "agent.name", "traceloop.entity.name", "traceloop.workflow.name")
+    name = _first(
+        a, "gen_ai.agent.name", "agent.name", "traceloop.entity.name", "traceloop.workflow.name"
+    )
     if isinstance(name, str) and name:
         return name
     return s.name.removeprefix("invoke_agent ").strip() or "agent"
@@ -361,8 +386,15 @@ def _run_output(s: _Span) -> Any:
 
 
 def _tokens(a: dict[str, Any]) -> tuple[int, int]:
-    tin = _first(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
-    tout = _first(a, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
+    tin = _first(
+        a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"
+    )
+    tout = _first(
+        a,
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.token_count.completion",
+    )
     return _int(tin), _int(tout)
 
 
@@ -380,7 +412,9 @@ def _run_id(s: _Span) -> str:
     if isinstance(own, str) and RUN_ID_PATTERN.fullmatch(own):
         return own
     ms = (s.start_ns // 1_000_000) & ((1 << 48) - 1)
-    rand = int.from_bytes(hashlib.sha256(f"otlp/{s.trace_id}/{s.span_id}".encode()).digest()[:10], "big")
+    rand = int.from_bytes(
+        hashlib.sha256(f"otlp/{s.trace_id}/{s.span_id}".encode()).digest()[:10], "big"
+    )
     n = (ms << 80) | rand
     chars = []
     for _ in range(26):
@@ -448,7 +482,9 @@ class _Builder:
             step_of[s.span_id] = step_id
             parent = None
             p, up = s.parent_id, set()
-            while p and p != root.span_id and p in self.by_id and p not in up:  # `up`: duplicate ids cannot loop
+            while (
+                p and p != root.span_id and p in self.by_id and p not in up
+            ):  # `up`: duplicate ids cannot loop
                 if p in step_of:
                     parent = step_of[p]
                     break
@@ -471,7 +507,12 @@ class _Builder:
                 error = self.text(_error_name(s))
                 body = _json_or_text(s.attrs.get("replay.error_body"))  # as replay.otel exported it
                 if not (isinstance(body, dict) and body.get("error") == error):
-                    body = {"error": error, "module": "", "qualname": "", "message": s.exc_message or s.status_message}
+                    body = {
+                        "error": error,
+                        "module": "",
+                        "qualname": "",
+                        "message": s.exc_message or s.status_message,
+                    }
                 output_sha: str | None = self.snapshot(body, "$error")[0]
             else:
                 result = _result(s)
@@ -479,31 +520,55 @@ class _Builder:
             end_ms = s.end_ns // 1_000_000
             steps.append(
                 Event(
-                    run_id=rid, kind="model_result" if role == "model" else "tool_result", ts_ms=end_ms,
-                    step_id=step_id, tool=tool, args_sha=args_sha, output_sha=output_sha,
-                    duration_ms=(s.end_ns - s.start_ns) // 1_000_000, status="error" if error else "ok",
-                    error=error, usage=usage, parent_step_id=parent,
+                    run_id=rid,
+                    kind="model_result" if role == "model" else "tool_result",
+                    ts_ms=end_ms,
+                    step_id=step_id,
+                    tool=tool,
+                    args_sha=args_sha,
+                    output_sha=output_sha,
+                    duration_ms=(s.end_ns - s.start_ns) // 1_000_000,
+                    status="error" if error else "ok",
+                    error=error,
+                    usage=usage,
+                    parent_step_id=parent,
                 )
             )
         stop_reason = a.get("replay.stop_reason")
         if not (isinstance(stop_reason, str) and (stop_reason in STOP_REASONS)):
             stop_reason = "error" if root.error else "completed"
-        versions = {k.removeprefix("replay.version."): self.text(str(v)) for k, v in a.items()
-                    if k.startswith("replay.version.") and v is not None}
+        versions = {
+            k.removeprefix("replay.version."): self.text(str(v))
+            for k, v in a.items()
+            if k.startswith("replay.version.") and v is not None
+        }
         if model and "model" not in versions:
             versions["model"] = self.text(str(model))
-        labels = {k.removeprefix("replay.label."): self.text(str(v)) for k, v in a.items()
-                  if k.startswith("replay.label.") and v is not None}
+        labels = {
+            k.removeprefix("replay.label."): self.text(str(v))
+            for k, v in a.items()
+            if k.startswith("replay.label.") and v is not None
+        }
         labels.setdefault("imported_from", "otlp")
         labels.setdefault("trace_id", root.trace_id)
         started_ms, ended_ms = root.start_ns // 1_000_000, root.end_ns // 1_000_000
         run = Run(
-            run_id=rid, agent=self.text(_agent_name(root)), versions=versions, labels=labels,
-            started_ms=started_ms, ended_ms=ended_ms, stop_reason=stop_reason,
+            run_id=rid,
+            agent=self.text(_agent_name(root)),
+            versions=versions,
+            labels=labels,
+            started_ms=started_ms,
+            ended_ms=ended_ms,
+            stop_reason=stop_reason,
             usage=Usage(tokens_in=tokens_in, tokens_out=tokens_out, tool_calls=tool_calls),
-            tool_calls=tool_calls, pinned=True, host="", key_fingerprint=self.redactor.key_fingerprint,
+            tool_calls=tool_calls,
+            pinned=True,
+            host="",
+            key_fingerprint=self.redactor.key_fingerprint,
             # replay.otel and OpenLLMetry (kwargs) carry the bound arguments; others the agent's one input value.
-            call_style="bound" if "replay.input" in a or _is_kwargs(a.get("traceloop.entity.input")) else "value",
+            call_style="bound"
+            if "replay.input" in a or _is_kwargs(a.get("traceloop.entity.input"))
+            else "value",
         )
         inp = _run_input(root)
         if inp is not None:
@@ -512,14 +577,27 @@ class _Builder:
         if out is not None:
             run.output_sha, run.output = self.snapshot(out)
         usage_total = run.usage
-        events = [Event(run_id=rid, kind="run_start", ts_ms=started_ms, args_sha=run.input_sha), *steps,
-                  Event(run_id=rid, kind="stop", ts_ms=ended_ms, output_sha=run.output_sha, stop_reason=stop_reason,
-                        usage=usage_total)]
+        events = [
+            Event(run_id=rid, kind="run_start", ts_ms=started_ms, args_sha=run.input_sha),
+            *steps,
+            Event(
+                run_id=rid,
+                kind="stop",
+                ts_ms=ended_ms,
+                output_sha=run.output_sha,
+                stop_reason=stop_reason,
+                usage=usage_total,
+            ),
+        ]
         return ImportedRun(run=run, events=events, snapshots=[])
 
 
 def runs_from_otlp(
-    docs: list[dict[str, Any]], redactor: Redactor, *, where: str = "<otlp>", max_snapshot_bytes: int = 1_000_000
+    docs: list[dict[str, Any]],
+    redactor: Redactor,
+    *,
+    where: str = "<otlp>",
+    max_snapshot_bytes: int = 1_000_000,
 ) -> list[ImportedRun]:
     """Build runs from parsed OTLP JSON export requests (see the module docstring for the rules).
 
@@ -557,8 +635,9 @@ def runs_from_otlp(
             roots.append(s)
     if not roots:
         raise OtlpDecodeError(
-            where, "no agent, tool or LLM span found: the import reads OpenInference "
-            "(openinference.span.kind), OpenLLMetry (traceloop.span.kind) or OTel GenAI (gen_ai.operation.name) spans"
+            where,
+            "no agent, tool or LLM span found: the import reads OpenInference "
+            "(openinference.span.kind), OpenLLMetry (traceloop.span.kind) or OTel GenAI (gen_ai.operation.name) spans",
         )
     builder = _Builder(redactor, max_snapshot_bytes)
     out = []

@@ -134,9 +134,39 @@ SECRET_KEYS: frozenset[str] = frozenset(
 SECRET_LAST_TOKENS: frozenset[str] = frozenset({"pass", "token", "session", "auth", "sid"})
 #: trailing tokens that describe a secret's form, not what it is (``private_key_pem``)
 SECRET_FORM_TOKENS: frozenset[str] = frozenset(
-    {"pem", "der", "hash", "hashed", "digest", "id", "value", "val", "b64", "base64", "hex", "enc",
-     "encrypted", "raw", "str", "string", "text", "old", "new", "current", "prev", "confirm",
-     "confirmation", "plain", "plaintext", "data", "file", "env", "bytes", "b", "base"}
+    {
+        "pem",
+        "der",
+        "hash",
+        "hashed",
+        "digest",
+        "id",
+        "value",
+        "val",
+        "b64",
+        "base64",
+        "hex",
+        "enc",
+        "encrypted",
+        "raw",
+        "str",
+        "string",
+        "text",
+        "old",
+        "new",
+        "current",
+        "prev",
+        "confirm",
+        "confirmation",
+        "plain",
+        "plaintext",
+        "data",
+        "file",
+        "env",
+        "bytes",
+        "b",
+        "base",
+    }
 )
 _KEY_TOKEN = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+|[^\W\d_]+")
 
@@ -212,7 +242,9 @@ def _compile_extra(name: Any, pattern: Any, disabled: tuple[str, ...]) -> re.Pat
             f"or add {name!r} to disabled to replace the default"
         )
     if not isinstance(pattern, str):
-        raise TypeError(f"extra_patterns[{name!r}] must be a regex string, got {type(pattern).__name__}")
+        raise TypeError(
+            f"extra_patterns[{name!r}] must be a regex string, got {type(pattern).__name__}"
+        )
     try:
         compiled = re.compile(pattern)
     except re.error as e:
@@ -304,16 +336,94 @@ def _valid_bearer(value: str) -> bool:
 
 # SWIFT IBAN registry lengths; other country codes need a mod-97-valid run of 15-34 characters.
 _IBAN_LENGTHS: dict[str, int] = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
-    "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27,
-    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27,
-    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22,
-    "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32,
-    "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
-    "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24,
-    "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31,
-    "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23,
-    "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+    "AD": 24,
+    "AE": 23,
+    "AL": 28,
+    "AT": 20,
+    "AZ": 28,
+    "BA": 20,
+    "BE": 16,
+    "BG": 22,
+    "BH": 22,
+    "BI": 27,
+    "BR": 29,
+    "BY": 28,
+    "CH": 21,
+    "CR": 22,
+    "CY": 28,
+    "CZ": 24,
+    "DE": 22,
+    "DJ": 27,
+    "DK": 18,
+    "DO": 28,
+    "EE": 20,
+    "EG": 29,
+    "ES": 24,
+    "FI": 18,
+    "FK": 18,
+    "FO": 18,
+    "FR": 27,
+    "GB": 22,
+    "GE": 22,
+    "GI": 23,
+    "GL": 18,
+    "GR": 27,
+    "GT": 28,
+    "HR": 21,
+    "HU": 28,
+    "IE": 22,
+    "IL": 23,
+    "IQ": 23,
+    "IS": 26,
+    "IT": 27,
+    "JO": 30,
+    "KW": 30,
+    "KZ": 20,
+    "LB": 28,
+    "LC": 32,
+    "LI": 21,
+    "LT": 20,
+    "LU": 20,
+    "LV": 21,
+    "LY": 25,
+    "MC": 27,
+    "MD": 24,
+    "ME": 22,
+    "MK": 19,
+    "MN": 20,
+    "MR": 27,
+    "MT": 31,
+    "MU": 30,
+    "NI": 28,
+    "NL": 18,
+    "NO": 15,
+    "OM": 23,
+    "PK": 24,
+    "PL": 28,
+    "PS": 29,
+    "PT": 25,
+    "QA": 29,
+    "RO": 24,
+    "RS": 22,
+    "RU": 33,
+    "SA": 24,
+    "SC": 31,
+    "SD": 18,
+    "SE": 24,
+    "SI": 19,
+    "SK": 24,
+    "SM": 27,
+    "SO": 23,
+    "ST": 25,
+    "SV": 28,
+    "TL": 23,
+    "TN": 24,
+    "TR": 26,
+    "UA": 29,
+    "VA": 22,
+    "VG": 24,
+    "XK": 20,
+    "YE": 30,
 }
 
 
@@ -357,9 +467,7 @@ _PATTERNS: dict[str, str] = {
         r"(?:\s+|%20)(?P<v>[A-Za-z0-9\-._~+/]{8,}=*)"
     ),
     # The password of URL userinfo (postgres://user:pass@host); the URL stays a URL.
-    "url_password": (
-        r"://(?<=[A-Za-z0-9+.\-]://)[^\s/?#@:\"'<>\[\]]*:(?P<v>[^\s/?#@\"'<>]+)@"
-    ),
+    "url_password": (r"://(?<=[A-Za-z0-9+.\-]://)[^\s/?#@:\"'<>\[\]]*:(?P<v>[^\s/?#@\"'<>]+)@"),
     # key=value, key: value, 'key': 'value' in text (logs, exception messages, dict reprs, query
     # strings, form bodies); the key decides (see Redactor._kv).
     "kv_secret": (
@@ -439,15 +547,32 @@ def _phone_ends(s: str, e: int, n: int) -> bool:
 
 # Datetimes, dataclasses and subclasses of builtins go through `to_jsonable` like everywhere else.
 _DUMP_OPTS = (
-    orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
 )
 
 # Groups of rules that share one document-level check.
 _G_JWT, _G_API, _G_BEARER, _G_EMAIL, _G_IBAN, _G_CARD, _G_KEYS, _G_EXTRA = (
-    1, 2, 4, 8, 16, 32, 64, 128,
+    1,
+    2,
+    4,
+    8,
+    16,
+    32,
+    64,
+    128,
 )
 _G_SSN, _G_IPV4, _G_PHONE = 512, 1024, 2048
-_G_PEM, _G_AWS, _G_URL, _G_KV, _G_IPV6, _G_TEL, _G_B64 = 1 << 12, 1 << 13, 1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18
+_G_PEM, _G_AWS, _G_URL, _G_KV, _G_IPV6, _G_TEL, _G_B64 = (
+    1 << 12,
+    1 << 13,
+    1 << 14,
+    1 << 15,
+    1 << 16,
+    1 << 17,
+    1 << 18,
+)
 _G_DIGITS = _G_CARD | _G_SSN | _G_IPV4 | _G_PHONE
 _RISKY = 256  # not a group: `canonical` cannot return orjson's bytes as they are
 _RULE_GROUP = {
@@ -479,12 +604,18 @@ _RULE_GROUP = {
 # digit or IBAN rule can match one, and the text to search shrinks by half (a-f stay, so hex ids
 # do not merge into digit runs).
 _CLASS = bytes(
-    48 if 48 <= i <= 57
-    else 65 if 65 <= i <= 90
-    else 95 if i in b" -/()._"
-    else 43 if i == 43
-    else 101 if i == 101
-    else 110 if i in b":,["
+    48
+    if 48 <= i <= 57
+    else 65
+    if 65 <= i <= 90
+    else 95
+    if i in b" -/()._"
+    else 43
+    if i == 43
+    else 101
+    if i == 101
+    else 110
+    if i in b":,["
     else 33
     for i in range(256)
 )
@@ -509,7 +640,15 @@ _IBAN_D = re.compile(rb"AA00(?:_?[A0]){11}")
 # Lowercase IBANs (de89 3704 ...): on a translation with a-z -> 'a', A-Z -> 'A', digits -> '0',
 # space kept, the rest -> '!': two letters at a token start, two check digits, 11+ characters.
 _LOWER_CLASS = bytes(
-    48 if 48 <= i <= 57 else 97 if 97 <= i <= 122 else 65 if 65 <= i <= 90 else 32 if i == 32 else 33
+    48
+    if 48 <= i <= 57
+    else 97
+    if 97 <= i <= 122
+    else 65
+    if 65 <= i <= 90
+    else 32
+    if i == 32
+    else 33
     for i in range(256)
 )
 # A cheap superset first, on the class translation where g-z are deleted: two check digits (not
@@ -521,16 +660,21 @@ _PEM_D = b"PRIVATE KEY"
 _YA29_D = b"ya29."
 _AWS_D = re.compile(rb"aws|akia|asia")
 _TEL_D = b"tel:"
-_TEL_RX = re.compile(re.escape(_TEL_D))  # `re`'s literal search beats `in` on text full of 't' and 'e'
+_TEL_RX = re.compile(
+    re.escape(_TEL_D)
+)  # `re`'s literal search beats `in` on text full of 't' and 'e'
 # IPv6 with "::" or with four groups (not a clock time 10:30:00).
 _IPV6_D = re.compile(rb":(?::|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f])")
 # A whole JSON string that is base64 (16+ characters), or bytes tagged {"$bytes": ...}.
 # Base64 runs: base64 characters -> 'b', the rest -> ' ', then a substring test for 16 b's.
 _B64_CLS = bytes(
-    98 if (48 <= i <= 57 or 65 <= i <= 90 or 97 <= i <= 122 or i in b"+/") else 32 for i in range(256)
+    98 if (48 <= i <= 57 or 65 <= i <= 90 or 97 <= i <= 122 or i in b"+/") else 32
+    for i in range(256)
 )
 _B64_RUN = b"b" * 16
 _B64_RUNS = re.compile(rb"bbbbbbbbbbbbbbbb+")  # a literal prefix: `re` searches it like memmem
+
+
 def _mixed_case(token: str | bytes) -> bool:
     """Base64 of 16+ characters of text has upper- and lowercase letters; a path or an id rarely."""
     return not token.islower() and not token.isupper()
@@ -624,14 +768,22 @@ def _reversed_trie(words: list[bytes]) -> bytes:
 
 
 _FORM_REV = (
-    b"(?:(?:[0-9]+|" + _reversed_trie(sorted({w.encode()[::-1] for w in SECRET_FORM_TOKENS}))
-    + b')[^a-z0-9"\'\\\\]?){0,2}'
+    b"(?:(?:[0-9]+|"
+    + _reversed_trie(sorted({w.encode()[::-1] for w in SECRET_FORM_TOKENS}))
+    + b")[^a-z0-9\"'\\\\]?){0,2}"
 )
 
 
 # A substring every match of the rule contains: a cheap test before running the regex.
-_GATES = {"jwt": ".", "email": "", "ssn": "-", "ipv4": ".", "pem": "PRIVATE KEY", "url_password": "://",
-          "ipv6": ":"}
+_GATES = {
+    "jwt": ".",
+    "email": "",
+    "ssn": "-",
+    "ipv4": ".",
+    "pem": "PRIVATE KEY",
+    "url_password": "://",
+    "ipv6": ":",
+}
 
 
 class _Rule:
@@ -647,7 +799,9 @@ class _Rule:
         self.name, self.group, self.regex, self.validate = name, group, regex, validate
         self.part = "v" if "v" in regex.groupindex else None
         # Rules with their own matching loop (see Redactor._iban, _email, _phone).
-        self.custom = name if group in (_G_IBAN, _G_EMAIL, _G_PHONE, _G_AWS, _G_KV, _G_B64, _G_IPV6) else ""
+        self.custom = (
+            name if group in (_G_IBAN, _G_EMAIL, _G_PHONE, _G_AWS, _G_KV, _G_B64, _G_IPV6) else ""
+        )
         self.gate = _GATES.get(name, "") if group != _G_EXTRA else ""
 
 
@@ -683,6 +837,8 @@ def _memo_token(n: int) -> str:
         n, r = divmod(n, 20)
         digits.append(_MEMO_LETTERS[r])
     return "$replaymemo$" + "".join(digits) + "$qzxv$"
+
+
 _IPV6_RX = re.compile(_PATTERNS["ipv6"])
 
 
@@ -690,6 +846,8 @@ def _in_userinfo(s: str, start: int, at: int) -> bool:
     """Whether s[start:at] (before an '@') is the userinfo of a URL: ``scheme://user:pass@``."""
     p = s.rfind("://", 0, start + 1)
     return p >= 0 and _USERINFO.fullmatch(s, p + 3, at) is not None
+
+
 _PLUS_ONE = (1).__add__
 
 
@@ -721,11 +879,15 @@ class Redactor:
         cfg = self.config
         self._mac = hmac.new(bytes(key), digestmod=hashlib.sha256)
         #: `replay.keys.fingerprint` of the key: what runs and cassettes carry, never the key
-        self.key_fingerprint = hmac.new(bytes(key), b"agent-replay/key-fingerprint/v1", hashlib.sha256).hexdigest()[:16]
+        self.key_fingerprint = hmac.new(
+            bytes(key), b"agent-replay/key-fingerprint/v1", hashlib.sha256
+        ).hexdigest()[:16]
         self._allow = frozenset(cfg.allow)
         self._cache: dict[tuple[str, str], str] = {}
         self._names: dict[str, str] = {}
-        self._heavy: Callable[[str], list[str]] | None = None  # `replay scan --deep` (detect-secrets)
+        self._heavy: Callable[[str], list[str]] | None = (
+            None  # `replay scan --deep` (detect-secrets)
+        )
         self._memo: dict[bytes, bytes] = {}  # element canonical bytes -> redacted canonical bytes
         self._memo_bytes = 0
 
@@ -764,10 +926,12 @@ class Redactor:
             # key's own separator (`"key":`, reversed `:"k`) is the key check's business: the text
             # check skips it, so it is tried only at the few '=' and ':' inside strings.
             self._kv_text: tuple[re.Pattern[bytes], ...] = (
-                re.compile(b"=" + quotes + trie), re.compile(b":" + quotes + trie),
+                re.compile(b"=" + quotes + trie),
+                re.compile(b":" + quotes + trie),
             )
             self._kv_json: tuple[re.Pattern[bytes], ...] = (
-                self._kv_text[0], re.compile(b':(?!"[^\\\\])' + quotes + trie),
+                self._kv_text[0],
+                re.compile(b':(?!"[^\\\\])' + quotes + trie),
             )
         else:
             self._keys_rx = None
@@ -968,21 +1132,28 @@ class Redactor:
             mask |= _G_IPV6
         # Base64 runs need an uppercase letter: text without one (raw.islower()) has none.
         b64cls = raw.translate(_B64_CLS) if en & (_G_B64 | _G_AWS) and not raw.islower() else b""
-        if en & _G_B64 and ((json_text and b"$" in raw and _BYTES_KEY in raw) or (_B64_RUN in b64cls and _has_b64_run(raw, b64cls))):
+        if en & _G_B64 and (
+            (json_text and b"$" in raw and _BYTES_KEY in raw)
+            or (_B64_RUN in b64cls and _has_b64_run(raw, b64cls))
+        ):
             mask |= _G_B64
         if en & (_G_API | _G_BEARER | _G_AWS | _G_TEL | _G_KV) or json_text:
             fold = raw.translate(_FOLD)
             if en & _G_BEARER and _BEARER_D.search(fold):  # one pass, not two substring tests
                 mask |= _G_BEARER
             # An AWS secret is a 40-character base64 run: look for its context only then.
-            if en & _G_AWS and _B64_RUN40 in b64cls and (
-                b"aws" in fold or b"akia" in fold or b"asia" in fold
+            if (
+                en & _G_AWS
+                and _B64_RUN40 in b64cls
+                and (b"aws" in fold or b"akia" in fold or b"asia" in fold)
             ):
                 mask |= _G_AWS
             if en & _G_TEL and _TEL_RX.search(fold):
                 mask |= _G_TEL
             rfold = fold[::-1]
-            if en & _G_API and ((b"I" in raw and _API_I.search(raw)) or _API_R.search(rfold) or _YA29_D in raw):
+            if en & _G_API and (
+                (b"I" in raw and _API_I.search(raw)) or _API_R.search(rfold) or _YA29_D in raw
+            ):
                 mask |= _G_API
             if self._keys_rx is None:
                 mask |= (_G_KEYS if json_text else 0) | (en & _G_KV)
@@ -1000,7 +1171,10 @@ class Redactor:
                 mask |= _RISKY
             if en & _G_IBAN and (
                 _IBAN_D.search(small)
-                or (_IBAN_LOWER_GATE.search(small) and _IBAN_LOWER_D.search(raw.translate(_LOWER_CLASS)))
+                or (
+                    _IBAN_LOWER_GATE.search(small)
+                    and _IBAN_LOWER_D.search(raw.translate(_LOWER_CLASS))
+                )
             ):
                 mask |= _G_IBAN
             if en & _G_DIGITS:
@@ -1009,7 +1183,11 @@ class Redactor:
                 else:
                     if en & _G_PHONE and b"+" in raw and _R3.search(small):
                         mask |= _G_PHONE
-                    if en & _G_CARD and _Z13 in small and next(_card_runs(raw.translate(_CLASS), raw), -1) >= 0:
+                    if (
+                        en & _G_CARD
+                        and _Z13 in small
+                        and next(_card_runs(raw.translate(_CLASS), raw), -1) >= 0
+                    ):
                         mask |= _G_CARD
                     if (
                         en & _G_PHONE
@@ -1062,7 +1240,10 @@ class Redactor:
             cls = raw.translate(_CLASS)
             if mask & _G_IBAN:
                 hits += [(m.start(), _G_IBAN) for m in _IBAN_D.finditer(cls)]
-                hits += [(m.start(), _G_IBAN) for m in _IBAN_LOWER_D.finditer(raw.translate(_LOWER_CLASS))]
+                hits += [
+                    (m.start(), _G_IBAN)
+                    for m in _IBAN_LOWER_D.finditer(raw.translate(_LOWER_CLASS))
+                ]
             if mask & _G_DIGITS:
                 hits += [(m.start(), mask & _G_DIGITS) for m in _R2.finditer(cls)]
             if mask & _G_PHONE:
@@ -1204,11 +1385,17 @@ class Redactor:
             toks = [t.lower() for t in _KEY_TOKEN.findall(k)]
             n = len(toks)
             # Set aside up to two trailing form tokens (pem, hash, b64, digits ...).
-            while n > 0 and len(toks) - n < 2 and (toks[n - 1] in SECRET_FORM_TOKENS or toks[n - 1].isdigit()):
+            while (
+                n > 0
+                and len(toks) - n < 2
+                and (toks[n - 1] in SECRET_FORM_TOKENS or toks[n - 1].isdigit())
+            ):
                 n -= 1
             if n > 0:
                 core = toks[:n]
-                secret = core[-1] in SECRET_LAST_TOKENS or "".join(core).endswith(self._suffixes_flat)
+                secret = core[-1] in SECRET_LAST_TOKENS or "".join(core).endswith(
+                    self._suffixes_flat
+                )
         if len(self._key_cache) >= 4096:
             self._key_cache.clear()
         self._key_cache[k] = secret
@@ -1309,13 +1496,17 @@ class Redactor:
             s = self._email_with(_EMAIL_PCT_RX, s, hits, sticky)
         return s
 
-    def _email_with(self, rx: re.Pattern[str], s: str, hits: list[str] | None, sticky: list[bool]) -> str:
+    def _email_with(
+        self, rx: re.Pattern[str], s: str, hits: list[str] | None, sticky: list[bool]
+    ) -> str:
         out: list[str] = []
         last = 0
         for m in rx.finditer(s):
             at, end = m.span()
             start = at
-            while start > last and (s[start - 1] in _EMAIL_LOCAL or (s[start - 1] > "\x7f" and s[start - 1].isalnum())):
+            while start > last and (
+                s[start - 1] in _EMAIL_LOCAL or (s[start - 1] > "\x7f" and s[start - 1].isalnum())
+            ):
                 start -= 1
             if s.startswith("redacted.invalid", start) and s[start - 1 : start] == "@":
                 start += 16  # the scan ran into the tail of an email placeholder
@@ -1330,8 +1521,18 @@ class Redactor:
             last = end
         return _joined(out, s, last)
 
-    def _put(self, out: list[str], s: str, last: int, start: int, end: int, rule: str, value: str,
-             hits: list[str] | None, sticky: list[bool]) -> None:
+    def _put(
+        self,
+        out: list[str],
+        s: str,
+        last: int,
+        start: int,
+        end: int,
+        rule: str,
+        value: str,
+        hits: list[str] | None,
+        sticky: list[bool],
+    ) -> None:
         """Splice the pseudonym of `value` (``s[start:end]``) into `out`, noting the hit."""
         if hits is not None:
             hits.append(rule)
@@ -1432,7 +1633,11 @@ class Redactor:
                 more = _SCHEME_TAIL.match(s, ve)
                 if more is not None:
                     ve = pos = more.end()
-            marker = "REDACTED" if ks > 0 and s[ks - 1] in "?&;" and m.group("sep") == "=" else SECRET_MARKER
+            marker = (
+                "REDACTED"
+                if ks > 0 and s[ks - 1] in "?&;" and m.group("sep") == "="
+                else SECRET_MARKER
+            )
             if hits is not None:
                 hits.append("kv_secret")
             out.append(s[last:vs])
@@ -1484,9 +1689,13 @@ class Redactor:
             text = base64.b64decode(s, validate=True).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
             return s
-        if not text or not (text.isprintable() or all(c.isprintable() or c in "\n\r\t" for c in text)):
+        if not text or not (
+            text.isprintable() or all(c.isprintable() or c in "\n\r\t" for c in text)
+        ):
             return s
-        inner = self._apply(text, self._rules) if self._enabled & _G_EXTRA else self.redact_text(text)
+        inner = (
+            self._apply(text, self._rules) if self._enabled & _G_EXTRA else self.redact_text(text)
+        )
         if inner == text:
             return s
         if hits is not None:
@@ -1566,7 +1775,9 @@ class Redactor:
 # detect-secrets plugins left out of the heavier scan: entropy detectors flag every sha and
 # pseudonym a store holds, the keyword detector flags "password": "[REDACTED:secret]", and the
 # public-IP detector flags the documentation-range addresses pseudonyms use.
-_HEAVY_EXCLUDED = frozenset({"HexHighEntropyString", "Base64HighEntropyString", "KeywordDetector", "IPPublicDetector"})
+_HEAVY_EXCLUDED = frozenset(
+    {"HexHighEntropyString", "Base64HighEntropyString", "KeywordDetector", "IPPublicDetector"}
+)
 
 
 def heavy_detector() -> Callable[[str], list[str]] | None:
@@ -1597,7 +1808,9 @@ def heavy_settings() -> Iterator[None]:
     from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
     from detect_secrets.settings import transient_settings
 
-    names = sorted({c.__name__ for c in get_mapping_from_secret_type_to_class().values()} - _HEAVY_EXCLUDED)
+    names = sorted(
+        {c.__name__ for c in get_mapping_from_secret_type_to_class().values()} - _HEAVY_EXCLUDED
+    )
     with transient_settings({"plugins_used": [{"name": n} for n in names]}):
         yield
 
@@ -1610,7 +1823,9 @@ def _scanner(config: RedactionConfig | None, heavy: bool = False) -> Redactor:
     return red
 
 
-def scan_json_file(path: str | Path, config: RedactionConfig | None = None, heavy: bool = False) -> list[FileHit]:
+def scan_json_file(
+    path: str | Path, config: RedactionConfig | None = None, heavy: bool = False
+) -> list[FileHit]:
     """Scan a cassette or any JSON (or JSON Lines) file for what redaction would catch.
 
     Returns one `FileHit` per hit, with the JSON path as location (``line N, $.path`` for JSON
@@ -1686,7 +1901,9 @@ def _scan_cell(red: Redactor, value: Any) -> list[Hit]:
     return []
 
 
-def scan_sqlite(path: str | Path, config: RedactionConfig | None = None, heavy: bool = False) -> list[FileHit]:
+def scan_sqlite(
+    path: str | Path, config: RedactionConfig | None = None, heavy: bool = False
+) -> list[FileHit]:
     """Scan every text and blob cell of every table of a SQLite file, opened read-only.
 
     Cells holding JSON (text, or UTF-8 / gzip / zlib blobs) are parsed and walked. Location:
@@ -1699,7 +1916,9 @@ def scan_sqlite(path: str | Path, config: RedactionConfig | None = None, heavy: 
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"no SQLite file at {p}: pass the path of a replay store (e.g. replay.db)")
+        raise FileNotFoundError(
+            f"no SQLite file at {p}: pass the path of a replay store (e.g. replay.db)"
+        )
     red = _scanner(config, heavy)
     uri = p.resolve().as_uri() + "?mode=ro"
     hits: list[FileHit] = []

@@ -25,8 +25,8 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Awaitable, Sequence
-from typing import Any, Callable, Literal, NoReturn, TypeVar, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, NoReturn, TypeVar, cast
 
 from replay.agents import register_agent
 from replay.context import _run, _session, _step
@@ -110,12 +110,33 @@ class RunState:
     """The mutable state of one run in progress, carried in the contextvar."""
 
     __slots__ = (
-        "run", "recorder", "input", "steps", "tool_calls", "tokens_in", "tokens_out", "cost_usd",
-        "stop_reason", "tripped", "guards", "repeats", "output", "output_type", "ended",
-        "started_ns", "session", "http", "levels", "marks", "group_lock", "__weakref__",
+        "run",
+        "recorder",
+        "input",
+        "steps",
+        "tool_calls",
+        "tokens_in",
+        "tokens_out",
+        "cost_usd",
+        "stop_reason",
+        "tripped",
+        "guards",
+        "repeats",
+        "output",
+        "output_type",
+        "ended",
+        "started_ns",
+        "session",
+        "http",
+        "levels",
+        "marks",
+        "group_lock",
+        "__weakref__",
     )
 
-    def __init__(self, recorder: Recorder, run: Run, input_frozen: bytes | None, guards: Guards) -> None:
+    def __init__(
+        self, recorder: Recorder, run: Run, input_frozen: bytes | None, guards: Guards
+    ) -> None:
         self.run = run
         self.recorder = recorder
         self.input = input_frozen
@@ -133,7 +154,9 @@ class RunState:
         self.ended = False
         self.started_ns = time.perf_counter_ns()
         self.session: Any = None
-        self.http: list[Any] | None = None  # the HTTP interactions of an http=True run, set at its end
+        self.http: list[Any] | None = (
+            None  # the HTTP interactions of an http=True run, set at its end
+        )
         # Concurrent groups (parallel tool calls), per parent step (None: top level):
         # [dict of the step ids in flight (an ordered set); model-announced calls still to come;
         #  their group id]. `marks`: step id -> group, set for the steps in flight when a sibling
@@ -149,17 +172,23 @@ class RunState:
 
     def usage(self) -> Usage:
         return Usage.lenient(
-            tokens_in=self.tokens_in, tokens_out=self.tokens_out,
-            cost_usd=round(self.cost_usd, 10) if math.isfinite(self.cost_usd) else 0.0, tool_calls=self.tool_calls,
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+            cost_usd=round(self.cost_usd, 10) if math.isfinite(self.cost_usd) else 0.0,
+            tool_calls=self.tool_calls,
         )
 
 
 def _check_name(name: Any, what: str) -> str:
     """A tool, model or agent name given to a decorator: text SQLite can store, checked at import time."""
     if not isinstance(name, str) or not name:
-        raise ValueError(f"{what} name {name!r}: give a non-empty string, e.g. @rec.{what}('http.get')")
+        raise ValueError(
+            f"{what} name {name!r}: give a non-empty string, e.g. @rec.{what}('http.get')"
+        )
     if name != _safe_name(name):
-        raise ValueError(f"{what} name {ascii(name)}: remove the NUL character or lone surrogate from it")
+        raise ValueError(
+            f"{what} name {ascii(name)}: remove the NUL character or lone surrogate from it"
+        )
     return name
 
 
@@ -175,8 +204,12 @@ def _safe_name(name: Any) -> str:
 
 def _usage_ok(tokens_in: Any, tokens_out: Any, cost_usd: Any) -> bool:
     try:
-        return (int(tokens_in) >= 0 and int(tokens_out) >= 0 and math.isfinite(float(cost_usd))
-                and float(cost_usd) >= 0)
+        return (
+            int(tokens_in) >= 0
+            and int(tokens_out) >= 0
+            and math.isfinite(float(cost_usd))
+            and float(cost_usd) >= 0
+        )
     except (TypeError, ValueError, OverflowError):
         return False
 
@@ -187,7 +220,7 @@ def _ignore_paths(ignore_args: Any, name: str) -> tuple[tuple[str, ...], ...]:
     if isinstance(ignore_args, str) or not all(isinstance(p, str) and p for p in ignore_args):
         raise TypeError(
             f"ignore_args of {name!r} must be a list of argument names or dotted paths "
-            "(e.g. ignore_args=[\"idempotency_key\", \"payload.request_id\"])"
+            '(e.g. ignore_args=["idempotency_key", "payload.request_id"])'
         )
     return tuple(tuple(p.split(".")) for p in ignore_args)
 
@@ -210,11 +243,28 @@ def _without(bound: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> dict[
 
 
 class _ToolSpec:
-    __slots__ = ("fn", "name", "kind", "skip_first", "params", "timeout_s", "price_in", "price_out", "ignore")
+    __slots__ = (
+        "fn",
+        "name",
+        "kind",
+        "skip_first",
+        "params",
+        "timeout_s",
+        "price_in",
+        "price_out",
+        "ignore",
+    )
 
-    def __init__(self, fn: Callable[..., Any], name: str, kind: str, timeout_s: float | None = None,
-                 price_in: float | None = None, price_out: float | None = None,
-                 ignore_args: Any = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        kind: str,
+        timeout_s: float | None = None,
+        price_in: float | None = None,
+        price_out: float | None = None,
+        ignore_args: Any = None,
+    ) -> None:
         self.ignore = _ignore_paths(ignore_args, name)
         self.fn = fn
         self.name = _check_name(name, "tool" if kind == "tool_result" else "model")
@@ -266,7 +316,9 @@ def _error_names(exc: BaseException) -> tuple[str, str, str]:
     """
     cls = type(exc)
     module = cls.__module__
-    display = cls.__qualname__ if module == "builtins" else f"{module.split('.')[0]}.{cls.__qualname__}"
+    display = (
+        cls.__qualname__ if module == "builtins" else f"{module.split('.')[0]}.{cls.__qualname__}"
+    )
     code = _status_code(exc)
     if code is not None:
         display += f"[{code}]"
@@ -285,8 +337,12 @@ def _tool_calls_in(response: Any) -> int:
         choices = get("choices", None)
         if isinstance(choices, (list, tuple)) and choices:
             first = choices[0]
-            msg = first.get("message") if isinstance(first, dict) else getattr(first, "message", None)
-            calls = msg.get("tool_calls") if isinstance(msg, dict) else getattr(msg, "tool_calls", None)
+            msg = (
+                first.get("message") if isinstance(first, dict) else getattr(first, "message", None)
+            )
+            calls = (
+                msg.get("tool_calls") if isinstance(msg, dict) else getattr(msg, "tool_calls", None)
+            )
             return len(calls) if isinstance(calls, (list, tuple)) else 0
         blocks = get("content", None)
         kind = "type"
@@ -337,8 +393,10 @@ def _script_entrypoint(fn: Callable[..., Any], agent_name: str) -> str:
     qualname = fn.__qualname__
     if module is None:
         entry = f"__main__:{qualname}"
-        hint = (f"it runs as __main__ from outside the working folder, so a replay cannot import it: "
-                f"replay it with --replay-agent MODULE:{qualname} (or agent= in Python)")
+        hint = (
+            f"it runs as __main__ from outside the working folder, so a replay cannot import it: "
+            f"replay it with --replay-agent MODULE:{qualname} (or agent= in Python)"
+        )
     else:
         entry = f"{module}:{qualname}"
         try:
@@ -347,11 +405,17 @@ def _script_entrypoint(fn: Callable[..., Any], agent_name: str) -> str:
             listed = []
         if any(module == n or module.startswith(n + ".") for n in listed):
             return entry
-        hint = (f"it is recorded as {entry}; for a replay to import it, list {module!r} in pyproject.toml "
-                f"([tool.agent-replay] agents) or pass --replay-agent {entry}")
+        hint = (
+            f"it is recorded as {entry}; for a replay to import it, list {module!r} in pyproject.toml "
+            f"([tool.agent-replay] agents) or pass --replay-agent {entry}"
+        )
     if entry not in _warned_scripts:
         _warned_scripts.add(entry)
-        warnings.warn(f"agent-replay: agent {agent_name!r} is defined in a script: {hint}", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"agent-replay: agent {agent_name!r} is defined in a script: {hint}",
+            UserWarning,
+            stacklevel=3,
+        )
     return entry
 
 
@@ -428,7 +492,9 @@ class Recorder:
         sigterm_timeout_s: float | None = 2.0,
     ) -> None:
         if store_args not in ("hash", "redacted"):
-            raise ValueError(f"store_args={store_args!r}: use 'hash' (default, args_sha only) or 'redacted'")
+            raise ValueError(
+                f"store_args={store_args!r}: use 'hash' (default, args_sha only) or 'redacted'"
+            )
         self.db = db if db is not None else default_db()
         self.redaction = redaction or RedactionConfig()
         self.redaction_key = redaction_key
@@ -436,7 +502,9 @@ class Recorder:
         self.snapshot_days = snapshot_days
         self.event_days = event_days
         self.guards = Guards(max_steps, max_repeats, max_tokens, max_spend_usd, tool_timeout_s)
-        self._last: contextvars.ContextVar[str | None] = contextvars.ContextVar("replay_last_run", default=None)
+        self._last: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+            "replay_last_run", default=None
+        )
         self._active: set[RunState] = set()
         self._finalizer_pid = 0
         self._warned_encode = False
@@ -445,9 +513,13 @@ class Recorder:
         self.sync_run_end = sync_run_end
         self.sigterm_timeout_s = sigterm_timeout_s
         self._writer = self._new_writer(
-            max_queue=max_queue, max_queue_bytes=max_queue_bytes, on_full=on_full,
-            max_snapshot_bytes=max_snapshot_bytes, store_args=store_args == "redacted",
-            flush_interval=flush_interval_s, max_spool_bytes=max_spool_bytes,
+            max_queue=max_queue,
+            max_queue_bytes=max_queue_bytes,
+            on_full=on_full,
+            max_snapshot_bytes=max_snapshot_bytes,
+            store_args=store_args == "redacted",
+            flush_interval=flush_interval_s,
+            max_spool_bytes=max_spool_bytes,
         )
         _recorders.add(self)
         if sigterm_timeout_s is not None:
@@ -455,14 +527,26 @@ class Recorder:
 
     def _new_writer(self, **opts: Any) -> Writer:
         sync = self.sync_run_end if self.sync_run_end is not None else _in_worker_process()
-        return Writer(self._open_store, self._make_redactor, peek_key=self._peek_key,
-                      spool_dir=self._spool_dir(), sync_runs=sync, **opts)
+        return Writer(
+            self._open_store,
+            self._make_redactor,
+            peek_key=self._peek_key,
+            spool_dir=self._spool_dir(),
+            sync_runs=sync,
+            **opts,
+        )
 
     def _spool_dir(self) -> str | None:
         if self.spool_dir is not None:
             return os.fspath(self.spool_dir)
-        path = self.db if isinstance(self.db, (str, os.PathLike)) else getattr(self.db, "path", None)
-        if path is None or str(path) in (":memory:", "") or str(path).startswith(("postgres://", "postgresql://")):
+        path = (
+            self.db if isinstance(self.db, (str, os.PathLike)) else getattr(self.db, "path", None)
+        )
+        if (
+            path is None
+            or str(path) in (":memory:", "")
+            or str(path).startswith(("postgres://", "postgresql://"))
+        ):
             return None
         return f"{os.fspath(path)}.spool"
 
@@ -494,13 +578,19 @@ class Recorder:
                 raise NotImplementedError(
                     "the PostgreSQL backend is not in this release of agent-replay: use a SQLite path"
                 )
-            return Store(self.db, snapshot_days=self.snapshot_days, event_days=self.event_days,
-                         timeout_s=self.timeout_s)
+            return Store(
+                self.db,
+                snapshot_days=self.snapshot_days,
+                event_days=self.event_days,
+                timeout_s=self.timeout_s,
+            )
         return self.db
 
     def _make_redactor(self, key: bytes | None) -> Redactor:
         # Without a store there is no persistent key; an ephemeral one still keeps pseudonyms keyed.
-        return Redactor(self.redaction_key or shared_redaction_key() or key or os.urandom(32), self.redaction)
+        return Redactor(
+            self.redaction_key or shared_redaction_key() or key or os.urandom(32), self.redaction
+        )
 
     def open_store(self) -> Any:
         """A Store on this recorder's database, for reading in the calling thread."""
@@ -550,9 +640,14 @@ class Recorder:
         old.close()
         self.db = db
         self._writer = self._new_writer(
-            max_queue=old.max_queue, max_queue_bytes=old.max_queue_bytes, on_full=old.on_full,
-            max_snapshot_bytes=old.max_snapshot_bytes, store_args=old.store_args, listeners=old.listeners,
-            flush_interval=old.flush_interval, max_spool_bytes=old.max_spool_bytes,
+            max_queue=old.max_queue,
+            max_queue_bytes=old.max_queue_bytes,
+            on_full=old.on_full,
+            max_snapshot_bytes=old.max_snapshot_bytes,
+            store_args=old.store_args,
+            listeners=old.listeners,
+            flush_interval=old.flush_interval,
+            max_spool_bytes=old.max_spool_bytes,
         )
 
     def close(self) -> None:
@@ -602,8 +697,16 @@ class Recorder:
         ``agent=`` to `replay_run`. ``http=True`` also records the run's HTTP traffic (`replay.http`);
         ``http_match=`` (or ``http=HttpOptions(...)``) sets how a replay matches its requests.
         """
-        return RunHandle(self, agent, ("value", input), versions, labels, entrypoint, guards,
-                         http=_http_options(http, http_match))
+        return RunHandle(
+            self,
+            agent,
+            ("value", input),
+            versions,
+            labels,
+            entrypoint,
+            guards,
+            http=_http_options(http, http_match),
+        )
 
     def agent(
         self,
@@ -648,10 +751,19 @@ class Recorder:
                     bound = {"*args": list(args), **kwargs}
                 bound.pop("self", None)
                 bound.pop("cls", None)
-                return RunHandle(rec, agent_name, ("bound", bound), {**self.versions, **(versions or {})},
-                                 labels, entry, guards, http=http)
+                return RunHandle(
+                    rec,
+                    agent_name,
+                    ("bound", bound),
+                    {**self.versions, **(versions or {})},
+                    labels,
+                    entry,
+                    guards,
+                    http=http,
+                )
 
             if inspect.iscoroutinefunction(fn):
+
                 @functools.wraps(fn)
                 async def awrapper(*args: Any, **kwargs: Any) -> Any:
                     async with handle(args, kwargs) as run:
@@ -683,7 +795,9 @@ class Recorder:
             return
         if not _usage_ok(tokens_in, tokens_out, cost_usd):
             # Recording never breaks the agent: a nonsense amount is left out, with one warning.
-            self._warn_encode("rec.usage()", "a negative, non-finite or non-numeric amount was ignored")
+            self._warn_encode(
+                "rec.usage()", "a negative, non-finite or non-numeric amount was ignored"
+            )
             return
         st.tokens_in += tokens_in
         st.tokens_out += tokens_out
@@ -756,15 +870,23 @@ class Recorder:
         if not self._warned_encode:
             self._warned_encode = True
             warnings.warn(
-                _scrub(f"agent-replay recorded a placeholder for {where}: {problem}", self._writer._redactor),
+                _scrub(
+                    f"agent-replay recorded a placeholder for {where}: {problem}",
+                    self._writer._redactor,
+                ),
                 RecordingLossWarning,
                 stacklevel=4,
             )
 
     # ---- tools and models -------------------------------------------------------------------
 
-    def tool(self, name: str | Callable[..., Any] | None = None, *, timeout_s: float | None = None,
-             ignore_args: list[str] | tuple[str, ...] | None = None) -> Any:
+    def tool(
+        self,
+        name: str | Callable[..., Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+        ignore_args: list[str] | tuple[str, ...] | None = None,
+    ) -> Any:
         """Record each call of the decorated function (sync or async) as a step of the current run.
 
         A tool called outside any run just runs. During a replay it answers from the recording.
@@ -772,9 +894,12 @@ class Recorder:
         e.g. a random idempotency key: a replay then matches the call whatever value it got.
         """
         if callable(name):  # bare @rec.tool
-            return self._wrap(name, name.__name__, "tool_result", timeout_s=timeout_s, ignore_args=ignore_args)
-        return lambda fn: self._wrap(fn, name or fn.__name__, "tool_result", timeout_s=timeout_s,
-                                     ignore_args=ignore_args)
+            return self._wrap(
+                name, name.__name__, "tool_result", timeout_s=timeout_s, ignore_args=ignore_args
+            )
+        return lambda fn: self._wrap(
+            fn, name or fn.__name__, "tool_result", timeout_s=timeout_s, ignore_args=ignore_args
+        )
 
     def model(
         self,
@@ -791,14 +916,20 @@ class Recorder:
         """
         if callable(name):
             return self._wrap(name, name.__name__, "model_result", ignore_args=ignore_args)
-        return lambda fn: self._wrap(fn, name or fn.__name__, "model_result",
-                                     price_in=price_in_per_mtok, price_out=price_out_per_mtok,
-                                     ignore_args=ignore_args)
+        return lambda fn: self._wrap(
+            fn,
+            name or fn.__name__,
+            "model_result",
+            price_in=price_in_per_mtok,
+            price_out=price_out_per_mtok,
+            ignore_args=ignore_args,
+        )
 
     def _wrap(self, fn: F, name: str, kind: str, **opts: Any) -> F:
         spec = _ToolSpec(fn, name, kind, **opts)
 
         if inspect.iscoroutinefunction(fn):
+
             @functools.wraps(fn)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
                 st = _run.get()
@@ -823,13 +954,17 @@ class Recorder:
         wrapper.__replay_tool__ = spec  # type: ignore[attr-defined]
         return cast(F, wrapper)
 
-    def _enter_step(self, st: RunState, spec: _ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, bytes]:
+    def _enter_step(
+        self, st: RunState, spec: _ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[int, bytes]:
         if st.tripped is not None:
             raise st.tripped  # the run is over; a guard already ended it
         step_id = next(st.steps)
         g = st.guards
         if g.max_steps is not None and step_id > g.max_steps:
-            self._trip(st, "max_steps", f"{spec.name} would be step {step_id}, max_steps={g.max_steps}")
+            self._trip(
+                st, "max_steps", f"{spec.name} would be step {step_id}, max_steps={g.max_steps}"
+            )
         frozen, problem = freeze_lenient(spec.bind(args, kwargs))
         if problem:
             self._warn_encode(f"the args of {spec.name}", problem)
@@ -838,8 +973,11 @@ class Recorder:
             n = st.repeats.get(key, 0) + 1
             st.repeats[key] = n
             if n > g.max_repeats:
-                self._trip(st, "loop_detected",
-                           f"{spec.name} called {n} times with the same args, max_repeats={g.max_repeats}")
+                self._trip(
+                    st,
+                    "loop_detected",
+                    f"{spec.name} called {n} times with the same args, max_repeats={g.max_repeats}",
+                )
         if self._track_groups:
             # Concurrent groups: note the step in flight at its level (inline: this runs on every
             # call); its group is settled when steps finish (`_settle_group`).
@@ -867,8 +1005,9 @@ class Recorder:
                     lv[2] = step_id
                 st.marks[step_id] = lv[2]
 
-    def _settle_group(self, st: RunState, spec: _ToolSpec, lv: list[Any], step_id: int,
-                      result: Any) -> int | None:
+    def _settle_group(
+        self, st: RunState, spec: _ToolSpec, lv: list[Any], step_id: int, result: Any
+    ) -> int | None:
         """A step finishing while siblings are in flight puts them all in one group: its own
         (from an earlier overlap), one of theirs, else the earliest one's step id. A step that
         finishes alone is grouped only if one of those marked it. Groups are thus the connected
@@ -900,15 +1039,31 @@ class Recorder:
     def _check_budget(self, st: RunState) -> None:
         g = st.guards
         if g.max_tokens is not None and st.tokens_in + st.tokens_out > g.max_tokens:
-            self._trip(st, "budget_exceeded", f"{st.tokens_in + st.tokens_out} tokens, max_tokens={g.max_tokens}")
+            self._trip(
+                st,
+                "budget_exceeded",
+                f"{st.tokens_in + st.tokens_out} tokens, max_tokens={g.max_tokens}",
+            )
         if g.max_spend_usd is not None and st.cost_usd > g.max_spend_usd:
-            self._trip(st, "budget_exceeded", f"${st.cost_usd:.4f} spent, max_spend_usd={g.max_spend_usd}")
+            self._trip(
+                st, "budget_exceeded", f"${st.cost_usd:.4f} spent, max_spend_usd={g.max_spend_usd}"
+            )
 
     def _finish_step(
-        self, st: RunState, spec: _ToolSpec, step_id: int, parent: int | None, frozen_args: bytes,
-        t0: int, result: Any = None, exc: BaseException | None = None, args_sha: str | None = None,
-        error_names: tuple[str, str, str] | None = None, error_message: str | None = None,
-        output_sha: str | None = None, concurrent_group: int | None = None,
+        self,
+        st: RunState,
+        spec: _ToolSpec,
+        step_id: int,
+        parent: int | None,
+        frozen_args: bytes,
+        t0: int,
+        result: Any = None,
+        exc: BaseException | None = None,
+        args_sha: str | None = None,
+        error_names: tuple[str, str, str] | None = None,
+        error_message: str | None = None,
+        output_sha: str | None = None,
+        concurrent_group: int | None = None,
     ) -> None:
         """Hand one finished call to the writer.
 
@@ -929,7 +1084,9 @@ class Recorder:
             if lv is not None:
                 q = lv[0]
                 if len(q) > 1 or spec.kind == "model_result":
-                    group = self._settle_group(st, spec, lv, step_id, result if exc is None else None)
+                    group = self._settle_group(
+                        st, spec, lv, step_id, result if exc is None else None
+                    )
                 else:
                     if st.marks:
                         group = st.marks.pop(step_id, None)
@@ -943,11 +1100,25 @@ class Recorder:
         if spec.kind == "tool_result":
             st.tool_calls += 1
         if exc is not None:
-            item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, None,
-                            error_names or _error_names(exc), str(exc) if error_message is None else error_message,
-                            time.time_ns() // 1_000_000, dur, None,
-                            None, args_sha, output_sha, group,
-                            error_detail=None if output_sha is not None else _error_detail(exc))
+            item = StepItem(
+                st.run_id,
+                step_id,
+                parent,
+                spec.kind,
+                spec.name,
+                frozen_args,
+                None,
+                error_names or _error_names(exc),
+                str(exc) if error_message is None else error_message,
+                time.time_ns() // 1_000_000,
+                dur,
+                None,
+                None,
+                args_sha,
+                output_sha,
+                group,
+                error_detail=None if output_sha is not None else _error_detail(exc),
+            )
         else:
             if spec.kind == "model_result":
                 usage = self._model_usage(st, spec, result)
@@ -957,9 +1128,25 @@ class Recorder:
                 if problem:
                     self._warn_encode(f"the output of {spec.name}", problem)
             # The type tag tree is taken on the writer thread (off the agent's path) from `output_ref`.
-            item = StepItem(st.run_id, step_id, parent, spec.kind, spec.name, frozen_args, out, None, None,
-                            time.time_ns() // 1_000_000, dur, usage, None, args_sha, output_sha, group,
-                            output_ref=None if out is None else result)
+            item = StepItem(
+                st.run_id,
+                step_id,
+                parent,
+                spec.kind,
+                spec.name,
+                frozen_args,
+                out,
+                None,
+                None,
+                time.time_ns() // 1_000_000,
+                dur,
+                usage,
+                None,
+                args_sha,
+                output_sha,
+                group,
+                output_ref=None if out is None else result,
+            )
         self._writer.submit(item)
 
     def _model_usage(self, st: RunState, spec: _ToolSpec, response: Any) -> Usage | None:
@@ -975,7 +1162,9 @@ class Recorder:
         st.cost_usd += cost
         return Usage.lenient(tokens_in=tin, tokens_out=tout, cost_usd=cost)
 
-    def _call(self, st: RunState, spec: _ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(
+        self, st: RunState, spec: _ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         step_id, frozen = self._enter_step(st, spec, args, kwargs)
         parent = _step.get()
         token = _step.set(step_id)
@@ -1002,15 +1191,25 @@ class Recorder:
             self._check_budget(st)
         return result
 
-    def _timed_out(self, st: RunState, spec: _ToolSpec, step_id: int, parent: int | None, frozen: bytes,
-                   t0: int, timeout: float | None) -> NoReturn:
+    def _timed_out(
+        self,
+        st: RunState,
+        spec: _ToolSpec,
+        step_id: int,
+        parent: int | None,
+        frozen: bytes,
+        t0: int,
+        timeout: float | None,
+    ) -> NoReturn:
         """Record the call as a TimeoutError step and end the run with ``tool_timeout``."""
         err = TimeoutError(f"{spec.name} ran longer than tool_timeout_s={timeout}")
         self._finish_step(st, spec, step_id, parent, frozen, t0, exc=err)
         self._trip(st, "tool_timeout", str(err))
         raise err  # _trip raises StopRun; this line only satisfies the type checker
 
-    async def _call_async(self, st: RunState, spec: _ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def _call_async(
+        self, st: RunState, spec: _ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         step_id, frozen = self._enter_step(st, spec, args, kwargs)
         parent = _step.get()
         token = _step.set(step_id)
@@ -1023,7 +1222,9 @@ class Recorder:
             _step.reset(token)
             self._finish_step(st, spec, step_id, parent, frozen, t0, exc=exc)
             if timeout is not None and (time.perf_counter_ns() - t0) / 1e9 >= timeout:
-                self._trip(st, "tool_timeout", f"{spec.name} ran longer than tool_timeout_s={timeout}")
+                self._trip(
+                    st, "tool_timeout", f"{spec.name} ran longer than tool_timeout_s={timeout}"
+                )
             raise
         except BaseException as exc:
             _step.reset(token)
@@ -1036,7 +1237,9 @@ class Recorder:
         return result
 
 
-def _call_with_timeout(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float) -> Any:
+def _call_with_timeout(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float
+) -> Any:
     """Run a sync tool with a deadline, without starting a thread that would outlive it.
 
     In the main thread on POSIX the call is interrupted by SIGALRM (like ``timeout(1)``). Elsewhere
@@ -1065,9 +1268,17 @@ def _call_with_timeout(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: di
 class RunHandle:
     """One run as a context manager; ``with rec.run(...) as run`` gives this object."""
 
-    def __init__(self, recorder: Recorder, agent: str, input: tuple[str, Any],
-                 versions: dict[str, str] | None, labels: dict[str, str] | None,
-                 entrypoint: str | None, guards: dict[str, Any], http: Any = None) -> None:
+    def __init__(
+        self,
+        recorder: Recorder,
+        agent: str,
+        input: tuple[str, Any],
+        versions: dict[str, str] | None,
+        labels: dict[str, str] | None,
+        entrypoint: str | None,
+        guards: dict[str, Any],
+        http: Any = None,
+    ) -> None:
         self.recorder = recorder
         self.agent = agent
         self.input = input
@@ -1142,9 +1353,13 @@ def _start_http(st: RunState, options: Any = None) -> Any:
     try:
         from replay.http import HttpOptions, HttpRecording
 
-        return HttpRecording(st.run_id, options if isinstance(options, HttpOptions) else None).start()
+        return HttpRecording(
+            st.run_id, options if isinstance(options, HttpOptions) else None
+        ).start()
     except Exception as exc:  # noqa: BLE001 - recording must never break the agent
-        st.recorder._warn_encode(f"the HTTP traffic of run {st.run_id}", f"vcrpy could not start ({exc!r})")
+        st.recorder._warn_encode(
+            f"the HTTP traffic of run {st.run_id}", f"vcrpy could not start ({exc!r})"
+        )
         return None
 
 
@@ -1152,7 +1367,11 @@ def _stop_http(capture: Any) -> list[Any] | None:
     try:
         return cast(list[Any], capture.stop())
     except Exception as exc:  # noqa: BLE001 - recording must never break the agent
-        warnings.warn(_scrub(f"agent-replay lost a run's HTTP interactions: {exc!r}"), RecordingLossWarning, stacklevel=3)
+        warnings.warn(
+            _scrub(f"agent-replay lost a run's HTTP interactions: {exc!r}"),
+            RecordingLossWarning,
+            stacklevel=3,
+        )
         return None
 
 
@@ -1188,7 +1407,9 @@ def _after_fork_in_child() -> None:
     for rec in list(_recorders):
         rec._active = set()
         rec._finalizer_pid = 0
-        if rec.sync_run_end is not None:  # the writer's own hook turned it on; an explicit choice wins
+        if (
+            rec.sync_run_end is not None
+        ):  # the writer's own hook turned it on; an explicit choice wins
             rec._writer.sync_runs = rec.sync_run_end
 
 

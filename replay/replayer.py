@@ -16,7 +16,6 @@ import importlib
 import inspect
 import os
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -31,13 +30,20 @@ from replay.diff import IgnoreRules, RunDiff, Trace, diff_traces
 from replay.errors import EntrypointError, RecordedToolError, ReplayError, StopRun, UnrecordedCall
 from replay.fidelity import rebuild_error, rebuild_value
 from replay.hashing import sha_of_canonical, thaw
-from replay.models import Event, Run, Usage
 from replay.keys import ENV_VAR, RedactionKeyMismatchWarning, mismatch_message
+from replay.models import Event, Run, Usage
 from replay.network import sealed
 from replay.processors import RedactionConfig, Redactor
 from replay.writer import TRUNCATED_TAG
 
-__all__ = ["ReplayResult", "ReplaySession", "Recording", "load_recording", "replay_run", "replay_run_async"]
+__all__ = [
+    "ReplayResult",
+    "ReplaySession",
+    "Recording",
+    "load_recording",
+    "replay_run",
+    "replay_run_async",
+]
 
 _ON_UNRECORDED = ("error", "none")
 _CLOCKS = ("recorded", "real")
@@ -53,18 +59,28 @@ class Recording:
     source: str  # "store:<path>" or the cassette path
     secret_key: bytes | None = None
     cassette: Cassette | None = None
-    http: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # recorded HTTP interactions
+    http: list[dict[str, Any]] = dataclasses.field(
+        default_factory=list
+    )  # recorded HTTP interactions
     #: steps whose output snapshot was pruned: (step_id, tool, expired_since_ms); replay refuses them
     expired: list[tuple[int, str, int]] = dataclasses.field(default_factory=list)
 
     @property
     def steps(self) -> list[Event]:
         """Top-level tool and model steps (calls made inside another tool are answered with it)."""
-        return [e for e in self.events if e.kind in ("tool_result", "model_result") and e.parent_step_id is None]
+        return [
+            e
+            for e in self.events
+            if e.kind in ("tool_result", "model_result") and e.parent_step_id is None
+        ]
 
     def trace(self) -> Trace:
-        return Trace(run=self.run, steps=self.steps, outputs=_Outputs(self.snapshots),
-                     http_attempts=self.http_attempts())
+        return Trace(
+            run=self.run,
+            steps=self.steps,
+            outputs=_Outputs(self.snapshots),
+            http_attempts=self.http_attempts(),
+        )
 
     def http_attempts(self) -> dict[int | None, int] | None:
         """HTTP attempts per top-level step id (None key: outside tool steps); None without step data."""
@@ -95,7 +111,9 @@ def _is_cassette_path(source: str) -> bool:
     return source.endswith(".json") or os.sep in source or Path(source).is_file()
 
 
-def load_recording(source: str | os.PathLike[str] | Cassette, *, db: str | os.PathLike[str] | None = None) -> Recording:
+def load_recording(
+    source: str | os.PathLike[str] | Cassette, *, db: str | os.PathLike[str] | None = None
+) -> Recording:
     """A recording by run id (from the store `db`, default ``$REPLAY_DB`` / ``./replay.db``) or cassette path.
 
     Raises:
@@ -120,16 +138,27 @@ def load_recording(source: str | os.PathLike[str] | Cassette, *, db: str | os.Pa
         run = store.find_run(src) if hasattr(store, "find_run") else store.get_run(src)
         events = store.events(run.run_id)
         # Read every snapshot replay needs now, in a few queries: the store is closed after loading.
-        shas = [e.output_sha for e in events if e.output_sha] + [run.input_sha or "", run.output_sha or ""]
+        shas = [e.output_sha for e in events if e.output_sha] + [
+            run.input_sha or "",
+            run.output_sha or "",
+        ]
         found = store.snapshots(shas)
-        snaps = {sha: (_thaw_snapshot(store, run, sha, body), type_name, truncated)
-                 for sha, (body, type_name, truncated) in found.items()}
+        snaps = {
+            sha: (_thaw_snapshot(store, run, sha, body), type_name, truncated)
+            for sha, (body, type_name, truncated) in found.items()
+        }
         from replay.cassette import _stored_http
 
         run = _ordered_input(run, snaps)
-        return Recording(run=run, events=events, snapshots=snaps, source=f"store:{path}",
-                         secret_key=store.secret_key, http=_stored_http(store, run.http_sha),
-                         expired=store.expired_steps(run, events))
+        return Recording(
+            run=run,
+            events=events,
+            snapshots=snaps,
+            source=f"store:{path}",
+            secret_key=store.secret_key,
+            http=_stored_http(store, run.http_sha),
+            expired=store.expired_steps(run, events),
+        )
     finally:
         store.close()
 
@@ -142,8 +171,14 @@ def _thaw_snapshot(store: Any, run: Run, sha: str, body: bytes) -> Any:
         from replay.errors import CorruptRowError
 
         why = "nested too deeply" if isinstance(exc, RecursionError) else "not valid JSON"
-        raise CorruptRowError(str(store.path), "snapshots", run.run_id, f"body of snapshot {sha[:24]}", why,
-                              where=f"sha = '{sha[:24]}'") from None
+        raise CorruptRowError(
+            str(store.path),
+            "snapshots",
+            run.run_id,
+            f"body of snapshot {sha[:24]}",
+            why,
+            where=f"sha = '{sha[:24]}'",
+        ) from None
 
 
 def _ordered_input(run: Run, snaps: Mapping[str, tuple[Any, str | None, bool]]) -> Run:
@@ -163,11 +198,20 @@ def _from_cassette(cas: Cassette, path: str) -> Recording:
     expired = [
         (e.step_id or 0, e.tool or "?", e.ts_ms + 14 * 86_400_000)
         for e in cas.events
-        if e.kind in ("tool_result", "model_result") and e.parent_step_id is None
-        and e.output_sha and e.output_sha not in snaps
+        if e.kind in ("tool_result", "model_result")
+        and e.parent_step_id is None
+        and e.output_sha
+        and e.output_sha not in snaps
     ]
-    return Recording(run=_ordered_input(cas.run, snaps), events=cas.events, snapshots=snaps, source=path, cassette=cas, http=list(cas.http),
-                     expired=expired)
+    return Recording(
+        run=_ordered_input(cas.run, snaps),
+        events=cas.events,
+        snapshots=snaps,
+        source=path,
+        cassette=cas,
+        http=list(cas.http),
+        expired=expired,
+    )
 
 
 # ---- rebuilding recorded values -------------------------------------------------------------
@@ -215,7 +259,8 @@ def _local_key_for(fingerprint: str | None) -> bytes | None:
     """
     if not fingerprint:
         return None
-    from replay.keys import _read_key_file, fingerprint as fp, key_file_path
+    from replay.keys import _read_key_file, key_file_path
+    from replay.keys import fingerprint as fp
     from replay.recorder import default_db
 
     try:
@@ -240,17 +285,32 @@ class ReplaySession:
         from replay.recorder import Recorder, shared_redaction_key
 
         if on_unrecorded not in _ON_UNRECORDED:
-            raise ValueError(f"on_unrecorded={on_unrecorded!r}: use one of {', '.join(_ON_UNRECORDED)}")
+            raise ValueError(
+                f"on_unrecorded={on_unrecorded!r}: use one of {', '.join(_ON_UNRECORDED)}"
+            )
         self.recording = recording
         self.source_run_id = recording.run.run_id
         self.stubs = dict(stubs or {})
         self.on_unrecorded = on_unrecorded
         # The recording store's key, so values the agent builds itself pseudonymise as they did then.
         env = shared_redaction_key()
-        local = None if env or recording.secret_key else _local_key_for(getattr(recording.run, "key_fingerprint", None))
+        local = (
+            None
+            if env or recording.secret_key
+            else _local_key_for(getattr(recording.run, "key_fingerprint", None))
+        )
         key = env or recording.secret_key or local or os.urandom(32)
-        source = "$REPLAY_REDACTION_KEY" if env else "the store's key" if recording.secret_key else (
-            "the key file of the default store" if local else f"a random key: ${ENV_VAR} is not set")
+        source = (
+            "$REPLAY_REDACTION_KEY"
+            if env
+            else "the store's key"
+            if recording.secret_key
+            else (
+                "the key file of the default store"
+                if local
+                else f"a random key: ${ENV_VAR} is not set"
+            )
+        )
         self.redactor = Redactor(key, redaction or RedactionConfig())
         #: (recorded fingerprint, this replay's fingerprint) when they differ, else None
         self.key_mismatch: tuple[str, str] | None = None
@@ -258,7 +318,9 @@ class ReplaySession:
         if recorded_fp and recorded_fp != self.redactor.key_fingerprint:
             self.key_mismatch = (recorded_fp, self.redactor.key_fingerprint)
             warnings.warn(
-                mismatch_message(recording.run.run_id, recorded_fp, self.redactor.key_fingerprint, source),
+                mismatch_message(
+                    recording.run.run_id, recorded_fp, self.redactor.key_fingerprint, source
+                ),
                 RedactionKeyMismatchWarning,
                 stacklevel=3,
             )
@@ -277,7 +339,9 @@ class ReplaySession:
         self.http_playback: Any = None
         self.answered: dict[int, int] = {}
         self.http_loose = recording.secret_key is None or key != recording.secret_key
-        self.index: dict[tuple[str, str], collections.deque[Event]] = collections.defaultdict(collections.deque)
+        self.index: dict[tuple[str, str], collections.deque[Event]] = collections.defaultdict(
+            collections.deque
+        )
         self.recorded_tools: dict[str, list[str]] = collections.defaultdict(list)
         # recorded concurrent group -> its id in the replayed run (the first replayed member's step)
         self.groups: dict[int, int] = {}
@@ -300,16 +364,29 @@ class ReplaySession:
         return None
 
     def _unrecorded(self, spec: Any, args_sha: str) -> UnrecordedCall:
-        return UnrecordedCall(spec.name, args_sha, self.recorded_tools.get(spec.name, []),
-                              recorded_tools=list(self.recorded_tools))
+        return UnrecordedCall(
+            spec.name,
+            args_sha,
+            self.recorded_tools.get(spec.name, []),
+            recorded_tools=list(self.recorded_tools),
+        )
 
-    def _answer(self, recorded: Event) -> tuple[Any, BaseException | None, tuple[str, str, str] | None, str | None]:
+    def _answer(
+        self, recorded: Event
+    ) -> tuple[Any, BaseException | None, tuple[str, str, str] | None, str | None]:
         """(value, error to raise, the recorded error's names and message to record it under)."""
         snap = self.recording.snapshots.get(recorded.output_sha) if recorded.output_sha else None
         if recorded.status == "error":
             body = snap[0] if snap else {"error": recorded.error or "Error"}
-            names = (recorded.error or "Error", str(body.get("module", "")), str(body.get("qualname", ""))) \
-                if isinstance(body, dict) else (recorded.error or "Error", "", "")
+            names = (
+                (
+                    recorded.error or "Error",
+                    str(body.get("module", "")),
+                    str(body.get("qualname", "")),
+                )
+                if isinstance(body, dict)
+                else (recorded.error or "Error", "", "")
+            )
             # Record the replayed step under the recorded name: a rebuilt exception may lack what
             # made the name (an HTTP status), and RecordedToolError stands in for the original.
             message = str(body.get("message", "")) if isinstance(body, dict) else str(body)
@@ -335,7 +412,9 @@ class ReplaySession:
             finally:
                 _step.reset(token)
             if inspect.isawaitable(result):
-                raise ReplayError(f"stub for {spec.name} returned an awaitable: the tool is sync, so the stub must be too")
+                raise ReplayError(
+                    f"stub for {spec.name} returned an awaitable: the tool is sync, so the stub must be too"
+                )
             rec._finish_step(st, spec, step_id, parent, frozen, t0, result=result, args_sha=sha)
             return result
         recorded = self._lookup(spec, sha)
@@ -352,19 +431,46 @@ class ReplaySession:
         # Answers are instant, so parallel calls may not overlap in the replay (and sequential ones
         # may): a step answered from the recording takes the recorded step's group (0: none), in
         # the replayed run's numbering, and a bless keeps the recording's groups.
-        group = 0 if recorded.concurrent_group is None else self.groups.setdefault(recorded.concurrent_group, step_id)
+        group = (
+            0
+            if recorded.concurrent_group is None
+            else self.groups.setdefault(recorded.concurrent_group, step_id)
+        )
         if error is not None:
-            rec._finish_step(st, spec, step_id, parent, frozen, t0, exc=error, args_sha=sha,
-                             error_names=names, error_message=message, output_sha=recorded.output_sha,
-                             concurrent_group=group)
+            rec._finish_step(
+                st,
+                spec,
+                step_id,
+                parent,
+                frozen,
+                t0,
+                exc=error,
+                args_sha=sha,
+                error_names=names,
+                error_message=message,
+                output_sha=recorded.output_sha,
+                concurrent_group=group,
+            )
             raise error
-        rec._finish_step(st, spec, step_id, parent, frozen, t0, result=value, args_sha=sha,
-                         output_sha=recorded.output_sha, concurrent_group=group)
+        rec._finish_step(
+            st,
+            spec,
+            step_id,
+            parent,
+            frozen,
+            t0,
+            result=value,
+            args_sha=sha,
+            output_sha=recorded.output_sha,
+            concurrent_group=group,
+        )
         if spec.kind == "model_result":
             rec._check_budget(st)
         return value
 
-    async def answer_async(self, st: Any, spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def answer_async(
+        self, st: Any, spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         stub = self.stubs.get(spec.name)
         if stub is not None and inspect.iscoroutinefunction(stub):
             rec = st.recorder
@@ -376,7 +482,9 @@ class ReplaySession:
             except BaseException as exc:
                 rec._finish_step(st, spec, step_id, _step.get(), frozen, t0, exc=exc, args_sha=sha)
                 raise
-            rec._finish_step(st, spec, step_id, _step.get(), frozen, t0, result=result, args_sha=sha)
+            rec._finish_step(
+                st, spec, step_id, _step.get(), frozen, t0, result=result, args_sha=sha
+            )
             return result
         return self.answer(st, spec, args, kwargs)
 
@@ -403,7 +511,9 @@ def resolve_entrypoint(entrypoint: str | None, *, agent_name: str = "?") -> Call
             "pass agent=your_function (CLI: --agent module:function)"
         )
     if ":" not in entrypoint:
-        raise EntrypointError(f"entrypoint {entrypoint!r} is not of the form module:function (e.g. app.agent:handle)")
+        raise EntrypointError(
+            f"entrypoint {entrypoint!r} is not of the form module:function (e.g. app.agent:handle)"
+        )
     module, qualname = entrypoint.split(":", 1)
     if "<locals>" in qualname:
         raise EntrypointError(
@@ -426,7 +536,9 @@ def resolve_entrypoint(entrypoint: str | None, *, agent_name: str = "?") -> Call
             )
         obj = getattr(obj, part)
     if not callable(obj):
-        raise EntrypointError(f"entrypoint {entrypoint} is a {type(obj).__name__}, not a function: pass agent=")
+        raise EntrypointError(
+            f"entrypoint {entrypoint} is a {type(obj).__name__}, not a function: pass agent="
+        )
     if "." in qualname and inspect.isfunction(obj):
         params = list(inspect.signature(obj).parameters)
         if params and params[0] == "self":
@@ -473,11 +585,15 @@ def _call_args(fn: Callable[..., Any], run: Run) -> tuple[list[Any], dict[str, A
     if missing or recorded:
         problems = []
         if recorded:
-            problems.append(f"the recorded input has parameter(s) {', '.join(map(repr, recorded))} "
-                            f"that {name}() no longer accepts")
+            problems.append(
+                f"the recorded input has parameter(s) {', '.join(map(repr, recorded))} "
+                f"that {name}() no longer accepts"
+            )
         if missing:
-            problems.append(f"{name}() requires parameter(s) {', '.join(map(repr, missing))} "
-                            "that the recorded input does not have")
+            problems.append(
+                f"{name}() requires parameter(s) {', '.join(map(repr, missing))} "
+                "that the recorded input does not have"
+            )
         raise EntrypointError(
             f"cannot replay run {run.run_id}: {'; '.join(problems)} (the agent's signature changed since "
             "the recording): give new parameters a default, or pass agent= a wrapper that maps the old input"
@@ -512,7 +628,9 @@ class ReplayResult:
     replayed: Run
     recording: Recording
     diff: RunDiff
-    replayed_snapshots: Mapping[str, tuple[Any, str | None, bool]] = dataclasses.field(default_factory=dict)
+    replayed_snapshots: Mapping[str, tuple[Any, str | None, bool]] = dataclasses.field(
+        default_factory=dict
+    )
     replayed_events: list[Event] = dataclasses.field(default_factory=list)
     #: the HTTP requests the recording had no answer for (`replay.errors.UnrecordedRequest`), in order
     unrecorded_http: list[Any] = dataclasses.field(default_factory=list)
@@ -529,8 +647,12 @@ class ReplayResult:
 
 
 def _prepare(
-    source: Any, agent: Callable[..., Any] | str | None, db: Any, *,
-    agents: Sequence[str] = (), project: str | os.PathLike[str] | None = None,
+    source: Any,
+    agent: Callable[..., Any] | str | None,
+    db: Any,
+    *,
+    agents: Sequence[str] = (),
+    project: str | os.PathLike[str] | None = None,
 ) -> tuple[Recording, Callable[..., Any], tuple[list[Any], dict[str, Any]]]:
     """Load the recording, resolve the agent and rebuild its call: every error before anything runs."""
     recording = source if isinstance(source, Recording) else load_recording(source, db=db)
@@ -539,8 +661,11 @@ def _prepare(
 
 
 def resolve_replay_agent(
-    run: Run, agent: Callable[..., Any] | str | None = None, *,
-    agents: Sequence[str] = (), project: str | os.PathLike[str] | None = None,
+    run: Run,
+    agent: Callable[..., Any] | str | None = None,
+    *,
+    agents: Sequence[str] = (),
+    project: str | os.PathLike[str] | None = None,
 ) -> Callable[..., Any]:
     """The function a replay of `run` calls, under the trust model (see `replay.agents`).
 
@@ -551,7 +676,9 @@ def resolve_replay_agent(
         EntrypointError: nothing the project registered may be called; the message says how to register it.
     """
     if agent is None:
-        return resolve_agent(run.agent, run.entrypoint, agents=agents, project=project, run_id=run.run_id)
+        return resolve_agent(
+            run.agent, run.entrypoint, agents=agents, project=project, run_id=run.run_id
+        )
     fn = resolve_entrypoint(agent, agent_name=run.agent) if isinstance(agent, str) else agent
     return check_explicit(fn, run.agent, run.run_id)
 
@@ -570,24 +697,35 @@ def _check_expired(recording: Recording, stubs: Mapping[str, Any] | None) -> Non
 
         tools = sorted({tool for _, tool, _ in missing})
         raise ExpiredSnapshotsError(
-            recording.run.run_id, missing,
+            recording.run.run_id,
+            missing,
             fix=f"To replay it anyway, answer those tools with stubs ({', '.join(map(repr, tools))})",
         )
 
 
-def _invoke(session: ReplaySession, fn: Callable[..., Any], recording: Recording,
-            call: tuple[list[Any], dict[str, Any]]) -> Any:
+def _invoke(
+    session: ReplaySession,
+    fn: Callable[..., Any],
+    recording: Recording,
+    call: tuple[list[Any], dict[str, Any]],
+) -> Any:
     """Call the agent inside the session; a plain function gets a run opened around it."""
     args, kwargs = call
     if _is_recorded_agent(fn):
         return fn(*args, **kwargs)
     run = recording.run
-    handle = session.recorder.run(run.agent, input=run.input, versions=run.versions, labels=run.labels,
-                                  entrypoint=run.entrypoint)
+    handle = session.recorder.run(
+        run.agent,
+        input=run.input,
+        versions=run.versions,
+        labels=run.labels,
+        entrypoint=run.entrypoint,
+    )
     handle.input = (run.call_style, run.input)
     # rec.run() records an output only when the code set one: compare like with like.
     keep_output = run.output_sha is not None
     if inspect.iscoroutinefunction(fn):
+
         async def inner() -> Any:
             async with handle:
                 out = await fn(*args, **kwargs)
@@ -607,8 +745,14 @@ def _is_recorded_agent(fn: Any) -> bool:
     return bool(getattr(fn, "__replay_agent__", False))
 
 
-def _finish(session: ReplaySession, recording: Recording, output: Any, exception: BaseException | None,
-            ignore: Any, ordered: bool) -> ReplayResult:
+def _finish(
+    session: ReplaySession,
+    recording: Recording,
+    output: Any,
+    exception: BaseException | None,
+    ignore: Any,
+    ordered: bool,
+) -> ReplayResult:
     from replay.store import Store
 
     session.recorder.flush()
@@ -621,12 +765,19 @@ def _finish(session: ReplaySession, recording: Recording, output: Any, exception
             )
         replayed = store.get_run(session.replayed_run_id)
         events = store.events(replayed.run_id)
-        found = store.snapshots([e.output_sha for e in events if e.output_sha]
-                                + [replayed.input_sha, replayed.output_sha])  # type: ignore[list-item]
-        snaps = {sha: (thaw(body), type_name, truncated) for sha, (body, type_name, truncated) in found.items()}
+        found = store.snapshots(
+            [e.output_sha for e in events if e.output_sha]
+            + [replayed.input_sha, replayed.output_sha]
+        )  # type: ignore[list-item]
+        snaps = {
+            sha: (thaw(body), type_name, truncated)
+            for sha, (body, type_name, truncated) in found.items()
+        }
     finally:
         store.close()
-    steps = [e for e in events if e.kind in ("tool_result", "model_result") and e.parent_step_id is None]
+    steps = [
+        e for e in events if e.kind in ("tool_result", "model_result") and e.parent_step_id is None
+    ]
     rules = IgnoreRules.parse(ignore)
     rec_trace = recording.trace()
     new_trace = Trace(run=replayed, steps=steps, outputs=_Outputs(snaps))
@@ -634,15 +785,24 @@ def _finish(session: ReplaySession, recording: Recording, output: Any, exception
         from replay.http import replayed_attempts
 
         new_trace.http_attempts, new_trace.http_unrecorded = replayed_attempts(
-            session.http_playback, session.answered, rec_trace.http_attempts, events)
+            session.http_playback, session.answered, rec_trace.http_attempts, events
+        )
     if not ordered:
         rec_trace = dataclasses.replace(rec_trace, steps=sorted(rec_trace.steps, key=_order_key))
         new_trace = dataclasses.replace(new_trace, steps=sorted(new_trace.steps, key=_order_key))
     diff = diff_traces(rec_trace, new_trace, ignore=rules)
     return ReplayResult(
-        stop_reason=replayed.stop_reason, steps=steps, output=output, exception=exception,
-        usage=replayed.usage, recorded=recording.run, replayed=replayed, recording=recording,
-        diff=diff, replayed_snapshots=snaps, replayed_events=events,
+        stop_reason=replayed.stop_reason,
+        steps=steps,
+        output=output,
+        exception=exception,
+        usage=replayed.usage,
+        recorded=recording.run,
+        replayed=replayed,
+        recording=recording,
+        diff=diff,
+        replayed_snapshots=snaps,
+        replayed_events=events,
         unrecorded_http=list(getattr(session.http_playback, "unrecorded", [])),
     )
 
@@ -696,24 +856,37 @@ def replay_run(
     _check_clock(clock)
     recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
     _check_expired(recording, stubs)
-    session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction,
-                            record_to=record_to)
+    session = ReplaySession(
+        recording,
+        stubs=stubs,
+        on_unrecorded=on_unrecorded,
+        redaction=redaction,
+        record_to=record_to,
+    )
     output: Any = None
     exception: BaseException | None = None
-    with _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess), \
-            _recorded_clock(recording, clock):
+    with (
+        _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess),
+        _recorded_clock(recording, clock),
+    ):
         try:
             output = _invoke(session, fn, recording, call)
             if inspect.isawaitable(output):
                 output = asyncio.run(_await(output))
-        except (Exception, StopRun, SystemExit) as exc:  # sys.exit() in the agent ends it, not the replay
+        except (
+            Exception,
+            StopRun,
+            SystemExit,
+        ) as exc:  # sys.exit() in the agent ends it, not the replay
             exception = exc
     return _conclude(session, recording, output, exception, ignore, ordered)
 
 
 def _check_clock(clock: str) -> None:
     if clock not in _CLOCKS:
-        raise ValueError(f"clock={clock!r}: use 'recorded' (the run's own wall-clock time, the default) or 'real'")
+        raise ValueError(
+            f"clock={clock!r}: use 'recorded' (the run's own wall-clock time, the default) or 'real'"
+        )
 
 
 @contextlib.contextmanager
@@ -734,8 +907,9 @@ def _recorded_clock(recording: Recording, clock: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _installed(session: ReplaySession, *, allow_network: bool = False,
-               allow_subprocess: bool = False) -> Iterator[None]:
+def _installed(
+    session: ReplaySession, *, allow_network: bool = False, allow_subprocess: bool = False
+) -> Iterator[None]:
     """The fixed tool layer in place and the replay sealed (`replay.network.sealed`) for the block.
 
     A recording with HTTP interactions (``http=True``) also has them played back by vcrpy (record
@@ -744,20 +918,34 @@ def _installed(session: ReplaySession, *, allow_network: bool = False,
     """
     token = _session.set(session)
     try:
-        with sealed(allow_network=allow_network, allow_subprocess=allow_subprocess), \
-                contextlib.ExitStack() as http:
+        with (
+            sealed(allow_network=allow_network, allow_subprocess=allow_subprocess),
+            contextlib.ExitStack() as http,
+        ):
             if session.recording.http:
                 from replay.http import http_playback
 
-                session.http_playback = http.enter_context(http_playback(
-                    session.recording.http, session.redactor, session.source_run_id, loose=session.http_loose))
+                session.http_playback = http.enter_context(
+                    http_playback(
+                        session.recording.http,
+                        session.redactor,
+                        session.source_run_id,
+                        loose=session.http_loose,
+                    )
+                )
             yield
     finally:
         _session.reset(token)
 
 
-def _conclude(session: ReplaySession, recording: Recording, output: Any, exception: BaseException | None,
-              ignore: Any, ordered: bool) -> ReplayResult:
+def _conclude(
+    session: ReplaySession,
+    recording: Recording,
+    output: Any,
+    exception: BaseException | None,
+    ignore: Any,
+    ordered: bool,
+) -> ReplayResult:
     try:
         result = _finish(session, recording, output, exception, ignore, ordered)
         result.key_mismatch = session.key_mismatch
@@ -795,16 +983,27 @@ async def replay_run_async(
     _check_clock(clock)
     recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
     _check_expired(recording, stubs)
-    session = ReplaySession(recording, stubs=stubs, on_unrecorded=on_unrecorded, redaction=redaction,
-                            record_to=record_to)
+    session = ReplaySession(
+        recording,
+        stubs=stubs,
+        on_unrecorded=on_unrecorded,
+        redaction=redaction,
+        record_to=record_to,
+    )
     output: Any = None
     exception: BaseException | None = None
-    with _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess), \
-            _recorded_clock(recording, clock):
+    with (
+        _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess),
+        _recorded_clock(recording, clock),
+    ):
         try:
             output = _invoke(session, fn, recording, call)
             if inspect.isawaitable(output):
                 output = await output
-        except (Exception, StopRun, SystemExit) as exc:  # sys.exit() in the agent ends it, not the replay
+        except (
+            Exception,
+            StopRun,
+            SystemExit,
+        ) as exc:  # sys.exit() in the agent ends it, not the replay
             exception = exc
     return _conclude(session, recording, output, exception, ignore, ordered)

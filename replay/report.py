@@ -39,7 +39,9 @@ class Outcome:
         first = self.diff.first_divergence
         where = ""
         if first is not None:
-            index = first.recorded_index if first.recorded_index is not None else first.replayed_index
+            index = (
+                first.recorded_index if first.recorded_index is not None else first.replayed_index
+            )
             where = f" at step {(index or 0) + 1}"
         stop = ""
         if self.diff.stop_reason_before != self.diff.stop_reason_after:
@@ -68,21 +70,44 @@ def render_report(outcomes: Sequence[Outcome], fmt: str) -> str:
     """Render `outcomes` as ``json``, ``markdown`` or ``junit``."""
     counts = _counts(outcomes)
     if fmt == "json":
-        return json.dumps({"summary": counts, "runs": [o.to_json() for o in outcomes]}, indent=2, sort_keys=True) + "\n"
+        return (
+            json.dumps(
+                {"summary": counts, "runs": [o.to_json() for o in outcomes]},
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n"
+        )
     if fmt == "markdown":
         icon = {"matched": "✅", "diverged": "❌", "blessed": "📝", "error": "⚠️"}
-        verdict = "all replays match" if counts["diverged"] + counts["error"] == 0 else (
-            f"{counts['diverged']} diverged, {counts['error']} errors")
-        lines = [f"## agent-replay: {verdict}", "",
-                 f"{counts['replayed']} run{'' if counts['replayed'] == 1 else 's'} replayed: {counts['matched']} matched, {counts['diverged']} diverged, "
-                 f"{counts['blessed']} blessed, {counts['error']} errors.", "",
-                 "| | run | result |", "|---|---|---|"]
+        verdict = (
+            "all replays match"
+            if counts["diverged"] + counts["error"] == 0
+            else (f"{counts['diverged']} diverged, {counts['error']} errors")
+        )
+        lines = [
+            f"## agent-replay: {verdict}",
+            "",
+            f"{counts['replayed']} run{'' if counts['replayed'] == 1 else 's'} replayed: {counts['matched']} matched, {counts['diverged']} diverged, "
+            f"{counts['blessed']} blessed, {counts['error']} errors.",
+            "",
+            "| | run | result |",
+            "|---|---|---|",
+        ]
         for o in outcomes:
-            lines.append(f"| {icon.get(o.status, '')} | `{o.run_id or o.source}` | {o.summary().split('  ', 1)[-1]} |")
+            lines.append(
+                f"| {icon.get(o.status, '')} | `{o.run_id or o.source}` | {o.summary().split('  ', 1)[-1]} |"
+            )
         for o in outcomes:
             if o.status == "diverged" and o.diff is not None:
-                lines += ["", f"<details><summary>diff of <code>{o.run_id}</code></summary>", "",
-                          o.diff.to_markdown(), "", "</details>"]
+                lines += [
+                    "",
+                    f"<details><summary>diff of <code>{o.run_id}</code></summary>",
+                    "",
+                    o.diff.to_markdown(),
+                    "",
+                    "</details>",
+                ]
         return "\n".join(lines) + "\n"
     if fmt == "junit":
         cases = []
@@ -93,7 +118,9 @@ def render_report(outcomes: Sequence[Outcome], fmt: str) -> str:
                 body = f"<failure message={quoteattr(o.summary())}>{escape(o.diff.to_text(color=False))}</failure>"
             elif o.status == "error":
                 body = f"<error message={quoteattr(o.error or 'error')}/>"
-            cases.append(f'  <testcase classname="agent-replay" name={name} time="{o.seconds:.3f}">{body}</testcase>')
+            cases.append(
+                f'  <testcase classname="agent-replay" name={name} time="{o.seconds:.3f}">{body}</testcase>'
+            )
         return (
             '<?xml version="1.0" encoding="utf-8"?>\n'
             f'<testsuite name="agent-replay" tests="{counts["replayed"]}" failures="{counts["diverged"]}" '

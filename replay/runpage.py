@@ -87,7 +87,9 @@ def _pretty(value: Any) -> str:
     except (TypeError, ValueError):
         text = repr(value)
     if len(text) > _MAX_OUTPUT_CHARS:
-        text = text[:_MAX_OUTPUT_CHARS] + f"\n... ({len(text) - _MAX_OUTPUT_CHARS:,} more characters)"
+        text = (
+            text[:_MAX_OUTPUT_CHARS] + f"\n... ({len(text) - _MAX_OUTPUT_CHARS:,} more characters)"
+        )
     return text
 
 
@@ -112,7 +114,10 @@ def _header(run: Run, label: str) -> str:
         ("versions", versions),
         ("started", _iso(run.started_ms)),
         ("latency", latency),
-        ("usage", f"{u.tokens_in:,} tokens in, {u.tokens_out:,} out, ${u.cost_usd:.4f}, {run.tool_calls} tool calls"),
+        (
+            "usage",
+            f"{u.tokens_in:,} tokens in, {u.tokens_out:,} out, ${u.cost_usd:.4f}, {run.tool_calls} tool calls",
+        ),
         ("stop reason", run.stop_reason or "(no stop event: still running, or the process died)"),
     ]
     if run.replay_of:
@@ -129,12 +134,19 @@ def _http_under(http: Sequence[Any], step_id: int | None) -> list[str]:
         req, resp = i.get("request") or {}, i.get("response") or {}
         status = resp.get("status")
         code = status.get("code") if isinstance(status, dict) else status
-        out.append(f"attempt {n}/{len(mine)}  {req.get('method', '?')} {req.get('uri', '?')} -> {code if code is not None else '?'}")
+        out.append(
+            f"attempt {n}/{len(mine)}  {req.get('method', '?')} {req.get('uri', '?')} -> {code if code is not None else '?'}"
+        )
     return out
 
 
-def _waterfall(run: Run, events: Sequence[Event], snapshots: Mapping[str, Any], prefix: str,
-               http: Sequence[Any] = ()) -> str:
+def _waterfall(
+    run: Run,
+    events: Sequence[Event],
+    snapshots: Mapping[str, Any],
+    prefix: str,
+    http: Sequence[Any] = (),
+) -> str:
     steps = _steps(events)
     if not steps:
         return '<p class="note" id="waterfall-empty">(no tool or model calls)</p>'
@@ -150,21 +162,31 @@ def _waterfall(run: Run, events: Sequence[Event], snapshots: Mapping[str, Any], 
         color = _STATUS_COLORS.get(e.status or "", "#757575")
         kind = "model" if e.kind == "model_result" else "tool"
         has, value = _output_of(e, snapshots)
-        detail = [f"<div>{kind} <code>{_e(e.tool or '-')}</code> &middot; status <b>{_e(e.status or '-')}</b>"
-                  f" &middot; {dur:,} ms &middot; started +{begin:,} ms</div>"]
+        detail = [
+            f"<div>{kind} <code>{_e(e.tool or '-')}</code> &middot; status <b>{_e(e.status or '-')}</b>"
+            f" &middot; {dur:,} ms &middot; started +{begin:,} ms</div>"
+        ]
         if e.error:
             detail.append(f"<div>error <code>{_e(e.error)}</code></div>")
-        detail.append(f'<div class="note">args_sha <code>{_e(e.args_sha or "-")}</code> &middot; '
-                      f'output_sha <code>{_e(e.output_sha or "-")}</code></div>')
+        detail.append(
+            f'<div class="note">args_sha <code>{_e(e.args_sha or "-")}</code> &middot; '
+            f"output_sha <code>{_e(e.output_sha or '-')}</code></div>"
+        )
         requests = _http_under(http, e.step_id)
         if requests:
-            detail.append(f'<div>HTTP requests under this step:</div><pre class="http">{_e(chr(10).join(requests))}</pre>')
+            detail.append(
+                f'<div>HTTP requests under this step:</div><pre class="http">{_e(chr(10).join(requests))}</pre>'
+            )
         if has:
-            detail.append(f'<div>redacted output:</div><pre class="output">{_e(_pretty(value))}</pre>')
+            detail.append(
+                f'<div>redacted output:</div><pre class="output">{_e(_pretty(value))}</pre>'
+            )
         else:
             detail.append('<div class="note">(no output stored for this step)</div>')
         child = " child" if e.parent_step_id is not None else ""
-        title = f"{e.tool or '-'}: {e.status or '-'}, {dur} ms" + (f", {e.error}" if e.error else "")
+        title = f"{e.tool or '-'}: {e.status or '-'}, {dur} ms" + (
+            f", {e.error}" if e.error else ""
+        )
         rows.append(
             f'<details class="step{child}" id="{prefix}step-{e.step_id}" data-step="{e.step_id}" '
             f'data-status="{_e(e.status or "")}">'
@@ -174,9 +196,13 @@ def _waterfall(run: Run, events: Sequence[Event], snapshots: Mapping[str, Any], 
             f'<span class="ms">{dur:,} ms</span></summary>'
             f'<div class="detail">{"".join(detail)}</div></details>'
         )
-    legend = "".join(f'<span><i style="background:{c}"></i>{s}</span>' for s, c in _STATUS_COLORS.items())
-    return (f'<p class="legend">{legend}<span class="note">0 to {span:,} ms; click a step for its '
-            f'redacted output</span></p><div class="waterfall" id="{prefix}waterfall">{"".join(rows)}</div>')
+    legend = "".join(
+        f'<span><i style="background:{c}"></i>{s}</span>' for s, c in _STATUS_COLORS.items()
+    )
+    return (
+        f'<p class="legend">{legend}<span class="note">0 to {span:,} ms; click a step for its '
+        f'redacted output</span></p><div class="waterfall" id="{prefix}waterfall">{"".join(rows)}</div>'
+    )
 
 
 def _aligned_rows(diff: RunDiff, n: int, m: int) -> list[tuple[int | None, int | None, str, str]]:
@@ -216,31 +242,52 @@ def _cell(e: Event | None, kind: str) -> str:
     color = _KIND_COLORS.get(kind, "#ffffff")
     label = "" if kind == "same" else kind.replace("_", " ")
     err = f"<br><code>{_e(e.error)}</code>" if e.error else ""
-    return (f'<td class="kind" style="background:{color}">{_e(label)}</td>'
-            f'<td style="background:{color}" data-kind="{_e(kind)}"><b>{e.step_id}</b> {_e(e.tool or "-")} '
-            f'<span class="note">{_e(e.status or "-")} &middot; args {_e((e.args_sha or "-")[:8])}</span>{err}</td>')
+    return (
+        f'<td class="kind" style="background:{color}">{_e(label)}</td>'
+        f'<td style="background:{color}" data-kind="{_e(kind)}"><b>{e.step_id}</b> {_e(e.tool or "-")} '
+        f'<span class="note">{_e(e.status or "-")} &middot; args {_e((e.args_sha or "-")[:8])}</span>{err}</td>'
+    )
 
 
-def _diff_section(diff: RunDiff, left: Sequence[Event], right: Sequence[Event], right_label: str) -> str:
-    a, b = [e for e in left if e.parent_step_id is None], [e for e in right if e.parent_step_id is None]
+def _diff_section(
+    diff: RunDiff, left: Sequence[Event], right: Sequence[Event], right_label: str
+) -> str:
+    a, b = (
+        [e for e in left if e.parent_step_id is None],
+        [e for e in right if e.parent_step_id is None],
+    )
     rows = []
     for i, j, lk, rk in _aligned_rows(diff, len(a), len(b)):
-        rows.append("<tr>" + _cell(a[i] if i is not None else None, lk)
-                    + _cell(b[j] if j is not None else None, rk) + "</tr>")
-    counts = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in diff.counts().items() if n) or "no step changed"
-    legend = "".join(f'<span><i style="background:{_KIND_COLORS[k]}"></i>{k.replace("_", " ")}</span>'
-                     for k in CHANGE_KINDS)
+        rows.append(
+            "<tr>"
+            + _cell(a[i] if i is not None else None, lk)
+            + _cell(b[j] if j is not None else None, rk)
+            + "</tr>"
+        )
+    counts = (
+        ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in diff.counts().items() if n)
+        or "no step changed"
+    )
+    legend = "".join(
+        f'<span><i style="background:{_KIND_COLORS[k]}"></i>{k.replace("_", " ")}</span>'
+        for k in CHANGE_KINDS
+    )
     facts = [
         ("verdict", diff.headline()),
         ("changes", counts),
         ("stop reason", f"{diff.stop_reason_before} -> {diff.stop_reason_after}"),
         ("tool calls", f"{diff.tool_calls_before} -> {diff.tool_calls_after}"),
-        ("tokens", f"{diff.usage_before.tokens_in + diff.usage_before.tokens_out:,} -> "
-                   f"{diff.usage_after.tokens_in + diff.usage_after.tokens_out:,}"),
+        (
+            "tokens",
+            f"{diff.usage_before.tokens_in + diff.usage_before.tokens_out:,} -> "
+            f"{diff.usage_after.tokens_in + diff.usage_after.tokens_out:,}",
+        ),
         ("cost", f"${diff.usage_before.cost_usd:.4f} -> ${diff.usage_after.cost_usd:.4f}"),
     ]
-    meta = "".join(f"<tr><td>{_e(k)}</td><td{' class=verdict' if k == 'verdict' else ''}>{_e(v)}</td></tr>"
-                   for k, v in facts)
+    meta = "".join(
+        f"<tr><td>{_e(k)}</td><td{' class=verdict' if k == 'verdict' else ''}>{_e(v)}</td></tr>"
+        for k, v in facts
+    )
     out = ""
     if diff.output_diff:
         out = f'<div>final output changed:</div><pre class="output">{_e(_pretty(diff.output_diff))}</pre>'
@@ -251,7 +298,7 @@ def _diff_section(diff: RunDiff, left: Sequence[Event], right: Sequence[Event], 
         f'<table class="diff"><thead><tr><th colspan="2">this run ({_e(diff.recorded_id)})</th>'
         f'<th colspan="2">{_e(right_label if diff.replayed_id in right_label else f"{right_label} ({diff.replayed_id})")}'
         "</th></tr></thead>"
-        f'<tbody>{"".join(rows)}</tbody></table>{out}</section>'
+        f"<tbody>{''.join(rows)}</tbody></table>{out}</section>"
     )
 
 
@@ -279,7 +326,7 @@ def render_run_page(
     """
     title = f"run {run.run_id}"
     parts = [
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>",
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"/>',
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}"/>',
         '<meta name="viewport" content="width=device-width, initial-scale=1"/>',
         f"<title>{_e(title)} - agent-replay</title><style>{_STYLE}</style></head><body>",
@@ -291,12 +338,16 @@ def render_run_page(
     if other is not None and diff is not None:
         o_run, o_events, o_snaps, label = other
         parts.append(_diff_section(diff, _steps(events), _steps(o_events), label))
-        parts.append(f"<h2>{_e(label if o_run.run_id in label else f'{label}: {o_run.run_id}')}</h2>")
+        parts.append(
+            f"<h2>{_e(label if o_run.run_id in label else f'{label}: {o_run.run_id}')}</h2>"
+        )
         parts.append(_header(o_run, "other"))
         parts.append(_waterfall(o_run, o_events, o_snaps, "other-"))
     when = _iso(generated_ms) if generated_ms is not None else ""
-    parts.append(f'<p class="note">agent-replay run page{" written " + when if when else ""}; outputs are '
-                 "the redacted snapshots the store keeps.</p></body></html>\n")
+    parts.append(
+        f'<p class="note">agent-replay run page{" written " + when if when else ""}; outputs are '
+        "the redacted snapshots the store keeps.</p></body></html>\n"
+    )
     return "".join(parts)
 
 

@@ -84,7 +84,9 @@ class UnknownAgentError(ReplayError, LookupError):
 
     def __init__(self, agent: str, known: Sequence[str], store: str = "the store") -> None:
         self.agent, self.known, self.store = agent, list(known), store
-        listing = ", ".join(repr(a) for a in self.known[:20]) + (" …" if len(self.known) > 20 else "")
+        listing = ", ".join(repr(a) for a in self.known[:20]) + (
+            " …" if len(self.known) > 20 else ""
+        )
         super().__init__(
             f"unknown agent {agent!r} in {store}: known agents are {listing}; "
             "pass one of them to --agent, or leave --agent out for all agents"
@@ -231,7 +233,11 @@ class Stats:
     @property
     def stop_reason_shares(self) -> dict[str, float]:
         """Each stop reason's share of the finished runs."""
-        return {k: v / self.finished_runs for k, v in self.stop_reasons.items()} if self.finished_runs else {}
+        return (
+            {k: v / self.finished_runs for k, v in self.stop_reasons.items()}
+            if self.finished_runs
+            else {}
+        )
 
     @property
     def error_bucket_rates(self) -> dict[str, float]:
@@ -245,13 +251,16 @@ class Stats:
         """Share of tool calls that failed with 429 or 5xx: what a retrying tool layer retries."""
         if not self.tool_results:
             return None
-        return (self.errors_by_bucket.get("429", 0) + self.errors_by_bucket.get("5xx", 0)) / self.tool_results
+        return (
+            self.errors_by_bucket.get("429", 0) + self.errors_by_bucket.get("5xx", 0)
+        ) / self.tool_results
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values, with stop reasons and error buckets as ``{"count", "share"}``."""
         d = asdict(self)
         d["stop_reasons"] = {
-            k: {"count": v, "share": self.stop_reason_shares.get(k)} for k, v in self.stop_reasons.items()
+            k: {"count": v, "share": self.stop_reason_shares.get(k)}
+            for k, v in self.stop_reasons.items()
         }
         d["errors_by_bucket"] = {
             b: {"count": self.errors_by_bucket.get(b, 0), "rate": self.error_bucket_rates.get(b)}
@@ -409,7 +418,11 @@ def check_agent(store: Store, agent: str | None) -> None:
 
 
 def load_window(
-    store: Store, *, since_ms: int | None = None, until_ms: int | None = None, agent: str | None = None
+    store: Store,
+    *,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    agent: str | None = None,
 ) -> tuple[list[Run], list[Event]]:
     """The runs that started in ``[since_ms, until_ms)`` and all their step events.
 
@@ -420,7 +433,11 @@ def load_window(
     if not runs:
         return [], []
     ids = {r.run_id for r in runs}
-    steps = [e for e in store.step_events(since_ms=since_ms, until_ms=until_ms, agent=agent) if e.run_id in ids]
+    steps = [
+        e
+        for e in store.step_events(since_ms=since_ms, until_ms=until_ms, agent=agent)
+        if e.run_id in ids
+    ]
     return runs, steps
 
 
@@ -482,7 +499,11 @@ def stats_for_store(
     runs, steps = load_window(store, since_ms=since_ms, until_ms=until_ms, agent=agent)
     stats = compute_stats(runs, steps)
     total = None if runs else store_run_count(store)
-    buckets = compute_stats_by(runs, steps, by, since_ms=since_ms, until_ms=until_ms) if by and runs else []
+    buckets = (
+        compute_stats_by(runs, steps, by, since_ms=since_ms, until_ms=until_ms)
+        if by and runs
+        else []
+    )
     return StatsReport(stats, buckets, since_ms, until_ms, agent, total, window_label)
 
 
@@ -510,12 +531,19 @@ def format_stats(stats: Stats) -> str:
     """The stats as aligned ``label  value`` lines."""
     if not stats.runs:
         return "runs                0"
-    basis = "per model call" if stats.tokens_basis == "model_result" else "per run: no model steps recorded"
+    basis = (
+        "per model call"
+        if stats.tokens_basis == "model_result"
+        else "per run: no model steps recorded"
+    )
     rates = stats.error_bucket_rates
     buckets = ", ".join(f"{b}: {_pct(rates.get(b))}" for b in ERROR_BUCKETS)
     rows = [
         ("runs", f"{stats.runs} ({stats.finished_runs} finished)"),
-        ("tool calls / run", f"avg {_num(stats.tool_calls_avg)}   p95 {_num(stats.tool_calls_p95)}"),
+        (
+            "tool calls / run",
+            f"avg {_num(stats.tool_calls_avg)}   p95 {_num(stats.tool_calls_p95)}",
+        ),
         ("run latency", f"avg {_ms(stats.latency_avg_ms)}   p95 {_ms(stats.latency_p95_ms)}"),
         (
             "tokens / request",
@@ -530,11 +558,16 @@ def format_stats(stats: Stats) -> str:
         ),
     ]
     if stats.errors_by_class:
-        rows.append(("  by error class", ", ".join(f"{k} {v}" for k, v in stats.errors_by_class.items())))
+        rows.append(
+            ("  by error class", ", ".join(f"{k} {v}" for k, v in stats.errors_by_class.items()))
+        )
     rows.append(("success rate", f"{_pct(stats.success_rate)} completed"))
     shares = stats.stop_reason_shares
     rows.append(
-        ("stop reasons", ", ".join(f"{k} {v} ({_pct(shares[k])})" for k, v in stats.stop_reasons.items()) or "-")
+        (
+            "stop reasons",
+            ", ".join(f"{k} {v} ({_pct(shares[k])})" for k, v in stats.stop_reasons.items()) or "-",
+        )
     )
     width = max(len(k) for k, _ in rows) + 2
     return "\n".join(f"{k.ljust(width)}{v}" for k, v in rows)
@@ -545,7 +578,17 @@ def format_stats_table(buckets: Sequence[TimeBucket], by: BucketSize) -> str:
     import datetime as _dt
 
     fmt = "%Y-%m-%d %H:00" if by == "hour" else "%Y-%m-%d"
-    header = ("start (UTC)", "runs", "calls avg", "calls p95", "lat p95 ms", "tok/req", "spend/run", "err %", "success")
+    header = (
+        "start (UTC)",
+        "runs",
+        "calls avg",
+        "calls p95",
+        "lat p95 ms",
+        "tok/req",
+        "spend/run",
+        "err %",
+        "success",
+    )
     lines = [header]
     for b in buckets:
         s = b.stats
@@ -564,6 +607,8 @@ def format_stats_table(buckets: Sequence[TimeBucket], by: BucketSize) -> str:
         )
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     return "\n".join(
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+        ).rstrip()
         for row in lines
     )

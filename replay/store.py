@@ -27,7 +27,13 @@ from typing import Any
 import orjson
 from sqlite_utils import Database
 
-from replay.errors import AmbiguousRunIdError, CorruptRowError, CorruptRowWarning, RunNotFoundError, StoreError
+from replay.errors import (
+    AmbiguousRunIdError,
+    CorruptRowError,
+    CorruptRowWarning,
+    RunNotFoundError,
+    StoreError,
+)
 from replay.hashing import canonical_json, thaw
 from replay.liveness import infer_killed
 from replay.migrations import SCHEMA_VERSION, START_SEQ, STOP_SEQ, migrate, read_schema_version
@@ -203,7 +209,9 @@ class Store:
                 check_same_thread=False,  # the writer thread and the caller share the store
             )
         except sqlite3.Error as e:
-            raise StoreError(f"cannot open {self.path}: {e}; {_hint(e, self)}", path=str(self.path)) from e
+            raise StoreError(
+                f"cannot open {self.path}: {e}; {_hint(e, self)}", path=str(self.path)
+            ) from e
         self._conn = conn
         try:
             self.db = Database(conn, execute_plugins=False)
@@ -243,7 +251,11 @@ class Store:
                 path=str(self.path),
             )
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            fd = os.open(
+                self.path,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                0o600,
+            )
         except FileExistsError:
             self._check_existing()
             return False
@@ -314,7 +326,8 @@ class Store:
             if self.stored_fingerprint is None:
                 self.stored_fingerprint = self.key_fingerprint
                 conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('key_fingerprint', ?)", (self.key_fingerprint,)
+                    "INSERT INTO meta (key, value) VALUES ('key_fingerprint', ?)",
+                    (self.key_fingerprint,),
                 )
             conn.execute("COMMIT")
         except BaseException:
@@ -366,7 +379,9 @@ class Store:
     # -- plumbing --------------------------------------------------------------------------------
 
     def _error(self, action: str, err: sqlite3.Error) -> StoreError:
-        return StoreError(f"{action} failed on {self.path}: {err}; {_hint(err, self)}", path=str(self.path))
+        return StoreError(
+            f"{action} failed on {self.path}: {err}; {_hint(err, self)}", path=str(self.path)
+        )
 
     @contextlib.contextmanager
     def _reading(self, action: str) -> Iterator[sqlite3.Connection]:
@@ -441,7 +456,13 @@ class Store:
         run_rows = [self._run_row(r) for r in runs]
         expires = _now_ms() + self._snapshot_ms
         snap_rows = [
-            (sha, body.encode() if isinstance(body, str) else body, type_name, int(bool(trunc)), expires)
+            (
+                sha,
+                body.encode() if isinstance(body, str) else body,
+                type_name,
+                int(bool(trunc)),
+                expires,
+            )
             for sha, body, type_name, trunc in snapshots
         ]
         one, many = self._insert_sql
@@ -463,7 +484,9 @@ class Store:
         if run.pinned:
             expires = None
         elif expires is None:
-            expires = (run.ended_ms if run.ended_ms is not None else run.started_ms) + self._event_ms
+            expires = (
+                run.ended_ms if run.ended_ms is not None else run.started_ms
+            ) + self._event_ms
         return (
             run.run_id,
             run.agent,
@@ -514,7 +537,9 @@ class Store:
             RunNotFoundError: no such run; the message names the store and how many runs it has.
         """
         with self._reading("reading a run") as conn:
-            row = conn.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
             if row is None:
                 raise RunNotFoundError(run_id, self.path.name, self.count_runs())
             return infer_killed([self._run(row)])[0]
@@ -528,9 +553,13 @@ class Store:
         """
         prefix = prefix.strip()
         if not prefix:
-            raise ValueError("empty run id: pass a run id or a unique prefix of one (see `replay runs`)")
+            raise ValueError(
+                "empty run id: pass a run id or a unique prefix of one (see `replay runs`)"
+            )
         with self._reading("looking up a run") as conn:
-            row = conn.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?", (prefix,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?", (prefix,)
+            ).fetchone()
             if row is not None:
                 return infer_killed([self._run(row)])[0]
             tries = [prefix] if prefix.startswith("r_") else [prefix, "r_" + prefix]
@@ -580,9 +609,14 @@ class Store:
                 chunk = wanted[i : i + 500]
                 marks = ",".join("?" * len(chunk))
                 for sha, body, type_name, truncated in conn.execute(
-                    f"SELECT sha, body, type_name, truncated FROM snapshots WHERE sha IN ({marks})", chunk
+                    f"SELECT sha, body, type_name, truncated FROM snapshots WHERE sha IN ({marks})",
+                    chunk,
                 ):
-                    out[sha] = (body if isinstance(body, bytes) else str(body).encode(), type_name, bool(truncated))
+                    out[sha] = (
+                        body if isinstance(body, bytes) else str(body).encode(),
+                        type_name,
+                        bool(truncated),
+                    )
         return out
 
     def runs(
@@ -631,7 +665,9 @@ class Store:
         Ordered by run start, then step. Replays are left out unless `include_replays`.
         """
         where, params = _run_filter(agent, None, since_ms, until_ms, include_replays, "r.")
-        where = (where + " AND" if where else " WHERE") + " e.kind IN ('tool_result', 'model_result')"
+        where = (
+            where + " AND" if where else " WHERE"
+        ) + " e.kind IN ('tool_result', 'model_result')"
         cols = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
         sql = (
             f"SELECT {cols} FROM runs r JOIN events e ON e.run_id = r.run_id{where} "
@@ -664,7 +700,9 @@ class Store:
             except CorruptRowError as exc:
                 bad.append(exc)
         if bad:
-            names = ", ".join(f"{e.run_id} ({e.field})" for e in bad[:5]) + (", …" if len(bad) > 5 else "")
+            names = ", ".join(f"{e.run_id} ({e.field})" for e in bad[:5]) + (
+                ", …" if len(bad) > 5 else ""
+            )
             warnings.warn(
                 f"{self.path}: skipped {len(bad)} unreadable row(s) of {table}: {names}; "
                 f"`replay show RUN_ID` names the problem",
@@ -675,7 +713,9 @@ class Store:
 
     # -- retention -------------------------------------------------------------------------------
 
-    def expired_steps(self, run: Run, events: Sequence[Event] | None = None) -> list[tuple[int, str, int]]:
+    def expired_steps(
+        self, run: Run, events: Sequence[Event] | None = None
+    ) -> list[tuple[int, str, int]]:
         """The top-level steps of `run` whose output snapshot is gone (pruned): ``(step_id, tool, since_ms)``.
 
         `since_ms` is when the snapshot expired: written with the step, it lived `snapshot_days`
@@ -686,7 +726,9 @@ class Store:
             return []  # a replay's answers point at the recording's snapshots, kept in its own store
         if events is None:
             events = self.events(run.run_id)
-        steps = [e for e in events if e.kind in _STEP_KINDS and e.parent_step_id is None and e.output_sha]
+        steps = [
+            e for e in events if e.kind in _STEP_KINDS and e.parent_step_id is None and e.output_sha
+        ]
         if not steps:
             return []
         found = self.snapshots(e.output_sha for e in steps if e.output_sha)
@@ -709,7 +751,9 @@ class Store:
             if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
                 raise RunNotFoundError(run_id, self.path.name, self.count_runs())
             if pinned:
-                conn.execute("UPDATE runs SET pinned = 1, expires_at = NULL WHERE run_id = ?", (run_id,))
+                conn.execute(
+                    "UPDATE runs SET pinned = 1, expires_at = NULL WHERE run_id = ?", (run_id,)
+                )
                 conn.execute("UPDATE events SET expires_at = NULL WHERE run_id = ?", (run_id,))
             else:
                 conn.execute(
@@ -718,12 +762,17 @@ class Store:
                     (self._event_ms, run_id),
                 )
                 conn.execute(
-                    "UPDATE events SET expires_at = ts_ms + ? WHERE run_id = ?", (self._event_ms, run_id)
+                    "UPDATE events SET expires_at = ts_ms + ? WHERE run_id = ?",
+                    (self._event_ms, run_id),
                 )
         return self.get_run(run_id)
 
     def prune(
-        self, *, now_ms: int | None = None, dry_run: bool = False, batch_size: int = PRUNE_BATCH,
+        self,
+        *,
+        now_ms: int | None = None,
+        dry_run: bool = False,
+        batch_size: int = PRUNE_BATCH,
         pause_s: float = 0.002,
     ) -> PruneResult:
         """Delete what has expired at `now_ms` (default: now); with `dry_run`, only count it.
@@ -766,7 +815,9 @@ class Store:
                 last: tuple[Any, Any] = ("", START_SEQ - 1)
                 while True:
                     with self._reading("finding expired events") as conn:
-                        keys = conn.execute(_EVENTS_PAGE, {**p, "r": last[0], "s": last[1]}).fetchall()
+                        keys = conn.execute(
+                            _EVENTS_PAGE, {**p, "r": last[0], "s": last[1]}
+                        ).fetchall()
                     if not keys:
                         break
                     last = keys[-1]
@@ -795,7 +846,9 @@ class Store:
                     time.sleep(pause_s)  # let a writer waiting for the lock in
             counts.append(total)
         runs, events, snaps = counts
-        return PruneResult(runs, events, snaps, batches=batches, longest_lock_ms=round(longest * 1000, 3))
+        return PruneResult(
+            runs, events, snaps, batches=batches, longest_lock_ms=round(longest * 1000, 3)
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -828,7 +881,9 @@ _UPSERT_RUN = (
     f"INSERT INTO runs ({_RUN_SELECT}) VALUES ({', '.join('?' * len(RUN_COLUMNS))}) "
     "ON CONFLICT (run_id) DO UPDATE SET "
     + ", ".join(
-        f"{c} = excluded.{c}" for c in RUN_COLUMNS[1:] if c not in ("pinned", "expires_at", "pid", "last_seen_ms")
+        f"{c} = excluded.{c}"
+        for c in RUN_COLUMNS[1:]
+        if c not in ("pinned", "expires_at", "pid", "last_seen_ms")
     )
     # A heartbeat may have moved last_seen_ms past what a late (spooled) write of the run carries.
     + ", pid = coalesce(excluded.pid, runs.pid)"
@@ -880,15 +935,17 @@ _EVENTS_DELETE = (
     "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1)) "
     f"AND expires_at <= ?2 AND run_id NOT IN ({_PINNED})"
 )
-_EVENT_DELETE_ONE = (
-    f"DELETE FROM events WHERE run_id = ?1 AND seq = ?2 AND expires_at <= ?3 AND run_id NOT IN ({_PINNED})"
-)
+_EVENT_DELETE_ONE = f"DELETE FROM events WHERE run_id = ?1 AND seq = ?2 AND expires_at <= ?3 AND run_id NOT IN ({_PINNED})"
 
 
 def _delete_events(conn: sqlite3.Connection, keys: list[tuple[Any, Any]], now: int) -> int:
     """Delete these (run_id, seq) events if each is still expired and not pinned; returns how many."""
     try:
-        return int(conn.execute(_EVENTS_DELETE, (orjson.dumps([list(k) for k in keys]).decode(), now)).rowcount)
+        return int(
+            conn.execute(
+                _EVENTS_DELETE, (orjson.dumps([list(k) for k in keys]).decode(), now)
+            ).rowcount
+        )
     except sqlite3.OperationalError as exc:
         if "json_each" not in str(exc) and "json_extract" not in str(exc):
             raise
@@ -940,7 +997,9 @@ def _safe_id(value: Any) -> str:
     return shown if len(shown) <= 40 else shown[:39] + "…"
 
 
-def _corrupt(path: str, table: str, columns: Sequence[str], row: Sequence[Any], exc: Exception) -> CorruptRowError:
+def _corrupt(
+    path: str, table: str, columns: Sequence[str], row: Sequence[Any], exc: Exception
+) -> CorruptRowError:
     """What is wrong with `row`, named by run id and field; never the value itself."""
     from pydantic import ValidationError
 

@@ -30,12 +30,13 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from replay.hashing import canonical_bytes, ordered_bytes, sha_of_canonical, thaw, type_tag
+from replay.hashing import ordered_bytes, sha_of_canonical, thaw, type_tag
 from replay.liveness import HEARTBEAT_S, STALE_MS, pid_alive, this_host
 from replay.models import Event, Run, Usage
 
@@ -53,7 +54,12 @@ TRUNCATED_TAG = "$truncated"
 
 def _usage_json(u: Usage) -> str:
     return orjson.dumps(
-        {"tokens_in": u.tokens_in, "tokens_out": u.tokens_out, "cost_usd": u.cost_usd, "tool_calls": u.tool_calls}
+        {
+            "tokens_in": u.tokens_in,
+            "tokens_out": u.tokens_out,
+            "cost_usd": u.cost_usd,
+            "tool_calls": u.tool_calls,
+        }
     ).decode()
 
 
@@ -197,14 +203,25 @@ def _item_bytes(item: Any) -> int:
     if type(item) is StepItem:
         return len(item.args) + (len(item.output) if item.output is not None else 0)
     if type(item) is RunItem:
-        return (len(item.input) if item.input is not None else 0) + (len(item.output) if item.output is not None else 0)
+        return (len(item.input) if item.input is not None else 0) + (
+            len(item.output) if item.output is not None else 0
+        )
     return 0
 
 
 # Open failures worth retrying: the store may be there in a moment. Anything else (not SQLite, a
 # newer schema, a folder where the file should be) will not fix itself: records are dropped.
-_TRANSIENT = ("locked", "busy", "does not exist", "unable to open", "readonly", "read-only",
-              "disk i/o", "full", "permission denied")
+_TRANSIENT = (
+    "locked",
+    "busy",
+    "does not exist",
+    "unable to open",
+    "readonly",
+    "read-only",
+    "disk i/o",
+    "full",
+    "permission denied",
+)
 
 
 def _transient(exc: BaseException) -> bool:
@@ -252,9 +269,13 @@ class Writer:
     ) -> None:
         if on_full not in ("drop", "block"):
             raise ValueError(f"on_full={on_full!r}: use 'drop' (count and drop) or 'block' (wait)")
-        for name, v in (("max_queue", max_queue), ("max_queue_bytes", max_queue_bytes),
-                        ("flush_interval", flush_interval), ("max_spool_bytes", max_spool_bytes),
-                        ("heartbeat_s", heartbeat_s)):
+        for name, v in (
+            ("max_queue", max_queue),
+            ("max_queue_bytes", max_queue_bytes),
+            ("flush_interval", flush_interval),
+            ("max_spool_bytes", max_spool_bytes),
+            ("heartbeat_s", heartbeat_s),
+        ):
             if not v > 0:
                 raise ValueError(f"{name}={v!r}: must be more than 0")
         self._open_store = open_store
@@ -330,11 +351,19 @@ class Writer:
             n = len(item.args) + (len(item.output) if item.output is not None else 0)
         else:
             n = _item_bytes(item)
-        if len(q) >= self.max_queue or (q and self._bytes_in - self._bytes_out + n > self.max_queue_bytes):
+        if len(q) >= self.max_queue or (
+            q and self._bytes_in - self._bytes_out + n > self.max_queue_bytes
+        ):
             if not self._wait_for_room(n):
-                what = (f"the record queue is full ({self.max_queue} records or "
-                        f"{self.max_queue_bytes >> 20} MB of values: the store is slower than the agent)")
-                self._lose(1, what + "; raise Recorder(max_queue=..., max_queue_bytes=...) or use on_full='block'")
+                what = (
+                    f"the record queue is full ({self.max_queue} records or "
+                    f"{self.max_queue_bytes >> 20} MB of values: the store is slower than the agent)"
+                )
+                self._lose(
+                    1,
+                    what
+                    + "; raise Recorder(max_queue=..., max_queue_bytes=...) or use on_full='block'",
+                )
                 return
         self._bytes_in += n
         q.append(item)
@@ -348,9 +377,16 @@ class Writer:
         q = self._q
         if self.on_full != "block":
             return False
-        while len(q) >= self.max_queue or (q and self._bytes_in - self._bytes_out + n > self.max_queue_bytes):
+        while len(q) >= self.max_queue or (
+            q and self._bytes_in - self._bytes_out + n > self.max_queue_bytes
+        ):
             t = self._thread
-            if t is None or not t.is_alive() or self._redactor is None and self._store_failed is not None:
+            if (
+                t is None
+                or not t.is_alive()
+                or self._redactor is None
+                and self._store_failed is not None
+            ):
                 # No writer, or it cannot drain (no store and no key yet): waiting could be forever.
                 return False
             self._wake.set()
@@ -369,7 +405,11 @@ class Writer:
             oldest = q[0].ts_ms
         except (IndexError, AttributeError):
             return
-        if now_ms - oldest > self._lag_ms and self.on_full == "block" and self._store_failed is None:
+        if (
+            now_ms - oldest > self._lag_ms
+            and self.on_full == "block"
+            and self._store_failed is None
+        ):
             t = self._thread
             if t is not None and t is not threading.current_thread():
                 self.flush(1.0)
@@ -379,7 +419,9 @@ class Writer:
         if self._thread is None or threading.current_thread() is self._thread:
             return True
         if self._redactor is None and self._store_failed is not None:
-            return False  # the store has not opened yet: nothing can be written, do not wait per run
+            return (
+                False  # the store has not opened yet: nothing can be written, do not wait per run
+            )
         return self.flush(self.sync_timeout)
 
     def flush(self, timeout: float | None = 10.0) -> bool:
@@ -452,9 +494,16 @@ class Writer:
                 self._release_markers()
             return
         self._drain()
-        if self._store is not None and not self._spooling and self._open_runs and now >= self._beat_at:
+        if (
+            self._store is not None
+            and not self._spooling
+            and self._open_runs
+            and now >= self._beat_at
+        ):
             self._beat_at = now + self.heartbeat_s
-            with contextlib.suppress(Exception):  # a missed heartbeat only delays nothing: the next one comes
+            with contextlib.suppress(
+                Exception
+            ):  # a missed heartbeat only delays nothing: the next one comes
                 self._store.touch_runs(list(self._open_runs))
 
     def _backoff_next(self, now: float) -> None:
@@ -512,7 +561,9 @@ class Writer:
                     self._write(batch)
                 finally:
                     del batch
-                    self._bytes_out += nbytes  # counted until written: the bound covers the batch in hand
+                    self._bytes_out += (
+                        nbytes  # counted until written: the bound covers the batch in hand
+                    )
             for m in markers:
                 m.done.set()
 
@@ -565,7 +616,15 @@ class Writer:
                             errs.append(_row_event(row))
                 else:
                     run, row = self._run_rows(item, snapshots)
-                    _check_text((run.agent, run.entrypoint, run.host, *run.labels.items(), *run.versions.items()))
+                    _check_text(
+                        (
+                            run.agent,
+                            run.entrypoint,
+                            run.host,
+                            *run.labels.items(),
+                            *run.versions.items(),
+                        )
+                    )
                     runs[run.run_id] = run
                     rows.append(row)
                     if item.stop:
@@ -579,7 +638,9 @@ class Writer:
         run_list, snap_list = list(runs.values()), list(snapshots.values())
         spooled = self._store is None or self._spooling
         if spooled:
-            self._spool(rows, run_list, snap_list)  # keep the order: later batches queue behind earlier ones
+            self._spool(
+                rows, run_list, snap_list
+            )  # keep the order: later batches queue behind earlier ones
         else:
             try:
                 self._store.write_rows(rows, runs=run_list, snapshots=snap_list)
@@ -587,7 +648,9 @@ class Writer:
                 self._store_failed = exc
                 self._backoff_next(time.monotonic())
                 self._spool(rows, run_list, snap_list)
-                spooled = True  # as when already spooling: log lines and listeners still see the runs
+                spooled = (
+                    True  # as when already spooling: log lines and listeners still see the runs
+                )
         if events_log.isEnabledFor(logging.INFO):
             for row in rows:
                 events_log.info(_row_json(row))
@@ -595,7 +658,9 @@ class Writer:
             errors = self._errors.pop(run.run_id, [])
             for listener in self.listeners:
                 try:
-                    if getattr(listener, "wants_steps", False):  # e.g. OtelExporter: every event, read back
+                    if getattr(
+                        listener, "wants_steps", False
+                    ):  # e.g. OtelExporter: every event, read back
                         # A spooled run is not in the store yet: None says so (the exporter counts it).
                         wants_all: Any = listener
                         if spooled or self._store is None:
@@ -605,7 +670,9 @@ class Writer:
                     else:
                         listener(run, errors)
                 except Exception as exc:  # noqa: BLE001 - a metrics bug must not stop recording
-                    log.warning("replay: run listener %r failed: %s", listener, self._safe(repr(exc)))
+                    log.warning(
+                        "replay: run listener %r failed: %s", listener, self._safe(repr(exc))
+                    )
 
     # ---- the spool ----------------------------------------------------------------------------
 
@@ -626,39 +693,62 @@ class Writer:
             return
         path = self._own_spool()
         try:
-            line = orjson.dumps({
-                "v": 1,
-                "rows": rows,
-                "runs": [r.model_dump(mode="json") for r in runs],
-                "snapshots": [[sha, base64.b64encode(body).decode(), t, tr] for sha, body, t, tr in snapshots],
-            }) + b"\n"
+            line = (
+                orjson.dumps(
+                    {
+                        "v": 1,
+                        "rows": rows,
+                        "runs": [r.model_dump(mode="json") for r in runs],
+                        "snapshots": [
+                            [sha, base64.b64encode(body).decode(), t, tr]
+                            for sha, body, t, tr in snapshots
+                        ],
+                    }
+                )
+                + b"\n"
+            )
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.spool_dir, 0o700)
             if self.spool_dir.is_symlink():
                 raise PermissionError("the spool folder is a symlink")
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            fd = os.open(
+                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600
+            )
             try:
                 if os.fstat(fd).st_size + len(line) > self.max_spool_bytes:
-                    self._lose(n, f"{self._write_failure()} and the spool {path} is full "
-                                  f"(max_spool_bytes={self.max_spool_bytes}); free the store, then restart")
+                    self._lose(
+                        n,
+                        f"{self._write_failure()} and the spool {path} is full "
+                        f"(max_spool_bytes={self.max_spool_bytes}); free the store, then restart",
+                    )
                     return
                 os.write(fd, line)
             finally:
                 os.close(fd)
         except Exception as exc:  # noqa: BLE001
-            self._lose(n, f"{self._write_failure()} and the spool {path} is not writable ({type(exc).__name__}); "
-                          "make the folder writable or set Recorder(spool_dir=...)")
+            self._lose(
+                n,
+                f"{self._write_failure()} and the spool {path} is not writable ({type(exc).__name__}); "
+                "make the folder writable or set Recorder(spool_dir=...)",
+            )
             return
         self._spooling = True
         self.spooled += n
         if not self._warned_spool:
             self._warned_spool = True
-            log.warning("replay: %s; records are kept in %s and written when the store is back",
-                        self._write_failure(), path)
+            log.warning(
+                "replay: %s; records are kept in %s and written when the store is back",
+                self._write_failure(),
+                path,
+            )
 
     def _write_failure(self) -> str:
         exc = self._store_failed
-        return "the store is not available" if exc is None else f"the store is not available ({type(exc).__name__}: {exc})"
+        return (
+            "the store is not available"
+            if exc is None
+            else f"the store is not available ({type(exc).__name__}: {exc})"
+        )
 
     def _retry_spool(self, now: float) -> None:
         """The store is open: write this process's spool into it, then write directly again."""
@@ -686,7 +776,9 @@ class Writer:
                     d = orjson.loads(line)
                     rows = [tuple(r) for r in d["rows"]]
                     runs = [Run.model_validate(r) for r in d["runs"]]
-                    snaps = [(sha, base64.b64decode(b), t, bool(tr)) for sha, b, t, tr in d["snapshots"]]
+                    snaps = [
+                        (sha, base64.b64decode(b), t, bool(tr)) for sha, b, t, tr in d["snapshots"]
+                    ]
                 except Exception:  # noqa: BLE001 - a line cut short by a kill: the rest is still good
                     continue
                 self._store.write_rows(rows, runs=runs, snapshots=snaps)
@@ -728,11 +820,16 @@ class Writer:
             except Exception as exc:  # noqa: BLE001 - leave it for the next open
                 with contextlib.suppress(OSError):
                     os.rename(claimed, path)
-                log.warning("replay: could not ingest the spool %s yet (%s)", path, type(exc).__name__)
+                log.warning(
+                    "replay: could not ingest the spool %s yet (%s)", path, type(exc).__name__
+                )
                 return
 
     def _snapshot(
-        self, value: Any, snapshots: dict[str, tuple[str, bytes, str | None, bool]], type_name: str | None,
+        self,
+        value: Any,
+        snapshots: dict[str, tuple[str, bytes, str | None, bool]],
+        type_name: str | None,
         frozen: bytes | None = None,
     ) -> tuple[str, bytes]:
         """Redact `value`, store it content-addressed, return (sha, redacted body bytes).
@@ -761,7 +858,9 @@ class Writer:
             snapshots[digest] = (digest, stored, type_name, truncated)
         return digest, body
 
-    def _step_row(self, it: StepItem, snapshots: dict[str, tuple[str, bytes, str | None, bool]]) -> tuple[Any, ...]:
+    def _step_row(
+        self, it: StepItem, snapshots: dict[str, tuple[str, bytes, str | None, bool]]
+    ) -> tuple[Any, ...]:
         assert self._redactor is not None
         args_sha = it.args_sha
         if args_sha is None or self.store_args:
@@ -773,7 +872,12 @@ class Writer:
             output_sha: str | None = it.output_sha
         elif it.error is not None:
             display, module, qualname = it.error
-            out = {"error": display, "module": module, "qualname": qualname, "message": it.message or ""}
+            out = {
+                "error": display,
+                "module": module,
+                "qualname": qualname,
+                "message": it.message or "",
+            }
             if it.error_detail is not None:
                 detail = thaw(it.error_detail)
                 if isinstance(detail, dict):
@@ -790,9 +894,20 @@ class Writer:
             output_sha = None
         red = self._redactor
         return (
-            it.run_id, it.kind, it.ts_ms, it.step_id, red.redact_name(it.tool), args_sha, output_sha, it.duration_ms,
-            "error" if it.error is not None else "ok", None if it.error is None else red.redact_name(it.error[0]), None,
-            None if it.usage is None else _usage_json(it.usage), it.parent_step_id, it.concurrent_group,
+            it.run_id,
+            it.kind,
+            it.ts_ms,
+            it.step_id,
+            red.redact_name(it.tool),
+            args_sha,
+            output_sha,
+            it.duration_ms,
+            "error" if it.error is not None else "ok",
+            None if it.error is None else red.redact_name(it.error[0]),
+            None,
+            None if it.usage is None else _usage_json(it.usage),
+            it.parent_step_id,
+            it.concurrent_group,
         )
 
     def _run_rows(
@@ -806,16 +921,22 @@ class Writer:
         run.key_fingerprint = red.key_fingerprint
         run.agent = red.redact_name(run.agent)
         if run.labels:
-            run.labels = {red.redact_name(str(k)): _label_value(red, k, v) for k, v in run.labels.items()}
+            run.labels = {
+                red.redact_name(str(k)): _label_value(red, k, v) for k, v in run.labels.items()
+            }
         if run.versions:
-            run.versions = {red.redact_name(str(k)): _label_value(red, k, v) for k, v in run.versions.items()}
+            run.versions = {
+                red.redact_name(str(k)): _label_value(red, k, v) for k, v in run.versions.items()
+            }
         if run.stop_reason is not None:
             run.stop_reason = red.redact_token(run.stop_reason)
         if it.input is not None:
             run.input_sha, body = self._snapshot(thaw(it.input), snapshots, None, it.input)
             run.input = thaw(body)
         if it.output is not None:
-            run.output_sha, body = self._snapshot(thaw(it.output), snapshots, it.output_type, it.output)
+            run.output_sha, body = self._snapshot(
+                thaw(it.output), snapshots, it.output_type, it.output
+            )
             run.output = thaw(body)
         if it.http:
             from replay.http import redact_interactions
@@ -824,11 +945,39 @@ class Writer:
             run.http_sha, _ = self._snapshot(http, snapshots, "$http")
         row: tuple[Any, ...]
         if it.stop:
-            row = (run.run_id, "stop", it.ts_ms, None, None, None, run.output_sha, None, None, None,
-                   run.stop_reason, _usage_json(run.usage), None, None)
+            row = (
+                run.run_id,
+                "stop",
+                it.ts_ms,
+                None,
+                None,
+                None,
+                run.output_sha,
+                None,
+                None,
+                None,
+                run.stop_reason,
+                _usage_json(run.usage),
+                None,
+                None,
+            )
         else:
-            row = (run.run_id, "run_start", it.ts_ms, None, None, run.input_sha, None, None, None, None,
-                   None, None, None, None)
+            row = (
+                run.run_id,
+                "run_start",
+                it.ts_ms,
+                None,
+                None,
+                run.input_sha,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            )
         return run, row
 
     def _safe(self, text: str) -> str:
@@ -838,7 +987,9 @@ class Writer:
             if red is None:
                 from replay.processors import Redactor
 
-                red = self._redactor_for_text = getattr(self, "_redactor_for_text", None) or Redactor(os.urandom(32))
+                red = self._redactor_for_text = getattr(
+                    self, "_redactor_for_text", None
+                ) or Redactor(os.urandom(32))
             return red.redact_text(text)
         except Exception:  # noqa: BLE001 - a warning must still go out, without the detail
             return "(detail withheld)"

@@ -43,7 +43,9 @@ def _luhn_digit(partial: str) -> str:
 
 
 def _iban(rng: random.Random) -> str:
-    country, bban = rng.choice([("DE", "d" * 18), ("GB", "AAAA" + "d" * 14), ("NL", "AAAA" + "d" * 10), ("FR", "d" * 23)])
+    country, bban = rng.choice(
+        [("DE", "d" * 18), ("GB", "AAAA" + "d" * 14), ("NL", "AAAA" + "d" * 10), ("FR", "d" * 23)]
+    )
     body = "".join(rng.choice(string.digits if c == "d" else string.ascii_uppercase) for c in bban)
     check = 98 - int("".join(str(int(c, 36)) for c in body + country + "00")) % 97
     return f"{country}{check:02d}{body}"
@@ -58,8 +60,12 @@ def _public_ipv4(rng: random.Random) -> str:
 
 def _public_ipv6(rng: random.Random) -> str:
     while True:
-        groups = [f"{rng.randint(0x1000, 0xffff):x}" for _ in range(5)]
-        ip = str(ipaddress.IPv6Address(f"2a0{rng.randint(0, 9)}:{':'.join(groups[:3])}::{groups[3]}:{groups[4]}"))
+        groups = [f"{rng.randint(0x1000, 0xFFFF):x}" for _ in range(5)]
+        ip = str(
+            ipaddress.IPv6Address(
+                f"2a0{rng.randint(0, 9)}:{':'.join(groups[:3])}::{groups[3]}:{groups[4]}"
+            )
+        )
         if ipaddress.IPv6Address(ip).is_global and len(ip) >= 12:
             return ip
 
@@ -69,13 +75,17 @@ def _nanp(rng: random.Random) -> str:
 
 
 def _email(rng: random.Random) -> str:
-    return f"{_s(rng, string.ascii_lowercase, 6)}.{_s(rng, string.ascii_lowercase + string.digits, 5)}@" \
-           f"{_s(rng, string.ascii_lowercase, 7)}.{rng.choice(['com', 'io', 'de', 'co.uk'])}"
+    return (
+        f"{_s(rng, string.ascii_lowercase, 6)}.{_s(rng, string.ascii_lowercase + string.digits, 5)}@"
+        f"{_s(rng, string.ascii_lowercase, 7)}.{rng.choice(['com', 'io', 'de', 'co.uk'])}"
+    )
 
 
 def _jwt(rng: random.Random) -> str:
     head = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').decode().rstrip("=")
-    body = base64.urlsafe_b64encode(f'{{"sub":"{_s(rng, _ALNUM, 12)}"}}'.encode()).decode().rstrip("=")
+    body = (
+        base64.urlsafe_b64encode(f'{{"sub":"{_s(rng, _ALNUM, 12)}"}}'.encode()).decode().rstrip("=")
+    )
     return f"{head}.{body}.{_s(rng, _ALNUM + '-_', 32)}"
 
 
@@ -88,8 +98,22 @@ def _pw(rng: random.Random) -> str:
     return _s(rng, string.ascii_letters, 1) + _s(rng, _ALNUM, 15)
 
 
-_KEYED = ("pwd", "pass", "passwd", "password", "private_key_pem", "x-session", "api-key", "accessToken",
-          "X-Api-Key", "Cookie", "client_secret", "refresh_token", "db_pass", "sessionId")
+_KEYED = (
+    "pwd",
+    "pass",
+    "passwd",
+    "password",
+    "private_key_pem",
+    "x-session",
+    "api-key",
+    "accessToken",
+    "X-Api-Key",
+    "Cookie",
+    "client_secret",
+    "refresh_token",
+    "db_pass",
+    "sessionId",
+)
 
 
 def _make(kind: str, rng: random.Random) -> Planted:
@@ -122,12 +146,21 @@ def _make(kind: str, rng: random.Random) -> Planted:
         return Planted(kind, f"peer [{ip}]:8443", (ip,))
     if kind == "pem":
         body = _s(rng, _B64, 64)
-        text = f"-----BEGIN PRIVATE KEY-----\n{body}\n{_s(rng, _B64, 40)}\n-----END PRIVATE KEY-----\n"
+        text = (
+            f"-----BEGIN PRIVATE KEY-----\n{body}\n{_s(rng, _B64, 40)}\n-----END PRIVATE KEY-----\n"
+        )
         return Planted(kind, text, (body,))
     if kind == "aws":
         akia = "AKIA" + _s(rng, string.ascii_uppercase + string.digits, 16)
-        secret = _s(rng, string.ascii_uppercase, 2) + _s(rng, string.ascii_lowercase, 2) + _s(rng, _B64, 35) + "7"
-        return Planted(kind, f"aws_access_key_id={akia} aws_secret_access_key={secret}", (akia, secret))
+        secret = (
+            _s(rng, string.ascii_uppercase, 2)
+            + _s(rng, string.ascii_lowercase, 2)
+            + _s(rng, _B64, 35)
+            + "7"
+        )
+        return Planted(
+            kind, f"aws_access_key_id={akia} aws_secret_access_key={secret}", (akia, secret)
+        )
     if kind == "postgres":
         pw = _pw(rng)
         return Planted(kind, f"postgres://app:{pw}@db.internal:5432/orders", (pw,))
@@ -144,7 +177,11 @@ def _make(kind: str, rng: random.Random) -> Planted:
         s = "ya29." + _s(rng, _ALNUM + "-_", 40)
         return Planted(kind, s, (s,))
     if kind == "github":
-        s = rng.choice(["ghp_", "gho_"]) + _s(rng, _ALNUM, 36) if rng.random() < 0.7 else "github_pat_" + _s(rng, _ALNUM + "_", 60)
+        s = (
+            rng.choice(["ghp_", "gho_"]) + _s(rng, _ALNUM, 36)
+            if rng.random() < 0.7
+            else "github_pat_" + _s(rng, _ALNUM + "_", 60)
+        )
         return Planted(kind, s, (s,))
     if kind == "slack":
         s = f"xox{rng.choice('bpa')}-{_s(rng, string.digits, 12)}-{_s(rng, _ALNUM, 24)}"
@@ -192,9 +229,36 @@ def _make(kind: str, rng: random.Random) -> Planted:
 
 
 KINDS: tuple[str, ...] = (
-    "email", "email_idn", "email_punycode", "email_localhost", "phone10", "phone_intl", "tel", "ipv4", "ipv6",
-    "pem", "aws", "postgres", "userinfo", "query", "stripe", "ya29", "github", "slack", "openai", "iban",
-    "iban_lower", "card", "ssn", "jwt", "bearer", "dict_repr", "kv_text", "keyed", "bytes", "base64",
+    "email",
+    "email_idn",
+    "email_punycode",
+    "email_localhost",
+    "phone10",
+    "phone_intl",
+    "tel",
+    "ipv4",
+    "ipv6",
+    "pem",
+    "aws",
+    "postgres",
+    "userinfo",
+    "query",
+    "stripe",
+    "ya29",
+    "github",
+    "slack",
+    "openai",
+    "iban",
+    "iban_lower",
+    "card",
+    "ssn",
+    "jwt",
+    "bearer",
+    "dict_repr",
+    "kv_text",
+    "keyed",
+    "bytes",
+    "base64",
 )
 
 

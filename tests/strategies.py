@@ -99,12 +99,16 @@ def luhn_check_digit(partial: str) -> str:
 @st.composite
 def emails(draw: st.DrawFn) -> str:
     """``local@domain.tld`` with a random 8-14 character local part."""
-    local = draw(_chars(string.ascii_lowercase, 1)) + draw(
-        st.text(alphabet=_LOWER_DIGITS + "._", min_size=6, max_size=12)
-    ).strip("._") + draw(_chars(_LOWER_DIGITS, 2))
-    domain = draw(_chars(string.ascii_lowercase, 1)) + draw(
-        st.text(alphabet=_LOWER_DIGITS + "-", min_size=2, max_size=10)
-    ).strip("-") + draw(_chars(string.ascii_lowercase, 1))
+    local = (
+        draw(_chars(string.ascii_lowercase, 1))
+        + draw(st.text(alphabet=_LOWER_DIGITS + "._", min_size=6, max_size=12)).strip("._")
+        + draw(_chars(_LOWER_DIGITS, 2))
+    )
+    domain = (
+        draw(_chars(string.ascii_lowercase, 1))
+        + draw(st.text(alphabet=_LOWER_DIGITS + "-", min_size=2, max_size=10)).strip("-")
+        + draw(_chars(string.ascii_lowercase, 1))
+    )
     tld = draw(st.sampled_from(["com", "org", "io", "net", "co.uk", "de", "example"]))
     local = local.replace("..", ".").replace("._", "_").replace("_.", "_")
     return f"{local}@{domain}.{tld}"
@@ -138,7 +142,7 @@ def cards(draw: st.DrawFn) -> str:
     if brand == "amex":
         body = draw(st.sampled_from(["34", "37"])) + draw(_chars(string.digits, 12))
     else:
-        body = ("4" if brand == "visa" else draw(st.sampled_from(["51", "52", "53", "54", "55"])))
+        body = "4" if brand == "visa" else draw(st.sampled_from(["51", "52", "53", "54", "55"]))
         body += draw(_chars(string.digits, 15 - len(body)))
     number = body + luhn_check_digit(body)
     sep = draw(st.sampled_from(["", " ", "-"]))

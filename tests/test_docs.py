@@ -24,7 +24,9 @@ README = ROOT / "README.md"
 WALKTHROUGH = ROOT / "examples" / "support_agent" / "WALKTHROUGH.md"
 ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
 CLI_SECTION = "## CLI reference"
-PLUGIN_PART = "**pytest plugin**"  # the CLI reference's second part: the pytest flags and ini options
+PLUGIN_PART = (
+    "**pytest plugin**"  # the CLI reference's second part: the pytest flags and ini options
+)
 
 FLAG = re.compile(r"(?<![\w/-])(--[a-z][a-z0-9-]*|-[a-zA-Z])(?![\w-])")
 VERB = re.compile(r"\breplay ((?:[a-z][a-z-]*)(?: [a-z][a-z-]*)*)")
@@ -32,7 +34,10 @@ VERB = re.compile(r"\breplay ((?:[a-z][a-z-]*)(?: [a-z][a-z-]*)*)")
 
 # -- the command tree ---------------------------------------------------------------------------
 
-def commands(group: click.Command = cli, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], click.Command]:
+
+def commands(
+    group: click.Command = cli, path: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], click.Command]:
     """Every visible command under the group, by its path of names (groups included)."""
     found: dict[tuple[str, ...], click.Command] = {}
     if isinstance(group, click.Group):
@@ -46,11 +51,16 @@ def commands(group: click.Command = cli, path: tuple[str, ...] = ()) -> dict[tup
 
 def options(cmd: click.Command) -> list[list[str]]:
     """The visible options of a command, each as its list of spellings (``-o``, ``--out``)."""
-    return [p.opts + p.secondary_opts for p in cmd.params
-            if isinstance(p, click.Option) and not p.hidden]
+    return [
+        p.opts + p.secondary_opts
+        for p in cmd.params
+        if isinstance(p, click.Option) and not p.hidden
+    ]
 
 
-def _verb_at(text: str, pos: int, verbs: set[tuple[str, ...]]) -> tuple[tuple[str, ...] | None, int]:
+def _verb_at(
+    text: str, pos: int, verbs: set[tuple[str, ...]]
+) -> tuple[tuple[str, ...] | None, int]:
     m = VERB.match(text, pos)
     if not m:
         return None, pos
@@ -65,7 +75,7 @@ def section(text: str, heading: str) -> str:
     """The body of a ``## `` section of a Markdown file, up to the next ``## `` heading."""
     start = text.index(heading + "\n")
     nxt = text.find("\n## ", start + len(heading))
-    return text[start: nxt if nxt >= 0 else len(text)]
+    return text[start : nxt if nxt >= 0 else len(text)]
 
 
 def blocks(body: str) -> list[str]:
@@ -89,7 +99,9 @@ def blocks(body: str) -> list[str]:
     return out
 
 
-def documented_flags(body: str, verbs: set[tuple[str, ...]]) -> tuple[dict[tuple[str, ...], set[str]], set[str]]:
+def documented_flags(
+    body: str, verbs: set[tuple[str, ...]]
+) -> tuple[dict[tuple[str, ...], set[str]], set[str]]:
     """Flags the CLI reference names, per verb, plus the common ones named before any verb.
 
     In a table row or a paragraph, a flag belongs to the last ``replay VERB`` named before it;
@@ -119,7 +131,9 @@ def documented_flags(body: str, verbs: set[tuple[str, ...]]) -> tuple[dict[tuple
 def cli_reference() -> str:
     """The `replay` part of the README's CLI reference (before its pytest plugin part)."""
     body = section(README.read_text(encoding="utf-8"), CLI_SECTION)
-    assert PLUGIN_PART in body, f"README.md, section '{CLI_SECTION}', has no part starting with {PLUGIN_PART}"
+    assert PLUGIN_PART in body, (
+        f"README.md, section '{CLI_SECTION}', has no part starting with {PLUGIN_PART}"
+    )
     return body.split(PLUGIN_PART)[0]
 
 
@@ -130,6 +144,7 @@ def plugin_reference() -> str:
 
 # -- the CLI ------------------------------------------------------------------------------------
 
+
 def test_every_cli_verb_and_flag_is_in_the_readme_cli_reference():
     """Each `replay` command and each of its --help flags is named in the README's CLI reference."""
     tree = commands()
@@ -138,14 +153,19 @@ def test_every_cli_verb_and_flag_is_in_the_readme_cli_reference():
     for path, cmd in sorted(tree.items()):
         name = "replay " + " ".join(path)
         if path not in per_verb:
-            missing.append(f"verb `{name}`: add a row `| `{name} ...` | what it does |` to the table")
+            missing.append(
+                f"verb `{name}`: add a row `| `{name} ...` | what it does |` to the table"
+            )
             continue
         for spellings in options(cmd):
             if not (set(spellings) & (per_verb[path] | common)):
-                missing.append(f"flag `{spellings[-1]}` of `{name}`: add it to the `{name}` row "
-                               f"(or a paragraph under the table that starts with `{name}`)")
-    assert not missing, (
-        f"README.md, section '{CLI_SECTION}', does not document:\n  " + "\n  ".join(missing))
+                missing.append(
+                    f"flag `{spellings[-1]}` of `{name}`: add it to the `{name}` row "
+                    f"(or a paragraph under the table that starts with `{name}`)"
+                )
+    assert not missing, f"README.md, section '{CLI_SECTION}', does not document:\n  " + "\n  ".join(
+        missing
+    )
 
 
 def test_every_flag_the_readme_cli_reference_names_exists():
@@ -156,11 +176,19 @@ def test_every_flag_the_readme_cli_reference_names_exists():
     for path, named in sorted(per_verb.items()):
         real = {s for spellings in options(tree[path]) for s in spellings} | {"-h", "--help"}
         for flag in sorted(named - real):
-            wrong.append(f"`replay {' '.join(path)} {flag}`: no such flag (replay {' '.join(path)} --help)")
-    every = {s for cmd in tree.values() for spellings in options(cmd) for s in spellings} | {"-h", "--help"}
+            wrong.append(
+                f"`replay {' '.join(path)} {flag}`: no such flag (replay {' '.join(path)} --help)"
+            )
+    every = {s for cmd in tree.values() for spellings in options(cmd) for s in spellings} | {
+        "-h",
+        "--help",
+    }
     for flag in sorted(common - every):
         wrong.append(f"`{flag}` in the opening sentence: no command has it")
-    assert not wrong, f"README.md, section '{CLI_SECTION}', names flags that do not exist:\n  " + "\n  ".join(wrong)
+    assert not wrong, (
+        f"README.md, section '{CLI_SECTION}', names flags that do not exist:\n  "
+        + "\n  ".join(wrong)
+    )
 
 
 def test_every_replay_command_the_docs_name_exists():
@@ -174,14 +202,17 @@ def test_every_replay_command_the_docs_name_exists():
             if m.group(1) not in first_words:
                 line = text.count("\n", 0, m.start()) + 1
                 wrong.append(f"{doc.relative_to(ROOT)}:{line}: `replay {m.group(1)}`")
-    assert not wrong, ("these commands do not exist (replay --help lists them):\n  " + "\n  ".join(wrong))
+    assert not wrong, "these commands do not exist (replay --help lists them):\n  " + "\n  ".join(
+        wrong
+    )
 
 
 def _entry_points() -> list[list[str]]:
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     scripts = section(pyproject.replace("\n[", "\n## ["), "## [project.scripts]")
     assert re.findall(r'^(\S+) = "([^"]+)"', scripts, re.M) == [("replay", "replay.cli:cli")], (
-        "pyproject.toml [project.scripts] changed: check every script against the README's CLI reference")
+        "pyproject.toml [project.scripts] changed: check every script against the README's CLI reference"
+    )
     found = [[sys.executable, "-c", "from replay.cli import cli; cli(prog_name='replay')"]]
     if (ROOT / "replay" / "__main__.py").exists():
         found.append([sys.executable, "-m", "replay"])
@@ -192,13 +223,18 @@ def test_every_entry_point_offers_the_documented_command_tree():
     """The console script (and `python -m replay` when it exists) list the commands the tree walk checks."""
     expected = {p[0] for p in commands()}
     for argv in _entry_points():
-        out = subprocess.run(argv + ["--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+        out = subprocess.run(
+            argv + ["--help"], capture_output=True, text=True, cwd=ROOT, timeout=60
+        )
         assert out.returncode == 0, out.stderr
         listed = set(re.findall(r"^  ([a-z][a-z-]*)\s", out.stdout.split("Commands:")[-1], re.M))
-        assert listed == expected, f"{' '.join(argv[1:])} --help lists {sorted(listed)}, the tree {sorted(expected)}"
+        assert listed == expected, (
+            f"{' '.join(argv[1:])} --help lists {sorted(listed)}, the tree {sorted(expected)}"
+        )
 
 
 # -- the pytest plugin --------------------------------------------------------------------------
+
 
 def _plugin_help(pytester: pytest.Pytester) -> tuple[set[str], set[str]]:
     result = pytester.runpytest("--help")
@@ -206,7 +242,9 @@ def _plugin_help(pytester: pytest.Pytester) -> tuple[set[str], set[str]]:
     flags = set(re.findall(r"^\s+(--replay[a-z0-9-]*)", text, re.M))
     flags |= set(re.findall(r",\s*(--replay[a-z0-9-]*)", text))
     inis = set(re.findall(r"^\s+(replay_[a-z0-9_]+) \(", text, re.M))
-    assert "--replay" in flags and inis, "pytest --help shows no agent-replay options: is the plugin loaded?"
+    assert "--replay" in flags and inis, (
+        "pytest --help shows no agent-replay options: is the plugin loaded?"
+    )
     return flags, inis
 
 
@@ -220,7 +258,8 @@ def test_every_pytest_option_and_ini_is_in_the_readme_cli_reference(pytester):
     missing += [f"ini option `{i}`" for i in sorted(inis - named_inis)]
     assert not missing, (
         f"README.md, section '{CLI_SECTION}', part {PLUGIN_PART}, does not document "
-        "(add a row `| `FLAG` (ini `NAME`) | what it does |`):\n  " + "\n  ".join(missing))
+        "(add a row `| `FLAG` (ini `NAME`) | what it does |`):\n  " + "\n  ".join(missing)
+    )
 
 
 def test_every_replay_flag_the_docs_name_exists(pytester):
@@ -237,24 +276,38 @@ def test_every_replay_flag_the_docs_name_exists(pytester):
     body = plugin_reference()
     for name in sorted(set(re.findall(r"\bini `(replay_[a-z0-9_]+)`", body)) - inis):
         wrong.append(f"README.md CLI reference: ini `{name}`")
-    assert not wrong, "these options do not exist (pytest --help lists them):\n  " + "\n  ".join(sorted(set(wrong)))
+    assert not wrong, "these options do not exist (pytest --help lists them):\n  " + "\n  ".join(
+        sorted(set(wrong))
+    )
 
 
 # -- the module map -----------------------------------------------------------------------------
+
 
 def test_the_architecture_map_lists_every_module_and_only_those():
     """docs/ARCHITECTURE.md's module table names every module (and subpackage) of replay/ and none that is gone."""
     text = ARCHITECTURE.read_text(encoding="utf-8")
     table = "\n".join(line for line in text.splitlines() if line.startswith("| `"))
     named = set(re.findall(r"`([a-z_]+\.py|[a-z_]+/)`", table))
-    real = {p.name for p in (ROOT / "replay").glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    real = {
+        p.name
+        for p in (ROOT / "replay").glob("*.py")
+        if p.name not in ("__init__.py", "__main__.py")
+    }
     real |= {p.parent.name + "/" for p in (ROOT / "replay").glob("*/__init__.py")}
-    problems = [f"`{n}` exists in replay/ but has no row: add `| `{n}` | its concept |`" for n in sorted(real - named)]
-    problems += [f"`{n}` has a row but replay/{n} does not exist: remove or rename it" for n in sorted(named - real)]
+    problems = [
+        f"`{n}` exists in replay/ but has no row: add `| `{n}` | its concept |`"
+        for n in sorted(real - named)
+    ]
+    problems += [
+        f"`{n}` has a row but replay/{n} does not exist: remove or rename it"
+        for n in sorted(named - real)
+    ]
     assert not problems, "docs/ARCHITECTURE.md, the module table:\n  " + "\n  ".join(problems)
 
 
 # -- the console examples -----------------------------------------------------------------------
+
 
 def _regen():
     spec = importlib.util.spec_from_file_location("docs_regen", ROOT / "docs" / "regen.py")
@@ -282,12 +335,17 @@ def test_console_examples_match_a_real_run(regen, session):
     assert not problems, "\n\n".join(problems) + "\n\nrewrite them with: python docs/regen.py"
 
 
-@pytest.mark.parametrize("old, new", [
-    ("run latency       avg", "run latency       avg 836 ms   p95 4,361 ms\nwas"),
-    ("runs              25 (25 finished)", "runs              24 (24 finished)"),
-    ("  by error class", "  by error kind "),
-])
-def test_the_check_reports_a_block_whose_figures_or_shape_drifted(regen, session, tmp_path, old, new):
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("run latency       avg", "run latency       avg 836 ms   p95 4,361 ms\nwas"),
+        ("runs              25 (25 finished)", "runs              24 (24 finished)"),
+        ("  by error class", "  by error kind "),
+    ],
+)
+def test_the_check_reports_a_block_whose_figures_or_shape_drifted(
+    regen, session, tmp_path, old, new
+):
     """A stats block with a latency 40x off, a wrong count or a renamed line is reported, naming the block."""
     text = README.read_text(encoding="utf-8")
     start = text.index("<!-- console: replay stats")
@@ -295,15 +353,19 @@ def test_the_check_reports_a_block_whose_figures_or_shape_drifted(regen, session
     doc = tmp_path / "README.md"
     doc.write_text(text[:start] + text[start:].replace(old, new, 1), encoding="utf-8")
     problems = regen.regenerate([doc], session, check=True)
-    assert len(problems) == 1 and "`replay stats --since 7d` no longer shows" in problems[0], problems
+    assert len(problems) == 1 and "`replay stats --since 7d` no longer shows" in problems[0], (
+        problems
+    )
 
 
 def test_rewriting_a_block_makes_it_pass_the_check(regen, session, tmp_path):
     """`python docs/regen.py` replaces a stale block with real output that the check then accepts."""
     doc = tmp_path / "doc.md"
-    doc.write_text("# x\n\n<!-- console: replay stats --since 7d -->\n```console\n$ replay stats\nstale\n```\n"
-                   "\n<!-- console: replay demo\nkeep: ^\\[6/6\\] .. changes\n-->\n```text\nSTALE2\n```\n",
-                   encoding="utf-8")
+    doc.write_text(
+        "# x\n\n<!-- console: replay stats --since 7d -->\n```console\n$ replay stats\nstale\n```\n"
+        "\n<!-- console: replay demo\nkeep: ^\\[6/6\\] .. changes\n-->\n```text\nSTALE2\n```\n",
+        encoding="utf-8",
+    )
     assert len(regen.regenerate([doc], session, check=True)) == 2
     regen.regenerate([doc], session, check=False)
     assert regen.regenerate([doc], session, check=True) == []
@@ -334,11 +396,21 @@ def test_the_architecture_contracts_name_methods_and_parameters_that_exist(tmp_p
     wrong = [f"store.{n}" for n in sorted(methods) if not hasattr(store, n)]
     replay_part = section(text, "## Replay contract")
     signature = re.search(r"`replay_run\(([^`]*)\)`", replay_part, re.S)
-    assert signature, "docs/ARCHITECTURE.md, section 'Replay contract', no longer shows `replay_run(...)`"
-    named = {p.split("=")[0].strip() for p in signature.group(1).replace("\n", " ").split(",")} - {"*", ""}
-    wrong += [f"replay_run({n}=...)" for n in sorted(named - set(inspect.signature(replay_run).parameters))]
-    assert not wrong, ("docs/ARCHITECTURE.md names what does not exist (fix the contract sections):\n  "
-                       + "\n  ".join(wrong))
+    assert signature, (
+        "docs/ARCHITECTURE.md, section 'Replay contract', no longer shows `replay_run(...)`"
+    )
+    named = {p.split("=")[0].strip() for p in signature.group(1).replace("\n", " ").split(",")} - {
+        "*",
+        "",
+    }
+    wrong += [
+        f"replay_run({n}=...)"
+        for n in sorted(named - set(inspect.signature(replay_run).parameters))
+    ]
+    assert not wrong, (
+        "docs/ARCHITECTURE.md names what does not exist (fix the contract sections):\n  "
+        + "\n  ".join(wrong)
+    )
 
 
 def test_every_block_that_shows_output_is_generated_or_pinned_by_a_test(regen):
@@ -354,7 +426,7 @@ def test_every_block_that_shows_output_is_generated_or_pinned_by_a_test(regen):
                 i += 1
                 continue
             end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
-            body = [line for line in lines[i + 1:end] if line.strip()]
+            body = [line for line in lines[i + 1 : end] if line.strip()]
             shows_output = any(not line.startswith("$ ") for line in body)
             pinned = re.match(r"^<!-- pinned: (\S+) -->$", lines[i - 1]) if i else None
             where = f"{doc.relative_to(ROOT)}:{i + 1}"
@@ -362,10 +434,14 @@ def test_every_block_that_shows_output_is_generated_or_pinned_by_a_test(regen):
                 test = ROOT / pinned.group(1)
                 first = body[0][:60] if body else ""
                 if not test.is_file() or first not in test.read_text(encoding="utf-8"):
-                    loose.append(f"{where}: {pinned.group(1)} does not hold the block's first line {first!r}")
+                    loose.append(
+                        f"{where}: {pinned.group(1)} does not hold the block's first line {first!r}"
+                    )
             elif shows_output and i not in generated:
-                loose.append(f"{where}: output nobody checks: add a `<!-- console: COMMAND -->` line above "
-                             "it (then python docs/regen.py), or `<!-- pinned: tests/FILE.py -->` naming the "
-                             "test that holds it")
+                loose.append(
+                    f"{where}: output nobody checks: add a `<!-- console: COMMAND -->` line above "
+                    "it (then python docs/regen.py), or `<!-- pinned: tests/FILE.py -->` naming the "
+                    "test that holds it"
+                )
             i = end + 1
     assert not loose, "\n  ".join(["blocks of output that can drift:"] + loose)

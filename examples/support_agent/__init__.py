@@ -10,13 +10,30 @@ from __future__ import annotations
 import sys
 
 from replay import register_agent
-from replay.demo_agent import VERSIONS, HTTPStatusError, Upstream, agent, config, handle, rec, scenario, tools, \
-    upstream, use_version, version
+from replay.demo_agent import (
+    VERSIONS,
+    HTTPStatusError,
+    Upstream,
+    agent,
+    config,
+    handle,
+    rec,
+    scenario,
+    tools,
+    upstream,
+    use_version,
+    version,
+)
 
 # Every submodule under its old name at once: a run recorded here names its errors' module
 # (examples.support_agent.upstream), and a replay rebuilds them only from modules already loaded.
-for _name, _module in {"agent": agent, "config": config, "scenario": scenario, "tools": tools,
-                       "upstream": upstream}.items():
+for _name, _module in {
+    "agent": agent,
+    "config": config,
+    "scenario": scenario,
+    "tools": tools,
+    "upstream": upstream,
+}.items():
     sys.modules[f"{__name__}.{_name}"] = _module
 
 # Runs recorded before the move name this entrypoint: the same function answers to it.

@@ -41,11 +41,17 @@ _PRICE_IN, _PRICE_OUT = 3.0 / 1e6, 15.0 / 1e6
 def _think(turn: int) -> None:
     """One policy turn: record the tokens a model would have used to decide the next step."""
     tin = _TOKENS_BASE + _TOKENS_PER_TURN * turn
-    rec.usage(tokens_in=tin, tokens_out=_TOKENS_OUT, cost_usd=tin * _PRICE_IN + _TOKENS_OUT * _PRICE_OUT)
+    rec.usage(
+        tokens_in=tin, tokens_out=_TOKENS_OUT, cost_usd=tin * _PRICE_IN + _TOKENS_OUT * _PRICE_OUT
+    )
 
 
-def _reply(ticket: dict[str, Any], order: dict[str, Any], customer: dict[str, Any],
-           articles: list[dict[str, str]]) -> tuple[str, str]:
+def _reply(
+    ticket: dict[str, Any],
+    order: dict[str, Any],
+    customer: dict[str, Any],
+    articles: list[dict[str, str]],
+) -> tuple[str, str]:
     subject = f"Re: {ticket['subject']} [{ticket['ticket_id']}]"
     see = f"\n\nMore: {articles[0]['title']} ({articles[0]['id']})." if articles else ""
     body = (
@@ -115,7 +121,9 @@ def _handle_v2(ticket: dict[str, Any]) -> str:
         email_send(customer["email"], subject, body)
     except HTTPStatusError as exc:
         replay.stop("escalated")  # no second send: a human checks what the customer received
-        return f"escalated ticket {ticket['ticket_id']}: the email gateway answered {exc.status_code}"
+        return (
+            f"escalated ticket {ticket['ticket_id']}: the email gateway answered {exc.status_code}"
+        )
     return f"replied to ticket {ticket['ticket_id']}"
 
 

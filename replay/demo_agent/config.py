@@ -39,7 +39,9 @@ VERSIONS: dict[str, dict[str, str]] = {
     },
 }
 
-_override: contextvars.ContextVar[str | None] = contextvars.ContextVar("support_agent_version", default=None)
+_override: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "support_agent_version", default=None
+)
 
 
 def version() -> str:

@@ -17,7 +17,12 @@ from replay.demo_agent.upstream import CUSTOMERS, ORDERS, FakeClock, Upstream, u
 
 __all__ = ["Batch", "fake_outbox", "record_batch", "ticket"]
 
-_SUBJECTS = ["Where is my order?", "My package is late", "Order status?", "Tracking is not updating"]
+_SUBJECTS = [
+    "Where is my order?",
+    "My package is late",
+    "Order status?",
+    "Tracking is not updating",
+]
 
 
 def ticket(i: int) -> dict[str, Any]:
@@ -51,15 +56,20 @@ class Batch:
         return sum(1 for n in self.delivered.values() if n > 1)
 
 
-def record_batch(tickets: list[dict[str, Any]], *, flaky: bool, version: str = "v1",
-                 on_run: Any = None) -> Batch:
+def record_batch(
+    tickets: list[dict[str, Any]], *, flaky: bool, version: str = "v1", on_run: Any = None
+) -> Batch:
     """Run the agent on each ticket (recorded by `config.rec`) and return the `Batch`."""
     batch = Batch()
     clock = FakeClock()
     with use_version(version):
         for t in tickets:
             seed = t["ticket_id"]
-            up = Upstream.flaky(seed, clock=clock) if flaky else Upstream.healthy(seed=seed, clock=clock)
+            up = (
+                Upstream.flaky(seed, clock=clock)
+                if flaky
+                else Upstream.healthy(seed=seed, clock=clock)
+            )
             with use(up):
                 batch.outputs.append(handle(t))
             batch.run_ids.append(rec.last_run_id or "")
@@ -83,7 +93,9 @@ def fake_outbox(*, lost_acks: int = 1) -> tuple[Upstream, dict[str, Any]]:
 
     def send(to: str, subject: str, body: str) -> dict[str, Any]:
         with use(outbox):
-            answer: dict[str, Any] = tools.email_send.__wrapped__(to, subject, body)  # the tool's body
+            answer: dict[str, Any] = tools.email_send.__wrapped__(
+                to, subject, body
+            )  # the tool's body
         return answer
 
     return outbox, {"email.send": send}

@@ -23,7 +23,15 @@ from replay.demo_agent import upstream
 from replay.demo_agent.config import rec, version
 from replay.demo_agent.upstream import HTTPStatusError
 
-__all__ = ["BASE_URL", "RETRY", "RetryPolicy", "email_send", "http_get", "idempotency_key", "kb_search"]
+__all__ = [
+    "BASE_URL",
+    "RETRY",
+    "RetryPolicy",
+    "email_send",
+    "http_get",
+    "idempotency_key",
+    "kb_search",
+]
 
 BASE_URL = "https://api.shop.test"
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
@@ -73,7 +81,9 @@ def http_get(url: str) -> dict[str, Any]:
             return up.get(path)
         except HTTPStatusError as exc:
             if exc.status_code not in RETRYABLE or attempt >= policy.retries:
-                raise HTTPStatusError(exc.status_code, f"GET {url} after {attempt + 1} attempt(s)") from None
+                raise HTTPStatusError(
+                    exc.status_code, f"GET {url} after {attempt + 1} attempt(s)"
+                ) from None
             up.clock.sleep(policy.delay_ms(attempt, up.rng))
             attempt += 1
 

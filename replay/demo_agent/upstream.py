@@ -89,7 +89,18 @@ class FakeClock:
 # ---- the data behind the upstream -----------------------------------------------------------
 
 FIRST_NAMES = ["Dana", "Ravi", "Mei", "Jonas", "Amara", "Lucas", "Sofia", "Kenji", "Ines", "Omar"]
-LAST_NAMES = ["Reyes", "Patel", "Chen", "Berg", "Okafor", "Silva", "Rossi", "Tanaka", "Costa", "Haddad"]
+LAST_NAMES = [
+    "Reyes",
+    "Patel",
+    "Chen",
+    "Berg",
+    "Okafor",
+    "Silva",
+    "Rossi",
+    "Tanaka",
+    "Costa",
+    "Haddad",
+]
 STATUSES = ["shipped", "in transit", "delayed at the carrier", "out for delivery", "delivered"]
 CARRIERS = ["DHL", "UPS", "PostNL", "GLS"]
 
@@ -115,12 +126,36 @@ for _i in range(50):
     }
 
 ARTICLES: list[dict[str, str]] = [
-    {"id": "kb-12", "title": "Where is my order?", "text": "Orders ship in 1-2 days; tracking follows by email."},
-    {"id": "kb-17", "title": "Shipping delays", "text": "Carrier delays resolve within 3 days in most cases."},
-    {"id": "kb-23", "title": "Order status explained", "text": "Shipped, in transit, out for delivery, delivered."},
-    {"id": "kb-31", "title": "Refunds and returns", "text": "Return within 30 days for a full refund."},
-    {"id": "kb-40", "title": "Changing the delivery address", "text": "Possible until the order ships."},
-    {"id": "kb-44", "title": "Lookup errors", "text": "If an order cannot be found, ask for the order id."},
+    {
+        "id": "kb-12",
+        "title": "Where is my order?",
+        "text": "Orders ship in 1-2 days; tracking follows by email.",
+    },
+    {
+        "id": "kb-17",
+        "title": "Shipping delays",
+        "text": "Carrier delays resolve within 3 days in most cases.",
+    },
+    {
+        "id": "kb-23",
+        "title": "Order status explained",
+        "text": "Shipped, in transit, out for delivery, delivered.",
+    },
+    {
+        "id": "kb-31",
+        "title": "Refunds and returns",
+        "text": "Return within 30 days for a full refund.",
+    },
+    {
+        "id": "kb-40",
+        "title": "Changing the delivery address",
+        "text": "Possible until the order ships.",
+    },
+    {
+        "id": "kb-44",
+        "title": "Lookup errors",
+        "text": "If an order cannot be found, ask for the order id.",
+    },
 ]
 
 
@@ -162,7 +197,9 @@ class Upstream:
         return cls(clock=clock or FakeClock(), rng=random.Random(f"healthy:{seed}"))
 
     @classmethod
-    def flaky(cls, seed: int | str, *, clock: FakeClock | None = None, lost_acks: int = 1) -> Upstream:
+    def flaky(
+        cls, seed: int | str, *, clock: FakeClock | None = None, lost_acks: int = 1
+    ) -> Upstream:
         """An upstream down in seeded windows (429/503) whose email gateway loses `lost_acks` acks."""
         clock = clock or FakeClock()
         rng = random.Random(f"flaky:{seed}")
@@ -210,10 +247,14 @@ class Upstream:
         self.requests["kb"] += 1
         self.clock.sleep(15)
         q = _words(query)
-        scored = sorted(ARTICLES, key=lambda a: (-len(q & _words(a["title"] + " " + a["text"])), a["id"]))
+        scored = sorted(
+            ARTICLES, key=lambda a: (-len(q & _words(a["title"] + " " + a["text"])), a["id"])
+        )
         return [{"id": a["id"], "title": a["title"]} for a in scored[:limit]]
 
-    def send_email(self, to: str, subject: str, body: str, idempotency_key: str | None = None) -> dict[str, Any]:
+    def send_email(
+        self, to: str, subject: str, body: str, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         """Deliver an email; a repeated idempotency key returns the first message id, delivering nothing."""
         self._arrive("POST /emails")
         if idempotency_key is not None and idempotency_key in self._keys:
@@ -225,11 +266,15 @@ class Upstream:
             self._keys[idempotency_key] = message_id
         if self.lost_acks > 0:
             self.lost_acks -= 1
-            raise HTTPStatusError(503, "POST /emails (gateway timeout after the message was accepted)")
+            raise HTTPStatusError(
+                503, "POST /emails (gateway timeout after the message was accepted)"
+            )
         return {"message_id": message_id, "status": "queued"}
 
 
-_current: contextvars.ContextVar[Upstream | None] = contextvars.ContextVar("support_agent_upstream", default=None)
+_current: contextvars.ContextVar[Upstream | None] = contextvars.ContextVar(
+    "support_agent_upstream", default=None
+)
 _default: Upstream | None = None
 
 

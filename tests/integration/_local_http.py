@@ -25,8 +25,13 @@ from typing import Any
 
 def _order(order_id: str) -> dict[str, Any]:
     n = int(re.sub(r"\D", "", order_id) or 0)
-    return {"order_id": order_id, "status": "shipped" if n % 2 else "pending", "total": round(10 + n * 1.25, 2),
-            "items": [{"sku": f"SKU-{n}", "qty": 1 + n % 3}], "customer": {"tier": "gold" if n % 5 == 0 else "basic"}}
+    return {
+        "order_id": order_id,
+        "status": "shipped" if n % 2 else "pending",
+        "total": round(10 + n * 1.25, 2),
+        "items": [{"sku": f"SKU-{n}", "qty": 1 + n % 3}],
+        "customer": {"tier": "gold" if n % 5 == 0 else "basic"},
+    }
 
 
 def _chat_answer(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -36,12 +41,22 @@ def _chat_answer(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     created = 1_700_000_000
     if not tool_results:
         order_ids = re.findall(r"A-\d+", user)
-        calls = [{"id": f"call_{i}", "type": "function",
-                  "function": {"name": "get_order", "arguments": json.dumps({"order_id": oid})}}
-                 for i, oid in enumerate(order_ids)]
+        calls = [
+            {
+                "id": f"call_{i}",
+                "type": "function",
+                "function": {"name": "get_order", "arguments": json.dumps({"order_id": oid})},
+            }
+            for i, oid in enumerate(order_ids)
+        ]
         if "status page" in user:
-            calls.append({"id": f"call_{len(calls)}", "type": "function",
-                          "function": {"name": "status_page", "arguments": json.dumps({"code": 503})}})
+            calls.append(
+                {
+                    "id": f"call_{len(calls)}",
+                    "type": "function",
+                    "function": {"name": "status_page", "arguments": json.dumps({"code": 503})},
+                }
+            )
         if calls:
             message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": calls}
             finish = "tool_calls"
@@ -51,11 +66,16 @@ def _chat_answer(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     else:
         # Answers from the exact text of the tool results: a change in what the agent sent shows.
         digest = sum(len(m.get("content") or "") for m in tool_results)
-        message = {"role": "assistant", "content": f"Resolved {len(tool_results)} lookup(s) [{digest}]."}
+        message = {
+            "role": "assistant",
+            "content": f"Resolved {len(tool_results)} lookup(s) [{digest}].",
+        }
         finish = "stop"
     n_in = sum(len(json.dumps(m)) for m in messages) // 4
     return 200, {
-        "id": f"chatcmpl-{len(messages)}", "object": "chat.completion", "created": created,
+        "id": f"chatcmpl-{len(messages)}",
+        "object": "chat.completion",
+        "created": created,
         "model": body.get("model", "local"),
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {"prompt_tokens": n_in, "completion_tokens": 12, "total_tokens": n_in + 12},
@@ -66,11 +86,21 @@ def _anthropic_answer(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     messages = body.get("messages", [])
     first = messages[0]["content"] if messages else ""
     user = first if isinstance(first, str) else ""
-    results = [b for m in messages if isinstance(m.get("content"), list) for b in m["content"]
-               if isinstance(b, dict) and b.get("type") == "tool_result"]
+    results = [
+        b
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for b in m["content"]
+        if isinstance(b, dict) and b.get("type") == "tool_result"
+    ]
     if not results:
         content: list[dict[str, Any]] = [
-            {"type": "tool_use", "id": f"toolu_{i}", "name": "get_order", "input": {"order_id": oid}}
+            {
+                "type": "tool_use",
+                "id": f"toolu_{i}",
+                "name": "get_order",
+                "input": {"order_id": oid},
+            }
             for i, oid in enumerate(re.findall(r"A-\d+", user))
         ] or [{"type": "text", "text": "How can I help?"}]
         stop = "tool_use" if content[0]["type"] == "tool_use" else "end_turn"
@@ -78,9 +108,16 @@ def _anthropic_answer(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         digest = sum(len(json.dumps(r.get("content"))) for r in results)
         content = [{"type": "text", "text": f"Resolved {len(results)} lookup(s) [{digest}]."}]
         stop = "end_turn"
-    return 200, {"id": f"msg_{len(messages)}", "type": "message", "role": "assistant", "model": body.get("model"),
-                 "content": content, "stop_reason": stop, "stop_sequence": None,
-                 "usage": {"input_tokens": 20, "output_tokens": 8}}
+    return 200, {
+        "id": f"msg_{len(messages)}",
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model"),
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 20, "output_tokens": 8},
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -110,8 +147,17 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _error(self, status: int) -> None:
-        self._send(status, {"error": {"message": f"upstream said {status}", "type": "server_error",
-                                      "code": f"E{status}"}}, {"retry-after": "7"})
+        self._send(
+            status,
+            {
+                "error": {
+                    "message": f"upstream said {status}",
+                    "type": "server_error",
+                    "code": f"E{status}",
+                }
+            },
+            {"retry-after": "7"},
+        )
 
     def do_GET(self) -> None:
         m = re.fullmatch(r"/status/(\d{3})", self.path)

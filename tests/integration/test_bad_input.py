@@ -105,7 +105,9 @@ def _drop(key: str) -> Callable[[dict[str, Any]], None]:
     return lambda data: data.pop(key)
 
 
-def _import(path_fn: Callable[[dict[str, Any], Path], str]) -> Callable[[dict[str, Any], Path], list[str]]:
+def _import(
+    path_fn: Callable[[dict[str, Any], Path], str],
+) -> Callable[[dict[str, Any], Path], list[str]]:
     return lambda ws, tmp: ["import", path_fn(ws, tmp), "--db", str(tmp / "new.db")]
 
 
@@ -122,12 +124,16 @@ def _on_bad_row(verb: list[str], sql: str) -> Callable[[dict[str, Any], Path], l
 
 
 def _good(*args: str) -> Callable[[dict[str, Any], Path], list[str]]:
-    return lambda ws, tmp: [a.replace("RUN", ws["run_ids"][0]) for a in args] + ["--db", str(ws["db"])]
+    return lambda ws, tmp: (
+        [a.replace("RUN", ws["run_ids"][0]) for a in args] + ["--db", str(ws["db"])]
+    )
 
 
 BAD_USAGE = "UPDATE runs SET usage = 'not json' WHERE run_id = ?"
 BAD_DURATION = "UPDATE events SET duration_ms = 'abc' WHERE run_id = ? AND kind = 'tool_result'"
-NUL_TOOL = "UPDATE events SET tool = 'kb' || char(0) || 'x' WHERE run_id = ? AND kind = 'tool_result'"
+NUL_TOOL = (
+    "UPDATE events SET tool = 'kb' || char(0) || 'x' WHERE run_id = ? AND kind = 'tool_result'"
+)
 BIG_TOKENS = "UPDATE runs SET usage = '{\"tokens_in\": -5}' WHERE run_id = ?"
 
 # (id, argv builder, what the message must name)
@@ -139,43 +145,140 @@ CASES: list[tuple[str, Callable[[dict[str, Any], Path], list[str]], list[str]]] 
     ("cassette-version-string", _imp_set("version", "1"), ["bad.json", "version"]),
     ("cassette-version-bool", _imp_set("version", True), ["bad.json", "version"]),
     ("cassette-format-unknown", _imp_set("format", "vcr"), ["bad.json", "format"]),
-    ("cassette-tokens-2^63", _imp_set("run.usage.tokens_in", 2**63), ["bad.json", "run.usage.tokens_in"]),
-    ("cassette-duration-2^64", _imp_set("events[1].duration_ms", 2**64 + 1), ["bad.json", "events[1].duration_ms"]),
-    ("cassette-tool-calls-negative", _imp_set("run.tool_calls", -5), ["bad.json", "run.tool_calls"]),
-    ("cassette-usage-tool-calls-negative", _imp_set("run.usage.tool_calls", -5), ["bad.json", "run.usage.tool_calls"]),
-    ("cassette-cost-negative", _imp_set("run.usage.cost_usd", -0.5), ["bad.json", "run.usage.cost_usd"]),
+    (
+        "cassette-tokens-2^63",
+        _imp_set("run.usage.tokens_in", 2**63),
+        ["bad.json", "run.usage.tokens_in"],
+    ),
+    (
+        "cassette-duration-2^64",
+        _imp_set("events[1].duration_ms", 2**64 + 1),
+        ["bad.json", "events[1].duration_ms"],
+    ),
+    (
+        "cassette-tool-calls-negative",
+        _imp_set("run.tool_calls", -5),
+        ["bad.json", "run.tool_calls"],
+    ),
+    (
+        "cassette-usage-tool-calls-negative",
+        _imp_set("run.usage.tool_calls", -5),
+        ["bad.json", "run.usage.tool_calls"],
+    ),
+    (
+        "cassette-cost-negative",
+        _imp_set("run.usage.cost_usd", -0.5),
+        ["bad.json", "run.usage.cost_usd"],
+    ),
     ("cassette-cost-nan", _import(_nan_cost), ["bad.json", "cost_usd", "finite"]),
-    ("cassette-tool-name-nul", _imp_set("events[1].tool", "kb\x00search"), ["bad.json", "events[1].tool", "NUL"]),
-    ("cassette-agent-name-nul", _imp_set("run.agent", "support\x00agent"), ["bad.json", "run.agent", "NUL"]),
+    (
+        "cassette-tool-name-nul",
+        _imp_set("events[1].tool", "kb\x00search"),
+        ["bad.json", "events[1].tool", "NUL"],
+    ),
+    (
+        "cassette-agent-name-nul",
+        _imp_set("run.agent", "support\x00agent"),
+        ["bad.json", "run.agent", "NUL"],
+    ),
     ("cassette-started-negative", _imp_set("run.started_ms", -1), ["bad.json", "run.started_ms"]),
-    ("cassette-step-id-negative", _imp_set("events[1].step_id", -3), ["bad.json", "events[1].step_id"]),
+    (
+        "cassette-step-id-negative",
+        _imp_set("events[1].step_id", -3),
+        ["bad.json", "events[1].step_id"],
+    ),
     ("cassette-kind-unknown", _imp_set("events[1].kind", "bogus"), ["bad.json", "events[1].kind"]),
-    ("cassette-stop-reason-invalid", _imp_set("run.stop_reason", "Not A Reason"), ["bad.json", "run.stop_reason"]),
-    ("cassette-run-missing", _import(lambda ws, tmp: _cassette(ws, tmp, _drop("run"))), ["bad.json", "run"]),
-    ("cassette-not-json", _import(lambda ws, tmp: _text(tmp, "{not json")), ["bad.json", "not valid JSON"]),
-    ("cassette-empty-file", _import(lambda ws, tmp: _text(tmp, "")), ["bad.json", "not valid JSON"]),
+    (
+        "cassette-stop-reason-invalid",
+        _imp_set("run.stop_reason", "Not A Reason"),
+        ["bad.json", "run.stop_reason"],
+    ),
+    (
+        "cassette-run-missing",
+        _import(lambda ws, tmp: _cassette(ws, tmp, _drop("run"))),
+        ["bad.json", "run"],
+    ),
+    (
+        "cassette-not-json",
+        _import(lambda ws, tmp: _text(tmp, "{not json")),
+        ["bad.json", "not valid JSON"],
+    ),
+    (
+        "cassette-empty-file",
+        _import(lambda ws, tmp: _text(tmp, "")),
+        ["bad.json", "not valid JSON"],
+    ),
     ("cassette-binary", _import(lambda ws, tmp: _text(tmp, b"\xff\xfe\x00garbage")), ["bad.json"]),
-    ("cassette-top-level-list", _import(lambda ws, tmp: _text(tmp, "[1, 2]")), ["bad.json", "top level"]),
-    ("cassette-missing-file", lambda ws, tmp: ["import", str(tmp / "nope.json"), "--db", str(tmp / "n.db")],
-     ["nope.json", "no such cassette file"]),
-    ("cassette-nested-100000", _import(lambda ws, tmp: _text(tmp, '{"format":"agent-replay-cassette","version":1,'
-                                                                  '"run":' + _deep(100_000) + "}")),
-     ["bad.json", "nested too deeply"]),
-    ("cassette-body-nested-100000", _import(lambda ws, tmp: _text(
-        tmp, json.dumps(ws["cassette"])[:-1] + ', "http": [' + _deep(100_000) + "]}")),
-     ["bad.json", "nested too deeply"]),
-    ("run-nested-cassette", lambda ws, tmp: ["run", _text(tmp, _deep(100_000))], ["bad.json", "nested too deeply"]),
-    ("diff-nested-cassette", lambda ws, tmp: ["diff", _text(tmp, _deep(100_000)), _text(tmp, "{}", "b.json")],
-     ["bad.json", "nested too deeply"]),
+    (
+        "cassette-top-level-list",
+        _import(lambda ws, tmp: _text(tmp, "[1, 2]")),
+        ["bad.json", "top level"],
+    ),
+    (
+        "cassette-missing-file",
+        lambda ws, tmp: ["import", str(tmp / "nope.json"), "--db", str(tmp / "n.db")],
+        ["nope.json", "no such cassette file"],
+    ),
+    (
+        "cassette-nested-100000",
+        _import(
+            lambda ws, tmp: _text(
+                tmp, '{"format":"agent-replay-cassette","version":1,"run":' + _deep(100_000) + "}"
+            )
+        ),
+        ["bad.json", "nested too deeply"],
+    ),
+    (
+        "cassette-body-nested-100000",
+        _import(
+            lambda ws, tmp: _text(
+                tmp, json.dumps(ws["cassette"])[:-1] + ', "http": [' + _deep(100_000) + "]}"
+            )
+        ),
+        ["bad.json", "nested too deeply"],
+    ),
+    (
+        "run-nested-cassette",
+        lambda ws, tmp: ["run", _text(tmp, _deep(100_000))],
+        ["bad.json", "nested too deeply"],
+    ),
+    (
+        "diff-nested-cassette",
+        lambda ws, tmp: ["diff", _text(tmp, _deep(100_000)), _text(tmp, "{}", "b.json")],
+        ["bad.json", "nested too deeply"],
+    ),
     # stores and rows
-    ("store-not-sqlite", lambda ws, tmp: ["runs", "--db", _text(tmp, b"x" * 4096, "x.db")],
-     ["x.db", "not an SQLite database"]),
+    (
+        "store-not-sqlite",
+        lambda ws, tmp: ["runs", "--db", _text(tmp, b"x" * 4096, "x.db")],
+        ["x.db", "not an SQLite database"],
+    ),
     ("store-is-a-folder", lambda ws, tmp: ["runs", "--db", str(tmp)], ["is a folder"]),
-    ("show-row-usage-not-json", _on_bad_row(["show", "RUN"], BAD_USAGE), ["badrow.db", "RUN", "usage", "not valid JSON"]),
-    ("show-row-negative-tokens", _on_bad_row(["show", "RUN"], BIG_TOKENS), ["badrow.db", "RUN", "usage.tokens_in"]),
-    ("show-event-duration-text", _on_bad_row(["show", "RUN"], BAD_DURATION), ["badrow.db", "RUN", "duration_ms"]),
-    ("show-event-tool-nul", _on_bad_row(["show", "RUN"], NUL_TOOL), ["badrow.db", "RUN", "tool", "NUL"]),
-    ("export-bad-row", _on_bad_row(["export", "RUN", "-o", "out"], BAD_USAGE), ["badrow.db", "RUN", "usage"]),
+    (
+        "show-row-usage-not-json",
+        _on_bad_row(["show", "RUN"], BAD_USAGE),
+        ["badrow.db", "RUN", "usage", "not valid JSON"],
+    ),
+    (
+        "show-row-negative-tokens",
+        _on_bad_row(["show", "RUN"], BIG_TOKENS),
+        ["badrow.db", "RUN", "usage.tokens_in"],
+    ),
+    (
+        "show-event-duration-text",
+        _on_bad_row(["show", "RUN"], BAD_DURATION),
+        ["badrow.db", "RUN", "duration_ms"],
+    ),
+    (
+        "show-event-tool-nul",
+        _on_bad_row(["show", "RUN"], NUL_TOOL),
+        ["badrow.db", "RUN", "tool", "NUL"],
+    ),
+    (
+        "export-bad-row",
+        _on_bad_row(["export", "RUN", "-o", "out"], BAD_USAGE),
+        ["badrow.db", "RUN", "usage"],
+    ),
     ("run-bad-row", _on_bad_row(["run", "RUN"], BAD_USAGE), ["badrow.db", "RUN", "usage"]),
     ("pin-bad-row", _on_bad_row(["pin", "RUN"], BAD_USAGE), ["badrow.db", "RUN", "usage"]),
     # options
@@ -187,22 +290,38 @@ CASES: list[tuple[str, Callable[[dict[str, Any], Path], list[str]], list[str]]] 
     ("stats-since-huge", _good("stats", "--since", "99999999999d"), ["--since", "99999999999d"]),
     ("alerts-window-huge", _good("alerts", "--window", "99999999999d"), ["--window"]),
     ("metrics-since-huge", _good("metrics", "--once", "--since", "99999999999d"), ["--since"]),
-    ("stats-html-missing-folder", _good("stats", "--since", "all", "--html", "no/such/dir/x.html"),
-     ["no/such/dir/x.html", "No such file"]),
+    (
+        "stats-html-missing-folder",
+        _good("stats", "--since", "all", "--html", "no/such/dir/x.html"),
+        ["no/such/dir/x.html", "No such file"],
+    ),
     ("runs-limit-negative", _good("runs", "--limit", "-1"), ["--limit", "-1"]),
     ("runs-limit-zero", _good("runs", "--limit", "0"), ["--limit"]),
     ("run-last-negative", _good("run", "--last", "-1"), ["--last"]),
     # scan: "could not read" is 2, not 1 ("secrets found")
-    ("scan-corrupt-store", lambda ws, tmp: ["scan", _text(tmp, b"SQLite format 3\x00" + b"\xff" * 4000, "c.db")],
-     ["c.db", "could not read"]),
-    ("scan-corrupt-json", lambda ws, tmp: ["scan", _text(tmp, b"\xff{nope", "c.json")], ["c.json", "could not read"]),
+    (
+        "scan-corrupt-store",
+        lambda ws, tmp: ["scan", _text(tmp, b"SQLite format 3\x00" + b"\xff" * 4000, "c.db")],
+        ["c.db", "could not read"],
+    ),
+    (
+        "scan-corrupt-json",
+        lambda ws, tmp: ["scan", _text(tmp, b"\xff{nope", "c.json")],
+        ["c.json", "could not read"],
+    ),
     ("scan-missing-path", lambda ws, tmp: ["scan", str(tmp / "absent.db")], ["absent.db"]),
 ]
 
 
-@pytest.mark.parametrize(("build", "names"), [(b, n) for _, b, n in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("build", "names"), [(b, n) for _, b, n in CASES], ids=[c[0] for c in CASES]
+)
 def test_bad_input_exits_2_naming_what_was_wrong(
-    ws: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, build: Any, names: list[str]
+    ws: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    build: Any,
+    names: list[str],
 ) -> None:
     """The verb exits 2 with an error that names the file, row or field, and prints no traceback."""
     monkeypatch.chdir(tmp_path)
@@ -226,18 +345,25 @@ def test_a_bad_value_is_not_echoed_back(ws: dict[str, Any], tmp_path: Path) -> N
     """The error names the field, not the value in it: a secret-looking bad value stays off the terminal."""
     secret = "sk-live-" + "A" * 30
     path = _cassette(ws, tmp_path, _set("run.tool_calls", secret))
-    res = CliRunner().invoke(cli, ["import", path, "--db", str(tmp_path / "n.db")], catch_exceptions=False)
+    res = CliRunner().invoke(
+        cli, ["import", path, "--db", str(tmp_path / "n.db")], catch_exceptions=False
+    )
     assert res.exit_code == 2
     assert "run.tool_calls" in res.output and secret not in res.output
 
 
 @pytest.mark.parametrize("verb", [["runs"], ["stats", "--since", "all"], ["alerts"]])
-def test_listings_skip_one_bad_row_with_one_warning_naming_it(ws: dict[str, Any], tmp_path: Path, verb: list[str]) -> None:
+def test_listings_skip_one_bad_row_with_one_warning_naming_it(
+    ws: dict[str, Any], tmp_path: Path, verb: list[str]
+) -> None:
     """runs/stats/alerts skip an unreadable run row with one warning naming its run id, and show the rest."""
     db = _bad_row_store(ws, tmp_path, BAD_USAGE)
     bad, others = ws["run_ids"][0], ws["run_ids"][1:]
-    res = CliRunner().invoke(cli, [*verb, "--db", db, "--json"] if verb[0] == "runs" else [*verb, "--db", db],
-                             catch_exceptions=False)
+    res = CliRunner().invoke(
+        cli,
+        [*verb, "--db", db, "--json"] if verb[0] == "runs" else [*verb, "--db", db],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     warnings = [ln for ln in res.stderr.splitlines() if ln.startswith("Warning:")]
     assert len(warnings) == 1 and bad in warnings[0] and "usage" in warnings[0]
@@ -263,9 +389,17 @@ def test_console_script_answers_a_deep_cassette_with_exit_2(tmp_path: Path) -> N
     exe = shutil.which("replay")
     if exe is None:
         pytest.fail("the `replay` console script is not installed: pip install -e .")
-    path = _text(tmp_path, '{"format":"agent-replay-cassette","version":1,"run":' + _deep(100_000) + "}", "deep.json")
-    proc = subprocess.run([exe, "import", path, "--db", str(tmp_path / "n.db")], capture_output=True, text=True,
-                          timeout=60)
+    path = _text(
+        tmp_path,
+        '{"format":"agent-replay-cassette","version":1,"run":' + _deep(100_000) + "}",
+        "deep.json",
+    )
+    proc = subprocess.run(
+        [exe, "import", path, "--db", str(tmp_path / "n.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "deep.json" in proc.stderr and "nested too deeply" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from replay.cli import cli
 from replay.store import Store
 
-AGENT = '''
+AGENT = """
 import os
 from replay import Recorder
 rec = Recorder(os.environ["AGENT_DB"])
@@ -40,7 +40,7 @@ def handle(ticket: dict) -> str:
 @rec.agent("other-agent")
 def other() -> int:
     return 1
-'''
+"""
 
 
 def invoke(*args: str) -> Any:
@@ -152,7 +152,9 @@ def test_export_import_round_trip(env: Any, tmp_path: Path) -> None:
     assert res.exit_code == 0 and path.exists()
     with Store(db) as s:
         assert s.get_run(ids[1]).pinned
-    assert CliRunner().invoke(cli, ["export", ids[1], "-o", str(tmp_path / "cas")]).exit_code == 0  # identical: fine
+    assert (
+        CliRunner().invoke(cli, ["export", ids[1], "-o", str(tmp_path / "cas")]).exit_code == 0
+    )  # identical: fine
     other = tmp_path / "other.db"
     assert "imported 1 run(s)" in invoke("import", str(path), "--db", str(other)).output
     assert "imported 0 run(s)" in invoke("import", str(path), "--db", str(other)).output
@@ -165,7 +167,9 @@ def test_import_of_a_broken_cassette_changes_nothing(env: Any, tmp_path: Path) -
     bad = tmp_path / "cas" / "bad.json"
     bad.write_text('{"format": "agent-replay-cassette", "version": 1}')
     other = tmp_path / "other.db"
-    res = CliRunner().invoke(cli, ["import", str(tmp_path / "cas" / f"{ids[0]}.json"), str(bad), "--db", str(other)])
+    res = CliRunner().invoke(
+        cli, ["import", str(tmp_path / "cas" / f"{ids[0]}.json"), str(bad), "--db", str(other)]
+    )
     assert res.exit_code == 2 and "bad.json: run: Field required" in res.output
     assert not other.exists()
 
@@ -205,7 +209,9 @@ def test_run_last_replays_recent_runs_of_an_agent(env: Any) -> None:
     """`replay run --last N --agent NAME` replays the N newest runs of that agent."""
     res = invoke("run", "--last", "2", "--agent", "support-agent", "--json")
     data = json.loads(res.output)
-    assert res.exit_code == 0 and data["summary"]["replayed"] == 2 and data["summary"]["matched"] == 2
+    assert (
+        res.exit_code == 0 and data["summary"]["replayed"] == 2 and data["summary"]["matched"] == 2
+    )
 
 
 @pytest.mark.parametrize(
@@ -261,20 +267,47 @@ REPLAY_EXE = Path(sys.executable).parent / "replay"
 def test_console_script_runs() -> None:
     """The installed `replay` console script runs and lists its commands."""
     if not REPLAY_EXE.exists():
-        pytest.fail(f"the `replay` console script is not installed beside {sys.executable}: pip install -e .")
-    out = subprocess.run([str(REPLAY_EXE), "--help"], capture_output=True, text=True, check=True).stdout
-    for name in ("runs", "show", "export", "import", "diff", "run", "stats", "alerts", "prune", "pin", "scan"):
+        pytest.fail(
+            f"the `replay` console script is not installed beside {sys.executable}: pip install -e ."
+        )
+    out = subprocess.run(
+        [str(REPLAY_EXE), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for name in (
+        "runs",
+        "show",
+        "export",
+        "import",
+        "diff",
+        "run",
+        "stats",
+        "alerts",
+        "prune",
+        "pin",
+        "scan",
+    ):
         assert name in out
 
 
 def test_python_dash_m_replay_is_the_same_cli(tmp_path: Path) -> None:
     """`python -m replay` runs the CLI: the same help as the console script, and commands work."""
-    by_module = subprocess.run([sys.executable, "-m", "replay", "--help"], capture_output=True, text=True,
-                               check=True, cwd=tmp_path).stdout
-    by_script = subprocess.run([str(REPLAY_EXE), "--help"], capture_output=True, text=True, check=True).stdout
+    by_module = subprocess.run(
+        [sys.executable, "-m", "replay", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    by_script = subprocess.run(
+        [str(REPLAY_EXE), "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert by_module == by_script and "Usage: replay" in by_module
-    runs = subprocess.run([sys.executable, "-m", "replay", "runs", "--db", str(tmp_path / "none.db")],
-                          capture_output=True, text=True, cwd=tmp_path)
+    runs = subprocess.run(
+        [sys.executable, "-m", "replay", "runs", "--db", str(tmp_path / "none.db")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert runs.returncode == 2 and "no store at" in runs.stderr
 
 
@@ -283,8 +316,17 @@ def test_every_command_and_plugin_flag_is_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     for name in cli.commands:
         assert f"replay {name}" in readme, f"`replay {name}` is missing from the README"
-    for flag in ("--replay ", "--replay-all", "--replay-cassettes", "--replay-update", "--replay-report", "--replay-db",
-                 "--replay-max-token-delta-pct", "--replay-max-spend-delta-pct", "--replay-update-force"):
+    for flag in (
+        "--replay ",
+        "--replay-all",
+        "--replay-cassettes",
+        "--replay-update",
+        "--replay-report",
+        "--replay-db",
+        "--replay-max-token-delta-pct",
+        "--replay-max-spend-delta-pct",
+        "--replay-update-force",
+    ):
         assert flag in readme, f"{flag} is missing from the README"
 
 
@@ -304,10 +346,17 @@ def test_run_record_to_keeps_the_replay_for_show(env: Any, tmp_path: Path) -> No
 
 def test_replay_run_imports_entrypoints_from_the_working_folder(env: Any, tmp_path: Path) -> None:
     """The `replay` script imports the agent modules the project's pyproject.toml lists, from the folder it runs in."""
-    assert REPLAY_EXE.exists(), f"the `replay` console script is not installed beside {sys.executable}"
+    assert REPLAY_EXE.exists(), (
+        f"the `replay` console script is not installed beside {sys.executable}"
+    )
     mod = env[0]
     (tmp_path / "pyproject.toml").write_text(f'[tool.agent-replay]\nagents = ["{mod.__name__}"]\n')
-    proc = subprocess.run([str(REPLAY_EXE), "run", "--last", "1", "--agent", "support-agent"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(REPLAY_EXE), "run", "--last", "1", "--agent", "support-agent"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "replay matches recording" in proc.stdout

@@ -78,16 +78,34 @@ def make_run(
         t += 5
         events.append(
             Event(
-                run_id=rid, kind="model_result", ts_ms=t, step_id=step, tool="openai.chat", status="ok",
-                duration_ms=5, usage=Usage(tokens_in=tin, tokens_out=tout),
+                run_id=rid,
+                kind="model_result",
+                ts_ms=t,
+                step_id=step,
+                tool="openai.chat",
+                status="ok",
+                duration_ms=5,
+                usage=Usage(tokens_in=tin, tokens_out=tout),
             )
         )
     # Spend = $0.005 + $0.002 per tool call: 4.3 calls -> $0.0136, 11.5 calls -> $0.028 (2.06x).
-    usage = Usage(tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=round(0.005 + 0.002 * calls, 6), tool_calls=calls)
+    usage = Usage(
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost_usd=round(0.005 + 0.002 * calls, 6),
+        tool_calls=calls,
+    )
     events.append(Event(run_id=rid, kind="stop", ts_ms=t, stop_reason=reason, usage=usage))
     run = Run(
-        run_id=rid, agent=agent, entrypoint="support:handle", started_ms=start, ended_ms=t,
-        stop_reason=reason, usage=usage, tool_calls=calls, versions={"model": "m-2026-10"},
+        run_id=rid,
+        agent=agent,
+        entrypoint="support:handle",
+        started_ms=start,
+        ended_ms=t,
+        stop_reason=reason,
+        usage=usage,
+        tool_calls=calls,
+        versions={"model": "m-2026-10"},
     )
     return run, events
 
@@ -111,8 +129,13 @@ def write_window(
     runs, events = [], []
     for i in range(n):
         r, ev = make_run(
-            rng, agent=agent, start=start + (end - start) * i // n, calls=calls[i % len(calls)],
-            per_call_ms=per_call_ms, retry_share=retry_share, reason=reasons[i],
+            rng,
+            agent=agent,
+            start=start + (end - start) * i // n,
+            calls=calls[i % len(calls)],
+            per_call_ms=per_call_ms,
+            retry_share=retry_share,
+            reason=reasons[i],
         )
         runs.append(r)
         events.extend(ev)
@@ -133,14 +156,38 @@ def incident_store(db: str, *, incident: bool = True, now: int | None = None) ->
     now = int(time.time() * 1000) if now is None else now
     rng = random.Random(20241008)
     store = Store(db)
-    write_window(store, rng, n=300, start=now - 10 * MIN - 7 * DAY + MIN, end=now - 11 * MIN,
-                 calls=BASELINE_CALLS, per_call_ms=300, retry_share=0.02)
+    write_window(
+        store,
+        rng,
+        n=300,
+        start=now - 10 * MIN - 7 * DAY + MIN,
+        end=now - 11 * MIN,
+        calls=BASELINE_CALLS,
+        per_call_ms=300,
+        retry_share=0.02,
+    )
     if incident:  # retries up to 8x per call, no jitter: more calls, each slower, errors constant
-        write_window(store, rng, n=44, start=now - 9 * MIN, end=now - MIN // 2,
-                     calls=INCIDENT_CALLS, per_call_ms=560, retry_share=0.35)
+        write_window(
+            store,
+            rng,
+            n=44,
+            start=now - 9 * MIN,
+            end=now - MIN // 2,
+            calls=INCIDENT_CALLS,
+            per_call_ms=560,
+            retry_share=0.35,
+        )
     else:
-        write_window(store, rng, n=44, start=now - 9 * MIN, end=now - MIN // 2,
-                     calls=BASELINE_CALLS, per_call_ms=300, retry_share=0.02)
+        write_window(
+            store,
+            rng,
+            n=44,
+            start=now - 9 * MIN,
+            end=now - MIN // 2,
+            calls=BASELINE_CALLS,
+            per_call_ms=300,
+            retry_share=0.02,
+        )
     return now
 
 
@@ -153,7 +200,9 @@ class TestIncident:
         """The incident pattern fires tool-calls, latency, spend and retry alerts; success rate does not move."""
         now = incident_store(db)
         store = Store(db)
-        base = compute_stats(*load_window(store, since_ms=now - 10 * MIN - 7 * DAY, until_ms=now - 10 * MIN))
+        base = compute_stats(
+            *load_window(store, since_ms=now - 10 * MIN - 7 * DAY, until_ms=now - 10 * MIN)
+        )
         cur = compute_stats(*load_window(store, since_ms=now - 10 * MIN, until_ms=now + 1))
         # The recreated numbers are the source document's.
         assert (base.runs, cur.runs) == (300, 44)
@@ -174,7 +223,9 @@ class TestIncident:
         )
         firing = {line.split()[1].rstrip(":"): line for line in lines if line.startswith("FIRING ")}
         assert set(firing) == {"tool_calls_p95", "latency_p95", "spend_per_run", "retries"}
-        assert "baseline 7.0" in firing["tool_calls_p95"] and "look at r_" in firing["tool_calls_p95"]
+        assert (
+            "baseline 7.0" in firing["tool_calls_p95"] and "look at r_" in firing["tool_calls_p95"]
+        )
         assert lines[-1] == "4 of 6 rules fired; ok: loop_detected, tool_timeout"
 
     def test_json_lists_the_worst_current_runs(self, db):
@@ -194,13 +245,28 @@ class TestIncident:
         incident_store(db, incident=False)
         res = invoke(alerts, ["--db", db])
         assert res.exit_code == 0, res.output
-        assert "FIRING" not in res.output and res.output.splitlines()[-1].startswith("0 of 6 rules fired")
+        assert "FIRING" not in res.output and res.output.splitlines()[-1].startswith(
+            "0 of 6 rules fired"
+        )
 
     def test_thresholds_are_configurable(self, db):
         """Raising the thresholds above the incident's drift silences the alerts."""
         incident_store(db)
-        res = invoke(alerts, ["--db", db, "--tool-calls-ratio", "3", "--latency-ratio", "5", "--spend-ratio", "3",
-                              "--retry-current-min", "50%"])
+        res = invoke(
+            alerts,
+            [
+                "--db",
+                db,
+                "--tool-calls-ratio",
+                "3",
+                "--latency-ratio",
+                "5",
+                "--spend-ratio",
+                "3",
+                "--retry-current-min",
+                "50%",
+            ],
+        )
         assert res.exit_code == 0, res.output
 
 
@@ -222,7 +288,9 @@ class TestAlertsBadInput:
         assert res.exit_code == 0
         assert "the current window has 0 runs and the baseline has 0 runs" in res.output
 
-    @pytest.mark.parametrize("args", [["--window", "10 minutes"], ["--baseline", "7"], ["--window", "0m"]])
+    @pytest.mark.parametrize(
+        "args", [["--window", "10 minutes"], ["--baseline", "7"], ["--window", "0m"]]
+    )
     def test_unparsable_duration_exits_2(self, db, args):
         """An unparsable duration exits 2 naming the option, the input and the accepted format."""
         Store(db)
@@ -258,27 +326,59 @@ class TestStats:
         res = invoke(stats, ["--since", "30m"], env={"REPLAY_DB": db})
         assert res.exit_code == 0, res.output
         assert res.output.startswith("44 runs in the last 30m\n")
-        for label in ("tool calls / run", "run latency", "tokens / request", "(per model call)", "spend / run",
-                      "tool-call errors", "HTTP429", "HTTP503", "success rate", "90.9% completed", "stop reasons"):
+        for label in (
+            "tool calls / run",
+            "run latency",
+            "tokens / request",
+            "(per model call)",
+            "spend / run",
+            "tool-call errors",
+            "HTTP429",
+            "HTTP503",
+            "success rate",
+            "90.9% completed",
+            "stop reasons",
+        ):
             assert label in res.output
 
     def test_json_by_day(self, db):
         """--json --by day gives the overall figures plus one entry per day with the same keys."""
         incident_store(db)
-        data = json.loads(invoke(stats, ["--db", db, "--json", "--by", "day", "--since", "8d"]).output)
+        data = json.loads(
+            invoke(stats, ["--db", db, "--json", "--by", "day", "--since", "8d"]).output
+        )
         assert data["runs"] == 344 and data["message"] is None
         assert data["success_rate"] == pytest.approx(313 / 344)
         assert sum(b["runs"] for b in data["buckets"]) == 344
         assert 8 <= len(data["buckets"]) <= 9
-        assert set(data["buckets"][-1]) >= {"start_ms", "tool_calls_p95", "latency_p95_ms", "stop_reasons"}
+        assert set(data["buckets"][-1]) >= {
+            "start_ms",
+            "tool_calls_p95",
+            "latency_p95_ms",
+            "stop_reasons",
+        }
 
     def test_agent_filter(self, db):
         """--agent restricts the figures to that agent's runs."""
         now = incident_store(db)
-        write_window(Store(db), random.Random(1), n=5, start=now - 5 * MIN, end=now - MIN,
-                     calls=[1], per_call_ms=10, retry_share=0, agent="billing")
-        assert json.loads(invoke(stats, ["--db", db, "--json", "--agent", "billing"]).output)["runs"] == 5
-        assert json.loads(invoke(stats, ["--db", db, "--json", "--since", "8d"]).output)["runs"] == 349
+        write_window(
+            Store(db),
+            random.Random(1),
+            n=5,
+            start=now - 5 * MIN,
+            end=now - MIN,
+            calls=[1],
+            per_call_ms=10,
+            retry_share=0,
+            agent="billing",
+        )
+        assert (
+            json.loads(invoke(stats, ["--db", db, "--json", "--agent", "billing"]).output)["runs"]
+            == 5
+        )
+        assert (
+            json.loads(invoke(stats, ["--db", db, "--json", "--since", "8d"]).output)["runs"] == 349
+        )
 
     def test_empty_store_says_so(self, db):
         """An empty store prints that there are no runs and that the store has 0, exit 0."""
@@ -333,16 +433,24 @@ class TestDashboard:
         days = {p.get("data-start-ms") for p in points}
         assert 8 <= len(days) <= 9  # one point per day with runs, per series
         assert {p.get("data-series") for p in points} == {"avg", "p95"}
-        last_avg = max((p for p in points if p.get("data-series") == "avg"), key=lambda p: int(p.get("data-start-ms")))
+        last_avg = max(
+            (p for p in points if p.get("data-series") == "avg"),
+            key=lambda p: int(p.get("data-start-ms")),
+        )
         assert float(last_avg.get("data-value")) > 4.3  # today's bucket holds the incident runs
         assert len(list(charts["chart-latency-p95"].iter(f"{SVG}circle"))) == len(days)
         bars = list(charts["chart-stop-reasons"].iter(f"{SVG}rect"))
         counted = sum(int(b.get("data-count")) for b in bars if b.get("data-count"))
         assert counted == 344
         assert {b.get("data-reason") for b in bars if b.get("data-reason")} == {
-            "completed", "error", "budget_exceeded", "max_steps"
+            "completed",
+            "error",
+            "budget_exceeded",
+            "max_steps",
         }
-        assert "<script" not in text and "http://" not in text.replace("http://www.w3.org/2000/svg", "")
+        assert "<script" not in text and "http://" not in text.replace(
+            "http://www.w3.org/2000/svg", ""
+        )
 
     def test_plot_without_matplotlib_suggests_html(self, db, tmp_path):
         """--plot without matplotlib exits 2 before any work and suggests --html."""
@@ -374,10 +482,20 @@ class TestMetricsCommand:
         assert res.exit_code == 0, res.output
         data = json.loads(res.output)
         fams = {f["name"]: f for f in data["metrics"]}
-        assert fams["agent_stop"]["type"] == "counter" and fams["agent_run_latency_seconds"]["type"] == "histogram"
-        values = {(s["name"], tuple(sorted(s["labels"].items()))): s["value"] for f in data["metrics"] for s in f["samples"]}
+        assert (
+            fams["agent_stop"]["type"] == "counter"
+            and fams["agent_run_latency_seconds"]["type"] == "histogram"
+        )
+        values = {
+            (s["name"], tuple(sorted(s["labels"].items()))): s["value"]
+            for f in data["metrics"]
+            for s in f["samples"]
+        }
         assert values[("agent_tool_calls_count", (("agent", "support-agent"),))] == 344
-        assert values[("agent_stop_total", (("agent", "support-agent"), ("stop_reason", "completed")))] == 313
+        assert (
+            values[("agent_stop_total", (("agent", "support-agent"), ("stop_reason", "completed")))]
+            == 313
+        )
 
     def test_serves_metrics_over_http(self, db):
         """`replay metrics --port 0` serves /metrics on 127.0.0.1 with the store's runs, until stopped."""
@@ -385,9 +503,26 @@ class TestMetricsCommand:
         incident_store(db)
         code = "import sys; from replay.cli_monitor import metrics; metrics(sys.argv[1:])"
         proc = subprocess.Popen(
-            [sys.executable, "-c", code, "--db", db, "--port", "0", "--host", "127.0.0.1", "--json",
-             "--since", "all", "--interval", "1s"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            [
+                sys.executable,
+                "-c",
+                code,
+                "--db",
+                db,
+                "--port",
+                "0",
+                "--host",
+                "127.0.0.1",
+                "--json",
+                "--since",
+                "all",
+                "--interval",
+                "1s",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
             env={**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")},
         )
         try:

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from replay.cli import cli
 
-AGENT = '''
+AGENT = """
 import os
 from replay import Recorder
 rec = Recorder(os.environ["AGENT_DB"], store_args=os.environ.get("STORE_ARGS", "hash"))
@@ -45,11 +45,13 @@ def handle(email: str) -> str:
         pass
     outer(3)
     return "done"
-'''
+"""
 
 
 @pytest.fixture(params=["hash", "redacted"])
-def recorded(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def recorded(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Any:
     """One run of an agent whose outputs hold an email, control characters and an error; args kept or hashed."""
     name = f"detail_agent_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(AGENT)
@@ -79,11 +81,17 @@ def test_outputs_lists_each_steps_redacted_output_on_one_line(recorded: Any) -> 
     assert lines[0].startswith(f"run {run_id}  agent detail-agent  (4 steps")
     body = lines[1:]
     assert [ln.split()[:3] for ln in body] == [
-        ["1", "crm.lookup", "ok"], ["2", "http.get", "error"], ["3", "outer", "ok"], ["4", "inner", "ok"]]
+        ["1", "crm.lookup", "ok"],
+        ["2", "http.get", "error"],
+        ["3", "outer", "ok"],
+        ["4", "inner", "ok"],
+    ]
     assert all(len(ln) <= 90 for ln in body)
     assert body[0].endswith("…")  # 60 orders do not fit
     assert "ann.lee@example.com" not in res.output  # the store keeps the redacted output only
-    assert '"customer":' in body[0] and '"note":"line one\\n' in body[0] and "\x1b" not in res.output
+    assert (
+        '"customer":' in body[0] and '"note":"line one\\n' in body[0] and "\x1b" not in res.output
+    )
     assert "RuntimeError: upstream said no for /orders/7" in body[1]
     assert body[2].endswith(" 7") and body[3].startswith("   4    inner")  # nested step indented
     wide = invoke("show", run_id, "--db", db, "--outputs", columns=400)
@@ -95,7 +103,12 @@ def test_outputs_json(recorded: Any) -> None:
     db, run_id, _ = recorded
     data = json.loads(invoke("show", run_id, "--db", db, "--outputs", "--json").output)
     steps = data["steps"]
-    assert data["run_id"] == run_id and [s["tool"] for s in steps] == ["crm.lookup", "http.get", "outer", "inner"]
+    assert data["run_id"] == run_id and [s["tool"] for s in steps] == [
+        "crm.lookup",
+        "http.get",
+        "outer",
+        "inner",
+    ]
     assert steps[0]["output"]["orders"] == list(range(60))
     assert steps[0]["output"]["customer"] != "ann.lee@example.com"
     assert steps[1]["output"]["message"] == "upstream said no for /orders/7"
@@ -115,10 +128,21 @@ def test_step_shows_one_step_in_full(recorded: Any) -> None:
     assert "ann.lee@example.com" not in res.output and "\x1b" not in res.output
     err = invoke("show", run_id, "--db", db, "--step", "2").output
     assert "error       RuntimeError" in err and "message     upstream said no for /orders/7" in err
-    assert "calls       steps 4 ran inside it" in invoke("show", run_id, "--db", db, "--step", "3").output
+    assert (
+        "calls       steps 4 ran inside it"
+        in invoke("show", run_id, "--db", db, "--step", "3").output
+    )
     data = json.loads(invoke("show", run_id, "--db", db, "--step", "2", "--json").output)["step"]
-    assert (data["status"], data["error"], data["message"]) == ("error", "RuntimeError", "upstream said no for /orders/7")
-    assert ("args" in data) == (store_args == "redacted") and data["http"] == [] and data["children"] == []
+    assert (data["status"], data["error"], data["message"]) == (
+        "error",
+        "RuntimeError",
+        "upstream said no for /orders/7",
+    )
+    assert (
+        ("args" in data) == (store_args == "redacted")
+        and data["http"] == []
+        and data["children"] == []
+    )
 
 
 def test_step_and_outputs_bad_input(recorded: Any) -> None:
@@ -166,7 +190,9 @@ def test_step_lists_the_http_requests_made_under_it(tmp_path: Path) -> None:
     def get_order(oid: str) -> int:
         for _ in range(2):  # one retry after a 503
             try:
-                with urllib.request.urlopen(f"{base}/orders/{oid}?email=ann.lee@example.com", timeout=5) as r:
+                with urllib.request.urlopen(
+                    f"{base}/orders/{oid}?email=ann.lee@example.com", timeout=5
+                ) as r:
                     return r.status
             except urllib.error.HTTPError:
                 continue
@@ -193,14 +219,28 @@ def test_step_lists_the_http_requests_made_under_it(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     at = lines.index("http        2 request(s) made under this step (redacted):")
-    assert re.fullmatch(r"  attempt 1/2  GET http://\S+/orders/A-1\?email=u\w+(?:@|%40)redacted\.invalid -> 503", lines[at + 1])
+    assert re.fullmatch(
+        r"  attempt 1/2  GET http://\S+/orders/A-1\?email=u\w+(?:@|%40)redacted\.invalid -> 503",
+        lines[at + 1],
+    )
     assert lines[at + 2].startswith("  attempt 2/2  GET") and lines[at + 2].endswith("-> 200")
     assert "ann.lee@example.com" not in res.output
-    assert "http        none under this step (2 in the run)" in invoke("show", run_id, "--db", str(db), "--step", "1").output
-    data = json.loads(invoke("show", run_id, "--db", str(db), "--step", "2", "--json").output)["step"]
-    assert data["http_attempts"] == 2 and [i["response"]["status"]["code"] for i in data["http"]] == [503, 200]
+    assert (
+        "http        none under this step (2 in the run)"
+        in invoke("show", run_id, "--db", str(db), "--step", "1").output
+    )
+    data = json.loads(invoke("show", run_id, "--db", str(db), "--step", "2", "--json").output)[
+        "step"
+    ]
+    assert data["http_attempts"] == 2 and [
+        i["response"]["status"]["code"] for i in data["http"]
+    ] == [503, 200]
     # The run page lists them under the step too.
     page = tmp_path / "page.html"
     assert invoke("view", run_id, "--db", str(db), "-o", str(page)).exit_code == 0
     text = page.read_text()
-    assert text.count("attempt 1/2  GET http://") == 1 and "-&gt; 503" in text and "ann.lee@example.com" not in text
+    assert (
+        text.count("attempt 1/2  GET http://") == 1
+        and "-&gt; 503" in text
+        and "ann.lee@example.com" not in text
+    )

@@ -28,8 +28,13 @@ def _limit_memory() -> None:
 
 def test_a_warning_inside_a_command_is_shown_once_and_the_command_finishes():
     """A command that warns prints its output and each warning once on stderr, then exits 0 (no endless re-recording)."""
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60,
-                         preexec_fn=_limit_memory)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_limit_memory,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout == "done\n"
     assert out.stderr.count("first thing to know") == 1, out.stderr[-2000:]

@@ -66,7 +66,9 @@ def test_demo_twice_on_one_store_adds_runs(tmp_path, monkeypatch):
     second = RUN_ID.search(out).group(1)
     assert "(50 runs in the store, 25 new)" in out
     assert first != second
-    assert sorted(p.name for p in (tmp_path / "out" / "incidents").iterdir()) == sorted([f"{first}.json", f"{second}.json"])
+    assert sorted(p.name for p in (tmp_path / "out" / "incidents").iterdir()) == sorted(
+        [f"{first}.json", f"{second}.json"]
+    )
     # The worst runs of both batches play out the same way: the same steps, hashes included.
     a, b = (load_cassette(tmp_path / "out" / "incidents" / f"{r}.json") for r in (first, second))
     assert [(e.tool, e.status) for e in a.steps] == [(e.tool, e.status) for e in b.steps]
@@ -83,10 +85,17 @@ def test_replay_demo_runs_as_the_installed_command(tmp_path):
     """The installed `replay demo` finishes in under 10 seconds and ends with the next commands to run."""
     exe = Path(sys.executable).parent / "replay"  # beside the interpreter, not whatever PATH finds
     if not exe.exists():
-        pytest.fail(f"the `replay` console script is not installed beside {sys.executable}: pip install -e .")
+        pytest.fail(
+            f"the `replay` console script is not installed beside {sys.executable}: pip install -e ."
+        )
     t0 = time.perf_counter()
-    proc = subprocess.run([str(exe), "demo", "--db", "demo.db"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [str(exe), "demo", "--db", "demo.db"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     elapsed = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr
     assert elapsed < 10, f"replay demo took {elapsed:.1f}s"
@@ -94,5 +103,8 @@ def test_replay_demo_runs_as_the_installed_command(tmp_path):
     tail = proc.stdout.splitlines()[-8:]
     assert tail[0] == "next:"
     assert tail[1] == f"  replay show {run_id} --db demo.db"
-    assert tail[2] == f"  pytest --replay cassettes/incidents/{run_id}.json --replay-agent replay.demo_agent:handle"
+    assert (
+        tail[2]
+        == f"  pytest --replay cassettes/incidents/{run_id}.json --replay-agent replay.demo_agent:handle"
+    )
     assert (tmp_path / "cassettes" / "incidents" / f"{run_id}.json").is_file()

@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def _run(
+    cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -39,26 +41,69 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Any:
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "REPLAY_DB", "SUPPORT_AGENT_VERSION")}
-    built = _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(base / "dist"), str(src)], base, env)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "REPLAY_DB", "SUPPORT_AGENT_VERSION")
+    }
+    built = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            str(base / "dist"),
+            str(src),
+        ],
+        base,
+        env,
+    )
     assert built.returncode == 0, built.stderr
     wheel = next((base / "dist").glob("agent_replay-*.whl"))
     venv = base / "venv"
     made = _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], base, env)
     assert made.returncode == 0, made.stderr
     py = venv / "bin" / "python"
-    inst = _run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index",
-                 str(wheel)], base, env)
+    inst = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(py),
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        base,
+        env,
+    )
     assert inst.returncode == 0, inst.stderr
-    purelib = _run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], base, env).stdout.strip()
+    purelib = _run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], base, env
+    ).stdout.strip()
     # The dependencies (click, pydantic, pytest...) of the environment running this test.
     Path(purelib, "_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env["VIRTUAL_ENV"] = str(venv)
-    where = _run([str(py), "-c", "import replay, pytest_plugin; print(replay.__file__, pytest_plugin.__file__)"],
-                 tmp_path_factory.mktemp("elsewhere"), env)
+    where = _run(
+        [
+            str(py),
+            "-c",
+            "import replay, pytest_plugin; print(replay.__file__, pytest_plugin.__file__)",
+        ],
+        tmp_path_factory.mktemp("elsewhere"),
+        env,
+    )
     assert where.returncode == 0, where.stderr
-    assert all(p.startswith(purelib) for p in where.stdout.split()), f"not the installed copy: {where.stdout}"
+    assert all(p.startswith(purelib) for p in where.stdout.split()), (
+        f"not the installed copy: {where.stdout}"
+    )
     return venv / "bin", env
 
 
@@ -70,9 +115,13 @@ def test_demo_and_its_next_commands_work_in_an_empty_folder(installed: Any, tmp_
     demo = _run([str(bindir / "replay"), "demo"], folder, env)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     lines = demo.stdout.splitlines()
-    block = lines[lines.index("next:") + 1:]
+    block = lines[lines.index("next:") + 1 :]
     commands = [ln.strip() for ln in block if ln.startswith("  ") and not ln.startswith("   ")]
-    assert [c.split()[:2] for c in commands] == [["replay", "show"], ["pytest", "--replay"], ["replay", "view"]]
+    assert [c.split()[:2] for c in commands] == [
+        ["replay", "show"],
+        ["pytest", "--replay"],
+        ["replay", "view"],
+    ]
     run_id = re.search(r"r_[0-9a-z]{26}", commands[0]).group(0)
 
     show = _run(shlex.split(commands[0]), folder, env)
@@ -95,4 +144,11 @@ def test_demo_and_its_next_commands_work_in_an_empty_folder(installed: Any, tmp_
     page = (folder / f"{run_id}.html").read_text()
     assert 'data-verdict="diverged"' in page and "completed -&gt; escalated" in page
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == sorted(
-        ["replay.db", "replay.db.key", "cassettes", f"{run_id}.html", *[p.name for p in folder.glob("replay.db-*")]])
+        [
+            "replay.db",
+            "replay.db.key",
+            "cassettes",
+            f"{run_id}.html",
+            *[p.name for p in folder.glob("replay.db-*")],
+        ]
+    )

@@ -38,12 +38,20 @@ class QuotaError(Exception):
 
 def _cases(url: str, dead: str) -> dict[str, Callable[[], Any]]:
     def oa(model: str, timeout: float = 5.0) -> Any:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="test-key", max_retries=0, timeout=timeout)
-        return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+        client = openai.OpenAI(
+            base_url=f"{url}/v1", api_key="test-key", max_retries=0, timeout=timeout
+        )
+        return client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}]
+        )
 
     def an(model: str, timeout: float = 5.0) -> Any:
-        client = anthropic.Anthropic(base_url=url, api_key="test-key", max_retries=0, timeout=timeout)
-        return client.messages.create(model=model, max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+        client = anthropic.Anthropic(
+            base_url=url, api_key="test-key", max_retries=0, timeout=timeout
+        )
+        return client.messages.create(
+            model=model, max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
 
     async def sleepy() -> None:
         await asyncio.wait_for(asyncio.sleep(1), 0.01)
@@ -65,7 +73,9 @@ def _cases(url: str, dead: str) -> dict[str, Callable[[], Any]]:
         "TimeoutError": lambda: (_ for _ in ()).throw(TimeoutError("upstream timed out")),
         "asyncio.TimeoutError": lambda: asyncio.run(sleepy()),
         "KeyError": lambda: {}["missing"],
-        "FileNotFoundError": lambda: open("/nonexistent-dir/x.txt"),  # errno and filename are C fields
+        "FileNotFoundError": lambda: open(
+            "/nonexistent-dir/x.txt"
+        ),  # errno and filename are C fields
         "user error": lambda: (_ for _ in ()).throw(QuotaError("acct-1", 100)),
     }
 
@@ -73,7 +83,16 @@ def _cases(url: str, dead: str) -> dict[str, Callable[[], Any]]:
 def retry_view(e: BaseException) -> dict[str, Any]:
     """What a retry policy reads: class, message, status, Retry-After, the request, the response body."""
     view: dict[str, Any] = {"type": type(e), "str": str(e), "args_types": [type(a) for a in e.args]}
-    for name in ("status_code", "code", "account", "limit", "request_id", "body", "errno", "filename"):
+    for name in (
+        "status_code",
+        "code",
+        "account",
+        "limit",
+        "request_id",
+        "body",
+        "errno",
+        "filename",
+    ):
         if name in vars(e) or isinstance(getattr(type(e), name, None), property):
             try:
                 view[name] = getattr(e, name)
@@ -98,7 +117,9 @@ def retry_view(e: BaseException) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str, dict[str, BaseException], pathlib.Path]:
+def recorded(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Any, str, dict[str, BaseException], pathlib.Path]:
     """One run whose tools raise every error of the matrix, recorded against the local service, which is then stopped."""
     db = tmp_path_factory.mktemp("errors") / "rec.db"
     rec = Recorder(db)
@@ -151,7 +172,9 @@ def replayed(recorded: Any) -> dict[str, BaseException]:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_error_comes_back_as_the_clients_class(case: str, recorded: Any, replayed: dict[str, BaseException]) -> None:
+def test_error_comes_back_as_the_clients_class(
+    case: str, recorded: Any, replayed: dict[str, BaseException]
+) -> None:
     """After replay, type(e) and the attributes a retry policy reads equal the original's."""
     original = recorded[2][case]
     again = replayed[case]
@@ -159,7 +182,9 @@ def test_error_comes_back_as_the_clients_class(case: str, recorded: Any, replaye
     assert retry_view(again) == retry_view(original)
 
 
-def test_http_errors_carry_real_response_objects(recorded: Any, replayed: dict[str, BaseException]) -> None:
+def test_http_errors_carry_real_response_objects(
+    recorded: Any, replayed: dict[str, BaseException]
+) -> None:
     """httpx and requests errors come back with real Response objects: status, Retry-After and the request."""
     e = replayed["httpx 503"]
     assert isinstance(e, httpx.HTTPStatusError) and isinstance(e.response, httpx.Response)
@@ -181,17 +206,23 @@ def test_error_snapshot_keeps_the_keys_other_readers_use(recorded: Any) -> None:
 
     rec = load_recording(recorded[1], db=recorded[3])
     bodies = [rec.snapshots[e.output_sha][0] for e in rec.steps if e.status == "error"]
-    assert bodies and all({"error", "module", "qualname", "message", "args", "attrs"} <= set(b) for b in bodies)
+    assert bodies and all(
+        {"error", "module", "qualname", "message", "args", "attrs"} <= set(b) for b in bodies
+    )
     assert any(b["error"] == "httpx.HTTPStatusError[503]" for b in bodies)
 
 
-def test_class_from_a_module_not_imported_falls_back_to_recorded_tool_error(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_class_from_a_module_not_imported_falls_back_to_recorded_tool_error(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An error whose module the agent has not imported is never imported: it comes back as RecordedToolError naming it."""
     modname = f"errmod_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{modname}.py").write_text(textwrap.dedent("""
+    (tmp_path / f"{modname}.py").write_text(
+        textwrap.dedent("""
         class Boom(Exception):
             pass
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     mod = __import__(modname)
     rec = Recorder(tmp_path / "rec.db")
@@ -213,5 +244,9 @@ def test_class_from_a_module_not_imported_falls_back_to_recorded_tool_error(tmp_
     rec.close()
     del sys.modules[modname]
     replay_run(rid, db=tmp_path / "rec.db", agent=agent)
-    assert isinstance(seen[1], RecordedToolError) and seen[1].error.endswith("Boom") and "kaput" in str(seen[1])
+    assert (
+        isinstance(seen[1], RecordedToolError)
+        and seen[1].error.endswith("Boom")
+        and "kaput" in str(seen[1])
+    )
     assert modname not in sys.modules

@@ -67,7 +67,9 @@ class Customer(BaseModel):
 Point = collections.namedtuple("Point", "x y")
 
 
-def record_then_replay(tmp_path: pathlib.Path, value: Any, *, via_cassette: bool = False) -> tuple[Any, Any]:
+def record_then_replay(
+    tmp_path: pathlib.Path, value: Any, *, via_cassette: bool = False
+) -> tuple[Any, Any]:
     """Record one run whose only tool returns `value`; replay it; return (original, replayed)."""
     rec = Recorder(tmp_path / "rec.db")
     received: list[Any] = []
@@ -88,7 +90,11 @@ def record_then_replay(tmp_path: pathlib.Path, value: Any, *, via_cassette: bool
     if via_cassette:
         store = Store(tmp_path / "rec.db")
         try:
-            source = str(write_cassette(cassette_from_store(store, rid), tmp_path / "cassettes" / f"{rid}.json"))
+            source = str(
+                write_cassette(
+                    cassette_from_store(store, rid), tmp_path / "cassettes" / f"{rid}.json"
+                )
+            )
         finally:
             store.close()
     res = replay_run(source, db=tmp_path / "rec.db", agent=agent)
@@ -113,7 +119,12 @@ def shape(value: Any) -> Any:
 
 def test_dict_key_order_is_the_tools(tmp_path: pathlib.Path) -> None:
     """A tool's dict comes back in its own key order, so json.dumps(result) is byte-identical."""
-    value = {"name": "Alice", "age": 3, "address": {"zip": "10115", "city": "Berlin"}, "b": [{"z": 1, "a": 2}]}
+    value = {
+        "name": "Alice",
+        "age": 3,
+        "address": {"zip": "10115", "city": "Berlin"},
+        "b": [{"z": 1, "a": 2}],
+    }
     original, replayed = record_then_replay(tmp_path, value)
     assert json.dumps(replayed) == json.dumps(original) == json.dumps(value)
 
@@ -166,7 +177,9 @@ def test_stored_hash_is_over_the_canonical_form(tmp_path: pathlib.Path) -> None:
 # Letters no secret key name (SECRET_KEYS) contains: redaction is not what this property is about.
 JSON_KEYS = st.text(alphabet="bgjmq", min_size=1, max_size=6)
 JSON_LEAVES = (
-    st.none() | st.booleans() | st.integers(-10**9, 10**9)
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**9), 10**9)
     | st.floats(allow_nan=False, allow_infinity=False, width=64)
     | st.text(alphabet=string.ascii_lowercase, max_size=10)
 )
@@ -177,9 +190,13 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(value=st.dictionaries(JSON_KEYS, JSON_VALUES, min_size=1, max_size=6))
-def test_property_json_dumps_of_replayed_equals_original(tmp_path_factory: pytest.TempPathFactory, value: dict) -> None:
+def test_property_json_dumps_of_replayed_equals_original(
+    tmp_path_factory: pytest.TempPathFactory, value: dict
+) -> None:
     """For JSON-like values in any key order, json.dumps (no sort_keys) of the replayed value equals the original's."""
     original, replayed = record_then_replay(tmp_path_factory.mktemp("prop"), value)
     assert json.dumps(replayed) == json.dumps(original)
@@ -223,18 +240,36 @@ def test_openai_chat_completion_comes_back_as_the_sdk_object(tmp_path: pathlib.P
     """An openai ChatCompletion with tool calls replays as a ChatCompletion the agent can read as usual."""
     from openai.types.chat import ChatCompletion
 
-    completion = ChatCompletion.model_validate({
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "gpt-test",
-        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-            "role": "assistant", "content": None,
-            "tool_calls": [{"id": "call_1", "type": "function",
-                            "function": {"name": "lookup", "arguments": "{\"q\": \"x\"}"}}]}}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-    })
+    completion = ChatCompletion.model_validate(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": "gpt-test",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls",
+                    "message": {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "lookup", "arguments": '{"q": "x"}'},
+                            }
+                        ],
+                    },
+                }
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
+    )
     original, replayed = record_then_replay(tmp_path, completion)
     assert type(replayed) is ChatCompletion
     assert replayed == original
-    assert replayed.choices[0].message.tool_calls[0].function.arguments == "{\"q\": \"x\"}"
+    assert replayed.choices[0].message.tool_calls[0].function.arguments == '{"q": "x"}'
 
 
 def test_the_agent_may_mutate_a_replayed_value(tmp_path: pathlib.Path) -> None:
@@ -258,10 +293,13 @@ def test_the_agent_may_mutate_a_replayed_value(tmp_path: pathlib.Path) -> None:
     assert got == [[1], [1]]
 
 
-def test_a_class_from_a_module_not_imported_is_never_imported(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_class_from_a_module_not_imported_is_never_imported(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Replay builds no class from a module the agent has not imported: the value comes back as plain JSON."""
     modname = f"fidelity_mod_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{modname}.py").write_text(textwrap.dedent("""
+    (tmp_path / f"{modname}.py").write_text(
+        textwrap.dedent("""
         import dataclasses
         IMPORTED = []
         IMPORTED.append(1)
@@ -269,7 +307,8 @@ def test_a_class_from_a_module_not_imported_is_never_imported(tmp_path: pathlib.
         @dataclasses.dataclass
         class Box:
             n: int
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     mod = importlib.import_module(modname)
     value = mod.Box(3)
@@ -281,7 +320,9 @@ def test_a_class_from_a_module_not_imported_is_never_imported(tmp_path: pathlib.
 
 
 @pytest.mark.parametrize("via_cassette", [False, True])
-def test_the_agent_is_called_with_its_input_in_the_recorded_key_order(tmp_path: pathlib.Path, via_cassette: bool) -> None:
+def test_the_agent_is_called_with_its_input_in_the_recorded_key_order(
+    tmp_path: pathlib.Path, via_cassette: bool
+) -> None:
     """A ticket dict given to the agent comes back in its own key order, so json.dumps(ticket) in a prompt matches."""
     rec = Recorder(tmp_path / "rec.db")
     llm = rec.model("llm")(lambda prompt: "ok")
@@ -301,7 +342,9 @@ def test_the_agent_is_called_with_its_input_in_the_recorded_key_order(tmp_path: 
     assert res.exception is None and res.diff.is_empty, str(res.diff)
 
 
-def test_mutating_a_result_right_after_the_call_never_changes_what_was_recorded(tmp_path: pathlib.Path) -> None:
+def test_mutating_a_result_right_after_the_call_never_changes_what_was_recorded(
+    tmp_path: pathlib.Path,
+) -> None:
     """The recorded JSON is frozen on the agent's path: a result mutated at once still replays as the tool returned it."""
     rec = Recorder(tmp_path / "rec.db")
     tool = rec.tool("t")(lambda: {"rows": [(1, "a")], "n": 1})

@@ -45,7 +45,7 @@ from replay.models import Event, Run, new_run_id
 from replay.network import DnsBlockedError, NetworkBlockedError, SubprocessBlockedError
 from replay.store import Store
 
-EVIL_MODULE = '''
+EVIL_MODULE = """
 from pathlib import Path
 Path({marker!r}).write_text("imported")
 
@@ -54,14 +54,24 @@ def handle(x):
 
 class Thing:
     pass
-'''
+"""
 
 
-def hostile_cassette(agent: str, entrypoint: str, value: Any, *, call_style: str = "value") -> Cassette:
+def hostile_cassette(
+    agent: str, entrypoint: str, value: Any, *, call_style: str = "value"
+) -> Cassette:
     """A well-formed cassette (integrity holds) whose run asks replay to call `entrypoint` with `value`."""
     rid = new_run_id()
-    run = Run(run_id=rid, agent=agent, entrypoint=entrypoint, input=value, started_ms=1_700_000_000_000,
-              ended_ms=1_700_000_000_100, stop_reason="completed", call_style=call_style)  # type: ignore[arg-type]
+    run = Run(
+        run_id=rid,
+        agent=agent,
+        entrypoint=entrypoint,
+        input=value,
+        started_ms=1_700_000_000_000,
+        ended_ms=1_700_000_000_100,
+        stop_reason="completed",
+        call_style=call_style,
+    )  # type: ignore[arg-type]
     events = [
         Event(run_id=rid, kind="run_start", ts_ms=1_700_000_000_000),
         Event(run_id=rid, kind="stop", ts_ms=1_700_000_000_100, stop_reason="completed"),
@@ -92,14 +102,26 @@ def _cases(tmp_path: Path) -> list[tuple[str, Cassette, Path]]:
     marker = tmp_path / "ran.marker"
     return [
         ("os:system", hostile_cassette("evil-agent", "os:system", f"touch {marker}"), marker),
-        ("subprocess:call", hostile_cassette("evil-agent", "subprocess:call", ["touch", str(marker)]), marker),
-        ("evil_mod:handle", hostile_cassette("evil-agent", "evil_mod:handle", {}), tmp_path / "imported.marker"),
+        (
+            "subprocess:call",
+            hostile_cassette("evil-agent", "subprocess:call", ["touch", str(marker)]),
+            marker,
+        ),
+        (
+            "evil_mod:handle",
+            hostile_cassette("evil-agent", "evil_mod:handle", {}),
+            tmp_path / "imported.marker",
+        ),
     ]
 
 
 def _assert_refused(text: str) -> None:
     assert "it needs agent 'evil-agent'" in text, text
-    assert "@rec.agent('evil-agent')" in text and "--replay-agent" in text and "[tool.agent-replay] agents" in text
+    assert (
+        "@rec.agent('evil-agent')" in text
+        and "--replay-agent" in text
+        and "[tool.agent-replay] agents" in text
+    )
 
 
 def test_python_replay_refuses_each_hostile_entrypoint(project: Path, tmp_path: Path) -> None:
@@ -118,7 +140,9 @@ def test_refusal_names_why_the_entrypoint_is_not_imported(project: Path, tmp_pat
     os_case, _, local_case = _cases(tmp_path)
     with pytest.raises(EntrypointError, match="its module is loaded but holds no agent"):
         replay_run(str(_write(os_case[1], project / "a.json")))
-    with pytest.raises(EntrypointError, match="never imports a module only because a recording names it"):
+    with pytest.raises(
+        EntrypointError, match="never imports a module only because a recording names it"
+    ):
         replay_run(str(_write(local_case[1], project / "b.json")))
     std = hostile_cassette("evil-agent", "smtplib:SMTP", "x")
     with pytest.raises(EntrypointError, match="standard library or an installed package"):
@@ -142,7 +166,8 @@ def test_listed_package_lets_replay_import_the_recorded_submodule(project: Path)
     pkg = project / "shop"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "agents.py").write_text(textwrap.dedent(f'''
+    (pkg / "agents.py").write_text(
+        textwrap.dedent(f"""
         from replay import Recorder
         rec = Recorder({str(project / "replay.db")!r})
 
@@ -153,7 +178,8 @@ def test_listed_package_lets_replay_import_the_recorded_submodule(project: Path)
         @rec.agent("shop-agent")
         def handle(q: str) -> dict:
             return kb_get(q)
-    '''))
+    """)
+    )
     (project / "pyproject.toml").write_text('[tool.agent-replay]\nagents = ["shop"]\n')
     mod = importlib.import_module("shop.agents")
     mod.handle("x")
@@ -184,16 +210,27 @@ def test_cli_run_refuses_hostile_cassettes(project: Path, tmp_path: Path) -> Non
 
 def _replay_exe() -> str:
     exe = Path(sys.executable).parent / "replay"
-    assert exe.exists(), "the `replay` console script is not installed beside the interpreter: pip install -e ."
+    assert exe.exists(), (
+        "the `replay` console script is not installed beside the interpreter: pip install -e ."
+    )
     return str(exe)
 
 
 def test_cli_run_subprocess_refuses_hostile_cassettes(project: Path, tmp_path: Path) -> None:
     """The `replay` script, run in the project folder, refuses every hostile cassette in one call; nothing runs."""
-    paths = [str(_write(cas, project / "cassettes" / f"{cas.run.run_id}.json")) for _, cas, _ in _cases(tmp_path)]
+    paths = [
+        str(_write(cas, project / "cassettes" / f"{cas.run.run_id}.json"))
+        for _, cas, _ in _cases(tmp_path)
+    ]
     env = {k: v for k, v in os.environ.items() if k != "REPLAY_DB"}
-    proc = subprocess.run([_replay_exe(), "run", *paths], cwd=project, capture_output=True, text=True,
-                          timeout=120, env=env)
+    proc = subprocess.run(
+        [_replay_exe(), "run", *paths],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stdout.count("it needs agent 'evil-agent'") == 3, proc.stdout
     assert "0 matched, 0 diverged, 3 errors" in proc.stdout
@@ -213,11 +250,13 @@ def test_import_then_run_refuses_hostile_runs(project: Path, tmp_path: Path) -> 
         assert not marker.exists(), f"{name} ran"
 
 
-def test_snapshot_type_never_imports_the_module_it_names(project: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_snapshot_type_never_imports_the_module_it_names(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A snapshot whose `type` names a project module with import side effects is replayed as plain JSON."""
     name = f"agent_{uuid.uuid4().hex[:8]}"
-    (project / f"{name}.py").write_text(textwrap.dedent(f'''
+    (project / f"{name}.py").write_text(
+        textwrap.dedent(f"""
         from replay import Recorder
         rec = Recorder({str(project / "replay.db")!r})
 
@@ -228,7 +267,8 @@ def test_snapshot_type_never_imports_the_module_it_names(project: Path, tmp_path
         @rec.agent("kb-agent")
         def handle(q: str) -> dict:
             return kb_get(q)
-    '''))
+    """)
+    )
     mod = importlib.import_module(name)
     try:
         mod.handle("x")
@@ -237,7 +277,9 @@ def test_snapshot_type_never_imports_the_module_it_names(project: Path, tmp_path
             cas = cassette_from_store(s, mod.rec.last_run_id)
         step = next(e for e in cas.events if e.tool == "kb.get")
         assert step.output_sha is not None
-        cas.snapshots[step.output_sha] = cas.snapshots[step.output_sha].model_copy(update={"type": "evil_mod:Thing"})
+        cas.snapshots[step.output_sha] = cas.snapshots[step.output_sha].model_copy(
+            update={"type": "evil_mod:Thing"}
+        )
         path = _write(cas, project / "typed.json")  # the type is not hashed: integrity holds
         res = replay_run(str(path))
         assert res.output == {"q": "x"} and res.exception is None
@@ -251,7 +293,8 @@ def test_snapshot_type_never_imports_the_module_it_names(project: Path, tmp_path
 def test_error_module_in_a_snapshot_is_never_imported(project: Path, tmp_path: Path) -> None:
     """A recorded error naming a project module with import side effects comes back as RecordedToolError; nothing imported."""
     name = f"agent_{uuid.uuid4().hex[:8]}"
-    (project / f"{name}.py").write_text(textwrap.dedent(f'''
+    (project / f"{name}.py").write_text(
+        textwrap.dedent(f"""
         from replay import Recorder
         rec = Recorder({str(project / "replay.db")!r})
 
@@ -266,7 +309,8 @@ def test_error_module_in_a_snapshot_is_never_imported(project: Path, tmp_path: P
             except Exception as exc:
                 return type(exc).__name__
             return "no error"
-    '''))
+    """)
+    )
     mod = importlib.import_module(name)
     try:
         mod.handle("x")
@@ -305,23 +349,45 @@ def test_export_test_escapes_triple_quotes_in_the_agent_name(tmp_path: Path) -> 
     evil = f'x"""\nimport pathlib; pathlib.Path({str(marker)!r}).write_text("pwned")\n"""'
     cas = hostile_cassette(evil, f"m:{evil}", None)
     rid = cas.run.run_id
-    step = Event(run_id=rid, kind="tool_result", ts_ms=1_700_000_000_050, step_id=1,
-                 tool=f"t\nimport os; os.system('touch {marker}')", args_sha="a" * 24, status="ok")
-    cas = cas.model_copy(update={"events": [cas.events[0], step, step.model_copy(update={"step_id": 2}),
-                                            cas.events[1]]})
+    step = Event(
+        run_id=rid,
+        kind="tool_result",
+        ts_ms=1_700_000_000_050,
+        step_id=1,
+        tool=f"t\nimport os; os.system('touch {marker}')",
+        args_sha="a" * 24,
+        status="ok",
+    )
+    cas = cas.model_copy(
+        update={
+            "events": [cas.events[0], step, step.model_copy(update={"step_id": 2}), cas.events[1]]
+        }
+    )
     db = tmp_path / "replay.db"
     with Store(db) as s:
         assert import_cassette(s, cas)
-    res = CliRunner().invoke(cli, ["export", rid, "--db", str(db), "-o", str(tmp_path / "c"),
-                                   "--test", str(tmp_path / "t")])
+    res = CliRunner().invoke(
+        cli,
+        ["export", rid, "--db", str(db), "-o", str(tmp_path / "c"), "--test", str(tmp_path / "t")],
+    )
     assert res.exit_code == 0, res.output
     test_file = tmp_path / "t" / f"test_incident_{rid}.py"
     text = test_file.read_text()
     tree = ast.parse(text)
-    assert [type(n).__name__ for n in tree.body] == ["Expr", "ImportFrom", "Import", "Assign", "FunctionDef"]
+    assert [type(n).__name__ for n in tree.body] == [
+        "Expr",
+        "ImportFrom",
+        "Import",
+        "Assign",
+        "FunctionDef",
+    ]
     docstring = tree.body[0].value.value  # type: ignore[attr-defined]
-    assert f"agent: {evil} (m:{evil})" in docstring  # the recorded text, intact, inside the docstring
-    exec(compile(tree, str(test_file), "exec"), {"__file__": str(test_file), "__name__": "incident"})
+    assert (
+        f"agent: {evil} (m:{evil})" in docstring
+    )  # the recorded text, intact, inside the docstring
+    exec(
+        compile(tree, str(test_file), "exec"), {"__file__": str(test_file), "__name__": "incident"}
+    )
     assert not marker.exists()
     for f in (test_file, tmp_path / "c" / f"{rid}.json"):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600
@@ -334,7 +400,8 @@ def test_export_test_escapes_triple_quotes_in_the_agent_name(tmp_path: Path) -> 
 def exported(tmp_path: Path) -> tuple[Path, Path, str]:
     """A store with one real run of a registered agent, and its cassette: (db, cassette, run id)."""
     name = f"agent_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(f'''
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent(f"""
         from replay import Recorder
         rec = Recorder({str(tmp_path / "replay.db")!r})
 
@@ -345,7 +412,8 @@ def exported(tmp_path: Path) -> tuple[Path, Path, str]:
         @rec.agent("kb-agent")
         def handle(q: str) -> dict:
             return kb_get(q)
-    '''))
+    """)
+    )
     sys.path.insert(0, str(tmp_path))
     try:
         mod = importlib.import_module(name)
@@ -368,7 +436,9 @@ def _tamper(path: Path, edit: Any) -> Path:
     return out
 
 
-def test_import_refuses_tampered_cassettes_and_changes_nothing(exported: tuple[Path, Path, str], tmp_path: Path) -> None:
+def test_import_refuses_tampered_cassettes_and_changes_nothing(
+    exported: tuple[Path, Path, str], tmp_path: Path
+) -> None:
     """Events of another run, a body that does not hash to its sha, a malformed run id: each refused, store unchanged."""
     _, path, rid = exported
     other = new_run_id()
@@ -377,7 +447,9 @@ def test_import_refuses_tampered_cassettes_and_changes_nothing(exported: tuple[P
         d["events"][1]["run_id"] = other
 
     def edited_body(d: dict) -> None:
-        sha_key = next(k for k, v in d["snapshots"].items() if isinstance(v["body"], dict) and "q" in v["body"])
+        sha_key = next(
+            k for k, v in d["snapshots"].items() if isinstance(v["body"], dict) and "q" in v["body"]
+        )
         d["snapshots"][sha_key]["body"]["q"] = "forged"
 
     def traversal(d: dict) -> None:
@@ -398,7 +470,9 @@ def test_import_refuses_tampered_cassettes_and_changes_nothing(exported: tuple[P
     assert not target.exists() or Store(target).count_runs() == 0
 
 
-def test_import_accepts_key_order_and_truncation_markers(exported: tuple[Path, Path, str], tmp_path: Path) -> None:
+def test_import_accepts_key_order_and_truncation_markers(
+    exported: tuple[Path, Path, str], tmp_path: Path
+) -> None:
     """A body stored in another key order still matches its sha (checked on the canonical form); so does a truncation marker."""
     _, path, rid = exported
     data = json.loads(path.read_text())
@@ -406,8 +480,11 @@ def test_import_accepts_key_order_and_truncation_markers(exported: tuple[Path, P
         if isinstance(snap["body"], dict):
             snap["body"] = dict(reversed(list(snap["body"].items())))
     marker_sha = sha({"big": "x" * 10})
-    data["snapshots"][marker_sha] = {"body": {"$truncated": True, "sha": marker_sha, "size": 99, "head": "{"},
-                                     "truncated": True, "type": None}
+    data["snapshots"][marker_sha] = {
+        "body": {"$truncated": True, "sha": marker_sha, "size": 99, "head": "{"},
+        "truncated": True,
+        "type": None,
+    }
     p = tmp_path / "reordered.json"
     p.write_text(json.dumps(data))
     with Store(tmp_path / "t.db") as s:
@@ -418,7 +495,9 @@ def test_import_accepts_key_order_and_truncation_markers(exported: tuple[Path, P
         load_cassette(p)
 
 
-def test_import_never_overwrites_another_run(exported: tuple[Path, Path, str], tmp_path: Path) -> None:
+def test_import_never_overwrites_another_run(
+    exported: tuple[Path, Path, str], tmp_path: Path
+) -> None:
     """A cassette reusing a stored run's id with other content adds nothing and leaves the stored run as it was."""
     db, path, rid = exported
     with Store(db) as s:
@@ -442,14 +521,19 @@ def test_export_refuses_a_run_id_that_would_leave_the_folder(tmp_path: Path) -> 
     db = tmp_path / "replay.db"
     run = Run(run_id="../../x", agent="a", started_ms=1, ended_ms=2, stop_reason="completed")
     with Store(db) as s:
-        s.write_batch(runs=[run], events=[Event(run_id="../../x", kind="stop", ts_ms=2, stop_reason="completed")])
+        s.write_batch(
+            runs=[run],
+            events=[Event(run_id="../../x", kind="stop", ts_ms=2, stop_reason="completed")],
+        )
     out = tmp_path / "a" / "b" / "cassettes"
     res = CliRunner().invoke(cli, ["export", "../../x", "--db", str(db), "-o", str(out)])
     assert res.exit_code == 2 and "is not a well-formed run id" in res.output, res.output
     assert not (tmp_path / "a" / "x.json").exists() and not list(tmp_path.rglob("x.json"))
 
 
-def test_export_never_writes_through_a_symlink(exported: tuple[Path, Path, str], tmp_path: Path) -> None:
+def test_export_never_writes_through_a_symlink(
+    exported: tuple[Path, Path, str], tmp_path: Path
+) -> None:
     """A symlink planted at the cassette's path or its old temp path is replaced or ignored, never written through."""
     db, _, rid = exported
     out = tmp_path / "out"
@@ -472,7 +556,9 @@ def test_export_never_writes_through_a_symlink(exported: tuple[Path, Path, str],
 # ---- the store path -----------------------------------------------------------------------------
 
 
-def test_store_refuses_links_and_files_that_are_not_stores(exported: tuple[Path, Path, str], tmp_path: Path) -> None:
+def test_store_refuses_links_and_files_that_are_not_stores(
+    exported: tuple[Path, Path, str], tmp_path: Path
+) -> None:
     """A symlink, a dangling link, an empty file or a text file at the store path is refused and left as it was."""
     db, _, _ = exported
     link = tmp_path / "link.db"
@@ -483,8 +569,12 @@ def test_store_refuses_links_and_files_that_are_not_stores(exported: tuple[Path,
     empty.write_bytes(b"")
     text = tmp_path / "notes.db"
     text.write_text("my notes")
-    for path, message in ((link, "is a symbolic link"), (dangling, "is a symbolic link"),
-                          (empty, "is an empty file"), (text, "is not an SQLite database")):
+    for path, message in (
+        (link, "is a symbolic link"),
+        (dangling, "is a symbolic link"),
+        (empty, "is an empty file"),
+        (text, "is not an SQLite database"),
+    ):
         with pytest.raises(StoreError, match=message):
             Store(path)
         res = CliRunner().invoke(cli, ["runs", "--db", str(path)])
@@ -496,7 +586,7 @@ def test_store_refuses_links_and_files_that_are_not_stores(exported: tuple[Path,
 # ---- the sealed replay --------------------------------------------------------------------------
 
 
-SEALED_AGENT = '''
+SEALED_AGENT = """
 import os, socket, subprocess
 from replay import Recorder
 rec = Recorder({db!r})
@@ -518,14 +608,15 @@ def handle(ticket: str) -> str:
     elif what == "exec":
         os.execv("/bin/touch", ["touch", {marker!r}])
     return "done"
-'''
+"""
 
 
 @pytest.fixture
 def sealed_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     name = f"sealed_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(SEALED_AGENT.format(db=str(tmp_path / "replay.db"),
-                                                             marker=str(tmp_path / "proc.marker")))
+    (tmp_path / f"{name}.py").write_text(
+        SEALED_AGENT.format(db=str(tmp_path / "replay.db"), marker=str(tmp_path / "proc.marker"))
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     mod = importlib.import_module(name)
     yield mod
@@ -543,7 +634,11 @@ def _record(mod: Any) -> str:
 @pytest.mark.parametrize(
     ("what", "error", "message"),
     [
-        ("subprocess", SubprocessBlockedError, "blocked starting a process (subprocess) of 'touch'"),
+        (
+            "subprocess",
+            SubprocessBlockedError,
+            "blocked starting a process (subprocess) of 'touch'",
+        ),
         ("system", SubprocessBlockedError, "blocked os.system of 'touch'"),
         ("exec", SubprocessBlockedError, "blocked os.execv of 'touch'"),
         ("udp", NetworkBlockedError, "blocked a datagram to 127.0.0.1:9"),
@@ -551,7 +646,9 @@ def _record(mod: Any) -> str:
         ("tcp", NetworkBlockedError, "blocked a connection to 127.0.0.1:9 "),
     ],
 )
-def test_replay_is_sealed(sealed_agent: Any, tmp_path: Path, what: str, error: type, message: str) -> None:
+def test_replay_is_sealed(
+    sealed_agent: Any, tmp_path: Path, what: str, error: type, message: str
+) -> None:
     """During a replay processes, UDP, DNS and TCP are refused with an error naming the program or host:port."""
     rid = _record(sealed_agent)
     sealed_agent.MODE["what"] = what

@@ -102,8 +102,12 @@ def _stored_args(rec: Recorder, db: Path, run_id: str) -> Any:
     return body
 
 
-@pytest.mark.parametrize(("value", "marker"), [(v, m) for _, v, m in HOSTILE], ids=[i for i, _, _ in HOSTILE])
-def test_hostile_value_is_recorded_and_the_tool_still_runs(tmp_path: Path, value: Any, marker: str | None) -> None:
+@pytest.mark.parametrize(
+    ("value", "marker"), [(v, m) for _, v, m in HOSTILE], ids=[i for i, _, _ in HOSTILE]
+)
+def test_hostile_value_is_recorded_and_the_tool_still_runs(
+    tmp_path: Path, value: Any, marker: str | None
+) -> None:
     """The tool runs and returns, the run is stored with its steps, and an unencodable value is a marked placeholder."""
     db = tmp_path / "replay.db"
     rec = Recorder(db, store_args="redacted")
@@ -159,7 +163,9 @@ def test_a_cycle_is_hashed_as_its_placeholder(tmp_path: Path) -> None:
     rec.flush()
     with Store(tmp_path / "r.db") as s:
         step = [e for e in s.events(rec.last_run_id or "") if e.kind == "tool_result"][0]
-    assert step.args_sha == sha({"x": {"name": "loop", "self": '[unencodable: cycle at args["x"]["self"]]'}})
+    assert step.args_sha == sha(
+        {"x": {"name": "loop", "self": '[unencodable: cycle at args["x"]["self"]]'}}
+    )
     rec.close()
 
 
@@ -229,7 +235,7 @@ def test_the_warning_never_prints_user_keys_or_values(tmp_path: Path) -> None:
             t(loop)
     msgs = [str(w.message) for w in caught if issubclass(w.category, RecordingLossWarning)]
     assert len(msgs) == 1
-    assert "cycle at args[\"payload\"][…][…]" in msgs[0]
+    assert 'cycle at args["payload"][…][…]' in msgs[0]
     assert "alice" not in msgs[0] and "078-05" not in msgs[0]
     rec.close()
 
@@ -258,7 +264,9 @@ def test_the_stored_placeholder_is_redacted_like_any_text(tmp_path: Path) -> Non
     assert body is not None and b"[unencodable: cycle at args" in body[0]
 
 
-@pytest.mark.parametrize(("code", "reason"), [(0, "completed"), (None, "completed"), (3, "error"), ("bye", "error")])
+@pytest.mark.parametrize(
+    ("code", "reason"), [(0, "completed"), (None, "completed"), (3, "error"), ("bye", "error")]
+)
 def test_system_exit_ends_the_run_by_its_code(tmp_path: Path, code: Any, reason: str) -> None:
     """sys.exit() or sys.exit(0) in an agent ends its run `completed`, a nonzero code `error`; SystemExit still propagates."""
     db = tmp_path / "r.db"
@@ -285,7 +293,9 @@ def test_system_exit_ends_the_run_by_its_code(tmp_path: Path, code: Any, reason:
         ({"tokens_in": 3, "cost_usd": 0.5}, (3, 0, 0.5)),
     ],
 )
-def test_nonsense_usage_is_ignored_not_raised(tmp_path: Path, usage: dict[str, Any], expected: tuple[Any, ...]) -> None:
+def test_nonsense_usage_is_ignored_not_raised(
+    tmp_path: Path, usage: dict[str, Any], expected: tuple[Any, ...]
+) -> None:
     """rec.usage() with a negative or NaN amount leaves it out with a warning; the run ends normally."""
     db = tmp_path / "r.db"
     rec = Recorder(db)
@@ -322,8 +332,11 @@ def test_a_lone_surrogate_in_an_error_message_is_stored_and_exported(tmp_path: P
     agent()
     rec.flush()
     assert rec.dropped == 0
-    res = CliRunner().invoke(cli, ["export", rec.last_run_id or "", "--db", str(db), "-o", str(tmp_path / "c")],
-                             catch_exceptions=False)
+    res = CliRunner().invoke(
+        cli,
+        ["export", rec.last_run_id or "", "--db", str(db), "-o", str(tmp_path / "c")],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     text = next((tmp_path / "c").glob("*.json")).read_text(encoding="utf-8")
     assert '"message": "bad \ufffd byte"' in text
@@ -331,7 +344,9 @@ def test_a_lone_surrogate_in_an_error_message_is_stored_and_exported(tmp_path: P
 
 
 @pytest.mark.parametrize("name", ["kb\x00search", "kb\ud800"])
-def test_a_tool_name_sqlite_cannot_store_is_refused_at_decoration(tmp_path: Path, name: str) -> None:
+def test_a_tool_name_sqlite_cannot_store_is_refused_at_decoration(
+    tmp_path: Path, name: str
+) -> None:
     """@rec.tool with a NUL or a lone surrogate in its name raises ValueError at import time, not mid-run."""
     rec = Recorder(tmp_path / "r.db")
     with pytest.raises(ValueError, match="tool name"):

@@ -48,7 +48,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.hits[self.path] += 1
         n = self.hits[self.path]
-        if self.path.startswith("/flaky") and n <= 2:  # busy twice, then fine: a retry policy's target
+        if (
+            self.path.startswith("/flaky") and n <= 2
+        ):  # busy twice, then fine: a retry policy's target
             self._answer(503, {"error": "busy", "attempt": n})
             return
         self._answer(200, {"path": self.path, "attempt": n, "kind": self.headers.get("X-Kind")})
@@ -92,40 +94,56 @@ def server() -> Iterator[_Server]:
 # ---- one GET and one POST per client ---------------------------------------------------------
 
 
-def _requests(method: str, url: str, payload: Any = None, headers: dict[str, str] | None = None) -> Any:
+def _requests(
+    method: str, url: str, payload: Any = None, headers: dict[str, str] | None = None
+) -> Any:
     r = requests.request(method, url, json=payload, headers=headers, timeout=5)
     return r.status_code, r.json()
 
 
-def _httpx(method: str, url: str, payload: Any = None, headers: dict[str, str] | None = None) -> Any:
+def _httpx(
+    method: str, url: str, payload: Any = None, headers: dict[str, str] | None = None
+) -> Any:
     with httpx.Client(timeout=5) as client:
         r = client.request(method, url, json=payload, headers=headers)
         return r.status_code, r.json()
 
 
-def _urllib3(method: str, url: str, payload: Any = None, headers: dict[str, str] | None = None) -> Any:
+def _urllib3(
+    method: str, url: str, payload: Any = None, headers: dict[str, str] | None = None
+) -> Any:
     pool = urllib3.PoolManager()
     r = pool.request(method, url, json=payload, headers=headers, timeout=5, retries=False)
     return r.status, json.loads(r.data)
 
 
-async def _httpx_async(method: str, url: str, payload: Any = None, headers: dict[str, str] | None = None) -> Any:
+async def _httpx_async(
+    method: str, url: str, payload: Any = None, headers: dict[str, str] | None = None
+) -> Any:
     async with httpx.AsyncClient(timeout=5) as client:
         r = await client.request(method, url, json=payload, headers=headers)
         return r.status_code, r.json()
 
 
-async def _aiohttp(method: str, url: str, payload: Any = None, headers: dict[str, str] | None = None) -> Any:
+async def _aiohttp(
+    method: str, url: str, payload: Any = None, headers: dict[str, str] | None = None
+) -> Any:
     async with aiohttp.ClientSession() as session:
         async with session.request(method, url, json=payload, headers=headers) as r:
             return r.status, await r.json(content_type=None)
 
 
-SYNC_CLIENTS: dict[str, Callable[..., Any]] = {"requests": _requests, "httpx": _httpx, "urllib3": _urllib3}
+SYNC_CLIENTS: dict[str, Callable[..., Any]] = {
+    "requests": _requests,
+    "httpx": _httpx,
+    "urllib3": _urllib3,
+}
 ASYNC_CLIENTS: dict[str, Callable[..., Any]] = {"httpx-async": _httpx_async, "aiohttp": _aiohttp}
 
 
-def _shop_agent(rec: Recorder, call: Callable[..., Any], base: str, is_async: bool, **http: Any) -> Any:
+def _shop_agent(
+    rec: Recorder, call: Callable[..., Any], base: str, is_async: bool, **http: Any
+) -> Any:
     """An agent that looks an item up (a tool), then GETs it and POSTs an order over HTTP."""
 
     @rec.tool("kb.search")
@@ -133,6 +151,7 @@ def _shop_agent(rec: Recorder, call: Callable[..., Any], base: str, is_async: bo
         return [f"about {q}"]
 
     if is_async:
+
         @rec.agent("shop", **http)
         async def shop_async(sku: str) -> dict[str, Any]:
             kb(sku)
@@ -159,7 +178,8 @@ def _run(agent: Any, *args: Any) -> Any:
 
 @pytest.mark.parametrize("client", [*SYNC_CLIENTS, *ASYNC_CLIENTS])
 def test_each_client_replays_from_the_recording_with_the_server_stopped(
-        client: str, tmp_path: Path, server: _Server) -> None:
+    client: str, tmp_path: Path, server: _Server
+) -> None:
     """requests, httpx (sync and async), urllib3 and aiohttp: recorded once, replayed offline with an empty diff."""
     is_async = client in ASYNC_CLIENTS
     call = ASYNC_CLIENTS[client] if is_async else SYNC_CLIENTS[client]
@@ -168,7 +188,9 @@ def test_each_client_replays_from_the_recording_with_the_server_stopped(
     out = _run(agent, "sku-1")
     assert out["status"] == [200, 200] and out["order"]["echo"] == {"sku": "sku-1", "qty": 2}
     rec.close()
-    with Store(tmp_path / "rec.db") as store:  # asyncio.run's context does not hand last_run_id back
+    with Store(
+        tmp_path / "rec.db"
+    ) as store:  # asyncio.run's context does not hand last_run_id back
         [run] = store.runs(limit=5)
         run_id = run.run_id
     server.stop()
@@ -180,12 +202,16 @@ def test_each_client_replays_from_the_recording_with_the_server_stopped(
     with Store(tmp_path / "rec.db") as store:
         interactions = cassette_from_store(store, run_id).http
     assert [(i["request"]["method"], i["step_id"], i["match_on"]) for i in interactions] == [
-        ("GET", None, ["method", "uri"]), ("POST", None, ["method", "uri"])]
+        ("GET", None, ["method", "uri"]),
+        ("POST", None, ["method", "uri"]),
+    ]
     assert http.client.HTTPConnection is REAL_HTTP_CONNECTION
 
 
 @pytest.mark.parametrize("client", [*SYNC_CLIENTS, *ASYNC_CLIENTS])
-def test_each_client_raises_unrecorded_request_for_a_new_url(client: str, tmp_path: Path, server: _Server) -> None:
+def test_each_client_raises_unrecorded_request_for_a_new_url(
+    client: str, tmp_path: Path, server: _Server
+) -> None:
     """Through every client, a request the recording cannot answer raises UnrecordedRequest, not vcrpy's error."""
     is_async = client in ASYNC_CLIENTS
     call = ASYNC_CLIENTS[client] if is_async else SYNC_CLIENTS[client]
@@ -198,13 +224,19 @@ def test_each_client_raises_unrecorded_request_for_a_new_url(client: str, tmp_pa
     server.stop()
     assert replay_run(run.run_id, agent=agent, db=tmp_path / "rec.db").exception is None
     other_rec = Recorder(tmp_path / "other.db")
-    other = _shop_agent(other_rec, call, server.url + "/v2", is_async, http=True)  # the new code: another path
+    other = _shop_agent(
+        other_rec, call, server.url + "/v2", is_async, http=True
+    )  # the new code: another path
     result = replay_run(run.run_id, agent=other, db=tmp_path / "rec.db")
     other_rec.close()
     exc = result.exception
     assert type(exc) is UnrecordedRequest, repr(exc)
     assert exc.method == "GET" and exc.url.endswith("/v2/items/sku-1") and exc.failed == ["uri"]
-    assert exc.nearest is not None and exc.nearest.startswith("GET ") and exc.nearest.endswith("/items/sku-1")
+    assert (
+        exc.nearest is not None
+        and exc.nearest.startswith("GET ")
+        and exc.nearest.endswith("/items/sku-1")
+    )
 
 
 # ---- retries in order and attempts per step ---------------------------------------------------
@@ -236,7 +268,9 @@ def _flaky_agent(rec: Recorder, base: str, tries: int) -> Any:
     return flaky
 
 
-def test_identical_retried_requests_are_answered_in_recorded_order(tmp_path: Path, server: _Server) -> None:
+def test_identical_retried_requests_are_answered_in_recorded_order(
+    tmp_path: Path, server: _Server
+) -> None:
     """A request retried three times (503, 503, 200) gets the three recorded answers in turn, each used once."""
     rec = Recorder(tmp_path / "rec.db")
     agent = _flaky_agent(rec, server.url, tries=5)
@@ -248,6 +282,7 @@ def test_identical_retried_requests_are_answered_in_recorded_order(tmp_path: Pat
     result = replay_run(run_id, agent=agent, db=tmp_path / "rec.db")
     assert result.exception is None and result.diff.is_empty, str(result.diff)
     assert result.output == out  # the same statuses and attempt numbers, in the same order
+
     # Each recorded answer is used once: a fourth identical request has no answer left.
     def four_times(sku: str) -> Any:
         return [_requests("GET", f"{server.url}/flaky/{sku}-direct") for _ in range(4)]
@@ -271,8 +306,13 @@ def test_show_counts_http_attempts_under_each_tool_step(tmp_path: Path, server: 
     row = next(line for line in res.output.splitlines() if "inventory.get" in line)
     assert row.split()[-1] == "×3"
     assert "http        6 requests recorded, 3 outside tool steps" in res.output
-    data = json.loads(CliRunner().invoke(cli, ["show", run_id, "--db", str(tmp_path / "rec.db"), "--json"]).output)
-    assert data["http_attempts"] == [{"step_id": 1, "attempts": 3}, {"step_id": None, "attempts": 3}]
+    data = json.loads(
+        CliRunner().invoke(cli, ["show", run_id, "--db", str(tmp_path / "rec.db"), "--json"]).output
+    )
+    assert data["http_attempts"] == [
+        {"step_id": 1, "attempts": 3},
+        {"step_id": None, "attempts": 3},
+    ]
 
 
 def test_diff_reports_a_step_whose_http_attempts_changed(tmp_path: Path, server: _Server) -> None:
@@ -299,7 +339,9 @@ def test_diff_reports_a_step_whose_http_attempts_changed(tmp_path: Path, server:
     assert res.output.startswith(f"replay diverged from recording {runs[0]}: HTTP attempts")
 
 
-def test_replay_with_a_stub_reports_changed_attempts_under_the_step(tmp_path: Path, server: _Server) -> None:
+def test_replay_with_a_stub_reports_changed_attempts_under_the_step(
+    tmp_path: Path, server: _Server
+) -> None:
     """A stubbed tool that now retries once: the replay diff names the step and "3 → 1 HTTP attempts"."""
     rec = Recorder(tmp_path / "rec.db")
     agent = _flaky_agent(rec, server.url, tries=5)
@@ -313,14 +355,17 @@ def test_replay_with_a_stub_reports_changed_attempts_under_the_step(tmp_path: Pa
 
     result = replay_run(run_id, agent=agent, db=tmp_path / "rec.db", stubs={"inventory.get": fixed})
     assert result.exception is None
-    assert [(h.step, h.tool, h.before, h.after) for h in result.diff.http_attempts] == [(1, "inventory.get", 3, 1)]
+    assert [(h.step, h.tool, h.before, h.after) for h in result.diff.http_attempts] == [
+        (1, "inventory.get", 3, 1)
+    ]
     assert "http: step 1  inventory.get  3 → 1 HTTP attempts" in str(result.diff)
     assert not result.diff.is_empty
     assert result.diff.to_json()["http_attempts"][0]["after"] == 1
 
 
 def test_an_unrecorded_request_the_agent_catches_still_shows_in_the_result_and_diff(
-        tmp_path: Path, server: _Server) -> None:
+    tmp_path: Path, server: _Server
+) -> None:
     """An agent that swallows the UnrecordedRequest still gets a non-empty diff naming the unrecorded request."""
     rec = Recorder(tmp_path / "rec.db")
     where = {"path": "/items/1"}
@@ -339,9 +384,15 @@ def test_an_unrecorded_request_the_agent_catches_still_shows_in_the_result_and_d
     server.stop()
     where["path"] = "/items/2"
     result = replay_run(run_id, agent=careless, db=tmp_path / "rec.db")
-    assert result.exception is None and result.output == "done" and result.stop_reason == "completed"
+    assert (
+        result.exception is None and result.output == "done" and result.stop_reason == "completed"
+    )
     [missing] = result.unrecorded_http
-    assert missing.url.endswith("/items/2") and missing.nearest is not None and missing.nearest.endswith("/items/1")
+    assert (
+        missing.url.endswith("/items/2")
+        and missing.nearest is not None
+        and missing.nearest.endswith("/items/1")
+    )
     assert not result.diff.is_empty
     assert "http: outside tool steps  1 → 1 HTTP attempts (1 unrecorded)" in str(result.diff)
     assert result.diff.headline().endswith("an HTTP request had no recorded answer")
@@ -350,7 +401,9 @@ def test_an_unrecorded_request_the_agent_catches_still_shows_in_the_result_and_d
 # ---- matching rules ---------------------------------------------------------------------------
 
 
-def _order_agent(rec: Recorder, base: str, payload: dict[str, Any], headers: dict[str, str], **http: Any) -> Any:
+def _order_agent(
+    rec: Recorder, base: str, payload: dict[str, Any], headers: dict[str, str], **http: Any
+) -> Any:
     @rec.agent("order", **http)
     def order(sku: str) -> Any:
         return _httpx("POST", f"{base}/orders", {"sku": sku, **payload}, headers)
@@ -358,7 +411,9 @@ def _order_agent(rec: Recorder, base: str, payload: dict[str, Any], headers: dic
     return order
 
 
-def test_default_matching_ignores_the_body_and_body_matching_does_not(tmp_path: Path, server: _Server) -> None:
+def test_default_matching_ignores_the_body_and_body_matching_does_not(
+    tmp_path: Path, server: _Server
+) -> None:
     """Method + URL (the default) replays a changed body; http_match with "body" raises UnrecordedRequest on it."""
     payload: dict[str, Any] = {"qty": 1}
     rec = Recorder(tmp_path / "rec.db")
@@ -375,7 +430,11 @@ def test_default_matching_ignores_the_body_and_body_matching_does_not(tmp_path: 
     assert replay_run(loose_id, agent=loose, db=tmp_path / "rec.db").exception is None
     result = replay_run(strict_id, agent=strict, db=tmp_path / "rec.db")
     exc = result.exception
-    assert isinstance(exc, UnrecordedRequest) and exc.failed == ["body"] and exc.passed == ["method", "uri"]
+    assert (
+        isinstance(exc, UnrecordedRequest)
+        and exc.failed == ["body"]
+        and exc.passed == ["method", "uri"]
+    )
     assert "differs in body" in str(exc) and "matching on method, uri, body" in str(exc)
 
 
@@ -383,7 +442,9 @@ def test_a_chosen_header_is_matched(tmp_path: Path, server: _Server) -> None:
     """http=HttpOptions(match_on=(..., "header:X-Kind")) tells requests apart by that header only."""
     headers = {"X-Kind": "refund", "X-Trace": "t-1"}
     rec = Recorder(tmp_path / "rec.db")
-    agent = _order_agent(rec, server.url, {}, headers, http=HttpOptions(("method", "uri", "header:X-Kind")))
+    agent = _order_agent(
+        rec, server.url, {}, headers, http=HttpOptions(("method", "uri", "header:X-Kind"))
+    )
     agent("s")
     run_id = rec.last_run_id
     rec.close()
@@ -433,7 +494,12 @@ def _internal_agent(rec: Recorder, base: str, port: int) -> Any:
 @pytest.mark.parametrize("host", ["127.0.0.1", "10.20.30.40"])
 @pytest.mark.parametrize("replay_key", ["another-key", None])
 def test_a_cassette_replays_on_another_machine_without_the_recording_key(
-        host: str, replay_key: str | None, tmp_path: Path, server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    host: str,
+    replay_key: str | None,
+    tmp_path: Path,
+    server: _Server,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Recorded with one redaction key, a cassette of a loopback or private-address service replays with another or none."""
     monkeypatch.setenv("REPLAY_REDACTION_KEY", "production-key")
     rec = Recorder(tmp_path / "rec.db")
@@ -453,7 +519,9 @@ def test_a_cassette_replays_on_another_machine_without_the_recording_key(
     assert result.output == out and result.diff.is_empty, str(result.diff)
 
 
-def test_with_the_same_key_a_changed_pseudonymised_value_is_not_answered(tmp_path: Path, server: _Server) -> None:
+def test_with_the_same_key_a_changed_pseudonymised_value_is_not_answered(
+    tmp_path: Path, server: _Server
+) -> None:
     """Replayed from its own store (same key), a request differing in a redacted value is unrecorded, not loosely matched."""
     rec = Recorder(tmp_path / "rec.db")
     who = {"email": "ann@example.com"}
@@ -479,7 +547,8 @@ def test_with_the_same_key_a_changed_pseudonymised_value_is_not_answered(tmp_pat
 # starts failing (XPASS) the moment that change is merged, so the marker is removed then.
 @pytest.mark.parametrize("host", ["127.0.0.1", "10.20.30.40"])
 def test_a_service_url_in_the_input_replays_without_the_recording_key(
-        host: str, tmp_path: Path, server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    host: str, tmp_path: Path, server: _Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An agent given a loopback or private-address service URL as input replays from a cassette with no shared key."""
     rec = Recorder(tmp_path / "rec.db")
 
@@ -500,7 +569,9 @@ def test_a_service_url_in_the_input_replays_without_the_recording_key(
     assert result.output == out and result.diff.is_empty, str(result.diff)
 
 
-def test_a_cassette_from_before_step_ids_replays_without_attempt_counts(tmp_path: Path, server: _Server) -> None:
+def test_a_cassette_from_before_step_ids_replays_without_attempt_counts(
+    tmp_path: Path, server: _Server
+) -> None:
     """HTTP interactions without step_id / match_on (an older cassette) replay on method + URL, with no attempt lines."""
     rec = Recorder(tmp_path / "rec.db")
     agent = _flaky_agent(rec, server.url, tries=5)

@@ -16,7 +16,6 @@ import pytest
 from vcr.errors import CannotOverwriteExistingCassetteException
 
 from replay import Recorder, replay_run
-from replay.errors import ReplayError, UnrecordedRequest
 from replay.cassette import (
     cassette_from_replay,
     cassette_from_store,
@@ -24,6 +23,7 @@ from replay.cassette import (
     load_cassette,
     write_cassette,
 )
+from replay.errors import ReplayError, UnrecordedRequest
 from replay.network import NetworkBlockedError
 from replay.store import Store
 
@@ -38,7 +38,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
         self.seen.append((self.path, self.headers.get("Authorization", ""), body))
-        out = json.dumps({"ticket": 42, "path": self.path, "echo": json.loads(body or "{}")}).encode()
+        out = json.dumps(
+            {"ticket": 42, "path": self.path, "echo": json.loads(body or "{}")}
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Set-Cookie", "session=raw-cookie-value")
@@ -78,7 +80,9 @@ def server() -> Iterator[_Server]:
 
 def _post(url: str, token: str, email: str) -> dict[str, Any]:
     req = urllib.request.Request(
-        url, data=json.dumps({"email": email, "note": "refund please"}).encode(), method="POST",
+        url,
+        data=json.dumps({"email": email, "note": "refund please"}).encode(),
+        method="POST",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=5) as resp:
@@ -108,7 +112,15 @@ def recorded(tmp_path: Path, server: _Server) -> Iterator[dict[str, Any]]:
     run_id = rec.last_run_id
     rec.flush()
     try:
-        yield {"db": db, "rec": rec, "agent": agent, "mode": mode, "run_id": run_id, "out": out, "server": server}
+        yield {
+            "db": db,
+            "rec": rec,
+            "agent": agent,
+            "mode": mode,
+            "run_id": run_id,
+            "out": out,
+            "server": server,
+        }
     finally:
         rec.close()
 
@@ -116,7 +128,9 @@ def recorded(tmp_path: Path, server: _Server) -> Iterator[dict[str, Any]]:
 def test_http_run_is_recorded_with_secrets_redacted(recorded: dict[str, Any]) -> None:
     """An http=True run stores its interactions as a $http snapshot, with the token, cookie and email redacted."""
     assert recorded["out"]["ticket"] == 42
-    assert _Handler.seen == [("/tickets", f"Bearer {TOKEN}", json.dumps({"email": EMAIL, "note": "refund please"}))]
+    assert _Handler.seen == [
+        ("/tickets", f"Bearer {TOKEN}", json.dumps({"email": EMAIL, "note": "refund please"}))
+    ]
     recorded["rec"].close()
     with Store(recorded["db"]) as store:
         run = store.get_run(recorded["run_id"])
@@ -133,15 +147,22 @@ def test_http_run_is_recorded_with_secrets_redacted(recorded: dict[str, Any]) ->
     raw = b"".join(p.read_bytes() for p in recorded["db"].parent.glob("rec.db*"))
     for secret in (TOKEN, EMAIL, "raw-cookie-value"):
         assert secret.encode() not in raw
-    assert http.client.HTTPConnection is REAL_HTTP_CONNECTION  # vcrpy's patches are gone after the run
+    assert (
+        http.client.HTTPConnection is REAL_HTTP_CONNECTION
+    )  # vcrpy's patches are gone after the run
 
 
-def test_cassette_carries_the_interactions_and_imports_them_back(recorded: dict[str, Any], tmp_path: Path) -> None:
+def test_cassette_carries_the_interactions_and_imports_them_back(
+    recorded: dict[str, Any], tmp_path: Path
+) -> None:
     """Export puts the interactions in Cassette.http; import stores them again under the same http_sha."""
     with Store(recorded["db"]) as store:
         cas = cassette_from_store(store, recorded["run_id"])
         sha = store.get_run(recorded["run_id"]).http_sha
-    assert len(cas.http) == 1 and cas.http[0]["request"]["headers"]["Authorization"] == "[REDACTED:secret]"
+    assert (
+        len(cas.http) == 1
+        and cas.http[0]["request"]["headers"]["Authorization"] == "[REDACTED:secret]"
+    )
     path = write_cassette(cas, tmp_path / "cassettes" / "x.json")
     assert TOKEN not in path.read_text() and EMAIL not in path.read_text()
     with Store(tmp_path / "other.db") as other:
@@ -157,11 +178,16 @@ def test_replay_answers_http_from_the_recording(recorded: dict[str, Any]) -> Non
     assert result.exception is None, result.exception
     assert result.output["ticket"] == 42 and result.output["path"] == "/tickets"
     assert result.diff.is_empty, str(result.diff)
-    assert cassette_from_replay(result).http == result.recording.http and len(result.recording.http) == 1
+    assert (
+        cassette_from_replay(result).http == result.recording.http
+        and len(result.recording.http) == 1
+    )
     assert http.client.HTTPConnection is REAL_HTTP_CONNECTION
 
 
-def test_replay_of_a_new_url_raises_unrecorded_request_naming_the_nearest(recorded: dict[str, Any]) -> None:
+def test_replay_of_a_new_url_raises_unrecorded_request_naming_the_nearest(
+    recorded: dict[str, Any],
+) -> None:
     """A request the recording has no answer for raises UnrecordedRequest naming it and the nearest recorded one."""
     recorded["server"].stop()
     recorded["mode"]["path"] = "/tickets/escalate"
@@ -170,7 +196,10 @@ def test_replay_of_a_new_url_raises_unrecorded_request_naming_the_nearest(record
     assert isinstance(exc, UnrecordedRequest) and isinstance(exc, ReplayError)
     assert not isinstance(exc, CannotOverwriteExistingCassetteException)
     message = str(exc)
-    assert message.startswith("unrecorded HTTP request POST http://") and "/tickets/escalate" in message
+    assert (
+        message.startswith("unrecorded HTTP request POST http://")
+        and "/tickets/escalate" in message
+    )
     assert "nearest recorded request: POST http://" in message and "/tickets (" in message
     assert "differs in uri" in message and "matched method" in message
     assert "record_mode" not in message and exc.failed == ["uri"]
@@ -178,8 +207,9 @@ def test_replay_of_a_new_url_raises_unrecorded_request_naming_the_nearest(record
     assert not result.diff.is_empty
 
 
-def test_cassette_replay_with_a_shared_key_matches_redacted_urls(tmp_path: Path, server: _Server,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cassette_replay_with_a_shared_key_matches_redacted_urls(
+    tmp_path: Path, server: _Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A cassette replayed from a file answers HTTP too when REPLAY_REDACTION_KEY keeps pseudonyms (the IP in the URL) equal."""
     monkeypatch.setenv("REPLAY_REDACTION_KEY", "shared-ci-secret")
     rec = Recorder(tmp_path / "rec.db")

@@ -18,18 +18,41 @@ from replay.store import Store  # noqa: E402
 T0 = 1_760_000_000_000
 
 
-def run(rid: str, *, calls: int, latency: int, reason: str = "completed", agent: str = "support",
-        tokens: tuple[int, int] = (100, 20), cost: float = 0.01, start: int = T0, replay_of: str | None = None) -> Run:
+def run(
+    rid: str,
+    *,
+    calls: int,
+    latency: int,
+    reason: str = "completed",
+    agent: str = "support",
+    tokens: tuple[int, int] = (100, 20),
+    cost: float = 0.01,
+    start: int = T0,
+    replay_of: str | None = None,
+) -> Run:
     return Run(
-        run_id=rid, agent=agent, started_ms=start, ended_ms=start + latency, stop_reason=reason, tool_calls=calls,
+        run_id=rid,
+        agent=agent,
+        started_ms=start,
+        ended_ms=start + latency,
+        stop_reason=reason,
+        tool_calls=calls,
         usage=Usage(tokens_in=tokens[0], tokens_out=tokens[1], cost_usd=cost, tool_calls=calls),
-        replay_of=replay_of, host="h",
+        replay_of=replay_of,
+        host="h",
     )
 
 
 def failed_tool(rid: str, step: int, error: str, ts: int = T0) -> Event:
-    return Event(run_id=rid, kind="tool_result", ts_ms=ts + step, step_id=step, tool="http.get",
-                 status="error", error=error)
+    return Event(
+        run_id=rid,
+        kind="tool_result",
+        ts_ms=ts + step,
+        step_id=step,
+        tool="http.get",
+        status="error",
+        error=error,
+    )
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -58,7 +81,10 @@ class TestExporter:
         """Each finished run adds one observation per histogram and to the stop, token and spend counters."""
         exp = PrometheusExporter()
         exp(run("r1", calls=4, latency=2000), [failed_tool("r1", 1, "HTTP429")])
-        exp(run("r2", calls=12, latency=8400, reason="loop_detected", cost=0.03), [failed_tool("r2", 1, "HTTP503")])
+        exp(
+            run("r2", calls=12, latency=8400, reason="loop_detected", cost=0.03),
+            [failed_tool("r2", 1, "HTTP503")],
+        )
         exp(run("r3", calls=1, latency=400, agent="billing"))
         s = samples(exp.exposition().decode())
         sup = (("agent", "support"),)
@@ -69,7 +95,9 @@ class TestExporter:
         assert s[("agent_run_latency_ms_bucket", (("agent", "support"), ("le", "2000.0")))] == 1
         assert s[("agent_run_latency_ms_bucket", (("agent", "support"), ("le", "10000.0")))] == 2
         assert s[("agent_stop_total", (("agent", "support"), ("stop_reason", "completed")))] == 1
-        assert s[("agent_stop_total", (("agent", "support"), ("stop_reason", "loop_detected")))] == 1
+        assert (
+            s[("agent_stop_total", (("agent", "support"), ("stop_reason", "loop_detected")))] == 1
+        )
         assert s[("agent_stop_total", (("agent", "billing"), ("stop_reason", "completed")))] == 1
         assert s[("agent_tokens_total", (("agent", "support"), ("direction", "in")))] == 200
         assert s[("agent_tokens_total", (("agent", "support"), ("direction", "out")))] == 40
@@ -80,7 +108,9 @@ class TestExporter:
     def test_unfinished_and_replayed_runs_are_not_counted(self):
         """Runs still running (no stop reason) and runs written by replay leave the metrics untouched."""
         exp = PrometheusExporter()
-        unfinished = run("r1", calls=3, latency=10).model_copy(update={"stop_reason": None, "ended_ms": None})
+        unfinished = run("r1", calls=3, latency=10).model_copy(
+            update={"stop_reason": None, "ended_ms": None}
+        )
         exp(unfinished)
         exp(run("r2", calls=3, latency=10, replay_of="r0"))
         assert "agent_tool_calls_count" not in exp.exposition().decode()
@@ -88,8 +118,15 @@ class TestExporter:
     def test_tokens_and_spend_fall_back_to_model_steps(self):
         """A run without usage totals gets its tokens and spend from its model_result steps."""
         exp = PrometheusExporter()
-        model = Event(run_id="r1", kind="model_result", ts_ms=T0, step_id=1, tool="llm", status="ok",
-                      usage=Usage(tokens_in=7, tokens_out=3, cost_usd=0.5))
+        model = Event(
+            run_id="r1",
+            kind="model_result",
+            ts_ms=T0,
+            step_id=1,
+            tool="llm",
+            status="ok",
+            usage=Usage(tokens_in=7, tokens_out=3, cost_usd=0.5),
+        )
         exp(run("r1", calls=0, latency=10, tokens=(0, 0), cost=0.0), [model])
         s = samples(exp.exposition().decode())
         assert s[("agent_tokens_total", (("agent", "support"), ("direction", "in")))] == 7
@@ -112,7 +149,11 @@ class TestExporter:
                 summed[le] = summed.get(le, 0) + s.value
         p95 = bucket_quantile(0.95, sorted(summed.items()))
         assert 5 < p95 <= 8  # the 7-call runs sit in the (5, 8] bucket
-        stop_labels = {tuple(sorted(s.labels)) for s in fams["agent_stop"].samples if s.name == "agent_stop_total"}
+        stop_labels = {
+            tuple(sorted(s.labels))
+            for s in fams["agent_stop"].samples
+            if s.name == "agent_stop_total"
+        }
         assert stop_labels == {("agent", "stop_reason")}
 
     def test_mounts_in_a_given_registry(self):
@@ -123,7 +164,10 @@ class TestExporter:
         exp = PrometheusExporter(registry=reg)
         exp(run("r1", calls=2, latency=100))
         text = prometheus_client.generate_latest(reg).decode()
-        assert "app_requests_total 1.0" in text and 'agent_tool_calls_count{agent="support"} 1.0' in text
+        assert (
+            "app_requests_total 1.0" in text
+            and 'agent_tool_calls_count{agent="support"} 1.0' in text
+        )
 
     def test_missing_prometheus_client_names_the_extra(self, monkeypatch):
         """Without prometheus-client the error says to install agent-replay[metrics]."""
@@ -140,7 +184,11 @@ class TestServe:
         server, thread = exp.serve(0, "127.0.0.1")
         try:
             port = server.server_address[1]
-            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            body = (
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10)
+                .read()
+                .decode()
+            )
         finally:
             server.shutdown()
             server.server_close()
@@ -162,7 +210,9 @@ class TestStore:
         exp = PrometheusExporter()
         assert exp.observe_store(store, T0) == 2
         assert exp.observe_store(store, T0) == 0
-        store.write_batch(runs=[run("r_c", calls=1, latency=50, start=T0 + 2)], events=[], snapshots=[])
+        store.write_batch(
+            runs=[run("r_c", calls=1, latency=50, start=T0 + 2)], events=[], snapshots=[]
+        )
         assert exp.observe_store(store, T0) == 1
         s = samples(exp.exposition().decode())
         assert s[("agent_tool_calls_count", (("agent", "support"),))] == 3
@@ -172,7 +222,9 @@ class TestStore:
         """serve_store serves the store's runs on 127.0.0.1 and returns once its stop event is set."""
         path = str(tmp_path / "replay.db")
         store = Store(path)
-        store.write_batch(runs=[run("r_a", calls=3, latency=100, reason="tool_timeout")], events=[], snapshots=[])
+        store.write_batch(
+            runs=[run("r_a", calls=3, latency=100, reason="tool_timeout")], events=[], snapshots=[]
+        )
         stop = threading.Event()
         bound: list[int] = []
         ready = threading.Event()
@@ -182,13 +234,19 @@ class TestStore:
             ready.set()
 
         def target():  # the store is opened in the serving thread, as `replay metrics` does
-            serve_store(Store(path), port=0, host="127.0.0.1", interval_s=0.05, stop=stop, on_ready=on_ready)
+            serve_store(
+                Store(path), port=0, host="127.0.0.1", interval_s=0.05, stop=stop, on_ready=on_ready
+            )
 
         t = threading.Thread(target=target)
         t.start()
         try:
             assert ready.wait(10)
-            body = urllib.request.urlopen(f"http://127.0.0.1:{bound[0]}/metrics", timeout=10).read().decode()
+            body = (
+                urllib.request.urlopen(f"http://127.0.0.1:{bound[0]}/metrics", timeout=10)
+                .read()
+                .decode()
+            )
         finally:
             stop.set()
             t.join(timeout=10)
@@ -255,23 +313,36 @@ class TestRestart:
         now = int(time.time() * 1000)
         store = Store(db)
         # Runs of last week and of the last minutes: a restart must resume from all of them.
-        store.write_batch(runs=[run(f"r_old{i}", calls=2, latency=100, start=now - 7 * 86_400_000 + i) for i in range(20)]
-                          + [run(f"r_new{i}", calls=2, latency=100, start=now - 60_000 + i) for i in range(10)],
-                          events=[], snapshots=[])
+        store.write_batch(
+            runs=[
+                run(f"r_old{i}", calls=2, latency=100, start=now - 7 * 86_400_000 + i)
+                for i in range(20)
+            ]
+            + [run(f"r_new{i}", calls=2, latency=100, start=now - 60_000 + i) for i in range(10)],
+            events=[],
+            snapshots=[],
+        )
 
         def start_and_scrape() -> float:  # one start of the server, one scrape
             res = CliRunner().invoke(metrics, ["--db", db, "--once", "--json"])
             assert res.exit_code == 0, res.output
             for fam in json.loads(res.output)["metrics"]:
                 for smp in fam["samples"]:
-                    if smp["name"] == "agent_stop_total" and smp["labels"]["stop_reason"] == "completed":
+                    if (
+                        smp["name"] == "agent_stop_total"
+                        and smp["labels"]["stop_reason"] == "completed"
+                    ):
                         return smp["value"]
             raise AssertionError(res.output)
 
         scrapes = [start_and_scrape()]
-        store.write_batch(runs=[run("r_after1", calls=2, latency=100, start=now + 1)], events=[], snapshots=[])
+        store.write_batch(
+            runs=[run("r_after1", calls=2, latency=100, start=now + 1)], events=[], snapshots=[]
+        )
         scrapes.append(start_and_scrape())
-        store.write_batch(runs=[run("r_after2", calls=2, latency=100, start=now + 2)], events=[], snapshots=[])
+        store.write_batch(
+            runs=[run("r_after2", calls=2, latency=100, start=now + 2)], events=[], snapshots=[]
+        )
         scrapes.append(start_and_scrape())
         assert scrapes == [30, 31, 32]
         assert prometheus_increase(scrapes) == 2  # the two runs that finished between the restarts

@@ -56,12 +56,20 @@ def _setup(tmp_path: Path) -> Path:
     return tmp_path / "r.db"
 
 
-def _run(tmp_path: Path, script: str, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+def _run(
+    tmp_path: Path, script: str, *args: str, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "script.py"
     path.write_text(textwrap.dedent(script))
     full_env = {**os.environ, "REPLAY_DB": str(tmp_path / "r.db"), **env}
-    return subprocess.run([sys.executable, str(path), *args], cwd=tmp_path, env=full_env, timeout=timeout,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(path), *args],
+        cwd=tmp_path,
+        env=full_env,
+        timeout=timeout,
+        capture_output=True,
+        text=True,
+    )
 
 
 def _counts(db: Path) -> tuple[dict[str, int], int]:
@@ -109,8 +117,16 @@ if __name__ == "__main__":
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "method,how",
-    [("fork", "with"), ("fork", "close"), ("spawn", "with"), ("spawn", "close"), ("fork", "executor"),
-     ("spawn", "executor"), ("fork", "process"), ("spawn", "process")],
+    [
+        ("fork", "with"),
+        ("fork", "close"),
+        ("spawn", "with"),
+        ("spawn", "close"),
+        ("fork", "executor"),
+        ("spawn", "executor"),
+        ("fork", "process"),
+        ("spawn", "process"),
+    ],
 )
 def test_worker_pools_store_every_run_without_flush(tmp_path: Path, method: str, how: str) -> None:
     """Runs recorded in pool workers are all stored, however the pool ends, with no flush() in user code."""
@@ -186,8 +202,14 @@ def test_sigterm_flushes_the_queue_and_ends_open_runs_killed(tmp_path: Path, pre
     db = _setup(tmp_path)
     (tmp_path / "script.py").write_text(SIGTERM_SCRIPT)
     env = {**os.environ, "REPLAY_DB": str(db), "FLUSH": "30"}
-    p = subprocess.Popen([sys.executable, "script.py", previous], cwd=tmp_path, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "script.py", previous],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert p.stdout is not None
     assert p.stdout.readline().strip() == "ready"
     p.send_signal(signal.SIGTERM)
@@ -278,7 +300,9 @@ def test_sigkill_at_random_points_loses_at_most_the_last_window(tmp_path: Path) 
         log = tmp_path / "ended.log"
         log.unlink(missing_ok=True)
         env = {**os.environ, "REPLAY_DB": str(db)}
-        p = subprocess.Popen([sys.executable, "script.py"], cwd=tmp_path, env=env, stdout=subprocess.PIPE)
+        p = subprocess.Popen(
+            [sys.executable, "script.py"], cwd=tmp_path, env=env, stdout=subprocess.PIPE
+        )
         assert p.stdout is not None
         assert p.stdout.readline().strip() == b"go"
         time.sleep(rng.uniform(0.05, 0.6))
@@ -345,7 +369,10 @@ def test_a_dead_process_run_shows_killed_inferred_and_counts_in_stats(tmp_path: 
     registry = CollectorRegistry()
     with Store(db) as s:
         assert PrometheusExporter(registry).observe_store(s) == 2
-    assert registry.get_sample_value("agent_stop_total", {"agent": "doomed", "stop_reason": "killed"}) == 1
+    assert (
+        registry.get_sample_value("agent_stop_total", {"agent": "doomed", "stop_reason": "killed"})
+        == 1
+    )
 
 
 def _hold_lock(db: Path, seconds: float, exclusive: bool = False) -> threading.Thread:
@@ -610,4 +637,3 @@ def test_spool_files_are_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     holder.join()
     rec.close()
     assert _counts(db)[0] == {"completed": 3}
-

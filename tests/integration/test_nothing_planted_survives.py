@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from replay import Recorder
 from replay.cassette import cassette_from_store, dump_cassette
 from replay.store import Store
-
 from tests.strategies import json_with_planted, planted_values
 
 
@@ -71,7 +70,11 @@ def _record(db: Path, payloads: list[Any], store_args: str) -> None:
     rec._writer.close()  # leave the -wal as it is (no checkpoint through our reads)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(
     st.lists(json_with_planted(min_plants=3, max_plants=6), min_size=5, max_size=5),
     st.lists(planted_values(keyed=False), min_size=3, max_size=6),
@@ -82,7 +85,9 @@ def test_no_planted_value_reaches_the_store_or_the_logs(
 ) -> None:
     """Across input, args, outputs, error messages and nested tools, no planted value is in the file, -wal or logs."""
     payloads = [value for value, _ in plants]
-    payloads[3] = "upstream said: " + " ; ".join(p.text for p in in_message)  # inside an exception message
+    payloads[3] = "upstream said: " + " ; ".join(
+        p.text for p in in_message
+    )  # inside an exception message
     planted = [s for i, (_, secrets) in enumerate(plants) if i != 3 for s in secrets]
     planted += [p.secret for p in in_message]
     handler = _Lines()
@@ -117,11 +122,14 @@ import json as _json  # noqa: E402
 import random as _random  # noqa: E402
 import threading as _threading  # noqa: E402
 import urllib.request as _urlreq  # noqa: E402
-from urllib.parse import parse_qs as _parse_qs, quote as _quote, quote_plus as _quote_plus  # noqa: E402
-from urllib.parse import urlencode as _urlencode, urlsplit as _urlsplit  # noqa: E402
 import warnings as _warnings  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from urllib.parse import parse_qs as _parse_qs  # noqa: E402
+from urllib.parse import quote as _quote
+from urllib.parse import quote_plus as _quote_plus
+from urllib.parse import urlencode as _urlencode  # noqa: E402
+from urllib.parse import urlsplit as _urlsplit
 
 import pytest  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
@@ -141,8 +149,15 @@ class _Echo(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
         query = _parse_qs(_urlsplit(self.path).query)  # echoed decoded, as JSON, like an API would
-        out = _json.dumps({"query": query, "headers": dict(self.headers), "body": body,
-                           "access_token": self.token, "refresh_token": self.token[::-1]}).encode()
+        out = _json.dumps(
+            {
+                "query": query,
+                "headers": dict(self.headers),
+                "body": body,
+                "access_token": self.token,
+                "refresh_token": self.token[::-1],
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Set-Cookie", f"session={self.token}")
@@ -194,7 +209,11 @@ class _Channels:
         used = {id(p) for p in self.labels}
         rest = texts + [p for p in others if id(p) not in used]
         third = len(rest) // 3
-        self.input, self.args, self.output = rest[:third], rest[third : 2 * third], rest[2 * third :]
+        self.input, self.args, self.output = (
+            rest[:third],
+            rest[third : 2 * third],
+            rest[2 * third :],
+        )
 
 
 def _label_dict(ps: list[Planted]) -> dict[str, str]:
@@ -213,7 +232,9 @@ def _record_every_channel(db: Path, runs: list[_Channels], url: str, token: str)
 
         @rec.tool("ledger.write")
         def ledger(x: Any, _ch: _Channels = ch) -> Any:
-            raise KeyError("lookup failed", {"detail": _ch.exc_args[0].text, "password": _ch.exc_args[1].text})
+            raise KeyError(
+                "lookup failed", {"detail": _ch.exc_args[0].text, "password": _ch.exc_args[1].text}
+            )
 
         @rec.tool("odd.value")
         def odd(x: Any, _ch: _Channels = ch) -> Any:
@@ -222,16 +243,31 @@ def _record_every_channel(db: Path, runs: list[_Channels], url: str, token: str)
 
         def http_calls(_ch: _Channels = ch) -> None:
             q = "&".join(f"note{i}={_quote(p.text, safe='')}" for i, p in enumerate(_ch.url))
-            headers = {"X-Session": _ch.headers[0].text, "X-Api-Key": _ch.headers[1].text,
-                       "Cookie": f"sid={_ch.headers[2].text}", "Content-Type": "application/json"}
-            body = {"password": _ch.json_body[0].text, "access_token": _ch.json_body[1].text,
-                    "note": _ch.json_body[2].text}
-            req = _urlreq.Request(f"{url}/echo?api_key={token}&{q}", data=_json.dumps(body).encode(),
-                                  headers=headers, method="POST")
+            headers = {
+                "X-Session": _ch.headers[0].text,
+                "X-Api-Key": _ch.headers[1].text,
+                "Cookie": f"sid={_ch.headers[2].text}",
+                "Content-Type": "application/json",
+            }
+            body = {
+                "password": _ch.json_body[0].text,
+                "access_token": _ch.json_body[1].text,
+                "note": _ch.json_body[2].text,
+            }
+            req = _urlreq.Request(
+                f"{url}/echo?api_key={token}&{q}",
+                data=_json.dumps(body).encode(),
+                headers=headers,
+                method="POST",
+            )
             _urlreq.urlopen(req, timeout=10).read()
             form = _urlencode({"password": _ch.form_body[0].text, "note": _ch.form_body[1].text})
-            req = _urlreq.Request(f"{url}/form", data=form.encode(), method="POST",
-                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+            req = _urlreq.Request(
+                f"{url}/form",
+                data=form.encode(),
+                method="POST",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
             _urlreq.urlopen(req, timeout=10).read()
 
         with rec.run(
@@ -262,7 +298,9 @@ def test_no_planted_value_reaches_any_channel(tmp_path: Path, echo_server: str) 
     rng = _random.Random(20261129)
     planted = plants(rng, RUNS * PER_RUN)
     runs = [_Channels(planted[i * PER_RUN : (i + 1) * PER_RUN]) for i in range(RUNS)]
-    _Echo.token = "srv" + "".join(rng.choice("abcdefghijkmnopqrstuvwxyz23456789") for _ in range(20))
+    _Echo.token = "srv" + "".join(
+        rng.choice("abcdefghijkmnopqrstuvwxyz23456789") for _ in range(20)
+    )
     api_key = "qk" + "".join(rng.choice("abcdefghijkmnopqrstuvwxyz23456789") for _ in range(20))
     db = tmp_path / "replay.db"
 
@@ -281,12 +319,20 @@ def test_no_planted_value_reaches_any_channel(tmp_path: Path, echo_server: str) 
             lg.removeHandler(handler)
             lg.setLevel(lvl)
 
-    blobs = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and not p.name.endswith(".key")}
+    blobs = {
+        p.name: p.read_bytes()
+        for p in tmp_path.iterdir()
+        if p.is_file() and not p.name.endswith(".key")
+    }
     assert "replay.db-wal" in blobs or "replay.db" in blobs
     with Store(db) as s:
         assert len(s.runs()) == RUNS
-        blobs["cassettes"] = "".join(dump_cassette(cassette_from_store(s, rid)) for rid in ids).encode()
-        stored = s.db.execute("SELECT count(*) FROM snapshots WHERE type_name = '$http'").fetchone()[0]
+        blobs["cassettes"] = "".join(
+            dump_cassette(cassette_from_store(s, rid)) for rid in ids
+        ).encode()
+        stored = s.db.execute(
+            "SELECT count(*) FROM snapshots WHERE type_name = '$http'"
+        ).fetchone()[0]
     assert stored == RUNS  # the HTTP channel was recorded, not skipped
     assert len(handler.lines) >= RUNS * 6
     assert any("odd.value" in str(w.message) for w in caught)
@@ -305,10 +351,23 @@ def test_no_planted_value_reaches_any_channel(tmp_path: Path, echo_server: str) 
     needles |= {f(n, safe="") for n in needles for f in (_quote, _quote_plus)}
     assert len(planted) >= 500 and len(needles) >= 500
     survived = sorted(
-        (name, next((p.kind for p in planted if n in p.needles or n in {_quote(x, safe="") for x in p.needles}
-                     or n in {_quote_plus(x, safe="") for x in p.needles}), "server"))
+        (
+            name,
+            next(
+                (
+                    p.kind
+                    for p in planted
+                    if n in p.needles
+                    or n in {_quote(x, safe="") for x in p.needles}
+                    or n in {_quote_plus(x, safe="") for x in p.needles}
+                ),
+                "server",
+            ),
+        )
         for n in needles
         for name, blob in blobs.items()
         if n.encode() in blob
     )
-    assert survived == [], f"{len(survived)} planted values survived (channel, kind): {survived[:20]}"
+    assert survived == [], (
+        f"{len(survived)} planted values survived (channel, kind): {survived[:20]}"
+    )

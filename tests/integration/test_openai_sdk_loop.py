@@ -27,15 +27,34 @@ from replay.cassette import cassette_from_store, write_cassette
 from replay.store import Store
 
 TOOLS = [
-    {"type": "function", "function": {"name": "get_order", "description": "Look an order up.",
-                                      "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}}}},
-    {"type": "function", "function": {"name": "status_page", "description": "Read the status page.",
-                                      "parameters": {"type": "object", "properties": {"code": {"type": "integer"}}}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_order",
+            "description": "Look an order up.",
+            "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "status_page",
+            "description": "Read the status page.",
+            "parameters": {"type": "object", "properties": {"code": {"type": "integer"}}},
+        },
+    },
 ]
-ANTHROPIC_TOOLS = [{"name": "get_order", "description": "Look an order up.",
-                    "input_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}}}]
+ANTHROPIC_TOOLS = [
+    {
+        "name": "get_order",
+        "description": "Look an order up.",
+        "input_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+    }
+]
 
-SYNC_TICKETS = [f"Where is my order A-{1000 + i}?" for i in range(6)] + ["Orders A-2001 and A-2002 both late"]
+SYNC_TICKETS = [f"Where is my order A-{1000 + i}?" for i in range(6)] + [
+    "Orders A-2001 and A-2002 both late"
+]
 ASYNC_TICKETS = ["Async: where is A-3001?", "Async: A-3002 and A-3003 please"]
 FAILING_TICKET = "Nothing loads, check the status page"
 ANTHROPIC_TICKETS = ["Where is A-4001?", "A-4002 and A-4003 are missing"]
@@ -53,17 +72,25 @@ class Agents:
 
         @rec.model("openai.chat")
         def chat(messages: list, tools: list) -> Any:
-            return self.client.chat.completions.create(model="local", messages=messages, tools=tools)
+            return self.client.chat.completions.create(
+                model="local", messages=messages, tools=tools
+            )
 
         @rec.model("openai.chat")
         async def achat(messages: list, tools: list) -> Any:
             # One client per call: each recorded run has its own event loop (asyncio.run).
-            async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="test-key", max_retries=0) as client:
-                return await client.chat.completions.create(model="local", messages=messages, tools=tools)
+            async with openai.AsyncOpenAI(
+                base_url=f"{url}/v1", api_key="test-key", max_retries=0
+            ) as client:
+                return await client.chat.completions.create(
+                    model="local", messages=messages, tools=tools
+                )
 
         @rec.model("anthropic.messages")
         def claude(messages: list, tools: list) -> Any:
-            return self.anthropic.messages.create(model="local", max_tokens=200, messages=messages, tools=tools)
+            return self.anthropic.messages.create(
+                model="local", max_tokens=200, messages=messages, tools=tools
+            )
 
         @rec.tool("get_order")
         def get_order(order_id: str) -> dict:
@@ -89,15 +116,22 @@ class Agents:
                 except httpx.HTTPStatusError as exc:
                     if exc.response.status_code not in (429, 503):
                         raise
-                    if self.fixed:  # the fix: a 503 is an answer to report, not a reason to retry and crash
-                        return {"unavailable": exc.response.status_code,
-                                "retry_after": exc.response.headers.get("retry-after")}
+                    if (
+                        self.fixed
+                    ):  # the fix: a 503 is an answer to report, not a reason to retry and crash
+                        return {
+                            "unavailable": exc.response.status_code,
+                            "retry_after": exc.response.headers.get("retry-after"),
+                        }
                     if attempt == 1:
                         raise
             raise AssertionError("unreachable")
 
         def system() -> dict:
-            return {"role": "system", "content": f"Today is {dt.date.today().isoformat()}. Be brief."}
+            return {
+                "role": "system",
+                "content": f"Today is {dt.date.today().isoformat()}. Be brief.",
+            }
 
         @rec.agent("openai-support")
         def handle(ticket: str) -> str:
@@ -112,7 +146,9 @@ class Agents:
                     result = run_tool(call.function.name, json.loads(call.function.arguments))
                     if isinstance(result, dict) and "unavailable" in result:
                         return f"Service unavailable, retry after {result['retry_after']}s"
-                    messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)})
+                    messages.append(
+                        {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
+                    )
             return "gave up"
 
         @rec.agent("openai-support-async")
@@ -126,10 +162,13 @@ class Agents:
                 if not msg.tool_calls:
                     return msg.content or ""
                 messages.append(msg)
-                results = await asyncio.gather(*(aget_order(**json.loads(c.function.arguments))
-                                                 for c in msg.tool_calls))
+                results = await asyncio.gather(
+                    *(aget_order(**json.loads(c.function.arguments)) for c in msg.tool_calls)
+                )
                 for call, result in zip(msg.tool_calls, results):
-                    messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)})
+                    messages.append(
+                        {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
+                    )
             return "gave up"
 
         @rec.agent("anthropic-support")
@@ -141,9 +180,19 @@ class Agents:
                 if not uses:
                     return "".join(b.text for b in resp.content if b.type == "text")
                 messages.append({"role": "assistant", "content": resp.content})
-                messages.append({"role": "user", "content": [
-                    {"type": "tool_result", "tool_use_id": u.id, "content": json.dumps(get_order(**u.input))}
-                    for u in uses]})
+                messages.append(
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "tool_result",
+                                "tool_use_id": u.id,
+                                "content": json.dumps(get_order(**u.input)),
+                            }
+                            for u in uses
+                        ],
+                    }
+                )
             return "gave up"
 
         self.handle, self.ahandle, self.handle_claude = handle, ahandle, handle_claude
@@ -206,11 +255,17 @@ def test_recording_covers_the_loop(recorded: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("source", ["store", "cassette"])
-def test_every_unchanged_run_replays_identically(recorded: dict[str, Any], offline: Agents, source: str) -> None:
+def test_every_unchanged_run_replays_identically(
+    recorded: dict[str, Any], offline: Agents, source: str
+) -> None:
     """Offline, with no shared key, every recorded run replays with an empty diff and the same answer."""
     runs = recorded["runs"]
-    agent_for = {"sync": offline.handle, "failing": offline.handle, "async": offline.ahandle,
-                 "anthropic": offline.handle_claude}
+    agent_for = {
+        "sync": offline.handle,
+        "failing": offline.handle,
+        "async": offline.ahandle,
+        "anthropic": offline.handle_claude,
+    }
     for kind, ids in runs.items():
         for rid in ids:
             src = str(recorded["cassettes"] / f"{rid}.json") if source == "cassette" else rid

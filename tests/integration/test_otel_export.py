@@ -46,7 +46,10 @@ def make_agent(rec: Recorder) -> Any:
 
     @rec.model("openai.chat")
     def llm(messages: list) -> dict:
-        return {"choices": [{"message": {"content": "ok"}}], "usage": {"prompt_tokens": 120, "completion_tokens": 8}}
+        return {
+            "choices": [{"message": {"content": "ok"}}],
+            "usage": {"prompt_tokens": 120, "completion_tokens": 8},
+        }
 
     @rec.tool("crm.lookup")
     def lookup(email: str, api_key: str) -> dict:
@@ -73,7 +76,9 @@ def make_agent(rec: Recorder) -> Any:
     return handle
 
 
-def record_one(tmp_path: Path, exporter: OtelExporter | None = None, **kw: Any) -> tuple[Recorder, str]:
+def record_one(
+    tmp_path: Path, exporter: OtelExporter | None = None, **kw: Any
+) -> tuple[Recorder, str]:
     rec = Recorder(str(tmp_path / "r.db"), **kw)
     if exporter is not None:
         rec.add_listener(exporter)
@@ -160,8 +165,11 @@ class TestSpans:
         rec.close()
         spans = mem.get_finished_spans()
         assert [s.name for s in spans] == [
-            "invoke_agent support-agent", "chat gpt-4o", "execute_tool crm.lookup",
-            "execute_tool email.send", "execute_tool email.send",
+            "invoke_agent support-agent",
+            "chat gpt-4o",
+            "execute_tool crm.lookup",
+            "execute_tool email.send",
+            "execute_tool email.send",
         ]
         root = spans[0]
         assert root.parent is None and root.kind == SpanKind.INTERNAL
@@ -169,7 +177,10 @@ class TestSpans:
         assert all(s.parent.span_id == root.context.span_id for s in spans[1:])
         assert spans[1].kind == SpanKind.CLIENT
         a = attrs(root)
-        assert a["gen_ai.operation.name"] == "invoke_agent" and a["gen_ai.agent.name"] == "support-agent"
+        assert (
+            a["gen_ai.operation.name"] == "invoke_agent"
+            and a["gen_ai.agent.name"] == "support-agent"
+        )
         assert a["replay.run_id"] == rid and a["replay.stop_reason"] == "completed"
         assert a["gen_ai.response.finish_reasons"] == ("completed",)
         assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (120, 8)
@@ -191,10 +202,15 @@ class TestSpans:
             a = attrs(s)
             assert (a["replay.args_sha"], a.get("replay.output_sha")) == (e.args_sha, e.output_sha)
             assert a["replay.step_id"] == e.step_id
-            assert s.end_time == e.ts_ms * 10**6 and s.start_time == (e.ts_ms - e.duration_ms) * 10**6
+            assert (
+                s.end_time == e.ts_ms * 10**6 and s.start_time == (e.ts_ms - e.duration_ms) * 10**6
+            )
             assert s.context.span_id == span_id_for(rid, e.step_id)
         lookup = attrs(spans[2])
-        assert lookup["gen_ai.operation.name"] == "execute_tool" and lookup["gen_ai.tool.name"] == "crm.lookup"
+        assert (
+            lookup["gen_ai.operation.name"] == "execute_tool"
+            and lookup["gen_ai.tool.name"] == "crm.lookup"
+        )
         chat = attrs(spans[1])
         assert chat["gen_ai.operation.name"] == "chat" and chat["gen_ai.request.model"] == "gpt-4o"
         assert (chat["gen_ai.usage.input_tokens"], chat["gen_ai.usage.output_tokens"]) == (120, 8)
@@ -218,7 +234,10 @@ class TestSpans:
             fragile()
         rec.close()
         root, step = mem.get_finished_spans()
-        assert step.status.status_code == StatusCode.ERROR and attrs(step)["error.type"] == "ConnectionError"
+        assert (
+            step.status.status_code == StatusCode.ERROR
+            and attrs(step)["error.type"] == "ConnectionError"
+        )
         assert root.status.status_code == StatusCode.ERROR
         assert attrs(root)["error.type"] == "error" and attrs(root)["replay.stop_reason"] == "error"
 
@@ -242,7 +261,9 @@ class TestSpans:
 
         nested()
         rec.close()
-        root, outer, inner = sorted(mem.get_finished_spans(), key=lambda s: s.attributes.get("replay.step_id", 0))
+        root, outer, inner = sorted(
+            mem.get_finished_spans(), key=lambda s: s.attributes.get("replay.step_id", 0)
+        )
         assert (outer.name, inner.name) == ("execute_tool kb.search", "execute_tool kb.fetch")
         assert outer.parent.span_id == root.context.span_id
         assert inner.parent.span_id == outer.context.span_id
@@ -251,16 +272,26 @@ class TestSpans:
         with Store(tmp_path / "other.db") as st:
             (rid,) = import_otlp(st, trace).added
             assert [(e.step_id, e.tool, e.parent_step_id) for e in st.events(rid) if e.step_id] == [
-                (1, "kb.search", None), (2, "kb.fetch", 1)]
+                (1, "kb.search", None),
+                (2, "kb.fetch", 1),
+            ]
 
     def test_hashes_only_by_default_no_values(self, tmp_path: Path) -> None:
         """Without include_content no span carries an input, output, argument or result value."""
         mem = InMemorySpanExporter()
-        rec, _ = record_one(tmp_path, OtelExporter(span_exporter=mem, batch=False, metrics=False),
-                            store_args="redacted")
+        rec, _ = record_one(
+            tmp_path,
+            OtelExporter(span_exporter=mem, batch=False, metrics=False),
+            store_args="redacted",
+        )
         rec.close()
         keys = {k for s in mem.get_finished_spans() for k in s.attributes}
-        assert not keys & {"replay.input", "replay.output", "gen_ai.tool.call.arguments", "gen_ai.tool.call.result"}
+        assert not keys & {
+            "replay.input",
+            "replay.output",
+            "gen_ai.tool.call.arguments",
+            "gen_ai.tool.call.result",
+        }
 
     def test_replayed_runs_are_not_exported(self, tmp_path: Path) -> None:
         """A run written by replay (replay_of set) is left out, as the Prometheus exporter does."""
@@ -284,7 +315,9 @@ class TestSpans:
         for _ in range(2):
             mem = InMemorySpanExporter()
             with Store(tmp_path / "r.db") as st:
-                OtelExporter(span_exporter=mem, batch=False, metrics=False).export_store(st, run_ids=[rid])
+                OtelExporter(span_exporter=mem, batch=False, metrics=False).export_store(
+                    st, run_ids=[rid]
+                )
             ids.append([(s.context.trace_id, s.context.span_id) for s in mem.get_finished_spans()])
         assert ids[0] == ids[1] and len(set(ids[0])) == 5
 
@@ -293,16 +326,27 @@ class TestMetrics:
     def test_stop_counter_and_duration_histogram(self, tmp_path: Path) -> None:
         """agent_stop_total counts runs by stop reason; agent_run_duration records seconds."""
         reader = InMemoryMetricReader()
-        exp = OtelExporter(span_exporter=InMemorySpanExporter(), batch=False,
-                           meter_provider=MeterProvider(metric_readers=[reader]))
+        exp = OtelExporter(
+            span_exporter=InMemorySpanExporter(),
+            batch=False,
+            meter_provider=MeterProvider(metric_readers=[reader]),
+        )
         rec, rid = record_one(tmp_path, exp)
         rec.close()
         with Store(tmp_path / "r.db") as st:
             latency_s = st.get_run(rid).latency_ms / 1000
         data = json.loads(reader.get_metrics_data().to_json())
-        metrics = {m["name"]: m for rm in data["resource_metrics"] for sm in rm["scope_metrics"] for m in sm["metrics"]}
+        metrics = {
+            m["name"]: m
+            for rm in data["resource_metrics"]
+            for sm in rm["scope_metrics"]
+            for m in sm["metrics"]
+        }
         (point,) = metrics["agent_stop_total"]["data"]["data_points"]
-        assert point["attributes"] == {"agent": "support-agent", "stop_reason": "completed"} and point["value"] == 1
+        assert (
+            point["attributes"] == {"agent": "support-agent", "stop_reason": "completed"}
+            and point["value"] == 1
+        )
         hist = metrics["agent_run_duration"]
         assert hist["unit"] == "s"
         (hp,) = hist["data"]["data_points"]
@@ -323,10 +367,15 @@ class TestOtlpHttp:
         assert exp.flush(10)
         exp.shutdown()
         spans = receiver.spans()
-        assert sorted(s.name for s in spans) == sorted([
-            "invoke_agent support-agent", "chat gpt-4o", "execute_tool crm.lookup",
-            "execute_tool email.send", "execute_tool email.send",
-        ])
+        assert sorted(s.name for s in spans) == sorted(
+            [
+                "invoke_agent support-agent",
+                "chat gpt-4o",
+                "execute_tool crm.lookup",
+                "execute_tool email.send",
+                "execute_tool email.send",
+            ]
+        )
         assert {int.from_bytes(s.trace_id, "big") for s in spans} == {trace_id_for(rid)}
         raw = b"".join(receiver.bodies)
         assert EMAIL.encode() not in raw and API_KEY.encode() not in raw
@@ -334,7 +383,9 @@ class TestOtlpHttp:
         assert set(receiver.paths) == {"/v1/traces"}
         assert (exp.sent, exp.exported, exp.failed) == (5, 5, 0)
 
-    def test_metrics_go_to_the_same_collector_over_otlp(self, tmp_path: Path, receiver: Receiver) -> None:
+    def test_metrics_go_to_the_same_collector_over_otlp(
+        self, tmp_path: Path, receiver: Receiver
+    ) -> None:
         """With metrics on (the default), shutdown pushes agent_stop_total and agent_run_duration to /v1/metrics."""
         exp = OtelExporter(receiver.url)
         rec, _ = record_one(tmp_path, exp)
@@ -345,7 +396,9 @@ class TestOtlpHttp:
         for body in receiver.metric_bodies:
             req = ExportMetricsServiceRequest()
             req.ParseFromString(body)
-            names |= {m.name for rm in req.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+            names |= {
+                m.name for rm in req.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+            }
         assert {"agent_stop_total", "agent_run_duration"} <= names
 
     def test_a_collector_that_is_down_never_breaks_recording_and_a_backfill_sends_the_runs(
@@ -369,14 +422,25 @@ class TestOtlpHttp:
         finally:
             down.close()
         res = CliRunner().invoke(
-            cli, ["otel-export", "--since", "1h", "--db", str(tmp_path / "r.db"), "--endpoint", receiver.url],
+            cli,
+            [
+                "otel-export",
+                "--since",
+                "1h",
+                "--db",
+                str(tmp_path / "r.db"),
+                "--endpoint",
+                receiver.url,
+            ],
             catch_exceptions=False,
         )
         assert res.exit_code == 0, res.output
         assert res.output.strip() == f"sent 2 run(s) (10 spans) to {receiver.url}"
         assert trace_id_for(rid) in {int.from_bytes(s.trace_id, "big") for s in receiver.spans()}
 
-    def test_a_run_spooled_while_the_store_is_locked_is_counted_and_backfilled(self, tmp_path: Path) -> None:
+    def test_a_run_spooled_while_the_store_is_locked_is_counted_and_backfilled(
+        self, tmp_path: Path
+    ) -> None:
         """A run the writer spools (store locked) is not half-exported: counted failed, then sent from the store."""
         db = tmp_path / "r.db"
         Store(db).close()
@@ -408,7 +472,9 @@ class TestOtlpHttp:
             assert exp.export_store(st, since_ms=0) == 1
         assert len(mem.get_finished_spans()) == 5
 
-    def test_a_process_that_exits_without_shutdown_still_sends_its_runs(self, tmp_path: Path, receiver: Receiver) -> None:
+    def test_a_process_that_exits_without_shutdown_still_sends_its_runs(
+        self, tmp_path: Path, receiver: Receiver
+    ) -> None:
         """At exit the recorder's last runs reach the listener first, then the queued spans are sent."""
         script = tmp_path / "agent_exits.py"
         script.write_text(
@@ -423,10 +489,14 @@ class TestOtlpHttp:
             "    search('q')\n"
             "# no rec.close(), no exporter.shutdown(): the process just ends\n"
         )
-        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
-                              cwd=tmp_path)
+        proc = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
         assert proc.returncode == 0, proc.stderr
-        assert sorted(s.name for s in receiver.spans()) == ["execute_tool kb.search", "invoke_agent exiting"]
+        assert sorted(s.name for s in receiver.spans()) == [
+            "execute_tool kb.search",
+            "invoke_agent exiting",
+        ]
 
     def test_a_collector_answering_503_gets_the_batch_on_a_retry(self, tmp_path: Path) -> None:
         """A 503 (collector restarting) is retried by the OTLP exporter: the receiver ends with every span, none failed."""
@@ -442,17 +512,23 @@ class TestOtlpHttp:
         finally:
             flaky.close()
 
-    def test_otel_export_by_run_id_and_its_usage_errors(self, tmp_path: Path, receiver: Receiver) -> None:
+    def test_otel_export_by_run_id_and_its_usage_errors(
+        self, tmp_path: Path, receiver: Receiver
+    ) -> None:
         """`replay otel-export RUN_ID` sends that run; no run and no --since is a usage error (exit 2)."""
         rec, rid = record_one(tmp_path)
         rec.close()
         db = str(tmp_path / "r.db")
-        res = CliRunner().invoke(cli, ["otel-export", rid[:12], "--db", db, "--endpoint", receiver.url + "/v1/traces"])
+        res = CliRunner().invoke(
+            cli, ["otel-export", rid[:12], "--db", db, "--endpoint", receiver.url + "/v1/traces"]
+        )
         assert res.exit_code == 0, res.output
         assert len(receiver.spans()) == 5
         res = CliRunner().invoke(cli, ["otel-export", "--db", db])
         assert res.exit_code == 2 and "give RUN_ID... or --since DURATION" in res.output
-        res = CliRunner().invoke(cli, ["otel-export", "r_nope", "--db", db, "--endpoint", receiver.url])
+        res = CliRunner().invoke(
+            cli, ["otel-export", "r_nope", "--db", db, "--endpoint", receiver.url]
+        )
         assert res.exit_code == 2 and "no run" in res.output
 
     def test_a_collector_that_refuses_makes_the_command_exit_1(self, tmp_path: Path) -> None:
@@ -462,8 +538,10 @@ class TestOtlpHttp:
         down = Receiver(status=400)
         try:
             url = down.url.replace("http://", "http://user:hunter2@")
-            res = CliRunner().invoke(cli, ["otel-export", "--since", "1h", "--db", str(tmp_path / "r.db"),
-                                           "--endpoint", url])
+            res = CliRunner().invoke(
+                cli,
+                ["otel-export", "--since", "1h", "--db", str(tmp_path / "r.db"), "--endpoint", url],
+            )
         finally:
             down.close()
         assert res.exit_code == 1
@@ -477,8 +555,11 @@ class TestFile:
         rec.close()
         out = tmp_path / "trace.json"
         db = str(tmp_path / "r.db")
-        res = CliRunner().invoke(cli, ["otel-export", rid, "--content", "--db", db, "--file", str(out)],
-                                 catch_exceptions=False)
+        res = CliRunner().invoke(
+            cli,
+            ["otel-export", rid, "--content", "--db", db, "--file", str(out)],
+            catch_exceptions=False,
+        )
         assert res.exit_code == 0, res.output
         assert res.output.strip() == f"wrote 1 run(s) (5 spans) to {out}"
         assert out.stat().st_mode & 0o777 == 0o600
@@ -488,28 +569,47 @@ class TestFile:
         assert EMAIL not in out.read_text() and API_KEY not in out.read_text()
         with Store(tmp_path / "r.db") as st:
             assert import_otlp(st, out).skipped == [rid]  # the same run id: already there
-        res = CliRunner().invoke(cli, ["otel-export", rid, "--db", db, "--file", str(out), "--endpoint", "http://x"])
+        res = CliRunner().invoke(
+            cli, ["otel-export", rid, "--db", db, "--file", str(out), "--endpoint", "http://x"]
+        )
         assert res.exit_code == 2 and "drop --endpoint" in res.output
 
 
 class TestRoundTrip:
-    def test_exported_spans_import_back_as_the_same_run(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_exported_spans_import_back_as_the_same_run(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """Spans exported with content, encoded as OTLP JSON (base64 ids), import into another store with equal hashes."""
         monkeypatch.setenv("REPLAY_REDACTION_KEY", "shared-team-secret")
         mem = InMemorySpanExporter()
-        rec, rid = record_one(tmp_path, OtelExporter(span_exporter=mem, batch=False, metrics=False,
-                                                     include_content=True), store_args="redacted")
+        rec, rid = record_one(
+            tmp_path,
+            OtelExporter(span_exporter=mem, batch=False, metrics=False, include_content=True),
+            store_args="redacted",
+        )
         rec.close()
         doc = tmp_path / "trace.json"
         doc.write_text(MessageToJson(encode_spans(mem.get_finished_spans())))
         with Store(tmp_path / "other.db") as st:
             assert import_otlp(st, doc).added == [rid]
-            got = [(e.tool, e.args_sha, e.output_sha, e.status, e.error) for e in st.events(rid) if e.step_id]
+            got = [
+                (e.tool, e.args_sha, e.output_sha, e.status, e.error)
+                for e in st.events(rid)
+                if e.step_id
+            ]
             run = st.get_run(rid)
         with Store(tmp_path / "r.db") as st:
-            want = [(e.tool, e.args_sha, e.output_sha, e.status, e.error) for e in st.events(rid) if e.step_id]
+            want = [
+                (e.tool, e.args_sha, e.output_sha, e.status, e.error)
+                for e in st.events(rid)
+                if e.step_id
+            ]
             orig = st.get_run(rid)
         # the model step comes back under its recorded name (replay.tool); hashes of args and results join
         assert got == want
         assert (run.stop_reason, run.input_sha, run.output_sha, run.call_style) == (
-            "completed", orig.input_sha, orig.output_sha, "bound")
+            "completed",
+            orig.input_sha,
+            orig.output_sha,
+            "bound",
+        )

@@ -51,15 +51,25 @@ def imported(db: Path, name: str) -> tuple[object, list]:
 
 
 def steps_of(events: list) -> list[tuple]:
-    return [(e.step_id, e.kind, e.tool, e.status, e.error) for e in events if e.kind in ("tool_result", "model_result")]
+    return [
+        (e.step_id, e.kind, e.tool, e.status, e.error)
+        for e in events
+        if e.kind in ("tool_result", "model_result")
+    ]
 
 
 class TestSamples:
-    def test_genai_conventions_give_a_run_with_ordered_steps_errors_and_usage(self, tmp_path: Path) -> None:
+    def test_genai_conventions_give_a_run_with_ordered_steps_errors_and_usage(
+        self, tmp_path: Path
+    ) -> None:
         """The GenAI sample becomes one completed run: chat, a lookup, a timed-out send and its retry, tokens summed."""
         db = tmp_path / "r.db"
         run, events = imported(db, "genai.json")
-        assert (run.agent, run.stop_reason, run.call_style) == ("support-agent", "completed", "value")
+        assert (run.agent, run.stop_reason, run.call_style) == (
+            "support-agent",
+            "completed",
+            "value",
+        )
         assert steps_of(events) == [
             (1, "model_result", "gpt-4o-2024-08-06", "ok", None),
             (2, "tool_result", "lookup_customer", "ok", None),
@@ -77,8 +87,10 @@ class TestSamples:
         """The OpenInference sample: AGENT span -> run, LLM span -> model step with token counts, TOOL span -> tool step."""
         run, events = imported(tmp_path / "r.db", "openinference.json")
         assert (run.agent, run.stop_reason) == ("support-agent", "completed")
-        assert steps_of(events) == [(1, "model_result", "gpt-4o-mini", "ok", None),
-                                    (2, "tool_result", "lookup_customer", "ok", None)]
+        assert steps_of(events) == [
+            (1, "model_result", "gpt-4o-mini", "ok", None),
+            (2, "tool_result", "lookup_customer", "ok", None),
+        ]
         assert (run.usage.tokens_in, run.usage.tokens_out) == (233, 21)
         assert run.output == "Your plan is pro."  # text/plain output stays text
 
@@ -123,7 +135,9 @@ class TestSamples:
 
 
 class TestReplay:
-    def test_an_imported_openinference_trace_replays_against_a_registered_agent(self, tmp_path: Path) -> None:
+    def test_an_imported_openinference_trace_replays_against_a_registered_agent(
+        self, tmp_path: Path
+    ) -> None:
         """The tool layer answers the agent's calls from the imported trace, and the diff is empty."""
         db = tmp_path / "r.db"
         run, _ = imported(db, "openinference.json")
@@ -154,7 +168,9 @@ class TestReplay:
 
 
 class TestErrors:
-    def test_a_file_without_resource_spans_names_the_file_and_the_format(self, tmp_path: Path) -> None:
+    def test_a_file_without_resource_spans_names_the_file_and_the_format(
+        self, tmp_path: Path
+    ) -> None:
         """A JSON file that is not an OTLP trace export is refused with the file name and what was expected."""
         bad = tmp_path / "x.json"
         bad.write_text('{"spans": []}')
@@ -165,9 +181,18 @@ class TestErrors:
     def test_a_trace_without_genai_spans_is_refused(self, tmp_path: Path) -> None:
         """Spans that are neither agent, tool nor LLM spans give an error naming the three conventions."""
         f = tmp_path / "plain.json"
-        span = {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "GET /", "startTimeUnixNano": "1", "endTimeUnixNano": "2"}
+        span = {
+            "traceId": "ab" * 16,
+            "spanId": "cd" * 8,
+            "name": "GET /",
+            "startTimeUnixNano": "1",
+            "endTimeUnixNano": "2",
+        }
         f.write_text(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}))
-        with Store(tmp_path / "r.db") as st, pytest.raises(OtlpDecodeError, match="openinference.span.kind"):
+        with (
+            Store(tmp_path / "r.db") as st,
+            pytest.raises(OtlpDecodeError, match="openinference.span.kind"),
+        ):
             import_otlp(st, f)
 
     def test_a_malformed_span_id_names_the_span_not_its_value(self, tmp_path: Path) -> None:
@@ -183,20 +208,56 @@ class TestErrors:
     def test_deep_nesting_and_parent_cycles_import_without_hanging(self, tmp_path: Path) -> None:
         """A tool span 5,000 levels deep imports as one step; two spans naming each other as parent are not a run."""
         tid = "ab" * 16
-        spans = [{"traceId": tid, "spanId": f"{1:016x}", "name": "invoke_agent deep", "startTimeUnixNano": "1000000",
-                  "endTimeUnixNano": "9000000", "attributes": [
-                      {"key": "gen_ai.operation.name", "value": {"stringValue": "invoke_agent"}}]}]
+        spans = [
+            {
+                "traceId": tid,
+                "spanId": f"{1:016x}",
+                "name": "invoke_agent deep",
+                "startTimeUnixNano": "1000000",
+                "endTimeUnixNano": "9000000",
+                "attributes": [
+                    {"key": "gen_ai.operation.name", "value": {"stringValue": "invoke_agent"}}
+                ],
+            }
+        ]
         for i in range(2, 5002):
-            spans.append({"traceId": tid, "spanId": f"{i:016x}", "parentSpanId": f"{i - 1:016x}", "name": "wrap",
-                          "startTimeUnixNano": str(1000000 + i), "endTimeUnixNano": "8000000"})
-        spans.append({"traceId": tid, "spanId": f"{9999:016x}", "parentSpanId": f"{5001:016x}", "name": "t",
-                      "startTimeUnixNano": "7000000", "endTimeUnixNano": "7500000", "attributes": [
-                          {"key": "gen_ai.operation.name", "value": {"stringValue": "execute_tool"}},
-                          {"key": "gen_ai.tool.name", "value": {"stringValue": "deep.tool"}}]})
+            spans.append(
+                {
+                    "traceId": tid,
+                    "spanId": f"{i:016x}",
+                    "parentSpanId": f"{i - 1:016x}",
+                    "name": "wrap",
+                    "startTimeUnixNano": str(1000000 + i),
+                    "endTimeUnixNano": "8000000",
+                }
+            )
+        spans.append(
+            {
+                "traceId": tid,
+                "spanId": f"{9999:016x}",
+                "parentSpanId": f"{5001:016x}",
+                "name": "t",
+                "startTimeUnixNano": "7000000",
+                "endTimeUnixNano": "7500000",
+                "attributes": [
+                    {"key": "gen_ai.operation.name", "value": {"stringValue": "execute_tool"}},
+                    {"key": "gen_ai.tool.name", "value": {"stringValue": "deep.tool"}},
+                ],
+            }
+        )
         loop = "cd" * 16
         for a, b in (("0a", "0b"), ("0b", "0a")):
-            spans.append({"traceId": loop, "spanId": a * 8, "parentSpanId": b * 8, "name": "execute_tool x",
-                          "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "execute_tool"}}]})
+            spans.append(
+                {
+                    "traceId": loop,
+                    "spanId": a * 8,
+                    "parentSpanId": b * 8,
+                    "name": "execute_tool x",
+                    "attributes": [
+                        {"key": "gen_ai.operation.name", "value": {"stringValue": "execute_tool"}}
+                    ],
+                }
+            )
         f = tmp_path / "hostile.json"
         f.write_text(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}))
         with Store(tmp_path / "r.db") as st:
@@ -205,7 +266,10 @@ class TestErrors:
 
     def test_json_lines_of_export_requests_are_read(self, tmp_path: Path) -> None:
         """A collector file-exporter output (one request per line) imports every request in it."""
-        lines = [json.dumps(json.loads((DATA / n).read_text())) for n in ("genai.json", "openinference.json")]
+        lines = [
+            json.dumps(json.loads((DATA / n).read_text()))
+            for n in ("genai.json", "openinference.json")
+        ]
         f = tmp_path / "traces.jsonl"
         f.write_text("\n".join(lines) + "\n")
         with Store(tmp_path / "r.db") as st:
@@ -217,7 +281,9 @@ class TestCli:
         """`replay import --format otlp` imports the three samples and says how many runs it added."""
         db = tmp_path / "r.db"
         files = [str(DATA / n) for n in ("genai.json", "openinference.json", "openllmetry.json")]
-        res = CliRunner().invoke(cli, ["import", "--format", "otlp", *files, "--db", str(db)], catch_exceptions=False)
+        res = CliRunner().invoke(
+            cli, ["import", "--format", "otlp", *files, "--db", str(db)], catch_exceptions=False
+        )
         assert res.exit_code == 0, res.output
         assert res.output.splitlines()[-1] == f"imported 3 run(s) into {db}; 0 already there"
         shown = CliRunner().invoke(cli, ["runs", "--db", str(db)], catch_exceptions=False)
@@ -228,7 +294,9 @@ class TestCli:
         bad = tmp_path / "bad.json"
         bad.write_text("not json at all")
         db = tmp_path / "r.db"
-        res = CliRunner().invoke(cli, ["import", "--format", "otlp", str(DATA / "genai.json"), str(bad), "--db", str(db)])
+        res = CliRunner().invoke(
+            cli, ["import", "--format", "otlp", str(DATA / "genai.json"), str(bad), "--db", str(db)]
+        )
         assert res.exit_code == 2
         assert f"{bad}: line 1: not valid JSON" in res.output
         assert not db.exists()
@@ -236,10 +304,14 @@ class TestCli:
     def test_the_installed_command_imports_a_trace(self, tmp_path: Path) -> None:
         """The installed `replay import --format otlp` in a subprocess imports the GenAI sample."""
         db = tmp_path / "r.db"
-        exe = shutil.which("replay") or pytest.fail("the replay console script is not installed (pip install -e .)")
+        exe = shutil.which("replay") or pytest.fail(
+            "the replay console script is not installed (pip install -e .)"
+        )
         out = subprocess.run(
             [exe, "import", "--format", "otlp", str(DATA / "genai.json"), "--db", str(db)],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert out.returncode == 0, out.stderr
         assert "imported 1 run(s)" in out.stdout

@@ -72,24 +72,40 @@ class PydanticAgent:
         @rec.model("llm.decide")
         def decide(turn: int, cid: int, city: str) -> dict:
             """The model's answer, OpenAI-shaped: the tool calls of one turn in one response."""
-            calls = [[("db_customer", {"cid": cid}), ("get_weather", {"city": city})],
-                     [("charge", {"cid": cid, "cents": 500})]]
+            calls = [
+                [("db_customer", {"cid": cid}), ("get_weather", {"city": city})],
+                [("charge", {"cid": cid, "cents": 500})],
+            ]
             todo = calls[turn] if turn < len(calls) else []
-            return {"choices": [{"message": {"tool_calls": [
-                {"function": {"name": n, "arguments": a}} for n, a in todo]}}]}
+            return {
+                "choices": [
+                    {
+                        "message": {
+                            "tool_calls": [
+                                {"function": {"name": n, "arguments": a}} for n, a in todo
+                            ]
+                        }
+                    }
+                ]
+            }
 
         def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
             turn = sum(isinstance(m, ModelResponse) for m in messages)
             cid, city = self.ticket
             if record_model:  # the model call is a recorded step: replay answers it
                 calls = decide(turn, cid, city)["choices"][0]["message"]["tool_calls"]
-                parts = [ToolCallPart(c["function"]["name"], c["function"]["arguments"]) for c in calls]
+                parts = [
+                    ToolCallPart(c["function"]["name"], c["function"]["arguments"]) for c in calls
+                ]
                 turns = [parts, []] if turn == 0 else [[], parts]
                 if turn == 1 and self.plan == "move":  # the changed agent defers the weather a turn
                     turns[1] = [ToolCallPart("get_weather", {"city": city}), *parts]
                 first, second = turns
             else:
-                first = [ToolCallPart("db_customer", {"cid": cid}), ToolCallPart("get_weather", {"city": city})]
+                first = [
+                    ToolCallPart("db_customer", {"cid": cid}),
+                    ToolCallPart("get_weather", {"city": city}),
+                ]
                 second = [ToolCallPart("charge", {"cid": cid, "cents": 500})]
             if self.plan == "drop":
                 first = first[:1]
@@ -105,7 +121,12 @@ class PydanticAgent:
             if turn < len(plan):
                 random.shuffle(plan[turn])  # the model may list the calls in any order
                 return ModelResponse(parts=plan[turn])
-            results = [p.content for m in messages for p in getattr(m, "parts", []) if isinstance(p, ToolReturnPart)]
+            results = [
+                p.content
+                for m in messages
+                for p in getattr(m, "parts", [])
+                if isinstance(p, ToolReturnPart)
+            ]
             return ModelResponse(parts=[TextPart(f"done after {len(results)} tool results")])
 
         agent = Agent(FunctionModel(model))
@@ -137,7 +158,9 @@ def _record(rec: Recorder, fn: Any, inputs: list[tuple[Any, ...]]) -> list[str]:
     return ids
 
 
-def test_pydantic_ai_parallel_calls_replay_without_divergence(pyd: PydanticAgent, tmp_path: Path) -> None:
+def test_pydantic_ai_parallel_calls_replay_without_divergence(
+    pyd: PydanticAgent, tmp_path: Path
+) -> None:
     """100 replays of pydantic-ai runs with two tool calls per response: 0 diverged, groups kept."""
     pyd.barrier = threading.Barrier(2, timeout=10)
     ids = _record(pyd.rec, pyd.handle, [(7, "Paris"), (8, "Oslo"), (9, "Lima"), (10, "Rome")])
@@ -172,7 +195,10 @@ def test_pydantic_ai_mutations_of_a_parallel_pair_are_caught(tmp_path: Path) -> 
     steps = _steps(pyd.rec.open_store().events(rid))
     assert {t for _, t, _ in steps[1:3]} == {"db.customer", "weather.get"}, steps
     assert [g for _, _, g in steps] == [None, 2, 2, None, None, None], steps
-    clean = sum(replay_run(rid, agent=pyd.handle, db=pyd.rec.open_store().path).diff.is_empty for _ in range(20))
+    clean = sum(
+        replay_run(rid, agent=pyd.handle, db=pyd.rec.open_store().path).diff.is_empty
+        for _ in range(20)
+    )
     assert clean == 20
     db = pyd.rec.open_store().path
     expected = {
@@ -188,7 +214,10 @@ def test_pydantic_ai_mutations_of_a_parallel_pair_are_caught(tmp_path: Path) -> 
             d = replay_run(rid, agent=pyd.handle, db=db).diff
             assert not d.is_empty, plan
             named = [c.kind for c in d.changes if c.tool == "weather.get"]
-            assert named == [kind], (plan, d)  # an unrecorded call also ends the run: more may follow
+            assert named == [kind], (
+                plan,
+                d,
+            )  # an unrecorded call also ends the run: more may follow
         caught[plan] = kind
     assert len(caught) == 4
     pyd.rec.close()
@@ -246,7 +275,9 @@ def test_asyncio_gather_replays_without_divergence(tmp_path: Path) -> None:
 # ---- a thread pool ------------------------------------------------------------------------------
 
 
-def _pool_agent(rec: Recorder, jitter: random.Random, barrier: list[threading.Barrier | None]) -> Any:
+def _pool_agent(
+    rec: Recorder, jitter: random.Random, barrier: list[threading.Barrier | None]
+) -> Any:
     @rec.tool("search")
     def search(q: str) -> list:
         if barrier[0] is not None:
@@ -270,7 +301,9 @@ def _pool_agent(rec: Recorder, jitter: random.Random, barrier: list[threading.Ba
     return handle
 
 
-def test_thread_pool_replays_without_divergence_and_keeps_groups_in_a_blessed_cassette(tmp_path: Path) -> None:
+def test_thread_pool_replays_without_divergence_and_keeps_groups_in_a_blessed_cassette(
+    tmp_path: Path,
+) -> None:
     """100 replays of ThreadPoolExecutor runs: 0 diverged; a cassette of a replay keeps the group."""
     from replay.cassette import cassette_from_replay, load_cassette
 
@@ -315,7 +348,10 @@ def test_a_dropped_parallel_call_in_a_thread_pool_is_caught(tmp_path: Path) -> N
 
     store = rec.open_store()
     d = replay_run(rid, agent=fewer, db=store.path).diff
-    assert [(c.kind, c.tool) for c in d.changes] == [("missing_call", "search"), ("args_changed", "charge")]
+    assert [(c.kind, c.tool) for c in d.changes] == [
+        ("missing_call", "search"),
+        ("args_changed", "charge"),
+    ]
     store.close()
     rec.close()
 
@@ -339,12 +375,15 @@ def test_replay_show_brackets_a_concurrent_group(tmp_path: Path) -> None:
     assert [r[2:4] for r in rows[:2]] == [["┌", "search"], ["│", "search"]], out.output
     assert rows[2][2] == "charge"  # ran alone: no bracket
     assert "concurrent  1 group(s) of parallel calls" in out.output
-    data = json.loads(CliRunner().invoke(cli, ["show", rid, "--db", str(tmp_path / "p.db"), "--json"]).output)
+    data = json.loads(
+        CliRunner().invoke(cli, ["show", rid, "--db", str(tmp_path / "p.db"), "--json"]).output
+    )
     assert [e["concurrent_group"] for e in data["events"] if e["step_id"]] == [1, 1, None]
 
 
-
-def test_sequential_and_nested_calls_get_no_group_and_overlaps_chain_into_one(tmp_path: Path) -> None:
+def test_sequential_and_nested_calls_get_no_group_and_overlaps_chain_into_one(
+    tmp_path: Path,
+) -> None:
     """Calls one after another get no group; a chain of overlapping calls is one group; a tool's
     own sub-calls are grouped at their level only; a model call ends what a response announced."""
     rec = Recorder(tmp_path / "s.db")
@@ -403,9 +442,21 @@ def test_sequential_and_nested_calls_get_no_group_and_overlaps_chain_into_one(tm
     store.close()
     rec.close()
     assert [ev[i].concurrent_group for i in (1, 2, 3)] == [None, None, None]
-    assert ev[4].parent_step_id == ev[5].parent_step_id == 3 and ev[4].concurrent_group == ev[5].concurrent_group == 4
+    assert (
+        ev[4].parent_step_id == ev[5].parent_step_id == 3
+        and ev[4].concurrent_group == ev[5].concurrent_group == 4
+    )
     chain = sorted((e for e in ev.values() if e.tool == "slow"), key=lambda e: e.step_id)
-    assert len({e.concurrent_group for e in chain}) == 1 and chain[0].concurrent_group == chain[0].step_id
-    after = [e for e in sorted(ev.values(), key=lambda e: e.step_id) if e.step_id > chain[-1].step_id]
+    assert (
+        len({e.concurrent_group for e in chain}) == 1
+        and chain[0].concurrent_group == chain[0].step_id
+    )
+    after = [
+        e for e in sorted(ev.values(), key=lambda e: e.step_id) if e.step_id > chain[-1].step_id
+    ]
     assert [(e.tool, e.concurrent_group) for e in after] == [
-        ("llm", None), ("leaf", after[1].step_id), ("llm", None), ("leaf", None)]
+        ("llm", None),
+        ("leaf", after[1].step_id),
+        ("llm", None),
+        ("leaf", None),
+    ]

@@ -20,7 +20,7 @@ import pytest
 from pydantic import BaseModel
 
 import replay
-from replay import Recorder, StopRun
+from replay import Recorder
 from replay.hashing import sha
 from replay.store import Store
 from replay.writer import RecordingLossWarning
@@ -59,7 +59,9 @@ class TestRuns:
         def kb_search(query: str, limit: int = 3) -> list:
             return [query] * limit
 
-        @rec.agent("support-agent", versions={"model": "m-1", "prompt": "p-3"}, labels={"team": "cx"})
+        @rec.agent(
+            "support-agent", versions={"model": "m-1", "prompt": "p-3"}, labels={"team": "cx"}
+        )
         def handle(ticket: dict) -> str:
             kb_search("refund", limit=2)
             http_get("https://api.invalid/orders/1")
@@ -69,12 +71,18 @@ class TestRuns:
         rec.flush()
         run, events = read(db, rec.last_run_id)
         assert [e.kind for e in events] == ["run_start", "tool_result", "tool_result", "stop"]
-        assert [(e.step_id, e.tool, e.status) for e in steps_of(events)] == [(1, "kb.search", "ok"), (2, "http.get", "ok")]
+        assert [(e.step_id, e.tool, e.status) for e in steps_of(events)] == [
+            (1, "kb.search", "ok"),
+            (2, "http.get", "ok"),
+        ]
         assert events[-1].stop_reason == "completed"
         assert run.stop_reason == "completed" and run.tool_calls == 2 and run.usage.tool_calls == 2
         assert run.versions == {"model": "m-1", "prompt": "p-3"} and run.labels == {"team": "cx"}
         assert run.input == {"ticket": {"id": 7}} and run.output == "done"
-        assert run.entrypoint == f"{__name__}:TestRuns.test_a_run_records_start_steps_and_one_stop.<locals>.handle"
+        assert (
+            run.entrypoint
+            == f"{__name__}:TestRuns.test_a_run_records_start_steps_and_one_stop.<locals>.handle"
+        )
 
     def test_args_sha_is_the_seed_sha_of_the_bound_arguments(self, rec: Recorder, db: Path) -> None:
         """args_sha is sha256(canonical_json({param: value}))[:24], as the seed's sha(args)."""
@@ -125,7 +133,9 @@ class TestRuns:
         _, events = read(db, rec.last_run_id)
         assert steps_of(events)[0].args_sha == sha({"customer_id": 5})
 
-    def test_mutating_args_after_the_call_does_not_change_the_record(self, rec: Recorder, db: Path) -> None:
+    def test_mutating_args_after_the_call_does_not_change_the_record(
+        self, rec: Recorder, db: Path
+    ) -> None:
         """The args are copied at call time: appending to a messages list later does not alter args_sha."""
 
         @rec.model("llm")
@@ -142,7 +152,9 @@ class TestRuns:
 
 
 class TestStopReasons:
-    def test_exception_in_agent_ends_with_error_and_propagates(self, rec: Recorder, db: Path) -> None:
+    def test_exception_in_agent_ends_with_error_and_propagates(
+        self, rec: Recorder, db: Path
+    ) -> None:
         """An agent that raises ends its run with stop reason error, and the same exception reaches the caller."""
         boom = ValueError("bad ticket")
 
@@ -209,7 +221,9 @@ class TestStopReasons:
 
 
 class TestTools:
-    def test_tool_error_is_recorded_and_the_same_object_reraised(self, rec: Recorder, db: Path) -> None:
+    def test_tool_error_is_recorded_and_the_same_object_reraised(
+        self, rec: Recorder, db: Path
+    ) -> None:
         """A tool's exception is recorded with status error and class, and re-raised unchanged with its traceback."""
         err = TimeoutError("upstream slow")
 
@@ -228,7 +242,9 @@ class TestTools:
         step = steps_of(events)[0]
         assert (step.status, step.error) == ("error", "TimeoutError") and step.output_sha
 
-    def test_non_builtin_error_class_is_named_with_its_package(self, rec: Recorder, db: Path) -> None:
+    def test_non_builtin_error_class_is_named_with_its_package(
+        self, rec: Recorder, db: Path
+    ) -> None:
         """An error class from a package is recorded as package.Class (like httpx.HTTPStatusError)."""
 
         @rec.tool("t")
@@ -272,9 +288,13 @@ class TestTools:
             pool.submit(work, 99).result()  # not propagated: runs unrecorded
         rec.flush()
         _, events = read(db, rec.last_run_id)
-        assert sorted(e.args_sha for e in steps_of(events)) == sorted(sha({"i": i}) for i in range(4))
+        assert sorted(e.args_sha for e in steps_of(events)) == sorted(
+            sha({"i": i}) for i in range(4)
+        )
 
-    def test_pydantic_and_dataclass_outputs_are_recorded_as_json(self, rec: Recorder, db: Path) -> None:
+    def test_pydantic_and_dataclass_outputs_are_recorded_as_json(
+        self, rec: Recorder, db: Path
+    ) -> None:
         """A pydantic model output is stored as its JSON and hashed like its model_dump."""
 
         class Order(BaseModel):
@@ -291,7 +311,9 @@ class TestTools:
         _, events = read(db, rec.last_run_id)
         assert steps_of(events)[0].output_sha == sha({"id": 1, "total": 9.5})
 
-    def test_unserializable_args_are_recorded_as_a_placeholder_with_one_warning(self, rec: Recorder, db: Path) -> None:
+    def test_unserializable_args_are_recorded_as_a_placeholder_with_one_warning(
+        self, rec: Recorder, db: Path
+    ) -> None:
         """Args that cannot be encoded are recorded as a typed placeholder, warned once, and the tool still runs."""
 
         @rec.tool("t")
@@ -306,7 +328,9 @@ class TestTools:
         assert sum(issubclass(w.category, RecordingLossWarning) for w in caught) == 1
         rec.flush()
         _, events = read(db, rec.last_run_id)
-        assert steps_of(events)[0].args_sha == sha({"client": '[unencodable: builtins.object at args["client"]]', "q": "x"})
+        assert steps_of(events)[0].args_sha == sha(
+            {"client": '[unencodable: builtins.object at args["client"]]', "q": "x"}
+        )
 
     def test_huge_output_is_stored_truncated_with_its_full_hash(self, db: Path) -> None:
         """An output over max_snapshot_bytes is stored truncated with a marker; output_sha is the full value's."""
@@ -344,7 +368,9 @@ class TestModels:
         ],
         ids=["openai", "anthropic"],
     )
-    def test_model_usage_is_read_from_the_response(self, rec: Recorder, db: Path, response: dict) -> None:
+    def test_model_usage_is_read_from_the_response(
+        self, rec: Recorder, db: Path, response: dict
+    ) -> None:
         """A model step reads tokens from OpenAI- and Anthropic-shaped responses; the run sums them with prices."""
 
         @rec.model("openai.chat", price_in_per_mtok=1.0, price_out_per_mtok=2.0)
@@ -358,7 +384,9 @@ class TestModels:
         rec.flush()
         run, events = read(db, rec.last_run_id)
         assert [e.kind for e in steps_of(events)] == ["model_result", "model_result"]
-        assert steps_of(events)[0].usage.tokens_in == 10 and steps_of(events)[0].usage.tokens_out == 5
+        assert (
+            steps_of(events)[0].usage.tokens_in == 10 and steps_of(events)[0].usage.tokens_out == 5
+        )
         assert (run.usage.tokens_in, run.usage.tokens_out, run.tool_calls) == (21, 10, 0)
         assert run.usage.cost_usd == pytest.approx(2 * (10 + 10) / 1e6 + 0.5)
 
@@ -367,7 +395,9 @@ class TestModels:
 
         @rec.model("anthropic.messages")
         def llm(prompt: str) -> TestModels.Resp:
-            return TestModels.Resp(usage=TestModels.Resp.U(input_tokens=7, output_tokens=3), content="ok")
+            return TestModels.Resp(
+                usage=TestModels.Resp.U(input_tokens=7, output_tokens=3), content="ok"
+            )
 
         with rec.run("a"):
             llm("hi")
@@ -398,7 +428,9 @@ class TestAsync:
         rec.flush()
         for name, rid in zip(["left", "right"], ids):
             _, events = read(db, rid)
-            assert [e.args_sha for e in steps_of(events)] == [sha({"x": f"{name}-{i}"}) for i in range(3)]
+            assert [e.args_sha for e in steps_of(events)] == [
+                sha({"x": f"{name}-{i}"}) for i in range(3)
+            ]
 
 
 class TestFailOpen:
@@ -485,7 +517,9 @@ class TestFailOpen:
 
 
 class TestLogLines:
-    def test_each_event_is_one_json_line_with_the_schema(self, rec: Recorder, caplog: pytest.LogCaptureFixture) -> None:
+    def test_each_event_is_one_json_line_with_the_schema(
+        self, rec: Recorder, caplog: pytest.LogCaptureFixture
+    ) -> None:
         """Every stored event is also logged as one JSON line on replay.events, with the schema's field names."""
 
         @rec.tool("t")
@@ -498,8 +532,19 @@ class TestLogLines:
             rec.flush()
         lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "replay.events"]
         assert [x["kind"] for x in lines] == ["run_start", "tool_result", "stop"]
-        assert {"run_id", "kind", "ts_ms", "step_id", "tool", "args_sha", "duration_ms", "status", "error",
-                "stop_reason", "usage"} <= set(lines[1])
+        assert {
+            "run_id",
+            "kind",
+            "ts_ms",
+            "step_id",
+            "tool",
+            "args_sha",
+            "duration_ms",
+            "status",
+            "error",
+            "stop_reason",
+            "usage",
+        } <= set(lines[1])
 
 
 def test_process_exit_ends_open_runs_as_killed(tmp_path: Path) -> None:

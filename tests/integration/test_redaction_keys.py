@@ -25,7 +25,6 @@ from replay.keys import (
     parse_key_text,
 )
 from replay.store import Store
-
 from tests.integration.test_store import V1_SQL
 
 
@@ -35,10 +34,16 @@ def _no_shared_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _files_bytes(db: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in db.parent.iterdir() if p.name.startswith(db.name) and not p.name.endswith(".key"))
+    return b"".join(
+        p.read_bytes()
+        for p in db.parent.iterdir()
+        if p.name.startswith(db.name) and not p.name.endswith(".key")
+    )
 
 
-def test_new_store_keeps_its_key_in_a_0600_file_and_only_a_fingerprint_inside(tmp_path: Path) -> None:
+def test_new_store_keeps_its_key_in_a_0600_file_and_only_a_fingerprint_inside(
+    tmp_path: Path,
+) -> None:
     """A new store creates replay.db.key (0600); the database holds the key's fingerprint, never the key."""
     db = tmp_path / "replay.db"
     with Store(db) as s:
@@ -52,7 +57,9 @@ def test_new_store_keeps_its_key_in_a_0600_file_and_only_a_fingerprint_inside(tm
     assert key not in _files_bytes(db) and key.hex().encode() not in _files_bytes(db)
 
 
-def test_env_key_wins_and_creates_no_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_key_wins_and_creates_no_key_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With REPLAY_REDACTION_KEY set, the store uses it and writes no key file."""
     monkeypatch.setenv(ENV_VAR, "team-ci-secret")
     db = tmp_path / "replay.db"
@@ -61,7 +68,9 @@ def test_env_key_wins_and_creates_no_key_file(tmp_path: Path, monkeypatch: pytes
     assert not key_file_path(db).exists()
 
 
-def test_a_key_file_pasted_into_the_env_var_gives_the_same_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_key_file_pasted_into_the_env_var_gives_the_same_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The text of a .key file, set as REPLAY_REDACTION_KEY elsewhere (CI), is the same key."""
     db = tmp_path / "replay.db"
     with Store(db) as s:
@@ -171,7 +180,9 @@ def _constant_sender(ticket: Any) -> Any:
     return session.recorder.tool("email.send")(lambda to: "sent")("billing@shop.example")
 
 
-def test_replay_with_another_key_names_both_fingerprints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_replay_with_another_key_names_both_fingerprints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A cassette made with key A replayed with key B warns with both fingerprints (never a key) and diverges."""
     monkeypatch.setenv(ENV_VAR, "key-A")
     db = tmp_path / "replay.db"
@@ -189,7 +200,9 @@ def test_replay_with_another_key_names_both_fingerprints(tmp_path: Path, monkeyp
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = replay_run(str(cassette), agent=_constant_sender)
-    messages = [str(w.message) for w in caught if issubclass(w.category, RedactionKeyMismatchWarning)]
+    messages = [
+        str(w.message) for w in caught if issubclass(w.category, RedactionKeyMismatchWarning)
+    ]
     assert len(messages) == 1 and fp_a in messages[0] and fp_b in messages[0]
     assert ENV_VAR in messages[0] and "key-B" not in messages[0]
     assert result.key_mismatch == (fp_a, fp_b)

@@ -5,20 +5,18 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-import textwrap
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from replay import RecordedToolError, UnrecordedCall, replay_run
+from replay import UnrecordedCall, replay_run
 from replay.cassette import cassette_from_store, import_cassette, load_cassette, write_cassette
 from replay.errors import CassetteDecodeError, EntrypointError, RunNotFoundError
-from replay.hashing import sha
 from replay.store import Store
 
-AGENT_SOURCE = '''
+AGENT_SOURCE = """
 import os, socket
 from dataclasses import dataclass
 from pydantic import BaseModel
@@ -101,7 +99,7 @@ def plain(ticket):
     return kb_search(ticket["subject"])
 
 replay.register_agent("plain", plain)  # recorded with rec.run(): registered by hand for replay
-'''
+"""
 
 
 @pytest.fixture
@@ -130,7 +128,14 @@ def test_unchanged_code_replays_to_an_empty_diff(recorded: tuple[Any, str]) -> N
     res = replay_run(rid, db=mod.rec.db)
     assert res.diff.is_empty, res.diff.to_text()
     assert res.stop_reason == "completed" and res.output == "Ann: 12.5"
-    assert [s.tool for s in res.steps] == ["kb.search", "orders.get", "crm.get", "http.get", "http.get", "email.send"]
+    assert [s.tool for s in res.steps] == [
+        "kb.search",
+        "orders.get",
+        "crm.get",
+        "http.get",
+        "http.get",
+        "email.send",
+    ]
     assert res.replayed.replay_of == rid and res.recorded.run_id == rid
     assert len(res.calls("http.get")) == 2
 
@@ -179,7 +184,9 @@ def test_outputs_are_rebuilt_as_the_recorded_types(recorded: tuple[Any, str]) ->
     assert res.exception is None, res.exception
 
 
-def test_an_unrecorded_call_raises_inside_the_agent_and_shows_in_the_diff(recorded: tuple[Any, str]) -> None:
+def test_an_unrecorded_call_raises_inside_the_agent_and_shows_in_the_diff(
+    recorded: tuple[Any, str],
+) -> None:
     """New args after a fix raise UnrecordedCall naming the tool and the recorded calls; the diff shows it."""
     mod, rid = recorded
     mod.MODE["extra_args"] = True
@@ -200,7 +207,11 @@ def test_stubs_answer_chosen_tools(recorded: tuple[Any, str]) -> None:
     mod.MODE["extra_args"] = True
     mod.MODE["emails"] = 2
     sent: list[tuple[str, str]] = []
-    res = replay_run(rid, db=mod.rec.db, stubs={"email.send": lambda to, body: sent.append((to, body)) or {"sent": 1}})
+    res = replay_run(
+        rid,
+        db=mod.rec.db,
+        stubs={"email.send": lambda to, body: sent.append((to, body)) or {"sent": 1}},
+    )
     assert res.exception is None
     assert len(sent) == 2 and len(res.calls("email.send")) == 2
     kinds = {c.kind for c in res.diff.changes}
@@ -216,7 +227,9 @@ def test_a_duplicate_email_is_an_extra_call(recorded: tuple[Any, str]) -> None:
     assert len(extra) == 1 and extra[0].replayed.tool == "email.send"
 
 
-def test_tool_renamed_since_the_recording_lists_the_recorded_tools(recorded: tuple[Any, str]) -> None:
+def test_tool_renamed_since_the_recording_lists_the_recorded_tools(
+    recorded: tuple[Any, str],
+) -> None:
     """A call of a tool the recording never saw says so and lists the recorded tool names."""
     mod, rid = recorded
 
@@ -243,7 +256,9 @@ def test_cassette_export_is_stable_and_replays(recorded: tuple[Any, str], tmp_pa
     assert res.diff.is_empty, res.diff.to_text()
 
 
-def test_export_refuses_to_overwrite_a_different_file(recorded: tuple[Any, str], tmp_path: Path) -> None:
+def test_export_refuses_to_overwrite_a_different_file(
+    recorded: tuple[Any, str], tmp_path: Path
+) -> None:
     """An existing cassette with other content is not overwritten without force."""
     mod, rid = recorded
     target = tmp_path / "x.json"
@@ -272,14 +287,21 @@ def test_import_twice_adds_nothing(recorded: tuple[Any, str], tmp_path: Path) ->
     ("mutate", "message"),
     [
         (lambda d: d["events"][3].pop("kind"), "events[3].kind: Field required"),
-        (lambda d: d.update(version=9), "cassette format version 9; this agent-replay reads up to 1: upgrade it"),
+        (
+            lambda d: d.update(version=9),
+            "cassette format version 9; this agent-replay reads up to 1: upgrade it",
+        ),
         (lambda d: d.update(format="vcr"), "format: expected 'agent-replay-cassette'"),
-        (lambda d: d["run"].update(stop_reason="Bad Reason"), "run.stop_reason: Value error, invalid stop reason"),
+        (
+            lambda d: d["run"].update(stop_reason="Bad Reason"),
+            "run.stop_reason: Value error, invalid stop reason",
+        ),
     ],
     ids=["missing-field", "newer-version", "other-format", "bad-stop-reason"],
 )
-def test_broken_cassettes_name_the_file_and_the_field(recorded: tuple[Any, str], tmp_path: Path, mutate: Any,
-                                                      message: str) -> None:
+def test_broken_cassettes_name_the_file_and_the_field(
+    recorded: tuple[Any, str], tmp_path: Path, mutate: Any, message: str
+) -> None:
     """A broken cassette raises CassetteDecodeError naming the file and the field."""
     mod, rid = recorded
     with Store(mod.rec.db) as s:
@@ -306,14 +328,19 @@ def test_not_json_and_missing_cassettes(tmp_path: Path) -> None:
 def test_unknown_run_id_names_the_store(recorded: tuple[Any, str]) -> None:
     """An unknown run id names the store, its run count and `replay runs`."""
     mod, _ = recorded
-    with pytest.raises(RunNotFoundError, match=r"no run 'r_nope' in replay.db \(1 run; list them with `replay runs`\)"):
+    with pytest.raises(
+        RunNotFoundError,
+        match=r"no run 'r_nope' in replay.db \(1 run; list them with `replay runs`\)",
+    ):
         replay_run("r_nope", db=mod.rec.db)
 
 
 def test_entrypoint_errors_name_the_entrypoint_and_the_fix(recorded: tuple[Any, str]) -> None:
     """A missing module, a missing attribute and a nested function each say what to pass instead."""
     mod, rid = recorded
-    with pytest.raises(EntrypointError, match=r"module 'no_such_mod' cannot be imported .*pass agent="):
+    with pytest.raises(
+        EntrypointError, match=r"module 'no_such_mod' cannot be imported .*pass agent="
+    ):
         replay_run(rid, db=mod.rec.db, agent="no_such_mod:handle")
     with pytest.raises(EntrypointError, match=r"has no attribute 'gone' .*renamed or moved"):
         replay_run(rid, db=mod.rec.db, agent=f"{mod.__name__}:gone")
@@ -327,12 +354,16 @@ def test_changed_signature_names_the_parameter(recorded: tuple[Any, str]) -> Non
 
     def handle(ticket: dict, channel: str) -> None: ...
 
-    with pytest.raises(EntrypointError, match=r"requires parameter\(s\) 'channel' that the recorded input"):
+    with pytest.raises(
+        EntrypointError, match=r"requires parameter\(s\) 'channel' that the recorded input"
+    ):
         replay_run(rid, db=mod.rec.db, agent=handle)
 
     def handle2(request: dict) -> None: ...
 
-    with pytest.raises(EntrypointError, match=r"has parameter\(s\) 'ticket' that handle2\(\) no longer accepts"):
+    with pytest.raises(
+        EntrypointError, match=r"has parameter\(s\) 'ticket' that handle2\(\) no longer accepts"
+    ):
         replay_run(rid, db=mod.rec.db, agent=handle2)
 
 
@@ -353,7 +384,9 @@ def test_async_agents_are_awaited(agent_mod: Any) -> None:
 
 def test_rec_run_is_replayed_with_its_input_value(agent_mod: Any) -> None:
     """A run recorded with rec.run(name, input=value) replays as agent(value)."""
-    with agent_mod.rec.run("plain", input={"subject": "x"}, entrypoint=f"{agent_mod.__name__}:plain") as run:
+    with agent_mod.rec.run(
+        "plain", input={"subject": "x"}, entrypoint=f"{agent_mod.__name__}:plain"
+    ) as run:
         run.set_output(agent_mod.plain({"subject": "x"}))
     agent_mod.rec.flush()
     res = replay_run(run.run_id, db=agent_mod.rec.db)

@@ -45,7 +45,9 @@ def test_today_in_a_prompt_replays_identically(tmp_path: pathlib.Path) -> None:
     assert res.exception is None and res.diff.is_empty, str(res.diff)
     replayed_now, replayed_dt = seen[-1]
     started = res.recorded.started_ms / 1000
-    assert started <= replayed_now < started + 30, "the clock starts at the recorded start and ticks on"
+    assert started <= replayed_now < started + 30, (
+        "the clock starts at the recorded start and ticks on"
+    )
     assert replayed_dt.date() == RECORDED_AT.date()
 
 
@@ -57,7 +59,9 @@ def test_clock_real_leaves_the_clock_alone(tmp_path: pathlib.Path) -> None:
     assert seen[-1][1].date() == dt.datetime.now(dt.timezone.utc).date()
 
 
-def test_recorder_timestamps_and_durations_stay_sane_under_the_recorded_clock(tmp_path: pathlib.Path) -> None:
+def test_recorder_timestamps_and_durations_stay_sane_under_the_recorded_clock(
+    tmp_path: pathlib.Path,
+) -> None:
     """The replayed run is stamped at the recorded time and its step durations are real (perf_counter does not travel)."""
     agent, rid, _ = _record_dated_run(tmp_path)
     res = replay_run(rid, db=tmp_path / "rec.db", agent=agent)
@@ -104,7 +108,9 @@ def test_ignore_args_leaves_random_ids_out_of_args_sha(tmp_path: pathlib.Path) -
     assert res.exception is None and res.diff.is_empty, str(res.diff)
     assert set(calls[-1]) == {"request_id", "source"}, "the agent's own dict is not modified"
     logged = replay_run(rid_logged, db=tmp_path / "rec.db", agent=agent)
-    assert isinstance(logged.exception, UnrecordedCall), "without ignore_args a random id does not match"
+    assert isinstance(logged.exception, UnrecordedCall), (
+        "without ignore_args a random id does not match"
+    )
 
 
 def test_ignore_args_must_be_names(tmp_path: pathlib.Path) -> None:
@@ -115,7 +121,7 @@ def test_ignore_args_must_be_names(tmp_path: pathlib.Path) -> None:
     rec.close()
 
 
-DATED_AGENT = '''
+DATED_AGENT = """
 import datetime as dt, os
 from replay import Recorder
 
@@ -128,11 +134,12 @@ def llm(prompt: str) -> str:
 @rec.agent("dated-cli")
 def handle(question: str) -> str:
     return llm(f"Today is {dt.date.today().isoformat()}. {question}")
-'''
+"""
 
 
-def test_cli_run_replays_at_the_recorded_time_and_clock_real_opts_out(tmp_path: pathlib.Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_run_replays_at_the_recorded_time_and_clock_real_opts_out(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`replay run` matches a dated run at the recorded time; `--clock real` shows the divergence (exit 1)."""
     from click.testing import CliRunner
 

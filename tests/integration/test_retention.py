@@ -18,20 +18,39 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def record(store: Store, ts: int, *, snaps: tuple[str, ...] = (), steps: int = 2, **run_kw: object) -> str:
+def record(
+    store: Store, ts: int, *, snaps: tuple[str, ...] = (), steps: int = 2, **run_kw: object
+) -> str:
     """One run started at `ts`: run row, run_start, `steps` tool steps (output_sha from `snaps`), stop."""
     rid = new_run_id(ts)
     outs = list(snaps) + [None] * steps
     events = [Event(run_id=rid, kind="run_start", ts_ms=ts)]
     events += [
-        Event(run_id=rid, kind="tool_result", ts_ms=ts + i, step_id=i, tool="http.get", args_sha=f"{i:024x}",
-              output_sha=outs[i - 1], status="ok", duration_ms=5)
+        Event(
+            run_id=rid,
+            kind="tool_result",
+            ts_ms=ts + i,
+            step_id=i,
+            tool="http.get",
+            args_sha=f"{i:024x}",
+            output_sha=outs[i - 1],
+            status="ok",
+            duration_ms=5,
+        )
         for i in range(1, steps + 1)
     ]
     events.append(Event(run_id=rid, kind="stop", ts_ms=ts + steps + 1, stop_reason="completed"))
-    run = Run(run_id=rid, agent="support-agent", started_ms=ts, ended_ms=ts + steps + 1, stop_reason="completed",
-              **run_kw)  # type: ignore[arg-type]
-    store.write_batch(runs=[run], events=events, snapshots=[(s, b'{"v":1}', "dict", False) for s in snaps])
+    run = Run(
+        run_id=rid,
+        agent="support-agent",
+        started_ms=ts,
+        ended_ms=ts + steps + 1,
+        stop_reason="completed",
+        **run_kw,
+    )  # type: ignore[arg-type]
+    store.write_batch(
+        runs=[run], events=events, snapshots=[(s, b'{"v":1}', "dict", False) for s in snaps]
+    )
     return rid
 
 
@@ -51,7 +70,12 @@ def test_rows_carry_their_expiry(tmp_path: Path) -> None:
         before = now_ms()
         rid = record(s, 1_000_000, snaps=(sha("a"),))
         after = now_ms()
-        ev = [r[0] for r in s.db.execute("SELECT expires_at FROM events WHERE run_id = ? ORDER BY seq", [rid])]
+        ev = [
+            r[0]
+            for r in s.db.execute(
+                "SELECT expires_at FROM events WHERE run_id = ? ORDER BY seq", [rid]
+            )
+        ]
         snap = s.db.execute("SELECT expires_at FROM snapshots").fetchone()[0]
         assert ev == [1_000_000 + 3 * DAY + i for i in range(4)]
         assert s.get_run(rid).expires_at == 1_000_003 + 3 * DAY
@@ -77,7 +101,9 @@ def test_a_run_with_unexpired_events_is_kept(store: Store) -> None:
     """A long run keeps its row while any of its events is still within retention."""
     now = now_ms()
     rid = record(store, now - 40 * DAY)
-    late = Event(run_id=rid, kind="tool_result", ts_ms=now - DAY, step_id=9, tool="http.get", status="ok")
+    late = Event(
+        run_id=rid, kind="tool_result", ts_ms=now - DAY, step_id=9, tool="http.get", status="ok"
+    )
     store.write_batch(events=[late])
 
     result = store.prune(now_ms=now)
@@ -148,7 +174,11 @@ def test_pin_survives_the_recorders_later_run_write(store: Store) -> None:
     now = now_ms()
     rid = record(store, now - 100 * DAY)
     store.pin(rid)
-    store.write_batch(runs=[Run(run_id=rid, agent="support-agent", started_ms=now - 100 * DAY, stop_reason="killed")])
+    store.write_batch(
+        runs=[
+            Run(run_id=rid, agent="support-agent", started_ms=now - 100 * DAY, stop_reason="killed")
+        ]
+    )
     assert store.prune(now_ms=now) == PruneResult(0, 0, 0)
     run = store.get_run(rid)
     assert run.pinned and run.stop_reason == "killed" and run.expires_at is None
@@ -173,7 +203,10 @@ def test_pin_of_an_unknown_run_raises(store: Store) -> None:
 def test_dry_run_counts_what_prune_deletes_and_deletes_nothing(store: Store) -> None:
     """prune(dry_run=True) reports the same counts as the real prune and leaves every row."""
     now = now_ms()
-    ids = {days: record(store, now - days * DAY, snaps=(sha(str(days % 10)),)) for days in (45, 31, 20, 3)}
+    ids = {
+        days: record(store, now - days * DAY, snaps=(sha(str(days % 10)),))
+        for days in (45, 31, 20, 3)
+    }
     pinned = record(store, now - 60 * DAY)
     store.pin(pinned)
     at = now + 15 * DAY
@@ -209,10 +242,12 @@ def test_prune_finds_expired_rows_through_the_expiry_index(store: Store, table: 
     """Each prune batch of runs and snapshots searches the expires_at index (EXPLAIN QUERY PLAN), never scans the table."""
     from replay.store import _PRUNE
 
-    (key, cond), = [(k, c) for t, k, c in _PRUNE if t == table]
+    ((key, cond),) = [(k, c) for t, k, c in _PRUNE if t == table]
     sql = f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} LIMIT :n)"
     plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + sql, {"now": 1, "n": 10})]
-    assert any(f"SEARCH {table} USING" in p and f"INDEX {table}_expires (expires_at<?)" in p for p in plan), plan
+    assert any(
+        f"SEARCH {table} USING" in p and f"INDEX {table}_expires (expires_at<?)" in p for p in plan
+    ), plan
     assert not any(p.startswith(f"SCAN {table}") for p in plan), plan
 
 
@@ -220,14 +255,21 @@ def test_prune_pages_events_by_primary_key_and_deletes_by_key(store: Store) -> N
     """Events (no expiry index, to keep ingest cheap) are paged by a primary-key range and deleted by key, never scanned."""
     from replay.store import _EVENTS_DELETE, _EVENTS_PAGE
 
-    page = [r[3] for r in store.db.execute("EXPLAIN QUERY PLAN " + _EVENTS_PAGE, {"now": 1, "n": 10, "r": "", "s": 0})]
+    page = [
+        r[3]
+        for r in store.db.execute(
+            "EXPLAIN QUERY PLAN " + _EVENTS_PAGE, {"now": 1, "n": 10, "r": "", "s": 0}
+        )
+    ]
     assert "SEARCH events USING PRIMARY KEY ((run_id,seq)>(?,?))" in page, page
     delete = [r[3] for r in store.db.execute("EXPLAIN QUERY PLAN " + _EVENTS_DELETE, ("[]", 1))]
     assert any(p.startswith("SEARCH events USING PRIMARY KEY") for p in delete), delete
     assert not any(p.startswith("SCAN events") for p in page + delete)
 
 
-def test_prune_deletes_events_by_key_without_json_each(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prune_deletes_events_by_key_without_json_each(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Where SQLite lacks json_each, events are deleted one key at a time, with the same result."""
     import replay.store
 
@@ -235,7 +277,9 @@ def test_prune_deletes_events_by_key_without_json_each(store: Store, monkeypatch
     t = 1_000_000
     for i in range(5):
         record(store, t + i)
-    assert store.prune(now_ms=t + 40 * DAY, batch_size=3, pause_s=0) == PruneResult(runs=5, events=20, snapshots=0)
+    assert store.prune(now_ms=t + 40 * DAY, batch_size=3, pause_s=0) == PruneResult(
+        runs=5, events=20, snapshots=0
+    )
 
 
 def test_prune_rejects_a_batch_size_below_one(store: Store) -> None:

@@ -31,7 +31,7 @@ HOSTILE_TOOL = "<script>window.__pwned=1</script>"
 HOSTILE_OUTPUT = '<img src=x onerror="window.__pwned=2"></pre><script>window.__pwned=3</script>'
 HOSTILE_VERSION = "</title><script>window.__pwned=4</script>"
 
-AGENT = f'''
+AGENT = f"""
 import os
 from replay import Recorder
 rec = Recorder(os.environ["AGENT_DB"])
@@ -66,7 +66,7 @@ def handle(ticket: dict) -> str:
     for _ in range(MODE["emails"]):
         send(ticket["email"], "hello")
     return "ok"
-'''
+"""
 
 
 def invoke(*args: str) -> Any:
@@ -104,7 +104,9 @@ def _no_raw_markup(text: str) -> None:
 def test_view_writes_one_self_contained_escaped_page(env: Any, tmp_path: Path) -> None:
     """`replay view` writes a 0600 page with every step, the versions and usage, recorded markup escaped, nothing external."""
     _, _, first, _, _ = env
-    res = invoke("view", first[:20], "-o", "page.html")  # a prefix: runs of one millisecond share 12 characters
+    res = invoke(
+        "view", first[:20], "-o", "page.html"
+    )  # a prefix: runs of one millisecond share 12 characters
     assert res.exit_code == 0, res.output
     assert res.output.strip() == "wrote page.html (open it in a browser)"
     path = tmp_path / "page.html"
@@ -112,12 +114,23 @@ def test_view_writes_one_self_contained_escaped_page(env: Any, tmp_path: Path) -
     text = path.read_text()
     _no_raw_markup(text)
     assert html.escape(HOSTILE_TOOL) in text
-    assert "&lt;img src=x onerror=" in text and "&lt;/pre&gt;&lt;script&gt;window.__pwned=3" in text  # as text
+    assert (
+        "&lt;img src=x onerror=" in text and "&lt;/pre&gt;&lt;script&gt;window.__pwned=3" in text
+    )  # as text
     assert len(re.findall(r'<details class="step', text)) == 4
-    for expected in (f"run {first}", "stop reason", "completed", "model=m-1", "4 tool calls", 'data-status="ok"'):
+    for expected in (
+        f"run {first}",
+        "stop reason",
+        "completed",
+        "model=m-1",
+        "4 tool calls",
+        'data-status="ok"',
+    ):
         assert expected in text
     assert "Content-Security-Policy" in text and "default-src 'none'" in text
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text), "the page loads something external"
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text), (
+        "the page loads something external"
+    )
     assert 'id="diff"' not in text
 
 
@@ -147,7 +160,16 @@ def test_view_against_another_run_and_against_a_replay(env: Any, tmp_path: Path)
     assert "completed -&gt; completed" in text and "4 -&gt; 5" in text  # stop reason, tool calls
     assert 'id="other-waterfall"' in text
 
-    res = invoke("view", first, "--against", "replay", "--replay-agent", f"{name}:handle", "-o", "replayed.html")
+    res = invoke(
+        "view",
+        first,
+        "--against",
+        "replay",
+        "--replay-agent",
+        f"{name}:handle",
+        "-o",
+        "replayed.html",
+    )
     assert res.exit_code == 0, res.output
     text = (tmp_path / "replayed.html").read_text()
     _no_raw_markup(text)
@@ -155,22 +177,43 @@ def test_view_against_another_run_and_against_a_replay(env: Any, tmp_path: Path)
     assert "replay (now)" in text
 
 
-def test_view_of_a_cassette_and_of_a_run_without_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_view_of_a_cassette_and_of_a_run_without_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A cassette file is a valid RUN_ID (every step in the waterfall); a run that made no call says so."""
     from replay.models import Run
     from replay.store import Store
 
     monkeypatch.chdir(tmp_path)
-    cassette = Path(__file__).resolve().parents[2] / "cassettes" / "incidents" / "r_01m80g7tce74qmb7zv96pmd1t5.json"
+    cassette = (
+        Path(__file__).resolve().parents[2]
+        / "cassettes"
+        / "incidents"
+        / "r_01m80g7tce74qmb7zv96pmd1t5.json"
+    )
     assert invoke("view", str(cassette), "--db", "none.db", "-o", "cassette.html").exit_code == 0
     text = (tmp_path / "cassette.html").read_text()
     assert len(re.findall(r'<details class="step', text)) == 17
     assert len(re.findall(r'data-status="error"', text)) == 7 and "support-v3" in text
     with Store(tmp_path / "replay.db") as store:
-        store.write_batch(runs=[Run(run_id="r_01m8empty000000000000000000", agent="idle", started_ms=1780000000000,
-                                    ended_ms=1780000000005, stop_reason="completed")], events=[], snapshots=[])
+        store.write_batch(
+            runs=[
+                Run(
+                    run_id="r_01m8empty000000000000000000",
+                    agent="idle",
+                    started_ms=1780000000000,
+                    ended_ms=1780000000005,
+                    stop_reason="completed",
+                )
+            ],
+            events=[],
+            snapshots=[],
+        )
     assert invoke("view", "r_01m8empty", "--db", "replay.db", "-o", "empty.html").exit_code == 0
-    assert '<p class="note" id="waterfall-empty">(no tool or model calls)</p>' in (tmp_path / "empty.html").read_text()
+    assert (
+        '<p class="note" id="waterfall-empty">(no tool or model calls)</p>'
+        in (tmp_path / "empty.html").read_text()
+    )
 
 
 def test_view_serves_the_page_on_localhost(env: Any, tmp_path: Path) -> None:
@@ -180,8 +223,13 @@ def test_view_serves_the_page_on_localhost(env: Any, tmp_path: Path) -> None:
     if exe is None:
         pytest.fail("the `replay` console script is not on PATH: pip install -e .")
     assert invoke("view", first, "-o", "file.html").exit_code == 0
-    proc = subprocess.Popen([exe, "view", first, "--db", str(db), "--serve", "--port", "0"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [exe, "view", first, "--db", str(db), "--serve", "--port", "0"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
@@ -216,8 +264,16 @@ def test_stats_html_links_to_run_pages(env: Any, tmp_path: Path) -> None:
 # ---- in a real browser --------------------------------------------------------------------------
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -249,9 +305,19 @@ def test_run_page_in_chromium(env: Any, tmp_path: Path, browser: Any) -> None:
     assert invoke("view", second, "--against", first, "-o", "page.html").exit_code == 0
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    page.on(
+        "console",
+        lambda m: (
+            problems.append(f"console {m.type}: {m.text}")
+            if m.type in ("error", "warning")
+            else None
+        ),
+    )
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.on("request", lambda r: problems.append(f"request: {r.url}") if not r.url.startswith("file:") else None)
+    page.on(
+        "request",
+        lambda r: problems.append(f"request: {r.url}") if not r.url.startswith("file:") else None,
+    )
     page.goto((tmp_path / "page.html").as_uri())
     page.wait_for_load_state("load")
 
@@ -261,7 +327,9 @@ def test_run_page_in_chromium(env: Any, tmp_path: Path, browser: Any) -> None:
     assert all(bars.nth(i).bounding_box()["width"] >= 1 for i in range(5))  # drawn, not collapsed
     assert page.locator("#waterfall details.step[data-status=error]").count() == 1
     assert page.locator("#diff").is_visible()
-    assert page.locator("#diff td[data-kind=missing_call]").count() == 1  # the second email, missing on the right
+    assert (
+        page.locator("#diff td[data-kind=missing_call]").count() == 1
+    )  # the second email, missing on the right
     assert page.locator("#diff td[data-kind=status_changed]").count() == 2
 
     hostile = page.locator("#waterfall details.step", has_text=HOSTILE_TOOL)

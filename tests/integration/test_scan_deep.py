@@ -35,8 +35,13 @@ def test_deep_scan_of_a_redacted_store_is_clean(tmp_path: Path) -> None:
 
     @rec.tool("crm.lookup")
     def lookup(q: dict) -> dict:
-        return {"email": "jane.doe@example.com", "ip": "81.2.69.160", "token": "ghp_" + "a1B2" * 9,
-                "v6": "2a00:1450:4001:829::200e", "note": "password=hunter2secret"}
+        return {
+            "email": "jane.doe@example.com",
+            "ip": "81.2.69.160",
+            "token": "ghp_" + "a1B2" * 9,
+            "v6": "2a00:1450:4001:829::200e",
+            "note": "password=hunter2secret",
+        }
 
     with rec.run("agent", input={"api_key": "sk-" + "x9" * 24}):
         lookup({"q": "Authorization: Bearer abcdefghijklmnop123456"})

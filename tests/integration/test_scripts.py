@@ -9,7 +9,7 @@ from pathlib import Path
 
 from replay.store import Store
 
-SCRIPT = '''
+SCRIPT = """
 from replay import Recorder
 
 rec = Recorder("replay.db")
@@ -28,7 +28,7 @@ def handle(q: str) -> dict:
 if __name__ == "__main__":
     handle("first")
     handle("second")
-'''
+"""
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -38,7 +38,9 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def _replay_exe() -> str:
     exe = Path(sys.executable).parent / "replay"
-    assert exe.exists(), "the `replay` console script is not installed beside the interpreter: pip install -e ."
+    assert exe.exists(), (
+        "the `replay` console script is not installed beside the interpreter: pip install -e ."
+    )
     return str(exe)
 
 
@@ -53,8 +55,12 @@ def test_script_records_its_module_path_and_warns_once(tmp_path: Path) -> None:
         runs = s.runs()
     assert [r.entrypoint for r in runs] == ["my_agent:handle", "my_agent:handle"]
     refused = _run([_replay_exe(), "run", "--last", "1"], tmp_path)
-    assert refused.returncode == 2 and "it needs agent 'script-agent'" in refused.stdout, refused.stdout
-    replayed = _run([_replay_exe(), "run", "--last", "2", "--replay-agent", "my_agent:handle"], tmp_path)
+    assert refused.returncode == 2 and "it needs agent 'script-agent'" in refused.stdout, (
+        refused.stdout
+    )
+    replayed = _run(
+        [_replay_exe(), "run", "--last", "2", "--replay-agent", "my_agent:handle"], tmp_path
+    )
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert "2 matched" in replayed.stdout
 
@@ -66,7 +72,9 @@ def test_listed_script_replays_without_flags_or_warning(tmp_path: Path) -> None:
     proc = _run([sys.executable, "my_agent.py"], tmp_path)
     assert proc.returncode == 0 and "defined in a script" not in proc.stderr, proc.stderr
     replayed = _run([_replay_exe(), "run", "--last", "1"], tmp_path)
-    assert replayed.returncode == 0 and "replay matches recording" in replayed.stdout, replayed.stdout + replayed.stderr
+    assert replayed.returncode == 0 and "replay matches recording" in replayed.stdout, (
+        replayed.stdout + replayed.stderr
+    )
 
 
 def test_script_outside_the_project_keeps_main_and_says_so(tmp_path: Path) -> None:

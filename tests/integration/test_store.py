@@ -20,7 +20,9 @@ T0 = 1_780_000_000_000  # a fixed epoch-ms origin for runs in these tests
 DAY = 86_400_000
 
 
-def make_run(run_id: str | None = None, *, agent: str = "support-agent", started_ms: int = T0, **kw: object) -> Run:
+def make_run(
+    run_id: str | None = None, *, agent: str = "support-agent", started_ms: int = T0, **kw: object
+) -> Run:
     return Run(run_id=run_id or new_run_id(started_ms), agent=agent, started_ms=started_ms, **kw)  # type: ignore[arg-type]
 
 
@@ -29,15 +31,44 @@ def run_events(run_id: str, steps: int = 3, ts: int = T0) -> list[Event]:
     evs = [Event(run_id=run_id, kind="run_start", ts_ms=ts)]
     for i in range(1, steps + 1):
         if i % 3 == 0:
-            evs.append(Event(run_id=run_id, kind="model_result", ts_ms=ts + i, step_id=i, tool="openai.chat",
-                             args_sha=f"{i:024x}", output_sha=f"{i + 100:024x}", duration_ms=400, status="ok",
-                             usage=Usage(tokens_in=120, tokens_out=30, cost_usd=0.0012)))
+            evs.append(
+                Event(
+                    run_id=run_id,
+                    kind="model_result",
+                    ts_ms=ts + i,
+                    step_id=i,
+                    tool="openai.chat",
+                    args_sha=f"{i:024x}",
+                    output_sha=f"{i + 100:024x}",
+                    duration_ms=400,
+                    status="ok",
+                    usage=Usage(tokens_in=120, tokens_out=30, cost_usd=0.0012),
+                )
+            )
         else:
-            evs.append(Event(run_id=run_id, kind="tool_result", ts_ms=ts + i, step_id=i, tool="http.get",
-                             args_sha=f"{i:024x}", output_sha=f"{i + 100:024x}", duration_ms=12,
-                             status="error" if i == 2 else "ok", error="TimeoutError" if i == 2 else None))
-    evs.append(Event(run_id=run_id, kind="stop", ts_ms=ts + steps + 1, stop_reason="completed",
-                     usage=Usage(tokens_in=120, tokens_out=30, cost_usd=0.0012, tool_calls=steps)))
+            evs.append(
+                Event(
+                    run_id=run_id,
+                    kind="tool_result",
+                    ts_ms=ts + i,
+                    step_id=i,
+                    tool="http.get",
+                    args_sha=f"{i:024x}",
+                    output_sha=f"{i + 100:024x}",
+                    duration_ms=12,
+                    status="error" if i == 2 else "ok",
+                    error="TimeoutError" if i == 2 else None,
+                )
+            )
+    evs.append(
+        Event(
+            run_id=run_id,
+            kind="stop",
+            ts_ms=ts + steps + 1,
+            stop_reason="completed",
+            usage=Usage(tokens_in=120, tokens_out=30, cost_usd=0.0012, tool_calls=steps),
+        )
+    )
     return evs
 
 
@@ -218,12 +249,22 @@ def test_version_1_file_is_migrated_and_keeps_its_data(db_path: Path) -> None:
         key = s.secret_key
         version = s.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
         expires = [r[0] for r in s.db.execute("SELECT expires_at FROM events ORDER BY seq")]
-        indexes = {r[0] for r in s.db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs'")}
+        indexes = {
+            r[0]
+            for r in s.db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'runs'"
+            )
+        }
         applied = [r[0] for r in s.db.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
 
     assert version == SCHEMA_VERSION
     assert applied == list(STEPS)
-    assert (run.agent, run.input, run.versions, run.host) == ("support-agent", {"ticket": 42}, {"model": "m-1"}, "web-1")
+    assert (run.agent, run.input, run.versions, run.host) == (
+        "support-agent",
+        {"ticket": 42},
+        {"model": "m-1"},
+        "web-1",
+    )
     assert run.usage == Usage(tokens_in=5, tokens_out=2, cost_usd=0.1, tool_calls=1)
     assert [e.kind for e in events] == ["run_start", "tool_result", "stop"]
     assert events[1].output_sha == "bbbbbbbbbbbbbbbbbbbbbbbb"
@@ -243,10 +284,19 @@ def test_version_1_file_is_migrated_and_keeps_its_data(db_path: Path) -> None:
 def test_batch_round_trips_runs_events_and_snapshots(store: Store) -> None:
     """What write_batch stores comes back equal from get_run, events and snapshot."""
     rid = new_run_id(T0)
-    run = make_run(rid, input={"ticket": {"id": 7, "body": "héllo"}}, output="done", input_sha="c" * 24,
-                   versions={"model": "m-2026-10", "prompt": "support-v3"}, labels={"tenant": "acme"},
-                   ended_ms=T0 + 900, stop_reason="completed", usage=Usage(tokens_in=9, tokens_out=3, cost_usd=0.25),
-                   tool_calls=3, entrypoint="examples.support:handle")
+    run = make_run(
+        rid,
+        input={"ticket": {"id": 7, "body": "héllo"}},
+        output="done",
+        input_sha="c" * 24,
+        versions={"model": "m-2026-10", "prompt": "support-v3"},
+        labels={"tenant": "acme"},
+        ended_ms=T0 + 900,
+        stop_reason="completed",
+        usage=Usage(tokens_in=9, tokens_out=3, cost_usd=0.25),
+        tool_calls=3,
+        entrypoint="examples.support:handle",
+    )
     events = run_events(rid, steps=3)
     store.write_batch(runs=[run], events=events, snapshots=[("d" * 24, b'{"x":1}', "dict", True)])
 
@@ -270,7 +320,15 @@ def test_events_come_back_in_run_order_whatever_the_write_order(store: Store) ->
 def test_nested_steps_keep_their_parent(store: Store) -> None:
     """A step recorded inside another tool keeps its parent_step_id."""
     rid = new_run_id(T0)
-    inner = Event(run_id=rid, kind="tool_result", ts_ms=T0 + 2, step_id=2, tool="db.query", status="ok", parent_step_id=1)
+    inner = Event(
+        run_id=rid,
+        kind="tool_result",
+        ts_ms=T0 + 2,
+        step_id=2,
+        tool="db.query",
+        status="ok",
+        parent_step_id=1,
+    )
     store.write_batch(events=[inner])
     assert store.events(rid)[0].parent_step_id == 1
 
@@ -278,7 +336,9 @@ def test_nested_steps_keep_their_parent(store: Store) -> None:
 def test_run_start_and_stop_carrying_a_step_id_replace_no_step(store: Store) -> None:
     """A run_start or stop event that carries a step_id is stored beside that step, not over it."""
     rid = new_run_id(T0)
-    step = Event(run_id=rid, kind="tool_result", ts_ms=T0 + 1, step_id=1, tool="http.get", status="ok")
+    step = Event(
+        run_id=rid, kind="tool_result", ts_ms=T0 + 1, step_id=1, tool="http.get", status="ok"
+    )
     start = Event(run_id=rid, kind="run_start", ts_ms=T0, step_id=1)
     stop = Event(run_id=rid, kind="stop", ts_ms=T0 + 2, step_id=1, stop_reason="completed")
     store.write_batch(events=[stop, step, start])
@@ -289,10 +349,17 @@ def test_later_run_write_replaces_the_fields(store: Store) -> None:
     """The run row written at stop replaces the one written at start."""
     rid = new_run_id(T0)
     store.write_batch(runs=[make_run(rid)])
-    final = make_run(rid, ended_ms=T0 + 500, stop_reason="loop_detected", tool_calls=9, output={"ok": False})
+    final = make_run(
+        rid, ended_ms=T0 + 500, stop_reason="loop_detected", tool_calls=9, output={"ok": False}
+    )
     store.write_batch(runs=[final])
     got = store.get_run(rid)
-    assert (got.ended_ms, got.stop_reason, got.tool_calls, got.output) == (T0 + 500, "loop_detected", 9, {"ok": False})
+    assert (got.ended_ms, got.stop_reason, got.tool_calls, got.output) == (
+        T0 + 500,
+        "loop_detected",
+        9,
+        {"ok": False},
+    )
     assert store.count_runs() == 1
 
 
@@ -310,7 +377,10 @@ def test_write_rows_fast_path_stores_the_same_events(store: Store) -> None:
     rid = new_run_id(T0)
     events = run_events(rid, steps=70)  # more than one multi-row statement plus a remainder
     rows = [
-        tuple(e.usage.model_dump_json() if c == "usage" and e.usage else getattr(e, c) for c in EVENT_COLUMNS)
+        tuple(
+            e.usage.model_dump_json() if c == "usage" and e.usage else getattr(e, c)
+            for c in EVENT_COLUMNS
+        )
         for e in events
     ]
     store.write_rows(rows)
@@ -322,7 +392,9 @@ def test_write_rows_rejects_a_row_of_the_wrong_length(store: Store) -> None:
     rid = new_run_id(T0)
     good = (rid, "run_start", T0, None, None, None, None, None, None, None, None, None, None, None)
     bad = (rid, "tool_result", T0, 1, "http.get")
-    with pytest.raises(ValueError, match=r"event row 1 has 5 values, expected 14 .*run_id, kind, ts_ms"):
+    with pytest.raises(
+        ValueError, match=r"event row 1 has 5 values, expected 14 .*run_id, kind, ts_ms"
+    ):
         store.write_rows([good, bad])
     assert store.events(rid) == []
 
@@ -330,10 +402,27 @@ def test_write_rows_rejects_a_row_of_the_wrong_length(store: Store) -> None:
 def test_a_failing_batch_writes_nothing(store: Store) -> None:
     """A batch with one invalid event (a step without step_id) fails whole: no run, no event, no snapshot."""
     rid = new_run_id(T0)
-    bad = (rid, "tool_result", T0 + 1, None, "http.get", None, None, None, "ok", None, None, None, None, None)
+    bad = (
+        rid,
+        "tool_result",
+        T0 + 1,
+        None,
+        "http.get",
+        None,
+        None,
+        None,
+        "ok",
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
     ok = (rid, "run_start", T0, None, None, None, None, None, None, None, None, None, None, None)
     with pytest.raises(StoreError, match="needs a step_id") as info:
-        store.write_rows([ok, bad], runs=[make_run(rid)], snapshots=[("e" * 24, b"{}", None, False)])
+        store.write_rows(
+            [ok, bad], runs=[make_run(rid)], snapshots=[("e" * 24, b"{}", None, False)]
+        )
     assert str(store.path) in str(info.value)
     assert store.count_runs() == 0
     assert store.events(rid) == []
@@ -367,7 +456,9 @@ def test_locked_database_raises_a_store_error_and_keeps_what_was_written(db_path
         msg = str(info.value)
         assert str(db_path) in msg and "locked" in msg and "timeout_s" in msg
         assert [r.run_id for r in s.runs()] == [first]
-        s.write_batch(runs=[make_run(started_ms=T0 + 1)])  # the store works again once the lock is gone
+        s.write_batch(
+            runs=[make_run(started_ms=T0 + 1)]
+        )  # the store works again once the lock is gone
         assert s.count_runs() == 2
 
 
@@ -396,13 +487,61 @@ def test_an_event_takes_at_most_250_bytes_on_disk(db_path: Path) -> None:
                 ts = T0 + (b + r) * 1000
                 rid = new_run_id(ts)
                 runs.append(make_run(rid, started_ms=ts, ended_ms=ts + 90, stop_reason="completed"))
-                rows.append((rid, "run_start", ts, None, None, None, None, None, None, None, None, None, None, None))
+                rows.append(
+                    (
+                        rid,
+                        "run_start",
+                        ts,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                    )
+                )
                 for step in range(1, 19):
-                    rows.append((rid, "tool_result", ts + step, step, rnd.choice(["http.get", "email.send"]),
-                                 f"{rnd.getrandbits(96):024x}", f"{rnd.getrandbits(96):024x}", rnd.randint(1, 900),
-                                 "ok", None, None, None, None, None))
-                rows.append((rid, "stop", ts + 20, None, None, None, None, None, None, None, "completed",
-                             '{"tokens_in":100,"tokens_out":20,"cost_usd":0.01,"tool_calls":18}', None, None))
+                    rows.append(
+                        (
+                            rid,
+                            "tool_result",
+                            ts + step,
+                            step,
+                            rnd.choice(["http.get", "email.send"]),
+                            f"{rnd.getrandbits(96):024x}",
+                            f"{rnd.getrandbits(96):024x}",
+                            rnd.randint(1, 900),
+                            "ok",
+                            None,
+                            None,
+                            None,
+                            None,
+                            None,
+                        )
+                    )
+                rows.append(
+                    (
+                        rid,
+                        "stop",
+                        ts + 20,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        "completed",
+                        '{"tokens_in":100,"tokens_out":20,"cost_usd":0.01,"tool_calls":18}',
+                        None,
+                        None,
+                    )
+                )
             s.write_rows(rows, runs=runs)
         s.checkpoint()
         assert s.db.execute("SELECT count(*) FROM events").fetchone()[0] == n
@@ -423,15 +562,23 @@ def test_unknown_run_names_the_store_and_its_run_count(store: Store) -> None:
 
 def test_find_run_by_unique_prefix(store: Store) -> None:
     """find_run accepts a unique prefix, with or without r_; '_' in ids is not a wildcard."""
-    ids = ["r_01aaa000000000000000000001", "r_01aaa000000000000000000002", "r_01abc000000000000000000000",
-           "rx01abc00000000000000000000"]
+    ids = [
+        "r_01aaa000000000000000000001",
+        "r_01aaa000000000000000000002",
+        "r_01abc000000000000000000000",
+        "rx01abc00000000000000000000",
+    ]
     store.write_batch(runs=[make_run(i, started_ms=T0 + n) for n, i in enumerate(ids)])
     assert store.find_run("r_01ab").run_id == ids[2]
     assert store.find_run("01ab").run_id == ids[2]
     assert store.find_run(ids[0]).run_id == ids[0]
     with pytest.raises(AmbiguousRunIdError) as info:
         store.find_run("r_01aaa")
-    assert ids[0] in str(info.value) and ids[1] in str(info.value) and "more characters" in str(info.value)
+    assert (
+        ids[0] in str(info.value)
+        and ids[1] in str(info.value)
+        and "more characters" in str(info.value)
+    )
     with pytest.raises(RunNotFoundError, match="no run 'r_02' in replay.db"):
         store.find_run("r_02")
 
@@ -441,7 +588,9 @@ def test_runs_lists_newest_first_with_filters(store: Store) -> None:
     a1 = make_run(agent="support", started_ms=T0, stop_reason="completed")
     a2 = make_run(agent="support", started_ms=T0 + 10, stop_reason="loop_detected")
     b1 = make_run(agent="billing", started_ms=T0 + 20, stop_reason="completed")
-    rep = make_run(agent="support", started_ms=T0 + 30, stop_reason="completed", replay_of=a1.run_id)
+    rep = make_run(
+        agent="support", started_ms=T0 + 30, stop_reason="completed", replay_of=a1.run_id
+    )
     store.write_batch(runs=[a1, a2, b1, rep])
 
     def ids(runs: list[Run]) -> list[str]:
@@ -462,14 +611,28 @@ def test_step_events_returns_steps_of_runs_in_the_window(store: Store) -> None:
     early, inside, other_agent, late = (new_run_id(T0 + d) for d in (0, 100, 150, 200))
     replay = new_run_id(T0 + 120)
     store.write_batch(
-        runs=[make_run(early, started_ms=T0), make_run(inside, started_ms=T0 + 100),
-              make_run(other_agent, agent="billing", started_ms=T0 + 150), make_run(late, started_ms=T0 + 200),
-              make_run(replay, started_ms=T0 + 120, replay_of=inside)],
-        events=[e for rid in (early, inside, other_agent, late, replay) for e in run_events(rid, steps=3)],
+        runs=[
+            make_run(early, started_ms=T0),
+            make_run(inside, started_ms=T0 + 100),
+            make_run(other_agent, agent="billing", started_ms=T0 + 150),
+            make_run(late, started_ms=T0 + 200),
+            make_run(replay, started_ms=T0 + 120, replay_of=inside),
+        ],
+        events=[
+            e
+            for rid in (early, inside, other_agent, late, replay)
+            for e in run_events(rid, steps=3)
+        ],
     )
     got = store.step_events(since_ms=T0 + 100, until_ms=T0 + 200)
-    assert [(e.run_id, e.step_id) for e in got] == [(inside, 1), (inside, 2), (inside, 3),
-                                                    (other_agent, 1), (other_agent, 2), (other_agent, 3)]
+    assert [(e.run_id, e.step_id) for e in got] == [
+        (inside, 1),
+        (inside, 2),
+        (inside, 3),
+        (other_agent, 1),
+        (other_agent, 2),
+        (other_agent, 3),
+    ]
     assert {e.kind for e in got} == {"tool_result", "model_result"}
     assert [e.error for e in got if e.status == "error"] == ["TimeoutError", "TimeoutError"]
     assert {e.run_id for e in store.step_events(agent="billing")} == {other_agent}
@@ -483,26 +646,57 @@ def test_store_declares_the_events_foreign_key_and_iso_views(db_path: Path) -> N
     import sqlite_utils
 
     with Store(db_path) as s:
-        s.write_batch(runs=[Run(run_id="r_01view000000000000000000000", agent="a", started_ms=1780000000000,
-                                ended_ms=1780000000900, stop_reason="completed", tool_calls=1,
-                                usage=Usage(tokens_in=5, tokens_out=2, cost_usd=0.1, tool_calls=1))],
-                      events=[Event(run_id="r_01view000000000000000000000", kind="tool_result", ts_ms=1780000000500,
-                                    step_id=1, tool="http.get", status="ok", duration_ms=12)],
-                      snapshots=[])
+        s.write_batch(
+            runs=[
+                Run(
+                    run_id="r_01view000000000000000000000",
+                    agent="a",
+                    started_ms=1780000000000,
+                    ended_ms=1780000000900,
+                    stop_reason="completed",
+                    tool_calls=1,
+                    usage=Usage(tokens_in=5, tokens_out=2, cost_usd=0.1, tool_calls=1),
+                )
+            ],
+            events=[
+                Event(
+                    run_id="r_01view000000000000000000000",
+                    kind="tool_result",
+                    ts_ms=1780000000500,
+                    step_id=1,
+                    tool="http.get",
+                    status="ok",
+                    duration_ms=12,
+                )
+            ],
+            snapshots=[],
+        )
     db = sqlite_utils.Database(db_path)
     fks = db["events"].foreign_keys
-    assert [(fk.column, fk.other_table, fk.other_column) for fk in fks] == [("run_id", "runs", "run_id")]
+    assert [(fk.column, fk.other_table, fk.other_column) for fk in fks] == [
+        ("run_id", "runs", "run_id")
+    ]
     assert {"runs_view", "events_view"} <= set(db.view_names())
     run = next(db["runs_view"].rows)
-    assert (run["started"], run["ended"], run["latency_ms"]) == ("2026-05-28T20:26:40.000Z", "2026-05-28T20:26:40.900Z", 900)
+    assert (run["started"], run["ended"], run["latency_ms"]) == (
+        "2026-05-28T20:26:40.000Z",
+        "2026-05-28T20:26:40.900Z",
+        900,
+    )
     assert (run["tokens_in"], run["tokens_out"], run["cost_usd"]) == (5, 2, 0.1)
     step = next(db.query("SELECT * FROM events_view WHERE kind = 'tool_result'"))
-    assert (step["ts"], step["tool"], step["duration_ms"]) == ("2026-05-28T20:26:40.500Z", "http.get", 12)
+    assert (step["ts"], step["tool"], step["duration_ms"]) == (
+        "2026-05-28T20:26:40.500Z",
+        "http.get",
+        12,
+    )
     assert db.execute("PRAGMA foreign_key_check").fetchall() == []
     db.close()
 
 
-def test_an_old_store_gets_the_foreign_key_and_views_with_its_rows_and_indexes(db_path: Path) -> None:
+def test_an_old_store_gets_the_foreign_key_and_views_with_its_rows_and_indexes(
+    db_path: Path,
+) -> None:
     """Migrating a version-1 store rebuilds events with the foreign key, keeping every row, and adds the views."""
     import sqlite_utils
 
@@ -517,5 +711,8 @@ def test_an_old_store_gets_the_foreign_key_and_views_with_its_rows_and_indexes(d
     assert "WITHOUT ROWID" in db["events"].schema and db["events"].pks == ["run_id", "seq"]
     assert "expires_at" in db["events"].columns_dict
     assert [r["ts"] for r in db.query("SELECT ts FROM events_view ORDER BY seq")] == [
-        "2026-05-28T20:26:40.000Z", "2026-05-28T20:26:40.500Z", "2026-05-28T20:26:40.900Z"]
+        "2026-05-28T20:26:40.000Z",
+        "2026-05-28T20:26:40.500Z",
+        "2026-05-28T20:26:40.900Z",
+    ]
     db.close()

@@ -48,7 +48,10 @@ def _runs(path: Path, run_ids: list[str]) -> list[tuple]:
     rec.flush()
     store = Store(path)
     try:
-        return [(store.get_run(r), [e for e in store.events(r) if e.kind == "tool_result"]) for r in run_ids]
+        return [
+            (store.get_run(r), [e for e in store.events(r) if e.kind == "tool_result"])
+            for r in run_ids
+        ]
     finally:
         store.close()
 
@@ -155,8 +158,19 @@ def test_the_incident_test_fails_against_v1(pytester, monkeypatch):
     """The incident test holds the fix: run with SUPPORT_AGENT_VERSION=v1 (the code that ran) it fails."""
     monkeypatch.setenv("SUPPORT_AGENT_VERSION", "v1")  # the child pytest inherits the environment
     monkeypatch.setenv("SUPPORT_AGENT_TIME_SCALE", "0")
-    proc = pytester.run(sys.executable, "-m", "pytest", str(INCIDENT_TEST), "-p", "no:cacheprovider", "-q",
-                        "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"))
+    proc = pytester.run(
+        sys.executable,
+        "-m",
+        "pytest",
+        str(INCIDENT_TEST),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--rootdir",
+        str(ROOT),
+        "-c",
+        str(ROOT / "pyproject.toml"),
+    )
     out = proc.stdout.str()
     assert proc.ret == 1, out
     assert "1 failed" in out

@@ -25,7 +25,7 @@ from replay.store import Store
 # sys.modules after each in-process run, and importing them again per run doubled the suite's
 # time. Isolation is the subprocess test's business (test_plugin_inert.py).
 
-AGENT_TEMPLATE = '''
+AGENT_TEMPLATE = """
 import replay
 from replay import Recorder
 
@@ -47,7 +47,7 @@ def handle(ticket: dict) -> str:
     customer = lookup(ticket["customer_id"])
 {body}
     return "done"
-'''
+"""
 
 #: The recorded behaviour: one lookup, one email, 150 tokens, one cent.
 ONE_EMAIL = """
@@ -89,11 +89,15 @@ class AgentProject:
         self.path = pytester.path
         self.db = pytester.path / "replay.db"
         # A recording is data: replay calls only agents of modules the project names (trust model).
-        (self.path / "pyproject.toml").write_text('[tool.agent-replay]\nagents = ["support_agent"]\n')
+        (self.path / "pyproject.toml").write_text(
+            '[tool.agent-replay]\nagents = ["support_agent"]\n'
+        )
 
     def write_agent(self, body: str = ONE_EMAIL) -> None:
         """(Re)write the agent module with `body` after the customer lookup."""
-        source = AGENT_TEMPLATE.format(body=textwrap.indent(textwrap.dedent(body).strip("\n"), "    "))
+        source = AGENT_TEMPLATE.format(
+            body=textwrap.indent(textwrap.dedent(body).strip("\n"), "    ")
+        )
         self.pytester.makepyfile(**{self.module: source})
         sys.modules.pop(self.module, None)
         # Rewritten within the same second with the same size, a cached .pyc would shadow the source.
@@ -124,7 +128,9 @@ class AgentProject:
             store.close()
         return write_cassette(cassette, self.path / folder / f"{run_id}.json")
 
-    def cassette(self, body: str = ONE_EMAIL, folder: str = "cassettes", customer_id: str = "c-1") -> tuple[str, Path]:
+    def cassette(
+        self, body: str = ONE_EMAIL, folder: str = "cassettes", customer_id: str = "c-1"
+    ) -> tuple[str, Path]:
         """Record with `body` and export: (run id, cassette path)."""
         run_id = self.record(body, customer_id=customer_id)
         return run_id, self.export(run_id, folder)

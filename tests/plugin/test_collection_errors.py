@@ -39,7 +39,10 @@ def test_cassette_with_a_broken_field_names_the_file_and_the_field(project: Any)
     result = project.pytester.runpytest("--replay-all")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(
-        [f"*ERROR collecting cassettes/{run_id}.json*", f"cassettes/{run_id}.json: events[1].ts_ms: Field required"]
+        [
+            f"*ERROR collecting cassettes/{run_id}.json*",
+            f"cassettes/{run_id}.json: events[1].ts_ms: Field required",
+        ]
     )
     _assert_clean(result)
 
@@ -62,9 +65,11 @@ def test_entrypoint_module_gone_is_reported(project: Any) -> None:
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(
         [
-            (f"cassettes/{run_id}.json: cannot replay run {run_id}: */pyproject.toml ?tool.agent-replay? agents "
-            "support_agent: module 'support_agent' cannot be imported (ModuleNotFoundError: *); run from the "
-            "project root or fix the import. In pytest: set options.agent in a pytest_replay_configure hook*"),
+            (
+                f"cassettes/{run_id}.json: cannot replay run {run_id}: */pyproject.toml ?tool.agent-replay? agents "
+                "support_agent: module 'support_agent' cannot be imported (ModuleNotFoundError: *); run from the "
+                "project root or fix the import. In pytest: set options.agent in a pytest_replay_configure hook*"
+            ),
         ]
     )
     _assert_clean(result)
@@ -81,9 +86,11 @@ def test_entrypoint_renamed_is_reported(project: Any) -> None:
     result = project.pytester.runpytest("--replay", run_id)
     result.stdout.fnmatch_lines(
         [
-            (f"--replay {run_id} (replay.db): cannot replay run {run_id}: it needs agent 'support-agent', and no "
-             "function is registered under that name (registered agents: *'helpdesk'*); *"
-             "Register it one of these ways: *--replay-agent your.module:handle*")
+            (
+                f"--replay {run_id} (replay.db): cannot replay run {run_id}: it needs agent 'support-agent', and no "
+                "function is registered under that name (registered agents: *'helpdesk'*); *"
+                "Register it one of these ways: *--replay-agent your.module:handle*"
+            )
         ]
     )
     _assert_clean(result)

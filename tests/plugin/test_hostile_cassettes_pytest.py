@@ -13,21 +13,34 @@ import pytest
 from replay.cassette import Cassette, dump_cassette
 from replay.models import Event, Run, new_run_id
 
-EVIL_MODULE = '''
+EVIL_MODULE = """
 from pathlib import Path
 Path({marker!r}).write_text("imported")
 
 def handle(x):
     Path({marker!r}).write_text("called")
-'''
+"""
 
 
 def _cassette(folder: Path, entrypoint: str, value: Any) -> str:
     rid = new_run_id()
-    run = Run(run_id=rid, agent="evil-agent", entrypoint=entrypoint, input=value, started_ms=1, ended_ms=2,
-              stop_reason="completed", call_style="value")
-    cas = Cassette(run=run, events=[Event(run_id=rid, kind="run_start", ts_ms=1),
-                                    Event(run_id=rid, kind="stop", ts_ms=2, stop_reason="completed")])
+    run = Run(
+        run_id=rid,
+        agent="evil-agent",
+        entrypoint=entrypoint,
+        input=value,
+        started_ms=1,
+        ended_ms=2,
+        stop_reason="completed",
+        call_style="value",
+    )
+    cas = Cassette(
+        run=run,
+        events=[
+            Event(run_id=rid, kind="run_start", ts_ms=1),
+            Event(run_id=rid, kind="stop", ts_ms=2, stop_reason="completed"),
+        ],
+    )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{rid}.json").write_text(dump_cassette(cas))
     return rid
@@ -52,7 +65,9 @@ def hostile(pytester: pytest.Pytester) -> tuple[pytest.Pytester, Path, list[str]
 def _assert_refused(result: pytest.RunResult, ids: list[str], markers: Path) -> None:
     out = result.stdout.str()
     for rid in ids:
-        assert f"cassettes/{rid}.json: cannot replay run {rid}: it needs agent 'evil-agent'" in out, out
+        assert (
+            f"cassettes/{rid}.json: cannot replay run {rid}: it needs agent 'evil-agent'" in out
+        ), out
     assert "Traceback" not in out
     assert list(markers.iterdir()) == [], "a hostile cassette ran something"
 
@@ -71,7 +86,9 @@ def test_replay_file_refuses_hostile_cassettes(hostile: Any) -> None:
     pytester, markers, ids = hostile
     args = [a for rid in ids for a in ("--replay", f"cassettes/{rid}.json")]
     result = pytester.runpytest(*args, "--continue-on-collection-errors")
-    result.stdout.fnmatch_lines(["*Register it one of these ways*--replay-agent your.module:handle*"])
+    result.stdout.fnmatch_lines(
+        ["*Register it one of these ways*--replay-agent your.module:handle*"]
+    )
     _assert_refused(result, ids, markers)
 
 

@@ -49,10 +49,17 @@ def test_generated_test_fails_on_the_bug_and_passes_after_the_fix(project: Any) 
 def test_a_run_that_did_not_complete_asks_for_completion(project: Any) -> None:
     """For a run that stopped with another reason, the test records it and asserts the fix completes."""
     _, cassette = project.cassette('replay.stop("budget_exceeded")')
-    text = write_incident_test(load_cassette(cassette), cassette, project.path / "incidents").read_text()
+    text = write_incident_test(
+        load_cassette(cassette), cassette, project.path / "incidents"
+    ).read_text()
     assert "    stop reason: budget_exceeded" in text
-    assert "    # Recorded: the run stopped with 'budget_exceeded'. The fix should let it complete." in text
-    assert '    assert replayed.stop_reason == "completed", replayed.diff.to_text(color=False)' in text
+    assert (
+        "    # Recorded: the run stopped with 'budget_exceeded'. The fix should let it complete."
+        in text
+    )
+    assert (
+        '    assert replayed.stop_reason == "completed", replayed.diff.to_text(color=False)' in text
+    )
     assert "    repeated calls: none" in text
 
 
@@ -64,7 +71,9 @@ def test_an_edited_test_is_not_overwritten_without_force(project: Any) -> None:
     path = write_incident_test(cas, cassette, folder)
     assert write_incident_test(cas, cassette, folder) == path
     path.write_text(path.read_text() + "# my edit\n")
-    with pytest.raises(FileExistsError, match="exists and differs .*: pass --force to overwrite it"):
+    with pytest.raises(
+        FileExistsError, match="exists and differs .*: pass --force to overwrite it"
+    ):
         write_incident_test(cas, cassette, folder)
     write_incident_test(cas, cassette, folder, force=True)
     assert "# my edit" not in path.read_text()
@@ -74,7 +83,9 @@ def test_replay_export_with_test_writes_a_runnable_incident_test(project: Any) -
     """`replay export RUN_ID --test DIR` writes the cassette and the test, and the test runs under pytest."""
     run_id = project.record(project.TWO_EMAILS)
     result = CliRunner().invoke(
-        cli, ["export", run_id, "--db", "replay.db", "--test", "tests/incidents"], catch_exceptions=False
+        cli,
+        ["export", run_id, "--db", "replay.db", "--test", "tests/incidents"],
+        catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     test_path = Path("tests/incidents") / f"test_incident_{run_id}.py"

@@ -17,7 +17,9 @@ def incident(project: Any) -> str:
 
 def test_marker_is_registered(pytester: pytest.Pytester) -> None:
     """`pytest --markers` documents the replay marker."""
-    pytester.runpytest("--markers").stdout.fnmatch_lines(["@pytest.mark.replay(source, *, stubs=None, ignore=None*"])
+    pytester.runpytest("--markers").stdout.fnmatch_lines(
+        ["@pytest.mark.replay(source, *, stubs=None, ignore=None*"]
+    )
 
 
 def test_incident_test_asserts_on_the_replay(project: Any, incident: str) -> None:
@@ -36,20 +38,22 @@ def test_incident_test_asserts_on_the_replay(project: Any, incident: str) -> Non
     )
     result = project.pytester.runpytest("--strict-markers")
     result.assert_outcomes(passed=1)
-    result.stdout.no_fnmatch_line("*runs replayed*")  # marked tests are not part of the gate's count
+    result.stdout.no_fnmatch_line(
+        "*runs replayed*"
+    )  # marked tests are not part of the gate's count
 
 
 def test_incident_test_fails_while_the_bug_is_there(project: Any, incident: str) -> None:
     """The same test fails when the agent still sends two emails: the assertion, not the plugin, decides."""
     project.write_agent(project.TWO_EMAILS)
     project.pytester.makepyfile(
-        test_incident=f'''
+        test_incident=f"""
         import pytest
 
         @pytest.mark.replay("cassettes/{incident}.json")
         def test_sends_one_email(replayed):
             assert len(replayed.calls("email.send")) == 1
-        '''
+        """
     )
     project.pytester.runpytest().assert_outcomes(failed=1)
 
@@ -74,7 +78,7 @@ def test_marker_stubs_and_ignore(project: Any) -> None:
     run_id, _ = project.cassette(project.ONE_EMAIL)
     project.write_agent(project.TWO_EMAILS)
     project.pytester.makepyfile(
-        test_stubbed=f'''
+        test_stubbed=f"""
         import pytest
 
         SENT = []
@@ -88,7 +92,7 @@ def test_marker_stubs_and_ignore(project: Any) -> None:
             assert SENT == ["c-1", "c-1"]
             assert replayed.stop_reason == "completed"
             assert replayed.diff.is_empty
-        '''
+        """
     )
     project.pytester.runpytest().assert_outcomes(passed=1)
 
@@ -107,7 +111,7 @@ def test_marker_wins_over_the_replay_config_fixture(project: Any) -> None:
         """
     )
     project.pytester.makepyfile(
-        test_precedence=f'''
+        test_precedence=f"""
         import pytest
 
         @pytest.mark.replay("cassettes/{run_id}.json")
@@ -117,7 +121,7 @@ def test_marker_wins_over_the_replay_config_fixture(project: Any) -> None:
         @pytest.mark.replay("cassettes/{run_id}.json", on_unrecorded="error")
         def test_marker_override(replayed):
             assert replayed.stop_reason == "error"
-        '''
+        """
     )
     project.pytester.runpytest().assert_outcomes(passed=2)
 
@@ -128,7 +132,7 @@ def test_marker_agent_replays_a_moved_entrypoint(project: Any) -> None:
     agent = project.path / "support_agent.py"
     agent.write_text(agent.read_text().replace("def handle(", "def handle_ticket("))
     project.pytester.makepyfile(
-        test_moved=f'''
+        test_moved=f"""
         import pytest
 
         @pytest.mark.replay("cassettes/{run_id}.json", agent="support_agent:handle_ticket")
@@ -138,7 +142,7 @@ def test_marker_agent_replays_a_moved_entrypoint(project: Any) -> None:
         @pytest.mark.replay("cassettes/{run_id}.json")
         def test_recorded_entrypoint(replayed):
             pass
-        '''
+        """
     )
     # Without agent=, the function registered under the recording's agent name replays, renamed or not.
     project.pytester.runpytest().assert_outcomes(passed=2)
@@ -172,13 +176,13 @@ def test_replay_configure_hook_adjusts_marked_tests_and_items(project: Any) -> N
         """
     )
     project.pytester.makepyfile(
-        test_hooked=f'''
+        test_hooked=f"""
         import pytest
 
         @pytest.mark.replay("cassettes/{run_id}.json")
         def test_hooked(replayed):
             assert replayed.diff.is_empty
-        '''
+        """
     )
     project.pytester.runpytest(".", "--replay", str(cassette)).assert_outcomes(passed=2)
 
@@ -189,7 +193,9 @@ def test_replayed_without_the_marker_is_a_clean_error(pytester: pytest.Pytester)
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        ["*the `replayed` fixture needs the run to replay: add @pytest.mark.replay(\"RUN_ID_OR_CASSETTE\") to the test"]
+        [
+            '*the `replayed` fixture needs the run to replay: add @pytest.mark.replay("RUN_ID_OR_CASSETTE") to the test'
+        ]
     )
     assert "Traceback" not in result.stdout.str()
 
@@ -209,8 +215,10 @@ def test_unknown_marker_keyword_is_a_usage_error(pytester: pytest.Pytester) -> N
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
-            ("ERROR: test_unknown_marker_keyword_is_a_usage_error.py::test_typo: @pytest.mark.replay got "
-            "unexpected keyword argument(s) stub; allowed: agent, db, ignore, on_unrecorded, ordered, stubs")
+            (
+                "ERROR: test_unknown_marker_keyword_is_a_usage_error.py::test_typo: @pytest.mark.replay got "
+                "unexpected keyword argument(s) stub; allowed: agent, db, ignore, on_unrecorded, ordered, stubs"
+            )
         ]
     )
 
@@ -220,7 +228,9 @@ def test_marker_without_a_source_is_a_usage_error(pytester: pytest.Pytester) -> 
     pytester.makepyfile("import pytest\n\n@pytest.mark.replay\ndef test_bare():\n    pass\n")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: *::test_bare: @pytest.mark.replay(\"RUN_ID_OR_CASSETTE\", *) takes one run id*"])
+    result.stderr.fnmatch_lines(
+        ['ERROR: *::test_bare: @pytest.mark.replay("RUN_ID_OR_CASSETTE", *) takes one run id*']
+    )
 
 
 def test_marker_with_an_unknown_run_is_a_clean_setup_error(project: Any) -> None:
@@ -237,7 +247,9 @@ def test_marker_with_an_unknown_run_is_a_clean_setup_error(project: Any) -> None
     )
     result = project.pytester.runpytest()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["@pytest.mark.replay('r_01unknown'): no run 'r_01unknown' in *replay.db*replay runs*"])
+    result.stdout.fnmatch_lines(
+        ["@pytest.mark.replay('r_01unknown'): no run 'r_01unknown' in *replay.db*replay runs*"]
+    )
     assert "Traceback" not in result.stdout.str()
 
 

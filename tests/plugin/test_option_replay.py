@@ -13,7 +13,9 @@ import pytest
 def test_help_lists_the_flag(pytester: pytest.Pytester) -> None:
     """`pytest --help` shows --replay in the agent-replay group."""
     result = pytester.runpytest("--help")
-    result.stdout.fnmatch_lines(["agent-replay: replay recorded agent runs:", "*--replay=RUN_ID_OR_CASSETTE*"])
+    result.stdout.fnmatch_lines(
+        ["agent-replay: replay recorded agent runs:", "*--replay=RUN_ID_OR_CASSETTE*"]
+    )
 
 
 def test_matching_cassette_passes_without_any_test_file(project: Any) -> None:
@@ -65,8 +67,12 @@ def test_flag_is_repeatable(project: Any) -> None:
     """Each --replay adds one item; a cassette and a store run id can be mixed."""
     first = project.record()
     second, cassette = project.cassette(customer_id="c-2")
-    result = project.pytester.runpytest("--replay", first, "--replay", str(cassette), "--collect-only", "-q")
-    result.stdout.fnmatch_lines([f"cassettes/{second}.json::{second}", f"replay.db::{first}"], consecutive=False)
+    result = project.pytester.runpytest(
+        "--replay", first, "--replay", str(cassette), "--collect-only", "-q"
+    )
+    result.stdout.fnmatch_lines(
+        [f"cassettes/{second}.json::{second}", f"replay.db::{first}"], consecutive=False
+    )
     result.stdout.fnmatch_lines(["2 tests collected*"])
 
 
@@ -88,14 +94,25 @@ def test_without_paths_only_the_replays_run(project: Any) -> None:
 
 def test_console_script_finds_the_agent_without_the_project_on_sys_path(project: Any) -> None:
     """Through the `pytest` script, which does not put the working folder on sys.path, the entrypoint still imports."""
-    script = os.path.join(os.path.dirname(sys.executable), "pytest")  # beside the interpreter, not on PATH
+    script = os.path.join(
+        os.path.dirname(sys.executable), "pytest"
+    )  # beside the interpreter, not on PATH
     if not os.path.exists(script):
-        pytest.fail("no pytest console script next to this Python: install pytest into this environment")
+        pytest.fail(
+            "no pytest console script next to this Python: install pytest into this environment"
+        )
     _, cassette = project.cassette()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # pytester.run would add the folder
+    env = {
+        k: v for k, v in os.environ.items() if k != "PYTHONPATH"
+    }  # pytester.run would add the folder
     proc = subprocess.run(
         [script, "-p", "no:cacheprovider", "--replay", str(cassette)],
-        cwd=project.path, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=project.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 run replayed: 1 matched, 0 diverged, 0 blessed" in proc.stdout

@@ -25,15 +25,23 @@ def test_unlisted_agent_module_is_not_imported(project: Any) -> None:
     run_id = _unlisted(project)
     result = project.pytester.runpytest("--replay-all")
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    result.stdout.fnmatch_lines([f"*cannot replay run {run_id}: it needs agent 'support-agent'*the project does not "
-                                 "list it*--replay-agent your.module:handle*"])
+    result.stdout.fnmatch_lines(
+        [
+            f"*cannot replay run {run_id}: it needs agent 'support-agent'*the project does not "
+            "list it*--replay-agent your.module:handle*"
+        ]
+    )
 
 
 def test_flag_names_the_agent_module(project: Any) -> None:
     """--replay-agent support_agent:handle lets the replay import and call the registered agent."""
     _unlisted(project)
-    project.pytester.runpytest("--replay-all", "--replay-agent", "support_agent:handle").assert_outcomes(passed=1)
-    project.pytester.runpytest("--replay-all", "--replay-agent", "support_agent").assert_outcomes(passed=1)
+    project.pytester.runpytest(
+        "--replay-all", "--replay-agent", "support_agent:handle"
+    ).assert_outcomes(passed=1)
+    project.pytester.runpytest("--replay-all", "--replay-agent", "support_agent").assert_outcomes(
+        passed=1
+    )
 
 
 def test_ini_names_the_agent_module(project: Any) -> None:
@@ -47,5 +55,9 @@ def test_flag_refuses_a_function_that_is_not_an_agent(project: Any) -> None:
     """--replay-agent MODULE:FN naming a plain function is refused: only registered agents are called."""
     _unlisted(project)
     result = project.pytester.runpytest("--replay-all", "--replay-agent", "support_agent:lookup")
-    result.stdout.fnmatch_lines(["*--replay-agent support_agent:lookup: lookup is not an agent: decorate it with "
-                                 "@rec.agent(NAME)*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*--replay-agent support_agent:lookup: lookup is not an agent: decorate it with "
+            "@rec.agent(NAME)*"
+        ]
+    )

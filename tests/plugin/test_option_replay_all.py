@@ -22,10 +22,14 @@ def mixed(project: Any) -> dict[str, str]:
 
 def test_help_lists_the_flag(pytester: pytest.Pytester) -> None:
     """`pytest --help` shows --replay-all."""
-    pytester.runpytest("--help").stdout.fnmatch_lines(["*--replay-all*Replay every cassette under the cassettes*"])
+    pytester.runpytest("--help").stdout.fnmatch_lines(
+        ["*--replay-all*Replay every cassette under the cassettes*"]
+    )
 
 
-def test_every_cassette_is_an_item_and_the_gate_fails_on_the_diverged_one(project: Any, mixed: dict[str, str]) -> None:
+def test_every_cassette_is_an_item_and_the_gate_fails_on_the_diverged_one(
+    project: Any, mixed: dict[str, str]
+) -> None:
     """Over a mixed folder, the matching cassettes pass, the stale one fails, and the summary counts them."""
     result = project.pytester.runpytest("--replay-all")
     result.assert_outcomes(passed=2, failed=1)
@@ -51,8 +55,12 @@ def test_k_selects_runs_by_id(project: Any, mixed: dict[str, str]) -> None:
 
 def test_k_selects_runs_by_agent_name(project: Any, mixed: dict[str, str]) -> None:
     """-k with the agent's name selects its runs, and -k 'not NAME' none of them."""
-    project.pytester.runpytest("--replay-all", "-k", "support-agent").assert_outcomes(passed=2, failed=1)
-    project.pytester.runpytest("--replay-all", "-k", "not support-agent").assert_outcomes(deselected=3)
+    project.pytester.runpytest("--replay-all", "-k", "support-agent").assert_outcomes(
+        passed=2, failed=1
+    )
+    project.pytester.runpytest("--replay-all", "-k", "not support-agent").assert_outcomes(
+        deselected=3
+    )
 
 
 def test_last_failed_reruns_only_the_diverged_run(project: Any, mixed: dict[str, str]) -> None:
@@ -76,7 +84,9 @@ def test_x_stops_at_the_first_diverged_run(project: Any) -> None:
 def test_marker_expression_selects_the_replays(project: Any, mixed: dict[str, str]) -> None:
     """Each replay item carries the `replay` marker, so -m replay selects the gate alone."""
     project.pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
-    project.pytester.runpytest(".", "--replay-all", "-m", "replay").assert_outcomes(passed=2, failed=1, deselected=1)
+    project.pytester.runpytest(".", "--replay-all", "-m", "replay").assert_outcomes(
+        passed=2, failed=1, deselected=1
+    )
 
 
 def test_empty_folder_collects_nothing(project: Any) -> None:
@@ -92,11 +102,15 @@ def test_missing_folder_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--replay-all")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        [f"ERROR: --replay-all: no cassettes folder at {pytester.path / 'cassettes'} (ini replay_cassettes)*"]
+        [
+            f"ERROR: --replay-all: no cassettes folder at {pytester.path / 'cassettes'} (ini replay_cassettes)*"
+        ]
     )
 
 
-def test_incident_cassettes_are_left_to_their_incident_tests(project: Any, mixed: dict[str, str]) -> None:
+def test_incident_cassettes_are_left_to_their_incident_tests(
+    project: Any, mixed: dict[str, str]
+) -> None:
     """Cassettes under an incidents/ folder are not gate items; the rest of the folder still is."""
     stale = mixed["stale"]
     (project.pytester.path / "cassettes" / "incidents").mkdir()

@@ -17,7 +17,9 @@ def test_flag_points_replay_all_at_another_folder(project: Any) -> None:
     """--replay-cassettes DIR replays the cassettes there and ignores ./cassettes."""
     run_id, _ = project.cassette(folder="gate")
     project.export(project.record(customer_id="c-2"))  # into ./cassettes, not replayed
-    result = project.pytester.runpytest("--replay-all", "--replay-cassettes", "gate", "--collect-only", "-q")
+    result = project.pytester.runpytest(
+        "--replay-all", "--replay-cassettes", "gate", "--collect-only", "-q"
+    )
     result.stdout.fnmatch_lines([f"gate/{run_id}.json::{run_id}", "1 test collected*"])
 
 
@@ -33,7 +35,9 @@ def test_flag_wins_over_the_ini_option(project: Any) -> None:
     """The flag takes precedence over ini replay_cassettes."""
     run_id, _ = project.cassette(folder="flagged")
     project.pytester.makeini("[pytest]\nreplay_cassettes = elsewhere\n")
-    result = project.pytester.runpytest("--replay-all", "--replay-cassettes", "flagged", "--collect-only", "-q")
+    result = project.pytester.runpytest(
+        "--replay-all", "--replay-cassettes", "flagged", "--collect-only", "-q"
+    )
     result.stdout.fnmatch_lines([f"flagged/{run_id}.json::{run_id}"])
 
 
@@ -48,4 +52,8 @@ def test_missing_folder_names_the_flag(pytester: pytest.Pytester) -> None:
     """A --replay-cassettes folder that does not exist is a usage error naming it and the flag."""
     result = pytester.runpytest("--replay-all", "--replay-cassettes", "nowhere")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: --replay-all: no cassettes folder at {pytester.path / 'nowhere'} (--replay-cassettes)*"])
+    result.stderr.fnmatch_lines(
+        [
+            f"ERROR: --replay-all: no cassettes folder at {pytester.path / 'nowhere'} (--replay-cassettes)*"
+        ]
+    )

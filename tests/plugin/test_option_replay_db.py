@@ -15,7 +15,9 @@ def _move_store(project: Any, target: str) -> None:
 
 def test_help_lists_the_flag(pytester: pytest.Pytester) -> None:
     """`pytest --help` shows --replay-db and its ini option."""
-    pytester.runpytest("--help").stdout.fnmatch_lines(["*--replay-db=PATH*", "*replay_db (string)*"])
+    pytester.runpytest("--help").stdout.fnmatch_lines(
+        ["*--replay-db=PATH*", "*replay_db (string)*"]
+    )
 
 
 def test_flag_names_the_store(project: Any) -> None:
@@ -49,7 +51,9 @@ def test_flag_wins_over_env_and_ini(project: Any, monkeypatch: pytest.MonkeyPatc
     _move_store(project, "right.db")
     project.pytester.makeini("[pytest]\nreplay_db = wrong-ini.db\n")
     monkeypatch.setenv("REPLAY_DB", "wrong-env.db")
-    project.pytester.runpytest("--replay", run_id, "--replay-db", "right.db").assert_outcomes(passed=1)
+    project.pytester.runpytest("--replay", run_id, "--replay-db", "right.db").assert_outcomes(
+        passed=1
+    )
     monkeypatch.setenv("REPLAY_DB", "right.db")
     project.pytester.runpytest("--replay", run_id).assert_outcomes(passed=1)
 
@@ -61,8 +65,10 @@ def test_missing_store_is_a_collection_error_naming_it(project: Any) -> None:
     result.stdout.fnmatch_lines(
         [
             "*ERROR collecting missing.db*",
-            ("--replay r_01nothere: no run 'r_01nothere': the store missing.db does not exist: record runs "
-            "into it first, or name the store with --replay-db PATH (ini replay_db, env REPLAY_DB)"),
+            (
+                "--replay r_01nothere: no run 'r_01nothere': the store missing.db does not exist: record runs "
+                "into it first, or name the store with --replay-db PATH (ini replay_db, env REPLAY_DB)"
+            ),
         ]
     )
     assert not (project.path / "missing.db").exists()

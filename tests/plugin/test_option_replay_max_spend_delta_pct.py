@@ -15,7 +15,9 @@ def doubled(project: Any) -> str:
     return str(cassette)
 
 
-def test_help_lists_the_flag_and_its_default(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_help_lists_the_flag_and_its_default(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`pytest --help` shows the flag with its default of 20 percent."""
     monkeypatch.setenv("COLUMNS", "250")  # one help line per option
     pytester.runpytest("--help").stdout.fnmatch_lines(
@@ -31,8 +33,10 @@ def test_same_steps_but_double_the_spend_fails_by_default(project: Any, doubled:
         [
             "replay of r_* broke a usage gate (same steps, stop reason and output)",
             "cost: $0.0100 -> $0.0200 (+100.0%)",
-            ("usage gate: spend $0.0100 -> $0.0200 (+100.0%) is above the 20% limit "
-            "(--replay-max-spend-delta-pct, ini replay_max_spend_delta_pct)"),
+            (
+                "usage gate: spend $0.0100 -> $0.0200 (+100.0%) is above the 20% limit "
+                "(--replay-max-spend-delta-pct, ini replay_max_spend_delta_pct)"
+            ),
         ]
     )
     result.stdout.no_fnmatch_line("replay matches recording*")
@@ -40,25 +44,33 @@ def test_same_steps_but_double_the_spend_fails_by_default(project: Any, doubled:
 
 def test_a_higher_limit_lets_it_pass(project: Any, doubled: str) -> None:
     """With the limit above the growth, the same replay passes."""
-    project.pytester.runpytest("--replay", doubled, "--replay-max-spend-delta-pct", "150").assert_outcomes(passed=1)
+    project.pytester.runpytest(
+        "--replay", doubled, "--replay-max-spend-delta-pct", "150"
+    ).assert_outcomes(passed=1)
 
 
 def test_ini_option_sets_the_limit(project: Any, doubled: str) -> None:
     """ini replay_max_spend_delta_pct sets the limit; the flag still wins over it."""
     project.pytester.makeini("[pytest]\nreplay_max_spend_delta_pct = 150\n")
     project.pytester.runpytest("--replay", doubled).assert_outcomes(passed=1)
-    project.pytester.runpytest("--replay", doubled, "--replay-max-spend-delta-pct", "50").assert_outcomes(failed=1)
+    project.pytester.runpytest(
+        "--replay", doubled, "--replay-max-spend-delta-pct", "50"
+    ).assert_outcomes(failed=1)
 
 
 def test_a_cheaper_replay_never_fails(project: Any) -> None:
     """Spend that drops (two cents recorded, one cent now) passes even with a zero limit."""
     _, cassette = project.cassette(project.DOUBLE_SPEND)
     project.write_agent(project.ONE_EMAIL)
-    project.pytester.runpytest("--replay", str(cassette), "--replay-max-spend-delta-pct", "0").assert_outcomes(passed=1)
+    project.pytester.runpytest(
+        "--replay", str(cassette), "--replay-max-spend-delta-pct", "0"
+    ).assert_outcomes(passed=1)
 
 
 def test_negative_limit_is_a_usage_error(pytester: pytest.Pytester) -> None:
     """A negative limit is rejected before any work."""
     result = pytester.runpytest("--replay-max-spend-delta-pct", "-5")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --replay-max-spend-delta-pct = -5: expected a percentage of 0 or more*"])
+    result.stderr.fnmatch_lines(
+        ["ERROR: --replay-max-spend-delta-pct = -5: expected a percentage of 0 or more*"]
+    )

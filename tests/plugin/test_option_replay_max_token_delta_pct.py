@@ -15,7 +15,9 @@ def doubled(project: Any) -> str:
     return str(cassette)
 
 
-def test_help_lists_the_flag_and_its_default(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_help_lists_the_flag_and_its_default(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`pytest --help` shows the flag with its default of 20 percent."""
     monkeypatch.setenv("COLUMNS", "250")  # one help line per option
     pytester.runpytest("--help").stdout.fnmatch_lines(
@@ -29,15 +31,19 @@ def test_same_steps_but_double_the_tokens_fails_by_default(project: Any, doubled
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            ("usage gate: tokens 150 -> 300 (+100.0%) is above the 20% limit "
-            "(--replay-max-token-delta-pct, ini replay_max_token_delta_pct)"),
+            (
+                "usage gate: tokens 150 -> 300 (+100.0%) is above the 20% limit "
+                "(--replay-max-token-delta-pct, ini replay_max_token_delta_pct)"
+            ),
         ]
     )
 
 
 def test_a_higher_limit_lets_it_pass(project: Any, doubled: str) -> None:
     """With the limit at the growth exactly, the replay passes: only growth above the limit fails."""
-    project.pytester.runpytest("--replay", doubled, "--replay-max-token-delta-pct", "100").assert_outcomes(passed=1)
+    project.pytester.runpytest(
+        "--replay", doubled, "--replay-max-token-delta-pct", "100"
+    ).assert_outcomes(passed=1)
 
 
 def test_ini_option_sets_the_limit(project: Any, doubled: str) -> None:
@@ -51,7 +57,9 @@ def test_bad_ini_value_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nreplay_max_token_delta_pct = lots\n")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: ini replay_max_token_delta_pct = 'lots': expected a number of percent*"])
+    result.stderr.fnmatch_lines(
+        ["ERROR: ini replay_max_token_delta_pct = 'lots': expected a number of percent*"]
+    )
 
 
 def test_bless_rewrites_a_cassette_that_only_broke_the_gate(project: Any, doubled: str) -> None:

@@ -21,7 +21,9 @@ def gate(project: Any) -> dict[str, str]:
 
 def test_help_lists_the_flag(pytester: pytest.Pytester) -> None:
     """`pytest --help` shows --replay-report and its ini option."""
-    pytester.runpytest("--help").stdout.fnmatch_lines(["*--replay-report=FILE*", "*replay_report (string)*"])
+    pytester.runpytest("--help").stdout.fnmatch_lines(
+        ["*--replay-report=FILE*", "*replay_report (string)*"]
+    )
 
 
 def test_json_report_has_the_counts_and_each_run(project: Any, gate: dict[str, str]) -> None:
@@ -63,4 +65,6 @@ def test_unknown_suffix_is_a_usage_error(pytester: pytest.Pytester) -> None:
     """A report file whose suffix names no format stops the run before any work, listing the formats."""
     result = pytester.runpytest("--replay-report", "out.txt")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --replay-report out.txt: the suffix names the format; use .json, or .md*"])
+    result.stderr.fnmatch_lines(
+        ["ERROR: --replay-report out.txt: the suffix names the format; use .json, or .md*"]
+    )

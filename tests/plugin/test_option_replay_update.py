@@ -11,7 +11,9 @@ from replay.cassette import load_cassette
 
 def test_help_lists_the_flag(pytester: pytest.Pytester) -> None:
     """`pytest --help` shows --replay-update."""
-    pytester.runpytest("--help").stdout.fnmatch_lines(["*--replay-update*Bless: rewrite each diverging cassette*"])
+    pytester.runpytest("--help").stdout.fnmatch_lines(
+        ["*--replay-update*Bless: rewrite each diverging cassette*"]
+    )
 
 
 def test_bless_rewrites_the_diverging_cassette_and_then_it_passes(project: Any) -> None:
@@ -88,7 +90,9 @@ def test_update_without_replays_is_a_usage_error(pytester: pytest.Pytester) -> N
     """--replay-update alone has nothing to bless and stops before any work."""
     result = pytester.runpytest("--replay-update")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --replay-update blesses the runs replayed by --replay or --replay-all*"])
+    result.stderr.fnmatch_lines(
+        ["ERROR: --replay-update blesses the runs replayed by --replay or --replay-all*"]
+    )
 
 
 def test_a_run_whose_snapshots_expired_is_not_blessed(project: Any) -> None:

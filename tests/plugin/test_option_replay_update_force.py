@@ -36,8 +36,11 @@ def _write(project: Any, source: str) -> None:
 
 def _crashing_source(first_line: str) -> str:
     """The template agent (one lookup, one email) with `first_line` before its first tool call."""
-    body = textwrap.indent('rec.usage(tokens_in=100, tokens_out=50, cost_usd=0.01)\n'
-                           'send(customer["id"], "your refund is on its way")', "    ")
+    body = textwrap.indent(
+        "rec.usage(tokens_in=100, tokens_out=50, cost_usd=0.01)\n"
+        'send(customer["id"], "your refund is on its way")',
+        "    ",
+    )
     return AGENT_TEMPLATE.format(body=body).replace(LOOKUP, f"{first_line}\n    {LOOKUP}")
 
 
@@ -47,7 +50,8 @@ CRASH = 'raise RuntimeError("the config file is missing")'
 def test_help_lists_the_flag(pytester: pytest.Pytester) -> None:
     """`pytest --help` shows --replay-update-force and what it blesses."""
     pytester.runpytest("--help").stdout.fnmatch_lines(
-        ["  --replay-update-force*", "*Bless like --replay-update, also the replays it*"])
+        ["  --replay-update-force*", "*Bless like --replay-update, also the replays it*"]
+    )
 
 
 def test_update_refuses_an_agent_that_now_crashes_before_any_tool_call(project: Any) -> None:
@@ -57,15 +61,17 @@ def test_update_refuses_an_agent_that_now_crashes_before_any_tool_call(project: 
     _write(project, _crashing_source(CRASH))
     result = project.pytester.runpytest("--replay-all", "--replay-update")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        "not blessed: the agent raised RuntimeError where the recording did not (it stopped completed), "
-        "and a cassette must hold behaviour worth keeping, not a crash: *; "
-        "--replay-update-force blesses it anyway",
-        "*= 1 run replayed: 0 matched, 1 diverged, 0 blessed =*",
-        "1 diverging run(s) could not be blessed: see the failures above",
-        "1 diverging run(s) must not be blessed as they are:",
-        "fix the agent; to bless anyway: pytest --replay-all * --replay-update-force",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "not blessed: the agent raised RuntimeError where the recording did not (it stopped completed), "
+            "and a cassette must hold behaviour worth keeping, not a crash: *; "
+            "--replay-update-force blesses it anyway",
+            "*= 1 run replayed: 0 matched, 1 diverged, 0 blessed =*",
+            "1 diverging run(s) could not be blessed: see the failures above",
+            "1 diverging run(s) must not be blessed as they are:",
+            "fix the agent; to bless anyway: pytest --replay-all * --replay-update-force",
+        ]
+    )
     assert cassette.read_bytes() == before
 
 
@@ -75,10 +81,12 @@ def test_force_blesses_the_crash_and_says_so(project: Any) -> None:
     _write(project, _crashing_source(CRASH))
     result = project.pytester.runpytest("--replay-all", "--replay-update-force")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines([
-        f"blessed {run_id}: rewrote cassettes/{run_id}.json (forced: the agent raised RuntimeError where "
-        "the recording did not (it stopped completed))",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"blessed {run_id}: rewrote cassettes/{run_id}.json (forced: the agent raised RuntimeError where "
+            "the recording did not (it stopped completed))",
+        ]
+    )
     blessed = load_cassette(cassette)
     assert blessed.run.stop_reason == "error" and blessed.steps == []
     project.pytester.runpytest("--replay-all").assert_outcomes(passed=1)
@@ -92,11 +100,13 @@ def test_without_update_the_summary_does_not_suggest_blessing_a_crash(project: A
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
     assert "bless the new behaviour with" not in out
-    result.stdout.fnmatch_lines([
-        "1 diverging run(s) must not be blessed as they are:",
-        "  r_*: the agent raised RuntimeError where the recording did not (it stopped completed)",
-        "fix the agent; to bless anyway: pytest --replay-all * --replay-update-force",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "1 diverging run(s) must not be blessed as they are:",
+            "  r_*: the agent raised RuntimeError where the recording did not (it stopped completed)",
+            "fix the agent; to bless anyway: pytest --replay-all * --replay-update-force",
+        ]
+    )
 
 
 def test_a_legit_change_is_still_blessed_by_plain_update(project: Any) -> None:
@@ -104,7 +114,8 @@ def test_a_legit_change_is_still_blessed_by_plain_update(project: Any) -> None:
     run_id, cassette = project.cassette(project.TWO_EMAILS)
     project.write_agent(project.ONE_EMAIL)
     project.pytester.runpytest("--replay-all").stdout.fnmatch_lines(
-        ["bless the new behaviour with: pytest --replay-all * --replay-update"])
+        ["bless the new behaviour with: pytest --replay-all * --replay-update"]
+    )
     result = project.pytester.runpytest("--replay-all", "--replay-update")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"blessed {run_id}: rewrote cassettes/{run_id}.json"])
@@ -120,7 +131,8 @@ def test_a_run_that_now_stops_with_error_is_refused(project: Any) -> None:
     result = project.pytester.runpytest("--replay-all", "--replay-update")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["not blessed: the replay stopped with error where the recording stopped completed, *"])
+        ["not blessed: the replay stopped with error where the recording stopped completed, *"]
+    )
     assert cassette.read_bytes() == before
 
 
@@ -140,12 +152,14 @@ def test_force_without_replays_is_a_usage_error(pytester: pytest.Pytester) -> No
     """--replay-update-force alone has nothing to bless and stops before any work."""
     result = pytester.runpytest("--replay-update-force")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: --replay-update-force blesses the runs replayed by --replay or --replay-all*"])
+    result.stderr.fnmatch_lines(
+        ["ERROR: --replay-update-force blesses the runs replayed by --replay or --replay-all*"]
+    )
 
 
 # ---- an HTTP request the recording has no answer for ---------------------------------------------
 
-HTTP_AGENT = '''
+HTTP_AGENT = """
 import json
 import urllib.request
 
@@ -159,7 +173,7 @@ BASE = {base!r}
 def handle(ticket: dict) -> dict:
     with urllib.request.urlopen(BASE + {path!r}, timeout=5) as resp:
         return json.loads(resp.read())
-'''
+"""
 
 
 class _Ok(BaseHTTPRequestHandler):
@@ -203,10 +217,12 @@ def test_an_unrecorded_http_request_is_refused_and_forced(project: Any, local_ur
     _write(project, HTTP_AGENT.format(base=local_url, path="/status/v2"))
     result = project.pytester.runpytest("--replay-all", "--replay-update")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        "not blessed: the replay made 1 HTTP request(s) the recording has no answer for "
-        "(first: GET http://*/status/v2), *--replay-update-force blesses it anyway",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "not blessed: the replay made 1 HTTP request(s) the recording has no answer for "
+            "(first: GET http://*/status/v2), *--replay-update-force blesses it anyway",
+        ]
+    )
     assert cassette.read_bytes() == before
     project.pytester.runpytest("--replay-all", "--replay-update-force").assert_outcomes(passed=1)
     assert load_cassette(cassette).run.stop_reason == "error"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 
-def test_a_session_without_replay_options_imports_nothing_heavy_and_opens_no_store(pytester: pytest.Pytester) -> None:
+def test_a_session_without_replay_options_imports_nothing_heavy_and_opens_no_store(
+    pytester: pytest.Pytester,
+) -> None:
     """Without options or the marker, the plugin is loaded but no `replay` module is imported and no store is created."""
     pytester.makepyfile(
         """

@@ -26,8 +26,10 @@ def test_summary_counts_every_status_and_ends_with_the_next_command(project: Any
     result.stdout.re_match_lines(
         [
             r"=+ 2 runs replayed: 1 matched, 1 diverged, 0 blessed =+",
-            (r"bless the new behaviour with: pytest --replay-all -k support-agent "
-            r"--basetemp=\S+ --replay-update"),
+            (
+                r"bless the new behaviour with: pytest --replay-all -k support-agent "
+                r"--basetemp=\S+ --replay-update"
+            ),
         ]
     )
     lines = result.stdout.lines
@@ -50,7 +52,11 @@ def test_failure_report_is_the_diff_without_python_frames(project: Any) -> None:
     )
     out = result.stdout.str()
     # The failure section only: in-process pytester runs may add unrelated warning summaries.
-    failure = out.split("= FAILURES =", 1)[1].split("short test summary info", 1)[0].split("warnings summary", 1)[0]
+    failure = (
+        out.split("= FAILURES =", 1)[1]
+        .split("short test summary info", 1)[0]
+        .split("warnings summary", 1)[0]
+    )
     assert f"replay diverged from recording {run_id}" in failure
     assert "def runtest" not in failure and "\nE " not in failure and ".py:" not in failure
 
@@ -70,7 +76,10 @@ def test_report_without_any_replay_is_still_written(pytester: pytest.Pytester) -
     pytester.makepyfile("def test_plain():\n    assert True\n")
     pytester.runpytest("--replay-report", "replay.json").assert_outcomes(passed=1)
     data = json.loads((pytester.path / "replay.json").read_text())
-    assert data == {"runs": [], "summary": {"blessed": 0, "diverged": 0, "error": 0, "matched": 0, "replayed": 0}}
+    assert data == {
+        "runs": [],
+        "summary": {"blessed": 0, "diverged": 0, "error": 0, "matched": 0, "replayed": 0},
+    }
 
 
 def test_unwritable_report_fails_the_session(pytester: pytest.Pytester) -> None:

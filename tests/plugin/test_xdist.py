@@ -21,7 +21,9 @@ def gate(project: Any) -> dict[str, str]:
     return {"stale": stale}
 
 
-def test_replay_all_under_xdist_counts_on_the_controller(project: Any, gate: dict[str, str]) -> None:
+def test_replay_all_under_xdist_counts_on_the_controller(
+    project: Any, gate: dict[str, str]
+) -> None:
     """With two workers the outcomes, the summary line and the report are those of the whole gate."""
     result = project.pytester.runpytest("-n", "2", "--replay-all", "--replay-report", "gate.json")
     result.assert_outcomes(passed=3, failed=1)
@@ -42,5 +44,8 @@ def test_bless_under_xdist(project: Any, gate: dict[str, str]) -> None:
     result = project.pytester.runpytest("-n", "2", "--replay-all", "--replay-update")
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(
-        ["*= 4 runs replayed: 3 matched, 0 diverged, 1 blessed =*", f"blessed {gate['stale']}: rewrote cassettes/*"]
+        [
+            "*= 4 runs replayed: 3 matched, 0 diverged, 1 blessed =*",
+            f"blessed {gate['stale']}: rewrote cassettes/*",
+        ]
     )

@@ -89,9 +89,13 @@ class TestMinRuns:
 
     def test_too_few_baseline_runs_says_how_many_it_needs(self):
         """A baseline with too few runs is reported with its count and the minimum, not judged."""
-        results = evaluate(make_runs("c", 40, calls=50), [], make_runs("b", 3), [], AlertRules(min_runs=10))
+        results = evaluate(
+            make_runs("c", 40, calls=50), [], make_runs("b", 3), [], AlertRules(min_runs=10)
+        )
         assert {r.status for r in results} == {"not_enough_runs"}
-        assert "the baseline has 3 runs" in results[0].message and "at least 10" in results[0].message
+        assert (
+            "the baseline has 3 runs" in results[0].message and "at least 10" in results[0].message
+        )
 
     def test_empty_windows_do_not_divide_by_zero(self):
         """Both windows empty: every rule reports not_enough_runs instead of failing."""
@@ -112,7 +116,9 @@ class TestRatioRules:
         """spend_per_run compares average spend per run against its configured ratio."""
         cur = make_runs("c", 40, cost=0.025)
         assert by_rule(evaluate(cur, [], BASE, []))["spend_per_run"].fired  # 2.5x >= 2x
-        assert not by_rule(evaluate(cur, [], BASE, [], AlertRules(spend_ratio=3.0)))["spend_per_run"].fired
+        assert not by_rule(evaluate(cur, [], BASE, [], AlertRules(spend_ratio=3.0)))[
+            "spend_per_run"
+        ].fired
 
     def test_latency_p95_fires_and_names_the_slowest_runs(self):
         """latency_p95 fires at 2x and lists the slowest current runs first."""
@@ -143,8 +149,12 @@ class TestStopReasonRules:
     def test_tool_timeout_spike_needs_ratio_and_absolute_increase(self):
         """tool_timeout fires only when its share doubles and rises by the minimum increase."""
         base = make_runs("b", 100, reasons={"tool_timeout": 1})
-        assert not by_rule(evaluate(make_runs("c", 100, reasons={"tool_timeout": 2}), [], base, []))["tool_timeout"].fired
-        r = by_rule(evaluate(make_runs("c", 100, reasons={"tool_timeout": 8}), [], base, []))["tool_timeout"]
+        assert not by_rule(
+            evaluate(make_runs("c", 100, reasons={"tool_timeout": 2}), [], base, [])
+        )["tool_timeout"].fired
+        r = by_rule(evaluate(make_runs("c", 100, reasons={"tool_timeout": 8}), [], base, []))[
+            "tool_timeout"
+        ]
         assert r.fired and r.threshold == pytest.approx(0.03)
 
 
@@ -152,8 +162,14 @@ class TestRetries:
     def test_rare_to_constant_fires(self):
         """429/5xx retries rising from under 5% of tool calls to over 25% fire the retries rule."""
         cur = make_runs("c", 40)
-        r = by_rule(evaluate(cur, make_steps(cur, 3, "HTTP503"), BASE, make_steps(BASE, 50)))["retries"]
-        assert r.fired and r.current == pytest.approx(53 / 160) and r.baseline == pytest.approx(3 / 160)
+        r = by_rule(evaluate(cur, make_steps(cur, 3, "HTTP503"), BASE, make_steps(BASE, 50)))[
+            "retries"
+        ]
+        assert (
+            r.fired
+            and r.current == pytest.approx(53 / 160)
+            and r.baseline == pytest.approx(3 / 160)
+        )
         assert r.runs and all(x.startswith("c") for x in r.runs)
 
     def test_already_constant_baseline_does_not_fire(self):
@@ -165,15 +181,24 @@ class TestRetries:
     def test_other_errors_are_not_retries(self):
         """Errors outside the 429/5xx buckets (timeouts, ValueError) do not count as retries."""
         cur = make_runs("c", 40)
-        r = by_rule(evaluate(cur, make_steps(cur, 2, "TimeoutError"), BASE, make_steps(BASE)))["retries"]
+        r = by_rule(evaluate(cur, make_steps(cur, 2, "TimeoutError"), BASE, make_steps(BASE)))[
+            "retries"
+        ]
         assert r.current == 0 and not r.fired
 
 
 class TestConfig:
     def test_disabled_rules_are_not_judged(self):
         """A rule whose threshold is None is left out of the results."""
-        results = evaluate(BASE, [], BASE, [], AlertRules(spend_ratio=None, retry_baseline_max=None))
-        assert [r.rule for r in results] == ["tool_calls_p95", "latency_p95", "loop_detected", "tool_timeout"]
+        results = evaluate(
+            BASE, [], BASE, [], AlertRules(spend_ratio=None, retry_baseline_max=None)
+        )
+        assert [r.rule for r in results] == [
+            "tool_calls_p95",
+            "latency_p95",
+            "loop_detected",
+            "tool_timeout",
+        ]
 
     @pytest.mark.parametrize(
         ("kwargs", "text"),

@@ -118,8 +118,10 @@ def test_timings_timestamps_and_ids_never_count() -> None:
     """Different run ids, timestamps, durations and step ids alone do not make a difference."""
     a = trace(BASE)
     b = rep(BASE)
-    b.steps = [e.model_copy(update={"step_id": (e.step_id or 0) + 100, "duration_ms": 9999})
-               for e in b.steps]
+    b.steps = [
+        e.model_copy(update={"step_id": (e.step_id or 0) + 100, "duration_ms": 9999})
+        for e in b.steps
+    ]
     assert diff_traces(a, b).is_empty
 
 
@@ -141,19 +143,30 @@ def _swap(specs: list[Spec], i: int) -> list[Spec]:
 @pytest.mark.parametrize(
     ("replayed", "expected"),
     [
-        pytest.param(BASE[:3] + [("http.get", "x")] + BASE[3:], [("extra_call", None, 3)],
-                     id="insertion in the middle"),
+        pytest.param(
+            BASE[:3] + [("http.get", "x")] + BASE[3:],
+            [("extra_call", None, 3)],
+            id="insertion in the middle",
+        ),
         pytest.param([("http.get", "x")] + BASE, [("extra_call", None, 0)], id="insertion first"),
         pytest.param(BASE + [("http.get", "x")], [("extra_call", None, 6)], id="insertion last"),
         pytest.param(BASE[:2] + BASE[3:], [("missing_call", 2, None)], id="deletion"),
-        pytest.param(BASE[:1] + [("kb.search", "refund policy")] + BASE[2:],
-                     [("args_changed", 1, 1)], id="args change"),
-        pytest.param(BASE[:1] + [("kb.search", "refund", ERR)] + BASE[2:],
-                     [("status_changed", 1, 1)], id="status change"),
+        pytest.param(
+            BASE[:1] + [("kb.search", "refund policy")] + BASE[2:],
+            [("args_changed", 1, 1)],
+            id="args change",
+        ),
+        pytest.param(
+            BASE[:1] + [("kb.search", "refund", ERR)] + BASE[2:],
+            [("status_changed", 1, 1)],
+            id="status change",
+        ),
         pytest.param(_swap(BASE, 1), [("reordered", 1, 2)], id="reorder of two steps"),
-        pytest.param(BASE[:3] + [("http.get", "x")] + BASE[3:5] + BASE[6:],
-                     [("extra_call", None, 3), ("missing_call", 5, None)],
-                     id="insertion and deletion"),
+        pytest.param(
+            BASE[:3] + [("http.get", "x")] + BASE[3:5] + BASE[6:],
+            [("extra_call", None, 3), ("missing_call", 5, None)],
+            id="insertion and deletion",
+        ),
     ],
 )
 def test_one_edit_is_one_change(replayed: list[Spec], expected: list[tuple[Any, ...]]) -> None:
@@ -213,17 +226,26 @@ def test_repetitive_runs_without_unique_steps_still_align() -> None:
 @pytest.mark.parametrize(
     ("replayed", "detail"),
     [
-        pytest.param(BASE[:1] + [("kb.search", "refund policy")] + BASE[2:],
-                     f"kb.search args_sha {a8('refund')} -> {a8('refund policy')}",
-                     id="args"),
-        pytest.param(BASE[:1] + [("kb.search", "refund", ERR)] + BASE[2:],
-                     "kb.search status ok -> error (HTTPStatusError)", id="status"),
+        pytest.param(
+            BASE[:1] + [("kb.search", "refund policy")] + BASE[2:],
+            f"kb.search args_sha {a8('refund')} -> {a8('refund policy')}",
+            id="args",
+        ),
+        pytest.param(
+            BASE[:1] + [("kb.search", "refund", ERR)] + BASE[2:],
+            "kb.search status ok -> error (HTTPStatusError)",
+            id="status",
+        ),
         pytest.param(_swap(BASE, 1), "kb.search moved from step 2 to step 3", id="reordered"),
-        pytest.param(BASE + [("sms.send", "cust")], "the recording never calls sms.send",
-                     id="new tool"),
-        pytest.param(BASE[:5] + [("crm.lookup", "c2")] + BASE[5:],
-                     f"no recorded crm.lookup call with args {a8('c2')}; nearest is step 1 "
-                     f"(args {a8('c1')})", id="new args"),
+        pytest.param(
+            BASE + [("sms.send", "cust")], "the recording never calls sms.send", id="new tool"
+        ),
+        pytest.param(
+            BASE[:5] + [("crm.lookup", "c2")] + BASE[5:],
+            f"no recorded crm.lookup call with args {a8('c2')}; nearest is step 1 "
+            f"(args {a8('c1')})",
+            id="new args",
+        ),
         pytest.param(BASE[:4] + BASE[5:], "the replay never calls crm.update", id="tool gone"),
     ],
 )
@@ -308,8 +330,9 @@ def test_output_change_uses_deepdiff_and_names_the_path() -> None:
     """A step with the same call but another output reports the changed path and both values."""
     out_a = {"customer": "c1", "status": "open", "ts": 1}
     out_b = {"customer": "c1", "status": "closed", "ts": 1}
-    d = diff_traces(trace([("crm.lookup", "c1", {"out": out_a})]),
-                    rep([("crm.lookup", "c1", {"out": out_b})]))
+    d = diff_traces(
+        trace([("crm.lookup", "c1", {"out": out_a})]), rep([("crm.lookup", "c1", {"out": out_b})])
+    )
     (c,) = d.changes
     assert c.kind == "output_changed" and (c.recorded_index, c.replayed_index) == (0, 0)
     assert c.output_diff == {
@@ -321,8 +344,10 @@ def test_output_change_uses_deepdiff_and_names_the_path() -> None:
 
 def test_output_compared_by_sha_when_snapshots_are_missing() -> None:
     """Without snapshots a changed output_sha is still an output change, with no deepdiff."""
-    d = diff_traces(trace([("crm.lookup", "c1", {"out": 1})], snapshots=False),
-                    rep([("crm.lookup", "c1", {"out": 2})], snapshots=False))
+    d = diff_traces(
+        trace([("crm.lookup", "c1", {"out": 1})], snapshots=False),
+        rep([("crm.lookup", "c1", {"out": 2})], snapshots=False),
+    )
     (c,) = d.changes
     assert c.kind == "output_changed" and c.output_diff is None
     assert c.detail == (
@@ -351,26 +376,48 @@ CLOCK_B: list[Spec] = [BASE[0], ("clock.now", 7), BASE[1], BASE[2], ("clock.now"
         pytest.param(CLOCK_A, CLOCK_B, ["tool:clock.now"], id="tool"),
         pytest.param(CLOCK_A, CLOCK_B, ["tool:clock.*"], id="tool wildcard"),
         pytest.param(CLOCK_A, CLOCK_B, {"tools": ["clock.now"]}, id="tool mapping"),
-        pytest.param([("kb.search", "q", {"status": "error", "error": "TimeoutError"})],
-                     [("kb.search", "q", {"status": "error", "error": "ConnectError"})],
-                     ["field:error"], id="field error"),
-        pytest.param([("kb.search", "q", {"out": 1})], [("kb.search", "q2", {"out": 1})],
-                     ["field:args_sha"], id="field args_sha"),
-        pytest.param([("kb.search", "q", {"out": {"a": 1}})],
-                     [("kb.search", "q", {"out": {"a": 2}})],
-                     ["field:output_sha"], id="field output_sha"),
-        pytest.param([("kb.search", "q", {"out": {"a": 1, "ts": 1}})],
-                     [("kb.search", "q", {"out": {"a": 1, "ts": 2}})],
-                     ["output:root['ts']"], id="output path"),
-        pytest.param([("kb.search", "q", {"out": {"a": 1, "ts": 1}})],
-                     [("kb.search", "q", {"out": {"a": 1, "ts": 2}})],
-                     ["output:ts"], id="output bare key"),
-        pytest.param([("kb.search", "q", {"out": {"hits": [{"id": 1, "t": "x"}, {"id": 2}]}})],
-                     [("kb.search", "q", {"out": {"hits": [{"id": 8, "t": "x"}, {"id": 9}]}})],
-                     ["output:root['hits'][*]['id']"], id="output path wildcard"),
-        pytest.param([("kb.search", "q", {"out": {"request_id": "a", "v": 1}})],
-                     [("kb.search", "q", {"out": {"request_id": "b", "v": 1}})],
-                     ["output:re:\\['request_id'\\]$"], id="output regex"),
+        pytest.param(
+            [("kb.search", "q", {"status": "error", "error": "TimeoutError"})],
+            [("kb.search", "q", {"status": "error", "error": "ConnectError"})],
+            ["field:error"],
+            id="field error",
+        ),
+        pytest.param(
+            [("kb.search", "q", {"out": 1})],
+            [("kb.search", "q2", {"out": 1})],
+            ["field:args_sha"],
+            id="field args_sha",
+        ),
+        pytest.param(
+            [("kb.search", "q", {"out": {"a": 1}})],
+            [("kb.search", "q", {"out": {"a": 2}})],
+            ["field:output_sha"],
+            id="field output_sha",
+        ),
+        pytest.param(
+            [("kb.search", "q", {"out": {"a": 1, "ts": 1}})],
+            [("kb.search", "q", {"out": {"a": 1, "ts": 2}})],
+            ["output:root['ts']"],
+            id="output path",
+        ),
+        pytest.param(
+            [("kb.search", "q", {"out": {"a": 1, "ts": 1}})],
+            [("kb.search", "q", {"out": {"a": 1, "ts": 2}})],
+            ["output:ts"],
+            id="output bare key",
+        ),
+        pytest.param(
+            [("kb.search", "q", {"out": {"hits": [{"id": 1, "t": "x"}, {"id": 2}]}})],
+            [("kb.search", "q", {"out": {"hits": [{"id": 8, "t": "x"}, {"id": 9}]}})],
+            ["output:root['hits'][*]['id']"],
+            id="output path wildcard",
+        ),
+        pytest.param(
+            [("kb.search", "q", {"out": {"request_id": "a", "v": 1}})],
+            [("kb.search", "q", {"out": {"request_id": "b", "v": 1}})],
+            ["output:re:\\['request_id'\\]$"],
+            id="output regex",
+        ),
     ],
 )
 def test_ignore_rules_hide_what_they_name(
@@ -402,12 +449,18 @@ def test_ignored_output_path_applies_to_the_final_output() -> None:
         (None, IgnoreRules()),
         ([], IgnoreRules()),
         ("tool:clock.now", IgnoreRules(tools=frozenset({"clock.now"}))),
-        (["tool:clock.now,uuid.new", "field:error"],
-         IgnoreRules(tools=frozenset({"clock.now", "uuid.new"}), fields=frozenset({"error"}))),
-        (["output:root['ts']", "output:root['id']"],
-         IgnoreRules(output_paths=("root['ts']", "root['id']"))),
-        ({"fields": "status", "output_paths": ["ts"]},
-         IgnoreRules(fields=frozenset({"status"}), output_paths=("ts",))),
+        (
+            ["tool:clock.now,uuid.new", "field:error"],
+            IgnoreRules(tools=frozenset({"clock.now", "uuid.new"}), fields=frozenset({"error"})),
+        ),
+        (
+            ["output:root['ts']", "output:root['id']"],
+            IgnoreRules(output_paths=("root['ts']", "root['id']")),
+        ),
+        (
+            {"fields": "status", "output_paths": ["ts"]},
+            IgnoreRules(fields=frozenset({"status"}), output_paths=("ts",)),
+        ),
         (["field:duration_ms"], IgnoreRules(fields=frozenset({"duration_ms"}))),
     ],
 )
@@ -418,8 +471,15 @@ def test_ignore_rules_parse(spec: Any, expected: IgnoreRules) -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", [["clock.now"], ["tools=clock.now"], ["field:tool"], ["field:colour"], ["tool:"],
-             {"tool": "x"}],
+    "spec",
+    [
+        ["clock.now"],
+        ["tools=clock.now"],
+        ["field:tool"],
+        ["field:colour"],
+        ["tool:"],
+        {"tool": "x"},
+    ],
 )
 def test_invalid_ignore_rule_is_rejected(spec: Any) -> None:
     """A malformed rule raises InvalidIgnoreRuleError that lists the valid forms."""
@@ -518,9 +578,7 @@ def test_trace_from_events_keeps_steps_in_step_order() -> None:
 
 # -- properties --------------------------------------------------------------------------------
 
-step_specs = st.lists(
-    st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 3)), max_size=40
-)
+step_specs = st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 3)), max_size=40)
 
 
 @settings(max_examples=150, deadline=None)

@@ -21,13 +21,27 @@ def trace(specs: list[Spec], *, run_id: str = "r_rec", group_base: int = 0) -> T
         tool, args, *rest = spec
         group = rest[0] + group_base if rest and rest[0] is not None else None
         out = {"tool": tool, "args": args}
-        e = Event(run_id=run_id, kind="tool_result", ts_ms=1_700_000_000_000 + n, step_id=n + 1, tool=tool,
-                  args_sha=sha({"args": args}), output_sha=sha(out), duration_ms=1, status="ok",
-                  concurrent_group=group)
+        e = Event(
+            run_id=run_id,
+            kind="tool_result",
+            ts_ms=1_700_000_000_000 + n,
+            step_id=n + 1,
+            tool=tool,
+            args_sha=sha({"args": args}),
+            output_sha=sha(out),
+            duration_ms=1,
+            status="ok",
+            concurrent_group=group,
+        )
         steps.append(e)
         outputs[e.output_sha] = out
-    run = Run(run_id=run_id, agent="a", started_ms=1_700_000_000_000, stop_reason="completed",
-              tool_calls=len(steps))
+    run = Run(
+        run_id=run_id,
+        agent="a",
+        started_ms=1_700_000_000_000,
+        stop_reason="completed",
+        tool_calls=len(steps),
+    )
     return Trace(run=run, steps=steps, outputs=outputs)
 
 
@@ -35,7 +49,14 @@ def kinds(d: Any) -> list[str]:
     return [c.kind for c in d.changes]
 
 
-REC = [("llm", 0), ("search", "a", 2), ("search", "b", 2), ("weather", "paris", 2), ("llm", 1), ("charge", 5)]
+REC = [
+    ("llm", 0),
+    ("search", "a", 2),
+    ("search", "b", 2),
+    ("weather", "paris", 2),
+    ("llm", 1),
+    ("charge", 5),
+]
 
 
 def test_another_interleaving_inside_a_group_is_no_divergence() -> None:
@@ -134,7 +155,9 @@ def test_random_runs_with_shuffled_groups_never_diverge_and_a_mutation_always_do
         assert diff_traces(rec, trace(shuffled, run_id="r_new", group_base=1000)).is_empty
         grouped = [k for k, s in enumerate(shuffled) if s[2] is not None]
         drop = rnd.choice(grouped)
-        d = diff_traces(rec, trace(shuffled[:drop] + shuffled[drop + 1:], run_id="r_new", group_base=1000))
+        d = diff_traces(
+            rec, trace(shuffled[:drop] + shuffled[drop + 1 :], run_id="r_new", group_base=1000)
+        )
         assert kinds(d) == ["missing_call"], d
 
 
@@ -157,7 +180,9 @@ def test_step_signature_treats_a_group_as_a_set() -> None:
     assert step_signature(trace(across, run_id="r_new").steps) != base
     dropped = [REC[0], REC[1], REC[3], REC[4], REC[5]]
     assert step_signature(trace(dropped, run_id="r_new").steps) != base
-    assert len({base, step_signature(trace(swapped, run_id="r_new").steps)}) == 1  # hashable: countable
+    assert (
+        len({base, step_signature(trace(swapped, run_id="r_new").steps)}) == 1
+    )  # hashable: countable
 
 
 def test_text_and_markdown_mark_grouped_steps_and_count_groups() -> None:
@@ -172,5 +197,7 @@ def test_text_and_markdown_mark_grouped_steps_and_count_groups() -> None:
     md = d.to_markdown()
     assert f"| 3 {GROUP_MARK} |" in md and "Concurrent groups: 1 recorded" in md
     assert d.to_json()["concurrent_groups"] == {"before": 1, "after": 1}
-    plain = diff_traces(trace([(t, a) for t, a, *_ in REC]), trace([(t, a) for t, a, *_ in REC], run_id="r_new"))
+    plain = diff_traces(
+        trace([(t, a) for t, a, *_ in REC]), trace([(t, a) for t, a, *_ in REC], run_id="r_new")
+    )
     assert GROUP_MARK not in plain.to_text(color=False) and "concurrent" not in plain.to_markdown()

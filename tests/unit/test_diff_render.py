@@ -33,14 +33,28 @@ def trace(
         opts = dict(rest[0]) if rest else {}
         out = opts.pop("out", {"tool": tool, "args": args})
         e = Event(
-            run_id=run_id, kind="tool_result", ts_ms=1_700_000_000_000 + n, step_id=n + 1,
-            tool=tool, args_sha=sha({"args": args}), output_sha=sha(out), duration_ms=3,
-            status=opts.pop("status", "ok"), error=opts.pop("error", None),
+            run_id=run_id,
+            kind="tool_result",
+            ts_ms=1_700_000_000_000 + n,
+            step_id=n + 1,
+            tool=tool,
+            args_sha=sha({"args": args}),
+            output_sha=sha(out),
+            duration_ms=3,
+            status=opts.pop("status", "ok"),
+            error=opts.pop("error", None),
         )
         steps.append(e)
         outputs[e.output_sha] = out
-    run = Run(run_id=run_id, agent="support-agent", started_ms=0, stop_reason=stop,
-              usage=usage or Usage(), tool_calls=len(steps), output=output)
+    run = Run(
+        run_id=run_id,
+        agent="support-agent",
+        started_ms=0,
+        stop_reason=stop,
+        usage=usage or Usage(),
+        tool_calls=len(steps),
+        output=output,
+    )
     return Trace(run=run, steps=steps, outputs=outputs)
 
 
@@ -65,10 +79,18 @@ def incident() -> RunDiff:
     replayed = BASE[:1] + [("kb.search", "refund", {"status": "error", "error": "HTTPStatusError"})]
     replayed += BASE[2:5] + [("openai.chat", "m2")]
     return diff_traces(
-        trace(recorded, stop="loop_detected", output={"reply": "Sent twice", "n": 2},
-              usage=Usage(tokens_in=1000, tokens_out=200, cost_usd=0.02)),
-        trace(replayed, run_id="r_rep", output={"reply": "Sent", "n": 2},
-              usage=Usage(tokens_in=400, tokens_out=100, cost_usd=0.008)),
+        trace(
+            recorded,
+            stop="loop_detected",
+            output={"reply": "Sent twice", "n": 2},
+            usage=Usage(tokens_in=1000, tokens_out=200, cost_usd=0.02),
+        ),
+        trace(
+            replayed,
+            run_id="r_rep",
+            output={"reply": "Sent", "n": 2},
+            usage=Usage(tokens_in=400, tokens_out=100, cost_usd=0.008),
+        ),
     )
 
 
@@ -77,25 +99,27 @@ def incident() -> RunDiff:
 
 def test_text_report_of_a_diverged_run_verbatim() -> None:
     """The full text report: verdict, first divergence with both sides, changes, run figures."""
-    assert incident().to_text(color=False) == "\n".join([
-        "replay diverged from recording r_rec at step 2",
-        "first divergence: status changed",
-        f"  recorded  step 2  kb.search  args {a8('refund')}  ok",
-        f"  replayed  step 2  kb.search  args {a8('refund')}  error HTTPStatusError",
-        "  kb.search status ok -> error (HTTPStatusError)",
-        "changes (5): 4 missing calls, 1 status changed",
-        "  ~ step 2  kb.search  status ok -> error (HTTPStatusError)",
-        f"  - step 6  email.send  args {a8('cust')}  (missing call; same args as step 4)",
-        f"  - step 7  http.get  args {a8('a')}  (missing call; tool not called)",
-        f"  - step 8  http.get  args {a8('a')}  (missing call; same args as step 7)",
-        f"  - step 9  http.get  args {a8('a')}  (missing call; same args as step 8)",
-        "stop reason: loop_detected -> completed",
-        "tool calls: 10 -> 6 (-4)",
-        "tokens: 1,200 -> 500 (-58.3%)",
-        "cost: $0.0200 -> $0.0080 (-60.0%)",
-        "final output changed:",
-        "  root['reply']: 'Sent twice' -> 'Sent'",
-    ])
+    assert incident().to_text(color=False) == "\n".join(
+        [
+            "replay diverged from recording r_rec at step 2",
+            "first divergence: status changed",
+            f"  recorded  step 2  kb.search  args {a8('refund')}  ok",
+            f"  replayed  step 2  kb.search  args {a8('refund')}  error HTTPStatusError",
+            "  kb.search status ok -> error (HTTPStatusError)",
+            "changes (5): 4 missing calls, 1 status changed",
+            "  ~ step 2  kb.search  status ok -> error (HTTPStatusError)",
+            f"  - step 6  email.send  args {a8('cust')}  (missing call; same args as step 4)",
+            f"  - step 7  http.get  args {a8('a')}  (missing call; tool not called)",
+            f"  - step 8  http.get  args {a8('a')}  (missing call; same args as step 7)",
+            f"  - step 9  http.get  args {a8('a')}  (missing call; same args as step 8)",
+            "stop reason: loop_detected -> completed",
+            "tool calls: 10 -> 6 (-4)",
+            "tokens: 1,200 -> 500 (-58.3%)",
+            "cost: $0.0200 -> $0.0080 (-60.0%)",
+            "final output changed:",
+            "  root['reply']: 'Sent twice' -> 'Sent'",
+        ]
+    )
 
 
 def test_text_report_of_a_matching_run_verbatim() -> None:
@@ -221,26 +245,31 @@ def test_str_is_the_plain_text_report() -> None:
 def test_markdown_report_verbatim() -> None:
     """A CI comment: verdict heading, first divergence, table of changes, run figures."""
     replayed = BASE[:5] + [("email.send", "cust")] + BASE[5:]
-    d = diff_traces(trace(BASE, usage=Usage(tokens_in=100, cost_usd=0.01)),
-                    trace(replayed, run_id="r_rep", stop="max_steps",
-                          usage=Usage(tokens_in=150, cost_usd=0.01)))
-    assert d.to_markdown() == "\n".join([
-        "### Replay diverged from recording `r_rec` at step 6",
-        "",
-        "First divergence (extra call): email.send called again with the same args (as step 4)",
-        "",
-        "| | step | tool | change | detail |",
-        "|---|---|---|---|---|",
-        "| + | 6 | `email.send` | extra call | called again with the same args (as step 4) |",
-        "",
-        "| | recorded | replayed |",
-        "|---|---|---|",
-        "| stop reason | completed | max_steps (changed) |",
-        "| tool calls | 6 | 7 (+1) |",
-        "| tokens | 100 | 150 (+50.0%) |",
-        "| cost | $0.0100 | $0.0100 |",
-        "",
-    ])
+    d = diff_traces(
+        trace(BASE, usage=Usage(tokens_in=100, cost_usd=0.01)),
+        trace(
+            replayed, run_id="r_rep", stop="max_steps", usage=Usage(tokens_in=150, cost_usd=0.01)
+        ),
+    )
+    assert d.to_markdown() == "\n".join(
+        [
+            "### Replay diverged from recording `r_rec` at step 6",
+            "",
+            "First divergence (extra call): email.send called again with the same args (as step 4)",
+            "",
+            "| | step | tool | change | detail |",
+            "|---|---|---|---|---|",
+            "| + | 6 | `email.send` | extra call | called again with the same args (as step 4) |",
+            "",
+            "| | recorded | replayed |",
+            "|---|---|---|",
+            "| stop reason | completed | max_steps (changed) |",
+            "| tool calls | 6 | 7 (+1) |",
+            "| tokens | 100 | 150 (+50.0%) |",
+            "| cost | $0.0100 | $0.0100 |",
+            "",
+        ]
+    )
 
 
 def test_markdown_of_a_match_has_no_change_table() -> None:

@@ -40,7 +40,9 @@ def test_tags_address_children_by_position_never_by_key() -> None:
     tag = type_tag({"alice@example.com": (1, 2), "x": [dt.date(2026, 1, 1)]})
     assert tag is not None and "alice" not in tag
     assert roundtrip({"alice@example.com": (1, 2), "x": [dt.date(2026, 1, 1)]}) == {
-        "alice@example.com": (1, 2), "x": [dt.date(2026, 1, 1)]}
+        "alice@example.com": (1, 2),
+        "x": [dt.date(2026, 1, 1)],
+    }
 
 
 def test_a_tag_that_no_longer_fits_gives_the_plain_value() -> None:
@@ -81,8 +83,14 @@ def test_urllib_http_error_keeps_code_and_headers() -> None:
     """urllib's HTTPError (whose __init__ takes url, code, msg, hdrs, fp) rebuilds with .code and .headers."""
     hdrs = http.client.HTTPMessage()
     hdrs["Retry-After"] = "30"
-    exc = urllib.error.HTTPError("http://localhost/x", 429, "Too Many Requests", hdrs, io.BytesIO(b"slow"))
-    body = {"module": "urllib.error", "qualname": "HTTPError", **orjson.loads(freeze_lenient(capture_error(exc))[0])}
+    exc = urllib.error.HTTPError(
+        "http://localhost/x", 429, "Too Many Requests", hdrs, io.BytesIO(b"slow")
+    )
+    body = {
+        "module": "urllib.error",
+        "qualname": "HTTPError",
+        **orjson.loads(freeze_lenient(capture_error(exc))[0]),
+    }
     again = rebuild_error(body)
     assert type(again) is urllib.error.HTTPError
     assert again.code == 429 and again.reason == "Too Many Requests"
@@ -92,8 +100,13 @@ def test_urllib_http_error_keeps_code_and_headers() -> None:
 
 def test_an_unknown_error_class_is_not_rebuilt() -> None:
     """An error whose module is not loaded, or that names a non-exception, gives None (then RecordedToolError)."""
-    assert rebuild_error({"module": "not_loaded_mod", "qualname": "Boom", "args": ["x"], "attrs": {}}) is None
-    assert rebuild_error({"module": "builtins", "qualname": "dict", "args": [], "attrs": {}}) is None
+    assert (
+        rebuild_error({"module": "not_loaded_mod", "qualname": "Boom", "args": ["x"], "attrs": {}})
+        is None
+    )
+    assert (
+        rebuild_error({"module": "builtins", "qualname": "dict", "args": [], "attrs": {}}) is None
+    )
 
 
 def test_capture_never_keeps_callables_or_private_fields() -> None:
@@ -110,12 +123,15 @@ def test_capture_never_keeps_callables_or_private_fields() -> None:
     assert detail["attrs"] == {"retry_in": 3}
 
 
-@pytest.mark.parametrize("value", [
-    (1, [2, (3,)]),
-    {1: "a", 2.5: "b", False: "c", None: "d"},
-    {"s": {1, 2}, "f": frozenset({"a"})},
-    [b"raw", bytearray(b"x"), dt.timedelta(seconds=3)],
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        (1, [2, (3,)]),
+        {1: "a", 2.5: "b", False: "c", None: "d"},
+        {"s": {1, 2}, "f": frozenset({"a"})},
+        [b"raw", bytearray(b"x"), dt.timedelta(seconds=3)],
+    ],
+)
 def test_roundtrip_of_non_json_values(value: object) -> None:
     """Tuples, int/float/bool/None keys, sets, bytes and timedeltas come back equal and of the same type."""
     again = roundtrip(value)

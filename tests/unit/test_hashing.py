@@ -30,7 +30,7 @@ def seed_json(obj: object) -> str:
 
 PLAIN_VECTORS = [
     {"url": "https://example.com/a?b=1", "n": 3},
-    {"ü": "日本語", "emoji": "🙂", "q": "\"quoted\"\n\ttab"},
+    {"ü": "日本語", "emoji": "🙂", "q": '"quoted"\n\ttab'},
     {"nested": {"z": [1, {"b": 2, "a": 1}], "a": None, "t": True, "f": False}},
     [1e16, -0.0, 1.5e-7, 0.1, 1e-5, 123456789.125, 5e-324, 1.7976931348623157e308],
     {"big": 2**70, "neg": -(2**65), "small": -1},
@@ -50,9 +50,14 @@ def test_plain_json_is_byte_identical_to_the_seed(obj: object) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -147,8 +152,11 @@ def test_lenient_freeze_never_raises_and_always_gives_utf8() -> None:
 
     loop: dict[str, object] = {}
     loop["me"] = loop
-    for value, marker in ((loop, 'cycle at output["me"]'), ("x\udfff", "lone surrogate in text at output"),
-                          ([Boom()], "Boom at output[0]")):
+    for value, marker in (
+        (loop, 'cycle at output["me"]'),
+        ("x\udfff", "lone surrogate in text at output"),
+        ([Boom()], "Boom at output[0]"),
+    ):
         frozen, problem = freeze_lenient(value, "output")
         frozen.decode("utf-8")
         assert problem is not None and marker in problem

@@ -17,7 +17,12 @@ NOW = 1_800_000_000_000
 
 
 def _run(**kw: object) -> Run:
-    base: dict[str, object] = {"run_id": "r_x", "agent": "a", "started_ms": NOW - 1000, "host": this_host()}
+    base: dict[str, object] = {
+        "run_id": "r_x",
+        "agent": "a",
+        "started_ms": NOW - 1000,
+        "host": this_host(),
+    }
     base.update(kw)
     return Run.model_validate(base)
 
@@ -43,8 +48,10 @@ def test_a_run_of_a_dead_process_on_this_host_is_killed() -> None:
 def test_another_host_is_judged_by_its_heartbeat() -> None:
     """On another host the pid cannot be checked: a fresh heartbeat means running, a stale one killed."""
     fresh, stale = infer_killed(
-        [_run(host="elsewhere", pid=1, last_seen_ms=NOW - 1000),
-         _run(run_id="r_y", host="elsewhere", pid=1, last_seen_ms=NOW - STALE_MS - 1)],
+        [
+            _run(host="elsewhere", pid=1, last_seen_ms=NOW - 1000),
+            _run(run_id="r_y", host="elsewhere", pid=1, last_seen_ms=NOW - STALE_MS - 1),
+        ],
         now_ms=NOW,
     )
     assert fresh.stop_reason is None
@@ -53,8 +60,10 @@ def test_another_host_is_judged_by_its_heartbeat() -> None:
 
 def test_rows_without_a_pid_and_finished_runs_are_left_alone() -> None:
     """Rows from before schema 4 (no pid) stay as they are; a real stop is never replaced."""
-    legacy, done = infer_killed([_run(), _run(run_id="r_y", pid=_dead_pid(), stop_reason="completed")],
-                                now_ms=NOW + 10 * STALE_MS)
+    legacy, done = infer_killed(
+        [_run(), _run(run_id="r_y", pid=_dead_pid(), stop_reason="completed")],
+        now_ms=NOW + 10 * STALE_MS,
+    )
     assert legacy.stop_reason is None
     assert done.stop_reason == "completed" and not done.stop_inferred
 

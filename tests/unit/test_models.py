@@ -12,15 +12,32 @@ def test_event_has_exactly_the_designed_fields() -> None:
     """Event carries the DESIGN.md field names (plus parent_step_id for nested tools and
     concurrent_group for parallel calls) and nothing else."""
     assert set(Event.model_fields) == {
-        "run_id", "kind", "ts_ms", "step_id", "tool", "args_sha", "output_sha", "duration_ms",
-        "status", "error", "stop_reason", "usage", "parent_step_id", "concurrent_group",
+        "run_id",
+        "kind",
+        "ts_ms",
+        "step_id",
+        "tool",
+        "args_sha",
+        "output_sha",
+        "duration_ms",
+        "status",
+        "error",
+        "stop_reason",
+        "usage",
+        "parent_step_id",
+        "concurrent_group",
     }
 
 
 def test_event_and_run_round_trip_through_json() -> None:
     """Events and runs survive a JSON round trip unchanged."""
-    ev = Event(run_id="r_1", kind="stop", ts_ms=5, stop_reason="loop_detected",
-               usage=Usage(tokens_in=3, tokens_out=4, cost_usd=0.5, tool_calls=2))
+    ev = Event(
+        run_id="r_1",
+        kind="stop",
+        ts_ms=5,
+        stop_reason="loop_detected",
+        usage=Usage(tokens_in=3, tokens_out=4, cost_usd=0.5, tool_calls=2),
+    )
     assert Event.model_validate_json(ev.model_dump_json()) == ev
     run = Run(run_id="r_1", agent="a", started_ms=1, versions={"model": "m"}, input={"x": [1]})
     assert Run.model_validate_json(run.model_dump_json()) == run

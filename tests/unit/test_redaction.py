@@ -27,11 +27,18 @@ KEY = b"k" * 32
 R = Redactor(KEY)
 PLACEHOLDER = re.compile(r"\[([a-z_]+):([0-9a-f]{8})\]|u([0-9a-f]{8})@redacted\.invalid")
 # REPLAY_HYPOTHESIS_EXAMPLES=5000 for a deeper local run.
-SLOW = settings(max_examples=int(os.environ.get("REPLAY_HYPOTHESIS_EXAMPLES", "100")), deadline=None,
-                suppress_health_check=list(HealthCheck))
+SLOW = settings(
+    max_examples=int(os.environ.get("REPLAY_HYPOTHESIS_EXAMPLES", "100")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=12), c, max_size=4),
     max_leaves=15,
 )
@@ -100,18 +107,32 @@ CAUGHT = [
     ("ipv4", "from 81.2.69.160:8080", "81.2.69.160"),
     ("ipv4", "8.8.4.4", "8.8.4.4"),
     ("ipv4", "1.2.3.4", "1.2.3.4"),
-    ("jwt", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk",
-     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+    (
+        "jwt",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+    ),
     ("bearer", "sent Bearer abc123def456ghi789", "abc123def456ghi789"),
     ("bearer", "bearer Zm9vYmFyYmF6cXV4cXV1eA==", "Zm9vYmFyYmF6cXV4cXV1eA=="),
     ("bearer", "BEARER\tabc123def456ghi789", "abc123def456ghi789"),
     ("bearer", "?via=Bearer%20abc123def456ghi789", "abc123def456ghi789"),
-    ("api_key", "key=sk-abcdefghijklmnopqrstuvwxyz0123456789", "sk-abcdefghijklmnopqrstuvwxyz0123456789"),
+    (
+        "api_key",
+        "key=sk-abcdefghijklmnopqrstuvwxyz0123456789",
+        "sk-abcdefghijklmnopqrstuvwxyz0123456789",
+    ),
     ("api_key", "sk-proj-Ab12_Cd34-Ef56Gh78Ij90Kl12Mn34", "sk-proj-Ab12_Cd34-Ef56Gh78Ij90Kl12Mn34"),
     ("api_key", "AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
-    ("api_key", "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"),
-    ("api_key", "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
-     "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"),
+    (
+        "api_key",
+        "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+        "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+    ),
+    (
+        "api_key",
+        "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+        "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+    ),
     ("api_key", "sk_live_4eC39HqLyjWDarjtT1zdp7dc", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
 ]
 
@@ -194,10 +215,28 @@ def test_other_ints_are_kept(n: int) -> None:
 # --- secret keys ------------------------------------------------------------------------------
 
 SECRET_SPELLINGS = [
-    "password", "PASSWORD", "passwd", "api_key", "apiKey", "X-Api-Key", "x_api_key", "API Key",
-    "client_secret", "clientSecret", "access_token", "refreshToken", "token", "Authorization",
-    "Cookie", "set-cookie", "Set-Cookie", "private_key", "privateKey", "aws_secret_access_key",
-    "db_password", "stripe-secret",
+    "password",
+    "PASSWORD",
+    "passwd",
+    "api_key",
+    "apiKey",
+    "X-Api-Key",
+    "x_api_key",
+    "API Key",
+    "client_secret",
+    "clientSecret",
+    "access_token",
+    "refreshToken",
+    "token",
+    "Authorization",
+    "Cookie",
+    "set-cookie",
+    "Set-Cookie",
+    "private_key",
+    "privateKey",
+    "aws_secret_access_key",
+    "db_password",
+    "stripe-secret",
 ]
 
 
@@ -209,7 +248,8 @@ def test_secret_keys_hide_any_value(key: str, value: object) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["max_tokens", "token_count", "tokens", "keyword", "monkey", "key", "passage", "secretary"]
+    "key",
+    ["max_tokens", "token_count", "tokens", "keyword", "monkey", "key", "passage", "secretary"],
 )
 def test_ordinary_keys_are_kept(key: str) -> None:
     """Keys that only contain a secret name somewhere else than at the end are not secret."""
@@ -270,11 +310,18 @@ def test_dict_keys_matching_a_rule_are_pseudonymized_in_place() -> None:
 def test_allow_list_keeps_exact_values() -> None:
     """Allowed values survive as whole strings and as matches inside text; others do not."""
     r = Redactor(KEY, RedactionConfig(allow=("support@ourco.com", "public-demo-token")))
-    out = r({"to": "support@ourco.com", "cc": "write support@ourco.com or bob@x.io",
-             "token": "public-demo-token"})
-    assert out == {"to": "support@ourco.com",
-                   "cc": f"write support@ourco.com or {pseudo('email', 'bob@x.io')}",
-                   "token": "public-demo-token"}
+    out = r(
+        {
+            "to": "support@ourco.com",
+            "cc": "write support@ourco.com or bob@x.io",
+            "token": "public-demo-token",
+        }
+    )
+    assert out == {
+        "to": "support@ourco.com",
+        "cc": f"write support@ourco.com or {pseudo('email', 'bob@x.io')}",
+        "token": "public-demo-token",
+    }
 
 
 def test_extra_patterns_and_keys() -> None:
@@ -296,14 +343,21 @@ def test_extra_patterns_and_keys() -> None:
 def test_disabled_rules_are_off() -> None:
     """A disabled default rule leaves its matches alone; the others still apply."""
     r = Redactor(KEY, RedactionConfig(disabled=("ipv4", "phone")))
-    assert r.redact_text("10.0.0.1 +14155550100 bob@x.io") == f"10.0.0.1 +14155550100 {pseudo('email', 'bob@x.io')}"
+    assert (
+        r.redact_text("10.0.0.1 +14155550100 bob@x.io")
+        == f"10.0.0.1 +14155550100 {pseudo('email', 'bob@x.io')}"
+    )
     assert "ipv4" not in r.rules and r.rules[0] == "pem"
 
 
 def test_default_rule_replaced_by_extra_pattern_of_same_name() -> None:
     """Disabling a default rule lets an extra pattern take its name."""
-    r = Redactor(KEY, RedactionConfig(disabled=("ipv4",), extra_patterns={"ipv4": r"\b10\.\d+\.\d+\.\d+\b"}))
-    assert r.redact_text("10.1.2.3 and 192.168.0.1") == f"{pseudo('ipv4', '10.1.2.3')} and 192.168.0.1"
+    r = Redactor(
+        KEY, RedactionConfig(disabled=("ipv4",), extra_patterns={"ipv4": r"\b10\.\d+\.\d+\.\d+\b"})
+    )
+    assert (
+        r.redact_text("10.1.2.3 and 192.168.0.1") == f"{pseudo('ipv4', '10.1.2.3')} and 192.168.0.1"
+    )
 
 
 def test_bad_regex_error_names_rule_and_error() -> None:
@@ -322,7 +376,11 @@ def test_bad_regex_error_names_rule_and_error() -> None:
         ({"extra_patterns": {"x": "a*"}}, ValueError, "matches the empty string"),
         ({"extra_patterns": {"Bad Name": "a"}}, ValueError, "rule name 'Bad Name' is not valid"),
         ({"extra_patterns": {"email": "a"}}, ValueError, "add 'email' to disabled"),
-        ({"disabled": ("ip",)}, ValueError, "unknown rule 'ip': the default rules are pem, aws_secret, jwt, api_key"),
+        (
+            {"disabled": ("ip",)},
+            ValueError,
+            "unknown rule 'ip': the default rules are pem, aws_secret, jwt, api_key",
+        ),
         ({"allow": "x@y.com"}, TypeError, "write allow=('x@y.com',)"),
         ({"extra_keys": ("",)}, TypeError, "use non-empty strings"),
         ({"store_args": "raw"}, ValueError, "use 'hash' or 'redacted'"),
@@ -343,8 +401,22 @@ def test_key_must_be_bytes() -> None:
 def test_default_rules_constant() -> None:
     """DEFAULT_RULES names every default pattern rule in application order."""
     assert DEFAULT_RULES == (
-        "pem", "aws_secret", "jwt", "api_key", "bearer", "url_password", "kv_secret", "email", "iban",
-        "card", "ssn", "ipv6", "ipv4", "phone", "tel", "b64",
+        "pem",
+        "aws_secret",
+        "jwt",
+        "api_key",
+        "bearer",
+        "url_password",
+        "kv_secret",
+        "email",
+        "iban",
+        "card",
+        "ssn",
+        "ipv6",
+        "ipv4",
+        "phone",
+        "tel",
+        "b64",
     )
     assert R.rules == DEFAULT_RULES
 
@@ -358,7 +430,9 @@ def test_output_is_new_and_input_untouched() -> None:
         before = canonical_json(value)
         out = R(value)
         assert canonical_json(value) == before
-        assert out is not value and out["l" if "l" in out else "a"] is not value.get("l", value.get("a"))
+        assert out is not value and out["l" if "l" in out else "a"] is not value.get(
+            "l", value.get("a")
+        )
 
 
 def test_non_json_values_are_normalized() -> None:
@@ -377,8 +451,10 @@ def test_scalars_at_top_level() -> None:
 def test_control_characters_next_to_a_value() -> None:
     """PII next to characters JSON escapes as \\u00XX is still caught."""
     out = R({"m": "\x01" + "4111111111111111" + "\x02", "k": "a\x10b@example.com"})
-    assert out == {"m": "\x01" + pseudo("card", "4111111111111111") + "\x02",
-                   "k": "a\x10" + pseudo("email", "b@example.com")}
+    assert out == {
+        "m": "\x01" + pseudo("card", "4111111111111111") + "\x02",
+        "k": "a\x10" + pseudo("email", "b@example.com"),
+    }
 
 
 def test_placeholders_are_never_rewritten() -> None:
@@ -426,7 +502,7 @@ def test_prefilters_never_change_the_result(value: object) -> None:
 
 
 @settings(SLOW, max_examples=4 * SLOW.max_examples)
-@given(st.text(alphabet="0123456789 +-.()/@eyJAKIZsk_xobearBEIN\x01\\\"", max_size=40))
+@given(st.text(alphabet='0123456789 +-.()/@eyJAKIZsk_xobearBEIN\x01\\"', max_size=40))
 def test_prefilters_on_dense_text(text: str) -> None:
     """On text made of the characters the rules look at, prefilters agree with the full rules."""
     assert R({"t": text, text: 1}) == oracle(R, {"t": text, text: 1})

@@ -13,24 +13,53 @@ from replay.processors import SECRET_MARKER, Redactor
 R = Redactor(b"k" * 32)
 
 CAUGHT = [
-    ("pem", "key:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAq8Jx\n-----END RSA PRIVATE KEY-----\n",
-     "MIIEowIBAAKCAQEAq8Jx"),
-    ("aws secret", "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-     "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
-    ("aws secret next to AKIA", "AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-     "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
-    ("connection string", "postgres://app:s3cr3tPassw0rd@db.internal:5432/orders", "s3cr3tPassw0rd"),
+    (
+        "pem",
+        "key:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAq8Jx\n-----END RSA PRIVATE KEY-----\n",
+        "MIIEowIBAAKCAQEAq8Jx",
+    ),
+    (
+        "aws secret",
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    ),
+    (
+        "aws secret next to AKIA",
+        "AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    ),
+    (
+        "connection string",
+        "postgres://app:s3cr3tPassw0rd@db.internal:5432/orders",
+        "s3cr3tPassw0rd",
+    ),
     ("stripe live", "sk_live_4eC39HqLyjWDarjtT1zdp7dc", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
     ("stripe restricted", "rk_live_4eC39HqLyjWDarjtT1zdp7dc", "rk_live_4eC39HqLyjWDarjtT1zdp7dc"),
-    ("google oauth", "token ya29.a0AfH6SMBx3abcdefghijklmnopqrstuv", "ya29.a0AfH6SMBx3abcdefghijklmnopqrstuv"),
-    ("github oauth", "gho_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", "gho_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"),
-    ("github fine-grained", "github_pat_11ABCDEFG0123456789_abcdefghijklmnop", "github_pat_11ABCDEFG0123456789_abcdefghijklmnop"),
+    (
+        "google oauth",
+        "token ya29.a0AfH6SMBx3abcdefghijklmnopqrstuv",
+        "ya29.a0AfH6SMBx3abcdefghijklmnopqrstuv",
+    ),
+    (
+        "github oauth",
+        "gho_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+        "gho_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+    ),
+    (
+        "github fine-grained",
+        "github_pat_11ABCDEFG0123456789_abcdefghijklmnop",
+        "github_pat_11ABCDEFG0123456789_abcdefghijklmnop",
+    ),
     ("slack", "xoxp-123456789012-abcdefghij", "xoxp-123456789012-abcdefghij"),
     ("lowercase iban", "pay de89370400440532013000 now", "de89370400440532013000"),
     ("idn email", "write jürgen@bücher.de", "jürgen@bücher.de"),
     ("punycode email", "write ivan@xn--80ak6aa92e.xn--p1ai", "ivan@xn--80ak6aa92e.xn--p1ai"),
     ("localhost email", "cron mail to root@localhost.", "root@localhost"),
-    ("url-encoded email", "https://x.io/?email=jane.doe%40example.com&x=1", "jane.doe%40example.com"),
+    (
+        "url-encoded email",
+        "https://x.io/?email=jane.doe%40example.com&x=1",
+        "jane.doe%40example.com",
+    ),
     ("ten-digit phone", "call 4155550123 today", "4155550123"),
     ("tel uri", "<a href='tel:555-1234'>", "555-1234"),
     ("ipv6", "peer 2a00:1450:4001:829::200e said", "2a00:1450:4001:829::200e"),
@@ -39,8 +68,11 @@ CAUGHT = [
     ("header line", "X-Session: abc123def456", "abc123def456"),
     ("query secret", "https://api.example.com/v1?api_key=abc123def456&page=2", "abc123def456"),
     ("basic auth", "Authorization: Basic dXNlcjpwYXNzd29yZDEyMw==", "dXNlcjpwYXNzd29yZDEyMw=="),
-    ("base64 text", "note " + base64.b64encode(b"contact jane.doe@example.com now").decode(),
-     base64.b64encode(b"contact jane.doe@example.com now").decode()),
+    (
+        "base64 text",
+        "note " + base64.b64encode(b"contact jane.doe@example.com now").decode(),
+        base64.b64encode(b"contact jane.doe@example.com now").decode(),
+    ),
 ]
 
 
@@ -55,15 +87,31 @@ def test_each_new_rule_catches_its_kind(kind: str, text: str, secret: str) -> No
 
 @pytest.mark.parametrize(
     "key",
-    ["pwd", "pass", "passwd", "db_pass", "private_key_pem", "privateKeyPem", "x-session", "X-Session",
-     "api-key", "accessToken", "sessionId", "password_hash", "password2", "api_key_b64"],
+    [
+        "pwd",
+        "pass",
+        "passwd",
+        "db_pass",
+        "private_key_pem",
+        "privateKeyPem",
+        "x-session",
+        "X-Session",
+        "api-key",
+        "accessToken",
+        "sessionId",
+        "password_hash",
+        "password2",
+        "api_key_b64",
+    ],
 )
 def test_key_names_match_by_token(key: str) -> None:
     """Secret key names are matched by token, camelCase split, with form suffixes set aside."""
     assert R({key: "hunter2xyz", "keep": 1}) == {key: SECRET_MARKER, "keep": 1}
 
 
-@pytest.mark.parametrize("key", ["pass_rate", "max_tokens", "token_count", "author", "compass", "password_reset_url"])
+@pytest.mark.parametrize(
+    "key", ["pass_rate", "max_tokens", "token_count", "author", "compass", "password_reset_url"]
+)
 def test_ordinary_key_names_are_kept(key: str) -> None:
     """Names that only contain a secret word's letters are not secret."""
     assert R({key: "value"}) == {key: "value"}
@@ -74,7 +122,10 @@ def test_public_ipv4_becomes_a_documentation_address(ip: str) -> None:
     """A public IPv4 address becomes a valid address in 192.0.2/24, 198.51.100/24 or 203.0.113/24."""
     out = R.redact_text(ip)
     addr = ipaddress.ip_address(out)
-    assert out != ip and any(addr in ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
+    assert out != ip and any(
+        addr in ipaddress.ip_network(n)
+        for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+    )
     assert R.redact_text(out) == out and R.redact_text(ip) == out
 
 
@@ -89,8 +140,18 @@ def test_public_ipv6_becomes_a_documentation_address(ip: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["127.0.0.1", "10.1.2.3", "172.16.5.4", "192.168.1.20", "169.254.169.254", "::1", "fe80::1", "fd12:3456::1",
-     "http://localhost:8080/x", "100.64.0.1"],
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.5.4",
+        "192.168.1.20",
+        "169.254.169.254",
+        "::1",
+        "fe80::1",
+        "fd12:3456::1",
+        "http://localhost:8080/x",
+        "100.64.0.1",
+    ],
 )
 def test_loopback_private_and_link_local_addresses_are_kept(text: str) -> None:
     """Loopback, private, link-local, shared and localhost addresses are not personal data: kept."""
@@ -103,7 +164,12 @@ def test_urls_stay_urls() -> None:
     out = R.redact_text(url)
     parts = urllib.parse.urlsplit(out)
     assert (parts.scheme, parts.hostname, parts.port, parts.path, parts.username) == (
-        "postgres", "db.internal", 5432, "/orders", "app")
+        "postgres",
+        "db.internal",
+        5432,
+        "/orders",
+        "app",
+    )
     assert parts.password and parts.password.startswith("redacted-")
     assert urllib.parse.parse_qs(parts.query) == {"sslmode": ["require"], "password": ["REDACTED"]}
 
@@ -138,9 +204,18 @@ def test_conversation_memo_is_byte_identical() -> None:
     """The per-message path of canonical() gives the same bytes as redacting the whole value."""
     from replay.hashing import canonical_bytes
 
-    msgs = [{"role": "user", "content": f"turn {i} jane{i}@example.com +1 415 555 01{i:02d} " + "x" * 300}
-            for i in range(12)]
-    for value in ({"messages": msgs, "model": "m"}, {"credentials": msgs}, {"a": msgs, "b": msgs[:5], "c": "x"}):
+    msgs = [
+        {
+            "role": "user",
+            "content": f"turn {i} jane{i}@example.com +1 415 555 01{i:02d} " + "x" * 300,
+        }
+        for i in range(12)
+    ]
+    for value in (
+        {"messages": msgs, "model": "m"},
+        {"credentials": msgs},
+        {"a": msgs, "b": msgs[:5], "c": "x"},
+    ):
         assert R.canonical(value, 10**6) == canonical_bytes(R(value))
 
 

@@ -27,10 +27,17 @@ from tests.strategies import json_with_planted
 
 R = Redactor(b"k" * 32)
 # REPLAY_HYPOTHESIS_EXAMPLES=5000 for a deeper local run.
-SLOW = settings(max_examples=int(os.environ.get("REPLAY_HYPOTHESIS_EXAMPLES", "100")), deadline=None,
-                suppress_health_check=list(HealthCheck))
+SLOW = settings(
+    max_examples=int(os.environ.get("REPLAY_HYPOTHESIS_EXAMPLES", "100")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=12), c, max_size=4),
     max_leaves=15,
 )
@@ -51,7 +58,13 @@ SECRET_HITS = [
     Hit("$.steps[2].output.card", "card"),
     Hit('$["a b"][3]', "ipv4"),
 ]
-SECRETS = ["jane.doe@example.com", "415 555 0100", "abc123def456ghi789", "4111111111111111", "81.20.30.40"]
+SECRETS = [
+    "jane.doe@example.com",
+    "415 555 0100",
+    "abc123def456ghi789",
+    "4111111111111111",
+    "81.20.30.40",
+]
 
 
 # --- Redactor.scan ------------------------------------------------------------------------------
@@ -91,10 +104,18 @@ def test_scan_skips_what_is_already_redacted() -> None:
 
 def test_scan_respects_the_config() -> None:
     """Allowed values and disabled rules are not reported; extra rules are."""
-    r = Redactor(b"k", RedactionConfig(allow=("jane.doe@example.com",), disabled=("ipv4",),
-                                       extra_patterns={"order": r"ORD-\d+"}))
+    r = Redactor(
+        b"k",
+        RedactionConfig(
+            allow=("jane.doe@example.com",),
+            disabled=("ipv4",),
+            extra_patterns={"order": r"ORD-\d+"},
+        ),
+    )
     doc = dict(SECRET_DOC, ref="ORD-123")
-    assert r.scan(doc) == [h for h in SECRET_HITS if h.rule not in ("email", "ipv4")] + [Hit("$.ref", "order")]
+    assert r.scan(doc) == [h for h in SECRET_HITS if h.rule not in ("email", "ipv4")] + [
+        Hit("$.ref", "order")
+    ]
 
 
 @SLOW
@@ -138,7 +159,12 @@ def test_scan_json_file_clean(tmp_path: Path) -> None:
 def test_scan_json_lines(tmp_path: Path) -> None:
     """A JSON Lines log is scanned line by line: 'line N, $.path'."""
     path = tmp_path / "events.log"
-    lines = [{"kind": "run_start"}, {"msg": "sent to jane.doe@example.com"}, {}, {"ip": "81.2.69.1"}]
+    lines = [
+        {"kind": "run_start"},
+        {"msg": "sent to jane.doe@example.com"},
+        {},
+        {"ip": "81.2.69.1"},
+    ]
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
     assert scan_json_file(path) == [
         FileHit(str(path), "line 2, $.msg", "email"),
@@ -152,7 +178,9 @@ def test_scan_json_file_not_json(tmp_path: Path) -> None:
     path.write_text('{"a": 1,\n')
     with pytest.raises(CassetteDecodeError) as e:
         scan_json_file(path)
-    assert str(e.value).startswith(f"{path}: not JSON (Expecting property name enclosed in double quotes")
+    assert str(e.value).startswith(
+        f"{path}: not JSON (Expecting property name enclosed in double quotes"
+    )
     assert "scan reads JSON files and SQLite stores" in str(e.value)
 
 
@@ -189,8 +217,16 @@ def _make_db(path: Path) -> None:
     )
     con.execute(
         "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        ("r_2", json.dumps({"customer": {"email": "u1a2b3c4d@redacted.invalid"}}), "fine", None,
-         b"\x00\x01binary", 7, SECRET_MARKER, 1718000000001),
+        (
+            "r_2",
+            json.dumps({"customer": {"email": "u1a2b3c4d@redacted.invalid"}}),
+            "fine",
+            None,
+            b"\x00\x01binary",
+            7,
+            SECRET_MARKER,
+            1718000000001,
+        ),
     )
     con.execute("INSERT INTO kv VALUES (?, ?)", ("secret_key", "0f" * 32))
     con.execute("INSERT INTO kv VALUES (?, ?)", ("note", "ssn 123-45-6789"))
@@ -240,7 +276,9 @@ def test_scan_sqlite_sees_rows_still_in_the_wal(tmp_path: Path) -> None:
     con.commit()
     try:
         assert b"jane.doe" not in path.read_bytes()
-        assert scan_sqlite(path) == [FileHit(str(path), "table events, rowid 1, column msg", "email")]
+        assert scan_sqlite(path) == [
+            FileHit(str(path), "table events, rowid 1, column msg", "email")
+        ]
     finally:
         con.close()
 
@@ -250,7 +288,9 @@ def test_scan_sqlite_hits_never_show_values(tmp_path: Path) -> None:
     path = tmp_path / "replay.db"
     _make_db(path)
     text = repr(scan_sqlite(path))
-    assert [s for s in ("jane.doe", "415 555", "81.20.30.40", "4111", "hunter2", "123-45") if s in text] == []
+    assert [
+        s for s in ("jane.doe", "415 555", "81.20.30.40", "4111", "hunter2", "123-45") if s in text
+    ] == []
 
 
 def test_scan_sqlite_not_a_database(tmp_path: Path) -> None:

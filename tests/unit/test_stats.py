@@ -126,9 +126,15 @@ class TestDurations:
         """An unparsable or zero duration raises an error naming the input and showing examples."""
         with pytest.raises(InvalidDurationError) as exc:
             parse_duration(text, "--window")
-        assert repr(text) in str(exc.value) and "--window" in str(exc.value) and "10m" in str(exc.value)
+        assert (
+            repr(text) in str(exc.value)
+            and "--window" in str(exc.value)
+            and "10m" in str(exc.value)
+        )
 
-    @pytest.mark.parametrize(("ms", "text"), [(600_000, "10m"), (604_800_000, "7d"), (90_000, "90s"), (1500, "1500ms")])
+    @pytest.mark.parametrize(
+        ("ms", "text"), [(600_000, "10m"), (604_800_000, "7d"), (90_000, "90s"), (1500, "1500ms")]
+    )
     def test_format_duration_round_trips(self, ms, text):
         """Durations print in the largest exact unit and parse back to the same value."""
         assert format_duration(ms) == text
@@ -215,7 +221,9 @@ class TestComputeStats:
     def test_replayed_runs_are_not_production_traffic(self):
         """Runs written by replay (replay_of set) are left out of the figures."""
         runs, steps = self.runs_and_steps()
-        s = compute_stats([*runs, run("rr", calls=50, replay_of="r1")], [*steps, tool("rr", 1, "HTTP429")])
+        s = compute_stats(
+            [*runs, run("rr", calls=50, replay_of="r1")], [*steps, tool("rr", 1, "HTTP429")]
+        )
         assert s.runs == 4 and s.tool_errors == 4
 
     def test_empty_input_gives_no_figures_and_no_division_by_zero(self):
@@ -243,8 +251,16 @@ class TestComputeStats:
     def test_text_lists_every_figure(self):
         """The text form names each figure `replay stats` promises."""
         text = format_stats(compute_stats(*self.runs_and_steps()))
-        for label in ("tool calls / run", "run latency", "tokens / request", "spend / run", "tool-call errors",
-                      "429: 8.3%", "success rate", "loop_detected 1 (33.3%)"):
+        for label in (
+            "tool calls / run",
+            "run latency",
+            "tokens / request",
+            "spend / run",
+            "tool-call errors",
+            "429: 8.3%",
+            "success rate",
+            "loop_detected 1 (33.3%)",
+        ):
             assert label in text
 
 
@@ -269,7 +285,9 @@ class TestComputeStatsBy:
         """With since/until given, the day buckets cover the whole window, not just the data."""
         day = 86_400_000
         start = T0 - T0 % day
-        buckets = compute_stats_by([run("a", start=start + day + 5)], [], "day", since_ms=start, until_ms=start + 3 * day)
+        buckets = compute_stats_by(
+            [run("a", start=start + day + 5)], [], "day", since_ms=start, until_ms=start + 3 * day
+        )
         assert [b.stats.runs for b in buckets] == [0, 1, 0]
 
     def test_unknown_bucket_size_is_rejected(self):
@@ -288,7 +306,9 @@ class TestMessages:
     def test_unknown_agent_lists_known_agents(self):
         """An unknown agent error lists the agents the store knows and how to fix the call."""
         err = UnknownAgentError("x", ["billing", "support-agent"], "replay.db")
-        assert "'x'" in str(err) and "'billing', 'support-agent'" in str(err) and "--agent" in str(err)
+        assert (
+            "'x'" in str(err) and "'billing', 'support-agent'" in str(err) and "--agent" in str(err)
+        )
 
 
 def test_percentile_never_returns_nan_for_identical_values():
