@@ -173,6 +173,8 @@ class Store:
     """
 
     path: pathlib.Path
+    #: the SQL dialect `query` speaks (`replay.queries` picks its JSON functions by it)
+    dialect: str = "sqlite"
     #: the pseudonym key in use: ``$REPLAY_REDACTION_KEY``, else the key file (never in the file)
     secret_key: bytes
     #: where `secret_key` came from: ``"env"``, ``"file"`` (``<path>.key``) or ``"memory"``
@@ -641,6 +643,15 @@ class Store:
         with self._reading("listing runs") as conn:
             rows = conn.execute(sql, params).fetchall()
         return infer_killed(self._readable(rows, self._run, "runs"))
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read-only SQL statement with ``?`` placeholders (`replay.queries`).
+
+        Raises:
+            StoreError: the statement failed (the message names the store and the SQLite error).
+        """
+        with self._reading("querying") as conn:
+            return list(conn.execute(sql, tuple(params)).fetchall())
 
     def count_runs(self) -> int:
         """How many runs the store holds (replays included)."""

@@ -1,0 +1,372 @@
+"""The SQL behind `replay stats`, `alerts` and `metrics`: aggregates over a window of runs.
+
+Every query runs through ``store.query(sql, params) -> list[tuple]`` with ``?`` placeholders and
+SQL that SQLite and PostgreSQL both read (the PostgreSQL store translates ``?`` to ``%s``). The
+one construct that differs between them, reading a number out of a JSON text column, goes
+through `json_number`, keyed by ``store.dialect`` (``"sqlite"`` when the store does not say).
+
+What is computed where:
+
+- counts, sums and group-bys (runs by stop reason, tool steps by kind/status/error class) in SQL;
+- percentiles from one numeric column per figure (tool calls per run, latency, tokens), fetched
+  as plain tuples and cut with `replay.stats.percentile`: no `Run` or `Event` object is built;
+- runs that have no stop reason and carry a pid go through `replay.liveness.infer_killed`, so a
+  run whose process died still counts as ``killed`` (inferred) as it does in `Store.runs`.
+
+A window is the runs started in ``[since_ms, until_ms)`` (either end open when None), optionally
+of one agent, never the runs written by replay (``replay_of`` set). Each query reaches its runs
+through an index on ``runs`` (``runs_started`` or ``runs_agent``) and their events through the
+events primary key ``(run_id, seq)``; ``tests/integration/test_query_plans.py`` reads the plans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import orjson
+
+__all__ = [
+    "QueryStore",
+    "RunColumns",
+    "Window",
+    "finished_run_rows",
+    "json_number",
+    "StepValues",
+    "killed_inferred",
+    "model_usage_by_run",
+    "run_columns",
+    "step_errors",
+    "step_values",
+    "stop_counts",
+    "tool_step_counts",
+    "top_runs",
+    "top_runs_by_errors",
+    "usage_of",
+]
+
+
+class QueryStore(Protocol):
+    """What the monitoring queries need of a store: one read-only SQL statement at a time."""
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+
+Dialect = Literal["sqlite", "postgresql"]
+
+
+def dialect(store: object) -> Dialect:
+    """The SQL dialect of `store`: its ``dialect`` attribute, ``"sqlite"`` when it has none."""
+    name = getattr(store, "dialect", "sqlite")
+    return "postgresql" if name in ("postgresql", "postgres") else "sqlite"
+
+
+def json_number(store: object, column: str, key: str) -> str:
+    """SQL for the number under `key` in the JSON text of `column` (NULL when absent or not JSON).
+
+    The dialect hook: SQLite's JSON1 functions, PostgreSQL's ``jsonb`` operators.
+    """
+    if not key.isidentifier() or not column.replace(".", "").isidentifier():
+        raise ValueError(f"json_number: {column!r}/{key!r} must be plain SQL identifiers")
+    if dialect(store) == "postgresql":
+        return f"(({column})::jsonb ->> '{key}')::double precision"
+    return f"(CASE WHEN json_valid({column}) THEN json_extract({column}, '$.{key}') END)"
+
+
+@dataclass(frozen=True)
+class Window:
+    """The production runs started in ``[since_ms, until_ms)``, optionally of one agent.
+
+    `bucket_ms` (an hour or a day in ms) sorts what the queries return by the bucket each run
+    started in (its start rounded down to a multiple of `bucket_ms`); None puts all in bucket 0.
+    """
+
+    since_ms: int | None = None
+    until_ms: int | None = None
+    agent: str | None = None
+    bucket_ms: int | None = None
+
+    def where(self, alias: str = "r") -> tuple[str, list[Any]]:
+        """The WHERE clause (with its leading ``WHERE``) and its parameters."""
+        clauses = [f"{alias}.replay_of IS NULL"]
+        params: list[Any] = []
+        for cond, value in (
+            ("agent = ?", self.agent),
+            ("started_ms >= ?", self.since_ms),
+            ("started_ms < ?", self.until_ms),
+        ):
+            if value is not None:
+                clauses.append(f"{alias}.{cond}")
+                params.append(value)
+        return " WHERE " + " AND ".join(clauses), params
+
+    def bucket_of(self, started_ms: int) -> int:
+        """The bucket a run that started at `started_ms` falls in."""
+        size = self.bucket_ms
+        return 0 if size is None else started_ms - started_ms % size
+
+
+def usage_of(value: Any) -> dict[str, Any]:
+    """A usage column as a dict: JSON text (SQLite), a dict (a JSON column), {} when NULL or unreadable."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, (str, bytes)):
+        try:
+            parsed = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {}
+
+
+def _num(usage: dict[str, Any], key: str) -> float:
+    v = usage.get(key)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
+
+
+def _calls(store: object) -> str:
+    # Recorders fill one of the two counts: the run row's, else the usage total (run_tool_calls).
+    usage = json_number(store, "r.usage", "tool_calls")
+    return f"(CASE WHEN r.tool_calls <> 0 THEN r.tool_calls ELSE coalesce({usage}, 0) END)"
+
+
+def _cost(store: object) -> str:
+    return f"coalesce({json_number(store, 'r.usage', 'cost_usd')}, 0)"
+
+
+@dataclass
+class RunColumns:
+    """One list per figure, index-aligned with `bucket` (the bucket of each run of the window)."""
+
+    bucket: list[int]
+    calls: list[float]
+    latency: list[float | None]
+    cost: list[float]
+    tokens: list[float]
+
+
+def run_columns(store: QueryStore, window: Window) -> RunColumns:
+    """Per run of the window: tool calls, latency (None if unfinished), spend, tokens.
+
+    Reads four narrow columns; the usage JSON is parsed here (orjson), the same on every backend.
+    """
+    where, params = window.where()
+    rows = store.query(
+        f"SELECT r.started_ms, r.tool_calls, r.ended_ms - r.started_ms, r.usage FROM runs r{where}",
+        params,
+    )
+    cols = RunColumns([], [], [], [], [])
+    for started, calls, latency, usage_text in rows:
+        usage = usage_of(usage_text)
+        cols.bucket.append(window.bucket_of(started))
+        cols.calls.append(float(calls) if calls else _num(usage, "tool_calls"))
+        cols.latency.append(None if latency is None else float(latency))
+        cols.cost.append(_num(usage, "cost_usd"))
+        cols.tokens.append(_num(usage, "tokens_in") + _num(usage, "tokens_out"))
+    return cols
+
+
+def stop_counts(store: QueryStore, window: Window) -> list[tuple[int, str | None, int]]:
+    """``(bucket, stop_reason, runs)`` of the window, as stored (None: no stop event yet)."""
+    where, params = window.where()
+    if window.bucket_ms is None:
+        sql = f"SELECT 0, r.stop_reason, count(*) FROM runs r{where} GROUP BY r.stop_reason"
+    else:
+        sql = (
+            f"SELECT r.started_ms - r.started_ms % ? AS b, r.stop_reason, count(*) FROM runs r"
+            f"{where} GROUP BY b, r.stop_reason"
+        )
+        params = [window.bucket_ms, *params]
+    return [(int(b), reason, int(n)) for b, reason, n in store.query(sql, params)]
+
+
+def killed_inferred(store: QueryStore, window: Window) -> list[tuple[int, str]]:
+    """``(bucket, run_id)`` of the window's runs with no stop whose process is gone.
+
+    The candidates (no stop reason, a pid) are few; `replay.liveness.infer_killed` judges them
+    exactly as `Store.runs` does.
+    """
+    from replay.liveness import infer_killed
+    from replay.models import Run
+
+    where, params = window.where()
+    rows = store.query(
+        "SELECT r.run_id, r.agent, r.started_ms, r.host, r.pid, r.last_seen_ms "
+        f"FROM runs r{where} AND r.stop_reason IS NULL AND r.pid IS NOT NULL",
+        params,
+    )
+    runs = [
+        Run(run_id=rid, agent=agent, started_ms=started, host=host or "", pid=pid, last_seen_ms=seen)
+        for rid, agent, started, host, pid, seen in rows
+    ]
+    infer_killed(runs)
+    return [(window.bucket_of(r.started_ms), r.run_id) for r in runs if r.stop_reason == "killed"]
+
+
+def _steps_from(window: Window) -> tuple[str, list[Any]]:
+    where, params = window.where()
+    return f" FROM runs r JOIN events e ON e.run_id = r.run_id{where}", params
+
+
+def tool_step_counts(store: QueryStore, window: Window) -> list[tuple[int, int]]:
+    """``(bucket, tool steps)`` of the window's runs (``tool_result`` events)."""
+    source, params = _steps_from(window)
+    cond = " AND e.kind = 'tool_result'"
+    if window.bucket_ms is None:
+        return [(0, int(n)) for (n,) in store.query(f"SELECT count(*){source}{cond}", params)]
+    # Grouped by the start itself: rows arrive in index order, so no sort of every step.
+    rows = store.query(f"SELECT r.started_ms, count(*){source}{cond} GROUP BY r.started_ms", params)
+    return [(window.bucket_of(started), int(n)) for started, n in rows]
+
+
+@dataclass
+class StepValues:
+    """The failed tool steps (by error class) and the model steps' tokens of a window's runs."""
+
+    errors: list[tuple[int, str]]
+    tokens: list[tuple[int, float]]
+
+
+def step_values(store: QueryStore, window: Window) -> StepValues:
+    """Each failed tool step's ``(bucket, error class)`` (``"unknown"`` when unnamed) and each
+    model step's ``(bucket, tokens_in + tokens_out)`` (the steps that carry usage), in one pass."""
+    source, params = _steps_from(window)
+    rows = store.query(
+        f"SELECT r.started_ms, e.kind, e.error, e.usage{source} AND ("
+        "(e.kind = 'tool_result' AND e.status = 'error') "
+        "OR (e.kind = 'model_result' AND e.usage IS NOT NULL))",
+        params,
+    )
+    out = StepValues([], [])
+    errors, tokens, bucket_of = out.errors.append, out.tokens.append, window.bucket_of
+    for started, kind, error, usage_text in rows:
+        if kind == "tool_result":
+            errors((bucket_of(started), error or "unknown"))
+            continue
+        try:  # the fast path: JSON text holding two numbers
+            usage = orjson.loads(usage_text)
+            value = float(usage["tokens_in"] + usage["tokens_out"])
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            usage = usage_of(usage_text)
+            value = _num(usage, "tokens_in") + _num(usage, "tokens_out")
+        tokens((bucket_of(started), value))
+    return out
+
+
+#: What `top_runs` can rank by: tool calls, spend, latency of finished runs, latency with
+#: unfinished runs counted as 0.
+RankKey = Literal["calls", "spend", "latency", "latency_or_0"]
+
+
+def top_runs(
+    store: QueryStore, window: Window, key: RankKey, n: int, stop_reason: str | None = None
+) -> list[str]:
+    """The ids of the `n` runs of the window highest by `key`; ties go to the newest run."""
+    if n <= 0:
+        return []
+    where, params = window.where()
+    expr = {
+        "calls": _calls(store),
+        "spend": _cost(store),
+        "latency": "r.ended_ms - r.started_ms",
+        "latency_or_0": "coalesce(r.ended_ms - r.started_ms, 0)",
+    }[key]
+    if key == "latency":
+        where += " AND r.ended_ms IS NOT NULL"
+    if stop_reason is not None:
+        where += " AND r.stop_reason = ?"
+        params.append(stop_reason)
+    rows = store.query(
+        f"SELECT r.run_id FROM runs r{where} ORDER BY {expr} DESC, r.started_ms DESC, r.run_id "
+        "LIMIT ?",
+        [*params, n],
+    )
+    return [str(r[0]) for r in rows]
+
+
+def top_runs_by_errors(
+    store: QueryStore, window: Window, errors: Sequence[str], n: int
+) -> list[str]:
+    """The ids of the `n` runs with the most failed tool steps of these error classes."""
+    if n <= 0 or not errors:
+        return []
+    source, params = _steps_from(window)
+    marks = ", ".join("?" * len(errors))
+    rows = store.query(
+        f"SELECT e.run_id, count(*) AS k, max(r.started_ms) AS s{source} "
+        f"AND e.kind = 'tool_result' AND e.status = 'error' AND e.error IN ({marks}) "
+        "GROUP BY e.run_id ORDER BY k DESC, s DESC, e.run_id LIMIT ?",
+        [*params, *errors, n],
+    )
+    return [str(r[0]) for r in rows]
+
+
+def finished_run_rows(store: QueryStore, window: Window) -> list[tuple[Any, ...]]:
+    """What metrics count per finished run of the window, oldest first.
+
+    ``(run_id, agent, started_ms, stop_reason, tool_calls, latency_ms, tokens_in, tokens_out,
+    cost_usd)``; runs inferred killed are included with stop reason ``killed`` and no latency.
+    """
+    where, params = window.where()
+    cols = (
+        "r.run_id, r.agent, r.started_ms, r.stop_reason, r.tool_calls, "
+        "r.ended_ms - r.started_ms, r.usage"
+    )
+    rows = store.query(f"SELECT {cols} FROM runs r{where} AND r.stop_reason IS NOT NULL", params)
+    killed = [rid for _b, rid in killed_inferred(store, window)]
+    for i in range(0, len(killed), 500):  # under every backend's bound-parameter limit
+        chunk = killed[i : i + 500]
+        marks = ", ".join("?" * len(chunk))
+        for row in store.query(
+            f"SELECT {cols} FROM runs r{where} AND r.run_id IN ({marks})", [*params, *chunk]
+        ):
+            rows.append((*row[:3], "killed", row[4], None, row[6]))
+    out = []
+    for rid, agent, started, reason, calls, latency, usage_text in rows:
+        usage = usage_of(usage_text)
+        out.append(
+            (
+                rid,
+                agent,
+                started,
+                reason,
+                int(calls) if calls else int(_num(usage, "tool_calls")),
+                latency,
+                int(_num(usage, "tokens_in")),
+                int(_num(usage, "tokens_out")),
+                _num(usage, "cost_usd"),
+            )
+        )
+    return sorted(out, key=lambda r: (r[2], r[0]))
+
+
+def step_errors(store: QueryStore, window: Window) -> list[tuple[str, str | None]]:
+    """``(run_id, error)`` of each failed tool step of the window's runs."""
+    source, params = _steps_from(window)
+    return [
+        (str(rid), error)
+        for rid, error in store.query(
+            f"SELECT e.run_id, e.error{source} AND e.kind = 'tool_result' AND e.status = 'error'",
+            params,
+        )
+    ]
+
+
+def model_usage_by_run(
+    store: QueryStore, window: Window, run_ids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The usage of each model step of these runs (of the window), in step order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    source, params = _steps_from(window)
+    ids = list(run_ids)
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ", ".join("?" * len(chunk))
+        for rid, usage_text in store.query(
+            f"SELECT e.run_id, e.usage{source} AND e.kind = 'model_result' "
+            f"AND e.usage IS NOT NULL AND e.run_id IN ({marks}) ORDER BY e.run_id, e.seq",
+            [*params, *chunk],
+        ):
+            out.setdefault(str(rid), []).append(usage_of(usage_text))
+    return out
