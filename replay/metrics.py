@@ -35,8 +35,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from replay import queries
 from replay.errors import ReplayError
 from replay.models import Event, Run
 from replay.stats import classify_error, run_tool_calls
@@ -77,6 +78,18 @@ LATENCY_BUCKETS_MS: tuple[float, ...] = (
 )
 #: The same bounds in seconds, for ``agent_run_latency_seconds``.
 LATENCY_BUCKETS_S: tuple[float, ...] = tuple(b / 1000 for b in LATENCY_BUCKETS_MS)
+
+
+class _RunFigures(NamedTuple):
+    """What the metrics count of one finished run."""
+
+    agent: str
+    stop_reason: str
+    tool_calls: int
+    latency_ms: int | None
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
 
 
 class MetricsDependencyError(ReplayError, ImportError):
@@ -164,65 +177,92 @@ class PrometheusExporter:
         """Count one finished run; `steps` are its events (only tool/model steps are read).
 
         Without `steps` (a listener called with the run only) ``agent_tool_errors_total`` is not
-        counted and tokens/spend come from the run's usage totals alone. Runs without a stop reason (still running) and runs written by replay are ignored.
+        counted and tokens/spend come from the run's usage totals alone. Runs without a stop
+        reason (still running) and runs written by replay are ignored.
         """
         if run.stop_reason is None or run.replay_of is not None:
             return
+        usage = run.usage
+        self._observe(
+            _RunFigures(
+                run.agent,
+                run.stop_reason,
+                run_tool_calls(run),
+                run.latency_ms,
+                usage.tokens_in,
+                usage.tokens_out,
+                usage.cost_usd,
+            ),
+            [
+                (e.usage.tokens_in, e.usage.tokens_out, e.usage.cost_usd)
+                for e in steps
+                if e.kind == "model_result" and e.usage is not None
+            ],
+            [e.error for e in steps if e.kind == "tool_result" and e.status == "error"],
+        )
+
+    def _observe(
+        self,
+        run: _RunFigures,
+        model_usage: Sequence[tuple[int, int, float]],
+        errors: Sequence[str | None],
+    ) -> None:
+        """Count one finished run from plain values: the one definition both feeds share."""
         agent = run.agent
-        self.tool_calls.labels(agent=agent).observe(run_tool_calls(run))
+        self.tool_calls.labels(agent=agent).observe(run.tool_calls)
         if run.latency_ms is not None:
             self.run_latency_ms.labels(agent=agent).observe(max(run.latency_ms, 0))
             self.run_latency_seconds.labels(agent=agent).observe(max(run.latency_ms, 0) / 1000)
         self.stops.labels(agent=agent, stop_reason=run.stop_reason).inc()
-
-        usage = run.usage
-        tokens_in, tokens_out, cost = usage.tokens_in, usage.tokens_out, usage.cost_usd
+        tokens_in, tokens_out, cost = run.tokens_in, run.tokens_out, run.cost_usd
         if not (tokens_in or tokens_out or cost):
             # A recorder that keeps usage on the model steps only: add them up.
-            for e in steps:
-                if e.kind == "model_result" and e.usage is not None:
-                    tokens_in += e.usage.tokens_in
-                    tokens_out += e.usage.tokens_out
-                    cost += e.usage.cost_usd
+            for t_in, t_out, c in model_usage:
+                tokens_in += t_in
+                tokens_out += t_out
+                cost += c
         if tokens_in:
             self.tokens.labels(agent=agent, direction="in").inc(tokens_in)
         if tokens_out:
             self.tokens.labels(agent=agent, direction="out").inc(tokens_out)
         if cost > 0:
             self.spend.labels(agent=agent).inc(cost)
-        for e in steps:
-            if e.kind == "tool_result" and e.status == "error":
-                bucket = classify_error(e.error or "unknown") or "other"
-                self.tool_errors.labels(agent=agent, error_bucket=bucket).inc()
+        for error in errors:
+            bucket = classify_error(error or "unknown") or "other"
+            self.tool_errors.labels(agent=agent, error_bucket=bucket).inc()
 
     def observe_store(self, store: Store, since_ms: int | None = None) -> int:
         """Count the finished runs in `store` started at or after `since_ms` not counted before.
 
         Call it repeatedly to tail a store; returns how many runs it counted this time. Only runs
         started at or after `since_ms` are remembered, so move `since_ms` forward when polling
-        (`serve_store` keeps a lookback) to keep memory bounded.
+        (`serve_store` keeps a lookback) to keep memory bounded. Reads narrow columns through
+        `replay.queries` (no model object per run or event); a run inferred killed counts as
+        ``killed``.
         """
-        runs = [
-            r
-            for r in store.runs(since_ms=since_ms)
-            if r.stop_reason is not None
-            and r.replay_of is None
-            and (since_ms is None or r.started_ms >= since_ms)
-        ]
+        rows = queries.finished_run_rows(store, queries.Window(since_ms=since_ms))
         with self._lock:
             if since_ms is not None:
                 self._seen = {k: v for k, v in self._seen.items() if v >= since_ms}
-            new = [r for r in runs if r.run_id not in self._seen]
+            new = [r for r in rows if r[0] not in self._seen]
             if not new:
                 return 0
-            ids = {r.run_id for r in new}
-            steps: dict[str, list[Event]] = {}
-            for e in store.step_events(since_ms=min(r.started_ms for r in new)):
-                if e.run_id in ids:
-                    steps.setdefault(e.run_id, []).append(e)
-            for r in sorted(new, key=lambda r: r.started_ms):
-                self(r, steps.get(r.run_id, []))
-                self._seen[r.run_id] = r.started_ms
+            steps = queries.Window(since_ms=min(r[2] for r in new))
+            ids = {r[0] for r in new}
+            errors: dict[str, list[str | None]] = {}
+            for rid, error in queries.step_errors(store, steps):
+                if rid in ids:
+                    errors.setdefault(rid, []).append(error)
+            bare = [r[0] for r in new if not (r[6] or r[7] or r[8])]
+            model = queries.model_usage_by_run(store, steps, bare) if bare else {}
+            for rid, agent, started, reason, calls, latency, t_in, t_out, cost in new:
+                usage = [
+                    (int(u.get("tokens_in") or 0), int(u.get("tokens_out") or 0), float(u.get("cost_usd") or 0.0))
+                    for u in model.get(rid, [])
+                ]
+                figures = _RunFigures(agent, reason, calls, latency, t_in, t_out, cost)
+                self._observe(figures, usage, errors.get(rid, []))
+                self._seen[rid] = started
         return len(new)
 
     def to_json(self) -> list[dict[str, Any]]:
