@@ -205,8 +205,11 @@ def killed_inferred(store: QueryStore, window: Window) -> list[tuple[int, str]]:
 
 
 def _steps_from(window: Window) -> tuple[str, list[Any]]:
+    # CROSS JOIN keeps SQLite's join order as written (PostgreSQL reads it as an inner join):
+    # the window's runs through their index, then each run's events by primary key. Left to
+    # itself, SQLite can pick a scan of every event when the step conditions look selective.
     where, params = window.where()
-    return f" FROM runs r JOIN events e ON e.run_id = r.run_id{where}", params
+    return f" FROM runs r CROSS JOIN events e{where} AND e.run_id = r.run_id", params
 
 
 def tool_step_counts(store: QueryStore, window: Window) -> list[tuple[int, int]]:

@@ -1,0 +1,133 @@
+"""stats, alerts and metrics from SQL aggregates give exactly what the per-event computation gives."""
+
+from __future__ import annotations
+
+import pytest
+
+from replay.alerts import RULES, AlertRules, alerts_for_store, evaluate
+from replay.metrics import PrometheusExporter
+from replay.stats import compute_stats, compute_stats_by, load_window, stats_for_store
+
+from _monitor_data import DAY, HOUR, build_store
+
+pytest.importorskip("prometheus_client")
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    store, now = build_store(tmp_path_factory.mktemp("monitor") / "replay.db")
+    yield store, now
+    store.close()
+
+
+WINDOWS = [
+    pytest.param(None, None, id="all"),
+    pytest.param(3 * DAY, None, id="3d"),
+    pytest.param(None, "support", id="agent"),
+    pytest.param(9 * DAY, "batch", id="agent-without-model-steps"),
+    pytest.param(HOUR, "billing", id="nearly-empty"),
+]
+
+
+@pytest.mark.parametrize(("span", "agent"), WINDOWS)
+def test_store_stats_equal_the_per_event_computation(generated, span, agent):
+    """Every figure of `replay stats` from SQL equals compute_stats over the window's models."""
+    store, now = generated
+    since = None if span is None else now - span
+    report = stats_for_store(store, since_ms=since, until_ms=now + 1, agent=agent)
+    runs, steps = load_window(store, since_ms=since, until_ms=now + 1, agent=agent)
+    assert report.stats == compute_stats(runs, steps)
+    assert report.stats.runs == len(runs)
+
+
+def test_generated_store_exercises_every_case(generated):
+    """The generated store holds inferred kills, replays, unknown errors and both token bases."""
+    store, now = generated
+    stats = stats_for_store(store, since_ms=None, until_ms=now + 1).stats
+    batch = stats_for_store(store, since_ms=None, until_ms=now + 1, agent="batch").stats
+    runs = store.runs(include_replays=True)
+    assert any(r.stop_inferred for r in runs) and any(r.replay_of for r in runs)
+    assert any(r.stop_reason is None for r in runs)  # open runs stay unfinished
+    assert stats.stop_reasons["killed"] > sum(
+        1 for r in runs if r.stop_reason == "killed" and not r.stop_inferred and not r.replay_of
+    )
+    assert "unknown" in stats.errors_by_class and stats.tokens_basis == "model_result"
+    assert batch.tokens_basis == "run"
+
+
+@pytest.mark.parametrize("by", ["hour", "day"])
+def test_store_buckets_equal_the_per_event_buckets(generated, by):
+    """Per-hour and per-day stats from SQL equal compute_stats_by, empty buckets included."""
+    store, now = generated
+    since = now - 4 * DAY
+    report = stats_for_store(store, since_ms=since, until_ms=now + 1, by=by)
+    runs, steps = load_window(store, since_ms=since, until_ms=now + 1)
+    expected = compute_stats_by(runs, steps, by, since_ms=since, until_ms=now + 1)
+    assert [(b.start_ms, b.stats) for b in report.buckets] == [
+        (b.start_ms, b.stats) for b in expected
+    ]
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        pytest.param(AlertRules(min_runs=5), id="defaults"),
+        pytest.param(
+            AlertRules(
+                min_runs=5,
+                tool_calls_p95_ratio=0.1,
+                spend_ratio=0.1,
+                latency_p95_ratio=0.1,
+                loop_detected_min_increase=0.0,
+                tool_timeout_ratio=0.1,
+                tool_timeout_min_increase=0.0,
+                retry_baseline_max=1.0,
+                retry_current_min=0.0,
+                worst_runs=4,
+            ),
+            id="everything-fires",
+        ),
+    ],
+)
+def test_store_alerts_equal_the_per_event_evaluation(generated, rules):
+    """alerts_for_store judges and names the same runs as evaluate over the windows' models."""
+    store, now = generated
+    fired = set()
+    for window, baseline in ((3 * DAY, 6 * DAY), (6 * DAY, 3 * DAY)):
+        report = alerts_for_store(
+            store, window_ms=window, baseline_ms=baseline, rules=rules, now_ms=now
+        )
+        cur = load_window(store, since_ms=now - window, until_ms=now + 1)
+        base = load_window(store, since_ms=now - window - baseline, until_ms=now - window)
+        assert report.results == evaluate(*cur, *base, rules)
+        assert report.current_runs == len(cur[0]) and report.baseline_runs == len(base[0])
+        fired |= {r.rule for r in report.results if r.fired and r.runs}
+    if rules.tool_calls_p95_ratio == 0.1:
+        assert fired == set(RULES)  # every rule's worst-runs query was compared
+
+
+def test_metrics_from_the_store_equal_the_listener_feed(generated):
+    """observe_store counts the same metrics as feeding each finished run and its events."""
+    store, now = generated
+    from_store = PrometheusExporter()
+    counted = from_store.observe_store(store, now - 5 * DAY)
+    by_hand = PrometheusExporter()
+    runs = [
+        r
+        for r in store.runs(since_ms=now - 5 * DAY)
+        if r.stop_reason is not None and r.replay_of is None
+    ]
+    for r in runs:
+        by_hand(r, store.events(r.run_id))
+    assert counted == len(runs) and any(r.stop_inferred for r in runs)
+
+    def samples(exporter):
+        return sorted(
+            (s["name"], sorted(s["labels"].items()), round(s["value"], 9))
+            for fam in exporter.to_json()
+            for s in fam["samples"]
+            if not s["name"].endswith("_created")
+        )
+
+    assert samples(from_store) == samples(by_hand)
+    assert from_store.observe_store(store, now - 5 * DAY) == 0  # nothing counted twice
