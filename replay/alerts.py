@@ -118,7 +118,8 @@ class AlertRules:
             v = getattr(self, name)
             if v is not None and not v > 0:
                 raise ValueError(
-                    f"AlertRules.{name} must be > 0 (e.g. 2.0 for 2x the baseline) or None, got {v!r}"
+                    f"AlertRules.{name} must be > 0 (e.g. 2.0 for 2x the baseline) or None, "
+                    f"got {v!r}"
                 )
         for name in (
             "loop_detected_min_increase",
@@ -368,7 +369,9 @@ def _retries(x: RuleInput) -> AlertResult:
     c, b = x.current.retry_rate, x.baseline.retry_rate
     cond = f"baseline < {rare * 100:g}% and current >= {constant * 100:g}%"
     if c is None or b is None:
-        return AlertResult("retries", "ok", c, b, None, cond, [], "no tool calls in one of the windows")
+        return AlertResult(
+            "retries", "ok", c, b, None, cond, [], "no tool calls in one of the windows"
+        )
     fired = b < rare and c >= constant
     retried = [e for e in x.current.errors_by_class if classify_error(e) in ("429", "5xx")]
     worst = x.worst.by_errors(retried, x.n) if fired else []
@@ -452,7 +455,9 @@ def judge(
             f"not enough runs to judge: {' and '.join(short)}; each window needs at least "
             f"{rules.min_runs} (widen --window/--baseline or lower --min-runs)"
         )
-        return [AlertResult(r.name, "not_enough_runs", None, None, None, "", [], msg) for r in active]
+        return [
+            AlertResult(r.name, "not_enough_runs", None, None, None, "", [], msg) for r in active
+        ]
     x = RuleInput(current, baseline, rules, worst)
     return [r.judge(x) for r in active]
 
@@ -478,7 +483,11 @@ def evaluate(
 
 
 def format_result(result: AlertResult) -> str:
-    """One line: ``FIRING tool_calls_p95: tool calls/run p95 21.0 (baseline 8.0, threshold 16.0 = ...); look at r_…``."""
+    """One line per result.
+
+    ``FIRING tool_calls_p95: tool calls/run p95 21.0 (baseline 8.0, threshold 16.0: ...);
+    look at r_…`` (on one line).
+    """
     r = result
     if r.status == "not_enough_runs":
         return f"SKIPPED {r.rule}: {r.message}"
@@ -486,7 +495,8 @@ def format_result(result: AlertResult) -> str:
     label = REGISTRY[r.rule].label if r.rule in REGISTRY else r.rule
     line = (
         f"{head} {r.rule}: {label} {_fmt(r.rule, r.current)} "
-        f"(baseline {_fmt(r.rule, r.baseline)}, threshold {_fmt(r.rule, r.threshold)}: {r.condition})"
+        f"(baseline {_fmt(r.rule, r.baseline)}, "
+        f"threshold {_fmt(r.rule, r.threshold)}: {r.condition})"
     )
     if r.message:
         line += f"; {r.message}"

@@ -8,6 +8,7 @@ A PNG of the same charts is written only when matplotlib happens to be installed
 from __future__ import annotations
 
 import datetime as _dt
+import importlib
 import math
 import os
 from collections.abc import Sequence
@@ -309,10 +310,10 @@ def write_png(
         PlotDependencyError: matplotlib is not installed (suggests --html instead).
     """
     try:
-        import matplotlib
-
+        # Through importlib: matplotlib is an optional extra, typed as Any whether installed or not.
+        matplotlib = importlib.import_module("matplotlib")
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = importlib.import_module("matplotlib.pyplot")
     except ImportError as exc:
         raise PlotDependencyError() from exc
     xs = [_dt.datetime.fromtimestamp(b.start_ms / 1000, _dt.timezone.utc) for b in buckets]

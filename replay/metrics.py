@@ -257,7 +257,11 @@ class PrometheusExporter:
             model = queries.model_usage_by_run(store, steps, bare) if bare else {}
             for rid, agent, started, reason, calls, latency, t_in, t_out, cost in new:
                 usage = [
-                    (int(u.get("tokens_in") or 0), int(u.get("tokens_out") or 0), float(u.get("cost_usd") or 0.0))
+                    (
+                        int(u.get("tokens_in") or 0),
+                        int(u.get("tokens_out") or 0),
+                        float(u.get("cost_usd") or 0.0),
+                    )
                     for u in model.get(rid, [])
                 ]
                 figures = _RunFigures(agent, reason, calls, latency, t_in, t_out, cost)
@@ -266,7 +270,7 @@ class PrometheusExporter:
         return len(new)
 
     def to_json(self) -> list[dict[str, Any]]:
-        """The current metrics as JSON-able families: name, type, help and samples (name, labels, value)."""
+        """The current metrics as JSON-able families: name, type, help and samples."""
         return [
             {
                 "name": fam.name,

@@ -108,7 +108,7 @@ class Window:
 
 
 def usage_of(value: Any) -> dict[str, Any]:
-    """A usage column as a dict: JSON text (SQLite), a dict (a JSON column), {} when NULL or unreadable."""
+    """A usage column as a dict: from JSON text or a JSON column; {} when NULL or unreadable."""
     if isinstance(value, dict):
         return value
     if isinstance(value, (str, bytes)):
@@ -197,7 +197,9 @@ def killed_inferred(store: QueryStore, window: Window) -> list[tuple[int, str]]:
         params,
     )
     runs = [
-        Run(run_id=rid, agent=agent, started_ms=started, host=host or "", pid=pid, last_seen_ms=seen)
+        Run(
+            run_id=rid, agent=agent, started_ms=started, host=host or "", pid=pid, last_seen_ms=seen
+        )
         for rid, agent, started, host, pid, seen in rows
     ]
     infer_killed(runs)

@@ -130,7 +130,7 @@ def parse_duration(text: str, option: str = "duration") -> int:
 
 
 def format_duration(ms: int) -> str:
-    """The shortest exact spelling of `ms` in days, hours, minutes, seconds (``600000`` -> ``10m``)."""
+    """The shortest exact spelling of `ms` in d, h, m, s (``600000`` -> ``10m``)."""
     for unit in ("d", "h", "m", "s"):
         size = _UNIT_MS[unit]
         if ms >= size and ms % size == 0:
@@ -181,7 +181,7 @@ _SERVER_ERROR_NAMES = ("internalservererror", "badgateway", "serviceunavailable"
 
 
 def classify_error(error: str | None) -> str | None:
-    """The bucket of a tool error: ``"429"``, ``"5xx"``, ``"timeout"``, ``"other"``; None if no error.
+    """The bucket of a tool error: ``"429"``, ``"5xx"``, ``"timeout"``, ``"other"``; None if none.
 
     The recorder stores the error *class* only (``httpx.HTTPStatusError`` carries no status code),
     so the bucket is read from the name, first rule that matches:
@@ -214,7 +214,7 @@ def classify_error(error: str | None) -> str | None:
 
 
 def run_tool_calls(run: Run) -> int:
-    """Tool calls of a run: the run row's count, else the usage total (recorders fill one of them)."""
+    """Tool calls of a run: the run row's count, else the usage total (recorders fill one)."""
     return run.tool_calls or run.usage.tool_calls
 
 
@@ -540,7 +540,7 @@ def window_samples(store: Store, window: queries.Window) -> dict[int, Sample]:
 
     cols = queries.run_columns(store, window)
     for b, calls, latency, cost, tokens in zip(
-        cols.bucket, cols.calls, cols.latency, cols.cost, cols.tokens
+        cols.bucket, cols.calls, cols.latency, cols.cost, cols.tokens, strict=True
     ):
         s = at(b)
         s.runs += 1
@@ -581,7 +581,7 @@ def _whole(samples: dict[int, Sample]) -> Sample:
 
 @dataclass
 class StatsReport:
-    """`replay stats` for one window: the overall stats, the time buckets, and what to say if empty."""
+    """`replay stats` for one window: overall stats, time buckets, and what to say if empty."""
 
     stats: Stats
     buckets: list[TimeBucket]
@@ -593,7 +593,10 @@ class StatsReport:
 
     @property
     def message(self) -> str | None:
-        """Why there are no figures, e.g. ``no runs in the last 7d for agent 'x' (store has 0 runs)``."""
+        """Why there are no figures.
+
+        For example ``no runs in the last 7d for agent 'x' (store has 0 runs)``.
+        """
         if self.stats.runs:
             return None
         who = f" for agent {self.agent!r}" if self.agent else ""
@@ -720,7 +723,8 @@ def format_stats(stats: Stats) -> str:
 
 
 def format_stats_table(buckets: Sequence[TimeBucket], by: BucketSize) -> str:
-    """One line per hour/day: runs, tool calls/run, latency p95, tokens/request, spend, errors, success."""
+    """One line per hour/day: runs, tool calls/run, latency p95, tokens/request, spend, errors,
+    success."""
     import datetime as _dt
 
     fmt = "%Y-%m-%d %H:00" if by == "hour" else "%Y-%m-%d"
@@ -754,7 +758,8 @@ def format_stats_table(buckets: Sequence[TimeBucket], by: BucketSize) -> str:
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     return "\n".join(
         "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ).rstrip()
         for row in lines
     )

@@ -1,14 +1,13 @@
-"""stats, alerts and metrics from SQL aggregates give exactly what the per-event computation gives."""
+"""stats, alerts and metrics from SQL aggregates equal what the per-event computation gives."""
 
 from __future__ import annotations
 
 import pytest
+from _monitor_data import DAY, HOUR, build_store
 
 from replay.alerts import RULES, AlertRules, alerts_for_store, evaluate
 from replay.metrics import PrometheusExporter
 from replay.stats import compute_stats, compute_stats_by, load_window, stats_for_store
-
-from _monitor_data import DAY, HOUR, build_store
 
 pytest.importorskip("prometheus_client")
 

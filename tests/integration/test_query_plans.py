@@ -1,4 +1,4 @@
-"""runs, stats, alerts, metrics and prune reach runs and events through indexes, never a full scan."""
+"""runs, stats, alerts, metrics and prune reach runs and events through indexes, not full scans."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import re
 import sqlite3
 
 import pytest
+from _monitor_data import DAY, build_store
 
 from replay.alerts import AlertRules, alerts_for_store
 from replay.metrics import PrometheusExporter
 from replay.stats import stats_for_store
-
-from _monitor_data import DAY, build_store
 
 pytest.importorskip("prometheus_client")
 
@@ -48,7 +47,9 @@ def traced(tmp_path):
 def assert_indexed(store, statements):
     found = plans(store.path, statements)
     assert found, "no statement was traced"
-    scans = {sql[:120]: steps for sql, steps in found.items() if any(FULL_SCAN.match(s) for s in steps)}
+    scans = {
+        sql[:120]: steps for sql, steps in found.items() if any(FULL_SCAN.match(s) for s in steps)
+    }
     assert scans == {}
 
 
@@ -63,10 +64,20 @@ def test_stats_queries_use_indexes(traced):
 def test_alert_queries_use_indexes(traced):
     """`replay alerts`, including each firing rule's worst-runs query, searches the indexes only."""
     store, now, statements = traced
-    rules = AlertRules(min_runs=5, tool_calls_p95_ratio=0.1, spend_ratio=0.1, latency_p95_ratio=0.1,
-                       loop_detected_min_increase=0.0, tool_timeout_ratio=0.1,
-                       tool_timeout_min_increase=0.0, retry_baseline_max=1.0, retry_current_min=0.0)
-    report = alerts_for_store(store, window_ms=3 * DAY, baseline_ms=6 * DAY, rules=rules, now_ms=now)
+    rules = AlertRules(
+        min_runs=5,
+        tool_calls_p95_ratio=0.1,
+        spend_ratio=0.1,
+        latency_p95_ratio=0.1,
+        loop_detected_min_increase=0.0,
+        tool_timeout_ratio=0.1,
+        tool_timeout_min_increase=0.0,
+        retry_baseline_max=1.0,
+        retry_current_min=0.0,
+    )
+    report = alerts_for_store(
+        store, window_ms=3 * DAY, baseline_ms=6 * DAY, rules=rules, now_ms=now
+    )
     assert report.fired  # the worst-runs queries ran
     assert_indexed(store, statements)
 

@@ -42,7 +42,7 @@ def make_runs(
 
 
 def make_steps(runs: list[Run], error_every: int = 0, error: str = "HTTP429") -> list[Event]:
-    """One tool_result step per tool call; every `error_every`-th call (across runs) fails with `error`."""
+    """One tool_result step per tool call; every `error_every`-th call fails with `error`."""
     steps, k = [], 0
     for r in runs:
         for s in range(1, r.tool_calls + 1):
@@ -80,7 +80,7 @@ def test_quiet_windows_fire_nothing():
 
 class TestMinRuns:
     def test_too_few_current_runs_is_not_an_alert(self):
-        """Fewer runs than min_runs in the current window: no rule fires; each says what it needs."""
+        """Too few runs in the current window: nothing fires; each result says what it needs."""
         cur = make_runs("c", 5, calls=50)
         results = evaluate(cur, [], BASE, [])
         assert all(r.status == "not_enough_runs" and not r.fired for r in results)
@@ -173,7 +173,7 @@ class TestRetries:
         assert r.runs and all(x.startswith("c") for x in r.runs)
 
     def test_already_constant_baseline_does_not_fire(self):
-        """Retries that were already frequent in the baseline are not a shift from rare to constant."""
+        """Retries already frequent in the baseline are not a shift from rare to constant."""
         cur = make_runs("c", 40)
         r = by_rule(evaluate(cur, make_steps(cur, 2), BASE, make_steps(BASE, 4)))["retries"]
         assert not r.fired
@@ -209,7 +209,7 @@ class TestConfig:
         ],
     )
     def test_bad_thresholds_are_rejected_with_the_field_name(self, kwargs, text):
-        """Invalid thresholds fail when AlertRules is built, naming the field and its valid range."""
+        """Invalid thresholds fail when AlertRules is built, naming the field and valid range."""
         with pytest.raises(ValueError, match=text):
             AlertRules(**kwargs)
 
