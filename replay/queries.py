@@ -21,6 +21,8 @@ events primary key ``(run_id, seq)``; ``tests/integration/test_query_plans.py`` 
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -43,7 +45,9 @@ __all__ = [
     "tool_step_counts",
     "top_runs",
     "top_runs_by_errors",
+    "run_problem",
     "usage_of",
+    "warn_skipped",
 ]
 
 
@@ -86,11 +90,16 @@ class Window:
     until_ms: int | None = None
     agent: str | None = None
     bucket_ms: int | None = None
+    #: run ids left out (unreadable rows, see `run_columns`)
+    exclude: tuple[str, ...] = ()
 
     def where(self, alias: str = "r") -> tuple[str, list[Any]]:
         """The WHERE clause (with its leading ``WHERE``) and its parameters."""
         clauses = [f"{alias}.replay_of IS NULL"]
         params: list[Any] = []
+        if self.exclude:
+            clauses.append(f"{alias}.run_id NOT IN ({', '.join('?' * len(self.exclude))})")
+            params.extend(self.exclude)
         for cond, value in (
             ("agent = ?", self.agent),
             ("started_ms >= ?", self.since_ms),
@@ -135,6 +144,40 @@ def _cost(store: object) -> str:
     return f"coalesce({json_number(store, 'r.usage', 'cost_usd')}, 0)"
 
 
+_USAGE_COUNTS = ("tokens_in", "tokens_out", "tool_calls")
+
+
+def run_problem(usage_text: Any, tool_calls: Any, latency: Any, stop_reason: Any) -> str | None:
+    """The field of a run row that `Store.runs` could not read (it skips such a row), else None.
+
+    Checks the columns the monitoring queries read, as `replay.models.Run` validates them.
+    """
+    from replay.models import MAX_INT, validate_stop_reason
+
+    if usage_text is not None:
+        usage = usage_of(usage_text)
+        if not usage and usage_text not in ("{}", b"{}", {}):
+            return "usage"
+        for key, v in usage.items():
+            if key in _USAGE_COUNTS:
+                ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INT
+            else:
+                ok = key == "cost_usd" and isinstance(v, (int, float)) and not isinstance(v, bool)
+                ok = ok and math.isfinite(v) and v >= 0
+            if not ok:
+                return f"usage.{key}"
+    if not isinstance(tool_calls, int) or isinstance(tool_calls, bool) or tool_calls < 0:
+        return "tool_calls"
+    if latency is not None and not isinstance(latency, int):
+        return "ended_ms"
+    if stop_reason is not None:
+        try:
+            validate_stop_reason(stop_reason)
+        except ValueError:
+            return "stop_reason"
+    return None
+
+
 @dataclass
 class RunColumns:
     """One list per figure, index-aligned with `bucket` (the bucket of each run of the window)."""
@@ -144,20 +187,28 @@ class RunColumns:
     latency: list[float | None]
     cost: list[float]
     tokens: list[float]
+    #: ``(run_id, field)`` of the rows left out because they cannot be read
+    skipped: list[tuple[str, str]]
 
 
 def run_columns(store: QueryStore, window: Window) -> RunColumns:
     """Per run of the window: tool calls, latency (None if unfinished), spend, tokens.
 
-    Reads four narrow columns; the usage JSON is parsed here (orjson), the same on every backend.
+    Reads narrow columns; the usage JSON is parsed here (orjson), the same on every backend. A row
+    `Store.runs` would skip as unreadable is left out and named in `RunColumns.skipped`.
     """
     where, params = window.where()
     rows = store.query(
-        f"SELECT r.started_ms, r.tool_calls, r.ended_ms - r.started_ms, r.usage FROM runs r{where}",
+        "SELECT r.run_id, r.started_ms, r.tool_calls, r.ended_ms - r.started_ms, r.usage, "
+        f"r.stop_reason FROM runs r{where}",
         params,
     )
-    cols = RunColumns([], [], [], [], [])
-    for started, calls, latency, usage_text in rows:
+    cols = RunColumns([], [], [], [], [], [])
+    for run_id, started, calls, latency, usage_text, reason in rows:
+        problem = run_problem(usage_text, calls, latency, reason)
+        if problem is not None:
+            cols.skipped.append((str(run_id), problem))
+            continue
         usage = usage_of(usage_text)
         cols.bucket.append(window.bucket_of(started))
         cols.calls.append(float(calls) if calls else _num(usage, "tool_calls"))
@@ -165,6 +216,22 @@ def run_columns(store: QueryStore, window: Window) -> RunColumns:
         cols.cost.append(_num(usage, "cost_usd"))
         cols.tokens.append(_num(usage, "tokens_in") + _num(usage, "tokens_out"))
     return cols
+
+
+def warn_skipped(store: object, skipped: Sequence[tuple[str, str]], stacklevel: int = 3) -> None:
+    """One `CorruptRowWarning` naming the skipped runs and fields (as `Store.runs` words it)."""
+    from replay.errors import CorruptRowWarning
+
+    if not skipped:
+        return
+    names = ", ".join(f"{rid} ({field})" for rid, field in skipped[:5])
+    more = ", …" if len(skipped) > 5 else ""
+    warnings.warn(
+        f"{getattr(store, 'path', 'the store')}: skipped {len(skipped)} unreadable row(s) of "
+        f"runs: {names}{more}; `replay show RUN_ID` names the problem",
+        CorruptRowWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def stop_counts(store: QueryStore, window: Window) -> list[tuple[int, str | None, int]]:
@@ -196,12 +263,14 @@ def killed_inferred(store: QueryStore, window: Window) -> list[tuple[int, str]]:
         f"FROM runs r{where} AND r.stop_reason IS NULL AND r.pid IS NOT NULL",
         params,
     )
-    runs = [
-        Run(
-            run_id=rid, agent=agent, started_ms=started, host=host or "", pid=pid, last_seen_ms=seen
-        )
-        for rid, agent, started, host, pid, seen in rows
-    ]
+    runs = []
+    for rid, agent, started, host, pid, seen in rows:
+        try:
+            run = Run(run_id=rid, agent=agent, started_ms=started, pid=pid, last_seen_ms=seen)
+        except ValueError:  # an unreadable row: the listing that reads it names it
+            continue
+        run.host = host or ""
+        runs.append(run)
     infer_killed(runs)
     return [(window.bucket_of(r.started_ms), r.run_id) for r in runs if r.stop_reason == "killed"]
 
@@ -312,6 +381,7 @@ def finished_run_rows(store: QueryStore, window: Window) -> list[tuple[Any, ...]
 
     ``(run_id, agent, started_ms, stop_reason, tool_calls, latency_ms, tokens_in, tokens_out,
     cost_usd)``; runs inferred killed are included with stop reason ``killed`` and no latency.
+    Unreadable rows are left out with one `CorruptRowWarning` (as `Store.runs` does).
     """
     where, params = window.where()
     cols = (
@@ -327,8 +397,12 @@ def finished_run_rows(store: QueryStore, window: Window) -> list[tuple[Any, ...]
             f"SELECT {cols} FROM runs r{where} AND r.run_id IN ({marks})", [*params, *chunk]
         ):
             rows.append((*row[:3], "killed", row[4], None, row[6]))
-    out = []
+    out, skipped = [], []
     for rid, agent, started, reason, calls, latency, usage_text in rows:
+        problem = run_problem(usage_text, calls, latency, reason)
+        if problem is not None:
+            skipped.append((str(rid), problem))
+            continue
         usage = usage_of(usage_text)
         out.append(
             (
@@ -343,6 +417,7 @@ def finished_run_rows(store: QueryStore, window: Window) -> list[tuple[Any, ...]
                 _num(usage, "cost_usd"),
             )
         )
+    warn_skipped(store, skipped)
     return sorted(out, key=lambda r: (r[2], r[0]))
 
 

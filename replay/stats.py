@@ -28,6 +28,7 @@ depend on the order rows arrive in.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -528,7 +529,8 @@ def window_samples(store: Store, window: queries.Window) -> dict[int, Sample]:
     """The `Sample` of each bucket of `window` (bucket 0 only, without ``bucket_ms``), from SQL.
 
     Counts and group-bys run in the database; the percentile figures come as one numeric column
-    each. Runs inferred killed (no stop, process gone) count as stopped ``killed``.
+    each. Runs inferred killed (no stop, process gone) count as stopped ``killed``; a run row
+    that cannot be read is left out with its steps, with one `CorruptRowWarning` naming it.
     """
     out: dict[int, Sample] = {}
 
@@ -539,6 +541,9 @@ def window_samples(store: Store, window: queries.Window) -> dict[int, Sample]:
         return s
 
     cols = queries.run_columns(store, window)
+    if cols.skipped:  # unreadable rows: left out, with their steps, as `Store.runs` does
+        queries.warn_skipped(store, cols.skipped)
+        window = dataclasses.replace(window, exclude=tuple(rid for rid, _f in cols.skipped))
     for b, calls, latency, cost, tokens in zip(
         cols.bucket, cols.calls, cols.latency, cols.cost, cols.tokens, strict=True
     ):

@@ -6,6 +6,7 @@ import pytest
 from _monitor_data import DAY, HOUR, build_store
 
 from replay.alerts import RULES, AlertRules, alerts_for_store, evaluate
+from replay.errors import CorruptRowWarning
 from replay.metrics import PrometheusExporter
 from replay.stats import compute_stats, compute_stats_by, load_window, stats_for_store
 
@@ -130,3 +131,18 @@ def test_metrics_from_the_store_equal_the_listener_feed(generated):
 
     assert samples(from_store) == samples(by_hand)
     assert from_store.observe_store(store, now - 5 * DAY) == 0  # nothing counted twice
+
+
+@pytest.mark.parametrize("usage", ["not json", '{"tokens_in": -5}', '{"tokens": 1}'])
+def test_an_unreadable_run_is_left_out_with_a_warning_as_the_listing_does(tmp_path, usage):
+    """A run row whose usage cannot be read is skipped with its steps, named in one warning."""
+    store, now = build_store(tmp_path / "replay.db", n_runs=60)
+    bad = next(r.run_id for r in store.runs() if store.events(r.run_id))
+    store.db.execute("UPDATE runs SET usage = ? WHERE run_id = ?", [usage, bad])
+    with pytest.warns(CorruptRowWarning, match=bad) as caught:
+        stats = stats_for_store(store, since_ms=None, until_ms=now + 1).stats
+    assert len(caught) == 1
+    with pytest.warns(CorruptRowWarning, match=bad):
+        expected = compute_stats(*load_window(store, since_ms=None, until_ms=now + 1))
+    assert stats == expected
+    store.close()
