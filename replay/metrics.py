@@ -17,6 +17,8 @@ Exported, all labelled by ``agent`` (the queries above sum it away):
 - ``agent_tokens_total{direction="in"|"out"}`` counter, ``agent_spend_usd_total`` counter.
 - ``agent_tool_errors_total{error_bucket="429"|"5xx"|"timeout"|"other"}`` counter: failed tool
   calls (see `replay.stats.classify_error`), for the "retries turning constant" signal.
+- ``agent_alert_firing{rule}`` gauge (not labelled by agent): 1 while a rule of the alert
+  registry (`replay.alerts.REGISTRY`) fires, when `serve_store` is given `AlertWindows`.
 
 Two ways to feed it: live, as a Recorder listener (``rec.add_listener(exporter)``, called once
 per finished run), or from a store (`PrometheusExporter.observe_store`, which `replay metrics`
@@ -35,6 +37,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from replay import queries
@@ -45,9 +48,11 @@ from replay.stats import classify_error, run_tool_calls
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from replay.alerts import AlertReport, AlertRules
     from replay.store import Store
 
 __all__ = [
+    "AlertWindows",
     "LATENCY_BUCKETS_MS",
     "LATENCY_BUCKETS_S",
     "TOOL_CALL_BUCKETS",
@@ -90,6 +95,28 @@ class _RunFigures(NamedTuple):
     tokens_in: int
     tokens_out: int
     cost_usd: float
+
+
+@dataclass(frozen=True)
+class AlertWindows:
+    """The alert windows `serve_store` judges on each poll: the last `window_ms` against the
+    `baseline_ms` before it, with `rules` (defaults when None)."""
+
+    window_ms: int
+    baseline_ms: int
+    agent: str | None = None
+    rules: AlertRules | None = None
+
+    def judge(self, store: Store) -> AlertReport:
+        from replay.alerts import alerts_for_store
+
+        return alerts_for_store(
+            store,
+            window_ms=self.window_ms,
+            baseline_ms=self.baseline_ms,
+            agent=self.agent,
+            rules=self.rules,
+        )
 
 
 class MetricsDependencyError(ReplayError, ImportError):
@@ -168,6 +195,12 @@ class PrometheusExporter:
             "agent_tool_errors_total",
             "Failed tool calls by error bucket (429, 5xx, timeout, other)",
             ["agent", "error_bucket"],
+            registry=reg,
+        )
+        self.alert_firing = prom.Gauge(
+            "agent_alert_firing",
+            "1 while the drift alert rule fires, else 0 (see replay alerts)",
+            ["rule"],
             registry=reg,
         )
         self._lock = threading.Lock()
@@ -269,6 +302,17 @@ class PrometheusExporter:
                 self._seen[rid] = started
         return len(new)
 
+    def observe_alerts(self, report: AlertReport) -> None:
+        """Set ``agent_alert_firing{rule}`` for every rule of the alert registry from `report`.
+
+        A rule not judged (disabled, or too few runs) reads 0.
+        """
+        from replay.alerts import REGISTRY
+
+        fired = {r.rule for r in report.fired}
+        for name in REGISTRY:
+            self.alert_firing.labels(rule=name).set(1 if name in fired else 0)
+
     def to_json(self) -> list[dict[str, Any]]:
         """The current metrics as JSON-able families: name, type, help and samples."""
         return [
@@ -308,6 +352,7 @@ def serve_store(
     lookback_ms: int = 6 * 3_600_000,
     stop: threading.Event | None = None,
     on_ready: Any = None,
+    alerts: AlertWindows | None = None,
 ) -> None:
     """Serve the metrics of `store` on `host`:`port`, counting new runs every `interval_s`.
 
@@ -315,10 +360,17 @@ def serve_store(
     restart resumes the counters where they were; see the module docstring), then keeps looking
     back `lookback_ms` for runs that finished since the last poll (a run longer than that is
     missed). Blocks until `stop` is set (or forever); `on_ready(server)` is called once the port
-    is bound.
+    is bound. With `alerts`, each poll also judges the alert rules on those windows and sets
+    ``agent_alert_firing{rule}`` (`PrometheusExporter.observe_alerts`).
     """
     exporter = PrometheusExporter()
-    exporter.observe_store(store, since_ms)
+
+    def poll(floor: int | None) -> None:
+        exporter.observe_store(store, floor)
+        if alerts is not None:
+            exporter.observe_alerts(alerts.judge(store))
+
+    poll(since_ms)
     server, _thread = exporter.serve(port, host)
     stop = stop or threading.Event()
     try:
@@ -326,7 +378,7 @@ def serve_store(
             on_ready(server)
         while not stop.wait(interval_s):
             floor = int(time.time() * 1000) - lookback_ms
-            exporter.observe_store(store, floor if since_ms is None else max(since_ms, floor))
+            poll(floor if since_ms is None else max(since_ms, floor))
     finally:
         server.shutdown()
         server.server_close()

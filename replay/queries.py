@@ -45,7 +45,7 @@ __all__ = [
     "tool_step_counts",
     "top_runs",
     "top_runs_by_errors",
-    "run_problem",
+    "read_usage",
     "usage_of",
     "warn_skipped",
 ]
@@ -144,38 +144,53 @@ def _cost(store: object) -> str:
     return f"coalesce({json_number(store, 'r.usage', 'cost_usd')}, 0)"
 
 
-_USAGE_COUNTS = ("tokens_in", "tokens_out", "tool_calls")
+_USAGE_KEYS = frozenset(("tokens_in", "tokens_out", "tool_calls", "cost_usd"))
+_MAX_INT = 2**63 - 1
 
 
-def run_problem(usage_text: Any, tool_calls: Any, latency: Any, stop_reason: Any) -> str | None:
-    """The field of a run row that `Store.runs` could not read (it skips such a row), else None.
+def _count_ok(v: Any) -> bool:
+    return type(v) is int and 0 <= v <= _MAX_INT
 
-    Checks the columns the monitoring queries read, as `replay.models.Run` validates them.
-    """
-    from replay.models import MAX_INT, validate_stop_reason
 
-    if usage_text is not None:
-        usage = usage_of(usage_text)
-        if not usage and usage_text not in ("{}", b"{}", {}):
-            return "usage"
-        for key, v in usage.items():
-            if key in _USAGE_COUNTS:
-                ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INT
-            else:
-                ok = key == "cost_usd" and isinstance(v, (int, float)) and not isinstance(v, bool)
-                ok = ok and math.isfinite(v) and v >= 0
-            if not ok:
-                return f"usage.{key}"
-    if not isinstance(tool_calls, int) or isinstance(tool_calls, bool) or tool_calls < 0:
-        return "tool_calls"
-    if latency is not None and not isinstance(latency, int):
-        return "ended_ms"
-    if stop_reason is not None:
-        try:
-            validate_stop_reason(stop_reason)
-        except ValueError:
-            return "stop_reason"
-    return None
+def read_usage(value: Any) -> tuple[dict[str, Any], str | None]:
+    """A run's usage column as `replay.models.Usage` would read it: ``(usage, None)``, or
+    ``({}, field)`` naming what makes the row unreadable (`Store.runs` skips such a row)."""
+    if value is None:
+        return {}, None
+    usage = usage_of(value)
+    if not usage and value not in ("{}", b"{}", {}):
+        return {}, "usage"
+    if not usage.keys() <= _USAGE_KEYS:
+        return {}, f"usage.{sorted(usage.keys() - _USAGE_KEYS)[0]}"
+    for key in ("tokens_in", "tokens_out", "tool_calls"):
+        if key in usage and not _count_ok(usage[key]):
+            return {}, f"usage.{key}"
+    cost = usage.get("cost_usd", 0.0)
+    if type(cost) not in (int, float) or not (math.isfinite(cost) and cost >= 0):
+        return {}, "usage.cost_usd"
+    return usage, None
+
+
+class _RowCheck:
+    """The other columns `Store.runs` validates that the monitoring queries read."""
+
+    def __init__(self) -> None:
+        self.reasons: set[str] = set()  # stop reasons already found valid
+
+    def problem(self, tool_calls: Any, latency: Any, stop_reason: Any) -> str | None:
+        from replay.models import validate_stop_reason
+
+        if not _count_ok(tool_calls):
+            return "tool_calls"
+        if latency is not None and type(latency) is not int:
+            return "ended_ms"
+        if stop_reason is not None and stop_reason not in self.reasons:
+            try:
+                validate_stop_reason(stop_reason)
+            except ValueError:
+                return "stop_reason"
+            self.reasons.add(stop_reason)
+        return None
 
 
 @dataclass
@@ -204,17 +219,20 @@ def run_columns(store: QueryStore, window: Window) -> RunColumns:
         params,
     )
     cols = RunColumns([], [], [], [], [], [])
+    check = _RowCheck()
+    bucket_of = window.bucket_of
     for run_id, started, calls, latency, usage_text, reason in rows:
-        problem = run_problem(usage_text, calls, latency, reason)
+        usage, problem = read_usage(usage_text)
+        problem = problem or check.problem(calls, latency, reason)
         if problem is not None:
             cols.skipped.append((str(run_id), problem))
             continue
-        usage = usage_of(usage_text)
-        cols.bucket.append(window.bucket_of(started))
-        cols.calls.append(float(calls) if calls else _num(usage, "tool_calls"))
+        get = usage.get
+        cols.bucket.append(bucket_of(started))
+        cols.calls.append(float(calls or get("tool_calls", 0)))
         cols.latency.append(None if latency is None else float(latency))
-        cols.cost.append(_num(usage, "cost_usd"))
-        cols.tokens.append(_num(usage, "tokens_in") + _num(usage, "tokens_out"))
+        cols.cost.append(float(get("cost_usd", 0.0)))
+        cols.tokens.append(float(get("tokens_in", 0) + get("tokens_out", 0)))
     return cols
 
 
@@ -398,23 +416,25 @@ def finished_run_rows(store: QueryStore, window: Window) -> list[tuple[Any, ...]
         ):
             rows.append((*row[:3], "killed", row[4], None, row[6]))
     out, skipped = [], []
+    check = _RowCheck()
     for rid, agent, started, reason, calls, latency, usage_text in rows:
-        problem = run_problem(usage_text, calls, latency, reason)
+        usage, problem = read_usage(usage_text)
+        problem = problem or check.problem(calls, latency, reason)
         if problem is not None:
             skipped.append((str(rid), problem))
             continue
-        usage = usage_of(usage_text)
+        get = usage.get
         out.append(
             (
                 rid,
                 agent,
                 started,
                 reason,
-                int(calls) if calls else int(_num(usage, "tool_calls")),
+                int(calls or get("tool_calls", 0)),
                 latency,
-                int(_num(usage, "tokens_in")),
-                int(_num(usage, "tokens_out")),
-                _num(usage, "cost_usd"),
+                int(get("tokens_in", 0)),
+                int(get("tokens_out", 0)),
+                float(get("cost_usd", 0.0)),
             )
         )
     warn_skipped(store, skipped)

@@ -7,7 +7,7 @@ from _monitor_data import DAY, HOUR, build_store
 
 from replay.alerts import RULES, AlertRules, alerts_for_store, evaluate
 from replay.errors import CorruptRowWarning
-from replay.metrics import PrometheusExporter
+from replay.metrics import AlertWindows, PrometheusExporter
 from replay.stats import compute_stats, compute_stats_by, load_window, stats_for_store
 
 pytest.importorskip("prometheus_client")
@@ -146,3 +146,20 @@ def test_an_unreadable_run_is_left_out_with_a_warning_as_the_listing_does(tmp_pa
         expected = compute_stats(*load_window(store, since_ms=None, until_ms=now + 1))
     assert stats == expected
     store.close()
+
+
+def test_metrics_expose_one_alert_gauge_per_registered_rule(generated):
+    """agent_alert_firing{rule} is 1 for each rule that fires and 0 for the others, every rule."""
+    store, now = generated
+    windows = AlertWindows(3 * DAY, 6 * DAY, rules=AlertRules(min_runs=5, spend_ratio=0.1))
+    report = windows.judge(store)
+    exporter = PrometheusExporter()
+    exporter.observe_alerts(report)
+    gauges = {
+        s["labels"]["rule"]: s["value"]
+        for fam in exporter.to_json()
+        if fam["name"] == "agent_alert_firing"
+        for s in fam["samples"]
+    }
+    assert set(gauges) == set(RULES) and gauges["spend_per_run"] == 1
+    assert gauges == {r.rule: float(r.fired) for r in report.results}
