@@ -292,39 +292,32 @@ def _share_rule(
     )
 
 
-@alert_rule(
-    "tool_calls_p95", label="tool calls/run p95", unit="count", threshold="tool_calls_p95_ratio"
+def _ratio_of(
+    name: str, label: str, unit: Unit, figure: str, threshold: str, rank: RankKey
+) -> None:
+    """Register `name`: `figure` of `Stats` at `threshold` x its baseline; worst runs by `rank`."""
+
+    @alert_rule(name, label=label, unit=unit, threshold=threshold)
+    def judge(x: RuleInput) -> AlertResult:
+        return _ratio_rule(
+            name,
+            getattr(x.current, figure),
+            getattr(x.baseline, figure),
+            getattr(x.rules, threshold),
+            lambda: x.worst.top(rank, x.n),
+        )
+
+
+_ratio_of(
+    "tool_calls_p95",
+    "tool calls/run p95",
+    "count",
+    "tool_calls_p95",
+    "tool_calls_p95_ratio",
+    "calls",
 )
-def _tool_calls_p95(x: RuleInput) -> AlertResult:
-    return _ratio_rule(
-        "tool_calls_p95",
-        x.current.tool_calls_p95,
-        x.baseline.tool_calls_p95,
-        x.rules.tool_calls_p95_ratio,
-        lambda: x.worst.top("calls", x.n),
-    )
-
-
-@alert_rule("spend_per_run", label="spend/run avg", unit="usd", threshold="spend_ratio")
-def _spend_per_run(x: RuleInput) -> AlertResult:
-    return _ratio_rule(
-        "spend_per_run",
-        x.current.spend_avg_usd,
-        x.baseline.spend_avg_usd,
-        x.rules.spend_ratio,
-        lambda: x.worst.top("spend", x.n),
-    )
-
-
-@alert_rule("latency_p95", label="run latency p95", unit="ms", threshold="latency_p95_ratio")
-def _latency_p95(x: RuleInput) -> AlertResult:
-    return _ratio_rule(
-        "latency_p95",
-        x.current.latency_p95_ms,
-        x.baseline.latency_p95_ms,
-        x.rules.latency_p95_ratio,
-        lambda: x.worst.top("latency", x.n),
-    )
+_ratio_of("spend_per_run", "spend/run avg", "usd", "spend_avg_usd", "spend_ratio", "spend")
+_ratio_of("latency_p95", "run latency p95", "ms", "latency_p95_ms", "latency_p95_ratio", "latency")
 
 
 @alert_rule(

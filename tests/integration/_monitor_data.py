@@ -13,8 +13,9 @@ import random
 import time
 from pathlib import Path
 
+from replay.alerts import AlertRules
 from replay.liveness import this_host
-from replay.models import Event, Run, Usage
+from replay.models import STOP_REASONS, Event, Run, Usage
 from replay.store import Store
 
 HOUR = 3_600_000
@@ -22,19 +23,24 @@ DAY = 24 * HOUR
 #: Above Linux's pid_max: no process has it, so liveness reads its runs as killed.
 DEAD_PID = 4_194_305
 AGENTS = ("support", "billing", "batch")  # "batch" records no model steps
-REASONS = (
-    "completed",
-    "completed",
-    "completed",
-    "error",
-    "loop_detected",
-    "tool_timeout",
-    "budget_exceeded",
-    "max_steps",
-    "killed",
-    "escalated",
-)
+# Every reason of the taxonomy, "completed" more often, and one a user added.
+REASONS = ("completed", "completed", *STOP_REASONS, "escalated")
 ERRORS = ("HTTP429", "HTTP503", "TimeoutError", "ValueError", "openai.RateLimitError", None)
+
+
+#: Thresholds at which every rule fires on the generated store (so each worst-runs query runs).
+EVERYTHING_FIRES = AlertRules(
+    min_runs=5,
+    tool_calls_p95_ratio=0.1,
+    spend_ratio=0.1,
+    latency_p95_ratio=0.1,
+    loop_detected_min_increase=0.0,
+    tool_timeout_ratio=0.1,
+    tool_timeout_min_increase=0.0,
+    retry_baseline_max=1.0,
+    retry_current_min=0.0,
+    worst_runs=4,
+)
 
 
 def _steps(rng: random.Random, rid: str, agent: str, start: int) -> tuple[list[Event], Usage]:
@@ -51,17 +57,8 @@ def _steps(rng: random.Random, rid: str, agent: str, start: int) -> tuple[list[E
             )
             tin, tout, cost = tin + u.tokens_in, tout + u.tokens_out, cost + u.cost_usd
             usage = None if rng.random() < 0.1 else u  # a model step without usage
-            events.append(
-                Event(
-                    run_id=rid,
-                    kind="model_result",
-                    ts_ms=ts,
-                    step_id=step,
-                    tool="openai.chat",
-                    status="ok",
-                    usage=usage,
-                )
-            )
+            model = {"kind": "model_result", "tool": "openai.chat", "status": "ok"}
+            events.append(Event(run_id=rid, ts_ms=ts, step_id=step, usage=usage, **model))
             continue
         calls += 1
         failed = rng.random() < 0.2
@@ -88,8 +85,9 @@ def _run(rng: random.Random, i: int, now: int) -> tuple[Run, list[Event]]:
     end = (events[-1].ts_ms if events else start) + rng.randrange(1, 50)
     kind = rng.random()
     reason: str | None = rng.choice(REASONS)
-    if start > now - 2 * DAY and rng.random() < 0.15:
-        reason = "loop_detected"  # a recent drift, so the alert rule has something to find
+    drift = rng.random() if start > now - 2 * DAY else 1.0
+    if drift < 0.25:  # a recent drift, so the alert rules have something to find
+        reason = "loop_detected" if drift < 0.15 else "tool_timeout"
     pid = None
     last_seen = None
     if kind < 0.05:  # the process died without a stop event: killed (inferred)

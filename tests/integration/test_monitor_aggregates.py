@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from _monitor_data import DAY, HOUR, build_store
+from _monitor_data import DAY, EVERYTHING_FIRES, HOUR, build_store
 
 from replay.alerts import RULES, AlertRules, alerts_for_store, evaluate
 from replay.errors import CorruptRowWarning
@@ -73,18 +73,7 @@ def test_store_buckets_equal_the_per_event_buckets(generated, by):
     [
         pytest.param(AlertRules(min_runs=5), id="defaults"),
         pytest.param(
-            AlertRules(
-                min_runs=5,
-                tool_calls_p95_ratio=0.1,
-                spend_ratio=0.1,
-                latency_p95_ratio=0.1,
-                loop_detected_min_increase=0.0,
-                tool_timeout_ratio=0.1,
-                tool_timeout_min_increase=0.0,
-                retry_baseline_max=1.0,
-                retry_current_min=0.0,
-                worst_runs=4,
-            ),
+            EVERYTHING_FIRES,
             id="everything-fires",
         ),
     ],
@@ -102,7 +91,7 @@ def test_store_alerts_equal_the_per_event_evaluation(generated, rules):
         assert report.results == evaluate(*cur, *base, rules)
         assert report.current_runs == len(cur[0]) and report.baseline_runs == len(base[0])
         fired |= {r.rule for r in report.results if r.fired and r.runs}
-    if rules.tool_calls_p95_ratio == 0.1:
+    if rules is EVERYTHING_FIRES:
         assert fired == set(RULES)  # every rule's worst-runs query was compared
 
 

@@ -6,9 +6,9 @@ import re
 import sqlite3
 
 import pytest
-from _monitor_data import DAY, build_store
+from _monitor_data import DAY, EVERYTHING_FIRES, build_store
 
-from replay.alerts import AlertRules, alerts_for_store
+from replay.alerts import alerts_for_store
 from replay.metrics import PrometheusExporter
 from replay.stats import stats_for_store
 
@@ -64,17 +64,7 @@ def test_stats_queries_use_indexes(traced):
 def test_alert_queries_use_indexes(traced):
     """`replay alerts`, including each firing rule's worst-runs query, searches the indexes only."""
     store, now, statements = traced
-    rules = AlertRules(
-        min_runs=5,
-        tool_calls_p95_ratio=0.1,
-        spend_ratio=0.1,
-        latency_p95_ratio=0.1,
-        loop_detected_min_increase=0.0,
-        tool_timeout_ratio=0.1,
-        tool_timeout_min_increase=0.0,
-        retry_baseline_max=1.0,
-        retry_current_min=0.0,
-    )
+    rules = EVERYTHING_FIRES
     report = alerts_for_store(
         store, window_ms=3 * DAY, baseline_ms=6 * DAY, rules=rules, now_ms=now
     )
