@@ -2,14 +2,18 @@
 
 Every query runs through ``store.query(sql, params) -> list[tuple]`` with ``?`` placeholders and
 SQL that SQLite and PostgreSQL both read (the PostgreSQL store translates ``?`` to ``%s``). The
-one construct that differs between them, reading a number out of a JSON text column, goes
-through `json_number`, keyed by ``store.dialect`` (``"sqlite"`` when the store does not say).
+one construct that differs between them, ordering by a number inside a JSON text column (the
+worst runs by spend), goes through `json_number`, keyed by ``store.dialect`` (``"sqlite"`` when
+the store does not say); everywhere else the usage JSON is parsed here, with orjson.
 
 What is computed where:
 
-- counts, sums and group-bys (runs by stop reason, tool steps by kind/status/error class) in SQL;
-- percentiles from one numeric column per figure (tool calls per run, latency, tokens), fetched
-  as plain tuples and cut with `replay.stats.percentile`: no `Run` or `Event` object is built;
+- counts and group-bys (runs by stop reason, tool steps per window or per start) in SQL;
+- percentiles from one numeric column per figure (tool calls per run, latency, tokens), and the
+  failed steps' error classes as one narrow row each, fetched as plain tuples and cut with
+  `replay.stats.percentile`: no `Run` or `Event` object is built per run or event;
+- a run row that `Store.runs` would skip as unreadable is left out here too (`read_usage`,
+  `RunColumns.skipped`, `warn_skipped`);
 - runs that have no stop reason and carry a pid go through `replay.liveness.infer_killed`, so a
   run whose process died still counts as ``killed`` (inferred) as it does in `Store.runs`.
 
@@ -32,12 +36,13 @@ import orjson
 __all__ = [
     "QueryStore",
     "RunColumns",
+    "StepValues",
     "Window",
     "finished_run_rows",
     "json_number",
-    "StepValues",
     "killed_inferred",
     "model_usage_by_run",
+    "read_usage",
     "run_columns",
     "step_errors",
     "step_values",
@@ -45,7 +50,6 @@ __all__ = [
     "tool_step_counts",
     "top_runs",
     "top_runs_by_errors",
-    "read_usage",
     "usage_of",
     "warn_skipped",
 ]
