@@ -384,22 +384,20 @@ class _MemoryWorst:
 
     def __init__(self, runs: Sequence[Run], steps: Sequence[Event]) -> None:
         self.runs, self.steps = runs, steps
+        self.rows = [
+            queries.RankRow(
+                r.run_id,
+                r.started_ms,
+                r.stop_reason,
+                float(run_tool_calls(r)),
+                r.usage.cost_usd,
+                r.latency_ms,
+            )
+            for r in runs
+        ]
 
     def top(self, key: RankKey, n: int, stop_reason: str | None = None) -> list[str]:
-        value: Callable[[Run], float] = {
-            "calls": lambda r: float(run_tool_calls(r)),
-            "spend": lambda r: r.usage.cost_usd,
-            "latency": lambda r: float(r.latency_ms or 0),
-            "latency_or_0": lambda r: float(r.latency_ms or 0),
-        }[key]
-        chosen = [
-            r
-            for r in self.runs
-            if (stop_reason is None or r.stop_reason == stop_reason)
-            and (key != "latency" or r.latency_ms is not None)
-        ]
-        chosen.sort(key=lambda r: (-value(r), -r.started_ms, r.run_id))
-        return [r.run_id for r in chosen[:n]]
+        return queries.rank(self.rows, key, n, stop_reason)
 
     def by_errors(self, errors: Sequence[str], n: int) -> list[str]:
         wanted = set(errors)
@@ -416,13 +414,16 @@ class _MemoryWorst:
 
 
 class _StoreWorst:
-    """`WorstRuns` through the SQL of `replay.queries` (for `alerts_for_store`)."""
+    """`WorstRuns` through `replay.queries`: the window's runs read once, as narrow rows."""
 
     def __init__(self, store: Store, window: queries.Window) -> None:
         self.store, self.window = store, window
+        self._rows: list[queries.RankRow] | None = None
 
     def top(self, key: RankKey, n: int, stop_reason: str | None = None) -> list[str]:
-        return queries.top_runs(self.store, self.window, key, n, stop_reason)
+        if self._rows is None:
+            self._rows = queries.rank_rows(self.store, self.window)
+        return queries.rank(self._rows, key, n, stop_reason)
 
     def by_errors(self, errors: Sequence[str], n: int) -> list[str]:
         return queries.top_runs_by_errors(self.store, self.window, errors, n)

@@ -1,10 +1,9 @@
 """The SQL behind `replay stats`, `alerts` and `metrics`: aggregates over a window of runs.
 
 Every query runs through ``store.query(sql, params) -> list[tuple]`` with ``?`` placeholders and
-SQL that SQLite and PostgreSQL both read (the PostgreSQL store translates ``?`` to ``%s``). The
-one construct that differs between them, ordering by a number inside a JSON text column (the
-worst runs by spend), goes through `json_number`, keyed by ``store.dialect`` (``"sqlite"`` when
-the store does not say); everywhere else the usage JSON is parsed here, with orjson.
+SQL that SQLite and PostgreSQL both read (the PostgreSQL store translates ``?`` to ``%s``): no
+JSON function and no dialect hook, as the usage JSON is parsed here, with orjson (text from
+SQLite, text or an already-decoded dict from a PostgreSQL JSON column).
 
 What is computed where:
 
@@ -27,9 +26,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
 
@@ -39,16 +38,17 @@ __all__ = [
     "StepValues",
     "Window",
     "finished_run_rows",
-    "json_number",
     "killed_inferred",
     "model_usage_by_run",
+    "RankRow",
+    "rank",
+    "rank_rows",
     "read_usage",
     "run_columns",
     "step_errors",
     "step_values",
     "stop_counts",
     "tool_step_counts",
-    "top_runs",
     "top_runs_by_errors",
     "usage_of",
     "warn_skipped",
@@ -59,27 +59,6 @@ class QueryStore(Protocol):
     """What the monitoring queries need of a store: one read-only SQL statement at a time."""
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
-
-
-Dialect = Literal["sqlite", "postgresql"]
-
-
-def dialect(store: object) -> Dialect:
-    """The SQL dialect of `store`: its ``dialect`` attribute, ``"sqlite"`` when it has none."""
-    name = getattr(store, "dialect", "sqlite")
-    return "postgresql" if name in ("postgresql", "postgres") else "sqlite"
-
-
-def json_number(store: object, column: str, key: str) -> str:
-    """SQL for the number under `key` in the JSON text of `column` (NULL when absent or not JSON).
-
-    The dialect hook: SQLite's JSON1 functions, PostgreSQL's ``jsonb`` operators.
-    """
-    if not key.isidentifier() or not column.replace(".", "").isidentifier():
-        raise ValueError(f"json_number: {column!r}/{key!r} must be plain SQL identifiers")
-    if dialect(store) == "postgresql":
-        return f"(({column})::jsonb ->> '{key}')::double precision"
-    return f"(CASE WHEN json_valid({column}) THEN json_extract({column}, '$.{key}') END)"
 
 
 @dataclass(frozen=True)
@@ -136,16 +115,6 @@ def usage_of(value: Any) -> dict[str, Any]:
 def _num(usage: dict[str, Any], key: str) -> float:
     v = usage.get(key)
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
-
-
-def _calls(store: object) -> str:
-    # Recorders fill one of the two counts: the run row's, else the usage total (run_tool_calls).
-    usage = json_number(store, "r.usage", "tool_calls")
-    return f"(CASE WHEN r.tool_calls <> 0 THEN r.tool_calls ELSE coalesce({usage}, 0) END)"
-
-
-def _cost(store: object) -> str:
-    return f"coalesce({json_number(store, 'r.usage', 'cost_usd')}, 0)"
 
 
 _USAGE_KEYS = frozenset(("tokens_in", "tokens_out", "tool_calls", "cost_usd"))
@@ -350,35 +319,62 @@ def step_values(store: QueryStore, window: Window) -> StepValues:
     return out
 
 
-#: What `top_runs` can rank by: tool calls, spend, latency of finished runs, latency with
-#: unfinished runs counted as 0.
+#: What `rank` orders by: tool calls, spend, latency of finished runs, latency with unfinished
+#: runs counted as 0.
 RankKey = Literal["calls", "spend", "latency", "latency_or_0"]
 
 
-def top_runs(
-    store: QueryStore, window: Window, key: RankKey, n: int, stop_reason: str | None = None
+class RankRow(NamedTuple):
+    """What ranking a run needs: a narrow row, not a `Run`."""
+
+    run_id: str
+    started_ms: int
+    stop_reason: str | None
+    calls: float
+    spend: float
+    latency_ms: int | None
+
+
+def rank(
+    rows: Sequence[RankRow], key: RankKey, n: int, stop_reason: str | None = None
 ) -> list[str]:
-    """The ids of the `n` runs of the window highest by `key`; ties go to the newest run."""
-    if n <= 0:
-        return []
-    where, params = window.where()
-    expr = {
-        "calls": _calls(store),
-        "spend": _cost(store),
-        "latency": "r.ended_ms - r.started_ms",
-        "latency_or_0": "coalesce(r.ended_ms - r.started_ms, 0)",
+    """The ids of the `n` rows highest by `key` (of one stop reason); ties go to the newest run,
+    then the smaller id. The one definition of "the runs to look at first"."""
+    value: Callable[[RankRow], float] = {
+        "calls": lambda r: r.calls,
+        "spend": lambda r: r.spend,
+        "latency": lambda r: float(r.latency_ms or 0),
+        "latency_or_0": lambda r: float(r.latency_ms or 0),
     }[key]
-    if key == "latency":
-        where += " AND r.ended_ms IS NOT NULL"
-    if stop_reason is not None:
-        where += " AND r.stop_reason = ?"
-        params.append(stop_reason)
+    chosen = [
+        r
+        for r in rows
+        if (stop_reason is None or r.stop_reason == stop_reason)
+        and (key != "latency" or r.latency_ms is not None)
+    ]
+    chosen.sort(key=lambda r: (-value(r), -r.started_ms, r.run_id))
+    return [r.run_id for r in chosen[: max(n, 0)]]
+
+
+def rank_rows(store: QueryStore, window: Window) -> list[RankRow]:
+    """A `RankRow` per readable run of the window (unreadable rows are left out, as in `stats`)."""
+    where, params = window.where()
     rows = store.query(
-        f"SELECT r.run_id FROM runs r{where} ORDER BY {expr} DESC, r.started_ms DESC, r.run_id "
-        "LIMIT ?",
-        [*params, n],
+        "SELECT r.run_id, r.started_ms, r.stop_reason, r.tool_calls, r.usage, "
+        f"r.ended_ms - r.started_ms FROM runs r{where}",
+        params,
     )
-    return [str(r[0]) for r in rows]
+    out = []
+    check = _RowCheck()
+    for run_id, started, reason, calls, usage_text, latency in rows:
+        usage, problem = read_usage(usage_text)
+        if problem is None and check.problem(calls, latency, reason) is None:
+            get = usage.get
+            calls_ = float(calls or get("tool_calls", 0))
+            out.append(
+                RankRow(run_id, started, reason, calls_, float(get("cost_usd", 0.0)), latency)
+            )
+    return out
 
 
 def top_runs_by_errors(

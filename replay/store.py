@@ -173,8 +173,6 @@ class Store:
     """
 
     path: pathlib.Path
-    #: the SQL dialect `query` speaks (`replay.queries` picks its JSON functions by it)
-    dialect: str = "sqlite"
     #: the pseudonym key in use: ``$REPLAY_REDACTION_KEY``, else the key file (never in the file)
     secret_key: bytes
     #: where `secret_key` came from: ``"env"``, ``"file"`` (``<path>.key``) or ``"memory"``
