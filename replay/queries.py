@@ -130,9 +130,15 @@ def read_usage(value: Any) -> tuple[dict[str, Any], str | None]:
     ``({}, field)`` naming what makes the row unreadable (`Store.runs` skips such a row)."""
     if value is None:
         return {}, None
-    usage = usage_of(value)
-    if not usage and value not in ("{}", b"{}", {}):
-        return {}, "usage"
+    if isinstance(value, dict):
+        usage: Any = value
+    else:
+        try:
+            usage = orjson.loads(value)
+        except (orjson.JSONDecodeError, TypeError):
+            return {}, "usage"
+        if type(usage) is not dict:
+            return {}, "usage"
     if not usage.keys() <= _USAGE_KEYS:
         return {}, f"usage.{sorted(usage.keys() - _USAGE_KEYS)[0]}"
     for key in ("tokens_in", "tokens_out", "tool_calls"):
