@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from replay import queries
+from replay.alerts import REGISTRY, AlertReport, AlertRules, alerts_for_store
 from replay.errors import ReplayError
 from replay.models import Event, Run
 from replay.stats import classify_error, run_tool_calls
@@ -48,7 +49,6 @@ from replay.stats import classify_error, run_tool_calls
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from replay.alerts import AlertReport, AlertRules
     from replay.store import Store
 
 __all__ = [
@@ -108,8 +108,6 @@ class AlertWindows:
     rules: AlertRules | None = None
 
     def judge(self, store: Store) -> AlertReport:
-        from replay.alerts import alerts_for_store
-
         return alerts_for_store(
             store,
             window_ms=self.window_ms,
@@ -307,8 +305,6 @@ class PrometheusExporter:
 
         A rule not judged (disabled, or too few runs) reads 0.
         """
-        from replay.alerts import REGISTRY
-
         fired = {r.rule for r in report.fired}
         for name in REGISTRY:
             self.alert_firing.labels(rule=name).set(1 if name in fired else 0)

@@ -32,6 +32,10 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
 
+from replay.errors import CorruptRowWarning
+from replay.liveness import infer_killed
+from replay.models import Run, validate_stop_reason
+
 __all__ = [
     "QueryStore",
     "RunColumns",
@@ -157,8 +161,6 @@ class _RowCheck:
         self.reasons: set[str] = set()  # stop reasons already found valid
 
     def problem(self, tool_calls: Any, latency: Any, stop_reason: Any) -> str | None:
-        from replay.models import validate_stop_reason
-
         if not _count_ok(tool_calls):
             return "tool_calls"
         if latency is not None and type(latency) is not int:
@@ -217,8 +219,6 @@ def run_columns(store: QueryStore, window: Window) -> RunColumns:
 
 def warn_skipped(store: object, skipped: Sequence[tuple[str, str]], stacklevel: int = 3) -> None:
     """One `CorruptRowWarning` naming the skipped runs and fields (as `Store.runs` words it)."""
-    from replay.errors import CorruptRowWarning
-
     if not skipped:
         return
     names = ", ".join(f"{rid} ({field})" for rid, field in skipped[:5])
@@ -251,9 +251,6 @@ def killed_inferred(store: QueryStore, window: Window) -> list[tuple[int, str]]:
     The candidates (no stop reason, a pid) are few; `replay.liveness.infer_killed` judges them
     exactly as `Store.runs` does.
     """
-    from replay.liveness import infer_killed
-    from replay.models import Run
-
     where, params = window.where()
     rows = store.query(
         "SELECT r.run_id, r.agent, r.started_ms, r.host, r.pid, r.last_seen_ms "
