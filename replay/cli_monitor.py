@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from replay._cli_util import BadInput, db_option, echo_json, json_option, open_store
+from replay.alerts import REGISTRY as ALERT_RULES
 from replay.stats import InvalidDurationError, UnknownAgentError, format_duration, parse_duration
 
 __all__ = ["alerts", "metrics", "stats"]
@@ -327,16 +328,7 @@ def _write_run_pages(
     "--disable",
     "disabled",
     multiple=True,
-    type=click.Choice(
-        [
-            "tool_calls_p95",
-            "spend_per_run",
-            "latency_p95",
-            "loop_detected",
-            "tool_timeout",
-            "retries",
-        ]
-    ),
+    type=click.Choice(list(ALERT_RULES)),
     help="Do not judge this rule (repeatable).",
 )
 def alerts(
@@ -395,6 +387,7 @@ def alerts(
         else _share(retry_baseline_max, "--retry-baseline-max"),
         retry_current_min=_share(retry_current_min, "--retry-current-min"),
         worst_runs=worst,
+        disabled=frozenset(off),
     )
     store = open_store(db)
     try:

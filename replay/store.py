@@ -642,6 +642,15 @@ class Store:
             rows = conn.execute(sql, params).fetchall()
         return infer_killed(self._readable(rows, self._run, "runs"))
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read-only SQL statement with ``?`` placeholders (`replay.queries`).
+
+        Raises:
+            StoreError: the statement failed (the message names the store and the SQLite error).
+        """
+        with self._reading("querying") as conn:
+            return list(conn.execute(sql, tuple(params)).fetchall())
+
     def count_runs(self) -> int:
         """How many runs the store holds (replays included)."""
         with self._reading("counting runs") as conn:
