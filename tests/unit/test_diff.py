@@ -11,16 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replay.diff import (
-    IgnoreRules,
-    RunDiff,
-    Trace,
-    _align,
-    _common_prefix,
-    _common_suffix,
-    _myers,
-    diff_traces,
-)
+from replay._align import align as _align
+from replay._align import common_prefix as _common_prefix
+from replay._align import common_suffix as _common_suffix
+from replay._align import myers as _myers
+from replay.diff import IgnoreRules, RunDiff, Trace, diff_traces
 from replay.errors import InvalidIgnoreRuleError
 from replay.hashing import sha
 from replay.models import Event, Run, Usage
