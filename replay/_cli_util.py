@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from replay._text import fmt_ms, fmt_ts, table
 from replay.errors import ReplayError
 
 if TYPE_CHECKING:
     from replay.store import Store
+
+__all__ = [
+    "BadInput",
+    "db_option",
+    "echo_json",
+    "fmt_ms",
+    "fmt_ts",
+    "json_option",
+    "open_store",
+    "table",
+]
 
 
 class BadInput(click.ClickException):
@@ -35,7 +46,8 @@ def open_store(db: str, *, create: bool = False) -> Store:
     """Open the store at `db`, or exit 2 with the fix when there is none or it is unreadable."""
     if not create and "://" not in db and not os.path.lexists(db):
         raise BadInput(
-            f"no store at {db}: record runs first (Recorder({db!r})), or pass --db PATH / set REPLAY_DB"
+            f"no store at {db}: record runs first (Recorder({db!r})), "
+            "or pass --db PATH / set REPLAY_DB"
         )
     from replay.store import Store
 
@@ -47,32 +59,3 @@ def open_store(db: str, *, create: bool = False) -> Store:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str))
-
-
-def fmt_ts(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def fmt_ms(ms: int | float | None) -> str:
-    if ms is None:
-        return "-"
-    return f"{ms / 1000:.1f}s" if ms >= 1000 else f"{int(ms)}ms"
-
-
-def table(headers: list[str], rows: list[list[str]], *, right: set[int] | None = None) -> str:
-    """A plain aligned text table."""
-    right = right or set()
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-
-    def line(cells: list[str]) -> str:
-        out = [
-            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
-        ]
-        return "  ".join(out).rstrip()
-
-    return "\n".join([line(headers)] + [line(r) for r in rows])

@@ -6,7 +6,6 @@ Exit codes: 0 ok, 1 a replay diverged / an alert fired / scan found something, 2
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import sys
@@ -28,6 +27,7 @@ from replay._cli_util import (
     table,
 )
 from replay.errors import CassetteDecodeError, CorruptRowWarning, ReplayError
+from replay.timeline import load_timeline
 
 __all__ = ["cli"]
 
@@ -208,30 +208,6 @@ def runs(
     )
 
 
-def _short(sha: str | None, full: bool) -> str:
-    if not sha:
-        return "-"
-    return sha if full else sha[:12]
-
-
-def _http_attempts(store: Any, http_sha: str | None) -> dict[int | None, int] | None:
-    """HTTP requests per step id of an http=True run (None key: outside tool steps); None if unknown."""
-    found = store.snapshot(http_sha) if http_sha else None
-    if not found:
-        return None
-    try:
-        interactions = json.loads(found[0])
-    except (TypeError, ValueError):
-        return None
-    from replay.http import attempts_by_step
-
-    return attempts_by_step(interactions) if isinstance(interactions, list) else None
-
-
-def _none_last(item: tuple[int | None, int]) -> tuple[bool, int]:
-    return (item[0] is None, item[0] or 0)
-
-
 @cli.command()
 @click.argument("run_id")
 @db_option
@@ -270,97 +246,16 @@ def show(
         return
     store = open_store(db)
     try:
-        run = _get_run(store, run_id)
-        events = store.events(run.run_id)
-        http = _http_attempts(store, run.http_sha)
+        try:
+            timeline, events = load_timeline(store, run_id)
+        except (ReplayError, ValueError) as exc:  # not found, ambiguous, unreadable row
+            raise BadInput(str(exc)) from exc
     finally:
         store.close()
     if as_json:
-        data: dict[str, Any] = {
-            "run": run.model_dump(mode="json"),
-            "events": [e.model_dump(mode="json") for e in events],
-        }
-        if http is not None:
-            data["http_attempts"] = [
-                {"step_id": k, "attempts": v} for k, v in sorted(http.items(), key=_none_last)
-            ]
-        echo_json(data)
-        return
-    steps = [e for e in events if e.kind in ("tool_result", "model_result")]
-    versions = " ".join(f"{k}={v}" for k, v in sorted(run.versions.items())) or "(none recorded)"
-    u = run.usage
-    out = [
-        f"run {run.run_id}  agent {run.agent}"
-        + (f"  (replay of {run.replay_of})" if run.replay_of else ""),
-        f"entrypoint  {run.entrypoint or '-'}",
-        f"versions    {versions}",
-        f"started     {fmt_ts(run.started_ms)} UTC  latency {fmt_ms(run.latency_ms)}",
-        f"input       sha {_short(run.input_sha, full)}   output sha {_short(run.output_sha, full)}",
-        f"usage       {u.tokens_in} tokens in, {u.tokens_out} out, ${u.cost_usd:.4f}, {run.tool_calls} tool calls",
-        "",
-    ]
-    rows = []
-    sizes: dict[int, int] = {}
-    opened: set[int] = set()
-    for e in steps:
-        if e.concurrent_group is not None:
-            sizes[e.concurrent_group] = sizes.get(e.concurrent_group, 0) + 1
-    for e in steps:
-        indent = "  " if e.parent_step_id is not None else ""
-        # Parallel calls: a bracket over the steps of one concurrent group (compared as a set).
-        group = e.concurrent_group if sizes.get(e.concurrent_group or 0, 0) > 1 else None
-        if group is not None:
-            indent += "│ " if group in opened else "┌ "
-            opened.add(group)
-        rows.append(
-            [
-                str(e.step_id),
-                "model" if e.kind == "model_result" else "tool",
-                indent + (e.tool or "-"),
-                _short(e.args_sha, full),
-                e.status or "-",
-                e.error or "",
-                str(e.duration_ms or 0),
-                _short(e.output_sha, full),
-            ]
-        )
-        if (
-            http is not None
-        ):  # HTTP requests made under this step (http=True runs): a retry storm shows here
-            rows[-1].append(f"×{http[e.step_id]}" if http.get(e.step_id) else "")
-    header = ["step", "kind", "tool", "args_sha", "status", "error", "ms", "output_sha"]
-    if rows:
-        out.append(table(header + (["http"] if http is not None else []), rows, right={0, 6}))
+        echo_json(timeline.to_json(events))
     else:
-        out.append("(no tool or model calls)")
-    if http is not None:
-        outside = http.get(None, 0)
-        total = sum(http.values())
-        out.append(
-            f"http        {total} request{'' if total == 1 else 's'} recorded"
-            + (f", {outside} outside tool steps" if outside else "")
-        )
-    if sizes:
-        n = sum(1 for v in sizes.values() if v > 1)
-        out.append(
-            f"concurrent  {n} group(s) of parallel calls (┌ │), each compared as a set by replay"
-        )
-    repeats: dict[tuple[str | None, str | None], list[int]] = {}
-    for e in steps:
-        repeats.setdefault((e.tool, e.args_sha), []).append(e.step_id or 0)
-    dup = [(k, v) for k, v in repeats.items() if len(v) > 1]
-    if dup:
-        out.append("")
-        for (tool, sha), ids in dup:
-            out.append(
-                f"repeated    {tool} with the same args {len(ids)}x (steps {', '.join(map(str, ids))})"
-            )
-    if run.stop_inferred:
-        where = f"process {run.pid} on {run.host or 'an unknown host'}"
-        out += ["", f"stop        killed (inferred: no stop event, and {where} is gone)"]
-    else:
-        out += ["", f"stop        {run.stop_reason or '(no stop event yet: still running)'}"]
-    click.echo("\n".join(out))
+        click.echo(timeline.render(full=full))
 
 
 def _stop_text(run: Any) -> str:

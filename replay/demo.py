@@ -1,8 +1,8 @@
 """`replay demo`: the duplicate-email incident, end to end, on the embedded SQLite store.
 
 It records healthy runs and incident runs of the example support agent
-(`replay.demo_agent`, shipped in the package, so the demo runs from any folder), answers the five incident questions for the worst run from the
-store alone, exports that run as a cassette, replays it against the code that ran (it matches)
+(`replay.demo_agent`, shipped in the package, so the demo runs from any folder), answers
+the five incident questions for the worst run from the store alone (`replay.timeline`), exports that run as a cassette, replays it against the code that ran (it matches)
 and against the fix (it diverges: fewer tool calls, one email, another stop reason), and prints
 the commands to run next. Deterministic: a scripted policy stands in for the model, the upstream
 is simulated in-process, and simulated time runs 50x faster than the clock.
@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from replay._cli_util import BadInput, db_option, fmt_ms, table
+from replay.timeline import load_timeline
 
 __all__ = ["DEMO_AGENT", "demo", "load_example"]
 
@@ -35,7 +36,7 @@ _WIDTH = 100
 
 
 def load_example() -> Any:
-    """The demo's support agent, which ships in the package: returns `replay.demo_agent.scenario`."""
+    """The demo's support agent, shipped in the package: returns `replay.demo_agent.scenario`."""
     import replay.demo_agent.scenario as scenario
 
     return scenario
@@ -92,11 +93,6 @@ def _export(store: Any, run_id: str, out_dir: Path) -> tuple[Path, str]:
     return path, note
 
 
-def _tool_line(steps: list[Any]) -> str:
-    parts = [f"{e.tool}{'' if e.status == 'ok' else ' x'}" for e in steps]
-    return " > ".join(parts)
-
-
 @click.command()
 @db_option
 @click.option(
@@ -121,7 +117,6 @@ def demo(db: str, cassettes_dir: str) -> None:
     """
     t_start = time.perf_counter()
     scenario = load_example()
-    from replay.cli import show
     from replay.demo_agent.config import VERSIONS, rec, use_version
     from replay.demo_agent.upstream import FakeClock
     from replay.replayer import replay_run
@@ -149,7 +144,8 @@ def demo(db: str, cassettes_dir: str) -> None:
         )
         tickets = [scenario.ticket(_INCIDENT_FIRST_TICKET + i) for i in range(INCIDENT_RUNS)]
         click.echo(
-            f"[2/6] the upstream turns flaky (429/503); recording {INCIDENT_RUNS} incident runs (still v1)"
+            f"[2/6] the upstream turns flaky (429/503); "
+            f"recording {INCIDENT_RUNS} incident runs (still v1)"
         )
         incident = scenario.record_batch(
             tickets, flaky=True, version="v1", on_run=_progress("support-agent", INCIDENT_RUNS)
@@ -169,7 +165,8 @@ def demo(db: str, cassettes_dir: str) -> None:
         total = store.count_runs()
         click.echo("")
         click.echo(
-            f"      what the dashboard saw ({total} runs in the store, {len(h_runs) + len(i_runs)} new):"
+            f"      what the dashboard saw ({total} runs in the store, "
+            f"{len(h_runs) + len(i_runs)} new):"
         )
         rows = []
         for label, runs in (("healthy", h_runs), ("incident", i_runs)):
@@ -193,24 +190,26 @@ def demo(db: str, cassettes_dir: str) -> None:
             click.echo("      " + line)
         click.echo("      every run 'completed': the success rate hides the incident.")
         click.echo(
-            f"      what the customers saw (the fake outbox): {incident.duplicates} of {INCIDENT_RUNS} "
+            "      what the customers saw (the fake outbox): "
+            f"{incident.duplicates} of {INCIDENT_RUNS} "
             f"emailed twice; healthy batch: {healthy.duplicates} of {HEALTHY_RUNS}."
         )
         click.echo(
-            f"      what the upstream saw: {healthy.upstream_requests / HEALTHY_RUNS:.1f} requests/run healthy, "
+            "      what the upstream saw: "
+            f"{healthy.upstream_requests / HEALTHY_RUNS:.1f} requests/run healthy, "
             f"{incident.upstream_requests / INCIDENT_RUNS:.1f} incident (retries included)."
         )
         worst = max(i_runs, key=lambda r: (r.tool_calls, -(r.started_ms or 0)))
-        events = store.events(worst.run_id)
-        steps = [e for e in events if e.kind == "tool_result"]
+        timeline, _ = load_timeline(store, worst.run_id)
+        steps = timeline.tool_steps
         click.echo("")
         click.echo(f"[3/6] the worst run, {worst.run_id}, from the recording alone (replay show):")
         click.echo("")
-        click.get_current_context().invoke(
-            show, run_id=worst.run_id, db=db, full=False, as_json=False
-        )
+        click.echo(timeline.render())
         click.echo("")
-        _five_answers(worst, steps)
+        click.echo("      the five answers, from the store alone:")
+        for question, answer in timeline.five_answers():
+            _wrapped(question, answer, width=21)
 
         click.echo("")
         # Incident cassettes record the bad behaviour on purpose: they live in incidents/, which
@@ -246,7 +245,8 @@ def demo(db: str, cassettes_dir: str) -> None:
     delivered = sum(outbox.delivered.values())
     _wrapped(
         "in short:",
-        f"tool calls {worst.tool_calls} -> {fixed.replayed.tool_calls}; email.send {before_emails} calls -> "
+        f"tool calls {worst.tool_calls} -> {fixed.replayed.tool_calls}; "
+        f"email.send {before_emails} calls -> "
         f"{len(fixed.calls('email.send'))} (the fake outbox delivered {delivered} email); "
         f"stop reason {worst.stop_reason} -> {fixed.stop_reason}",
     )
@@ -275,28 +275,6 @@ def _wrapped(label: str, text: str, indent: int = 6, width: int = 0) -> None:
     for line in textwrap.wrap(text, _WIDTH - indent - width) or [""]:
         click.echo(" " * indent + label.ljust(width) + line)
         label = ""
-
-
-def _five_answers(run: Any, steps: list[Any]) -> None:
-    versions = " ".join(f"{k}={v}" for k, v in sorted(run.versions.items()))
-    repeats = Counter((e.tool, e.args_sha) for e in steps)
-    rep = [f"{tool} {sha[:12]} x{n}" for (tool, sha), n in repeats.items() if n > 1]
-    errors = Counter(e.error for e in steps if e.status == "error")
-    err = ", ".join(f"{name} x{n}" for name, n in errors.most_common())
-    click.echo("      the five answers, from the store alone:")
-    w = 21
-    _wrapped(
-        "1. tools, in order", f"{len(steps)} calls: {_tool_line(steps)} (x: it raised)", width=w
-    )
-    _wrapped("2. with what args", f"args_sha repeated: {'; '.join(rep) or 'none'}", width=w)
-    _wrapped(
-        "3. what came back",
-        f"{sum(errors.values())} errors ({err or 'none'}); the output_sha of "
-        "every step is in the table above",
-        width=w,
-    )
-    _wrapped("4. which versions", versions, width=w)
-    _wrapped("5. why it stopped", str(run.stop_reason), width=w)
 
 
 if __name__ == "__main__":  # pragma: no cover
