@@ -25,10 +25,8 @@ instead: ini ``replay_ignore`` + fixture + marker.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_plugin._options import MARKER_KWARGS, ON_UNRECORDED, ReplayOptions
+from pytest_plugin.state import ReplayFailed, Source, State, display, is_cassette
 
 if TYPE_CHECKING:
     from replay.recorder import Recorder
@@ -204,38 +203,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hooks)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Source:
-    """One ``--replay`` / ``--replay-all`` source: a run id in a store, or a cassette file."""
-
-    given: str
-    cassette: Path | None  # resolved, for a cassette
-    db: Path | None  # resolved, for a run id
-
-
-@dataclasses.dataclass
-class _State:
-    """The plugin's state for one pytest session, kept in ``config.stash``."""
-
-    sources: list[_Source]
-    update: bool
-    report: Path | None
-    max_token_delta_pct: float
-    max_spend_delta_pct: float
-    ignore: list[str]
-    agents: list[str]  # --replay-agent, then ini replay_agents
-    cassettes_dir: Path
-    flag_db: Path | None  # --replay-db
-    default_db: Path  # REPLAY_DB, else ini replay_db, else replay.db
-    active: bool  # a --replay* option asked for replays or a report
-    outcomes: dict[str, Any] = dataclasses.field(default_factory=dict)  # nodeid -> Outcome
-    report_error: str | None = None
-    update_force: bool = (
-        False  # --replay-update-force (or ini replay_update_force with --replay-update)
-    )
-
-
-_STATE = pytest.StashKey[_State]()
+_STATE = pytest.StashKey[State]()
 
 
 def _ini_path(config: pytest.Config, value: str) -> Path:
@@ -265,11 +233,7 @@ def _pct(config: pytest.Config, dest: str, flag: str) -> float:
     return float(value)
 
 
-def _is_cassette(source: str) -> bool:
-    return source.endswith(".json") or "/" in source or os.sep in source or Path(source).is_file()
-
-
-def _build_state(config: pytest.Config) -> _State:
+def _build_state(config: pytest.Config) -> State:
     opt = config.option
     flag_db = _cli_path(config, opt.replay_db) if opt.replay_db else None
     env_db = os.environ.get("REPLAY_DB")
@@ -297,10 +261,10 @@ def _build_state(config: pytest.Config) -> _State:
                 f"--replay-report {report_value}: the suffix names the format; use .json, or .md for "
                 "Markdown (also .xml for JUnit)"
             )
-    sources: list[_Source] = []
+    sources: list[Source] = []
     seen: set[Any] = set()
 
-    def add(src: _Source) -> None:
+    def add(src: Source) -> None:
         key = src.cassette if src.cassette is not None else (src.db, src.given)
         if key not in seen:
             seen.add(key)
@@ -308,10 +272,10 @@ def _build_state(config: pytest.Config) -> _State:
 
     store = flag_db or default_db
     for given in opt.replay_sources:
-        if _is_cassette(given):
-            add(_Source(given, _cli_path(config, given), None))
+        if is_cassette(given):
+            add(Source(given, _cli_path(config, given), None))
         else:
-            add(_Source(given, None, store))
+            add(Source(given, None, store))
     if opt.replay_all:
         if not cassettes_dir.is_dir():
             where = "--replay-cassettes" if opt.replay_cassettes else "ini replay_cassettes"
@@ -324,7 +288,7 @@ def _build_state(config: pytest.Config) -> _State:
             # marker) replays it. The gate replays the blessed recordings of good behaviour.
             if INCIDENTS_DIR in path.relative_to(cassettes_dir).parts[:-1]:
                 continue
-            add(_Source(str(path), path.resolve(), None))
+            add(Source(str(path), path.resolve(), None))
     active = bool(opt.replay_sources or opt.replay_all or report is not None)
     update = bool(opt.replay_update or opt.replay_update_force)
     if update and not (opt.replay_sources or opt.replay_all):
@@ -333,7 +297,7 @@ def _build_state(config: pytest.Config) -> _State:
             f"{flag} blesses the runs replayed by --replay or --replay-all: add one of them, "
             f"e.g. pytest --replay-all {flag}"
         )
-    return _State(
+    return State(
         sources=sources,
         update=update,
         update_force=bool(
@@ -371,20 +335,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_ReplayReporter(config, state), "replay-reporter")
 
 
-def _state(config: pytest.Config) -> _State:
+def _state(config: pytest.Config) -> State:
     return config.stash[_STATE]
 
 
 def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")  # an xdist worker: the controller reports
-
-
-def _ensure_importable(config: pytest.Config) -> None:
-    # Recorded entrypoints are `module:function` of the project; `pytest` (the console script)
-    # does not put the project root on sys.path the way `python -m pytest` does.
-    for folder in (config.rootpath, config.invocation_params.dir):
-        if str(folder) not in sys.path:
-            sys.path.append(str(folder))
 
 
 def _load_engine() -> Any:
@@ -393,14 +349,6 @@ def _load_engine() -> Any:
     Looked up in sys.modules each time, so outcomes pickle with the class pickle will find.
     """
     return importlib.import_module("pytest_plugin._engine")
-
-
-def _display(config: pytest.Config, path: Path) -> str:
-    """`path` relative to the rootdir when inside it (node ids, messages), else absolute."""
-    try:
-        return path.relative_to(config.rootpath).as_posix()
-    except ValueError:
-        return str(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,13 +363,12 @@ class ReplayCollectError(Exception):
 class ReplaySource(pytest.Collector):
     """The runs of one store, or one cassette file; collects one `ReplayItem` per run."""
 
-    def __init__(self, *, sources: list[_Source], **kwargs: Any) -> None:
+    def __init__(self, *, sources: list[Source], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sources = sources
 
     def collect(self) -> list[pytest.Item]:
         _engine = _load_engine()
-        _ensure_importable(self.config)
         items: list[pytest.Item] = []
         errors: list[str] = []
         for src in self.sources:
@@ -449,15 +396,11 @@ class ReplaySource(pytest.Collector):
         return super().repr_failure(excinfo)
 
 
-class ReplayFailed(Exception):
-    """A replay that diverged (or could not be blessed); its text is the item's failure report."""
-
-
 class ReplayItem(pytest.Item):
     """One recorded run, replayed against the code checked out now and diffed with its recording."""
 
     def __init__(
-        self, *, source: _Source, options: ReplayOptions, recording: Recording, **kwargs: Any
+        self, *, source: Source, options: ReplayOptions, recording: Recording, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.source = source
@@ -505,21 +448,21 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
             report.result.extend(_collectors(collector, state))
     elif isinstance(collector, ReplaySource) and report.failed:
         _engine = _load_engine()
-        report.replay_outcome = _engine.error_outcome(collector, str(report.longrepr))
+        report.replay_outcome = _engine.collect_error(collector, str(report.longrepr))
     return report  # type: ignore[no-any-return]
 
 
-def _collectors(session: pytest.Session, state: _State) -> list[ReplaySource]:
+def _collectors(session: pytest.Session, state: State) -> list[ReplaySource]:
     out: list[ReplaySource] = []
-    by_store: dict[Path, list[_Source]] = {}
+    by_store: dict[Path, list[Source]] = {}
     for src in state.sources:
         if src.cassette is not None:
             out.append(
                 ReplaySource.from_parent(
                     session,
-                    name=_display(session.config, src.cassette),
+                    name=display(session.config, src.cassette),
                     path=src.cassette,
-                    nodeid=_display(session.config, src.cassette),
+                    nodeid=display(session.config, src.cassette),
                     sources=[src],
                 )
             )
@@ -527,7 +470,7 @@ def _collectors(session: pytest.Session, state: _State) -> list[ReplaySource]:
             assert src.db is not None
             by_store.setdefault(src.db, []).append(src)
     for db, srcs in by_store.items():
-        name = _display(session.config, db)
+        name = display(session.config, db)
         out.append(ReplaySource.from_parent(session, name=name, path=db, nodeid=name, sources=srcs))
     return out
 
@@ -589,7 +532,7 @@ class _ReplayReporter:
     Registered per config in `pytest_configure`, only when a ``--replay*`` option is used.
     """
 
-    def __init__(self, config: pytest.Config, state: _State) -> None:
+    def __init__(self, config: pytest.Config, state: State) -> None:
         self.config = config
         self.state = state
 
@@ -679,7 +622,6 @@ def replayed(request: pytest.FixtureRequest, replay_config: dict[str, Any]) -> R
             pytrace=False,
         )
     _validate_marker(request.node.nodeid, mark.args, mark.kwargs)
-    _ensure_importable(request.config)
     _engine = _load_engine()
     result: ReplayResult = _engine.replay_marked(
         request.config, _state(request.config), request.node, mark, replay_config
