@@ -26,12 +26,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from replay.diff import IgnoreRules, RunDiff
 from replay.errors import ReplayError, StopRun, UnrecordedCall
-from replay.replayer import Recording, ReplayResult, replay_run
 from replay.report import Outcome, summary_line
+
+if TYPE_CHECKING:
+    from replay.replayer import Recording, ReplayResult
 
 __all__ = [
     "DEFAULT_MAX_DELTA_PCT",
@@ -104,7 +106,11 @@ class RunOptions:
         return merge_ignore(self.ignore)
 
     def replay(self, source: str | os.PathLike[str] | Recording) -> ReplayResult:
-        """Replay `source` (a run id, a cassette path or a loaded `Recording`) so."""
+        """Replay `source`: a run id, a cassette path or a loaded `Recording`."""
+        # The replayer (vcrpy, time-machine, the recorder) is imported when a replay starts, not
+        # when `replay --help` loads the command line.
+        from replay.replayer import replay_run
+
         return replay_run(
             source,
             agent=self.agent,

@@ -26,7 +26,17 @@ from replay._cli_util import (
     open_store,
     table,
 )
+from replay.batch import (
+    DEFAULT_MAX_DELTA_PCT,
+    RunOptions,
+    UsageGate,
+    ensure_importable,
+    replay_batch,
+    usage_gates,
+)
+from replay.diff import IgnoreRules
 from replay.errors import CassetteDecodeError, CorruptRowWarning, ReplayError
+from replay.report import REPORT_SUFFIXES, Outcome, render_report, summary_line, write_report
 from replay.timeline import load_timeline
 
 __all__ = ["cli"]
@@ -51,8 +61,9 @@ class _Group(click.Group):
                     raise BadInput(str(exc)) from exc
                 except RecursionError as exc:
                     raise BadInput(
-                        "the input is nested too deeply to read (a cassette or store value thousands of "
-                        "levels deep): it was not written by agent-replay; check the file"
+                        "the input is nested too deeply to read (a cassette or store value "
+                        "thousands of levels deep): it was not written by agent-replay; "
+                        "check the file"
                     ) from exc
                 except sqlite3.DatabaseError as exc:
                     raise BadInput(
@@ -62,7 +73,8 @@ class _Group(click.Group):
                     if exc.filename is None:  # not about a file the user named: a real failure
                         raise
                     raise BadInput(
-                        f"{exc.filename}: {exc.strerror or exc}: check the path (does its folder exist?)"
+                        f"{exc.filename}: {exc.strerror or exc}: "
+                        "check the path (does its folder exist?)"
                     ) from exc
         finally:
             # Shown once the recording context is gone: re-shown inside it, each warning would be
@@ -229,7 +241,7 @@ def runs(
 def show(
     run_id: str, db: str, full: bool, as_json: bool, outputs: bool = False, step: int | None = None
 ) -> None:
-    """The timeline of one run: what it called, with what, what came back, which versions, why it stopped.
+    """The timeline of one run: what it called, with what, what came back, versions, why it stopped.
 
     RUN_ID may be a unique prefix. --outputs lists what each step returned (redacted); --step N
     shows one step in full; both take --json.
@@ -506,7 +518,8 @@ def export(
     type=click.Choice(["cassette", "otlp"]),
     default="cassette",
     show_default=True,
-    help="cassette: agent-replay cassettes; otlp: OTLP JSON traces (OpenInference, OpenLLMetry, OTel GenAI).",
+    help="cassette: agent-replay cassettes; "
+    "otlp: OTLP JSON traces (OpenInference, OpenLLMetry, OTel GenAI).",
 )
 def import_(files: tuple[str, ...], db: str, fmt: str) -> None:
     """Load cassettes (or OTLP JSON traces) into a store (importing one twice adds nothing).
@@ -570,7 +583,7 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
 
         replay diff r_01jd2k8... cassettes/r_01jd2m1....json
     """
-    from replay.diff import IgnoreRules, diff_traces
+    from replay.diff import diff_traces
     from replay.replayer import load_recording
 
     if as_json and markdown:
@@ -585,25 +598,66 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
     sys.exit(0 if d.is_empty else 1)
 
 
+def _pct_option(flag: str, what: str) -> Any:
+    return click.option(
+        flag,
+        type=click.FloatRange(min=0),
+        default=DEFAULT_MAX_DELTA_PCT,
+        show_default=True,
+        metavar="PCT",
+        help=f"A replay whose {what} grew by more than PCT percent diverges "
+        "(a decrease never does).",
+    )
+
+
+def _run_options(f: Any) -> Any:
+    """The options of how each recording is replayed: the fields of `replay.batch.RunOptions`."""
+    for option in reversed(
+        [
+            click.option(
+                "--agent",
+                "agent_opt",
+                default=None,
+                help="module:function to replay instead of the recorded entrypoint; "
+                "with --last, a plain NAME filters by agent name.",
+            ),
+            click.option(
+                "--replay-agent",
+                "agent_refs",
+                multiple=True,
+                metavar="MODULE[:FN]",
+                help="A module whose @rec.agent functions replays may call (repeatable). A "
+                "recording is data: its entrypoint is imported only when pyproject.toml's "
+                "[tool.agent-replay] agents lists its module.",
+            ),
+            click.option(
+                "--ignore", multiple=True, help="tool:NAME, field:NAME or output:PATH (repeatable)."
+            ),
+            click.option(
+                "--record-to",
+                default=None,
+                type=click.Path(dir_okay=False),
+                help="Keep the replayed runs in this store (replay_of set) for `replay show`.",
+            ),
+            click.option(
+                "--clock",
+                type=click.Choice(["recorded", "real"]),
+                default="recorded",
+                show_default=True,
+                help="The agent's wall clock: the recorded run's time, or the real one.",
+            ),
+            _pct_option("--max-token-delta-pct", "tokens"),
+            _pct_option("--max-spend-delta-pct", "spend (cost_usd)"),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
 @cli.command("run")
 @click.argument("sources", nargs=-1)
 @db_option
-@click.option(
-    "--agent",
-    "agent_opt",
-    default=None,
-    help="module:function to replay instead of the recorded entrypoint; "
-    "with --last, a plain NAME filters by agent name.",
-)
-@click.option(
-    "--replay-agent",
-    "agent_refs",
-    multiple=True,
-    metavar="MODULE[:FN]",
-    help="A module whose @rec.agent functions replays may call (repeatable). A recording is "
-    "data: its entrypoint is imported only when pyproject.toml's [tool.agent-replay] "
-    "agents lists its module.",
-)
+@_run_options
 @click.option(
     "--last",
     type=click.IntRange(min=1),
@@ -613,7 +667,6 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
 @click.option(
     "--stop-reason", default=None, help="With --last: only runs that stopped for this reason."
 )
-@click.option("--ignore", multiple=True, help="tool:NAME, field:NAME or output:PATH (repeatable).")
 @click.option(
     "--report",
     "report_path",
@@ -621,48 +674,28 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
     type=click.Path(dir_okay=False),
     help="Write a report: .json, .md or .xml (JUnit) by suffix.",
 )
-@click.option(
-    "--record-to",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Keep the replayed runs in this store (replay_of set) for `replay show`.",
-)
-@click.option(
-    "--clock",
-    type=click.Choice(["recorded", "real"]),
-    default="recorded",
-    show_default=True,
-    help="The agent's wall clock: the recorded run's time, or the real one.",
-)
 @json_option
 @click.option("--markdown", is_flag=True, help="Print Markdown (for a CI comment).")
 def run_cmd(
     sources: tuple[str, ...],
     db: str,
-    agent_opt: str | None,
-    agent_refs: tuple[str, ...],
     last: int | None,
     stop_reason: str | None,
-    ignore: tuple[str, ...],
     report_path: str | None,
-    record_to: str | None,
-    clock: str,
     as_json: bool,
     markdown: bool,
+    **run_opts: Any,
 ) -> None:
     """Replay recorded runs against the code checked out now. Exit 1 if one diverges, 2 on error.
 
     SOURCES are run ids (or unique prefixes) and cassette files. --last N replays the N most
-    recent production runs: the mass replay before a deploy.
+    recent production runs: the mass replay before a deploy. A replay whose tokens or spend
+    grew past --max-token-delta-pct / --max-spend-delta-pct diverges, as in the pytest plugin.
 
     Example:
 
         replay run --last 50 --agent support-agent --report replay-report.md
     """
-    from replay.diff import IgnoreRules
-    from replay.replayer import replay_run
-    from replay.report import REPORT_SUFFIXES, Outcome, render_report, write_report
-
     if as_json and markdown:
         raise BadInput("--json and --markdown exclude each other: pick one")
     if report_path and Path(report_path).suffix.lower() not in REPORT_SUFFIXES:
@@ -671,87 +704,20 @@ def run_cmd(
         raise BadInput("name runs or cassettes to replay, or use --last N (replay run --last 20)")
     if stop_reason and last is None:
         raise BadInput("--stop-reason filters --last: add --last N")
-    if record_to and os.path.abspath(record_to) == os.path.abspath(db):
-        raise BadInput(
-            f"--record-to {record_to} is the store being replayed: name another file (e.g. replays.db)"
-        )
-    try:
-        rules = IgnoreRules.parse(list(ignore))
-    except ValueError as exc:
-        raise BadInput(str(exc)) from exc
-    # Agent modules the project names are imported from the folder `replay` runs in, as
-    # `python -m` would (a console script does not put it on sys.path).
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    entry = agent_opt if agent_opt and ":" in agent_opt else None
-    agent_name = agent_opt if agent_opt and ":" not in agent_opt else None
-    if agent_name and last is None:
-        raise BadInput(
-            f"--agent {agent_name!r} is not module:function; a plain agent name filters --last N"
-        )
-    targets = list(sources)
-    if last is not None:
-        store = open_store(db)
-        try:
-            if agent_name and agent_name not in store.agents():
-                raise BadInput(
-                    f"no agent {agent_name!r} in {db}; agents: {', '.join(store.agents()) or '(none)'}"
-                )
-            recent = store.runs(agent=agent_name, stop_reason=stop_reason, limit=last)
-        finally:
-            store.close()
-        if not recent:
-            raise BadInput(f"no recorded runs match in {db}")
-        targets += [r.run_id for r in recent]
-    outcomes: list[Outcome] = []
+    options, gates, agent_name = _batch_options(db, run_opts, last)
+    targets = list(sources) + _recent(db, last, agent_name, stop_reason)
     show_progress = len(targets) > 1 and not as_json
     with (
-        click.progressbar(targets, label="replaying", file=sys.stderr, show_pos=True)
+        click.progressbar(length=len(targets), label="replaying", file=sys.stderr, show_pos=True)
         if show_progress
-        else _nullbar(targets) as bar
-    ):
-        for src in bar:
-            t0 = time.perf_counter()
-            try:
-                res = replay_run(
-                    src,
-                    agent=entry,
-                    db=db,
-                    ignore=rules,
-                    record_to=record_to,
-                    clock=clock,
-                    agents=list(agent_refs),
-                    project=os.getcwd(),
-                )
-                o = Outcome(
-                    src,
-                    res.recorded.run_id,
-                    "matched" if res.diff.is_empty else "diverged",
-                    res.diff,
-                )
-            except (ReplayError, ValueError, ImportError) as exc:
-                o = Outcome(src, None, "error", error=str(exc))
-            o.seconds = time.perf_counter() - t0
-            outcomes.append(o)
+        else contextlib.nullcontext()
+    ) as bar:
+        outcomes = replay_batch(
+            targets, options, gates, on_done=(lambda _: bar.update(1)) if bar else None
+        )
     if report_path:
         write_report(outcomes, report_path)
-    if as_json:
-        click.echo(render_report(outcomes, "json"))
-    elif len(outcomes) == 1 and outcomes[0].diff is not None:
-        _render(outcomes[0].diff, False, markdown)
-    elif markdown:
-        click.echo(render_report(outcomes, "markdown"))
-    else:
-        for o in outcomes:
-            click.echo(o.summary())
-        if record_to:
-            click.echo(f"replayed runs kept in {record_to}: replay runs --replays --db {record_to}")
-        n = len(outcomes)
-        click.echo(
-            f"{n} run(s) replayed: {sum(o.status == 'matched' for o in outcomes)} matched, "
-            f"{sum(o.status == 'diverged' for o in outcomes)} diverged, "
-            f"{sum(o.status == 'error' for o in outcomes)} errors"
-        )
+    _print_outcomes(outcomes, as_json, markdown, options.record_to)
     if len(outcomes) == 1 and outcomes[0].status == "error":
         click.echo(f"Error: {outcomes[0].error}", err=True)
     if any(o.status == "error" for o in outcomes):
@@ -759,15 +725,77 @@ def run_cmd(
     sys.exit(1 if any(o.status == "diverged" for o in outcomes) else 0)
 
 
-class _nullbar:
-    def __init__(self, items: list[str]) -> None:
-        self.items = items
+def _batch_options(
+    db: str, run_opts: dict[str, Any], last: int | None
+) -> tuple[RunOptions, list[UsageGate], str | None]:
+    """`replay run`'s replay options and gates from its flags; the agent name --last filters by."""
+    record_to = run_opts["record_to"]
+    if record_to and os.path.abspath(record_to) == os.path.abspath(db):
+        raise BadInput(
+            f"--record-to {record_to} is the store being replayed: "
+            "name another file (e.g. replays.db)"
+        )
+    try:
+        rules = IgnoreRules.parse(list(run_opts["ignore"]))
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
+    agent_opt = run_opts["agent_opt"]
+    entry = agent_opt if agent_opt and ":" in agent_opt else None
+    agent_name = agent_opt if agent_opt and ":" not in agent_opt else None
+    if agent_name and last is None:
+        raise BadInput(
+            f"--agent {agent_name!r} is not module:function; a plain agent name filters --last N"
+        )
+    # Agent modules the project names are imported from the folder `replay` runs in.
+    ensure_importable(os.getcwd(), first=True)
+    options = RunOptions(
+        agent=entry,
+        db=db,
+        ignore=rules,
+        record_to=record_to,
+        clock=run_opts["clock"],
+        agents=list(run_opts["agent_refs"]),
+        project=os.getcwd(),
+    )
+    gates = usage_gates(run_opts["max_token_delta_pct"], run_opts["max_spend_delta_pct"])
+    return options, gates, agent_name
 
-    def __enter__(self) -> list[str]:
-        return self.items
 
-    def __exit__(self, *exc: Any) -> None:
-        return None
+def _recent(db: str, last: int | None, agent: str | None, stop_reason: str | None) -> list[str]:
+    """The run ids of the `last` most recent runs (of `agent`, stopped for `stop_reason`)."""
+    if last is None:
+        return []
+    store = open_store(db)
+    try:
+        if agent and agent not in store.agents():
+            raise BadInput(
+                f"no agent {agent!r} in {db}; agents: {', '.join(store.agents()) or '(none)'}"
+            )
+        recent = store.runs(agent=agent, stop_reason=stop_reason, limit=last)
+    finally:
+        store.close()
+    if not recent:
+        raise BadInput(f"no recorded runs match in {db}")
+    return [r.run_id for r in recent]
+
+
+def _print_outcomes(
+    outcomes: list[Outcome], as_json: bool, markdown: bool, record_to: str | None
+) -> None:
+    if as_json:
+        click.echo(render_report(outcomes, "json"))
+    elif len(outcomes) == 1 and outcomes[0].diff is not None:
+        _render(outcomes[0].diff, False, markdown)
+        if outcomes[0].note:
+            click.echo(f"{outcomes[0].status}: {outcomes[0].note}")
+    elif markdown:
+        click.echo(render_report(outcomes, "markdown"))
+    else:
+        for o in outcomes:
+            click.echo(o.summary())
+        if record_to:
+            click.echo(f"replayed runs kept in {record_to}: replay runs --replays --db {record_to}")
+        click.echo(summary_line(outcomes))
 
 
 def _register() -> None:

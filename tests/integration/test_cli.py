@@ -196,7 +196,7 @@ def test_run_exit_codes_and_reports(env: Any, tmp_path: Path) -> None:
     mod.MODE["emails"] = 2
     res = invoke("run", *ids, "--report", str(tmp_path / "r.json"))
     assert res.exit_code == 1
-    assert "3 run(s) replayed: 0 matched, 3 diverged, 0 errors" in res.output
+    assert "3 runs replayed: 0 matched, 3 diverged, 0 blessed" in res.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["summary"]["diverged"] == 3
     invoke("run", ids[0], "--report", str(tmp_path / "r.xml"))
