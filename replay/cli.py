@@ -34,8 +34,17 @@ from replay.batch import (
     replay_batch,
     usage_gates,
 )
+from replay.cli_monitor import alerts, metrics, stats
+from replay.cli_otel import otel_export
+from replay.cli_view import view
+from replay.demo import demo
 from replay.diff import IgnoreRules
-from replay.errors import CassetteDecodeError, CorruptRowWarning, ReplayError
+from replay.errors import (
+    CassetteDecodeError,
+    CorruptRowWarning,
+    ExpiredSnapshotsError,
+    ReplayError,
+)
 from replay.report import REPORT_SUFFIXES, Outcome, render_report, summary_line, write_report
 from replay.timeline import load_timeline
 
@@ -278,8 +287,6 @@ def _stop_text(run: Any) -> str:
 
 def _refuse_expired(store: Any, run: Any, action: str, allow: bool) -> None:
     """Exit 2 naming the steps whose outputs were pruned, unless --allow-expired (then warn)."""
-    from replay.errors import ExpiredSnapshotsError
-
     steps = store.expired_steps(run)
     if not steps:
         return
@@ -798,17 +805,8 @@ def _print_outcomes(
         click.echo(summary_line(outcomes))
 
 
-def _register() -> None:
-    from replay.cli_monitor import alerts, metrics, stats
-    from replay.cli_otel import otel_export
-    from replay.cli_view import view
-    from replay.demo import demo
-
-    for cmd in (stats, alerts, metrics, demo, view, otel_export):
-        cli.add_command(cmd)
-
-
-_register()
+for _command in (stats, alerts, metrics, demo, view, otel_export):
+    cli.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover
     cli()

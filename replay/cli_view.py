@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from replay._cli_util import BadInput, db_option
+from replay.batch import ensure_importable
 from replay.errors import ReplayError
 
 __all__ = ["build_page", "view"]
@@ -38,8 +39,7 @@ def build_page(
     other = diff = None
     if against == "replay":
         # Agent modules the project names are imported from the working folder, as `replay run` does.
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
+        ensure_importable(os.getcwd(), first=True)
         try:
             res = replay_run(rec, db=db, agents=list(agent_refs), project=os.getcwd())
         except (ReplayError, ValueError, ImportError) as exc:
