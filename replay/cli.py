@@ -792,9 +792,15 @@ def _print_outcomes(
     if as_json:
         click.echo(render_report(outcomes, "json"))
     elif len(outcomes) == 1 and outcomes[0].diff is not None:
-        _render(outcomes[0].diff, False, markdown)
-        if outcomes[0].note:
-            click.echo(f"{outcomes[0].status}: {outcomes[0].note}")
+        only = outcomes[0]
+        if only.status == "diverged" and only.diff is not None and only.diff.is_empty:
+            # Only a usage gate broke: the diff alone would read "matches".
+            click.echo(
+                f"replay of {only.run_id} broke a usage gate (same steps, stop reason and output)"
+            )
+        _render(only.diff, False, markdown)
+        if only.note:
+            click.echo(f"usage gate: {only.note}")
     elif markdown:
         click.echo(render_report(outcomes, "markdown"))
     else:
