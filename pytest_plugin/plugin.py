@@ -3,7 +3,7 @@
 Registered through the ``pytest11`` entry point ``replay = "pytest_plugin.plugin"``::
 
     pytest --replay r_01jd2k8...                  # one item per run: a run id or a cassette path
-    pytest --replay-all                           # every cassette under ./cassettes but incidents/: the deploy gate
+    pytest --replay-all                           # the deploy gate: ./cassettes but incidents/
     pytest --replay-all --replay-update           # bless: rewrite the diverging cassettes
     pytest --replay-all --replay-update-force     # bless even a crash or an unanswerable call
     pytest --replay-all --replay-report out.md    # a report for a CI comment (or .json)
@@ -69,7 +69,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="replay_sources",
         default=[],
         metavar="RUN_ID_OR_CASSETTE",
-        help="Replay a recorded run (a run id in the store, or a cassette .json) as a test item. Repeatable.",
+        help="Replay a recorded run (a run id in the store, or a cassette .json) as a test item. "
+        "Repeatable.",
     )
     group.addoption(
         "--replay-all",
@@ -102,7 +103,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="MODULE:FN",
         help="An agent replays may call: imported, it registers the @rec.agent functions of MODULE "
         "(ini replay_agents). A recording is data: its entrypoint is never imported unless the "
-        "project names its module here, in replay_agents or in [tool.agent-replay] agents. Repeatable.",
+        "project names its module here, in replay_agents or in [tool.agent-replay] agents. "
+        "Repeatable.",
     )
     group.addoption(
         "--replay-update",
@@ -119,15 +121,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         dest="replay_update_force",
         default=False,
-        help="Bless like --replay-update, also the replays it refuses (a crash, an unrecorded call or "
-        "request), saying why each was refused (ini replay_update_force makes --replay-update do this).",
+        help="Bless like --replay-update, also the replays it refuses (a crash, an unrecorded call "
+        "or "
+        "request), saying why each was refused (ini replay_update_force makes --replay-update do "
+        "this).",
     )
     group.addoption(
         "--replay-report",
         dest="replay_report",
         default=None,
         metavar="FILE",
-        help="Write a report of the replays: .json, or .md (Markdown for a CI comment) (ini replay_report).",
+        help="Write a report of the replays: .json, or .md (Markdown for a CI comment) (ini "
+        "replay_report).",
     )
     group.addoption(
         "--replay-max-token-delta-pct",
@@ -164,7 +169,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "replay_update_force",
-        "agent-replay: --replay-update also blesses the replays it would refuse (a crash, an unrecorded call).",
+        "agent-replay: --replay-update also blesses the replays it would refuse (a crash, an "
+        "unrecorded call).",
         type="bool",
         default=False,
     )
@@ -258,7 +264,8 @@ def _build_state(config: pytest.Config) -> State:
         )
         if report.suffix.lower() not in _REPORT_SUFFIXES:
             raise pytest.UsageError(
-                f"--replay-report {report_value}: the suffix names the format; use .json, or .md for "
+                f"--replay-report {report_value}: the suffix names the format; use .json, or .md "
+                "for "
                 "Markdown (also .xml for JUnit)"
             )
     sources: list[Source] = []
@@ -280,7 +287,8 @@ def _build_state(config: pytest.Config) -> State:
         if not cassettes_dir.is_dir():
             where = "--replay-cassettes" if opt.replay_cassettes else "ini replay_cassettes"
             raise pytest.UsageError(
-                f"--replay-all: no cassettes folder at {cassettes_dir} ({where}); export runs into it with "
+                f"--replay-all: no cassettes folder at {cassettes_dir} ({where}); export runs into "
+                "it with "
                 "`replay export RUN_ID`, or point --replay-cassettes DIR at the folder"
             )
         for path in sorted(cassettes_dir.rglob("*.json")):
@@ -433,7 +441,7 @@ class ReplayItem(pytest.Item):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
-    """Add the replay collectors to the session's, so -k, -m, --lf, -x and xdist treat them as tests.
+    """Add the replay collectors to the session's: -k, -m, --lf, -x and xdist treat them as tests.
 
     https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_make_collect_report
     """
@@ -498,7 +506,8 @@ def _validate_marker(nodeid: str, args: tuple[Any, ...], kwargs: Mapping[str, An
     unknown = sorted(set(kwargs) - set(MARKER_KWARGS))
     if unknown:
         raise pytest.UsageError(
-            f"{nodeid}: @pytest.mark.replay got unexpected keyword argument(s) {', '.join(unknown)}; "
+            f"{nodeid}: @pytest.mark.replay got unexpected keyword argument(s) "
+            f"{', '.join(unknown)}; "
             f"allowed: {', '.join(MARKER_KWARGS)}"
         )
     if "on_unrecorded" in kwargs and kwargs["on_unrecorded"] not in ON_UNRECORDED:
@@ -573,7 +582,8 @@ class _ReplayReporter:
             self.state.report_error = (
                 f"cannot write the replay report {self.state.report}: {exc.strerror or exc}"
             )
-            # The only case the plugin's status goes into the exit code: tests passed, the report is missing.
+            # The only case the plugin's status goes into the exit code: tests passed, the report
+            # is missing.
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -595,7 +605,8 @@ class _ReplayReporter:
 
 @pytest.fixture
 def replay_config() -> dict[str, Any]:
-    """Defaults for every ``@pytest.mark.replay`` test in scope (stubs, ignore, agent, db, ...); override it."""
+    """Defaults for every ``@pytest.mark.replay`` test in scope (stubs, ignore, agent, db, ...);
+    override it."""
     return {}
 
 

@@ -7,6 +7,7 @@ Thin shells over `replay.stats`, `replay.alerts`, `replay.metrics` and `replay.d
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import threading
@@ -106,13 +107,10 @@ def stats(
     """
     from replay.stats import format_stats, format_stats_table, stats_for_store
 
-    if plot_path is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            from replay.dashboard import PlotDependencyError
+    if plot_path is not None and importlib.util.find_spec("matplotlib") is None:
+        from replay.dashboard import PlotDependencyError
 
-            raise BadInput(str(PlotDependencyError())) from None
+        raise BadInput(str(PlotDependencyError()))
     since_ms: int | None
     if since.strip().lower() == "all":
         since_ms, label = None, "in the store"
@@ -183,7 +181,8 @@ def _write_run_pages(
 ) -> list[Any]:
     """Write the run pages the dashboard links to (the runs with the most tool calls, the slowest).
 
-    They go to ``<dashboard stem>-runs/RUN_ID.html`` next to the dashboard; returns its `RunLink` rows.
+    They go to ``<dashboard stem>-runs/RUN_ID.html`` next to the dashboard; returns its `RunLink`
+    rows.
     """
     from replay.dashboard import RunLink
     from replay.replayer import load_recording
@@ -210,7 +209,8 @@ def _write_run_pages(
     folder = html.parent / f"{html.stem}-runs"
     if not html.parent.is_dir():
         raise BadInput(
-            f"--html {html_path}: No such file or directory: its folder {html.parent} does not exist; "
+            f"--html {html_path}: No such file or directory: its folder {html.parent} does not "
+            "exist; "
             "create it or write the dashboard elsewhere"
         )
     if folder.is_symlink():

@@ -19,7 +19,8 @@ __all__ = ["import_otlp_files", "otel_export"]
 
 
 def _where(url: str | None) -> str:
-    """The collector to name in output: scheme://host[:port] only (no credentials, path or query)."""
+    """The collector to name in output: scheme://host[:port] only (no credentials, path or
+    query)."""
     if not url:
         return "the endpoint of $OTEL_EXPORTER_OTLP_ENDPOINT (default http://localhost:4318)"
     parts = urllib.parse.urlsplit(url)
@@ -28,7 +29,8 @@ def _where(url: str | None) -> str:
 
 
 def import_otlp_files(files: tuple[str, ...], db: str) -> None:
-    """`replay import --format otlp FILE...`: read every file first, then write (a bad file changes nothing)."""
+    """`replay import --format otlp FILE...`: read every file first, then write (a bad file changes
+    nothing)."""
     from replay.otlp_import import load_otlp
 
     for f in files:
@@ -192,7 +194,8 @@ def otel_export(
     where = _where(endpoint)
     if exporter.failed:
         click.echo(
-            f"sent {n} run(s) to {where}: {exporter.failed} of {exporter.sent} span(s) were not accepted "
+            f"sent {n} run(s) to {where}: {exporter.failed} of {exporter.sent} span(s) were not "
+            "accepted "
             "(is the collector up? run the same command again: span ids are stable)",
             err=True,
         )

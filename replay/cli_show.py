@@ -34,7 +34,8 @@ def _fit(text: str, width: int) -> str:
 
 
 def _load(run_id: str, db: str) -> tuple[Any, dict[str, Any]]:
-    """The recording and its stored redacted args by args_sha (runs recorded with store_args='redacted')."""
+    """The recording and its stored redacted args by args_sha (runs recorded with
+    store_args='redacted')."""
     from replay.replayer import load_recording
     from replay.store import Store
 
@@ -119,7 +120,8 @@ def show_detail(run_id: str, db: str, *, outputs: bool, step: int | None, as_jso
             return
         width = shutil.get_terminal_size((100, 24)).columns
         click.echo(
-            f"run {rec.run.run_id}  agent {_clean(rec.run.agent)}  ({len(steps)} steps; redacted outputs)"
+            f"run {rec.run.run_id}  agent {_clean(rec.run.agent)}  ({len(steps)} steps; redacted "
+            "outputs)"
         )
         tw = min(
             max(

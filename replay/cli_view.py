@@ -38,7 +38,8 @@ def build_page(
         raise BadInput(str(exc)) from exc
     other = diff = None
     if against == "replay":
-        # Agent modules the project names are imported from the working folder, as `replay run` does.
+        # Agent modules the project names are imported from the working folder, as `replay run`
+        # does.
         ensure_importable(os.getcwd(), first=True)
         try:
             res = replay_run(rec, db=db, agents=list(agent_refs), project=os.getcwd())
@@ -122,7 +123,8 @@ def _serve(html: str, port: int) -> None:
     "agent_refs",
     multiple=True,
     metavar="MODULE[:FN]",
-    help="With --against replay: a module whose @rec.agent functions the replay may call (repeatable).",
+    help="With --against replay: a module whose @rec.agent functions the replay may call "
+    "(repeatable).",
 )
 @click.option(
     "-o",
@@ -151,7 +153,7 @@ def view(
     serve: bool,
     port: int,
 ) -> None:
-    """Write the run page: a self-contained HTML file with the step waterfall and each step's output.
+    """Write the run page: a self-contained HTML file, the step waterfall and each step's output.
 
     RUN_ID may be a unique prefix or a cassette file. The page shows the versions, usage and stop
     reason, one bar per step (click it for its redacted output) and, with --against, the diff side

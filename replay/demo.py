@@ -2,7 +2,8 @@
 
 It records healthy runs and incident runs of the example support agent
 (`replay.demo_agent`, shipped in the package, so the demo runs from any folder), answers
-the five incident questions for the worst run from the store alone (`replay.timeline`), exports that run as a cassette, replays it against the code that ran (it matches)
+the five incident questions for the worst run from the store alone (`replay.timeline`), exports
+that run as a cassette, replays it against the code that ran (it matches)
 and against the fix (it diverges: fewer tool calls, one email, another stop reason), and prints
 the commands to run next. Deterministic: a scripted policy stands in for the model, the upstream
 is simulated in-process, and simulated time runs 50x faster than the clock.

@@ -637,7 +637,7 @@ def test_property_myers_finds_a_longest_common_subsequence(a: list[int], b: list
     pairs = _myers(a, b, 1000)
     assert pairs is not None
     assert all(a[i] == b[j] for i, j in pairs)
-    assert all(i1 < i2 and j1 < j2 for (i1, j1), (i2, j2) in zip(pairs, pairs[1:]))
+    assert all(i1 < i2 and j1 < j2 for (i1, j1), (i2, j2) in zip(pairs, pairs[1:], strict=False))
     assert len(pairs) == _lcs(a, b)
 
 
