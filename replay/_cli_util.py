@@ -32,10 +32,17 @@ class BadInput(click.ClickException):
     exit_code = 2
 
 
+def _default_db() -> str:
+    # The library's one rule for the default store ($REPLAY_DB, else ./replay.db); the recorder
+    # is imported only when a command runs without --db, not for `replay --help`.
+    from replay.recorder import default_db
+
+    return default_db()
+
+
 db_option = click.option(
     "--db",
-    envvar="REPLAY_DB",
-    default="replay.db",
+    default=_default_db,
     show_default="$REPLAY_DB, else ./replay.db",
     help="The store: a SQLite file.",
 )
