@@ -227,7 +227,9 @@ def bless_reason(result: ReplayResult) -> str | None:
     unrecorded = [s for s in result.steps if _error_class(s.error) == "UnrecordedCall"]
     exc = result.exception
     if unrecorded or isinstance(exc, UnrecordedCall):
-        tools = sorted({s.tool for s in unrecorded if s.tool}) or [getattr(exc, "tool", "?")]
+        tools = sorted({s.tool for s in unrecorded if s.tool})
+        if not tools:  # the agent raised the UnrecordedCall before any step was recorded
+            tools = [exc.tool if isinstance(exc, UnrecordedCall) else "?"]
         return (
             f"the replay made {max(len(unrecorded), 1)} call(s) the recording has no answer for "
             f"({', '.join(tools)})"
