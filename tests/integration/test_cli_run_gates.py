@@ -54,6 +54,10 @@ def _run(monkeypatch: pytest.MonkeyPatch, factor: str, *args: str) -> Any:
     return CliRunner().invoke(cli, list(args))
 
 
+def _limits(tokens: str, spend: str) -> list[str]:
+    return ["--max-token-delta-pct", tokens, "--max-spend-delta-pct", spend]
+
+
 def test_same_usage_matches(recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """The same steps and the same usage: exit 0, the replay matches."""
     res = _run(monkeypatch, "1", *recorded["args"])
@@ -80,15 +84,7 @@ def test_limits_at_the_growth_let_it_pass(
     recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Both limits at the growth exactly: the replay passes, only growth above a limit fails."""
-    res = _run(
-        monkeypatch,
-        "2",
-        *recorded["args"],
-        "--max-token-delta-pct",
-        "100",
-        "--max-spend-delta-pct",
-        "100",
-    )
+    res = _run(monkeypatch, "2", *recorded["args"], *_limits("100", "100"))
     assert res.exit_code == 0, res.output
 
 
@@ -115,15 +111,7 @@ def test_one_gate_alone_fails_and_the_report_says_why(
 
 def test_a_decrease_never_fails(recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """Half the tokens and spend, limits at 0: a decrease is not growth, the replay matches."""
-    res = _run(
-        monkeypatch,
-        "0.5",
-        *recorded["args"],
-        "--max-token-delta-pct",
-        "0",
-        "--max-spend-delta-pct",
-        "0",
-    )
+    res = _run(monkeypatch, "0.5", *recorded["args"], *_limits("0", "0"))
     assert res.exit_code == 0, res.output
 
 
