@@ -16,12 +16,16 @@ import textwrap
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from replay._cli_util import BadInput, db_option, fmt_ms, table
-from replay.timeline import load_timeline
+from replay.timeline import Timeline, load_timeline
+
+if TYPE_CHECKING:
+    from replay.models import Run
+    from replay.store import Store
 
 __all__ = ["DEMO_AGENT", "demo", "load_example"]
 
@@ -117,16 +121,47 @@ def demo(db: str, cassettes_dir: str) -> None:
         replay demo --db /tmp/demo.db
     """
     t_start = time.perf_counter()
-    scenario = load_example()
-    from replay.demo_agent.config import VERSIONS, rec, use_version
-    from replay.demo_agent.upstream import FakeClock
-    from replay.replayer import replay_run
-    from replay.store import Store
-
     db_path = Path(db)
     out_dir = Path(cassettes_dir)
     if not db_path.parent.is_dir():
         raise BadInput(f"--db {db}: the folder {db_path.parent} does not exist")
+    scenario = load_example()
+    healthy, incident = _record(scenario, db, out_dir)
+    # ---- everything below reads the store, not the agent's memory ----------------------------
+    from replay.store import Store
+
+    store = Store(db_path)
+    try:
+        worst, timeline = _find_worst(store, healthy, incident)
+        click.echo("")
+        # Incident cassettes record the bad behaviour on purpose: they live in incidents/, which
+        # the deploy gate (pytest --replay-all) leaves to their incident tests.
+        cassette, note = _export(store, worst.run_id, out_dir / "incidents")
+        click.echo(f"[4/6] exported {_shell_path(cassette)} ({note}; run pinned in the store)")
+    finally:
+        store.close()
+    _replay_and_fix(scenario, cassette, timeline)
+    click.echo("")
+    db_flag = "" if db == "replay.db" else f" --db {db}"
+    click.echo("next:")
+    click.echo(f"  replay show {worst.run_id}{db_flag}")
+    click.echo(f"  pytest --replay {_shell_path(cassette)} --replay-agent {DEMO_AGENT}")
+    click.echo("      (replays it against the demo agent installed now, v2: it diverges as above;")
+    click.echo("       with SUPPORT_AGENT_VERSION=v1, the code that ran, it matches.")
+    click.echo(
+        "       --replay-agent names the agent replay may call: a cassette never chooses the code)"
+    )
+    click.echo(
+        f"  replay view {worst.run_id}{db_flag} --against replay --replay-agent {DEMO_AGENT}"
+    )
+    click.echo(f"done in {time.perf_counter() - t_start:.1f}s")
+
+
+def _record(scenario: Any, db: str, out_dir: Path) -> tuple[Any, Any]:
+    """Steps 1 and 2: record the healthy batch and the incident batch into `db`."""
+    from replay.demo_agent.config import rec
+    from replay.demo_agent.upstream import FakeClock
+
     scale = FakeClock().scale
     pace = (
         f"simulated time runs {1 / scale:.0f}x fast" if scale > 0 else "simulated time, no sleeping"
@@ -134,7 +169,6 @@ def demo(db: str, cassettes_dir: str) -> None:
     click.echo("agent-replay demo: a support agent, a flaky upstream, a customer emailed twice")
     click.echo(f"store {db}   cassettes {out_dir}/   (deterministic; {pace})")
     click.echo("")
-
     previous_db = rec.db
     rec.reopen(db)
     try:
@@ -157,75 +191,72 @@ def demo(db: str, cassettes_dir: str) -> None:
             )
     finally:
         rec.reopen(previous_db)
+    return healthy, incident
 
-    # ---- everything below reads the store, not the agent's memory ----------------------------
-    store = Store(db_path)
-    try:
-        h_runs = [store.get_run(r) for r in healthy.run_ids]
-        i_runs = [store.get_run(r) for r in incident.run_ids]
-        total = store.count_runs()
-        click.echo("")
-        click.echo(
-            f"      what the dashboard saw ({total} runs in the store, "
-            f"{len(h_runs) + len(i_runs)} new):"
-        )
-        rows = []
-        for label, runs in (("healthy", h_runs), ("incident", i_runs)):
-            stops = Counter(r.stop_reason for r in runs)
-            rows.append(
-                [
-                    label,
-                    str(len(runs)),
-                    f"{_avg([r.tool_calls for r in runs]):.1f}",
-                    fmt_ms(_p95([r.latency_ms or 0 for r in runs])),
-                    f"${_avg([r.usage.cost_usd for r in runs]):.4f}",
-                    ", ".join(f"{k} {n}" for k, n in stops.most_common()),
-                ]
-            )
-        text = table(
-            ["batch", "runs", "tool calls/run", "latency p95", "spend/run", "stop reasons"],
-            rows,
-            right={1, 2, 3, 4},
-        )
-        for line in text.splitlines():
-            click.echo("      " + line)
-        click.echo("      every run 'completed': the success rate hides the incident.")
-        click.echo(
-            "      what the customers saw (the fake outbox): "
-            f"{incident.duplicates} of {INCIDENT_RUNS} "
-            f"emailed twice; healthy batch: {healthy.duplicates} of {HEALTHY_RUNS}."
-        )
-        click.echo(
-            "      what the upstream saw: "
-            f"{healthy.upstream_requests / HEALTHY_RUNS:.1f} requests/run healthy, "
-            f"{incident.upstream_requests / INCIDENT_RUNS:.1f} incident (retries included)."
-        )
-        worst = max(i_runs, key=lambda r: (r.tool_calls, -(r.started_ms or 0)))
-        timeline, _ = load_timeline(store, worst.run_id)
-        steps = timeline.tool_steps
-        click.echo("")
-        click.echo(f"[3/6] the worst run, {worst.run_id}, from the recording alone (replay show):")
-        click.echo("")
-        click.echo(timeline.render())
-        click.echo("")
-        click.echo("      the five answers, from the store alone:")
-        for question, answer in timeline.five_answers():
-            _wrapped(question, answer, width=21)
 
-        click.echo("")
-        # Incident cassettes record the bad behaviour on purpose: they live in incidents/, which
-        # the deploy gate (pytest --replay-all) leaves to their incident tests.
-        cassette, note = _export(store, worst.run_id, out_dir / "incidents")
-        click.echo(f"[4/6] exported {_shell_path(cassette)} ({note}; run pinned in the store)")
-    finally:
-        store.close()
+def _find_worst(store: Store, healthy: Any, incident: Any) -> tuple[Run, Timeline]:
+    """Step 3: what the dashboard, the customers and the upstream saw; the worst run's timeline."""
+    h_runs = [store.get_run(r) for r in healthy.run_ids]
+    i_runs = [store.get_run(r) for r in incident.run_ids]
+    click.echo("")
+    click.echo(
+        f"      what the dashboard saw ({store.count_runs()} runs in the store, "
+        f"{len(h_runs) + len(i_runs)} new):"
+    )
+    rows = []
+    for label, runs in (("healthy", h_runs), ("incident", i_runs)):
+        stops = Counter(r.stop_reason for r in runs)
+        rows.append(
+            [
+                label,
+                str(len(runs)),
+                f"{_avg([r.tool_calls for r in runs]):.1f}",
+                fmt_ms(_p95([r.latency_ms or 0 for r in runs])),
+                f"${_avg([r.usage.cost_usd for r in runs]):.4f}",
+                ", ".join(f"{k} {n}" for k, n in stops.most_common()),
+            ]
+        )
+    text = table(
+        ["batch", "runs", "tool calls/run", "latency p95", "spend/run", "stop reasons"],
+        rows,
+        right={1, 2, 3, 4},
+    )
+    for line in text.splitlines():
+        click.echo("      " + line)
+    click.echo("      every run 'completed': the success rate hides the incident.")
+    click.echo(
+        "      what the customers saw (the fake outbox): "
+        f"{incident.duplicates} of {INCIDENT_RUNS} "
+        f"emailed twice; healthy batch: {healthy.duplicates} of {HEALTHY_RUNS}."
+    )
+    click.echo(
+        "      what the upstream saw: "
+        f"{healthy.upstream_requests / HEALTHY_RUNS:.1f} requests/run healthy, "
+        f"{incident.upstream_requests / INCIDENT_RUNS:.1f} incident (retries included)."
+    )
+    worst = max(i_runs, key=lambda r: (r.tool_calls, -(r.started_ms or 0)))
+    timeline, _ = load_timeline(store, worst.run_id)
+    click.echo("")
+    click.echo(f"[3/6] the worst run, {worst.run_id}, from the recording alone (replay show):")
+    click.echo("")
+    click.echo(timeline.render())
+    click.echo("")
+    click.echo("      the five answers, from the store alone:")
+    for question, answer in timeline.five_answers():
+        _wrapped(question, answer, width=21)
+    return worst, timeline
+
+
+def _replay_and_fix(scenario: Any, cassette: Path, timeline: Timeline) -> None:
+    """Steps 5 and 6: replay the cassette against the code that ran (v1), then the fix (v2)."""
+    from replay.demo_agent.config import VERSIONS, use_version
+    from replay.replayer import replay_run
 
     click.echo("")
     click.echo("[5/6] replaying it against the code that ran (v1): tools answer from the cassette")
     with use_version("v1"):
         again = replay_run(str(cassette))
     click.echo(f"      {again.diff.headline()}")
-
     click.echo("")
     v1, v2 = VERSIONS["v1"], VERSIONS["v2"]
     click.echo(
@@ -242,7 +273,8 @@ def demo(db: str, cassettes_dir: str) -> None:
     for line in fixed.diff.to_text(width=_WIDTH - 6, color=None).splitlines():
         click.echo("      " + line if line else "")
     click.echo("")
-    before_emails = sum(1 for e in steps if e.tool == "email.send")
+    worst = timeline.run
+    before_emails = sum(1 for e in timeline.tool_steps if e.tool == "email.send")
     delivered = sum(outbox.delivered.values())
     _wrapped(
         "in short:",
@@ -253,21 +285,6 @@ def demo(db: str, cassettes_dir: str) -> None:
     )
     changed = [f"{k} {v1[k]} -> {v2[k]}" for k in sorted(v2) if v1.get(k) != v2[k]]
     _wrapped("versions:", ", ".join(changed))
-    click.echo("")
-    db_flag = "" if db == "replay.db" else f" --db {db}"
-    rel = _shell_path(cassette)
-    click.echo("next:")
-    click.echo(f"  replay show {worst.run_id}{db_flag}")
-    click.echo(f"  pytest --replay {rel} --replay-agent {DEMO_AGENT}")
-    click.echo("      (replays it against the demo agent installed now, v2: it diverges as above;")
-    click.echo("       with SUPPORT_AGENT_VERSION=v1, the code that ran, it matches.")
-    click.echo(
-        "       --replay-agent names the agent replay may call: a cassette never chooses the code)"
-    )
-    click.echo(
-        f"  replay view {worst.run_id}{db_flag} --against replay --replay-agent {DEMO_AGENT}"
-    )
-    click.echo(f"done in {time.perf_counter() - t_start:.1f}s")
 
 
 def _wrapped(label: str, text: str, indent: int = 6, width: int = 0) -> None:
