@@ -122,9 +122,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="replay_update_force",
         default=False,
         help="Bless like --replay-update, also the replays it refuses (a crash, an unrecorded call "
-        "or "
-        "request), saying why each was refused (ini replay_update_force makes --replay-update do "
-        "this).",
+        "or request), saying why each was refused (ini replay_update_force makes --replay-update "
+        "do this).",
     )
     group.addoption(
         "--replay-report",
@@ -239,35 +238,39 @@ def _pct(config: pytest.Config, dest: str, flag: str) -> float:
     return float(value)
 
 
-def _build_state(config: pytest.Config) -> State:
-    opt = config.option
-    flag_db = _cli_path(config, opt.replay_db) if opt.replay_db else None
+def _default_db(config: pytest.Config) -> Path:
+    """The store run ids are read from without --replay-db: REPLAY_DB, ini replay_db, replay.db.
+
+    The plugin cannot ask the library (it must not import it while idle); the rule is the
+    library's (`replay.recorder.default_db`), with the ini option between the two.
+    """
     env_db = os.environ.get("REPLAY_DB")
     ini_db = config.getini("replay_db")
     if env_db:
-        default_db = _cli_path(config, env_db)
-    elif ini_db:
-        default_db = _ini_path(config, ini_db)
-    else:
-        default_db = (config.invocation_params.dir / _DEFAULT_DB).resolve()
-    if opt.replay_cassettes:
-        cassettes_dir = _cli_path(config, opt.replay_cassettes)
-    else:
-        cassettes_dir = _ini_path(config, config.getini("replay_cassettes") or "cassettes")
-    report_value = opt.replay_report or config.getini("replay_report") or None
-    report = None
-    if report_value:
-        report = (
-            _cli_path(config, report_value)
-            if opt.replay_report
-            else _ini_path(config, report_value)
+        return _cli_path(config, env_db)
+    if ini_db:
+        return _ini_path(config, ini_db)
+    return (config.invocation_params.dir / _DEFAULT_DB).resolve()
+
+
+def _report_path(config: pytest.Config) -> Path | None:
+    """--replay-report (or ini replay_report), checked for a suffix that names the format."""
+    opt = config.option
+    value = opt.replay_report or config.getini("replay_report") or None
+    if not value:
+        return None
+    report = _cli_path(config, value) if opt.replay_report else _ini_path(config, value)
+    if report.suffix.lower() not in _REPORT_SUFFIXES:
+        raise pytest.UsageError(
+            f"--replay-report {value}: the suffix names the format; use .json, or .md for "
+            "Markdown (also .xml for JUnit)"
         )
-        if report.suffix.lower() not in _REPORT_SUFFIXES:
-            raise pytest.UsageError(
-                f"--replay-report {report_value}: the suffix names the format; use .json, or .md "
-                "for "
-                "Markdown (also .xml for JUnit)"
-            )
+    return report
+
+
+def _sources(config: pytest.Config, store: Path, cassettes_dir: Path) -> list[Source]:
+    """The --replay sources, then every cassette --replay-all finds, each once."""
+    opt = config.option
     sources: list[Source] = []
     seen: set[Any] = set()
 
@@ -277,7 +280,6 @@ def _build_state(config: pytest.Config) -> State:
             seen.add(key)
             sources.append(src)
 
-    store = flag_db or default_db
     for given in opt.replay_sources:
         if is_cassette(given):
             add(Source(given, _cli_path(config, given), None))
@@ -287,9 +289,8 @@ def _build_state(config: pytest.Config) -> State:
         if not cassettes_dir.is_dir():
             where = "--replay-cassettes" if opt.replay_cassettes else "ini replay_cassettes"
             raise pytest.UsageError(
-                f"--replay-all: no cassettes folder at {cassettes_dir} ({where}); export runs into "
-                "it with "
-                "`replay export RUN_ID`, or point --replay-cassettes DIR at the folder"
+                f"--replay-all: no cassettes folder at {cassettes_dir} ({where}); export runs "
+                "into it with `replay export RUN_ID`, or point --replay-cassettes DIR at the folder"
             )
         for path in sorted(cassettes_dir.rglob("*.json")):
             # An incident cassette records the bad behaviour on purpose; its incident test (the
@@ -297,7 +298,19 @@ def _build_state(config: pytest.Config) -> State:
             if INCIDENTS_DIR in path.relative_to(cassettes_dir).parts[:-1]:
                 continue
             add(Source(str(path), path.resolve(), None))
-    active = bool(opt.replay_sources or opt.replay_all or report is not None)
+    return sources
+
+
+def _build_state(config: pytest.Config) -> State:
+    opt = config.option
+    flag_db = _cli_path(config, opt.replay_db) if opt.replay_db else None
+    default_db = _default_db(config)
+    if opt.replay_cassettes:
+        cassettes_dir = _cli_path(config, opt.replay_cassettes)
+    else:
+        cassettes_dir = _ini_path(config, config.getini("replay_cassettes") or "cassettes")
+    report = _report_path(config)
+    sources = _sources(config, flag_db or default_db, cassettes_dir)
     update = bool(opt.replay_update or opt.replay_update_force)
     if update and not (opt.replay_sources or opt.replay_all):
         flag = "--replay-update-force" if opt.replay_update_force else "--replay-update"
@@ -323,7 +336,7 @@ def _build_state(config: pytest.Config) -> State:
         cassettes_dir=cassettes_dir,
         flag_db=flag_db,
         default_db=default_db,
-        active=active,
+        active=bool(opt.replay_sources or opt.replay_all or report is not None),
     )
 
 

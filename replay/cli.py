@@ -45,6 +45,7 @@ from replay.errors import (
     ExpiredSnapshotsError,
     ReplayError,
 )
+from replay.models import Run
 from replay.report import REPORT_SUFFIXES, Outcome, render_report, summary_line, write_report
 from replay.timeline import load_timeline
 
@@ -195,38 +196,29 @@ def runs(
     if not found:
         click.echo(f"no runs match in {db} ({total} runs in all)")
         return
-    rows = []
-    for r in found:
-        rows.append(
-            [
-                r.run_id,
-                r.agent,
-                fmt_ts(r.started_ms),
-                _stop_text(r),
-                str(r.tool_calls),
-                fmt_ms(r.latency_ms),
-                str(r.usage.tokens_in + r.usage.tokens_out),
-                f"${r.usage.cost_usd:.4f}",
-                "pinned" if r.pinned else "",
-            ]
-        )
-    click.echo(
-        table(
-            [
-                "run_id",
-                "agent",
-                "started (UTC)",
-                "stop_reason",
-                "tools",
-                "latency",
-                "tokens",
-                "spend",
-                "",
-            ],
-            rows,
-            right={4, 5, 6, 7},
-        )
-    )
+    click.echo(_runs_table(found))
+
+
+_RUNS_HEADER = ["run_id", "agent", "started (UTC)", "stop_reason", "tools", "latency", "tokens"]
+
+
+def _runs_table(found: list[Run]) -> str:
+    """The `replay runs` table: one row per run, newest first."""
+    rows = [
+        [
+            r.run_id,
+            r.agent,
+            fmt_ts(r.started_ms),
+            _stop_text(r),
+            str(r.tool_calls),
+            fmt_ms(r.latency_ms),
+            str(r.usage.tokens_in + r.usage.tokens_out),
+            f"${r.usage.cost_usd:.4f}",
+            "pinned" if r.pinned else "",
+        ]
+        for r in found
+    ]
+    return table([*_RUNS_HEADER, "spend", ""], rows, right={4, 5, 6, 7})
 
 
 @cli.command()
@@ -279,7 +271,7 @@ def show(
         click.echo(timeline.render(full=full))
 
 
-def _stop_text(run: Any) -> str:
+def _stop_text(run: Run) -> str:
     if run.stop_inferred:
         return "killed (inferred)"
     return str(run.stop_reason or "(running)")

@@ -195,8 +195,7 @@ def otel_export(
     if exporter.failed:
         click.echo(
             f"sent {n} run(s) to {where}: {exporter.failed} of {exporter.sent} span(s) were not "
-            "accepted "
-            "(is the collector up? run the same command again: span ids are stable)",
+            "accepted (is the collector up? run the same command again: span ids are stable)",
             err=True,
         )
         raise SystemExit(1)
