@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -22,6 +23,7 @@ __all__ = [
     "fmt_ts",
     "json_option",
     "open_store",
+    "since_ms",
     "table",
 ]
 
@@ -62,6 +64,28 @@ def open_store(db: str, *, create: bool = False) -> Store:
         return Store(db)
     except ReplayError as exc:
         raise BadInput(f"cannot open the store {db}: {exc}") from exc
+
+
+def since_ms(since: str | None, flag: str = "--since") -> int | None:
+    """The epoch milliseconds `since` (``90s``, ``24h``, ``7d``) ago; exit 2 on a bad window."""
+    if since is None:
+        return None
+    from replay.stats import InvalidDurationError, parse_duration
+
+    try:
+        window = parse_duration(since, flag)
+    except InvalidDurationError as exc:
+        raise BadInput(str(exc)) from exc
+    except OverflowError:
+        raise BadInput(
+            f"{flag} {since[:40]!r} is too large: give a window like 7d or 52w"
+        ) from None
+    now = int(time.time() * 1000)
+    if window > now:
+        raise BadInput(
+            f"{flag} {since[:40]!r} reaches back before 1970: give a window like 7d or 52w"
+        )
+    return now - window
 
 
 def echo_json(data: Any) -> None:

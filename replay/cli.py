@@ -9,7 +9,6 @@ import contextlib
 import os
 import sqlite3
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from replay._cli_util import (
     fmt_ts,
     json_option,
     open_store,
+    since_ms,
     table,
 )
 from replay.batch import (
@@ -110,27 +110,6 @@ def cli() -> None:
     """
 
 
-def _since_ms(since: str | None) -> int | None:
-    if since is None:
-        return None
-    from replay.stats import InvalidDurationError, parse_duration
-
-    try:
-        window = parse_duration(since, "--since")
-    except InvalidDurationError as exc:
-        raise BadInput(str(exc)) from exc
-    except OverflowError:
-        raise BadInput(
-            f"--since {since[:40]!r} is too large: give a window like 7d or 52w"
-        ) from None
-    now = int(time.time() * 1000)
-    if window > now:
-        raise BadInput(
-            f"--since {since[:40]!r} reaches back before 1970: give a window like 7d or 52w"
-        )
-    return now - window
-
-
 def _get_run(store: Any, run_id: str) -> Any:
     try:
         return store.find_run(run_id)
@@ -175,7 +154,7 @@ def runs(
         found = store.runs(
             agent=agent,
             stop_reason=stop_reason,
-            since_ms=_since_ms(since),
+            since_ms=since_ms(since),
             limit=limit,
             include_replays=replays,
         )
