@@ -111,12 +111,7 @@ def stats(
         from replay.dashboard import PlotDependencyError
 
         raise BadInput(str(PlotDependencyError()))
-    since_ms: int | None
-    if since.strip().lower() == "all":
-        since_ms, label = None, "in the store"
-    else:
-        window = _duration(since, "--since")
-        since_ms, label = _now_ms() - window, f"in the last {format_duration(window)}"
+    since_ms, label = _window(since)
     chart_by = by or (
         "hour" if since_ms is not None and _now_ms() - since_ms <= 2 * 86_400_000 else "day"
     )
@@ -132,28 +127,13 @@ def stats(
         )
     except UnknownAgentError as exc:
         raise BadInput(str(exc)) from exc
-
     written: list[str] = []
     if report.stats.runs and (html_path or plot_path):
-        from replay import dashboard
-
         who = f"agent {agent!r}" if agent else "all agents"
         subtitle = f"{report.stats.runs} runs {label}, {who}; store {db}"
-        if html_path:
-            links = _write_run_pages(db, html_path, since_ms, agent)
-            dashboard.write_html(
-                html_path,
-                report.buckets,
-                by=chart_by,
-                subtitle=subtitle,
-                overall=report.stats,
-                runs=links,
-            )
-            written.append(html_path)
-        if plot_path:
-            dashboard.write_png(plot_path, report.buckets, by=chart_by)
-            written.append(plot_path)
-
+        written = _write_charts(
+            report, db, (html_path, plot_path), chart_by, subtitle, since_ms, agent
+        )
     if as_json:
         d = report.to_dict()
         if not by:
@@ -174,6 +154,40 @@ def stats(
         click.echo(format_stats_table(report.buckets, by))  # type: ignore[arg-type]
     for path in written:
         click.echo(f"\nwrote {path}")
+
+
+def _window(since: str) -> tuple[int | None, str]:
+    """`--since` as (start in epoch ms, or None for 'all'; the words that name the window)."""
+    if since.strip().lower() == "all":
+        return None, "in the store"
+    window = _duration(since, "--since")
+    return _now_ms() - window, f"in the last {format_duration(window)}"
+
+
+def _write_charts(
+    report: Any,
+    db: str,
+    paths: tuple[str | None, str | None],
+    by: str,
+    subtitle: str,
+    since_ms: int | None,
+    agent: str | None,
+) -> list[str]:
+    """Write the HTML dashboard (with its run pages) and the PNG charts; the paths written."""
+    from replay import dashboard
+
+    html_path, plot_path = paths
+    written = []
+    if html_path:
+        links = _write_run_pages(db, html_path, since_ms, agent)
+        dashboard.write_html(
+            html_path, report.buckets, by=by, subtitle=subtitle, overall=report.stats, runs=links
+        )
+        written.append(html_path)
+    if plot_path:
+        dashboard.write_png(plot_path, report.buckets, by=by)
+        written.append(plot_path)
+    return written
 
 
 def _write_run_pages(
@@ -210,8 +224,7 @@ def _write_run_pages(
     if not html.parent.is_dir():
         raise BadInput(
             f"--html {html_path}: No such file or directory: its folder {html.parent} does not "
-            "exist; "
-            "create it or write the dashboard elsewhere"
+            "exist; create it or write the dashboard elsewhere"
         )
     if folder.is_symlink():
         raise BadInput(
