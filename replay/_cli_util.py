@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BadInput",
     "db_option",
+    "duration_ms",
     "echo_json",
     "fmt_ms",
     "fmt_ts",
@@ -66,26 +67,34 @@ def open_store(db: str, *, create: bool = False) -> Store:
         raise BadInput(f"cannot open the store {db}: {exc}") from exc
 
 
-def since_ms(since: str | None, flag: str = "--since") -> int | None:
-    """The epoch milliseconds `since` (``90s``, ``24h``, ``7d``) ago; exit 2 on a bad window."""
-    if since is None:
-        return None
+def duration_ms(text: str, option: str, *, all_ok: bool = False) -> int:
+    """A window (``90s``, ``10m``, ``24h``, ``7d``) in milliseconds; exit 2 naming `option`.
+
+    `all_ok`: the option also takes ``all`` (said in the error for a window before 1970).
+    """
     from replay.stats import InvalidDurationError, parse_duration
 
     try:
-        window = parse_duration(since, flag)
+        ms = parse_duration(text, option)
     except InvalidDurationError as exc:
         raise BadInput(str(exc)) from exc
     except OverflowError:
         raise BadInput(
-            f"{flag} {since[:40]!r} is too large: give a window like 7d or 52w"
+            f"{option} {text[:40]!r} is too large: give a window like 7d or 52w"
         ) from None
-    now = int(time.time() * 1000)
-    if window > now:
+    if ms > int(time.time() * 1000):  # before 1970: no run can be there, SQLite cannot bind it
         raise BadInput(
-            f"{flag} {since[:40]!r} reaches back before 1970: give a window like 7d or 52w"
+            f"{option} {text[:40]!r} reaches back before 1970: give a window like 7d or 52w"
+            + (", or 'all'" if all_ok else "")
         )
-    return now - window
+    return ms
+
+
+def since_ms(since: str | None, flag: str = "--since") -> int | None:
+    """The epoch milliseconds `since` (``90s``, ``24h``, ``7d``) ago; None when not given."""
+    if since is None:
+        return None
+    return int(time.time() * 1000) - duration_ms(since, flag)
 
 
 def echo_json(data: Any) -> None:

@@ -17,27 +17,17 @@ from typing import Any
 
 import click
 
-from replay._cli_util import BadInput, db_option, echo_json, json_option, open_store
-from replay.stats import InvalidDurationError, UnknownAgentError, format_duration, parse_duration
+from replay._cli_util import (
+    BadInput,
+    db_option,
+    duration_ms,
+    echo_json,
+    json_option,
+    open_store,
+)
+from replay.stats import UnknownAgentError, format_duration
 
 __all__ = ["alerts", "metrics", "stats"]
-
-
-def _duration(text: str, option: str) -> int:
-    try:
-        ms = parse_duration(text, option)
-    except InvalidDurationError as exc:
-        raise BadInput(str(exc)) from exc
-    except OverflowError:
-        raise BadInput(
-            f"{option} {text[:40]!r} is too large: give a window like 7d or 52w"
-        ) from None
-    if ms > _now_ms():  # further back than 1970: no run can be there, and SQLite cannot bind it
-        raise BadInput(
-            f"{option} {text[:40]!r} reaches back before 1970: give a window like 7d or 52w"
-            + (", or 'all'" if option == "--since" else "")
-        )
-    return ms
 
 
 def _share(text: str, option: str) -> float:
@@ -160,7 +150,7 @@ def _window(since: str) -> tuple[int | None, str]:
     """`--since` as (start in epoch ms, or None for 'all'; the words that name the window)."""
     if since.strip().lower() == "all":
         return None, "in the store"
-    window = _duration(since, "--since")
+    window = duration_ms(since, "--since", all_ok=True)
     return _now_ms() - window, f"in the last {format_duration(window)}"
 
 
@@ -382,8 +372,8 @@ def alerts(
     """
     from replay.alerts import AlertRules, alerts_for_store, format_result
 
-    window_ms = _duration(window, "--window")
-    baseline_ms = _duration(baseline, "--baseline")
+    window_ms = duration_ms(window, "--window")
+    baseline_ms = duration_ms(baseline, "--baseline")
     for name, v in (
         ("--tool-calls-ratio", tool_calls_ratio),
         ("--spend-ratio", spend_ratio),
@@ -491,8 +481,12 @@ def metrics(
     """
     from replay.metrics import MetricsDependencyError, PrometheusExporter, serve_store
 
-    since_ms = None if since.strip().lower() == "all" else _now_ms() - _duration(since, "--since")
-    interval_s = _duration(interval, "--interval") / 1000
+    since_ms = (
+        None
+        if since.strip().lower() == "all"
+        else _now_ms() - duration_ms(since, "--since", all_ok=True)
+    )
+    interval_s = duration_ms(interval, "--interval") / 1000
     store = open_store(db)
     try:
         if once:
