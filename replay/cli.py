@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 a replay diverged / an alert fired / scan found something, 2
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sqlite3
 import sys
@@ -589,7 +590,11 @@ def _pct_option(flag: str, what: str) -> Any:
 
 
 def _run_options(f: Any) -> Any:
-    """The options of how each recording is replayed: the fields of `replay.batch.RunOptions`."""
+    """The options of how each recording is replayed: the fields of `replay.batch.RunOptions`.
+
+    An option whose name is a `RunOptions` field reaches `replay_run` as it is (see
+    `_batch_options`): a new replay mode adds its field there and its option here.
+    """
     for option in reversed(
         [
             click.option(
@@ -601,7 +606,7 @@ def _run_options(f: Any) -> Any:
             ),
             click.option(
                 "--replay-agent",
-                "agent_refs",
+                "agents",
                 multiple=True,
                 metavar="MODULE[:FN]",
                 help="A module whose @rec.agent functions replays may call (repeatable). A "
@@ -726,15 +731,11 @@ def _batch_options(
         )
     # Agent modules the project names are imported from the folder `replay` runs in.
     ensure_importable(os.getcwd(), first=True)
-    options = RunOptions(
-        agent=entry,
-        db=db,
-        ignore=rules,
-        record_to=record_to,
-        clock=run_opts["clock"],
-        agents=list(run_opts["agent_refs"]),
-        project=os.getcwd(),
-    )
+    fields = {f.name for f in dataclasses.fields(RunOptions)} - {"agent", "db", "ignore", "project"}
+    as_given: dict[str, Any] = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in run_opts.items() if k in fields
+    }
+    options = RunOptions(**as_given, agent=entry, db=db, ignore=rules, project=os.getcwd())
     gates = usage_gates(run_opts["max_token_delta_pct"], run_opts["max_spend_delta_pct"])
     return options, gates, agent_name
 
