@@ -1,4 +1,4 @@
-"""`ReplayOptions`: the settings of one replay, as the plugin hands them to `pytest_replay_configure`.
+"""`ReplayOptions`: the settings of one replay, as `pytest_replay_configure` gets them.
 
 Standard library only: this module is imported whenever the plugin is, replay or not.
 """

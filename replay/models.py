@@ -79,7 +79,7 @@ def validate_stop_reason(reason: Any) -> str:
     """
     if isinstance(reason, str) and (reason in STOP_REASONS or _USER_REASON.fullmatch(reason)):
         return reason
-    raise InvalidStopReasonError(reason)
+    raise InvalidStopReasonError(reason, STOP_REASONS)
 
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
