@@ -1,40 +1,34 @@
 """Replay: re-run an agent's code against a fixed tool layer that answers from a recording.
 
-Every ``@rec.tool`` / ``@rec.model`` call during a replay is matched by (tool, args_sha) in order
-of occurrence and answered with the recorded output, or the recorded error raised again. Real
-tool bodies are never entered and sockets cannot connect. The replayed run is itself recorded
-(into a temporary store, with ``replay_of`` set), so the diff compares two records of one schema.
+`replay_run` loads a `Recording` (`replay.recording`), resolves the agent under the trust model
+(`replay.agents`), rebuilds its call, installs a `ReplaySession` (the replay layer,
+`replay.replay_layer`) and seals the network while the agent runs, then diffs the replayed run
+with the recording. Real tool bodies are never entered (unless a replay mode says so) and sockets
+cannot connect. The replayed run is itself recorded (``replay_of`` set), so the diff compares two
+records of one schema.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import importlib
 import inspect
 import os
-import shutil
-import tempfile
-import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from replay.agents import check_explicit, resolve_agent
-from replay.cassette import Cassette, load_cassette
-from replay.context import _session, _step
+from replay.cassette import Cassette
+from replay.context import _session
 from replay.diff import IgnoreRules, RunDiff, Trace, diff_traces
-from replay.errors import EntrypointError, RecordedToolError, ReplayError, StopRun, UnrecordedCall
-from replay.fidelity import rebuild_error, rebuild_value
-from replay.hashing import sha_of_canonical, thaw
-from replay.keys import ENV_VAR, RedactionKeyMismatchWarning, mismatch_message
-from replay.models import Event, Run, Usage
+from replay.errors import EntrypointError, StopRun
+from replay.models import Event, Run, Usage, is_step
 from replay.network import sealed
-from replay.processors import RedactionConfig, Redactor
-from replay.writer import TRUNCATED_TAG
+from replay.processors import RedactionConfig
+from replay.recording import Outputs, Recording, load_recording
+from replay.replay_layer import ReplaySession
 
 __all__ = [
     "ReplayResult",
@@ -45,454 +39,7 @@ __all__ = [
     "replay_run_async",
 ]
 
-_ON_UNRECORDED = ("error", "none")
 _CLOCKS = ("recorded", "real")
-
-
-@dataclasses.dataclass
-class Recording:
-    """A recorded run from a store or a cassette: the run row, its events, its snapshots."""
-
-    run: Run
-    events: list[Event]
-    snapshots: Mapping[str, tuple[Any, str | None, bool]]  # sha -> (value, type name, truncated)
-    source: str  # "store:<path>" or the cassette path
-    secret_key: bytes | None = None
-    cassette: Cassette | None = None
-    http: list[dict[str, Any]] = dataclasses.field(
-        default_factory=list
-    )  # recorded HTTP interactions
-    #: steps whose output snapshot was pruned: (step_id, tool, expired_since_ms); replay refuses them
-    expired: list[tuple[int, str, int]] = dataclasses.field(default_factory=list)
-
-    @property
-    def steps(self) -> list[Event]:
-        """Top-level tool and model steps (calls made inside another tool are answered with it)."""
-        return [
-            e
-            for e in self.events
-            if e.kind in ("tool_result", "model_result") and e.parent_step_id is None
-        ]
-
-    def trace(self) -> Trace:
-        return Trace(
-            run=self.run,
-            steps=self.steps,
-            outputs=_Outputs(self.snapshots),
-            http_attempts=self.http_attempts(),
-        )
-
-    def http_attempts(self) -> dict[int | None, int] | None:
-        """HTTP attempts per top-level step id (None key: outside tool steps); None without step data."""
-        if not self.http:
-            return None
-        from replay.http import attempts_by_step, rollup
-
-        return rollup(attempts_by_step(self.http), self.events)
-
-
-class _Outputs(Mapping[str, Any]):
-    """sha -> redacted value, read lazily (a 10,000-step run need not decode every snapshot)."""
-
-    def __init__(self, snapshots: Mapping[str, tuple[Any, str | None, bool]]) -> None:
-        self._s = snapshots
-
-    def __getitem__(self, sha: str) -> Any:
-        return self._s[sha][0]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._s)
-
-    def __len__(self) -> int:
-        return len(self._s)
-
-
-def _is_cassette_path(source: str) -> bool:
-    return source.endswith(".json") or os.sep in source or Path(source).is_file()
-
-
-def load_recording(
-    source: str | os.PathLike[str] | Cassette, *, db: str | os.PathLike[str] | None = None
-) -> Recording:
-    """A recording by run id (from the store `db`, default ``$REPLAY_DB`` / ``./replay.db``) or cassette path.
-
-    Raises:
-        RunNotFoundError: no such run in the store.
-        CassetteDecodeError: the cassette is missing or broken.
-    """
-    if isinstance(source, Cassette):
-        return _from_cassette(source, "<cassette>")
-    src = os.fspath(source)
-    if _is_cassette_path(src):
-        return _from_cassette(load_cassette(src), src)
-    from replay.recorder import default_db
-    from replay.store import Store
-
-    path = os.fspath(db) if db is not None else default_db()
-    if not Path(path).exists():
-        from replay.errors import RunNotFoundError
-
-        raise RunNotFoundError(src, f"{path} (no such file: record runs first or pass --db)", 0)
-    store = Store(path)
-    try:
-        run = store.find_run(src) if hasattr(store, "find_run") else store.get_run(src)
-        events = store.events(run.run_id)
-        # Read every snapshot replay needs now, in a few queries: the store is closed after loading.
-        shas = [e.output_sha for e in events if e.output_sha] + [
-            run.input_sha or "",
-            run.output_sha or "",
-        ]
-        found = store.snapshots(shas)
-        snaps = {
-            sha: (_thaw_snapshot(store, run, sha, body), type_name, truncated)
-            for sha, (body, type_name, truncated) in found.items()
-        }
-        from replay.cassette import _stored_http
-
-        run = _ordered_input(run, snaps)
-        return Recording(
-            run=run,
-            events=events,
-            snapshots=snaps,
-            source=f"store:{path}",
-            secret_key=store.secret_key,
-            http=_stored_http(store, run.http_sha),
-            expired=store.expired_steps(run, events),
-        )
-    finally:
-        store.close()
-
-
-def _thaw_snapshot(store: Any, run: Run, sha: str, body: bytes) -> Any:
-    """A stored snapshot's value; a damaged one is named (store, run, sha), never a raw traceback."""
-    try:
-        return thaw(body)
-    except (ValueError, RecursionError) as exc:
-        from replay.errors import CorruptRowError
-
-        why = "nested too deeply" if isinstance(exc, RecursionError) else "not valid JSON"
-        raise CorruptRowError(
-            str(store.path),
-            "snapshots",
-            run.run_id,
-            f"body of snapshot {sha[:24]}",
-            why,
-            where=f"sha = '{sha[:24]}'",
-        ) from None
-
-
-def _ordered_input(run: Run, snaps: Mapping[str, tuple[Any, str | None, bool]]) -> Run:
-    """The run with its input as its snapshot keeps it: in the caller's key order.
-
-    The run row stores the input canonical (sorted); the agent is called with the order it got.
-    """
-    snap = snaps.get(run.input_sha) if run.input_sha else None
-    if snap is None or snap[2] or snap[0] != run.input:
-        return run  # truncated, or not the same value: keep the row's
-    return run.model_copy(update={"input": snap[0]})
-
-
-def _from_cassette(cas: Cassette, path: str) -> Recording:
-    snaps = {sha: (s.body, s.type, s.truncated) for sha, s in cas.snapshots.items()}
-    # A cassette exported with --allow-expired lacks some outputs: the same refusal as from a store.
-    expired = [
-        (e.step_id or 0, e.tool or "?", e.ts_ms + 14 * 86_400_000)
-        for e in cas.events
-        if e.kind in ("tool_result", "model_result")
-        and e.parent_step_id is None
-        and e.output_sha
-        and e.output_sha not in snaps
-    ]
-    return Recording(
-        run=_ordered_input(cas.run, snaps),
-        events=cas.events,
-        snapshots=snaps,
-        source=path,
-        cassette=cas,
-        http=list(cas.http),
-        expired=expired,
-    )
-
-
-# ---- rebuilding recorded values -------------------------------------------------------------
-
-
-def _rebuild_value(value: Any, type_name: str | None) -> Any:
-    """The recorded value as the tool returned it: its types (`replay.fidelity`) and key order.
-
-    Always a fresh object: the agent may mutate what a tool returned without changing the recording.
-    """
-    if isinstance(value, dict) and value.get(TRUNCATED_TAG) is True:
-        warnings.warn(
-            f"the recorded output {value.get('sha')} was truncated at record time "
-            f"({value.get('size')} bytes); replay returns the truncation marker",
-            stacklevel=3,
-        )
-        return value
-    return rebuild_value(value, type_name)
-
-
-def _rebuild_error(body: Any) -> BaseException:
-    """The recorded error as the client's own class (`replay.fidelity.rebuild_error`).
-
-    Only classes from modules the agent has already imported; else `RecordedToolError` naming it.
-    """
-    if not isinstance(body, dict):
-        return RecordedToolError("UnknownError", str(body))
-    display = str(body.get("error", "Error"))
-    message = str(body.get("message", ""))
-    try:
-        exc = rebuild_error(body)
-    except Exception:  # noqa: BLE001 - cannot rebuild: fall back to RecordedToolError
-        exc = None
-    return exc if exc is not None else RecordedToolError(display, message)
-
-
-# ---- the session: the fixed tool layer ------------------------------------------------------
-
-
-def _local_key_for(fingerprint: str | None) -> bytes | None:
-    """The key of the default store (``$REPLAY_DB`` / ``./replay.db``) when a cassette was made with it.
-
-    A developer who exports a run and replays the cassette on the same machine gets the same
-    pseudonyms without setting ``$REPLAY_REDACTION_KEY``. Never creates a key file.
-    """
-    if not fingerprint:
-        return None
-    from replay.keys import _read_key_file, key_file_path
-    from replay.keys import fingerprint as fp
-    from replay.recorder import default_db
-
-    try:
-        key = _read_key_file(key_file_path(default_db()))
-    except Exception:  # noqa: BLE001 - an unreadable key file only means: no local key
-        return None
-    return key if key is not None and fp(key) == fingerprint else None
-
-
-class ReplaySession:
-    """The fixed tool layer for one replay; installed in a contextvar while the agent runs."""
-
-    def __init__(
-        self,
-        recording: Recording,
-        *,
-        stubs: Mapping[str, Callable[..., Any]] | None = None,
-        on_unrecorded: str = "error",
-        redaction: RedactionConfig | None = None,
-        record_to: str | os.PathLike[str] | None = None,
-    ) -> None:
-        from replay.recorder import Recorder, shared_redaction_key
-
-        if on_unrecorded not in _ON_UNRECORDED:
-            raise ValueError(
-                f"on_unrecorded={on_unrecorded!r}: use one of {', '.join(_ON_UNRECORDED)}"
-            )
-        self.recording = recording
-        self.source_run_id = recording.run.run_id
-        self.stubs = dict(stubs or {})
-        self.on_unrecorded = on_unrecorded
-        # The recording store's key, so values the agent builds itself pseudonymise as they did then.
-        env = shared_redaction_key()
-        local = (
-            None
-            if env or recording.secret_key
-            else _local_key_for(getattr(recording.run, "key_fingerprint", None))
-        )
-        key = env or recording.secret_key or local or os.urandom(32)
-        source = (
-            "$REPLAY_REDACTION_KEY"
-            if env
-            else "the store's key"
-            if recording.secret_key
-            else (
-                "the key file of the default store"
-                if local
-                else f"a random key: ${ENV_VAR} is not set"
-            )
-        )
-        self.redactor = Redactor(key, redaction or RedactionConfig())
-        #: (recorded fingerprint, this replay's fingerprint) when they differ, else None
-        self.key_mismatch: tuple[str, str] | None = None
-        recorded_fp = getattr(recording.run, "key_fingerprint", None)
-        if recorded_fp and recorded_fp != self.redactor.key_fingerprint:
-            self.key_mismatch = (recorded_fp, self.redactor.key_fingerprint)
-            warnings.warn(
-                mismatch_message(
-                    recording.run.run_id, recorded_fp, self.redactor.key_fingerprint, source
-                ),
-                RedactionKeyMismatchWarning,
-                stacklevel=3,
-            )
-        # The replayed run is recorded like any run: into `record_to` when given (so `replay show`
-        # works on it afterwards), else into a temporary store removed after the replay.
-        self.store_dir: str | None = None
-        if record_to is not None:
-            self.store_path = os.fspath(record_to)
-        else:
-            self.store_dir = tempfile.mkdtemp(prefix="agent-replay-")
-            self.store_path = os.path.join(self.store_dir, "replay.db")
-        self.recorder = Recorder(self.store_path, redaction=redaction, redaction_key=key)
-        self.replayed_run_id: str | None = None  # set by the recorder when the agent's run begins
-        # HTTP: the playback cassette (replay.http.HttpPlayback) while the recording has HTTP, and
-        # replayed step id -> the recorded step id that answered it (for HTTP attempts per step).
-        self.http_playback: Any = None
-        self.answered: dict[int, int] = {}
-        self.http_loose = recording.secret_key is None or key != recording.secret_key
-        self.index: dict[tuple[str, str], collections.deque[Event]] = collections.defaultdict(
-            collections.deque
-        )
-        self.recorded_tools: dict[str, list[str]] = collections.defaultdict(list)
-        # recorded concurrent group -> its id in the replayed run (the first replayed member's step)
-        self.groups: dict[int, int] = {}
-        for e in recording.steps:
-            if e.tool is not None and e.args_sha is not None:
-                self.index[(e.tool, e.args_sha)].append(e)
-                self.recorded_tools[e.tool].append(e.args_sha)
-
-    def args_sha(self, spec: Any, frozen_args: bytes) -> str:
-        return sha_of_canonical(self.redactor.canonical(thaw(frozen_args)))
-
-    def _lookup(self, spec: Any, args_sha: str) -> Event | None:
-        # Recorded tool names passed the redactor: look the live name up the same way.
-        queue = self.index.get((self.redactor.redact_name(spec.name), args_sha))
-        if queue:
-            try:
-                return queue.popleft()
-            except IndexError:  # emptied by a parallel call between the check and the pop
-                return None
-        return None
-
-    def _unrecorded(self, spec: Any, args_sha: str) -> UnrecordedCall:
-        return UnrecordedCall(
-            spec.name,
-            args_sha,
-            self.recorded_tools.get(spec.name, []),
-            recorded_tools=list(self.recorded_tools),
-        )
-
-    def _answer(
-        self, recorded: Event
-    ) -> tuple[Any, BaseException | None, tuple[str, str, str] | None, str | None]:
-        """(value, error to raise, the recorded error's names and message to record it under)."""
-        snap = self.recording.snapshots.get(recorded.output_sha) if recorded.output_sha else None
-        if recorded.status == "error":
-            body = snap[0] if snap else {"error": recorded.error or "Error"}
-            names = (
-                (
-                    recorded.error or "Error",
-                    str(body.get("module", "")),
-                    str(body.get("qualname", "")),
-                )
-                if isinstance(body, dict)
-                else (recorded.error or "Error", "", "")
-            )
-            # Record the replayed step under the recorded name: a rebuilt exception may lack what
-            # made the name (an HTTP status), and RecordedToolError stands in for the original.
-            message = str(body.get("message", "")) if isinstance(body, dict) else str(body)
-            return None, _rebuild_error(body), names, message
-        if snap is None:
-            return None, None, None, None
-        return _rebuild_value(snap[0], snap[1]), None, None, None
-
-    def answer(self, st: Any, spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        rec = st.recorder
-        step_id, frozen = rec._enter_step(st, spec, args, kwargs)
-        t0 = time.perf_counter_ns()
-        sha = self.args_sha(spec, frozen)
-        parent = _step.get()
-        stub = self.stubs.get(spec.name)
-        if stub is not None:
-            token = _step.set(step_id)  # tools the stub calls are recorded as nested in this step
-            try:
-                result = stub(*args, **kwargs)
-            except BaseException as exc:
-                rec._finish_step(st, spec, step_id, parent, frozen, t0, exc=exc, args_sha=sha)
-                raise
-            finally:
-                _step.reset(token)
-            if inspect.isawaitable(result):
-                raise ReplayError(
-                    f"stub for {spec.name} returned an awaitable: the tool is sync, so the stub must be too"
-                )
-            rec._finish_step(st, spec, step_id, parent, frozen, t0, result=result, args_sha=sha)
-            return result
-        recorded = self._lookup(spec, sha)
-        if recorded is None:
-            if self.on_unrecorded == "none":
-                rec._finish_step(st, spec, step_id, parent, frozen, t0, result=None, args_sha=sha)
-                return None
-            missing = self._unrecorded(spec, sha)
-            rec._finish_step(st, spec, step_id, parent, frozen, t0, exc=missing, args_sha=sha)
-            raise missing
-        if recorded.step_id is not None:
-            self.answered[step_id] = recorded.step_id
-        value, error, names, message = self._answer(recorded)
-        # Answers are instant, so parallel calls may not overlap in the replay (and sequential ones
-        # may): a step answered from the recording takes the recorded step's group (0: none), in
-        # the replayed run's numbering, and a bless keeps the recording's groups.
-        group = (
-            0
-            if recorded.concurrent_group is None
-            else self.groups.setdefault(recorded.concurrent_group, step_id)
-        )
-        if error is not None:
-            rec._finish_step(
-                st,
-                spec,
-                step_id,
-                parent,
-                frozen,
-                t0,
-                exc=error,
-                args_sha=sha,
-                error_names=names,
-                error_message=message,
-                output_sha=recorded.output_sha,
-                concurrent_group=group,
-            )
-            raise error
-        rec._finish_step(
-            st,
-            spec,
-            step_id,
-            parent,
-            frozen,
-            t0,
-            result=value,
-            args_sha=sha,
-            output_sha=recorded.output_sha,
-            concurrent_group=group,
-        )
-        if spec.kind == "model_result":
-            rec._check_budget(st)
-        return value
-
-    async def answer_async(
-        self, st: Any, spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        stub = self.stubs.get(spec.name)
-        if stub is not None and inspect.iscoroutinefunction(stub):
-            rec = st.recorder
-            step_id, frozen = rec._enter_step(st, spec, args, kwargs)
-            t0 = time.perf_counter_ns()
-            sha = self.args_sha(spec, frozen)
-            try:
-                result = await stub(*args, **kwargs)
-            except BaseException as exc:
-                rec._finish_step(st, spec, step_id, _step.get(), frozen, t0, exc=exc, args_sha=sha)
-                raise
-            rec._finish_step(
-                st, spec, step_id, _step.get(), frozen, t0, result=result, args_sha=sha
-            )
-            return result
-        return self.answer(st, spec, args, kwargs)
-
-    def close(self) -> None:
-        self.recorder.close()
-        if self.store_dir is not None:
-            shutil.rmtree(self.store_dir, ignore_errors=True)
-
 
 # ---- entrypoints ----------------------------------------------------------------------------
 
@@ -753,34 +300,11 @@ def _finish(
     ignore: Any,
     ordered: bool,
 ) -> ReplayResult:
-    from replay.store import Store
-
-    session.recorder.flush()
-    store = Store(session.store_path)
-    try:
-        if session.replayed_run_id is None:
-            raise ReplayError(
-                f"the replay of {recording.run.run_id} recorded no run: is the agent decorated with @rec.agent, "
-                "and was it called?"
-            )
-        replayed = store.get_run(session.replayed_run_id)
-        events = store.events(replayed.run_id)
-        found = store.snapshots(
-            [e.output_sha for e in events if e.output_sha]
-            + [replayed.input_sha, replayed.output_sha]
-        )  # type: ignore[list-item]
-        snaps = {
-            sha: (thaw(body), type_name, truncated)
-            for sha, (body, type_name, truncated) in found.items()
-        }
-    finally:
-        store.close()
-    steps = [
-        e for e in events if e.kind in ("tool_result", "model_result") and e.parent_step_id is None
-    ]
+    replayed, events, snaps = session.replayed()
+    steps = [e for e in events if is_step(e)]
     rules = IgnoreRules.parse(ignore)
     rec_trace = recording.trace()
-    new_trace = Trace(run=replayed, steps=steps, outputs=_Outputs(snaps))
+    new_trace = Trace(run=replayed, steps=steps, outputs=Outputs(snaps))
     if rec_trace.http_attempts is not None:
         from replay.http import replayed_attempts
 
