@@ -351,6 +351,7 @@ def replay_run(
     allow_network: bool = False,
     allow_subprocess: bool = False,
     clock: str = "recorded",
+    stub_mode: str = "always",
 ) -> ReplayResult:
     """Replay a recorded run against the code checked out now and diff it with the recording.
 
@@ -360,6 +361,8 @@ def replay_run(
             registered under the recording's agent name (see `replay.agents`: a recording is data,
             its entrypoint is never imported unless the project lists its module).
         stubs: tool name -> function answering that tool instead of the recording.
+        stub_mode: ``"always"`` (default): a stub answers every call of its tool; ``"miss"``: only
+            the calls the recording has no answer for (new args after a fix), the rest replay.
         on_unrecorded: ``"error"`` raises `UnrecordedCall` inside the agent; ``"none"`` returns None.
         ignore: ignore rules for the diff (see `IgnoreRules.parse`).
         ordered: False compares the steps as a multiset (for agents calling tools in parallel).
@@ -379,10 +382,11 @@ def replay_run(
     """
     _check_clock(clock)
     recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
-    _check_expired(recording, stubs)
+    _check_expired(recording, stubs if stub_mode == "always" else None)
     session = ReplaySession(
         recording,
         stubs=stubs,
+        stub_mode=stub_mode,
         on_unrecorded=on_unrecorded,
         redaction=redaction,
         record_to=record_to,
@@ -498,6 +502,7 @@ async def replay_run_async(
     allow_network: bool = False,
     allow_subprocess: bool = False,
     clock: str = "recorded",
+    stub_mode: str = "always",
 ) -> ReplayResult:
     """`replay_run` for async agents inside a running event loop.
 
@@ -506,10 +511,11 @@ async def replay_run_async(
     """
     _check_clock(clock)
     recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
-    _check_expired(recording, stubs)
+    _check_expired(recording, stubs if stub_mode == "always" else None)
     session = ReplaySession(
         recording,
         stubs=stubs,
+        stub_mode=stub_mode,
         on_unrecorded=on_unrecorded,
         redaction=redaction,
         record_to=record_to,
