@@ -29,7 +29,8 @@ __all__ = [
 
 
 def check_name(name: Any, what: str) -> str:
-    """A tool, model or agent name given to a decorator: text SQLite can store, checked at import time."""
+    """A tool, model or agent name given to a decorator: text SQLite can store, checked at import
+    time."""
     if not isinstance(name, str) or not name:
         raise ValueError(
             f"{what} name {name!r}: give a non-empty string, e.g. @rec.{what}('http.get')"
@@ -63,7 +64,8 @@ def _ignore_paths(ignore_args: Any, name: str) -> tuple[tuple[str, ...], ...]:
 
 
 def _without(bound: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
-    """`bound` without the ignored fields; dicts on the way are copied, the agent's own are untouched."""
+    """`bound` without the ignored fields; dicts on the way are copied, the agent's own are
+    untouched."""
     out = dict(bound)
     for path in paths:
         node: Any = out
@@ -245,7 +247,8 @@ def script_entrypoint(fn: Callable[..., Any], agent_name: str) -> str:
         if any(module == n or module.startswith(n + ".") for n in listed):
             return entry
         hint = (
-            f"it is recorded as {entry}; for a replay to import it, list {module!r} in pyproject.toml "
+            f"it is recorded as {entry}; for a replay to import it, list {module!r} in "
+            "pyproject.toml "
             f"([tool.agent-replay] agents) or pass --replay-agent {entry}"
         )
     if entry not in _warned_scripts:

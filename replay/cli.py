@@ -28,6 +28,7 @@ from replay._cli_util import (
     table,
 )
 from replay.errors import CassetteDecodeError, CorruptRowWarning, ReplayError
+from replay.models import is_step
 
 __all__ = ["cli"]
 
@@ -286,7 +287,7 @@ def show(
             ]
         echo_json(data)
         return
-    steps = [e for e in events if e.kind in ("tool_result", "model_result")]
+    steps = [e for e in events if is_step(e, nested=True)]
     versions = " ".join(f"{k}={v}" for k, v in sorted(run.versions.items())) or "(none recorded)"
     u = run.usage
     out = [

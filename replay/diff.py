@@ -48,7 +48,7 @@ from operator import add, attrgetter, eq, itemgetter, lt, ne, sub
 from typing import Any
 
 from replay.errors import InvalidIgnoreRuleError
-from replay.models import Event, Run, Usage
+from replay.models import Event, Run, Usage, is_step
 
 __all__ = [
     "CHANGE_KINDS",
@@ -72,7 +72,6 @@ CHANGE_KINDS: tuple[str, ...] = (
     "output_changed",
 )
 
-_STEP_KINDS = ("tool_result", "model_result")
 _KEY_FIELDS = ("kind", "tool", "args_sha", "status", "error")
 #: Fields an ignore rule may name: compared step fields, the step output, the run's final output.
 IGNORABLE_FIELDS: tuple[str, ...] = ("args_sha", "error", "kind", "output", "output_sha", "status")
@@ -131,7 +130,7 @@ class Trace:
         steps = [
             e
             for e in events
-            if e.kind in _STEP_KINDS and (include_nested or e.parent_step_id is None)
+            if is_step(e, nested=include_nested)
         ]
         steps.sort(key=lambda e: (e.step_id is None, e.step_id or 0))
         return cls(run=run, steps=steps, outputs=dict(outputs or {}))

@@ -34,7 +34,8 @@ class Guards:
 
     Attributes:
         max_steps: more tool and model calls than this -> ``max_steps``.
-        max_repeats: the same tool with the same args more than this many times -> ``loop_detected``.
+        max_repeats: the same tool with the same args more than this many times ->
+        ``loop_detected``.
         max_tokens: tokens in + out above this -> ``budget_exceeded``.
         max_spend_usd: spend above this -> ``budget_exceeded``.
         tool_timeout_s: a tool call longer than this -> ``tool_timeout``.

@@ -249,6 +249,7 @@ def is_step(event: Event, *, nested: bool = False) -> bool:
 
 
 _new = object.__new__
+_ALL_EVENT_FIELDS = set(Event.model_fields)
 _set = object.__setattr__
 
 
@@ -262,7 +263,9 @@ def trusted_event(fields: dict[str, Any]) -> Event:
     """
     event = _new(Event)
     _set(event, "__dict__", fields)
-    _set(event, "__pydantic_fields_set__", set(fields))
+    # Every field is given, so one shared set serves every such event (pydantic only ever adds a
+    # name to it on assignment, and every name is in it already): 700 bytes per event less.
+    _set(event, "__pydantic_fields_set__", _ALL_EVENT_FIELDS)
     _set(event, "__pydantic_extra__", None)
     _set(event, "__pydantic_private__", None)
     return event

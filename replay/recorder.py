@@ -63,7 +63,8 @@ class Recorder:
     Args:
         db: a SQLite path (default ``$REPLAY_DB``, else ``./replay.db``) or a Store.
         redaction: redaction rules; the defaults are safe (see `RedactionConfig`).
-        store_args: ``"hash"`` (default) keeps only args_sha; ``"redacted"`` also stores redacted args.
+        store_args: ``"hash"`` (default) keeps only args_sha; ``"redacted"`` also stores redacted
+        args.
         versions: versions recorded with every run (model, prompt, tools, app, …).
         max_queue: records held in memory at most before ``on_full`` applies (bounds memory).
         on_full: ``"block"`` (default: the agent waits for the writer, nothing is lost) or
@@ -74,8 +75,10 @@ class Recorder:
             agent and per run. The limits as keywords (``max_steps=20``) still work this release.
         redaction_key: a key for pseudonyms instead of the store's (replay uses the recording's).
         timeout_s: how long a write waits for another process's lock before the batch is spooled.
-        max_queue_bytes: frozen bytes (args, outputs) held in memory at most before ``on_full`` applies.
-        flush_interval_s: the writer's tick; a run's stop is written at once, so a hard kill (SIGKILL,
+        max_queue_bytes: frozen bytes (args, outputs) held in memory at most before ``on_full``
+        applies.
+        flush_interval_s: the writer's tick; a run's stop is written at once, so a hard kill
+        (SIGKILL,
             OOM) loses at most the runs that ended within about one interval.
         spool_dir: where batches the store refuses (locked, read-only, full) wait until it is back;
             default ``<db>.spool`` beside the store. Files are 0600, one per process.
@@ -83,8 +86,10 @@ class Recorder:
         sync_run_end: wait (at most 5 s) until a run's stop is written before the run returns;
             ``None`` (default) does so in worker processes (forked or multiprocessing children),
             which may leave through ``os._exit`` without running atexit.
-        sigterm_timeout_s: on SIGTERM, end open runs as ``killed`` and write the queue for at most this
-            long, then run the previous handler (or the default action). ``None`` installs no handler.
+        sigterm_timeout_s: on SIGTERM, end open runs as ``killed`` and write the queue for at most
+        this
+            long, then run the previous handler (or the default action). ``None`` installs no
+            handler.
 
     Example::
 
@@ -180,7 +185,8 @@ class Recorder:
         return f"{os.fspath(path)}.spool"
 
     def _peek_key(self) -> bytes | None:
-        """The store's key without opening the store (a store locked by another process still has one).
+        """The store's key without opening the store (a store locked by another process still has
+        one).
 
         A key given to the recorder (or ``$REPLAY_REDACTION_KEY``) is the one redaction uses anyway.
         """
@@ -205,7 +211,8 @@ class Recorder:
         if isinstance(self.db, (str, os.PathLike)):
             if str(self.db).startswith(("postgres://", "postgresql://")):
                 raise NotImplementedError(
-                    "the PostgreSQL backend is not in this release of agent-replay: use a SQLite path"
+                    "the PostgreSQL backend is not in this release of agent-replay: use a SQLite "
+                    "path"
                 )
             return Store(
                 self.db,
@@ -320,10 +327,12 @@ class Recorder:
         http_match: Sequence[str] | None = None,
         **guards: Any,
     ) -> RunHandle:
-        """A run as a context manager (``with`` or ``async with``), for code a decorator does not fit.
+        """A run as a context manager (``with`` or ``async with``), for code a decorator does not
+        fit.
 
         Replay calls ``agent(input)``; name the agent with ``entrypoint="module:function"`` or pass
-        ``agent=`` to `replay_run`. ``http=True`` also records the run's HTTP traffic (`replay.http`);
+        ``agent=`` to `replay_run`. ``http=True`` also records the run's HTTP traffic
+        (`replay.http`);
         ``http_match=`` (or ``http=HttpOptions(...)``) sets how a replay matches its requests.
         """
         return RunHandle(
@@ -462,7 +471,7 @@ class Recorder:
             frozen,
             self.guards.merged(**handle.guards),
             layer=layer,
-            sink=self._writer,
+            sink=self._writer if session is None else session.step_sink(self._writer),
             track_groups=self._track_groups,
         )
         st.session = session
@@ -487,7 +496,8 @@ class Recorder:
         w = self._writer
         w.submit(RunItem(run, st.input, st.output, True, ts, st.output_type, st.http))
         if w.sync_runs:
-            w.wait_run()  # a worker may leave through os._exit right after: the run is written first
+            # a worker may leave through os._exit right after: the run is written first
+            w.wait_run()
         else:
             w.keep_up(ts)  # bounds what a hard kill can lose to about one flush interval
 
@@ -496,7 +506,7 @@ class Recorder:
         self._last.set(run_id)
 
     def forget_parent_runs(self) -> None:
-        """In a forked child: the parent's open runs belong to the parent, not ended here at exit."""
+        """In a forked child: the parent's open runs are the parent's, not ended here at exit."""
         self._active = set()
         self._finalizer_pid = 0
         if (
@@ -607,7 +617,7 @@ class Recorder:
 
 
 def _guards(guards: Guards | None, legacy: dict[str, Any]) -> Guards:
-    """`guards`, or the limits given as keywords as 0.1 took them (accepted for one more release)."""
+    """`guards`, or the limits as keywords as 0.1 took them (accepted for one more release)."""
     unknown = set(legacy) - set(_LEGACY_GUARDS)
     if unknown:
         raise TypeError(

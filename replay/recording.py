@@ -37,7 +37,8 @@ class Recording:
     http: list[dict[str, Any]] = dataclasses.field(
         default_factory=list
     )  # recorded HTTP interactions
-    #: steps whose output snapshot was pruned: (step_id, tool, expired_since_ms); replay refuses them
+    #: steps whose output snapshot was pruned: (step_id, tool, expired_since_ms); replay refuses
+    # them
     expired: list[tuple[int, str, int]] = dataclasses.field(default_factory=list)
 
     @property
@@ -62,7 +63,8 @@ class Recording:
         )
 
     def http_attempts(self) -> dict[int | None, int] | None:
-        """HTTP attempts per top-level step id (None key: outside tool steps); None without step data."""
+        """HTTP attempts per top-level step id (None key: outside tool steps); None without step
+        data."""
         if not self.http:
             return None
         from replay.http import attempts_by_step, rollup
@@ -93,7 +95,8 @@ def is_cassette_path(source: str) -> bool:
 def load_recording(
     source: str | os.PathLike[str] | Cassette, *, db: str | os.PathLike[str] | None = None
 ) -> Recording:
-    """A recording by run id (from the store `db`, default ``$REPLAY_DB`` / ``./replay.db``) or cassette path.
+    """A recording by run id (from the store `db`, default ``$REPLAY_DB`` / ``./replay.db``) or
+    cassette path.
 
     Raises:
         RunNotFoundError: no such run in the store.
@@ -131,14 +134,21 @@ def load_recording(
             source=f"store:{path}",
             secret_key=store.secret_key,
             http=stored_http(store, run.http_sha),
-            expired=store.expired_steps(run, events),
+            expired=_expired(store, run, events, found),
         )
     finally:
         store.close()
 
 
+def _expired(store: Any, run: Run, events: list[Event], found: Mapping[str, Any]) -> Any:
+    """`Store.expired_steps`, asked only when a step's output is missing from `found`."""
+    if all(e.output_sha in found for e in events if is_step(e) and e.output_sha):
+        return []
+    return store.expired_steps(run, events)
+
+
 def _thaw_snapshot(store: Any, run: Run, sha: str, body: bytes) -> Any:
-    """A stored snapshot's value; a damaged one is named (store, run, sha), never a raw traceback."""
+    """A stored snapshot's value; a damaged one is named (store, run, sha), not a traceback."""
     try:
         return thaw(body)
     except (ValueError, RecursionError) as exc:

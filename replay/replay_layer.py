@@ -28,8 +28,8 @@ from replay.models import Event, Run
 from replay.processors import RedactionConfig, Redactor
 from replay.recorder import Recorder
 from replay.recording import Recording
-from replay.replayed_run import MemorySink
-from replay.run_state import RunState, Step
+from replay.replayed_run import AnsweredStepSink, MemorySink
+from replay.run_state import RunState, Step, StepSink
 from replay.writer import TRUNCATED_TAG
 
 __all__ = ["ON_UNRECORDED", "STUB_MODES", "ReplaySession"]
@@ -72,7 +72,8 @@ def _rebuild_error(body: Any) -> BaseException:
 
 
 def _local_key_for(fingerprint: str | None) -> bytes | None:
-    """The key of the default store (``$REPLAY_DB`` / ``./replay.db``) when a cassette was made with it.
+    """The key of the default store (``$REPLAY_DB`` / ``./replay.db``) when a cassette was made with
+    it.
 
     A developer who exports a run and replays the cassette on the same machine gets the same
     pseudonyms without setting ``$REPLAY_REDACTION_KEY``. Never creates a key file.
@@ -106,7 +107,8 @@ def _replay_key(recording: Recording) -> tuple[bytes, str]:
 
 
 class ReplaySession:
-    """The replay layer of one replay (a `ToolLayer`); installed in a contextvar while the agent runs.
+    """The replay layer of one replay (a `ToolLayer`); installed in a contextvar while the agent
+    runs.
 
     The replayed run is recorded like any run (``replay_of`` set) by `recorder`, into `record_to`
     when given (so ``replay show`` works on it afterwards), else in memory (`MemorySink`).
@@ -167,16 +169,24 @@ class ReplaySession:
         self._index_recording()
 
     def _index_recording(self) -> None:
-        self.index: dict[tuple[str, str], collections.deque[Event]] = collections.defaultdict(
-            collections.deque
-        )
+        # (tool, args_sha) -> the recorded steps with those args, last first (`lookup` pops the
+        # end): a list of one costs a tenth of a deque, and most args occur once.
+        self.index: dict[tuple[str, str], list[Event]] = {}
         self.recorded_tools: dict[str, list[str]] = collections.defaultdict(list)
         # recorded concurrent group -> its id in the replayed run (the first replayed member's step)
         self.groups: dict[int, int] = {}
-        for e in self.recording.steps:
+        index = self.index
+        for e in reversed(self.recording.steps):
             if e.tool is not None and e.args_sha is not None:
-                self.index[(e.tool, e.args_sha)].append(e)
+                key = (e.tool, e.args_sha)
+                same = index.get(key)
+                if same is None:
+                    index[key] = [e]
+                else:
+                    same.append(e)
                 self.recorded_tools[e.tool].append(e.args_sha)
+        for shas in self.recorded_tools.values():
+            shas.reverse()
 
     # ---- the seam ---------------------------------------------------------------------------
 
@@ -231,7 +241,7 @@ class ReplaySession:
         queue = self.index.get((self.redactor.redact_name(spec.name), args_sha))
         if queue:
             try:
-                return queue.popleft()
+                return queue.pop()
             except IndexError:  # emptied by a parallel call between the check and the pop
                 return None
         return None
@@ -313,6 +323,12 @@ class ReplaySession:
             recorded_tools=list(self.recorded_tools),
         )
 
+    def step_sink(self, writer: StepSink) -> StepSink:
+        """Where the replayed run's steps go: answers from the recording straight into memory."""
+        if self.sink is None:
+            return writer
+        return AnsweredStepSink(writer, self.redactor, self.sink)
+
     def replayed(self) -> tuple[Run, list[Event], Mapping[str, tuple[Any, str | None, bool]]]:
         """The replayed run as recorded: its row, its events, the snapshots of its outputs.
 
@@ -334,6 +350,7 @@ class ReplaySession:
             return run, events, self.sink.snapshot_values(shas)
         from replay.store import Store
 
+        assert self.store_path is not None  # no sink: record_to was given
         with Store(self.store_path) as store:
             run = store.get_run(self.replayed_run_id)
             events = store.events(run.run_id)

@@ -8,6 +8,7 @@ just wrote. With ``record_to`` the replay writes to that store as before.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -15,8 +16,10 @@ import orjson
 
 from replay.hashing import thaw
 from replay.models import Event, Run, Usage, trusted_event
+from replay.processors import Redactor
+from replay.writer import StepItem
 
-__all__ = ["MemorySink"]
+__all__ = ["AnsweredStepSink", "MemorySink"]
 
 # The order of the writer's event tuples (`replay.store.EVENT_COLUMNS`, kept in step with it by
 # `tests/integration/test_replay_scale.py`).
@@ -47,6 +50,7 @@ class MemorySink:
         self._rows: list[tuple[Any, ...]] = []
         self._runs: dict[str, Run] = {}
         self._snapshots: dict[str, tuple[bytes, str | None, bool]] = {}
+        self._answered: list[Event] = []  # steps answered from the recording (`AnsweredStepSink`)
 
     def write_rows(
         self,
@@ -70,9 +74,12 @@ class MemorySink:
     def get_run(self, run_id: str) -> Run:
         return self._runs[run_id]
 
+    def add_answered(self, event: Event) -> None:
+        self._answered.append(event)
+
     def events(self, run_id: str) -> list[Event]:
-        """The run's events in the order written: run_start, steps as they finished, stop."""
-        out = []
+        """The run's events in store order: run_start, the steps by step_id, stop."""
+        out = [e for e in self._answered if e.run_id == run_id]
         for row in self._rows:
             if row[0] != run_id:
                 continue
@@ -101,3 +108,51 @@ def _store_order(events: list[Event]) -> list[Event]:
 
 
 _KIND_RANK = {"run_start": 0, "stop": 2}
+
+
+class AnsweredStepSink:
+    """A replay's step sink: a step answered from the recording becomes an `Event` at once.
+
+    Its args were hashed by the replay layer and its output is the recorded snapshot, so the
+    writer would only pseudonymise its names: that is done here, on the replay's own thread,
+    without a queue, a thread switch or a second pass over the rows. Any other step (a stub's
+    answer, an unrecorded call, a live tool) goes to the writer to be redacted and hashed. While
+    the ``replay.events`` logger is on, every step goes to the writer, which logs it.
+    """
+
+    def __init__(self, writer: Any, redactor: Redactor, memory: MemorySink) -> None:
+        self.writer = writer
+        self.memory = memory
+        self._name = redactor.redact_name
+        self._direct = not logging.getLogger("replay.events").isEnabledFor(logging.INFO)
+
+    def submit(self, item: Any) -> None:
+        if not (
+            self._direct
+            and isinstance(item, StepItem)
+            and item.args_sha is not None
+            and item.output_sha is not None
+        ):
+            self.writer.submit(item)
+            return
+        name = self._name
+        self.memory.add_answered(
+            trusted_event(
+                {
+                    "run_id": item.run_id,
+                    "kind": item.kind,
+                    "ts_ms": item.ts_ms,
+                    "step_id": item.step_id,
+                    "tool": name(item.tool),
+                    "args_sha": item.args_sha,
+                    "output_sha": item.output_sha,
+                    "duration_ms": item.duration_ms,
+                    "status": "ok" if item.error is None else "error",
+                    "error": None if item.error is None else name(item.error[0]),
+                    "stop_reason": None,
+                    "usage": item.usage,
+                    "parent_step_id": item.parent_step_id,
+                    "concurrent_group": item.concurrent_group,
+                }
+            )
+        )

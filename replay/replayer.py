@@ -17,7 +17,7 @@ import importlib
 import inspect
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from replay.agents import check_explicit, resolve_agent
 from replay.cassette import Cassette
@@ -45,16 +45,19 @@ _CLOCKS = ("recorded", "real")
 
 
 def resolve_entrypoint(entrypoint: str | None, *, agent_name: str = "?") -> Callable[..., Any]:
-    """Import ``module:qualname`` that the *caller* named (``agent="app.agent:handle"``, ``--agent``).
+    """Import ``module:qualname`` that the *caller* named (``agent="app.agent:handle"``,
+    ``--agent``).
 
     Never call this with an entrypoint read from a recording: that is data, see `resolve_agent`.
 
     Raises:
-        EntrypointError: no entrypoint recorded, module not importable, attribute missing, not callable.
+        EntrypointError: no entrypoint recorded, module not importable, attribute missing, not
+        callable.
     """
     if not entrypoint:
         raise EntrypointError(
-            f"run of agent {agent_name!r} has no recorded entrypoint (it was recorded with rec.run()): "
+            f"run of agent {agent_name!r} has no recorded entrypoint (it was recorded with "
+            "rec.run()): "
             "pass agent=your_function (CLI: --agent module:function)"
         )
     if ":" not in entrypoint:
@@ -64,22 +67,27 @@ def resolve_entrypoint(entrypoint: str | None, *, agent_name: str = "?") -> Call
     module, qualname = entrypoint.split(":", 1)
     if "<locals>" in qualname:
         raise EntrypointError(
-            f"entrypoint {entrypoint} is a function defined inside another function and cannot be imported: "
+            f"entrypoint {entrypoint} is a function defined inside another function and cannot be "
+            "imported: "
             "pass agent= (CLI: --agent module:function) with the function to replay"
         )
     try:
         mod = importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 - any import failure, named with its cause
         raise EntrypointError(
-            f"entrypoint {entrypoint}: module {module!r} cannot be imported ({type(exc).__name__}: {exc}); "
-            "run from the project root, fix the import, or pass agent= (CLI: --agent module:function)"
+            f"entrypoint {entrypoint}: module {module!r} cannot be imported "
+            f"({type(exc).__name__}: {exc}); "
+            "run from the project root, fix the import, or pass agent= (CLI: --agent "
+            "module:function)"
         ) from exc
     obj: Any = mod
     for part in qualname.split("."):
         if not hasattr(obj, part):
             raise EntrypointError(
-                f"entrypoint {entrypoint}: {getattr(obj, '__name__', module)!s} has no attribute {part!r} "
-                "(renamed or moved since the recording?); pass agent= (CLI: --agent module:function)"
+                f"entrypoint {entrypoint}: {getattr(obj, '__name__', module)!s} has no attribute "
+                f"{part!r} "
+                "(renamed or moved since the recording?); pass agent= (CLI: --agent "
+                "module:function)"
             )
         obj = getattr(obj, part)
     if not callable(obj):
@@ -93,7 +101,7 @@ def resolve_entrypoint(entrypoint: str | None, *, agent_name: str = "?") -> Call
                 f"entrypoint {entrypoint} is a method and replay cannot build its instance: "
                 f"pass agent=instance.{qualname.rsplit('.', 1)[1]}"
             )
-    return obj
+    return cast(Callable[..., Any], obj)
 
 
 def _call_args(fn: Callable[..., Any], run: Run) -> tuple[list[Any], dict[str, Any]]:
@@ -142,8 +150,10 @@ def _call_args(fn: Callable[..., Any], run: Run) -> tuple[list[Any], dict[str, A
                 "that the recorded input does not have"
             )
         raise EntrypointError(
-            f"cannot replay run {run.run_id}: {'; '.join(problems)} (the agent's signature changed since "
-            "the recording): give new parameters a default, or pass agent= a wrapper that maps the old input"
+            f"cannot replay run {run.run_id}: {'; '.join(problems)} (the agent's signature "
+            "changed since "
+            "the recording): give new parameters a default, or pass agent= a wrapper that maps "
+            "the old input"
         )
     return args, kwargs
 
@@ -179,7 +189,8 @@ class ReplayResult:
         default_factory=dict
     )
     replayed_events: list[Event] = dataclasses.field(default_factory=list)
-    #: the HTTP requests the recording had no answer for (`replay.errors.UnrecordedRequest`), in order
+    #: the HTTP requests the recording had no answer for (`replay.errors.UnrecordedRequest`), in
+    # order
     unrecorded_http: list[Any] = dataclasses.field(default_factory=list)
     #: (recording's, replay's) redaction key fingerprints when they differ (see `replay.keys`)
     key_mismatch: tuple[str, str] | None = None
@@ -201,7 +212,7 @@ def _prepare(
     agents: Sequence[str] = (),
     project: str | os.PathLike[str] | None = None,
 ) -> tuple[Recording, Callable[..., Any], tuple[list[Any], dict[str, Any]]]:
-    """Load the recording, resolve the agent and rebuild its call: every error before anything runs."""
+    """Load the recording, resolve the agent, rebuild its call: every error before anything runs."""
     recording = source if isinstance(source, Recording) else load_recording(source, db=db)
     fn = resolve_replay_agent(recording.run, agent, agents=agents, project=project)
     return recording, fn, _call_args(fn, recording.run)
@@ -220,7 +231,8 @@ def resolve_replay_agent(
     it, only an agent the project registered under the run's agent name is called.
 
     Raises:
-        EntrypointError: nothing the project registered may be called; the message says how to register it.
+        EntrypointError: nothing the project registered may be called; the message says how to
+        register it.
     """
     if agent is None:
         return resolve_agent(
@@ -246,7 +258,8 @@ def _check_expired(recording: Recording, stubs: Mapping[str, Any] | None) -> Non
         raise ExpiredSnapshotsError(
             recording.run.run_id,
             missing,
-            fix=f"To replay it anyway, answer those tools with stubs ({', '.join(map(repr, tools))})",
+            fix="To replay it anyway, answer those tools with stubs "
+            f"({', '.join(map(repr, tools))})",
         )
 
 
@@ -356,20 +369,23 @@ def replay_run(
     """Replay a recorded run against the code checked out now and diff it with the recording.
 
     Args:
-        source: a run id in the store `db` (default ``$REPLAY_DB``, else ``./replay.db``) or a cassette path.
+        source: a run id in the store `db` (default ``$REPLAY_DB``, else ``./replay.db``) or a
+        cassette path.
         agent: the function to call (or ``"module:function"``); default: the agent the project
             registered under the recording's agent name (see `replay.agents`: a recording is data,
             its entrypoint is never imported unless the project lists its module).
         stubs: tool name -> function answering that tool instead of the recording.
         stub_mode: ``"always"`` (default): a stub answers every call of its tool; ``"miss"``: only
             the calls the recording has no answer for (new args after a fix), the rest replay.
-        on_unrecorded: ``"error"`` raises `UnrecordedCall` inside the agent; ``"none"`` returns None.
+        on_unrecorded: ``"error"`` raises `UnrecordedCall` inside the agent; ``"none"`` returns
+        None.
         ignore: ignore rules for the diff (see `IgnoreRules.parse`).
         ordered: False compares the steps as a multiset (for agents calling tools in parallel).
         record_to: a store to record the replayed run into (``replay_of`` set), kept afterwards so
             ``replay show`` works on it; default: a temporary store, removed after the replay.
         agents: modules (``MODULE`` or ``MODULE:FN``) that register agents, as ``--replay-agent``.
-        project: the project folder whose pyproject.toml lists agent modules (default: the working folder).
+        project: the project folder whose pyproject.toml lists agent modules (default: the working
+        folder).
         allow_network: let the agent open sockets and resolve names (sealed by default).
         allow_subprocess: let the agent start processes (sealed by default).
         clock: ``"recorded"`` (default) runs the agent at the recorded run's wall-clock time
@@ -413,7 +429,8 @@ def replay_run(
 def _check_clock(clock: str) -> None:
     if clock not in _CLOCKS:
         raise ValueError(
-            f"clock={clock!r}: use 'recorded' (the run's own wall-clock time, the default) or 'real'"
+            f"clock={clock!r}: use 'recorded' (the run's own wall-clock time, the default) or "
+            "'real'"
         )
 
 
@@ -422,7 +439,8 @@ def _recorded_clock(recording: Recording, clock: str) -> Iterator[None]:
     """The wall clock set to the recorded run's start, ticking on (time-machine), for the block.
 
     Only wall-clock time travels (``time.time``, ``datetime.now``, ``date.today``, ...):
-    ``time.perf_counter`` and ``time.monotonic`` do not, so recorded durations and timeouts stay real.
+    ``time.perf_counter`` and ``time.monotonic`` do not, so recorded durations and timeouts stay
+    real.
     """
     started = recording.run.started_ms
     if clock == "real" or not started:

@@ -70,7 +70,8 @@ class RunHandle:
     def __enter__(self) -> RunHandle:
         self.state = self.recorder.begin(self)
         self._token = _run.set(self.state)
-        # HTTP layer: per run, only with http=True, never during a replay (the session plays HTTP back).
+        # HTTP layer: per run, only with http=True, never during a replay (the session plays HTTP
+        # back).
         if self.http and self.state.session is None:
             self._http = _start_http(self.state, self.http)
         return self
@@ -106,7 +107,7 @@ def http_options(http: Any, http_match: Sequence[str] | None) -> Any:
 
 
 def _start_http(st: RunState, options: Any = None) -> Any:
-    """Start the run's HTTP capture; a failure warns and records the run without HTTP (fail-open)."""
+    """Start the run's HTTP capture; on failure warn and record the run without HTTP (fail-open)."""
     try:
         from replay.http import HttpOptions, HttpRecording
 

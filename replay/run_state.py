@@ -145,7 +145,7 @@ class RunState:
         raise self.tripped
 
     def check_budget(self) -> None:
-        """Trip ``budget_exceeded`` when tokens or spend passed ``max_tokens`` / ``max_spend_usd``."""
+        """Trip ``budget_exceeded`` when tokens or spend pass ``max_tokens`` / ``max_spend_usd``."""
         g = self.guards
         if g.max_tokens is not None and self.tokens_in + self.tokens_out > g.max_tokens:
             self.trip(

@@ -70,7 +70,8 @@ class LiveLayer:
             raise
         _step.reset(token)
         if timeout is not None and (time.perf_counter_ns() - step.t0) / 1e9 > timeout:
-            # Could not interrupt it (not the main thread): the call finished late; its result is discarded.
+            # Could not interrupt it (not the main thread): the call finished late; its result is
+            # discarded.
             _timed_out(st, step, timeout)
         st.finish_ok(step, result)
         if spec.kind == "model_result":
