@@ -740,6 +740,19 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
     show_default=True,
     help="The agent's wall clock: the recorded run's time, or the real one.",
 )
+@click.option(
+    "--match",
+    "match_opts",
+    multiple=True,
+    metavar="TOOL=sequence|TOOL=ignore:ARG[,ARG]",
+    help="Answer TOOL's calls from the recording even when their args changed (repeatable).",
+)
+@click.option(
+    "--live",
+    multiple=True,
+    metavar="GLOB",
+    help="Run these tools/models for real (names or globs, repeatable); marked in the diff.",
+)
 @json_option
 @click.option("--markdown", is_flag=True, help="Print Markdown (for a CI comment).")
 def run_cmd(
@@ -753,6 +766,8 @@ def run_cmd(
     report_path: str | None,
     record_to: str | None,
     clock: str,
+    match_opts: tuple[str, ...],
+    live: tuple[str, ...],
     as_json: bool,
     markdown: bool,
 ) -> None:
@@ -766,6 +781,7 @@ def run_cmd(
         replay run --last 50 --agent support-agent --report replay-report.md
     """
     from replay.diff import IgnoreRules
+    from replay.replay_modes import parse_match_options
     from replay.replayer import replay_run
     from replay.report import REPORT_SUFFIXES, Outcome, render_report, write_report
 
@@ -783,6 +799,7 @@ def run_cmd(
         )
     try:
         rules = IgnoreRules.parse(list(ignore))
+        match = parse_match_options(match_opts) or None
     except ValueError as exc:
         raise BadInput(str(exc)) from exc
     # Agent modules the project names are imported from the folder `replay` runs in, as
@@ -826,6 +843,8 @@ def run_cmd(
                     ignore=rules,
                     record_to=record_to,
                     clock=clock,
+                    match=match,
+                    live=live or None,
                     agents=list(agent_refs),
                     project=os.getcwd(),
                 )

@@ -14,7 +14,7 @@ import collections
 import inspect
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from replay.binding import ToolSpec
@@ -28,8 +28,10 @@ from replay.models import Event, Run
 from replay.processors import RedactionConfig, Redactor
 from replay.recorder import Recorder
 from replay.recording import Recording
+from replay.replay_modes import LIVE_NOTE, LOOSE_NOTE, LiveTools, parse_match
 from replay.replayed_run import AnsweredStepSink, MemorySink
 from replay.run_state import RunState, Step, StepSink
+from replay.tool_layer import LIVE
 from replay.writer import TRUNCATED_TAG
 
 __all__ = ["ON_UNRECORDED", "STUB_MODES", "ReplaySession"]
@@ -123,6 +125,8 @@ class ReplaySession:
         redaction: RedactionConfig | None = None,
         record_to: str | os.PathLike[str] | None = None,
         stub_mode: str = "always",
+        match: Mapping[str, Any] | None = None,
+        live: Iterable[str] | None = None,
     ) -> None:
         if on_unrecorded not in ON_UNRECORDED:
             raise ValueError(
@@ -138,6 +142,10 @@ class ReplaySession:
         self.stubs = dict(stubs or {})
         self.stub_mode = stub_mode
         self.on_unrecorded = on_unrecorded
+        self.rules = parse_match(match)
+        self.live = LiveTools(live)
+        #: replayed step id -> what the diff notes on it (a live step, a loosely matched one)
+        self.marks: dict[int, str] = {}
         key, source = _replay_key(recording)
         self.redactor = Redactor(key, redaction or RedactionConfig())
         #: (recorded fingerprint, this replay's fingerprint) when they differ, else None
@@ -187,17 +195,29 @@ class ReplaySession:
                 self.recorded_tools[e.tool].append(e.args_sha)
         for shas in self.recorded_tools.values():
             shas.reverse()
+        # Tools with a loose match rule: their recorded steps in order, a cursor, and the steps
+        # already answered (by an exact or a loose match), so none answers twice.
+        self.by_tool: dict[str, list[Event]] = {}
+        self.cursor: dict[str, int] = {}
+        self.taken: set[int] = set()
+        if self.rules:
+            names = {self.redactor.redact_name(tool) for tool in self.rules}
+            for e in self.recording.steps:
+                if e.tool in names:
+                    self.by_tool.setdefault(e.tool, []).append(e)
 
     # ---- the seam ---------------------------------------------------------------------------
 
     def call(
         self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
+        if self.live and self.live.covers(spec.name):
+            return LIVE.run(st, self.enter_live(st, spec, args, kwargs), args, kwargs)
         step = self.enter(st, spec, args, kwargs)
         stub = self.stubs.get(spec.name) if self.stub_mode == "always" else None
         if stub is not None:
             return self.run_stub(st, step, stub, args, kwargs)
-        recorded = self.lookup(spec, step.args_sha or "")
+        recorded = self.find(step)
         if recorded is None:
             return self.miss(st, step, args, kwargs)
         return self.answer(st, step, recorded)
@@ -205,12 +225,14 @@ class ReplaySession:
     async def acall(
         self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
+        if self.live and self.live.covers(spec.name):
+            return await LIVE.arun(st, self.enter_live(st, spec, args, kwargs), args, kwargs)
         stub = self.stubs.get(spec.name)
         if stub is None or not inspect.iscoroutinefunction(stub):
             return self.call(st, spec, args, kwargs)
         step = self.enter(st, spec, args, kwargs)
         if self.stub_mode == "miss":
-            recorded = self.lookup(spec, step.args_sha or "")
+            recorded = self.find(step)
             if recorded is not None:
                 return self.answer(st, step, recorded)
         try:
@@ -234,6 +256,50 @@ class ReplaySession:
     def args_sha(self, frozen_args: bytes) -> str:
         """args_sha of frozen args: redacted with the recording's key, canonical, hashed."""
         return sha_of_canonical(self.redactor.canonical(thaw(frozen_args)))
+
+    def enter_live(
+        self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Step:
+        """Enter a step that runs for real (``live=``): the writer hashes it; the diff marks it."""
+        step = st.enter(spec, args, kwargs)
+        self.marks[step.step_id] = LIVE_NOTE
+        return step
+
+    def find(self, step: Step) -> Event | None:
+        """The recorded step that answers `step`: exact (tool, args_sha), or per a match rule."""
+        spec, sha = step.spec, step.args_sha or ""
+        rule = self.rules.get(spec.name) if self.rules else None
+        if rule is None:
+            return self.lookup(spec, sha)
+        name = self.redactor.redact_name(spec.name)
+        recorded = None if rule.sequence else self._untaken(name, sha)
+        if recorded is None:
+            recorded = self._next_of(name)
+        if recorded is not None:
+            self.taken.add(id(recorded))
+            if recorded.args_sha != sha:
+                self.marks[step.step_id] = LOOSE_NOTE
+        return recorded
+
+    def _untaken(self, name: str, sha: str) -> Event | None:
+        queue = self.index.get((name, sha))
+        while queue:
+            try:
+                e = queue.pop()
+            except IndexError:  # emptied by a parallel call
+                return None
+            if id(e) not in self.taken:
+                return e
+        return None
+
+    def _next_of(self, name: str) -> Event | None:
+        """The tool's next recorded step not answered yet, in recorded order."""
+        steps = self.by_tool.get(name, [])
+        i = self.cursor.get(name, 0)
+        while i < len(steps) and id(steps[i]) in self.taken:
+            i += 1
+        self.cursor[name] = i + 1
+        return steps[i] if i < len(steps) else None
 
     def lookup(self, spec: ToolSpec, args_sha: str) -> Event | None:
         """Take the next recorded step of this tool with these args, None when there is none."""

@@ -16,7 +16,7 @@ import dataclasses
 import importlib
 import inspect
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 from replay.agents import check_explicit, resolve_agent
@@ -194,6 +194,8 @@ class ReplayResult:
     unrecorded_http: list[Any] = dataclasses.field(default_factory=list)
     #: (recording's, replay's) redaction key fingerprints when they differ (see `replay.keys`)
     key_mismatch: tuple[str, str] | None = None
+    #: replayed step id -> "live" (ran for real) or "args changed, answered from recording"
+    marks: dict[int, str] = dataclasses.field(default_factory=dict)
 
     def calls(self, tool: str) -> list[Event]:
         """The replayed steps that called `tool`, in order."""
@@ -242,15 +244,16 @@ def resolve_replay_agent(
     return check_explicit(fn, run.agent, run.run_id)
 
 
-def _check_expired(recording: Recording, stubs: Mapping[str, Any] | None) -> None:
+def _check_expired(recording: Recording, session: ReplaySession) -> None:
     """Refuse, before the agent runs, a replay that would hand it None for a pruned output.
 
-    Steps of a tool answered by a stub need no snapshot.
+    Steps of a tool that a stub always answers, or that runs live, need no snapshot.
 
     Raises:
         ExpiredSnapshotsError: naming each such step and since when its snapshot expired.
     """
-    missing = [s for s in recording.expired if not stubs or s[1] not in stubs]
+    stubs = session.stubs if session.stub_mode == "always" else {}
+    missing = [s for s in recording.expired if s[1] not in stubs and not session.live.covers(s[1])]
     if missing:
         from replay.errors import ExpiredSnapshotsError
 
@@ -328,6 +331,7 @@ def _finish(
         rec_trace = dataclasses.replace(rec_trace, steps=sorted(rec_trace.steps, key=_order_key))
         new_trace = dataclasses.replace(new_trace, steps=sorted(new_trace.steps, key=_order_key))
     diff = diff_traces(rec_trace, new_trace, ignore=rules)
+    _mark(diff, session.marks)
     return ReplayResult(
         stop_reason=replayed.stop_reason,
         steps=steps,
@@ -341,7 +345,20 @@ def _finish(
         replayed_snapshots=snaps,
         replayed_events=events,
         unrecorded_http=list(getattr(session.http_playback, "unrecorded", [])),
+        marks=dict(session.marks),
     )
+
+
+def _mark(diff: RunDiff, marks: Mapping[int, str]) -> None:
+    """Note on each change of a live or loosely matched step what answered it."""
+    if not marks:
+        return
+    for change in diff.changes:
+        step_id = change.replayed.step_id if change.replayed is not None else None
+        note = marks.get(step_id) if step_id is not None else None
+        if note and note not in change.note:
+            change.note = f"{change.note}; {note}" if change.note else note
+            change.detail = f"{change.detail} ({note})" if change.detail else note
 
 
 def _order_key(e: Event) -> tuple[str, str, str, str]:
@@ -365,6 +382,8 @@ def replay_run(
     allow_subprocess: bool = False,
     clock: str = "recorded",
     stub_mode: str = "always",
+    match: Mapping[str, Any] | None = None,
+    live: Iterable[str] | None = None,
 ) -> ReplayResult:
     """Replay a recorded run against the code checked out now and diff it with the recording.
 
@@ -377,6 +396,11 @@ def replay_run(
         stubs: tool name -> function answering that tool instead of the recording.
         stub_mode: ``"always"`` (default): a stub answers every call of its tool; ``"miss"``: only
             the calls the recording has no answer for (new args after a fix), the rest replay.
+        match: tool -> ``"sequence"`` (the n-th call takes the n-th recorded call whatever its
+            args) or ``{"ignore": [ARG, ...]}``; such steps are marked in the diff (see
+            `replay.replay_modes`). Default: exact (tool, args_sha).
+        live: tool names or globs that run for real, recorded and marked ``live`` in the diff;
+            with the HTTP layer their requests still answer from the recording.
         on_unrecorded: ``"error"`` raises `UnrecordedCall` inside the agent; ``"none"`` returns
         None.
         ignore: ignore rules for the diff (see `IgnoreRules.parse`).
@@ -398,11 +422,12 @@ def replay_run(
     """
     _check_clock(clock)
     recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
-    _check_expired(recording, stubs if stub_mode == "always" else None)
-    session = ReplaySession(
+    session = _new_session(
         recording,
         stubs=stubs,
         stub_mode=stub_mode,
+        match=match,
+        live=live,
         on_unrecorded=on_unrecorded,
         redaction=redaction,
         record_to=record_to,
@@ -424,6 +449,17 @@ def replay_run(
         ) as exc:  # sys.exit() in the agent ends it, not the replay
             exception = exc
     return _conclude(session, recording, output, exception, ignore, ordered)
+
+
+def _new_session(recording: Recording, **options: Any) -> ReplaySession:
+    """The replay layer for `recording`; refuses pruned outputs nothing else answers."""
+    session = ReplaySession(recording, **options)
+    try:
+        _check_expired(recording, session)
+    except BaseException:
+        session.close()
+        raise
+    return session
 
 
 def _check_clock(clock: str) -> None:
@@ -521,6 +557,8 @@ async def replay_run_async(
     allow_subprocess: bool = False,
     clock: str = "recorded",
     stub_mode: str = "always",
+    match: Mapping[str, Any] | None = None,
+    live: Iterable[str] | None = None,
 ) -> ReplayResult:
     """`replay_run` for async agents inside a running event loop.
 
@@ -529,11 +567,12 @@ async def replay_run_async(
     """
     _check_clock(clock)
     recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
-    _check_expired(recording, stubs if stub_mode == "always" else None)
-    session = ReplaySession(
+    session = _new_session(
         recording,
         stubs=stubs,
         stub_mode=stub_mode,
+        match=match,
+        live=live,
         on_unrecorded=on_unrecorded,
         redaction=redaction,
         record_to=record_to,

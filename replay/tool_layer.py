@@ -53,7 +53,16 @@ class LiveLayer:
     def call(
         self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        step = st.enter(spec, args, kwargs)
+        return self.run(st, st.enter(spec, args, kwargs), args, kwargs)
+
+    async def acall(
+        self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        return await self.arun(st, st.enter(spec, args, kwargs), args, kwargs)
+
+    def run(self, st: RunState, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run the real function for a step already entered (a replay's live tools use this)."""
+        spec = step.spec
         token = _step.set(step.step_id)
         timeout = spec.timeout_s or st.guards.tool_timeout_s
         try:
@@ -78,10 +87,11 @@ class LiveLayer:
             st.check_budget()
         return result
 
-    async def acall(
-        self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    async def arun(
+        self, st: RunState, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        step = st.enter(spec, args, kwargs)
+        """`run` for an async tool."""
+        spec = step.spec
         token = _step.set(step.step_id)
         timeout = spec.timeout_s or st.guards.tool_timeout_s
         try:

@@ -113,3 +113,146 @@ def test_recorder_takes_guards_as_one_object_or_as_keywords(tmp_path: Path) -> N
         Recorder(str(tmp_path / "c.db"), max_stepz=3)
     for r in (a, b):
         r.close()
+
+
+MODEL_AGENT = '''
+from replay import Recorder
+
+rec = Recorder("replay.db")
+PROMPT = {"text": "summarise the ticket"}
+CALLS = {"crm": 0, "llm": 0}
+
+
+@rec.model("llm")
+def llm(prompt: str) -> dict:
+    CALLS["llm"] += 1
+    return {"answer": "refund", "prompt_len": len(prompt)}
+
+
+@rec.tool("crm.lookup")
+def lookup(customer_id: str) -> dict:
+    CALLS["crm"] += 1
+    return {"id": customer_id, "plan": "pro", "calls": CALLS["crm"]}
+
+
+@rec.agent("model-agent")
+def handle(customer_id: str) -> str:
+    customer = lookup(customer_id)
+    first = llm(PROMPT["text"] + " for " + customer["plan"])
+    second = llm("now write the email")
+    return first["answer"] + "/" + second["answer"]
+'''
+
+
+@pytest.fixture
+def model_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A recorded run of an agent that calls a CRM tool then a model twice, in its own folder."""
+    import importlib
+    import sys
+    import uuid
+
+    name = f"model_agent_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(MODEL_AGENT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    mod = importlib.import_module(name)
+    mod.handle("c-1")
+    mod.rec.flush()
+    run_id = mod.rec.last_run_id
+    mod.CALLS.update(crm=0, llm=0)
+    yield mod, run_id, f"{name}:handle"
+    mod.rec.close()
+    sys.modules.pop(name, None)
+
+
+def test_match_sequence_answers_a_changed_prompt_from_the_recording(model_agent: Any) -> None:
+    """With match={"llm": "sequence"} a fix that changes the prompt still replays, marked in the diff."""
+    mod, run_id, _ = model_agent
+    mod.PROMPT["text"] = "summarise the ticket politely"
+    strict = replay_run(run_id, agent=mod.handle, db=mod.rec.db)
+    assert isinstance(strict.exception, UnrecordedCall)
+    res = replay_run(run_id, agent=mod.handle, db=mod.rec.db, match={"llm": "sequence"})
+    assert res.exception is None and res.output == "refund/refund"
+    assert mod.CALLS["llm"] == 0
+    assert list(res.marks.values()) == ["args changed, answered from recording"]
+    changed = [c for c in res.diff.changes if c.kind == "args_changed"]
+    assert len(changed) == 1 and "answered from recording" in changed[0].note
+    assert "args changed, answered from recording" in res.diff.to_text()
+
+
+def test_match_ignore_answers_the_next_recorded_call_of_the_tool(tmp_path: Path) -> None:
+    """An ignore rule answers a call whose only change is an idempotency key from the recording."""
+    rec = Recorder(str(tmp_path / "replay.db"))
+    key = {"n": 0}
+    sent: list[str] = []
+
+    @rec.tool("email.send")
+    def send(to: str, idempotency_key: str) -> dict[str, Any]:
+        sent.append(to)
+        return {"sent": True, "to": to}
+
+    @rec.agent("mailer")
+    def agent(to: str) -> dict[str, Any]:
+        key["n"] += 1
+        return send(to, idempotency_key=f"key-{key['n']}")
+
+    agent("c-1")
+    rec.flush()
+    run_id = rec.last_run_id
+    sent.clear()
+    res = replay_run(
+        run_id, agent=agent, db=rec.db, match={"email.send": {"ignore": ["idempotency_key"]}}
+    )
+    assert res.exception is None and res.output == {"sent": True, "to": "c-1"}
+    assert sent == []
+    assert list(res.marks.values()) == ["args changed, answered from recording"]
+    rec.close()
+
+
+def test_bad_match_rule_is_refused_naming_the_tool(tmp_path: Path) -> None:
+    """A match rule that is not sequence/exact/ignore is refused before the agent runs."""
+    rec, agent, _mode, run_id = _record(tmp_path)
+    with pytest.raises(ValueError, match=r"match\['email.send'\].*sequence"):
+        replay_run(run_id, agent=agent, db=rec.db, match={"email.send": "fuzzy"})
+    rec.close()
+
+
+def test_live_tool_runs_for_real_and_is_marked_while_the_rest_replays(model_agent: Any) -> None:
+    """live={"crm.*"} runs the CRM tool's body; the model still answers from the recording."""
+    mod, run_id, _ = model_agent
+    mod.CALLS["crm"] = 10  # the live CRM now answers something else than it recorded
+    res = replay_run(run_id, agent=mod.handle, db=mod.rec.db, live={"crm.*"})
+    assert res.exception is None and res.output == "refund/refund"
+    assert mod.CALLS == {"crm": 11, "llm": 0}
+    assert res.marks == {1: "live"}
+    assert [s.tool for s in res.steps] == ["crm.lookup", "llm", "llm"]
+    assert res.steps[0].output_sha is not None
+    # The live answer differs from the recorded one (a call counter): the diff says so, marked.
+    (change,) = [c for c in res.diff.changes if c.replayed is not None and c.replayed.step_id == 1]
+    assert "live" in change.note
+
+
+def test_cli_replay_run_takes_match_and_live(model_agent: Any) -> None:
+    """`replay run --match llm=sequence --live crm.lookup` replays the changed prompt and runs the tool."""
+    import json
+
+    from click.testing import CliRunner
+
+    from replay.cli import cli
+
+    mod, run_id, entry = model_agent
+    mod.PROMPT["text"] = "summarise the ticket politely"
+    db = str(mod.rec.db)
+    res = CliRunner().invoke(
+        cli,
+        ["run", run_id, "--db", db, "--agent", entry, "--match", "llm=sequence", "--json"],
+    )
+    data = json.loads(res.output)
+    assert "answered from recording" in json.dumps(data)
+    assert mod.CALLS["llm"] == 0
+    bad = CliRunner().invoke(cli, ["run", run_id, "--db", db, "--match", "llm"])
+    assert bad.exit_code == 2 and "TOOL=sequence" in bad.output
+    live = CliRunner().invoke(
+        cli, ["run", run_id, "--db", db, "--agent", entry, "--live", "crm.*", "--json"]
+    )
+    assert mod.CALLS["crm"] == 1, live.output
