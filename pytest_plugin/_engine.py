@@ -24,6 +24,7 @@ from pytest_plugin._options import ReplayOptions
 from pytest_plugin.plugin import ReplayFailed, _display, _Source, _State
 from replay.diff import IgnoreRules, RunDiff
 from replay.errors import EntrypointError, ReplayError, StopRun, UnrecordedCall
+from replay.replay_modes import parse_match_options
 from replay.report import Outcome, write_report
 
 if TYPE_CHECKING:
@@ -109,6 +110,11 @@ def load_source(
         options = ReplayOptions(source=src.given, db=str(src.db))
     options.ignore = list(state.ignore)
     options.agents = list(state.agents)
+    options.live = list(state.live)
+    try:
+        options.match = parse_match_options(state.match)
+    except ValueError as exc:
+        raise SourceError(f"{label}: {exc}") from None
     options.max_token_delta_pct = state.max_token_delta_pct
     options.max_spend_delta_pct = state.max_spend_delta_pct
     config.hook.pytest_replay_configure(config=config, options=options)
@@ -312,6 +318,8 @@ def run_item(item: ReplayItem, state: _State, recording: Recording) -> None:
             agent=opts.agent,
             stubs=opts.stubs,
             stub_mode=opts.stub_mode,
+            match=opts.match or None,
+            live=opts.live or None,
             on_unrecorded=opts.on_unrecorded,
             ignore=ignore_rules(opts.ignore),
             ordered=opts.ordered,
@@ -401,6 +409,8 @@ def replay_marked(
         stubs={**(fixture_cfg.get("stubs") or {}), **(kw.get("stubs") or {})},
         ignore=[*state.ignore, fixture_cfg.get("ignore"), kw.get("ignore")],
         stub_mode=merged.get("stub_mode", "always"),
+        match=dict(merged.get("match") or parse_match_options(state.match)),
+        live=list(merged.get("live") or state.live),
         on_unrecorded=merged.get("on_unrecorded", "error"),
         ordered=merged.get("ordered", True),
         agents=list(state.agents),
@@ -418,6 +428,8 @@ def replay_marked(
             agent=options.agent,
             stubs=options.stubs,
             stub_mode=options.stub_mode,
+            match=options.match or None,
+            live=options.live or None,
             on_unrecorded=options.on_unrecorded,
             ignore=ignore_rules(options.ignore),
             ordered=options.ordered,

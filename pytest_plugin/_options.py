@@ -20,6 +20,8 @@ MARKER_KWARGS: tuple[str, ...] = (
     "ordered",
     "stubs",
     "stub_mode",
+    "match",
+    "live",
 )
 ON_UNRECORDED: tuple[str, ...] = ("error", "none")
 
@@ -37,6 +39,8 @@ class ReplayOptions:
             the ini option ``replay_agents``.
         stubs: tool name -> function answering that tool instead of the recording.
         stub_mode: ``"always"``, or ``"miss"``: stubs answer only what the recording cannot.
+        match: tool -> ``"sequence"`` or ``{"ignore": [ARG]}`` (``--replay-match``).
+        live: tools or globs that run for real (``--replay-live``).
         ignore: diff ignore rules (``tool:NAME``, ``field:NAME``, ``output:PATH``).
         on_unrecorded: ``"error"`` raises `UnrecordedCall` in the agent; ``"none"`` answers None.
         ordered: False compares the steps as a multiset (agents calling tools in parallel).
@@ -50,6 +54,8 @@ class ReplayOptions:
     agents: list[str] = dataclasses.field(default_factory=list)
     stubs: dict[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
     stub_mode: str = "always"
+    match: dict[str, Any] = dataclasses.field(default_factory=dict)
+    live: list[str] = dataclasses.field(default_factory=list)
     ignore: list[Any] = dataclasses.field(default_factory=list)
     on_unrecorded: str = "error"
     ordered: bool = True

@@ -106,6 +106,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "project names its module here, in replay_agents or in [tool.agent-replay] agents. Repeatable.",
     )
     group.addoption(
+        "--replay-match",
+        action="append",
+        dest="replay_match",
+        default=[],
+        metavar="TOOL=sequence",
+        help="Answer TOOL's calls from the recording even when their args changed. Repeatable.",
+    )
+    group.addoption(
+        "--replay-live",
+        action="append",
+        dest="replay_live",
+        default=[],
+        metavar="GLOB",
+        help="Tools or models that run for real in replays (names or globs). Repeatable.",
+    )
+    group.addoption(
         "--replay-update",
         action="store_true",
         dest="replay_update",
@@ -224,6 +240,8 @@ class _State:
     max_spend_delta_pct: float
     ignore: list[str]
     agents: list[str]  # --replay-agent, then ini replay_agents
+    match: list[str]  # --replay-match TOOL=RULE
+    live: list[str]  # --replay-live GLOB
     cassettes_dir: Path
     flag_db: Path | None  # --replay-db
     default_db: Path  # REPLAY_DB, else ini replay_db, else replay.db
@@ -348,6 +366,8 @@ def _build_state(config: pytest.Config) -> _State:
         ),
         ignore=list(config.getini("replay_ignore")),
         agents=[*opt.replay_agent_refs, *config.getini("replay_agents")],
+        match=list(opt.replay_match),
+        live=list(opt.replay_live),
         cassettes_dir=cassettes_dir,
         flag_db=flag_db,
         default_db=default_db,

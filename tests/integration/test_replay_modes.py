@@ -87,7 +87,11 @@ def test_stub_mode_miss_without_a_stub_still_raises_unrecorded(tmp_path: Path) -
     rec, agent, mode, run_id = _record(tmp_path)
     mode["subject"] = "refund issued"
     res = replay_run(
-        run_id, agent=agent, db=rec.db, stubs={"crm.lookup": lambda customer_id: {}}, stub_mode="miss"
+        run_id,
+        agent=agent,
+        db=rec.db,
+        stubs={"crm.lookup": lambda customer_id: {}},
+        stub_mode="miss",
     )
     assert isinstance(res.exception, UnrecordedCall)
     assert not res.diff.is_empty
@@ -115,7 +119,7 @@ def test_recorder_takes_guards_as_one_object_or_as_keywords(tmp_path: Path) -> N
         r.close()
 
 
-MODEL_AGENT = '''
+MODEL_AGENT = """
 from replay import Recorder
 
 rec = Recorder("replay.db")
@@ -141,7 +145,7 @@ def handle(customer_id: str) -> str:
     first = llm(PROMPT["text"] + " for " + customer["plan"])
     second = llm("now write the email")
     return first["answer"] + "/" + second["answer"]
-'''
+"""
 
 
 @pytest.fixture
