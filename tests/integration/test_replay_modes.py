@@ -170,7 +170,7 @@ def model_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_match_sequence_answers_a_changed_prompt_from_the_recording(model_agent: Any) -> None:
-    """With match={"llm": "sequence"} a fix that changes the prompt still replays, marked in the diff."""
+    """With match={"llm": "sequence"} a changed prompt still replays, marked in the diff."""
     mod, run_id, _ = model_agent
     mod.PROMPT["text"] = "summarise the ticket politely"
     strict = replay_run(run_id, agent=mod.handle, db=mod.rec.db)
@@ -237,7 +237,7 @@ def test_live_tool_runs_for_real_and_is_marked_while_the_rest_replays(model_agen
 
 
 def test_cli_replay_run_takes_match_and_live(model_agent: Any) -> None:
-    """`replay run --match llm=sequence --live crm.lookup` replays the changed prompt and runs the tool."""
+    """`replay run --match llm=sequence` replays a changed prompt; `--live` runs the tool."""
     import json
 
     from click.testing import CliRunner

@@ -1,4 +1,4 @@
-"""Replay modes from pytest: the marker's stub_mode, match and live, and --replay-match / --replay-live."""
+"""Replay modes from pytest: marker stub_mode, match and live; --replay-match, --replay-live."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def handle(ticket: dict) -> str:
 
 
 def test_replay_match_option_answers_a_changed_prompt(project: Any) -> None:
-    """`--replay-match llm=sequence` answers a model whose prompt a fix changed, marked in the diff."""
+    """`--replay-match llm=sequence` answers a model whose prompt a fix changed, marked."""
     import importlib
     import sys
 
@@ -101,7 +101,7 @@ def test_marker_live_runs_the_tool_for_real_and_marks_it(project: Any) -> None:
 
 
 def test_replay_live_option_runs_the_tool_for_real(project: Any) -> None:
-    """`--replay-live crm.lookup` runs the changed CRM tool for real: its new answer shows, marked."""
+    """`--replay-live crm.lookup` runs the changed CRM tool for real: its new answer shows."""
     run_id = project.record(project.ONE_EMAIL)
     project.write_agent(project.ONE_EMAIL)
     path = project.path / f"{project.module}.py"
