@@ -195,7 +195,7 @@ class ReplayResult:
     #: (recording's, replay's) redaction key fingerprints when they differ (see `replay.keys`)
     key_mismatch: tuple[str, str] | None = None
     #: replayed step id -> "live" (ran for real) or "args changed, answered from recording"
-    marks: dict[int, str] = dataclasses.field(default_factory=dict)
+    marks: dict[int, str] = dataclasses.field(default_factory=dict, repr=False)
 
     def calls(self, tool: str) -> list[Event]:
         """The replayed steps that called `tool`, in order."""
