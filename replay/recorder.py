@@ -400,29 +400,9 @@ class Recorder:
                     http=http,
                 )
 
-            if inspect.iscoroutinefunction(fn):
-
-                @functools.wraps(fn)
-                async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                    async with handle(args, kwargs) as run:
-                        result = await fn(*args, **kwargs)
-                        run.set_output(result)
-                        return result
-
-                awrapper.__replay_agent__ = True  # type: ignore[attr-defined]
-                register_agent(agent_name, awrapper, entrypoint=entry)
-                return cast(F, awrapper)
-
-            @functools.wraps(fn)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                with handle(args, kwargs) as run:
-                    result = fn(*args, **kwargs)
-                    run.set_output(result)
-                    return result
-
-            wrapper.__replay_agent__ = True  # type: ignore[attr-defined]
-            register_agent(agent_name, wrapper, entrypoint=entry)
-            return cast(F, wrapper)
+            wrapped = _agent_wrapper(fn, handle)
+            register_agent(agent_name, wrapped, entrypoint=entry)
+            return wrapped
 
         return deco
 
@@ -614,6 +594,31 @@ class Recorder:
 
         wrapper.__replay_tool__ = spec  # type: ignore[attr-defined]
         return cast(F, wrapper)
+
+
+def _agent_wrapper(fn: F, handle: Callable[[tuple[Any, ...], dict[str, Any]], RunHandle]) -> F:
+    """`fn` run inside ``handle(args, kwargs)``, its return value recorded as the run's output."""
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def awrapper(*args: Any, **kwargs: Any) -> Any:
+            async with handle(args, kwargs) as run:
+                result = await fn(*args, **kwargs)
+                run.set_output(result)
+                return result
+
+        awrapper.__replay_agent__ = True  # type: ignore[attr-defined]  # read by replay._invoke
+        return cast(F, awrapper)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with handle(args, kwargs) as run:
+            result = fn(*args, **kwargs)
+            run.set_output(result)
+            return result
+
+    wrapper.__replay_agent__ = True  # type: ignore[attr-defined]  # read by replay._invoke
+    return cast(F, wrapper)
 
 
 def _guards(guards: Guards | None, legacy: dict[str, Any]) -> Guards:

@@ -420,10 +420,13 @@ def replay_run(
         RunNotFoundError, CassetteDecodeError, EntrypointError, ExpiredSnapshotsError: before
             anything runs (the last when outputs the replay needs were pruned; stubs cover them).
     """
-    _check_clock(clock)
-    recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
-    session = _new_session(
-        recording,
+    session, recording, fn, call = _start(
+        source,
+        agent,
+        db,
+        agents=agents,
+        project=project,
+        clock=clock,
         stubs=stubs,
         stub_mode=stub_mode,
         match=match,
@@ -432,23 +435,55 @@ def replay_run(
         redaction=redaction,
         record_to=record_to,
     )
-    output: Any = None
+    with _agent_running(session, clock, allow_network, allow_subprocess) as out:
+        out.value = _invoke(session, fn, recording, call)
+        if inspect.isawaitable(out.value):
+            out.value = asyncio.run(_await(out.value))
+    return _conclude(session, recording, out.value, out.exception, ignore, ordered)
+
+
+@dataclasses.dataclass
+class _Outcome:
+    """What the agent returned in the replay, or what it raised."""
+
+    value: Any = None
     exception: BaseException | None = None
+
+
+def _start(
+    source: Any,
+    agent: Callable[..., Any] | str | None,
+    db: Any,
+    *,
+    agents: Sequence[str],
+    project: str | os.PathLike[str] | None,
+    clock: str,
+    **options: Any,
+) -> tuple[ReplaySession, Recording, Callable[..., Any], tuple[list[Any], dict[str, Any]]]:
+    """Everything a replay needs before the agent runs; every error is raised here."""
+    _check_clock(clock)
+    recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
+    return _new_session(recording, **options), recording, fn, call
+
+
+@contextlib.contextmanager
+def _agent_running(
+    session: ReplaySession, clock: str, allow_network: bool, allow_subprocess: bool
+) -> Iterator[_Outcome]:
+    """The replay layer installed, the process sealed and the clock set while the agent runs.
+
+    What the agent raises is kept in the outcome, not raised: ``sys.exit()`` in the agent ends
+    it, not the replay.
+    """
+    out = _Outcome()
     with (
         _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess),
-        _recorded_clock(recording, clock),
+        _recorded_clock(session.recording, clock),
     ):
         try:
-            output = _invoke(session, fn, recording, call)
-            if inspect.isawaitable(output):
-                output = asyncio.run(_await(output))
-        except (
-            Exception,
-            StopRun,
-            SystemExit,
-        ) as exc:  # sys.exit() in the agent ends it, not the replay
-            exception = exc
-    return _conclude(session, recording, output, exception, ignore, ordered)
+            yield out
+        except (Exception, StopRun, SystemExit) as exc:
+            out.exception = exc
 
 
 def _new_session(recording: Recording, **options: Any) -> ReplaySession:
@@ -565,10 +600,13 @@ async def replay_run_async(
     With ``clock="recorded"`` the whole process sees the recorded time while the agent runs
     (other tasks of the loop included); pass ``clock="real"`` where that matters.
     """
-    _check_clock(clock)
-    recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
-    session = _new_session(
-        recording,
+    session, recording, fn, call = _start(
+        source,
+        agent,
+        db,
+        agents=agents,
+        project=project,
+        clock=clock,
         stubs=stubs,
         stub_mode=stub_mode,
         match=match,
@@ -577,20 +615,8 @@ async def replay_run_async(
         redaction=redaction,
         record_to=record_to,
     )
-    output: Any = None
-    exception: BaseException | None = None
-    with (
-        _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess),
-        _recorded_clock(recording, clock),
-    ):
-        try:
-            output = _invoke(session, fn, recording, call)
-            if inspect.isawaitable(output):
-                output = await output
-        except (
-            Exception,
-            StopRun,
-            SystemExit,
-        ) as exc:  # sys.exit() in the agent ends it, not the replay
-            exception = exc
-    return _conclude(session, recording, output, exception, ignore, ordered)
+    with _agent_running(session, clock, allow_network, allow_subprocess) as out:
+        out.value = _invoke(session, fn, recording, call)
+        if inspect.isawaitable(out.value):
+            out.value = await out.value
+    return _conclude(session, recording, out.value, out.exception, ignore, ordered)
