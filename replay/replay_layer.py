@@ -212,7 +212,7 @@ class ReplaySession:
         self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         if self.live and self.live.covers(spec.name):
-            return LIVE.run(st, self.enter_live(st, spec, args, kwargs), args, kwargs)
+            return LIVE.call(st, spec, args, kwargs, self.enter_live(st, spec, args, kwargs))
         step = self.enter(st, spec, args, kwargs)
         stub = self.stubs.get(spec.name) if self.stub_mode == "always" else None
         if stub is not None:
@@ -226,7 +226,7 @@ class ReplaySession:
         self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         if self.live and self.live.covers(spec.name):
-            return await LIVE.arun(st, self.enter_live(st, spec, args, kwargs), args, kwargs)
+            return await LIVE.acall(st, spec, args, kwargs, self.enter_live(st, spec, args, kwargs))
         stub = self.stubs.get(spec.name)
         if stub is None or not inspect.iscoroutinefunction(stub):
             return self.call(st, spec, args, kwargs)

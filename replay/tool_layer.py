@@ -51,18 +51,16 @@ class LiveLayer:
     """Recording: the real function runs; its value or exception is recorded and handed back."""
 
     def call(
-        self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        st: RunState,
+        spec: ToolSpec,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        step: Step | None = None,
     ) -> Any:
-        return self.run(st, st.enter(spec, args, kwargs), args, kwargs)
-
-    async def acall(
-        self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        return await self.arun(st, st.enter(spec, args, kwargs), args, kwargs)
-
-    def run(self, st: RunState, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run the real function for a step already entered (a replay's live tools use this)."""
-        spec = step.spec
+        """Run the real function; `step`: entered already (a live tool in a replay)."""
+        if step is None:
+            step = st.enter(spec, args, kwargs)
         token = _step.set(step.step_id)
         timeout = spec.timeout_s or st.guards.tool_timeout_s
         try:
@@ -87,11 +85,17 @@ class LiveLayer:
             st.check_budget()
         return result
 
-    async def arun(
-        self, st: RunState, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]
+    async def acall(
+        self,
+        st: RunState,
+        spec: ToolSpec,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        step: Step | None = None,
     ) -> Any:
-        """`run` for an async tool."""
-        spec = step.spec
+        """`call` for an async tool."""
+        if step is None:
+            step = st.enter(spec, args, kwargs)
         token = _step.set(step.step_id)
         timeout = spec.timeout_s or st.guards.tool_timeout_s
         try:
