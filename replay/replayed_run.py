@@ -17,28 +17,10 @@ import orjson
 from replay.hashing import thaw
 from replay.models import Event, Run, Usage, trusted_event
 from replay.processors import Redactor
+from replay.store import EVENT_COLUMNS
 from replay.writer import StepItem
 
 __all__ = ["AnsweredStepSink", "MemorySink"]
-
-# The order of the writer's event tuples (`replay.store.EVENT_COLUMNS`, kept in step with it by
-# `tests/integration/test_replay_scale.py`).
-_FIELDS = (
-    "run_id",
-    "kind",
-    "ts_ms",
-    "step_id",
-    "tool",
-    "args_sha",
-    "output_sha",
-    "duration_ms",
-    "status",
-    "error",
-    "stop_reason",
-    "usage",
-    "parent_step_id",
-    "concurrent_group",
-)
 
 
 class MemorySink:
@@ -83,7 +65,7 @@ class MemorySink:
         for row in self._rows:
             if row[0] != run_id:
                 continue
-            fields = dict(zip(_FIELDS, row, strict=True))
+            fields = dict(zip(EVENT_COLUMNS, row, strict=True))
             usage = fields["usage"]
             if usage is not None:
                 fields["usage"] = Usage.model_validate(orjson.loads(usage))
