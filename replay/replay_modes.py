@@ -21,7 +21,14 @@ import fnmatch
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["LIVE_NOTE", "LOOSE_NOTE", "LiveTools", "MatchRule", "parse_match", "parse_match_options"]
+__all__ = [
+    "LIVE_NOTE",
+    "LOOSE_NOTE",
+    "LiveTools",
+    "MatchRule",
+    "parse_match",
+    "parse_match_options",
+]
 
 #: The note the diff shows on a step answered from the recording although its args changed.
 LOOSE_NOTE = "args changed, answered from recording"
