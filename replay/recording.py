@@ -8,7 +8,9 @@ too. A recording read from a store the caller trusts loads without validating ev
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,7 +23,7 @@ from replay.guards import default_db
 from replay.hashing import thaw
 from replay.models import Event, Run, is_step
 
-__all__ = ["Outputs", "Recording", "is_cassette_path", "load_recording"]
+__all__ = ["Outputs", "Recording", "gc_paused", "is_cassette_path", "load_recording"]
 
 
 @dataclasses.dataclass
@@ -114,30 +116,52 @@ def load_recording(
         raise RunNotFoundError(src, f"{path} (no such file: record runs first or pass --db)", 0)
     store = Store(path)
     try:
-        run = store.find_run(src)
-        events = store.events(run.run_id, trusted=True)
-        # Read every snapshot replay needs now, in a few queries: the store is closed after loading.
-        shas = [e.output_sha for e in events if e.output_sha] + [
-            run.input_sha or "",
-            run.output_sha or "",
-        ]
-        found = store.snapshots(shas)
-        snaps = {
-            sha: (_thaw_snapshot(store, run, sha, body), type_name, truncated)
-            for sha, (body, type_name, truncated) in found.items()
-        }
-        run = _ordered_input(run, snaps)
-        return Recording(
-            run=run,
-            events=events,
-            snapshots=snaps,
-            source=f"store:{path}",
-            secret_key=store.secret_key,
-            http=stored_http(store, run.http_sha),
-            expired=_expired(store, run, events, found),
-        )
+        with gc_paused():
+            return _from_store(store, src, path)
     finally:
         store.close()
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a long recording is built (no cycles are made).
+
+    Building 100,000 events and snapshots otherwise triggers collections that walk every object
+    made so far, again and again. Only this library's own code runs in the block.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _from_store(store: Any, src: str, path: str) -> Recording:
+    """The recording of run `src` (a unique id prefix) from an open store."""
+    run = store.find_run(src)
+    events = store.events(run.run_id, trusted=True)
+    # Read every snapshot replay needs now, in a few queries: the store is closed after loading.
+    shas = [e.output_sha for e in events if e.output_sha] + [
+        run.input_sha or "",
+        run.output_sha or "",
+    ]
+    found = store.snapshots(shas)
+    snaps = {
+        sha: (_thaw_snapshot(store, run, sha, body), type_name, truncated)
+        for sha, (body, type_name, truncated) in found.items()
+    }
+    run = _ordered_input(run, snaps)
+    return Recording(
+        run=run,
+        events=events,
+        snapshots=snaps,
+        source=f"store:{path}",
+        secret_key=store.secret_key,
+        http=stored_http(store, run.http_sha),
+        expired=_expired(store, run, events, found),
+    )
 
 
 def _expired(store: Any, run: Run, events: list[Event], found: Mapping[str, Any]) -> Any:

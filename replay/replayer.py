@@ -28,7 +28,7 @@ from replay.errors import EntrypointError, StopRun
 from replay.models import Event, Run, Usage, is_step
 from replay.network import sealed
 from replay.processors import RedactionConfig
-from replay.recording import Outputs, Recording, load_recording
+from replay.recording import Outputs, Recording, gc_paused, load_recording
 from replay.replay_layer import ReplaySession
 
 __all__ = [
@@ -588,7 +588,8 @@ def _conclude(
     ordered: bool,
 ) -> ReplayResult:
     try:
-        result = _finish(session, recording, output, exception, ignore, ordered)
+        with gc_paused():  # the replayed run's events and the diff: this library's code only
+            result = _finish(session, recording, output, exception, ignore, ordered)
         result.key_mismatch = session.key_mismatch
         return result
     finally:
