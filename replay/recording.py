@@ -22,6 +22,7 @@ from replay.errors import CorruptRowError, RunNotFoundError
 from replay.guards import default_db
 from replay.hashing import thaw
 from replay.models import Event, Run, is_step
+from replay.store import Store
 
 __all__ = ["Outputs", "Recording", "gc_paused", "is_cassette_path", "load_recording"]
 
@@ -109,8 +110,6 @@ def load_recording(
     src = os.fspath(source)
     if is_cassette_path(src):
         return _from_cassette(load_cassette(src), src)
-    from replay.store import Store
-
     path = os.fspath(db) if db is not None else default_db()
     if not Path(path).exists():
         raise RunNotFoundError(src, f"{path} (no such file: record runs first or pass --db)", 0)

@@ -24,6 +24,7 @@ from replay.fidelity import rebuild_error, rebuild_value
 from replay.guards import default_db, shared_redaction_key
 from replay.hashing import sha_of_canonical, thaw
 from replay.keys import ENV_VAR, RedactionKeyMismatchWarning, key_file_path, mismatch_message
+from replay.keys import fingerprint as fingerprint_of
 from replay.models import Event, Run
 from replay.processors import RedactionConfig, Redactor
 from replay.recorder import Recorder
@@ -31,6 +32,7 @@ from replay.recording import Recording
 from replay.replay_modes import LIVE_NOTE, LOOSE_NOTE, LiveTools, parse_match
 from replay.replayed_run import AnsweredStepSink, MemorySink
 from replay.run_state import RunState, Step, StepSink
+from replay.store import Store
 from replay.tool_layer import LIVE
 from replay.writer import TRUNCATED_TAG
 
@@ -83,13 +85,12 @@ def _local_key_for(fingerprint: str | None) -> bytes | None:
     if not fingerprint:
         return None
     from replay.keys import _read_key_file  # h4 owns keys.py: a public reader is for its release
-    from replay.keys import fingerprint as fp
 
     try:
         key = _read_key_file(key_file_path(default_db()))
     except Exception:  # noqa: BLE001 - an unreadable key file only means: no local key
         return None
-    return key if key is not None and fp(key) == fingerprint else None
+    return key if key is not None and fingerprint_of(key) == fingerprint else None
 
 
 def _replay_key(recording: Recording) -> tuple[bytes, str]:
@@ -414,8 +415,6 @@ class ReplaySession:
             )
             shas = [e.output_sha for e in events] + [run.input_sha, run.output_sha]
             return run, events, self.sink.snapshot_values(shas)
-        from replay.store import Store
-
         assert self.store_path is not None  # no sink: record_to was given
         with Store(self.store_path) as store:
             run = store.get_run(self.replayed_run_id)

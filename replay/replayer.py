@@ -24,7 +24,7 @@ from replay.agents import check_explicit, resolve_agent
 from replay.cassette import Cassette
 from replay.context import _session
 from replay.diff import IgnoreRules, RunDiff, Trace, diff_traces
-from replay.errors import EntrypointError, StopRun
+from replay.errors import EntrypointError, ExpiredSnapshotsError, StopRun
 from replay.models import Event, Run, Usage, is_step
 from replay.network import sealed
 from replay.processors import RedactionConfig
@@ -256,8 +256,6 @@ def _check_expired(recording: Recording, session: ReplaySession) -> None:
     stubs = session.stubs if session.stub_mode == "always" else {}
     missing = [s for s in recording.expired if s[1] not in stubs and not session.live.covers(s[1])]
     if missing:
-        from replay.errors import ExpiredSnapshotsError
-
         tools = sorted({tool for _, tool, _ in missing})
         raise ExpiredSnapshotsError(
             recording.run.run_id,
