@@ -30,6 +30,7 @@ from replay.batch import (
     usage_gates,
 )
 from replay.errors import EntrypointError, ReplayError
+from replay.replay_modes import parse_match_options
 from replay.replayer import Recording, ReplayResult, load_recording, resolve_replay_agent
 from replay.report import Outcome, counts, summary_line, write_report
 
@@ -89,6 +90,11 @@ def load_source(
         options = ReplayOptions(source=src.given, db=str(src.db))
     options.ignore = list(state.ignore)
     options.agents = list(state.agents)
+    options.live = list(state.live)
+    try:
+        options.match = parse_match_options(state.match)
+    except ValueError as exc:
+        raise SourceError(f"{label}: {exc}") from None
     options.max_token_delta_pct = state.max_token_delta_pct
     options.max_spend_delta_pct = state.max_spend_delta_pct
     config.hook.pytest_replay_configure(config=config, options=options)
@@ -229,6 +235,9 @@ def replay_marked(
         agent=merged.get("agent"),
         stubs={**(fixture_cfg.get("stubs") or {}), **(kw.get("stubs") or {})},
         ignore=[*state.ignore, fixture_cfg.get("ignore"), kw.get("ignore")],
+        stub_mode=merged.get("stub_mode", "always"),
+        match=dict(merged.get("match") or parse_match_options(state.match)),
+        live=list(merged.get("live") or state.live),
         on_unrecorded=merged.get("on_unrecorded", "error"),
         ordered=merged.get("ordered", True),
         agents=list(state.agents),

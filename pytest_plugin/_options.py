@@ -12,7 +12,17 @@ from typing import Any
 __all__ = ["MARKER_KWARGS", "ON_UNRECORDED", "ReplayOptions"]
 
 #: The keyword arguments ``@pytest.mark.replay(...)`` and the ``replay_config`` fixture accept.
-MARKER_KWARGS: tuple[str, ...] = ("agent", "db", "ignore", "on_unrecorded", "ordered", "stubs")
+MARKER_KWARGS: tuple[str, ...] = (
+    "agent",
+    "db",
+    "ignore",
+    "on_unrecorded",
+    "ordered",
+    "stubs",
+    "stub_mode",
+    "match",
+    "live",
+)
 ON_UNRECORDED: tuple[str, ...] = ("error", "none")
 
 
@@ -28,6 +38,9 @@ class ReplayOptions:
         agents: modules (``MODULE`` or ``MODULE:FN``) that register agents: ``--replay-agent`` and
             the ini option ``replay_agents``.
         stubs: tool name -> function answering that tool instead of the recording.
+        stub_mode: ``"always"``, or ``"miss"``: stubs answer only what the recording cannot.
+        match: tool -> ``"sequence"`` or ``{"ignore": [ARG]}`` (``--replay-match``).
+        live: tools or globs that run for real (``--replay-live``).
         ignore: diff ignore rules (``tool:NAME``, ``field:NAME``, ``output:PATH``).
         on_unrecorded: ``"error"`` raises `UnrecordedCall` in the agent; ``"none"`` answers None.
         ordered: False compares the steps as a multiset (agents calling tools in parallel).
@@ -40,6 +53,9 @@ class ReplayOptions:
     agent: Callable[..., Any] | str | None = None
     agents: list[str] = dataclasses.field(default_factory=list)
     stubs: dict[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
+    stub_mode: str = "always"
+    match: dict[str, Any] = dataclasses.field(default_factory=dict)
+    live: list[str] = dataclasses.field(default_factory=list)
     ignore: list[Any] = dataclasses.field(default_factory=list)
     on_unrecorded: str = "error"
     ordered: bool = True

@@ -107,6 +107,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "Repeatable.",
     )
     group.addoption(
+        "--replay-match",
+        action="append",
+        dest="replay_match",
+        default=[],
+        metavar="TOOL=sequence",
+        help="Answer TOOL's calls from the recording even when their args changed. Repeatable.",
+    )
+    group.addoption(
+        "--replay-live",
+        action="append",
+        dest="replay_live",
+        default=[],
+        metavar="GLOB",
+        help="Tools or models that run for real in replays (names or globs). Repeatable.",
+    )
+    group.addoption(
         "--replay-update",
         action="store_true",
         dest="replay_update",
@@ -333,6 +349,8 @@ def _build_state(config: pytest.Config) -> State:
         ),
         ignore=list(config.getini("replay_ignore")),
         agents=[*opt.replay_agent_refs, *config.getini("replay_agents")],
+        match=list(opt.replay_match),
+        live=list(opt.replay_live),
         cassettes_dir=cassettes_dir,
         flag_db=flag_db,
         default_db=default_db,

@@ -39,6 +39,8 @@ class State:
     max_spend_delta_pct: float
     ignore: list[str]
     agents: list[str]  # --replay-agent, then ini replay_agents
+    match: list[str]  # --replay-match TOOL=RULE
+    live: list[str]  # --replay-live GLOB
     cassettes_dir: Path
     flag_db: Path | None  # --replay-db
     default_db: Path  # REPLAY_DB, else ini replay_db, else replay.db

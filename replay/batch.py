@@ -79,6 +79,10 @@ class RunOptions:
         project: the project folder (its pyproject.toml names agent modules).
         record_to: keep the replayed runs in this store.
         clock: ``"recorded"`` (the recorded wall clock) or ``"real"``.
+        stub_mode: ``"always"``, or ``"miss"``: stubs answer only what the recording cannot.
+        match: tool -> ``"sequence"`` or ``{"ignore": [ARG]}``: answered from the recording
+            although the args changed.
+        live: tools or globs that run for real during the replay.
     """
 
     agent: Callable[..., Any] | str | None = None
@@ -91,6 +95,9 @@ class RunOptions:
     project: str | os.PathLike[str] | None = None
     record_to: str | None = None
     clock: str = "recorded"
+    stub_mode: str = "always"
+    match: dict[str, Any] = dataclasses.field(default_factory=dict)
+    live: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_fields(cls, source: object, **overrides: Any) -> RunOptions:
@@ -123,6 +130,9 @@ class RunOptions:
             agents=list(self.agents),
             project=self.project,
             clock=self.clock,
+            stub_mode=self.stub_mode,
+            match=self.match or None,
+            live=self.live or None,
         )
 
 

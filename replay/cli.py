@@ -47,6 +47,7 @@ from replay.errors import (
     ReplayError,
 )
 from replay.models import Run
+from replay.replay_modes import parse_match_options
 from replay.report import REPORT_SUFFIXES, Outcome, render_report, summary_line, write_report
 from replay.timeline import load_timeline
 
@@ -629,6 +630,21 @@ def _run_options(f: Any) -> Any:
                 show_default=True,
                 help="The agent's wall clock: the recorded run's time, or the real one.",
             ),
+            click.option(
+                "--match",
+                "match",
+                multiple=True,
+                metavar="TOOL=sequence|TOOL=ignore:ARG[,ARG]",
+                help="Answer TOOL's calls from the recording even when their args changed "
+                "(repeatable).",
+            ),
+            click.option(
+                "--live",
+                multiple=True,
+                metavar="GLOB",
+                help="Run these tools/models for real (names or globs, repeatable); marked in "
+                "the diff.",
+            ),
             _pct_option("--max-token-delta-pct", "tokens"),
             _pct_option("--max-spend-delta-pct", "spend (cost_usd)"),
         ]
@@ -720,6 +736,7 @@ def _batch_options(
         )
     try:
         rules = IgnoreRules.parse(list(run_opts["ignore"]))
+        match = parse_match_options(run_opts.pop("match", ()))
     except ValueError as exc:
         raise BadInput(str(exc)) from exc
     agent_opt = run_opts["agent_opt"]
@@ -735,7 +752,9 @@ def _batch_options(
     as_given: dict[str, Any] = {
         k: list(v) if isinstance(v, tuple) else v for k, v in run_opts.items() if k in fields
     }
-    options = RunOptions(**as_given, agent=entry, db=db, ignore=rules, project=os.getcwd())
+    options = RunOptions(
+        **as_given, agent=entry, db=db, ignore=rules, match=match, project=os.getcwd()
+    )
     gates = usage_gates(run_opts["max_token_delta_pct"], run_opts["max_spend_delta_pct"])
     return options, gates, agent_name
 

@@ -14,6 +14,7 @@ import click
 
 from replay._cli_util import BadInput, echo_json
 from replay.errors import ReplayError
+from replay.models import is_step
 
 __all__ = ["show_detail"]
 
@@ -59,7 +60,7 @@ def _load(run_id: str, db: str) -> tuple[Any, dict[str, Any]]:
 
 
 def _steps(rec: Any) -> list[Any]:
-    return [e for e in rec.events if e.kind in ("tool_result", "model_result")]
+    return [e for e in rec.events if is_step(e, nested=True)]
 
 
 def _output(rec: Any, e: Any) -> Any:

@@ -47,7 +47,7 @@ from typing import Any
 
 from replay._align import Block, align
 from replay.errors import InvalidIgnoreRuleError
-from replay.models import Event, Run, Usage
+from replay.models import Event, Run, Usage, is_step
 from replay.render import GROUP_MARK, ddiff_lines, render_markdown, render_text, short_sha
 
 __all__ = [
@@ -73,7 +73,6 @@ CHANGE_KINDS: tuple[str, ...] = (
     "output_changed",
 )
 
-_STEP_KINDS = ("tool_result", "model_result")
 _KEY_FIELDS = ("kind", "tool", "args_sha", "status", "error")
 #: Fields an ignore rule may name: compared step fields, the step output, the run's final output.
 IGNORABLE_FIELDS: tuple[str, ...] = ("args_sha", "error", "kind", "output", "output_sha", "status")
@@ -125,11 +124,7 @@ class Trace:
         steps that ran inside another tool (``parent_step_id`` set) are left out: a replay answers
         the outer tool from the recording, so its inner calls never happen.
         """
-        steps = [
-            e
-            for e in events
-            if e.kind in _STEP_KINDS and (include_nested or e.parent_step_id is None)
-        ]
+        steps = [e for e in events if is_step(e, nested=include_nested)]
         steps.sort(key=lambda e: (e.step_id is None, e.step_id or 0))
         return cls(run=run, steps=steps, outputs=dict(outputs or {}))
 

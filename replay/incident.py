@@ -17,18 +17,14 @@ import os
 from pathlib import Path
 
 from replay.cassette import Cassette
-from replay.models import Event
+from replay.models import Event, is_step
 
 __all__ = ["incident_test_source", "write_incident_test"]
 
 
 def _top_steps(cassette: Cassette) -> list[Event]:
     # Replay answers a tool called inside another tool together with it: only top-level steps run.
-    return [
-        e
-        for e in cassette.events
-        if e.kind in ("tool_result", "model_result") and e.parent_step_id is None
-    ]
+    return [e for e in cassette.events if is_step(e)]
 
 
 def _doc(value: object) -> str:

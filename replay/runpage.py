@@ -22,7 +22,7 @@ from html import escape
 from typing import Any
 
 from replay.diff import CHANGE_KINDS, RunDiff
-from replay.models import Event, Run
+from replay.models import Event, Run, is_step
 
 __all__ = ["CSP", "render_run_page", "write_run_page"]
 
@@ -100,7 +100,7 @@ def _pretty(value: Any) -> str:
 
 
 def _steps(events: Sequence[Event]) -> list[Event]:
-    return [e for e in events if e.kind in ("tool_result", "model_result")]
+    return [e for e in events if is_step(e, nested=True)]
 
 
 def _output_of(e: Event, snapshots: Mapping[str, Any]) -> tuple[bool, Any]:
