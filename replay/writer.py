@@ -831,16 +831,18 @@ class Writer:
         snapshots: dict[str, tuple[str, bytes, str | None, bool]],
         type_name: str | None,
         frozen: bytes | None = None,
+        check: tuple[bytes, bool] | None = None,
     ) -> tuple[str, bytes]:
         """Redact `value`, store it content-addressed, return (sha, redacted body bytes).
 
         The body keeps the value's own key order (replay hands it back as the tool returned it);
         the sha is over the canonical, sorted form, so hashes join with hand-rolled loggers.
         `frozen` is `value`'s JSON as the agent's path froze it: when redaction changed nothing,
-        it is the body as it is (no second copy, no second serialization).
+        it is the body as it is (no second copy, no second serialization). `check` is
+        ``Redactor.checked(value)`` when the caller already has it.
         """
         assert self._redactor is not None
-        canonical, clean = self._redactor.checked(value)
+        canonical, clean = self._redactor.checked(value) if check is None else check
         digest = sha_of_canonical(canonical)
         if frozen is not None and clean:
             body = frozen  # nothing was redacted
@@ -863,8 +865,16 @@ class Writer:
     ) -> tuple[Any, ...]:
         assert self._redactor is not None
         args_sha = it.args_sha
+        value: Any = None
+        out_check: tuple[bytes, bool] | None = None
         if args_sha is None or self.store_args:
-            args_body = self._redactor.canonical(thaw(it.args), len(it.args))
+            args = thaw(it.args)
+            if it.output_sha is None and it.error is None and it.output is not None:
+                # The common step: args and output through one detector pass.
+                value = thaw(it.output)
+                (args_body, _), out_check = self._redactor.checked_pair(args, value, len(it.args))
+            else:
+                args_body = self._redactor.canonical(args, len(it.args))
             args_sha = sha_of_canonical(args_body)
             if self.store_args and args_sha not in snapshots:
                 snapshots[args_sha] = (args_sha, args_body, "$args", False)
@@ -884,12 +894,13 @@ class Writer:
                     out.update((k, v) for k, v in detail.items() if k not in out)
             output_sha, _ = self._snapshot(out, snapshots, "$error")
         elif it.output is not None:
-            value = thaw(it.output)
+            if out_check is None:
+                value = thaw(it.output)
             type_name = it.type_name
             if it.output_ref is not None:
                 type_name = type_tag(it.output_ref, value)
                 it.output_ref = None
-            output_sha, _ = self._snapshot(value, snapshots, type_name, it.output)
+            output_sha, _ = self._snapshot(value, snapshots, type_name, it.output, out_check)
         else:
             output_sha = None
         red = self._redactor
