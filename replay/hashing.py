@@ -16,6 +16,7 @@ import decimal
 import enum
 import hashlib
 import json
+import math
 import pathlib
 import pickle
 import re
@@ -157,7 +158,35 @@ def freeze_lenient(obj: Any, root: str = "args") -> tuple[bytes, str | None]:
     # first: isascii (most values), then memchr for 0xED (an int needle: a bytes one costs 9x).
     if not frozen.isascii() and 0xED in frozen and not _valid_utf8(frozen):
         return _freeze_placeholders(obj, root)
+    # NaN and infinities: orjson writes them as null (the json fallback as NaN/Infinity). Two
+    # substring tests in C; only a value that has one is walked.
+    if (b"null" in frozen or b"NaN" in frozen or b"Infinity" in frozen) and _maybe_nonfinite(obj):
+        marked, problem = _freeze_placeholders(obj, root)
+        if problem is not None:
+            return marked, problem
     return frozen, None
+
+
+def _maybe_nonfinite(obj: Any) -> bool:
+    """Whether `obj` may hold a NaN or infinite float: False only when a walk of its plain
+    containers found none (anything else, a dataclass or a model, answers True)."""
+    todo = [obj]
+    pop, extend = todo.pop, todo.extend
+    while todo:
+        v = pop()
+        t = type(v)
+        if t is dict:
+            extend(v.values())
+        elif t is list or t is tuple:
+            extend(v)
+        elif t is float:
+            if v - v != 0.0:  # NaN and +-inf (inf - inf is NaN): one float operation
+                return True
+        elif t is not str and t is not int and t is not bool and v is not None:
+            return True
+        if len(todo) > 100_000:  # a pathological value: the lenient walk decides
+            return True
+    return False
 
 
 def _freeze_placeholders(obj: Any, root: str) -> tuple[bytes, str | None]:
@@ -228,6 +257,10 @@ def _lenient(
             return _bad(_type_name(obj), root, path, problems)
     if isinstance(obj, str):
         return _clean_str(str.__str__(obj), root, path, problems)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        # JSON has no NaN or infinity (orjson writes null): a marked placeholder, not a silent null.
+        what = "NaN" if obj != obj else "+inf" if obj > 0 else "-inf"
+        return _bad(what, root, path, problems)
     if obj is None or isinstance(obj, bool | int | float):
         return obj
     if len(path) >= MAX_DEPTH:
