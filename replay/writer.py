@@ -96,7 +96,7 @@ def _check_text(values: tuple[Any, ...]) -> None:
 
 def _label_value(red: Redactor, key: Any, value: Any) -> str:
     """A label or version value as written: secret keys hide it, pattern rules pseudonymize it."""
-    if red._is_secret_key_cached(str(key)):
+    if red.is_secret_key(str(key)):
         return "[REDACTED:secret]"
     return red.redact_name(str(value))
 
@@ -642,6 +642,7 @@ class Writer:
                 rows, run_list, snap_list
             )  # keep the order: later batches queue behind earlier ones
         else:
+            assert self._store is not None  # `spooled` is True without a store
             try:
                 self._store.write_rows(rows, runs=run_list, snapshots=snap_list)
             except Exception as exc:  # noqa: BLE001 - fail open: keep the batch in the spool
