@@ -297,62 +297,73 @@ class Prefilter:
         ):
             mask |= G_B64
         if en & (G_API | G_BEARER | G_AWS | G_TEL | G_KV) or json_text:
-            fold = raw.translate(FOLD)
-            if en & G_BEARER and BEARER_D.search(fold):  # one pass, not two substring tests
-                mask |= G_BEARER
-            # An AWS secret is a 40-character base64 run: look for its context only then.
-            if (
-                en & G_AWS
-                and B64_RUN40 in b64cls
-                and (b"aws" in fold or b"akia" in fold or b"asia" in fold)
-            ):
-                mask |= G_AWS
-            if en & G_TEL and TEL_RX.search(fold):
-                mask |= G_TEL
-            rfold = fold[::-1]
-            if en & G_API and (
-                (b"I" in raw and API_I.search(raw)) or API_R.search(rfold) or YA29_D in raw
-            ):
-                mask |= G_API
-            if self.keys_rx is None:
-                mask |= (G_KEYS if json_text else 0) | (en & G_KV)
-            else:
-                if json_text and self.keys_rx.search(rfold):
-                    mask |= G_KEYS
-                if en & G_KV:
-                    kv_eq, kv_colon = self.kv_json if json_text else self.kv_text
-                    if (b"=" in raw and kv_eq.search(rfold)) or kv_colon.search(rfold):
-                        mask |= G_KV
+            mask |= self._fold_checks(raw, b64cls, json_text)
         if en & (G_DIGITS | G_IBAN) or risky:
-            small = raw.translate(CLASS, G_TO_Z)
-            # Every match of RISKY_FLOAT ends with "0e": a two-byte literal search first.
-            if risky and (b"0.0000" in raw or (b"0e" in small and RISKY_FLOAT.search(small))):
-                mask |= RISKY
-            # The lowercase IBAN regex starts with the literal "00": `re` skips ahead in C to
-            # the few digit pairs (cheaper than a looser gate on `small` that tries every one).
-            if en & G_IBAN and (
-                IBAN_D.search(small) or IBAN_LOWER_D.search(raw.translate(LOWER_CLASS))
-            ):
-                mask |= G_IBAN
-            if en & G_DIGITS:
-                if R2.search(small):
-                    mask |= en & G_DIGITS
-                else:
-                    if en & G_PHONE and b"+" in raw and R3.search(small):
-                        mask |= G_PHONE
-                    if (
-                        en & G_CARD
-                        and Z13 in small
-                        and next(card_runs(raw.translate(CLASS), raw), -1) >= 0
-                    ):
-                        mask |= G_CARD
-                    if (
-                        en & G_PHONE
-                        and not mask & G_PHONE
-                        and b"0000000000" in small
-                        and next(ten_runs(raw.translate(CLASS), raw), -1) >= 0
-                    ):
-                        mask |= G_PHONE
+            mask |= self._class_checks(raw, risky)
+        return mask
+
+    def _fold_checks(self, raw: bytes, b64cls: bytes, json_text: bool) -> int:
+        """`detect` on the case fold: ``bearer``, AWS context, ``tel:``, API-key prefixes, and
+        secret key names (reversed, so each regex starts with a literal)."""
+        en = self.enabled
+        mask = 0
+        fold = raw.translate(FOLD)
+        if en & G_BEARER and BEARER_D.search(fold):  # one pass, not two substring tests
+            mask |= G_BEARER
+        # An AWS secret is a 40-character base64 run: look for its context only then.
+        if (
+            en & G_AWS
+            and B64_RUN40 in b64cls
+            and (b"aws" in fold or b"akia" in fold or b"asia" in fold)
+        ):
+            mask |= G_AWS
+        if en & G_TEL and TEL_RX.search(fold):
+            mask |= G_TEL
+        rfold = fold[::-1]
+        if en & G_API and (
+            (b"I" in raw and API_I.search(raw)) or API_R.search(rfold) or YA29_D in raw
+        ):
+            mask |= G_API
+        if self.keys_rx is None:
+            return mask | (G_KEYS if json_text else 0) | (en & G_KV)
+        if json_text and self.keys_rx.search(rfold):
+            mask |= G_KEYS
+        if en & G_KV:
+            kv_eq, kv_colon = self.kv_json if json_text else self.kv_text
+            if (b"=" in raw and kv_eq.search(rfold)) or kv_colon.search(rfold):
+                mask |= G_KV
+        return mask
+
+    def _class_checks(self, raw: bytes, risky: bool) -> int:
+        """`detect` on the class translation (digits, separators): numbers orjson writes unlike
+        json, IBANs, and the digit rules (cards, SSNs, IPv4, phones)."""
+        en = self.enabled
+        mask = 0
+        small = raw.translate(CLASS, G_TO_Z)
+        # Every match of RISKY_FLOAT ends with "0e": a two-byte literal search first.
+        if risky and (b"0.0000" in raw or (b"0e" in small and RISKY_FLOAT.search(small))):
+            mask |= RISKY
+        # The lowercase IBAN regex starts with the literal "00": `re` skips ahead in C to
+        # the few digit pairs (cheaper than a looser gate on `small` that tries every one).
+        if en & G_IBAN and (
+            IBAN_D.search(small) or IBAN_LOWER_D.search(raw.translate(LOWER_CLASS))
+        ):
+            mask |= G_IBAN
+        if not en & G_DIGITS:
+            return mask
+        if R2.search(small):
+            return mask | (en & G_DIGITS)
+        if en & G_PHONE and b"+" in raw and R3.search(small):
+            mask |= G_PHONE
+        if en & G_CARD and Z13 in small and next(card_runs(raw.translate(CLASS), raw), -1) >= 0:
+            mask |= G_CARD
+        if (
+            en & G_PHONE
+            and not mask & G_PHONE
+            and b"0000000000" in small
+            and next(ten_runs(raw.translate(CLASS), raw), -1) >= 0
+        ):
+            mask |= G_PHONE
         return mask
 
     def locate(self, raw: bytes, starts: list[int], mask: int, flags: dict[int, int]) -> None:

@@ -90,7 +90,9 @@ class RedactionConfig:
         allow: exact values never redacted (a whole string, or a whole match such as
             ``"support@ourco.com"``).
         disabled: default rule names switched off (e.g. ``"ipv4"``).
-        store_args: ``"hash"`` (default) or ``"redacted"``; read by the recorder, ignored here.
+        store_args: ``"hash"`` (default: a step's args are kept as args_sha only) or
+            ``"redacted"`` (their redacted form is stored too, as with
+            ``Recorder(store_args="redacted")``; either setting turns it on).
 
     Raises:
         ValueError: a bad regex, an unknown rule name in ``disabled``, or a bad rule name.
@@ -554,23 +556,7 @@ class Redactor(RuleMatchers):
                     out[k] = self._walk(to_jsonable(x), slots, keys, ints)
             return out
         if t is list or t is tuple:
-            lst: list[Any] = []
-            for i, x in enumerate(v):
-                tx = type(x)
-                if tx is str:
-                    lst.append(x)
-                    slots.append((lst, i, x, False))
-                elif tx is dict or tx is list:
-                    lst.append(self._walk(x, slots, keys, ints))
-                elif tx is int:
-                    lst.append(self._int(x) if ints else x)
-                elif tx is float:
-                    lst.append(x if math.isfinite(x) else None)
-                elif x is None or tx is bool:
-                    lst.append(x)
-                else:
-                    lst.append(self._walk(to_jsonable(x), slots, keys, ints))
-            return lst
+            return self._walk_list(v, slots, keys, ints)
         if t is str:
             # Only reached for a str at the top of a non-plain value converted by to_jsonable.
             return self.redact_text(v)
@@ -581,6 +567,31 @@ class Redactor(RuleMatchers):
         if v is None or t is bool:
             return v
         return self._walk(to_jsonable(v), slots, keys, ints)
+
+    def _walk_list(
+        self,
+        v: list[Any] | tuple[Any, ...],
+        slots: list[tuple[Any, Any, str, bool]],
+        keys: bool,
+        ints: bool,
+    ) -> list[Any]:
+        lst: list[Any] = []
+        for i, x in enumerate(v):
+            tx = type(x)
+            if tx is str:
+                lst.append(x)
+                slots.append((lst, i, x, False))
+            elif tx is dict or tx is list:
+                lst.append(self._walk(x, slots, keys, ints))
+            elif tx is int:
+                lst.append(self._int(x) if ints else x)
+            elif tx is float:
+                lst.append(x if math.isfinite(x) else None)
+            elif x is None or tx is bool:
+                lst.append(x)
+            else:
+                lst.append(self._walk(to_jsonable(x), slots, keys, ints))
+        return lst
 
     def is_secret_key(self, name: str) -> bool:
         """Whether a value under this key name becomes `SECRET_MARKER` (cached per name)."""

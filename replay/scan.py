@@ -18,10 +18,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from replay.errors import CassetteDecodeError, StoreError
+from replay.errors import CassetteDecodeError, ReplayError, StoreError
 from replay.redaction import SECRET_MARKER, Hit, RedactionConfig, Redactor
 
-__all__ = ["FileHit", "heavy_detector", "heavy_settings", "scan_json_file", "scan_sqlite"]
+__all__ = [
+    "FileHit",
+    "ScanInputError",
+    "ScanResult",
+    "heavy_detector",
+    "heavy_settings",
+    "scan_file",
+    "scan_json_file",
+    "scan_paths",
+    "scan_sqlite",
+    "scan_targets",
+]
+
+
+class ScanInputError(ValueError):
+    """What to scan was not given or does not exist (``replay scan`` exits 2 with it)."""
 
 
 @dataclass(frozen=True)
@@ -197,28 +212,7 @@ def scan_sqlite(
             )
         ]
         for table in tables:
-            q = _quote_ident(table)
-            try:
-                cur = con.execute(f"SELECT rowid, * FROM {q}")
-                has_rowid = True
-            except sqlite3.OperationalError:
-                cur = con.execute(f"SELECT * FROM {q}")
-                has_rowid = False
-            columns = [d[0] for d in cur.description][1 if has_rowid else 0 :]
-            secret_cols = {c for c in columns if red.is_secret_key(c)}
-            for n, row in enumerate(cur, 1):
-                rowid, cells = (row[0], row[1:]) if has_rowid else (n, row)
-                where = f"table {table}, {'rowid' if has_rowid else 'row'} {rowid}"
-                for col, cell in zip(columns, cells, strict=True):
-                    if cell is None:
-                        continue
-                    if col in secret_cols:
-                        if cell not in ("", b"", SECRET_MARKER):
-                            hits.append(FileHit(str(p), f"{where}, column {col}", "secret"))
-                        continue
-                    for hit in _scan_cell(red, cell):
-                        loc = f"{where}, column {col}" + (f", {hit.path}" if hit.path else "")
-                        hits.append(FileHit(str(p), loc, hit.rule))
+            hits.extend(_scan_table(con, table, red, str(p)))
     except sqlite3.DatabaseError as e:
         raise StoreError(
             f"cannot read {p} as SQLite ({e}): scan_sqlite reads replay stores; "
@@ -227,3 +221,104 @@ def scan_sqlite(
     finally:
         con.close()
     return hits
+
+
+def _scan_table(con: sqlite3.Connection, table: str, red: Redactor, file: str) -> list[FileHit]:
+    """Every cell of one table: `scan_sqlite`'s hits there."""
+    q = _quote_ident(table)
+    try:
+        cur = con.execute(f"SELECT rowid, * FROM {q}")
+        has_rowid = True
+    except sqlite3.OperationalError:
+        cur = con.execute(f"SELECT * FROM {q}")
+        has_rowid = False
+    columns = [d[0] for d in cur.description][1 if has_rowid else 0 :]
+    secret_cols = {c for c in columns if red.is_secret_key(c)}
+    hits: list[FileHit] = []
+    for n, row in enumerate(cur, 1):
+        rowid, cells = (row[0], row[1:]) if has_rowid else (n, row)
+        where = f"table {table}, {'rowid' if has_rowid else 'row'} {rowid}"
+        for col, cell in zip(columns, cells, strict=True):
+            if cell is None:
+                continue
+            if col in secret_cols:
+                if cell not in ("", b"", SECRET_MARKER):
+                    hits.append(FileHit(file, f"{where}, column {col}", "secret"))
+                continue
+            for hit in _scan_cell(red, cell):
+                loc = f"{where}, column {col}" + (f", {hit.path}" if hit.path else "")
+                hits.append(FileHit(file, loc, hit.rule))
+    return hits
+
+
+@dataclass
+class ScanResult:
+    """What `scan_paths` found: the files it looked at, the hits, and the files it could not read
+    (each ``"<file>: could not read (<why>)"``: the scan is then incomplete)."""
+
+    files: list[Path]
+    hits: list[FileHit]
+    unreadable: list[str]
+
+
+def scan_targets(paths: list[str]) -> list[Path]:
+    """The files `scan_paths` reads: each path as it is, or the ``*.json`` files under a folder.
+
+    Raises:
+        ScanInputError: a path does not exist.
+    """
+    files: list[Path] = []
+    for t in paths:
+        p = Path(t)
+        if not p.exists():
+            raise ScanInputError(f"{t}: no such file or folder")
+        files.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
+    return files
+
+
+def scan_paths(
+    paths: list[str], config: RedactionConfig | None = None, heavy: bool = False
+) -> ScanResult:
+    """Scan SQLite stores, JSON cassettes and folders of cassettes (what ``replay scan`` does).
+
+    A file that cannot be read is named in `ScanResult.unreadable` and the scan goes on.
+    ``heavy`` adds detect-secrets' provider plugins (`heavy_detector` must not be None).
+
+    Raises:
+        ScanInputError: no paths, or a path that does not exist.
+    """
+    if not paths:
+        raise ScanInputError(
+            "nothing to scan: name a store or cassette files (replay scan cassettes/ replay.db)"
+        )
+    files = scan_targets(paths)
+    hits: list[FileHit] = []
+    unreadable: list[str] = []
+    with heavy_settings() if heavy else contextlib.nullcontext():
+        for f in files:
+            try:
+                hits.extend(scan_file(f, config, heavy))
+            except (OSError, ReplayError, ValueError, RecursionError, sqlite3.Error) as exc:
+                # "Could not read" is not "secrets found": name the file, go on.
+                unreadable.append(f"{f}: could not read ({_why(exc)})")
+    return ScanResult(files, hits, unreadable)
+
+
+def scan_file(
+    path: str | Path, config: RedactionConfig | None = None, heavy: bool = False
+) -> list[FileHit]:
+    """`scan_sqlite` for a SQLite file (by its header), else `scan_json_file`."""
+    with open(path, "rb") as fh:
+        is_sqlite = fh.read(16) == b"SQLite format 3\x00"
+    if is_sqlite:
+        return scan_sqlite(path, config, heavy=heavy)
+    return scan_json_file(path, config, heavy=heavy)
+
+
+def _why(exc: BaseException) -> str:
+    """Why a file could not be read, without its content: the OS reason, our error, or a type."""
+    if isinstance(exc, ReplayError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__

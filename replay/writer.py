@@ -868,7 +868,9 @@ class Writer:
         args_sha = it.args_sha
         value: Any = None
         out_check: tuple[bytes, bool] | None = None
-        if args_sha is None or self.store_args:
+        # Redacted args are kept when the recorder or its RedactionConfig says store_args="redacted".
+        store_args = self.store_args or self._redactor.config.store_args == "redacted"
+        if args_sha is None or store_args:
             args = thaw(it.args)
             if it.output_sha is None and it.error is None and it.output is not None:
                 # The common step: args and output through one detector pass.
@@ -877,7 +879,7 @@ class Writer:
             else:
                 args_body = self._redactor.canonical(args, len(it.args))
             args_sha = sha_of_canonical(args_body)
-            if self.store_args and args_sha not in snapshots:
+            if store_args and args_sha not in snapshots:
                 snapshots[args_sha] = (args_sha, args_body, "$args", False)
         if it.output_sha is not None:
             output_sha: str | None = it.output_sha
