@@ -151,20 +151,26 @@ def freeze_lenient(obj: Any, root: str = "args") -> tuple[bytes, str | None]:
     warning: its path names dict keys only when they look like identifiers (keys can be data).
     """
     try:
-        frozen = freeze(obj)
+        frozen = snapshot_bytes(obj)  # `freeze`, with which encoder it took
+        fast = frozen is not None
+        if frozen is None:
+            frozen = _dumps_ordered(to_jsonable(obj)).encode("utf-8", "surrogatepass")
     except Exception:  # noqa: BLE001 - RecursionError, TypeError, or user code raising: go lenient
         return _freeze_placeholders(obj, root)
     # A lone surrogate survives `freeze` (surrogatepass) as ED A0..BF. Checked in C, cheapest
     # first: isascii (most values), then memchr for 0xED (an int needle: a bytes one costs 9x).
     if not frozen.isascii() and 0xED in frozen and not _valid_utf8(frozen):
         return _freeze_placeholders(obj, root)
-    # NaN and infinities: orjson writes them as null (the json fallback as NaN/Infinity). Two
-    # substring tests in C; only a value that has one is walked.
-    if (b"null" in frozen or b"NaN" in frozen or b"Infinity" in frozen) and _maybe_nonfinite(obj):
+    # NaN and infinities: orjson writes them as null, so a value without a null has none (one
+    # literal search in C); the json fallback writes NaN/Infinity, and is walked.
+    if (not fast or _NULL.search(frozen)) and _maybe_nonfinite(obj):
         marked, problem = _freeze_placeholders(obj, root)
         if problem is not None:
             return marked, problem
     return frozen, None
+
+
+_NULL = re.compile(rb"null")  # `re`'s literal search beats `in` (two-way) on text-heavy JSON
 
 
 def _maybe_nonfinite(obj: Any) -> bool:

@@ -197,3 +197,10 @@ def test_a_nan_inside_a_dataclass_is_found_too() -> None:
     frozen, problem = freeze_lenient({"p": Point(float("nan"))})
     assert problem == 'NaN at args["p"]["x"]'
     assert thaw(frozen) == {"p": {"x": '[unencodable: NaN at args["p"]["x"]]'}}
+
+
+def test_a_nan_beside_a_huge_integer_is_a_placeholder_too() -> None:
+    """A value orjson cannot encode (an int beyond 64 bits) takes the json encoder, whose NaN is also recorded as a placeholder."""
+    frozen, problem = freeze_lenient({"big": 2**70, "x": float("nan")})
+    assert problem == 'NaN at args["x"]'
+    assert thaw(frozen) == {"big": 2**70, "x": '[unencodable: NaN at args["x"]]'}
