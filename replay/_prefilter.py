@@ -135,7 +135,6 @@ B64_CLS = bytes(
     for i in range(256)
 )
 B64_RUN = b"b" * 16
-B64_RUNS = re.compile(rb"bbbbbbbbbbbbbbbb+")  # a literal prefix: `re` searches it like memmem
 
 
 def mixed_case(token: str | bytes) -> bool:
@@ -143,31 +142,36 @@ def mixed_case(token: str | bytes) -> bool:
     return not token.islower() and not token.isupper()
 
 
+def _runs16(cls: bytes) -> Iterator[tuple[int, int]]:
+    """(start, end) of each maximal run of 16+ ``b`` in `cls` (`B64_CLS`), left to right.
+
+    Substring searches in C (`bytes.find`: 16 ``b``, then the next space by memchr), several
+    times cheaper than ``re`` on text where most words are short runs of ``b``.
+    """
+    pos = 0
+    while (i := cls.find(B64_RUN, pos)) >= 0:
+        j = cls.find(b" ", i + 16)
+        if j < 0:
+            j = len(cls)
+        yield i, j
+        pos = j
+
+
 def b64_runs(raw: bytes, cls: bytes) -> Iterator[int]:
-    """Starts of base64 tokens the b64 rule would decode: 16+ characters (with padding a multiple of
-    4), both upper- and lowercase (not a URL path, a word or a hex id)."""
+    """Starts of base64 tokens the b64 rule would decode: 16+ characters (with padding a multiple
+    of 4), both upper- and lowercase (not a URL path, a word or a hex id)."""
     n = len(raw)
-    for m in B64_RUNS.finditer(cls):
-        i, j = m.span()
-        while j < n and j - m.end() < 2 and raw[j] == 61:  # '=' padding
+    for i, end in _runs16(cls):
+        j = end
+        while j < n and j - end < 2 and raw[j] == 61:  # '=' padding
             j += 1
         if (j - i) % 4 == 0 and mixed_case(raw[i:j]):
             yield i
 
 
 def has_b64_run(raw: bytes, cls: bytes) -> bool:
-    """`b64_runs` finds one (a plain loop: cheaper than the generator on the hot path)."""
-    n = len(raw)
-    for m in B64_RUNS.finditer(cls):
-        i, j = m.span()
-        e = j
-        while j < n and j - e < 2 and raw[j] == 61:
-            j += 1
-        if (j - i) % 4 == 0:
-            run = raw[i:j]
-            if not run.islower() and not run.isupper():
-                return True
-    return False
+    """`b64_runs` finds one."""
+    return next(b64_runs(raw, cls), -1) >= 0
 
 
 B64_RUN40 = b"b" * 40
