@@ -88,7 +88,8 @@ def to_jsonable(obj: Any, _path: tuple[Any, ...] = ()) -> Any:
     pydantic model -> ``model_dump(mode="json")``.
 
     Raises:
-        TypeError: for an unsupported type, naming the type and where it sits (``args["items"][3]``).
+        TypeError: for an unsupported type, naming the type and where it sits
+            (``args["items"][3]``).
     """
     if isinstance(obj, _SCALARS):
         if isinstance(obj, enum.Enum):  # IntEnum / StrEnum are also int / str
@@ -105,7 +106,8 @@ def to_jsonable(obj: Any, _path: tuple[Any, ...] = ()) -> Any:
                     )
             out[k] = to_jsonable(v, _path + (k,))
         # Non-str keys become the strings json writes for them, then sort as strings: a recorded
-        # value is frozen to JSON and thawed before hashing, so this is the only order both sides see.
+        # value is frozen to JSON and thawed before hashing, so this is the only order both sides
+        # see.
         if not all(isinstance(k, str) for k in out):
             out = {_key_str(k): v for k, v in out.items()}
         return out
@@ -129,13 +131,16 @@ def to_jsonable(obj: Any, _path: tuple[Any, ...] = ()) -> Any:
 
 #: Every value recording cannot encode faithfully becomes a string starting with this marker.
 PLACEHOLDER_PREFIX = "[unencodable: "
-#: Deeper than this, the lenient encoder stops and records a placeholder (orjson's own limit is 254).
+#: Deeper than this, the lenient encoder stops and records a placeholder (orjson's limit: 254).
 MAX_DEPTH = 200
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 
 
 def placeholder(what: str, path: str) -> str:
-    """The marked placeholder recorded in place of a value: ``[unencodable: cycle at args["x"]["self"]]``."""
+    """The marked placeholder recorded in place of a value.
+
+    For example ``[unencodable: cycle at args["x"]["self"]]``.
+    """
     return f"{PLACEHOLDER_PREFIX}{what} at {path}]"
 
 
@@ -298,32 +303,43 @@ def _lenient(
         except Exception as exc:  # noqa: BLE001 - __iter__ / items() / model_dump raising
             return _bad(f"{_type_name(obj)} raised {type(exc).__name__}", root, path, problems)
         if isinstance(obj, dict):
-            out: dict[str, Any] = {}
-            for k, v in items:
-                if isinstance(k, str):
-                    key = (
-                        _clean_str(k, root, path + ("?",), problems)
-                        if not isinstance(k, enum.Enum)
-                        else str(k.value)
-                    )
-                elif isinstance(k, _SCALARS):
-                    key = _key_str(k)
-                else:
-                    try:
-                        kk = to_jsonable(k)
-                        key = (
-                            _key_str(kk)
-                            if isinstance(kk, _SCALARS)
-                            else f"[unencodable key: {_type_name(k)}]"
-                        )
-                    except Exception:  # noqa: BLE001
-                        key = f"[unencodable key: {_type_name(k)}]"
-                    key = _clean_str(key, root, path + ("?",), problems)
-                out[key] = _lenient(v, path + (key,), stack, problems, root)
-            return out
+            return _lenient_dict(items, path, stack, problems, root)
         return [_lenient(v, path + (i,), stack, problems, root) for i, v in items]
     finally:
         stack.discard(id(obj))
+
+
+def _lenient_dict(
+    items: list[tuple[Any, Any]],
+    path: tuple[Any, ...],
+    stack: set[int],
+    problems: list[str],
+    root: str,
+) -> dict[str, Any]:
+    """`_lenient` of a dict's items: keys as the strings JSON writes (or a placeholder)."""
+    out: dict[str, Any] = {}
+    for k, v in items:
+        if isinstance(k, str):
+            key = (
+                _clean_str(k, root, path + ("?",), problems)
+                if not isinstance(k, enum.Enum)
+                else str(k.value)
+            )
+        elif isinstance(k, _SCALARS):
+            key = _key_str(k)
+        else:
+            try:
+                kk = to_jsonable(k)
+                key = (
+                    _key_str(kk)
+                    if isinstance(kk, _SCALARS)
+                    else f"[unencodable key: {_type_name(k)}]"
+                )
+            except Exception:  # noqa: BLE001
+                key = f"[unencodable key: {_type_name(k)}]"
+            key = _clean_str(key, root, path + ("?",), problems)
+        out[key] = _lenient(v, path + (key,), stack, problems, root)
+    return out
 
 
 def _key_str(k: Any) -> str:
@@ -352,8 +368,8 @@ def canonical_json(obj: Any) -> str:
 
 
 # orjson writes some floats differently from Python's repr (1e16 vs 1e+16, 0.00001 vs 1e-05).
-# Every float token in its output starts the text or follows ':', ',' or '[', so this finds each one that could differ;
-# a false hit inside a string only costs the slower path.
+# Every float token in its output starts the text or follows ':', ',' or '[', so this finds each
+# one that could differ; a false hit inside a string only costs the slower path.
 _RISKY_NUMBER = re.compile(rb"(?:^|[:,\[])-?(?:\d+(?:\.\d+)?[eE]|0\.0000)")
 # With every digit mapped to 0, a risky number needs "0e", "0E" or "0.0000": three substring
 # tests in C settle most outputs without running the regex at all.
