@@ -14,6 +14,7 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
+import gc
 import hashlib
 import json
 import math
@@ -166,9 +167,11 @@ def freeze_lenient(obj: Any, root: str = "args") -> tuple[bytes, str | None]:
     # first: isascii (most values), then memchr for 0xED (an int needle: a bytes one costs 9x).
     if not frozen.isascii() and 0xED in frozen and not _valid_utf8(frozen):
         return _freeze_placeholders(obj, root)
-    # NaN and infinities: orjson writes them as null, so a value without a null has none (one
-    # literal search in C); the json fallback writes NaN/Infinity, and is walked.
-    if (not fast or _NULL.search(frozen)) and _maybe_nonfinite(obj):
+    # NaN and infinities: orjson writes them as null, so a small value without a null has none
+    # (one literal search in C, ~1 ns a byte). A big one (a conversation's history: mostly text)
+    # is walked by `_maybe_nonfinite`, whose cost is per container and value, not per byte. The
+    # json fallback writes NaN/Infinity: always walked.
+    if (not fast or len(frozen) > _SEARCH_MAX or _NULL.search(frozen)) and _maybe_nonfinite(obj):
         marked, problem = _freeze_placeholders(obj, root)
         if problem is not None:
             return marked, problem
@@ -179,25 +182,30 @@ _NULL = re.compile(rb"null")  # `re`'s literal search beats `in` (two-way) on te
 
 
 def _maybe_nonfinite(obj: Any) -> bool:
-    """Whether `obj` may hold a NaN or infinite float: False only when a walk of its plain
-    containers found none (anything else, a dataclass or a model, answers True)."""
-    todo = [obj]
-    pop, extend = todo.pop, todo.extend
-    while todo:
-        v = pop()
-        t = type(v)
-        if t is dict:
-            extend(v.values())
-        elif t is list or t is tuple:
-            extend(v)
-        elif t is float:
-            if v - v != 0.0:  # NaN and +-inf (inf - inf is NaN): one float operation
-                return True
-        elif t is not str and t is not int and t is not bool and v is not None:
+    """Whether `obj` may hold a NaN or infinite float: False only when `obj` is made of dicts,
+    lists, tuples, str, int, bool, None and finite floats (anything else answers True).
+
+    Level by level in C: `gc.get_referents` gives the keys and values of every container of a
+    level in one call (str, int and float have none), and the set of their types says whether a
+    float (then checked) or anything but plain JSON is there. A value orjson encoded has no cycle
+    and at most 255 levels.
+    """
+    level = [obj]
+    referents = gc.get_referents
+    while level:
+        types = set(map(type, level))
+        if not types <= _PLAIN_TYPES_ALL:
             return True
-        if len(todo) > 100_000:  # a pathological value: the lenient walk decides
-            return True
+        if float in types:
+            for v in level:
+                if type(v) is float and v - v != 0.0:  # NaN, +inf, -inf (inf - inf is NaN)
+                    return True
+        level = referents(*level)
     return False
+
+
+_PLAIN_TYPES_ALL = frozenset({dict, list, tuple, str, int, float, bool, type(None)})
+_SEARCH_MAX = 4096  # bytes: above this, `_maybe_nonfinite` is cheaper than a search for null
 
 
 def _freeze_placeholders(obj: Any, root: str) -> tuple[bytes, str | None]:

@@ -204,3 +204,20 @@ def test_a_nan_beside_a_huge_integer_is_a_placeholder_too() -> None:
     frozen, problem = freeze_lenient({"big": 2**70, "x": float("nan")})
     assert problem == 'NaN at args["x"]'
     assert thaw(frozen) == {"big": 2**70, "x": '[unencodable: NaN at args["x"]]'}
+
+
+def test_a_nan_deep_in_a_big_conversation_is_found() -> None:
+    """A NaN inside a long message history (the walked path for big values) is a placeholder; the same history without it is frozen unchanged."""
+    history: list[dict[str, object]] = [
+        {"role": "user", "content": "word " * 40, "meta": {"score": 0.5, "tag": None}}
+        for _ in range(60)
+    ]
+    clean, problem = freeze_lenient({"messages": history})
+    assert problem is None and len(clean) > 8192
+    assert clean == json.dumps({"messages": history}, separators=(",", ":")).encode()
+    history[41] = {"role": "user", "content": "x", "meta": {"score": float("nan"), "tag": None}}
+    frozen, problem = freeze_lenient({"messages": history})
+    assert problem == 'NaN at args["messages"][41]["meta"]["score"]'
+    assert thaw(frozen)["messages"][41]["meta"]["score"] == (
+        '[unencodable: NaN at args["messages"][41]["meta"]["score"]]'
+    )
