@@ -41,7 +41,7 @@ from replay.liveness import HEARTBEAT_S, STALE_MS, pid_alive, this_host
 from replay.models import Event, Run, Usage
 
 if TYPE_CHECKING:
-    from replay.processors import Redactor
+    from replay.redaction import Redactor
     from replay.store import Store
 
 __all__ = ["Writer", "RecordingLossWarning", "TRUNCATED_TAG"]
@@ -98,40 +98,20 @@ def _error_value(it: StepItem, error: tuple[str, str, str]) -> dict[str, Any]:
 
 
 def _run_row(run: Run, stop: bool, ts_ms: int) -> tuple[Any, ...]:
-    """The event row (EVENT_COLUMNS order) of a run's start or its stop."""
+    """The event row (EVENT_COLUMNS order) of a run's start (its input sha in args_sha) or stop."""
+    from replay.store import EVENT_COLUMNS
+
+    cols: dict[str, Any] = {"run_id": run.run_id, "ts_ms": ts_ms}
     if stop:
-        return (
-            run.run_id,
-            "stop",
-            ts_ms,
-            None,
-            None,
-            None,
-            run.output_sha,
-            None,
-            None,
-            None,
-            run.stop_reason,
-            _usage_json(run.usage),
-            None,
-            None,
+        cols.update(
+            kind="stop",
+            output_sha=run.output_sha,
+            stop_reason=run.stop_reason,
+            usage=_usage_json(run.usage),
         )
-    return (
-        run.run_id,
-        "run_start",
-        ts_ms,
-        None,
-        None,
-        run.input_sha,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-    )
+    else:
+        cols.update(kind="run_start", args_sha=run.input_sha)
+    return tuple(cols.get(c) for c in EVENT_COLUMNS)
 
 
 def _check_text(values: tuple[Any, ...]) -> None:
@@ -1042,7 +1022,7 @@ class Writer:
         try:
             red = self._redactor
             if red is None:
-                from replay.processors import Redactor
+                from replay.redaction import Redactor
 
                 red = self._redactor_for_text = getattr(
                     self, "_redactor_for_text", None
