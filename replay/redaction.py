@@ -331,13 +331,16 @@ class Redactor(RuleMatchers):
                 spliced = self._canonical_memo(value)
                 if spliced is not None:
                     return spliced, spliced == raw  # equal bytes: the messages needed nothing
-            mask = self._pre.detect(raw, json_text=True, risky=True)
-            if not mask:
-                return raw, True
-            if mask == RISKY:
-                return canonical_bytes(self(value)), False
-            return canonical_bytes(self._redact_tree(value, mask & ~RISKY)), False
+            return self._finish(value, raw, self._pre.detect(raw, json_text=True, risky=True))
         return canonical_bytes(self(value)), False
+
+    def _finish(self, value: Any, raw: bytes, mask: int) -> tuple[bytes, bool]:
+        """`checked`'s end, from the value's sorted bytes and the detector's mask over them."""
+        if not mask:
+            return raw, True
+        if mask == RISKY:
+            return canonical_bytes(self(value)), False
+        return canonical_bytes(self._redact_tree(value, mask & ~RISKY)), False
 
     def checked_pair(
         self, first: Any, second: Any, first_hint: int | None = None
@@ -346,14 +349,21 @@ class Redactor(RuleMatchers):
 
         When both are small JSON containers, one detector pass runs over both (joined by a
         newline, which no rule matches across): a clean step pays the detector's fixed cost once.
-        Any candidate sends each value through `checked` on its own, so results are identical.
+        After a candidate, `first` is checked on its own; when it is clean, the pair's groups are
+        all `second`'s (a superset of groups redacts the same), else `second` is checked too. The
+        results are those of `checked`, byte for byte.
         """
         if first_hint is None or first_hint < _MEMO_MIN_BYTES:
             raw_a = self._sorted_small(first)
             raw_b = self._sorted_small(second) if raw_a is not None else None
             if raw_b is not None and raw_a is not None:
-                if not self._pre.detect(raw_a + b"\n" + raw_b, json_text=True, risky=True):
+                detect = self._pre.detect
+                mask = detect(raw_a + b"\n" + raw_b, json_text=True, risky=True)
+                if not mask:
                     return (raw_a, True), (raw_b, True)
+                mask_a = detect(raw_a, json_text=True, risky=True)
+                mask_b = detect(raw_b, json_text=True, risky=True) if mask_a else mask
+                return self._finish(first, raw_a, mask_a), self._finish(second, raw_b, mask_b)
         return self.checked(first, first_hint), self.checked(second)
 
     def _sorted_small(self, value: Any) -> bytes | None:
