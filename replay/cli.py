@@ -366,46 +366,19 @@ def scan(paths: tuple[str, ...], db: str, as_json: bool, deep: bool | None) -> N
 
         replay scan cassettes/ replay.db
     """
-    from replay.processors import heavy_detector, heavy_settings, scan_json_file, scan_sqlite
+    from replay.scan import ScanInputError, heavy_detector, scan_paths
 
     available = heavy_detector() is not None
     if deep and not available:
         raise BadInput(
             "--deep needs detect-secrets: pip install 'agent-replay[scan]' (or drop --deep)"
         )
-    heavy = available if deep is None else deep
-
     targets = list(paths) or [p for p in (db, "cassettes") if os.path.exists(p)]
-    if not targets:
-        raise BadInput(
-            "nothing to scan: name a store or cassette files (replay scan cassettes/ replay.db)"
-        )
-    files: list[Path] = []
-    for t in targets:
-        p = Path(t)
-        if not p.exists():
-            raise BadInput(f"{t}: no such file or folder")
-        files.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
-    hits = []
-    unreadable: list[str] = []
-    with heavy_settings() if heavy else contextlib.nullcontext():
-        for f in files:
-            try:
-                with open(f, "rb") as fh:
-                    is_sqlite = fh.read(16) == b"SQLite format 3\x00"
-                hits.extend(
-                    scan_sqlite(f, heavy=heavy) if is_sqlite else scan_json_file(f, heavy=heavy)
-                )
-            except (OSError, ReplayError, ValueError, RecursionError, sqlite3.Error) as exc:
-                # "Could not read" is not "secrets found": name the file, go on, exit 2 at the end.
-                why = (
-                    exc.strerror
-                    if isinstance(exc, OSError) and exc.strerror
-                    else type(exc).__name__
-                )
-                if isinstance(exc, ReplayError):
-                    why = str(exc)
-                unreadable.append(f"{f}: could not read ({why})")
+    try:
+        result = scan_paths(targets, heavy=available if deep is None else deep)
+    except ScanInputError as exc:
+        raise BadInput(str(exc)) from None
+    files, hits, unreadable = result.files, result.hits, result.unreadable
     if as_json:
         echo_json([{"file": str(h.file), "location": h.location, "rule": h.rule} for h in hits])
     else:
