@@ -1,9 +1,10 @@
-"""The SQLite store on real files: creation, schema versions, batched writes, queries, bad input."""
+"""The store on real SQLite files and a real PostgreSQL server: creation, schema versions, batched writes, queries, bad input."""
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import sqlite3
 import stat
 import threading
@@ -15,6 +16,7 @@ from replay.errors import AmbiguousRunIdError, RunNotFoundError, SchemaVersionEr
 from replay.migrations import SCHEMA_VERSION, STEPS
 from replay.models import Event, Run, Usage, new_run_id
 from replay.store import EVENT_COLUMNS, RUN_COLUMNS, Store
+from replay.store_api import open_store
 
 T0 = 1_780_000_000_000  # a fixed epoch-ms origin for runs in these tests
 DAY = 86_400_000
@@ -78,8 +80,9 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path):
-    with Store(db_path) as s:
+def store(store_url: str):
+    """A new store on each backend (SQLite file, PostgreSQL database): one suite, both run it."""
+    with open_store(store_url) as s:
         yield s
 
 
@@ -101,8 +104,9 @@ def test_new_store_and_its_wal_files_are_private(db_path: Path) -> None:
     assert modes == {"replay.db": 0o600, "replay.db-wal": 0o600, "replay.db-shm": 0o600}
 
 
-def test_store_uses_wal(store: Store, db_path: Path) -> None:
+def test_store_uses_wal(db_path: Path) -> None:
     """The store runs in WAL mode, so readers (the CLI) never block the recorder."""
+    Store(db_path).close()
     conn = sqlite3.connect(db_path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -435,7 +439,7 @@ def test_snapshots_are_stored_once_per_sha(store: Store) -> None:
     snap = ("f" * 24, b'{"answer":42}', "dict", False)
     store.write_batch(events=run_events(rid), snapshots=[snap, snap])
     store.write_batch(snapshots=[("f" * 24, b"other", "str", True)])
-    assert store.db.execute("SELECT count(*) FROM snapshots").fetchone()[0] == 1
+    assert store.query("SELECT count(*) FROM snapshots") == [(1,)]
     assert store.snapshot("f" * 24) == (b'{"answer":42}', "dict", False)
     assert store.snapshot("0" * 24) is None
 
@@ -557,7 +561,9 @@ def test_unknown_run_names_the_store_and_its_run_count(store: Store) -> None:
     store.write_batch(runs=[make_run(), make_run(started_ms=T0 + 1)])
     with pytest.raises(RunNotFoundError) as info:
         store.get_run("r_x")
-    assert str(info.value) == "no run 'r_x' in replay.db (2 runs; list them with `replay runs`)"
+    assert str(info.value) == (
+        f"no run 'r_x' in {store.display_name} (2 runs; list them with `replay runs`)"
+    )
 
 
 def test_find_run_by_unique_prefix(store: Store) -> None:
@@ -579,7 +585,7 @@ def test_find_run_by_unique_prefix(store: Store) -> None:
         and ids[1] in str(info.value)
         and "more characters" in str(info.value)
     )
-    with pytest.raises(RunNotFoundError, match="no run 'r_02' in replay.db"):
+    with pytest.raises(RunNotFoundError, match=f"no run 'r_02' in {re.escape(store.display_name)}"):
         store.find_run("r_02")
 
 
