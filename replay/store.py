@@ -35,9 +35,9 @@ from replay.store_base import (
     PruneResult,
     SnapshotRow,
     StoreBase,
-    now_ms,
     run_row,
 )
+from replay.store_base import now_ms as current_ms
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -391,7 +391,7 @@ class Store(StoreBase):
                 f"EVENT_COLUMNS ({', '.join(EVENT_COLUMNS)}): {bad!r}"
             )
         run_rows = [run_row(r, self._event_ms) for r in runs]
-        expires = now_ms() + self._snapshot_ms
+        expires = current_ms() + self._snapshot_ms
         snap_rows = [
             (
                 sha,
@@ -424,7 +424,7 @@ class Store(StoreBase):
         """
         if not run_ids:
             return
-        now = now_ms() if now_ms is None else int(now_ms)
+        now = current_ms() if now_ms is None else int(now_ms)
         with self._writing("updating run heartbeats") as conn:
             conn.executemany(
                 "UPDATE runs SET last_seen_ms = max(coalesce(last_seen_ms, 0), ?) WHERE run_id = ? AND stop_reason IS NULL",
@@ -489,7 +489,7 @@ class Store(StoreBase):
         """
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: delete at least 1 row per transaction")
-        now = now_ms() if now_ms is None else int(now_ms)
+        now = current_ms() if now_ms is None else int(now_ms)
         p = {"now": now, "n": int(batch_size)}
         if dry_run:
             with self._reading("counting expired records") as conn:
