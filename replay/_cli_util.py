@@ -26,7 +26,7 @@ db_option = click.option(
     envvar="REPLAY_DB",
     default="replay.db",
     show_default="$REPLAY_DB, else ./replay.db",
-    help="The store: a SQLite file.",
+    help="The store: a SQLite file or a postgresql:// URL.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
@@ -37,10 +37,10 @@ def open_store(db: str, *, create: bool = False) -> Store:
         raise BadInput(
             f"no store at {db}: record runs first (Recorder({db!r})), or pass --db PATH / set REPLAY_DB"
         )
-    from replay.store import Store
+    from replay.store_api import open_store as open_any_store
 
     try:
-        return Store(db)
+        return open_any_store(db)
     except ReplayError as exc:
         raise BadInput(f"cannot open the store {db}: {exc}") from exc
 

@@ -125,7 +125,7 @@ def demo(db: str, cassettes_dir: str) -> None:
     from replay.demo_agent.config import VERSIONS, rec, use_version
     from replay.demo_agent.upstream import FakeClock
     from replay.replayer import replay_run
-    from replay.store import Store
+    from replay.store_api import open_store
 
     db_path = Path(db)
     out_dir = Path(cassettes_dir)
@@ -162,7 +162,7 @@ def demo(db: str, cassettes_dir: str) -> None:
         rec.reopen(previous_db)
 
     # ---- everything below reads the store, not the agent's memory ----------------------------
-    store = Store(db_path)
+    store = open_store(db_path)
     try:
         h_runs = [store.get_run(r) for r in healthy.run_ids]
         i_runs = [store.get_run(r) for r in incident.run_ids]

@@ -126,14 +126,14 @@ def load_recording(
     if _is_cassette_path(src):
         return _from_cassette(load_cassette(src), src)
     from replay.recorder import default_db
-    from replay.store import Store
+    from replay.store_api import is_server_url, open_store, store_label
 
     path = os.fspath(db) if db is not None else default_db()
-    if not Path(path).exists():
+    if not is_server_url(path) and not Path(path).exists():
         from replay.errors import RunNotFoundError
 
         raise RunNotFoundError(src, f"{path} (no such file: record runs first or pass --db)", 0)
-    store = Store(path)
+    store = open_store(path)
     try:
         run = store.find_run(src) if hasattr(store, "find_run") else store.get_run(src)
         events = store.events(run.run_id)
@@ -154,7 +154,7 @@ def load_recording(
             run=run,
             events=events,
             snapshots=snaps,
-            source=f"store:{path}",
+            source=f"store:{store_label(path)}",
             secret_key=store.secret_key,
             http=_stored_http(store, run.http_sha),
             expired=store.expired_steps(run, events),
@@ -753,10 +753,10 @@ def _finish(
     ignore: Any,
     ordered: bool,
 ) -> ReplayResult:
-    from replay.store import Store
+    from replay.store_api import open_store
 
     session.recorder.flush()
-    store = Store(session.store_path)
+    store = open_store(session.store_path)
     try:
         if session.replayed_run_id is None:
             raise ReplayError(

@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 from replay.models import Event, Run
 from replay.store_base import PruneResult, SnapshotRow
 
-__all__ = ["StoreAPI", "is_server_url", "open_store", "store_label"]
+__all__ = ["StoreAPI", "is_server_url", "open_store", "server_spool_dir", "store_label"]
 
 _PG_SCHEMES = ("postgresql://", "postgres://")
 
@@ -106,6 +106,24 @@ class StoreAPI(Protocol):
 def is_server_url(db: object) -> bool:
     """Whether `db` names a PostgreSQL store (``postgresql://`` or ``postgres://``)."""
     return isinstance(db, str) and db.lower().startswith(_PG_SCHEMES)
+
+
+def server_spool_dir(url: str) -> str:
+    """Where a recorder spools the batches a server store refused (down, restarting, unreachable).
+
+    ``$REPLAY_SPOOL_DIR`` when set, else a folder of this user for this store in the temporary
+    folder: a server has no folder beside it as a SQLite file has. The writer creates it 0700 and
+    refuses a symlink there.
+    """
+    import hashlib
+    import tempfile
+
+    given = os.environ.get("REPLAY_SPOOL_DIR")
+    if given:
+        return given
+    digest = hashlib.sha256(store_label(url).encode()).hexdigest()[:16]
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return os.path.join(tempfile.gettempdir(), f"agent-replay-{uid}-{digest}.spool")
 
 
 def store_label(db: str | os.PathLike[str]) -> str:
