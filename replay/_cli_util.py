@@ -38,11 +38,12 @@ def open_store(db: str, *, create: bool = False) -> Store:
             f"no store at {db}: record runs first (Recorder({db!r})), or pass --db PATH / set REPLAY_DB"
         )
     from replay.store_api import open_store as open_any_store
+    from replay.store_api import store_label
 
     try:
         return open_any_store(db)
     except ReplayError as exc:
-        raise BadInput(f"cannot open the store {db}: {exc}") from exc
+        raise BadInput(f"cannot open the store {store_label(db)}: {exc}") from exc
 
 
 def echo_json(data: Any) -> None:

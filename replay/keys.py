@@ -238,7 +238,9 @@ def load_or_create_key_file(path: pathlib.Path) -> bytes:
     raise StoreError(f"cannot create or read the key file {path}", path=str(path))
 
 
-def server_store_key(store: str, key_file: str | os.PathLike[str] | None = None) -> tuple[bytes, str]:
+def server_store_key(
+    store: str, key_file: str | os.PathLike[str] | None = None
+) -> tuple[bytes, str]:
     """The key of a store on a server, and where it came from (``"env"`` or ``"file"``).
 
     ``$REPLAY_REDACTION_KEY`` wins; else `key_file`, else ``$REPLAY_REDACTION_KEY_FILE``: that

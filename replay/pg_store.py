@@ -138,7 +138,7 @@ def _hint(err: BaseException) -> str:
         )
     if "deadlock" in msg:
         return "another process wrote the same rows at the same moment: retry"
-    if "null value in column \"seq\"" in msg or "step_id" in msg:
+    if 'null value in column "seq"' in msg or "step_id" in msg:
         return (
             "every tool_result and model_result event needs a step_id (run_start and stop may "
             "have none)"
@@ -198,11 +198,47 @@ class PgStore(StoreBase):
         self._lock = threading.RLock()
         self._conn: psycopg.Connection[Any] | None = None
         self._closed = False
-        self.secret_key, self.key_source = server_store_key(self._safe_url, key_file)
-        self.key_fingerprint = fingerprint(self.secret_key)
+        self._key_file = key_file
+        self._key: tuple[bytes, str] | None = None
         self.stored_fingerprint: str | None = None
         with self._lock:
             self._connection()
+
+    # -- the key ---------------------------------------------------------------------------------
+
+    @property
+    def secret_key(self) -> bytes:
+        """The pseudonym key (`replay.keys.server_store_key`), resolved when first needed: reading
+        runs needs none, so `replay runs` works on a host that does not hold the key.
+
+        Raises:
+            StoreError: no key is configured.
+        """
+        if self._key is None:
+            self._key = server_store_key(self._safe_url, self._key_file)
+        return self._key[0]
+
+    @property
+    def key_source(self) -> str:
+        """``"env"`` or ``"file"``."""
+        self.secret_key  # noqa: B018 - resolves the key
+        assert self._key is not None
+        return self._key[1]
+
+    @property
+    def key_fingerprint(self) -> str:
+        """`replay.keys.fingerprint` of `secret_key`."""
+        return fingerprint(self.secret_key)
+
+    def _record_fingerprint(self, conn: psycopg.Connection[Any]) -> None:
+        """Keep the first writer's key fingerprint in meta (the store never holds the key)."""
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('key_fingerprint', %s) "
+            "ON CONFLICT (key) DO NOTHING",
+            (self.key_fingerprint,),
+        )
+        row = conn.execute("SELECT value FROM meta WHERE key = 'key_fingerprint'").fetchone()
+        self.stored_fingerprint = None if row is None else str(row[0])
 
     # -- naming ----------------------------------------------------------------------------------
 
@@ -289,11 +325,6 @@ class PgStore(StoreBase):
                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         (str(n),),
                     )
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('key_fingerprint', %s) "
-                    "ON CONFLICT (key) DO NOTHING",
-                    (self.key_fingerprint,),
-                )
         row = conn.execute("SELECT value FROM meta WHERE key = 'key_fingerprint'").fetchone()
         self.stored_fingerprint = None if row is None else str(row[0])
 
@@ -424,6 +455,8 @@ class PgStore(StoreBase):
         for attempt in range(_DEADLOCK_RETRIES):
             try:
                 with self._writing("writing a batch") as conn:
+                    if self.stored_fingerprint is None:
+                        self._record_fingerprint(conn)
                     for table, cols, rows, merge in batches:
                         if rows:
                             _copy(conn, f"stage_{table}", cols, rows)

@@ -55,7 +55,7 @@ _ROWS_PER_STATEMENT = 32  # multi-row VALUES: ~1.4x fewer per-row costs than one
 # sqlite3 binds None by failing an adapter lookup (~0.6 us per NULL on CPython 3.11) and an event
 # row has several NULLs. A registered identity adapter takes the fast path; behaviour is unchanged.
 if (type(None), sqlite3.PrepareProtocol) not in sqlite3.adapters:
-    sqlite3.register_adapter(type(None), {}.get)
+    sqlite3.register_adapter(type(None), {}.get)  # type: ignore[arg-type]  # {}.get(x) is None: a C-speed adapter
 
 
 def _hint(err: sqlite3.Error, store: Store) -> str:
@@ -557,7 +557,6 @@ class Store(StoreBase):
         with self._lock:
             self._conn.close()
 
-
     def __enter__(self) -> Store:
         return self
 
@@ -643,5 +642,3 @@ def _delete_events(conn: sqlite3.Connection, keys: list[tuple[Any, Any]], now: i
     before = conn.total_changes
     conn.executemany(_EVENT_DELETE_ONE, [(r, q, now) for r, q in keys])
     return conn.total_changes - before
-
-

@@ -31,13 +31,16 @@ class StoreAPI(Protocol):
     """What every part of agent-replay may call on a store (see docs/ARCHITECTURE.md)."""
 
     dialect: str
-    secret_key: bytes
-    key_source: str
-    key_fingerprint: str
     stored_fingerprint: str | None
     snapshot_days: float
     event_days: float
 
+    @property
+    def secret_key(self) -> bytes: ...
+    @property
+    def key_source(self) -> str: ...
+    @property
+    def key_fingerprint(self) -> str: ...
     @property
     def path(self) -> str | os.PathLike[str]: ...
     @property

@@ -108,7 +108,6 @@ class PruneResult:
     longest_lock_ms: float = dataclasses.field(default=0.0, compare=False)
 
 
-
 def now_ms() -> int:
     """The time now in epoch milliseconds."""
     return int(time.time() * 1000)
@@ -274,12 +273,6 @@ class StoreBase:
 
     #: ``"sqlite"`` or ``"postgresql"``: for the few queries `query` callers write per dialect
     dialect: str = ""
-    #: the pseudonym key in use (never in the store)
-    secret_key: bytes
-    #: where `secret_key` came from: ``"env"``, ``"file"`` or ``"memory"``
-    key_source: str
-    #: `replay.keys.fingerprint` of `secret_key`
-    key_fingerprint: str
     #: the fingerprint the store was first written with (``meta.key_fingerprint``)
     stored_fingerprint: str | None
     snapshot_days: float
@@ -413,7 +406,9 @@ class StoreBase:
                     chunk,
                 ).fetchall():
                     out[sha] = (
-                        bytes(body) if isinstance(body, (bytes, memoryview)) else str(body).encode(),
+                        bytes(body)
+                        if isinstance(body, (bytes, memoryview))
+                        else str(body).encode(),
                         type_name,
                         bool(truncated),
                     )

@@ -28,7 +28,9 @@ def find_pg_bin() -> Path | None:
         return Path(found).resolve().parent
     versions = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
+        key=lambda p: (
+            int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
+        ),
     )
     return Path(versions[-1]).parent if versions else None
 

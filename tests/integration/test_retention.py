@@ -82,7 +82,8 @@ def test_rows_carry_their_expiry(store_url: str) -> None:
         rid = record(s, 1_000_000, snaps=(sha("a"),))
         after = now_ms()
         ev = [
-            r[0] for r in s.query("SELECT expires_at FROM events WHERE run_id = ? ORDER BY seq", [rid])
+            r[0]
+            for r in s.query("SELECT expires_at FROM events WHERE run_id = ? ORDER BY seq", [rid])
         ]
         snap = s.query("SELECT expires_at FROM snapshots")[0][0]
         assert ev == [1_000_000 + 3 * DAY + i for i in range(4)]
@@ -204,7 +205,9 @@ def test_unpinned_runs_expire_again(store: Store) -> None:
 
 def test_pin_of_an_unknown_run_raises(store: Store) -> None:
     """Pinning an id that is not in the store raises RunNotFoundError."""
-    with pytest.raises(RunNotFoundError, match=f"no run 'r_nope' in {re.escape(store.display_name)}"):
+    with pytest.raises(
+        RunNotFoundError, match=f"no run 'r_nope' in {re.escape(store.display_name)}"
+    ):
         store.pin("r_nope")
 
 
@@ -252,7 +255,9 @@ def test_prune_finds_expired_rows_through_the_expiry_index(sqlite_store: Store, 
 
     ((key, cond),) = [(k, c) for t, k, c in _PRUNE if t == table]
     sql = f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} LIMIT :n)"
-    plan = [row[3] for row in sqlite_store.db.execute("EXPLAIN QUERY PLAN " + sql, {"now": 1, "n": 10})]
+    plan = [
+        row[3] for row in sqlite_store.db.execute("EXPLAIN QUERY PLAN " + sql, {"now": 1, "n": 10})
+    ]
     assert any(
         f"SEARCH {table} USING" in p and f"INDEX {table}_expires (expires_at<?)" in p for p in plan
     ), plan
@@ -270,7 +275,9 @@ def test_prune_pages_events_by_primary_key_and_deletes_by_key(sqlite_store: Stor
         )
     ]
     assert "SEARCH events USING PRIMARY KEY ((run_id,seq)>(?,?))" in page, page
-    delete = [r[3] for r in sqlite_store.db.execute("EXPLAIN QUERY PLAN " + _EVENTS_DELETE, ("[]", 1))]
+    delete = [
+        r[3] for r in sqlite_store.db.execute("EXPLAIN QUERY PLAN " + _EVENTS_DELETE, ("[]", 1))
+    ]
     assert any(p.startswith("SEARCH events USING PRIMARY KEY") for p in delete), delete
     assert not any(p.startswith("SCAN events") for p in page + delete)
 
