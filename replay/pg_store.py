@@ -307,26 +307,35 @@ class PgStore(StoreBase):
         """Bring the schema to `SCHEMA_VERSION` (one transaction, one process at a time)."""
         version = self._version(conn)
         if version < SCHEMA_VERSION:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                version = self._version(conn)  # another process may have migrated meanwhile
-                for n, name in enumerate(STEPS[version:], version + 1):
-                    steps = PG_STEPS.get(name)
-                    if steps is None:
-                        raise StoreError(
-                            f"schema step {name} has no PostgreSQL form in replay.migrations."
-                            "PG_STEPS: this agent-replay cannot migrate a PostgreSQL store",
-                            path=self._safe_url,
-                        )
-                    for stmt in steps:
-                        conn.execute(stmt)
-                    conn.execute(
-                        "INSERT INTO meta (key, value) VALUES ('schema_version', %s) "
-                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        (str(n),),
-                    )
+            # A session lock taken before the transaction: the transaction's start then reads
+            # the catalog as the process that migrated before us left it (a lock taken inside it
+            # would leave this connection's cached view of the catalog from before).
+            conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+            try:
+                self._apply_steps(conn)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
         row = conn.execute("SELECT value FROM meta WHERE key = 'key_fingerprint'").fetchone()
         self.stored_fingerprint = None if row is None else str(row[0])
+
+    def _apply_steps(self, conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():
+            version = self._version(conn)  # another process may have migrated meanwhile
+            for n, name in enumerate(STEPS[version:], version + 1):
+                steps = PG_STEPS.get(name)
+                if steps is None:
+                    raise StoreError(
+                        f"schema step {name} has no PostgreSQL form in replay.migrations."
+                        "PG_STEPS: this agent-replay cannot migrate a PostgreSQL store",
+                        path=self._safe_url,
+                    )
+                for stmt in steps:
+                    conn.execute(stmt)
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (str(n),),
+                )
 
     def _version(self, conn: psycopg.Connection[Any]) -> int:
         row = conn.execute(
