@@ -1,5 +1,5 @@
-"""Store ingest speed and size on disk, against raw sqlite3 and sqlite-utils measured in the same run,
-and the PostgreSQL backend against the SQLite store (one process and 4 processes).
+"""Store ingest speed and size on disk, against raw sqlite3 and sqlite-utils measured in the same
+run, and the PostgreSQL backend against the SQLite store (one process and 4 processes).
 
     python benchmarks/bench_store.py
 
@@ -209,7 +209,9 @@ def raw_maker(rows: list[tuple[Any, ...]], *, none_adapter: bool) -> Maker:
 
 def insert_all_maker(rows: list[tuple[Any, ...]]) -> Maker:
     """sqlite-utils' insert_all of dicts into the same plain table."""
-    dicts = [dict(zip(EVENT_COLUMNS, r), expires_at=r[2] + 2_592_000_000) for r in rows]
+    dicts = [
+        dict(zip(EVENT_COLUMNS, r, strict=True), expires_at=r[2] + 2_592_000_000) for r in rows
+    ]
 
     def make(path: Path) -> Callable[[], None]:
         _raw_connection(path).close()
@@ -243,9 +245,12 @@ def write_rows_maker(rows: list[tuple[Any, ...]], runs: list[Run]) -> Maker:
 
 
 def write_batch_maker(rows: list[tuple[Any, ...]], runs: list[Run]) -> Maker:
-    """Store.write_batch with pydantic Events built beforehand (building them is the writer's cost)."""
+    """Store.write_batch with pydantic Events built beforehand (building them is the writer's
+    cost)."""
     events = [
-        Event.model_validate({**dict(zip(EVENT_COLUMNS, r)), "usage": r[11] and json.loads(r[11])})
+        Event.model_validate(
+            {**dict(zip(EVENT_COLUMNS, r, strict=True)), "usage": r[11] and json.loads(r[11])}
+        )
         for r in rows
     ]
     per = BATCH // RUN_LEN
@@ -370,7 +375,9 @@ def _pg_bytes_per_event(url: str, n: int) -> tuple[float, float]:
     return int(row[0]) / n, (int(row[0]) + int(row[1])) / n
 
 
-def pg_figures(rows: list[tuple[Any, ...]], runs: list[Run], sqlite_rate: float) -> list[dict[str, Any]]:
+def pg_figures(
+    rows: list[tuple[Any, ...]], runs: list[Run], sqlite_rate: float
+) -> list[dict[str, Any]]:
     """PostgreSQL ingest (1 and 4 processes) against the SQLite store's, and its bytes per event."""
     admin, server = _pg_admin_url()
     if admin is None:
@@ -392,18 +399,41 @@ def pg_figures(rows: list[tuple[Any, ...]], runs: list[Run], sqlite_rate: float)
     ref = "SQLite store, same run"
     return [
         _row("PostgreSQL write_rows, 1 process", one, "events/s", ref, sqlite_rate, "info", True),
-        _row("SQLite write_rows, 4 processes", sqlite_four, "events/s", ref, sqlite_rate, "info", True),
         _row(
-            "PostgreSQL write_rows, 4 processes", four, "events/s", "SQLite, 4 processes",
-            sqlite_four, "info", True,
+            "SQLite write_rows, 4 processes",
+            sqlite_four,
+            "events/s",
+            ref,
+            sqlite_rate,
+            "info",
+            True,
+        ),
+        _row(
+            "PostgreSQL write_rows, 4 processes",
+            four,
+            "events/s",
+            "SQLite, 4 processes",
+            sqlite_four,
+            "info",
+            True,
         ),  # fmt: skip
         _row(
-            "PostgreSQL bytes per event (events: heap + primary key)", size[0], "B/event", "limit",
-            250, "<= 250", size[0] <= 250,
+            "PostgreSQL bytes per event (events: heap + primary key)",
+            size[0],
+            "B/event",
+            "limit",
+            250,
+            "<= 250",
+            size[0] <= 250,
         ),  # fmt: skip
         _row(
-            "PostgreSQL bytes per event (with run rows and their 6 indexes)", size[1], "B/event",
-            "limit", 250, "<= 250", size[1] <= 250,
+            "PostgreSQL bytes per event (with run rows and their 6 indexes)",
+            size[1],
+            "B/event",
+            "limit",
+            250,
+            "<= 250",
+            size[1] <= 250,
         ),  # fmt: skip
     ]
 
@@ -443,7 +473,8 @@ def run() -> list[dict[str, Any]]:
         _row(
             "store.write_rows (tuples)", fast, "events/s", ref, raw, ">= 200000/s", fast >= 200_000
         ),
-        # The recorder writes through write_rows; write_batch (pydantic Events) is the convenience API.
+        # The recorder writes through write_rows; write_batch (pydantic Events) is the convenience
+        # API.
         _row(
             "store.write_batch (Event objects; not the recorder's path)",
             batch,
@@ -482,11 +513,12 @@ def main() -> None:
     table = [cols] + [tuple("" if r[c] is None else str(r[c]) for c in cols) for r in results]
     widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
     for k, line in enumerate(table):
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
         if k == 0:
             print("  ".join("-" * w for w in widths))
     print(
-        f"\n{N_EVENTS} events, {BATCH} per transaction, best of {REPEATS} round-robin; python {sys.version.split()[0]}, "
+        f"\n{N_EVENTS} events, {BATCH} per transaction, best of {REPEATS} round-robin; python "
+        f"{sys.version.split()[0]}, "
         f"sqlite {sqlite3.sqlite_version}, {os.cpu_count()} cpus"
     )
 

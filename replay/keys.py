@@ -134,7 +134,8 @@ def _read_key_file(path: pathlib.Path) -> bytes | None:
     except FileNotFoundError:
         if path.is_symlink():
             raise StoreError(
-                f"{path} is a dangling symlink: agent-replay does not follow links to its key file; "
+                f"{path} is a dangling symlink: agent-replay does not follow links to its key "
+                f"file; "
                 "remove it (a new key file is then created)",
                 path=str(path),
             ) from None
@@ -142,7 +143,8 @@ def _read_key_file(path: pathlib.Path) -> bytes | None:
     except OSError as e:
         if path.is_symlink():
             raise StoreError(
-                f"{path} is a symlink: agent-replay does not follow links to its key file; replace it "
+                f"{path} is a symlink: agent-replay does not follow links to its key file; "
+                f"replace it "
                 "with the file itself (mode 0600) or set $REPLAY_REDACTION_KEY",
                 path=str(path),
             ) from None
@@ -155,7 +157,8 @@ def _read_key_file(path: pathlib.Path) -> bytes | None:
             )
         if st.st_mode & 0o077:
             raise StoreError(
-                f"the key file {path} can be read by other users (mode {stat.S_IMODE(st.st_mode):04o}): "
+                f"the key file {path} can be read by other users (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}): "
                 f"run `chmod 600 {path}`",
                 path=str(path),
             )

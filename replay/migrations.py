@@ -117,7 +117,8 @@ VIEWS: dict[str, str] = {
         CASE WHEN json_valid(usage) THEN json_extract(usage, '$.cost_usd') END AS cost_usd,
         versions, labels, entrypoint, replay_of, pinned,
         strftime('%Y-%m-%dT%H:%M:%fZ', expires_at / 1000.0, 'unixepoch') AS expires,
-        host, pid, last_seen_ms, key_fingerprint, http_sha, input_sha, output_sha, started_ms, ended_ms
+        host, pid, last_seen_ms, key_fingerprint, http_sha, input_sha, output_sha, started_ms,
+        ended_ms
     FROM runs""",
     "events_view": """CREATE VIEW events_view AS SELECT
         run_id, seq, kind,
@@ -273,8 +274,9 @@ def _set_version(db: Database, version: int) -> None:
 def _move_key_out(db: Database, path: pathlib.Path) -> None:
     """Move a ``meta.secret_key`` (schema 1-3) into the key file beside the store, then erase it.
 
-    The key file is written first: if that fails the transaction rolls back and the key stays. The
-    row is deleted with ``secure_delete`` on, so its bytes are zeroed in the page, not just unlinked.
+    The key file is written first: if that fails the transaction rolls back and the key stays.
+    The row is deleted with ``secure_delete`` on, so its bytes are zeroed in the page, not just
+    unlinked.
     """
     from replay.keys import fingerprint, key_file_path, load_or_create_key_file, write_key_file
 
@@ -381,7 +383,8 @@ def _build(event_ms: int, snapshot_ms: int, path: pathlib.Path) -> Migrations:
         extras = [
             r[0]
             for r in conn.execute(
-                "SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND type IN ('index', 'trigger') "
+                "SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND type IN ('index', "
+                "'trigger') "
                 "AND sql IS NOT NULL"
             )
         ]
@@ -425,7 +428,8 @@ def read_schema_version(conn: sqlite3.Connection, path: pathlib.Path) -> int:
         if foreign:
             shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
             raise StoreError(
-                f"{path} is an SQLite database but not an agent-replay store (it has tables {shown}): "
+                f"{path} is an SQLite database but not an agent-replay store (it has tables "
+                f"{shown}): "
                 "point --db / REPLAY_DB at a new file or at an existing replay.db",
                 path=str(path),
             )
@@ -449,8 +453,9 @@ def read_schema_version(conn: sqlite3.Connection, path: pathlib.Path) -> int:
 def migrate(db: Database, path: pathlib.Path, *, event_ms: int, snapshot_ms: int) -> int:
     """Apply the pending steps. The caller holds a write transaction (BEGIN IMMEDIATE).
 
-    Returns the version before migrating. Steps run in savepoints inside the caller's transaction, so
-    concurrent processes opening a new store do not both create it, and a failing step leaves nothing.
+    Returns the version before migrating. Steps run in savepoints inside the caller's transaction,
+    so concurrent processes opening a new store do not both create it, and a failing step leaves
+    nothing.
     """
     assert db.conn.in_transaction, "migrate() needs the caller's BEGIN IMMEDIATE"
     found = read_schema_version(db.conn, path)

@@ -433,7 +433,7 @@ class PgStore(StoreBase):
         runs: Sequence[Run] = (),
         snapshots: Sequence[SnapshotRow] = (),
     ) -> None:
-        """`write_batch` for events given as tuples in `EVENT_COLUMNS` order (the writer's fast path).
+        """`write_batch` for events as tuples in `EVENT_COLUMNS` order (the writer's fast path).
 
         Raises:
             ValueError: a row does not have ``len(EVENT_COLUMNS)`` items.
@@ -477,7 +477,8 @@ class PgStore(StoreBase):
                 time.sleep(0.01 * (attempt + 1))
 
     def _event_rows(self, events: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-        """Event rows with their seq and expiry, one per (run_id, seq) (the last wins), in key order."""
+        """Event rows with their seq and expiry, one per (run_id, seq) (the last wins), in key
+        order."""
         if events and set(map(len, events)) != {_NCOL}:
             i, bad = next((i, r) for i, r in enumerate(events) if len(r) != _NCOL)
             raise ValueError(

@@ -67,7 +67,8 @@ def _hint(err: sqlite3.Error, store: Store) -> str:
         )
     if "locked" in msg or "busy" in msg:
         return (
-            f"another process held the database longer than the busy timeout ({store.timeout_s:g} s): "
+            f"another process held the database longer than the busy timeout ({store.timeout_s:g} "
+            f"s): "
             "retry, or pass a longer Recorder(timeout_s=...) / Store(timeout_s=...)"
         )
     if "readonly" in msg or "read-only" in msg:
@@ -79,7 +80,10 @@ def _hint(err: sqlite3.Error, store: Store) -> str:
     if "i/o" in msg:
         return "the disk failed a read or write: check the filesystem, then retry"
     if "events.seq" in msg:
-        return "every tool_result and model_result event needs a step_id (run_start and stop may have none)"
+        return (
+            "every tool_result and model_result event needs a step_id (run_start and stop may "
+            "have none)"
+        )
     if "closed" in msg:
         return "open a new Store"
     return "see the SQLite error above"
@@ -170,7 +174,8 @@ class Store(StoreBase):
         """
         if self.path.is_symlink():
             raise StoreError(
-                f"{self.path} is a symbolic link: agent-replay does not open a store through a link "
+                f"{self.path} is a symbolic link: agent-replay does not open a store through a "
+                f"link "
                 "(it could point anywhere); pass the real file's path with --db / REPLAY_DB",
                 path=str(self.path),
             )
@@ -212,7 +217,8 @@ class Store(StoreBase):
         """Refuse an existing path that is a link or a file without the SQLite header."""
         if self.path.is_symlink():
             raise StoreError(
-                f"{self.path} is a symbolic link: agent-replay does not open a store through a link; "
+                f"{self.path} is a symbolic link: agent-replay does not open a store through a "
+                f"link; "
                 "pass the real file's path with --db / REPLAY_DB",
                 path=str(self.path),
             )
@@ -237,7 +243,8 @@ class Store(StoreBase):
         )
 
     def _open(self, memory: bool) -> bytes:
-        """Migrate if needed; return the pseudonym key (see `replay.keys`), never kept in the file."""
+        """Migrate if needed; return the pseudonym key (see `replay.keys`), never kept in the
+        file."""
         conn = self._conn
         # Read the version before anything writes: a newer file is refused untouched.
         version = read_schema_version(conn, self.path)
@@ -271,7 +278,8 @@ class Store(StoreBase):
         return key
 
     def _resolve_key(self, memory: bool) -> bytes:
-        """``$REPLAY_REDACTION_KEY``, else the key file beside the store (created 0600 when missing)."""
+        """``$REPLAY_REDACTION_KEY``, else the key file beside the store (created 0600 when
+        missing)."""
         from replay.keys import env_key, fingerprint, key_file_path, load_or_create_key_file
 
         try:
@@ -295,7 +303,10 @@ class Store(StoreBase):
         def values(j: int) -> str:
             p = [f"?{j * _NCOL + i + 1}" for i in range(_NCOL)]
             run_id, kind, ts, step = p[0], p[1], p[2], p[3]
-            seq = f"CASE {kind} WHEN 'run_start' THEN {START_SEQ} WHEN 'stop' THEN {STOP_SEQ} ELSE {step} END"
+            seq = (
+                f"CASE {kind} WHEN 'run_start' THEN {START_SEQ} WHEN 'stop' THEN {STOP_SEQ} ELSE "
+                f"{step} END"
+            )
             return f"({run_id}, {seq}, {', '.join(p[1:])}, {ts} + {self._event_ms})"
 
         head = (
@@ -373,7 +384,7 @@ class Store(StoreBase):
         runs: Sequence[Run] = (),
         snapshots: Sequence[SnapshotRow] = (),
     ) -> None:
-        """`write_batch` for events given as tuples in `EVENT_COLUMNS` order (the writer's fast path).
+        """`write_batch` for events as tuples in `EVENT_COLUMNS` order (the writer's fast path).
 
         ``usage`` is compact JSON text or None. Rows are not validated beyond their length: the
         caller builds them from the same fields as `Event`.
@@ -427,7 +438,8 @@ class Store(StoreBase):
         now = current_ms() if now_ms is None else int(now_ms)
         with self._writing("updating run heartbeats") as conn:
             conn.executemany(
-                "UPDATE runs SET last_seen_ms = max(coalesce(last_seen_ms, 0), ?) WHERE run_id = ? AND stop_reason IS NULL",
+                "UPDATE runs SET last_seen_ms = max(coalesce(last_seen_ms, 0), ?) WHERE run_id = "
+                "? AND stop_reason IS NULL",
                 [(now, r) for r in run_ids],
             )
 
@@ -527,7 +539,10 @@ class Store(StoreBase):
                         time.sleep(pause_s)
                 counts.append(total)
                 continue
-            sql = f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} LIMIT :n)"
+            sql = (
+                f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} "
+                f"LIMIT :n)"
+            )
             while True:
                 with self._writing("pruning") as conn:
                     t0 = time.perf_counter()
@@ -582,7 +597,8 @@ _UPSERT_RUN = (
     + " ELSE max(runs.last_seen_ms, excluded.last_seen_ms) END"
     # Pinning is the user's decision (`replay pin`): the recorder's later write must not undo it.
     + ", pinned = max(runs.pinned, excluded.pinned)"
-    + ", expires_at = CASE WHEN runs.pinned OR excluded.pinned THEN NULL ELSE excluded.expires_at END"
+    + ", expires_at = CASE WHEN runs.pinned OR excluded.pinned THEN NULL"
+    + " ELSE excluded.expires_at END"
 )
 
 _UPSERT_SNAPSHOT = (
@@ -625,11 +641,15 @@ _EVENTS_DELETE = (
     "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1)) "
     f"AND expires_at <= ?2 AND run_id NOT IN ({_PINNED})"
 )
-_EVENT_DELETE_ONE = f"DELETE FROM events WHERE run_id = ?1 AND seq = ?2 AND expires_at <= ?3 AND run_id NOT IN ({_PINNED})"
+_EVENT_DELETE_ONE = (
+    f"DELETE FROM events WHERE run_id = ?1 AND seq = ?2 AND expires_at <= ?3 AND run_id NOT IN "
+    f"({_PINNED})"
+)
 
 
 def _delete_events(conn: sqlite3.Connection, keys: list[tuple[Any, Any]], now: int) -> int:
-    """Delete these (run_id, seq) events if each is still expired and not pinned; returns how many."""
+    """Delete these (run_id, seq) events if each is still expired and not pinned; returns how
+    many."""
     try:
         return int(
             conn.execute(

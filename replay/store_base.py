@@ -232,14 +232,14 @@ def _json_field(d: dict[str, Any], key: str, reader: Any) -> None:
 
 def _event_from_row(row: Sequence[Any]) -> Event:
     # model_validate runs in pydantic-core (Rust); model_construct is pure Python and 4x slower.
-    d = dict(zip(EVENT_COLUMNS, row))
+    d = dict(zip(EVENT_COLUMNS, row, strict=True))
     if d["usage"] is not None:
         _json_field(d, "usage", orjson.loads)
     return Event.model_validate(d)
 
 
 def _run_from_row(row: Sequence[Any]) -> Run:
-    d: dict[str, Any] = dict(zip(RUN_COLUMNS, row))
+    d: dict[str, Any] = dict(zip(RUN_COLUMNS, row, strict=True))
     for key in ("input", "output"):
         _json_field(d, key, thaw)
     for key in ("versions", "labels", "usage"):
@@ -379,7 +379,8 @@ class StoreBase:
         raise RunNotFoundError(prefix, self.display_name, self.count_runs())
 
     def events(self, run_id: str) -> list[Event]:
-        """The run's events in order: run_start, the steps by step_id, stop. Empty for an unknown run."""
+        """The run's events in order: run_start, the steps by step_id, stop. Empty for an unknown
+        run."""
         with self._reading("reading events") as conn:
             rows = conn.execute(
                 f"SELECT {_EVENT_SELECT} FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
@@ -387,7 +388,8 @@ class StoreBase:
         return [self._event(r) for r in rows]
 
     def snapshot(self, sha: str) -> tuple[bytes, str | None, bool] | None:
-        """``(body, type_name, truncated)`` of the snapshot with this sha; None if never stored or pruned."""
+        """``(body, type_name, truncated)`` of the snapshot with this sha; None if never stored or
+        pruned."""
         return self.snapshots([sha]).get(sha)
 
     def snapshots(self, shas: Iterable[str]) -> dict[str, tuple[bytes, str | None, bool]]:
@@ -476,14 +478,15 @@ class StoreBase:
     def expired_steps(
         self, run: Run, events: Sequence[Event] | None = None
     ) -> list[tuple[int, str, int]]:
-        """The top-level steps of `run` whose output snapshot is gone (pruned): ``(step_id, tool, since_ms)``.
+        """The top-level steps of `run` whose output snapshot is gone: ``(step_id, tool, since)``.
 
         `since_ms` is when the snapshot expired: written with the step, it lived `snapshot_days`
         from then (a later write of the same content would have kept it longer). Empty when every
         snapshot a replay needs is still there.
         """
         if run.replay_of is not None:
-            return []  # a replay's answers point at the recording's snapshots, kept in its own store
+            # a replay's answers point at the recording's snapshots, kept in its own store
+            return []
         if events is None:
             events = self.events(run.run_id)
         steps = [

@@ -1,4 +1,4 @@
-"""Fleets on a real PostgreSQL server: many recording processes, a server restart, the CLI and replay.
+"""Fleets on a real PostgreSQL server: recording processes, a server restart, the CLI, replay.
 
 The recording processes are real (subprocesses with their own Recorder), the server is real
 (tests/pg.py), and every count is exact: nothing lost, nothing written twice.

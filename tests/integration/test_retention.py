@@ -24,7 +24,8 @@ def now_ms() -> int:
 def record(
     store: Store, ts: int, *, snaps: tuple[str, ...] = (), steps: int = 2, **run_kw: object
 ) -> str:
-    """One run started at `ts`: run row, run_start, `steps` tool steps (output_sha from `snaps`), stop."""
+    """One run started at `ts`: run row, run_start, `steps` tool steps (output_sha from `snaps`),
+    stop."""
     rid = new_run_id(ts)
     outs = list(snaps) + [None] * steps
     events = [Event(run_id=rid, kind="run_start", ts_ms=ts)]
@@ -76,7 +77,8 @@ def sqlite_store(tmp_path: Path):
 
 
 def test_rows_carry_their_expiry(store_url: str) -> None:
-    """Events expire event_days after ts_ms, a run with its last event, snapshots snapshot_days after writing."""
+    """Events expire event_days after ts_ms, a run with its last event, snapshots snapshot_days
+    after writing."""
     with open_store(store_url, event_days=3, snapshot_days=1) as s:
         before = now_ms()
         rid = record(s, 1_000_000, snaps=(sha("a"),))
@@ -92,7 +94,8 @@ def test_rows_carry_their_expiry(store_url: str) -> None:
 
 
 def test_prune_deletes_expired_events_and_their_runs(store: Store) -> None:
-    """prune removes events past 30 days and the runs left without events; younger runs stay whole."""
+    """prune removes events past 30 days and the runs left without events; younger runs stay
+    whole."""
     now = now_ms()
     old = record(store, now - 31 * DAY)
     young = record(store, now - 29 * DAY)
@@ -134,7 +137,8 @@ def test_snapshots_expire_before_events(store: Store) -> None:
 
 
 def test_rewriting_a_snapshot_extends_its_expiry(store_url: str) -> None:
-    """A snapshot written again (a newer run got the same output) lives as long as the later write says."""
+    """A snapshot written again (a newer run got the same output) lives as long as the later write
+    says."""
     path = store_url
     with open_store(path, snapshot_days=1) as s:
         record(s, now_ms(), snaps=(sha("a"),))
@@ -168,7 +172,8 @@ def test_pinned_runs_never_expire(store: Store) -> None:
 
 
 def test_a_snapshot_shared_with_a_pinned_run_is_kept(store: Store) -> None:
-    """A snapshot referenced by both a pinned and an expired run survives the expired run's pruning."""
+    """A snapshot referenced by both a pinned and an expired run survives the expired run's
+    pruning."""
     now = now_ms()
     keep = record(store, now - 100 * DAY, snaps=(sha("a"),))
     record(store, now - 100 * DAY, snaps=(sha("a"),))
@@ -233,7 +238,8 @@ def test_dry_run_counts_what_prune_deletes_and_deletes_nothing(store: Store) -> 
 
 
 def test_prune_deletes_in_bounded_batches_and_keeps_pinned_runs(store: Store) -> None:
-    """With batch_size=7, 30 expired runs go in several short transactions and a pinned run keeps everything."""
+    """With batch_size=7, 30 expired runs go in several short transactions and a pinned run keeps
+    everything."""
     t = 1_000_000
     for i in range(30):
         record(store, t + i, snaps=(f"s{i:023x}",))
@@ -250,7 +256,8 @@ def test_prune_deletes_in_bounded_batches_and_keeps_pinned_runs(store: Store) ->
 
 @pytest.mark.parametrize("table", ["runs", "snapshots"])
 def test_prune_finds_expired_rows_through_the_expiry_index(sqlite_store: Store, table: str) -> None:
-    """Each prune batch of runs and snapshots searches the expires_at index (EXPLAIN QUERY PLAN), never scans the table."""
+    """Each prune batch of runs and snapshots searches the expires_at index (EXPLAIN QUERY PLAN),
+    never scans the table."""
     from replay.store import _PRUNE
 
     ((key, cond),) = [(k, c) for t, k, c in _PRUNE if t == table]
@@ -265,7 +272,8 @@ def test_prune_finds_expired_rows_through_the_expiry_index(sqlite_store: Store, 
 
 
 def test_prune_pages_events_by_primary_key_and_deletes_by_key(sqlite_store: Store) -> None:
-    """Events (no expiry index, to keep ingest cheap) are paged by a primary-key range and deleted by key, never scanned."""
+    """Events (no expiry index, to keep ingest cheap) are paged by a primary-key range and deleted
+    by key, never scanned."""
     from replay.store import _EVENTS_DELETE, _EVENTS_PAGE
 
     page = [
