@@ -145,7 +145,8 @@ SCHEMA_VERSION = len(STEPS)
 _PG_V1 = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT)",
     # The four kinds of models.EventKind: 4 bytes a row instead of up to 13 (reads back as text).
-    "CREATE TYPE event_kind AS ENUM ('run_start', 'tool_result', 'model_result', 'stop')",
+    # Declared in alphabetical order, so ORDER BY kind sorts as SQLite's text column does.
+    "CREATE TYPE event_kind AS ENUM ('model_result', 'run_start', 'stop', 'tool_result')",
     """CREATE TABLE runs (
         run_id TEXT COLLATE "C" PRIMARY KEY NOT NULL,
         started_ms BIGINT NOT NULL,

@@ -21,7 +21,14 @@ from typing import Any, Protocol, runtime_checkable
 from replay.models import Event, Run
 from replay.store_base import PruneResult, SnapshotRow
 
-__all__ = ["StoreAPI", "is_server_url", "open_store", "server_spool_dir", "store_label"]
+__all__ = [
+    "StoreAPI",
+    "is_server_url",
+    "json_number_sql",
+    "open_store",
+    "server_spool_dir",
+    "store_label",
+]
 
 _PG_SCHEMES = ("postgresql://", "postgres://")
 
@@ -104,6 +111,26 @@ class StoreAPI(Protocol):
     def close(self) -> None: ...
     def __enter__(self) -> Any: ...
     def __exit__(self, *exc: object) -> None: ...
+
+
+def json_number_sql(dialect: str, column: str, key: str) -> str:
+    """A SQL expression for the number under `key` of the JSON text in `column`, for `query`.
+
+    SQLite: ``json_extract(column, '$.key')``; PostgreSQL: ``(column::jsonb ->> 'key')::numeric``
+    (its aggregates come back as int or float, as SQLite's do). `column` and `key` are trusted
+    identifiers of the schema (``usage``, ``tokens_in``), never user input.
+
+    Raises:
+        ValueError: an unknown dialect, or a name that is not a plain identifier.
+    """
+    for name in (column.replace(".", "_"), key):
+        if not name.isidentifier():
+            raise ValueError(f"{name!r} is not a plain SQL identifier")
+    if dialect == "sqlite":
+        return f"json_extract({column}, '$.{key}')"
+    if dialect == "postgresql":
+        return f"({column}::jsonb ->> '{key}')::numeric"
+    raise ValueError(f"unknown store dialect {dialect!r}: 'sqlite' or 'postgresql'")
 
 
 def is_server_url(db: object) -> bool:

@@ -745,3 +745,32 @@ def test_an_old_store_gets_the_foreign_key_and_views_with_its_rows_and_indexes(
         "2026-05-28T20:26:40.900Z",
     ]
     db.close()
+
+
+def test_query_runs_one_portable_statement_on_either_backend(store: Store) -> None:
+    """query() takes ? placeholders and a JSON number expression on both backends, and its
+    aggregates come back as int and float alike."""
+    from replay.store_api import json_number_sql
+
+    rids = [new_run_id(T0 + i) for i in range(3)]
+    for i, rid in enumerate(rids):
+        store.write_batch(
+            runs=[make_run(rid, started_ms=T0 + i, stop_reason="completed")],
+            events=run_events(rid, steps=3, ts=T0 + i),
+        )
+    tokens = json_number_sql(store.dialect, "usage", "tokens_in")
+    rows = store.query(
+        f"SELECT kind, count(*), sum({tokens}), avg(duration_ms) FROM events "
+        "WHERE kind IN (?, ?) GROUP BY kind ORDER BY kind",
+        ["model_result", "tool_result"],
+    )
+    assert rows == [("model_result", 3, 360, 400.0), ("tool_result", 6, None, 12.0)]
+    assert all(type(v) is int for v in (rows[0][1], rows[0][2]))
+
+
+def test_query_refuses_to_write(store: Store) -> None:
+    """query() is read-only: a statement that would change the store fails and changes nothing."""
+    store.write_batch(runs=[make_run()])
+    with pytest.raises(StoreError):
+        store.query("DELETE FROM runs")
+    assert store.count_runs() == 1
