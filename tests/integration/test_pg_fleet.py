@@ -236,3 +236,29 @@ def test_the_key_file_gives_every_host_the_same_pseudonyms(
         dump = repr(a.query("SELECT key, value FROM meta"))
         assert a.secret_key.hex() not in dump
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_server_store_spools_to_a_private_folder_of_its_own(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recorder on a URL spools (when the server is down) to REPLAY_SPOOL_DIR when set, else to
+    a folder of this user and this store in the temporary folder, never named with the password."""
+    from replay.store_api import server_spool_dir
+
+    monkeypatch.delenv("REPLAY_SPOOL_DIR", raising=False)
+    user, _, rest = pg_url.partition("@")
+    secret = f"{user}:pw-xyz@{rest}"
+    default = server_spool_dir(secret)
+    assert "pw-xyz" not in default and default == server_spool_dir(secret)
+    assert default != server_spool_dir(pg_url + "&application_name=other")
+    rec = Recorder(secret)
+    try:
+        assert rec._writer.spool_dir == Path(default)
+    finally:
+        rec.close()
+    monkeypatch.setenv("REPLAY_SPOOL_DIR", str(tmp_path / "spool"))
+    rec = Recorder(pg_url)
+    try:
+        assert rec._writer.spool_dir == tmp_path / "spool"
+    finally:
+        rec.close()
