@@ -41,6 +41,7 @@ from replay.store_base import (
     PRUNE_BATCH,
     RUN_COLUMNS,
     PruneResult,
+    PruneTimer,
     SnapshotRow,
     StoreBase,
     now_ms,
@@ -570,11 +571,11 @@ class PgStore(StoreBase):
                     for t, _k, cond in _PRUNE
                 ]
             return PruneResult(counts[0], counts[1], counts[2], dry_run=True)
-        stats = _PruneStats()
+        timer = PruneTimer()
         counts = []
         for table, key, cond in _PRUNE:
             if table == "events":
-                counts.append(self._prune_events(p, pause_s, stats))
+                counts.append(self._prune_events(p, pause_s, timer))
                 continue
             sql = (
                 f"DELETE FROM {table} WHERE {key} IN "
@@ -582,21 +583,15 @@ class PgStore(StoreBase):
             )
             n, total = batch_size, 0
             while n >= batch_size:
-                with stats.batch(), self._writing("pruning") as conn:
+                with timer.batch(), self._writing("pruning") as conn:
                     n = conn.execute(sql, p).rowcount
                 total += n
                 if n >= batch_size and pause_s > 0:
                     time.sleep(pause_s)
             counts.append(total)
-        return PruneResult(
-            counts[0],
-            counts[1],
-            counts[2],
-            batches=stats.batches,
-            longest_lock_ms=round(stats.longest * 1000, 3),
-        )
+        return timer.result(counts)
 
-    def _prune_events(self, p: dict[str, int], pause_s: float, stats: _PruneStats) -> int:
+    def _prune_events(self, p: dict[str, int], pause_s: float, timer: PruneTimer) -> int:
         """Expired events, found a page at a time in key order and deleted by key, re-checked."""
         last: tuple[str, int] = ("", START_SEQ - 1)
         total = 0
@@ -606,7 +601,7 @@ class PgStore(StoreBase):
             if not keys:
                 return total
             last = (keys[-1][0], keys[-1][1])
-            with stats.batch(), self._writing("pruning") as conn:
+            with timer.batch(), self._writing("pruning") as conn:
                 total += conn.execute(
                     _EVENTS_DELETE,
                     {"now": p["now"], "ids": [k[0] for k in keys], "seqs": [k[1] for k in keys]},
@@ -626,23 +621,6 @@ class PgStore(StoreBase):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()
-
-
-class _PruneStats:
-    """How many write transactions a prune took and the longest of them."""
-
-    def __init__(self) -> None:
-        self.batches = 0
-        self.longest = 0.0
-
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.batches += 1
-            self.longest = max(self.longest, time.perf_counter() - t0)
 
 
 def _now() -> int:

@@ -33,6 +33,7 @@ from replay.store_base import (
     PRUNE_BATCH,
     RUN_COLUMNS,
     PruneResult,
+    PruneTimer,
     SnapshotRow,
     StoreBase,
     run_row,
@@ -511,54 +512,47 @@ class Store(StoreBase):
                 ]
             runs, events, snaps = counts
             return PruneResult(runs, events, snaps, dry_run=True)
+        timer = PruneTimer()
         counts = []
-        batches, longest = 0, 0.0
         for table, key, cond in _PRUNE:
-            total = 0
             if table == "events":
-                # No expiry index on events (it would cost ~50 bytes and ~15% ingest per event):
-                # find a page of expired keys in primary-key order without the write lock (WAL
-                # readers do not block writers), then delete exactly those, re-checked, under it.
-                last: tuple[Any, Any] = ("", START_SEQ - 1)
-                while True:
-                    with self._reading("finding expired events") as conn:
-                        keys = conn.execute(
-                            _EVENTS_PAGE, {**p, "r": last[0], "s": last[1]}
-                        ).fetchall()
-                    if not keys:
-                        break
-                    last = keys[-1]
-                    with self._writing("pruning") as conn:
-                        t0 = time.perf_counter()
-                        total += _delete_events(conn, keys, now)
-                    longest = max(longest, time.perf_counter() - t0)
-                    batches += 1
-                    if len(keys) < batch_size:
-                        break
-                    if pause_s > 0:
-                        time.sleep(pause_s)
-                counts.append(total)
+                counts.append(self._prune_events(p, pause_s, timer))
                 continue
             sql = (
                 f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} "
                 f"LIMIT :n)"
             )
-            while True:
-                with self._writing("pruning") as conn:
-                    t0 = time.perf_counter()
+            n, total = batch_size, 0
+            while n >= batch_size:
+                with timer.batch(), self._writing("pruning") as conn:
                     n = conn.execute(sql, p).rowcount
-                longest = max(longest, time.perf_counter() - t0)
-                batches += 1
                 total += n
-                if n < batch_size:
-                    break
-                if pause_s > 0:
+                if n >= batch_size and pause_s > 0:
                     time.sleep(pause_s)  # let a writer waiting for the lock in
             counts.append(total)
-        runs, events, snaps = counts
-        return PruneResult(
-            runs, events, snaps, batches=batches, longest_lock_ms=round(longest * 1000, 3)
-        )
+        return timer.result(counts)
+
+    def _prune_events(self, p: dict[str, int], pause_s: float, timer: PruneTimer) -> int:
+        """Expired events, a page of keys at a time, deleted by key (re-checked) under the lock.
+
+        No expiry index on events (it would cost ~50 bytes and ~15% ingest per event): a page of
+        expired keys is found in primary-key order without the write lock (WAL readers do not
+        block writers), then exactly those are deleted, re-checked, under it.
+        """
+        last: tuple[Any, Any] = ("", START_SEQ - 1)
+        total = 0
+        while True:
+            with self._reading("finding expired events") as conn:
+                keys = conn.execute(_EVENTS_PAGE, {**p, "r": last[0], "s": last[1]}).fetchall()
+            if not keys:
+                return total
+            last = keys[-1]
+            with timer.batch(), self._writing("pruning") as conn:
+                total += _delete_events(conn, keys, p["now"])
+            if len(keys) < p["n"]:
+                return total
+            if pause_s > 0:
+                time.sleep(pause_s)
 
     # -- lifecycle -------------------------------------------------------------------------------
 

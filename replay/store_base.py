@@ -31,6 +31,7 @@ __all__ = [
     "RUN_COLUMNS",
     "STEP_KINDS",
     "PruneResult",
+    "PruneTimer",
     "SnapshotRow",
     "StoreBase",
     "event_row",
@@ -106,6 +107,35 @@ class PruneResult:
     batches: int = dataclasses.field(default=0, compare=False)
     #: the longest time one of them held the write lock, in milliseconds
     longest_lock_ms: float = dataclasses.field(default=0.0, compare=False)
+
+
+class PruneTimer:
+    """How many write transactions a prune took and the longest of them."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.longest = 0.0
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Time one write transaction of a prune."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.batches += 1
+            self.longest = max(self.longest, time.perf_counter() - t0)
+
+    def result(self, counts: Sequence[int]) -> PruneResult:
+        """The `PruneResult` of (runs, events, snapshots) deleted in these batches."""
+        runs, events, snapshots = counts
+        return PruneResult(
+            runs,
+            events,
+            snapshots,
+            batches=self.batches,
+            longest_lock_ms=round(self.longest * 1000, 3),
+        )
 
 
 def now_ms() -> int:
@@ -542,9 +572,3 @@ class StoreBase:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    """`items` in consecutive slices of at most `size`."""
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
