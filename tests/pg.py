@@ -66,6 +66,7 @@ class PgServer:
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run(
             [*self._as, str(self.bin / tool), *args],
+            cwd=self.root,  # a folder the postgres user may enter (the checkout may be private)
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
