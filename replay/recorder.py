@@ -171,17 +171,17 @@ class Recorder:
         )
 
     def _spool_dir(self) -> str | None:
+        from replay.store_api import is_server_url, server_spool_dir
+
         if self.spool_dir is not None:
             return os.fspath(self.spool_dir)
         path = (
             self.db if isinstance(self.db, (str, os.PathLike)) else getattr(self.db, "path", None)
         )
-        if (
-            path is None
-            or str(path) in (":memory:", "")
-            or str(path).startswith(("postgres://", "postgresql://"))
-        ):
+        if path is None or str(path) in (":memory:", ""):
             return None
+        if is_server_url(str(path)):
+            return server_spool_dir(str(path))
         return f"{os.fspath(path)}.spool"
 
     def _peek_key(self) -> bytes | None:
@@ -195,7 +195,11 @@ class Recorder:
             return explicit
         if not isinstance(self.db, (str, os.PathLike)):
             return None
-        from replay.keys import key_file_path, load_or_create_key_file
+        from replay.keys import key_file_path, load_or_create_key_file, server_store_key
+        from replay.store_api import is_server_url
+
+        if is_server_url(self.db):  # a server store's key is configured, never beside it
+            return server_store_key(str(self.db))[0]
 
         path = key_file_path(self.db)
         if not path.parent.is_dir():
@@ -206,15 +210,10 @@ class Recorder:
     # ---- store ------------------------------------------------------------------------------
 
     def _open_store(self) -> Any:
-        from replay.store import Store
+        from replay.store_api import open_store
 
         if isinstance(self.db, (str, os.PathLike)):
-            if str(self.db).startswith(("postgres://", "postgresql://")):
-                raise NotImplementedError(
-                    "the PostgreSQL backend is not in this release of agent-replay: use a SQLite "
-                    "path"
-                )
-            return Store(
+            return open_store(
                 self.db,
                 snapshot_days=self.snapshot_days,
                 event_days=self.event_days,

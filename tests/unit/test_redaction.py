@@ -526,7 +526,9 @@ PAIR_SIDE = (
 
 @SLOW
 @given(PAIR_SIDE, PAIR_SIDE)
-@example([10**19], {"args": None, "items": []})  # digits only: a b64 candidate alone, not in the pair
+@example(
+    [10**19], {"args": None, "items": []}
+)  # digits only: a b64 candidate alone, not in the pair
 def test_checked_pair_is_checked_twice_byte_for_byte(first: object, second: object) -> None:
     """The writer's one-pass check of a step's args and output gives exactly the bytes `checked` gives each, and calls a value clean only when redaction leaves it as it is."""
     (a, a_clean), (b, b_clean) = R.checked_pair(first, second, None)
