@@ -23,8 +23,8 @@ import inspect
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast, overload
 
 from replay.agents import register_agent
 from replay.binding import ToolSpec, check_name, safe_name, script_entrypoint
@@ -108,7 +108,7 @@ class Recorder:
         *,
         redaction: RedactionConfig | None = None,
         store_args: str = "hash",
-        versions: dict[str, str] | None = None,
+        versions: Mapping[str, str] | None = None,
         max_queue: int = 10_000,
         on_full: str = "block",
         max_snapshot_bytes: int = 1_000_000,
@@ -319,7 +319,7 @@ class Recorder:
         agent: str,
         *,
         input: Any = None,
-        versions: dict[str, str] | None = None,
+        versions: Mapping[str, str] | None = None,
         labels: dict[str, str] | None = None,
         entrypoint: str | None = None,
         http: Any = False,
@@ -338,7 +338,7 @@ class Recorder:
             self,
             agent,
             ("value", input),
-            versions,
+            dict(versions) if versions is not None else None,
             labels,
             entrypoint,
             guards,
@@ -349,7 +349,7 @@ class Recorder:
         self,
         name: str | None = None,
         *,
-        versions: dict[str, str] | None = None,
+        versions: Mapping[str, str] | None = None,
         labels: dict[str, str] | None = None,
         http: Any = False,
         http_match: Sequence[str] | None = None,
@@ -521,6 +521,24 @@ class Recorder:
 
     # ---- tools and models -------------------------------------------------------------------
 
+    @overload
+    def tool(
+        self,
+        name: F,
+        *,
+        timeout_s: float | None = None,
+        ignore_args: list[str] | tuple[str, ...] | None = None,
+    ) -> F: ...
+
+    @overload
+    def tool(
+        self,
+        name: str | None = None,
+        *,
+        timeout_s: float | None = None,
+        ignore_args: list[str] | tuple[str, ...] | None = None,
+    ) -> Callable[[F], F]: ...
+
     def tool(
         self,
         name: str | Callable[..., Any] | None = None,
@@ -541,6 +559,26 @@ class Recorder:
         return lambda fn: self._wrap(
             fn, name or fn.__name__, "tool_result", timeout_s=timeout_s, ignore_args=ignore_args
         )
+
+    @overload
+    def model(
+        self,
+        name: F,
+        *,
+        price_in_per_mtok: float | None = None,
+        price_out_per_mtok: float | None = None,
+        ignore_args: list[str] | tuple[str, ...] | None = None,
+    ) -> F: ...
+
+    @overload
+    def model(
+        self,
+        name: str | None = None,
+        *,
+        price_in_per_mtok: float | None = None,
+        price_out_per_mtok: float | None = None,
+        ignore_args: list[str] | tuple[str, ...] | None = None,
+    ) -> Callable[[F], F]: ...
 
     def model(
         self,
