@@ -82,7 +82,9 @@ while True:
 
 
 def kill_window(d: str, trials: int = 20) -> tuple[int, int, float, int]:
-    """(runs ended, runs lost, largest age in ms of a lost run at the kill, open runs not inferred)."""
+    """(runs ended, runs lost, largest age in ms of a lost run at the kill, open runs not
+    inferred).
+    """
     script = Path(d, "fast.py")
     script.write_text(FAST_AGENT.format(root=ROOT))
     rng = random.Random(7)
@@ -267,7 +269,8 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}x"
         print(
-            f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<55} {r['value']:>10} {r['unit']:<7} {ratio:>7}  target {r['target']}"
+            f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<55} {r['value']:>10} {r['unit']:<7} "
+            f"{ratio:>7}  target {r['target']}"
         )
 
 

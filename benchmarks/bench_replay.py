@@ -70,7 +70,8 @@ def _positional(db: str, run_id: str, n_steps: int) -> float:
     t0 = time.perf_counter()
     con = sqlite3.connect(db)
     rows = con.execute(
-        "SELECT e.tool, e.args_sha, s.body FROM events e LEFT JOIN snapshots s ON s.sha = e.output_sha"
+        "SELECT e.tool, e.args_sha, s.body FROM events e LEFT JOIN snapshots s ON s.sha = "
+        "e.output_sha"
         " WHERE e.run_id = ? AND e.kind IN ('tool_result', 'model_result') ORDER BY e.seq",
         (run_id,),
     ).fetchall()

@@ -230,7 +230,8 @@ def bearer_tokens(draw: st.DrawFn) -> tuple[str, str]:
 
 @st.composite
 def api_keys(draw: st.DrawFn) -> str:
-    """Provider keys: OpenAI ``sk-``/``sk-proj-``, AWS ``AKIA``, GitHub ``ghp_``, Slack ``xoxb-``."""
+    """Provider keys: OpenAI ``sk-``/``sk-proj-``, AWS ``AKIA``, GitHub ``ghp_``, Slack
+    ``xoxb-``."""
     kind = draw(st.sampled_from(["sk", "sk-proj", "akia", "ghp", "xoxb", "stripe"]))
     if kind == "sk":
         return "sk-" + draw(_chars(_ALNUM, 48))

@@ -65,7 +65,8 @@ def use_version(v: str) -> Iterator[str]:
 
 
 class DeployedVersions(Mapping[str, str]):
-    """The versions of the deploy selected at the moment a run starts (a live view of `VERSIONS`)."""
+    """The versions of the deploy selected at the moment a run starts (a live view of
+    `VERSIONS`)."""
 
     def _now(self) -> dict[str, str]:
         return VERSIONS[version()]

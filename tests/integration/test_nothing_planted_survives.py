@@ -83,7 +83,9 @@ def _record(db: Path, payloads: list[Any], store_args: str) -> None:
 def test_no_planted_value_reaches_the_store_or_the_logs(
     plants: list[tuple[Any, list[str]]], in_message: list[Any], store_args: str
 ) -> None:
-    """Across input, args, outputs, error messages and nested tools, no planted value is in the file, -wal or logs."""
+    """Across input, args, outputs, error messages and nested tools, no planted value is in the
+    file, -wal or logs.
+    """
     payloads = [value for value, _ in plants]
     payloads[3] = "upstream said: " + " ; ".join(
         p.text for p in in_message
@@ -293,8 +295,9 @@ def _record_every_channel(db: Path, runs: list[_Channels], url: str, token: str)
 
 
 def test_no_planted_value_reaches_any_channel(tmp_path: Path, echo_server: str) -> None:
-    """528 seeded secrets and PII across names, labels, versions, inputs, args, outputs, errors, HTTP:
-    none is in the store, its -wal, a cassette, a log line, a warning or `replay runs/show --json`."""
+    """528 seeded secrets and PII across names, labels, versions, inputs, args, outputs, errors,
+    HTTP: none is in the store, its -wal, a cassette, a log line, a warning or `replay runs/show
+    --json`."""
     rng = _random.Random(20261129)
     planted = plants(rng, RUNS * PER_RUN)
     runs = [_Channels(planted[i * PER_RUN : (i + 1) * PER_RUN]) for i in range(RUNS)]
