@@ -286,7 +286,7 @@ def load_named(refs: Iterable[str], *, where: str = "--replay-agent") -> None:
 
 def _pick(name: str, entrypoint: str | None) -> Callable[..., Any] | None:
     found = registered_agents(name)
-    for entry, fn in reversed(found):  # the newest registration of that entrypoint
+    for entry, fn in found[::-1]:  # the newest registration of that entrypoint
         if entry == entrypoint:
             return fn
     return None

@@ -44,15 +44,17 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
-from vcr import matchers as _vcr_matchers
-from vcr.cassette import Cassette as VcrCassette
-from vcr.errors import CannotOverwriteExistingCassetteException
-from vcr.filters import decode_response
-from vcr.matchers import get_matchers_results, requests_match
-from vcr.patch import CassettePatcherBuilder
-from vcr.persisters.filesystem import CassetteNotFoundError
-from vcr.request import Request
-from vcr.serialize import deserialize, serialize
+# vcrpy ships no type information (no py.typed, no stubs): its names are Any to mypy, and the two
+# cassette classes below subclass its Cassette (hence their `type: ignore[misc]`).
+from vcr import matchers as _vcr_matchers  # type: ignore[import-untyped]
+from vcr.cassette import Cassette as VcrCassette  # type: ignore[import-untyped]
+from vcr.errors import CannotOverwriteExistingCassetteException  # type: ignore[import-untyped]
+from vcr.filters import decode_response  # type: ignore[import-untyped]
+from vcr.matchers import get_matchers_results, requests_match  # type: ignore[import-untyped]
+from vcr.patch import CassettePatcherBuilder  # type: ignore[import-untyped]
+from vcr.persisters.filesystem import CassetteNotFoundError  # type: ignore[import-untyped]
+from vcr.request import Request  # type: ignore[import-untyped]
+from vcr.serialize import deserialize, serialize  # type: ignore[import-untyped]
 
 from replay.context import _step
 from replay.errors import InvalidHttpMatchError, UnrecordedRequest
@@ -387,7 +389,7 @@ def _release() -> None:
 # ---- recording --------------------------------------------------------------------------------
 
 
-class _CaptureCassette(VcrCassette):
+class _CaptureCassette(VcrCassette):  # type: ignore[misc]  # vcrpy is untyped (see the imports)
     """A recording cassette that notes, with each interaction, the tool step that made it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -479,7 +481,9 @@ def _redact_form(text: str, redact: Callable[[Any], Any]) -> str | None:
     red = redact({"_": [[k, v] for k, v in pairs]})["_"]
     secret = getattr(redact, "_is_secret_key_cached", None)
     out = []
-    for (k, v), (rk, rv) in zip(pairs, red):
+    # `red` is `pairs` redacted item by item; not strict, so a redactor that changes a list's
+    # length cannot make recording raise.
+    for (k, _v), (rk, rv) in zip(pairs, red, strict=False):
         if secret is not None and secret(k):
             rv = "REDACTED"
         out.append((rk, rv))
@@ -583,7 +587,7 @@ def _request_redactor(redact: Callable[[Any], Any]) -> Callable[[Request], Reque
     return before_record_request
 
 
-class HttpPlayback(VcrCassette):
+class HttpPlayback(VcrCassette):  # type: ignore[misc]  # vcrpy is untyped (see the imports)
     """The record-mode-none cassette a replay answers from, with what it answered, step by step.
 
     Matching has two tiers: a recorded request equal to the live one under the run's rule (both

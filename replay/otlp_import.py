@@ -677,7 +677,7 @@ def import_otlp(
     Raises:
         OtlpDecodeError: the file cannot be read or holds no agent, tool or LLM span.
     """
-    from replay.recorder import shared_redaction_key
+    from replay.guards import shared_redaction_key
 
     docs = load_otlp(path)
     key = redaction_key or shared_redaction_key() or store.secret_key

@@ -19,7 +19,7 @@ import contextvars
 import os
 from collections.abc import Iterator, Mapping
 
-from replay import Recorder
+from replay.recorder import Recorder
 
 __all__ = ["VERSIONS", "DeployedVersions", "rec", "use_version", "version"]
 
