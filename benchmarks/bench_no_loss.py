@@ -32,28 +32,34 @@ from replay.store import Store  # noqa: E402
 ROOT = str(Path(__file__).resolve().parent.parent)
 
 
+def _median_run_ns(rec: Recorder, n: int) -> float:
+    """Median ns of one run (start, one tool call, stop) recorded by `rec`, after a warm-up."""
+    tool = rec.tool("t")(lambda i: {"i": i})
+
+    @rec.agent("a")
+    def handle(i: int) -> int:
+        tool(i)
+        return i
+
+    for i in range(200):
+        handle(i)
+    rec.flush()
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        handle(i)
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times)
+
+
 def run_end_cost(d: str, n: int = 2000) -> tuple[float, float]:
     """Median µs of one run (start, one tool call, stop): main-process mode, worker mode."""
     out = []
     for sync in (False, True):
         rec = Recorder(os.path.join(d, f"end-{sync}.db"), sync_run_end=sync, sigterm_timeout_s=None)
-        tool = rec.tool("t")(lambda i: {"i": i})
-
-        @rec.agent("a")
-        def handle(i: int) -> int:
-            tool(i)
-            return i
-
-        for i in range(200):
-            handle(i)
-        rec.flush()
-        times = []
-        for i in range(n):
-            t0 = time.perf_counter_ns()
-            handle(i)
-            times.append(time.perf_counter_ns() - t0)
+        median_ns = _median_run_ns(rec, n)
         rec.close()
-        out.append(statistics.median(times) / 1000)
+        out.append(median_ns / 1000)
     return out[0], out[1]
 
 

@@ -353,7 +353,7 @@ def drift(old: list[str], new: list[str]) -> str | None:
                 n=1,
             )
         )
-    far = [(a, b) for a, b in zip(old_d, new_d) if not _close(a, b)]
+    far = [(a, b) for a, b in zip(old_d, new_d, strict=True) if not _close(a, b)]
     if far:
         return "durations far from a run now (file -> now, ms): " + ", ".join(
             f"{a:g} -> {b:g}" for a, b in far
@@ -375,7 +375,7 @@ def regenerate(paths: list[Path], session: Session, check: bool) -> list[str]:
         rendered = [
             render(block, session.command(block), session.output(block)) for block in blocks
         ]
-        for block, new in reversed(list(zip(blocks, rendered))):
+        for block, new in reversed(list(zip(blocks, rendered, strict=True))):
             if check:
                 found = drift(block.body, new)
                 if found:

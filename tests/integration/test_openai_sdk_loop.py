@@ -165,7 +165,7 @@ class Agents:
                 results = await asyncio.gather(
                     *(aget_order(**json.loads(c.function.arguments)) for c in msg.tool_calls)
                 )
-                for call, result in zip(msg.tool_calls, results):
+                for call, result in zip(msg.tool_calls, results, strict=True):
                     messages.append(
                         {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
                     )

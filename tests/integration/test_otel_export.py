@@ -205,7 +205,7 @@ class TestSpans:
         spans = mem.get_finished_spans()
         root = spans[0]
         assert (root.start_time, root.end_time) == (run.started_ms * 10**6, run.ended_ms * 10**6)
-        for e, s in zip(events, spans[1:]):
+        for e, s in zip(events, spans[1:], strict=True):
             a = attrs(s)
             assert (a["replay.args_sha"], a.get("replay.output_sha")) == (e.args_sha, e.output_sha)
             assert a["replay.step_id"] == e.step_id

@@ -167,7 +167,7 @@ def test_pydantic_ai_parallel_calls_replay_without_divergence(
     assert any("worker" in t.lower() for t in pyd.threads), pyd.threads  # pydantic-ai's own threads
     store = pyd.rec.open_store()
     recorded = {rid: store.events(rid) for rid in ids}
-    for rid, events in recorded.items():
+    for events in recorded.values():
         steps = _steps(events)
         assert [t for _, t, _ in steps][2] == "billing.charge"
         assert steps[0][2] == steps[1][2] == steps[0][0] and steps[2][2] is None, steps

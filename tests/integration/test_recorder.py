@@ -441,7 +441,7 @@ class TestAsync:
 
         ids = asyncio.run(main())
         rec.flush()
-        for name, rid in zip(["left", "right"], ids):
+        for name, rid in zip(["left", "right"], ids, strict=True):
             _, events = read(db, rid)
             assert [e.args_sha for e in steps_of(events)] == [
                 sha({"x": f"{name}-{i}"}) for i in range(3)
