@@ -122,8 +122,10 @@ def make_pair(
     for k in rnd.sample(range(n), output_changes):
         outs[spec[k][1]] = -1 - k
     rep = [_event("r_rep", i, t, a, outs[a]) for i, (t, a) in enumerate(rep_spec)]
-    snapshots_a = {e.output_sha: {"o": a, "ts": 1} for e, (_, a) in zip(rec, spec)}
-    snapshots_b = {e.output_sha: {"o": outs[a], "ts": 2} for e, (_, a) in zip(rep, rep_spec)}
+    snapshots_a = {e.output_sha: {"o": a, "ts": 1} for e, (_, a) in zip(rec, spec, strict=True)}
+    snapshots_b = {
+        e.output_sha: {"o": outs[a], "ts": 2} for e, (_, a) in zip(rep, rep_spec, strict=True)
+    }
     return (
         Trace(_run("r_rec", n), rec, snapshots_a),
         Trace(_run("r_rep", len(rep)), rep, snapshots_b),
@@ -145,7 +147,7 @@ def _positional(a: Trace, b: Trace) -> Callable[[], Any]:
     def go() -> int:
         ka = list(map(_KEY, a.steps))
         kb = list(map(_KEY, b.steps))
-        return sum(x != y for x, y in zip(ka, kb))
+        return sum(x != y for x, y in zip(ka, kb, strict=False))
 
     return go
 
@@ -267,7 +269,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
     ]
     widths = [max(len(str(row[c])) for row in table) for c in range(len(head))]
     for k, row in enumerate(table):
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
         if k == 0:
             print("  ".join("-" * w for w in widths))
 

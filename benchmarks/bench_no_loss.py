@@ -32,28 +32,34 @@ from replay.store import Store  # noqa: E402
 ROOT = str(Path(__file__).resolve().parent.parent)
 
 
+def _median_run_ns(rec: Recorder, n: int) -> float:
+    """Median ns of one run (start, one tool call, stop) recorded by `rec`, after a warm-up."""
+    tool = rec.tool("t")(lambda i: {"i": i})
+
+    @rec.agent("a")
+    def handle(i: int) -> int:
+        tool(i)
+        return i
+
+    for i in range(200):
+        handle(i)
+    rec.flush()
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        handle(i)
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times)
+
+
 def run_end_cost(d: str, n: int = 2000) -> tuple[float, float]:
     """Median µs of one run (start, one tool call, stop): main-process mode, worker mode."""
     out = []
     for sync in (False, True):
         rec = Recorder(os.path.join(d, f"end-{sync}.db"), sync_run_end=sync, sigterm_timeout_s=None)
-        tool = rec.tool("t")(lambda i: {"i": i})
-
-        @rec.agent("a")
-        def handle(i: int) -> int:
-            tool(i)
-            return i
-
-        for i in range(200):
-            handle(i)
-        rec.flush()
-        times = []
-        for i in range(n):
-            t0 = time.perf_counter_ns()
-            handle(i)
-            times.append(time.perf_counter_ns() - t0)
+        median_ns = _median_run_ns(rec, n)
         rec.close()
-        out.append(statistics.median(times) / 1000)
+        out.append(median_ns / 1000)
     return out[0], out[1]
 
 
@@ -82,7 +88,9 @@ while True:
 
 
 def kill_window(d: str, trials: int = 20) -> tuple[int, int, float, int]:
-    """(runs ended, runs lost, largest age in ms of a lost run at the kill, open runs not inferred)."""
+    """(runs ended, runs lost, largest age in ms of a lost run at the kill, open runs not
+    inferred).
+    """
     script = Path(d, "fast.py")
     script.write_text(FAST_AGENT.format(root=ROOT))
     rng = random.Random(7)
@@ -267,7 +275,8 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}x"
         print(
-            f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<55} {r['value']:>10} {r['unit']:<7} {ratio:>7}  target {r['target']}"
+            f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<55} {r['value']:>10} {r['unit']:<7} "
+            f"{ratio:>7}  target {r['target']}"
         )
 
 

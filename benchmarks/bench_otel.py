@@ -73,7 +73,8 @@ def run() -> list[dict[str, Any]]:
         per_run_ms = (with_otel - base) / RUNS * 1000
         rows.append(
             {
-                "name": f"record + flush {RUNS} runs x {STEPS} steps with the OTel listener ({len(spans)} spans)",
+                "name": f"record + flush {RUNS} runs x {STEPS} steps with the OTel listener "
+                f"({len(spans)} spans)",
                 "value": round(with_otel, 3),
                 "unit": "s",
                 "reference_value": round(base, 3),
@@ -99,7 +100,8 @@ def run() -> list[dict[str, Any]]:
         otlp_s = time.perf_counter() - t0
         rows.append(
             {
-                "name": f"import --format otlp of {added} runs ({trace.stat().st_size // 1024} KiB OTLP JSON)",
+                "name": f"import --format otlp of {added} runs "
+                f"({trace.stat().st_size // 1024} KiB OTLP JSON)",
                 "value": round(otlp_s, 3),
                 "unit": "s",
                 "reference_value": round(cas_s, 3),
@@ -115,6 +117,7 @@ def run() -> list[dict[str, Any]]:
 if __name__ == "__main__":
     for r in run():
         print(
-            f"{r['name']}: {r['value']} {r['unit']} vs {r['reference_value']} {r['unit']} ({r['reference_name']}), "
+            f"{r['name']}: {r['value']} {r['unit']} vs {r['reference_value']} {r['unit']} "
+            f"({r['reference_name']}), "
             f"{r['ratio']}x; target {r['target']}: {'ok' if r['ok'] else 'NOT MET'}"
         )

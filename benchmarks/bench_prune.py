@@ -1,4 +1,5 @@
-"""`replay prune` at 100,000 expired runs: total time, longest write-lock hold, and what a writer waits.
+"""`replay prune` at 100,000 expired runs: total time, longest write-lock hold, and what a writer
+waits.
 
     python benchmarks/bench_prune.py [N_RUNS]
 
@@ -31,12 +32,16 @@ from replay.store import PRUNE_BATCH, Store  # noqa: E402
 
 DAY = 86_400_000
 OLD_PRUNE = (
-    "DELETE FROM runs WHERE NOT pinned AND expires_at <= :now AND NOT EXISTS (SELECT 1 FROM events e "
+    "DELETE FROM runs WHERE NOT pinned AND expires_at <= :now AND NOT EXISTS (SELECT 1 FROM events "
+    "e "
     "WHERE e.run_id = runs.run_id AND (e.expires_at IS NULL OR e.expires_at > :now))",
-    "DELETE FROM events WHERE expires_at <= :now AND run_id NOT IN (SELECT run_id FROM runs WHERE pinned)",
+    "DELETE FROM events WHERE expires_at <= :now AND run_id NOT IN (SELECT run_id FROM runs WHERE "
+    "pinned)",
     "DELETE FROM snapshots WHERE expires_at <= :now AND sha NOT IN ("
-    "SELECT output_sha FROM events WHERE run_id IN (SELECT run_id FROM runs WHERE pinned) AND output_sha IS NOT NULL "
-    "UNION SELECT args_sha FROM events WHERE run_id IN (SELECT run_id FROM runs WHERE pinned) AND args_sha IS NOT NULL "
+    "SELECT output_sha FROM events WHERE run_id IN (SELECT run_id FROM runs WHERE pinned) AND "
+    "output_sha IS NOT NULL "
+    "UNION SELECT args_sha FROM events WHERE run_id IN (SELECT run_id FROM runs WHERE pinned) AND "
+    "args_sha IS NOT NULL "
     "UNION SELECT input_sha FROM runs WHERE pinned AND input_sha IS NOT NULL "
     "UNION SELECT output_sha FROM runs WHERE pinned AND output_sha IS NOT NULL "
     "UNION SELECT http_sha FROM runs WHERE pinned AND http_sha IS NOT NULL)",
@@ -44,7 +49,9 @@ OLD_PRUNE = (
 
 
 def build(path: Path, n_runs: int) -> int:
-    """A store whose runs all ended 40 days ago (events, snapshots and runs expired); returns now_ms."""
+    """A store whose runs all ended 40 days ago (events, snapshots and runs expired); returns
+    now_ms.
+    """
     now = int(time.time() * 1000)
     t0 = now - 40 * DAY
     store = Store(path)
@@ -128,7 +135,8 @@ def build(path: Path, n_runs: int) -> int:
     with store._writing("aging snapshots") as conn:  # noqa: SLF001 - a benchmark fixture
         conn.execute("UPDATE snapshots SET expires_at = ?", (t0 + 14 * DAY,))
         conn.execute(
-            "UPDATE events SET expires_at = NULL WHERE run_id IN (SELECT run_id FROM runs WHERE pinned)"
+            "UPDATE events SET expires_at = NULL WHERE run_id IN (SELECT run_id FROM runs WHERE "
+            "pinned)"
         )
     store.checkpoint()
     store.close()
@@ -232,7 +240,8 @@ def measure_both(n: int, verbose: bool = False) -> dict[str, dict[str, Any]]:
         now = build(src, n)
         if verbose:
             print(
-                f"built {n} runs in {time.perf_counter() - t0:.1f} s ({os.path.getsize(src) / 1e6:.0f} MB)"
+                f"built {n} runs in {time.perf_counter() - t0:.1f} s "
+                f"({os.path.getsize(src) / 1e6:.0f} MB)"
             )
         results = {}
         for name, fn in ((BASE, old_prune), (NEW, new_prune)):
@@ -291,7 +300,8 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     results = measure_both(n, verbose=True)
     print(
-        f"\n{'':40}{'total':>10}{'longest lock':>15}{'writer max wait':>18}{'writer fails':>14}  deleted runs/events/snapshots"
+        f"\n{'':40}{'total':>10}{'longest lock':>15}{'writer max wait':>18}{'writer fails':>14}  "
+        f"deleted runs/events/snapshots"
     )
     for name, r in results.items():
         print(
@@ -302,7 +312,8 @@ def main() -> None:
     print(
         f"\nbatch size {PRUNE_BATCH}; longest lock ratio batched/baseline "
         f"{new['longest_lock_s'] / base['longest_lock_s']:.3f}; total time ratio "
-        f"{new['total_s'] / base['total_s']:.2f}; python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}"
+        f"{new['total_s'] / base['total_s']:.2f}; python {sys.version.split()[0]}, sqlite "
+        f"{sqlite3.sqlite_version}"
     )
 
 

@@ -13,6 +13,7 @@ Run: ``python benchmarks/bench_replay.py`` (``--scale`` for the replay-at-scale 
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
@@ -70,7 +71,8 @@ def _positional(db: str, run_id: str, n_steps: int) -> float:
     t0 = time.perf_counter()
     con = sqlite3.connect(db)
     rows = con.execute(
-        "SELECT e.tool, e.args_sha, s.body FROM events e LEFT JOIN snapshots s ON s.sha = e.output_sha"
+        "SELECT e.tool, e.args_sha, s.body FROM events e LEFT JOIN snapshots s ON s.sha = "
+        "e.output_sha"
         " WHERE e.run_id = ? AND e.kind IN ('tool_result', 'model_result') ORDER BY e.seq",
         (run_id,),
     ).fetchall()
@@ -86,7 +88,7 @@ def _positional(db: str, run_id: str, n_steps: int) -> float:
     total = 0
     for i in range(n_steps):
         total += lookup(i)["i"]
-    diverged = [k for k, (a, b) in enumerate(zip(seen, rows)) if a != (b[0], b[1])]
+    diverged = [k for k, (a, b) in enumerate(zip(seen, rows, strict=False)) if a != (b[0], b[1])]
     assert not diverged and len(seen) == len(rows), diverged[:3]
     return time.perf_counter() - t0
 
@@ -131,7 +133,7 @@ def scale_rows(d: str, sizes: tuple[int, ...] = (10_000, 100_000)) -> list[dict[
                 "ok": o / b <= 2,
             }
         )
-        peak = _peak_bytes(lambda: replay_run(rid, agent=agent, db=rec.db))
+        peak = _peak_bytes(functools.partial(replay_run, rid, agent=agent, db=rec.db))
         per_step = peak / n / 1024
         rows.append(
             {

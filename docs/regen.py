@@ -252,7 +252,8 @@ def select(lines: list[str], keep: list[tuple[str, str]], name: str = "") -> lis
             end = next((i for i in range(start, len(lines)) if re.search(end_re, lines[i])), None)
             if end is None:
                 raise RegenError(
-                    f"{name}: keep end /{end_re}/ matches no line after /{start_re}/: edit the marker"
+                    f"{name}: keep end /{end_re}/ matches no line after /{start_re}/: edit the "
+                    f"marker"
                 )
         else:
             end = len(lines) - 1
@@ -352,7 +353,7 @@ def drift(old: list[str], new: list[str]) -> str | None:
                 n=1,
             )
         )
-    far = [(a, b) for a, b in zip(old_d, new_d) if not _close(a, b)]
+    far = [(a, b) for a, b in zip(old_d, new_d, strict=True) if not _close(a, b)]
     if far:
         return "durations far from a run now (file -> now, ms): " + ", ".join(
             f"{a:g} -> {b:g}" for a, b in far
@@ -374,12 +375,13 @@ def regenerate(paths: list[Path], session: Session, check: bool) -> list[str]:
         rendered = [
             render(block, session.command(block), session.output(block)) for block in blocks
         ]
-        for block, new in reversed(list(zip(blocks, rendered))):
+        for block, new in reversed(list(zip(blocks, rendered, strict=True))):
             if check:
                 found = drift(block.body, new)
                 if found:
                     problems.append(
-                        f"{block.name}: `{block.command}` no longer shows what a run shows:\n{found}"
+                        f"{block.name}: `{block.command}` no longer shows what a run "
+                        f"shows:\n{found}"
                     )
             else:
                 lines[block.start + 1 : block.end] = new
@@ -410,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         print(problem + "\n", file=sys.stderr)
     if problems:
         print(
-            f"{len(problems)} block(s) drifted: run `python docs/regen.py` to rewrite them from a real run",
+            f"{len(problems)} block(s) drifted: run `python docs/regen.py` to rewrite them from a "
+            f"real run",
             file=sys.stderr,
         )
         return 1

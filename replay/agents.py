@@ -146,12 +146,13 @@ def configured_agents(start: str | os.PathLike[str] | None = None) -> tuple[list
     agents = table.get("agents", []) if isinstance(table, dict) else []
     if not isinstance(agents, list) or not all(isinstance(a, str) and a for a in agents):
         raise EntrypointError(
-            f'{path}: [tool.agent-replay] agents must be a list of module names, e.g. agents = ["app.agent"]'
+            f"{path}: [tool.agent-replay] agents must be a list of module names, e.g. agents = "
+            f'["app.agent"]'
         )
     return list(agents), path.parent
 
 
-# ---- where a module lives, without importing it ---------------------------------------------------
+# ---- where a module lives, without importing it --------------------------------------------------
 
 
 def _installed_roots() -> list[Path]:
@@ -171,7 +172,8 @@ def _installed_roots() -> list[Path]:
 
 
 def module_origin(module: str) -> Path | None:
-    """The file `module` would be loaded from, found without running any of its code (or its parents').
+    """The file `module` would be loaded from, found without running any of its code (or its
+    parents').
 
     None for a builtin, frozen or missing module.
     """
@@ -230,7 +232,8 @@ def _short(value: Any, limit: int = 80) -> str:
 
 def _how_to_register(name: str) -> str:
     return (
-        f"Register it one of these ways: decorate the function with @rec.agent({name!r}) (or, for code "
+        f"Register it one of these ways: decorate the function with @rec.agent({name!r}) (or, for "
+        f"code "
         f"recorded with rec.run(), call replay.register_agent({name!r}, fn)) in a module the "
         'project names, listed in pyproject.toml ([tool.agent-replay] agents = ["your.module"]) or '
         "in the pytest ini option replay_agents; or pass --replay-agent your.module:handle "
@@ -254,7 +257,8 @@ def _ensure_on_path(folder: Path | None) -> None:
 
 
 def load_named(refs: Iterable[str], *, where: str = "--replay-agent") -> None:
-    """Import the modules the project names (``MODULE`` or ``MODULE:FN``); checks that FN is an agent.
+    """Import the modules the project names (``MODULE`` or ``MODULE:FN``); checks that FN is an
+    agent.
 
     Raises:
         EntrypointError: a module cannot be imported, FN is missing or not a registered agent.
@@ -282,7 +286,7 @@ def load_named(refs: Iterable[str], *, where: str = "--replay-agent") -> None:
 
 def _pick(name: str, entrypoint: str | None) -> Callable[..., Any] | None:
     found = registered_agents(name)
-    for entry, fn in reversed(found):  # the newest registration of that entrypoint
+    for entry, fn in found[::-1]:  # the newest registration of that entrypoint
         if entry == entrypoint:
             return fn
     return None
@@ -296,14 +300,17 @@ def resolve_agent(
     project: str | os.PathLike[str] | None = None,
     run_id: str = "?",
 ) -> Callable[..., Any]:
-    """The registered function to call for a recorded run of `agent_name` (see the module docstring).
+    """The registered function to call for a recorded run of `agent_name` (see the module
+    docstring).
 
     Args:
         agent_name: the recording's agent name.
         entrypoint: the recording's ``module:qualname``: picks among several agents of that name,
             and may be imported under the rules above.
-        agents: ``MODULE`` or ``MODULE:FN`` the project names (``--replay-agent``, ini ``replay_agents``).
-        project: the project folder (default: the working folder); its nearest pyproject.toml is read.
+        agents: ``MODULE`` or ``MODULE:FN`` the project names (``--replay-agent``, ini
+            ``replay_agents``).
+        project: the project folder (default: the working folder); its nearest pyproject.toml is
+            read.
 
     Raises:
         EntrypointError: no agent of that name is registered, or several are and the entrypoint
@@ -319,7 +326,8 @@ def resolve_agent(
     load_named(agents, where="--replay-agent")
     load_named(
         listed,
-        where=f"{config_dir / 'pyproject.toml' if config_dir else 'pyproject.toml'} [tool.agent-replay] agents",
+        where=f"{config_dir / 'pyproject.toml' if config_dir else 'pyproject.toml'} "
+        f"[tool.agent-replay] agents",
     )
     fn = _pick(agent_name, entrypoint)
     if fn is not None:
@@ -341,7 +349,8 @@ def resolve_agent(
     if len(functions) > 1:
         entries = ", ".join(sorted(e for e, _ in functions.values()))
         raise EntrypointError(
-            f"cannot replay run {run_id}: agent {_short(agent_name)} is registered by several functions "
+            f"cannot replay run {run_id}: agent {_short(agent_name)} is registered by several "
+            f"functions "
             f"({entries}) and the recorded entrypoint {_short(entrypoint)} is none of them: "
             "pass --replay-agent MODULE:FN (pytest, `replay run`) or agent= (Python) to choose one"
         )
@@ -352,14 +361,17 @@ def resolve_agent(
         else " (no agent is registered)"
     )
     raise EntrypointError(
-        f"cannot replay run {run_id}: it needs agent {_short(agent_name)}, and no function is registered "
-        f"under that name{known}; the recorded entrypoint {_short(entrypoint)} is not imported: {why}. "
-        + _how_to_register(agent_name)
+        f"cannot replay run {run_id}: it needs agent {_short(agent_name)}, and no function is "
+        f"registered "
+        f"under that name{known}; the recorded entrypoint {_short(entrypoint)} is not imported: "
+        f"{why}. " + _how_to_register(agent_name)
     )
 
 
 def _of_project(fn: Callable[..., Any], project: Path, named: list[str]) -> bool:
-    """A registered agent of this project: in a module it names, or defined in a file inside its folder."""
+    """A registered agent of this project: in a module it names, or defined in a file inside its
+    folder.
+    """
     module = getattr(fn, "__module__", "") or ""
     if any(module == n or module.startswith(n + ".") for n in named):
         return True
@@ -410,7 +422,8 @@ def check_explicit(
     if registered_as is not None and registered_as != agent_name:
         raise EntrypointError(
             f"cannot replay run {run_id}: it is a run of agent {_short(agent_name)}, but "
-            f"{getattr(fn, '__qualname__', 'the function')} is registered as agent {_short(registered_as)}: "
+            f"{getattr(fn, '__qualname__', 'the function')} is registered as agent "
+            f"{_short(registered_as)}: "
             "pass the agent of that name, or a plain function that wraps yours"
         )
     return fn

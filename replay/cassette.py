@@ -42,7 +42,8 @@ __all__ = [
 CASSETTE_FORMAT = "agent-replay-cassette"
 CASSETTE_VERSION = 1
 
-#: A well-formed run id (`replay.models.new_run_id`): ``r_`` + 26 lowercase Crockford base32 characters.
+#: A well-formed run id (`replay.models.new_run_id`): ``r_`` + 26 lowercase Crockford base32
+#: characters.
 RUN_ID_PATTERN = re.compile(r"r_[0-9abcdefghjkmnpqrstvwxyz]{26}")
 
 
@@ -177,14 +178,16 @@ def cassette_from_replay(result: Any) -> Cassette:
         if sha and sha not in snapshots and sha in result.recording.snapshots:
             value, type_name, truncated = result.recording.snapshots[sha]
             snapshots[sha] = Snapshot(body=value, type=type_name, truncated=truncated)
-    # HTTP was played back from the recording, not recorded again: keep the recording's interactions.
+    # HTTP was played back from the recording, not recorded again: keep the recording's
+    # interactions.
     http = list(result.recording.http)
     run = run.model_copy(update={"http_sha": result.recorded.http_sha if http else None})
     return Cassette(run=run, events=events, snapshots=snapshots, http=http)
 
 
 def dump_cassette(cassette: Cassette) -> str:
-    """The cassette as indented JSON text, sorted but for snapshot bodies (stable across exports)."""
+    """The cassette as indented JSON text, sorted but for snapshot bodies (stable across
+    exports)."""
     data = cassette.model_dump(mode="json")
     for event in data["events"]:
         # Added with parallel tool calls: left out when unset, so a cassette without concurrent
@@ -259,7 +262,8 @@ def load_cassette(path: str | os.PathLike[str]) -> Cassette:
     except RecursionError:
         raise CassetteDecodeError(
             str(p),
-            "nested too deeply to read (thousands of levels): agent-replay never writes such a file",
+            "nested too deeply to read (thousands of levels): agent-replay never writes such a "
+            "file",
         ) from None
     except ValueError as exc:
         raise CassetteDecodeError(str(p), f"not valid JSON: {exc}") from None
@@ -269,7 +273,8 @@ def load_cassette(path: str | os.PathLike[str]) -> Cassette:
     if fmt != CASSETTE_FORMAT:
         raise CassetteDecodeError(
             str(p),
-            f"format: expected {CASSETTE_FORMAT!r}, found {str(fmt)[:40]!r} (is this an agent-replay cassette?)",
+            f"format: expected {CASSETTE_FORMAT!r}, found {str(fmt)[:40]!r} (is this an "
+            f"agent-replay cassette?)",
         )
     version = data.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
@@ -280,7 +285,8 @@ def load_cassette(path: str | os.PathLike[str]) -> Cassette:
         raise CassetteDecodeError(
             str(p),
             f"version: {version} is not a cassette format version (versions start at 1; "
-            f"this agent-replay writes {CASSETTE_VERSION}): re-export the run with `replay export RUN_ID`",
+            f"this agent-replay writes {CASSETTE_VERSION}): re-export the run with `replay export "
+            f"RUN_ID`",
         )
     if version > CASSETTE_VERSION:
         raise CassetteDecodeError(
@@ -324,7 +330,8 @@ def check_integrity(cas: Cassette, where: str = "<cassette>") -> None:
         if e.run_id != rid:
             raise CassetteDecodeError(
                 where,
-                f"events[{i}].run_id: {e.run_id[:40]!r} is not the cassette's run {rid}: every event "
+                f"events[{i}].run_id: {e.run_id[:40]!r} is not the cassette's run {rid}: every "
+                f"event "
                 "of a cassette belongs to its run (the file was edited or assembled from two runs)",
             )
     for sha, snap in cas.snapshots.items():

@@ -44,15 +44,17 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
-from vcr import matchers as _vcr_matchers
-from vcr.cassette import Cassette as VcrCassette
-from vcr.errors import CannotOverwriteExistingCassetteException
-from vcr.filters import decode_response
-from vcr.matchers import get_matchers_results, requests_match
-from vcr.patch import CassettePatcherBuilder
-from vcr.persisters.filesystem import CassetteNotFoundError
-from vcr.request import Request
-from vcr.serialize import deserialize, serialize
+# vcrpy ships no type information (no py.typed, no stubs): its names are Any to mypy, and the two
+# cassette classes below subclass its Cassette (hence their `type: ignore[misc]`).
+from vcr import matchers as _vcr_matchers  # type: ignore[import-untyped]
+from vcr.cassette import Cassette as VcrCassette  # type: ignore[import-untyped]
+from vcr.errors import CannotOverwriteExistingCassetteException  # type: ignore[import-untyped]
+from vcr.filters import decode_response  # type: ignore[import-untyped]
+from vcr.matchers import get_matchers_results, requests_match  # type: ignore[import-untyped]
+from vcr.patch import CassettePatcherBuilder  # type: ignore[import-untyped]
+from vcr.persisters.filesystem import CassetteNotFoundError  # type: ignore[import-untyped]
+from vcr.request import Request  # type: ignore[import-untyped]
+from vcr.serialize import deserialize, serialize  # type: ignore[import-untyped]
 
 from replay.context import _step
 from replay.errors import InvalidHttpMatchError, UnrecordedRequest
@@ -108,7 +110,8 @@ class HttpOptions:
     Example::
 
         @rec.agent("support", http=HttpOptions(match_on=("method", "uri", "body")))
-        @rec.agent("support", http_match=("method", "path", "header:x-request-kind"))  # the same idea
+        # the same idea:
+        @rec.agent("support", http_match=("method", "path", "header:x-request-kind"))
 
     Raises:
         InvalidHttpMatchError: a rule that is not a known field or ``header:NAME``.
@@ -144,7 +147,9 @@ class HttpOptions:
 
     @classmethod
     def of(cls, http: Any, http_match: Sequence[str] | None = None) -> HttpOptions | None:
-        """The options `rec.agent(http=..., http_match=...)` asks for; None when HTTP is not recorded."""
+        """The options `rec.agent(http=..., http_match=...)` asks for; None when HTTP is not
+        recorded.
+        """
         if isinstance(http, HttpOptions):
             return http if http_match is None else cls(tuple(http_match))
         if http_match is not None:
@@ -232,7 +237,8 @@ class _DictSerializer:
 
 
 class MemoryPersister:
-    """A vcrpy persister that keeps cassettes in a dict, keyed by cassette path (nothing on disk)."""
+    """A vcrpy persister that keeps cassettes in a dict, keyed by cassette path (nothing on
+    disk)."""
 
     _cassettes: ClassVar[dict[str, dict[str, Any]]] = {}
     _lock = threading.Lock()
@@ -263,7 +269,7 @@ class MemoryPersister:
             cls._cassettes.pop(cassette_path, None)
 
 
-# ---- JSON form: bytes that are not UTF-8 become {"$base64": ...}; headers always lists ------------
+# ---- JSON form: bytes that are not UTF-8 become {"$base64": ...}; headers always lists -----------
 
 
 def _to_json(value: Any) -> Any:
@@ -328,7 +334,8 @@ _passthrough = VcrCassette(
 
 
 class _Router:
-    """What vcrpy's patched clients hold as their cassette: forwards to the current context's one."""
+    """What vcrpy's patched clients hold as their cassette: forwards to the current context's
+    one."""
 
     @staticmethod
     def _target() -> VcrCassette:
@@ -382,7 +389,7 @@ def _release() -> None:
 # ---- recording --------------------------------------------------------------------------------
 
 
-class _CaptureCassette(VcrCassette):
+class _CaptureCassette(VcrCassette):  # type: ignore[misc]  # vcrpy is untyped (see the imports)
     """A recording cassette that notes, with each interaction, the tool step that made it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -421,7 +428,8 @@ class HttpRecording:
         return self
 
     def stop(self) -> list[dict[str, Any]]:
-        """End the capture; the interactions in vcrpy's serialized form, JSON-safe (not yet redacted).
+        """End the capture; the interactions in vcrpy's serialized form, JSON-safe (not yet
+        redacted).
 
         Each interaction also carries ``step_id`` (the tool step that made it, None outside any
         step) and ``match_on`` (the run's matching rule, see `HttpOptions`).
@@ -461,7 +469,9 @@ def _content_type(headers: Any) -> str:
 
 
 def _redact_form(text: str, redact: Callable[[Any], Any]) -> str | None:
-    """A form-encoded text (``a=1&password=x``) with its pairs redacted by key and value; None if unchanged."""
+    """A form-encoded text (``a=1&password=x``) with its pairs redacted by key and value; None if
+    unchanged.
+    """
     try:
         pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=True)
     except ValueError:
@@ -471,7 +481,9 @@ def _redact_form(text: str, redact: Callable[[Any], Any]) -> str | None:
     red = redact({"_": [[k, v] for k, v in pairs]})["_"]
     secret = getattr(redact, "_is_secret_key_cached", None)
     out = []
-    for (k, v), (rk, rv) in zip(pairs, red):
+    # `red` is `pairs` redacted item by item; not strict, so a redactor that changes a list's
+    # length cannot make recording raise.
+    for (k, _v), (rk, rv) in zip(pairs, red, strict=False):
         if secret is not None and secret(k):
             rv = "REDACTED"
         out.append((rk, rv))
@@ -575,7 +587,7 @@ def _request_redactor(redact: Callable[[Any], Any]) -> Callable[[Request], Reque
     return before_record_request
 
 
-class HttpPlayback(VcrCassette):
+class HttpPlayback(VcrCassette):  # type: ignore[misc]  # vcrpy is untyped (see the imports)
     """The record-mode-none cassette a replay answers from, with what it answered, step by step.
 
     Matching has two tiers: a recorded request equal to the live one under the run's rule (both
@@ -722,7 +734,8 @@ def http_playback(
     *,
     loose: bool = True,
 ) -> Iterator[HttpPlayback]:
-    """Answer this context's HTTP calls from `interactions` (record mode none) until the block exits.
+    """Answer this context's HTTP calls from `interactions` (record mode none) until the block
+    exits.
 
     Requests are matched by the rule stored with the interactions (`HttpOptions`), the live
     request redacted with `redact` first. ``loose`` adds the pseudonym-tolerant second tier. A
@@ -758,7 +771,9 @@ def http_playback(
 
 
 def _top_level(events: Iterable[Any]) -> Callable[[int | None], int | None]:
-    """step_id -> the id of its top-level step (a tool called inside a tool counts for the outer one)."""
+    """step_id -> the id of its top-level step (a tool called inside a tool counts for the outer
+    one).
+    """
     parent = {
         e.step_id: e.parent_step_id for e in events if getattr(e, "step_id", None) is not None
     }
@@ -792,7 +807,8 @@ def replayed_attempts(
     recorded: Mapping[int | None, int] | None,
     events: Iterable[Any],
 ) -> tuple[dict[int | None, int] | None, dict[int | None, int]]:
-    """(attempts, unrecorded) per top-level replayed step id, for a replay of a run with HTTP counts.
+    """(attempts, unrecorded) per top-level replayed step id, for a replay of a run with HTTP
+    counts.
 
     A step answered from the recording never ran, so it keeps the recorded step's attempts;
     requests the replay made (stubs, code outside tool steps) count where they were made.

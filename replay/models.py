@@ -57,7 +57,9 @@ MAX_INT = 2**63 - 1
 
 
 def _check_name(value: str) -> str:
-    """A name (run id, agent, tool) must be text SQLite and JSON can hold: no NUL, no lone surrogate."""
+    """A name (run id, agent, tool) must be text SQLite and JSON can hold: no NUL, no lone
+    surrogate.
+    """
     if "\x00" in value:
         raise ValueError("contains a NUL character (\\x00): names must be plain text")
     try:
@@ -95,7 +97,8 @@ _id_lock = threading.Lock()
 
 
 def new_run_id(now_ms: int | None = None) -> str:
-    """A time-sortable id unique across processes and hosts: ``r_`` + 48-bit ms time + 80 random bits.
+    """A time-sortable id unique across processes and hosts: ``r_`` + 48-bit ms time + 80 random
+    bits.
 
     Crockford base32, lowercase, 28 characters. Within one process ids are strictly increasing
     (like a monotonic ULID: a second id in the same millisecond adds one to the random part), so
@@ -116,7 +119,8 @@ def new_run_id(now_ms: int | None = None) -> str:
 
 
 class Usage(BaseModel):
-    """Tokens, spend and tool calls of a run (on `stop`) or of one model call (on `model_result`)."""
+    """Tokens, spend and tool calls of a run (on `stop`) or of one model call (on
+    `model_result`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -226,7 +230,9 @@ class Run(BaseModel):
 
     @property
     def stop_inferred(self) -> bool:
-        """The stop reason was inferred: no stop event was written, and the recording process is gone."""
+        """The stop reason was inferred: no stop event was written, and the recording process is
+        gone.
+        """
         return self._stop_inferred
 
     @field_validator("stop_reason")
@@ -254,7 +260,8 @@ _set = object.__setattr__
 
 
 def trusted_event(fields: dict[str, Any]) -> Event:
-    """An `Event` from fields this library wrote itself (a store row, the writer's tuple), unchecked.
+    """An `Event` from fields this library wrote itself (a store row, the writer's tuple),
+    unchecked.
 
     `Event.model_validate` costs several microseconds per event, a large share of a replay of a
     long run; what the writer produced and the store kept was validated on the way in. Never

@@ -54,13 +54,16 @@ class DnsBlockedError(NetworkBlockedError, socket.gaierror):
 
 
 class SubprocessBlockedError(PermissionError):
-    """A process started during a replay (``subprocess``, ``os.system``, ``os.exec*``, ``os.spawn*``)."""
+    """A process started during a replay (``subprocess``, ``os.system``, ``os.exec*``,
+    ``os.spawn*``).
+    """
 
 
 _lock = threading.RLock()
 _depth = {"network": 0, "subprocess": 0}
 _MISSING = object()
-# key -> (owner, attribute, what the owner's __dict__ held (or _MISSING: inherited), the original callable)
+# key -> (owner, attribute, what the owner's __dict__ held (or _MISSING: inherited), the original
+# callable)
 _saved: dict[str, tuple[Any, str, Any, Any]] = {}
 
 
@@ -244,7 +247,8 @@ def _patched(kind: str, patches: Callable[[], list[tuple[str, Any, str, Any]]]) 
 
 
 def block_network() -> contextlib.AbstractContextManager[None]:
-    """Refuse sockets (connect, sendto, create_connection) and DNS in this process until the block exits.
+    """Refuse sockets (connect, sendto, create_connection) and DNS in this process until the block
+    exits.
 
     Re-entrant: nested blocks restore the originals when the outermost one exits.
     """
@@ -252,7 +256,9 @@ def block_network() -> contextlib.AbstractContextManager[None]:
 
 
 def block_subprocess() -> contextlib.AbstractContextManager[None]:
-    """Refuse starting processes (subprocess, os.system, os.popen, os.exec*/spawn*) until the block exits."""
+    """Refuse starting processes (subprocess, os.system, os.popen, os.exec*/spawn*) until the block
+    exits.
+    """
     return _patched("subprocess", _subprocess_patches)
 
 

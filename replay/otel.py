@@ -103,7 +103,8 @@ class OtelDependencyError(ReplayError, ImportError):
 
     def __init__(self) -> None:
         super().__init__(
-            "OpenTelemetry export needs opentelemetry-sdk and opentelemetry-exporter-otlp-proto-http, "
+            "OpenTelemetry export needs opentelemetry-sdk and "
+            "opentelemetry-exporter-otlp-proto-http, "
             "which are not installed: pip install 'agent-replay[otel]'"
         )
 
@@ -153,7 +154,9 @@ def _ns(ms: int | float) -> int:
 
 
 def _content(value: Any) -> str:
-    """A stored (redacted) value as JSON text: a string too, so an importer reads back the same value."""
+    """A stored (redacted) value as JSON text: a string too, so an importer reads back the same
+    value.
+    """
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
@@ -407,7 +410,8 @@ _exporters: weakref.WeakSet[OtelExporter] = weakref.WeakSet()
 
 @atexit.register
 def _shutdown_all() -> None:
-    """At exit: end the recorders' runs first (their stops reach the listeners), then send what is queued.
+    """At exit: end the recorders' runs first (their stops reach the listeners), then send what is
+    queued.
 
     atexit runs handlers last-registered-first, so without this a process that exits without
     ``exporter.shutdown()`` would lose the spans still queued and the runs ending at exit.
@@ -555,8 +559,10 @@ class OtelExporter:
             self._warned = True
         if first:
             msg = (
-                f"agent-replay could not export {n} span(s) to OpenTelemetry ({why}); recording goes on "
-                "and the runs stay in the store: send them again with `replay otel-export --since 1h`. "
+                f"agent-replay could not export {n} span(s) to OpenTelemetry ({why}); recording "
+                f"goes on "
+                "and the runs stay in the store: send them again with `replay otel-export --since "
+                "1h`. "
                 "Later failures are counted in OtelExporter.failed."
             )
             log.warning(msg)
@@ -625,7 +631,8 @@ class OtelExporter:
         agent: str | None = None,
         metrics: bool = False,
     ) -> int:
-        """Send finished runs from `store` (these ids, or those started in the window); returns how many.
+        """Send finished runs from `store` (these ids, or those started in the window); returns how
+        many.
 
         Metrics are not counted by default: a backfill would count runs a live exporter already
         counted. Runs without a stop reason (still running) are skipped.
@@ -671,7 +678,8 @@ class OtelExporter:
         return ok
 
     def shutdown(self) -> None:
-        """Flush and stop the background threads. Spans of runs ending later are counted as failed."""
+        """Flush and stop the background threads. Spans of runs ending later are counted as
+        failed."""
         if self._closed:
             return
         self.processor.shutdown()

@@ -197,7 +197,8 @@ def _attrs(items: Any) -> dict[str, Any]:
 
 
 def _hex_id(value: Any, nbytes: int) -> str:
-    """A trace or span id as lowercase hex: OTLP JSON writes hex; protobuf's JSON mapping, base64."""
+    """A trace or span id as lowercase hex: OTLP JSON writes hex; protobuf's JSON mapping,
+    base64."""
     if not isinstance(value, str) or not value:
         return ""
     s = value.strip()
@@ -447,7 +448,8 @@ class _Builder:
         self.by_id: dict[str, _Span] = {}  # the spans of the trace being built, by span id
 
     def snapshot(self, value: Any, type_name: str | None = None) -> tuple[str, Any]:
-        """Redact `value`, keep it content-addressed; (sha, the redacted value) as the writer does."""
+        """Redact `value`, keep it content-addressed; (sha, the redacted value) as the writer
+        does."""
         body = self.redactor.canonical(value)
         digest = sha_of_canonical(body)
         if digest not in self.snapshots:
@@ -675,7 +677,7 @@ def import_otlp(
     Raises:
         OtlpDecodeError: the file cannot be read or holds no agent, tool or LLM span.
     """
-    from replay.recorder import shared_redaction_key
+    from replay.guards import shared_redaction_key
 
     docs = load_otlp(path)
     key = redaction_key or shared_redaction_key() or store.secret_key

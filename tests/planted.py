@@ -53,7 +53,10 @@ def _iban(rng: random.Random) -> str:
 
 def _public_ipv4(rng: random.Random) -> str:
     while True:
-        ip = f"{rng.randint(11, 223)}.{rng.randint(10, 254)}.{rng.randint(10, 254)}.{rng.randint(10, 254)}"
+        ip = (
+            f"{rng.randint(11, 223)}.{rng.randint(10, 254)}."
+            f"{rng.randint(10, 254)}.{rng.randint(10, 254)}"
+        )
         if ipaddress.IPv4Address(ip).is_global:
             return ip
 
@@ -71,12 +74,16 @@ def _public_ipv6(rng: random.Random) -> str:
 
 
 def _nanp(rng: random.Random) -> str:
-    return f"{rng.randint(2, 9)}{rng.randint(0, 99):02d}{rng.randint(2, 9)}{rng.randint(0, 999999):06d}"
+    return (
+        f"{rng.randint(2, 9)}{rng.randint(0, 99):02d}"
+        f"{rng.randint(2, 9)}{rng.randint(0, 999999):06d}"
+    )
 
 
 def _email(rng: random.Random) -> str:
     return (
-        f"{_s(rng, string.ascii_lowercase, 6)}.{_s(rng, string.ascii_lowercase + string.digits, 5)}@"
+        f"{_s(rng, string.ascii_lowercase, 6)}."
+        f"{_s(rng, string.ascii_lowercase + string.digits, 5)}@"
         f"{_s(rng, string.ascii_lowercase, 7)}.{rng.choice(['com', 'io', 'de', 'co.uk'])}"
     )
 
@@ -121,10 +128,16 @@ def _make(kind: str, rng: random.Random) -> Planted:
         e = _email(rng)
         return Planted(kind, e, (e,))
     if kind == "email_idn":
-        e = f"jürgen.{_s(rng, string.ascii_lowercase, 6)}@bücher{_s(rng, string.ascii_lowercase, 4)}.de"
+        e = (
+            f"jürgen.{_s(rng, string.ascii_lowercase, 6)}"
+            f"@bücher{_s(rng, string.ascii_lowercase, 4)}.de"
+        )
         return Planted(kind, e, (e,))
     if kind == "email_punycode":
-        e = f"ivan.{_s(rng, string.ascii_lowercase, 6)}@xn--{_s(rng, string.ascii_lowercase, 6)}-kva.xn--p1ai"
+        e = (
+            f"ivan.{_s(rng, string.ascii_lowercase, 6)}"
+            f"@xn--{_s(rng, string.ascii_lowercase, 6)}-kva.xn--p1ai"
+        )
         return Planted(kind, e, (e,))
     if kind == "email_localhost":
         e = f"root.{_s(rng, string.ascii_lowercase, 7)}@localhost"

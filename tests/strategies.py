@@ -117,8 +117,13 @@ def emails(draw: st.DrawFn) -> str:
 @st.composite
 def phones(draw: st.DrawFn) -> str:
     """International (+country, 11-14 digits) and US/UK national formats with separators."""
-    d = lambda n: draw(_chars(string.digits, n))
-    nxx = lambda: draw(st.sampled_from("23456789")) + d(2)
+
+    def d(n: int) -> str:
+        return draw(_chars(string.digits, n))
+
+    def nxx() -> str:
+        return draw(st.sampled_from("23456789")) + d(2)
+
     kind = draw(st.sampled_from(["e164", "intl", "us_paren", "us_dash", "us_dot", "uk", "fr"]))
     if kind == "e164":
         return "+" + draw(st.sampled_from(["1", "44", "49", "33", "61"])) + nxx() + d(7)
@@ -230,7 +235,8 @@ def bearer_tokens(draw: st.DrawFn) -> tuple[str, str]:
 
 @st.composite
 def api_keys(draw: st.DrawFn) -> str:
-    """Provider keys: OpenAI ``sk-``/``sk-proj-``, AWS ``AKIA``, GitHub ``ghp_``, Slack ``xoxb-``."""
+    """Provider keys: OpenAI ``sk-``/``sk-proj-``, AWS ``AKIA``, GitHub ``ghp_``, Slack
+    ``xoxb-``."""
     kind = draw(st.sampled_from(["sk", "sk-proj", "akia", "ghp", "xoxb", "stripe"]))
     if kind == "sk":
         return "sk-" + draw(_chars(_ALNUM, 48))

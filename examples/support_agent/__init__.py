@@ -1,4 +1,5 @@
-"""The support agent of ``replay demo``, under its old name: it ships in the package as `replay.demo_agent`.
+"""The support agent of ``replay demo``, under its old name: it ships in the package as
+`replay.demo_agent`.
 
 ``examples.support_agent.agent`` (and ``config``, ``scenario``, ``tools``, ``upstream``) are the
 packaged modules themselves (aliased in ``sys.modules``), so runs and cassettes recorded under

@@ -1,4 +1,5 @@
-"""`replay.demo_agent.agent` under its old name (the agent ships in the package; see `replay.demo_agent`).
+"""`replay.demo_agent.agent` under its old name (the agent ships in the package; see
+`replay.demo_agent`).
 
 This module *is* the packaged one (the same module object), so patching or reading it here is
 patching or reading the agent `replay demo` runs, and runs recorded under this name replay.

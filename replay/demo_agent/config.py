@@ -19,7 +19,7 @@ import contextvars
 import os
 from collections.abc import Iterator, Mapping
 
-from replay import Recorder
+from replay.recorder import Recorder
 
 __all__ = ["VERSIONS", "DeployedVersions", "rec", "use_version", "version"]
 
@@ -65,7 +65,8 @@ def use_version(v: str) -> Iterator[str]:
 
 
 class DeployedVersions(Mapping[str, str]):
-    """The versions of the deploy selected at the moment a run starts (a live view of `VERSIONS`)."""
+    """The versions of the deploy selected at the moment a run starts (a live view of
+    `VERSIONS`)."""
 
     def _now(self) -> dict[str, str]:
         return VERSIONS[version()]

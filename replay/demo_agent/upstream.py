@@ -200,7 +200,8 @@ class Upstream:
     def flaky(
         cls, seed: int | str, *, clock: FakeClock | None = None, lost_acks: int = 1
     ) -> Upstream:
-        """An upstream down in seeded windows (429/503) whose email gateway loses `lost_acks` acks."""
+        """An upstream down in seeded windows (429/503) whose email gateway loses `lost_acks`
+        acks."""
         clock = clock or FakeClock()
         rng = random.Random(f"flaky:{seed}")
         down: list[tuple[float, float, int]] = []
@@ -255,7 +256,9 @@ class Upstream:
     def send_email(
         self, to: str, subject: str, body: str, idempotency_key: str | None = None
     ) -> dict[str, Any]:
-        """Deliver an email; a repeated idempotency key returns the first message id, delivering nothing."""
+        """Deliver an email; a repeated idempotency key returns the first message id, delivering
+        nothing.
+        """
         self._arrive("POST /emails")
         if idempotency_key is not None and idempotency_key in self._keys:
             return {"message_id": self._keys[idempotency_key], "status": "duplicate_suppressed"}

@@ -190,7 +190,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class LocalService:
-    """The service running in a daemon thread; ``url`` uses ``localhost`` (not an IP: nothing to pseudonymise)."""
+    """The service running in a daemon thread; ``url`` uses ``localhost`` (not an IP: nothing to
+    pseudonymise).
+    """
 
     def __init__(self) -> None:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)

@@ -342,7 +342,9 @@ def test_there_are_at_least_30_bad_input_cases() -> None:
 
 
 def test_a_bad_value_is_not_echoed_back(ws: dict[str, Any], tmp_path: Path) -> None:
-    """The error names the field, not the value in it: a secret-looking bad value stays off the terminal."""
+    """The error names the field, not the value in it: a secret-looking bad value stays off the
+    terminal.
+    """
     secret = "sk-live-" + "A" * 30
     path = _cassette(ws, tmp_path, _set("run.tool_calls", secret))
     res = CliRunner().invoke(
@@ -356,7 +358,9 @@ def test_a_bad_value_is_not_echoed_back(ws: dict[str, Any], tmp_path: Path) -> N
 def test_listings_skip_one_bad_row_with_one_warning_naming_it(
     ws: dict[str, Any], tmp_path: Path, verb: list[str]
 ) -> None:
-    """runs/stats/alerts skip an unreadable run row with one warning naming its run id, and show the rest."""
+    """runs/stats/alerts skip an unreadable run row with one warning naming its run id, and show
+    the rest.
+    """
     db = _bad_row_store(ws, tmp_path, BAD_USAGE)
     bad, others = ws["run_ids"][0], ws["run_ids"][1:]
     res = CliRunner().invoke(
@@ -373,7 +377,9 @@ def test_listings_skip_one_bad_row_with_one_warning_naming_it(
 
 
 def test_scan_keeps_exit_1_for_secrets_and_0_for_clean(tmp_path: Path) -> None:
-    """scan exits 1 when it finds a secret and 0 when the files are clean: 2 is only for unreadable files."""
+    """scan exits 1 when it finds a secret and 0 when the files are clean: 2 is only for unreadable
+    files.
+    """
     dirty = _text(tmp_path, json.dumps({"note": "mail ann@example.com"}), "dirty.json")
     clean = _text(tmp_path, json.dumps({"note": "nothing here"}), "clean.json")
     assert CliRunner().invoke(cli, ["scan", dirty], catch_exceptions=False).exit_code == 1
@@ -385,7 +391,9 @@ def test_scan_keeps_exit_1_for_secrets_and_0_for_clean(tmp_path: Path) -> None:
 
 
 def test_console_script_answers_a_deep_cassette_with_exit_2(tmp_path: Path) -> None:
-    """The installed `replay` command exits 2 on a cassette nested 100,000 deep, naming it, with no traceback."""
+    """The installed `replay` command exits 2 on a cassette nested 100,000 deep, naming it, with no
+    traceback.
+    """
     exe = shutil.which("replay")
     if exe is None:
         pytest.fail("the `replay` console script is not installed: pip install -e .")
@@ -406,7 +414,9 @@ def test_console_script_answers_a_deep_cassette_with_exit_2(tmp_path: Path) -> N
 
 
 def test_a_damaged_snapshot_is_named_by_replay_and_diff(ws: dict[str, Any], tmp_path: Path) -> None:
-    """A snapshot body that is not JSON makes `run` and `diff` exit 2 naming the store, the run and the snapshot."""
+    """A snapshot body that is not JSON makes `run` and `diff` exit 2 naming the store, the run and
+    the snapshot.
+    """
     db = tmp_path / "snap.db"
     shutil.copy(ws["db"], db)
     rid = ws["run_ids"][0]

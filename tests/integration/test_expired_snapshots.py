@@ -77,7 +77,9 @@ def _prune_snapshots(db: Path, days: float = 20) -> None:
 def test_replay_names_the_expired_steps_and_since_when_before_running_the_agent(
     recorded: dict[str, Any],
 ) -> None:
-    """replay_run raises ExpiredSnapshotsError naming each step, its tool and the expiry date; the agent never runs."""
+    """replay_run raises ExpiredSnapshotsError naming each step, its tool and the expiry date; the
+    agent never runs.
+    """
     _prune_snapshots(recorded["db"])
     with pytest.raises(ExpiredSnapshotsError) as info:
         replay_run(recorded["run_id"], agent=recorded["agent"], db=recorded["db"])
@@ -94,7 +96,9 @@ def test_replay_names_the_expired_steps_and_since_when_before_running_the_agent(
 
 
 def test_stubs_for_the_expired_tools_let_the_replay_run(recorded: dict[str, Any]) -> None:
-    """With every expired tool answered by a stub, the replay runs and matches the recording's step sequence."""
+    """With every expired tool answered by a stub, the replay runs and matches the recording's step
+    sequence.
+    """
     _prune_snapshots(recorded["db"])
     result = replay_run(
         recorded["run_id"],
@@ -116,7 +120,9 @@ def test_stubs_for_the_expired_tools_let_the_replay_run(recorded: dict[str, Any]
 def test_a_run_pinned_before_the_prune_keeps_its_snapshots_and_replays(
     recorded: dict[str, Any],
 ) -> None:
-    """Pinning keeps the run's snapshots through a prune at day 20, so it still replays and matches."""
+    """Pinning keeps the run's snapshots through a prune at day 20, so it still replays and
+    matches.
+    """
     res = CliRunner().invoke(
         cli, ["pin", recorded["run_id"], "--db", str(recorded["db"])], catch_exceptions=False
     )
@@ -135,7 +141,9 @@ def test_a_run_pinned_before_the_prune_keeps_its_snapshots_and_replays(
 def test_export_refuses_an_expired_run_naming_steps_and_pins_nothing(
     recorded: dict[str, Any],
 ) -> None:
-    """`replay export` exits 2 naming the expired steps and since when; no cassette is written and the run stays unpinned."""
+    """`replay export` exits 2 naming the expired steps and since when; no cassette is written and
+    the run stays unpinned.
+    """
     _prune_snapshots(recorded["db"])
     out = recorded["tmp"] / "cassettes"
     res = CliRunner().invoke(
@@ -153,7 +161,9 @@ def test_export_refuses_an_expired_run_naming_steps_and_pins_nothing(
 def test_export_with_allow_expired_writes_and_warns_and_the_cassette_refuses_replay(
     recorded: dict[str, Any],
 ) -> None:
-    """--allow-expired writes and pins with a warning naming the steps; replaying that cassette is refused the same way."""
+    """--allow-expired writes and pins with a warning naming the steps; replaying that cassette is
+    refused the same way.
+    """
     _prune_snapshots(recorded["db"])
     out = recorded["tmp"] / "cassettes"
     res = CliRunner().invoke(
@@ -218,7 +228,8 @@ def handle(q):
 def test_replay_run_cli_reports_the_expired_steps_with_exit_2(
     recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`replay run RUN_ID` on an expired run exits 2 (an error, not a divergence) naming the steps."""
+    """`replay run RUN_ID` on an expired run exits 2 (an error, not a divergence) naming the
+    steps."""
     name = f"expired_agent_{recorded['run_id'][-8:]}"
     (recorded["tmp"] / f"{name}.py").write_text(AGENT_MODULE)
     monkeypatch.syspath_prepend(str(recorded["tmp"]))

@@ -81,7 +81,9 @@ def _cases(url: str, dead: str) -> dict[str, Callable[[], Any]]:
 
 
 def retry_view(e: BaseException) -> dict[str, Any]:
-    """What a retry policy reads: class, message, status, Retry-After, the request, the response body."""
+    """What a retry policy reads: class, message, status, Retry-After, the request, the response
+    body.
+    """
     view: dict[str, Any] = {"type": type(e), "str": str(e), "args_types": [type(a) for a in e.args]}
     for name in (
         "status_code",
@@ -120,7 +122,9 @@ def retry_view(e: BaseException) -> dict[str, Any]:
 def recorded(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Any, str, dict[str, BaseException], pathlib.Path]:
-    """One run whose tools raise every error of the matrix, recorded against the local service, which is then stopped."""
+    """One run whose tools raise every error of the matrix, recorded against the local service,
+    which is then stopped.
+    """
     db = tmp_path_factory.mktemp("errors") / "rec.db"
     rec = Recorder(db)
     seen: dict[str, BaseException] = {}
@@ -185,7 +189,9 @@ def test_error_comes_back_as_the_clients_class(
 def test_http_errors_carry_real_response_objects(
     recorded: Any, replayed: dict[str, BaseException]
 ) -> None:
-    """httpx and requests errors come back with real Response objects: status, Retry-After and the request."""
+    """httpx and requests errors come back with real Response objects: status, Retry-After and the
+    request.
+    """
     e = replayed["httpx 503"]
     assert isinstance(e, httpx.HTTPStatusError) and isinstance(e.response, httpx.Response)
     assert e.response.status_code == 503 and e.response.headers["retry-after"] == "7"
@@ -215,7 +221,9 @@ def test_error_snapshot_keeps_the_keys_other_readers_use(recorded: Any) -> None:
 def test_class_from_a_module_not_imported_falls_back_to_recorded_tool_error(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An error whose module the agent has not imported is never imported: it comes back as RecordedToolError naming it."""
+    """An error whose module the agent has not imported is never imported: it comes back as
+    RecordedToolError naming it.
+    """
     modname = f"errmod_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{modname}.py").write_text(
         textwrap.dedent("""

@@ -155,7 +155,9 @@ def test_key_order_survives_export_and_import_into_another_store(tmp_path: pathl
 
 
 def test_stored_hash_is_over_the_canonical_form(tmp_path: pathlib.Path) -> None:
-    """The output_sha of an unordered dict equals the seed's sha() over sorted keys (hashes join with logs)."""
+    """The output_sha of an unordered dict equals the seed's sha() over sorted keys (hashes join
+    with logs).
+    """
     from replay.hashing import sha
 
     rec = Recorder(tmp_path / "rec.db")
@@ -197,7 +199,9 @@ JSON_VALUES = st.recursive(
 def test_property_json_dumps_of_replayed_equals_original(
     tmp_path_factory: pytest.TempPathFactory, value: dict
 ) -> None:
-    """For JSON-like values in any key order, json.dumps (no sort_keys) of the replayed value equals the original's."""
+    """For JSON-like values in any key order, json.dumps (no sort_keys) of the replayed value
+    equals the original's.
+    """
     original, replayed = record_then_replay(tmp_path_factory.mktemp("prop"), value)
     assert json.dumps(replayed) == json.dumps(original)
 
@@ -229,7 +233,9 @@ TYPED_VALUES = {
 
 @pytest.mark.parametrize("name", list(TYPED_VALUES))
 def test_types_come_back_as_the_tool_returned_them(tmp_path: pathlib.Path, name: str) -> None:
-    """Tuples, sets, bytes, datetimes, Decimal, UUID, Path, Enum, named tuples, dataclasses and pydantic models replay as themselves."""
+    """Tuples, sets, bytes, datetimes, Decimal, UUID, Path, Enum, named tuples, dataclasses and
+    pydantic models replay as themselves.
+    """
     value = TYPED_VALUES[name]
     original, replayed = record_then_replay(tmp_path, value)
     assert replayed == original
@@ -237,7 +243,9 @@ def test_types_come_back_as_the_tool_returned_them(tmp_path: pathlib.Path, name:
 
 
 def test_openai_chat_completion_comes_back_as_the_sdk_object(tmp_path: pathlib.Path) -> None:
-    """An openai ChatCompletion with tool calls replays as a ChatCompletion the agent can read as usual."""
+    """An openai ChatCompletion with tool calls replays as a ChatCompletion the agent can read as
+    usual.
+    """
     from openai.types.chat import ChatCompletion
 
     completion = ChatCompletion.model_validate(
@@ -273,7 +281,9 @@ def test_openai_chat_completion_comes_back_as_the_sdk_object(tmp_path: pathlib.P
 
 
 def test_the_agent_may_mutate_a_replayed_value(tmp_path: pathlib.Path) -> None:
-    """Two answers from one snapshot are separate objects: mutating the first does not change the second."""
+    """Two answers from one snapshot are separate objects: mutating the first does not change the
+    second.
+    """
     rec = Recorder(tmp_path / "rec.db")
     got: list[Any] = []
     tool = rec.tool("t")(lambda i: {"items": [1]})
@@ -296,7 +306,9 @@ def test_the_agent_may_mutate_a_replayed_value(tmp_path: pathlib.Path) -> None:
 def test_a_class_from_a_module_not_imported_is_never_imported(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Replay builds no class from a module the agent has not imported: the value comes back as plain JSON."""
+    """Replay builds no class from a module the agent has not imported: the value comes back as
+    plain JSON.
+    """
     modname = f"fidelity_mod_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{modname}.py").write_text(
         textwrap.dedent("""
@@ -323,7 +335,9 @@ def test_a_class_from_a_module_not_imported_is_never_imported(
 def test_the_agent_is_called_with_its_input_in_the_recorded_key_order(
     tmp_path: pathlib.Path, via_cassette: bool
 ) -> None:
-    """A ticket dict given to the agent comes back in its own key order, so json.dumps(ticket) in a prompt matches."""
+    """A ticket dict given to the agent comes back in its own key order, so json.dumps(ticket) in a
+    prompt matches.
+    """
     rec = Recorder(tmp_path / "rec.db")
     llm = rec.model("llm")(lambda prompt: "ok")
 
@@ -345,7 +359,9 @@ def test_the_agent_is_called_with_its_input_in_the_recorded_key_order(
 def test_mutating_a_result_right_after_the_call_never_changes_what_was_recorded(
     tmp_path: pathlib.Path,
 ) -> None:
-    """The recorded JSON is frozen on the agent's path: a result mutated at once still replays as the tool returned it."""
+    """The recorded JSON is frozen on the agent's path: a result mutated at once still replays as
+    the tool returned it.
+    """
     rec = Recorder(tmp_path / "rec.db")
     tool = rec.tool("t")(lambda: {"rows": [(1, "a")], "n": 1})
     seen: list[str] = []

@@ -50,7 +50,9 @@ def test_max_steps_stops_the_run(rec: Recorder) -> None:
 
 
 def test_max_repeats_detects_a_loop(rec: Recorder) -> None:
-    """The same tool with the same args more than max_repeats times ends the run with loop_detected."""
+    """The same tool with the same args more than max_repeats times ends the run with
+    loop_detected.
+    """
 
     @rec.tool("http.get")
     def get(url: str) -> str:
@@ -117,7 +119,9 @@ def test_a_tripped_run_refuses_further_tool_calls(rec: Recorder) -> None:
 
 
 def test_sync_tool_timeout_interrupts_the_call_in_the_main_thread(rec: Recorder) -> None:
-    """A sync tool past tool_timeout_s is interrupted (SIGALRM in the main thread) and the run ends tool_timeout."""
+    """A sync tool past tool_timeout_s is interrupted (SIGALRM in the main thread) and the run ends
+    tool_timeout.
+    """
     finished_work = []
 
     @rec.tool("slow")
@@ -139,7 +143,9 @@ def test_sync_tool_timeout_interrupts_the_call_in_the_main_thread(rec: Recorder)
 
 
 def test_sync_tool_timeout_off_the_main_thread_discards_a_late_result(rec: Recorder) -> None:
-    """Off the main thread the call is not interrupted: it finishes, its result is discarded, the run ends tool_timeout."""
+    """Off the main thread the call is not interrupted: it finishes, its result is discarded, the
+    run ends tool_timeout.
+    """
     out: list[Any] = []
 
     @rec.tool("slow")

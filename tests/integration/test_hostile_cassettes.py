@@ -6,8 +6,8 @@ file, a snapshot `type` naming such a module, a `\"\"\"` in the agent name for `
 Every path a user takes is tried (Python, `replay run` through CliRunner and as a subprocess,
 `replay import` then `replay run`); the marker files must stay absent and each refusal says
 which agent the cassette needs and how to register it. The pytest paths are in
-tests/plugin/test_hostile_cassettes_pytest.py. Import tampering, path traversal, symlinks and the sealed
-replay are here too.
+tests/plugin/test_hostile_cassettes_pytest.py. Import tampering, path traversal, symlinks and the
+sealed replay are here too.
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ class Thing:
 def hostile_cassette(
     agent: str, entrypoint: str, value: Any, *, call_style: str = "value"
 ) -> Cassette:
-    """A well-formed cassette (integrity holds) whose run asks replay to call `entrypoint` with `value`."""
+    """A well-formed cassette (integrity holds) whose run asks replay to call `entrypoint` with
+    `value`.
+    """
     rid = new_run_id()
     run = Run(
         run_id=rid,
@@ -125,7 +127,9 @@ def _assert_refused(text: str) -> None:
 
 
 def test_python_replay_refuses_each_hostile_entrypoint(project: Path, tmp_path: Path) -> None:
-    """replay_run on a cassette naming os:system, subprocess:call or a side-effect module runs nothing and says why."""
+    """replay_run on a cassette naming os:system, subprocess:call or a side-effect module runs
+    nothing and says why.
+    """
     for name, cas, marker in _cases(tmp_path):
         path = _write(cas, project / "cassettes" / f"{cas.run.run_id}.json")
         with pytest.raises(EntrypointError) as info:
@@ -136,7 +140,9 @@ def test_python_replay_refuses_each_hostile_entrypoint(project: Path, tmp_path: 
 
 
 def test_refusal_names_why_the_entrypoint_is_not_imported(project: Path, tmp_path: Path) -> None:
-    """The refusal says the stdlib is never imported, and a project module only when the project lists it."""
+    """The refusal says the stdlib is never imported, and a project module only when the project
+    lists it.
+    """
     os_case, _, local_case = _cases(tmp_path)
     with pytest.raises(EntrypointError, match="its module is loaded but holds no agent"):
         replay_run(str(_write(os_case[1], project / "a.json")))
@@ -150,7 +156,8 @@ def test_refusal_names_why_the_entrypoint_is_not_imported(project: Path, tmp_pat
 
 
 def test_listed_package_does_not_license_a_module_outside_it(project: Path, tmp_path: Path) -> None:
-    """A pyproject listing the package `app` does not let a cassette import the project's evil_mod."""
+    """A pyproject listing the package `app` does not let a cassette import the project's
+    evil_mod."""
     (project / "app").mkdir()
     (project / "app" / "__init__.py").write_text("")
     (project / "pyproject.toml").write_text('[tool.agent-replay]\nagents = ["app"]\n')
@@ -162,7 +169,9 @@ def test_listed_package_does_not_license_a_module_outside_it(project: Path, tmp_
 
 
 def test_listed_package_lets_replay_import_the_recorded_submodule(project: Path) -> None:
-    """With `agents = ["shop"]`, a run recorded at shop.agents:handle replays by importing that project module."""
+    """With `agents = ["shop"]`, a run recorded at shop.agents:handle replays by importing that
+    project module.
+    """
     pkg = project / "shop"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
@@ -199,7 +208,9 @@ def test_listed_package_lets_replay_import_the_recorded_submodule(project: Path)
 
 
 def test_cli_run_refuses_hostile_cassettes(project: Path, tmp_path: Path) -> None:
-    """`replay run X.json` (CliRunner) exits 2 with the refusal for each hostile cassette; nothing runs."""
+    """`replay run X.json` (CliRunner) exits 2 with the refusal for each hostile cassette; nothing
+    runs.
+    """
     for name, cas, marker in _cases(tmp_path):
         path = _write(cas, project / "cassettes" / f"{cas.run.run_id}.json")
         res = CliRunner().invoke(cli, ["run", str(path)])
@@ -217,7 +228,9 @@ def _replay_exe() -> str:
 
 
 def test_cli_run_subprocess_refuses_hostile_cassettes(project: Path, tmp_path: Path) -> None:
-    """The `replay` script, run in the project folder, refuses every hostile cassette in one call; nothing runs."""
+    """The `replay` script, run in the project folder, refuses every hostile cassette in one call;
+    nothing runs.
+    """
     paths = [
         str(_write(cas, project / "cassettes" / f"{cas.run.run_id}.json"))
         for _, cas, _ in _cases(tmp_path)
@@ -238,7 +251,9 @@ def test_cli_run_subprocess_refuses_hostile_cassettes(project: Path, tmp_path: P
 
 
 def test_import_then_run_refuses_hostile_runs(project: Path, tmp_path: Path) -> None:
-    """`replay import` stores a hostile run as data; `replay run RUN_ID` from the store then refuses it."""
+    """`replay import` stores a hostile run as data; `replay run RUN_ID` from the store then
+    refuses it.
+    """
     db = project / "incidents.db"
     for name, cas, marker in _cases(tmp_path):
         path = _write(cas, project / f"{name.replace(':', '_')}.json")
@@ -253,7 +268,9 @@ def test_import_then_run_refuses_hostile_runs(project: Path, tmp_path: Path) -> 
 def test_snapshot_type_never_imports_the_module_it_names(
     project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A snapshot whose `type` names a project module with import side effects is replayed as plain JSON."""
+    """A snapshot whose `type` names a project module with import side effects is replayed as plain
+    JSON.
+    """
     name = f"agent_{uuid.uuid4().hex[:8]}"
     (project / f"{name}.py").write_text(
         textwrap.dedent(f"""
@@ -291,7 +308,9 @@ def test_snapshot_type_never_imports_the_module_it_names(
 
 
 def test_error_module_in_a_snapshot_is_never_imported(project: Path, tmp_path: Path) -> None:
-    """A recorded error naming a project module with import side effects comes back as RecordedToolError; nothing imported."""
+    """A recorded error naming a project module with import side effects comes back as
+    RecordedToolError; nothing imported.
+    """
     name = f"agent_{uuid.uuid4().hex[:8]}"
     (project / f"{name}.py").write_text(
         textwrap.dedent(f"""
@@ -344,7 +363,9 @@ def test_agent_registered_under_another_name_is_refused(project: Path) -> None:
 
 
 def test_export_test_escapes_triple_quotes_in_the_agent_name(tmp_path: Path) -> None:
-    """`replay export --test` writes a `\"\"\"` or a newline of a recorded name as text: the test file runs no injected code."""
+    """`replay export --test` writes a `\"\"\"` or a newline of a recorded name as text: the test
+    file runs no injected code.
+    """
     marker = tmp_path / "injected.marker"
     evil = f'x"""\nimport pathlib; pathlib.Path({str(marker)!r}).write_text("pwned")\n"""'
     cas = hostile_cassette(evil, f"m:{evil}", None)
@@ -439,7 +460,9 @@ def _tamper(path: Path, edit: Any) -> Path:
 def test_import_refuses_tampered_cassettes_and_changes_nothing(
     exported: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
-    """Events of another run, a body that does not hash to its sha, a malformed run id: each refused, store unchanged."""
+    """Events of another run, a body that does not hash to its sha, a malformed run id: each
+    refused, store unchanged.
+    """
     _, path, rid = exported
     other = new_run_id()
 
@@ -473,7 +496,9 @@ def test_import_refuses_tampered_cassettes_and_changes_nothing(
 def test_import_accepts_key_order_and_truncation_markers(
     exported: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
-    """A body stored in another key order still matches its sha (checked on the canonical form); so does a truncation marker."""
+    """A body stored in another key order still matches its sha (checked on the canonical form); so
+    does a truncation marker.
+    """
     _, path, rid = exported
     data = json.loads(path.read_text())
     for snap in data["snapshots"].values():
@@ -498,7 +523,9 @@ def test_import_accepts_key_order_and_truncation_markers(
 def test_import_never_overwrites_another_run(
     exported: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
-    """A cassette reusing a stored run's id with other content adds nothing and leaves the stored run as it was."""
+    """A cassette reusing a stored run's id with other content adds nothing and leaves the stored
+    run as it was.
+    """
     db, path, rid = exported
     with Store(db) as s:
         before = (s.get_run(rid), s.events(rid))
@@ -517,7 +544,9 @@ def test_import_never_overwrites_another_run(
 
 
 def test_export_refuses_a_run_id_that_would_leave_the_folder(tmp_path: Path) -> None:
-    """A stored run id like ../../x (written around import) cannot make `replay export` write outside -o."""
+    """A stored run id like ../../x (written around import) cannot make `replay export` write
+    outside -o.
+    """
     db = tmp_path / "replay.db"
     run = Run(run_id="../../x", agent="a", started_ms=1, ended_ms=2, stop_reason="completed")
     with Store(db) as s:
@@ -534,7 +563,9 @@ def test_export_refuses_a_run_id_that_would_leave_the_folder(tmp_path: Path) -> 
 def test_export_never_writes_through_a_symlink(
     exported: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
-    """A symlink planted at the cassette's path or its old temp path is replaced or ignored, never written through."""
+    """A symlink planted at the cassette's path or its old temp path is replaced or ignored, never
+    written through.
+    """
     db, _, rid = exported
     out = tmp_path / "out"
     out.mkdir()
@@ -559,7 +590,9 @@ def test_export_never_writes_through_a_symlink(
 def test_store_refuses_links_and_files_that_are_not_stores(
     exported: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
-    """A symlink, a dangling link, an empty file or a text file at the store path is refused and left as it was."""
+    """A symlink, a dangling link, an empty file or a text file at the store path is refused and
+    left as it was.
+    """
     db, _, _ = exported
     link = tmp_path / "link.db"
     link.symlink_to(db)
@@ -649,7 +682,9 @@ def _record(mod: Any) -> str:
 def test_replay_is_sealed(
     sealed_agent: Any, tmp_path: Path, what: str, error: type, message: str
 ) -> None:
-    """During a replay processes, UDP, DNS and TCP are refused with an error naming the program or host:port."""
+    """During a replay processes, UDP, DNS and TCP are refused with an error naming the program or
+    host:port.
+    """
     rid = _record(sealed_agent)
     sealed_agent.MODE["what"] = what
     res = replay_run(rid, db=sealed_agent.rec.db)

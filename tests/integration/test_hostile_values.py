@@ -110,7 +110,9 @@ def _stored_args(rec: Recorder, db: Path, run_id: str) -> Any:
 def test_hostile_value_is_recorded_and_the_tool_still_runs(
     tmp_path: Path, value: Any, marker: str | None
 ) -> None:
-    """The tool runs and returns, the run is stored with its steps, and an unencodable value is a marked placeholder."""
+    """The tool runs and returns, the run is stored with its steps, and an unencodable value is a
+    marked placeholder.
+    """
     db = tmp_path / "replay.db"
     rec = Recorder(db, store_args="redacted")
     calls = []
@@ -172,7 +174,9 @@ def test_a_cycle_is_hashed_as_its_placeholder(tmp_path: Path) -> None:
 
 
 def test_one_lone_surrogate_costs_no_other_run(tmp_path: Path) -> None:
-    """40 runs written in one batch, one of them with a lone surrogate in its args: all 40 runs and 480 events are stored."""
+    """40 runs written in one batch, one of them with a lone surrogate in its args: all 40 runs and
+    480 events are stored.
+    """
     db = tmp_path / "replay.db"
     rec = Recorder(db)
 
@@ -197,7 +201,9 @@ def test_one_lone_surrogate_costs_no_other_run(tmp_path: Path) -> None:
 
 
 def test_a_surrogate_in_a_label_loses_only_that_run(tmp_path: Path) -> None:
-    """A lone surrogate in one run's label loses that run's records alone (counted), not the 39 beside it."""
+    """A lone surrogate in one run's label loses that run's records alone (counted), not the 39
+    beside it.
+    """
     db = tmp_path / "replay.db"
     rec = Recorder(db)
 
@@ -221,7 +227,9 @@ def test_a_surrogate_in_a_label_loses_only_that_run(tmp_path: Path) -> None:
 
 
 def test_the_warning_never_prints_user_keys_or_values(tmp_path: Path) -> None:
-    """The placeholder warning names the kind of problem and a path, hiding keys that are not identifiers."""
+    """The placeholder warning names the kind of problem and a path, hiding keys that are not
+    identifiers.
+    """
     rec = Recorder(tmp_path / "r.db")
 
     @rec.tool("t")
@@ -243,7 +251,9 @@ def test_the_warning_never_prints_user_keys_or_values(tmp_path: Path) -> None:
 
 
 def test_the_stored_placeholder_is_redacted_like_any_text(tmp_path: Path) -> None:
-    """A placeholder's path holds the user's keys, so it goes through redaction before it reaches disk."""
+    """A placeholder's path holds the user's keys, so it goes through redaction before it reaches
+    disk.
+    """
     db = tmp_path / "r.db"
     rec = Recorder(db, store_args="redacted")
 
@@ -270,7 +280,9 @@ def test_the_stored_placeholder_is_redacted_like_any_text(tmp_path: Path) -> Non
     ("code", "reason"), [(0, "completed"), (None, "completed"), (3, "error"), ("bye", "error")]
 )
 def test_system_exit_ends_the_run_by_its_code(tmp_path: Path, code: Any, reason: str) -> None:
-    """sys.exit() or sys.exit(0) in an agent ends its run `completed`, a nonzero code `error`; SystemExit still propagates."""
+    """sys.exit() or sys.exit(0) in an agent ends its run `completed`, a nonzero code `error`;
+    SystemExit still propagates.
+    """
     db = tmp_path / "r.db"
     rec = Recorder(db)
 
@@ -298,7 +310,9 @@ def test_system_exit_ends_the_run_by_its_code(tmp_path: Path, code: Any, reason:
 def test_nonsense_usage_is_ignored_not_raised(
     tmp_path: Path, usage: dict[str, Any], expected: tuple[Any, ...]
 ) -> None:
-    """rec.usage() with a negative or NaN amount leaves it out with a warning; the run ends normally."""
+    """rec.usage() with a negative or NaN amount leaves it out with a warning; the run ends
+    normally.
+    """
     db = tmp_path / "r.db"
     rec = Recorder(db)
     with warnings.catch_warnings():
@@ -313,7 +327,9 @@ def test_nonsense_usage_is_ignored_not_raised(
 
 
 def test_a_lone_surrogate_in_an_error_message_is_stored_and_exported(tmp_path: Path) -> None:
-    """A tool error whose message holds a lone surrogate is recorded (as U+FFFD) and the run exports as a cassette."""
+    """A tool error whose message holds a lone surrogate is recorded (as U+FFFD) and the run
+    exports as a cassette.
+    """
     from click.testing import CliRunner
 
     from replay.cli import cli
@@ -349,7 +365,9 @@ def test_a_lone_surrogate_in_an_error_message_is_stored_and_exported(tmp_path: P
 def test_a_tool_name_sqlite_cannot_store_is_refused_at_decoration(
     tmp_path: Path, name: str
 ) -> None:
-    """@rec.tool with a NUL or a lone surrogate in its name raises ValueError at import time, not mid-run."""
+    """@rec.tool with a NUL or a lone surrogate in its name raises ValueError at import time, not
+    mid-run.
+    """
     rec = Recorder(tmp_path / "r.db")
     with pytest.raises(ValueError, match="tool name"):
         rec.tool(name)(lambda: None)
@@ -359,7 +377,9 @@ def test_a_tool_name_sqlite_cannot_store_is_refused_at_decoration(
 
 
 def test_a_run_name_with_a_nul_is_recorded_with_u_fffd(tmp_path: Path) -> None:
-    """rec.run() with a NUL in its agent name does not fail the run: the name is stored with U+FFFD in its place."""
+    """rec.run() with a NUL in its agent name does not fail the run: the name is stored with U+FFFD
+    in its place.
+    """
     db = tmp_path / "r.db"
     rec = Recorder(db)
     with rec.run("support\x00agent"):
@@ -371,7 +391,9 @@ def test_a_run_name_with_a_nul_is_recorded_with_u_fffd(tmp_path: Path) -> None:
 
 
 def test_a_run_with_hostile_args_replays_and_matches(tmp_path: Path) -> None:
-    """Replaying a run whose tool got a cycle, a deep list and a lone surrogate gives the same args_sha: the diff is empty."""
+    """Replaying a run whose tool got a cycle, a deep list and a lone surrogate gives the same
+    args_sha: the diff is empty.
+    """
     from replay import replay_run
 
     db = tmp_path / "r.db"
@@ -399,7 +421,9 @@ def test_a_run_with_hostile_args_replays_and_matches(tmp_path: Path) -> None:
 
 
 def test_an_agent_calling_sys_exit_0_replays_as_completed(tmp_path: Path) -> None:
-    """A replay of an agent that ends with sys.exit(0) catches the SystemExit, stops `completed`, and matches."""
+    """A replay of an agent that ends with sys.exit(0) catches the SystemExit, stops `completed`,
+    and matches.
+    """
     from replay import replay_run
 
     db = tmp_path / "r.db"

@@ -1,4 +1,5 @@
-"""The HTTP layer through real clients (requests, httpx sync and async, urllib3, aiohttp) on local servers.
+"""The HTTP layer through real clients (requests, httpx sync and async, urllib3, aiohttp) on local
+servers.
 
 Each test starts its own HTTP server on 127.0.0.1, records an ``http=True`` run against it, stops
 the server and replays: the answers come from the recording, in recorded order, matched by the
@@ -180,7 +181,9 @@ def _run(agent: Any, *args: Any) -> Any:
 def test_each_client_replays_from_the_recording_with_the_server_stopped(
     client: str, tmp_path: Path, server: _Server
 ) -> None:
-    """requests, httpx (sync and async), urllib3 and aiohttp: recorded once, replayed offline with an empty diff."""
+    """requests, httpx (sync and async), urllib3 and aiohttp: recorded once, replayed offline with
+    an empty diff.
+    """
     is_async = client in ASYNC_CLIENTS
     call = ASYNC_CLIENTS[client] if is_async else SYNC_CLIENTS[client]
     rec = Recorder(tmp_path / "rec.db")
@@ -212,7 +215,9 @@ def test_each_client_replays_from_the_recording_with_the_server_stopped(
 def test_each_client_raises_unrecorded_request_for_a_new_url(
     client: str, tmp_path: Path, server: _Server
 ) -> None:
-    """Through every client, a request the recording cannot answer raises UnrecordedRequest, not vcrpy's error."""
+    """Through every client, a request the recording cannot answer raises UnrecordedRequest, not
+    vcrpy's error.
+    """
     is_async = client in ASYNC_CLIENTS
     call = ASYNC_CLIENTS[client] if is_async else SYNC_CLIENTS[client]
     rec = Recorder(tmp_path / "rec.db")
@@ -271,7 +276,9 @@ def _flaky_agent(rec: Recorder, base: str, tries: int) -> Any:
 def test_identical_retried_requests_are_answered_in_recorded_order(
     tmp_path: Path, server: _Server
 ) -> None:
-    """A request retried three times (503, 503, 200) gets the three recorded answers in turn, each used once."""
+    """A request retried three times (503, 503, 200) gets the three recorded answers in turn, each
+    used once.
+    """
     rec = Recorder(tmp_path / "rec.db")
     agent = _flaky_agent(rec, server.url, tries=5)
     out = agent("a")
@@ -316,7 +323,9 @@ def test_show_counts_http_attempts_under_each_tool_step(tmp_path: Path, server: 
 
 
 def test_diff_reports_a_step_whose_http_attempts_changed(tmp_path: Path, server: _Server) -> None:
-    """Two runs with the same steps, one in a retry storm (3 attempts) and one not: `replay diff` says "3 → 1"."""
+    """Two runs with the same steps, one in a retry storm (3 attempts) and one not: `replay diff`
+    says "3 → 1".
+    """
     rec = Recorder(tmp_path / "rec.db")
 
     @rec.tool("inventory.get")
@@ -342,7 +351,9 @@ def test_diff_reports_a_step_whose_http_attempts_changed(tmp_path: Path, server:
 def test_replay_with_a_stub_reports_changed_attempts_under_the_step(
     tmp_path: Path, server: _Server
 ) -> None:
-    """A stubbed tool that now retries once: the replay diff names the step and "3 → 1 HTTP attempts"."""
+    """A stubbed tool that now retries once: the replay diff names the step and "3 → 1 HTTP
+    attempts".
+    """
     rec = Recorder(tmp_path / "rec.db")
     agent = _flaky_agent(rec, server.url, tries=5)
     agent("a")
@@ -366,7 +377,9 @@ def test_replay_with_a_stub_reports_changed_attempts_under_the_step(
 def test_an_unrecorded_request_the_agent_catches_still_shows_in_the_result_and_diff(
     tmp_path: Path, server: _Server
 ) -> None:
-    """An agent that swallows the UnrecordedRequest still gets a non-empty diff naming the unrecorded request."""
+    """An agent that swallows the UnrecordedRequest still gets a non-empty diff naming the
+    unrecorded request.
+    """
     rec = Recorder(tmp_path / "rec.db")
     where = {"path": "/items/1"}
 
@@ -414,7 +427,9 @@ def _order_agent(
 def test_default_matching_ignores_the_body_and_body_matching_does_not(
     tmp_path: Path, server: _Server
 ) -> None:
-    """Method + URL (the default) replays a changed body; http_match with "body" raises UnrecordedRequest on it."""
+    """Method + URL (the default) replays a changed body; http_match with "body" raises
+    UnrecordedRequest on it.
+    """
     payload: dict[str, Any] = {"qty": 1}
     rec = Recorder(tmp_path / "rec.db")
     loose = _order_agent(rec, server.url, payload, {}, http=True)
@@ -439,7 +454,8 @@ def test_default_matching_ignores_the_body_and_body_matching_does_not(
 
 
 def test_a_chosen_header_is_matched(tmp_path: Path, server: _Server) -> None:
-    """http=HttpOptions(match_on=(..., "header:X-Kind")) tells requests apart by that header only."""
+    """http=HttpOptions(match_on=(..., "header:X-Kind")) tells requests apart by that header
+    only."""
     headers = {"X-Kind": "refund", "X-Trace": "t-1"}
     rec = Recorder(tmp_path / "rec.db")
     agent = _order_agent(
@@ -457,7 +473,9 @@ def test_a_chosen_header_is_matched(tmp_path: Path, server: _Server) -> None:
 
 
 def test_a_bad_matching_rule_is_refused_at_decoration(tmp_path: Path) -> None:
-    """An http_match rule naming no request field fails when the agent is decorated, listing the valid ones."""
+    """An http_match rule naming no request field fails when the agent is decorated, listing the
+    valid ones.
+    """
     rec = Recorder(tmp_path / "rec.db")
     with pytest.raises(InvalidHttpMatchError, match=r"'url'.*method, uri, .*header:NAME"):
         rec.agent("x", http_match=("method", "url"))
@@ -470,7 +488,8 @@ def test_a_bad_matching_rule_is_refused_at_decoration(tmp_path: Path) -> None:
 
 
 class _Remap(httpx.BaseTransport):
-    """An httpx transport that sends every request to the local server: a stand-in for a 10.x host."""
+    """An httpx transport that sends every request to the local server: a stand-in for a 10.x
+    host."""
 
     def __init__(self, port: int) -> None:
         self.inner = httpx.HTTPTransport()
@@ -500,7 +519,9 @@ def test_a_cassette_replays_on_another_machine_without_the_recording_key(
     server: _Server,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Recorded with one redaction key, a cassette of a loopback or private-address service replays with another or none."""
+    """Recorded with one redaction key, a cassette of a loopback or private-address service replays
+    with another or none.
+    """
     monkeypatch.setenv("REPLAY_REDACTION_KEY", "production-key")
     rec = Recorder(tmp_path / "rec.db")
     agent = _internal_agent(rec, f"http://{host}:{server.port}", server.port)
@@ -522,7 +543,9 @@ def test_a_cassette_replays_on_another_machine_without_the_recording_key(
 def test_with_the_same_key_a_changed_pseudonymised_value_is_not_answered(
     tmp_path: Path, server: _Server
 ) -> None:
-    """Replayed from its own store (same key), a request differing in a redacted value is unrecorded, not loosely matched."""
+    """Replayed from its own store (same key), a request differing in a redacted value is
+    unrecorded, not loosely matched.
+    """
     rec = Recorder(tmp_path / "rec.db")
     who = {"email": "ann@example.com"}
 
@@ -549,7 +572,9 @@ def test_with_the_same_key_a_changed_pseudonymised_value_is_not_answered(
 def test_a_service_url_in_the_input_replays_without_the_recording_key(
     host: str, tmp_path: Path, server: _Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An agent given a loopback or private-address service URL as input replays from a cassette with no shared key."""
+    """An agent given a loopback or private-address service URL as input replays from a cassette
+    with no shared key.
+    """
     rec = Recorder(tmp_path / "rec.db")
 
     @rec.agent("internal", http=True)
@@ -572,7 +597,9 @@ def test_a_service_url_in_the_input_replays_without_the_recording_key(
 def test_a_cassette_from_before_step_ids_replays_without_attempt_counts(
     tmp_path: Path, server: _Server
 ) -> None:
-    """HTTP interactions without step_id / match_on (an older cassette) replay on method + URL, with no attempt lines."""
+    """HTTP interactions without step_id / match_on (an older cassette) replay on method + URL,
+    with no attempt lines.
+    """
     rec = Recorder(tmp_path / "rec.db")
     agent = _flaky_agent(rec, server.url, tries=5)
     out = agent("a")

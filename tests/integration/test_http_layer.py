@@ -1,4 +1,6 @@
-"""The optional HTTP layer on a real local server: vcrpy records, redacts, stores, exports and replays."""
+"""The optional HTTP layer on a real local server: vcrpy records, redacts, stores, exports and
+replays.
+"""
 
 from __future__ import annotations
 
@@ -126,7 +128,9 @@ def recorded(tmp_path: Path, server: _Server) -> Iterator[dict[str, Any]]:
 
 
 def test_http_run_is_recorded_with_secrets_redacted(recorded: dict[str, Any]) -> None:
-    """An http=True run stores its interactions as a $http snapshot, with the token, cookie and email redacted."""
+    """An http=True run stores its interactions as a $http snapshot, with the token, cookie and
+    email redacted.
+    """
     assert recorded["out"]["ticket"] == 42
     assert _Handler.seen == [
         ("/tickets", f"Bearer {TOKEN}", json.dumps({"email": EMAIL, "note": "refund please"}))
@@ -155,7 +159,9 @@ def test_http_run_is_recorded_with_secrets_redacted(recorded: dict[str, Any]) ->
 def test_cassette_carries_the_interactions_and_imports_them_back(
     recorded: dict[str, Any], tmp_path: Path
 ) -> None:
-    """Export puts the interactions in Cassette.http; import stores them again under the same http_sha."""
+    """Export puts the interactions in Cassette.http; import stores them again under the same
+    http_sha.
+    """
     with Store(recorded["db"]) as store:
         cas = cassette_from_store(store, recorded["run_id"])
         sha = store.get_run(recorded["run_id"]).http_sha
@@ -172,7 +178,9 @@ def test_cassette_carries_the_interactions_and_imports_them_back(
 
 
 def test_replay_answers_http_from_the_recording(recorded: dict[str, Any]) -> None:
-    """With the server stopped, the replayed agent's HTTP call is answered from the recording and the diff is empty."""
+    """With the server stopped, the replayed agent's HTTP call is answered from the recording and
+    the diff is empty.
+    """
     recorded["server"].stop()
     result = replay_run(recorded["run_id"], agent=recorded["agent"], db=recorded["db"])
     assert result.exception is None, result.exception
@@ -188,7 +196,9 @@ def test_replay_answers_http_from_the_recording(recorded: dict[str, Any]) -> Non
 def test_replay_of_a_new_url_raises_unrecorded_request_naming_the_nearest(
     recorded: dict[str, Any],
 ) -> None:
-    """A request the recording has no answer for raises UnrecordedRequest naming it and the nearest recorded one."""
+    """A request the recording has no answer for raises UnrecordedRequest naming it and the nearest
+    recorded one.
+    """
     recorded["server"].stop()
     recorded["mode"]["path"] = "/tickets/escalate"
     result = replay_run(recorded["run_id"], agent=recorded["agent"], db=recorded["db"])
@@ -210,7 +220,9 @@ def test_replay_of_a_new_url_raises_unrecorded_request_naming_the_nearest(
 def test_cassette_replay_with_a_shared_key_matches_redacted_urls(
     tmp_path: Path, server: _Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A cassette replayed from a file answers HTTP too when REPLAY_REDACTION_KEY keeps pseudonyms (the IP in the URL) equal."""
+    """A cassette replayed from a file answers HTTP too when REPLAY_REDACTION_KEY keeps pseudonyms
+    (the IP in the URL) equal.
+    """
     monkeypatch.setenv("REPLAY_REDACTION_KEY", "shared-ci-secret")
     rec = Recorder(tmp_path / "rec.db")
     agent = _make_agent(rec, server.url, {"path": "/tickets"})
@@ -265,7 +277,9 @@ def test_concurrent_http_runs_keep_their_own_interactions(tmp_path: Path, server
 
 
 def test_agent_without_http_is_unchanged(tmp_path: Path, server: _Server) -> None:
-    """Without http=True nothing is captured and a replay still refuses the connection (sockets blocked)."""
+    """Without http=True nothing is captured and a replay still refuses the connection (sockets
+    blocked).
+    """
     rec = Recorder(tmp_path / "rec.db")
     agent = _make_agent(rec, server.url, {"path": "/tickets"}, http=False)
     assert http.client.HTTPConnection is REAL_HTTP_CONNECTION
@@ -284,7 +298,8 @@ def test_agent_without_http_is_unchanged(tmp_path: Path, server: _Server) -> Non
 def test_live_tool_runs_its_own_code_with_http_answered_from_the_recording(
     tmp_path: Path, server: _Server
 ) -> None:
-    """A live tool's body runs in the replay while its HTTP request is answered from the recording."""
+    """A live tool's body runs in the replay while its HTTP request is answered from the
+    recording."""
     rec = Recorder(tmp_path / "live.db")
     bodies: list[str] = []
 

@@ -129,7 +129,9 @@ if __name__ == "__main__":
     ],
 )
 def test_worker_pools_store_every_run_without_flush(tmp_path: Path, method: str, how: str) -> None:
-    """Runs recorded in pool workers are all stored, however the pool ends, with no flush() in user code."""
+    """Runs recorded in pool workers are all stored, however the pool ends, with no flush() in user
+    code.
+    """
     db = _setup(tmp_path)
     n = 120
     proc = _run(tmp_path, POOL, method, how, str(n))
@@ -198,7 +200,9 @@ with agentmod.rec.run("busy"):
 @pytest.mark.slow
 @pytest.mark.parametrize("previous", ["default", "prev"])
 def test_sigterm_flushes_the_queue_and_ends_open_runs_killed(tmp_path: Path, previous: str) -> None:
-    """On SIGTERM the queued steps are written, open runs end killed, then the previous handler runs."""
+    """On SIGTERM the queued steps are written, open runs end killed, then the previous handler
+    runs.
+    """
     db = _setup(tmp_path)
     (tmp_path / "script.py").write_text(SIGTERM_SCRIPT)
     env = {**os.environ, "REPLAY_DB": str(db), "FLUSH": "30"}
@@ -243,7 +247,9 @@ with agentmod.rec.run("waking"):
 
 @pytest.mark.slow
 def test_sigterm_while_the_writer_is_being_woken_does_not_hang(tmp_path: Path) -> None:
-    """A SIGTERM that interrupts the main thread while it wakes the writer still ends the process, runs intact."""
+    """A SIGTERM that interrupts the main thread while it wakes the writer still ends the process,
+    runs intact.
+    """
     db = _setup(tmp_path)
     for _ in range(3):
         db.unlink(missing_ok=True)
@@ -256,7 +262,8 @@ SIGTERM_IGNORED = """
 import signal
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 import agentmod
-assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN, "the recorder replaced an ignored SIGTERM"
+assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN, \
+"the recorder replaced an ignored SIGTERM"
 """
 
 
@@ -281,16 +288,18 @@ while True:
         print("go", flush=True)
 """
 
-#: The documented loss window of a hard kill at the default flush interval (0.05 s) is the runs that
-#: ended within about one interval plus one write; the benchmark measured under 0.1 s. The test allows
-#: more for a loaded CI machine.
+#: The documented loss window of a hard kill at the default flush interval (0.05 s) is the runs
+#: that ended within about one interval plus one write; the benchmark measured under 0.1 s. The
+#: test allows more for a loaded CI machine.
 WINDOW_S = 0.5
 KILL_TRIALS = 6
 
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_loses_at_most_the_last_window(tmp_path: Path) -> None:
-    """SIGKILL a fast agent 6 times: every store is intact, only runs ended in the last window are lost, the open run reads killed."""
+    """SIGKILL a fast agent 6 times: every store is intact, only runs ended in the last window are
+    lost, the open run reads killed.
+    """
     rng = random.Random(11)
     _setup(tmp_path)
     (tmp_path / "script.py").write_text(FAST_AGENT)
@@ -329,7 +338,9 @@ def test_sigkill_at_random_points_loses_at_most_the_last_window(tmp_path: Path) 
 
 
 def test_a_dead_process_run_shows_killed_inferred_and_counts_in_stats(tmp_path: Path) -> None:
-    """A run left open by a SIGKILLed process shows as 'killed (inferred)' in runs/show and as killed in stats."""
+    """A run left open by a SIGKILLed process shows as 'killed (inferred)' in runs/show and as
+    killed in stats.
+    """
     db = _setup(tmp_path)
     script = """
         import os, signal, time
@@ -417,7 +428,9 @@ def _wait_stored(db: Path, n: int, timeout: float = 20) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_a_lock_held_at_startup_and_mid_run_loses_nothing(tmp_path: Path) -> None:
-    """Batches that meet a lock longer than the busy timeout are spooled and written after it, none dropped."""
+    """Batches that meet a lock longer than the busy timeout are spooled and written after it, none
+    dropped.
+    """
     db = tmp_path / "r.db"
     Store(db).close()
     rec = Recorder(db, timeout_s=0.2)
@@ -440,7 +453,9 @@ def test_a_lock_held_at_startup_and_mid_run_loses_nothing(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_a_new_store_locked_at_startup_records_once_the_lock_is_gone(tmp_path: Path) -> None:
-    """A store that cannot even be read at startup (an exclusive lock) is retried with backoff; nothing is dropped."""
+    """A store that cannot even be read at startup (an exclusive lock) is retried with backoff;
+    nothing is dropped.
+    """
     db = tmp_path / "r.db"
     sqlite3.connect(db).close()  # an empty file, rollback journal: EXCLUSIVE blocks readers too
     holder = _hold_lock(db, 1.5, exclusive=True)
@@ -465,7 +480,9 @@ def test_a_store_folder_created_a_moment_later_gets_every_record(tmp_path: Path)
 
 
 def test_the_next_process_ingests_a_dead_process_spool(tmp_path: Path) -> None:
-    """A process killed while its records sat in the spool loses nothing: the next one to open the store writes them."""
+    """A process killed while its records sat in the spool loses nothing: the next one to open the
+    store writes them.
+    """
     db = _setup(tmp_path)
     Store(db).close()
     script = """
@@ -559,7 +576,9 @@ assert codes == [0] * len(children), codes
 
 @pytest.mark.slow
 def test_eight_processes_writing_one_store_lose_no_event(tmp_path: Path) -> None:
-    """8 processes x 150 runs x 12 events into one store (0.5 s busy timeout): every event is stored."""
+    """8 processes x 150 runs x 12 events into one store (0.5 s busy timeout): every event is
+    stored.
+    """
     db = tmp_path / "shared.db"
     proc = _run(tmp_path, MANY_WRITERS, str(db), "8", "150", timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -567,7 +586,9 @@ def test_eight_processes_writing_one_store_lose_no_event(tmp_path: Path) -> None
 
 
 def test_the_queue_is_bounded_by_bytes(tmp_path: Path) -> None:
-    """Large outputs queued faster than they are written stop at max_queue_bytes; the excess is counted dropped."""
+    """Large outputs queued faster than they are written stop at max_queue_bytes; the excess is
+    counted dropped.
+    """
     rec = Recorder(tmp_path / "r.db", max_queue_bytes=8 << 20, on_full="drop")
     gate = threading.Event()
     original = rec._writer._write
@@ -593,7 +614,9 @@ def test_the_queue_is_bounded_by_bytes(tmp_path: Path) -> None:
 
 
 def test_a_full_spool_is_the_one_counted_loss_with_its_cause(tmp_path: Path) -> None:
-    """When the store is locked and the spool is full, the batch is dropped, counted, and one warning names why."""
+    """When the store is locked and the spool is full, the batch is dropped, counted, and one
+    warning names why.
+    """
     db = tmp_path / "r.db"
     Store(db).close()
     rec = Recorder(db, timeout_s=0.1, max_spool_bytes=200)

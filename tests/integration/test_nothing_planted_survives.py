@@ -83,7 +83,9 @@ def _record(db: Path, payloads: list[Any], store_args: str) -> None:
 def test_no_planted_value_reaches_the_store_or_the_logs(
     plants: list[tuple[Any, list[str]]], in_message: list[Any], store_args: str
 ) -> None:
-    """Across input, args, outputs, error messages and nested tools, no planted value is in the file, -wal or logs."""
+    """Across input, args, outputs, error messages and nested tools, no planted value is in the
+    file, -wal or logs.
+    """
     payloads = [value for value, _ in plants]
     payloads[3] = "upstream said: " + " ; ".join(
         p.text for p in in_message
@@ -123,13 +125,13 @@ import random as _random  # noqa: E402
 import threading as _threading  # noqa: E402
 import urllib.request as _urlreq  # noqa: E402
 import warnings as _warnings  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
 from urllib.parse import parse_qs as _parse_qs  # noqa: E402
-from urllib.parse import quote as _quote
-from urllib.parse import quote_plus as _quote_plus
+from urllib.parse import quote as _quote  # noqa: E402
+from urllib.parse import quote_plus as _quote_plus  # noqa: E402
 from urllib.parse import urlencode as _urlencode  # noqa: E402
-from urllib.parse import urlsplit as _urlsplit
+from urllib.parse import urlsplit as _urlsplit  # noqa: E402
 
 import pytest  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
@@ -216,6 +218,11 @@ class _Channels:
         )
 
 
+def _answering(output: list[Planted]) -> Callable[[Any], list[Any]]:
+    """A tool body that answers any query with `output` (bound now, not to the loop variable)."""
+    return lambda q: [_as_value(p) for p in output]
+
+
 def _label_dict(ps: list[Planted]) -> dict[str, str]:
     return {(p.key or f"l{i}"): p.text for i, p in enumerate(ps)}
 
@@ -224,7 +231,7 @@ def _record_every_channel(db: Path, runs: list[_Channels], url: str, token: str)
     rec = Recorder(db, store_args="redacted")
     ids = []
     for ch in runs:
-        lookup = rec.tool(f"crm.lookup {ch.tool.text}")(lambda q: [_as_value(p) for p in ch.output])
+        lookup = rec.tool(f"crm.lookup {ch.tool.text}")(_answering(ch.output))
 
         @rec.tool("billing.charge")
         def charge(x: Any, _ch: _Channels = ch) -> Any:
@@ -293,8 +300,9 @@ def _record_every_channel(db: Path, runs: list[_Channels], url: str, token: str)
 
 
 def test_no_planted_value_reaches_any_channel(tmp_path: Path, echo_server: str) -> None:
-    """528 seeded secrets and PII across names, labels, versions, inputs, args, outputs, errors, HTTP:
-    none is in the store, its -wal, a cassette, a log line, a warning or `replay runs/show --json`."""
+    """528 seeded secrets and PII across names, labels, versions, inputs, args, outputs, errors,
+    HTTP: none is in the store, its -wal, a cassette, a log line, a warning or `replay runs/show
+    --json`."""
     rng = _random.Random(20261129)
     planted = plants(rng, RUNS * PER_RUN)
     runs = [_Channels(planted[i * PER_RUN : (i + 1) * PER_RUN]) for i in range(RUNS)]
@@ -315,7 +323,7 @@ def test_no_planted_value_reaches_any_channel(tmp_path: Path, echo_server: str) 
             _warnings.simplefilter("always")
             ids = _record_every_channel(db, runs, echo_server, api_key)
     finally:
-        for lg, lvl in zip(loggers, levels):
+        for lg, lvl in zip(loggers, levels, strict=True):
             lg.removeHandler(handler)
             lg.setLevel(lvl)
 

@@ -165,7 +165,7 @@ class Agents:
                 results = await asyncio.gather(
                     *(aget_order(**json.loads(c.function.arguments)) for c in msg.tool_calls)
                 )
-                for call, result in zip(msg.tool_calls, results):
+                for call, result in zip(msg.tool_calls, results, strict=True):
                     messages.append(
                         {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)}
                     )
@@ -200,7 +200,9 @@ class Agents:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Twelve openai-loop runs and two anthropic-loop runs recorded against local servers, then the servers stopped."""
+    """Twelve openai-loop runs and two anthropic-loop runs recorded against local servers, then the
+    servers stopped.
+    """
     root = tmp_path_factory.mktemp("sdk")
     db = root / "rec.db"
     rec = Recorder(db)
@@ -241,7 +243,9 @@ def offline(recorded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Agents
 
 
 def test_recording_covers_the_loop(recorded: dict[str, Any]) -> None:
-    """Twelve openai runs were recorded (sync, async, one failing with a 503) and each made model and tool steps."""
+    """Twelve openai runs were recorded (sync, async, one failing with a 503) and each made model
+    and tool steps.
+    """
     runs = recorded["runs"]
     assert len(runs["sync"]) + len(runs["async"]) + len(runs["failing"]) >= 10
     with Store(recorded["db"]) as store:
@@ -258,7 +262,9 @@ def test_recording_covers_the_loop(recorded: dict[str, Any]) -> None:
 def test_every_unchanged_run_replays_identically(
     recorded: dict[str, Any], offline: Agents, source: str
 ) -> None:
-    """Offline, with no shared key, every recorded run replays with an empty diff and the same answer."""
+    """Offline, with no shared key, every recorded run replays with an empty diff and the same
+    answer.
+    """
     runs = recorded["runs"]
     agent_for = {
         "sync": offline.handle,
@@ -284,7 +290,9 @@ def _ticket(kind: str, i: int) -> str:
 
 
 def test_a_fix_changes_exactly_what_it_should(recorded: dict[str, Any], offline: Agents) -> None:
-    """The retry fix removes the second status-page call and the crash in the failing run, and nothing else anywhere."""
+    """The retry fix removes the second status-page call and the crash in the failing run, and
+    nothing else anywhere.
+    """
     rec = Recorder(recorded["db"].parent / "fixed.db")
     fixed = Agents(rec, recorded["url"], fixed=True)
     try:

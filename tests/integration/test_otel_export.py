@@ -1,4 +1,6 @@
-"""replay.otel: runs as OpenTelemetry GenAI spans, checked in memory and through a real OTLP/HTTP receiver."""
+"""replay.otel: runs as OpenTelemetry GenAI spans, checked in memory and through a real OTLP/HTTP
+receiver.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ def _no_shared_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_agent(rec: Recorder) -> Any:
-    """A support agent: a model call, a lookup with planted PII and a key, a send that fails once."""
+    """A support agent: a model call, a lookup with planted PII and a key, a send that fails
+    once."""
 
     @rec.model("openai.chat")
     def llm(messages: list) -> dict:
@@ -159,7 +162,9 @@ def attrs(span: Any) -> dict[str, Any]:
 
 class TestSpans:
     def test_a_run_is_an_invoke_agent_span_with_its_steps_as_children(self, tmp_path: Path) -> None:
-        """One invoke_agent span; the chat and execute_tool spans are its children, in step order, with GenAI names."""
+        """One invoke_agent span; the chat and execute_tool spans are its children, in step order,
+        with GenAI names.
+        """
         mem = InMemorySpanExporter()
         rec, rid = record_one(tmp_path, OtelExporter(span_exporter=mem, batch=False, metrics=False))
         rec.close()
@@ -188,7 +193,9 @@ class TestSpans:
         assert root.status.status_code == StatusCode.OK
 
     def test_step_attributes_carry_the_stored_hashes_and_times(self, tmp_path: Path) -> None:
-        """Each step span has the tool name, the stored args/output hashes, and start/end from ts_ms and duration_ms."""
+        """Each step span has the tool name, the stored args/output hashes, and start/end from
+        ts_ms and duration_ms.
+        """
         mem = InMemorySpanExporter()
         rec, rid = record_one(tmp_path, OtelExporter(span_exporter=mem, batch=False, metrics=False))
         rec.close()
@@ -198,7 +205,7 @@ class TestSpans:
         spans = mem.get_finished_spans()
         root = spans[0]
         assert (root.start_time, root.end_time) == (run.started_ms * 10**6, run.ended_ms * 10**6)
-        for e, s in zip(events, spans[1:]):
+        for e, s in zip(events, spans[1:], strict=True):
             a = attrs(s)
             assert (a["replay.args_sha"], a.get("replay.output_sha")) == (e.args_sha, e.output_sha)
             assert a["replay.step_id"] == e.step_id
@@ -217,7 +224,9 @@ class TestSpans:
         assert chat["replay.tool"] == "openai.chat"
 
     def test_a_failed_tool_and_an_error_stop_are_error_spans(self, tmp_path: Path) -> None:
-        """A tool that raised is an ERROR span with error.type; a run that stopped with error marks the agent span."""
+        """A tool that raised is an ERROR span with error.type; a run that stopped with error marks
+        the agent span.
+        """
         mem = InMemorySpanExporter()
         rec = Recorder(str(tmp_path / "r.db"))
         rec.add_listener(OtelExporter(span_exporter=mem, batch=False, metrics=False))
@@ -242,7 +251,9 @@ class TestSpans:
         assert attrs(root)["error.type"] == "error" and attrs(root)["replay.stop_reason"] == "error"
 
     def test_a_tool_called_inside_another_tool_is_its_child_span(self, tmp_path: Path) -> None:
-        """parent_step_id becomes the span parent (the inner tool under the outer), and an import gives it back."""
+        """parent_step_id becomes the span parent (the inner tool under the outer), and an import
+        gives it back.
+        """
         mem = InMemorySpanExporter()
         rec = Recorder(str(tmp_path / "r.db"))
         rec.add_listener(OtelExporter(span_exporter=mem, batch=False, metrics=False))
@@ -308,7 +319,9 @@ class TestSpans:
         assert len(mem.get_finished_spans()) == 5
 
     def test_sending_a_run_twice_gives_the_same_ids(self, tmp_path: Path) -> None:
-        """Trace and span ids come from the run id: a backfill repeats them instead of making a second trace."""
+        """Trace and span ids come from the run id: a backfill repeats them instead of making a
+        second trace.
+        """
         rec, rid = record_one(tmp_path)
         rec.close()
         ids = []
@@ -360,7 +373,9 @@ class TestOtlpHttp:
     def test_live_listener_sends_protobuf_to_a_real_receiver_with_nothing_planted(
         self, tmp_path: Path, receiver: Receiver
     ) -> None:
-        """Through the batch processor and OTLP/HTTP, the receiver gets the run's spans, and no planted value in its bytes."""
+        """Through the batch processor and OTLP/HTTP, the receiver gets the run's spans, and no
+        planted value in its bytes.
+        """
         exp = OtelExporter(receiver.url, include_content=True, metrics=False)
         rec, rid = record_one(tmp_path, exp, store_args="redacted")
         rec.close()
@@ -386,7 +401,9 @@ class TestOtlpHttp:
     def test_metrics_go_to_the_same_collector_over_otlp(
         self, tmp_path: Path, receiver: Receiver
     ) -> None:
-        """With metrics on (the default), shutdown pushes agent_stop_total and agent_run_duration to /v1/metrics."""
+        """With metrics on (the default), shutdown pushes agent_stop_total and agent_run_duration
+        to /v1/metrics.
+        """
         exp = OtelExporter(receiver.url)
         rec, _ = record_one(tmp_path, exp)
         rec.close()
@@ -404,7 +421,9 @@ class TestOtlpHttp:
     def test_a_collector_that_is_down_never_breaks_recording_and_a_backfill_sends_the_runs(
         self, tmp_path: Path, receiver: Receiver
     ) -> None:
-        """Spans refused by the collector are counted and warned about once; `replay otel-export` sends them later."""
+        """Spans refused by the collector are counted and warned about once; `replay otel-export`
+        sends them later.
+        """
         down = Receiver(status=400)  # a collector that refuses (400 is not retried)
         try:
             exp = OtelExporter(down.url, metrics=False, batch=False, timeout=2)
@@ -441,7 +460,9 @@ class TestOtlpHttp:
     def test_a_run_spooled_while_the_store_is_locked_is_counted_and_backfilled(
         self, tmp_path: Path
     ) -> None:
-        """A run the writer spools (store locked) is not half-exported: counted failed, then sent from the store."""
+        """A run the writer spools (store locked) is not half-exported: counted failed, then sent
+        from the store.
+        """
         db = tmp_path / "r.db"
         Store(db).close()
         mem = InMemorySpanExporter()
@@ -475,7 +496,9 @@ class TestOtlpHttp:
     def test_a_process_that_exits_without_shutdown_still_sends_its_runs(
         self, tmp_path: Path, receiver: Receiver
     ) -> None:
-        """At exit the recorder's last runs reach the listener first, then the queued spans are sent."""
+        """At exit the recorder's last runs reach the listener first, then the queued spans are
+        sent.
+        """
         script = tmp_path / "agent_exits.py"
         script.write_text(
             "from replay import Recorder\n"
@@ -499,7 +522,9 @@ class TestOtlpHttp:
         ]
 
     def test_a_collector_answering_503_gets_the_batch_on_a_retry(self, tmp_path: Path) -> None:
-        """A 503 (collector restarting) is retried by the OTLP exporter: the receiver ends with every span, none failed."""
+        """A 503 (collector restarting) is retried by the OTLP exporter: the receiver ends with
+        every span, none failed.
+        """
         flaky = Receiver(fail_first=1)
         try:
             exp = OtelExporter(flaky.url, metrics=False, timeout=10)
@@ -515,7 +540,9 @@ class TestOtlpHttp:
     def test_otel_export_by_run_id_and_its_usage_errors(
         self, tmp_path: Path, receiver: Receiver
     ) -> None:
-        """`replay otel-export RUN_ID` sends that run; no run and no --since is a usage error (exit 2)."""
+        """`replay otel-export RUN_ID` sends that run; no run and no --since is a usage error (exit
+        2).
+        """
         rec, rid = record_one(tmp_path)
         rec.close()
         db = str(tmp_path / "r.db")
@@ -550,7 +577,9 @@ class TestOtlpHttp:
 
 class TestFile:
     def test_otel_export_file_writes_otlp_json_that_imports_back(self, tmp_path: Path) -> None:
-        """`replay otel-export RUN_ID --content --file F` writes 0600 OTLP JSON with hex ids; importing it gives the run."""
+        """`replay otel-export RUN_ID --content --file F` writes 0600 OTLP JSON with hex ids;
+        importing it gives the run.
+        """
         rec, rid = record_one(tmp_path, store_args="redacted")
         rec.close()
         out = tmp_path / "trace.json"
@@ -579,7 +608,9 @@ class TestRoundTrip:
     def test_exported_spans_import_back_as_the_same_run(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Spans exported with content, encoded as OTLP JSON (base64 ids), import into another store with equal hashes."""
+        """Spans exported with content, encoded as OTLP JSON (base64 ids), import into another
+        store with equal hashes.
+        """
         monkeypatch.setenv("REPLAY_REDACTION_KEY", "shared-team-secret")
         mem = InMemorySpanExporter()
         rec, rid = record_one(
@@ -605,7 +636,8 @@ class TestRoundTrip:
                 if e.step_id
             ]
             orig = st.get_run(rid)
-        # the model step comes back under its recorded name (replay.tool); hashes of args and results join
+        # the model step comes back under its recorded name (replay.tool); hashes of args and
+        # results join
         assert got == want
         assert (run.stop_reason, run.input_sha, run.output_sha, run.call_style) == (
             "completed",

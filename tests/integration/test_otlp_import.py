@@ -1,4 +1,6 @@
-"""replay.otlp_import: OTLP JSON traces from OpenInference, OpenLLMetry and the OTel GenAI conventions become runs."""
+"""replay.otlp_import: OTLP JSON traces from OpenInference, OpenLLMetry and the OTel GenAI
+conventions become runs.
+"""
 
 from __future__ import annotations
 
@@ -62,7 +64,9 @@ class TestSamples:
     def test_genai_conventions_give_a_run_with_ordered_steps_errors_and_usage(
         self, tmp_path: Path
     ) -> None:
-        """The GenAI sample becomes one completed run: chat, a lookup, a timed-out send and its retry, tokens summed."""
+        """The GenAI sample becomes one completed run: chat, a lookup, a timed-out send and its
+        retry, tokens summed.
+        """
         db = tmp_path / "r.db"
         run, events = imported(db, "genai.json")
         assert (run.agent, run.stop_reason, run.call_style) == (
@@ -84,7 +88,9 @@ class TestSamples:
         assert [e.kind for e in events][0] == "run_start" and events[-1].kind == "stop"
 
     def test_openinference_gives_a_run_with_an_llm_and_a_tool_step(self, tmp_path: Path) -> None:
-        """The OpenInference sample: AGENT span -> run, LLM span -> model step with token counts, TOOL span -> tool step."""
+        """The OpenInference sample: AGENT span -> run, LLM span -> model step with token counts,
+        TOOL span -> tool step.
+        """
         run, events = imported(tmp_path / "r.db", "openinference.json")
         assert (run.agent, run.stop_reason) == ("support-agent", "completed")
         assert steps_of(events) == [
@@ -95,7 +101,9 @@ class TestSamples:
         assert run.output == "Your plan is pro."  # text/plain output stays text
 
     def test_openllmetry_gives_an_error_run_with_keyword_arguments(self, tmp_path: Path) -> None:
-        """The OpenLLMetry sample: a failed workflow stops with error, its kwargs are the run's bound input."""
+        """The OpenLLMetry sample: a failed workflow stops with error, its kwargs are the run's
+        bound input.
+        """
         run, events = imported(tmp_path / "r.db", "openllmetry.json")
         assert (run.agent, run.stop_reason, run.call_style) == ("support_agent", "error", "bound")
         assert steps_of(events) == [
@@ -107,7 +115,9 @@ class TestSamples:
 
     @pytest.mark.parametrize("name", ["genai.json", "openinference.json", "openllmetry.json"])
     def test_tool_args_sha_equals_the_recorders(self, tmp_path: Path, name: str) -> None:
-        """lookup_customer's args_sha from each convention equals what the recorder gives the same call in that store."""
+        """lookup_customer's args_sha from each convention equals what the recorder gives the same
+        call in that store.
+        """
         db = tmp_path / "r.db"
         want = recorded_lookup_sha(db)
         _run, events = imported(db, name)
@@ -116,7 +126,9 @@ class TestSamples:
 
     @pytest.mark.parametrize("name", ["genai.json", "openinference.json", "openllmetry.json"])
     def test_nothing_planted_reaches_the_store(self, tmp_path: Path, name: str) -> None:
-        """The e-mail address in the trace's inputs, arguments and results is pseudonymized before it is stored."""
+        """The e-mail address in the trace's inputs, arguments and results is pseudonymized before
+        it is stored.
+        """
         db = tmp_path / "r.db"
         run, _events = imported(db, name)
         assert PLANTED not in json.dumps(run.input)
@@ -126,7 +138,9 @@ class TestSamples:
         assert b"redacted.invalid" in db.read_bytes()
 
     def test_importing_twice_adds_nothing(self, tmp_path: Path) -> None:
-        """Run ids derive from the trace, so a second import of the same file finds the run already there."""
+        """Run ids derive from the trace, so a second import of the same file finds the run already
+        there.
+        """
         with Store(tmp_path / "r.db") as st:
             first = import_otlp(st, DATA / "genai.json")
             second = import_otlp(st, DATA / "genai.json")
@@ -138,7 +152,8 @@ class TestReplay:
     def test_an_imported_openinference_trace_replays_against_a_registered_agent(
         self, tmp_path: Path
     ) -> None:
-        """The tool layer answers the agent's calls from the imported trace, and the diff is empty."""
+        """The tool layer answers the agent's calls from the imported trace, and the diff is
+        empty."""
         db = tmp_path / "r.db"
         run, _ = imported(db, "openinference.json")
         rec = Recorder(str(tmp_path / "live.db"))
@@ -171,7 +186,9 @@ class TestErrors:
     def test_a_file_without_resource_spans_names_the_file_and_the_format(
         self, tmp_path: Path
     ) -> None:
-        """A JSON file that is not an OTLP trace export is refused with the file name and what was expected."""
+        """A JSON file that is not an OTLP trace export is refused with the file name and what was
+        expected.
+        """
         bad = tmp_path / "x.json"
         bad.write_text('{"spans": []}')
         with Store(tmp_path / "r.db") as st, pytest.raises(OtlpDecodeError) as err:
@@ -179,7 +196,9 @@ class TestErrors:
         assert str(bad) in str(err.value) and "resourceSpans" in str(err.value)
 
     def test_a_trace_without_genai_spans_is_refused(self, tmp_path: Path) -> None:
-        """Spans that are neither agent, tool nor LLM spans give an error naming the three conventions."""
+        """Spans that are neither agent, tool nor LLM spans give an error naming the three
+        conventions.
+        """
         f = tmp_path / "plain.json"
         span = {
             "traceId": "ab" * 16,
@@ -206,7 +225,9 @@ class TestErrors:
         assert "secret-looking-value" not in str(err.value)
 
     def test_deep_nesting_and_parent_cycles_import_without_hanging(self, tmp_path: Path) -> None:
-        """A tool span 5,000 levels deep imports as one step; two spans naming each other as parent are not a run."""
+        """A tool span 5,000 levels deep imports as one step; two spans naming each other as parent
+        are not a run.
+        """
         tid = "ab" * 16
         spans = [
             {
@@ -278,7 +299,8 @@ class TestErrors:
 
 class TestCli:
     def test_import_format_otlp_loads_every_sample(self, tmp_path: Path) -> None:
-        """`replay import --format otlp` imports the three samples and says how many runs it added."""
+        """`replay import --format otlp` imports the three samples and says how many runs it
+        added."""
         db = tmp_path / "r.db"
         files = [str(DATA / n) for n in ("genai.json", "openinference.json", "openllmetry.json")]
         res = CliRunner().invoke(

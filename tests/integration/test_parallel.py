@@ -167,7 +167,7 @@ def test_pydantic_ai_parallel_calls_replay_without_divergence(
     assert any("worker" in t.lower() for t in pyd.threads), pyd.threads  # pydantic-ai's own threads
     store = pyd.rec.open_store()
     recorded = {rid: store.events(rid) for rid in ids}
-    for rid, events in recorded.items():
+    for events in recorded.values():
         steps = _steps(events)
         assert [t for _, t, _ in steps][2] == "billing.charge"
         assert steps[0][2] == steps[1][2] == steps[0][0] and steps[2][2] is None, steps
@@ -250,7 +250,8 @@ def _gather_agent(rec: Recorder, jitter: random.Random) -> Any:
 
 
 def test_asyncio_gather_replays_without_divergence(tmp_path: Path) -> None:
-    """100 replays of asyncio.gather runs whose calls come in another order each time: 0 diverged."""
+    """100 replays of asyncio.gather runs whose calls come in another order each time: 0
+    diverged."""
     rec = Recorder(tmp_path / "g.db")
     handle = _gather_agent(rec, random.Random(1))
     for _ in range(3):
@@ -304,7 +305,8 @@ def _pool_agent(
 def test_thread_pool_replays_without_divergence_and_keeps_groups_in_a_blessed_cassette(
     tmp_path: Path,
 ) -> None:
-    """100 replays of ThreadPoolExecutor runs: 0 diverged; a cassette of a replay keeps the group."""
+    """100 replays of ThreadPoolExecutor runs: 0 diverged; a cassette of a replay keeps the
+    group."""
     from replay.cassette import cassette_from_replay, load_cassette
 
     rec = Recorder(tmp_path / "p.db")
@@ -357,7 +359,9 @@ def test_a_dropped_parallel_call_in_a_thread_pool_is_caught(tmp_path: Path) -> N
 
 
 def test_replay_show_brackets_a_concurrent_group(tmp_path: Path) -> None:
-    """`replay show` draws a bracket over the steps of a group and counts the groups; --json has the field."""
+    """`replay show` draws a bracket over the steps of a group and counts the groups; --json has
+    the field.
+    """
     import json
 
     from click.testing import CliRunner
@@ -422,7 +426,8 @@ def test_sequential_and_nested_calls_get_no_group_and_overlaps_chain_into_one(
         leaf(1)
         leaf(2)  # 1-2: one after another
         outer(10)  # 3, its sub-calls 4-5
-        # A chain: x runs until y starts, y until z starts; x ends before z starts (no direct overlap).
+        # A chain: x runs until y starts, y until z starts; x ends before z starts (no direct
+        # overlap).
         with ThreadPoolExecutor(3) as pool:
             fx = pool.submit(replay.propagate(slow), "x", "a", None)
             fy = pool.submit(replay.propagate(slow), "y", "b", "a")

@@ -49,7 +49,9 @@ def steps_of(events: list[Any]) -> list[Any]:
 
 class TestRuns:
     def test_a_run_records_start_steps_and_one_stop(self, rec: Recorder, db: Path) -> None:
-        """A decorated agent writes run_start, one event per tool call in order, and exactly one stop."""
+        """A decorated agent writes run_start, one event per tool call in order, and exactly one
+        stop.
+        """
 
         @rec.tool("http.get")
         def http_get(url: str) -> dict:
@@ -136,7 +138,9 @@ class TestRuns:
     def test_mutating_args_after_the_call_does_not_change_the_record(
         self, rec: Recorder, db: Path
     ) -> None:
-        """The args are copied at call time: appending to a messages list later does not alter args_sha."""
+        """The args are copied at call time: appending to a messages list later does not alter
+        args_sha.
+        """
 
         @rec.model("llm")
         def llm(messages: list) -> dict:
@@ -155,7 +159,9 @@ class TestStopReasons:
     def test_exception_in_agent_ends_with_error_and_propagates(
         self, rec: Recorder, db: Path
     ) -> None:
-        """An agent that raises ends its run with stop reason error, and the same exception reaches the caller."""
+        """An agent that raises ends its run with stop reason error, and the same exception reaches
+        the caller.
+        """
         boom = ValueError("bad ticket")
 
         @rec.agent("a")
@@ -224,7 +230,9 @@ class TestTools:
     def test_tool_error_is_recorded_and_the_same_object_reraised(
         self, rec: Recorder, db: Path
     ) -> None:
-        """A tool's exception is recorded with status error and class, and re-raised unchanged with its traceback."""
+        """A tool's exception is recorded with status error and class, and re-raised unchanged with
+        its traceback.
+        """
         err = TimeoutError("upstream slow")
 
         @rec.tool("http.get")
@@ -245,7 +253,8 @@ class TestTools:
     def test_non_builtin_error_class_is_named_with_its_package(
         self, rec: Recorder, db: Path
     ) -> None:
-        """An error class from a package is recorded as package.Class (like httpx.HTTPStatusError)."""
+        """An error class from a package is recorded as package.Class (like
+        httpx.HTTPStatusError)."""
 
         @rec.tool("t")
         def t() -> None:
@@ -314,7 +323,9 @@ class TestTools:
     def test_unserializable_args_are_recorded_as_a_placeholder_with_one_warning(
         self, rec: Recorder, db: Path
     ) -> None:
-        """Args that cannot be encoded are recorded as a typed placeholder, warned once, and the tool still runs."""
+        """Args that cannot be encoded are recorded as a typed placeholder, warned once, and the
+        tool still runs.
+        """
 
         @rec.tool("t")
         def t(client: Any, q: str) -> str:
@@ -333,7 +344,9 @@ class TestTools:
         )
 
     def test_huge_output_is_stored_truncated_with_its_full_hash(self, db: Path) -> None:
-        """An output over max_snapshot_bytes is stored truncated with a marker; output_sha is the full value's."""
+        """An output over max_snapshot_bytes is stored truncated with a marker; output_sha is the
+        full value's.
+        """
         rec = Recorder(db, max_snapshot_bytes=1000)
 
         @rec.tool("big")
@@ -371,7 +384,9 @@ class TestModels:
     def test_model_usage_is_read_from_the_response(
         self, rec: Recorder, db: Path, response: dict
     ) -> None:
-        """A model step reads tokens from OpenAI- and Anthropic-shaped responses; the run sums them with prices."""
+        """A model step reads tokens from OpenAI- and Anthropic-shaped responses; the run sums them
+        with prices.
+        """
 
         @rec.model("openai.chat", price_in_per_mtok=1.0, price_out_per_mtok=2.0)
         def llm(messages: list) -> dict:
@@ -426,7 +441,7 @@ class TestAsync:
 
         ids = asyncio.run(main())
         rec.flush()
-        for name, rid in zip(["left", "right"], ids):
+        for name, rid in zip(["left", "right"], ids, strict=True):
             _, events = read(db, rid)
             assert [e.args_sha for e in steps_of(events)] == [
                 sha({"x": f"{name}-{i}"}) for i in range(3)
@@ -435,7 +450,9 @@ class TestAsync:
 
 class TestFailOpen:
     def test_unwritable_store_never_breaks_the_agent(self, tmp_path: Path) -> None:
-        """With a store that never appears the agent still runs; what is left at close is counted and warned once."""
+        """With a store that never appears the agent still runs; what is left at close is counted
+        and warned once.
+        """
         rec = Recorder(tmp_path / "missing-folder" / "replay.db")
 
         @rec.tool("t")
@@ -459,7 +476,9 @@ class TestFailOpen:
     def test_a_failed_write_is_spooled_and_written_when_the_store_is_back(
         self, rec: Recorder, db: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """A write that fails (disk full) loses nothing: the batch waits in the spool and reaches the store later."""
+        """A write that fails (disk full) loses nothing: the batch waits in the spool and reaches
+        the store later.
+        """
 
         @rec.agent("a")
         def handle(i: int) -> int:
@@ -520,7 +539,9 @@ class TestLogLines:
     def test_each_event_is_one_json_line_with_the_schema(
         self, rec: Recorder, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """Every stored event is also logged as one JSON line on replay.events, with the schema's field names."""
+        """Every stored event is also logged as one JSON line on replay.events, with the schema's
+        field names.
+        """
 
         @rec.tool("t")
         def t() -> int:
@@ -580,7 +601,9 @@ def test_database_file_is_private(rec: Recorder, db: Path) -> None:
 
 
 def test_a_file_that_is_not_sqlite_is_a_counted_drop_not_a_crash(tmp_path: Path) -> None:
-    """Pointing the recorder at a non-SQLite file keeps the agent running and leaves the file untouched."""
+    """Pointing the recorder at a non-SQLite file keeps the agent running and leaves the file
+    untouched.
+    """
     path = tmp_path / "notes.db"
     path.write_bytes(b"these are my notes, not a database" * 10)
     rec = Recorder(path)
@@ -660,7 +683,9 @@ def test_runs_in_many_threads_stay_separate_and_complete(rec: Recorder, db: Path
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
 def test_a_forked_child_records_with_its_own_writer(rec: Recorder, db: Path) -> None:
-    """After fork() (a prefork server), runs in the child are written by the child's own writer thread."""
+    """After fork() (a prefork server), runs in the child are written by the child's own writer
+    thread.
+    """
 
     @rec.agent("a")
     def handle(who: str) -> str:

@@ -158,7 +158,9 @@ def test_sockets_cannot_connect_during_a_replay(recorded: tuple[Any, str]) -> No
 
 
 def test_recorded_errors_are_raised_again(recorded: tuple[Any, str]) -> None:
-    """A recorded builtin error comes back as its class, and so does a user error whose __init__ takes other arguments."""
+    """A recorded builtin error comes back as its class, and so does a user error whose __init__
+    takes other arguments.
+    """
     mod, rid = recorded
     seen: list[BaseException] = []
     original = mod.http_get.__wrapped__
@@ -187,7 +189,9 @@ def test_outputs_are_rebuilt_as_the_recorded_types(recorded: tuple[Any, str]) ->
 def test_an_unrecorded_call_raises_inside_the_agent_and_shows_in_the_diff(
     recorded: tuple[Any, str],
 ) -> None:
-    """New args after a fix raise UnrecordedCall naming the tool and the recorded calls; the diff shows it."""
+    """New args after a fix raise UnrecordedCall naming the tool and the recorded calls; the diff
+    shows it.
+    """
     mod, rid = recorded
     mod.MODE["extra_args"] = True
     res = replay_run(rid, db=mod.rec.db)
@@ -349,7 +353,8 @@ def test_entrypoint_errors_name_the_entrypoint_and_the_fix(recorded: tuple[Any, 
 
 
 def test_changed_signature_names_the_parameter(recorded: tuple[Any, str]) -> None:
-    """When the agent's signature no longer fits the recorded input, the error names the parameter."""
+    """When the agent's signature no longer fits the recorded input, the error names the
+    parameter."""
     mod, rid = recorded
 
     def handle(ticket: dict, channel: str) -> None: ...
@@ -427,7 +432,9 @@ def test_replay_changes_nothing_in_the_store(recorded: tuple[Any, str]) -> None:
 def test_shared_redaction_key_keeps_code_constants_replayable_from_cassettes(
     agent_mod: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With REPLAY_REDACTION_KEY set when recording and replaying, a PII constant in the agent's code matches."""
+    """With REPLAY_REDACTION_KEY set when recording and replaying, a PII constant in the agent's
+    code matches.
+    """
     monkeypatch.setenv("REPLAY_REDACTION_KEY", "team-secret")
 
     def constant_sender(ticket: dict) -> dict:

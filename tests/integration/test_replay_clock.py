@@ -1,4 +1,6 @@
-"""A replay runs at the recorded wall-clock time; random ids are left out of args_sha with ignore_args."""
+"""A replay runs at the recorded wall-clock time; random ids are left out of args_sha with
+ignore_args.
+"""
 
 from __future__ import annotations
 
@@ -62,7 +64,9 @@ def test_clock_real_leaves_the_clock_alone(tmp_path: pathlib.Path) -> None:
 def test_recorder_timestamps_and_durations_stay_sane_under_the_recorded_clock(
     tmp_path: pathlib.Path,
 ) -> None:
-    """The replayed run is stamped at the recorded time and its step durations are real (perf_counter does not travel)."""
+    """The replayed run is stamped at the recorded time and its step durations are real
+    (perf_counter does not travel).
+    """
     agent, rid, _ = _record_dated_run(tmp_path)
     res = replay_run(rid, db=tmp_path / "rec.db", agent=agent)
     assert abs(res.replayed.started_ms - res.recorded.started_ms) < 30_000
@@ -77,7 +81,9 @@ def test_an_unknown_clock_is_refused_before_anything_runs(tmp_path: pathlib.Path
 
 
 def test_ignore_args_leaves_random_ids_out_of_args_sha(tmp_path: pathlib.Path) -> None:
-    """A tool declared with ignore_args matches in replay although its idempotency key is new each run."""
+    """A tool declared with ignore_args matches in replay although its idempotency key is new each
+    run.
+    """
     rec = Recorder(tmp_path / "rec.db")
 
     @rec.tool("payments.charge", ignore_args=["idempotency_key", "meta.request_id"])
@@ -140,7 +146,9 @@ def handle(question: str) -> str:
 def test_cli_run_replays_at_the_recorded_time_and_clock_real_opts_out(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`replay run` matches a dated run at the recorded time; `--clock real` shows the divergence (exit 1)."""
+    """`replay run` matches a dated run at the recorded time; `--clock real` shows the divergence
+    (exit 1).
+    """
     from click.testing import CliRunner
 
     from replay.cli import cli
@@ -165,7 +173,8 @@ def test_cli_run_replays_at_the_recorded_time_and_clock_real_opts_out(
 
 
 def test_async_replay_runs_at_the_recorded_time(tmp_path: pathlib.Path) -> None:
-    """replay_run_async inside a running loop also replays a dated async agent with an empty diff."""
+    """replay_run_async inside a running loop also replays a dated async agent with an empty
+    diff."""
     import asyncio
 
     from replay import replay_run_async

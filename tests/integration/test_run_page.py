@@ -1,4 +1,5 @@
-"""`replay view`: the run page through the CLI, served on 127.0.0.1, and in a real headless chromium.
+"""`replay view`: the run page through the CLI, served on 127.0.0.1, and in a real headless
+chromium.
 
 The browser tests need Debian's chromium (``.ci/run`` installs it) and the ``playwright`` package
 (the ``test`` extra). They fail in CI when chromium is missing, and skip with a message only on a
@@ -75,7 +76,9 @@ def invoke(*args: str) -> Any:
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Two recorded runs of an agent with a hostile tool name, output and version: one emails twice."""
+    """Two recorded runs of an agent with a hostile tool name, output and version: one emails
+    twice.
+    """
     name = f"page_agent_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(AGENT)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -102,7 +105,9 @@ def _no_raw_markup(text: str) -> None:
 
 
 def test_view_writes_one_self_contained_escaped_page(env: Any, tmp_path: Path) -> None:
-    """`replay view` writes a 0600 page with every step, the versions and usage, recorded markup escaped, nothing external."""
+    """`replay view` writes a 0600 page with every step, the versions and usage, recorded markup
+    escaped, nothing external.
+    """
     _, _, first, _, _ = env
     res = invoke(
         "view", first[:20], "-o", "page.html"
@@ -135,7 +140,9 @@ def test_view_writes_one_self_contained_escaped_page(env: Any, tmp_path: Path) -
 
 
 def test_view_default_file_name_and_bad_input(env: Any, tmp_path: Path) -> None:
-    """Without -o the page is RUN_ID.html; an unknown run, --serve with -o and --replay-agent alone exit 2 naming the problem."""
+    """Without -o the page is RUN_ID.html; an unknown run, --serve with -o and --replay-agent alone
+    exit 2 naming the problem.
+    """
     _, _, first, _, _ = env
     assert invoke("view", first).exit_code == 0
     assert (tmp_path / f"{first}.html").is_file()
@@ -150,7 +157,9 @@ def test_view_default_file_name_and_bad_input(env: Any, tmp_path: Path) -> None:
 
 
 def test_view_against_another_run_and_against_a_replay(env: Any, tmp_path: Path) -> None:
-    """--against RUN shows the diff side by side by change kind; --against replay replays the run now and shows it matches."""
+    """--against RUN shows the diff side by side by change kind; --against replay replays the run
+    now and shows it matches.
+    """
     _, _, first, second, name = env
     assert invoke("view", first, "--against", second, "-o", "diff.html").exit_code == 0
     text = (tmp_path / "diff.html").read_text()
@@ -180,7 +189,9 @@ def test_view_against_another_run_and_against_a_replay(env: Any, tmp_path: Path)
 def test_view_of_a_cassette_and_of_a_run_without_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A cassette file is a valid RUN_ID (every step in the waterfall); a run that made no call says so."""
+    """A cassette file is a valid RUN_ID (every step in the waterfall); a run that made no call
+    says so.
+    """
     from replay.models import Run
     from replay.store import Store
 
@@ -217,7 +228,9 @@ def test_view_of_a_cassette_and_of_a_run_without_steps(
 
 
 def test_view_serves_the_page_on_localhost(env: Any, tmp_path: Path) -> None:
-    """`replay view --serve --port 0` serves the same page on 127.0.0.1 (404 elsewhere) until stopped."""
+    """`replay view --serve --port 0` serves the same page on 127.0.0.1 (404 elsewhere) until
+    stopped.
+    """
     _, db, first, _, _ = env
     exe = shutil.which("replay")
     if exe is None:
@@ -248,7 +261,9 @@ def test_view_serves_the_page_on_localhost(env: Any, tmp_path: Path) -> None:
 
 
 def test_stats_html_links_to_run_pages(env: Any, tmp_path: Path) -> None:
-    """`replay stats --html` writes run pages next to the dashboard and links to each from its run table."""
+    """`replay stats --html` writes run pages next to the dashboard and links to each from its run
+    table.
+    """
     _, _, first, second, _ = env
     res = invoke("stats", "--since", "1h", "--html", "dash.html")
     assert res.exit_code == 0, res.output
@@ -300,7 +315,9 @@ def browser() -> Any:
 
 
 def test_run_page_in_chromium(env: Any, tmp_path: Path, browser: Any) -> None:
-    """In chromium the page loads without console errors, draws the waterfall and the diff, and a click opens a step as text."""
+    """In chromium the page loads without console errors, draws the waterfall and the diff, and a
+    click opens a step as text.
+    """
     _, _, first, second, _ = env
     assert invoke("view", second, "--against", first, "-o", "page.html").exit_code == 0
     page = browser.new_page(viewport={"width": 1200, "height": 900})

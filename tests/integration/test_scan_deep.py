@@ -1,4 +1,6 @@
-"""`replay scan` with detect-secrets' provider plugins (the `scan` extra): more found, nothing false."""
+"""`replay scan` with detect-secrets' provider plugins (the `scan` extra): more found, nothing
+false.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ SENDGRID = "SG." + "aB3dE5fG7hJ9kL1mN3pQ5r" + "." + "sT7uV9wX1yZ3aB5cD7eF9gH1jK3
 
 
 def test_deep_scan_finds_what_only_detect_secrets_knows(tmp_path: Path) -> None:
-    """A cassette holding a SendGrid key: --deep names the detector (not the value) and exits 1; --no-deep exits 0."""
+    """A cassette holding a SendGrid key: --deep names the detector (not the value) and exits 1;
+    --no-deep exits 0.
+    """
     assert Redactor(b"k").scan({"note": SENDGRID}) == []
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"run": {"note": f"sendgrid key {SENDGRID}"}}))
@@ -29,7 +33,9 @@ def test_deep_scan_finds_what_only_detect_secrets_knows(tmp_path: Path) -> None:
 
 
 def test_deep_scan_of_a_redacted_store_is_clean(tmp_path: Path) -> None:
-    """A store of redacted runs (placeholders, pseudonyms, shas, documentation IPs) gives no deep-scan hit."""
+    """A store of redacted runs (placeholders, pseudonyms, shas, documentation IPs) gives no
+    deep-scan hit.
+    """
     db = tmp_path / "replay.db"
     rec = Recorder(db, store_args="redacted")
 

@@ -1,4 +1,6 @@
-"""Agents in scripts (`python my_agent.py`): recorded under the script's module name, replayed within the trust model."""
+"""Agents in scripts (`python my_agent.py`): recorded under the script's module name, replayed
+within the trust model.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +47,9 @@ def _replay_exe() -> str:
 
 
 def test_script_records_its_module_path_and_warns_once(tmp_path: Path) -> None:
-    """A run recorded from `python my_agent.py` stores my_agent:handle (not __main__) and warns once how to replay it."""
+    """A run recorded from `python my_agent.py` stores my_agent:handle (not __main__) and warns
+    once how to replay it.
+    """
     (tmp_path / "my_agent.py").write_text(SCRIPT)
     proc = _run([sys.executable, "my_agent.py"], tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -66,7 +70,9 @@ def test_script_records_its_module_path_and_warns_once(tmp_path: Path) -> None:
 
 
 def test_listed_script_replays_without_flags_or_warning(tmp_path: Path) -> None:
-    """With the script's module in [tool.agent-replay] agents, recording does not warn and `replay run` finds it."""
+    """With the script's module in [tool.agent-replay] agents, recording does not warn and `replay
+    run` finds it.
+    """
     (tmp_path / "my_agent.py").write_text(SCRIPT)
     (tmp_path / "pyproject.toml").write_text('[tool.agent-replay]\nagents = ["my_agent"]\n')
     proc = _run([sys.executable, "my_agent.py"], tmp_path)
@@ -78,7 +84,9 @@ def test_listed_script_replays_without_flags_or_warning(tmp_path: Path) -> None:
 
 
 def test_script_outside_the_project_keeps_main_and_says_so(tmp_path: Path) -> None:
-    """A script run from outside the working folder keeps __main__:handle and the warning names --replay-agent."""
+    """A script run from outside the working folder keeps __main__:handle and the warning names
+    --replay-agent.
+    """
     scripts = tmp_path / "elsewhere"
     scripts.mkdir()
     (scripts / "my_agent.py").write_text(SCRIPT)

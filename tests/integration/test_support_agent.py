@@ -57,7 +57,9 @@ def _runs(path: Path, run_ids: list[str]) -> list[tuple]:
 
 
 def test_healthy_run_makes_four_tool_calls(store_path):
-    """On a healthy upstream a run searches, fetches the order and the customer, emails once and completes."""
+    """On a healthy upstream a run searches, fetches the order and the customer, emails once and
+    completes.
+    """
     batch = record_batch([ticket(i) for i in range(3)], flaky=False, version="v1")
     for run, steps in _runs(store_path, batch.run_ids):
         assert [e.tool for e in steps] == ["kb.search", "http.get", "http.get", "email.send"]
@@ -66,7 +68,9 @@ def test_healthy_run_makes_four_tool_calls(store_path):
 
 
 def test_v1_on_a_flaky_upstream_loops_and_emails_twice(store_path):
-    """Deploy v1 on a flaky upstream makes about 12 tool calls a run and sends the same email twice, yet completes."""
+    """Deploy v1 on a flaky upstream makes about 12 tool calls a run and sends the same email
+    twice, yet completes.
+    """
     batch = record_batch(INCIDENT_TICKETS, flaky=True, version="v1")
     runs = _runs(store_path, batch.run_ids)
     assert 10 <= sum(r.tool_calls for r, _ in runs) / len(runs) <= 14
@@ -81,7 +85,9 @@ def test_v1_on_a_flaky_upstream_loops_and_emails_twice(store_path):
 
 
 def test_v2_on_a_flaky_upstream_never_loops_and_emails_once(store_path):
-    """Deploy v2 on the same flaky upstream searches once, makes at most 4 tool calls and emails each customer once."""
+    """Deploy v2 on the same flaky upstream searches once, makes at most 4 tool calls and emails
+    each customer once.
+    """
     batch = record_batch(INCIDENT_TICKETS, flaky=True, version="v2")
     for run, steps in _runs(store_path, batch.run_ids):
         assert [e.tool for e in steps].count("kb.search") == 1
@@ -92,7 +98,9 @@ def test_v2_on_a_flaky_upstream_never_loops_and_emails_once(store_path):
 
 
 def test_v2_retries_with_an_idempotency_key_deliver_once():
-    """v2's email.send retries a lost acknowledgement with the same idempotency key, so one email is delivered."""
+    """v2's email.send retries a lost acknowledgement with the same idempotency key, so one email
+    is delivered.
+    """
     outbox, stubs = fake_outbox(lost_acks=1)
     with use_version("v2"):
         answer = stubs["email.send"]("a@example.com", "Re: order", "Your order shipped.")
@@ -102,7 +110,9 @@ def test_v2_retries_with_an_idempotency_key_deliver_once():
 
 
 def test_v1_retries_http_get_eight_times_without_jitter():
-    """v1's http.get makes 9 attempts 50 ms apart against an upstream that stays down, then raises with the status."""
+    """v1's http.get makes 9 attempts 50 ms apart against an upstream that stays down, then raises
+    with the status.
+    """
     up = Upstream(clock=FakeClock(scale=0), down=[(0, 10_000, 503)])
     with use_version("v1"), use(up), pytest.raises(HTTPStatusError) as info:
         from examples.support_agent.tools import http_get
@@ -121,7 +131,9 @@ def test_http_status_error_rebuilds_from_its_message():
 
 
 def test_version_flag_is_read_at_call_time(monkeypatch):
-    """The deploy flag is read from SUPPORT_AGENT_VERSION at each call, use_version overrides it, v2 is the default."""
+    """The deploy flag is read from SUPPORT_AGENT_VERSION at each call, use_version overrides it,
+    v2 is the default.
+    """
     monkeypatch.delenv("SUPPORT_AGENT_VERSION", raising=False)
     assert version() == "v2"
     monkeypatch.setenv("SUPPORT_AGENT_VERSION", "v1")
@@ -134,7 +146,9 @@ def test_version_flag_is_read_at_call_time(monkeypatch):
 
 
 def test_replaying_the_incident_cassette_with_v1_reproduces_it():
-    """The committed cassette replayed against the code that ran (v1) matches the recording step for step."""
+    """The committed cassette replayed against the code that ran (v1) matches the recording step
+    for step.
+    """
     with use_version("v1"):
         result = replay_run(str(_cassette()))
     assert result.diff.is_empty, result.diff.to_text(color=False)
@@ -143,7 +157,9 @@ def test_replaying_the_incident_cassette_with_v1_reproduces_it():
 
 
 def test_replaying_the_incident_cassette_with_v2_shows_the_fix():
-    """Against v2 the same cassette diverges: 3 tool calls instead of 17, one email, stop reason escalated."""
+    """Against v2 the same cassette diverges: 3 tool calls instead of 17, one email, stop reason
+    escalated.
+    """
     outbox, stubs = fake_outbox()
     with use_version("v2"):
         result = replay_run(str(_cassette()), agent=handle, stubs=stubs)
@@ -155,7 +171,9 @@ def test_replaying_the_incident_cassette_with_v2_shows_the_fix():
 
 
 def test_the_incident_test_fails_against_v1(pytester, monkeypatch):
-    """The incident test holds the fix: run with SUPPORT_AGENT_VERSION=v1 (the code that ran) it fails."""
+    """The incident test holds the fix: run with SUPPORT_AGENT_VERSION=v1 (the code that ran) it
+    fails.
+    """
     monkeypatch.setenv("SUPPORT_AGENT_VERSION", "v1")  # the child pytest inherits the environment
     monkeypatch.setenv("SUPPORT_AGENT_TIME_SCALE", "0")
     proc = pytester.run(

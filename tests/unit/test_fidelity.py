@@ -46,7 +46,9 @@ def test_tags_address_children_by_position_never_by_key() -> None:
 
 
 def test_a_tag_that_no_longer_fits_gives_the_plain_value() -> None:
-    """A value changed by redaction (a datetime now '[REDACTED:secret]') comes back as the recorded JSON, not an error."""
+    """A value changed by redaction (a datetime now '[REDACTED:secret]') comes back as the recorded
+    JSON, not an error.
+    """
     tag = type_tag({"token": dt.datetime(2026, 1, 1)})
     assert rebuild_value({"token": "[REDACTED:secret]"}, tag) == {"token": "[REDACTED:secret]"}
 
@@ -58,7 +60,9 @@ def test_older_single_class_tags_still_rebuild() -> None:
 
 
 def test_loaded_class_never_imports_and_runs_no_module_getattr() -> None:
-    """A class path is looked up only in sys.modules, by __dict__: no import, no module __getattr__."""
+    """A class path is looked up only in sys.modules, by __dict__: no import, no module
+    __getattr__.
+    """
     assert loaded_class("replay_fidelity_not_a_module:Thing") is None
     assert "replay_fidelity_not_a_module" not in sys.modules
     mod = types.ModuleType("replay_fidelity_lazy")
@@ -80,7 +84,9 @@ def test_loaded_class_never_imports_and_runs_no_module_getattr() -> None:
 
 
 def test_urllib_http_error_keeps_code_and_headers() -> None:
-    """urllib's HTTPError (whose __init__ takes url, code, msg, hdrs, fp) rebuilds with .code and .headers."""
+    """urllib's HTTPError (whose __init__ takes url, code, msg, hdrs, fp) rebuilds with .code and
+    .headers.
+    """
     hdrs = http.client.HTTPMessage()
     hdrs["Retry-After"] = "30"
     exc = urllib.error.HTTPError(
@@ -99,7 +105,9 @@ def test_urllib_http_error_keeps_code_and_headers() -> None:
 
 
 def test_an_unknown_error_class_is_not_rebuilt() -> None:
-    """An error whose module is not loaded, or that names a non-exception, gives None (then RecordedToolError)."""
+    """An error whose module is not loaded, or that names a non-exception, gives None (then
+    RecordedToolError).
+    """
     assert (
         rebuild_error({"module": "not_loaded_mod", "qualname": "Boom", "args": ["x"], "attrs": {}})
         is None
@@ -133,6 +141,8 @@ def test_capture_never_keeps_callables_or_private_fields() -> None:
     ],
 )
 def test_roundtrip_of_non_json_values(value: object) -> None:
-    """Tuples, int/float/bool/None keys, sets, bytes and timedeltas come back equal and of the same type."""
+    """Tuples, int/float/bool/None keys, sets, bytes and timedeltas come back equal and of the same
+    type.
+    """
     again = roundtrip(value)
     assert again == value and type(again) is type(value)

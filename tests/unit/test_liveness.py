@@ -46,7 +46,9 @@ def test_a_run_of_a_dead_process_on_this_host_is_killed() -> None:
 
 
 def test_another_host_is_judged_by_its_heartbeat() -> None:
-    """On another host the pid cannot be checked: a fresh heartbeat means running, a stale one killed."""
+    """On another host the pid cannot be checked: a fresh heartbeat means running, a stale one
+    killed.
+    """
     fresh, stale = infer_killed(
         [
             _run(host="elsewhere", pid=1, last_seen_ms=NOW - 1000),
