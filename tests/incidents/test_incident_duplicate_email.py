@@ -24,7 +24,9 @@ OUTBOX, STUBS = fake_outbox()
 
 @pytest.mark.replay(CASSETTE, stubs=STUBS)
 def test_fixed_agent_escalates_and_emails_the_customer_once(replayed):
-    """Replayed against the fix, the incident run stops after the first failure, escalates, and sends one email."""
+    """Replayed against the fix, the incident run stops after the first failure, escalates, and
+    sends one email.
+    """
     sent = [e for e in replayed.recording.steps if e.tool == "email.send"]
     assert [e.args_sha for e in sent] == [sent[0].args_sha] * 2, (
         "the cassette is the duplicate-email run"
