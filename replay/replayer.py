@@ -291,6 +291,7 @@ class ReplaySession:
         self.recording = recording
         self.source_run_id = recording.run.run_id
         self.stubs = dict(stubs or {})
+        self.faults: Any = None  # a replay.faults.FaultPlan, set by replay_run(faults=...)
         self.on_unrecorded = on_unrecorded
         # The recording store's key, so values the agent builds itself pseudonymise as they did then.
         env = shared_redaction_key()
@@ -401,7 +402,7 @@ class ReplaySession:
         t0 = time.perf_counter_ns()
         sha = self.args_sha(spec, frozen)
         parent = _step.get()
-        stub = self.stubs.get(spec.name)
+        stub = self._stub_for(spec, sha)
         if stub is not None:
             token = _step.set(step_id)  # tools the stub calls are recorded as nested in this step
             try:
@@ -467,6 +468,29 @@ class ReplaySession:
         if spec.kind == "model_result":
             rec._check_budget(st)
         return value
+
+    # ---- what-if hook: faults (replay.faults); to move onto the tool-layer seam ----------------
+
+    def _stub_for(self, spec: Any, args_sha: str) -> Callable[..., Any] | None:
+        """What answers this call instead of the recording: a planned fault, else the tool's stub."""
+        stub = self.stubs.get(spec.name)
+        if self.faults is None:
+            return stub
+        return self.faults.stub_for(  # type: ignore[no-any-return]
+            spec.name, stub, lambda: self._recorded_value(spec, args_sha)
+        )
+
+    def _recorded_value(self, spec: Any, args_sha: str) -> Any:
+        """The recorded answer to this call (used up), its error raised; `UnrecordedCall` if none."""
+        recorded = self._lookup(spec, args_sha)
+        if recorded is None:
+            raise self._unrecorded(spec, args_sha)
+        value, error, _, _ = self._answer(recorded)
+        if error is not None:
+            raise error
+        return value
+
+    # ---- end of the what-if hook ---------------------------------------------------------------
 
     async def answer_async(
         self, st: Any, spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -827,6 +851,7 @@ def replay_run(
     allow_network: bool = False,
     allow_subprocess: bool = False,
     clock: str = "recorded",
+    faults: Any = None,
 ) -> ReplayResult:
     """Replay a recorded run against the code checked out now and diff it with the recording.
 
@@ -848,6 +873,8 @@ def replay_run(
         clock: ``"recorded"`` (default) runs the agent at the recorded run's wall-clock time
             (``time.time()``, ``datetime.now()`` start at its start and tick on; time-machine),
             so "today" in a prompt replays identically; ``"real"`` leaves the clock alone.
+        faults: replace chosen calls' answers with errors or bad answers (`replay.faults`):
+            ``{"http.get": 503}``, ``"http.get=429:retry-after=2@first:2"``.
 
     Raises:
         RunNotFoundError, CassetteDecodeError, EntrypointError, ExpiredSnapshotsError: before
@@ -863,6 +890,7 @@ def replay_run(
         redaction=redaction,
         record_to=record_to,
     )
+    _plan_faults(session, faults)  # what-if hook (replay.faults)
     output: Any = None
     exception: BaseException | None = None
     with (
@@ -880,6 +908,18 @@ def replay_run(
         ) as exc:  # sys.exit() in the agent ends it, not the replay
             exception = exc
     return _conclude(session, recording, output, exception, ignore, ordered)
+
+
+def _plan_faults(session: ReplaySession, faults: Any) -> None:
+    """Bind `faults` to the session (what-if hook; a bad spec raises before the agent runs)."""
+    if faults:
+        from replay.faults import FaultPlan
+
+        try:
+            session.faults = FaultPlan.parse(faults, session.recording)
+        except BaseException:
+            session.close()
+            raise
 
 
 def _check_clock(clock: str) -> None:
@@ -974,6 +1014,7 @@ async def replay_run_async(
     allow_network: bool = False,
     allow_subprocess: bool = False,
     clock: str = "recorded",
+    faults: Any = None,
 ) -> ReplayResult:
     """`replay_run` for async agents inside a running event loop.
 
@@ -990,6 +1031,7 @@ async def replay_run_async(
         redaction=redaction,
         record_to=record_to,
     )
+    _plan_faults(session, faults)  # what-if hook (replay.faults)
     output: Any = None
     exception: BaseException | None = None
     with (
