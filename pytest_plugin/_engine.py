@@ -378,8 +378,12 @@ def replay_marked(
     node: pytest.Item,
     mark: pytest.Mark,
     fixture_cfg: Mapping[str, Any],
+    fault: Any = None,
 ) -> ReplayResult:
-    """Replay the run a ``@pytest.mark.replay`` names, with flag > marker > fixture > ini settings."""
+    """Replay the run a ``@pytest.mark.replay`` names, with flag > marker > fixture > ini settings.
+
+    `fault` is this item's one fault of the marker's ``faults=`` (see `plugin.replay_fault`).
+    """
     from replay.replayer import load_recording, replay_run
 
     given = os.fspath(mark.args[0])
@@ -402,6 +406,8 @@ def replay_marked(
         on_unrecorded=merged.get("on_unrecorded", "error"),
         ordered=merged.get("ordered", True),
         agents=list(state.agents),
+        faults=fault,  # what-if: this item's fault (replay.faults)
+        repeat=merged.get("repeat") or config.option.replay_repeat,
     )
     config.hook.pytest_replay_configure(config=config, options=options)
     where = f"@pytest.mark.replay({given!r})"
@@ -411,6 +417,10 @@ def replay_marked(
         pytest.fail(f"{where}: no run {given!r}: {_store_missing(Path(options.db))}", pytrace=False)
     try:
         recording = load_recording(options.source, db=options.db)
+        if options.faults or options.repeat > 1:  # what-if: replay.faults, replay.flaky
+            from pytest_plugin._whatif import replay_options
+
+            return replay_options(config, options, recording)  # type: ignore[no-any-return]
         return replay_run(
             recording,
             agent=options.agent,

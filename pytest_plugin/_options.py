@@ -12,7 +12,17 @@ from typing import Any
 __all__ = ["MARKER_KWARGS", "ON_UNRECORDED", "ReplayOptions"]
 
 #: The keyword arguments ``@pytest.mark.replay(...)`` and the ``replay_config`` fixture accept.
-MARKER_KWARGS: tuple[str, ...] = ("agent", "db", "ignore", "on_unrecorded", "ordered", "stubs")
+MARKER_KWARGS: tuple[str, ...] = (
+    "agent",
+    "db",
+    "ignore",
+    "on_unrecorded",
+    "ordered",
+    "stubs",
+    # what-if (replay.faults, replay.flaky)
+    "faults",
+    "repeat",
+)
 ON_UNRECORDED: tuple[str, ...] = ("error", "none")
 
 
@@ -33,6 +43,8 @@ class ReplayOptions:
         ordered: False compares the steps as a multiset (agents calling tools in parallel).
         max_token_delta_pct: fail when tokens grow by more than this percentage (None: no gate).
         max_spend_delta_pct: fail when spend grows by more than this percentage (None: no gate).
+        faults: the faults of this replay (`replay.faults` spec), None: none.
+        repeat: replay this many times and check the step sequence is stable (`replay.flaky`).
     """
 
     source: str
@@ -45,3 +57,5 @@ class ReplayOptions:
     ordered: bool = True
     max_token_delta_pct: float | None = None
     max_spend_delta_pct: float | None = None
+    faults: Any = None
+    repeat: int = 1

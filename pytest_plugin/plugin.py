@@ -192,6 +192,78 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="linelist",
         default=[],
     )
+    _add_whatif_options(group)
+
+
+# ---- what-if options (faults, repeat, review: replay.faults, replay.flaky, replay.review) ----
+
+
+def _add_whatif_options(group: Any) -> None:
+    group.addoption(
+        "--replay-fault",
+        action="append",
+        dest="replay_faults",
+        default=[],
+        metavar="TOOL=FAULT",
+        help="Replay each run with this fault (timeout, connect, 429, 503, malformed, drift, slow; "
+        "e.g. http.get=429:retry-after=2@first:2): one item per fault; it passes when the agent "
+        "copes (neither raises nor stops with error). Repeatable; a,b faults two tools at once.",
+    )
+    group.addoption(
+        "--replay-repeat",
+        dest="replay_repeat",
+        type=int,
+        default=1,
+        metavar="K",
+        help="Replay each run K times and report it flaky when the step sequences differ.",
+    )
+    group.addoption(
+        "--replay-flaky",
+        dest="replay_flaky",
+        default="fail",
+        choices=("fail", "warn"),
+        help="What a flaky run does to the gate: fail (default) or warn.",
+    )
+    group.addoption(
+        "--replay-quarantine",
+        dest="replay_quarantine",
+        default=None,
+        metavar="FILE",
+        help="Run ids or cassette names (one a line) whose flakiness only warns.",
+    )
+    group.addoption(
+        "--replay-review",
+        action="store_true",
+        dest="replay_review",
+        default=False,
+        help="Like --replay-update, but write each new trace beside its cassette as "
+        "<cassette>.pending for `replay review` to accept or skip.",
+    )
+
+
+def _load_whatif() -> Any:
+    return importlib.import_module("pytest_plugin._whatif")
+
+
+@pytest.fixture
+def replay_fault() -> Any:
+    """The fault of this item of a ``@pytest.mark.replay(..., faults=...)`` test (None: no fault)."""
+    return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One item per fault of ``@pytest.mark.replay(..., faults=...)``: ids like ``[http.get=503]``.
+
+    https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_generate_tests
+    """
+    mark = metafunc.definition.get_closest_marker("replay")
+    if mark is None or not mark.kwargs.get("faults") or "replay_fault" not in metafunc.fixturenames:
+        return
+    specs = _load_whatif().expand_marker(metafunc.definition.nodeid, mark.kwargs["faults"])
+    metafunc.parametrize("replay_fault", specs, ids=specs)
+
+
+# ---- end of the what-if options -------------------------------------------------------------
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -430,15 +502,18 @@ class ReplaySource(pytest.Collector):
             except _engine.SourceError as exc:
                 errors.append(str(exc))
                 continue
-            items.append(
-                ReplayItem.from_parent(
-                    self,
-                    name=recording.run.run_id,
-                    source=src,
-                    options=options,
-                    recording=recording,
+            for fault in self.config.option.replay_faults or [None]:  # what-if: one per fault
+                items.append(
+                    ReplayItem.from_parent(
+                        self,
+                        name=recording.run.run_id if fault is None else f"{recording.run.run_id}[{fault}]",
+                        source=src,
+                        options=dataclasses.replace(
+                            options, faults=fault, repeat=self.config.option.replay_repeat
+                        ),
+                        recording=recording,
+                    )
                 )
-            )
         if errors:
             raise ReplayCollectError("\n".join(errors))
         return items
@@ -468,6 +543,9 @@ class ReplayItem(pytest.Item):
         self.extra_keyword_matches.add(recording.run.agent)
 
     def runtest(self) -> None:
+        if self.options.faults or self.options.repeat > 1:  # what-if: replay.faults, replay.flaky
+            _load_whatif().run_item(self, _state(self.config), self.recording)
+            return
         _engine = _load_engine()
         _engine.run_item(self, _state(self.config), self.recording)  # sets self.outcome
 
@@ -657,7 +735,9 @@ def replay_config() -> dict[str, Any]:
 
 
 @pytest.fixture
-def replayed(request: pytest.FixtureRequest, replay_config: dict[str, Any]) -> ReplayResult:
+def replayed(
+    request: pytest.FixtureRequest, replay_config: dict[str, Any], replay_fault: Any
+) -> ReplayResult:
     """The `ReplayResult` of the run named by the test's ``@pytest.mark.replay(...)``."""
     mark = request.node.get_closest_marker("replay")
     if mark is None:
@@ -682,7 +762,7 @@ def replayed(request: pytest.FixtureRequest, replay_config: dict[str, Any]) -> R
     _ensure_importable(request.config)
     _engine = _load_engine()
     result: ReplayResult = _engine.replay_marked(
-        request.config, _state(request.config), request.node, mark, replay_config
+        request.config, _state(request.config), request.node, mark, replay_config, replay_fault
     )
     return result
 

@@ -214,11 +214,17 @@ def parse_fault(tool: str | None, value: Any) -> Fault:
             raise _bad(str(value), "name the tool first: TOOL=KIND")
     spec = f"{tool}={text}"
     body, _, when_text = text.partition("@")
-    kind_text, *options = body.split(":")
+    # Options start at a colon followed by NAME= (a client=MODULE:CLASS keeps its own colon).
+    first, *options = re.split(r":(?=[A-Za-z_-]+=)", body)
+    kind_text, _, positional = first.partition(":")
     if not kind_text:
         raise _bad(spec, "the fault kind is missing after '='")
     kind, status = _kind(spec, kind_text)
     fields: dict[str, Any] = {"status": status}
+    if positional:
+        if kind != "slow":
+            raise _bad(spec, f"{positional!r} is not NAME=VALUE (only slow takes a duration: slow:2s)")
+        fields["delay_s"] = _duration(spec, positional)
     for opt in options:
         fields.update(_option(spec, kind, opt))
     when = _when(spec, when_text) if when_text else ("every", 0)
@@ -228,8 +234,6 @@ def parse_fault(tool: str | None, value: Any) -> Fault:
 def _option(spec: str, kind: str, opt: str) -> dict[str, Any]:
     name, sep, val = opt.partition("=")
     name = name.strip().lower()
-    if kind == "slow" and not sep:
-        return {"delay_s": _duration(spec, name)}
     if not sep or not val:
         raise _bad(spec, f"option {opt!r} is not NAME=VALUE")
     if name in ("retry-after", "retry_after"):
