@@ -739,6 +739,37 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
     show_default=True,
     help="The agent's wall clock: the recorded run's time, or the real one.",
 )
+# ---- what-if options (replay.faults, replay.flaky) ----
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="TOOL=FAULT",
+    help="Replay under this fault (timeout, connect, 429, 503, malformed, drift, slow; e.g. "
+    "http.get=429:retry-after=2@first:2); one replay per --fault, a,b for two at once. "
+    "Exit 1 when the agent does not cope (raises or stops with error).",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    help="Replay each run K times; exit 1 when the step sequences differ (flaky).",
+)
+@click.option(
+    "--flaky",
+    "flaky_policy",
+    type=click.Choice(["fail", "warn"]),
+    default="fail",
+    show_default=True,
+    help="With --repeat: what a flaky run does to the exit code.",
+)
+@click.option(
+    "--quarantine",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="With --repeat: run ids or cassette names (one a line) whose flakiness only warns.",
+)
+# ---- end of the what-if options ----
 @json_option
 @click.option("--markdown", is_flag=True, help="Print Markdown (for a CI comment).")
 def run_cmd(
@@ -752,6 +783,10 @@ def run_cmd(
     report_path: str | None,
     record_to: str | None,
     clock: str,
+    faults: tuple[str, ...],
+    repeat: int,
+    flaky_policy: str,
+    quarantine: str | None,
     as_json: bool,
     markdown: bool,
 ) -> None:
@@ -809,6 +844,7 @@ def run_cmd(
             raise BadInput(f"no recorded runs match in {db}")
         targets += [r.run_id for r in recent]
     outcomes: list[Outcome] = []
+    whatif = _whatif(faults, repeat, flaky_policy, quarantine)
     show_progress = len(targets) > 1 and not as_json
     with (
         click.progressbar(targets, label="replaying", file=sys.stderr, show_pos=True)
@@ -816,6 +852,18 @@ def run_cmd(
         else _nullbar(targets) as bar
     ):
         for src in bar:
+            if whatif:  # what-if: replay.faults, replay.flaky
+                outcomes += whatif(
+                    src,
+                    agent=entry,
+                    db=db,
+                    ignore=rules,
+                    record_to=record_to,
+                    clock=clock,
+                    agents=list(agent_refs),
+                    project=os.getcwd(),
+                )
+                continue
             t0 = time.perf_counter()
             try:
                 res = replay_run(
@@ -842,7 +890,7 @@ def run_cmd(
         write_report(outcomes, report_path)
     if as_json:
         click.echo(render_report(outcomes, "json"))
-    elif len(outcomes) == 1 and outcomes[0].diff is not None:
+    elif len(outcomes) == 1 and outcomes[0].diff is not None and whatif is None:
         _render(outcomes[0].diff, False, markdown)
     elif markdown:
         click.echo(render_report(outcomes, "markdown"))
@@ -862,6 +910,34 @@ def run_cmd(
     if any(o.status == "error" for o in outcomes):
         sys.exit(2)
     sys.exit(1 if any(o.status == "diverged" for o in outcomes) else 0)
+
+
+def _whatif(
+    faults: tuple[str, ...], repeat: int, policy: str, quarantine: str | None
+) -> Any:
+    """The replays of one source under ``--fault`` / ``--repeat`` (None: neither given)."""
+    if not faults and repeat == 1:
+        return None
+    from replay.faults import expand, fault_outcome, parse_faults
+    from replay.flaky import load_quarantine, repeat_outcome
+
+    try:
+        specs = expand(list(faults))
+        for spec in specs:
+            parse_faults(spec)
+        listed = load_quarantine(quarantine) if quarantine else None
+    except ReplayError as exc:
+        raise BadInput(str(exc)) from exc
+
+    def run(src: str, **kw: Any) -> list[Any]:
+        if repeat > 1:
+            return [
+                repeat_outcome(src, repeat, policy=policy, quarantine=listed, faults=f, **kw)
+                for f in (specs or [None])
+            ]
+        return [fault_outcome(src, f, **kw) for f in specs]
+
+    return run
 
 
 class _nullbar:

@@ -47,9 +47,11 @@ from typing import Any
 
 from replay.errors import ReplayError
 from replay.fidelity import loaded_class
+from replay.report import Outcome
 
 __all__ = [
     "Fault",
+    "FaultOutcome",
     "FaultPlan",
     "FaultSpecError",
     "ToolConnectionError",
@@ -58,6 +60,7 @@ __all__ = [
     "ToolMalformedAnswer",
     "ToolTimeout",
     "expand",
+    "fault_outcome",
     "judge",
     "parse_fault",
 ]
@@ -650,3 +653,53 @@ def judge(result: Any) -> list[str]:
     if result.stop_reason in ("error", "killed"):
         problems.append(f"the run stopped with {result.stop_reason}")
     return problems
+
+
+# ---- one faulted replay as a report outcome (``replay run --fault``) ------------------------
+
+
+@dataclasses.dataclass
+class FaultOutcome(Outcome):
+    """A replay under faults: ``matched`` when the agent coped (see `judge`), else ``diverged``."""
+
+    fault: str = ""
+    problems: list[str] = dataclasses.field(default_factory=list)
+    stop: str | None = None
+    tool_calls: int = 0
+
+    def summary(self) -> str:
+        rid = self.run_id or self.source
+        if self.status == "error":
+            return f"{rid} [{self.fault}]  error: {self.error}"
+        did = f"stopped {self.stop} after {self.tool_calls} tool call(s)"
+        if self.problems:
+            return f"{rid} [{self.fault}]  did not cope: {'; '.join(self.problems)} ({did})"
+        return f"{rid} [{self.fault}]  coped: {did}"
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data.update(fault=self.fault, problems=self.problems, stop_reason=self.stop)
+        return data
+
+
+def fault_outcome(source: Any, fault: str, **kwargs: Any) -> FaultOutcome:
+    """Replay `source` under `fault` (`replay_run` arguments in `kwargs`) and judge it."""
+    from replay.replayer import replay_run
+
+    t0 = time.perf_counter()
+    try:
+        result = replay_run(source, faults=fault, **kwargs)
+    except (ReplayError, ValueError, ImportError) as exc:
+        return FaultOutcome(str(source), None, "error", error=str(exc), fault=fault)
+    problems = judge(result)
+    return FaultOutcome(
+        str(source),
+        result.recorded.run_id,
+        "diverged" if problems else "matched",
+        result.diff,
+        seconds=time.perf_counter() - t0,
+        fault=fault,
+        problems=problems,
+        stop=result.stop_reason,
+        tool_calls=result.replayed.tool_calls,
+    )

@@ -19,6 +19,7 @@ import dataclasses
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,8 +28,17 @@ from typing import Any
 
 from replay.diff import step_signature
 from replay.errors import ReplayError
+from replay.report import Outcome
 
-__all__ = ["POLICIES", "FlakyReport", "gate", "load_quarantine", "replay_repeat"]
+__all__ = [
+    "POLICIES",
+    "FlakyOutcome",
+    "FlakyReport",
+    "gate",
+    "load_quarantine",
+    "repeat_outcome",
+    "replay_repeat",
+]
 
 POLICIES = ("fail", "warn")
 
@@ -241,3 +251,65 @@ def gate(
     if quarantine and names & quarantine:
         return "warn", f"{report.summary()} (quarantined)"
     return ("warn" if policy == "warn" else "fail"), report.summary()
+
+
+# ---- K replays as a report outcome (``replay run --repeat``) --------------------------------
+
+
+@dataclasses.dataclass
+class FlakyOutcome(Outcome):
+    """K replays of one run: ``matched`` when stable (or only warned), else ``diverged``."""
+
+    report: FlakyReport | None = None
+    verdict: str = "ok"
+    message: str | None = None
+
+    def summary(self) -> str:
+        if self.status == "error" or self.report is None:
+            return super().summary()
+        line = self.report.summary()
+        if self.verdict == "warn":
+            return f"{line} (warning only)"
+        if self.report.flaky or self.diff is None or self.diff.is_empty:
+            return line
+        return f"{line}, but {super().summary()}"
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        data["flaky"] = None if self.report is None else self.report.to_json()
+        data["verdict"] = self.verdict
+        return data
+
+
+def repeat_outcome(
+    source: Any,
+    repeat: int,
+    *,
+    policy: str = "fail",
+    quarantine: set[str] | None = None,
+    **kwargs: Any,
+) -> FlakyOutcome:
+    """Replay `source` `repeat` times and judge it: flaky per `policy`, else by its diff."""
+    t0 = time.perf_counter()
+    try:
+        report = replay_repeat(source, repeat=repeat, **kwargs)
+        verdict, message = gate(report, policy, quarantine, source=str(source))
+    except (ReplayError, ValueError, ImportError) as exc:
+        return FlakyOutcome(str(source), None, "error", error=str(exc))
+    first = report.results[0]
+    if kwargs.get("faults"):
+        from replay.faults import judge
+
+        bad = verdict == "fail" or bool(judge(first))
+    else:
+        bad = verdict == "fail" or (not report.flaky and not first.diff.is_empty)
+    return FlakyOutcome(
+        str(source),
+        report.run_id,
+        "diverged" if bad else "matched",
+        first.diff,
+        seconds=time.perf_counter() - t0,
+        report=report,
+        verdict=verdict,
+        message=message,
+    )
