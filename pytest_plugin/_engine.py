@@ -285,6 +285,10 @@ def _bless(config: pytest.Config, state: _State, src: _Source, result: ReplayRes
         if src.cassette is not None
         else state.cassettes_dir / f"{result.recorded.run_id}.json"
     )
+    if config.option.replay_review:  # what-if: a pending change for `replay review`
+        from replay.review import write_pending
+
+        return write_pending(result, target)
     return write_cassette(cassette_from_replay(result), target, force=True)
 
 
@@ -508,6 +512,12 @@ def write_summary(tr: pytest.TerminalReporter, config: pytest.Config, state: _St
                 f"blessed {o.run_id}: rewrote {getattr(o, 'blessed_path', None) or o.source}"
                 + (f" (forced: {forced})" if forced else "")
             )
+            if o.diff is not None:  # what-if: what the bless changed (replay.review)
+                from replay.review import change_line
+
+                tr.write_line(f"  {change_line(o.diff)}")
+    if config.option.replay_review and counts["blessed"]:  # what-if: replay.review
+        tr.write_line("pending changes written beside the cassettes: review them with `replay review`")
     if state.report is not None:
         if state.report_error:
             tr.write_line(state.report_error, red=True)

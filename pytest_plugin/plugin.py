@@ -398,7 +398,7 @@ def _build_state(config: pytest.Config) -> _State:
                 continue
             add(_Source(str(path), path.resolve(), None))
     active = bool(opt.replay_sources or opt.replay_all or report is not None)
-    update = bool(opt.replay_update or opt.replay_update_force)
+    update = bool(opt.replay_update or opt.replay_update_force or opt.replay_review)
     if update and not (opt.replay_sources or opt.replay_all):
         flag = "--replay-update-force" if opt.replay_update_force else "--replay-update"
         raise pytest.UsageError(

@@ -959,6 +959,9 @@ def _register() -> None:
 
     for cmd in (stats, alerts, metrics, demo, view, otel_export):
         cli.add_command(cmd)
+    from replay.cli_review import review_cmd  # what-if: replay.review
+
+    cli.add_command(review_cmd)
 
 
 _register()
