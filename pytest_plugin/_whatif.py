@@ -25,7 +25,7 @@ __all__ = ["expand_marker", "replay_options", "run_item"]
 
 
 def expand_marker(nodeid: str, faults: Any) -> list[str]:
-    """One spec per item of the marker's ``faults=``; a bad spec is a usage error naming the test."""
+    """One spec per item of the marker's ``faults=``; a bad spec is a collection error naming the test."""
     from replay.faults import expand, parse_faults
 
     try:
@@ -33,7 +33,7 @@ def expand_marker(nodeid: str, faults: Any) -> list[str]:
         for spec in specs:
             parse_faults(spec)
     except ReplayError as exc:
-        raise pytest.UsageError(f"{nodeid}: @pytest.mark.replay(faults=...): {exc}") from None
+        pytest.fail(f"{nodeid}: @pytest.mark.replay(faults=...): {exc}", pytrace=False)
     return specs
 
 

@@ -103,8 +103,10 @@ def _first_difference(seqs: list[tuple[Any, ...]]) -> tuple[int | None, list[str
 
 def _label(item: Any) -> str:
     if isinstance(item, tuple) and item and item[0] == "group":
-        return "{" + ", ".join(sorted(str(m[1]) for m in item[1])) + "}"
-    return str(item[1]) if isinstance(item, tuple) and len(item) > 1 else str(item)
+        return "{" + ", ".join(sorted(_label(m) for m in item[1])) + "}"
+    if isinstance(item, tuple) and len(item) > 2:
+        return f"{item[1]} args {str(item[2])[:8]}"  # (kind, tool, args_sha, status, error)
+    return str(item)
 
 
 def replay_repeat(source: Any, repeat: int = 2, **kwargs: Any) -> FlakyReport:
