@@ -104,18 +104,22 @@ def run_item(item: ReplayItem, state: _State, recording: Recording) -> None:
 
     kwargs = _kwargs(item.config, opts)
     try:
+        flaky = False
         if opts.repeat > 1:
             report = replay_repeat(recording, repeat=opts.repeat, **kwargs)
-            result = report.results[0]
+            result, flaky = report.results[0], report.flaky
             verdict, message = _flaky_verdict(item.config, report, source)
         else:
             result, verdict, message = replay_run(recording, **kwargs), "ok", None
     except Exception as exc:
         item.outcome = outcome("error", error=str(exc))
         raise
-    problems = judge(result) if opts.faults else ([] if result.diff.is_empty else ["diverged"])
-    if message:
-        problems = [*problems, message] if verdict == "fail" else problems
+    if opts.faults:
+        problems = judge(result)
+    else:  # a flaky run's divergence is what the flakiness verdict is about
+        problems = [] if flaky or result.diff.is_empty else ["diverged"]
+    if verdict == "fail" and message:
+        problems.append(message)
     note = f"under {opts.faults}" if opts.faults else None
     if not problems:
         item.outcome = outcome("matched", diff=result.diff, note=message or note)

@@ -151,11 +151,15 @@ _OURS = str(Path(__file__).resolve().parent)
 
 
 def _agent_frame(frame: FrameType | None) -> bool:
-    """Whether `frame` is the agent's code: not agent-replay's, not the standard library's."""
+    """Whether `frame` is the agent's code: not agent-replay's, the standard library's or a package's."""
     if frame is None:
         return False
     path = frame.f_code.co_filename
-    return not (path.startswith(_OURS) or path.startswith(_STDLIB) or path.startswith("<"))
+    return not (
+        path.startswith((_OURS, _STDLIB, "<"))
+        or "site-packages" in path
+        or "dist-packages" in path
+    )
 
 
 def _stdlib() -> str:
