@@ -517,7 +517,9 @@ def write_summary(tr: pytest.TerminalReporter, config: pytest.Config, state: _St
 
                 tr.write_line(f"  {change_line(o.diff)}")
     if config.option.replay_review and counts["blessed"]:  # what-if: replay.review
-        tr.write_line("pending changes written beside the cassettes: review them with `replay review`")
+        tr.write_line(
+            "pending changes written beside the cassettes: review them with `replay review`"
+        )
     if state.report is not None:
         if state.report_error:
             tr.write_line(state.report_error, red=True)

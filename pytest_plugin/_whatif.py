@@ -25,7 +25,8 @@ __all__ = ["expand_marker", "replay_options", "run_item"]
 
 
 def expand_marker(nodeid: str, faults: Any) -> list[str]:
-    """One spec per item of the marker's ``faults=``; a bad spec is a collection error naming the test."""
+    """One spec per item of the marker's ``faults=``; a bad spec is a collection error naming the
+    test."""
     from replay.faults import expand, parse_faults
 
     try:

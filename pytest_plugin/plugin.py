@@ -257,7 +257,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_generate_tests
     """
     mark = metafunc.definition.get_closest_marker("replay")
-    if mark is None or not mark.kwargs.get("faults") or "replay_fault" not in metafunc.fixturenames:
+    if not (mark and mark.kwargs.get("faults") and "replay_fault" in metafunc.fixturenames):
         return
     specs = _load_whatif().expand_marker(metafunc.definition.nodeid, mark.kwargs["faults"])
     metafunc.parametrize("replay_fault", specs, ids=specs)
@@ -506,7 +506,9 @@ class ReplaySource(pytest.Collector):
                 items.append(
                     ReplayItem.from_parent(
                         self,
-                        name=recording.run.run_id if fault is None else f"{recording.run.run_id}[{fault}]",
+                        name=recording.run.run_id
+                        if fault is None
+                        else f"{recording.run.run_id}[{fault}]",
                         source=src,
                         options=dataclasses.replace(
                             options, faults=fault, repeat=self.config.option.replay_repeat

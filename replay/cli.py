@@ -912,9 +912,7 @@ def run_cmd(
     sys.exit(1 if any(o.status == "diverged" for o in outcomes) else 0)
 
 
-def _whatif(
-    faults: tuple[str, ...], repeat: int, policy: str, quarantine: str | None
-) -> Any:
+def _whatif(faults: tuple[str, ...], repeat: int, policy: str, quarantine: str | None) -> Any:
     """The replays of one source under ``--fault`` / ``--repeat`` (None: neither given)."""
     if not faults and repeat == 1:
         return None
@@ -933,7 +931,7 @@ def _whatif(
         if repeat > 1:
             return [
                 repeat_outcome(src, repeat, policy=policy, quarantine=listed, faults=f, **kw)
-                for f in (specs or [None])
+                for f in (specs or [""])
             ]
         return [fault_outcome(src, f, **kw) for f in specs]
 

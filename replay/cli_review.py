@@ -1,4 +1,5 @@
-"""``replay review``: walk the pending cassette changes ``pytest --replay-review`` wrote (`replay.review`)."""
+"""``replay review``: walk the pending cassette changes ``pytest --replay-review`` wrote
+(`replay.review`)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ def _ask(change: PendingChange) -> str:
 @click.argument("folder", default="cassettes", type=click.Path(file_okay=False))
 @click.option("--accept-all", is_flag=True, help="Accept every pending change (no prompt).")
 @click.option("--reject-all", is_flag=True, help="Delete every pending change (no prompt).")
-@click.option("--json", "as_json", is_flag=True, help="List the pending changes as JSON; change nothing.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="List the pending changes as JSON; change nothing."
+)
 def review_cmd(folder: str, accept_all: bool, reject_all: bool, as_json: bool) -> None:
     """Accept or skip, one cassette at a time, the new traces `pytest --replay-review` left pending.
 

@@ -67,7 +67,9 @@ __all__ = [
 
 KINDS = ("timeout", "connect", "malformed", "drift", "slow")
 CLIENTS = ("httpx", "requests", "openai", "anthropic", "builtin")
-_SYNTAX = "TOOL=KIND[:OPTION=VALUE][@every|@first:N|@call:K], e.g. http.get=429:retry-after=2@first:2"
+_SYNTAX = (
+    "TOOL=KIND[:OPTION=VALUE][@every|@first:N|@call:K], e.g. http.get=429:retry-after=2@first:2"
+)
 _REASONS = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -85,7 +87,7 @@ _REASONS = {
 
 
 class FaultSpecError(ReplayError, ValueError):
-    """A fault spec that cannot be used; the message names the spec, what is wrong and the syntax."""
+    """A fault spec that cannot be used; the message names the spec, the problem and the syntax."""
 
 
 # ---- the generic errors, for plain tools ----------------------------------------------------
@@ -130,7 +132,8 @@ class ToolHTTPError(ToolFault):
 
 
 class ToolMalformedAnswer(ToolFault, json.JSONDecodeError):
-    """An injected answer that is not valid JSON: ``except ValueError`` / ``JSONDecodeError`` catch it."""
+    """An injected answer that is not valid JSON: ``except ValueError`` / ``JSONDecodeError`` catch
+    it."""
 
 
 # ---- the spec -------------------------------------------------------------------------------
@@ -190,7 +193,11 @@ def _duration(spec: str, text: str) -> float:
 
 
 def _kind(spec: str, text: str) -> tuple[str, int | None]:
-    aliases = {"connection": "connect", "connection-error": "connect", "malformed-json": "malformed"}
+    aliases = {
+        "connection": "connect",
+        "connection-error": "connect",
+        "malformed-json": "malformed",
+    }
     name = aliases.get(text.lower(), text.lower())
     if name in KINDS:
         return name, None
@@ -200,7 +207,8 @@ def _kind(spec: str, text: str) -> tuple[str, int | None]:
 
 
 def parse_fault(tool: str | None, value: Any) -> Fault:
-    """One fault from ``"TOOL=SPEC"`` (`tool` None) or a tool and its value (``503``, ``"timeout"``).
+    """One fault from ``"TOOL=SPEC"`` (`tool` None) or a tool and its value (``503``,
+    ``"timeout"``).
 
     Raises:
         FaultSpecError: naming the spec, what is wrong and the syntax.
@@ -208,7 +216,9 @@ def parse_fault(tool: str | None, value: Any) -> Fault:
     if isinstance(value, Fault):
         return value
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise _bad(repr(value), f"a fault is a string or an HTTP status, not {type(value).__name__}")
+        raise _bad(
+            repr(value), f"a fault is a string or an HTTP status, not {type(value).__name__}"
+        )
     text = str(value).strip()
     if tool is None:
         tool, sep, text = text.partition("=")
@@ -226,7 +236,9 @@ def parse_fault(tool: str | None, value: Any) -> Fault:
     fields: dict[str, Any] = {"status": status}
     if positional:
         if kind != "slow":
-            raise _bad(spec, f"{positional!r} is not NAME=VALUE (only slow takes a duration: slow:2s)")
+            raise _bad(
+                spec, f"{positional!r} is not NAME=VALUE (only slow takes a duration: slow:2s)"
+            )
         fields["delay_s"] = _duration(spec, positional)
     for opt in options:
         fields.update(_option(spec, kind, opt))
@@ -261,7 +273,8 @@ def _split(text: str) -> list[str]:
 
 
 def parse_faults(faults: Any) -> list[Fault]:
-    """Every fault of one replay: ``"a=503,b=timeout"``, ``["a=503", ...]`` or ``{"a": [503, ...]}``.
+    """Every fault of one replay: ``"a=503,b=timeout"``, ``["a=503", ...]`` or ``{"a": [503,
+    ...]}``.
 
     Raises:
         FaultSpecError: a bad spec, or two faults of one tool where the first always wins.
@@ -280,14 +293,17 @@ def parse_faults(faults: Any) -> list[Fault]:
                 else [parse_fault(None, item)]
             )
     else:
-        raise _bad(repr(faults), "faults= takes a spec string, a list of them or a {tool: fault} dict")
+        raise _bad(
+            repr(faults), "faults= takes a spec string, a list of them or a {tool: fault} dict"
+        )
     seen: dict[str, Fault] = {}
     for f in out:
         prior = seen.get(f.tool)
         if prior is not None and prior.when[0] == "every":
             raise _bad(
                 f.spec,
-                f"{prior.spec!r} already answers every call of {f.tool}, so this one is never used: "
+                f"{prior.spec!r} already answers every call of {f.tool}, so this one is never "
+                "used: "
                 "give each a selector (@first:N, @call:K), or make one replay per fault "
                 "(replay.faults.expand, the pytest marker and --fault do)",
             )
@@ -296,7 +312,8 @@ def parse_faults(faults: Any) -> list[Fault]:
 
 
 def expand(faults: Any) -> list[str]:
-    """One spec string per replay: each fault of ``{tool: [f1, f2]}`` alone; a string or list item as given.
+    """One spec string per replay: each fault of ``{tool: [f1, f2]}`` alone; a string or list item
+    as given.
 
     What the pytest marker's ``faults=`` and repeated ``--fault`` make one test item / replay of.
     """
@@ -488,7 +505,8 @@ def _family_of(path: str) -> str | None:
 
 
 def recorded_client(recording: Any, tool: str) -> str | None:
-    """What the recording says `tool` is: a client family, ``MODULE:CLASS`` of its own error, or None."""
+    """What the recording says `tool` is: a client family, ``MODULE:CLASS`` of its own error, or
+    None."""
     own: str | None = None
     for e in recording.steps:
         if e.tool != tool or not e.output_sha:
@@ -514,8 +532,11 @@ def recorded_client(recording: Any, tool: str) -> str | None:
     return own
 
 
-def build_error(f: Fault, client: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BaseException:
-    """The exception for fault `f` as `client` raises it; the generic `ToolFault` when it is not loaded."""
+def build_error(
+    f: Fault, client: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> BaseException:
+    """The exception for fault `f` as `client` raises it; the generic `ToolFault` when it is not
+    loaded."""
     url = _url(args, kwargs, f.tool)
     exc: BaseException | None = None
     if client == "httpx":
@@ -625,9 +646,14 @@ class FaultPlan:
 
 
 def _wait(seconds: float) -> None:
-    """Let `seconds` pass: on the replay's recorded clock when it travels (no real wait), else sleep."""
+    """Let `seconds` pass: on the replay's recorded clock when it travels (no real wait), else
+    sleep."""
     tm = sys.modules.get("time_machine")
-    stack = (getattr(tm, "traveller_stack", None) or getattr(tm, "coordinates_stack", None)) if tm else None
+    stack = (
+        (getattr(tm, "traveller_stack", None) or getattr(tm, "coordinates_stack", None))
+        if tm
+        else None
+    )
     if stack:
         stack[-1].shift(seconds)
         return

@@ -70,7 +70,8 @@ class FlakyReport:
         return self.sequences > 1
 
     def summary(self) -> str:
-        """One line: ``r_… stable over 5 replays`` or ``r_… flaky: 2 step sequences in 5 replays …``."""
+        """One line: ``r_… stable over 5 replays`` or ``r_… flaky: 2 step sequences in 5 replays
+        …``."""
         if not self.flaky:
             return f"{self.run_id} stable over {self.repeat} replays"
         cause = f"; likely cause: {', '.join(self.causes)}" if self.causes else ""
@@ -110,7 +111,8 @@ def _label(item: Any) -> str:
 
 
 def replay_repeat(source: Any, repeat: int = 2, **kwargs: Any) -> FlakyReport:
-    """Replay `source` `repeat` times (`replay_run` arguments in `kwargs`) and compare the sequences.
+    """Replay `source` `repeat` times (`replay_run` arguments in `kwargs`) and compare the
+    sequences.
 
     Raises:
         ValueError: `repeat` below 2.
@@ -119,9 +121,11 @@ def replay_repeat(source: Any, repeat: int = 2, **kwargs: Any) -> FlakyReport:
 
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 2:
         raise ReplayError(f"repeat={repeat!r}: replay at least 2 times to compare (e.g. repeat=5)")
-    recording = load_recording(source, db=kwargs.pop("db", None)) if isinstance(
-        source, str | os.PathLike
-    ) else source
+    recording = (
+        load_recording(source, db=kwargs.pop("db", None))
+        if isinstance(source, str | os.PathLike)
+        else source
+    )
     results = [replay_run(recording, **kwargs) for _ in range(repeat)]
     seqs = [step_signature(r.steps) for r in results]
     distinct = list(dict.fromkeys(seqs))
@@ -146,19 +150,29 @@ def replay_repeat(source: Any, repeat: int = 2, **kwargs: Any) -> FlakyReport:
 
 # ---- naming the cause -----------------------------------------------------------------------
 
-_CLOCK = frozenset({"time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "now", "today"})
+_CLOCK = frozenset(
+    {
+        "time",
+        "time_ns",
+        "monotonic",
+        "monotonic_ns",
+        "perf_counter",
+        "perf_counter_ns",
+        "now",
+        "today",
+    }
+)
 _OURS = str(Path(__file__).resolve().parent)
 
 
 def _agent_frame(frame: FrameType | None) -> bool:
-    """Whether `frame` is the agent's code: not agent-replay's, the standard library's or a package's."""
+    """Whether `frame` is the agent's code: not agent-replay's, the standard library's or a
+    package's."""
     if frame is None:
         return False
     path = frame.f_code.co_filename
     return not (
-        path.startswith((_OURS, _STDLIB, "<"))
-        or "site-packages" in path
-        or "dist-packages" in path
+        path.startswith((_OURS, _STDLIB, "<")) or "site-packages" in path or "dist-packages" in path
     )
 
 
@@ -192,20 +206,22 @@ def _watch() -> Iterator[set[str]]:
                 elif module in ("_random", "random") or name in ("urandom", "uuid4"):
                     seen.add("random")
         elif event == "call":
-            if random_file and frame.f_code.co_filename == random_file and _agent_frame(
-                frame.f_back
+            if (
+                random_file
+                and frame.f_code.co_filename == random_file
+                and _agent_frame(frame.f_back)
             ):
                 seen.add("random")
             elif _agent_frame(frame):
                 threads.add(threading.get_ident())
 
-    threading.setprofile(profiler)  # type: ignore[arg-type]
-    sys.setprofile(profiler)  # type: ignore[arg-type]
+    threading.setprofile(profiler)
+    sys.setprofile(profiler)
     try:
         yield seen
     finally:
         sys.setprofile(None)
-        threading.setprofile(None)  # type: ignore[arg-type]
+        threading.setprofile(None)
         if len(threads) > 1:
             seen.add("thread order")
 
@@ -223,8 +239,8 @@ def load_quarantine(path: str | os.PathLike[str]) -> set[str]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ReplayError(
-            f"quarantine list {os.fspath(path)}: {exc.strerror or exc}; give a text file of run ids, "
-            "one a line"
+            f"quarantine list {os.fspath(path)}: {exc.strerror or exc}; give a text file of run "
+            "ids, one a line"
         ) from None
     out = set()
     for line in text.splitlines():

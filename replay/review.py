@@ -149,7 +149,8 @@ _ACTIONS: dict[str, Callable[[PendingChange], None] | None] = {
 def review(
     changes: list[PendingChange], decide: Callable[[PendingChange], str]
 ) -> dict[str, list[PendingChange]]:
-    """Apply ``decide(change)`` (``accept``, ``skip``, ``reject`` or ``quit``) to each change in turn.
+    """Apply ``decide(change)`` (``accept``, ``skip``, ``reject`` or ``quit``) to each change in
+    turn.
 
     Returns the changes by what was done; after ``quit`` the rest count as skipped.
     A change that cannot be read is never accepted.

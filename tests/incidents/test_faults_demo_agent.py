@@ -31,7 +31,7 @@ def _counts(result):
 
 @pytest.mark.replay(INCIDENT, stubs=STUBS, faults={"http.get": HTTP_FAULTS})
 def test_fixed_agent_escalates_after_one_failed_call(replayed, replay_fault):
-    """Under each http.get fault the fix makes one http.get call, one holding email, and escalates."""
+    """Under each http.get fault the fix makes one http.get call, one holding email, escalates."""
     assert replay_fault.startswith("http.get=")
     assert replayed.stop_reason == "escalated"
     assert _counts(replayed) == {"kb.search": 1, "http.get": 1, "email.send": 1}
@@ -41,7 +41,8 @@ def test_fixed_agent_escalates_after_one_failed_call(replayed, replay_fault):
 
 @pytest.mark.parametrize("fault", HTTP_FAULTS)
 def test_incident_agent_keeps_searching_under_each_fault(fault):
-    """The incident code (v1) answers every failure with another search: 14 calls, still 'completed'."""
+    """The incident code (v1) answers every failure with another search: 14 calls, still
+    'completed'."""
     with use_version("v1"):
         result = replay_run(INCIDENT, faults={"http.get": fault})
     assert _counts(result) == {"kb.search": 7, "http.get": 7, "email.send": 0}
@@ -51,7 +52,8 @@ def test_incident_agent_keeps_searching_under_each_fault(fault):
 
 @pytest.mark.parametrize("fault", HTTP_FAULTS)
 def test_fixed_agent_bounded_where_the_incident_agent_is_not(fault):
-    """Side by side, per fault: the fix makes at most 3 tool calls, the incident code more than 4x that."""
+    """Side by side, per fault: the fix makes at most 3 tool calls, the incident code more than 4x
+    that."""
     calls = {}
     for version in ("v1", "v2"):
         _outbox, stubs = fake_outbox()
@@ -62,7 +64,8 @@ def test_fixed_agent_bounded_where_the_incident_agent_is_not(fault):
 
 
 def test_the_error_raised_is_the_tools_own_class_with_its_status():
-    """A 503 fault on http.get raises the demo's own HTTPStatusError (what the recording shows the tool raises)."""
+    """A 503 fault on http.get raises the demo's own HTTPStatusError (what the recording shows the
+    tool raises)."""
     result = replay_run(INCIDENT, stubs=fake_outbox()[1], faults="http.get=503")
     step = result.calls("http.get")[0]
     assert step.status == "error" and step.error.endswith("HTTPStatusError[503]")
@@ -70,7 +73,8 @@ def test_the_error_raised_is_the_tools_own_class_with_its_status():
 
 @pytest.mark.parametrize("version, sends", [("v1", 2), ("v2", 1)])
 def test_lost_email_acknowledgement(version, sends):
-    """With the first email.send answered 503, v1 sends the email again and v2 escalates without a second send."""
+    """With the first email.send answered 503, v1 sends the email again and v2 escalates without a
+    second send."""
     with use_version(version):
         result = replay_run(HEALTHY, faults=f"email.send=503:{OWN_ERROR}@first:1")
     assert len(result.calls("email.send")) == sends
@@ -82,7 +86,8 @@ def test_lost_email_acknowledgement(version, sends):
 
 
 def test_transient_fault_on_the_first_calls_only():
-    """http.get=503@first:1 fails one call; the fix escalates on it, so the second recorded answer is never asked for."""
+    """http.get=503@first:1 fails one call; the fix escalates on it, so the second recorded answer
+    is never asked for."""
     result = replay_run(HEALTHY, stubs=fake_outbox()[1], faults=f"http.get=503:{OWN_ERROR}@first:1")
     assert [s.status for s in result.calls("http.get")] == ["error"]
     assert result.stop_reason == "escalated"

@@ -1,4 +1,5 @@
-"""``replay run --fault`` and ``--repeat`` on the demo's incident cassettes, through the real entry point."""
+"""``replay run --fault`` and ``--repeat`` on the demo's incident cassettes, through the real entry
+point."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def test_one_replay_per_fault_and_exit_0_when_the_agent_copes() -> None:
 
 
 def test_exit_1_when_the_agent_does_not_cope() -> None:
-    """A healthy run recorded no error, so a 503 is a generic ToolHTTPError the demo does not catch: exit 1."""
+    """A healthy run recorded no error, so a 503 is a generic ToolHTTPError the demo does not catch:
+    exit 1."""
     code, out = _run(HEALTHY, "--fault", "http.get=503")
     assert code == 1
     assert "did not cope: the agent raised ToolHTTPError under the fault" in out

@@ -1,4 +1,5 @@
-"""Faults raise the clients' own errors: httpx, requests and openai tools recorded against a local service.
+"""Faults raise the clients' own errors: httpx, requests and openai tools recorded against a local
+service.
 
 The run is recorded once against the local service (then stopped); every fault replay is offline.
 The agent keeps what each tool raised, so the tests read the exception a retry policy would read.
@@ -24,7 +25,8 @@ SEEN: list[Any] = []
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str, Any]:
-    """A run calling an httpx tool (one 503 recorded), a requests tool, an openai tool and a plain tool."""
+    """A run calling an httpx tool (one 503 recorded), a requests tool, an openai tool and a plain
+    tool."""
     db = tmp_path_factory.mktemp("faults") / "rec.db"
     rec = Recorder(db)
     with LocalService() as svc:
@@ -92,7 +94,8 @@ def test_without_faults_the_replay_matches(recorded: Any) -> None:
 
 
 def test_httpx_429_with_retry_after_is_httpx_own_error(recorded: Any) -> None:
-    """http.get recorded an httpx error, so a 429 fault is httpx.HTTPStatusError with a real Response and retry-after."""
+    """http.get recorded an httpx error, so a 429 fault is httpx.HTTPStatusError with a real
+    Response and retry-after."""
     res, seen = _replay(recorded, "http.get=429:retry-after=2@first:1")
     exc = seen[0]
     assert type(exc) is httpx.HTTPStatusError
@@ -110,7 +113,8 @@ def test_httpx_429_with_retry_after_is_httpx_own_error(recorded: Any) -> None:
     [("timeout", httpx.ReadTimeout), ("connect", httpx.ConnectError), (500, httpx.HTTPStatusError)],
 )
 def test_httpx_fault_kinds(recorded: Any, fault: Any, cls: type) -> None:
-    """Timeout, connection and 5xx faults on an httpx tool raise httpx's own classes (TimeoutException, ConnectError, ...)."""
+    """Timeout, connection and 5xx faults on an httpx tool raise httpx's own classes
+    (TimeoutException, ConnectError, ...)."""
     _res, seen = _replay(recorded, {"http.get": fault})
     assert type(seen[0]) is cls and type(seen[1]) is cls
     if fault == "timeout":
@@ -118,7 +122,8 @@ def test_httpx_fault_kinds(recorded: Any, fault: Any, cls: type) -> None:
 
 
 def test_429_without_retry_after_has_no_header(recorded: Any) -> None:
-    """A plain 429 carries no retry-after header, so code that reads it falls back to its own backoff."""
+    """A plain 429 carries no retry-after header, so code that reads it falls back to its own
+    backoff."""
     _res, seen = _replay(recorded, "http.get=429@call:1")
     assert "retry-after" not in seen[0].response.headers
 
@@ -132,7 +137,8 @@ def test_429_without_retry_after_has_no_header(recorded: Any) -> None:
     ],
 )
 def test_requests_faults_with_client_named(recorded: Any, fault: str, cls: type) -> None:
-    """client=requests makes a healthy requests tool fail as requests does (HTTPError with a Response)."""
+    """client=requests makes a healthy requests tool fail as requests does (HTTPError with a
+    Response)."""
     _res, seen = _replay(recorded, f"req.get={fault}:client=requests")
     assert type(seen[2]) is cls
     if fault == "503":
@@ -141,7 +147,8 @@ def test_requests_faults_with_client_named(recorded: Any, fault: str, cls: type)
 
 
 def test_openai_rate_limit_is_built_as_the_sdk_builds_it(recorded: Any) -> None:
-    """The llm tool returned an openai ChatCompletion, so 429 is openai.RateLimitError with status, body and retry-after."""
+    """The llm tool returned an openai ChatCompletion, so 429 is openai.RateLimitError with status,
+    body and retry-after."""
     _res, seen = _replay(recorded, "llm=429:retry-after=7")
     exc = seen[3]
     assert type(exc) is openai.RateLimitError
@@ -177,7 +184,8 @@ def test_openai_other_faults(recorded: Any, fault: str, cls: type) -> None:
 def test_plain_tool_gets_generic_faults_builtin_code_can_catch(
     recorded: Any, fault: str, cls: type
 ) -> None:
-    """A plain tool gets ToolFault errors that are TimeoutError, ConnectionError or JSONDecodeError where it matters."""
+    """A plain tool gets ToolFault errors that are TimeoutError, ConnectionError or JSONDecodeError
+    where it matters."""
     _res, seen = _replay(recorded, f"orders.lookup={fault}")
     exc = seen[4]
     assert type(exc) is cls
@@ -200,7 +208,8 @@ def test_schema_drift_removes_the_named_field(recorded: Any) -> None:
 
 
 def test_slow_answer_moves_the_replay_clock_not_the_test(recorded: Any) -> None:
-    """slow:30s answers as recorded but 30 s later on the replay's recorded clock, without waiting 30 s."""
+    """slow:30s answers as recorded but 30 s later on the replay's recorded clock, without waiting
+    30 s."""
     agent, rid, db = recorded
     t0 = time.monotonic()
     res, seen = _replay(recorded, "orders.lookup=slow:30s")
@@ -218,7 +227,8 @@ def test_slow_answer_on_the_real_clock_waits(recorded: Any) -> None:
 
 
 def test_client_class_never_imported(recorded: Any) -> None:
-    """client=MODULE:CLASS of a module nobody imported is refused before the agent runs; nothing is imported."""
+    """client=MODULE:CLASS of a module nobody imported is refused before the agent runs; nothing is
+    imported."""
     import sys
 
     agent, rid, db = recorded

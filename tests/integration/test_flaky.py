@@ -1,4 +1,5 @@
-"""``repeat``: a run replayed K times whose step sequence is not stable is reported flaky, with a cause."""
+"""``repeat``: a run replayed K times whose step sequence is not stable is reported flaky, with a
+cause."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ TOOLS = ["crm", "billing", "shipping", "kb"]
 
 @pytest.fixture
 def agents(tmp_path: Path) -> Any:
-    """Three agents over the same four tools, each recorded once: deterministic, random order, clock order."""
+    """Three agents over the same four tools, each recorded once: deterministic, random order, clock
+    order."""
     rec = Recorder(tmp_path / "rec.db")
 
     @rec.tool("fetch")
@@ -71,7 +73,8 @@ def test_deterministic_agent_is_stable(agents: Any) -> None:
 
 
 def test_random_tool_order_is_caught_and_random_named(agents: Any) -> None:
-    """A random tool order gives several sequences; the report names step 1..4, and 'random' as the cause."""
+    """A random tool order gives several sequences; the report names step 1..4, and 'random' as the
+    cause."""
     report = _repeat(agents, "shuffled")
     assert report.flaky and 2 <= report.sequences <= 8
     assert report.first_difference is not None and 1 <= report.first_difference <= 3
@@ -91,7 +94,8 @@ def test_clock_dependent_order_names_time(agents: Any) -> None:
 
 
 def test_policies_and_quarantine(agents: Any, tmp_path: Path) -> None:
-    """warn turns a flaky run into a warning; a quarantine list (ids, # comments) does so for listed runs only."""
+    """warn turns a flaky run into a warning; a quarantine list (ids, # comments) does so for listed
+    runs only."""
     report = _repeat(agents, "shuffled")
     assert gate(report, "warn")[0] == "warn"
     listed = tmp_path / "quarantine.txt"
@@ -103,7 +107,8 @@ def test_policies_and_quarantine(agents: Any, tmp_path: Path) -> None:
 
 
 def test_bad_policy_repeat_and_quarantine_file_are_named(agents: Any, tmp_path: Path) -> None:
-    """An unknown policy, repeat below 2 and a missing quarantine file raise errors saying what to do."""
+    """An unknown policy, repeat below 2 and a missing quarantine file raise errors saying what to
+    do."""
     report = _repeat(agents, "steady", k=2)
     with pytest.raises(ReplayError, match="flaky policy 'ignore': use one of fail, warn"):
         gate(report, "ignore")

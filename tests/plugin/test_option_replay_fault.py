@@ -22,10 +22,16 @@ def test_help_lists_the_flag(pytester: pytest.Pytester) -> None:
 
 
 def test_one_item_per_fault_passing_when_the_agent_copes(project: Any) -> None:
-    """Each --replay-fault makes its own item, named [fault]; an agent that catches the error passes."""
+    """Each --replay-fault makes its own item, named [fault]; an agent that catches the error
+    passes."""
     run_id, _ = project.cassette(COPES)
     result = project.pytester.runpytest(
-        "--replay-all", "--replay-fault", "email.send=timeout", "--replay-fault", "email.send=503", "-v"
+        "--replay-all",
+        "--replay-fault",
+        "email.send=timeout",
+        "--replay-fault",
+        "email.send=503",
+        "-v",
     )
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
@@ -46,17 +52,22 @@ def test_a_bad_fault_spec_is_an_error_naming_it(project: Any) -> None:
     project.cassette(COPES)
     result = project.pytester.runpytest("--replay-all", "--replay-fault", "emial.send=503")
     assert result.ret != 0
-    result.stdout.fnmatch_lines(["*fault 'emial.send=503': the recording * has no call of 'emial.send'*"])
+    result.stdout.fnmatch_lines(
+        ["*fault 'emial.send=503': the recording * has no call of 'emial.send'*"]
+    )
 
 
 def test_marker_faults_make_one_item_each_with_the_test_assertions(project: Any) -> None:
-    """@pytest.mark.replay(..., faults={...}) runs the test once per fault, ids like [email.send=503]."""
+    """@pytest.mark.replay(..., faults={...}) runs the test once per fault, ids like
+    [email.send=503]."""
     _, cassette = project.cassette(COPES)
     project.pytester.makepyfile(
         test_incident=f"""
         import pytest
 
-        @pytest.mark.replay({str(cassette)!r}, faults={{"email.send": ["timeout", 503, "429:retry-after=2"]}})
+        FAULTS = {{"email.send": ["timeout", 503, "429:retry-after=2"]}}
+
+        @pytest.mark.replay({str(cassette)!r}, faults=FAULTS)
         def test_escalates_without_a_second_email(replayed, replay_fault):
             assert replay_fault.startswith("email.send=")
             assert replayed.stop_reason == "escalated"

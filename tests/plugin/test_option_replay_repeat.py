@@ -1,4 +1,5 @@
-"""``--replay-repeat K``, ``--replay-flaky`` and ``--replay-quarantine``: flaky runs against the gate."""
+"""``--replay-repeat K``, ``--replay-flaky`` and ``--replay-quarantine``: flaky runs against the
+gate."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def test_a_stable_run_passes(project: Any) -> None:
 
 
 def test_a_flaky_run_fails_with_the_first_difference_and_cause(project: Any) -> None:
-    """A random email order fails the gate: sequences counted, first differing step, 'random' named."""
+    """A random email order fails the gate: sequences counted, first differing step, cause named."""
     project.cassette(SHUFFLED)
     result = project.pytester.runpytest("--replay-all", "--replay-repeat", "8")
     result.assert_outcomes(failed=1)
@@ -56,7 +57,7 @@ def test_marker_repeat_fails_a_flaky_incident_test(project: Any) -> None:
     """@pytest.mark.replay(..., repeat=8) fails the test when the replays disagree."""
     _, cassette = project.cassette(SHUFFLED)
     project.pytester.makepyfile(
-        test_flaky=f"""
+        test_flaky_incident=f"""
         import pytest
 
         @pytest.mark.replay({str(cassette)!r}, repeat=8, ordered=False)
@@ -64,6 +65,6 @@ def test_marker_repeat_fails_a_flaky_incident_test(project: Any) -> None:
             assert len(replayed.calls("email.send")) == 4
         """
     )
-    result = project.pytester.runpytest("test_flaky.py")
+    result = project.pytester.runpytest("test_flaky_incident.py")
     result.assert_outcomes(errors=1)  # the `replayed` fixture fails: the test body never runs
     result.stdout.fnmatch_lines(["*flaky: * step sequences in 8 replays*"])

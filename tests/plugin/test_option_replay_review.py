@@ -1,4 +1,5 @@
-"""``--replay-review`` and ``replay review``: pending cassette changes, accepted or skipped one at a time."""
+"""``--replay-review`` and ``replay review``: pending cassette changes, accepted or skipped one at a
+time."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def _pending_project(project: Any) -> Any:
 
 
 def test_cli_without_a_terminal_lists_and_exits_1(project: Any) -> None:
-    """`replay review` with no terminal and no flag lists the change and exits 1, never waiting for input."""
+    """`replay review` with no terminal and no flag lists the change and exits 1, never waiting for
+    input."""
     folder = _pending_project(project)
     result = CliRunner().invoke(cli, ["review", str(folder)])
     assert result.exit_code == 1

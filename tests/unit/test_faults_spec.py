@@ -1,4 +1,5 @@
-"""The fault spec: one syntax for Python, ``replay run --fault`` and pytest, with errors naming the bad spec."""
+"""The fault spec: one syntax for Python, ``replay run --fault`` and pytest, with errors naming the
+bad spec."""
 
 from __future__ import annotations
 
@@ -13,21 +14,35 @@ from replay.faults import Fault, FaultSpecError, expand, parse_fault, parse_faul
         ("http.get=503", Fault("http.get", "status", status=503, spec="http.get=503")),
         (
             "http.get=429:retry-after=2",
-            Fault("http.get", "status", status=429, retry_after="2", spec="http.get=429:retry-after=2"),
+            Fault(
+                "http.get", "status", status=429, retry_after="2", spec="http.get=429:retry-after=2"
+            ),
         ),
         (
             "http.get=timeout@first:2",
             Fault("http.get", "timeout", when=("first", 2), spec="http.get=timeout@first:2"),
         ),
         ("a=connect@every", Fault("a", "connect", spec="a=connect@every")),
-        ("a=connection-error@call:3", Fault("a", "connect", when=("call", 3), spec="a=connection-error@call:3")),
+        (
+            "a=connection-error@call:3",
+            Fault("a", "connect", when=("call", 3), spec="a=connection-error@call:3"),
+        ),
         ("a=malformed", Fault("a", "malformed", spec="a=malformed")),
-        ("a=drift:field=eta.days", Fault("a", "drift", field="eta.days", spec="a=drift:field=eta.days")),
+        (
+            "a=drift:field=eta.days",
+            Fault("a", "drift", field="eta.days", spec="a=drift:field=eta.days"),
+        ),
         ("a=slow:750ms", Fault("a", "slow", delay_s=0.75, spec="a=slow:750ms")),
         ("a=slow", Fault("a", "slow", spec="a=slow")),
         (
             "a=503:client=app.errors:ShopError",
-            Fault("a", "status", status=503, client="app.errors:ShopError", spec="a=503:client=app.errors:ShopError"),
+            Fault(
+                "a",
+                "status",
+                status=503,
+                client="app.errors:ShopError",
+                spec="a=503:client=app.errors:ShopError",
+            ),
         ),
     ],
 )
@@ -46,7 +61,10 @@ def test_specs_parse(spec: str, expected: Fault) -> None:
         ("http.get=503@call:0", "'@call:0' is not @every, @first:N or @call:K"),
         ("http.get=429:retry-after=soon", "duration 'soon' is not a number of seconds"),
         ("http.get=503:colour=red", "unknown option 'colour' for status"),
-        ("http.get=503:client=curl", "client='curl': use httpx, requests, openai, anthropic, builtin"),
+        (
+            "http.get=503:client=curl",
+            "client='curl': use httpx, requests, openai, anthropic, builtin",
+        ),
         ("http.get=503:2s", "'2s' is not NAME=VALUE (only slow takes a duration"),
         ("http.get=", "the fault kind is missing"),
     ],
@@ -82,7 +100,8 @@ def test_sequences_by_selector_are_allowed() -> None:
 
 
 def test_expand_makes_one_spec_per_fault() -> None:
-    """The marker's faults={tool: [..]} and repeated --fault make one replay per fault, ids as given."""
+    """The marker's faults={tool: [..]} and repeated --fault make one replay per fault, ids as
+    given."""
     assert expand({"http.get": ["timeout", 503, 429]}) == [
         "http.get=timeout",
         "http.get=503",
