@@ -25,6 +25,17 @@ OWN_ERROR = "client=examples.support_agent.upstream:HTTPStatusError"
 OUTBOX, STUBS = fake_outbox()
 
 
+@pytest.fixture(autouse=True)
+def _deployed_fix():
+    """Replay as the fix (v2) whatever SUPPORT_AGENT_VERSION says; v1 is asked for by name below.
+
+    The walkthrough runs ``SUPPORT_AGENT_VERSION=v1 pytest tests/incidents`` to show the duplicate
+    email test failing; this file compares both versions side by side instead.
+    """
+    with use_version("v2"):
+        yield
+
+
 def _counts(result):
     return {t: len(result.calls(t)) for t in ("kb.search", "http.get", "email.send")}
 
