@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 KINDS = ("timeout", "connect", "malformed", "drift", "slow")
-CLIENTS = ("httpx", "requests", "openai", "anthropic", "builtin")
+CLIENTS = ("httpx", "httpx2", "requests", "openai", "anthropic", "builtin")
 _SYNTAX = (
     "TOOL=KIND[:OPTION=VALUE][@every|@first:N|@call:K], e.g. http.get=429:retry-after=2@first:2"
 )
@@ -355,8 +355,8 @@ def _httpx(names: Iterable[str] = ("httpx", "httpx2")) -> Any:
     return None
 
 
-def _httpx_error(f: Fault, url: str) -> BaseException | None:
-    httpx = _httpx()
+def _httpx_error(f: Fault, url: str, lib: str = "httpx") -> BaseException | None:
+    httpx = _httpx((lib,) if lib == "httpx2" else ("httpx", "httpx2"))
     if httpx is None:
         return None
     request = httpx.Request("GET", url)
@@ -402,15 +402,16 @@ def _requests_error(f: Fault, url: str) -> BaseException | None:
     return exc_mod.HTTPError(f"{f.status} {kind} Error: {r.reason} for url: {url}", response=r)  # type: ignore[no-any-return]
 
 
-_SDK_CLASSES = {
-    400: "BadRequestError",
-    401: "AuthenticationError",
-    403: "PermissionDeniedError",
-    404: "NotFoundError",
-    409: "ConflictError",
-    422: "UnprocessableEntityError",
-    429: "RateLimitError",
-}
+def _sdk_status_class(exc_mod: Any, base: type, status: int) -> type:
+    """The SDK's class for `status`: the subclass declaring that ``status_code`` (as the client
+    picks it: ``RateLimitError`` for 429, anthropic's ``OverloadedError`` for 529), else
+    ``InternalServerError`` for 5xx, else ``APIStatusError``."""
+    classes = [c for c in vars(exc_mod).values() if isinstance(c, type) and issubclass(c, base)]
+    exact = [c for c in classes if vars(c).get("status_code") == status]
+    if exact:
+        return exact[0]
+    fallback = vars(exc_mod).get("InternalServerError") if status >= 500 else None
+    return fallback if isinstance(fallback, type) else base
 
 
 def _sdk_error(f: Fault, url: str, sdk: str) -> BaseException | None:
@@ -438,10 +439,7 @@ def _sdk_error(f: Fault, url: str, sdk: str) -> BaseException | None:
     text = _status_message(f.status)
     body = {"error": {"message": f"{text} (injected fault)", "type": "fault", "code": None}}
     response = httpx.Response(f.status, headers=_headers(f), json=body, request=request)
-    name = _SDK_CLASSES.get(f.status) or (
-        "InternalServerError" if f.status >= 500 else "APIStatusError"
-    )
-    cls = ns.get(name) or ns["APIStatusError"]
+    cls = _sdk_status_class(exc_mod, ns["APIStatusError"], f.status)
     return cls(  # type: ignore[no-any-return]
         f"Error code: {f.status} - {body['error']['message']}",
         response=response,
@@ -496,7 +494,7 @@ def generic_error(f: Fault) -> BaseException:
 def _family_of(path: str) -> str | None:
     top = path.split(":")[0].split(".")[0]
     if top in ("httpx", "httpx2"):
-        return "httpx"
+        return top
     if top in ("requests", "urllib3"):
         return "requests"
     if top in ("openai", "anthropic"):
@@ -526,9 +524,9 @@ def recorded_client(recording: Any, tool: str) -> str | None:
             if own is None and (has_status or re.search(r"\[\d{3}\]$", e.error or "")):
                 own = path
         elif isinstance(snap[1], str):
-            for lib in ("httpx", "requests", "openai", "anthropic"):
-                if re.search(rf"\b{lib}\d?[.:]", snap[1]):
-                    return "httpx" if lib == "httpx" else lib
+            m = re.search(r"\b(httpx2?|requests|openai|anthropic)[.:]", snap[1])
+            if m:
+                return m.group(1)
     return own
 
 
@@ -539,8 +537,8 @@ def build_error(
     loaded."""
     url = _url(args, kwargs, f.tool)
     exc: BaseException | None = None
-    if client == "httpx":
-        exc = _httpx_error(f, url)
+    if client in ("httpx", "httpx2"):
+        exc = _httpx_error(f, url, client)
     elif client == "requests":
         exc = _requests_error(f, url)
     elif client in ("openai", "anthropic"):

@@ -11,6 +11,7 @@ import json
 import time
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -51,6 +52,13 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str, Any]:
                 model="m", messages=[{"role": "user", "content": prompt}]
             )
 
+        @rec.tool("claude")
+        def claude(prompt: str) -> Any:
+            client = anthropic.Anthropic(base_url=url, api_key="k", max_retries=0, timeout=5)
+            return client.messages.create(
+                model="m", max_tokens=10, messages=[{"role": "user", "content": prompt}]
+            )
+
         @rec.tool("orders.lookup")
         def lookup(order_id: str) -> dict[str, Any]:
             return {"id": order_id, "status": "shipped", "eta": {"days": 2, "carrier": "DHL"}}
@@ -63,6 +71,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str, Any]:
                 (req_get, f"{base}/orders/A-2"),
                 (llm, "hello"),
                 (lookup, "A-3"),
+                (claude, "hello"),
             ]
             for fn, arg in calls:
                 try:
@@ -198,6 +207,25 @@ def test_plain_tool_gets_generic_faults_builtin_code_can_catch(
         assert isinstance(exc, json.JSONDecodeError)
     if cls is ToolHTTPError:
         assert (exc.status_code, exc.retry_after, exc.headers["retry-after"]) == (503, 3.0, "3")
+
+
+@pytest.mark.parametrize(
+    "fault, cls",
+    [
+        ("529", anthropic.OverloadedError),
+        ("503", anthropic.ServiceUnavailableError),
+        ("429:retry-after=5", anthropic.RateLimitError),
+        ("timeout", anthropic.APITimeoutError),
+    ],
+)
+def test_anthropic_faults_pick_the_sdks_class_for_the_status(
+    recorded: Any, fault: str, cls: type
+) -> None:
+    """The claude tool returned an anthropic Message: 529 is OverloadedError, 503 its own class."""
+    _res, seen = _replay(recorded, f"claude={fault}")
+    assert type(seen[5]) is cls
+    if fault.startswith("429"):
+        assert seen[5].response.headers["retry-after"] == "5"
 
 
 def test_schema_drift_removes_the_named_field(recorded: Any) -> None:
