@@ -28,6 +28,11 @@ def _ask(change: PendingChange) -> str:
     return _KEYS[key]
 
 
+def _is_terminal() -> bool:
+    """Whether someone can answer a prompt (stdin is a terminal); never prompt otherwise."""
+    return sys.stdin.isatty()
+
+
 @click.command("review")
 @click.argument("folder", default="cassettes", type=click.Path(file_okay=False))
 @click.option("--accept-all", is_flag=True, help="Accept every pending change (no prompt).")
@@ -58,7 +63,7 @@ def review_cmd(folder: str, accept_all: bool, reject_all: bool, as_json: bool) -
     if accept_all or reject_all:
         choice = "accept" if accept_all else "reject"
         done = review(changes, lambda _c: choice)
-    elif not sys.stdin.isatty():
+    elif not _is_terminal():
         for c in changes:
             click.echo(c.summary())
         click.echo(

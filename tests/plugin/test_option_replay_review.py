@@ -92,3 +92,17 @@ def test_one_at_a_time_skip_keeps_it_pending(project: Any) -> None:
     assert len(pending_changes(folder)) == 1
     with pytest.raises(ValueError, match="review decision 'yes'"):
         review(changes, lambda c: "yes")
+
+
+def test_cli_in_a_terminal_asks_per_cassette(project: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a terminal each change is shown with its diff and a prompt; 'a' accepts it."""
+    import replay.cli_review
+
+    folder = _pending_project(project)
+    monkeypatch.setattr(replay.cli_review, "_is_terminal", lambda: True)
+    result = CliRunner().invoke(cli, ["review", str(folder)], input="a\n")
+    assert result.exit_code == 0, result.output
+    assert "steps 3 -> 2 (-email.send)" in result.output
+    assert "accept, skip, reject or quit? [a/s/r/q]" in result.output
+    assert "1 accepted, 0 skipped, 0 rejected" in result.output
+    assert pending_changes(folder) == []
