@@ -6,15 +6,16 @@ Imported only when ``--replay-fault``, ``--replay-repeat`` or the marker's ``fau
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_plugin._engine import ReplayOutcome, _short, ignore_rules
+from pytest_plugin._engine import ReplayOutcome, ignore_rules
 from pytest_plugin._options import ReplayOptions
-from pytest_plugin.plugin import ReplayFailed, _State
+from pytest_plugin.plugin import ReplayFailed
 from replay.errors import ReplayError
 
 if TYPE_CHECKING:
@@ -80,7 +81,13 @@ def replay_options(
     return report.results[0]  # type: ignore[no-any-return]
 
 
-def run_item(item: ReplayItem, state: _State, recording: Recording) -> None:
+def _short(path: Path) -> str:
+    """`path` relative to the working directory when below it (as the plugin names sources)."""
+    rel = os.path.relpath(path)
+    return path.as_posix() if rel.startswith("..") else Path(rel).as_posix()
+
+
+def run_item(item: ReplayItem, state: Any, recording: Recording) -> None:
     """A ``--replay`` item under ``--replay-fault`` / ``--replay-repeat``; sets ``item.outcome``."""
     from replay.faults import judge
     from replay.flaky import replay_repeat
