@@ -435,8 +435,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "replay(source, *, stubs=None, ignore=None, agent=None, db=None, on_unrecorded='error', "
-        "ordered=True): replay the recorded run `source` (a run id or a cassette path) for this "
-        "test; the `replayed` fixture gives its ReplayResult.",
+        "ordered=True, faults=None, repeat=1): replay the recorded run `source` (a run id or a "
+        "cassette path) for this test; the `replayed` fixture gives its ReplayResult. faults= "
+        "makes one item per fault (the `replay_fault` fixture names it); repeat=K fails a flaky run.",
     )
     state = config.stash[_STATE] = _build_state(config)
     if state.active:

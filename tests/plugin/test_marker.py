@@ -217,7 +217,8 @@ def test_unknown_marker_keyword_is_a_usage_error(pytester: pytest.Pytester) -> N
         [
             (
                 "ERROR: test_unknown_marker_keyword_is_a_usage_error.py::test_typo: @pytest.mark.replay got "
-                "unexpected keyword argument(s) stub; allowed: agent, db, ignore, on_unrecorded, ordered, stubs"
+                "unexpected keyword argument(s) stub; allowed: agent, db, ignore, on_unrecorded, ordered, stubs, "
+                "faults, repeat"
             )
         ]
     )
