@@ -247,7 +247,7 @@ def _load_whatif() -> Any:
 
 @pytest.fixture
 def replay_fault() -> Any:
-    """The fault of this item of a ``@pytest.mark.replay(..., faults=...)`` test (None: no fault)."""
+    """This item's fault of a ``@pytest.mark.replay(..., faults=...)`` test (None: no fault)."""
     return None
 
 
@@ -437,7 +437,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "replay(source, *, stubs=None, ignore=None, agent=None, db=None, on_unrecorded='error', "
         "ordered=True, faults=None, repeat=1): replay the recorded run `source` (a run id or a "
         "cassette path) for this test; the `replayed` fixture gives its ReplayResult. faults= "
-        "makes one item per fault (the `replay_fault` fixture names it); repeat=K fails a flaky run.",
+        "makes one item per fault (the `replay_fault` fixture names it); repeat=K fails a "
+        "flaky run.",
     )
     state = config.stash[_STATE] = _build_state(config)
     if state.active:

@@ -472,7 +472,7 @@ class ReplaySession:
     # ---- what-if hook: faults (replay.faults); to move onto the tool-layer seam ----------------
 
     def _stub_for(self, spec: Any, args_sha: str) -> Callable[..., Any] | None:
-        """What answers this call instead of the recording: a planned fault, else the tool's stub."""
+        """What answers this call instead of the recording: a planned fault, else its stub."""
         stub = self.stubs.get(spec.name)
         if self.faults is None:
             return stub
@@ -481,7 +481,7 @@ class ReplaySession:
         )
 
     def _recorded_value(self, spec: Any, args_sha: str) -> Any:
-        """The recorded answer to this call (used up), its error raised; `UnrecordedCall` if none."""
+        """The recorded answer to this call (used up), its error raised; else `UnrecordedCall`."""
         recorded = self._lookup(spec, args_sha)
         if recorded is None:
             raise self._unrecorded(spec, args_sha)
