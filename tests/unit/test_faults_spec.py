@@ -63,7 +63,7 @@ def test_specs_parse(spec: str, expected: Fault) -> None:
         ("http.get=503:colour=red", "unknown option 'colour' for status"),
         (
             "http.get=503:client=curl",
-            "client='curl': use httpx, requests, openai, anthropic, builtin",
+            "client='curl': use httpx, httpx2, requests, openai, anthropic, builtin",
         ),
         ("http.get=503:2s", "'2s' is not NAME=VALUE (only slow takes a duration"),
         ("http.get=", "the fault kind is missing"),
