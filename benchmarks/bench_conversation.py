@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import replay.processors as processors  # noqa: E402
+import replay.redaction as redaction  # noqa: E402
 from replay import Recorder  # noqa: E402
 
 TURNS = 30
@@ -165,9 +165,9 @@ def recorder_calls(
 
 def measure(pii: bool, memo: bool) -> dict[str, float]:
     convs = [conversation(1000 + i * 13 + (500 if pii else 0), pii) for i in range(CONVERSATIONS)]
-    saved = processors._MEMO_MIN_BYTES
+    saved = redaction._MEMO_MIN_BYTES
     if not memo:
-        processors._MEMO_MIN_BYTES = 1 << 62
+        redaction._MEMO_MIN_BYTES = 1 << 62
     try:
         best: dict[str, float] = {}
         for _ in range(2):  # the lower of two rounds: a neighbour's burst of CPU lands on one only
@@ -186,7 +186,7 @@ def measure(pii: bool, memo: bool) -> dict[str, float]:
                 best = r
         return best
     finally:
-        processors._MEMO_MIN_BYTES = saved
+        redaction._MEMO_MIN_BYTES = saved
 
 
 def sizes() -> tuple[int, int]:

@@ -7,6 +7,8 @@ process on the same 1 KB args + 1 KB output: ``json.dumps(sort_keys=True, separa
 Figures (per recorded call, i.e. args + output):
 - ``Redactor`` on typical JSON with no PII (text, ids, numbers, URLs, timestamps, a UUID);
 - ``Redactor.canonical``: redacted canonical bytes, what the writer hashes and stores;
+- ``Redactor.checked_pair``: the same for a step's args and output together, what the writer runs
+  (one detector pass over both when both are clean);
 - ``Redactor`` + ``canonical_bytes``, the same result in two steps;
 - ``Redactor`` on the same payload with PII planted (email, phone, card, IBAN, JWT, key, ...);
 - ten naive regexes run one after another over the JSON text (the approach the budget rules out).
@@ -30,7 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from replay.hashing import canonical_bytes
-from replay.processors import Redactor
+from replay.redaction import Redactor
 
 WORDS = [
     "order",
@@ -196,6 +198,7 @@ def run() -> list[dict[str, Any]]:
             "reference": reference,
             "clean": lambda: (red(args), red(output)),
             "canonical": lambda: (red.canonical(args), red.canonical(output)),
+            "pair": lambda: red.checked_pair(args, output),
             "two_steps": lambda: (canonical_bytes(red(args)), canonical_bytes(red(output))),
             "planted": lambda: (red(p_args), red(p_output)),
             "naive": naive,
@@ -230,6 +233,12 @@ def run() -> list[dict[str, Any]]:
         },
         row("Redactor, typical JSON without PII", "clean", "<= 1.2x (~40 us)", 1.2),
         row("Redactor.canonical (redacted canonical bytes)", "canonical", "<= 1.2x", 1.2),
+        row(
+            "Redactor.checked_pair (the writer: args + output, one detector pass)",
+            "pair",
+            "info",
+            None,
+        ),
         row("Redactor + canonical_bytes (two steps)", "two_steps", "info", None),
         row("Redactor, PII planted in 6 leaves", "planted", "info (no budget in the issue)", None),
         row(

@@ -1,7 +1,11 @@
-"""Benchmark of replay (issue 3, Speed): a 10,000-step run, the fixed tool layer, cassette loading.
+"""Benchmark of replay (issue 3, Speed; issue 13, replay at scale).
 
-Run: ``python benchmarks/bench_replay.py``. Figures:
+Run: ``python benchmarks/bench_replay.py`` (``--scale`` for the replay-at-scale rows only). Figures:
 - replay + diff of a recorded 10,000-step run (median of 3), target <= 1 s;
+- replay + diff at 10,000 and 100,000 steps against a hand-rolled positional replay of the same
+  recording measured in the same run (read the rows with sqlite3, answer the n-th call with the
+  n-th recorded output, compare the (tool, args sha) sequences): target <= 2x; and the memory a
+  replay allocates per step at its peak (tracemalloc), target about half of 5.7 KB;
 - the fixed tool layer's answer per call in a 1,000-step and a 10,000-step recording (it must
   not grow with the recording: a dict keyed by (tool, args_sha)), target < 50 us;
 - loading a 10,000-step cassette, target <= 0.5 s; reference: json.loads of the same file.
@@ -9,12 +13,16 @@ Run: ``python benchmarks/bench_replay.py``. Figures:
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import json
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +59,93 @@ def _build(n: int, d: str) -> tuple[Any, str, Any]:
     agent(n)
     rec.flush(120)
     return rec, rec.last_run_id, agent
+
+
+def _positional(db: str, run_id: str, n_steps: int) -> float:
+    """Seconds for a hand-rolled positional replay of the run: the baseline of the ratio.
+
+    What a team writes without agent-replay: read the steps and their outputs with sqlite3, answer
+    the n-th call with the n-th output, hash the args as the recorder does, compare the sequences.
+    """
+    t0 = time.perf_counter()
+    con = sqlite3.connect(db)
+    rows = con.execute(
+        "SELECT e.tool, e.args_sha, s.body FROM events e LEFT JOIN snapshots s ON s.sha = e.output_sha"
+        " WHERE e.run_id = ? AND e.kind IN ('tool_result', 'model_result') ORDER BY e.seq",
+        (run_id,),
+    ).fetchall()
+    con.close()
+    outputs = [json.loads(body) for _, _, body in rows]
+    seen: list[tuple[str, str]] = []
+
+    def lookup(i: int) -> Any:
+        args = json.dumps({"i": i}, sort_keys=True, separators=(",", ":"))
+        seen.append(("lookup", hashlib.sha256(args.encode()).hexdigest()[:24]))
+        return outputs[len(seen) - 1]
+
+    total = 0
+    for i in range(n_steps):
+        total += lookup(i)["i"]
+    diverged = [k for k, (a, b) in enumerate(zip(seen, rows)) if a != (b[0], b[1])]
+    assert not diverged and len(seen) == len(rows), diverged[:3]
+    return time.perf_counter() - t0
+
+
+def _peak_bytes(fn: Any) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def scale_rows(d: str, sizes: tuple[int, ...] = (10_000, 100_000)) -> list[dict[str, Any]]:
+    """Replay + diff against the positional baseline, and peak memory per step, at each size."""
+    rows: list[dict[str, Any]] = []
+    for n in sizes:
+        rec, rid, agent = _build(n, d)
+        rec.close()
+        reps = 3 if n <= 10_000 else 1
+        ours, base = [], []
+        for _ in range(reps):
+            gc.collect()
+            t0 = time.perf_counter()
+            res = replay_run(rid, agent=agent, db=rec.db)
+            ours.append(time.perf_counter() - t0)
+            assert res.diff.is_empty, res.diff.to_text()
+            del res
+            gc.collect()
+            base.append(_positional(str(rec.db), rid, n))
+        o, b = statistics.median(ours), statistics.median(base)
+        rows.append(
+            {
+                "name": f"replay + diff, {n:,} steps",
+                "value": round(o, 3),
+                "unit": "s",
+                "reference_name": "hand-rolled positional replay",
+                "reference_value": round(b, 3),
+                "ratio": round(o / b, 2),
+                "target": "<= 2x",
+                "ok": o / b <= 2,
+            }
+        )
+        peak = _peak_bytes(lambda: replay_run(rid, agent=agent, db=rec.db))
+        per_step = peak / n / 1024
+        rows.append(
+            {
+                "name": f"replay + diff, peak memory per step, {n:,} steps",
+                "value": round(per_step, 2),
+                "unit": "KB",
+                "reference_name": "-",
+                "reference_value": None,
+                "ratio": None,
+                "target": "<= 2.85 KB (half of 5.7)",
+                "ok": per_step <= 2.85,
+            }
+        )
+    return rows
 
 
 def run() -> list[dict[str, Any]]:
@@ -121,10 +216,15 @@ def run() -> list[dict[str, Any]]:
             }
         )
         rec.close()
+        rows.extend(scale_rows(d))
     return rows
 
 
 if __name__ == "__main__":
     from bench_recorder import print_rows
 
-    print_rows(run())
+    if "--scale" in sys.argv:
+        with tempfile.TemporaryDirectory() as tmp:
+            print_rows(scale_rows(tmp))
+    else:
+        print_rows(run())

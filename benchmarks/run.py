@@ -29,6 +29,7 @@ SUITES = [
     ("no loss (issue 11)", "bench_no_loss"),
     ("prune (issue 11)", "bench_prune"),
     ("OpenTelemetry (issue 14)", "bench_otel"),
+    ("runs/stats/alerts at 100,000 runs (issue 14)", "bench_monitor"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""`ReplayOptions`: the settings of one replay, as the plugin hands them to `pytest_replay_configure`.
+"""`ReplayOptions`: the settings of one replay, as `pytest_replay_configure` gets them.
 
 Standard library only: this module is imported whenever the plugin is, replay or not.
 """
@@ -19,6 +19,9 @@ MARKER_KWARGS: tuple[str, ...] = (
     "on_unrecorded",
     "ordered",
     "stubs",
+    "stub_mode",
+    "match",
+    "live",
     # what-if (replay.faults, replay.flaky)
     "faults",
     "repeat",
@@ -38,6 +41,9 @@ class ReplayOptions:
         agents: modules (``MODULE`` or ``MODULE:FN``) that register agents: ``--replay-agent`` and
             the ini option ``replay_agents``.
         stubs: tool name -> function answering that tool instead of the recording.
+        stub_mode: ``"always"``, or ``"miss"``: stubs answer only what the recording cannot.
+        match: tool -> ``"sequence"`` or ``{"ignore": [ARG]}`` (``--replay-match``).
+        live: tools or globs that run for real (``--replay-live``).
         ignore: diff ignore rules (``tool:NAME``, ``field:NAME``, ``output:PATH``).
         on_unrecorded: ``"error"`` raises `UnrecordedCall` in the agent; ``"none"`` answers None.
         ordered: False compares the steps as a multiset (agents calling tools in parallel).
@@ -52,6 +58,9 @@ class ReplayOptions:
     agent: Callable[..., Any] | str | None = None
     agents: list[str] = dataclasses.field(default_factory=list)
     stubs: dict[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
+    stub_mode: str = "always"
+    match: dict[str, Any] = dataclasses.field(default_factory=dict)
+    live: list[str] = dataclasses.field(default_factory=list)
     ignore: list[Any] = dataclasses.field(default_factory=list)
     on_unrecorded: str = "error"
     ordered: bool = True

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_plugin._engine import ReplayOutcome, ignore_rules
 from pytest_plugin._options import ReplayOptions
-from pytest_plugin.plugin import ReplayFailed
+from pytest_plugin.state import ReplayFailed
+from replay.batch import RunOptions
 from replay.errors import ReplayError
+from replay.report import Outcome
 
 if TYPE_CHECKING:
     from pytest_plugin.plugin import ReplayItem
@@ -40,16 +41,9 @@ def expand_marker(nodeid: str, faults: Any) -> list[str]:
 
 
 def _kwargs(config: pytest.Config, options: ReplayOptions) -> dict[str, Any]:
-    return {
-        "agent": options.agent,
-        "stubs": options.stubs,
-        "on_unrecorded": options.on_unrecorded,
-        "ignore": ignore_rules(options.ignore),
-        "ordered": options.ordered,
-        "agents": options.agents,
-        "project": config.rootpath,
-        "faults": options.faults,
-    }
+    """`replay_run`'s arguments for these options (`replay.batch.RunOptions`), faults included."""
+    run = RunOptions.from_fields(options, project=config.rootpath)
+    return {**run.replay_kwargs(), "faults": run.faults or None}
 
 
 def _flaky_verdict(config: pytest.Config, report: Any, source: str) -> tuple[str, str | None]:
@@ -101,8 +95,8 @@ def run_item(item: ReplayItem, state: Any, recording: Recording) -> None:
     )
     t0 = time.perf_counter()
 
-    def outcome(status: str, **kw: Any) -> ReplayOutcome:
-        return ReplayOutcome(
+    def outcome(status: str, **kw: Any) -> Outcome:
+        return Outcome(
             source=source,
             run_id=recording.run.run_id,
             status=status,

@@ -3,7 +3,7 @@
 Registered through the ``pytest11`` entry point ``replay = "pytest_plugin.plugin"``::
 
     pytest --replay r_01jd2k8...                  # one item per run: a run id or a cassette path
-    pytest --replay-all                           # every cassette under ./cassettes but incidents/: the deploy gate
+    pytest --replay-all                           # the deploy gate: ./cassettes but incidents/
     pytest --replay-all --replay-update           # bless: rewrite the diverging cassettes
     pytest --replay-all --replay-update-force     # bless even a crash or an unanswerable call
     pytest --replay-all --replay-report out.md    # a report for a CI comment (or .json)
@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_plugin._options import MARKER_KWARGS, ON_UNRECORDED, ReplayOptions
+from pytest_plugin.state import ReplayFailed, Source, State, display, is_cassette
 
 if TYPE_CHECKING:
     from replay.recorder import Recorder
@@ -70,7 +70,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="replay_sources",
         default=[],
         metavar="RUN_ID_OR_CASSETTE",
-        help="Replay a recorded run (a run id in the store, or a cassette .json) as a test item. Repeatable.",
+        help="Replay a recorded run (a run id in the store, or a cassette .json) as a test item. "
+        "Repeatable.",
     )
     group.addoption(
         "--replay-all",
@@ -103,7 +104,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="MODULE:FN",
         help="An agent replays may call: imported, it registers the @rec.agent functions of MODULE "
         "(ini replay_agents). A recording is data: its entrypoint is never imported unless the "
-        "project names its module here, in replay_agents or in [tool.agent-replay] agents. Repeatable.",
+        "project names its module here, in replay_agents or in [tool.agent-replay] agents. "
+        "Repeatable.",
+    )
+    group.addoption(
+        "--replay-match",
+        action="append",
+        dest="replay_match",
+        default=[],
+        metavar="TOOL=sequence",
+        help="Answer TOOL's calls from the recording even when their args changed. Repeatable.",
+    )
+    group.addoption(
+        "--replay-live",
+        action="append",
+        dest="replay_live",
+        default=[],
+        metavar="GLOB",
+        help="Tools or models that run for real in replays (names or globs). Repeatable.",
     )
     group.addoption(
         "--replay-update",
@@ -120,15 +138,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         dest="replay_update_force",
         default=False,
-        help="Bless like --replay-update, also the replays it refuses (a crash, an unrecorded call or "
-        "request), saying why each was refused (ini replay_update_force makes --replay-update do this).",
+        help="Bless like --replay-update, also the replays it refuses (a crash, an unrecorded call "
+        "or request), saying why each was refused (ini replay_update_force makes --replay-update "
+        "do this).",
     )
     group.addoption(
         "--replay-report",
         dest="replay_report",
         default=None,
         metavar="FILE",
-        help="Write a report of the replays: .json, or .md (Markdown for a CI comment) (ini replay_report).",
+        help="Write a report of the replays: .json, or .md (Markdown for a CI comment) (ini "
+        "replay_report).",
     )
     group.addoption(
         "--replay-max-token-delta-pct",
@@ -165,7 +185,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "replay_update_force",
-        "agent-replay: --replay-update also blesses the replays it would refuse (a crash, an unrecorded call).",
+        "agent-replay: --replay-update also blesses the replays it would refuse (a crash, an "
+        "unrecorded call).",
         type="bool",
         default=False,
     )
@@ -276,38 +297,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hooks)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Source:
-    """One ``--replay`` / ``--replay-all`` source: a run id in a store, or a cassette file."""
-
-    given: str
-    cassette: Path | None  # resolved, for a cassette
-    db: Path | None  # resolved, for a run id
-
-
-@dataclasses.dataclass
-class _State:
-    """The plugin's state for one pytest session, kept in ``config.stash``."""
-
-    sources: list[_Source]
-    update: bool
-    report: Path | None
-    max_token_delta_pct: float
-    max_spend_delta_pct: float
-    ignore: list[str]
-    agents: list[str]  # --replay-agent, then ini replay_agents
-    cassettes_dir: Path
-    flag_db: Path | None  # --replay-db
-    default_db: Path  # REPLAY_DB, else ini replay_db, else replay.db
-    active: bool  # a --replay* option asked for replays or a report
-    outcomes: dict[str, Any] = dataclasses.field(default_factory=dict)  # nodeid -> Outcome
-    report_error: str | None = None
-    update_force: bool = (
-        False  # --replay-update-force (or ini replay_update_force with --replay-update)
-    )
-
-
-_STATE = pytest.StashKey[_State]()
+_STATE = pytest.StashKey[State]()
 
 
 def _ini_path(config: pytest.Config, value: str) -> Path:
@@ -337,67 +327,79 @@ def _pct(config: pytest.Config, dest: str, flag: str) -> float:
     return float(value)
 
 
-def _is_cassette(source: str) -> bool:
-    return source.endswith(".json") or "/" in source or os.sep in source or Path(source).is_file()
+def _default_db(config: pytest.Config) -> Path:
+    """The store run ids are read from without --replay-db: REPLAY_DB, ini replay_db, replay.db.
 
-
-def _build_state(config: pytest.Config) -> _State:
-    opt = config.option
-    flag_db = _cli_path(config, opt.replay_db) if opt.replay_db else None
+    The plugin cannot ask the library (it must not import it while idle); the rule is the
+    library's (`replay.recorder.default_db`), with the ini option between the two.
+    """
     env_db = os.environ.get("REPLAY_DB")
     ini_db = config.getini("replay_db")
     if env_db:
-        default_db = _cli_path(config, env_db)
-    elif ini_db:
-        default_db = _ini_path(config, ini_db)
-    else:
-        default_db = (config.invocation_params.dir / _DEFAULT_DB).resolve()
-    if opt.replay_cassettes:
-        cassettes_dir = _cli_path(config, opt.replay_cassettes)
-    else:
-        cassettes_dir = _ini_path(config, config.getini("replay_cassettes") or "cassettes")
-    report_value = opt.replay_report or config.getini("replay_report") or None
-    report = None
-    if report_value:
-        report = (
-            _cli_path(config, report_value)
-            if opt.replay_report
-            else _ini_path(config, report_value)
+        return _cli_path(config, env_db)
+    if ini_db:
+        return _ini_path(config, ini_db)
+    return (config.invocation_params.dir / _DEFAULT_DB).resolve()
+
+
+def _report_path(config: pytest.Config) -> Path | None:
+    """--replay-report (or ini replay_report), checked for a suffix that names the format."""
+    opt = config.option
+    value = opt.replay_report or config.getini("replay_report") or None
+    if not value:
+        return None
+    report = _cli_path(config, value) if opt.replay_report else _ini_path(config, value)
+    if report.suffix.lower() not in _REPORT_SUFFIXES:
+        raise pytest.UsageError(
+            f"--replay-report {value}: the suffix names the format; use .json, or .md for "
+            "Markdown (also .xml for JUnit)"
         )
-        if report.suffix.lower() not in _REPORT_SUFFIXES:
-            raise pytest.UsageError(
-                f"--replay-report {report_value}: the suffix names the format; use .json, or .md for "
-                "Markdown (also .xml for JUnit)"
-            )
-    sources: list[_Source] = []
+    return report
+
+
+def _sources(config: pytest.Config, store: Path, cassettes_dir: Path) -> list[Source]:
+    """The --replay sources, then every cassette --replay-all finds, each once."""
+    opt = config.option
+    sources: list[Source] = []
     seen: set[Any] = set()
 
-    def add(src: _Source) -> None:
+    def add(src: Source) -> None:
         key = src.cassette if src.cassette is not None else (src.db, src.given)
         if key not in seen:
             seen.add(key)
             sources.append(src)
 
-    store = flag_db or default_db
     for given in opt.replay_sources:
-        if _is_cassette(given):
-            add(_Source(given, _cli_path(config, given), None))
+        if is_cassette(given):
+            add(Source(given, _cli_path(config, given), None))
         else:
-            add(_Source(given, None, store))
+            add(Source(given, None, store))
     if opt.replay_all:
         if not cassettes_dir.is_dir():
             where = "--replay-cassettes" if opt.replay_cassettes else "ini replay_cassettes"
             raise pytest.UsageError(
-                f"--replay-all: no cassettes folder at {cassettes_dir} ({where}); export runs into it with "
-                "`replay export RUN_ID`, or point --replay-cassettes DIR at the folder"
+                f"--replay-all: no cassettes folder at {cassettes_dir} ({where}); export runs "
+                "into it with `replay export RUN_ID`, or point --replay-cassettes DIR at the folder"
             )
         for path in sorted(cassettes_dir.rglob("*.json")):
             # An incident cassette records the bad behaviour on purpose; its incident test (the
             # marker) replays it. The gate replays the blessed recordings of good behaviour.
             if INCIDENTS_DIR in path.relative_to(cassettes_dir).parts[:-1]:
                 continue
-            add(_Source(str(path), path.resolve(), None))
-    active = bool(opt.replay_sources or opt.replay_all or report is not None)
+            add(Source(str(path), path.resolve(), None))
+    return sources
+
+
+def _build_state(config: pytest.Config) -> State:
+    opt = config.option
+    flag_db = _cli_path(config, opt.replay_db) if opt.replay_db else None
+    default_db = _default_db(config)
+    if opt.replay_cassettes:
+        cassettes_dir = _cli_path(config, opt.replay_cassettes)
+    else:
+        cassettes_dir = _ini_path(config, config.getini("replay_cassettes") or "cassettes")
+    report = _report_path(config)
+    sources = _sources(config, flag_db or default_db, cassettes_dir)
     update = bool(opt.replay_update or opt.replay_update_force or opt.replay_review)
     if update and not (opt.replay_sources or opt.replay_all):
         flag = "--replay-update-force" if opt.replay_update_force else "--replay-update"
@@ -405,7 +407,7 @@ def _build_state(config: pytest.Config) -> _State:
             f"{flag} blesses the runs replayed by --replay or --replay-all: add one of them, "
             f"e.g. pytest --replay-all {flag}"
         )
-    return _State(
+    return State(
         sources=sources,
         update=update,
         update_force=bool(
@@ -420,10 +422,12 @@ def _build_state(config: pytest.Config) -> _State:
         ),
         ignore=list(config.getini("replay_ignore")),
         agents=[*opt.replay_agent_refs, *config.getini("replay_agents")],
+        match=list(opt.replay_match),
+        live=list(opt.replay_live),
         cassettes_dir=cassettes_dir,
         flag_db=flag_db,
         default_db=default_db,
-        active=active,
+        active=bool(opt.replay_sources or opt.replay_all or report is not None),
     )
 
 
@@ -445,20 +449,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_ReplayReporter(config, state), "replay-reporter")
 
 
-def _state(config: pytest.Config) -> _State:
+def _state(config: pytest.Config) -> State:
     return config.stash[_STATE]
 
 
 def _is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")  # an xdist worker: the controller reports
-
-
-def _ensure_importable(config: pytest.Config) -> None:
-    # Recorded entrypoints are `module:function` of the project; `pytest` (the console script)
-    # does not put the project root on sys.path the way `python -m pytest` does.
-    for folder in (config.rootpath, config.invocation_params.dir):
-        if str(folder) not in sys.path:
-            sys.path.append(str(folder))
 
 
 def _load_engine() -> Any:
@@ -467,14 +463,6 @@ def _load_engine() -> Any:
     Looked up in sys.modules each time, so outcomes pickle with the class pickle will find.
     """
     return importlib.import_module("pytest_plugin._engine")
-
-
-def _display(config: pytest.Config, path: Path) -> str:
-    """`path` relative to the rootdir when inside it (node ids, messages), else absolute."""
-    try:
-        return path.relative_to(config.rootpath).as_posix()
-    except ValueError:
-        return str(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -489,13 +477,12 @@ class ReplayCollectError(Exception):
 class ReplaySource(pytest.Collector):
     """The runs of one store, or one cassette file; collects one `ReplayItem` per run."""
 
-    def __init__(self, *, sources: list[_Source], **kwargs: Any) -> None:
+    def __init__(self, *, sources: list[Source], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sources = sources
 
     def collect(self) -> list[pytest.Item]:
         _engine = _load_engine()
-        _ensure_importable(self.config)
         items: list[pytest.Item] = []
         errors: list[str] = []
         for src in self.sources:
@@ -528,15 +515,11 @@ class ReplaySource(pytest.Collector):
         return super().repr_failure(excinfo)
 
 
-class ReplayFailed(Exception):
-    """A replay that diverged (or could not be blessed); its text is the item's failure report."""
-
-
 class ReplayItem(pytest.Item):
     """One recorded run, replayed against the code checked out now and diffed with its recording."""
 
     def __init__(
-        self, *, source: _Source, options: ReplayOptions, recording: Recording, **kwargs: Any
+        self, *, source: Source, options: ReplayOptions, recording: Recording, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.source = source
@@ -572,7 +555,7 @@ class ReplayItem(pytest.Item):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
-    """Add the replay collectors to the session's, so -k, -m, --lf, -x and xdist treat them as tests.
+    """Add the replay collectors to the session's: -k, -m, --lf, -x and xdist treat them as tests.
 
     https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_make_collect_report
     """
@@ -587,21 +570,21 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
             report.result.extend(_collectors(collector, state))
     elif isinstance(collector, ReplaySource) and report.failed:
         _engine = _load_engine()
-        report.replay_outcome = _engine.error_outcome(collector, str(report.longrepr))
+        report.replay_outcome = _engine.collect_error(collector, str(report.longrepr))
     return report  # type: ignore[no-any-return]
 
 
-def _collectors(session: pytest.Session, state: _State) -> list[ReplaySource]:
+def _collectors(session: pytest.Session, state: State) -> list[ReplaySource]:
     out: list[ReplaySource] = []
-    by_store: dict[Path, list[_Source]] = {}
+    by_store: dict[Path, list[Source]] = {}
     for src in state.sources:
         if src.cassette is not None:
             out.append(
                 ReplaySource.from_parent(
                     session,
-                    name=_display(session.config, src.cassette),
+                    name=display(session.config, src.cassette),
                     path=src.cassette,
-                    nodeid=_display(session.config, src.cassette),
+                    nodeid=display(session.config, src.cassette),
                     sources=[src],
                 )
             )
@@ -609,7 +592,7 @@ def _collectors(session: pytest.Session, state: _State) -> list[ReplaySource]:
             assert src.db is not None
             by_store.setdefault(src.db, []).append(src)
     for db, srcs in by_store.items():
-        name = _display(session.config, db)
+        name = display(session.config, db)
         out.append(ReplaySource.from_parent(session, name=name, path=db, nodeid=name, sources=srcs))
     return out
 
@@ -637,7 +620,8 @@ def _validate_marker(nodeid: str, args: tuple[Any, ...], kwargs: Mapping[str, An
     unknown = sorted(set(kwargs) - set(MARKER_KWARGS))
     if unknown:
         raise pytest.UsageError(
-            f"{nodeid}: @pytest.mark.replay got unexpected keyword argument(s) {', '.join(unknown)}; "
+            f"{nodeid}: @pytest.mark.replay got unexpected keyword argument(s) "
+            f"{', '.join(unknown)}; "
             f"allowed: {', '.join(MARKER_KWARGS)}"
         )
     if "on_unrecorded" in kwargs and kwargs["on_unrecorded"] not in ON_UNRECORDED:
@@ -671,7 +655,7 @@ class _ReplayReporter:
     Registered per config in `pytest_configure`, only when a ``--replay*`` option is used.
     """
 
-    def __init__(self, config: pytest.Config, state: _State) -> None:
+    def __init__(self, config: pytest.Config, state: State) -> None:
         self.config = config
         self.state = state
 
@@ -712,7 +696,8 @@ class _ReplayReporter:
             self.state.report_error = (
                 f"cannot write the replay report {self.state.report}: {exc.strerror or exc}"
             )
-            # The only case the plugin's status goes into the exit code: tests passed, the report is missing.
+            # The only case the plugin's status goes into the exit code: tests passed, the report
+            # is missing.
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -734,7 +719,8 @@ class _ReplayReporter:
 
 @pytest.fixture
 def replay_config() -> dict[str, Any]:
-    """Defaults for every ``@pytest.mark.replay`` test in scope (stubs, ignore, agent, db, ...); override it."""
+    """Defaults for every ``@pytest.mark.replay`` test in scope (stubs, ignore, agent, db, ...);
+    override it."""
     return {}
 
 
@@ -763,7 +749,6 @@ def replayed(
             pytrace=False,
         )
     _validate_marker(request.node.nodeid, mark.args, mark.kwargs)
-    _ensure_importable(request.config)
     _engine = _load_engine()
     result: ReplayResult = _engine.replay_marked(
         request.config, _state(request.config), request.node, mark, replay_config, replay_fault

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from replay._text import fmt_ms, fmt_ts, table
 from replay.errors import ReplayError
 
 if TYPE_CHECKING:
     from replay.store import Store
+
+__all__ = [
+    "BadInput",
+    "db_option",
+    "duration_ms",
+    "echo_json",
+    "fmt_ms",
+    "fmt_ts",
+    "json_option",
+    "open_store",
+    "since_ms",
+    "table",
+]
 
 
 class BadInput(click.ClickException):
@@ -21,10 +35,17 @@ class BadInput(click.ClickException):
     exit_code = 2
 
 
+def _default_db() -> str:
+    # The library's one rule for the default store ($REPLAY_DB, else ./replay.db); the recorder
+    # is imported only when a command runs without --db, not for `replay --help`.
+    from replay.recorder import default_db
+
+    return default_db()
+
+
 db_option = click.option(
     "--db",
-    envvar="REPLAY_DB",
-    default="replay.db",
+    default=_default_db,
     show_default="$REPLAY_DB, else ./replay.db",
     help="The store: a SQLite file.",
 )
@@ -35,7 +56,8 @@ def open_store(db: str, *, create: bool = False) -> Store:
     """Open the store at `db`, or exit 2 with the fix when there is none or it is unreadable."""
     if not create and "://" not in db and not os.path.lexists(db):
         raise BadInput(
-            f"no store at {db}: record runs first (Recorder({db!r})), or pass --db PATH / set REPLAY_DB"
+            f"no store at {db}: record runs first (Recorder({db!r})), "
+            "or pass --db PATH / set REPLAY_DB"
         )
     from replay.store import Store
 
@@ -45,34 +67,35 @@ def open_store(db: str, *, create: bool = False) -> Store:
         raise BadInput(f"cannot open the store {db}: {exc}") from exc
 
 
+def duration_ms(text: str, option: str, *, all_ok: bool = False) -> int:
+    """A window (``90s``, ``10m``, ``24h``, ``7d``) in milliseconds; exit 2 naming `option`.
+
+    `all_ok`: the option also takes ``all`` (said in the error for a window before 1970).
+    """
+    from replay.stats import InvalidDurationError, parse_duration
+
+    try:
+        ms = parse_duration(text, option)
+    except InvalidDurationError as exc:
+        raise BadInput(str(exc)) from exc
+    except OverflowError:
+        raise BadInput(
+            f"{option} {text[:40]!r} is too large: give a window like 7d or 52w"
+        ) from None
+    if ms > int(time.time() * 1000):  # before 1970: no run can be there, SQLite cannot bind it
+        raise BadInput(
+            f"{option} {text[:40]!r} reaches back before 1970: give a window like 7d or 52w"
+            + (", or 'all'" if all_ok else "")
+        )
+    return ms
+
+
+def since_ms(since: str | None, flag: str = "--since") -> int | None:
+    """The epoch milliseconds `since` (``90s``, ``24h``, ``7d``) ago; None when not given."""
+    if since is None:
+        return None
+    return int(time.time() * 1000) - duration_ms(since, flag)
+
+
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str))
-
-
-def fmt_ts(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def fmt_ms(ms: int | float | None) -> str:
-    if ms is None:
-        return "-"
-    return f"{ms / 1000:.1f}s" if ms >= 1000 else f"{int(ms)}ms"
-
-
-def table(headers: list[str], rows: list[list[str]], *, right: set[int] | None = None) -> str:
-    """A plain aligned text table."""
-    right = right or set()
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-
-    def line(cells: list[str]) -> str:
-        out = [
-            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
-        ]
-        return "  ".join(out).rstrip()
-
-    return "\n".join([line(headers)] + [line(r) for r in rows])

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from replay.errors import CassetteDecodeError
 from replay.hashing import canonical_bytes, ordered_bytes, sha_of_canonical
-from replay.models import Event, Run
+from replay.models import Event, Run, is_step
 
 __all__ = [
     "CASSETTE_FORMAT",
@@ -30,6 +30,7 @@ __all__ = [
     "CASSETTE_VERSION",
     "Cassette",
     "Snapshot",
+    "stored_http",
     "cassette_from_replay",
     "cassette_from_store",
     "dump_cassette",
@@ -113,7 +114,13 @@ class Cassette(BaseModel):
 
     @property
     def steps(self) -> list[Event]:
-        return [e for e in self.events if e.kind in ("tool_result", "model_result")]
+        """The steps of the run: top-level tool and model calls (as `Recording.steps`)."""
+        return [e for e in self.events if is_step(e)]
+
+    @property
+    def all_steps(self) -> list[Event]:
+        """Every tool and model call, those made inside another tool included."""
+        return [e for e in self.events if is_step(e, nested=True)]
 
 
 def _body_value(body: bytes) -> Any:
@@ -138,11 +145,11 @@ def cassette_from_store(store: Any, run_id: str) -> Cassette:
             )
     run = run.model_copy(update={"pinned": False, "expires_at": None})
     return Cassette(
-        run=run, events=events, snapshots=snapshots, http=_stored_http(store, run.http_sha)
+        run=run, events=events, snapshots=snapshots, http=stored_http(store, run.http_sha)
     )
 
 
-def _stored_http(store: Any, http_sha: str | None) -> list[dict[str, Any]]:
+def stored_http(store: Any, http_sha: str | None) -> list[dict[str, Any]]:
     """The run's HTTP interactions (the ``$http`` snapshot), [] when it has none."""
     found = store.snapshot(http_sha) if http_sha else None
     if found is None:

@@ -6,11 +6,10 @@ Exit codes: 0 ok, 1 a replay diverged / an alert fired / scan found something, 2
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import os
 import sqlite3
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,35 @@ from replay._cli_util import (
     fmt_ts,
     json_option,
     open_store,
+    since_ms,
     table,
 )
-from replay.errors import CassetteDecodeError, CorruptRowWarning, ReplayError
+from replay.batch import (
+    DEFAULT_MAX_DELTA_PCT,
+    RunOptions,
+    UsageGate,
+    check_faults,
+    ensure_importable,
+    replay_batch,
+    replay_whatif,
+    usage_gates,
+)
+from replay.cli_monitor import alerts, metrics, stats
+from replay.cli_otel import otel_export
+from replay.cli_review import review_cmd
+from replay.cli_view import view
+from replay.demo import demo
+from replay.diff import IgnoreRules
+from replay.errors import (
+    CassetteDecodeError,
+    CorruptRowWarning,
+    ExpiredSnapshotsError,
+    ReplayError,
+)
+from replay.models import Run
+from replay.replay_modes import parse_match_options
+from replay.report import REPORT_SUFFIXES, Outcome, render_report, summary_line, write_report
+from replay.timeline import load_timeline
 
 __all__ = ["cli"]
 
@@ -51,8 +76,9 @@ class _Group(click.Group):
                     raise BadInput(str(exc)) from exc
                 except RecursionError as exc:
                     raise BadInput(
-                        "the input is nested too deeply to read (a cassette or store value thousands of "
-                        "levels deep): it was not written by agent-replay; check the file"
+                        "the input is nested too deeply to read (a cassette or store value "
+                        "thousands of levels deep): it was not written by agent-replay; "
+                        "check the file"
                     ) from exc
                 except sqlite3.DatabaseError as exc:
                     raise BadInput(
@@ -62,7 +88,8 @@ class _Group(click.Group):
                     if exc.filename is None:  # not about a file the user named: a real failure
                         raise
                     raise BadInput(
-                        f"{exc.filename}: {exc.strerror or exc}: check the path (does its folder exist?)"
+                        f"{exc.filename}: {exc.strerror or exc}: "
+                        "check the path (does its folder exist?)"
                     ) from exc
         finally:
             # Shown once the recording context is gone: re-shown inside it, each warning would be
@@ -86,27 +113,6 @@ def cli() -> None:
 
         replay demo && replay runs && replay show RUN_ID
     """
-
-
-def _since_ms(since: str | None) -> int | None:
-    if since is None:
-        return None
-    from replay.stats import InvalidDurationError, parse_duration
-
-    try:
-        window = parse_duration(since, "--since")
-    except InvalidDurationError as exc:
-        raise BadInput(str(exc)) from exc
-    except OverflowError:
-        raise BadInput(
-            f"--since {since[:40]!r} is too large: give a window like 7d or 52w"
-        ) from None
-    now = int(time.time() * 1000)
-    if window > now:
-        raise BadInput(
-            f"--since {since[:40]!r} reaches back before 1970: give a window like 7d or 52w"
-        )
-    return now - window
 
 
 def _get_run(store: Any, run_id: str) -> Any:
@@ -153,7 +159,7 @@ def runs(
         found = store.runs(
             agent=agent,
             stop_reason=stop_reason,
-            since_ms=_since_ms(since),
+            since_ms=since_ms(since),
             limit=limit,
             include_replays=replays,
         )
@@ -174,62 +180,29 @@ def runs(
     if not found:
         click.echo(f"no runs match in {db} ({total} runs in all)")
         return
-    rows = []
-    for r in found:
-        rows.append(
-            [
-                r.run_id,
-                r.agent,
-                fmt_ts(r.started_ms),
-                _stop_text(r),
-                str(r.tool_calls),
-                fmt_ms(r.latency_ms),
-                str(r.usage.tokens_in + r.usage.tokens_out),
-                f"${r.usage.cost_usd:.4f}",
-                "pinned" if r.pinned else "",
-            ]
-        )
-    click.echo(
-        table(
-            [
-                "run_id",
-                "agent",
-                "started (UTC)",
-                "stop_reason",
-                "tools",
-                "latency",
-                "tokens",
-                "spend",
-                "",
-            ],
-            rows,
-            right={4, 5, 6, 7},
-        )
-    )
+    click.echo(_runs_table(found))
 
 
-def _short(sha: str | None, full: bool) -> str:
-    if not sha:
-        return "-"
-    return sha if full else sha[:12]
+_RUNS_HEADER = ["run_id", "agent", "started (UTC)", "stop_reason", "tools", "latency", "tokens"]
 
 
-def _http_attempts(store: Any, http_sha: str | None) -> dict[int | None, int] | None:
-    """HTTP requests per step id of an http=True run (None key: outside tool steps); None if unknown."""
-    found = store.snapshot(http_sha) if http_sha else None
-    if not found:
-        return None
-    try:
-        interactions = json.loads(found[0])
-    except (TypeError, ValueError):
-        return None
-    from replay.http import attempts_by_step
-
-    return attempts_by_step(interactions) if isinstance(interactions, list) else None
-
-
-def _none_last(item: tuple[int | None, int]) -> tuple[bool, int]:
-    return (item[0] is None, item[0] or 0)
+def _runs_table(found: list[Run]) -> str:
+    """The `replay runs` table: one row per run, newest first."""
+    rows = [
+        [
+            r.run_id,
+            r.agent,
+            fmt_ts(r.started_ms),
+            _stop_text(r),
+            str(r.tool_calls),
+            fmt_ms(r.latency_ms),
+            str(r.usage.tokens_in + r.usage.tokens_out),
+            f"${r.usage.cost_usd:.4f}",
+            "pinned" if r.pinned else "",
+        ]
+        for r in found
+    ]
+    return table([*_RUNS_HEADER, "spend", ""], rows, right={4, 5, 6, 7})
 
 
 @cli.command()
@@ -253,7 +226,7 @@ def _none_last(item: tuple[int | None, int]) -> tuple[bool, int]:
 def show(
     run_id: str, db: str, full: bool, as_json: bool, outputs: bool = False, step: int | None = None
 ) -> None:
-    """The timeline of one run: what it called, with what, what came back, which versions, why it stopped.
+    """The timeline of one run: what it called, with what, what came back, versions, why it stopped.
 
     RUN_ID may be a unique prefix. --outputs lists what each step returned (redacted); --step N
     shows one step in full; both take --json.
@@ -270,100 +243,19 @@ def show(
         return
     store = open_store(db)
     try:
-        run = _get_run(store, run_id)
-        events = store.events(run.run_id)
-        http = _http_attempts(store, run.http_sha)
+        try:
+            timeline, events = load_timeline(store, run_id)
+        except (ReplayError, ValueError) as exc:  # not found, ambiguous, unreadable row
+            raise BadInput(str(exc)) from exc
     finally:
         store.close()
     if as_json:
-        data: dict[str, Any] = {
-            "run": run.model_dump(mode="json"),
-            "events": [e.model_dump(mode="json") for e in events],
-        }
-        if http is not None:
-            data["http_attempts"] = [
-                {"step_id": k, "attempts": v} for k, v in sorted(http.items(), key=_none_last)
-            ]
-        echo_json(data)
-        return
-    steps = [e for e in events if e.kind in ("tool_result", "model_result")]
-    versions = " ".join(f"{k}={v}" for k, v in sorted(run.versions.items())) or "(none recorded)"
-    u = run.usage
-    out = [
-        f"run {run.run_id}  agent {run.agent}"
-        + (f"  (replay of {run.replay_of})" if run.replay_of else ""),
-        f"entrypoint  {run.entrypoint or '-'}",
-        f"versions    {versions}",
-        f"started     {fmt_ts(run.started_ms)} UTC  latency {fmt_ms(run.latency_ms)}",
-        f"input       sha {_short(run.input_sha, full)}   output sha {_short(run.output_sha, full)}",
-        f"usage       {u.tokens_in} tokens in, {u.tokens_out} out, ${u.cost_usd:.4f}, {run.tool_calls} tool calls",
-        "",
-    ]
-    rows = []
-    sizes: dict[int, int] = {}
-    opened: set[int] = set()
-    for e in steps:
-        if e.concurrent_group is not None:
-            sizes[e.concurrent_group] = sizes.get(e.concurrent_group, 0) + 1
-    for e in steps:
-        indent = "  " if e.parent_step_id is not None else ""
-        # Parallel calls: a bracket over the steps of one concurrent group (compared as a set).
-        group = e.concurrent_group if sizes.get(e.concurrent_group or 0, 0) > 1 else None
-        if group is not None:
-            indent += "│ " if group in opened else "┌ "
-            opened.add(group)
-        rows.append(
-            [
-                str(e.step_id),
-                "model" if e.kind == "model_result" else "tool",
-                indent + (e.tool or "-"),
-                _short(e.args_sha, full),
-                e.status or "-",
-                e.error or "",
-                str(e.duration_ms or 0),
-                _short(e.output_sha, full),
-            ]
-        )
-        if (
-            http is not None
-        ):  # HTTP requests made under this step (http=True runs): a retry storm shows here
-            rows[-1].append(f"×{http[e.step_id]}" if http.get(e.step_id) else "")
-    header = ["step", "kind", "tool", "args_sha", "status", "error", "ms", "output_sha"]
-    if rows:
-        out.append(table(header + (["http"] if http is not None else []), rows, right={0, 6}))
+        echo_json(timeline.to_json(events))
     else:
-        out.append("(no tool or model calls)")
-    if http is not None:
-        outside = http.get(None, 0)
-        total = sum(http.values())
-        out.append(
-            f"http        {total} request{'' if total == 1 else 's'} recorded"
-            + (f", {outside} outside tool steps" if outside else "")
-        )
-    if sizes:
-        n = sum(1 for v in sizes.values() if v > 1)
-        out.append(
-            f"concurrent  {n} group(s) of parallel calls (┌ │), each compared as a set by replay"
-        )
-    repeats: dict[tuple[str | None, str | None], list[int]] = {}
-    for e in steps:
-        repeats.setdefault((e.tool, e.args_sha), []).append(e.step_id or 0)
-    dup = [(k, v) for k, v in repeats.items() if len(v) > 1]
-    if dup:
-        out.append("")
-        for (tool, sha), ids in dup:
-            out.append(
-                f"repeated    {tool} with the same args {len(ids)}x (steps {', '.join(map(str, ids))})"
-            )
-    if run.stop_inferred:
-        where = f"process {run.pid} on {run.host or 'an unknown host'}"
-        out += ["", f"stop        killed (inferred: no stop event, and {where} is gone)"]
-    else:
-        out += ["", f"stop        {run.stop_reason or '(no stop event yet: still running)'}"]
-    click.echo("\n".join(out))
+        click.echo(timeline.render(full=full))
 
 
-def _stop_text(run: Any) -> str:
+def _stop_text(run: Run) -> str:
     if run.stop_inferred:
         return "killed (inferred)"
     return str(run.stop_reason or "(running)")
@@ -371,8 +263,6 @@ def _stop_text(run: Any) -> str:
 
 def _refuse_expired(store: Any, run: Any, action: str, allow: bool) -> None:
     """Exit 2 naming the steps whose outputs were pruned, unless --allow-expired (then warn)."""
-    from replay.errors import ExpiredSnapshotsError
-
     steps = store.expired_steps(run)
     if not steps:
         return
@@ -479,46 +369,19 @@ def scan(paths: tuple[str, ...], db: str, as_json: bool, deep: bool | None) -> N
 
         replay scan cassettes/ replay.db
     """
-    from replay.processors import heavy_detector, heavy_settings, scan_json_file, scan_sqlite
+    from replay.scan import ScanInputError, heavy_detector, scan_paths
 
     available = heavy_detector() is not None
     if deep and not available:
         raise BadInput(
             "--deep needs detect-secrets: pip install 'agent-replay[scan]' (or drop --deep)"
         )
-    heavy = available if deep is None else deep
-
     targets = list(paths) or [p for p in (db, "cassettes") if os.path.exists(p)]
-    if not targets:
-        raise BadInput(
-            "nothing to scan: name a store or cassette files (replay scan cassettes/ replay.db)"
-        )
-    files: list[Path] = []
-    for t in targets:
-        p = Path(t)
-        if not p.exists():
-            raise BadInput(f"{t}: no such file or folder")
-        files.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
-    hits = []
-    unreadable: list[str] = []
-    with heavy_settings() if heavy else contextlib.nullcontext():
-        for f in files:
-            try:
-                with open(f, "rb") as fh:
-                    is_sqlite = fh.read(16) == b"SQLite format 3\x00"
-                hits.extend(
-                    scan_sqlite(f, heavy=heavy) if is_sqlite else scan_json_file(f, heavy=heavy)
-                )
-            except (OSError, ReplayError, ValueError, RecursionError, sqlite3.Error) as exc:
-                # "Could not read" is not "secrets found": name the file, go on, exit 2 at the end.
-                why = (
-                    exc.strerror
-                    if isinstance(exc, OSError) and exc.strerror
-                    else type(exc).__name__
-                )
-                if isinstance(exc, ReplayError):
-                    why = str(exc)
-                unreadable.append(f"{f}: could not read ({why})")
+    try:
+        result = scan_paths(targets, heavy=available if deep is None else deep)
+    except ScanInputError as exc:
+        raise BadInput(str(exc)) from None
+    files, hits, unreadable = result.files, result.hits, result.unreadable
     if as_json:
         echo_json([{"file": str(h.file), "location": h.location, "rule": h.rule} for h in hits])
     else:
@@ -611,7 +474,8 @@ def export(
     type=click.Choice(["cassette", "otlp"]),
     default="cassette",
     show_default=True,
-    help="cassette: agent-replay cassettes; otlp: OTLP JSON traces (OpenInference, OpenLLMetry, OTel GenAI).",
+    help="cassette: agent-replay cassettes; "
+    "otlp: OTLP JSON traces (OpenInference, OpenLLMetry, OTel GenAI).",
 )
 def import_(files: tuple[str, ...], db: str, fmt: str) -> None:
     """Load cassettes (or OTLP JSON traces) into a store (importing one twice adds nothing).
@@ -675,7 +539,7 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
 
         replay diff r_01jd2k8... cassettes/r_01jd2m1....json
     """
-    from replay.diff import IgnoreRules, diff_traces
+    from replay.diff import diff_traces
     from replay.replayer import load_recording
 
     if as_json and markdown:
@@ -690,25 +554,121 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
     sys.exit(0 if d.is_empty else 1)
 
 
+def _pct_option(flag: str, what: str) -> Any:
+    return click.option(
+        flag,
+        type=click.FloatRange(min=0),
+        default=DEFAULT_MAX_DELTA_PCT,
+        show_default=True,
+        metavar="PCT",
+        help=f"A replay whose {what} grew by more than PCT percent diverges "
+        "(a decrease never does).",
+    )
+
+
+#: ``replay run``'s what-if options (`replay.faults`, `replay.flaky`): ``--fault`` and
+#: ``--repeat`` are `RunOptions` fields; ``--flaky`` / ``--quarantine`` judge a repeat.
+_WHATIF_OPTIONS = [
+    click.option(
+        "--fault",
+        "faults",
+        multiple=True,
+        metavar="TOOL=FAULT",
+        help="Replay under this fault (timeout, connect, 429, 503, malformed, drift, slow; e.g. "
+        "http.get=429:retry-after=2@first:2); one replay per --fault, a,b for two at once. "
+        "Exit 1 when the agent does not cope (raises or stops with error).",
+    ),
+    click.option(
+        "--repeat",
+        type=click.IntRange(min=1),
+        default=1,
+        help="Replay each run K times; exit 1 when the step sequences differ (flaky).",
+    ),
+    click.option(
+        "--flaky",
+        "flaky_policy",
+        type=click.Choice(["fail", "warn"]),
+        default="fail",
+        show_default=True,
+        help="With --repeat: what a flaky run does to the exit code.",
+    ),
+    click.option(
+        "--quarantine",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="With --repeat: run ids or cassette names (one a line) whose flakiness only warns.",
+    ),
+]
+
+
+def _run_options(f: Any) -> Any:
+    """The options of how each recording is replayed: the fields of `replay.batch.RunOptions`.
+
+    An option whose name is a `RunOptions` field reaches `replay_run` as it is (see
+    `_batch_options`): a new replay mode adds its field there and its option here.
+    """
+    for option in reversed(
+        [
+            click.option(
+                "--agent",
+                "agent_opt",
+                default=None,
+                help="module:function to replay instead of the recorded entrypoint; "
+                "with --last, a plain NAME filters by agent name.",
+            ),
+            click.option(
+                "--replay-agent",
+                "agents",
+                multiple=True,
+                metavar="MODULE[:FN]",
+                help="A module whose @rec.agent functions replays may call (repeatable). A "
+                "recording is data: its entrypoint is imported only when pyproject.toml's "
+                "[tool.agent-replay] agents lists its module.",
+            ),
+            click.option(
+                "--ignore", multiple=True, help="tool:NAME, field:NAME or output:PATH (repeatable)."
+            ),
+            click.option(
+                "--record-to",
+                default=None,
+                type=click.Path(dir_okay=False),
+                help="Keep the replayed runs in this store (replay_of set) for `replay show`.",
+            ),
+            click.option(
+                "--clock",
+                type=click.Choice(["recorded", "real"]),
+                default="recorded",
+                show_default=True,
+                help="The agent's wall clock: the recorded run's time, or the real one.",
+            ),
+            click.option(
+                "--match",
+                "match",
+                multiple=True,
+                metavar="TOOL=sequence|TOOL=ignore:ARG[,ARG]",
+                help="Answer TOOL's calls from the recording even when their args changed "
+                "(repeatable).",
+            ),
+            click.option(
+                "--live",
+                multiple=True,
+                metavar="GLOB",
+                help="Run these tools/models for real (names or globs, repeatable); marked in "
+                "the diff.",
+            ),
+            _pct_option("--max-token-delta-pct", "tokens"),
+            _pct_option("--max-spend-delta-pct", "spend (cost_usd)"),
+            *_WHATIF_OPTIONS,
+        ]
+    ):
+        f = option(f)
+    return f
+
+
 @cli.command("run")
 @click.argument("sources", nargs=-1)
 @db_option
-@click.option(
-    "--agent",
-    "agent_opt",
-    default=None,
-    help="module:function to replay instead of the recorded entrypoint; "
-    "with --last, a plain NAME filters by agent name.",
-)
-@click.option(
-    "--replay-agent",
-    "agent_refs",
-    multiple=True,
-    metavar="MODULE[:FN]",
-    help="A module whose @rec.agent functions replays may call (repeatable). A recording is "
-    "data: its entrypoint is imported only when pyproject.toml's [tool.agent-replay] "
-    "agents lists its module.",
-)
+@_run_options
 @click.option(
     "--last",
     type=click.IntRange(min=1),
@@ -718,7 +678,6 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
 @click.option(
     "--stop-reason", default=None, help="With --last: only runs that stopped for this reason."
 )
-@click.option("--ignore", multiple=True, help="tool:NAME, field:NAME or output:PATH (repeatable).")
 @click.option(
     "--report",
     "report_path",
@@ -726,83 +685,28 @@ def diff(a: str, b: str, db: str, ignore: tuple[str, ...], as_json: bool, markdo
     type=click.Path(dir_okay=False),
     help="Write a report: .json, .md or .xml (JUnit) by suffix.",
 )
-@click.option(
-    "--record-to",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Keep the replayed runs in this store (replay_of set) for `replay show`.",
-)
-@click.option(
-    "--clock",
-    type=click.Choice(["recorded", "real"]),
-    default="recorded",
-    show_default=True,
-    help="The agent's wall clock: the recorded run's time, or the real one.",
-)
-# ---- what-if options (replay.faults, replay.flaky) ----
-@click.option(
-    "--fault",
-    "faults",
-    multiple=True,
-    metavar="TOOL=FAULT",
-    help="Replay under this fault (timeout, connect, 429, 503, malformed, drift, slow; e.g. "
-    "http.get=429:retry-after=2@first:2); one replay per --fault, a,b for two at once. "
-    "Exit 1 when the agent does not cope (raises or stops with error).",
-)
-@click.option(
-    "--repeat",
-    type=click.IntRange(min=1),
-    default=1,
-    help="Replay each run K times; exit 1 when the step sequences differ (flaky).",
-)
-@click.option(
-    "--flaky",
-    "flaky_policy",
-    type=click.Choice(["fail", "warn"]),
-    default="fail",
-    show_default=True,
-    help="With --repeat: what a flaky run does to the exit code.",
-)
-@click.option(
-    "--quarantine",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="With --repeat: run ids or cassette names (one a line) whose flakiness only warns.",
-)
-# ---- end of the what-if options ----
 @json_option
 @click.option("--markdown", is_flag=True, help="Print Markdown (for a CI comment).")
 def run_cmd(
     sources: tuple[str, ...],
     db: str,
-    agent_opt: str | None,
-    agent_refs: tuple[str, ...],
     last: int | None,
     stop_reason: str | None,
-    ignore: tuple[str, ...],
     report_path: str | None,
-    record_to: str | None,
-    clock: str,
-    faults: tuple[str, ...],
-    repeat: int,
-    flaky_policy: str,
-    quarantine: str | None,
     as_json: bool,
     markdown: bool,
+    **run_opts: Any,
 ) -> None:
     """Replay recorded runs against the code checked out now. Exit 1 if one diverges, 2 on error.
 
     SOURCES are run ids (or unique prefixes) and cassette files. --last N replays the N most
-    recent production runs: the mass replay before a deploy.
+    recent production runs: the mass replay before a deploy. A replay whose tokens or spend
+    grew past --max-token-delta-pct / --max-spend-delta-pct diverges, as in the pytest plugin.
 
     Example:
 
         replay run --last 50 --agent support-agent --report replay-report.md
     """
-    from replay.diff import IgnoreRules
-    from replay.replayer import replay_run
-    from replay.report import REPORT_SUFFIXES, Outcome, render_report, write_report
-
     if as_json and markdown:
         raise BadInput("--json and --markdown exclude each other: pick one")
     if report_path and Path(report_path).suffix.lower() not in REPORT_SUFFIXES:
@@ -811,100 +715,23 @@ def run_cmd(
         raise BadInput("name runs or cassettes to replay, or use --last N (replay run --last 20)")
     if stop_reason and last is None:
         raise BadInput("--stop-reason filters --last: add --last N")
-    if record_to and os.path.abspath(record_to) == os.path.abspath(db):
-        raise BadInput(
-            f"--record-to {record_to} is the store being replayed: name another file (e.g. replays.db)"
-        )
-    try:
-        rules = IgnoreRules.parse(list(ignore))
-    except ValueError as exc:
-        raise BadInput(str(exc)) from exc
-    # Agent modules the project names are imported from the folder `replay` runs in, as
-    # `python -m` would (a console script does not put it on sys.path).
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    entry = agent_opt if agent_opt and ":" in agent_opt else None
-    agent_name = agent_opt if agent_opt and ":" not in agent_opt else None
-    if agent_name and last is None:
-        raise BadInput(
-            f"--agent {agent_name!r} is not module:function; a plain agent name filters --last N"
-        )
-    targets = list(sources)
-    if last is not None:
-        store = open_store(db)
-        try:
-            if agent_name and agent_name not in store.agents():
-                raise BadInput(
-                    f"no agent {agent_name!r} in {db}; agents: {', '.join(store.agents()) or '(none)'}"
-                )
-            recent = store.runs(agent=agent_name, stop_reason=stop_reason, limit=last)
-        finally:
-            store.close()
-        if not recent:
-            raise BadInput(f"no recorded runs match in {db}")
-        targets += [r.run_id for r in recent]
-    outcomes: list[Outcome] = []
-    whatif = _whatif(faults, repeat, flaky_policy, quarantine)
+    options, gates, agent_name = _batch_options(db, run_opts, last)
+    targets = list(sources) + _recent(db, last, agent_name, stop_reason)
+    judging = _whatif_judging(run_opts) if options.whatif else {}
     show_progress = len(targets) > 1 and not as_json
     with (
-        click.progressbar(targets, label="replaying", file=sys.stderr, show_pos=True)
+        click.progressbar(length=len(targets), label="replaying", file=sys.stderr, show_pos=True)
         if show_progress
-        else _nullbar(targets) as bar
-    ):
-        for src in bar:
-            if whatif:  # what-if: replay.faults, replay.flaky
-                outcomes += whatif(
-                    src,
-                    agent=entry,
-                    db=db,
-                    ignore=rules,
-                    record_to=record_to,
-                    clock=clock,
-                    agents=list(agent_refs),
-                    project=os.getcwd(),
-                )
-                continue
-            t0 = time.perf_counter()
-            try:
-                res = replay_run(
-                    src,
-                    agent=entry,
-                    db=db,
-                    ignore=rules,
-                    record_to=record_to,
-                    clock=clock,
-                    agents=list(agent_refs),
-                    project=os.getcwd(),
-                )
-                o = Outcome(
-                    src,
-                    res.recorded.run_id,
-                    "matched" if res.diff.is_empty else "diverged",
-                    res.diff,
-                )
-            except (ReplayError, ValueError, ImportError) as exc:
-                o = Outcome(src, None, "error", error=str(exc))
-            o.seconds = time.perf_counter() - t0
-            outcomes.append(o)
+        else contextlib.nullcontext()
+    ) as bar:
+        on_done = (lambda _: bar.update(1)) if bar else None
+        if options.whatif:
+            outcomes = replay_whatif(targets, options, **judging, on_done=on_done)
+        else:
+            outcomes = replay_batch(targets, options, gates, on_done=on_done)
     if report_path:
         write_report(outcomes, report_path)
-    if as_json:
-        click.echo(render_report(outcomes, "json"))
-    elif len(outcomes) == 1 and outcomes[0].diff is not None and whatif is None:
-        _render(outcomes[0].diff, False, markdown)
-    elif markdown:
-        click.echo(render_report(outcomes, "markdown"))
-    else:
-        for o in outcomes:
-            click.echo(o.summary())
-        if record_to:
-            click.echo(f"replayed runs kept in {record_to}: replay runs --replays --db {record_to}")
-        n = len(outcomes)
-        click.echo(
-            f"{n} run(s) replayed: {sum(o.status == 'matched' for o in outcomes)} matched, "
-            f"{sum(o.status == 'diverged' for o in outcomes)} diverged, "
-            f"{sum(o.status == 'error' for o in outcomes)} errors"
-        )
+    _print_outcomes(outcomes, as_json, markdown, options.record_to, diff=not options.whatif)
     if len(outcomes) == 1 and outcomes[0].status == "error":
         click.echo(f"Error: {outcomes[0].error}", err=True)
     if any(o.status == "error" for o in outcomes):
@@ -912,57 +739,106 @@ def run_cmd(
     sys.exit(1 if any(o.status == "diverged" for o in outcomes) else 0)
 
 
-def _whatif(faults: tuple[str, ...], repeat: int, policy: str, quarantine: str | None) -> Any:
-    """The replays of one source under ``--fault`` / ``--repeat`` (None: neither given)."""
-    if not faults and repeat == 1:
-        return None
-    from replay.faults import expand, fault_outcome, parse_faults
-    from replay.flaky import load_quarantine, repeat_outcome
-
+def _batch_options(
+    db: str, run_opts: dict[str, Any], last: int | None
+) -> tuple[RunOptions, list[UsageGate], str | None]:
+    """`replay run`'s replay options and gates from its flags; the agent name --last filters by."""
+    record_to = run_opts["record_to"]
+    if record_to and os.path.abspath(record_to) == os.path.abspath(db):
+        raise BadInput(
+            f"--record-to {record_to} is the store being replayed: "
+            "name another file (e.g. replays.db)"
+        )
     try:
-        specs = expand(list(faults))
-        for spec in specs:
-            parse_faults(spec)
-        listed = load_quarantine(quarantine) if quarantine else None
+        rules = IgnoreRules.parse(list(run_opts["ignore"]))
+        match = parse_match_options(run_opts.pop("match", ()))
+        check_faults(run_opts["faults"])
+    except ValueError as exc:
+        raise BadInput(str(exc)) from exc
+    agent_opt = run_opts["agent_opt"]
+    entry = agent_opt if agent_opt and ":" in agent_opt else None
+    agent_name = agent_opt if agent_opt and ":" not in agent_opt else None
+    if agent_name and last is None:
+        raise BadInput(
+            f"--agent {agent_name!r} is not module:function; a plain agent name filters --last N"
+        )
+    # Agent modules the project names are imported from the folder `replay` runs in.
+    ensure_importable(os.getcwd(), first=True)
+    fields = {f.name for f in dataclasses.fields(RunOptions)} - {"agent", "db", "ignore", "project"}
+    as_given: dict[str, Any] = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in run_opts.items() if k in fields
+    }
+    options = RunOptions(
+        **as_given, agent=entry, db=db, ignore=rules, match=match, project=os.getcwd()
+    )
+    gates = usage_gates(run_opts["max_token_delta_pct"], run_opts["max_spend_delta_pct"])
+    return options, gates, agent_name
+
+
+def _whatif_judging(run_opts: dict[str, Any]) -> dict[str, Any]:
+    """How a what-if replay is judged: the --flaky policy and the --quarantine list."""
+    from replay.flaky import load_quarantine
+
+    path = run_opts["quarantine"]
+    try:
+        listed = load_quarantine(path) if path else None
     except ReplayError as exc:
         raise BadInput(str(exc)) from exc
-
-    def run(src: str, **kw: Any) -> list[Any]:
-        if repeat > 1:
-            return [
-                repeat_outcome(src, repeat, policy=policy, quarantine=listed, faults=f, **kw)
-                for f in (specs or [""])
-            ]
-        return [fault_outcome(src, f, **kw) for f in specs]
-
-    return run
+    return {"policy": run_opts["flaky_policy"], "quarantine": listed}
 
 
-class _nullbar:
-    def __init__(self, items: list[str]) -> None:
-        self.items = items
-
-    def __enter__(self) -> list[str]:
-        return self.items
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
-def _register() -> None:
-    from replay.cli_monitor import alerts, metrics, stats
-    from replay.cli_otel import otel_export
-    from replay.cli_view import view
-    from replay.demo import demo
-
-    for cmd in (stats, alerts, metrics, demo, view, otel_export):
-        cli.add_command(cmd)
-    from replay.cli_review import review_cmd  # what-if: replay.review
-
-    cli.add_command(review_cmd)
+def _recent(db: str, last: int | None, agent: str | None, stop_reason: str | None) -> list[str]:
+    """The run ids of the `last` most recent runs (of `agent`, stopped for `stop_reason`)."""
+    if last is None:
+        return []
+    store = open_store(db)
+    try:
+        if agent and agent not in store.agents():
+            raise BadInput(
+                f"no agent {agent!r} in {db}; agents: {', '.join(store.agents()) or '(none)'}"
+            )
+        recent = store.runs(agent=agent, stop_reason=stop_reason, limit=last)
+    finally:
+        store.close()
+    if not recent:
+        raise BadInput(f"no recorded runs match in {db}")
+    return [r.run_id for r in recent]
 
 
-_register()
+def _print_outcomes(
+    outcomes: list[Outcome],
+    as_json: bool,
+    markdown: bool,
+    record_to: str | None,
+    *,
+    diff: bool = True,
+) -> None:
+    """The outcomes as JSON, Markdown or lines; one replay's diff in full unless `diff` is False
+    (a what-if replay prints its verdict line)."""
+    if as_json:
+        click.echo(render_report(outcomes, "json"))
+    elif diff and len(outcomes) == 1 and outcomes[0].diff is not None:
+        only = outcomes[0]
+        if only.status == "diverged" and only.diff is not None and only.diff.is_empty:
+            # Only a usage gate broke: the diff alone would read "matches".
+            click.echo(
+                f"replay of {only.run_id} broke a usage gate (same steps, stop reason and output)"
+            )
+        _render(only.diff, False, markdown)
+        if only.note:
+            click.echo(f"usage gate: {only.note}")
+    elif markdown:
+        click.echo(render_report(outcomes, "markdown"))
+    else:
+        for o in outcomes:
+            click.echo(o.summary())
+        if record_to:
+            click.echo(f"replayed runs kept in {record_to}: replay runs --replays --db {record_to}")
+        click.echo(summary_line(outcomes))
+
+
+for _command in (stats, alerts, metrics, demo, view, otel_export, review_cmd):
+    cli.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover
     cli()

@@ -7,6 +7,7 @@ Thin shells over `replay.stats`, `replay.alerts`, `replay.metrics` and `replay.d
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import threading
@@ -16,27 +17,18 @@ from typing import Any
 
 import click
 
-from replay._cli_util import BadInput, db_option, echo_json, json_option, open_store
-from replay.stats import InvalidDurationError, UnknownAgentError, format_duration, parse_duration
+from replay._cli_util import (
+    BadInput,
+    db_option,
+    duration_ms,
+    echo_json,
+    json_option,
+    open_store,
+)
+from replay.alerts import REGISTRY as ALERT_RULES
+from replay.stats import UnknownAgentError, format_duration
 
 __all__ = ["alerts", "metrics", "stats"]
-
-
-def _duration(text: str, option: str) -> int:
-    try:
-        ms = parse_duration(text, option)
-    except InvalidDurationError as exc:
-        raise BadInput(str(exc)) from exc
-    except OverflowError:
-        raise BadInput(
-            f"{option} {text[:40]!r} is too large: give a window like 7d or 52w"
-        ) from None
-    if ms > _now_ms():  # further back than 1970: no run can be there, and SQLite cannot bind it
-        raise BadInput(
-            f"{option} {text[:40]!r} reaches back before 1970: give a window like 7d or 52w"
-            + (", or 'all'" if option == "--since" else "")
-        )
-    return ms
 
 
 def _share(text: str, option: str) -> float:
@@ -106,19 +98,11 @@ def stats(
     """
     from replay.stats import format_stats, format_stats_table, stats_for_store
 
-    if plot_path is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            from replay.dashboard import PlotDependencyError
+    if plot_path is not None and importlib.util.find_spec("matplotlib") is None:
+        from replay.dashboard import PlotDependencyError
 
-            raise BadInput(str(PlotDependencyError())) from None
-    since_ms: int | None
-    if since.strip().lower() == "all":
-        since_ms, label = None, "in the store"
-    else:
-        window = _duration(since, "--since")
-        since_ms, label = _now_ms() - window, f"in the last {format_duration(window)}"
+        raise BadInput(str(PlotDependencyError()))
+    since_ms, label = _window(since)
     chart_by = by or (
         "hour" if since_ms is not None and _now_ms() - since_ms <= 2 * 86_400_000 else "day"
     )
@@ -134,28 +118,13 @@ def stats(
         )
     except UnknownAgentError as exc:
         raise BadInput(str(exc)) from exc
-
     written: list[str] = []
     if report.stats.runs and (html_path or plot_path):
-        from replay import dashboard
-
         who = f"agent {agent!r}" if agent else "all agents"
         subtitle = f"{report.stats.runs} runs {label}, {who}; store {db}"
-        if html_path:
-            links = _write_run_pages(db, html_path, since_ms, agent)
-            dashboard.write_html(
-                html_path,
-                report.buckets,
-                by=chart_by,
-                subtitle=subtitle,
-                overall=report.stats,
-                runs=links,
-            )
-            written.append(html_path)
-        if plot_path:
-            dashboard.write_png(plot_path, report.buckets, by=chart_by)
-            written.append(plot_path)
-
+        written = _write_charts(
+            report, db, (html_path, plot_path), chart_by, subtitle, since_ms, agent
+        )
     if as_json:
         d = report.to_dict()
         if not by:
@@ -178,12 +147,47 @@ def stats(
         click.echo(f"\nwrote {path}")
 
 
+def _window(since: str) -> tuple[int | None, str]:
+    """`--since` as (start in epoch ms, or None for 'all'; the words that name the window)."""
+    if since.strip().lower() == "all":
+        return None, "in the store"
+    window = duration_ms(since, "--since", all_ok=True)
+    return _now_ms() - window, f"in the last {format_duration(window)}"
+
+
+def _write_charts(
+    report: Any,
+    db: str,
+    paths: tuple[str | None, str | None],
+    by: str,
+    subtitle: str,
+    since_ms: int | None,
+    agent: str | None,
+) -> list[str]:
+    """Write the HTML dashboard (with its run pages) and the PNG charts; the paths written."""
+    from replay import dashboard
+
+    html_path, plot_path = paths
+    written = []
+    if html_path:
+        links = _write_run_pages(db, html_path, since_ms, agent)
+        dashboard.write_html(
+            html_path, report.buckets, by=by, subtitle=subtitle, overall=report.stats, runs=links
+        )
+        written.append(html_path)
+    if plot_path:
+        dashboard.write_png(plot_path, report.buckets, by=by)
+        written.append(plot_path)
+    return written
+
+
 def _write_run_pages(
     db: str, html_path: str, since_ms: int | None, agent: str | None, n: int = 10
 ) -> list[Any]:
     """Write the run pages the dashboard links to (the runs with the most tool calls, the slowest).
 
-    They go to ``<dashboard stem>-runs/RUN_ID.html`` next to the dashboard; returns its `RunLink` rows.
+    They go to ``<dashboard stem>-runs/RUN_ID.html`` next to the dashboard; returns its `RunLink`
+    rows.
     """
     from replay.dashboard import RunLink
     from replay.replayer import load_recording
@@ -210,8 +214,8 @@ def _write_run_pages(
     folder = html.parent / f"{html.stem}-runs"
     if not html.parent.is_dir():
         raise BadInput(
-            f"--html {html_path}: No such file or directory: its folder {html.parent} does not exist; "
-            "create it or write the dashboard elsewhere"
+            f"--html {html_path}: No such file or directory: its folder {html.parent} does not "
+            "exist; create it or write the dashboard elsewhere"
         )
     if folder.is_symlink():
         raise BadInput(
@@ -327,16 +331,7 @@ def _write_run_pages(
     "--disable",
     "disabled",
     multiple=True,
-    type=click.Choice(
-        [
-            "tool_calls_p95",
-            "spend_per_run",
-            "latency_p95",
-            "loop_detected",
-            "tool_timeout",
-            "retries",
-        ]
-    ),
+    type=click.Choice(list(ALERT_RULES)),
     help="Do not judge this rule (repeatable).",
 )
 def alerts(
@@ -369,8 +364,8 @@ def alerts(
     """
     from replay.alerts import AlertRules, alerts_for_store, format_result
 
-    window_ms = _duration(window, "--window")
-    baseline_ms = _duration(baseline, "--baseline")
+    window_ms = duration_ms(window, "--window")
+    baseline_ms = duration_ms(baseline, "--baseline")
     for name, v in (
         ("--tool-calls-ratio", tool_calls_ratio),
         ("--spend-ratio", spend_ratio),
@@ -395,6 +390,7 @@ def alerts(
         else _share(retry_baseline_max, "--retry-baseline-max"),
         retry_current_min=_share(retry_current_min, "--retry-current-min"),
         worst_runs=worst,
+        disabled=frozenset(off),
     )
     store = open_store(db)
     try:
@@ -478,8 +474,12 @@ def metrics(
     """
     from replay.metrics import MetricsDependencyError, PrometheusExporter, serve_store
 
-    since_ms = None if since.strip().lower() == "all" else _now_ms() - _duration(since, "--since")
-    interval_s = _duration(interval, "--interval") / 1000
+    since_ms = (
+        None
+        if since.strip().lower() == "all"
+        else _now_ms() - duration_ms(since, "--since", all_ok=True)
+    )
+    interval_s = duration_ms(interval, "--interval") / 1000
     store = open_store(db)
     try:
         if once:

@@ -7,19 +7,23 @@ Thin shells over `replay.otel` (export, needs the ``otel`` extra) and `replay.ot
 from __future__ import annotations
 
 import json
-import time
 import urllib.parse
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from replay._cli_util import BadInput, db_option, open_store
+from replay._cli_util import BadInput, db_option, open_store, since_ms
 from replay.errors import CassetteDecodeError, ReplayError
+
+if TYPE_CHECKING:
+    from replay.store import Store
 
 __all__ = ["import_otlp_files", "otel_export"]
 
 
 def _where(url: str | None) -> str:
-    """The collector to name in output: scheme://host[:port] only (no credentials, path or query)."""
+    """The collector to name in output: scheme://host[:port] only (no credentials, path or
+    query)."""
     if not url:
         return "the endpoint of $OTEL_EXPORTER_OTLP_ENDPOINT (default http://localhost:4318)"
     parts = urllib.parse.urlsplit(url)
@@ -28,7 +32,8 @@ def _where(url: str | None) -> str:
 
 
 def import_otlp_files(files: tuple[str, ...], db: str) -> None:
-    """`replay import --format otlp FILE...`: read every file first, then write (a bad file changes nothing)."""
+    """`replay import --format otlp FILE...`: read every file first, then write (a bad file changes
+    nothing)."""
     from replay.otlp_import import load_otlp
 
     for f in files:
@@ -65,6 +70,44 @@ def _headers(items: tuple[str, ...]) -> dict[str, str]:
             )
         out[name.strip()] = value.strip()
     return out
+
+
+def _exporter(
+    endpoint: str | None, hdrs: dict[str, str], timeout: float, content: bool, to_file: bool
+) -> tuple[Any, Any]:
+    """The exporter (and, for --file, the in-memory span exporter it writes into)."""
+    from replay.otel import OtelDependencyError, OtelExporter
+
+    memory = None
+    try:
+        if to_file:
+            from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+            memory = InMemorySpanExporter()
+        exporter = OtelExporter(
+            endpoint,
+            headers=hdrs or None,
+            timeout=timeout,
+            batch=False,
+            metrics=False,
+            include_content=content,
+            warn=False,
+            span_exporter=memory,
+        )
+    except (OtelDependencyError, ImportError) as exc:
+        raise BadInput(str(OtelDependencyError())) from exc
+    return exporter, memory
+
+
+def _find_runs(store: Store, run_ids: tuple[str, ...]) -> list[str]:
+    """The full ids of the runs named (unique prefixes work), or exit 2 naming the one missing."""
+    ids = []
+    for r in run_ids:
+        try:
+            ids.append(store.find_run(r).run_id)
+        except ReplayError as exc:
+            raise BadInput(str(exc)) from exc
+    return ids
 
 
 @click.command("otel-export")
@@ -134,46 +177,11 @@ def otel_export(
         raise BadInput(
             "--file writes the spans to a file instead of sending them: drop --endpoint/--header"
         )
-    from replay.otel import OtelDependencyError, OtelExporter
-
-    since_ms = None
-    if since:
-        from replay.stats import InvalidDurationError, parse_duration
-
-        try:
-            since_ms = int(time.time() * 1000) - parse_duration(since, "--since")
-        except InvalidDurationError as exc:
-            raise BadInput(str(exc)) from exc
-    hdrs = _headers(headers)
-    memory = None
-    try:
-        if out_file:
-            from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-            memory = InMemorySpanExporter()
-        exporter = OtelExporter(
-            endpoint,
-            headers=hdrs or None,
-            timeout=timeout,
-            batch=False,
-            metrics=False,
-            include_content=content,
-            warn=False,
-            span_exporter=memory,
-        )
-    except (OtelDependencyError, ImportError) as exc:
-        raise BadInput(str(OtelDependencyError())) from exc
+    exporter, memory = _exporter(endpoint, _headers(headers), timeout, content, bool(out_file))
     store = open_store(db)
     try:
-        ids = None
-        if run_ids:
-            ids = []
-            for r in run_ids:
-                try:
-                    ids.append(store.find_run(r).run_id)
-                except ReplayError as exc:
-                    raise BadInput(str(exc)) from exc
-        n = exporter.export_store(store, run_ids=ids, since_ms=since_ms, agent=agent)
+        ids = _find_runs(store, run_ids) if run_ids else None
+        n = exporter.export_store(store, run_ids=ids, since_ms=since_ms(since), agent=agent)
     finally:
         store.close()
         exporter.shutdown()
@@ -192,8 +200,8 @@ def otel_export(
     where = _where(endpoint)
     if exporter.failed:
         click.echo(
-            f"sent {n} run(s) to {where}: {exporter.failed} of {exporter.sent} span(s) were not accepted "
-            "(is the collector up? run the same command again: span ids are stable)",
+            f"sent {n} run(s) to {where}: {exporter.failed} of {exporter.sent} span(s) were not "
+            "accepted (is the collector up? run the same command again: span ids are stable)",
             err=True,
         )
         raise SystemExit(1)

@@ -14,6 +14,7 @@ import click
 
 from replay._cli_util import BadInput, echo_json
 from replay.errors import ReplayError
+from replay.models import is_step
 
 __all__ = ["show_detail"]
 
@@ -34,7 +35,8 @@ def _fit(text: str, width: int) -> str:
 
 
 def _load(run_id: str, db: str) -> tuple[Any, dict[str, Any]]:
-    """The recording and its stored redacted args by args_sha (runs recorded with store_args='redacted')."""
+    """The recording and its stored redacted args by args_sha (runs recorded with
+    store_args='redacted')."""
     from replay.replayer import load_recording
     from replay.store import Store
 
@@ -58,7 +60,7 @@ def _load(run_id: str, db: str) -> tuple[Any, dict[str, Any]]:
 
 
 def _steps(rec: Any) -> list[Any]:
-    return [e for e in rec.events if e.kind in ("tool_result", "model_result")]
+    return [e for e in rec.events if is_step(e, nested=True)]
 
 
 def _output(rec: Any, e: Any) -> Any:
@@ -112,38 +114,8 @@ def show_detail(run_id: str, db: str, *, outputs: bool, step: int | None, as_jso
     rec, args = _load(run_id, db)
     steps = _steps(rec)
     if outputs:
-        if as_json:
-            echo_json(
-                {"run_id": rec.run.run_id, "steps": [_step_json(rec, e, args) for e in steps]}
-            )
-            return
-        width = shutil.get_terminal_size((100, 24)).columns
-        click.echo(
-            f"run {rec.run.run_id}  agent {_clean(rec.run.agent)}  ({len(steps)} steps; redacted outputs)"
-        )
-        tw = min(
-            max(
-                (
-                    len(_clean(e.tool or "-")) + (2 if e.parent_step_id is not None else 0)
-                    for e in steps
-                ),
-                default=4,
-            ),
-            24,
-        )
-        for e in steps:
-            out = _output(rec, e)
-            if e.status == "error" and isinstance(out, dict) and "message" in out:
-                text = f"{out.get('error', e.error)}: {out.get('message', '')}"
-            else:
-                text = "(not stored)" if out is _MISSING else _compact(out)
-            tool = ("  " if e.parent_step_id is not None else "") + _clean(e.tool or "-")
-            head = f"{e.step_id or 0:>4}  {_fit(tool, tw):<{tw}}  {(e.status or '-'):<6} "
-            click.echo(head + _fit(_clean(text), max(width - len(head), 10)))
-        if not steps:
-            click.echo("(no tool or model calls)")
+        _show_outputs(rec, steps, args, as_json)
         return
-
     found = [e for e in steps if e.step_id == step]
     if not found:
         ids = [e.step_id for e in steps if e.step_id is not None]
@@ -151,7 +123,50 @@ def show_detail(run_id: str, db: str, *, outputs: bool, step: int | None, as_jso
         raise BadInput(
             f"--step {step}: run {rec.run.run_id} has {have}; see `replay show {rec.run.run_id}`"
         )
-    e = found[0]
+    _show_step(rec, steps, found[0], args, as_json)
+
+
+def _show_outputs(rec: Any, steps: list[Any], args: dict[str, Any], as_json: bool) -> None:
+    """`--outputs`: one line per step with its redacted output, cut to the terminal width."""
+    if as_json:
+        echo_json({"run_id": rec.run.run_id, "steps": [_step_json(rec, e, args) for e in steps]})
+        return
+    width = shutil.get_terminal_size((100, 24)).columns
+    click.echo(
+        f"run {rec.run.run_id}  agent {_clean(rec.run.agent)}  "
+        f"({len(steps)} steps; redacted outputs)"
+    )
+    tw = min(
+        max(
+            (
+                len(_clean(e.tool or "-")) + (2 if e.parent_step_id is not None else 0)
+                for e in steps
+            ),
+            default=4,
+        ),
+        24,
+    )
+    for e in steps:
+        out = _output(rec, e)
+        if e.status == "error" and isinstance(out, dict) and "message" in out:
+            text = f"{out.get('error', e.error)}: {out.get('message', '')}"
+        else:
+            text = "(not stored)" if out is _MISSING else _compact(out)
+        tool = ("  " if e.parent_step_id is not None else "") + _clean(e.tool or "-")
+        head = f"{e.step_id or 0:>4}  {_fit(tool, tw):<{tw}}  {(e.status or '-'):<6} "
+        click.echo(head + _fit(_clean(text), max(width - len(head), 10)))
+    if not steps:
+        click.echo("(no tool or model calls)")
+
+
+def _pretty(value: Any) -> list[str]:
+    """`value` as indented JSON lines, each escaped for the terminal."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    return ["  " + _clean(ln) for ln in text.splitlines()]
+
+
+def _show_step(rec: Any, steps: list[Any], e: Any, args: dict[str, Any], as_json: bool) -> None:
+    """`--step N`: one step in full: args, output or error, the steps inside it, its HTTP."""
     d = _step_json(rec, e, args)
     mine, total = _http_of(rec, e.step_id)
     children = [c.step_id for c in steps if c.parent_step_id == e.step_id]
@@ -159,10 +174,7 @@ def show_detail(run_id: str, db: str, *, outputs: bool, step: int | None, as_jso
         out = d.get("output")
         if e.status == "error" and isinstance(out, dict):
             d["message"] = out.get("message")
-        d["http"] = mine
-        d["http_attempts"] = len(mine)
-        d["http_in_run"] = total
-        d["children"] = children
+        d.update(http=mine, http_attempts=len(mine), http_in_run=total, children=children)
         echo_json({"run_id": rec.run.run_id, "step": d})
         return
     lines = [
@@ -173,15 +185,7 @@ def show_detail(run_id: str, db: str, *, outputs: bool, step: int | None, as_jso
         f"args_sha    {e.args_sha or '-'}",
     ]
     if "args" in d:
-        lines += [
-            "args (redacted):",
-            *(
-                "  " + _clean(ln)
-                for ln in json.dumps(
-                    d["args"], indent=2, ensure_ascii=False, sort_keys=True, default=str
-                ).splitlines()
-            ),
-        ]
+        lines += ["args (redacted):", *_pretty(d["args"])]
     else:
         lines.append(
             "args        (only the hash is stored: record with store_args='redacted' to keep them)"
@@ -194,24 +198,23 @@ def show_detail(run_id: str, db: str, *, outputs: bool, step: int | None, as_jso
     elif not d["output_stored"]:
         lines.append("output      (not stored)")
     else:
-        lines += [
-            "output (redacted):",
-            *(
-                "  " + _clean(ln)
-                for ln in json.dumps(
-                    out, indent=2, ensure_ascii=False, sort_keys=True, default=str
-                ).splitlines()
-            ),
-        ]
+        lines += ["output (redacted):", *_pretty(out)]
     if children:
         lines.append(f"calls       steps {', '.join(map(str, children))} ran inside it")
-    if mine:
-        lines.append(f"http        {len(mine)} request(s) made under this step (redacted):")
-        lines += ["  " + _interaction_line(i, n, len(mine)) for n, i in enumerate(mine, 1)]
-    elif total and not all(isinstance(i, dict) and "step_id" in i for i in rec.http):
-        lines.append(
-            f"http        the run recorded {total} HTTP interaction(s), not attributed to steps"
-        )
-    elif total:
-        lines.append(f"http        none under this step ({total} in the run)")
+    lines += _http_lines(rec, mine, total)
     click.echo("\n".join(lines))
+
+
+def _http_lines(rec: Any, mine: list[dict[str, Any]], total: int) -> list[str]:
+    if mine:
+        return [
+            f"http        {len(mine)} request(s) made under this step (redacted):",
+            *("  " + _interaction_line(i, n, len(mine)) for n, i in enumerate(mine, 1)),
+        ]
+    if total and not all(isinstance(i, dict) and "step_id" in i for i in rec.http):
+        return [
+            f"http        the run recorded {total} HTTP interaction(s), not attributed to steps"
+        ]
+    if total:
+        return [f"http        none under this step ({total} in the run)"]
+    return []

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from replay._cli_util import BadInput, db_option
+from replay.batch import ensure_importable
 from replay.errors import ReplayError
 
 __all__ = ["build_page", "view"]
@@ -37,9 +38,9 @@ def build_page(
         raise BadInput(str(exc)) from exc
     other = diff = None
     if against == "replay":
-        # Agent modules the project names are imported from the working folder, as `replay run` does.
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())
+        # Agent modules the project names are imported from the working folder, as `replay run`
+        # does.
+        ensure_importable(os.getcwd(), first=True)
         try:
             res = replay_run(rec, db=db, agents=list(agent_refs), project=os.getcwd())
         except (ReplayError, ValueError, ImportError) as exc:
@@ -122,7 +123,8 @@ def _serve(html: str, port: int) -> None:
     "agent_refs",
     multiple=True,
     metavar="MODULE[:FN]",
-    help="With --against replay: a module whose @rec.agent functions the replay may call (repeatable).",
+    help="With --against replay: a module whose @rec.agent functions the replay may call "
+    "(repeatable).",
 )
 @click.option(
     "-o",
@@ -151,7 +153,7 @@ def view(
     serve: bool,
     port: int,
 ) -> None:
-    """Write the run page: a self-contained HTML file with the step waterfall and each step's output.
+    """Write the run page: a self-contained HTML file, the step waterfall and each step's output.
 
     RUN_ID may be a unique prefix or a cassette file. The page shows the versions, usage and stop
     reason, one bar per step (click it for its redacted output) and, with --against, the diff side

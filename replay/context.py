@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from replay.recorder import RunState
-    from replay.replayer import ReplaySession
+    from replay.replay_layer import ReplaySession
+    from replay.run_state import RunState
 
 __all__ = ["current_run_id", "propagate", "stop"]
 

@@ -8,6 +8,7 @@ A PNG of the same charts is written only when matplotlib happens to be installed
 from __future__ import annotations
 
 import datetime as _dt
+import importlib
 import math
 import os
 from collections.abc import Sequence
@@ -91,24 +92,29 @@ class _Chart:
             v = self.ymax * k / self.steps
             y = self.y(v)
             p.append(
-                f'<line x1="{_ML}" y1="{y:.1f}" x2="{_ML + self.pw}" y2="{y:.1f}" stroke="#e0e0e0"/>'
+                f'<line x1="{_ML}" y1="{y:.1f}" x2="{_ML + self.pw}" y2="{y:.1f}" '
+                'stroke="#e0e0e0"/>'
             )
             p.append(
-                f'<text x="{_ML - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" fill="#555">{_fmt(v)}</text>'
+                f'<text x="{_ML - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
+                f'fill="#555">{_fmt(v)}</text>'
             )
         p.append(
             f'<text x="14" y="{_MT + self.ph / 2:.1f}" font-size="11" fill="#555" '
-            f'transform="rotate(-90 14 {_MT + self.ph / 2:.1f})" text-anchor="middle">{escape(unit)}</text>'
+            f'transform="rotate(-90 14 {_MT + self.ph / 2:.1f})" '
+            f'text-anchor="middle">{escape(unit)}</text>'
         )
         step = max(1, math.ceil(self.n / 8))
         for i, b in enumerate(self.buckets):
             if i % step == 0:
                 p.append(
-                    f'<text x="{self.x(i):.1f}" y="{_MT + self.ph + 16}" text-anchor="middle" font-size="11" '
+                    f'<text x="{self.x(i):.1f}" y="{_MT + self.ph + 16}" text-anchor="middle" '
+                    'font-size="11" '
                     f'fill="#555">{escape(_label(b.start_ms, self.by))}</text>'
                 )
         p.append(
-            f'<line x1="{_ML}" y1="{_MT + self.ph}" x2="{_ML + self.pw}" y2="{_MT + self.ph}" stroke="#999"/>'
+            f'<line x1="{_ML}" y1="{_MT + self.ph}" x2="{_ML + self.pw}" y2="{_MT + self.ph}" '
+            'stroke="#999"/>'
         )
 
     def legend(self, items: Sequence[tuple[str, str]]) -> None:
@@ -123,7 +129,8 @@ class _Chart:
 
     def svg(self) -> str:
         return (
-            f'<svg xmlns="http://www.w3.org/2000/svg" id="{self.id}" class="chart" width="{_W}" height="{_H}" '
+            f'<svg xmlns="http://www.w3.org/2000/svg" id="{self.id}" class="chart" width="{_W}" '
+            f'height="{_H}" '
             f'viewBox="0 0 {_W} {_H}" role="img" aria-label="{escape(self.title)}">'
             + "".join(self.parts)
             + "</svg>"
@@ -150,7 +157,8 @@ def _line_chart(
                 segment.append(f"{chart.x(i):.1f},{chart.y(v):.1f}")
             elif segment:
                 chart.parts.append(
-                    f'<polyline points="{" ".join(segment)}" fill="none" stroke="{color}" stroke-width="2"/>'
+                    f'<polyline points="{" ".join(segment)}" fill="none" stroke="{color}" '
+                    'stroke-width="2"/>'
                 )
                 segment = []
         for i, v in enumerate(vs):
@@ -158,7 +166,8 @@ def _line_chart(
                 continue
             when = _label(buckets[i].start_ms, by)
             chart.parts.append(
-                f'<circle class="point" cx="{chart.x(i):.1f}" cy="{chart.y(v):.1f}" r="3" fill="{color}" '
+                f'<circle class="point" cx="{chart.x(i):.1f}" cy="{chart.y(v):.1f}" r="3" '
+                f'fill="{color}" '
                 f'data-series="{name}" data-start-ms="{buckets[i].start_ms}" data-value="{v:.6g}">'
                 f"<title>{escape(when)} {escape(name)}: {_fmt(v)} {escape(unit)}</title></circle>"
             )
@@ -199,7 +208,8 @@ def _stop_chart(buckets: Sequence[TimeBucket], by: str) -> str:
                 f'<rect class="bar" x="{chart.x(i) - bw / 2:.1f}" y="{y1:.1f}" width="{bw:.1f}" '
                 f'height="{y0 - y1:.1f}" fill="{colors[r]}" data-reason="{escape(r)}" '
                 f'data-start-ms="{b.start_ms}" data-count="{c}">'
-                f"<title>{escape(when)} {escape(r)}: {c} runs ({shares[r] * 100:.1f}%)</title></rect>"
+                f"<title>{escape(when)} {escape(r)}: {c} runs "
+                f"({shares[r] * 100:.1f}%)</title></rect>"
             )
             base += c
     chart.legend([(r, colors[r]) for r in order])
@@ -274,12 +284,16 @@ class RunLink(NamedTuple):
     href: str
 
 
+def _utc(ms: int) -> str:
+    return _dt.datetime.fromtimestamp(ms / 1000, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _runs_table(runs: Sequence[RunLink]) -> str:
     if not runs:
         return ""
     rows = "".join(
-        f'<tr><td><a href="{escape(r.href, quote=True)}">{escape(r.run_id)}</a></td><td>{escape(r.agent)}</td>'
-        f"<td>{escape(_dt.datetime.fromtimestamp(r.started_ms / 1000, _dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S'))}</td>"
+        f'<tr><td><a href="{escape(r.href, quote=True)}">{escape(r.run_id)}</a></td>'
+        f"<td>{escape(r.agent)}</td><td>{escape(_utc(r.started_ms))}</td>"
         f'<td style="text-align:right">{r.tool_calls}</td>'
         f'<td style="text-align:right">{"-" if r.latency_ms is None else f"{r.latency_ms:,}"}</td>'
         f"<td>{escape(r.stop_reason or '-')}</td></tr>"
@@ -309,10 +323,10 @@ def write_png(
         PlotDependencyError: matplotlib is not installed (suggests --html instead).
     """
     try:
-        import matplotlib
-
+        # Through importlib: matplotlib is an optional extra, typed as Any whether installed or not.
+        matplotlib = importlib.import_module("matplotlib")
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = importlib.import_module("matplotlib.pyplot")
     except ImportError as exc:
         raise PlotDependencyError() from exc
     xs = [_dt.datetime.fromtimestamp(b.start_ms / 1000, _dt.timezone.utc) for b in buckets]
@@ -329,7 +343,7 @@ def write_png(
     for r in reasons:
         counts = [b.stats.stop_reasons.get(r, 0) for b in buckets]
         a3.bar(xs, counts, bottom=bottom, width=width, label=r, color=_REASON_COLORS.get(r))
-        bottom = [x + c for x, c in zip(bottom, counts)]
+        bottom = [x + c for x, c in zip(bottom, counts, strict=True)]
     a3.set_title("Stop reasons (runs)")
     a3.legend(fontsize=8)
     fig.tight_layout()

@@ -1,8 +1,9 @@
 """`replay demo`: the duplicate-email incident, end to end, on the embedded SQLite store.
 
 It records healthy runs and incident runs of the example support agent
-(`replay.demo_agent`, shipped in the package, so the demo runs from any folder), answers the five incident questions for the worst run from the
-store alone, exports that run as a cassette, replays it against the code that ran (it matches)
+(`replay.demo_agent`, shipped in the package, so the demo runs from any folder), answers
+the five incident questions for the worst run from the store alone (`replay.timeline`), exports
+that run as a cassette, replays it against the code that ran (it matches)
 and against the fix (it diverges: fewer tool calls, one email, another stop reason), and prints
 the commands to run next. Deterministic: a scripted policy stands in for the model, the upstream
 is simulated in-process, and simulated time runs 50x faster than the clock.
@@ -15,11 +16,16 @@ import textwrap
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from replay._cli_util import BadInput, db_option, fmt_ms, table
+from replay.timeline import Timeline, load_timeline
+
+if TYPE_CHECKING:
+    from replay.models import Run
+    from replay.store import Store
 
 __all__ = ["DEMO_AGENT", "demo", "load_example"]
 
@@ -35,7 +41,7 @@ _WIDTH = 100
 
 
 def load_example() -> Any:
-    """The demo's support agent, which ships in the package: returns `replay.demo_agent.scenario`."""
+    """The demo's support agent, shipped in the package: returns `replay.demo_agent.scenario`."""
     import replay.demo_agent.scenario as scenario
 
     return scenario
@@ -92,11 +98,6 @@ def _export(store: Any, run_id: str, out_dir: Path) -> tuple[Path, str]:
     return path, note
 
 
-def _tool_line(steps: list[Any]) -> str:
-    parts = [f"{e.tool}{'' if e.status == 'ok' else ' x'}" for e in steps]
-    return " > ".join(parts)
-
-
 @click.command()
 @db_option
 @click.option(
@@ -120,17 +121,47 @@ def demo(db: str, cassettes_dir: str) -> None:
         replay demo --db /tmp/demo.db
     """
     t_start = time.perf_counter()
-    scenario = load_example()
-    from replay.cli import show
-    from replay.demo_agent.config import VERSIONS, rec, use_version
-    from replay.demo_agent.upstream import FakeClock
-    from replay.replayer import replay_run
-    from replay.store import Store
-
     db_path = Path(db)
     out_dir = Path(cassettes_dir)
     if not db_path.parent.is_dir():
         raise BadInput(f"--db {db}: the folder {db_path.parent} does not exist")
+    scenario = load_example()
+    healthy, incident = _record(scenario, db, out_dir)
+    # ---- everything below reads the store, not the agent's memory ----------------------------
+    from replay.store import Store
+
+    store = Store(db_path)
+    try:
+        worst, timeline = _find_worst(store, healthy, incident)
+        click.echo("")
+        # Incident cassettes record the bad behaviour on purpose: they live in incidents/, which
+        # the deploy gate (pytest --replay-all) leaves to their incident tests.
+        cassette, note = _export(store, worst.run_id, out_dir / "incidents")
+        click.echo(f"[4/6] exported {_shell_path(cassette)} ({note}; run pinned in the store)")
+    finally:
+        store.close()
+    _replay_and_fix(scenario, cassette, timeline)
+    click.echo("")
+    db_flag = "" if db == "replay.db" else f" --db {db}"
+    click.echo("next:")
+    click.echo(f"  replay show {worst.run_id}{db_flag}")
+    click.echo(f"  pytest --replay {_shell_path(cassette)} --replay-agent {DEMO_AGENT}")
+    click.echo("      (replays it against the demo agent installed now, v2: it diverges as above;")
+    click.echo("       with SUPPORT_AGENT_VERSION=v1, the code that ran, it matches.")
+    click.echo(
+        "       --replay-agent names the agent replay may call: a cassette never chooses the code)"
+    )
+    click.echo(
+        f"  replay view {worst.run_id}{db_flag} --against replay --replay-agent {DEMO_AGENT}"
+    )
+    click.echo(f"done in {time.perf_counter() - t_start:.1f}s")
+
+
+def _record(scenario: Any, db: str, out_dir: Path) -> tuple[Any, Any]:
+    """Steps 1 and 2: record the healthy batch and the incident batch into `db`."""
+    from replay.demo_agent.config import rec
+    from replay.demo_agent.upstream import FakeClock
+
     scale = FakeClock().scale
     pace = (
         f"simulated time runs {1 / scale:.0f}x fast" if scale > 0 else "simulated time, no sleeping"
@@ -138,7 +169,6 @@ def demo(db: str, cassettes_dir: str) -> None:
     click.echo("agent-replay demo: a support agent, a flaky upstream, a customer emailed twice")
     click.echo(f"store {db}   cassettes {out_dir}/   (deterministic; {pace})")
     click.echo("")
-
     previous_db = rec.db
     rec.reopen(db)
     try:
@@ -149,7 +179,8 @@ def demo(db: str, cassettes_dir: str) -> None:
         )
         tickets = [scenario.ticket(_INCIDENT_FIRST_TICKET + i) for i in range(INCIDENT_RUNS)]
         click.echo(
-            f"[2/6] the upstream turns flaky (429/503); recording {INCIDENT_RUNS} incident runs (still v1)"
+            f"[2/6] the upstream turns flaky (429/503); "
+            f"recording {INCIDENT_RUNS} incident runs (still v1)"
         )
         incident = scenario.record_batch(
             tickets, flaky=True, version="v1", on_run=_progress("support-agent", INCIDENT_RUNS)
@@ -160,72 +191,72 @@ def demo(db: str, cassettes_dir: str) -> None:
             )
     finally:
         rec.reopen(previous_db)
+    return healthy, incident
 
-    # ---- everything below reads the store, not the agent's memory ----------------------------
-    store = Store(db_path)
-    try:
-        h_runs = [store.get_run(r) for r in healthy.run_ids]
-        i_runs = [store.get_run(r) for r in incident.run_ids]
-        total = store.count_runs()
-        click.echo("")
-        click.echo(
-            f"      what the dashboard saw ({total} runs in the store, {len(h_runs) + len(i_runs)} new):"
-        )
-        rows = []
-        for label, runs in (("healthy", h_runs), ("incident", i_runs)):
-            stops = Counter(r.stop_reason for r in runs)
-            rows.append(
-                [
-                    label,
-                    str(len(runs)),
-                    f"{_avg([r.tool_calls for r in runs]):.1f}",
-                    fmt_ms(_p95([r.latency_ms or 0 for r in runs])),
-                    f"${_avg([r.usage.cost_usd for r in runs]):.4f}",
-                    ", ".join(f"{k} {n}" for k, n in stops.most_common()),
-                ]
-            )
-        text = table(
-            ["batch", "runs", "tool calls/run", "latency p95", "spend/run", "stop reasons"],
-            rows,
-            right={1, 2, 3, 4},
-        )
-        for line in text.splitlines():
-            click.echo("      " + line)
-        click.echo("      every run 'completed': the success rate hides the incident.")
-        click.echo(
-            f"      what the customers saw (the fake outbox): {incident.duplicates} of {INCIDENT_RUNS} "
-            f"emailed twice; healthy batch: {healthy.duplicates} of {HEALTHY_RUNS}."
-        )
-        click.echo(
-            f"      what the upstream saw: {healthy.upstream_requests / HEALTHY_RUNS:.1f} requests/run healthy, "
-            f"{incident.upstream_requests / INCIDENT_RUNS:.1f} incident (retries included)."
-        )
-        worst = max(i_runs, key=lambda r: (r.tool_calls, -(r.started_ms or 0)))
-        events = store.events(worst.run_id)
-        steps = [e for e in events if e.kind == "tool_result"]
-        click.echo("")
-        click.echo(f"[3/6] the worst run, {worst.run_id}, from the recording alone (replay show):")
-        click.echo("")
-        click.get_current_context().invoke(
-            show, run_id=worst.run_id, db=db, full=False, as_json=False
-        )
-        click.echo("")
-        _five_answers(worst, steps)
 
-        click.echo("")
-        # Incident cassettes record the bad behaviour on purpose: they live in incidents/, which
-        # the deploy gate (pytest --replay-all) leaves to their incident tests.
-        cassette, note = _export(store, worst.run_id, out_dir / "incidents")
-        click.echo(f"[4/6] exported {_shell_path(cassette)} ({note}; run pinned in the store)")
-    finally:
-        store.close()
+def _find_worst(store: Store, healthy: Any, incident: Any) -> tuple[Run, Timeline]:
+    """Step 3: what the dashboard, the customers and the upstream saw; the worst run's timeline."""
+    h_runs = [store.get_run(r) for r in healthy.run_ids]
+    i_runs = [store.get_run(r) for r in incident.run_ids]
+    click.echo("")
+    click.echo(
+        f"      what the dashboard saw ({store.count_runs()} runs in the store, "
+        f"{len(h_runs) + len(i_runs)} new):"
+    )
+    rows = []
+    for label, runs in (("healthy", h_runs), ("incident", i_runs)):
+        stops = Counter(r.stop_reason for r in runs)
+        rows.append(
+            [
+                label,
+                str(len(runs)),
+                f"{_avg([r.tool_calls for r in runs]):.1f}",
+                fmt_ms(_p95([r.latency_ms or 0 for r in runs])),
+                f"${_avg([r.usage.cost_usd for r in runs]):.4f}",
+                ", ".join(f"{k} {n}" for k, n in stops.most_common()),
+            ]
+        )
+    text = table(
+        ["batch", "runs", "tool calls/run", "latency p95", "spend/run", "stop reasons"],
+        rows,
+        right={1, 2, 3, 4},
+    )
+    for line in text.splitlines():
+        click.echo("      " + line)
+    click.echo("      every run 'completed': the success rate hides the incident.")
+    click.echo(
+        "      what the customers saw (the fake outbox): "
+        f"{incident.duplicates} of {INCIDENT_RUNS} "
+        f"emailed twice; healthy batch: {healthy.duplicates} of {HEALTHY_RUNS}."
+    )
+    click.echo(
+        "      what the upstream saw: "
+        f"{healthy.upstream_requests / HEALTHY_RUNS:.1f} requests/run healthy, "
+        f"{incident.upstream_requests / INCIDENT_RUNS:.1f} incident (retries included)."
+    )
+    worst = max(i_runs, key=lambda r: (r.tool_calls, -(r.started_ms or 0)))
+    timeline, _ = load_timeline(store, worst.run_id)
+    click.echo("")
+    click.echo(f"[3/6] the worst run, {worst.run_id}, from the recording alone (replay show):")
+    click.echo("")
+    click.echo(timeline.render())
+    click.echo("")
+    click.echo("      the five answers, from the store alone:")
+    for question, answer in timeline.five_answers():
+        _wrapped(question, answer, width=21)
+    return worst, timeline
+
+
+def _replay_and_fix(scenario: Any, cassette: Path, timeline: Timeline) -> None:
+    """Steps 5 and 6: replay the cassette against the code that ran (v1), then the fix (v2)."""
+    from replay.demo_agent.config import VERSIONS, use_version
+    from replay.replayer import replay_run
 
     click.echo("")
     click.echo("[5/6] replaying it against the code that ran (v1): tools answer from the cassette")
     with use_version("v1"):
         again = replay_run(str(cassette))
     click.echo(f"      {again.diff.headline()}")
-
     click.echo("")
     v1, v2 = VERSIONS["v1"], VERSIONS["v2"]
     click.echo(
@@ -242,31 +273,18 @@ def demo(db: str, cassettes_dir: str) -> None:
     for line in fixed.diff.to_text(width=_WIDTH - 6, color=None).splitlines():
         click.echo("      " + line if line else "")
     click.echo("")
-    before_emails = sum(1 for e in steps if e.tool == "email.send")
+    worst = timeline.run
+    before_emails = sum(1 for e in timeline.tool_steps if e.tool == "email.send")
     delivered = sum(outbox.delivered.values())
     _wrapped(
         "in short:",
-        f"tool calls {worst.tool_calls} -> {fixed.replayed.tool_calls}; email.send {before_emails} calls -> "
+        f"tool calls {worst.tool_calls} -> {fixed.replayed.tool_calls}; "
+        f"email.send {before_emails} calls -> "
         f"{len(fixed.calls('email.send'))} (the fake outbox delivered {delivered} email); "
         f"stop reason {worst.stop_reason} -> {fixed.stop_reason}",
     )
     changed = [f"{k} {v1[k]} -> {v2[k]}" for k in sorted(v2) if v1.get(k) != v2[k]]
     _wrapped("versions:", ", ".join(changed))
-    click.echo("")
-    db_flag = "" if db == "replay.db" else f" --db {db}"
-    rel = _shell_path(cassette)
-    click.echo("next:")
-    click.echo(f"  replay show {worst.run_id}{db_flag}")
-    click.echo(f"  pytest --replay {rel} --replay-agent {DEMO_AGENT}")
-    click.echo("      (replays it against the demo agent installed now, v2: it diverges as above;")
-    click.echo("       with SUPPORT_AGENT_VERSION=v1, the code that ran, it matches.")
-    click.echo(
-        "       --replay-agent names the agent replay may call: a cassette never chooses the code)"
-    )
-    click.echo(
-        f"  replay view {worst.run_id}{db_flag} --against replay --replay-agent {DEMO_AGENT}"
-    )
-    click.echo(f"done in {time.perf_counter() - t_start:.1f}s")
 
 
 def _wrapped(label: str, text: str, indent: int = 6, width: int = 0) -> None:
@@ -275,28 +293,6 @@ def _wrapped(label: str, text: str, indent: int = 6, width: int = 0) -> None:
     for line in textwrap.wrap(text, _WIDTH - indent - width) or [""]:
         click.echo(" " * indent + label.ljust(width) + line)
         label = ""
-
-
-def _five_answers(run: Any, steps: list[Any]) -> None:
-    versions = " ".join(f"{k}={v}" for k, v in sorted(run.versions.items()))
-    repeats = Counter((e.tool, e.args_sha) for e in steps)
-    rep = [f"{tool} {sha[:12]} x{n}" for (tool, sha), n in repeats.items() if n > 1]
-    errors = Counter(e.error for e in steps if e.status == "error")
-    err = ", ".join(f"{name} x{n}" for name, n in errors.most_common())
-    click.echo("      the five answers, from the store alone:")
-    w = 21
-    _wrapped(
-        "1. tools, in order", f"{len(steps)} calls: {_tool_line(steps)} (x: it raised)", width=w
-    )
-    _wrapped("2. with what args", f"args_sha repeated: {'; '.join(rep) or 'none'}", width=w)
-    _wrapped(
-        "3. what came back",
-        f"{sum(errors.values())} errors ({err or 'none'}); the output_sha of "
-        "every step is in the table above",
-        width=w,
-    )
-    _wrapped("4. which versions", versions, width=w)
-    _wrapped("5. why it stopped", str(run.stop_reason), width=w)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,13 +1,15 @@
-"""Step alignment of a recorded and a replayed run, and `RunDiff` with its renderings.
+"""The diff model: a recorded and a replayed run as `Trace`s, `IgnoreRules`, and the `RunDiff`
+that `diff_traces` classifies out of their step alignment.
+
+The alignment itself is `replay._align` (generic, on interned ints); the text, Markdown and
+colour renderings are `replay.render` (`RunDiff.to_text` / `to_markdown` delegate to it).
 
 The two step sequences are aligned on the key (kind, tool, args_sha, status, error), minus ignored
 fields, with a real sequence alignment: one inserted step is one insertion, not every later step
 changed. Timings, timestamps, run ids, step ids and durations never count.
 
-How it stays fast on 10,000-step runs: keys are interned to ints, the common prefix and suffix are
-trimmed in O(n), the middle is cut at keys that occur exactly once on both sides (patience diff,
-a longest increasing subsequence over those anchors), and only the small gaps between anchors go
-through Myers' O(ND) algorithm (difflib past 1,000 edits in one gap). Only aligned pairs whose
+How it stays fast on 10,000-step runs: keys are interned to ints before `replay._align.align`
+(prefix/suffix trimming, patience anchors, Myers in the gaps); only aligned pairs whose
 output_sha differs go through deepdiff.
 
 Concurrent steps (parallel tool calls, ``Event.concurrent_group``) compare as a multiset: before
@@ -31,27 +33,26 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import json
 import math
-import os
 import re
-import sys
-import textwrap
 from bisect import bisect_left
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, count, islice, repeat
-from operator import add, attrgetter, eq, itemgetter, lt, ne, sub
+from itertools import compress, count, repeat
+from operator import attrgetter, eq, itemgetter
 from typing import Any
 
+from replay._align import Block, align
 from replay.errors import InvalidIgnoreRuleError
-from replay.models import Event, Run, Usage
+from replay.models import Event, Run, Usage, is_step
+from replay.render import GROUP_MARK, ddiff_lines, render_markdown, render_text, short_sha
 
 __all__ = [
     "CHANGE_KINDS",
+    "GROUP_MARK",
     "HttpAttemptsChange",
     "IgnoreRules",
     "RunDiff",
@@ -72,7 +73,6 @@ CHANGE_KINDS: tuple[str, ...] = (
     "output_changed",
 )
 
-_STEP_KINDS = ("tool_result", "model_result")
 _KEY_FIELDS = ("kind", "tool", "args_sha", "status", "error")
 #: Fields an ignore rule may name: compared step fields, the step output, the run's final output.
 IGNORABLE_FIELDS: tuple[str, ...] = ("args_sha", "error", "kind", "output", "output_sha", "status")
@@ -81,10 +81,6 @@ _NEVER_COMPARED = frozenset(
     {"ts_ms", "duration_ms", "run_id", "step_id", "parent_step_id", "usage", "concurrent_group"}
 )
 _USAGE_FIELDS = ("tokens_in", "tokens_out", "tokens", "cost_usd")
-# Myers is O(ND): beyond this many edits in one gap, difflib is the cheaper fallback.
-_MYERS_MAX_D = 1000
-# difflib is quadratic on repetitive input: past this many cells (~0.1 s) a gap stays unaligned.
-_DIFFLIB_MAX_CELLS = 4_000_000
 # How far `nearest` scans outward for a tool before indexing all its steps.
 _SCAN = 64
 
@@ -128,11 +124,7 @@ class Trace:
         steps that ran inside another tool (``parent_step_id`` set) are left out: a replay answers
         the outer tool from the recording, so its inner calls never happen.
         """
-        steps = [
-            e
-            for e in events
-            if e.kind in _STEP_KINDS and (include_nested or e.parent_step_id is None)
-        ]
+        steps = [e for e in events if is_step(e, nested=include_nested)]
         steps.sort(key=lambda e: (e.step_id is None, e.step_id or 0))
         return cls(run=run, steps=steps, outputs=dict(outputs or {}))
 
@@ -332,7 +324,7 @@ class StepChange:
 
 @dataclass(frozen=True)
 class HttpAttemptsChange:
-    """An aligned step (or the run, outside any tool step: ``step`` None) whose HTTP attempts changed."""
+    """An aligned step (``step`` None: outside tool steps) whose HTTP attempts changed."""
 
     step: int | None  # the 1-based recorded step number
     tool: str | None
@@ -451,16 +443,18 @@ class RunDiff:
             return f"replay diverged from recording {self.recorded_id}: final output changed"
         if any(h.before != h.after for h in self.http_attempts):
             return f"replay diverged from recording {self.recorded_id}: HTTP attempts changed"
-        return f"replay diverged from recording {self.recorded_id}: an HTTP request had no recorded answer"
+        return (
+            f"replay diverged from recording {self.recorded_id}: "
+            "an HTTP request had no recorded answer"
+        )
 
     def to_text(self, *, width: int = 80, color: bool | None = None, max_changes: int = 20) -> str:
         """A report for terminals and pytest failures, every line at most ``width`` characters.
 
-        ``color=None`` colours only when stdout is a tty and NO_COLOR is unset.
+        ``color=None`` colours only when stdout is a tty and NO_COLOR is unset
+        (`replay.render.render_text`).
         """
-        if color is None:
-            color = _auto_color()
-        return _render_text(self, width=max(width, 20), st=_Style(color), max_changes=max_changes)
+        return render_text(self, width=width, color=color, max_changes=max_changes)
 
     def __str__(self) -> str:
         return self.to_text(color=False)
@@ -505,7 +499,7 @@ class RunDiff:
 
     def to_markdown(self, *, max_changes: int = 50) -> str:
         """A Markdown report for a CI comment: verdict heading, table of changes, run figures."""
-        return _render_markdown(self, max_changes=max_changes)
+        return render_markdown(self, max_changes=max_changes)
 
 
 def _usage_value(u: Usage, field: str) -> float:
@@ -518,207 +512,6 @@ def _usage_value(u: Usage, field: str) -> float:
 
 def _event_json(e: Event | None) -> dict[str, Any] | None:
     return None if e is None else e.model_dump(mode="json")
-
-
-# --------------------------------------------------------------------------------------------
-# Alignment
-# --------------------------------------------------------------------------------------------
-
-Block = tuple[int, int, int]  # (i in a, j in b, length): a[i:i+n] == b[j:j+n]
-
-
-def _align(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[Block]:
-    """Matching blocks of `a` and `b`, sorted and merged, like difflib's (without the sentinel).
-
-    Patience diff: trim the common prefix/suffix, anchor on elements unique in both ranges (the
-    longest increasing subsequence of their positions), recurse into the gaps; a gap without
-    anchors goes through Myers (difflib when it has too many edits). The per-element work is in
-    C (map / compress / Counter): a Python loop over 10,000 steps costs more than the target.
-    """
-    raw: list[Block] = []
-    stack = [(0, len(a), 0, len(b))]
-    while stack:
-        alo, ahi, blo, bhi = stack.pop()
-        n = _common_prefix(a, b, alo, ahi, blo, bhi)
-        if n:
-            raw.append((alo, blo, n))
-            alo, blo = alo + n, blo + n
-        n = _common_suffix(a, b, alo, ahi, blo, bhi)
-        if n:
-            ahi, bhi = ahi - n, bhi - n
-            raw.append((ahi, bhi, n))
-        if alo == ahi or blo == bhi:
-            continue
-        sa, sb = a[alo:ahi], b[blo:bhi]
-        if (ahi - alo) * (bhi - blo) <= 64:  # a small gap: Myers directly, no counting
-            pairs = _myers(sa, sb, len(sa) + len(sb)) or []
-            raw.extend((alo + x, blo + y, 1) for x, y in pairs)
-            continue
-        ca, cb = Counter(sa), Counter(sb)
-        once_a = set(compress(ca.keys(), map((1).__eq__, ca.values())))
-        unique = once_a.intersection(compress(cb.keys(), map((1).__eq__, cb.values())))
-        if unique:
-            mask = list(map(unique.__contains__, sa))
-            ii = list(compress(range(alo, ahi), mask))
-            posb = dict(zip(sb, range(blo, bhi)))  # exact for the unique keys
-            jj = list(map(posb.__getitem__, compress(sa, mask)))
-            if not all(map(lt, jj, islice(jj, 1, None))):
-                ii, jj = _lis(ii, jj)
-            _add_anchors(ii, jj, (alo, ahi, blo, bhi), raw, stack)
-            continue
-        if not (ca.keys() & cb.keys()):
-            continue  # nothing in common: all deleted and inserted
-        pairs = _myers(sa, sb, _MYERS_MAX_D)
-        if pairs is not None:
-            raw.extend((alo + x, blo + y, 1) for x, y in pairs)
-        elif len(sa) * len(sb) <= _DIFFLIB_MAX_CELLS:
-            sm = difflib.SequenceMatcher(None, sa, sb, autojunk=False)
-            raw.extend((alo + x, blo + y, n) for x, y, n in sm.get_matching_blocks() if n)
-        # else: two long, repetitive and unrelated stretches: leave them unaligned (reported
-        # step by step as changed / extra / missing) rather than spend seconds on difflib.
-    raw.sort()
-    merged: list[Block] = []
-    for i, j, n in raw:
-        if merged:
-            mi, mj, mn = merged[-1]
-            if mi + mn == i and mj + mn == j:
-                merged[-1] = (mi, mj, mn + n)
-                continue
-        merged.append((i, j, n))
-    return merged
-
-
-def _common_prefix(
-    a: Sequence[Hashable], b: Sequence[Hashable], alo: int, ahi: int, blo: int, bhi: int
-) -> int:
-    """Length of the common prefix of a[alo:ahi] and b[blo:bhi]; slices compare in C."""
-    i, j = alo, blo
-    step = 256
-    while step:
-        while i + step <= ahi and j + step <= bhi and a[i : i + step] == b[j : j + step]:
-            i += step
-            j += step
-        step //= 8
-    while i < ahi and j < bhi and a[i] == b[j]:
-        i += 1
-        j += 1
-    return i - alo
-
-
-def _common_suffix(
-    a: Sequence[Hashable], b: Sequence[Hashable], alo: int, ahi: int, blo: int, bhi: int
-) -> int:
-    """Length of the common suffix of a[alo:ahi] and b[blo:bhi]."""
-    i, j = ahi, bhi
-    step = 256
-    while step:
-        while i - step >= alo and j - step >= blo and a[i - step : i] == b[j - step : j]:
-            i -= step
-            j -= step
-        step //= 8
-    while i > alo and j > blo and a[i - 1] == b[j - 1]:
-        i -= 1
-        j -= 1
-    return ahi - i
-
-
-def _add_anchors(
-    ii: list[int],
-    jj: list[int],
-    bounds: tuple[int, int, int, int],
-    raw: list[Block],
-    stack: list[tuple[int, int, int, int]],
-) -> None:
-    """Record runs of consecutive anchors as blocks and queue the gaps between them."""
-    alo, ahi, blo, bhi = bounds
-    # Anchors k-1, k are adjacent iff (i + j) grows by exactly 2 (both coordinates increase).
-    s = list(map(add, ii, jj))
-    breaks = list(compress(range(1, len(s)), map(ne, map(sub, islice(s, 1, None), s), repeat(2))))
-    pi, pj = alo, blo
-    start = 0
-    for end in [*breaks, len(ii)]:
-        i, j = ii[start], jj[start]
-        if i > pi or j > pj:
-            stack.append((pi, i, pj, j))
-        n = end - start
-        raw.append((i, j, n))
-        pi, pj = i + n, j + n
-        start = end
-    if pi < ahi or pj < bhi:
-        stack.append((pi, ahi, pj, bhi))
-
-
-def _lis(ii: list[int], jj: list[int]) -> tuple[list[int], list[int]]:
-    """The longest subsequence of anchors (ii[t], jj[t]) increasing in both coordinates."""
-    tails: list[int] = []
-    tails_at: list[int] = []
-    prev = [-1] * len(jj)
-    for t, j in enumerate(jj):
-        k = bisect_left(tails, j)
-        if k == len(tails):
-            tails.append(j)
-            tails_at.append(t)
-        else:
-            tails[k] = j
-            tails_at[k] = t
-        prev[t] = tails_at[k - 1] if k else -1
-    keep: list[int] = []
-    t = tails_at[-1]
-    while t >= 0:
-        keep.append(t)
-        t = prev[t]
-    keep.reverse()
-    return [ii[t] for t in keep], [jj[t] for t in keep]
-
-
-def _myers(
-    a: Sequence[Hashable], b: Sequence[Hashable], max_d: int
-) -> list[tuple[int, int]] | None:
-    """Matched index pairs of a shortest edit script (Myers 1986), or None beyond `max_d` edits."""
-    n, m = len(a), len(b)
-    limit = min(n + m, max_d)
-    off = limit + 1
-    v = [0] * (2 * limit + 3)
-    trace: list[list[int]] = []
-    for d in range(limit + 1):
-        trace.append(v[off - d - 1 : off + d + 2])  # v[k] for k in [-d-1, d+1]
-        for k in range(-d, d + 1, 2):
-            if k == -d or (k != d and v[off + k - 1] < v[off + k + 1]):
-                x = v[off + k + 1]
-            else:
-                x = v[off + k - 1] + 1
-            y = x - k
-            while x < n and y < m and a[x] == b[y]:
-                x += 1
-                y += 1
-            v[off + k] = x
-            if x >= n and y >= m:
-                return _myers_backtrack(trace, d, n, m)
-    return None
-
-
-def _myers_backtrack(trace: list[list[int]], dmax: int, x: int, y: int) -> list[tuple[int, int]]:
-    pairs: list[tuple[int, int]] = []
-    for d in range(dmax, 0, -1):
-        vp = trace[d]  # state before edit d; vp[k + d + 1] is v[k]
-        k = x - y
-        if k == -d or (k != d and vp[k - 1 + d + 1] < vp[k + 1 + d + 1]):
-            pk = k + 1
-        else:
-            pk = k - 1
-        px = vp[pk + d + 1]
-        py = px - pk
-        while x > px and y > py:
-            x -= 1
-            y -= 1
-            pairs.append((x, y))
-        x, y = px, py
-    while x > 0 and y > 0:
-        x -= 1
-        y -= 1
-        pairs.append((x, y))
-    pairs.reverse()
-    return pairs
 
 
 # --------------------------------------------------------------------------------------------
@@ -754,7 +547,7 @@ class _Side:
         steps = trace.steps
         if rules.tools:
             dropped = rules._tool_filter()
-            self.pos = [i for i, e in enumerate(steps) if not dropped(e.tool)]
+            self.pos: list[int] | None = [i for i, e in enumerate(steps) if not dropped(e.tool)]
             self.steps = [steps[i] for i in self.pos]
         else:
             self.pos = None
@@ -877,7 +670,7 @@ class _Differ:
                     ordered = sorted(members, key=lambda i: _member_key(steps[i]))
                     if ordered != members:
                         moved = True
-                        for slot, i in zip(members, ordered):
+                        for slot, i in zip(members, ordered, strict=True):
                             perm[slot] = i
                 if moved:
                     side.permute(perm)
@@ -893,7 +686,7 @@ class _Differ:
         for members in groups.values():
             partner = {i: (q.popleft() if (q := where.get(keys[i])) else big) for i in members}
             ordered = sorted(members, key=lambda i: (partner[i], i))
-            for slot, i in zip(members, ordered):
+            for slot, i in zip(members, ordered, strict=True):
                 perm[slot] = i
         follow.permute(perm)
 
@@ -904,7 +697,7 @@ class _Differ:
         serial = count()
         a = list(map(ids.setdefault, ra.column(*self.key_fields), serial))
         b = list(map(ids.setdefault, rb.column(*self.key_fields), serial))
-        blocks = _align(a, b)
+        blocks = align(a, b)
 
         found: list[tuple[int, StepChange]] = []  # (i + j along the alignment path, change)
         if "output_sha" not in rules.fields:
@@ -964,12 +757,12 @@ class _Differ:
                 if oa[i] == ob[j]:
                     continue
                 ea, eb = sa[i], sb[j]
-                short = f"{_h(oa[i])} -> {_h(ob[j])}"
+                short = f"{short_sha(oa[i])} -> {short_sha(ob[j])}"
                 if oa[i] in outs_a and ob[j] in outs_b:
                     dd = self._ddiff(outs_a[oa[i]], outs_b[ob[j]])
                     if dd is None:
                         continue  # differs only under excluded paths
-                    lines = _ddiff_lines(dd)
+                    lines = ddiff_lines(dd)
                     more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
                     detail = f"{ea.tool} output changed: {lines[0]}{more}"
                     note = f"output {lines[0]}{more}"
@@ -1033,9 +826,9 @@ class _Differ:
         moved_b: set[int] = set()
         missing: list[tuple[int, int]] = []
         for i, coord_a in left_a:
-            q = waiting.get(a[i])
-            if q:
-                j, coord_b = q.popleft()
+            w = waiting.get(a[i])
+            if w:
+                j, coord_b = w.popleft()
                 moved_b.add(j)
                 found.append((min(coord_a, coord_b), self._reordered(i, j)))
             else:
@@ -1107,7 +900,7 @@ class _Differ:
         kind = ""
         if "args_sha" in self.key_fields and ea.args_sha != eb.args_sha:
             kind = "args_changed"
-            parts.append(f"args {_h(ea.args_sha)} -> {_h(eb.args_sha)}")
+            parts.append(f"args {short_sha(ea.args_sha)} -> {short_sha(eb.args_sha)}")
         if "status" in self.key_fields and ea.status != eb.status:
             kind = kind or "status_changed"
             parts.append(f"status {ea.status} -> {eb.status}" + _err_suffix(ea, eb))
@@ -1157,10 +950,10 @@ class _Differ:
             note = f"extra call; {n_after}x, recorded {n_before}x"
         elif near_ev is not None and near_orig is not None:
             detail = (
-                f"no recorded {e.tool} call with args {_h(e.args_sha)}; nearest is "
-                f"step {near_orig + 1} (args {_h(near_ev.args_sha)})"
+                f"no recorded {e.tool} call with args {short_sha(e.args_sha)}; nearest is "
+                f"step {near_orig + 1} (args {short_sha(near_ev.args_sha)})"
             )
-            note = f"extra call; nearest: step {near_orig + 1} args {_h(near_ev.args_sha)}"
+            note = f"extra call; nearest: step {near_orig + 1} args {short_sha(near_ev.args_sha)}"
         else:
             detail = f"the recording never calls {e.tool}"
             note = "extra call; new tool"
@@ -1198,10 +991,10 @@ class _Differ:
             note = f"missing call; {n_after}x, recorded {n_before}x"
         elif near_ev is not None and near_orig is not None:
             detail = (
-                f"the replay made no {e.tool} call with args {_h(e.args_sha)}; nearest is "
-                f"step {near_orig + 1} (args {_h(near_ev.args_sha)})"
+                f"the replay made no {e.tool} call with args {short_sha(e.args_sha)}; nearest is "
+                f"step {near_orig + 1} (args {short_sha(near_ev.args_sha)})"
             )
-            note = f"missing call; nearest: step {near_orig + 1} args {_h(near_ev.args_sha)}"
+            note = f"missing call; nearest: step {near_orig + 1} args {short_sha(near_ev.args_sha)}"
         else:
             detail = f"the replay never calls {e.tool}"
             note = "missing call; tool not called"
@@ -1226,7 +1019,8 @@ def _http_attempts(
     if ha is None or hb is None or not (ha or hb):
         return []
     ub = rb.trace.http_unrecorded
-    # Per block, the counts of both sides as two lists compared in C; only differing steps are visited.
+    # Per block, the counts of both sides as two lists compared in C; only differing steps are
+    # visited.
     ca = list(map(ha.get, ra.column("step_id"), repeat(0)))
     cb = list(map(hb.get, rb.column("step_id"), repeat(0)))
     # A request the replay had no answer for is reported even when the count stayed the same.
@@ -1293,327 +1087,6 @@ def _member_key(e: Event) -> tuple[str, str, str]:
     return (e.tool or "", e.args_sha or "", e.output_sha or "")
 
 
-def _h(sha: str | None) -> str:
-    """A short hash for display (8 hex, like a short git sha)."""
-    return sha[:8] if sha else "-"
-
-
 def _err_suffix(ea: Event, eb: Event) -> str:
     err = eb.error if eb.status == "error" else ea.error
     return f" ({err})" if err else ""
-
-
-# --------------------------------------------------------------------------------------------
-# Rendering
-# --------------------------------------------------------------------------------------------
-
-_KIND_LABEL = {
-    "extra_call": "extra call",
-    "missing_call": "missing call",
-    "reordered": "reordered",
-    "args_changed": "args changed",
-    "status_changed": "status changed",
-    "error_changed": "error changed",
-    "output_changed": "output changed",
-}
-_MARK = {"extra_call": "+", "missing_call": "-", "reordered": ">"}
-
-
-def _auto_color() -> bool:
-    if os.environ.get("NO_COLOR"):
-        return False
-    try:
-        return sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-class _Style:
-    _CODES = {"red": "31", "green": "32", "yellow": "33", "cyan": "36", "bold": "1", "dim": "2"}
-
-    def __init__(self, on: bool) -> None:
-        self.on = on
-
-    def __call__(self, text: str, *styles: str) -> str:
-        if not self.on or not styles:
-            return text
-        codes = ";".join(self._CODES[s] for s in styles)
-        return f"\x1b[{codes}m{text}\x1b[0m"
-
-
-def _fit(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _val(v: Any, limit: int = 24) -> str:
-    s = json.dumps(v, ensure_ascii=False, sort_keys=True) if not isinstance(v, str) else repr(v)
-    return s if len(s) <= limit else s[: limit - 1] + "…"
-
-
-def _ddiff_lines(dd: Mapping[str, Any]) -> list[str]:
-    """One short line per changed path of a deepdiff result (verbose_level 2, JSON form)."""
-    out: list[str] = []
-    for cat, entries in dd.items():
-        items = entries.items() if isinstance(entries, Mapping) else ((p, None) for p in entries)
-        for path, info in items:
-            if cat == "values_changed" and isinstance(info, Mapping):
-                old, new = _val(info.get("old_value")), _val(info.get("new_value"))
-                out.append(f"{path}: {old} -> {new}")
-            elif cat == "type_changes" and isinstance(info, Mapping):
-                out.append(
-                    f"{path}: {info.get('old_type')} {_val(info.get('old_value'))} -> "
-                    f"{info.get('new_type')} {_val(info.get('new_value'))}"
-                )
-            elif cat.endswith("_added"):
-                out.append(f"{path} added" + ("" if info is None else f": {_val(info)}"))
-            elif cat.endswith("_removed"):
-                out.append(f"{path} removed" + ("" if info is None else f": {_val(info)}"))
-            else:
-                out.append(f"{path}: {cat.replace('_', ' ')}")
-    return out or ["changed"]
-
-
-#: marks a step of a concurrent group (parallel calls, compared as a set) in reports
-GROUP_MARK = "∥"
-
-
-def _grouped(c: StepChange) -> bool:
-    return any(e is not None and e.concurrent_group is not None for e in (c.recorded, c.replayed))
-
-
-def _step_label(c: StepChange) -> str:
-    return _step_label_plain(c) + (f" {GROUP_MARK}" if _grouped(c) else "")
-
-
-def _step_label_plain(c: StepChange) -> str:
-    r, p = c.recorded_index, c.replayed_index
-    if c.kind == "extra_call":
-        return f"step {(p or 0) + 1}"
-    if c.kind == "missing_call" or p is None:
-        return f"step {(r or 0) + 1}"
-    if r is None or r == p:
-        return f"step {(r if r is not None else p) + 1}"
-    return f"step {r + 1}→{p + 1}"
-
-
-def _groups_line(d: RunDiff) -> str | None:
-    if not (d.groups_before or d.groups_after):
-        return None
-    return (
-        f"concurrent groups: {d.groups_before} recorded, {d.groups_after} replayed, "
-        f"each compared as a set ({GROUP_MARK} marks their steps)"
-    )
-
-
-def _short_tool(tool: str | None, limit: int) -> str:
-    """A long tool name cut in the middle, so the args and the note after it stay visible."""
-    name = tool or "?"
-    if len(name) <= limit:
-        return name
-    head = (limit - 1) // 2
-    return name[:head] + "…" + name[len(name) - (limit - 1 - head) :]
-
-
-def _describe(label: str, e: Event | None, index: int | None, tw: int, *, out: bool = False) -> str:
-    if e is None or index is None:
-        return f"{label}  -"
-    status = e.status or "-"
-    if e.status == "error" and e.error:
-        status += f" {e.error}"
-    tail = f"  out {_h(e.output_sha)}" if out else ""
-    tool = _short_tool(e.tool, tw)
-    mark = f" {GROUP_MARK}" if e.concurrent_group is not None else ""
-    return f"{label}  step {index + 1}{mark}  {tool}  args {_h(e.args_sha)}  {status}{tail}"
-
-
-def _change_line(c: StepChange, tw: int) -> str:
-    mark = _MARK.get(c.kind, "~")
-    ev = c.replayed if c.kind == "extra_call" else (c.recorded or c.replayed)
-    tool = _short_tool(ev.tool if ev is not None else None, tw)
-    if c.kind in ("extra_call", "missing_call", "reordered"):
-        args = _h(ev.args_sha if ev is not None else None)
-        return f"{mark} {_step_label(c)}  {tool}  args {args}  ({c.note})"
-    return f"{mark} {_step_label(c)}  {tool}  {c.note}"
-
-
-def _fmt_int(n: float) -> str:
-    return f"{int(n):,}"
-
-
-def _fmt_pct(p: float | None) -> str:
-    if p is None:
-        return ""
-    if math.isinf(p):
-        return " (new)"
-    return f" ({p:+.1f}%)"
-
-
-def _usage_rows(d: RunDiff) -> list[tuple[str, str, str, str, bool]]:
-    """(label, before, after, delta, changed) for tokens and cost."""
-    t0 = _usage_value(d.usage_before, "tokens")
-    t1 = _usage_value(d.usage_after, "tokens")
-    c0, c1 = d.usage_before.cost_usd, d.usage_after.cost_usd
-    return [
-        (
-            "tokens",
-            _fmt_int(t0),
-            _fmt_int(t1),
-            _fmt_pct(d.usage_delta_pct("tokens")).strip(),
-            t0 != t1,
-        ),
-        (
-            "cost",
-            _fmt_cost(c0),
-            _fmt_cost(c1),
-            _fmt_pct(d.usage_delta_pct("cost_usd")).strip(),
-            c0 != c1,
-        ),
-    ]
-
-
-def _fmt_cost(c: float) -> str:
-    return f"${c:.4f}" if c < 100 else f"${c:,.2f}"
-
-
-def _render_text(d: RunDiff, *, width: int, st: _Style, max_changes: int) -> str:
-    lines: list[tuple[str, tuple[str, ...]]] = []  # (plain text, styles); fitted, then coloured
-
-    def add(text: str, *styles: str) -> None:
-        lines.append((text, styles))
-
-    tw = max(12, width - 48)  # room for the tool name on a step line
-    add(d.headline(), "bold", "green" if d.is_empty else "red")
-    first = d.first_divergence
-    if first is not None:
-        add(f"first divergence: {_KIND_LABEL.get(first.kind, first.kind)}", "bold")
-        out = first.kind == "output_changed"
-        if first.kind == "extra_call":
-            add(_describe("  replayed", first.replayed, first.replayed_index, tw))
-            if first.nearest is not None:
-                near = _describe("  recorded", first.nearest, first.nearest_index, tw)
-                add(near + "  (nearest)", "dim")
-            else:
-                add(f"  recorded  no call of {_short_tool(first.tool, tw)}", "dim")
-        elif first.kind == "missing_call":
-            add(_describe("  recorded", first.recorded, first.recorded_index, tw))
-            if first.nearest is not None:
-                near = _describe("  replayed", first.nearest, first.nearest_index, tw)
-                add(near + "  (nearest)", "dim")
-            else:
-                add(f"  replayed  no call of {_short_tool(first.tool, tw)}", "dim")
-        else:
-            add(_describe("  recorded", first.recorded, first.recorded_index, tw, out=out))
-            add(_describe("  replayed", first.replayed, first.replayed_index, tw, out=out))
-        # The reason is the line users read first: wrap it rather than cut it.
-        for ln in textwrap.wrap(first.detail, width - 2, subsequent_indent="  ")[:3]:
-            add(f"  {ln}")
-        if first.output_diff:
-            for ln in _ddiff_lines(first.output_diff)[:5]:
-                add(f"    {ln}")
-    if d.changes:
-        counts = d.counts()
-        summary = ", ".join(
-            f"{n} {_KIND_LABEL[k]}{'s' if n > 1 and k.endswith('_call') else ''}"
-            for k, n in counts.items()
-            if n
-        )
-        add(f"changes ({len(d.changes)}): {summary}", "bold")
-        for c in d.changes[:max_changes]:
-            style = {"+": "green", "-": "red", ">": "cyan"}.get(_MARK.get(c.kind, "~"), "yellow")
-            add("  " + _change_line(c, tw), style)
-        if len(d.changes) > max_changes:
-            add(f"  … and {len(d.changes) - max_changes} more", "dim")
-    for h in d.http_attempts:
-        add(f"http: {h.text()}", "yellow")
-    groups = _groups_line(d)
-    if groups is not None:
-        add(groups, "dim")
-    if d.stop_reason_changed:
-        add(f"stop reason: {d.stop_reason_before} -> {d.stop_reason_after}", "red")
-    else:
-        add(f"stop reason: {d.stop_reason_before}")
-    dt = d.tool_calls_after - d.tool_calls_before
-    if dt:
-        add(f"tool calls: {d.tool_calls_before} -> {d.tool_calls_after} ({dt:+d})")
-    else:
-        add(f"tool calls: {d.tool_calls_before}")
-    rows = _usage_rows(d)
-    if any(r[4] for r in rows):
-        for label, before, after, delta, changed in rows:
-            add(f"{label}: {before} -> {after} {delta}" if changed else f"{label}: {before} (same)")
-    elif not d.is_empty and (
-        d.usage_before.tokens_in or d.usage_before.tokens_out or d.usage_before.cost_usd
-    ):
-        add(f"usage: {rows[0][1]} tokens, {rows[1][1]} (same)")
-    if d.output_diff:
-        add("final output changed:", "bold")
-        ol = _ddiff_lines(d.output_diff)
-        for ln in ol[:8]:
-            add(f"  {ln}")
-        if len(ol) > 8:
-            add(f"  … and {len(ol) - 8} more", "dim")
-    return "\n".join(st(_fit(text, width), *styles) for text, styles in lines)
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def _md_code(text: str | None) -> str:
-    if not text:
-        return "-"
-    return f"`{text}`" if "`" not in text else _md_cell(text)
-
-
-def _md_detail(c: StepChange) -> str:
-    # The tool has its own column.
-    prefix = f"{c.tool} "
-    return c.detail[len(prefix) :] if c.tool and c.detail.startswith(prefix) else c.detail
-
-
-def _render_markdown(d: RunDiff, *, max_changes: int) -> str:
-    out: list[str] = []
-    head = d.headline().replace(d.recorded_id, f"`{d.recorded_id}`", 1)
-    out.append(f"### {head[:1].upper()}{head[1:]}")
-    first = d.first_divergence
-    if first is not None:
-        out += [
-            "",
-            f"First divergence ({_KIND_LABEL.get(first.kind, first.kind)}): "
-            f"{_md_cell(first.detail)}",
-        ]
-    if d.changes:
-        out += ["", "| | step | tool | change | detail |", "|---|---|---|---|---|"]
-        for c in d.changes[:max_changes]:
-            mark = _MARK.get(c.kind, "~")
-            out.append(
-                f"| {_md_cell(mark)} | {_step_label(c).removeprefix('step ')} | "
-                f"{_md_cell(_md_code(c.tool))} | {_KIND_LABEL.get(c.kind, c.kind)} | "
-                f"{_md_cell(_md_detail(c))} |"
-            )
-        if len(d.changes) > max_changes:
-            out.append(f"| | | | | … and {len(d.changes) - max_changes} more |")
-    if d.http_attempts:
-        out += [""] + [f"- HTTP: {_md_cell(h.text())}" for h in d.http_attempts]
-    groups = _groups_line(d)
-    if groups is not None:
-        out += ["", groups[:1].upper() + groups[1:] + "."]
-    dt = d.tool_calls_after - d.tool_calls_before
-    out += [
-        "",
-        "| | recorded | replayed |",
-        "|---|---|---|",
-        f"| stop reason | {_md_cell(str(d.stop_reason_before))} | "
-        f"{_md_cell(str(d.stop_reason_after))}{' (changed)' if d.stop_reason_changed else ''} |",
-        f"| tool calls | {d.tool_calls_before} | {d.tool_calls_after}"
-        f"{f' ({dt:+d})' if dt else ''} |",
-    ]
-    for label, before, after, delta, changed in _usage_rows(d):
-        out.append(f"| {label} | {before} | {after}{f' {delta}' if changed else ''} |")
-    if d.output_diff:
-        out += ["", "Final output changed:", ""]
-        ol = _ddiff_lines(d.output_diff)
-        out += [f"- {_md_code(ln)}" for ln in ol[:20]]
-        if len(ol) > 20:
-            out.append(f"- … and {len(ol) - 20} more")
-    return "\n".join(out) + "\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -12,12 +14,10 @@ class ReplayError(Exception):
 class InvalidStopReasonError(ReplayError, ValueError):
     """A stop reason that is neither in the taxonomy nor a lowercase user-defined name."""
 
-    def __init__(self, reason: Any) -> None:
-        from replay.models import STOP_REASONS
-
+    def __init__(self, reason: Any, valid: Sequence[str]) -> None:
         self.reason = reason
         super().__init__(
-            f"invalid stop reason {reason!r}: use one of {', '.join(STOP_REASONS)} "
+            f"invalid stop reason {reason!r}: use one of {', '.join(valid)} "
             "or your own lowercase name matching [a-z][a-z0-9_]* (e.g. 'quota_hit')"
         )
 
@@ -28,7 +28,8 @@ class RunNotFoundError(ReplayError, LookupError):
     def __init__(self, run_id: str, store: str, count: int) -> None:
         self.run_id, self.store, self.count = run_id, store, count
         super().__init__(
-            f"no run {run_id!r} in {store} ({count} run{'' if count == 1 else 's'}; list them with `replay runs`)"
+            f"no run {run_id!r} in {store} ({count} run{'' if count == 1 else 's'}; "
+            "list them with `replay runs`)"
         )
 
 
@@ -54,7 +55,8 @@ class StoreError(ReplayError):
 class CorruptRowError(StoreError):
     """A row of the store that cannot be read back (hand-edited, damaged, or from a broken tool).
 
-    Attributes: ``table``, ``run_id`` and ``field`` name the row and the column; the value is never shown.
+    Attributes: ``table``, ``run_id`` and ``field`` name the row and the column; the value is
+    never shown.
     """
 
     def __init__(
@@ -84,8 +86,6 @@ class ExpiredSnapshotsError(ReplayError):
         action: str = "replay",
         fix: str = "",
     ) -> None:
-        import datetime as _dt
-
         self.run_id, self.steps = run_id, steps
 
         def when(ms: int) -> str:
@@ -98,15 +98,15 @@ class ExpiredSnapshotsError(ReplayError):
         )
         more = f" and {len(steps) - 10} more" if len(steps) > 10 else ""
         super().__init__(
-            f"cannot {action} run {run_id}: the recorded outputs of {len(steps)} step(s) expired and were "
-            f"pruned: {shown}{more}. Snapshots are kept 14 days by default (Store/Recorder snapshot_days), "
-            f"events 30; pin incidents (`replay pin RUN_ID`) or export them before then"
-            + (f". {fix}" if fix else "")
+            f"cannot {action} run {run_id}: the recorded outputs of {len(steps)} step(s) expired "
+            f"and were pruned: {shown}{more}. Snapshots are kept 14 days by default "
+            "(Store/Recorder snapshot_days), events 30; pin incidents (`replay pin RUN_ID`) or "
+            "export them before then" + (f". {fix}" if fix else "")
         )
 
 
 class CorruptRowWarning(UserWarning):
-    """Rows skipped by a listing (`replay runs`, `stats`, `alerts`, metrics) because they cannot be read."""
+    """Rows a listing (`replay runs`, `stats`, `alerts`, metrics) skipped: they cannot be read."""
 
 
 class AmbiguousRunIdError(ReplayError, LookupError):
@@ -116,8 +116,8 @@ class AmbiguousRunIdError(ReplayError, LookupError):
         self.prefix, self.store, self.candidates = prefix, store, candidates
         listing = ", ".join(candidates) + (", …" if more else "")
         super().__init__(
-            f"run id prefix {prefix!r} matches {len(candidates)}{'+' if more else ''} runs in {store} "
-            f"({listing}): give more characters of the id"
+            f"run id prefix {prefix!r} matches {len(candidates)}{'+' if more else ''} runs in "
+            f"{store} ({listing}): give more characters of the id"
         )
 
 
@@ -156,7 +156,8 @@ class UnrecordedCall(ReplayError):
             else:
                 names = ", ".join(sorted(set(recorded_tools or []))) or "(none)"
                 message = (
-                    f"unrecorded call {tool}(args_sha={args_sha}): the recording has no call of {tool} "
+                    f"unrecorded call {tool}(args_sha={args_sha}): "
+                    f"the recording has no call of {tool} "
                     f"(recorded tools: {names}; renamed since the recording?); "
                     f"pass stubs={{{tool!r}: fn}} to answer it, or re-record the run"
                 )
@@ -172,15 +173,11 @@ class RecordedToolError(ReplayError):
 
 
 class StopRun(ReplayError):
-    """Raised inside the agent when a guard ends the run (max_steps, loop_detected, budget, timeout)."""
+    """Raised inside the agent when a guard ends the run (max_steps, loops, budget, timeout)."""
 
     def __init__(self, stop_reason: str, detail: str = "") -> None:
         self.stop_reason, self.detail = stop_reason, detail
         super().__init__(f"run stopped: {stop_reason}" + (f" ({detail})" if detail else ""))
-
-
-class DropEvent(Exception):
-    """Raised by a processor to skip an event (structlog's convention)."""
 
 
 class InvalidIgnoreRuleError(ReplayError, ValueError):
@@ -244,8 +241,8 @@ class UnrecordedRequest(ReplayError):
         head = f"unrecorded HTTP request {method} {url}{where}"
         if reason == "already_played":
             body = (
-                f"the recording answered this request {times} time(s) and the replay makes it again "
-                "(a retry the recording did not make?)"
+                f"the recording answered this request {times} time(s) and the replay makes it "
+                "again (a retry the recording did not make?)"
             )
         elif nearest is None:
             body = "the recording has no HTTP interactions to answer it"
@@ -255,6 +252,6 @@ class UnrecordedRequest(ReplayError):
                 f"differs in {', '.join(failed)})"
             )
         super().__init__(
-            f"{head}: {body}; matching on {', '.join(match_on)}. Re-record the run with the new code, "
-            "or loosen the matching with rec.agent(..., http_match=(...))"
+            f"{head}: {body}; matching on {', '.join(match_on)}. Re-record the run with the new "
+            "code, or loosen the matching with rec.agent(..., http_match=(...))"
         )

@@ -42,7 +42,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from replay.errors import ReplayError
@@ -60,7 +60,6 @@ __all__ = [
     "ToolMalformedAnswer",
     "ToolTimeout",
     "expand",
-    "fault_outcome",
     "judge",
     "parse_fault",
 ]
@@ -164,6 +163,11 @@ class Fault:
     client: str | None = None
     when: tuple[str, int] = ("every", 0)
     spec: str = ""
+
+    @property
+    def label(self) -> str:
+        """The spec without its tool (``503``, ``timeout@first:2``): the diff's note on the step."""
+        return self.spec.partition("=")[2] or self.kind
 
     def applies(self, n: int) -> bool:
         """Whether call number `n` (from 1) of the tool is faulted."""
@@ -601,40 +605,29 @@ class FaultPlan:
         """The plan for `faults` (any form `parse_faults` takes) on `recording`."""
         return cls(parse_faults(faults), recording)
 
-    def stub_for(
-        self,
-        tool: str,
-        stub: Callable[..., Any] | None,
-        recorded: Callable[[], Any],
-    ) -> Callable[..., Any] | None:
-        """What answers this call: a fault's stub, or `stub` (None: the recording) when not faulted.
-
-        `recorded` returns the recorded answer to this call (using it up); drift needs it.
-        """
+    def pick(self, tool: str) -> Fault | None:
+        """Count a call of `tool`; the fault that answers it, None when it is not faulted."""
         with self._lock:
             n = self.calls[tool] = self.calls.get(tool, 0) + 1
         fault = next((f for f in self.faults if f.tool == tool and f.applies(n)), None)
-        if fault is None:
-            return stub
-        with self._lock:
-            self.injected.append((n, fault.spec))
-        if fault.kind == "slow":
-            _wait(fault.delay_s if fault.delay_s is not None else self._slowest(tool))
-            return stub
-        if fault.kind == "drift":
-            source = stub
+        if fault is not None:
+            with self._lock:
+                self.injected.append((n, fault.spec))
+        return fault
 
-            def drifted(*args: Any, **kwargs: Any) -> Any:
-                value = source(*args, **kwargs) if source is not None else recorded()
-                return _drop(value, fault.field)
+    def error(self, fault: Fault, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BaseException:
+        """The exception a faulted call raises (timeout, connect, status, malformed)."""
+        client = "builtin" if fault.client == "builtin" else self._clients.get(fault.tool)
+        return build_error(fault, client, args, kwargs)
 
-            return drifted
-        client = "builtin" if fault.client == "builtin" else self._clients.get(tool)
+    def delay(self, fault: Fault) -> None:
+        """Let a ``slow`` fault's time pass before the call is answered as recorded."""
+        _wait(fault.delay_s if fault.delay_s is not None else self._slowest(fault.tool))
 
-        def failing(*args: Any, **kwargs: Any) -> Any:
-            raise build_error(fault, client, args, kwargs)
-
-        return failing
+    @staticmethod
+    def drift(fault: Fault, value: Any) -> Any:
+        """A ``drift`` fault's answer: `value` (the recorded or stub answer) with its field gone."""
+        return _drop(value, fault.field)
 
     def _slowest(self, tool: str) -> float:
         return max(
@@ -704,26 +697,3 @@ class FaultOutcome(Outcome):
         data = super().to_json()
         data.update(fault=self.fault, problems=self.problems, stop_reason=self.stop)
         return data
-
-
-def fault_outcome(source: Any, fault: str, **kwargs: Any) -> FaultOutcome:
-    """Replay `source` under `fault` (`replay_run` arguments in `kwargs`) and judge it."""
-    from replay.replayer import replay_run
-
-    t0 = time.perf_counter()
-    try:
-        result = replay_run(source, faults=fault, **kwargs)
-    except (ReplayError, ValueError, ImportError) as exc:
-        return FaultOutcome(str(source), None, "error", error=str(exc), fault=fault)
-    problems = judge(result)
-    return FaultOutcome(
-        str(source),
-        result.recorded.run_id,
-        "diverged" if problems else "matched",
-        result.diff,
-        seconds=time.perf_counter() - t0,
-        fault=fault,
-        problems=problems,
-        stop=result.stop_reason,
-        tool_calls=result.replayed.tool_calls,
-    )

@@ -88,7 +88,7 @@ def plain_copy(value: Any) -> Any:
 
 
 def rebuild_value(value: Any, tag: str | None) -> Any:
-    """`value` (plain JSON, not modified) rebuilt as the types its tag names; the JSON value otherwise.
+    """`value` (plain JSON, not modified) rebuilt as the types its tag names, else the JSON value.
 
     `tag` is a `type_tag` tree (a string starting with ``[``) or, in older recordings, a single
     ``module:qualname`` of a dataclass or pydantic model.
@@ -302,7 +302,10 @@ def _capture(value: Any, depth: int = 0) -> Any:
 
 
 def _public_attrs(exc: BaseException, depth: int = 0) -> dict[str, Any]:
-    """Public instance attributes, then public fields declared in C or with __slots__ (OSError.filename)."""
+    """Public instance attributes, then public fields declared in C or with __slots__.
+
+    (``OSError.filename`` is such a field.)
+    """
     try:
         state = vars(exc)
     except TypeError:
@@ -312,7 +315,8 @@ def _public_attrs(exc: BaseException, depth: int = 0) -> dict[str, Any]:
     for name, value in state.items():
         if name.startswith("__"):
             continue
-        # A private field is kept only behind a public property (httpx keeps `.request` in `_request`).
+        # A private field is kept only behind a public property (httpx keeps `.request` in
+        # `_request`).
         if name.startswith("_") and not isinstance(
             inspect.getattr_static(cls, name[1:], None), property
         ):
@@ -349,7 +353,7 @@ def capture_error(exc: BaseException) -> dict[str, Any]:
 
 
 def _rebuild_http(value: Any) -> Any:
-    """Recorded responses, requests and headers as real objects of the library, when it is loaded."""
+    """Recorded responses, requests and headers as real objects of their library, if loaded."""
     if isinstance(value, list):
         return [_rebuild_http(v) for v in value]
     if isinstance(value, tuple):

@@ -14,8 +14,10 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
+import gc
 import hashlib
 import json
+import math
 import pathlib
 import pickle
 import re
@@ -87,7 +89,8 @@ def to_jsonable(obj: Any, _path: tuple[Any, ...] = ()) -> Any:
     pydantic model -> ``model_dump(mode="json")``.
 
     Raises:
-        TypeError: for an unsupported type, naming the type and where it sits (``args["items"][3]``).
+        TypeError: for an unsupported type, naming the type and where it sits
+            (``args["items"][3]``).
     """
     if isinstance(obj, _SCALARS):
         if isinstance(obj, enum.Enum):  # IntEnum / StrEnum are also int / str
@@ -104,7 +107,8 @@ def to_jsonable(obj: Any, _path: tuple[Any, ...] = ()) -> Any:
                     )
             out[k] = to_jsonable(v, _path + (k,))
         # Non-str keys become the strings json writes for them, then sort as strings: a recorded
-        # value is frozen to JSON and thawed before hashing, so this is the only order both sides see.
+        # value is frozen to JSON and thawed before hashing, so this is the only order both sides
+        # see.
         if not all(isinstance(k, str) for k in out):
             out = {_key_str(k): v for k, v in out.items()}
         return out
@@ -128,13 +132,16 @@ def to_jsonable(obj: Any, _path: tuple[Any, ...] = ()) -> Any:
 
 #: Every value recording cannot encode faithfully becomes a string starting with this marker.
 PLACEHOLDER_PREFIX = "[unencodable: "
-#: Deeper than this, the lenient encoder stops and records a placeholder (orjson's own limit is 254).
+#: Deeper than this, the lenient encoder stops and records a placeholder (orjson's limit: 254).
 MAX_DEPTH = 200
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 
 
 def placeholder(what: str, path: str) -> str:
-    """The marked placeholder recorded in place of a value: ``[unencodable: cycle at args["x"]["self"]]``."""
+    """The marked placeholder recorded in place of a value.
+
+    For example ``[unencodable: cycle at args["x"]["self"]]``.
+    """
     return f"{PLACEHOLDER_PREFIX}{what} at {path}]"
 
 
@@ -150,14 +157,55 @@ def freeze_lenient(obj: Any, root: str = "args") -> tuple[bytes, str | None]:
     warning: its path names dict keys only when they look like identifiers (keys can be data).
     """
     try:
-        frozen = freeze(obj)
+        frozen = snapshot_bytes(obj)  # `freeze`, with which encoder it took
+        fast = frozen is not None
+        if frozen is None:
+            frozen = _dumps_ordered(to_jsonable(obj)).encode("utf-8", "surrogatepass")
     except Exception:  # noqa: BLE001 - RecursionError, TypeError, or user code raising: go lenient
         return _freeze_placeholders(obj, root)
     # A lone surrogate survives `freeze` (surrogatepass) as ED A0..BF. Checked in C, cheapest
     # first: isascii (most values), then memchr for 0xED (an int needle: a bytes one costs 9x).
     if not frozen.isascii() and 0xED in frozen and not _valid_utf8(frozen):
         return _freeze_placeholders(obj, root)
+    # NaN and infinities: orjson writes them as null, so a small value without a null has none
+    # (one literal search in C, ~1 ns a byte). A big one (a conversation's history: mostly text)
+    # is walked by `_maybe_nonfinite`, whose cost is per container and value, not per byte. The
+    # json fallback writes NaN/Infinity: always walked.
+    if (not fast or len(frozen) > _SEARCH_MAX or _NULL.search(frozen)) and _maybe_nonfinite(obj):
+        marked, problem = _freeze_placeholders(obj, root)
+        if problem is not None:
+            return marked, problem
     return frozen, None
+
+
+_NULL = re.compile(rb"null")  # `re`'s literal search beats `in` (two-way) on text-heavy JSON
+
+
+def _maybe_nonfinite(obj: Any) -> bool:
+    """Whether `obj` may hold a NaN or infinite float: False only when `obj` is made of dicts,
+    lists, tuples, str, int, bool, None and finite floats (anything else answers True).
+
+    Level by level in C: `gc.get_referents` gives the keys and values of every container of a
+    level in one call (str, int and float have none), and the set of their types says whether a
+    float (then checked) or anything but plain JSON is there. A value orjson encoded has no cycle
+    and at most 255 levels.
+    """
+    level = [obj]
+    referents = gc.get_referents
+    while level:
+        types = set(map(type, level))
+        if not types <= _PLAIN_TYPES_ALL:
+            return True
+        if float in types:
+            for v in level:
+                if type(v) is float and v - v != 0.0:  # NaN, +inf, -inf (inf - inf is NaN)
+                    return True
+        level = referents(*level)
+    return False
+
+
+_PLAIN_TYPES_ALL = frozenset({dict, list, tuple, str, int, float, bool, type(None)})
+_SEARCH_MAX = 4096  # bytes: above this, `_maybe_nonfinite` is cheaper than a search for null
 
 
 def _freeze_placeholders(obj: Any, root: str) -> tuple[bytes, str | None]:
@@ -228,6 +276,10 @@ def _lenient(
             return _bad(_type_name(obj), root, path, problems)
     if isinstance(obj, str):
         return _clean_str(str.__str__(obj), root, path, problems)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        # JSON has no NaN or infinity (orjson writes null): a marked placeholder, not a silent null.
+        what = "NaN" if obj != obj else "+inf" if obj > 0 else "-inf"
+        return _bad(what, root, path, problems)
     if obj is None or isinstance(obj, bool | int | float):
         return obj
     if len(path) >= MAX_DEPTH:
@@ -259,32 +311,43 @@ def _lenient(
         except Exception as exc:  # noqa: BLE001 - __iter__ / items() / model_dump raising
             return _bad(f"{_type_name(obj)} raised {type(exc).__name__}", root, path, problems)
         if isinstance(obj, dict):
-            out: dict[str, Any] = {}
-            for k, v in items:
-                if isinstance(k, str):
-                    key = (
-                        _clean_str(k, root, path + ("?",), problems)
-                        if not isinstance(k, enum.Enum)
-                        else str(k.value)
-                    )
-                elif isinstance(k, _SCALARS):
-                    key = _key_str(k)
-                else:
-                    try:
-                        kk = to_jsonable(k)
-                        key = (
-                            _key_str(kk)
-                            if isinstance(kk, _SCALARS)
-                            else f"[unencodable key: {_type_name(k)}]"
-                        )
-                    except Exception:  # noqa: BLE001
-                        key = f"[unencodable key: {_type_name(k)}]"
-                    key = _clean_str(key, root, path + ("?",), problems)
-                out[key] = _lenient(v, path + (key,), stack, problems, root)
-            return out
+            return _lenient_dict(items, path, stack, problems, root)
         return [_lenient(v, path + (i,), stack, problems, root) for i, v in items]
     finally:
         stack.discard(id(obj))
+
+
+def _lenient_dict(
+    items: list[tuple[Any, Any]],
+    path: tuple[Any, ...],
+    stack: set[int],
+    problems: list[str],
+    root: str,
+) -> dict[str, Any]:
+    """`_lenient` of a dict's items: keys as the strings JSON writes (or a placeholder)."""
+    out: dict[str, Any] = {}
+    for k, v in items:
+        if isinstance(k, str):
+            key = (
+                _clean_str(k, root, path + ("?",), problems)
+                if not isinstance(k, enum.Enum)
+                else str(k.value)
+            )
+        elif isinstance(k, _SCALARS):
+            key = _key_str(k)
+        else:
+            try:
+                kk = to_jsonable(k)
+                key = (
+                    _key_str(kk)
+                    if isinstance(kk, _SCALARS)
+                    else f"[unencodable key: {_type_name(k)}]"
+                )
+            except Exception:  # noqa: BLE001
+                key = f"[unencodable key: {_type_name(k)}]"
+            key = _clean_str(key, root, path + ("?",), problems)
+        out[key] = _lenient(v, path + (key,), stack, problems, root)
+    return out
 
 
 def _key_str(k: Any) -> str:
@@ -313,8 +376,8 @@ def canonical_json(obj: Any) -> str:
 
 
 # orjson writes some floats differently from Python's repr (1e16 vs 1e+16, 0.00001 vs 1e-05).
-# Every float token in its output starts the text or follows ':', ',' or '[', so this finds each one that could differ;
-# a false hit inside a string only costs the slower path.
+# Every float token in its output starts the text or follows ':', ',' or '[', so this finds each
+# one that could differ; a false hit inside a string only costs the slower path.
 _RISKY_NUMBER = re.compile(rb"(?:^|[:,\[])-?(?:\d+(?:\.\d+)?[eE]|0\.0000)")
 # With every digit mapped to 0, a risky number needs "0e", "0E" or "0.0000": three substring
 # tests in C settle most outputs without running the regex at all.

@@ -1,6 +1,7 @@
 """Incident tests: turn an exported run into a ready pytest file that replays it.
 
-``replay export RUN_ID --test tests/incidents`` writes ``tests/incidents/test_incident_<run_id>.py``:
+``replay export RUN_ID --test tests/incidents`` writes
+``tests/incidents/test_incident_<run_id>.py``:
 the recorded facts (stop reason, tool calls, the calls that repeated, versions, usage) in its
 docstring and comments, and assertions stating what the fixed code should do, for the engineer
 to edit. The test uses ``@pytest.mark.replay`` and the ``replayed`` fixture of the pytest plugin.
@@ -16,18 +17,14 @@ import os
 from pathlib import Path
 
 from replay.cassette import Cassette
-from replay.models import Event
+from replay.models import Event, is_step
 
 __all__ = ["incident_test_source", "write_incident_test"]
 
 
 def _top_steps(cassette: Cassette) -> list[Event]:
     # Replay answers a tool called inside another tool together with it: only top-level steps run.
-    return [
-        e
-        for e in cassette.events
-        if e.kind in ("tool_result", "model_result") and e.parent_step_id is None
-    ]
+    return [e for e in cassette.events if is_step(e)]
 
 
 def _doc(value: object) -> str:
@@ -54,7 +51,8 @@ def _relative_cassette(cassette_path: Path, test_dir: Path) -> str:
 def incident_test_source(
     cassette: Cassette, cassette_path: str | os.PathLike[str], test_dir: str | os.PathLike[str]
 ) -> str:
-    """The text of the incident test for `cassette`, stored at `cassette_path`, written into `test_dir`."""
+    """The text of the incident test for `cassette`, stored at `cassette_path`, written into
+    `test_dir`."""
     run = cassette.run
     rid = run.run_id
     steps = _top_steps(cassette)
@@ -72,7 +70,8 @@ def incident_test_source(
     facts = [
         f"agent: {_doc(run.agent)} ({_doc(run.entrypoint or 'no entrypoint recorded')})",
         f"stop reason: {_doc(run.stop_reason)}",
-        f"steps: {len(steps)} ({_doc(', '.join(f'{t} x{n}' for t, n in sorted(per_tool.items())) or 'none')})",
+        f"steps: {len(steps)} "
+        f"({_doc(', '.join(f'{t} x{n}' for t, n in sorted(per_tool.items())) or 'none')})",
     ]
     if repeated:
         facts.append("repeated calls (same tool, same args):")
@@ -97,7 +96,8 @@ def incident_test_source(
     lines = [
         f'"""Incident {rid}: replay the recorded run against the code checked out now.',
         "",
-        f"Written by `replay export {rid} --test {_doc(Path(test_dir).as_posix())}`. Recorded facts",
+        f"Written by `replay export {rid} --test {_doc(Path(test_dir).as_posix())}`. Recorded "
+        "facts",
         f"(from {_doc(Path(cassette_path).as_posix())}):",
         "",
         *[f"    {f}" for f in facts],
@@ -110,12 +110,14 @@ def incident_test_source(
         "",
         "import pytest",
         "",
-        f"CASSETTE = Path(__file__).parent / {json.dumps(rel)}",  # a JSON string is a safe Python literal
+        "CASSETTE = Path(__file__).parent / "
+        f"{json.dumps(rel)}",  # a JSON string is a safe Python literal
         "",
         "",
         "@pytest.mark.replay(CASSETTE)",
         f"def test_incident_{rid}(replayed):",
-        f'    """Replaying incident {rid} with the fixed code no longer shows the recorded failure."""',
+        f'    """Replaying incident {rid} with the fixed code no longer shows the recorded '
+        'failure."""',
     ]
     if run.stop_reason == "completed":
         lines += [
@@ -124,12 +126,14 @@ def incident_test_source(
         ]
     else:
         lines += [
-            f"    # Recorded: the run stopped with {_doc(repr(run.stop_reason))}. The fix should let it complete.",
+            f"    # Recorded: the run stopped with {_doc(repr(run.stop_reason))}. The fix should "
+            "let it complete.",
             '    assert replayed.stop_reason == "completed", replayed.diff.to_text(color=False)',
         ]
     for tool, sha, n in repeated:
         lines += [
-            f"    # Recorded: {_doc(tool)} was called {n} times with the same args (args_sha {_doc(sha)}).",
+            f"    # Recorded: {_doc(tool)} was called {n} times with the same args (args_sha "
+            f"{_doc(sha)}).",
             f"    assert sum(s.args_sha == {sha!r} for s in replayed.calls({tool!r})) <= 1",
         ]
     lines += [

@@ -17,6 +17,8 @@ Exported, all labelled by ``agent`` (the queries above sum it away):
 - ``agent_tokens_total{direction="in"|"out"}`` counter, ``agent_spend_usd_total`` counter.
 - ``agent_tool_errors_total{error_bucket="429"|"5xx"|"timeout"|"other"}`` counter: failed tool
   calls (see `replay.stats.classify_error`), for the "retries turning constant" signal.
+- ``agent_alert_firing{rule}`` gauge (not labelled by agent): 1 while a rule of the alert
+  registry (`replay.alerts.REGISTRY`) fires, when `serve_store` is given `AlertWindows`.
 
 Two ways to feed it: live, as a Recorder listener (``rec.add_listener(exporter)``, called once
 per finished run), or from a store (`PrometheusExporter.observe_store`, which `replay metrics`
@@ -35,8 +37,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from replay import queries
+from replay.alerts import REGISTRY, AlertReport, AlertRules, alerts_for_store
 from replay.errors import ReplayError
 from replay.models import Event, Run
 from replay.stats import classify_error, run_tool_calls
@@ -47,6 +52,7 @@ if TYPE_CHECKING:
     from replay.store import Store
 
 __all__ = [
+    "AlertWindows",
     "LATENCY_BUCKETS_MS",
     "LATENCY_BUCKETS_S",
     "TOOL_CALL_BUCKETS",
@@ -77,6 +83,38 @@ LATENCY_BUCKETS_MS: tuple[float, ...] = (
 )
 #: The same bounds in seconds, for ``agent_run_latency_seconds``.
 LATENCY_BUCKETS_S: tuple[float, ...] = tuple(b / 1000 for b in LATENCY_BUCKETS_MS)
+
+
+class _RunFigures(NamedTuple):
+    """What the metrics count of one finished run."""
+
+    agent: str
+    stop_reason: str
+    tool_calls: int
+    latency_ms: int | None
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
+class AlertWindows:
+    """The alert windows `serve_store` judges on each poll: the last `window_ms` against the
+    `baseline_ms` before it, with `rules` (defaults when None)."""
+
+    window_ms: int
+    baseline_ms: int
+    agent: str | None = None
+    rules: AlertRules | None = None
+
+    def judge(self, store: Store) -> AlertReport:
+        return alerts_for_store(
+            store,
+            window_ms=self.window_ms,
+            baseline_ms=self.baseline_ms,
+            agent=self.agent,
+            rules=self.rules,
+        )
 
 
 class MetricsDependencyError(ReplayError, ImportError):
@@ -157,6 +195,12 @@ class PrometheusExporter:
             ["agent", "error_bucket"],
             registry=reg,
         )
+        self.alert_firing = prom.Gauge(
+            "agent_alert_firing",
+            "1 while the drift alert rule fires, else 0 (see replay alerts)",
+            ["rule"],
+            registry=reg,
+        )
         self._lock = threading.Lock()
         self._seen: dict[str, int] = {}  # run_id -> started_ms, of runs observe_store counted
 
@@ -164,69 +208,109 @@ class PrometheusExporter:
         """Count one finished run; `steps` are its events (only tool/model steps are read).
 
         Without `steps` (a listener called with the run only) ``agent_tool_errors_total`` is not
-        counted and tokens/spend come from the run's usage totals alone. Runs without a stop reason (still running) and runs written by replay are ignored.
+        counted and tokens/spend come from the run's usage totals alone. Runs without a stop
+        reason (still running) and runs written by replay are ignored.
         """
         if run.stop_reason is None or run.replay_of is not None:
             return
+        usage = run.usage
+        self._observe(
+            _RunFigures(
+                run.agent,
+                run.stop_reason,
+                run_tool_calls(run),
+                run.latency_ms,
+                usage.tokens_in,
+                usage.tokens_out,
+                usage.cost_usd,
+            ),
+            [
+                (e.usage.tokens_in, e.usage.tokens_out, e.usage.cost_usd)
+                for e in steps
+                if e.kind == "model_result" and e.usage is not None
+            ],
+            [e.error for e in steps if e.kind == "tool_result" and e.status == "error"],
+        )
+
+    def _observe(
+        self,
+        run: _RunFigures,
+        model_usage: Sequence[tuple[int, int, float]],
+        errors: Sequence[str | None],
+    ) -> None:
+        """Count one finished run from plain values: the one definition both feeds share."""
         agent = run.agent
-        self.tool_calls.labels(agent=agent).observe(run_tool_calls(run))
+        self.tool_calls.labels(agent=agent).observe(run.tool_calls)
         if run.latency_ms is not None:
             self.run_latency_ms.labels(agent=agent).observe(max(run.latency_ms, 0))
             self.run_latency_seconds.labels(agent=agent).observe(max(run.latency_ms, 0) / 1000)
         self.stops.labels(agent=agent, stop_reason=run.stop_reason).inc()
-
-        usage = run.usage
-        tokens_in, tokens_out, cost = usage.tokens_in, usage.tokens_out, usage.cost_usd
+        tokens_in, tokens_out, cost = run.tokens_in, run.tokens_out, run.cost_usd
         if not (tokens_in or tokens_out or cost):
             # A recorder that keeps usage on the model steps only: add them up.
-            for e in steps:
-                if e.kind == "model_result" and e.usage is not None:
-                    tokens_in += e.usage.tokens_in
-                    tokens_out += e.usage.tokens_out
-                    cost += e.usage.cost_usd
+            for t_in, t_out, c in model_usage:
+                tokens_in += t_in
+                tokens_out += t_out
+                cost += c
         if tokens_in:
             self.tokens.labels(agent=agent, direction="in").inc(tokens_in)
         if tokens_out:
             self.tokens.labels(agent=agent, direction="out").inc(tokens_out)
         if cost > 0:
             self.spend.labels(agent=agent).inc(cost)
-        for e in steps:
-            if e.kind == "tool_result" and e.status == "error":
-                bucket = classify_error(e.error or "unknown") or "other"
-                self.tool_errors.labels(agent=agent, error_bucket=bucket).inc()
+        for error in errors:
+            bucket = classify_error(error or "unknown") or "other"
+            self.tool_errors.labels(agent=agent, error_bucket=bucket).inc()
 
     def observe_store(self, store: Store, since_ms: int | None = None) -> int:
         """Count the finished runs in `store` started at or after `since_ms` not counted before.
 
         Call it repeatedly to tail a store; returns how many runs it counted this time. Only runs
         started at or after `since_ms` are remembered, so move `since_ms` forward when polling
-        (`serve_store` keeps a lookback) to keep memory bounded.
+        (`serve_store` keeps a lookback) to keep memory bounded. Reads narrow columns through
+        `replay.queries` (no model object per run or event); a run inferred killed counts as
+        ``killed``.
         """
-        runs = [
-            r
-            for r in store.runs(since_ms=since_ms)
-            if r.stop_reason is not None
-            and r.replay_of is None
-            and (since_ms is None or r.started_ms >= since_ms)
-        ]
+        rows = queries.finished_run_rows(store, queries.Window(since_ms=since_ms))
         with self._lock:
             if since_ms is not None:
                 self._seen = {k: v for k, v in self._seen.items() if v >= since_ms}
-            new = [r for r in runs if r.run_id not in self._seen]
+            new = [r for r in rows if r[0] not in self._seen]
             if not new:
                 return 0
-            ids = {r.run_id for r in new}
-            steps: dict[str, list[Event]] = {}
-            for e in store.step_events(since_ms=min(r.started_ms for r in new)):
-                if e.run_id in ids:
-                    steps.setdefault(e.run_id, []).append(e)
-            for r in sorted(new, key=lambda r: r.started_ms):
-                self(r, steps.get(r.run_id, []))
-                self._seen[r.run_id] = r.started_ms
+            steps = queries.Window(since_ms=min(r[2] for r in new))
+            ids = {r[0] for r in new}
+            errors: dict[str, list[str | None]] = {}
+            for rid, error in queries.step_errors(store, steps):
+                if rid in ids:
+                    errors.setdefault(rid, []).append(error)
+            bare = [r[0] for r in new if not (r[6] or r[7] or r[8])]
+            model = queries.model_usage_by_run(store, steps, bare) if bare else {}
+            for rid, agent, started, reason, calls, latency, t_in, t_out, cost in new:
+                usage = [
+                    (
+                        int(u.get("tokens_in") or 0),
+                        int(u.get("tokens_out") or 0),
+                        float(u.get("cost_usd") or 0.0),
+                    )
+                    for u in model.get(rid, [])
+                ]
+                figures = _RunFigures(agent, reason, calls, latency, t_in, t_out, cost)
+                self._observe(figures, usage, errors.get(rid, []))
+                self._seen[rid] = started
         return len(new)
 
+    def observe_alerts(self, report: AlertReport) -> None:
+        """Set ``agent_alert_firing{rule}`` for every rule of the alert registry from `report`.
+
+        A rule not judged (disabled, or too few runs) reads 0.
+        """
+        fired = {r.rule for r in report.fired}
+        for name in REGISTRY:
+            self.alert_firing.labels(rule=name).set(1 if name in fired else 0)
+
     def to_json(self) -> list[dict[str, Any]]:
-        """The current metrics as JSON-able families: name, type, help and samples (name, labels, value)."""
+        """The current metrics as JSON-able families: name, type, help and samples."""
         return [
             {
                 "name": fam.name,
@@ -264,6 +348,7 @@ def serve_store(
     lookback_ms: int = 6 * 3_600_000,
     stop: threading.Event | None = None,
     on_ready: Any = None,
+    alerts: AlertWindows | None = None,
 ) -> None:
     """Serve the metrics of `store` on `host`:`port`, counting new runs every `interval_s`.
 
@@ -271,10 +356,17 @@ def serve_store(
     restart resumes the counters where they were; see the module docstring), then keeps looking
     back `lookback_ms` for runs that finished since the last poll (a run longer than that is
     missed). Blocks until `stop` is set (or forever); `on_ready(server)` is called once the port
-    is bound.
+    is bound. With `alerts`, each poll also judges the alert rules on those windows and sets
+    ``agent_alert_firing{rule}`` (`PrometheusExporter.observe_alerts`).
     """
     exporter = PrometheusExporter()
-    exporter.observe_store(store, since_ms)
+
+    def poll(floor: int | None) -> None:
+        exporter.observe_store(store, floor)
+        if alerts is not None:
+            exporter.observe_alerts(alerts.judge(store))
+
+    poll(since_ms)
     server, _thread = exporter.serve(port, host)
     stop = stop or threading.Event()
     try:
@@ -282,7 +374,7 @@ def serve_store(
             on_ready(server)
         while not stop.wait(interval_s):
             floor = int(time.time() * 1000) - lookback_ms
-            exporter.observe_store(store, floor if since_ms is None else max(since_ms, floor))
+            poll(floor if since_ms is None else max(since_ms, floor))
     finally:
         server.shutdown()
         server.server_close()

@@ -21,12 +21,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 from replay.errors import InvalidStopReasonError
 
 __all__ = [
+    "STEP_KINDS",
     "STOP_REASONS",
     "EventKind",
     "Event",
     "Run",
     "Usage",
     "new_run_id",
+    "is_step",
+    "trusted_event",
     "validate_stop_reason",
 ]
 
@@ -45,6 +48,8 @@ STOP_REASONS: tuple[str, ...] = (
 _USER_REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 EventKind = Literal["run_start", "tool_result", "model_result", "stop"]
+#: The kinds of a run's steps (tool and model calls); run_start and stop are not steps.
+STEP_KINDS: frozenset[str] = frozenset({"tool_result", "model_result"})
 Status = Literal["ok", "error"]
 
 #: The largest integer an SQLite INTEGER column holds.
@@ -79,7 +84,7 @@ def validate_stop_reason(reason: Any) -> str:
     """
     if isinstance(reason, str) and (reason in STOP_REASONS or _USER_REASON.fullmatch(reason)):
         return reason
-    raise InvalidStopReasonError(reason)
+    raise InvalidStopReasonError(reason, STOP_REASONS)
 
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -232,3 +237,35 @@ class Run(BaseModel):
     @property
     def latency_ms(self) -> int | None:
         return None if self.ended_ms is None else self.ended_ms - self.started_ms
+
+
+def is_step(event: Event, *, nested: bool = False) -> bool:
+    """Whether `event` is one of the steps of its run: a tool or model call at the top level.
+
+    A call made inside another tool (``parent_step_id`` set) is answered with that tool in a
+    replay, so it is not a step of the run; ``nested=True`` counts it too.
+    """
+    return event.kind in STEP_KINDS and (nested or event.parent_step_id is None)
+
+
+_new = object.__new__
+_ALL_EVENT_FIELDS = set(Event.model_fields)
+_set = object.__setattr__
+
+
+def trusted_event(fields: dict[str, Any]) -> Event:
+    """An `Event` from fields this library wrote itself (a store row, the writer's tuple), unchecked.
+
+    `Event.model_validate` costs several microseconds per event, a large share of a replay of a
+    long run; what the writer produced and the store kept was validated on the way in. Never
+    use this for data from outside (a cassette, an OTLP file): those go through `model_validate`.
+    `fields` must hold every field of `Event`, already of its type (``usage`` a `Usage` or None).
+    """
+    event = _new(Event)
+    _set(event, "__dict__", fields)
+    # Every field is given, so one shared set serves every such event (pydantic only ever adds a
+    # name to it on assignment, and every name is in it already): 700 bytes per event less.
+    _set(event, "__pydantic_fields_set__", _ALL_EVENT_FIELDS)
+    _set(event, "__pydantic_extra__", None)
+    _set(event, "__pydantic_private__", None)
+    return event

@@ -49,7 +49,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from replay.errors import ReplayError
-from replay.models import Event, Run
+from replay.models import Event, Run, is_step
 
 if TYPE_CHECKING:
     from replay.store import Store
@@ -197,9 +197,7 @@ def run_spans(
             )
         return c
 
-    steps = [
-        e for e in events if e.kind in ("tool_result", "model_result") and e.step_id is not None
-    ]
+    steps = [e for e in events if is_step(e, nested=True) and e.step_id is not None]
     stop = next((e for e in events if e.kind == "stop"), None)
     start_ms = run.started_ms
     end_ms = run.ended_ms

@@ -144,7 +144,8 @@ def load_otlp(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 except orjson.JSONDecodeError:
                     raise OtlpDecodeError(
                         str(p),
-                        f"line {n}: not valid JSON (expected one OTLP JSON object, or one per line)",
+                        f"line {n}: not valid JSON "
+                        "(expected one OTLP JSON object, or one per line)",
                     ) from None
     out = []
     for i, d in enumerate(docs):
@@ -239,7 +240,8 @@ def _spans(docs: list[dict[str, Any]], where: str) -> list[_Span]:
                     if not tid or not sid:
                         raise OtlpDecodeError(
                             where,
-                            f"{loc}: traceId and spanId must be 32 and 16 hex digits (or their base64)",
+                            f"{loc}: traceId and spanId must be 32 and 16 hex digits "
+                            "(or their base64)",
                         )
                     raw_status = sp.get("status")
                     status: dict[str, Any] = raw_status if isinstance(raw_status, dict) else {}
@@ -296,7 +298,9 @@ def _first(a: dict[str, Any], *keys: str) -> Any:
 
 
 def _traceloop_args(v: Any) -> Any:
-    """``traceloop.entity.input`` is ``{"args": [...], "kwargs": {...}}``: the keyword arguments are the call's."""
+    """``traceloop.entity.input`` is ``{"args": [...], "kwargs": {...}}``: the keyword arguments
+    are the call's.
+    """
     if isinstance(v, dict) and set(v) <= {"args", "kwargs"} and "kwargs" in v:
         if not v.get("args") and isinstance(v.get("kwargs"), dict):
             return v["kwargs"]
@@ -308,32 +312,27 @@ def _is_kwargs(v: Any) -> bool:
     return isinstance(v, dict) and _traceloop_args(v) is not v
 
 
-def _tool_name(s: _Span) -> str:
-    a = s.attrs
-    name = _first(a, "gen_ai.tool.name", "tool.name", "traceloop.entity.name")
+def _span_label(s: _Span, keys: tuple[str, ...], prefix: str, default: str) -> str:
+    """The first non-empty string among `keys`, else the span name without `prefix`."""
+    name = _first(s.attrs, *keys)
     if isinstance(name, str) and name:
         return name
-    return s.name.removeprefix("execute_tool ").strip() or "tool"
+    return s.name.removeprefix(prefix).strip() or default
+
+
+def _tool_name(s: _Span) -> str:
+    keys = ("gen_ai.tool.name", "tool.name", "traceloop.entity.name")
+    return _span_label(s, keys, "execute_tool ", "tool")
 
 
 def _model_name(s: _Span) -> str:
-    a = s.attrs
-    name = _first(
-        a, "replay.tool", "gen_ai.request.model", "llm.model_name", "gen_ai.response.model"
-    )
-    if isinstance(name, str) and name:
-        return name
-    return s.name.removeprefix("chat ").strip() or "model"
+    keys = ("replay.tool", "gen_ai.request.model", "llm.model_name", "gen_ai.response.model")
+    return _span_label(s, keys, "chat ", "model")
 
 
 def _agent_name(s: _Span) -> str:
-    a = s.attrs
-    name = _first(
-        a, "gen_ai.agent.name", "agent.name", "traceloop.entity.name", "traceloop.workflow.name"
-    )
-    if isinstance(name, str) and name:
-        return name
-    return s.name.removeprefix("invoke_agent ").strip() or "agent"
+    keys = ("gen_ai.agent.name", "agent.name", "traceloop.entity.name", "traceloop.workflow.name")
+    return _span_label(s, keys, "invoke_agent ", "agent")
 
 
 def _args(s: _Span) -> Any:
@@ -565,7 +564,8 @@ class _Builder:
             pinned=True,
             host="",
             key_fingerprint=self.redactor.key_fingerprint,
-            # replay.otel and OpenLLMetry (kwargs) carry the bound arguments; others the agent's one input value.
+            # replay.otel and OpenLLMetry (kwargs) carry the bound arguments; others the agent's one
+            # input value.
             call_style="bound"
             if "replay.input" in a or _is_kwargs(a.get("traceloop.entity.input"))
             else "value",
@@ -627,7 +627,8 @@ def runs_from_otlp(
     for r in roots:
         covered.add(id(r))
         covered.update(id(c) for c in _walk(r))
-    # Traces without agent spans: each outermost span with tool or model spans under it (or itself one).
+    # Traces without agent spans: each outermost span with tool or model spans under it (or itself
+    # one).
     for s in spans:
         if id(s) in covered or parent_of(s) is not None:
             continue
@@ -637,7 +638,8 @@ def runs_from_otlp(
         raise OtlpDecodeError(
             where,
             "no agent, tool or LLM span found: the import reads OpenInference "
-            "(openinference.span.kind), OpenLLMetry (traceloop.span.kind) or OTel GenAI (gen_ai.operation.name) spans",
+            "(openinference.span.kind), OpenLLMetry (traceloop.span.kind) "
+            "or OTel GenAI (gen_ai.operation.name) spans",
         )
     builder = _Builder(redactor, max_snapshot_bytes)
     out = []

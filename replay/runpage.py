@@ -22,12 +22,15 @@ from html import escape
 from typing import Any
 
 from replay.diff import CHANGE_KINDS, RunDiff
-from replay.models import Event, Run
+from replay.models import Event, Run, is_step
 
 __all__ = ["CSP", "render_run_page", "write_run_page"]
 
 #: The page's Content-Security-Policy: no script, no network, inline styles only.
-CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+    "form-action 'none'"
+)
 
 _STATUS_COLORS = {"ok": "#2e7d32", "error": "#c62828", "timeout": "#6a1b9a", "denied": "#546e7a"}
 _KIND_COLORS = {
@@ -47,11 +50,12 @@ body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
 h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 6px}
 table.meta td{padding:2px 12px 2px 0;vertical-align:top}table.meta td:first-child{color:#666}
 code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
-pre{background:#f6f6f6;padding:8px;margin:4px 0;white-space:pre-wrap;word-break:break-all;max-height:420px;overflow:auto}
+pre{background:#f6f6f6;padding:8px;margin:4px 0;white-space:pre-wrap;word-break:break-all;
+ max-height:420px;overflow:auto}
 .note{color:#666;font-size:13px}
 .waterfall details{border-bottom:1px solid #eee}
-.waterfall summary{display:grid;grid-template-columns:48px 240px 1fr 70px;gap:8px;align-items:center;
- cursor:pointer;padding:3px 0;font-size:13px;list-style:none}
+.waterfall summary{display:grid;grid-template-columns:48px 240px 1fr 70px;gap:8px;
+ align-items:center;cursor:pointer;padding:3px 0;font-size:13px;list-style:none}
 .waterfall summary::-webkit-details-marker{display:none}
 .waterfall summary:hover{background:#f3f7fc}
 .track{position:relative;height:14px;background:#fafafa;border-left:1px solid #ddd}
@@ -61,9 +65,11 @@ pre{background:#f6f6f6;padding:8px;margin:4px 0;white-space:pre-wrap;word-break:
 .child .tool{padding-left:16px}
 .detail{padding:4px 0 10px 56px}
 .legend span{display:inline-block;margin-right:12px;font-size:12px}
-.legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-2px;border:1px solid #ccc}
+.legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-2px;
+ border:1px solid #ccc}
 table.diff{border-collapse:collapse;width:100%;font-size:13px}
-table.diff td,table.diff th{border:1px solid #e2e2e2;padding:3px 6px;text-align:left;vertical-align:top}
+table.diff td,table.diff th{border:1px solid #e2e2e2;padding:3px 6px;text-align:left;
+ vertical-align:top}
 table.diff td.kind{white-space:nowrap;font-size:12px;color:#444}
 .verdict{font-weight:600}
 """
@@ -94,7 +100,7 @@ def _pretty(value: Any) -> str:
 
 
 def _steps(events: Sequence[Event]) -> list[Event]:
-    return [e for e in events if e.kind in ("tool_result", "model_result")]
+    return [e for e in events if is_step(e, nested=True)]
 
 
 def _output_of(e: Event, snapshots: Mapping[str, Any]) -> tuple[bool, Any]:
@@ -116,7 +122,8 @@ def _header(run: Run, label: str) -> str:
         ("latency", latency),
         (
             "usage",
-            f"{u.tokens_in:,} tokens in, {u.tokens_out:,} out, ${u.cost_usd:.4f}, {run.tool_calls} tool calls",
+            f"{u.tokens_in:,} tokens in, {u.tokens_out:,} out, ${u.cost_usd:.4f}, "
+            f"{run.tool_calls} tool calls",
         ),
         ("stop reason", run.stop_reason or "(no stop event: still running, or the process died)"),
     ]
@@ -127,7 +134,10 @@ def _header(run: Run, label: str) -> str:
 
 
 def _http_under(http: Sequence[Any], step_id: int | None) -> list[str]:
-    """One line per HTTP request made under the step (redacted as stored): attempt, method, URL, status."""
+    """One line per HTTP request made under the step (redacted as stored).
+
+    Each line: attempt, method, URL, status.
+    """
     mine = [i for i in http if isinstance(i, dict) and i.get("step_id") == step_id]
     out = []
     for n, i in enumerate(mine, 1):
@@ -135,7 +145,8 @@ def _http_under(http: Sequence[Any], step_id: int | None) -> list[str]:
         status = resp.get("status")
         code = status.get("code") if isinstance(status, dict) else status
         out.append(
-            f"attempt {n}/{len(mine)}  {req.get('method', '?')} {req.get('uri', '?')} -> {code if code is not None else '?'}"
+            f"attempt {n}/{len(mine)}  {req.get('method', '?')} {req.get('uri', '?')} -> "
+            f"{code if code is not None else '?'}"
         )
     return out
 
@@ -163,7 +174,8 @@ def _waterfall(
         kind = "model" if e.kind == "model_result" else "tool"
         has, value = _output_of(e, snapshots)
         detail = [
-            f"<div>{kind} <code>{_e(e.tool or '-')}</code> &middot; status <b>{_e(e.status or '-')}</b>"
+            f"<div>{kind} <code>{_e(e.tool or '-')}</code> &middot; status "
+            f"<b>{_e(e.status or '-')}</b>"
             f" &middot; {dur:,} ms &middot; started +{begin:,} ms</div>"
         ]
         if e.error:
@@ -175,7 +187,8 @@ def _waterfall(
         requests = _http_under(http, e.step_id)
         if requests:
             detail.append(
-                f'<div>HTTP requests under this step:</div><pre class="http">{_e(chr(10).join(requests))}</pre>'
+                "<div>HTTP requests under this step:</div><pre "
+                f'class="http">{_e(chr(10).join(requests))}</pre>'
             )
         if has:
             detail.append(
@@ -190,7 +203,8 @@ def _waterfall(
         rows.append(
             f'<details class="step{child}" id="{prefix}step-{e.step_id}" data-step="{e.step_id}" '
             f'data-status="{_e(e.status or "")}">'
-            f'<summary><span class="num">{e.step_id}</span><span class="tool">{_e(e.tool or "-")}</span>'
+            f'<summary><span class="num">{e.step_id}</span><span '
+            f'class="tool">{_e(e.tool or "-")}</span>'
             f'<span class="track"><span class="bar" title="{_e(title)}" '
             f'style="left:{left:.3f}%;width:{width:.3f}%;background:{color}"></span></span>'
             f'<span class="ms">{dur:,} ms</span></summary>'
@@ -201,12 +215,13 @@ def _waterfall(
     )
     return (
         f'<p class="legend">{legend}<span class="note">0 to {span:,} ms; click a step for its '
-        f'redacted output</span></p><div class="waterfall" id="{prefix}waterfall">{"".join(rows)}</div>'
+        'redacted output</span></p><div class="waterfall" '
+        f'id="{prefix}waterfall">{"".join(rows)}</div>'
     )
 
 
 def _aligned_rows(diff: RunDiff, n: int, m: int) -> list[tuple[int | None, int | None, str, str]]:
-    """(recorded index, other index, kind of the left cell, kind of the right cell) in step order."""
+    """(recorded index, other index, kind of left cell, kind of right cell) in step order."""
     left: dict[int, str] = {}
     right: dict[int, str] = {}
     for c in diff.changes:
@@ -244,8 +259,10 @@ def _cell(e: Event | None, kind: str) -> str:
     err = f"<br><code>{_e(e.error)}</code>" if e.error else ""
     return (
         f'<td class="kind" style="background:{color}">{_e(label)}</td>'
-        f'<td style="background:{color}" data-kind="{_e(kind)}"><b>{e.step_id}</b> {_e(e.tool or "-")} '
-        f'<span class="note">{_e(e.status or "-")} &middot; args {_e((e.args_sha or "-")[:8])}</span>{err}</td>'
+        f'<td style="background:{color}" data-kind="{_e(kind)}"><b>{e.step_id}</b> '
+        f"{_e(e.tool or '-')} "
+        f'<span class="note">{_e(e.status or "-")} &middot; args '
+        f"{_e((e.args_sha or '-')[:8])}</span>{err}</td>"
     )
 
 
@@ -288,16 +305,21 @@ def _diff_section(
         f"<tr><td>{_e(k)}</td><td{' class=verdict' if k == 'verdict' else ''}>{_e(v)}</td></tr>"
         for k, v in facts
     )
+    right_head = (
+        right_label if diff.replayed_id in right_label else f"{right_label} ({diff.replayed_id})"
+    )
     out = ""
     if diff.output_diff:
-        out = f'<div>final output changed:</div><pre class="output">{_e(_pretty(diff.output_diff))}</pre>'
+        out = (
+            "<div>final output changed:</div>"
+            f'<pre class="output">{_e(_pretty(diff.output_diff))}</pre>'
+        )
     return (
         f'<section id="diff" data-verdict="{"match" if diff.is_empty else "diverged"}">'
         f'<h2>Diff: this run against {_e(right_label)}</h2><table class="meta">{meta}</table>'
         f'<p class="legend">{legend}</p>'
         f'<table class="diff"><thead><tr><th colspan="2">this run ({_e(diff.recorded_id)})</th>'
-        f'<th colspan="2">{_e(right_label if diff.replayed_id in right_label else f"{right_label} ({diff.replayed_id})")}'
-        "</th></tr></thead>"
+        f'<th colspan="2">{_e(right_head)}</th></tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>{out}</section>"
     )
 
@@ -315,7 +337,8 @@ def render_run_page(
     """The run page as one HTML document (no script, no external resource).
 
     Args:
-        run, events, snapshots: the run (snapshots: sha -> redacted value, or (value, type, truncated)).
+        run, events, snapshots: the run (snapshots: sha -> redacted value, or
+            (value, type, truncated)).
         http: the run's recorded HTTP interactions (redacted); each step lists the ones it made.
         other: the run compared against: (run, events, snapshots, label such as "replay (now)").
         diff: `RunDiff` of `run` (reference) against `other`.

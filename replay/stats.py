@@ -1,8 +1,11 @@
 """Run statistics over the recorded runs: the drift signals of the source document.
 
-Everything here is a pure function over lists of `Run` and `Event` (so alerts, metrics and the
-dashboard compute the same figures the same way); `load_window` and `stats_for_store` are the thin
-wrappers that read a `Store`.
+Two ways in, one definition: `compute_stats` takes lists of `Run` and `Event` (tests, a recorder
+listener, a cassette); `stats_for_store` / `window_stats` read a store through the SQL aggregates
+of `replay.queries` (counts and group-bys in SQL, one numeric column per percentile, no model
+object per event), which is what `replay stats` and `replay alerts` use: 100,000 runs in well under
+a second. Both fill the same `Sample` and `Sample.stats` computes every figure from it, so the two
+give identical results (`tests/integration/test_stats_store.py` checks it on a generated store).
 
 Definitions (what `replay stats` prints):
 
@@ -18,20 +21,25 @@ Definitions (what `replay stats` prints):
   the share that stopped ``completed``.
 - Runs written by replay (``replay_of`` set) are not production traffic and are left out.
 
-Percentiles use linear interpolation between closest ranks (numpy's default method, "type 7"):
-see `percentile`.
+Percentiles use linear interpolation between closest ranks (numpy's default method, "type 7"),
+computed by `statistics.quantiles`: see `percentile`. Means and sums use `math.fsum`, so they do not
+depend on the order rows arrive in.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
+import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal
 
+from replay import queries
 from replay.errors import ReplayError
 from replay.models import Event, Run
 
@@ -41,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ERROR_BUCKETS",
     "InvalidDurationError",
+    "Sample",
     "Stats",
     "StatsReport",
     "TimeBucket",
@@ -59,6 +68,8 @@ __all__ = [
     "run_tool_calls",
     "stats_for_store",
     "store_run_count",
+    "window_samples",
+    "window_stats",
 ]
 
 #: The buckets tool-call errors are sorted into; "retries" in the alerts are 429 + 5xx.
@@ -120,7 +131,7 @@ def parse_duration(text: str, option: str = "duration") -> int:
 
 
 def format_duration(ms: int) -> str:
-    """The shortest exact spelling of `ms` in days, hours, minutes, seconds (``600000`` -> ``10m``)."""
+    """The shortest exact spelling of `ms` in d, h, m, s (``600000`` -> ``10m``)."""
     for unit in ("d", "h", "m", "s"):
         size = _UNIT_MS[unit]
         if ms >= size and ms % size == 0:
@@ -129,24 +140,36 @@ def format_duration(ms: int) -> str:
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:
-    """The `q`-quantile (0 <= q <= 1) of `values` by linear interpolation, or None when empty.
+    """The `q`-quantile (0 <= q <= 1, at most three decimals) of `values`, or None when empty.
 
-    Method: sort the n values, take the fractional rank ``h = (n - 1) * q`` and interpolate
-    between the values at ranks ``floor(h)`` and ``ceil(h)`` (numpy's default "linear" method,
-    Hyndman & Fan type 7). So p50 of [1, 2, 3, 4] is 2.5 and p95 of 1..20 is 19.05.
+    Linear interpolation between closest ranks (numpy's default "linear" method, Hyndman & Fan
+    type 7): the fractional rank is ``h = (n - 1) * q`` and the value lies between the values at
+    ranks ``floor(h)`` and ``ceil(h)``. So p50 of [1, 2, 3, 4] is 2.5 and p95 of 1..20 is 19.05.
+
+    Computed by ``statistics.quantiles(method="inclusive")``, which is that definition with the
+    rank taken exactly in integers (q as a fraction ``i/n``). It agrees with the hand-rolled
+    formula it replaced except in the last bit of a float where ``(n - 1) * q`` in floating point
+    fell just below a whole rank; q is therefore limited to three decimals (p99.9 is the finest),
+    and q = 0, q = 1 and a single value are the minimum / maximum (quantiles gives only the cut
+    points strictly inside, and before Python 3.13 needs two values).
     """
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"percentile q must be within [0, 1], got {q!r}: pass e.g. 0.95 for p95")
-    xs = sorted(float(v) for v in values)
+    frac = Fraction(str(q))
+    if frac.denominator > 1000:
+        raise ValueError(f"percentile q must have at most three decimals (e.g. 0.999), got {q!r}")
+    xs = [float(v) for v in values]
     if not xs:
         return None
-    h = (len(xs) - 1) * q
-    lo, hi = math.floor(h), math.ceil(h)
-    return xs[lo] + (xs[hi] - xs[lo]) * (h - lo)
+    if frac == 0:
+        return min(xs)
+    if frac == 1 or len(xs) == 1:
+        return max(xs)
+    return statistics.quantiles(xs, n=frac.denominator, method="inclusive")[frac.numerator - 1]
 
 
 def _mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+    return math.fsum(values) / len(values) if values else None
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -159,7 +182,7 @@ _SERVER_ERROR_NAMES = ("internalservererror", "badgateway", "serviceunavailable"
 
 
 def classify_error(error: str | None) -> str | None:
-    """The bucket of a tool error: ``"429"``, ``"5xx"``, ``"timeout"``, ``"other"``; None if no error.
+    """The bucket of a tool error: ``"429"``, ``"5xx"``, ``"timeout"``, ``"other"``; None if none.
 
     The recorder stores the error *class* only (``httpx.HTTPStatusError`` carries no status code),
     so the bucket is read from the name, first rule that matches:
@@ -192,7 +215,7 @@ def classify_error(error: str | None) -> str | None:
 
 
 def run_tool_calls(run: Run) -> int:
-    """Tool calls of a run: the run row's count, else the usage total (recorders fill one of them)."""
+    """Tool calls of a run: the run row's count, else the usage total (recorders fill one)."""
     return run.tool_calls or run.usage.tool_calls
 
 
@@ -278,62 +301,131 @@ def _production(runs: Iterable[Run]) -> list[Run]:
     return [r for r in runs if r.replay_of is None]
 
 
+def _by_count(counts: Counter[str]) -> list[tuple[str, int]]:
+    # Most first, ties by name: the same order whatever order the rows came in.
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+@dataclass
+class Sample:
+    """What the figures of one set of runs are computed from: counts, and one list per percentile.
+
+    `compute_stats` fills it from `Run`/`Event` objects, `window_samples` from SQL aggregates;
+    `stats` turns it into `Stats`, the one place each figure is defined.
+    """
+
+    runs: int = 0
+    #: tool calls per run (`run_tool_calls`)
+    calls: list[float] = field(default_factory=list)
+    #: ``ended_ms - started_ms`` of the runs that have an end
+    latencies: list[float] = field(default_factory=list)
+    #: ``usage.cost_usd`` per run
+    spend: list[float] = field(default_factory=list)
+    #: ``tokens_in + tokens_out`` per run, from the run's usage totals
+    run_tokens: list[float] = field(default_factory=list)
+    #: ``tokens_in + tokens_out`` per model step that carries usage
+    model_tokens: list[float] = field(default_factory=list)
+    tool_results: int = 0
+    #: failed tool steps by error class (``"unknown"`` when unnamed)
+    errors: Counter[str] = field(default_factory=Counter)
+    #: finished runs by stop reason (a run inferred killed counts as ``killed``)
+    stops: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: Sample) -> None:
+        """Add the runs of `other` (for the whole window out of its buckets)."""
+        self.runs += other.runs
+        self.calls += other.calls
+        self.latencies += other.latencies
+        self.spend += other.spend
+        self.run_tokens += other.run_tokens
+        self.model_tokens += other.model_tokens
+        self.tool_results += other.tool_results
+        self.errors.update(other.errors)
+        self.stops.update(other.stops)
+
+    def stats(self) -> Stats:
+        """Every figure of `replay stats` (see the module docstring for the definitions)."""
+        if not self.runs:
+            return Stats(runs=0)
+        basis: Literal["model_result", "run"]
+        tokens, basis = (
+            (self.model_tokens, "model_result") if self.model_tokens else (self.run_tokens, "run")
+        )
+        failed = sum(self.errors.values())
+        by_bucket = Counter[str]()
+        for error, n in self.errors.items():
+            by_bucket[classify_error(error) or "other"] += n
+        finished = sum(self.stops.values())
+        return Stats(
+            runs=self.runs,
+            finished_runs=finished,
+            tool_calls_avg=_mean(self.calls),
+            tool_calls_p95=percentile(self.calls, 0.95),
+            latency_avg_ms=_mean(self.latencies),
+            latency_p95_ms=percentile(self.latencies, 0.95),
+            tokens_per_request_avg=_mean(tokens),
+            tokens_per_request_p95=percentile(tokens, 0.95),
+            tokens_basis=basis,
+            model_requests=len(self.model_tokens),
+            spend_avg_usd=_mean(self.spend),
+            spend_total_usd=round(math.fsum(self.spend), 10),
+            tool_results=self.tool_results,
+            tool_errors=failed,
+            tool_error_rate=_share(failed, self.tool_results),
+            errors_by_class=dict(_by_count(self.errors)),
+            errors_by_bucket={b: by_bucket.get(b, 0) for b in ERROR_BUCKETS},
+            stop_reasons=dict(_by_count(self.stops)),
+            success_rate=_share(self.stops.get("completed", 0), finished),
+        )
+
+
+def _sample(runs: Sequence[Run], steps: Iterable[Event]) -> Sample:
+    """The `Sample` of these (production) runs and those of `steps` that belong to them."""
+    s = Sample(runs=len(runs))
+    for r in runs:
+        s.calls.append(float(run_tool_calls(r)))
+        if r.latency_ms is not None:
+            s.latencies.append(float(r.latency_ms))
+        s.spend.append(r.usage.cost_usd)
+        s.run_tokens.append(float(r.usage.tokens_in + r.usage.tokens_out))
+        if r.stop_reason is not None:
+            s.stops[r.stop_reason] += 1
+    ids = {r.run_id for r in runs}
+    for e in steps:
+        if e.run_id not in ids:
+            continue
+        if e.kind == "model_result" and e.usage is not None:
+            s.model_tokens.append(float(e.usage.tokens_in + e.usage.tokens_out))
+        elif e.kind == "tool_result":
+            s.tool_results += 1
+            if e.status == "error":
+                s.errors[e.error or "unknown"] += 1
+    return s
+
+
 def compute_stats(runs: Sequence[Run], steps: Sequence[Event]) -> Stats:
     """The stats of `runs`; `steps` are their tool/model step events (others are ignored).
 
     Steps whose run is not in `runs` are left out, so a window's figures all describe the same
     runs. See the module docstring for each definition.
     """
-    runs = _production(runs)
-    if not runs:
-        return Stats(runs=0)
-    ids = {r.run_id for r in runs}
-    steps = [e for e in steps if e.run_id in ids]
+    return _sample(_production(runs), steps).stats()
 
-    calls = [float(run_tool_calls(r)) for r in runs]
-    latencies = [float(r.latency_ms) for r in runs if r.latency_ms is not None]
-    spend = [r.usage.cost_usd for r in runs]
 
-    model_tokens = [
-        float(e.usage.tokens_in + e.usage.tokens_out)
-        for e in steps
-        if e.kind == "model_result" and e.usage is not None
-    ]
-    basis: Literal["model_result", "run"]
-    if model_tokens:
-        tokens, basis = model_tokens, "model_result"
-    else:
-        tokens, basis = [float(r.usage.tokens_in + r.usage.tokens_out) for r in runs], "run"
-
-    tool_steps = [e for e in steps if e.kind == "tool_result"]
-    failed = [e for e in tool_steps if e.status == "error"]
-    by_class = Counter(e.error or "unknown" for e in failed)
-    by_bucket = Counter(classify_error(e.error or "unknown") for e in failed)
-
-    finished = [r for r in runs if r.stop_reason is not None]
-    reasons = Counter(r.stop_reason for r in finished)
-
-    return Stats(
-        runs=len(runs),
-        finished_runs=len(finished),
-        tool_calls_avg=_mean(calls),
-        tool_calls_p95=percentile(calls, 0.95),
-        latency_avg_ms=_mean(latencies),
-        latency_p95_ms=percentile(latencies, 0.95),
-        tokens_per_request_avg=_mean(tokens),
-        tokens_per_request_p95=percentile(tokens, 0.95),
-        tokens_basis=basis,
-        model_requests=len(model_tokens),
-        spend_avg_usd=_mean(spend),
-        spend_total_usd=round(sum(spend), 10),
-        tool_results=len(tool_steps),
-        tool_errors=len(failed),
-        tool_error_rate=_share(len(failed), len(tool_steps)),
-        errors_by_class=dict(by_class.most_common()),
-        errors_by_bucket={b: by_bucket.get(b, 0) for b in ERROR_BUCKETS},
-        stop_reasons=dict(sorted(reasons.items(), key=lambda kv: (-kv[1], str(kv[0])))),  # type: ignore[arg-type]
-        success_rate=_share(reasons.get("completed", 0), len(finished)),
-    )
+def _bucket_keys(
+    keys: Iterable[int], by: BucketSize, since_ms: int | None, until_ms: int | None
+) -> list[int]:
+    """Every bucket start from the first to the last, the window's ends included when given."""
+    size = _BUCKET_MS[by]
+    starts = list(keys)
+    if since_ms is not None:
+        starts.append(since_ms)
+    if until_ms is not None:
+        starts.append(max(until_ms - 1, since_ms or until_ms - 1))
+    if not starts:
+        return []
+    first, last = bucket_start(min(starts), by), bucket_start(max(starts), by)
+    return list(range(first, last + size, size))
 
 
 @dataclass
@@ -364,14 +456,6 @@ def compute_stats_by(
     if by not in _BUCKET_MS:
         raise ValueError(f"cannot bucket by {by!r}: use 'hour' or 'day'")
     runs = _production(runs)
-    size = _BUCKET_MS[by]
-    starts = [r.started_ms for r in runs]
-    if since_ms is not None:
-        starts.append(since_ms)
-    if until_ms is not None:
-        starts.append(max(until_ms - 1, since_ms or until_ms - 1))
-    if not starts:
-        return []
     groups: dict[int, list[Run]] = {}
     for r in runs:
         groups.setdefault(bucket_start(r.started_ms, by), []).append(r)
@@ -381,10 +465,10 @@ def compute_stats_by(
         b = bucket_of_run.get(e.run_id)
         if b is not None:
             steps_by.setdefault(b, []).append(e)
-    first, last = bucket_start(min(starts), by), bucket_start(max(starts), by)
+    size = _BUCKET_MS[by]
     return [
         TimeBucket(b, b + size, compute_stats(groups.get(b, []), steps_by.get(b, [])))
-        for b in range(first, last + size, size)
+        for b in _bucket_keys(groups, by, since_ms, until_ms)
     ]
 
 
@@ -441,9 +525,68 @@ def load_window(
     return runs, steps
 
 
+def window_samples(store: Store, window: queries.Window) -> dict[int, Sample]:
+    """The `Sample` of each bucket of `window` (bucket 0 only, without ``bucket_ms``), from SQL.
+
+    Counts and group-bys run in the database; the percentile figures come as one numeric column
+    each. Runs inferred killed (no stop, process gone) count as stopped ``killed``; a run row
+    that cannot be read is left out with its steps, with one `CorruptRowWarning` naming it.
+    """
+    out: dict[int, Sample] = {}
+
+    def at(bucket: int) -> Sample:
+        s = out.get(bucket)
+        if s is None:
+            s = out[bucket] = Sample()
+        return s
+
+    cols = queries.run_columns(store, window)
+    if cols.skipped:  # unreadable rows: left out, with their steps, as `Store.runs` does
+        queries.warn_skipped(store, cols.skipped)
+        window = dataclasses.replace(window, exclude=tuple(rid for rid, _f in cols.skipped))
+    for b, calls, latency, cost, tokens in zip(
+        cols.bucket, cols.calls, cols.latency, cols.cost, cols.tokens, strict=True
+    ):
+        s = at(b)
+        s.runs += 1
+        s.calls.append(calls)
+        if latency is not None:
+            s.latencies.append(latency)
+        s.spend.append(cost)
+        s.run_tokens.append(tokens)
+    if not out:
+        return out
+    for b, reason, n in queries.stop_counts(store, window):
+        if reason is not None:
+            at(b).stops[reason] += n
+    for b, _run_id in queries.killed_inferred(store, window):
+        at(b).stops["killed"] += 1
+    for b, n in queries.tool_step_counts(store, window):
+        at(b).tool_results += n
+    values = queries.step_values(store, window)
+    for b, error in values.errors:
+        at(b).errors[error] += 1
+    for b, tokens in values.tokens:
+        at(b).model_tokens.append(tokens)
+    return out
+
+
+def window_stats(store: Store, window: queries.Window) -> Stats:
+    """The `Stats` of the runs of `window`, from SQL aggregates (equal to `compute_stats` over
+    `load_window`)."""
+    return _whole(window_samples(store, window)).stats()
+
+
+def _whole(samples: dict[int, Sample]) -> Sample:
+    total = Sample()
+    for s in samples.values():
+        total.add(s)
+    return total
+
+
 @dataclass
 class StatsReport:
-    """`replay stats` for one window: the overall stats, the time buckets, and what to say if empty."""
+    """`replay stats` for one window: overall stats, time buckets, and what to say if empty."""
 
     stats: Stats
     buckets: list[TimeBucket]
@@ -455,7 +598,10 @@ class StatsReport:
 
     @property
     def message(self) -> str | None:
-        """Why there are no figures, e.g. ``no runs in the last 7d for agent 'x' (store has 0 runs)``."""
+        """Why there are no figures.
+
+        For example ``no runs in the last 7d for agent 'x' (store has 0 runs)``.
+        """
         if self.stats.runs:
             return None
         who = f" for agent {self.agent!r}" if self.agent else ""
@@ -490,20 +636,28 @@ def stats_for_store(
     by: BucketSize | None = None,
     window_label: str = "",
 ) -> StatsReport:
-    """`compute_stats` (and `compute_stats_by` when `by` is given) over a store window.
+    """The stats of a store window (and per hour or day when `by` is given), from SQL aggregates.
+
+    Equal to `compute_stats` / `compute_stats_by` over `load_window`, without building a model
+    object per run or event.
 
     Raises:
         UnknownAgentError: `agent` is not the name of any run in a non-empty store.
     """
     check_agent(store, agent)
-    runs, steps = load_window(store, since_ms=since_ms, until_ms=until_ms, agent=agent)
-    stats = compute_stats(runs, steps)
-    total = None if runs else store_run_count(store)
-    buckets = (
-        compute_stats_by(runs, steps, by, since_ms=since_ms, until_ms=until_ms)
-        if by and runs
-        else []
-    )
+    size = _BUCKET_MS.get(by) if by else None
+    if by and size is None:
+        raise ValueError(f"cannot bucket by {by!r}: use 'hour' or 'day'")
+    window = queries.Window(since_ms, until_ms, agent, size)
+    samples = window_samples(store, window)
+    stats = _whole(samples).stats()
+    total = None if stats.runs else store_run_count(store)
+    buckets = []
+    if by is not None and size is not None and stats.runs:
+        buckets = [
+            TimeBucket(b, b + size, samples.get(b, Sample()).stats())
+            for b in _bucket_keys(samples, by, since_ms, until_ms)
+        ]
     return StatsReport(stats, buckets, since_ms, until_ms, agent, total, window_label)
 
 
@@ -574,7 +728,8 @@ def format_stats(stats: Stats) -> str:
 
 
 def format_stats_table(buckets: Sequence[TimeBucket], by: BucketSize) -> str:
-    """One line per hour/day: runs, tool calls/run, latency p95, tokens/request, spend, errors, success."""
+    """One line per hour/day: runs, tool calls/run, latency p95, tokens/request, spend, errors,
+    success."""
     import datetime as _dt
 
     fmt = "%Y-%m-%d %H:00" if by == "hour" else "%Y-%m-%d"
@@ -608,7 +763,8 @@ def format_stats_table(buckets: Sequence[TimeBucket], by: BucketSize) -> str:
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     return "\n".join(
         "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ).rstrip()
         for row in lines
     )

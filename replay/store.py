@@ -18,6 +18,7 @@ import os
 import pathlib
 import secrets
 import sqlite3
+import sys
 import threading
 import time
 import warnings
@@ -37,7 +38,7 @@ from replay.errors import (
 from replay.hashing import canonical_json, thaw
 from replay.liveness import infer_killed
 from replay.migrations import SCHEMA_VERSION, START_SEQ, STOP_SEQ, migrate, read_schema_version
-from replay.models import Event, Run
+from replay.models import Event, Run, Usage, is_step, trusted_event
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -103,7 +104,6 @@ _DAY_MS = 86_400_000
 PRUNE_BATCH = 2_000
 _NCOL = len(EVENT_COLUMNS)
 _ROWS_PER_STATEMENT = 32  # multi-row VALUES: ~1.4x fewer per-row costs than one row per statement
-_STEP_KINDS = ("tool_result", "model_result")
 
 # sqlite3 binds None by failing an adapter lookup (~0.6 us per NULL on CPython 3.11) and an event
 # row has several NULLs. A registered identity adapter takes the fast path; behaviour is unchanged.
@@ -578,12 +578,17 @@ class Store:
                     raise AmbiguousRunIdError(prefix, self.path.name, ids[:10], more=len(ids) > 10)
             raise RunNotFoundError(prefix, self.path.name, self.count_runs())
 
-    def events(self, run_id: str) -> list[Event]:
-        """The run's events in order: run_start, the steps by step_id, stop. Empty for an unknown run."""
+    def events(self, run_id: str, *, trusted: bool = False) -> list[Event]:
+        """The run's events in order: run_start, the steps by step_id, stop. Empty for an unknown run.
+
+        ``trusted=True`` (replay of a long run) skips validating each row again: see `trusted_event`.
+        """
         with self._reading("reading events") as conn:
             rows = conn.execute(
                 f"SELECT {_EVENT_SELECT} FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
             ).fetchall()
+        if trusted:
+            return [_trusted_event_from_row(r, run_id) for r in rows]
         return [self._event(r) for r in rows]
 
     def snapshot(self, sha: str) -> tuple[bytes, str | None, bool] | None:
@@ -641,6 +646,15 @@ class Store:
         with self._reading("listing runs") as conn:
             rows = conn.execute(sql, params).fetchall()
         return infer_killed(self._readable(rows, self._run, "runs"))
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read-only SQL statement with ``?`` placeholders (`replay.queries`).
+
+        Raises:
+            StoreError: the statement failed (the message names the store and the SQLite error).
+        """
+        with self._reading("querying") as conn:
+            return list(conn.execute(sql, tuple(params)).fetchall())
 
     def count_runs(self) -> int:
         """How many runs the store holds (replays included)."""
@@ -726,9 +740,7 @@ class Store:
             return []  # a replay's answers point at the recording's snapshots, kept in its own store
         if events is None:
             events = self.events(run.run_id)
-        steps = [
-            e for e in events if e.kind in _STEP_KINDS and e.parent_step_id is None and e.output_sha
-        ]
+        steps = [e for e in events if is_step(e) and e.output_sha]
         if not steps:
             return []
         found = self.snapshots(e.output_sha for e in steps if e.output_sha)
@@ -1042,6 +1054,18 @@ def _event_from_row(row: Sequence[Any]) -> Event:
     if d["usage"] is not None:
         _json_field(d, "usage", orjson.loads)
     return Event.model_validate(d)
+
+
+def _trusted_event_from_row(row: Sequence[Any], run_id: str) -> Event:
+    d = dict(zip(EVENT_COLUMNS, row, strict=True))
+    # One string per run, kind, tool and status rather than one per row (a long run's memory).
+    d["run_id"] = run_id
+    for key in ("kind", "tool", "status"):
+        if d[key] is not None:
+            d[key] = sys.intern(d[key])
+    if d["usage"] is not None:
+        d["usage"] = Usage.model_validate(orjson.loads(d["usage"]))
+    return trusted_event(d)
 
 
 def _run_from_row(row: Sequence[Any]) -> Run:

@@ -41,7 +41,7 @@ from replay.liveness import HEARTBEAT_S, STALE_MS, pid_alive, this_host
 from replay.models import Event, Run, Usage
 
 if TYPE_CHECKING:
-    from replay.processors import Redactor
+    from replay.redaction import Redactor
     from replay.store import Store
 
 __all__ = ["Writer", "RecordingLossWarning", "TRUNCATED_TAG"]
@@ -66,7 +66,7 @@ def _usage_json(u: Usage) -> str:
 def _row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     from replay.store import EVENT_COLUMNS
 
-    d = dict(zip(EVENT_COLUMNS, row))
+    d = dict(zip(EVENT_COLUMNS, row, strict=False))
     if d["usage"] is not None:
         d["usage"] = orjson.loads(d["usage"])
     return d
@@ -81,8 +81,41 @@ def _row_json(row: tuple[Any, ...]) -> str:
     return orjson.dumps(_row_dict(row)).decode()
 
 
+def _error_value(it: StepItem, error: tuple[str, str, str]) -> dict[str, Any]:
+    """The error snapshot of a step whose tool raised: its class, message, args and attributes."""
+    display, module, qualname = error
+    out: dict[str, Any] = {
+        "error": display,
+        "module": module,
+        "qualname": qualname,
+        "message": it.message or "",
+    }
+    if it.error_detail is not None:
+        detail = thaw(it.error_detail)
+        if isinstance(detail, dict):
+            out.update((k, v) for k, v in detail.items() if k not in out)
+    return out
+
+
+def _run_row(run: Run, stop: bool, ts_ms: int) -> tuple[Any, ...]:
+    """The event row (EVENT_COLUMNS order) of a run's start (its input sha in args_sha) or stop."""
+    from replay.store import EVENT_COLUMNS
+
+    cols: dict[str, Any] = {"run_id": run.run_id, "ts_ms": ts_ms}
+    if stop:
+        cols.update(
+            kind="stop",
+            output_sha=run.output_sha,
+            stop_reason=run.stop_reason,
+            usage=_usage_json(run.usage),
+        )
+    else:
+        cols.update(kind="run_start", args_sha=run.input_sha)
+    return tuple(cols.get(c) for c in EVENT_COLUMNS)
+
+
 def _check_text(values: tuple[Any, ...]) -> None:
-    """Raise UnicodeEncodeError for a lone surrogate in a name or label, so only that record is lost.
+    """Raise UnicodeEncodeError for a lone surrogate in a name or label: only that record is lost.
 
     Values are frozen leniently (no surrogate reaches a snapshot), but names, labels and versions
     come straight from code; SQLite would refuse the whole batch over one of them.
@@ -96,7 +129,7 @@ def _check_text(values: tuple[Any, ...]) -> None:
 
 def _label_value(red: Redactor, key: Any, value: Any) -> str:
     """A label or version value as written: secret keys hide it, pattern rules pseudonymize it."""
-    if red._is_secret_key_cached(str(key)):
+    if red.is_secret_key(str(key)):
         return "[REDACTED:secret]"
     return red.redact_name(str(value))
 
@@ -118,7 +151,7 @@ class RecordingLossWarning(RuntimeWarning):
     """Some records could not be written; the agent kept running. See ``Recorder.dropped``."""
 
 
-@dataclass
+@dataclass(slots=True)
 class StepItem:
     """One tool or model call as the agent's path hands it over (values frozen, nothing hashed)."""
 
@@ -138,7 +171,7 @@ class StepItem:
     args_sha: str | None = None  # precomputed by the replay layer, which had to hash anyway
     # An answer replayed from the recording: its output (or error) snapshot is the recorded one.
     output_sha: str | None = None
-    # The step_id of the first step of its concurrent group (parallel calls), None when it ran alone.
+    # The step_id of the first step of its concurrent group (parallel calls), None if it ran alone.
     concurrent_group: int | None = None
     # A tool's exception: args, public attributes and their types, frozen (replay.fidelity).
     error_detail: bytes | None = None
@@ -149,7 +182,7 @@ class StepItem:
     output_ref: Any = None
 
 
-@dataclass
+@dataclass(slots=True)
 class RunItem:
     """A run's start or end."""
 
@@ -159,7 +192,8 @@ class RunItem:
     stop: bool
     ts_ms: int
     output_type: str | None = None
-    # The run's HTTP interactions (http=True runs, at stop): redacted and stored here, off the agent's path.
+    # The run's HTTP interactions (http=True runs, at stop): redacted and stored here, off the
+    # agent's path.
     http: list[Any] | None = None
 
 
@@ -224,6 +258,13 @@ _TRANSIENT = (
 )
 
 
+def _check_positive(**limits: float) -> None:
+    """Raise ValueError naming the first limit that is not more than 0."""
+    for name, v in limits.items():
+        if not v > 0:
+            raise ValueError(f"{name}={v!r}: must be more than 0")
+
+
 def _transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError) or any(t in str(exc).lower() for t in _TRANSIENT)
 
@@ -235,10 +276,12 @@ class Writer:
         open_store: opens the store; called on the writer thread (SQLite connections stay there).
         make_redactor: builds the redactor from the store's secret key.
         max_queue: items held at most before ``on_full`` applies.
-        max_queue_bytes: frozen bytes (args, outputs, inputs) held at most before ``on_full`` applies.
+        max_queue_bytes: frozen bytes (args, outputs, inputs) held at most before ``on_full``
+            applies.
         on_full: ``"drop"`` counts and drops new items; ``"block"`` makes the agent wait.
         max_snapshot_bytes: larger snapshots are stored truncated, with the full hash.
-        flush_interval: seconds between two drains of the queue (a run's stop wakes the writer at once).
+        flush_interval: seconds between two drains of the queue (a run's stop wakes the writer at
+            once).
         peek_key: reads the store's key without opening it for writing (a locked store), or None.
         spool_dir: where batches the store refuses are kept until it comes back (None: no spool).
         max_spool_bytes: a spool file larger than this drops new batches (counted in `dropped`).
@@ -269,15 +312,13 @@ class Writer:
     ) -> None:
         if on_full not in ("drop", "block"):
             raise ValueError(f"on_full={on_full!r}: use 'drop' (count and drop) or 'block' (wait)")
-        for name, v in (
-            ("max_queue", max_queue),
-            ("max_queue_bytes", max_queue_bytes),
-            ("flush_interval", flush_interval),
-            ("max_spool_bytes", max_spool_bytes),
-            ("heartbeat_s", heartbeat_s),
-        ):
-            if not v > 0:
-                raise ValueError(f"{name}={v!r}: must be more than 0")
+        _check_positive(
+            max_queue=max_queue,
+            max_queue_bytes=max_queue_bytes,
+            flush_interval=flush_interval,
+            max_spool_bytes=max_spool_bytes,
+            heartbeat_s=heartbeat_s,
+        )
         self._open_store = open_store
         self._make_redactor = make_redactor
         self.max_queue = max_queue
@@ -295,6 +336,11 @@ class Writer:
         self.heartbeat_s = heartbeat_s
         self.sync_runs = sync_runs
         self.sync_timeout = sync_timeout
+        self._init_state()
+        _writers.add(self)
+
+    def _init_state(self) -> None:
+        """Counters, the queue and the writer thread's state, empty."""
         self.dropped = 0
         self.spooled = 0  # records written to the spool (and later ingested), for tests and reports
         self._warned = False
@@ -320,10 +366,10 @@ class Writer:
         # Error steps per open run, handed to listeners at the run's end (metrics count them).
         # Only errors: keeping every step would grow memory with the run.
         self._errors: dict[str, list[Event]] = {}
-        _writers.add(self)
 
     def _after_fork(self) -> None:
-        """In a forked child (gunicorn, multiprocessing): a fresh thread and connection, no parent records.
+        """In a forked child (gunicorn, multiprocessing): a fresh thread and connection, no parent
+        records.
 
         A child may leave through ``os._exit`` (no atexit), so from now on each run's stop is
         written before the run returns (`sync_runs`).
@@ -357,7 +403,8 @@ class Writer:
             if not self._wait_for_room(n):
                 what = (
                     f"the record queue is full ({self.max_queue} records or "
-                    f"{self.max_queue_bytes >> 20} MB of values: the store is slower than the agent)"
+                    f"{self.max_queue_bytes >> 20} MB of values: "
+                    "the store is slower than the agent)"
                 )
                 self._lose(
                     1,
@@ -370,7 +417,8 @@ class Writer:
         if self._thread is None:
             self._start()
         elif len(q) >= self.batch_size or (type(item) is RunItem and item.stop):
-            self._wake.set()  # a full batch, or a run that ended: write it now, not at the next tick
+            # A full batch, or a run that ended: write it now, not at the next tick.
+            self._wake.set()
 
     def _wait_for_room(self, n: int) -> bool:
         """on_full='block': wait while the writer makes progress. False: drop the item."""
@@ -394,7 +442,8 @@ class Writer:
         return True
 
     def keep_up(self, now_ms: int) -> None:
-        """At a run's end: if the writer is more than one flush interval behind, wait until it catches up.
+        """At a run's end: if the writer is more than one flush interval behind, wait until it
+        catches up.
 
         A fast agent in the main process could otherwise queue thousands of ended runs that a
         SIGKILL would lose. Waiting is bounded (1 s) and skipped with ``on_full="drop"`` (the agent
@@ -415,7 +464,7 @@ class Writer:
                 self.flush(1.0)
 
     def wait_run(self) -> bool:
-        """In `sync_runs` mode: wait (bounded) until what is queued, a run's stop included, is written."""
+        """In `sync_runs` mode: wait (bounded) until all that is queued, a stop too, is written."""
         if self._thread is None or threading.current_thread() is self._thread:
             return True
         if self._redactor is None and self._store_failed is not None:
@@ -425,7 +474,7 @@ class Writer:
         return self.flush(self.sync_timeout)
 
     def flush(self, timeout: float | None = 10.0) -> bool:
-        """Write (or spool) everything queued so far. Returns False if that did not finish in `timeout`."""
+        """Write (or spool) everything queued so far. False if that did not finish in `timeout`."""
         if self._thread is None:
             return True
         if not self._thread.is_alive():
@@ -438,14 +487,15 @@ class Writer:
         return marker.done.wait(timeout) and marker.ok
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """Write what is queued, then stop the thread. What could not be written in time is counted lost."""
+        """Write what is queued, then stop the thread; what is not written in time is lost."""
         self.flush(timeout)
         self._closed = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
-                return  # still writing (a slow store): closing its connection now would fail that write
+                # Still writing (a slow store): closing its connection now would fail that write.
+                return
         if self._store is not None:
             try:
                 self._store.close()
@@ -598,6 +648,20 @@ class Writer:
         if self._redactor is None or (self._store is None and self._permanent):
             self._lose(len(batch), self._open_failure())
             return
+        rows, runs, snapshots, finished = self._encode(batch)
+        spooled = self._persist(rows, runs, snapshots)
+        if events_log.isEnabledFor(logging.INFO):
+            for row in rows:
+                events_log.info(_row_json(row))
+        self._notify(finished, spooled)
+
+    def _encode(
+        self, batch: list[Any]
+    ) -> tuple[
+        list[tuple[Any, ...]], list[Run], list[tuple[str, bytes, str | None, bool]], list[Run]
+    ]:
+        """Event rows, runs, snapshots and the runs that ended, for one batch; a record that
+        cannot be encoded is counted lost, never the batch around it."""
         runs: dict[str, Run] = {}
         # Event rows as tuples in EVENT_COLUMNS order: building pydantic Events would cost more
         # than the insert itself. Errors become Events for listeners (metrics) only.
@@ -635,33 +699,38 @@ class Writer:
             except Exception as exc:  # noqa: BLE001 - one bad record must not lose the batch
                 # The exception's type only: its text can hold the user's value.
                 self._lose(1, f"a record could not be encoded ({type(exc).__name__})")
-        run_list, snap_list = list(runs.values()), list(snapshots.values())
-        spooled = self._store is None or self._spooling
-        if spooled:
-            self._spool(
-                rows, run_list, snap_list
-            )  # keep the order: later batches queue behind earlier ones
-        else:
-            try:
-                self._store.write_rows(rows, runs=run_list, snapshots=snap_list)
-            except Exception as exc:  # noqa: BLE001 - fail open: keep the batch in the spool
-                self._store_failed = exc
-                self._backoff_next(time.monotonic())
-                self._spool(rows, run_list, snap_list)
-                spooled = (
-                    True  # as when already spooling: log lines and listeners still see the runs
-                )
-        if events_log.isEnabledFor(logging.INFO):
-            for row in rows:
-                events_log.info(_row_json(row))
+        return rows, list(runs.values()), list(snapshots.values()), finished
+
+    def _persist(
+        self,
+        rows: list[tuple[Any, ...]],
+        run_list: list[Run],
+        snap_list: list[tuple[str, bytes, str | None, bool]],
+    ) -> bool:
+        """Write one batch to the store, else to the spool. True when it went to the spool."""
+        if self._store is None or self._spooling:
+            # Keep the order: later batches queue behind earlier ones.
+            self._spool(rows, run_list, snap_list)
+            return True
+        try:
+            self._store.write_rows(rows, runs=run_list, snapshots=snap_list)
+        except Exception as exc:  # noqa: BLE001 - fail open: keep the batch in the spool
+            self._store_failed = exc
+            self._backoff_next(time.monotonic())
+            self._spool(rows, run_list, snap_list)
+            return True  # as when already spooling: log lines and listeners still see the runs
+        return False
+
+    def _notify(self, finished: list[Run], spooled: bool) -> None:
+        """Hand each run that ended to the listeners (metrics, OpenTelemetry); never raises."""
         for run in finished:
             errors = self._errors.pop(run.run_id, [])
             for listener in self.listeners:
                 try:
-                    if getattr(
-                        listener, "wants_steps", False
-                    ):  # e.g. OtelExporter: every event, read back
-                        # A spooled run is not in the store yet: None says so (the exporter counts it).
+                    # e.g. OtelExporter: every event, read back
+                    if getattr(listener, "wants_steps", False):
+                        # A spooled run is not in the store yet: None says so (the exporter
+                        # counts it).
                         wants_all: Any = listener
                         if spooled or self._store is None:
                             wants_all(run, None, None)
@@ -728,7 +797,8 @@ class Writer:
         except Exception as exc:  # noqa: BLE001
             self._lose(
                 n,
-                f"{self._write_failure()} and the spool {path} is not writable ({type(exc).__name__}); "
+                f"{self._write_failure()} and the spool {path} is not writable "
+                f"({type(exc).__name__}); "
                 "make the folder writable or set Recorder(spool_dir=...)",
             )
             return
@@ -786,7 +856,7 @@ class Writer:
         return n
 
     def _ingest_orphans(self) -> None:
-        """Write the spools of processes that died before their store came back (then delete them)."""
+        """Write the spools of processes that died before their store came back; delete them."""
         d = self.spool_dir
         if d is None or not d.is_dir():
             return
@@ -831,16 +901,18 @@ class Writer:
         snapshots: dict[str, tuple[str, bytes, str | None, bool]],
         type_name: str | None,
         frozen: bytes | None = None,
+        check: tuple[bytes, bool] | None = None,
     ) -> tuple[str, bytes]:
         """Redact `value`, store it content-addressed, return (sha, redacted body bytes).
 
         The body keeps the value's own key order (replay hands it back as the tool returned it);
         the sha is over the canonical, sorted form, so hashes join with hand-rolled loggers.
         `frozen` is `value`'s JSON as the agent's path froze it: when redaction changed nothing,
-        it is the body as it is (no second copy, no second serialization).
+        it is the body as it is (no second copy, no second serialization). `check` is
+        ``Redactor.checked(value)`` when the caller already has it.
         """
         assert self._redactor is not None
-        canonical, clean = self._redactor.checked(value)
+        canonical, clean = self._redactor.checked(value) if check is None else check
         digest = sha_of_canonical(canonical)
         if frozen is not None and clean:
             body = frozen  # nothing was redacted
@@ -863,33 +935,33 @@ class Writer:
     ) -> tuple[Any, ...]:
         assert self._redactor is not None
         args_sha = it.args_sha
-        if args_sha is None or self.store_args:
-            args_body = self._redactor.canonical(thaw(it.args), len(it.args))
+        value: Any = None
+        out_check: tuple[bytes, bool] | None = None
+        # Redacted args are kept if the recorder or its RedactionConfig says store_args="redacted".
+        store_args = self.store_args or self._redactor.config.store_args == "redacted"
+        if args_sha is None or store_args:
+            args = thaw(it.args)
+            if it.output_sha is None and it.error is None and it.output is not None:
+                # The common step: args and output through one detector pass.
+                value = thaw(it.output)
+                (args_body, _), out_check = self._redactor.checked_pair(args, value, len(it.args))
+            else:
+                args_body = self._redactor.canonical(args, len(it.args))
             args_sha = sha_of_canonical(args_body)
-            if self.store_args and args_sha not in snapshots:
+            if store_args and args_sha not in snapshots:
                 snapshots[args_sha] = (args_sha, args_body, "$args", False)
         if it.output_sha is not None:
             output_sha: str | None = it.output_sha
         elif it.error is not None:
-            display, module, qualname = it.error
-            out = {
-                "error": display,
-                "module": module,
-                "qualname": qualname,
-                "message": it.message or "",
-            }
-            if it.error_detail is not None:
-                detail = thaw(it.error_detail)
-                if isinstance(detail, dict):
-                    out.update((k, v) for k, v in detail.items() if k not in out)
-            output_sha, _ = self._snapshot(out, snapshots, "$error")
+            output_sha, _ = self._snapshot(_error_value(it, it.error), snapshots, "$error")
         elif it.output is not None:
-            value = thaw(it.output)
+            if out_check is None:
+                value = thaw(it.output)
             type_name = it.type_name
             if it.output_ref is not None:
                 type_name = type_tag(it.output_ref, value)
                 it.output_ref = None
-            output_sha, _ = self._snapshot(value, snapshots, type_name, it.output)
+            output_sha, _ = self._snapshot(value, snapshots, type_name, it.output, out_check)
         else:
             output_sha = None
         red = self._redactor
@@ -943,49 +1015,14 @@ class Writer:
 
             http = redact_interactions(it.http, red)
             run.http_sha, _ = self._snapshot(http, snapshots, "$http")
-        row: tuple[Any, ...]
-        if it.stop:
-            row = (
-                run.run_id,
-                "stop",
-                it.ts_ms,
-                None,
-                None,
-                None,
-                run.output_sha,
-                None,
-                None,
-                None,
-                run.stop_reason,
-                _usage_json(run.usage),
-                None,
-                None,
-            )
-        else:
-            row = (
-                run.run_id,
-                "run_start",
-                it.ts_ms,
-                None,
-                None,
-                run.input_sha,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-            )
-        return run, row
+        return run, _run_row(run, it.stop, it.ts_ms)
 
     def _safe(self, text: str) -> str:
         """Text for a warning or a log line: redacted (an exception's repr can quote a value)."""
         try:
             red = self._redactor
             if red is None:
-                from replay.processors import Redactor
+                from replay.redaction import Redactor
 
                 red = self._redactor_for_text = getattr(
                     self, "_redactor_for_text", None

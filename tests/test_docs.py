@@ -211,7 +211,8 @@ def _entry_points() -> list[list[str]]:
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     scripts = section(pyproject.replace("\n[", "\n## ["), "## [project.scripts]")
     assert re.findall(r'^(\S+) = "([^"]+)"', scripts, re.M) == [("replay", "replay.cli:cli")], (
-        "pyproject.toml [project.scripts] changed: check every script against the README's CLI reference"
+        "pyproject.toml [project.scripts] changed: check every script against the README's CLI "
+        "reference"
     )
     found = [[sys.executable, "-c", "from replay.cli import cli; cli(prog_name='replay')"]]
     if (ROOT / "replay" / "__main__.py").exists():
@@ -220,7 +221,8 @@ def _entry_points() -> list[list[str]]:
 
 
 def test_every_entry_point_offers_the_documented_command_tree():
-    """The console script (and `python -m replay` when it exists) list the commands the tree walk checks."""
+    """The console script (and `python -m replay` when it exists) list the commands the tree walk
+    checks."""
     expected = {p[0] for p in commands()}
     for argv in _entry_points():
         out = subprocess.run(
@@ -249,7 +251,8 @@ def _plugin_help(pytester: pytest.Pytester) -> tuple[set[str], set[str]]:
 
 
 def test_every_pytest_option_and_ini_is_in_the_readme_cli_reference(pytester):
-    """Each `--replay*` flag and `replay_*` ini option in `pytest --help` is named in the README's CLI reference."""
+    """Each `--replay*` flag and `replay_*` ini option in `pytest --help` is named in the README's
+    CLI reference."""
     flags, inis = _plugin_help(pytester)
     body = plugin_reference()
     named_flags = set(FLAG.findall(body))
@@ -263,7 +266,8 @@ def test_every_pytest_option_and_ini_is_in_the_readme_cli_reference(pytester):
 
 
 def test_every_replay_flag_the_docs_name_exists(pytester):
-    """Each `--replay-*` flag the README or the walk-through names is a pytest option or a `replay` flag."""
+    """Each `--replay-*` flag the README or the walk-through names is a pytest option or a `replay`
+    flag."""
     flags, inis = _plugin_help(pytester)
     cli_flags = {s for cmd in commands().values() for spellings in options(cmd) for s in spellings}
     wrong = []
@@ -285,7 +289,8 @@ def test_every_replay_flag_the_docs_name_exists(pytester):
 
 
 def test_the_architecture_map_lists_every_module_and_only_those():
-    """docs/ARCHITECTURE.md's module table names every module (and subpackage) of replay/ and none that is gone."""
+    """docs/ARCHITECTURE.md's module table names every module (and subpackage) of replay/ and none
+    that is gone."""
     text = ARCHITECTURE.read_text(encoding="utf-8")
     table = "\n".join(line for line in text.splitlines() if line.startswith("| `"))
     named = set(re.findall(r"`([a-z_]+\.py|[a-z_]+/)`", table))
@@ -330,7 +335,8 @@ def session(regen, tmp_path_factory):
 
 
 def test_console_examples_match_a_real_run(regen, session):
-    """Every marked console block of the README and the walk-through shows what a real run shows now."""
+    """Every marked console block of the README and the walk-through shows what a real run shows
+    now."""
     problems = regen.regenerate(list(regen.DOCS), session, check=True)
     assert not problems, "\n\n".join(problems) + "\n\nrewrite them with: python docs/regen.py"
 
@@ -346,7 +352,8 @@ def test_console_examples_match_a_real_run(regen, session):
 def test_the_check_reports_a_block_whose_figures_or_shape_drifted(
     regen, session, tmp_path, old, new
 ):
-    """A stats block with a latency 40x off, a wrong count or a renamed line is reported, naming the block."""
+    """A stats block with a latency 40x off, a wrong count or a renamed line is reported, naming the
+    block."""
     text = README.read_text(encoding="utf-8")
     start = text.index("<!-- console: replay stats")
     assert old in text[start:]
@@ -359,7 +366,8 @@ def test_the_check_reports_a_block_whose_figures_or_shape_drifted(
 
 
 def test_rewriting_a_block_makes_it_pass_the_check(regen, session, tmp_path):
-    """`python docs/regen.py` replaces a stale block with real output that the check then accepts."""
+    """`python docs/regen.py` replaces a stale block with real output that the check then
+    accepts."""
     doc = tmp_path / "doc.md"
     doc.write_text(
         "# x\n\n<!-- console: replay stats --since 7d -->\n```console\n$ replay stats\nstale\n```\n"
@@ -385,7 +393,8 @@ def test_shortened_output_says_where_lines_were_cut(regen):
 
 
 def test_the_architecture_contracts_name_methods_and_parameters_that_exist(tmp_path):
-    """Each `store.METHOD` of the Store contract exists on a real Store, each replay_run parameter named exists."""
+    """Each `store.METHOD` of the Store contract exists on a real Store, each replay_run parameter
+    named exists."""
     from replay.replayer import replay_run
     from replay.store import Store
 
@@ -414,7 +423,8 @@ def test_the_architecture_contracts_name_methods_and_parameters_that_exist(tmp_p
 
 
 def test_every_block_that_shows_output_is_generated_or_pinned_by_a_test(regen):
-    """A block of output has a `<!-- console: -->` marker, or a `<!-- pinned: TEST -->` whose test holds its first line."""
+    """A block of output has a `<!-- console: -->` marker, or a `<!-- pinned: TEST -->` whose test
+    holds its first line."""
     loose = []
     for doc in regen.DOCS:
         lines = doc.read_text(encoding="utf-8").splitlines()
@@ -440,7 +450,8 @@ def test_every_block_that_shows_output_is_generated_or_pinned_by_a_test(regen):
             elif shows_output and i not in generated:
                 loose.append(
                     f"{where}: output nobody checks: add a `<!-- console: COMMAND -->` line above "
-                    "it (then python docs/regen.py), or `<!-- pinned: tests/FILE.py -->` naming the "
+                    "it (then python docs/regen.py), or `<!-- pinned: tests/FILE.py -->` naming "
+                    "the "
                     "test that holds it"
                 )
             i = end + 1

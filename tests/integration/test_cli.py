@@ -1,4 +1,5 @@
-"""The `replay` CLI through its real entry point: runs, show, prune, pin, scan, export, import, diff, run."""
+"""The `replay` CLI through its real entry point: runs, show, prune, pin, scan, export, import,
+diff, run."""
 
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_runs_lists_newest_first_with_filters(env: Any) -> None:
-    """`replay runs` lists runs newest first and filters by agent and stop reason; --json gives the rows."""
+    """`replay runs` lists runs newest first and filters by agent and stop reason; --json gives the
+    rows."""
     mod, db, ids = env
     res = invoke("runs", "--agent", "support-agent")
     assert res.exit_code == 0
@@ -88,7 +90,8 @@ def test_bad_since_exits_2_with_the_fix(env: Any) -> None:
 
 
 def test_show_answers_the_five_questions(env: Any) -> None:
-    """`replay show` prints tools in order with args and output hashes, versions and the stop reason."""
+    """`replay show` prints tools in order with args and output hashes, versions and the stop
+    reason."""
     mod, db, ids = env
     res = invoke("show", ids[0])
     assert res.exit_code == 0, res.output
@@ -145,7 +148,8 @@ def test_pin_and_prune(env: Any) -> None:
 
 
 def test_export_import_round_trip(env: Any, tmp_path: Path) -> None:
-    """export writes a cassette and pins the run; import loads it once; a second import adds nothing."""
+    """export writes a cassette and pins the run; import loads it once; a second import adds
+    nothing."""
     mod, db, ids = env
     res = invoke("export", ids[1], "-o", str(tmp_path / "cas"))
     path = tmp_path / "cas" / f"{ids[1]}.json"
@@ -175,7 +179,8 @@ def test_import_of_a_broken_cassette_changes_nothing(env: Any, tmp_path: Path) -
 
 
 def test_diff_of_two_runs(env: Any) -> None:
-    """`replay diff A B` exits 0 for equal step sequences and 1, with the report, when they differ."""
+    """`replay diff A B` exits 0 for equal step sequences and 1, with the report, when they
+    differ."""
     mod, db, ids = env
     assert invoke("diff", ids[0], ids[0]).exit_code == 0
     mod.MODE["emails"] = 2
@@ -189,14 +194,15 @@ def test_diff_of_two_runs(env: Any) -> None:
 
 
 def test_run_exit_codes_and_reports(env: Any, tmp_path: Path) -> None:
-    """`replay run` exits 0 when replays match, 1 when one diverges, and writes the report by suffix."""
+    """`replay run` exits 0 when replays match, 1 when one diverges, and writes the report by
+    suffix."""
     mod, db, ids = env
     ok = invoke("run", ids[0])
     assert ok.exit_code == 0, ok.output
     mod.MODE["emails"] = 2
     res = invoke("run", *ids, "--report", str(tmp_path / "r.json"))
     assert res.exit_code == 1
-    assert "3 run(s) replayed: 0 matched, 3 diverged, 0 errors" in res.output
+    assert "3 runs replayed: 0 matched, 3 diverged, 0 blessed" in res.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["summary"]["diverged"] == 3
     invoke("run", ids[0], "--report", str(tmp_path / "r.xml"))
@@ -268,7 +274,8 @@ def test_console_script_runs() -> None:
     """The installed `replay` console script runs and lists its commands."""
     if not REPLAY_EXE.exists():
         pytest.fail(
-            f"the `replay` console script is not installed beside {sys.executable}: pip install -e ."
+            f"the `replay` console script is not installed beside {sys.executable}: pip install -e "
+            "."
         )
     out = subprocess.run(
         [str(REPLAY_EXE), "--help"], capture_output=True, text=True, check=True
@@ -331,7 +338,8 @@ def test_every_command_and_plugin_flag_is_in_the_readme() -> None:
 
 
 def test_run_record_to_keeps_the_replay_for_show(env: Any, tmp_path: Path) -> None:
-    """`replay run --record-to` keeps the replayed run (replay_of set) so `replay show` works on it."""
+    """`replay run --record-to` keeps the replayed run (replay_of set) so `replay show` works on
+    it."""
     mod, db, ids = env
     kept = tmp_path / "replays.db"
     assert invoke("run", ids[0], ids[1], "--record-to", str(kept)).exit_code == 0
@@ -345,7 +353,8 @@ def test_run_record_to_keeps_the_replay_for_show(env: Any, tmp_path: Path) -> No
 
 
 def test_replay_run_imports_entrypoints_from_the_working_folder(env: Any, tmp_path: Path) -> None:
-    """The `replay` script imports the agent modules the project's pyproject.toml lists, from the folder it runs in."""
+    """The `replay` script imports the agent modules the project's pyproject.toml lists, from the
+    folder it runs in."""
     assert REPLAY_EXE.exists(), (
         f"the `replay` console script is not installed beside {sys.executable}"
     )

@@ -197,7 +197,7 @@ def invoke(cmd, args, env=None):
 
 class TestIncident:
     def test_alerts_fire_while_success_rate_stays_at_91_percent(self, db):
-        """The incident pattern fires tool-calls, latency, spend and retry alerts; success rate does not move."""
+        """The incident pattern fires tool-calls, latency, spend and retry alerts; success stays."""
         now = incident_store(db)
         store = Store(db)
         base = compute_stats(
@@ -229,7 +229,7 @@ class TestIncident:
         assert lines[-1] == "4 of 6 rules fired; ok: loop_detected, tool_timeout"
 
     def test_json_lists_the_worst_current_runs(self, db):
-        """--json reports each rule's values and, for firing rules, run ids from the current window."""
+        """--json reports each rule's values and, for firing rules, the current window's run ids."""
         now = incident_store(db)
         res = invoke(alerts, ["--db", db, "--json", "--worst", "3"])
         assert res.exit_code == 1
@@ -277,7 +277,8 @@ class TestAlertsBadInput:
         res = invoke(alerts, ["--db", db, "--min-runs", "50"])
         assert res.exit_code == 0
         assert res.output.splitlines()[1] == (
-            "not enough runs to judge: the current window has 44 runs; each window needs at least 50 "
+            "not enough runs to judge: the current window has 44 runs; each window needs at least "
+            "50 "
             "(widen --window/--baseline or lower --min-runs)"
         )
 
@@ -416,7 +417,8 @@ class _Collect(HTMLParser):
 
 class TestDashboard:
     def test_html_report_has_three_charts_with_data_points(self, db, tmp_path):
-        """--html writes a well-formed page with the tool-call, latency and stop-reason charts and their points."""
+        """--html writes a well-formed page with tool-call, latency and stop-reason charts and
+        points."""
         incident_store(db)
         out = tmp_path / "drift.html"
         res = invoke(stats, ["--db", db, "--since", "8d", "--by", "day", "--html", str(out)])
@@ -476,7 +478,8 @@ class TestMetricsCommand:
         assert 'agent_stop_total{agent="support-agent",stop_reason="completed"} 313.0' in res.output
 
     def test_once_json_prints_the_metrics_as_json(self, db):
-        """`replay metrics --once --json` prints the metric families as JSON, the same values as the text."""
+        """`replay metrics --once --json` prints the metric families as JSON, same values as the
+        text."""
         incident_store(db)
         res = invoke(metrics, ["--db", db, "--once", "--json"])
         assert res.exit_code == 0, res.output
@@ -498,7 +501,8 @@ class TestMetricsCommand:
         )
 
     def test_serves_metrics_over_http(self, db):
-        """`replay metrics --port 0` serves /metrics on 127.0.0.1 with the store's runs, until stopped."""
+        """`replay metrics --port 0` serves /metrics on 127.0.0.1 with the store's runs until
+        stopped."""
         pytest.importorskip("prometheus_client")
         incident_store(db)
         code = "import sys; from replay.cli_monitor import metrics; metrics(sys.argv[1:])"

@@ -1,4 +1,5 @@
-"""`replay show --outputs` and `replay show --step N` through the CLI entry point, on a real store."""
+"""`replay show --outputs` and `replay show --step N` through the CLI entry point, on a real
+store."""
 
 from __future__ import annotations
 
@@ -22,7 +23,11 @@ rec = Recorder(os.environ["AGENT_DB"], store_args=os.environ.get("STORE_ARGS", "
 
 @rec.tool("crm.lookup")
 def lookup(address: str) -> dict:
-    return {"customer": address, "note": "line one\\n\\x1b[31mred\\x1b[0m", "orders": list(range(60))}
+    return {
+        "customer": address,
+        "note": "line one\\n\\x1b[31mred\\x1b[0m",
+        "orders": list(range(60)),
+    }
 
 @rec.tool("http.get")
 def http_get(path: str) -> dict:
@@ -52,7 +57,8 @@ def handle(email: str) -> str:
 def recorded(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Any:
-    """One run of an agent whose outputs hold an email, control characters and an error; args kept or hashed."""
+    """One run of an agent whose outputs hold an email, control characters and an error; args kept
+    or hashed."""
     name = f"detail_agent_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(AGENT)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -73,7 +79,8 @@ def invoke(*args: str, columns: int = 80) -> Any:
 
 
 def test_outputs_lists_each_steps_redacted_output_on_one_line(recorded: Any) -> None:
-    """--outputs prints one line per step with its redacted output, cut to the terminal width, control characters escaped."""
+    """--outputs prints one line per step with its redacted output, cut to the terminal width,
+    control characters escaped."""
     db, run_id, _ = recorded
     res = invoke("show", run_id[:14], "--db", db, "--outputs", columns=90)
     assert res.exit_code == 0, res.output
@@ -99,7 +106,8 @@ def test_outputs_lists_each_steps_redacted_output_on_one_line(recorded: Any) -> 
 
 
 def test_outputs_json(recorded: Any) -> None:
-    """--outputs --json gives every step with its redacted output value and whether it was stored."""
+    """--outputs --json gives every step with its redacted output value and whether it was
+    stored."""
     db, run_id, _ = recorded
     data = json.loads(invoke("show", run_id, "--db", db, "--outputs", "--json").output)
     steps = data["steps"]
@@ -116,7 +124,8 @@ def test_outputs_json(recorded: Any) -> None:
 
 
 def test_step_shows_one_step_in_full(recorded: Any) -> None:
-    """--step N shows the step's args when stored, its output or error and message, and the steps inside it."""
+    """--step N shows the step's args when stored, its output or error and message, and the steps
+    inside it."""
     db, run_id, store_args = recorded
     res = invoke("show", run_id, "--db", db, "--step", "1")
     assert res.exit_code == 0, res.output
@@ -146,7 +155,8 @@ def test_step_shows_one_step_in_full(recorded: Any) -> None:
 
 
 def test_step_and_outputs_bad_input(recorded: Any) -> None:
-    """An unknown step, or --step with --outputs, exits 2 saying what exists; a missing store says how to make one."""
+    """An unknown step, or --step with --outputs, exits 2 saying what exists; a missing store says
+    how to make one."""
     db, run_id, _ = recorded
     res = CliRunner().invoke(cli, ["show", run_id, "--db", db, "--step", "9"])
     assert res.exit_code == 2 and "--step 9" in res.output and "has steps 1 to 4" in res.output
@@ -157,7 +167,8 @@ def test_step_and_outputs_bad_input(recorded: Any) -> None:
 
 
 def test_step_lists_the_http_requests_made_under_it(tmp_path: Path) -> None:
-    """--step N (and the run page) of an http=True run list each request the step made, its attempts, the status, redacted."""
+    """--step N (and the run page) of an http=True run list each request the step made, its
+    attempts, the status, redacted."""
     import threading
     import urllib.error
     import urllib.request

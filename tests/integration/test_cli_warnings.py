@@ -27,7 +27,8 @@ def _limit_memory() -> None:
 
 
 def test_a_warning_inside_a_command_is_shown_once_and_the_command_finishes():
-    """A command that warns prints its output and each warning once on stderr, then exits 0 (no endless re-recording)."""
+    """A command that warns prints its output and each warning once on stderr, then exits 0 (no
+    endless re-recording)."""
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT],
         capture_output=True,

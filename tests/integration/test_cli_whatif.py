@@ -37,7 +37,7 @@ README_EXAMPLE = """
 $ replay run cassettes/incidents/r_01m80g7tce74qmb7zv96pmd1t5.json --fault http.get=503 --fault http.get=timeout
 r_01m80g7tce74qmb7zv96pmd1t5 [http.get=503]  coped: stopped escalated after 3 tool call(s)
 r_01m80g7tce74qmb7zv96pmd1t5 [http.get=timeout]  coped: stopped escalated after 3 tool call(s)
-2 run(s) replayed: 2 matched, 0 diverged, 0 errors
+2 runs replayed: 2 matched, 0 diverged, 0 blessed
 """  # noqa: E501 - the README's line, verbatim
 
 

@@ -25,7 +25,8 @@ def _invoke(args: list[str]) -> str:
 
 
 def test_demo_records_finds_exports_and_replays_the_incident(tmp_path, monkeypatch):
-    """The demo records 25 runs, shows the worst one's five answers, exports it and diffs the fix against it."""
+    """The demo records 25 runs, shows the worst one's five answers, exports it and diffs the fix
+    against it."""
     monkeypatch.chdir(tmp_path)
     t0 = time.perf_counter()
     out = _invoke(["demo", "--db", str(tmp_path / "demo.db")])
@@ -44,7 +45,8 @@ def test_demo_records_finds_exports_and_replays_the_incident(tmp_path, monkeypat
         f"replay matches recording {run_id}",
         "stop reason: completed -> escalated",
         "email.send 2 calls -> 1 (the fake outbox delivered 1 email)",
-        f"  pytest --replay cassettes/incidents/{run_id}.json --replay-agent replay.demo_agent:handle",
+        f"  pytest --replay cassettes/incidents/{run_id}.json --replay-agent "
+        "replay.demo_agent:handle",
     ]:
         assert expected in out, f"{expected!r} not in:\n{out}"
     assert re.search(r"healthy +20 +4\.0 ", out), out  # tool calls per run
@@ -58,7 +60,8 @@ def test_demo_records_finds_exports_and_replays_the_incident(tmp_path, monkeypat
 
 
 def test_demo_twice_on_one_store_adds_runs(tmp_path, monkeypatch):
-    """Running the demo again on the same store adds 25 runs and exports the new worst run next to the first."""
+    """Running the demo again on the same store adds 25 runs and exports the new worst run next to
+    the first."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SUPPORT_AGENT_TIME_SCALE", "0")
     first = RUN_ID.search(_invoke(["demo", "--db", "demo.db", "--cassettes", "out"])).group(1)
@@ -75,18 +78,21 @@ def test_demo_twice_on_one_store_adds_runs(tmp_path, monkeypatch):
 
 
 def test_demo_rejects_a_store_in_a_missing_folder(tmp_path):
-    """A --db in a folder that does not exist exits 2 naming the folder, before recording anything."""
+    """A --db in a folder that does not exist exits 2 naming the folder, before recording
+    anything."""
     result = CliRunner().invoke(cli, ["demo", "--db", str(tmp_path / "nope" / "demo.db")])
     assert result.exit_code == 2
     assert f"the folder {tmp_path / 'nope'} does not exist" in result.output
 
 
 def test_replay_demo_runs_as_the_installed_command(tmp_path):
-    """The installed `replay demo` finishes in under 10 seconds and ends with the next commands to run."""
+    """The installed `replay demo` finishes in under 10 seconds and ends with the next commands to
+    run."""
     exe = Path(sys.executable).parent / "replay"  # beside the interpreter, not whatever PATH finds
     if not exe.exists():
         pytest.fail(
-            f"the `replay` console script is not installed beside {sys.executable}: pip install -e ."
+            f"the `replay` console script is not installed beside {sys.executable}: pip install -e "
+            "."
         )
     t0 = time.perf_counter()
     proc = subprocess.run(
@@ -104,7 +110,7 @@ def test_replay_demo_runs_as_the_installed_command(tmp_path):
     assert tail[0] == "next:"
     assert tail[1] == f"  replay show {run_id} --db demo.db"
     assert (
-        tail[2]
-        == f"  pytest --replay cassettes/incidents/{run_id}.json --replay-agent replay.demo_agent:handle"
+        tail[2] == f"  pytest --replay cassettes/incidents/{run_id}.json --replay-agent "
+        "replay.demo_agent:handle"
     )
     assert (tmp_path / "cassettes" / "incidents" / f"{run_id}.json").is_file()

@@ -1,4 +1,4 @@
-"""`replay demo` from a wheel, in an empty folder: the demo and every "next:" command it prints work there.
+"""`replay demo` from a wheel, in an empty folder: the demo and each "next:" command it prints work.
 
 The package is built as a wheel from a copy of the sources and installed (not editable) into a
 fresh virtualenv; its dependencies come from the environment running the tests (a ``.pth`` line
@@ -33,7 +33,8 @@ def _run(
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A virtualenv with agent-replay installed from a freshly built wheel: (bin folder, environment)."""
+    """A virtualenv with agent-replay installed from a freshly built wheel: (bin folder,
+    environment)."""
     base = tmp_path_factory.mktemp("wheel")
     src = base / "src"
     src.mkdir()
@@ -108,7 +109,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def test_demo_and_its_next_commands_work_in_an_empty_folder(installed: Any, tmp_path: Path) -> None:
-    """From a wheel, `replay demo` in an empty folder succeeds and each printed next command runs there as described."""
+    """From a wheel, `replay demo` in an empty folder succeeds and each printed next command runs
+    there as described."""
     bindir, env = installed
     folder = tmp_path / "empty"
     folder.mkdir()
@@ -129,7 +131,8 @@ def test_demo_and_its_next_commands_work_in_an_empty_folder(installed: Any, tmp_
     assert f"run {run_id}  agent support-agent" in show.stdout
     assert "entrypoint  replay.demo_agent.agent:handle" in show.stdout
 
-    # Against the installed code (v2) the incident replay diverges, as the demo says; against v1 it matches.
+    # Against the installed code (v2) the incident replay diverges, as the demo says; against v1
+    # it matches.
     fixed = _run(shlex.split(commands[1]), folder, env)
     assert fixed.returncode == 1, fixed.stdout + fixed.stderr
     assert "1 run replayed: 0 matched, 1 diverged" in fixed.stdout

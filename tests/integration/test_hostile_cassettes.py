@@ -233,7 +233,7 @@ def test_cli_run_subprocess_refuses_hostile_cassettes(project: Path, tmp_path: P
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stdout.count("it needs agent 'evil-agent'") == 3, proc.stdout
-    assert "0 matched, 0 diverged, 3 errors" in proc.stdout
+    assert "0 matched, 0 diverged, 0 blessed, 3 errors" in proc.stdout
     assert not (tmp_path / "ran.marker").exists() and not (tmp_path / "imported.marker").exists()
 
 

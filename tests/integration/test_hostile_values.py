@@ -79,8 +79,10 @@ HOSTILE: list[tuple[str, Any, str | None]] = [
     ("raising-items", _RaisingItems(a=1), "_RaisingItems raised RuntimeError at args"),
     ("int-2^63", 2**63, None),
     ("int-above-2^64", 2**64 + 7, None),
-    ("nan", float("nan"), None),
-    ("inf", float("-inf"), None),
+    ("nan", float("nan"), '[unencodable: NaN at args["x"]]'),
+    ("minus-inf", float("-inf"), '[unencodable: -inf at args["x"]]'),
+    ("plus-inf-nested", {"a": [1.5, float("inf")]}, '[unencodable: +inf at args["x"]["a"][1]]'),
+    ("none-kept", {"a": None, "b": [None, 0.5]}, None),
 ]
 
 

@@ -279,3 +279,31 @@ def test_agent_without_http_is_unchanged(tmp_path: Path, server: _Server) -> Non
     result = replay_run(run.run_id, agent=agent, db=tmp_path / "rec.db")
     assert isinstance(result.exception, urllib.error.URLError)
     assert isinstance(result.exception.reason, NetworkBlockedError)
+
+
+def test_live_tool_runs_its_own_code_with_http_answered_from_the_recording(
+    tmp_path: Path, server: _Server
+) -> None:
+    """A live tool's body runs in the replay while its HTTP request is answered from the recording."""
+    rec = Recorder(tmp_path / "live.db")
+    bodies: list[str] = []
+
+    @rec.tool("tickets.post")
+    def post_ticket(email: str, token: str) -> dict[str, Any]:
+        bodies.append("tickets.post")
+        return _post(server.url + "/tickets", token, email)
+
+    @rec.agent("support", http=True)
+    def support(email: str, token: str) -> dict[str, Any]:
+        return post_ticket(email, token)
+
+    recorded_out = support(EMAIL, TOKEN)
+    run_id = rec.last_run_id
+    rec.flush()
+    server.stop()  # nothing real can answer now
+    bodies.clear()
+    res = replay_run(run_id, agent=support, db=rec.db, live={"tickets.post"})
+    assert bodies == ["tickets.post"]  # the tool's own code ran
+    assert res.exception is None and res.output["ticket"] == recorded_out["ticket"] == 42
+    assert res.marks == {1: "live"} and not res.unrecorded_http
+    rec.close()

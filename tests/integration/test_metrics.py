@@ -1,4 +1,4 @@
-"""replay.metrics: the Prometheus exposition the source document's PromQL reads, scraped over HTTP."""
+"""replay.metrics: the Prometheus exposition the source document's PromQL reads, over HTTP."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
 
 class TestExporter:
     def test_histograms_and_counters_count_each_finished_run(self):
-        """Each finished run adds one observation per histogram and to the stop, token and spend counters."""
+        """Each finished run adds one observation per histogram and to stop/token/spend counters."""
         exp = PrometheusExporter()
         exp(run("r1", calls=4, latency=2000), [failed_tool("r1", 1, "HTTP429")])
         exp(
@@ -106,7 +106,7 @@ class TestExporter:
         assert s[("agent_tool_errors_total", (("agent", "support"), ("error_bucket", "5xx")))] == 1
 
     def test_unfinished_and_replayed_runs_are_not_counted(self):
-        """Runs still running (no stop reason) and runs written by replay leave the metrics untouched."""
+        """Runs still running (no stop reason) and replayed runs leave the metrics untouched."""
         exp = PrometheusExporter()
         unfinished = run("r1", calls=3, latency=10).model_copy(
             update={"stop_reason": None, "ended_ms": None}
@@ -133,7 +133,7 @@ class TestExporter:
         assert s[("agent_spend_usd_total", (("agent", "support"),))] == 0.5
 
     def test_seed_promql_shapes_work(self):
-        """The seed's PromQL works as written: `_bucket` series with `le`, `agent_stop_total` by stop_reason."""
+        """The seed's PromQL works as written: `_bucket` series with `le`, stops by stop_reason."""
         exp = PrometheusExporter()
         for i, calls in enumerate([2, 3, 3, 4, 4, 4, 5, 5, 6, 7] * 2):
             exp(run(f"r{i}", calls=calls, latency=300 * calls, agent="a" if i % 2 else "b"))
@@ -178,7 +178,8 @@ class TestExporter:
 
 class TestServe:
     def test_scrape_over_http(self):
-        """exporter.serve binds 127.0.0.1 on a free port and /metrics returns the counts; shutdown stops it."""
+        """exporter.serve binds 127.0.0.1 on a free port, /metrics returns the counts; shutdown
+        stops it."""
         exp = PrometheusExporter()
         exp(run("r1", calls=5, latency=2100))
         server, thread = exp.serve(0, "127.0.0.1")
@@ -219,7 +220,7 @@ class TestStore:
         assert s[("agent_tool_errors_total", (("agent", "support"), ("error_bucket", "429")))] == 1
 
     def test_serve_store_scrape_and_stop(self, tmp_path):
-        """serve_store serves the store's runs on 127.0.0.1 and returns once its stop event is set."""
+        """serve_store serves the store's runs on 127.0.0.1 and returns once stop is set."""
         path = str(tmp_path / "replay.db")
         store = Store(path)
         store.write_batch(
@@ -255,7 +256,7 @@ class TestStore:
 
 
 def test_the_recorder_updates_the_metrics_live(tmp_path) -> None:
-    """An exporter added with rec.add_listener counts each run as it ends, errors by bucket included."""
+    """An exporter added with rec.add_listener counts each run as it ends, errors by bucket too."""
     from replay import Recorder
 
     rec = Recorder(tmp_path / "replay.db")
@@ -292,16 +293,17 @@ def test_the_recorder_updates_the_metrics_live(tmp_path) -> None:
 
 
 def prometheus_increase(values: list[float]) -> float:
-    """What Prometheus' increase() makes of a counter's successive scrapes: a drop is a reset to 0."""
+    """What Prometheus' increase() makes of successive scrapes: a drop is a reset to 0."""
     total = 0.0
-    for before, after in zip(values, values[1:]):
+    for before, after in zip(values, values[1:], strict=False):
         total += after - before if after >= before else after
     return total
 
 
 class TestRestart:
     def test_a_restarted_server_does_not_recount_runs(self, tmp_path):
-        """Across restarts of `replay metrics` (default options), agent_stop_total grows by the runs that finished, no more."""
+        """Across restarts of `replay metrics`, agent_stop_total grows by the runs that finished
+        only."""
         import json
         import time
 
@@ -348,7 +350,7 @@ class TestRestart:
         assert prometheus_increase(scrapes) == 2  # the two runs that finished between the restarts
 
     def test_latency_in_seconds_next_to_milliseconds(self):
-        """agent_run_latency_seconds buckets the run wall time in seconds; agent_run_latency_ms stays as documented."""
+        """agent_run_latency_seconds buckets wall time in seconds; the _ms histogram stays too."""
         exp = PrometheusExporter()
         for i, ms in enumerate((120, 1500, 7000)):
             exp(run(f"r_{i}", calls=1, latency=ms))

@@ -53,7 +53,7 @@ def test_deep_scan_of_a_redacted_store_is_clean(tmp_path: Path) -> None:
 
 def test_deep_needs_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Without detect-secrets, --deep is a clear error naming the extra to install (exit 2)."""
-    monkeypatch.setattr("replay.processors.heavy_detector", lambda: None)
+    monkeypatch.setattr("replay.scan.heavy_detector", lambda: None)
     path = tmp_path / "c.json"
     path.write_text("{}")
     out = CliRunner().invoke(cli, ["scan", "--deep", str(path)])

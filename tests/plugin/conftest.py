@@ -100,7 +100,8 @@ class AgentProject:
         )
         self.pytester.makepyfile(**{self.module: source})
         sys.modules.pop(self.module, None)
-        # Rewritten within the same second with the same size, a cached .pyc would shadow the source.
+        # Rewritten within the same second with the same size, a cached .pyc would shadow the
+        # source.
         for stale in self.path.glob(f"__pycache__/{self.module}.*.pyc"):
             stale.unlink()
         importlib.invalidate_caches()
@@ -138,7 +139,8 @@ class AgentProject:
 
 @pytest.fixture
 def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    """pytester, with inner runs that skip plugins they do not need (hypothesis costs ~1 s a run)."""
+    """pytester, with inner runs that skip plugins they do not need (hypothesis costs ~1 s a
+    run)."""
     monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest -p no:benchmark")
     monkeypatch.delenv("REPLAY_DB", raising=False)
     return pytester

@@ -23,7 +23,8 @@ def test_unknown_run_id_names_the_store_and_suggests_replay_runs(project: Any) -
     result.stdout.fnmatch_lines(
         [
             "*ERROR collecting replay.db*",
-            "--replay r_01doesnotexist: no run 'r_01doesnotexist' in *replay.db (1 run; list them with `replay runs`)",
+            "--replay r_01doesnotexist: no run 'r_01doesnotexist' in *replay.db (1 run; list them "
+            "with `replay runs`)",
             "*Interrupted: 1 error during collection*",
         ]
     )
@@ -66,9 +67,12 @@ def test_entrypoint_module_gone_is_reported(project: Any) -> None:
     result.stdout.fnmatch_lines(
         [
             (
-                f"cassettes/{run_id}.json: cannot replay run {run_id}: */pyproject.toml ?tool.agent-replay? agents "
-                "support_agent: module 'support_agent' cannot be imported (ModuleNotFoundError: *); run from the "
-                "project root or fix the import. In pytest: set options.agent in a pytest_replay_configure hook*"
+                f"cassettes/{run_id}.json: cannot replay run {run_id}: */pyproject.toml "
+                "?tool.agent-replay? agents "
+                "support_agent: module 'support_agent' cannot be imported (ModuleNotFoundError: "
+                "*); run from the "
+                "project root or fix the import. In pytest: set options.agent in a "
+                "pytest_replay_configure hook*"
             ),
         ]
     )
@@ -76,7 +80,8 @@ def test_entrypoint_module_gone_is_reported(project: Any) -> None:
 
 
 def test_entrypoint_renamed_is_reported(project: Any) -> None:
-    """A renamed agent function still replays under its agent name; a renamed agent name is reported with the fix."""
+    """A renamed agent function still replays under its agent name; a renamed agent name is reported
+    with the fix."""
     run_id, _ = project.cassette()
     agent = project.path / "support_agent.py"
     agent.write_text(agent.read_text().replace("def handle(", "def handle_ticket("))
@@ -87,7 +92,8 @@ def test_entrypoint_renamed_is_reported(project: Any) -> None:
     result.stdout.fnmatch_lines(
         [
             (
-                f"--replay {run_id} (replay.db): cannot replay run {run_id}: it needs agent 'support-agent', and no "
+                f"--replay {run_id} (replay.db): cannot replay run {run_id}: it needs agent "
+                "'support-agent', and no "
                 "function is registered under that name (registered agents: *'helpdesk'*); *"
                 "Register it one of these ways: *--replay-agent your.module:handle*"
             )
@@ -97,7 +103,8 @@ def test_entrypoint_renamed_is_reported(project: Any) -> None:
 
 
 def test_other_replays_run_with_continue_on_collection_errors(project: Any) -> None:
-    """With --continue-on-collection-errors the good recordings still replay and the error is counted."""
+    """With --continue-on-collection-errors the good recordings still replay and the error is
+    counted."""
     project.cassette()
     project.write_agent()
     (project.path / "cassettes" / "broken.json").write_text("[]")

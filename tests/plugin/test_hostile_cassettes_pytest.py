@@ -1,4 +1,4 @@
-"""Hostile cassettes through pytest: `--replay FILE` and `--replay-all` run nothing a cassette names.
+"""Hostile cassettes through pytest: `--replay FILE` and `--replay-all` run nothing they name.
 
 The library and CLI paths are in tests/integration/test_hostile_cassettes.py.
 """
@@ -48,7 +48,8 @@ def _cassette(folder: Path, entrypoint: str, value: Any) -> str:
 
 @pytest.fixture
 def hostile(pytester: pytest.Pytester) -> tuple[pytest.Pytester, Path, list[str]]:
-    """A pytest project with a side-effect module and three hostile cassettes: (pytester, markers folder, run ids)."""
+    """A pytest project with a side-effect module and three hostile cassettes: (pytester, markers
+    folder, run ids)."""
     markers = pytester.path / "markers"
     markers.mkdir()
     pytester.makepyfile(evil_mod=EVIL_MODULE.format(marker=str(markers / "imported")))
@@ -73,7 +74,8 @@ def _assert_refused(result: pytest.RunResult, ids: list[str], markers: Path) -> 
 
 
 def test_replay_all_refuses_hostile_cassettes(hostile: Any) -> None:
-    """`pytest --replay-all` over cassettes naming os:system, subprocess:call and a side-effect module fails collection; nothing runs."""
+    """`pytest --replay-all` over cassettes naming os:system, subprocess:call and a side-effect
+    module fails collection; nothing runs."""
     pytester, markers, ids = hostile
     result = pytester.runpytest("--replay-all")
     assert result.ret == pytest.ExitCode.INTERRUPTED
@@ -82,7 +84,8 @@ def test_replay_all_refuses_hostile_cassettes(hostile: Any) -> None:
 
 
 def test_replay_file_refuses_hostile_cassettes(hostile: Any) -> None:
-    """`pytest --replay cassettes/X.json` for each hostile cassette is a collection error with the fix; nothing runs."""
+    """`pytest --replay cassettes/X.json` for each hostile cassette is a collection error with the
+    fix; nothing runs."""
     pytester, markers, ids = hostile
     args = [a for rid in ids for a in ("--replay", f"cassettes/{rid}.json")]
     result = pytester.runpytest(*args, "--continue-on-collection-errors")

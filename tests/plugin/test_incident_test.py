@@ -1,4 +1,5 @@
-"""`write_incident_test` and ``replay export RUN_ID --test DIR``: a ready incident test using the marker."""
+"""`write_incident_test` and ``replay export RUN_ID --test DIR``: a ready incident test using the
+marker."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from replay.incident import write_incident_test
 
 
 def test_generated_test_states_the_recorded_facts(project: Any) -> None:
-    """The file names the stop reason, the tool calls, the repeated call with its args hash, versions and usage."""
+    """The file names the stop reason, the tool calls, the repeated call with its args hash,
+    versions and usage."""
     run_id, cassette = project.cassette(project.TWO_EMAILS)
     cas = load_cassette(cassette)
     send_sha = next(e.args_sha for e in cas.steps if e.tool == "email.send")
@@ -36,7 +38,8 @@ def test_generated_test_states_the_recorded_facts(project: Any) -> None:
 
 
 def test_generated_test_fails_on_the_bug_and_passes_after_the_fix(project: Any) -> None:
-    """Run as is, the incident test fails while the agent still repeats the email and passes once it is fixed."""
+    """Run as is, the incident test fails while the agent still repeats the email and passes once it
+    is fixed."""
     _, cassette = project.cassette(project.TWO_EMAILS)
     write_incident_test(load_cassette(cassette), cassette, project.path / "tests" / "incidents")
     result = project.pytester.runpytest("tests/incidents", "--strict-markers")
@@ -47,7 +50,8 @@ def test_generated_test_fails_on_the_bug_and_passes_after_the_fix(project: Any) 
 
 
 def test_a_run_that_did_not_complete_asks_for_completion(project: Any) -> None:
-    """For a run that stopped with another reason, the test records it and asserts the fix completes."""
+    """For a run that stopped with another reason, the test records it and asserts the fix
+    completes."""
     _, cassette = project.cassette('replay.stop("budget_exceeded")')
     text = write_incident_test(
         load_cassette(cassette), cassette, project.path / "incidents"
@@ -80,7 +84,8 @@ def test_an_edited_test_is_not_overwritten_without_force(project: Any) -> None:
 
 
 def test_replay_export_with_test_writes_a_runnable_incident_test(project: Any) -> None:
-    """`replay export RUN_ID --test DIR` writes the cassette and the test, and the test runs under pytest."""
+    """`replay export RUN_ID --test DIR` writes the cassette and the test, and the test runs under
+    pytest."""
     run_id = project.record(project.TWO_EMAILS)
     result = CliRunner().invoke(
         cli,

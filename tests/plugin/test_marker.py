@@ -1,4 +1,5 @@
-"""``@pytest.mark.replay`` with the ``replayed`` fixture, ``replay_config``, ``recorder`` and the hook."""
+"""``@pytest.mark.replay`` with the ``replayed`` fixture, ``replay_config``, ``recorder`` and the
+hook."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 @pytest.fixture
 def incident(project: Any) -> str:
-    """The seed incident (two emails) as a cassette, with the fixed agent (one email) checked out."""
+    """The seed incident (two emails) as a cassette, with the fixed agent (one email) checked
+    out."""
     run_id, _ = project.cassette(project.TWO_EMAILS)
     project.write_agent(project.ONE_EMAIL)
     return run_id
@@ -44,7 +46,8 @@ def test_incident_test_asserts_on_the_replay(project: Any, incident: str) -> Non
 
 
 def test_incident_test_fails_while_the_bug_is_there(project: Any, incident: str) -> None:
-    """The same test fails when the agent still sends two emails: the assertion, not the plugin, decides."""
+    """The same test fails when the agent still sends two emails: the assertion, not the plugin,
+    decides."""
     project.write_agent(project.TWO_EMAILS)
     project.pytester.makepyfile(
         test_incident=f"""
@@ -87,7 +90,9 @@ def test_marker_stubs_and_ignore(project: Any) -> None:
             SENT.append(to)
             return {{"sent": True, "to": to}}
 
-        @pytest.mark.replay("cassettes/{run_id}.json", stubs={{"email.send": fake_send}}, ignore=["tool:email.send"])
+        @pytest.mark.replay(
+            "cassettes/{run_id}.json", stubs={{"email.send": fake_send}}, ignore=["tool:email.send"]
+        )
         def test_stubbed(replayed):
             assert SENT == ["c-1", "c-1"]
             assert replayed.stop_reason == "completed"
@@ -127,7 +132,8 @@ def test_marker_wins_over_the_replay_config_fixture(project: Any) -> None:
 
 
 def test_marker_agent_replays_a_moved_entrypoint(project: Any) -> None:
-    """agent= names the function to replay; without it the agent registered under the recorded name replays."""
+    """agent= names the function to replay; without it the agent registered under the recorded name
+    replays."""
     run_id, _ = project.cassette()
     agent = project.path / "support_agent.py"
     agent.write_text(agent.read_text().replace("def handle(", "def handle_ticket("))
@@ -144,7 +150,8 @@ def test_marker_agent_replays_a_moved_entrypoint(project: Any) -> None:
             pass
         """
     )
-    # Without agent=, the function registered under the recording's agent name replays, renamed or not.
+    # Without agent=, the function registered under the recording's agent name replays, renamed or
+    # not.
     project.pytester.runpytest().assert_outcomes(passed=2)
 
 
@@ -165,7 +172,8 @@ def test_flag_wins_over_the_marker_db(project: Any) -> None:
 
 
 def test_replay_configure_hook_adjusts_marked_tests_and_items(project: Any) -> None:
-    """A pytest_replay_configure hook in conftest.py reaches marked tests and --replay items alike."""
+    """A pytest_replay_configure hook in conftest.py reaches marked tests and --replay items
+    alike."""
     run_id, cassette = project.cassette(project.ONE_EMAIL)
     project.write_agent(project.TWO_EMAILS)
     project.pytester.makeconftest(
@@ -194,14 +202,16 @@ def test_replayed_without_the_marker_is_a_clean_error(pytester: pytest.Pytester)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
-            '*the `replayed` fixture needs the run to replay: add @pytest.mark.replay("RUN_ID_OR_CASSETTE") to the test'
+            "*the `replayed` fixture needs the run to replay: add "
+            '@pytest.mark.replay("RUN_ID_OR_CASSETTE") to the test'
         ]
     )
     assert "Traceback" not in result.stdout.str()
 
 
 def test_unknown_marker_keyword_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    """A misspelt marker keyword stops the run, naming the test, the keyword and the allowed ones."""
+    """A misspelt marker keyword stops the run, naming the test, the keyword and the allowed
+    ones."""
     pytester.makepyfile(
         """
         import pytest
@@ -216,9 +226,10 @@ def test_unknown_marker_keyword_is_a_usage_error(pytester: pytest.Pytester) -> N
     result.stderr.fnmatch_lines(
         [
             (
-                "ERROR: test_unknown_marker_keyword_is_a_usage_error.py::test_typo: @pytest.mark.replay got "
-                "unexpected keyword argument(s) stub; allowed: agent, db, ignore, on_unrecorded, ordered, stubs, "
-                "faults, repeat"
+                "ERROR: test_unknown_marker_keyword_is_a_usage_error.py::test_typo: "
+                "@pytest.mark.replay got "
+                "unexpected keyword argument(s) stub; allowed: agent, db, ignore, on_unrecorded, "
+                "ordered, stubs, stub_mode, match, live, faults, repeat"
             )
         ]
     )

@@ -44,7 +44,8 @@ def test_run_id_prefix_names_the_full_run(project: Any) -> None:
 
 
 def test_diverging_replay_fails_with_the_first_divergence_and_stop_reason(project: Any) -> None:
-    """A replay that sends the email twice fails with the diff: first divergence and stop reason change."""
+    """A replay that sends the email twice fails with the diff: first divergence and stop reason
+    change."""
     run_id, cassette = project.cassette()
     project.write_agent(project.TWO_EMAILS)
     result = project.pytester.runpytest("--replay", str(cassette))
@@ -85,7 +86,8 @@ def test_replays_run_alongside_the_test_files(project: Any) -> None:
 
 
 def test_without_paths_only_the_replays_run(project: Any) -> None:
-    """`pytest --replay X` with no paths named runs the replay alone, not the suite from testpaths."""
+    """`pytest --replay X` with no paths named runs the replay alone, not the suite from
+    testpaths."""
     _, cassette = project.cassette()
     project.pytester.makepyfile(test_plain="def test_plain():\n    assert False\n")
     result = project.pytester.runpytest("--replay", str(cassette))
@@ -93,7 +95,8 @@ def test_without_paths_only_the_replays_run(project: Any) -> None:
 
 
 def test_console_script_finds_the_agent_without_the_project_on_sys_path(project: Any) -> None:
-    """Through the `pytest` script, which does not put the working folder on sys.path, the entrypoint still imports."""
+    """Through the `pytest` script, which does not put the working folder on sys.path, the
+    entrypoint still imports."""
     script = os.path.join(
         os.path.dirname(sys.executable), "pytest"
     )  # beside the interpreter, not on PATH

@@ -1,4 +1,5 @@
-"""`--replay-agent MODULE[:FN]` and the ini option `replay_agents`: the agent modules replays may import."""
+"""`--replay-agent MODULE[:FN]` and the ini option `replay_agents`: the agent modules replays may
+import."""
 
 from __future__ import annotations
 
@@ -14,14 +15,16 @@ def test_help_lists_the_option(pytester: pytest.Pytester) -> None:
 
 
 def _unlisted(project: Any) -> str:
-    """A cassette of the project's agent, in a project whose pyproject does not list the agent module."""
+    """A cassette of the project's agent, in a project whose pyproject does not list the agent
+    module."""
     run_id, _ = project.cassette()
     (project.path / "pyproject.toml").unlink()
     return run_id
 
 
 def test_unlisted_agent_module_is_not_imported(project: Any) -> None:
-    """Without the module named anywhere, the recorded entrypoint is not imported and the error says how to name it."""
+    """Without the module named anywhere, the recorded entrypoint is not imported and the error says
+    how to name it."""
     run_id = _unlisted(project)
     result = project.pytester.runpytest("--replay-all")
     assert result.ret == pytest.ExitCode.INTERRUPTED
@@ -52,7 +55,8 @@ def test_ini_names_the_agent_module(project: Any) -> None:
 
 
 def test_flag_refuses_a_function_that_is_not_an_agent(project: Any) -> None:
-    """--replay-agent MODULE:FN naming a plain function is refused: only registered agents are called."""
+    """--replay-agent MODULE:FN naming a plain function is refused: only registered agents are
+    called."""
     _unlisted(project)
     result = project.pytester.runpytest("--replay-all", "--replay-agent", "support_agent:lookup")
     result.stdout.fnmatch_lines(

@@ -30,7 +30,8 @@ def test_help_lists_the_flag(pytester: pytest.Pytester) -> None:
 def test_every_cassette_is_an_item_and_the_gate_fails_on_the_diverged_one(
     project: Any, mixed: dict[str, str]
 ) -> None:
-    """Over a mixed folder, the matching cassettes pass, the stale one fails, and the summary counts them."""
+    """Over a mixed folder, the matching cassettes pass, the stale one fails, and the summary counts
+    them."""
     result = project.pytester.runpytest("--replay-all")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
@@ -98,12 +99,14 @@ def test_empty_folder_collects_nothing(project: Any) -> None:
 
 
 def test_missing_folder_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    """Without a cassettes folder, --replay-all stops before collecting, naming the folder and the fix."""
+    """Without a cassettes folder, --replay-all stops before collecting, naming the folder and the
+    fix."""
     result = pytester.runpytest("--replay-all")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
-            f"ERROR: --replay-all: no cassettes folder at {pytester.path / 'cassettes'} (ini replay_cassettes)*"
+            f"ERROR: --replay-all: no cassettes folder at {pytester.path / 'cassettes'} (ini "
+            "replay_cassettes)*"
         ]
     )
 

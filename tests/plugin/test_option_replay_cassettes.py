@@ -1,4 +1,5 @@
-"""``--replay-cassettes DIR`` (ini ``replay_cassettes``): where --replay-all looks and blesses write."""
+"""``--replay-cassettes DIR`` (ini ``replay_cassettes``): where --replay-all looks and blesses
+write."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ def test_missing_folder_names_the_flag(pytester: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
-            f"ERROR: --replay-all: no cassettes folder at {pytester.path / 'nowhere'} (--replay-cassettes)*"
+            f"ERROR: --replay-all: no cassettes folder at {pytester.path / 'nowhere'} "
+            "(--replay-cassettes)*"
         ]
     )

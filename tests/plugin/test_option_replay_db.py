@@ -66,8 +66,10 @@ def test_missing_store_is_a_collection_error_naming_it(project: Any) -> None:
         [
             "*ERROR collecting missing.db*",
             (
-                "--replay r_01nothere: no run 'r_01nothere': the store missing.db does not exist: record runs "
-                "into it first, or name the store with --replay-db PATH (ini replay_db, env REPLAY_DB)"
+                "--replay r_01nothere: no run 'r_01nothere': the store missing.db does not exist: "
+                "record runs "
+                "into it first, or name the store with --replay-db PATH (ini replay_db, env "
+                "REPLAY_DB)"
             ),
         ]
     )

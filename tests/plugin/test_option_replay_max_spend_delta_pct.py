@@ -1,4 +1,5 @@
-"""``--replay-max-spend-delta-pct PCT`` (ini ``replay_max_spend_delta_pct``, default 20): the spend gate."""
+"""``--replay-max-spend-delta-pct PCT`` (ini ``replay_max_spend_delta_pct``, default 20): the spend
+gate."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``--replay-max-token-delta-pct PCT`` (ini ``replay_max_token_delta_pct``, default 20): the token gate."""
+"""``--replay-max-token-delta-pct PCT`` (ini ``replay_max_token_delta_pct``, default 20): the token
+gate."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 @pytest.fixture
 def doubled(project: Any) -> str:
-    """A cassette of the 150-token run, replayed by code that takes the same steps for 300 tokens."""
+    """A cassette of the 150-token run, replayed by code that takes the same steps for 300
+    tokens."""
     _, cassette = project.cassette(project.ONE_EMAIL)
     project.write_agent(project.DOUBLE_TOKENS)
     return str(cassette)
@@ -40,7 +42,8 @@ def test_same_steps_but_double_the_tokens_fails_by_default(project: Any, doubled
 
 
 def test_a_higher_limit_lets_it_pass(project: Any, doubled: str) -> None:
-    """With the limit at the growth exactly, the replay passes: only growth above the limit fails."""
+    """With the limit at the growth exactly, the replay passes: only growth above the limit
+    fails."""
     project.pytester.runpytest(
         "--replay", doubled, "--replay-max-token-delta-pct", "100"
     ).assert_outcomes(passed=1)

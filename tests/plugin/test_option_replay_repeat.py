@@ -41,15 +41,20 @@ def test_a_flaky_run_fails_with_the_first_difference_and_cause(project: Any) -> 
     )
 
 
+#: The in-process inner run finds `replay` already imported (not rewritable): only the flaky
+#: warning is counted.
+QUIET = ("-W", "ignore::pytest.PytestAssertRewriteWarning")
+
+
 def test_warn_policy_and_quarantine_let_it_pass(project: Any) -> None:
     """--replay-flaky warn passes with a warning; a quarantine list passes the runs it names."""
     run_id, _ = project.cassette(SHUFFLED)
     project.pytester.runpytest(
-        "--replay-all", "--replay-repeat", "8", "--replay-flaky", "warn"
+        "--replay-all", "--replay-repeat", "8", "--replay-flaky", "warn", *QUIET
     ).assert_outcomes(passed=1, warnings=1)
     (project.path / "quarantine.txt").write_text(f"{run_id}\n")
     project.pytester.runpytest(
-        "--replay-all", "--replay-repeat", "8", "--replay-quarantine", "quarantine.txt"
+        "--replay-all", "--replay-repeat", "8", "--replay-quarantine", "quarantine.txt", *QUIET
     ).assert_outcomes(passed=1, warnings=1)
 
 

@@ -62,7 +62,8 @@ def test_ini_option_writes_the_report(project: Any, gate: dict[str, str]) -> Non
 
 
 def test_unknown_suffix_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    """A report file whose suffix names no format stops the run before any work, listing the formats."""
+    """A report file whose suffix names no format stops the run before any work, listing the
+    formats."""
     result = pytester.runpytest("--replay-report", "out.txt")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(

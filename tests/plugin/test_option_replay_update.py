@@ -17,7 +17,8 @@ def test_help_lists_the_flag(pytester: pytest.Pytester) -> None:
 
 
 def test_bless_rewrites_the_diverging_cassette_and_then_it_passes(project: Any) -> None:
-    """After a fix, --replay-update rewrites the cassette with the new trace, reports it, and the gate passes."""
+    """After a fix, --replay-update rewrites the cassette with the new trace, reports it, and the
+    gate passes."""
     run_id, cassette = project.cassette(project.TWO_EMAILS)  # the incident: two emails
     project.write_agent(project.ONE_EMAIL)  # the fix
     project.pytester.runpytest("--replay-all").assert_outcomes(failed=1)
@@ -51,7 +52,8 @@ def test_matching_cassettes_are_left_untouched(project: Any) -> None:
 
 
 def test_without_the_flag_nothing_on_disk_changes(project: Any) -> None:
-    """A diverging replay without --replay-update leaves the cassettes folder byte for byte as it was."""
+    """A diverging replay without --replay-update leaves the cassettes folder byte for byte as it
+    was."""
     _, cassette = project.cassette(project.TWO_EMAILS)
     project.write_agent(project.ONE_EMAIL)
     before = {p.name: p.read_bytes() for p in cassette.parent.iterdir()}
@@ -70,7 +72,8 @@ def test_a_run_from_the_store_is_blessed_into_the_cassettes_folder(project: Any)
 
 
 def test_a_replay_with_unrecorded_calls_is_not_blessed(project: Any) -> None:
-    """New calls the recording cannot answer are not frozen into the cassette: the item fails and says why."""
+    """New calls the recording cannot answer are not frozen into the cassette: the item fails and
+    says why."""
     _, cassette = project.cassette(project.ONE_EMAIL)
     project.write_agent(project.TWO_EMAILS)
     before = cassette.read_bytes()
@@ -96,7 +99,8 @@ def test_update_without_replays_is_a_usage_error(pytester: pytest.Pytester) -> N
 
 
 def test_a_run_whose_snapshots_expired_is_not_blessed(project: Any) -> None:
-    """--replay-update of a store run whose snapshots were pruned fails naming the expired steps, and writes no cassette."""
+    """--replay-update of a store run whose snapshots were pruned fails naming the expired steps,
+    and writes no cassette."""
     import time
 
     from replay.store import Store

@@ -1,4 +1,5 @@
-"""``--replay-update-force``: bless even the replays ``--replay-update`` refuses (a crash, an unanswerable call).
+"""``--replay-update-force``: bless even the replays ``--replay-update`` refuses (a crash, an
+unanswerable call).
 
 ``--replay-update`` refuses to freeze into a cassette a replay that raised where the recording did
 not, stopped with ``error`` or ``killed`` where the recording did not, or hit a call or an HTTP
@@ -26,7 +27,8 @@ LOOKUP = 'customer = lookup(ticket["customer_id"])'
 
 
 def _write(project: Any, source: str) -> None:
-    """Write the agent module as `source` (what `AgentProject.write_agent` does for the template)."""
+    """Write the agent module as `source` (what `AgentProject.write_agent` does for the
+    template)."""
     project.pytester.makepyfile(**{project.module: source})
     sys.modules.pop(project.module, None)
     for stale in project.path.glob(f"__pycache__/{project.module}.*.pyc"):
@@ -55,7 +57,8 @@ def test_help_lists_the_flag(pytester: pytest.Pytester) -> None:
 
 
 def test_update_refuses_an_agent_that_now_crashes_before_any_tool_call(project: Any) -> None:
-    """--replay-update leaves the cassette as it was, says the agent raised, and names --replay-update-force."""
+    """--replay-update leaves the cassette as it was, says the agent raised, and names
+    --replay-update-force."""
     _, cassette = project.cassette()
     before = cassette.read_bytes()
     _write(project, _crashing_source(CRASH))
@@ -63,7 +66,8 @@ def test_update_refuses_an_agent_that_now_crashes_before_any_tool_call(project: 
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "not blessed: the agent raised RuntimeError where the recording did not (it stopped completed), "
+            "not blessed: the agent raised RuntimeError where the recording did not (it stopped "
+            "completed), "
             "and a cassette must hold behaviour worth keeping, not a crash: *; "
             "--replay-update-force blesses it anyway",
             "*= 1 run replayed: 0 matched, 1 diverged, 0 blessed =*",
@@ -76,14 +80,16 @@ def test_update_refuses_an_agent_that_now_crashes_before_any_tool_call(project: 
 
 
 def test_force_blesses_the_crash_and_says_so(project: Any) -> None:
-    """--replay-update-force rewrites the cassette with the crashed trace and reports it as forced."""
+    """--replay-update-force rewrites the cassette with the crashed trace and reports it as
+    forced."""
     run_id, cassette = project.cassette()
     _write(project, _crashing_source(CRASH))
     result = project.pytester.runpytest("--replay-all", "--replay-update-force")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
-            f"blessed {run_id}: rewrote cassettes/{run_id}.json (forced: the agent raised RuntimeError where "
+            f"blessed {run_id}: rewrote cassettes/{run_id}.json (forced: the agent raised "
+            "RuntimeError where "
             "the recording did not (it stopped completed))",
         ]
     )
@@ -93,7 +99,8 @@ def test_force_blesses_the_crash_and_says_so(project: Any) -> None:
 
 
 def test_without_update_the_summary_does_not_suggest_blessing_a_crash(project: Any) -> None:
-    """After a crash the summary names the reason and --replay-update-force, not a plain --replay-update."""
+    """After a crash the summary names the reason and --replay-update-force, not a plain
+    --replay-update."""
     _, cassette = project.cassette()
     _write(project, _crashing_source(CRASH))
     result = project.pytester.runpytest("--replay-all")
@@ -103,14 +110,16 @@ def test_without_update_the_summary_does_not_suggest_blessing_a_crash(project: A
     result.stdout.fnmatch_lines(
         [
             "1 diverging run(s) must not be blessed as they are:",
-            "  r_*: the agent raised RuntimeError where the recording did not (it stopped completed)",
+            "  r_*: the agent raised RuntimeError where the recording did not (it stopped "
+            "completed)",
             "fix the agent; to bless anyway: pytest --replay-all * --replay-update-force",
         ]
     )
 
 
 def test_a_legit_change_is_still_blessed_by_plain_update(project: Any) -> None:
-    """A fix that changes the steps (two emails -> one) is blessed by --replay-update as before, not forced."""
+    """A fix that changes the steps (two emails -> one) is blessed by --replay-update as before, not
+    forced."""
     run_id, cassette = project.cassette(project.TWO_EMAILS)
     project.write_agent(project.ONE_EMAIL)
     project.pytester.runpytest("--replay-all").stdout.fnmatch_lines(
@@ -124,7 +133,8 @@ def test_a_legit_change_is_still_blessed_by_plain_update(project: Any) -> None:
 
 
 def test_a_run_that_now_stops_with_error_is_refused(project: Any) -> None:
-    """An agent that now ends its run with stop reason error (without raising) is not blessed by --replay-update."""
+    """An agent that now ends its run with stop reason error (without raising) is not blessed by
+    --replay-update."""
     _, cassette = project.cassette()
     before = cassette.read_bytes()
     _write(project, _crashing_source('replay.stop("error")'))
@@ -137,7 +147,8 @@ def test_a_run_that_now_stops_with_error_is_refused(project: Any) -> None:
 
 
 def test_the_ini_option_makes_update_force_but_does_not_bless_alone(project: Any) -> None:
-    """ini replay_update_force = true: --replay-update blesses the crash; without --replay-update nothing changes."""
+    """ini replay_update_force = true: --replay-update blesses the crash; without --replay-update
+    nothing changes."""
     _, cassette = project.cassette()
     before = cassette.read_bytes()
     _write(project, _crashing_source(CRASH))
@@ -202,7 +213,8 @@ def local_url() -> Iterator[str]:
 
 
 def test_an_unrecorded_http_request_is_refused_and_forced(project: Any, local_url: str) -> None:
-    """A replay whose HTTP request has no recorded answer is not blessed by --replay-update; force blesses it."""
+    """A replay whose HTTP request has no recorded answer is not blessed by --replay-update; force
+    blesses it."""
     _write(project, HTTP_AGENT.format(base=local_url, path="/status"))
     mod = importlib.import_module(project.module)
     try:

@@ -1,4 +1,5 @@
-"""The terminal summary, the failure report of an item, and reports for CI (JUnit, unwritable files)."""
+"""The terminal summary, the failure report of an item, and reports for CI (JUnit, unwritable
+files)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def test_no_summary_without_replay_options(pytester: pytest.Pytester) -> None:
 
 
 def test_summary_counts_every_status_and_ends_with_the_next_command(project: Any) -> None:
-    """The count line has matched, diverged and blessed, and the last line is the exact bless command."""
+    """The count line has matched, diverged and blessed, and the last line is the exact bless
+    command."""
     stale = project.record(project.TWO_EMAILS)
     project.export(stale)
     project.export(project.record(project.ONE_EMAIL, customer_id="c-2"))
@@ -38,7 +40,8 @@ def test_summary_counts_every_status_and_ends_with_the_next_command(project: Any
 
 
 def test_failure_report_is_the_diff_without_python_frames(project: Any) -> None:
-    """The item's failure section is the diff text, headed by the run, with no source lines or frames."""
+    """The item's failure section is the diff text, headed by the run, with no source lines or
+    frames."""
     run_id, cassette = project.cassette(project.TWO_EMAILS)
     project.write_agent(project.ONE_EMAIL)
     result = project.pytester.runpytest("--replay", str(cassette))
@@ -72,7 +75,8 @@ def test_junit_xml_carries_the_diff(project: Any) -> None:
 
 
 def test_report_without_any_replay_is_still_written(pytester: pytest.Pytester) -> None:
-    """--replay-report alone writes an empty report, so a CI step that posts it never finds it missing."""
+    """--replay-report alone writes an empty report, so a CI step that posts it never finds it
+    missing."""
     pytester.makepyfile("def test_plain():\n    assert True\n")
     pytester.runpytest("--replay-report", "replay.json").assert_outcomes(passed=1)
     data = json.loads((pytester.path / "replay.json").read_text())
@@ -83,7 +87,8 @@ def test_report_without_any_replay_is_still_written(pytester: pytest.Pytester) -
 
 
 def test_unwritable_report_fails_the_session(pytester: pytest.Pytester) -> None:
-    """A report that cannot be written is named in the summary and turns a green run red (exit 1)."""
+    """A report that cannot be written is named in the summary and turns a green run red (exit
+    1)."""
     pytester.makepyfile("def test_plain():\n    assert True\n")
     (pytester.path / "blocker").write_text("a file, not a folder")
     result = pytester.runpytest("--replay-report", "blocker/replay.json")

@@ -1,4 +1,5 @@
-"""pytest-xdist: ``-n 2 --replay-all`` spreads the replays; the controller counts and reports them all."""
+"""pytest-xdist: ``-n 2 --replay-all`` spreads the replays; the controller counts and reports them
+all."""
 
 from __future__ import annotations
 
@@ -24,14 +25,16 @@ def gate(project: Any) -> dict[str, str]:
 def test_replay_all_under_xdist_counts_on_the_controller(
     project: Any, gate: dict[str, str]
 ) -> None:
-    """With two workers the outcomes, the summary line and the report are those of the whole gate."""
+    """With two workers the outcomes, the summary line and the report are those of the whole
+    gate."""
     result = project.pytester.runpytest("-n", "2", "--replay-all", "--replay-report", "gate.json")
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(
         [
             "*replay diverged from recording * at step 3*",
             "*= 4 runs replayed: 3 matched, 1 diverged, 0 blessed =*",
-            "bless the new behaviour with: pytest -n 2 --replay-all --replay-report gate.json * --replay-update",
+            "bless the new behaviour with: pytest -n 2 --replay-all --replay-report gate.json * "
+            "--replay-update",
         ]
     )
     data = json.loads((project.path / "gate.json").read_text())

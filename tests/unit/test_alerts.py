@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from replay.alerts import RULES, AlertRules, evaluate, format_result
+from replay.alerts import (
+    REGISTRY,
+    RULES,
+    AlertResult,
+    AlertRules,
+    alert_rule,
+    evaluate,
+    format_result,
+)
 from replay.models import Event, Run, Usage
 
 T0 = 1_760_000_000_000
@@ -42,7 +50,7 @@ def make_runs(
 
 
 def make_steps(runs: list[Run], error_every: int = 0, error: str = "HTTP429") -> list[Event]:
-    """One tool_result step per tool call; every `error_every`-th call (across runs) fails with `error`."""
+    """One tool_result step per tool call; every `error_every`-th call fails with `error`."""
     steps, k = [], 0
     for r in runs:
         for s in range(1, r.tool_calls + 1):
@@ -80,7 +88,7 @@ def test_quiet_windows_fire_nothing():
 
 class TestMinRuns:
     def test_too_few_current_runs_is_not_an_alert(self):
-        """Fewer runs than min_runs in the current window: no rule fires; each says what it needs."""
+        """Too few runs in the current window: nothing fires; each result says what it needs."""
         cur = make_runs("c", 5, calls=50)
         results = evaluate(cur, [], BASE, [])
         assert all(r.status == "not_enough_runs" and not r.fired for r in results)
@@ -173,7 +181,7 @@ class TestRetries:
         assert r.runs and all(x.startswith("c") for x in r.runs)
 
     def test_already_constant_baseline_does_not_fire(self):
-        """Retries that were already frequent in the baseline are not a shift from rare to constant."""
+        """Retries already frequent in the baseline are not a shift from rare to constant."""
         cur = make_runs("c", 40)
         r = by_rule(evaluate(cur, make_steps(cur, 2), BASE, make_steps(BASE, 4)))["retries"]
         assert not r.fired
@@ -209,7 +217,7 @@ class TestConfig:
         ],
     )
     def test_bad_thresholds_are_rejected_with_the_field_name(self, kwargs, text):
-        """Invalid thresholds fail when AlertRules is built, naming the field and its valid range."""
+        """Invalid thresholds fail when AlertRules is built, naming the field and valid range."""
         with pytest.raises(ValueError, match=text):
             AlertRules(**kwargs)
 
@@ -222,3 +230,34 @@ def test_firing_line_names_current_baseline_threshold_and_runs():
         "FIRING tool_calls_p95: tool calls/run p95 12.0 (baseline 4.0, threshold 8.0: "
         "current >= 2x baseline); look at c039, c038"
     )
+
+
+class TestRegistry:
+    def test_a_rule_added_as_one_function_is_judged_and_can_be_disabled(self):
+        """A rule registered with alert_rule is judged, printed and disabled like the built-ins."""
+
+        @alert_rule("test_spend_total", label="spend total", unit="usd")
+        def _spend_total(x):
+            cur, base = x.current.spend_total_usd, x.baseline.spend_total_usd
+            fired = cur >= 2 * base
+            worst = x.worst.top("spend", 2) if fired else []
+            return AlertResult(
+                "test_spend_total", "fired" if fired else "ok", cur, base, 2 * base, "2x", worst
+            )
+
+        try:
+            cur = make_runs("c", 40, cost=0.03)
+            r = by_rule(evaluate(cur, [], BASE, []))["test_spend_total"]
+            assert r.fired and r.runs == ["c039", "c038"]  # equal spend: newest first
+            assert format_result(r).startswith("FIRING test_spend_total: spend total $1.2000")
+            off = evaluate(cur, [], BASE, [], AlertRules(disabled=frozenset({"test_spend_total"})))
+            assert "test_spend_total" not in by_rule(off) and len(off) == len(RULES)
+        finally:
+            REGISTRY.pop("test_spend_total")
+
+    def test_names_are_unique_and_disabling_an_unknown_rule_is_refused(self):
+        """Registering a taken name or disabling a missing rule fails, naming the rules."""
+        with pytest.raises(ValueError, match="already registered"):
+            alert_rule("retries", label="x", unit="share")(lambda x: None)
+        with pytest.raises(ValueError, match="'retry'.*retries"):
+            AlertRules(disabled=frozenset({"retry"}))

@@ -11,16 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replay.diff import (
-    IgnoreRules,
-    RunDiff,
-    Trace,
-    _align,
-    _common_prefix,
-    _common_suffix,
-    _myers,
-    diff_traces,
-)
+from replay._align import align as _align
+from replay._align import common_prefix as _common_prefix
+from replay._align import common_suffix as _common_suffix
+from replay._align import myers as _myers
+from replay.diff import IgnoreRules, RunDiff, Trace, diff_traces
 from replay.errors import InvalidIgnoreRuleError
 from replay.hashing import sha
 from replay.models import Event, Run, Usage
@@ -642,7 +637,7 @@ def test_property_myers_finds_a_longest_common_subsequence(a: list[int], b: list
     pairs = _myers(a, b, 1000)
     assert pairs is not None
     assert all(a[i] == b[j] for i, j in pairs)
-    assert all(i1 < i2 and j1 < j2 for (i1, j1), (i2, j2) in zip(pairs, pairs[1:]))
+    assert all(i1 < i2 and j1 < j2 for (i1, j1), (i2, j2) in zip(pairs, pairs[1:], strict=False))
     assert len(pairs) == _lcs(a, b)
 
 

@@ -130,7 +130,8 @@ def test_step_numbers_stay_the_recorded_and_replayed_ones() -> None:
 
 
 def test_random_runs_with_shuffled_groups_never_diverge_and_a_mutation_always_does() -> None:
-    """Over random runs, shuffling inside groups never diverges; dropping one grouped call always does."""
+    """Over random runs, shuffling inside groups never diverges; dropping one grouped call always
+    does."""
     rnd = random.Random(7)
     for _ in range(100):
         specs: list[Spec] = []
@@ -170,7 +171,8 @@ def test_without_groups_the_order_counts_as_before() -> None:
 
 
 def test_step_signature_treats_a_group_as_a_set() -> None:
-    """Two runs that differ only inside a concurrent group share a signature; a reordering across groups does not."""
+    """Two runs that differ only inside a concurrent group share a signature; a reordering across
+    groups does not."""
     from replay.diff import step_signature
 
     base = step_signature(trace(REC).steps)
@@ -186,7 +188,8 @@ def test_step_signature_treats_a_group_as_a_set() -> None:
 
 
 def test_text_and_markdown_mark_grouped_steps_and_count_groups() -> None:
-    """The text and Markdown reports mark a change inside a group with ∥ and say groups compare as sets."""
+    """The text and Markdown reports mark a change inside a group with ∥ and say groups compare as
+    sets."""
     from replay.diff import GROUP_MARK
 
     specs = [REC[0], REC[3], REC[1], REC[4], REC[5]]  # one search dropped from the group

@@ -160,3 +160,64 @@ def test_lenient_freeze_never_raises_and_always_gives_utf8() -> None:
         frozen, problem = freeze_lenient(value, "output")
         frozen.decode("utf-8")
         assert problem is not None and marker in problem
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (float("nan"), '[unencodable: NaN at output["score"]]'),
+        (float("inf"), '[unencodable: +inf at output["score"]]'),
+        (float("-inf"), '[unencodable: -inf at output["score"]]'),
+    ],
+    ids=["nan", "plus-inf", "minus-inf"],
+)
+def test_nan_and_infinities_are_placeholders_not_null(value: float, expected: str) -> None:
+    """A NaN or an infinity is recorded as a marked placeholder with its path (JSON has neither), with a problem to warn about, and hashes as that placeholder."""
+    frozen, problem = freeze_lenient({"score": value, "none": None}, "output")
+    assert thaw(frozen) == {"none": None, "score": expected}
+    assert problem is not None and expected[len("[unencodable: ") : -1] == problem
+    assert sha(thaw(frozen)) == sha({"none": None, "score": expected})
+
+
+def test_none_and_finite_floats_are_kept_as_they_are() -> None:
+    """A value with nulls and ordinary floats is frozen unchanged, key order kept, with no problem."""
+    value = {"b": None, "a": [0.5, None, -1e308, {"c": None}]}
+    frozen, problem = freeze_lenient(value)
+    assert problem is None
+    assert frozen == json.dumps(value, separators=(",", ":")).encode()
+
+
+def test_a_nan_inside_a_dataclass_is_found_too() -> None:
+    """A NaN held by a dataclass field (not a plain container) is still recorded as a placeholder."""
+
+    @dataclasses.dataclass
+    class Point:
+        x: float
+
+    frozen, problem = freeze_lenient({"p": Point(float("nan"))})
+    assert problem == 'NaN at args["p"]["x"]'
+    assert thaw(frozen) == {"p": {"x": '[unencodable: NaN at args["p"]["x"]]'}}
+
+
+def test_a_nan_beside_a_huge_integer_is_a_placeholder_too() -> None:
+    """A value orjson cannot encode (an int beyond 64 bits) takes the json encoder, whose NaN is also recorded as a placeholder."""
+    frozen, problem = freeze_lenient({"big": 2**70, "x": float("nan")})
+    assert problem == 'NaN at args["x"]'
+    assert thaw(frozen) == {"big": 2**70, "x": '[unencodable: NaN at args["x"]]'}
+
+
+def test_a_nan_deep_in_a_big_conversation_is_found() -> None:
+    """A NaN inside a long message history (the walked path for big values) is a placeholder; the same history without it is frozen unchanged."""
+    history: list[dict[str, object]] = [
+        {"role": "user", "content": "word " * 40, "meta": {"score": 0.5, "tag": None}}
+        for _ in range(60)
+    ]
+    clean, problem = freeze_lenient({"messages": history})
+    assert problem is None and len(clean) > 8192
+    assert clean == json.dumps({"messages": history}, separators=(",", ":")).encode()
+    history[41] = {"role": "user", "content": "x", "meta": {"score": float("nan"), "tag": None}}
+    frozen, problem = freeze_lenient({"messages": history})
+    assert problem == 'NaN at args["messages"][41]["meta"]["score"]'
+    assert thaw(frozen)["messages"][41]["meta"]["score"] == (
+        '[unencodable: NaN at args["messages"][41]["meta"]["score"]]'
+    )

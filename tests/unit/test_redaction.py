@@ -10,7 +10,7 @@ import os
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from replay.hashing import canonical_bytes, canonical_json
@@ -515,3 +515,33 @@ def test_canonical_matches_canonical_bytes_of_redacted(value: object) -> None:
     """Redactor.canonical(x) is byte-identical to canonical_bytes(Redactor(x))."""
     value = value[0] if isinstance(value, tuple) else value
     assert R.canonical(value) == canonical_bytes(R(value))
+
+
+PAIR_SIDE = (
+    st.dictionaries(st.text(max_size=12), JSON, max_size=4)
+    | st.lists(JSON, max_size=4)
+    | json_with_planted(min_plants=0, max_plants=2).map(lambda vp: vp[0])
+)
+
+
+@SLOW
+@given(PAIR_SIDE, PAIR_SIDE)
+@example([10**19], {"args": None, "items": []})  # digits only: a b64 candidate alone, not in the pair
+def test_checked_pair_is_checked_twice_byte_for_byte(first: object, second: object) -> None:
+    """The writer's one-pass check of a step's args and output gives exactly the bytes `checked` gives each, and calls a value clean only when redaction leaves it as it is."""
+    (a, a_clean), (b, b_clean) = R.checked_pair(first, second, None)
+    assert a == R.checked(first)[0] and b == R.checked(second)[0]
+    assert not a_clean or a == canonical_bytes(first)
+    assert not b_clean or b == canonical_bytes(second)
+
+
+def test_checked_pair_redacts_whichever_side_holds_the_pii() -> None:
+    """PII in the args only, in the output only, or in both is redacted where it is, and the clean side comes back as its own bytes."""
+    clean = {"order": "ORD-1", "qty": 2}
+    dirty = {"to": "jane.doe@example.com", "n": 1}
+    for first, second in ((dirty, clean), (clean, dirty), (dirty, dirty)):
+        (a, _), (b, _) = R.checked_pair(first, second, None)
+        assert (a, b) == (R.canonical(first), R.canonical(second))
+        assert b"jane.doe" not in a + b
+    (a, a_clean), _ = R.checked_pair(clean, dirty, None)
+    assert a_clean and a == canonical_bytes(clean)

@@ -23,6 +23,7 @@ from replay.processors import (
     scan_json_file,
     scan_sqlite,
 )
+from replay.scan import ScanInputError, scan_paths
 from tests.strategies import json_with_planted
 
 R = Redactor(b"k" * 32)
@@ -307,3 +308,67 @@ def test_scan_sqlite_missing(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no SQLite file at"):
         scan_sqlite(path)
     assert not path.exists()
+
+
+# --- scan_paths: folders, stores and files together (what `replay scan` runs) ----------------
+
+
+def test_scan_paths_walks_folders_and_reads_stores_by_their_header(tmp_path: Path) -> None:
+    """A folder gives its *.json files at any depth, in order; a store is read as SQLite whatever its name."""
+    nested = tmp_path / "cassettes" / "incidents"
+    nested.mkdir(parents=True)
+    (nested / "r_2.json").write_text(json.dumps(SECRET_DOC))
+    (tmp_path / "cassettes" / "r_1.json").write_text(json.dumps(R(SECRET_DOC)))
+    (tmp_path / "cassettes" / "notes.txt").write_text("jane.doe@example.com")
+    store = tmp_path / "prod.sqlite"
+    _make_db(store)
+    result = scan_paths([str(tmp_path / "cassettes"), str(store)])
+    assert result.files == [
+        tmp_path / "cassettes" / "incidents" / "r_2.json",
+        tmp_path / "cassettes" / "r_1.json",
+        store,
+    ]
+    assert result.unreadable == []
+    assert result.hits == [
+        FileHit(str(nested / "r_2.json"), h.path, h.rule) for h in SECRET_HITS
+    ] + [FileHit(str(store), loc, rule) for loc, rule in DB_HITS]
+
+
+def test_scan_paths_names_an_unreadable_file_and_goes_on(tmp_path: Path) -> None:
+    """A file that is neither JSON nor SQLite is listed as unreadable (never its content); the other files are still scanned."""
+    bad = tmp_path / "broken.json"
+    bad.write_text("not json at all: jane.doe@example.com")
+    good = tmp_path / "r_1.json"
+    good.write_text(json.dumps(SECRET_DOC))
+    result = scan_paths([str(bad), str(good)])
+    assert len(result.unreadable) == 1
+    assert result.unreadable[0].startswith(f"{bad}: could not read (")
+    assert "jane.doe" not in result.unreadable[0]
+    assert result.hits == [FileHit(str(good), h.path, h.rule) for h in SECRET_HITS]
+
+
+def test_scan_paths_refuses_a_missing_path_or_nothing(tmp_path: Path) -> None:
+    """A path that does not exist, or no path at all, is a ScanInputError naming what to pass."""
+    with pytest.raises(ScanInputError, match="nope.db: no such file or folder"):
+        scan_paths([str(tmp_path / "nope.db")])
+    with pytest.raises(ScanInputError, match="nothing to scan"):
+        scan_paths([])
+
+
+def test_the_processors_module_still_exports_the_moved_names() -> None:
+    """replay.processors re-exports the names that moved to replay.redaction and replay.scan, for one release."""
+    import replay.processors as old
+    import replay.redaction as redaction
+    import replay.scan as scan
+
+    for name in (
+        "Redactor",
+        "RedactionConfig",
+        "Hit",
+        "SECRET_MARKER",
+        "SECRET_KEYS",
+        "DEFAULT_RULES",
+    ):
+        assert getattr(old, name) is getattr(redaction, name)
+    for name in ("FileHit", "scan_json_file", "scan_sqlite", "heavy_detector", "heavy_settings"):
+        assert getattr(old, name) is getattr(scan, name)

@@ -314,3 +314,10 @@ class TestMessages:
 def test_percentile_never_returns_nan_for_identical_values():
     """A sample of identical values has that value at every quantile (no 0/0 in interpolation)."""
     assert [percentile([4, 4, 4], q) for q in (0, 0.5, 0.95, 1)] == [4, 4, 4, 4]
+
+
+def test_percentile_q_finer_than_three_decimals_is_rejected():
+    """q is read to three decimals (p99.9); a finer q fails naming the accepted form."""
+    assert percentile(range(1, 1001), 0.999) == pytest.approx(999.001)
+    with pytest.raises(ValueError, match="three decimals"):
+        percentile([1, 2], 1 / 3)

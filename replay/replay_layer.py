@@ -1,0 +1,515 @@
+"""The replay layer: answers a replayed run's tool and model calls from a recording.
+
+`ReplaySession` implements the tool-layer seam (`replay.tool_layer.ToolLayer`) for one replay.
+Every ``@rec.tool`` / ``@rec.model`` call is matched by (tool, args_sha) in order of occurrence
+and answered with the recorded output (`replay.fidelity.rebuild_value`: same types, same key
+order) or the recorded error raised again as the client's own class. A stub answers its tool
+instead (always, or with ``stub_mode="miss"`` only where the recording has no answer). An
+unrecorded call raises `UnrecordedCall` inside the agent (or returns None).
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from replay.binding import ToolSpec
+from replay.context import _step
+from replay.errors import RecordedToolError, ReplayError, UnrecordedCall
+from replay.faults import Fault, FaultPlan
+from replay.fidelity import rebuild_error, rebuild_value
+from replay.guards import default_db, shared_redaction_key
+from replay.hashing import sha_of_canonical, thaw
+from replay.keys import ENV_VAR, RedactionKeyMismatchWarning, key_file_path, mismatch_message
+from replay.keys import fingerprint as fingerprint_of
+from replay.models import Event, Run
+from replay.processors import RedactionConfig, Redactor
+from replay.recorder import Recorder
+from replay.recording import Recording
+from replay.replay_modes import LIVE_NOTE, LOOSE_NOTE, LiveTools, parse_match
+from replay.replayed_run import AnsweredStepSink, MemorySink
+from replay.run_state import RunState, Step, StepSink
+from replay.store import Store
+from replay.tool_layer import LIVE
+from replay.writer import TRUNCATED_TAG
+
+__all__ = ["ON_UNRECORDED", "STUB_MODES", "ReplaySession"]
+
+#: What an unrecorded call does: raise `UnrecordedCall` inside the agent, or return None.
+ON_UNRECORDED = ("error", "none")
+#: When a stub answers its tool: on every call, or only where the recording has no answer.
+STUB_MODES = ("always", "miss")
+
+
+def _rebuild_value(value: Any, type_name: str | None) -> Any:
+    """The recorded value as the tool returned it: its types (`replay.fidelity`) and key order.
+
+    Always a fresh object: the agent may mutate what a tool returned without changing the recording.
+    """
+    if isinstance(value, dict) and value.get(TRUNCATED_TAG) is True:
+        warnings.warn(
+            f"the recorded output {value.get('sha')} was truncated at record time "
+            f"({value.get('size')} bytes); replay returns the truncation marker",
+            stacklevel=3,
+        )
+        return value
+    return rebuild_value(value, type_name)
+
+
+def _rebuild_error(body: Any) -> BaseException:
+    """The recorded error as the client's own class (`replay.fidelity.rebuild_error`).
+
+    Only classes from modules the agent has already imported; else `RecordedToolError` naming it.
+    """
+    if not isinstance(body, dict):
+        return RecordedToolError("UnknownError", str(body))
+    display = str(body.get("error", "Error"))
+    message = str(body.get("message", ""))
+    try:
+        exc = rebuild_error(body)
+    except Exception:  # noqa: BLE001 - cannot rebuild: fall back to RecordedToolError
+        exc = None
+    return exc if exc is not None else RecordedToolError(display, message)
+
+
+def _local_key_for(fingerprint: str | None) -> bytes | None:
+    """The key of the default store (``$REPLAY_DB`` / ``./replay.db``) when a cassette was made with
+    it.
+
+    A developer who exports a run and replays the cassette on the same machine gets the same
+    pseudonyms without setting ``$REPLAY_REDACTION_KEY``. Never creates a key file.
+    """
+    if not fingerprint:
+        return None
+    from replay.keys import _read_key_file  # h4 owns keys.py: a public reader is for its release
+
+    try:
+        key = _read_key_file(key_file_path(default_db()))
+    except Exception:  # noqa: BLE001 - an unreadable key file only means: no local key
+        return None
+    return key if key is not None and fingerprint_of(key) == fingerprint else None
+
+
+def _replay_key(recording: Recording) -> tuple[bytes, str]:
+    """The key pseudonyms use in the replay and where it came from (for the mismatch warning).
+
+    The recording store's key, so values the agent builds itself pseudonymise as they did then.
+    """
+    env = shared_redaction_key()
+    if env:
+        return env, "$REPLAY_REDACTION_KEY"
+    if recording.secret_key:
+        return recording.secret_key, "the store's key"
+    local = _local_key_for(recording.run.key_fingerprint)
+    if local:
+        return local, "the key file of the default store"
+    return os.urandom(32), f"a random key: ${ENV_VAR} is not set"
+
+
+def _check_modes(on_unrecorded: str, stub_mode: str) -> None:
+    if on_unrecorded not in ON_UNRECORDED:
+        raise ValueError(f"on_unrecorded={on_unrecorded!r}: use one of {', '.join(ON_UNRECORDED)}")
+    if stub_mode not in STUB_MODES:
+        raise ValueError(
+            f"stub_mode={stub_mode!r}: use 'always' (a stub answers every call of its tool) "
+            "or 'miss' (only calls the recording has no answer for)"
+        )
+
+
+class ReplaySession:
+    """The replay layer of one replay (a `ToolLayer`); installed in a contextvar while the agent
+    runs.
+
+    The replayed run is recorded like any run (``replay_of`` set) by `recorder`, into `record_to`
+    when given (so ``replay show`` works on it afterwards), else in memory (`MemorySink`).
+    """
+
+    def __init__(
+        self,
+        recording: Recording,
+        *,
+        stubs: Mapping[str, Callable[..., Any]] | None = None,
+        on_unrecorded: str = "error",
+        redaction: RedactionConfig | None = None,
+        record_to: str | os.PathLike[str] | None = None,
+        stub_mode: str = "always",
+        match: Mapping[str, Any] | None = None,
+        live: Iterable[str] | None = None,
+        faults: Any = None,
+    ) -> None:
+        _check_modes(on_unrecorded, stub_mode)
+        #: what-if faults (`replay.faults`): parsed first, so a bad spec leaves nothing to close
+        self.faults = FaultPlan.parse(faults, recording) if faults else None
+        self.recording = recording
+        self.source_run_id = recording.run.run_id
+        self.stubs = dict(stubs or {})
+        self.stub_mode = stub_mode
+        self.on_unrecorded = on_unrecorded
+        self.rules = parse_match(match)
+        self.live = LiveTools(live)
+        #: replayed step id -> what the diff notes on it (a live step, a loosely matched one)
+        self.marks: dict[int, str] = {}
+        key, source = _replay_key(recording)
+        self.redactor = Redactor(key, redaction or RedactionConfig())
+        #: (recorded fingerprint, this replay's fingerprint) when they differ, else None
+        self.key_mismatch: tuple[str, str] | None = None
+        recorded_fp = recording.run.key_fingerprint
+        if recorded_fp and recorded_fp != self.redactor.key_fingerprint:
+            self.key_mismatch = (recorded_fp, self.redactor.key_fingerprint)
+            warnings.warn(
+                mismatch_message(
+                    recording.run.run_id, recorded_fp, self.redactor.key_fingerprint, source
+                ),
+                RedactionKeyMismatchWarning,
+                stacklevel=3,
+            )
+        #: where the replayed run is read back from: `record_to`, else held in memory
+        self.store_path: str | None = None if record_to is None else os.fspath(record_to)
+        self.sink: MemorySink | None = None if record_to is not None else MemorySink(key)
+        self.recorder = Recorder(
+            self.sink if self.sink is not None else self.store_path,
+            redaction=redaction,
+            redaction_key=key,
+        )
+        self.replayed_run_id: str | None = None  # set by the recorder when the agent's run begins
+        # HTTP: the playback cassette (replay.http.HttpPlayback) while the recording has HTTP, and
+        # replayed step id -> the recorded step id that answered it (for HTTP attempts per step).
+        self.http_playback: Any = None
+        self.answered: dict[int, int] = {}
+        self.http_loose = recording.secret_key is None or key != recording.secret_key
+        self._index_recording()
+
+    def _index_recording(self) -> None:
+        # (tool, args_sha) -> the recorded steps with those args, last first (`lookup` pops the
+        # end): a list of one costs a tenth of a deque, and most args occur once.
+        self.index: dict[tuple[str, str], list[Event]] = {}
+        self.recorded_tools: dict[str, list[str]] = collections.defaultdict(list)
+        # recorded concurrent group -> its id in the replayed run (the first replayed member's step)
+        self.groups: dict[int, int] = {}
+        index = self.index
+        for e in reversed(self.recording.steps):
+            if e.tool is not None and e.args_sha is not None:
+                key = (e.tool, e.args_sha)
+                same = index.get(key)
+                if same is None:
+                    index[key] = [e]
+                else:
+                    same.append(e)
+                self.recorded_tools[e.tool].append(e.args_sha)
+        for shas in self.recorded_tools.values():
+            shas.reverse()
+        # Tools with a loose match rule: their recorded steps in order, a cursor, and the steps
+        # already answered (by an exact or a loose match), so none answers twice.
+        self.by_tool: dict[str, list[Event]] = {}
+        self.cursor: dict[str, int] = {}
+        self.taken: set[int] = set()
+        if self.rules:
+            names = {self.redactor.redact_name(tool) for tool in self.rules}
+            for e in self.recording.steps:
+                if e.tool in names:
+                    self.by_tool.setdefault(e.tool, []).append(e)
+
+    # ---- the seam ---------------------------------------------------------------------------
+
+    def call(
+        self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if self.live and self.live.covers(spec.name):
+            return LIVE.call(st, spec, args, kwargs, self.enter_live(st, spec, args, kwargs))
+        step = self.enter(st, spec, args, kwargs)
+        fault = self.faults.pick(spec.name) if self.faults is not None else None
+        if fault is not None:
+            return self.inject(st, step, fault, args, kwargs)
+        return self.respond(st, step, args, kwargs)
+
+    async def acall(
+        self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if self.live and self.live.covers(spec.name):
+            return await LIVE.acall(st, spec, args, kwargs, self.enter_live(st, spec, args, kwargs))
+        stub = self.stubs.get(spec.name)
+        if stub is None or not inspect.iscoroutinefunction(stub):
+            return self.call(st, spec, args, kwargs)
+        step = self.enter(st, spec, args, kwargs)
+        fault = self.faults.pick(spec.name) if self.faults is not None else None
+        if fault is not None and fault.kind not in ("slow", "drift"):
+            return self.inject(st, step, fault, args, kwargs)
+        if fault is not None:
+            self.marks[step.step_id] = f"fault: {fault.label}"
+            if fault.kind == "slow" and self.faults is not None:
+                self.faults.delay(fault)  # on the recorded clock: no real wait
+        if self.stub_mode == "miss":
+            recorded = self.find(step)
+            if recorded is not None:
+                return self.answer(st, step, recorded)
+        try:
+            result = await stub(*args, **kwargs)
+            if fault is not None and fault.kind == "drift":
+                result = FaultPlan.drift(fault, result)
+        except BaseException as exc:
+            st.finish_error(step, exc)
+            raise
+        st.finish_ok(step, result)
+        return result
+
+    def respond(
+        self, st: RunState, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Answer an entered step: its stub (``stub_mode="always"``), else the recording."""
+        stub = self.stubs.get(step.spec.name) if self.stub_mode == "always" else None
+        if stub is not None:
+            return self.run_stub(st, step, stub, args, kwargs)
+        recorded = self.find(step)
+        if recorded is None:
+            return self.miss(st, step, args, kwargs)
+        return self.answer(st, step, recorded)
+
+    # ---- what-if: faults (replay.faults) ----------------------------------------------------
+
+    def inject(
+        self,
+        st: RunState,
+        step: Step,
+        fault: Fault,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Answer an entered step under `fault`: raise its error, drift its answer, or answer late.
+
+        An error does not use up the recorded answer (a retry with the same args gets it).
+        """
+        plan = self.faults
+        assert plan is not None  # a fault comes from the plan
+        self.marks[step.step_id] = f"fault: {fault.label}"
+        if fault.kind == "slow":
+            plan.delay(fault)
+            return self.respond(st, step, args, kwargs)
+        if fault.kind != "drift":
+            err = plan.error(fault, args, kwargs)
+            st.finish_error(step, err)
+            raise err
+        try:
+            value = plan.drift(fault, self.unfinished_answer(step, args, kwargs))
+        except BaseException as exc:
+            st.finish_error(step, exc)
+            raise
+        st.finish_ok(step, value)
+        return value
+
+    def unfinished_answer(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """What would answer `step` (stub or recording; its error raised), leaving it unfinished."""
+        stub = self.stubs.get(step.spec.name) if self.stub_mode == "always" else None
+        recorded = None if stub is not None else self.find(step)
+        if recorded is None:
+            stub = stub or self.stubs.get(step.spec.name)
+            if stub is None:
+                raise self.unrecorded(step.spec, step.args_sha or "")
+            return stub(*args, **kwargs)
+        snap = self.recording.snapshots.get(recorded.output_sha) if recorded.output_sha else None
+        if recorded.status == "error":
+            raise _rebuild_error(snap[0] if snap else {"error": recorded.error or "Error"})
+        return None if snap is None else _rebuild_value(snap[0], snap[1])
+
+    # ---- the steps of the layer (a mode built on this layer uses these) ---------------------
+
+    def enter(
+        self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Step:
+        """Enter the step on the run state and hash its args as the recorder did (`args_sha`)."""
+        step = st.enter(spec, args, kwargs)
+        step.args_sha = self.args_sha(step.args)
+        return step
+
+    def args_sha(self, frozen_args: bytes) -> str:
+        """args_sha of frozen args: redacted with the recording's key, canonical, hashed."""
+        return sha_of_canonical(self.redactor.canonical(thaw(frozen_args)))
+
+    def enter_live(
+        self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Step:
+        """Enter a step that runs for real (``live=``): the writer hashes it; the diff marks it."""
+        step = st.enter(spec, args, kwargs)
+        self.marks[step.step_id] = LIVE_NOTE
+        return step
+
+    def find(self, step: Step) -> Event | None:
+        """The recorded step that answers `step`: exact (tool, args_sha), or per a match rule."""
+        spec, sha = step.spec, step.args_sha or ""
+        rule = self.rules.get(spec.name) if self.rules else None
+        if rule is None:
+            return self.lookup(spec, sha)
+        name = self.redactor.redact_name(spec.name)
+        recorded = None if rule.sequence else self._untaken(name, sha)
+        if recorded is None:
+            recorded = self._next_of(name)
+        if recorded is not None:
+            self.taken.add(id(recorded))
+            if recorded.args_sha != sha:
+                self.marks[step.step_id] = LOOSE_NOTE
+        return recorded
+
+    def _untaken(self, name: str, sha: str) -> Event | None:
+        queue = self.index.get((name, sha))
+        while queue:
+            try:
+                e = queue.pop()
+            except IndexError:  # emptied by a parallel call
+                return None
+            if id(e) not in self.taken:
+                return e
+        return None
+
+    def _next_of(self, name: str) -> Event | None:
+        """The tool's next recorded step not answered yet, in recorded order."""
+        steps = self.by_tool.get(name, [])
+        i = self.cursor.get(name, 0)
+        while i < len(steps) and id(steps[i]) in self.taken:
+            i += 1
+        self.cursor[name] = i + 1
+        return steps[i] if i < len(steps) else None
+
+    def lookup(self, spec: ToolSpec, args_sha: str) -> Event | None:
+        """Take the next recorded step of this tool with these args, None when there is none."""
+        # Recorded tool names passed the redactor: look the live name up the same way.
+        queue = self.index.get((self.redactor.redact_name(spec.name), args_sha))
+        if queue:
+            try:
+                return queue.pop()
+            except IndexError:  # emptied by a parallel call between the check and the pop
+                return None
+        return None
+
+    def answer(self, st: RunState, step: Step, recorded: Event) -> Any:
+        """Finish `step` with the recorded answer: its value returned, or its error raised."""
+        if recorded.step_id is not None:
+            self.answered[step.step_id] = recorded.step_id
+        # Answers are instant, so parallel calls may not overlap in the replay (and sequential ones
+        # may): a step answered from the recording takes the recorded step's group (0: none), in
+        # the replayed run's numbering, and a bless keeps the recording's groups.
+        group = (
+            0
+            if recorded.concurrent_group is None
+            else self.groups.setdefault(recorded.concurrent_group, step.step_id)
+        )
+        snap = self.recording.snapshots.get(recorded.output_sha) if recorded.output_sha else None
+        if recorded.status == "error":
+            body = snap[0] if snap else {"error": recorded.error or "Error"}
+            names, message = _recorded_error_names(recorded, body)
+            error = _rebuild_error(body)
+            st.finish_error(
+                step,
+                error,
+                names=names,
+                message=message,
+                output_sha=recorded.output_sha,
+                group=group,
+            )
+            raise error
+        value = None if snap is None else _rebuild_value(snap[0], snap[1])
+        st.finish_ok(step, value, output_sha=recorded.output_sha, group=group)
+        if step.spec.kind == "model_result":
+            st.check_budget()
+        return value
+
+    def miss(self, st: RunState, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A call the recording has no answer for: a ``stub_mode="miss"`` stub, else unrecorded."""
+        stub = self.stubs.get(step.spec.name)
+        if stub is not None:
+            return self.run_stub(st, step, stub, args, kwargs)
+        if self.on_unrecorded == "none":
+            st.finish_ok(step, None)
+            return None
+        missing = self.unrecorded(step.spec, step.args_sha or "")
+        st.finish_error(step, missing)
+        raise missing
+
+    def run_stub(
+        self,
+        st: RunState,
+        step: Step,
+        stub: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Finish `step` with what `stub` returns (or raises); tools it calls nest in this step."""
+        token = _step.set(step.step_id)
+        try:
+            result = stub(*args, **kwargs)
+        except BaseException as exc:
+            st.finish_error(step, exc)
+            raise
+        finally:
+            _step.reset(token)
+        if inspect.isawaitable(result):
+            raise ReplayError(
+                f"stub for {step.spec.name} returned an awaitable: the tool is sync, "
+                "so the stub must be too"
+            )
+        st.finish_ok(step, result)
+        return result
+
+    def unrecorded(self, spec: ToolSpec, args_sha: str) -> UnrecordedCall:
+        return UnrecordedCall(
+            spec.name,
+            args_sha,
+            self.recorded_tools.get(spec.name, []),
+            recorded_tools=list(self.recorded_tools),
+        )
+
+    def step_sink(self, writer: StepSink) -> StepSink:
+        """Where the replayed run's steps go: answers from the recording straight into memory."""
+        if self.sink is None:
+            return writer
+        return AnsweredStepSink(writer, self.redactor, self.sink)
+
+    def replayed(self) -> tuple[Run, list[Event], Mapping[str, tuple[Any, str | None, bool]]]:
+        """The replayed run as recorded: its row, its events, the snapshots of its outputs.
+
+        Raises:
+            ReplayError: the agent never started a run (not decorated, or not called).
+        """
+        self.recorder.flush()
+        if self.replayed_run_id is None:
+            raise ReplayError(
+                f"the replay of {self.source_run_id} recorded no run: is the agent decorated "
+                "with @rec.agent, and was it called?"
+            )
+        if self.sink is not None:
+            run, events = (
+                self.sink.get_run(self.replayed_run_id),
+                self.sink.events(self.replayed_run_id),
+            )
+            shas = [e.output_sha for e in events] + [run.input_sha, run.output_sha]
+            return run, events, self.sink.snapshot_values(shas)
+        assert self.store_path is not None  # no sink: record_to was given
+        with Store(self.store_path) as store:
+            run = store.get_run(self.replayed_run_id)
+            events = store.events(run.run_id)
+            found = store.snapshots(
+                [e.output_sha for e in events if e.output_sha]
+                + [sha for sha in (run.input_sha, run.output_sha) if sha]
+            )
+        snaps = {
+            sha: (thaw(body), type_name, trunc) for sha, (body, type_name, trunc) in found.items()
+        }
+        return run, events, snaps
+
+    def close(self) -> None:
+        self.recorder.close()
+
+
+def _recorded_error_names(recorded: Event, body: Any) -> tuple[tuple[str, str, str], str]:
+    """The recorded error's (display name, module, qualname) and message to record it under.
+
+    A rebuilt exception may lack what made the name (an HTTP status), and RecordedToolError
+    stands in for the original: the replayed step keeps the recorded names.
+    """
+    display = recorded.error or "Error"
+    if not isinstance(body, dict):
+        return (display, "", ""), str(body)
+    names = (display, str(body.get("module", "")), str(body.get("qualname", "")))
+    return names, str(body.get("message", ""))
