@@ -59,7 +59,9 @@ def _text(seed: int, size: int) -> str:
 
 
 def conversation(seed: int, pii: bool) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """The (user message, assistant reply) of each turn; the first user turn holds PII when asked."""
+    """The (user message, assistant reply) of each turn; the first user turn holds
+    PII when asked.
+    """
     turns = []
     for t in range(TURNS):
         user = {"role": "user", "content": f"turn {t} of chat {seed}: " + _text(seed * 31 + t, 620)}
@@ -208,7 +210,8 @@ def run() -> list[dict[str, Any]]:
             tag = "" if memo else " (memo off: the old behaviour)"
             rows.append(
                 {
-                    "name": f"30-turn chat ({first / 1000:.1f}->{last / 1000:.0f} KB), {label}: latency added{tag}",
+                    "name": f"30-turn chat ({first / 1000:.1f}->{last / 1000:.0f} KB), "
+                    f"{label}: latency added{tag}",
                     "value": round(m["added_us"], 1),
                     "unit": "us",
                     "reference_name": "hand-rolled logger",
@@ -237,7 +240,8 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}x"
         print(
-            f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<90} {r['value']:>9} {r['unit']:<3} {ratio:>8}  target {r['target']}"
+            f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<90} "
+            f"{r['value']:>9} {r['unit']:<3} {ratio:>8}  target {r['target']}"
         )
 
 

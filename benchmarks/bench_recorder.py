@@ -264,7 +264,8 @@ def print_rows(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}x"
         print(
-            f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<55} {r['value']:>10} {r['unit']:<8} {ratio:>8}  target {r['target']}"
+            f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<55} "
+            f"{r['value']:>10} {r['unit']:<8} {ratio:>8}  target {r['target']}"
         )
 
 

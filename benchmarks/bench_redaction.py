@@ -256,7 +256,8 @@ def main() -> None:
     for r in rows:
         ratio = "-" if r["ratio"] is None else f"{r['ratio']}x"
         print(
-            f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<52} {r['value']:>10} {r['unit']:<8} {ratio:>7}  {r['target']}"
+            f"{'ok ' if r['ok'] else 'BAD'} {r['name']:<52} "
+            f"{r['value']:>10} {r['unit']:<8} {ratio:>7}  {r['target']}"
         )
 
 

@@ -1,6 +1,11 @@
-"""Store ingest speed and size on disk, against raw sqlite3 and sqlite-utils measured in the same run.
+"""Store ingest speed and size on disk, against raw sqlite3 and sqlite-utils measured in the same
+run, and the PostgreSQL backend against the SQLite store (one process and 4 processes).
 
     python benchmarks/bench_store.py
+
+PostgreSQL: ``REPLAY_BENCH_PG_URL`` names a server to use, else a throwaway one is started as the
+tests do (tests/pg.py, Debian's postgresql). Its server settings are the throwaway one's (fsync off,
+as a test server): the figure is the client's ingest path, not a tuned server's disk.
 
 Workload: runs of 20 events (run_start, 18 steps of which some are model calls with usage and some
 errors, stop), 28-char run ids, 24-hex shas, tool names like ``http.get``; 5,000 events per
@@ -204,7 +209,9 @@ def raw_maker(rows: list[tuple[Any, ...]], *, none_adapter: bool) -> Maker:
 
 def insert_all_maker(rows: list[tuple[Any, ...]]) -> Maker:
     """sqlite-utils' insert_all of dicts into the same plain table."""
-    dicts = [dict(zip(EVENT_COLUMNS, r), expires_at=r[2] + 2_592_000_000) for r in rows]
+    dicts = [
+        dict(zip(EVENT_COLUMNS, r, strict=True), expires_at=r[2] + 2_592_000_000) for r in rows
+    ]
 
     def make(path: Path) -> Callable[[], None]:
         _raw_connection(path).close()
@@ -238,9 +245,12 @@ def write_rows_maker(rows: list[tuple[Any, ...]], runs: list[Run]) -> Maker:
 
 
 def write_batch_maker(rows: list[tuple[Any, ...]], runs: list[Run]) -> Maker:
-    """Store.write_batch with pydantic Events built beforehand (building them is the writer's cost)."""
+    """Store.write_batch with pydantic Events built beforehand (building them is the writer's
+    cost)."""
     events = [
-        Event.model_validate({**dict(zip(EVENT_COLUMNS, r)), "usage": r[11] and json.loads(r[11])})
+        Event.model_validate(
+            {**dict(zip(EVENT_COLUMNS, r, strict=True)), "usage": r[11] and json.loads(r[11])}
+        )
         for r in rows
     ]
     per = BATCH // RUN_LEN
@@ -269,6 +279,163 @@ def bytes_per_event(rows: list[tuple[Any, ...]], runs: list[Run]) -> float:
             store.checkpoint()
             size = os.path.getsize(path)
         return size / len(rows)
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+def _pg_admin_url() -> tuple[str | None, Any]:
+    """A server URL to benchmark against and the throwaway server to stop (or None)."""
+    given = os.environ.get("REPLAY_BENCH_PG_URL")
+    if given:
+        return given, None
+    from tests.pg import PgServer, find_pg_bin
+
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        return None, None
+    server = PgServer(bin_dir)
+    server.start()
+    return server.url(), server
+
+
+def _fresh(admin_url: str) -> str:
+    from tests.pg import new_database
+
+    return new_database(admin_url)
+
+
+def _ingest(url: str, rows: list[tuple[Any, ...]], runs: list[Run], barrier: Any = None) -> float:
+    """Write `rows` (with their runs) in BATCH-event transactions; returns the seconds it took."""
+    start, end = _ingest_span(url, rows, runs, barrier)
+    return end - start
+
+
+def _ingest_span(
+    url: str, rows: list[tuple[Any, ...]], runs: list[Run], barrier: Any
+) -> tuple[float, float]:
+    from replay.store_api import open_store
+
+    per = BATCH // RUN_LEN
+    with open_store(url) as store:
+        if barrier is not None:
+            barrier.wait()
+        t = time.time()
+        for b, i in enumerate(range(0, len(rows), BATCH)):
+            store.write_rows(rows[i : i + BATCH], runs=runs[b * per : (b + 1) * per])
+        return t, time.time()
+
+
+def _child(url: str, rows: list[tuple[Any, ...]], runs: list[Run], barrier: Any, q: Any) -> None:
+    q.put(_ingest_span(url, rows, runs, barrier))
+
+
+def _parallel_rate(url: str, rows: list[tuple[Any, ...]], runs: list[Run], procs: int) -> float:
+    """Events per second of wall time with `procs` processes each writing its share at once."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    per_proc = len(rows) // procs // BATCH * BATCH
+    barrier, q = ctx.Barrier(procs), ctx.Queue()
+    children = [
+        ctx.Process(
+            target=_child,
+            args=(
+                url,
+                rows[k * per_proc : (k + 1) * per_proc],
+                runs[k * per_proc // RUN_LEN : (k + 1) * per_proc // RUN_LEN],
+                barrier,
+                q,
+            ),
+        )
+        for k in range(procs)
+    ]
+    for c in children:
+        c.start()
+    spans = [q.get(timeout=600) for _ in children]
+    for c in children:
+        c.join()
+    wall = max(e for _, e in spans) - min(s for s, _ in spans)
+    return per_proc * procs / wall
+
+
+def _pg_bytes_per_event(url: str, n: int) -> tuple[float, float]:
+    """Table data per event after VACUUM: (events heap + primary key, that plus the run rows and
+    their indexes)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM events")
+        conn.execute("VACUUM runs")
+        row = conn.execute(
+            "SELECT pg_relation_size('events') + pg_indexes_size('events'), "
+            "pg_relation_size('runs') + pg_indexes_size('runs')"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]) / n, (int(row[0]) + int(row[1])) / n
+
+
+def pg_figures(
+    rows: list[tuple[Any, ...]], runs: list[Run], sqlite_rate: float
+) -> list[dict[str, Any]]:
+    """PostgreSQL ingest (1 and 4 processes) against the SQLite store's, and its bytes per event."""
+    admin, server = _pg_admin_url()
+    if admin is None:
+        return [_row("PostgreSQL ingest", 0, "events/s", "no server", 1, "a server", False)]
+    os.environ.setdefault("REPLAY_REDACTION_KEY", "bench-key")
+    try:
+        one = max(len(rows) / _ingest(_fresh(admin), rows, runs, None) for _ in range(2))
+        four = max(_parallel_rate(_fresh(admin), rows, runs, 4) for _ in range(2))
+        with tempfile.TemporaryDirectory() as d:
+            sqlite_four = max(
+                _parallel_rate(str(Path(d) / f"p{k}.db"), rows, runs, 4) for k in range(2)
+            )
+        url = _fresh(admin)
+        _ingest(url, rows, runs, None)
+        size = _pg_bytes_per_event(url, len(rows))
+    finally:
+        if server is not None:
+            server.destroy()
+    ref = "SQLite store, same run"
+    return [
+        _row("PostgreSQL write_rows, 1 process", one, "events/s", ref, sqlite_rate, "info", True),
+        _row(
+            "SQLite write_rows, 4 processes",
+            sqlite_four,
+            "events/s",
+            ref,
+            sqlite_rate,
+            "info",
+            True,
+        ),
+        _row(
+            "PostgreSQL write_rows, 4 processes",
+            four,
+            "events/s",
+            "SQLite, 4 processes",
+            sqlite_four,
+            "info",
+            True,
+        ),  # fmt: skip
+        _row(
+            "PostgreSQL bytes per event (events: heap + primary key)",
+            size[0],
+            "B/event",
+            "limit",
+            250,
+            "<= 250",
+            size[0] <= 250,
+        ),  # fmt: skip
+        _row(
+            "PostgreSQL bytes per event (with run rows and their 6 indexes)",
+            size[1],
+            "B/event",
+            "limit",
+            250,
+            "<= 250",
+            size[1] <= 250,
+        ),  # fmt: skip
+    ]
 
 
 def _row(
@@ -306,7 +473,8 @@ def run() -> list[dict[str, Any]]:
         _row(
             "store.write_rows (tuples)", fast, "events/s", ref, raw, ">= 200000/s", fast >= 200_000
         ),
-        # The recorder writes through write_rows; write_batch (pydantic Events) is the convenience API.
+        # The recorder writes through write_rows; write_batch (pydantic Events) is the convenience
+        # API.
         _row(
             "store.write_batch (Event objects; not the recorder's path)",
             batch,
@@ -335,6 +503,7 @@ def run() -> list[dict[str, Any]]:
             True,
         ),
         _row("bytes per event on disk", size, "B/event", "limit", 250, "<= 250", size <= 250),
+        *pg_figures(rows, runs, fast),
     ]
 
 
@@ -344,11 +513,12 @@ def main() -> None:
     table = [cols] + [tuple("" if r[c] is None else str(r[c]) for c in cols) for r in results]
     widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
     for k, line in enumerate(table):
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)))
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
         if k == 0:
             print("  ".join("-" * w for w in widths))
     print(
-        f"\n{N_EVENTS} events, {BATCH} per transaction, best of {REPEATS} round-robin; python {sys.version.split()[0]}, "
+        f"\n{N_EVENTS} events, {BATCH} per transaction, best of {REPEATS} round-robin; python "
+        f"{sys.version.split()[0]}, "
         f"sqlite {sqlite3.sqlite_version}, {os.cpu_count()} cpus"
     )
 

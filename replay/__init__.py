@@ -14,7 +14,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from replay.context import current_run_id, propagate, stop
 from replay.errors import (
@@ -63,10 +63,16 @@ __all__ = [
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:  # the real types for type checkers; at run time they load lazily (below)
+    from replay.agents import register_agent
+    from replay.recorder import Guards, Recorder
+    from replay.redaction import RedactionConfig
+    from replay.replayer import ReplayResult, replay_run, replay_run_async
+
 _LAZY = {
     "Recorder": "replay.recorder",
     "Guards": "replay.recorder",
-    "RedactionConfig": "replay.processors",
+    "RedactionConfig": "replay.redaction",
     "register_agent": "replay.agents",
     "replay_run": "replay.replayer",
     "replay_run_async": "replay.replayer",

@@ -13,7 +13,7 @@ from replay._text import fmt_ms, fmt_ts, table
 from replay.errors import ReplayError
 
 if TYPE_CHECKING:
-    from replay.store import Store
+    from replay.store_api import StoreAPI as Store
 
 __all__ = [
     "BadInput",
@@ -47,7 +47,7 @@ db_option = click.option(
     "--db",
     default=_default_db,
     show_default="$REPLAY_DB, else ./replay.db",
-    help="The store: a SQLite file.",
+    help="The store: a SQLite file or a postgresql:// URL.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
@@ -59,12 +59,13 @@ def open_store(db: str, *, create: bool = False) -> Store:
             f"no store at {db}: record runs first (Recorder({db!r})), "
             "or pass --db PATH / set REPLAY_DB"
         )
-    from replay.store import Store
+    from replay.store_api import open_store as open_any_store
+    from replay.store_api import store_label
 
     try:
-        return Store(db)
+        return open_any_store(db)
     except ReplayError as exc:
-        raise BadInput(f"cannot open the store {db}: {exc}") from exc
+        raise BadInput(f"cannot open the store {store_label(db)}: {exc}") from exc
 
 
 def duration_ms(text: str, option: str, *, all_ok: bool = False) -> int:

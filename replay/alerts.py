@@ -52,7 +52,7 @@ from replay.stats import (
 )
 
 if TYPE_CHECKING:
-    from replay.store import Store
+    from replay.store_api import StoreAPI as Store
 
 __all__ = [
     "REGISTRY",

@@ -16,7 +16,7 @@ from replay._cli_util import BadInput, db_option, open_store, since_ms
 from replay.errors import CassetteDecodeError, ReplayError
 
 if TYPE_CHECKING:
-    from replay.store import Store
+    from replay.store_api import StoreAPI as Store
 
 __all__ = ["import_otlp_files", "otel_export"]
 

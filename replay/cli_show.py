@@ -38,7 +38,7 @@ def _load(run_id: str, db: str) -> tuple[Any, dict[str, Any]]:
     """The recording and its stored redacted args by args_sha (runs recorded with
     store_args='redacted')."""
     from replay.replayer import load_recording
-    from replay.store import Store
+    from replay.store_api import open_store
 
     try:
         rec = load_recording(run_id, db=db)
@@ -49,7 +49,7 @@ def _load(run_id: str, db: str) -> tuple[Any, dict[str, Any]]:
     if shas:
         from replay.hashing import thaw
 
-        store = Store(db)
+        store = open_store(db)
         try:
             # Snapshots are content-addressed: one stored under an args_sha is those args, redacted.
             for sha, (body, _type_name, _truncated) in store.snapshots(shas).items():

@@ -25,7 +25,7 @@ from replay.timeline import Timeline, load_timeline
 
 if TYPE_CHECKING:
     from replay.models import Run
-    from replay.store import Store
+    from replay.store_api import StoreAPI as Store
 
 __all__ = ["DEMO_AGENT", "demo", "load_example"]
 
@@ -128,9 +128,9 @@ def demo(db: str, cassettes_dir: str) -> None:
     scenario = load_example()
     healthy, incident = _record(scenario, db, out_dir)
     # ---- everything below reads the store, not the agent's memory ----------------------------
-    from replay.store import Store
+    from replay.store_api import open_store
 
-    store = Store(db_path)
+    store = open_store(db_path)
     try:
         worst, timeline = _find_worst(store, healthy, incident)
         click.echo("")

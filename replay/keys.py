@@ -11,6 +11,12 @@ Pseudonyms are ``HMAC-SHA256(key, rule + ":" + value)``. Whoever holds the key c
    temporary file and ``link()``, so processes opening a new store at once agree on one key and
    nothing is ever written through a symlink.
 
+A PostgreSQL store (many hosts write to one server) has no "beside": its key is
+``$REPLAY_REDACTION_KEY``, else the key file named by ``$REPLAY_REDACTION_KEY_FILE`` (or the
+store's ``key_file=`` option), created once there and then copied to every host that records or
+replays, else opening the store fails with the fix (`server_store_key`). A per-host key made up on
+the spot would give each host other pseudonyms for the same customer.
+
 The store keeps only `fingerprint(key)`: a 16-hex HMAC of a fixed label under the key. It tells two
 keys apart (a replay says so when they differ) but does not help to test a guess against a
 pseudonym (the label is not a ``rule:value`` input).
@@ -31,6 +37,7 @@ from replay.errors import StoreError
 
 __all__ = [
     "ENV_VAR",
+    "FILE_ENV_VAR",
     "RedactionKeyMismatchWarning",
     "mismatch_message",
     "KEY_PREFIX",
@@ -40,11 +47,14 @@ __all__ = [
     "key_text",
     "load_or_create_key_file",
     "parse_key_text",
+    "server_store_key",
     "write_key_file",
 ]
 
 #: The environment variable holding a shared key (a passphrase or a key file's text).
 ENV_VAR = "REPLAY_REDACTION_KEY"
+#: The environment variable naming a key file for a store on a server (PostgreSQL).
+FILE_ENV_VAR = "REPLAY_REDACTION_KEY_FILE"
 #: The prefix of a key file's text: ``arkey1:`` then the key as 64 hex digits.
 KEY_PREFIX = "arkey1:"
 # No ":" in it: a pseudonym's HMAC input is always "rule:value", so the two never coincide.
@@ -124,7 +134,8 @@ def _read_key_file(path: pathlib.Path) -> bytes | None:
     except FileNotFoundError:
         if path.is_symlink():
             raise StoreError(
-                f"{path} is a dangling symlink: agent-replay does not follow links to its key file; "
+                f"{path} is a dangling symlink: agent-replay does not follow links to its key "
+                f"file; "
                 "remove it (a new key file is then created)",
                 path=str(path),
             ) from None
@@ -132,7 +143,8 @@ def _read_key_file(path: pathlib.Path) -> bytes | None:
     except OSError as e:
         if path.is_symlink():
             raise StoreError(
-                f"{path} is a symlink: agent-replay does not follow links to its key file; replace it "
+                f"{path} is a symlink: agent-replay does not follow links to its key file; "
+                f"replace it "
                 "with the file itself (mode 0600) or set $REPLAY_REDACTION_KEY",
                 path=str(path),
             ) from None
@@ -145,7 +157,8 @@ def _read_key_file(path: pathlib.Path) -> bytes | None:
             )
         if st.st_mode & 0o077:
             raise StoreError(
-                f"the key file {path} can be read by other users (mode {stat.S_IMODE(st.st_mode):04o}): "
+                f"the key file {path} can be read by other users (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}): "
                 f"run `chmod 600 {path}`",
                 path=str(path),
             )
@@ -226,3 +239,33 @@ def load_or_create_key_file(path: pathlib.Path) -> bytes:
                 return key
         time.sleep(0.01 * attempt)
     raise StoreError(f"cannot create or read the key file {path}", path=str(path))
+
+
+def server_store_key(
+    store: str, key_file: str | os.PathLike[str] | None = None
+) -> tuple[bytes, str]:
+    """The key of a store on a server, and where it came from (``"env"`` or ``"file"``).
+
+    ``$REPLAY_REDACTION_KEY`` wins; else `key_file`, else ``$REPLAY_REDACTION_KEY_FILE``: that
+    file's key, the file created (0600, random key) when missing.
+
+    Raises:
+        StoreError: no key is configured (naming `store`, never a secret), or the key file is
+            unusable.
+    """
+    try:
+        key = env_key()
+    except ValueError as e:
+        raise StoreError(str(e), path=store) from None
+    if key is not None:
+        return key, "env"
+    path = key_file if key_file is not None else os.environ.get(FILE_ENV_VAR) or None
+    if path is None:
+        raise StoreError(
+            f"{store} keeps no pseudonym key (a server store never does, and there is no folder "
+            f"beside it for a key file): set ${ENV_VAR} to the team's key on every host, or set "
+            f"${FILE_ENV_VAR} to a key file's path (created 0600 on first use; copy it to every "
+            "host that records or replays into this store)",
+            path=store,
+        )
+    return load_or_create_key_file(pathlib.Path(path)), "file"

@@ -25,7 +25,8 @@ __all__ = ["HEARTBEAT_S", "STALE_MS", "infer_killed", "pid_alive", "this_host"]
 
 #: How often the writer refreshes ``runs.last_seen_ms`` of the runs open in its process.
 HEARTBEAT_S = 10.0
-#: A run not seen for this long is dead even when a process with its pid exists (or on another host).
+# : A run not seen for this long is dead even when a process with its pid exists (or on another
+# host).
 STALE_MS = 120_000
 
 

@@ -49,7 +49,7 @@ from replay.stats import classify_error, run_tool_calls
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from replay.store import Store
+    from replay.store_api import StoreAPI as Store
 
 __all__ = [
     "AlertWindows",

@@ -20,7 +20,16 @@ from sqlite_utils.migrations import Migrations
 
 from replay.errors import SchemaVersionError, StoreError
 
-__all__ = ["MIGRATION_SET", "SCHEMA_VERSION", "STEPS", "VIEWS", "migrate", "read_schema_version"]
+__all__ = [
+    "MIGRATION_SET",
+    "PG_STEPS",
+    "PG_VIEWS",
+    "SCHEMA_VERSION",
+    "STEPS",
+    "VIEWS",
+    "migrate",
+    "read_schema_version",
+]
 
 MIGRATION_SET = "agent-replay"
 
@@ -108,7 +117,8 @@ VIEWS: dict[str, str] = {
         CASE WHEN json_valid(usage) THEN json_extract(usage, '$.cost_usd') END AS cost_usd,
         versions, labels, entrypoint, replay_of, pinned,
         strftime('%Y-%m-%dT%H:%M:%fZ', expires_at / 1000.0, 'unixepoch') AS expires,
-        host, pid, last_seen_ms, key_fingerprint, http_sha, input_sha, output_sha, started_ms, ended_ms
+        host, pid, last_seen_ms, key_fingerprint, http_sha, input_sha, output_sha, started_ms,
+        ended_ms
     FROM runs""",
     "events_view": """CREATE VIEW events_view AS SELECT
         run_id, seq, kind,
@@ -123,6 +133,136 @@ VIEWS: dict[str, str] = {
 #: The newest schema this agent-replay reads and writes.
 SCHEMA_VERSION = len(STEPS)
 
+# -- PostgreSQL ------------------------------------------------------------------------------------
+# The same steps in PostgreSQL's dialect, keyed by the names in STEPS (a test checks that every step
+# has its PostgreSQL form). `replay.pg_store` applies them one transaction per step under an
+# advisory lock and sets meta.schema_version as the SQLite steps do. Integer columns are BIGINT
+# (epoch milliseconds pass 2**31) except step numbers; run ids compare bytewise (COLLATE "C") so
+# prefix ranges and key order match SQLite's. The first step creates the tables with every column
+# of the current schema, ordered so that fixed-width values pack without padding (this saves ~20
+# bytes per event); the later steps add what they add with IF NOT EXISTS, so they are no-ops
+# there and stay correct for any store created before them.
+_PG_V1 = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT)",
+    # The four kinds of models.EventKind: 4 bytes a row instead of up to 13 (reads back as text).
+    # Declared in alphabetical order, so ORDER BY kind sorts as SQLite's text column does.
+    "CREATE TYPE event_kind AS ENUM ('model_result', 'run_start', 'stop', 'tool_result')",
+    """CREATE TABLE runs (
+        run_id TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        started_ms BIGINT NOT NULL,
+        ended_ms BIGINT,
+        tool_calls BIGINT NOT NULL DEFAULT 0,
+        pinned INTEGER NOT NULL DEFAULT 0,
+        pid INTEGER,
+        expires_at BIGINT,
+        last_seen_ms BIGINT,
+        agent TEXT COLLATE "C" NOT NULL,
+        entrypoint TEXT,
+        input TEXT,
+        output TEXT,
+        input_sha TEXT,
+        output_sha TEXT,
+        versions TEXT NOT NULL DEFAULT '{}',
+        labels TEXT NOT NULL DEFAULT '{}',
+        stop_reason TEXT,
+        usage TEXT,
+        replay_of TEXT,
+        call_style TEXT NOT NULL DEFAULT 'bound',
+        host TEXT NOT NULL DEFAULT '',
+        http_sha TEXT,
+        key_fingerprint TEXT
+    )""",
+    """CREATE TABLE events (
+        seq BIGINT NOT NULL,
+        ts_ms BIGINT NOT NULL,
+        expires_at BIGINT,
+        duration_ms BIGINT,
+        step_id INTEGER,
+        parent_step_id INTEGER,
+        concurrent_group INTEGER,
+        run_id TEXT COLLATE "C" NOT NULL,
+        kind event_kind NOT NULL,
+        tool TEXT,
+        args_sha TEXT,
+        output_sha TEXT,
+        status TEXT,
+        error TEXT,
+        stop_reason TEXT,
+        usage TEXT,
+        -- keys arrive in about increasing order (run ids sort by time): full leaf pages
+        PRIMARY KEY (run_id, seq) WITH (fillfactor = 100)
+    )""",
+    """CREATE TABLE snapshots (
+        sha TEXT COLLATE "C" PRIMARY KEY NOT NULL,
+        truncated INTEGER NOT NULL DEFAULT 0,
+        expires_at BIGINT,
+        type_name TEXT,
+        body BYTEA NOT NULL
+    )""",
+)
+
+#: Read-only views with ISO 8601 UTC times, as `VIEWS` on SQLite.
+PG_VIEWS: dict[str, str] = {
+    "runs_view": """CREATE VIEW runs_view AS SELECT
+        run_id, agent,
+        to_char(to_timestamp(started_ms / 1000.0) AT TIME ZONE 'UTC',
+                'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS started,
+        to_char(to_timestamp(ended_ms / 1000.0) AT TIME ZONE 'UTC',
+                'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS ended,
+        ended_ms - started_ms AS latency_ms,
+        stop_reason, tool_calls,
+        (usage::jsonb ->> 'tokens_in')::bigint AS tokens_in,
+        (usage::jsonb ->> 'tokens_out')::bigint AS tokens_out,
+        (usage::jsonb ->> 'cost_usd')::double precision AS cost_usd,
+        versions, labels, entrypoint, replay_of, pinned,
+        to_char(to_timestamp(expires_at / 1000.0) AT TIME ZONE 'UTC',
+                'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS expires,
+        host, pid, last_seen_ms, key_fingerprint, http_sha, input_sha, output_sha, started_ms,
+        ended_ms
+    FROM runs""",
+    "events_view": """CREATE VIEW events_view AS SELECT
+        run_id, seq, kind,
+        to_char(to_timestamp(ts_ms / 1000.0) AT TIME ZONE 'UTC',
+                'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS ts,
+        step_id, parent_step_id, concurrent_group, tool, status, error, duration_ms, stop_reason,
+        args_sha, output_sha, usage,
+        to_char(to_timestamp(expires_at / 1000.0) AT TIME ZONE 'UTC',
+                'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS expires,
+        ts_ms
+    FROM events""",
+}
+
+PG_STEPS: dict[str, tuple[str, ...]] = {
+    "0001_initial": _PG_V1,
+    "0002_retention_and_indexes": (
+        "ALTER TABLE events ADD COLUMN IF NOT EXISTS expires_at BIGINT",
+        "ALTER TABLE snapshots ADD COLUMN IF NOT EXISTS expires_at BIGINT",
+        "CREATE INDEX IF NOT EXISTS runs_started ON runs (started_ms)",
+        "CREATE INDEX IF NOT EXISTS runs_agent ON runs (agent, started_ms)",
+        "CREATE INDEX IF NOT EXISTS runs_stop_reason ON runs (stop_reason, started_ms)",
+    ),
+    "0003_run_http_sha": ("ALTER TABLE runs ADD COLUMN IF NOT EXISTS http_sha TEXT",),
+    "0004_run_liveness": (
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS pid INTEGER",
+        "ALTER TABLE runs ADD COLUMN IF NOT EXISTS last_seen_ms BIGINT",
+    ),
+    "0005_event_concurrent_group": (
+        "ALTER TABLE events ADD COLUMN IF NOT EXISTS concurrent_group INTEGER",
+    ),
+    "0006_expiry_indexes": (
+        "CREATE INDEX IF NOT EXISTS runs_expires ON runs (expires_at)",
+        "CREATE INDEX IF NOT EXISTS snapshots_expires ON snapshots (expires_at)",
+        "CREATE INDEX IF NOT EXISTS runs_pinned ON runs (run_id) WHERE pinned <> 0",
+    ),
+    # No key ever lived in a PostgreSQL store: only the column is added.
+    "0007_key_out_of_store": ("ALTER TABLE runs ADD COLUMN IF NOT EXISTS key_fingerprint TEXT",),
+    # No foreign key on PostgreSQL: it would be enforced (one index probe per event, and a spooled
+    # batch's events could not precede their run); the views are the same as on SQLite.
+    "0008_foreign_keys_and_views": tuple(
+        f"CREATE OR REPLACE VIEW {stmt.removeprefix('CREATE VIEW ')}" for stmt in PG_VIEWS.values()
+    ),
+}
+
 
 def _set_version(db: Database, version: int) -> None:
     db.execute(
@@ -135,8 +275,9 @@ def _set_version(db: Database, version: int) -> None:
 def _move_key_out(db: Database, path: pathlib.Path) -> None:
     """Move a ``meta.secret_key`` (schema 1-3) into the key file beside the store, then erase it.
 
-    The key file is written first: if that fails the transaction rolls back and the key stays. The
-    row is deleted with ``secure_delete`` on, so its bytes are zeroed in the page, not just unlinked.
+    The key file is written first: if that fails the transaction rolls back and the key stays.
+    The row is deleted with ``secure_delete`` on, so its bytes are zeroed in the page, not just
+    unlinked.
     """
     from replay.keys import fingerprint, key_file_path, load_or_create_key_file, write_key_file
 
@@ -243,7 +384,8 @@ def _build(event_ms: int, snapshot_ms: int, path: pathlib.Path) -> Migrations:
         extras = [
             r[0]
             for r in conn.execute(
-                "SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND type IN ('index', 'trigger') "
+                "SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND type IN ('index', "
+                "'trigger') "
                 "AND sql IS NOT NULL"
             )
         ]
@@ -287,7 +429,8 @@ def read_schema_version(conn: sqlite3.Connection, path: pathlib.Path) -> int:
         if foreign:
             shown = ", ".join(foreign[:5]) + (", …" if len(foreign) > 5 else "")
             raise StoreError(
-                f"{path} is an SQLite database but not an agent-replay store (it has tables {shown}): "
+                f"{path} is an SQLite database but not an agent-replay store (it has tables "
+                f"{shown}): "
                 "point --db / REPLAY_DB at a new file or at an existing replay.db",
                 path=str(path),
             )
@@ -311,8 +454,9 @@ def read_schema_version(conn: sqlite3.Connection, path: pathlib.Path) -> int:
 def migrate(db: Database, path: pathlib.Path, *, event_ms: int, snapshot_ms: int) -> int:
     """Apply the pending steps. The caller holds a write transaction (BEGIN IMMEDIATE).
 
-    Returns the version before migrating. Steps run in savepoints inside the caller's transaction, so
-    concurrent processes opening a new store do not both create it, and a failing step leaves nothing.
+    Returns the version before migrating. Steps run in savepoints inside the caller's transaction,
+    so concurrent processes opening a new store do not both create it, and a failing step leaves
+    nothing.
     """
     assert db.conn.in_transaction, "migrate() needs the caller's BEGIN IMMEDIATE"
     found = read_schema_version(db.conn, path)

@@ -52,7 +52,7 @@ from replay.errors import ReplayError
 from replay.models import Event, Run, is_step
 
 if TYPE_CHECKING:
-    from replay.store import Store
+    from replay.store_api import StoreAPI as Store
 
 __all__ = [
     "ERROR_STOP_REASONS",

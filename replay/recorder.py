@@ -23,8 +23,8 @@ import inspect
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast, overload
 
 from replay.agents import register_agent
 from replay.binding import ToolSpec, check_name, safe_name, script_entrypoint
@@ -108,7 +108,7 @@ class Recorder:
         *,
         redaction: RedactionConfig | None = None,
         store_args: str = "hash",
-        versions: dict[str, str] | None = None,
+        versions: Mapping[str, str] | None = None,
         max_queue: int = 10_000,
         on_full: str = "block",
         max_snapshot_bytes: int = 1_000_000,
@@ -171,17 +171,17 @@ class Recorder:
         )
 
     def _spool_dir(self) -> str | None:
+        from replay.store_api import is_server_url, server_spool_dir
+
         if self.spool_dir is not None:
             return os.fspath(self.spool_dir)
         path = (
             self.db if isinstance(self.db, (str, os.PathLike)) else getattr(self.db, "path", None)
         )
-        if (
-            path is None
-            or str(path) in (":memory:", "")
-            or str(path).startswith(("postgres://", "postgresql://"))
-        ):
+        if path is None or str(path) in (":memory:", ""):
             return None
+        if is_server_url(str(path)):
+            return server_spool_dir(str(path))
         return f"{os.fspath(path)}.spool"
 
     def _peek_key(self) -> bytes | None:
@@ -195,7 +195,11 @@ class Recorder:
             return explicit
         if not isinstance(self.db, (str, os.PathLike)):
             return None
-        from replay.keys import key_file_path, load_or_create_key_file
+        from replay.keys import key_file_path, load_or_create_key_file, server_store_key
+        from replay.store_api import is_server_url
+
+        if is_server_url(self.db):  # a server store's key is configured, never beside it
+            return server_store_key(str(self.db))[0]
 
         path = key_file_path(self.db)
         if not path.parent.is_dir():
@@ -206,15 +210,10 @@ class Recorder:
     # ---- store ------------------------------------------------------------------------------
 
     def _open_store(self) -> Any:
-        from replay.store import Store
+        from replay.store_api import open_store
 
         if isinstance(self.db, (str, os.PathLike)):
-            if str(self.db).startswith(("postgres://", "postgresql://")):
-                raise NotImplementedError(
-                    "the PostgreSQL backend is not in this release of agent-replay: use a SQLite "
-                    "path"
-                )
-            return Store(
+            return open_store(
                 self.db,
                 snapshot_days=self.snapshot_days,
                 event_days=self.event_days,
@@ -320,7 +319,7 @@ class Recorder:
         agent: str,
         *,
         input: Any = None,
-        versions: dict[str, str] | None = None,
+        versions: Mapping[str, str] | None = None,
         labels: dict[str, str] | None = None,
         entrypoint: str | None = None,
         http: Any = False,
@@ -339,7 +338,7 @@ class Recorder:
             self,
             agent,
             ("value", input),
-            versions,
+            dict(versions) if versions is not None else None,
             labels,
             entrypoint,
             guards,
@@ -350,7 +349,7 @@ class Recorder:
         self,
         name: str | None = None,
         *,
-        versions: dict[str, str] | None = None,
+        versions: Mapping[str, str] | None = None,
         labels: dict[str, str] | None = None,
         http: Any = False,
         http_match: Sequence[str] | None = None,
@@ -522,6 +521,24 @@ class Recorder:
 
     # ---- tools and models -------------------------------------------------------------------
 
+    @overload
+    def tool(
+        self,
+        name: F,
+        *,
+        timeout_s: float | None = None,
+        ignore_args: list[str] | tuple[str, ...] | None = None,
+    ) -> F: ...
+
+    @overload
+    def tool(
+        self,
+        name: str | None = None,
+        *,
+        timeout_s: float | None = None,
+        ignore_args: list[str] | tuple[str, ...] | None = None,
+    ) -> Callable[[F], F]: ...
+
     def tool(
         self,
         name: str | Callable[..., Any] | None = None,
@@ -542,6 +559,26 @@ class Recorder:
         return lambda fn: self._wrap(
             fn, name or fn.__name__, "tool_result", timeout_s=timeout_s, ignore_args=ignore_args
         )
+
+    @overload
+    def model(
+        self,
+        name: F,
+        *,
+        price_in_per_mtok: float | None = None,
+        price_out_per_mtok: float | None = None,
+        ignore_args: list[str] | tuple[str, ...] | None = None,
+    ) -> F: ...
+
+    @overload
+    def model(
+        self,
+        name: str | None = None,
+        *,
+        price_in_per_mtok: float | None = None,
+        price_out_per_mtok: float | None = None,
+        ignore_args: list[str] | tuple[str, ...] | None = None,
+    ) -> Callable[[F], F]: ...
 
     def model(
         self,

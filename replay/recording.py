@@ -22,7 +22,7 @@ from replay.errors import CorruptRowError, RunNotFoundError
 from replay.guards import default_db
 from replay.hashing import thaw
 from replay.models import Event, Run, is_step
-from replay.store import Store
+from replay.store_api import is_server_url, open_store, store_label
 
 __all__ = ["Outputs", "Recording", "gc_paused", "is_cassette_path", "load_recording"]
 
@@ -111,9 +111,9 @@ def load_recording(
     if is_cassette_path(src):
         return _from_cassette(load_cassette(src), src)
     path = os.fspath(db) if db is not None else default_db()
-    if not Path(path).exists():
+    if not is_server_url(path) and not Path(path).exists():
         raise RunNotFoundError(src, f"{path} (no such file: record runs first or pass --db)", 0)
-    store = Store(path)
+    store = open_store(path)
     try:
         with gc_paused():
             return _from_store(store, src, path)
@@ -156,7 +156,7 @@ def _from_store(store: Any, src: str, path: str) -> Recording:
         run=run,
         events=events,
         snapshots=snaps,
-        source=f"store:{path}",
+        source=f"store:{store_label(path)}",
         secret_key=store.secret_key,
         http=stored_http(store, run.http_sha),
         expired=_expired(store, run, events, found),

@@ -33,7 +33,7 @@ from replay.recording import Recording
 from replay.replay_modes import LIVE_NOTE, LOOSE_NOTE, LiveTools, parse_match
 from replay.replayed_run import AnsweredStepSink, MemorySink
 from replay.run_state import RunState, Step, StepSink
-from replay.store import Store
+from replay.store_api import open_store
 from replay.tool_layer import LIVE
 from replay.writer import TRUNCATED_TAG
 
@@ -486,7 +486,7 @@ class ReplaySession:
             shas = [e.output_sha for e in events] + [run.input_sha, run.output_sha]
             return run, events, self.sink.snapshot_values(shas)
         assert self.store_path is not None  # no sink: record_to was given
-        with Store(self.store_path) as store:
+        with open_store(self.store_path) as store:
             run = store.get_run(self.replayed_run_id)
             events = store.events(run.run_id)
             found = store.snapshots(

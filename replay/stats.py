@@ -44,7 +44,7 @@ from replay.errors import ReplayError
 from replay.models import Event, Run
 
 if TYPE_CHECKING:
-    from replay.store import Store
+    from replay.store_api import StoreAPI as Store
 
 __all__ = [
     "ERROR_BUCKETS",

@@ -11,34 +11,34 @@ fix, so the background writer can count what it dropped.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
-import operator
 import os
 import pathlib
 import secrets
 import sqlite3
-import sys
 import threading
 import time
-import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
 from sqlite_utils import Database
 
-from replay.errors import (
-    AmbiguousRunIdError,
-    CorruptRowError,
-    CorruptRowWarning,
-    RunNotFoundError,
-    StoreError,
-)
-from replay.hashing import canonical_json, thaw
-from replay.liveness import infer_killed
+from replay.errors import RunNotFoundError, StoreError
 from replay.migrations import SCHEMA_VERSION, START_SEQ, STOP_SEQ, migrate, read_schema_version
-from replay.models import Event, Run, Usage, is_step, trusted_event
+from replay.models import Run
+from replay.store_base import (
+    DAY_MS,
+    EVENT_COLUMNS,
+    PRUNE_BATCH,
+    RUN_COLUMNS,
+    PruneResult,
+    PruneTimer,
+    SnapshotRow,
+    StoreBase,
+    run_row,
+)
+from replay.store_base import now_ms as current_ms
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -50,83 +50,13 @@ __all__ = [
     "Store",
 ]
 
-#: Column order of the tuples `Store.write_rows` takes: the `Event` fields, ``usage`` as compact
-#: JSON text (or None). The store derives ``seq`` and ``expires_at`` itself.
-EVENT_COLUMNS: tuple[str, ...] = (
-    "run_id",
-    "kind",
-    "ts_ms",
-    "step_id",
-    "tool",
-    "args_sha",
-    "output_sha",
-    "duration_ms",
-    "status",
-    "error",
-    "stop_reason",
-    "usage",
-    "parent_step_id",
-    "concurrent_group",  # schema 4: parallel tool calls
-)
-
-#: The columns of the runs table: the `Run` fields.
-RUN_COLUMNS: tuple[str, ...] = (
-    "run_id",
-    "agent",
-    "entrypoint",
-    "input",
-    "output",
-    "input_sha",
-    "output_sha",
-    "versions",
-    "labels",
-    "started_ms",
-    "ended_ms",
-    "stop_reason",
-    "usage",
-    "tool_calls",
-    "pinned",
-    "expires_at",
-    "replay_of",
-    "call_style",
-    "host",
-    "http_sha",  # schema 3: the optional HTTP layer
-    "pid",  # schema 4: liveness of the recording process (replay/liveness.py)
-    "last_seen_ms",
-    "key_fingerprint",  # schema 7: the fingerprint of the key that redacted the run
-)
-
-#: ``(sha, body, type_name, truncated)``: one content-addressed snapshot.
-SnapshotRow = tuple[str, bytes, "str | None", bool]
-
-_DAY_MS = 86_400_000
-#: Rows `Store.prune` deletes per write transaction.
-PRUNE_BATCH = 2_000
 _NCOL = len(EVENT_COLUMNS)
 _ROWS_PER_STATEMENT = 32  # multi-row VALUES: ~1.4x fewer per-row costs than one row per statement
 
 # sqlite3 binds None by failing an adapter lookup (~0.6 us per NULL on CPython 3.11) and an event
 # row has several NULLs. A registered identity adapter takes the fast path; behaviour is unchanged.
 if (type(None), sqlite3.PrepareProtocol) not in sqlite3.adapters:
-    sqlite3.register_adapter(type(None), {}.get)
-
-
-@dataclasses.dataclass(frozen=True)
-class PruneResult:
-    """What `Store.prune` deleted (or, with ``dry_run``, would delete)."""
-
-    runs: int
-    events: int
-    snapshots: int
-    dry_run: bool = False
-    #: how many short write transactions the deletion took (not compared: it depends on timing)
-    batches: int = dataclasses.field(default=0, compare=False)
-    #: the longest time one of them held the write lock, in milliseconds
-    longest_lock_ms: float = dataclasses.field(default=0.0, compare=False)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+    sqlite3.register_adapter(type(None), {}.get)  # type: ignore[arg-type]  # {}.get(x) is None: a C-speed adapter
 
 
 def _hint(err: sqlite3.Error, store: Store) -> str:
@@ -138,7 +68,8 @@ def _hint(err: sqlite3.Error, store: Store) -> str:
         )
     if "locked" in msg or "busy" in msg:
         return (
-            f"another process held the database longer than the busy timeout ({store.timeout_s:g} s): "
+            f"another process held the database longer than the busy timeout ({store.timeout_s:g} "
+            f"s): "
             "retry, or pass a longer Recorder(timeout_s=...) / Store(timeout_s=...)"
         )
     if "readonly" in msg or "read-only" in msg:
@@ -150,13 +81,16 @@ def _hint(err: sqlite3.Error, store: Store) -> str:
     if "i/o" in msg:
         return "the disk failed a read or write: check the filesystem, then retry"
     if "events.seq" in msg:
-        return "every tool_result and model_result event needs a step_id (run_start and stop may have none)"
+        return (
+            "every tool_result and model_result event needs a step_id (run_start and stop may "
+            "have none)"
+        )
     if "closed" in msg:
         return "open a new Store"
     return "see the SQLite error above"
 
 
-class Store:
+class Store(StoreBase):
     """A replay store in one SQLite file.
 
     Args:
@@ -182,6 +116,7 @@ class Store:
     #: the fingerprint the store was first written with (``meta.key_fingerprint``)
     stored_fingerprint: str | None
     db: Database
+    dialect = "sqlite"
 
     def __init__(
         self,
@@ -196,8 +131,8 @@ class Store:
                 raise ValueError(f"{name}={days!r}: retention must be 0 days or more")
         self.path = pathlib.Path(path)
         self.snapshot_days, self.event_days, self.timeout_s = snapshot_days, event_days, timeout_s
-        self._event_ms = int(event_days * _DAY_MS)
-        self._snapshot_ms = int(snapshot_days * _DAY_MS)
+        self._event_ms = int(event_days * DAY_MS)
+        self._snapshot_ms = int(snapshot_days * DAY_MS)
         self._lock = threading.RLock()
         memory = str(path) == ":memory:"
         created = False if memory else self._create_private_file()
@@ -240,7 +175,8 @@ class Store:
         """
         if self.path.is_symlink():
             raise StoreError(
-                f"{self.path} is a symbolic link: agent-replay does not open a store through a link "
+                f"{self.path} is a symbolic link: agent-replay does not open a store through a "
+                f"link "
                 "(it could point anywhere); pass the real file's path with --db / REPLAY_DB",
                 path=str(self.path),
             )
@@ -282,7 +218,8 @@ class Store:
         """Refuse an existing path that is a link or a file without the SQLite header."""
         if self.path.is_symlink():
             raise StoreError(
-                f"{self.path} is a symbolic link: agent-replay does not open a store through a link; "
+                f"{self.path} is a symbolic link: agent-replay does not open a store through a "
+                f"link; "
                 "pass the real file's path with --db / REPLAY_DB",
                 path=str(self.path),
             )
@@ -307,7 +244,8 @@ class Store:
         )
 
     def _open(self, memory: bool) -> bytes:
-        """Migrate if needed; return the pseudonym key (see `replay.keys`), never kept in the file."""
+        """Migrate if needed; return the pseudonym key (see `replay.keys`), never kept in the
+        file."""
         conn = self._conn
         # Read the version before anything writes: a newer file is refused untouched.
         version = read_schema_version(conn, self.path)
@@ -341,7 +279,8 @@ class Store:
         return key
 
     def _resolve_key(self, memory: bool) -> bytes:
-        """``$REPLAY_REDACTION_KEY``, else the key file beside the store (created 0600 when missing)."""
+        """``$REPLAY_REDACTION_KEY``, else the key file beside the store (created 0600 when
+        missing)."""
         from replay.keys import env_key, fingerprint, key_file_path, load_or_create_key_file
 
         try:
@@ -365,7 +304,10 @@ class Store:
         def values(j: int) -> str:
             p = [f"?{j * _NCOL + i + 1}" for i in range(_NCOL)]
             run_id, kind, ts, step = p[0], p[1], p[2], p[3]
-            seq = f"CASE {kind} WHEN 'run_start' THEN {START_SEQ} WHEN 'stop' THEN {STOP_SEQ} ELSE {step} END"
+            seq = (
+                f"CASE {kind} WHEN 'run_start' THEN {START_SEQ} WHEN 'stop' THEN {STOP_SEQ} ELSE "
+                f"{step} END"
+            )
             return f"({run_id}, {seq}, {', '.join(p[1:])}, {ts} + {self._event_ms})"
 
         head = (
@@ -382,6 +324,31 @@ class Store:
         return StoreError(
             f"{action} failed on {self.path}: {err}; {_hint(err, self)}", path=str(self.path)
         )
+
+    @property
+    def display_name(self) -> str:
+        """The file's name, for messages."""
+        return self.path.name
+
+    @property
+    def location(self) -> str:
+        """The file's path, for messages."""
+        return str(self.path)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read-only SQL statement with ``?`` placeholders (portable to PostgreSQL).
+
+        The connection refuses writes while it runs (``PRAGMA query_only``).
+
+        Raises:
+            StoreError: the statement failed or tried to write.
+        """
+        with self._reading("running a query") as conn:
+            conn.execute("PRAGMA query_only = ON")
+            try:
+                return [tuple(r) for r in conn.execute(sql, tuple(params)).fetchall()]
+            finally:
+                conn.execute("PRAGMA query_only = OFF")
 
     @contextlib.contextmanager
     def _reading(self, action: str) -> Iterator[sqlite3.Connection]:
@@ -411,24 +378,6 @@ class Store:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def write_batch(
-        self,
-        *,
-        runs: Sequence[Run] = (),
-        events: Sequence[Event] = (),
-        snapshots: Sequence[SnapshotRow] = (),
-    ) -> None:
-        """Write runs, events and snapshots in one transaction: all of them or, on error, none.
-
-        A run is upserted: a later write of the same run_id replaces its fields, except that a
-        pinned run stays pinned. An event is keyed by (run_id, step) and a rewrite replaces it.
-        A snapshot is stored once per sha; writing it again only extends its expiry.
-
-        Raises:
-            StoreError: the write failed (locked, disk full, read-only, ...); nothing was written.
-        """
-        self.write_rows([_event_row(e) for e in events], runs=runs, snapshots=snapshots)
-
     def write_rows(
         self,
         events: Sequence[Sequence[Any]],
@@ -436,7 +385,7 @@ class Store:
         runs: Sequence[Run] = (),
         snapshots: Sequence[SnapshotRow] = (),
     ) -> None:
-        """`write_batch` for events given as tuples in `EVENT_COLUMNS` order (the writer's fast path).
+        """`write_batch` for events as tuples in `EVENT_COLUMNS` order (the writer's fast path).
 
         ``usage`` is compact JSON text or None. Rows are not validated beyond their length: the
         caller builds them from the same fields as `Event`.
@@ -453,8 +402,8 @@ class Store:
                 f"event row {i} has {len(bad)} values, expected {_NCOL} in the order of "
                 f"EVENT_COLUMNS ({', '.join(EVENT_COLUMNS)}): {bad!r}"
             )
-        run_rows = [self._run_row(r) for r in runs]
-        expires = _now_ms() + self._snapshot_ms
+        run_rows = [run_row(r, self._event_ms) for r in runs]
+        expires = current_ms() + self._snapshot_ms
         snap_rows = [
             (
                 sha,
@@ -479,40 +428,6 @@ class Store:
             if snap_rows:
                 conn.executemany(_UPSERT_SNAPSHOT, snap_rows)
 
-    def _run_row(self, run: Run) -> tuple[Any, ...]:
-        expires = run.expires_at
-        if run.pinned:
-            expires = None
-        elif expires is None:
-            expires = (
-                run.ended_ms if run.ended_ms is not None else run.started_ms
-            ) + self._event_ms
-        return (
-            run.run_id,
-            run.agent,
-            run.entrypoint,
-            None if run.input is None else canonical_json(run.input),
-            None if run.output is None else canonical_json(run.output),
-            run.input_sha,
-            run.output_sha,
-            orjson.dumps(run.versions, option=orjson.OPT_SORT_KEYS).decode(),  # dict[str, str]
-            orjson.dumps(run.labels, option=orjson.OPT_SORT_KEYS).decode(),
-            run.started_ms,
-            run.ended_ms,
-            run.stop_reason,
-            orjson.dumps(run.usage.__dict__).decode(),
-            run.tool_calls,
-            int(run.pinned),
-            expires,
-            run.replay_of,
-            getattr(run, "call_style", "bound"),
-            run.host,
-            run.http_sha,
-            run.pid,
-            run.last_seen_ms,
-            run.key_fingerprint,
-        )
-
     def touch_runs(self, run_ids: Sequence[str], now_ms: int | None = None) -> None:
         """The writer's heartbeat: the runs in `run_ids` are still open in a live process.
 
@@ -521,234 +436,15 @@ class Store:
         """
         if not run_ids:
             return
-        now = _now_ms() if now_ms is None else int(now_ms)
+        now = current_ms() if now_ms is None else int(now_ms)
         with self._writing("updating run heartbeats") as conn:
             conn.executemany(
-                "UPDATE runs SET last_seen_ms = max(coalesce(last_seen_ms, 0), ?) WHERE run_id = ? AND stop_reason IS NULL",
+                "UPDATE runs SET last_seen_ms = max(coalesce(last_seen_ms, 0), ?) WHERE run_id = "
+                "? AND stop_reason IS NULL",
                 [(now, r) for r in run_ids],
             )
 
-    # -- reading ---------------------------------------------------------------------------------
-
-    def get_run(self, run_id: str) -> Run:
-        """The run with this exact id.
-
-        Raises:
-            RunNotFoundError: no such run; the message names the store and how many runs it has.
-        """
-        with self._reading("reading a run") as conn:
-            row = conn.execute(
-                f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
-            if row is None:
-                raise RunNotFoundError(run_id, self.path.name, self.count_runs())
-            return infer_killed([self._run(row)])[0]
-
-    def find_run(self, prefix: str) -> Run:
-        """The run whose id is `prefix` or starts with it (``r_`` may be left out), for the CLI.
-
-        Raises:
-            RunNotFoundError: no run matches.
-            AmbiguousRunIdError: several runs match; the message lists them.
-        """
-        prefix = prefix.strip()
-        if not prefix:
-            raise ValueError(
-                "empty run id: pass a run id or a unique prefix of one (see `replay runs`)"
-            )
-        with self._reading("looking up a run") as conn:
-            row = conn.execute(
-                f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?", (prefix,)
-            ).fetchone()
-            if row is not None:
-                return infer_killed([self._run(row)])[0]
-            tries = [prefix] if prefix.startswith("r_") else [prefix, "r_" + prefix]
-            for p in tries:
-                # A range, not LIKE: run ids contain '_', LIKE's wildcard.
-                ids = [
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? ORDER BY run_id LIMIT 11",
-                        (p, p + "\U0010ffff"),
-                    )
-                ]
-                if len(ids) == 1:
-                    return self.get_run(ids[0])
-                if ids:
-                    raise AmbiguousRunIdError(prefix, self.path.name, ids[:10], more=len(ids) > 10)
-            raise RunNotFoundError(prefix, self.path.name, self.count_runs())
-
-    def events(self, run_id: str, *, trusted: bool = False) -> list[Event]:
-        """The run's events in order: run_start, the steps by step_id, stop. Empty for an unknown run.
-
-        ``trusted=True`` (replay of a long run) skips validating each row again: see `trusted_event`.
-        """
-        with self._reading("reading events") as conn:
-            rows = conn.execute(
-                f"SELECT {_EVENT_SELECT} FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
-            ).fetchall()
-        if trusted:
-            return [_trusted_event_from_row(r, run_id) for r in rows]
-        return [self._event(r) for r in rows]
-
-    def snapshot(self, sha: str) -> tuple[bytes, str | None, bool] | None:
-        """``(body, type_name, truncated)`` of the snapshot with this sha; None if never stored or pruned."""
-        with self._reading("reading a snapshot") as conn:
-            row = conn.execute(
-                "SELECT body, type_name, truncated FROM snapshots WHERE sha = ?", (sha,)
-            ).fetchone()
-        if row is None:
-            return None
-        body = row[0] if isinstance(row[0], bytes) else str(row[0]).encode()
-        return body, row[1], bool(row[2])
-
-    def snapshots(self, shas: Iterable[str]) -> dict[str, tuple[bytes, str | None, bool]]:
-        """`snapshot` for many shas in a few queries (a 10,000-step replay reads them all at once).
-
-        Shas never stored or already pruned are absent from the result.
-        """
-        wanted = list(dict.fromkeys(s for s in shas if s))
-        out: dict[str, tuple[bytes, str | None, bool]] = {}
-        with self._reading("reading snapshots") as conn:
-            for i in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
-                chunk = wanted[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                for sha, body, type_name, truncated in conn.execute(
-                    f"SELECT sha, body, type_name, truncated FROM snapshots WHERE sha IN ({marks})",
-                    chunk,
-                ):
-                    out[sha] = (
-                        body if isinstance(body, bytes) else str(body).encode(),
-                        type_name,
-                        bool(truncated),
-                    )
-        return out
-
-    def runs(
-        self,
-        *,
-        agent: str | None = None,
-        stop_reason: str | None = None,
-        since_ms: int | None = None,
-        until_ms: int | None = None,
-        limit: int | None = None,
-        include_replays: bool = False,
-    ) -> list[Run]:
-        """Runs newest first, started in ``[since_ms, until_ms)``.
-
-        Replays of recorded runs (``replay_of`` set) are left out unless `include_replays`.
-        """
-        where, params = _run_filter(agent, stop_reason, since_ms, until_ms, include_replays, "")
-        sql = f"SELECT {_RUN_SELECT} FROM runs{where} ORDER BY started_ms DESC, run_id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(int(limit))
-        with self._reading("listing runs") as conn:
-            rows = conn.execute(sql, params).fetchall()
-        return infer_killed(self._readable(rows, self._run, "runs"))
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """The rows of one read-only SQL statement with ``?`` placeholders (`replay.queries`).
-
-        Raises:
-            StoreError: the statement failed (the message names the store and the SQLite error).
-        """
-        with self._reading("querying") as conn:
-            return list(conn.execute(sql, tuple(params)).fetchall())
-
-    def count_runs(self) -> int:
-        """How many runs the store holds (replays included)."""
-        with self._reading("counting runs") as conn:
-            return int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
-
-    def agents(self) -> list[str]:
-        """The agent names that have runs, sorted."""
-        with self._reading("listing agents") as conn:
-            return [r[0] for r in conn.execute("SELECT DISTINCT agent FROM runs ORDER BY agent")]
-
-    def step_events(
-        self,
-        *,
-        since_ms: int | None = None,
-        until_ms: int | None = None,
-        agent: str | None = None,
-        include_replays: bool = False,
-    ) -> list[Event]:
-        """The tool_result and model_result events of the runs started in ``[since_ms, until_ms)``.
-
-        Ordered by run start, then step. Replays are left out unless `include_replays`.
-        """
-        where, params = _run_filter(agent, None, since_ms, until_ms, include_replays, "r.")
-        where = (
-            where + " AND" if where else " WHERE"
-        ) + " e.kind IN ('tool_result', 'model_result')"
-        cols = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
-        sql = (
-            f"SELECT {cols} FROM runs r JOIN events e ON e.run_id = r.run_id{where} "
-            "ORDER BY r.started_ms, e.run_id, e.seq"
-        )
-        with self._reading("reading step events") as conn:
-            rows = conn.execute(sql, params).fetchall()
-        return self._readable(rows, self._event, "events")
-
-    def _run(self, row: Sequence[Any]) -> Run:
-        try:
-            return _run_from_row(row)
-        except CorruptRowError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any damage in the row: name it, never crash
-            raise _corrupt(str(self.path), "runs", RUN_COLUMNS, row, exc) from None
-
-    def _event(self, row: Sequence[Any]) -> Event:
-        try:
-            return _event_from_row(row)
-        except Exception as exc:  # noqa: BLE001
-            raise _corrupt(str(self.path), "events", EVENT_COLUMNS, row, exc) from None
-
-    def _readable(self, rows: list[Any], read: Any, table: str) -> list[Any]:
-        """Rows read for a listing; an unreadable one is skipped with one warning naming its run."""
-        out, bad = [], []
-        for r in rows:
-            try:
-                out.append(read(r))
-            except CorruptRowError as exc:
-                bad.append(exc)
-        if bad:
-            names = ", ".join(f"{e.run_id} ({e.field})" for e in bad[:5]) + (
-                ", …" if len(bad) > 5 else ""
-            )
-            warnings.warn(
-                f"{self.path}: skipped {len(bad)} unreadable row(s) of {table}: {names}; "
-                f"`replay show RUN_ID` names the problem",
-                CorruptRowWarning,
-                stacklevel=3,
-            )
-        return out
-
     # -- retention -------------------------------------------------------------------------------
-
-    def expired_steps(
-        self, run: Run, events: Sequence[Event] | None = None
-    ) -> list[tuple[int, str, int]]:
-        """The top-level steps of `run` whose output snapshot is gone (pruned): ``(step_id, tool, since_ms)``.
-
-        `since_ms` is when the snapshot expired: written with the step, it lived `snapshot_days`
-        from then (a later write of the same content would have kept it longer). Empty when every
-        snapshot a replay needs is still there.
-        """
-        if run.replay_of is not None:
-            return []  # a replay's answers point at the recording's snapshots, kept in its own store
-        if events is None:
-            events = self.events(run.run_id)
-        steps = [e for e in events if is_step(e) and e.output_sha]
-        if not steps:
-            return []
-        found = self.snapshots(e.output_sha for e in steps if e.output_sha)
-        return [
-            (e.step_id or 0, e.tool or "?", e.ts_ms + self._snapshot_ms)
-            for e in steps
-            if e.output_sha not in found
-        ]
 
     def pin(self, run_id: str, pinned: bool = True) -> Run:
         """Pin a run (an incident) so that nothing of it expires, or unpin it.
@@ -761,7 +457,7 @@ class Store:
         """
         with self._writing("pinning a run") as conn:
             if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
-                raise RunNotFoundError(run_id, self.path.name, self.count_runs())
+                raise RunNotFoundError(run_id, self.display_name, self.count_runs())
             if pinned:
                 conn.execute(
                     "UPDATE runs SET pinned = 1, expires_at = NULL WHERE run_id = ?", (run_id,)
@@ -806,7 +502,7 @@ class Store:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: delete at least 1 row per transaction")
-        now = _now_ms() if now_ms is None else int(now_ms)
+        now = current_ms() if now_ms is None else int(now_ms)
         p = {"now": now, "n": int(batch_size)}
         if dry_run:
             with self._reading("counting expired records") as conn:
@@ -816,51 +512,47 @@ class Store:
                 ]
             runs, events, snaps = counts
             return PruneResult(runs, events, snaps, dry_run=True)
+        timer = PruneTimer()
         counts = []
-        batches, longest = 0, 0.0
         for table, key, cond in _PRUNE:
-            total = 0
             if table == "events":
-                # No expiry index on events (it would cost ~50 bytes and ~15% ingest per event):
-                # find a page of expired keys in primary-key order without the write lock (WAL
-                # readers do not block writers), then delete exactly those, re-checked, under it.
-                last: tuple[Any, Any] = ("", START_SEQ - 1)
-                while True:
-                    with self._reading("finding expired events") as conn:
-                        keys = conn.execute(
-                            _EVENTS_PAGE, {**p, "r": last[0], "s": last[1]}
-                        ).fetchall()
-                    if not keys:
-                        break
-                    last = keys[-1]
-                    with self._writing("pruning") as conn:
-                        t0 = time.perf_counter()
-                        total += _delete_events(conn, keys, now)
-                    longest = max(longest, time.perf_counter() - t0)
-                    batches += 1
-                    if len(keys) < batch_size:
-                        break
-                    if pause_s > 0:
-                        time.sleep(pause_s)
-                counts.append(total)
+                counts.append(self._prune_events(p, pause_s, timer))
                 continue
-            sql = f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} LIMIT :n)"
-            while True:
-                with self._writing("pruning") as conn:
-                    t0 = time.perf_counter()
+            sql = (
+                f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} "
+                f"LIMIT :n)"
+            )
+            n, total = batch_size, 0
+            while n >= batch_size:
+                with timer.batch(), self._writing("pruning") as conn:
                     n = conn.execute(sql, p).rowcount
-                longest = max(longest, time.perf_counter() - t0)
-                batches += 1
                 total += n
-                if n < batch_size:
-                    break
-                if pause_s > 0:
+                if n >= batch_size and pause_s > 0:
                     time.sleep(pause_s)  # let a writer waiting for the lock in
             counts.append(total)
-        runs, events, snaps = counts
-        return PruneResult(
-            runs, events, snaps, batches=batches, longest_lock_ms=round(longest * 1000, 3)
-        )
+        return timer.result(counts)
+
+    def _prune_events(self, p: dict[str, int], pause_s: float, timer: PruneTimer) -> int:
+        """Expired events, a page of keys at a time, deleted by key (re-checked) under the lock.
+
+        No expiry index on events (it would cost ~50 bytes and ~15% ingest per event): a page of
+        expired keys is found in primary-key order without the write lock (WAL readers do not
+        block writers), then exactly those are deleted, re-checked, under it.
+        """
+        last: tuple[Any, Any] = ("", START_SEQ - 1)
+        total = 0
+        while True:
+            with self._reading("finding expired events") as conn:
+                keys = conn.execute(_EVENTS_PAGE, {**p, "r": last[0], "s": last[1]}).fetchall()
+            if not keys:
+                return total
+            last = keys[-1]
+            with timer.batch(), self._writing("pruning") as conn:
+                total += _delete_events(conn, keys, p["now"])
+            if len(keys) < p["n"]:
+                return total
+            if pause_s > 0:
+                time.sleep(pause_s)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -877,20 +569,15 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"<Store {str(self.path)!r} schema {SCHEMA_VERSION}>"
 
 
 # -- SQL and row conversion ----------------------------------------------------------------------
 
-_RUN_SELECT = ", ".join(RUN_COLUMNS)
-_EVENT_SELECT = ", ".join(EVENT_COLUMNS)
 
 _UPSERT_RUN = (
-    f"INSERT INTO runs ({_RUN_SELECT}) VALUES ({', '.join('?' * len(RUN_COLUMNS))}) "
+    f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))}) "
     "ON CONFLICT (run_id) DO UPDATE SET "
     + ", ".join(
         f"{c} = excluded.{c}"
@@ -904,7 +591,8 @@ _UPSERT_RUN = (
     + " ELSE max(runs.last_seen_ms, excluded.last_seen_ms) END"
     # Pinning is the user's decision (`replay pin`): the recorder's later write must not undo it.
     + ", pinned = max(runs.pinned, excluded.pinned)"
-    + ", expires_at = CASE WHEN runs.pinned OR excluded.pinned THEN NULL ELSE excluded.expires_at END"
+    + ", expires_at = CASE WHEN runs.pinned OR excluded.pinned THEN NULL"
+    + " ELSE excluded.expires_at END"
 )
 
 _UPSERT_SNAPSHOT = (
@@ -947,11 +635,15 @@ _EVENTS_DELETE = (
     "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?1)) "
     f"AND expires_at <= ?2 AND run_id NOT IN ({_PINNED})"
 )
-_EVENT_DELETE_ONE = f"DELETE FROM events WHERE run_id = ?1 AND seq = ?2 AND expires_at <= ?3 AND run_id NOT IN ({_PINNED})"
+_EVENT_DELETE_ONE = (
+    f"DELETE FROM events WHERE run_id = ?1 AND seq = ?2 AND expires_at <= ?3 AND run_id NOT IN "
+    f"({_PINNED})"
+)
 
 
 def _delete_events(conn: sqlite3.Connection, keys: list[tuple[Any, Any]], now: int) -> int:
-    """Delete these (run_id, seq) events if each is still expired and not pinned; returns how many."""
+    """Delete these (run_id, seq) events if each is still expired and not pinned; returns how
+    many."""
     try:
         return int(
             conn.execute(
@@ -964,120 +656,3 @@ def _delete_events(conn: sqlite3.Connection, keys: list[tuple[Any, Any]], now: i
     before = conn.total_changes
     conn.executemany(_EVENT_DELETE_ONE, [(r, q, now) for r, q in keys])
     return conn.total_changes - before
-
-
-def _run_filter(
-    agent: str | None,
-    stop_reason: str | None,
-    since_ms: int | None,
-    until_ms: int | None,
-    include_replays: bool,
-    alias: str,
-) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for cond, value in (
-        ("agent = ?", agent),
-        ("stop_reason = ?", stop_reason),
-        ("started_ms >= ?", since_ms),
-        ("started_ms < ?", until_ms),
-    ):
-        if value is not None:
-            clauses.append(alias + cond)
-            params.append(value)
-    if not include_replays:
-        clauses.append(f"{alias}replay_of IS NULL")
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-_event_fields = operator.itemgetter(*EVENT_COLUMNS)
-
-
-def _event_row(e: Event) -> tuple[Any, ...]:
-    row: tuple[Any, ...] = _event_fields(e.__dict__)  # pydantic keeps field values in __dict__
-    usage = row[11]
-    if usage is None:
-        return row
-    # Usage's __dict__ holds exactly its four fields: orjson dumps it ~5x faster than model_dump().
-    return row[:11] + (orjson.dumps(usage.__dict__).decode(),) + row[12:]
-
-
-def _safe_id(value: Any) -> str:
-    """A run id from a row as it can be shown: printable ASCII, at most 40 characters."""
-    text = value if isinstance(value, str) else repr(value)
-    shown = ascii(text)[1:-1]
-    return shown if len(shown) <= 40 else shown[:39] + "…"
-
-
-def _corrupt(
-    path: str, table: str, columns: Sequence[str], row: Sequence[Any], exc: Exception
-) -> CorruptRowError:
-    """What is wrong with `row`, named by run id and field; never the value itself."""
-    from pydantic import ValidationError
-
-    run_id = _safe_id(row[0] if row else None)
-    if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(row)"
-        problem = err["msg"]
-    elif isinstance(exc, _FieldError):
-        field, problem = exc.field, exc.problem
-    else:
-        field, problem = "(row)", type(exc).__name__
-    return CorruptRowError(path, table, run_id, field, problem)
-
-
-class _FieldError(Exception):
-    def __init__(self, field: str, problem: str) -> None:
-        self.field, self.problem = field, problem
-
-
-def _json_field(d: dict[str, Any], key: str, reader: Any) -> None:
-    value = d[key]
-    if value is None:
-        return
-    try:
-        if isinstance(value, str):
-            value = value.encode("utf-8", "surrogatepass")
-        if not isinstance(value, bytes):
-            raise TypeError
-        d[key] = reader(value)
-    except RecursionError:
-        raise _FieldError(key, "JSON nested too deeply") from None
-    except (TypeError, ValueError):
-        raise _FieldError(key, "not valid JSON") from None
-
-
-def _event_from_row(row: Sequence[Any]) -> Event:
-    # model_validate runs in pydantic-core (Rust); model_construct is pure Python and 4x slower.
-    d = dict(zip(EVENT_COLUMNS, row))
-    if d["usage"] is not None:
-        _json_field(d, "usage", orjson.loads)
-    return Event.model_validate(d)
-
-
-def _trusted_event_from_row(row: Sequence[Any], run_id: str) -> Event:
-    d = dict(zip(EVENT_COLUMNS, row, strict=True))
-    # One string per run, kind, tool and status rather than one per row (a long run's memory).
-    d["run_id"] = run_id
-    for key in ("kind", "tool", "status"):
-        if d[key] is not None:
-            d[key] = sys.intern(d[key])
-    if d["usage"] is not None:
-        d["usage"] = Usage.model_validate(orjson.loads(d["usage"]))
-    return trusted_event(d)
-
-
-def _run_from_row(row: Sequence[Any]) -> Run:
-    d: dict[str, Any] = dict(zip(RUN_COLUMNS, row))
-    for key in ("input", "output"):
-        _json_field(d, key, thaw)
-    for key in ("versions", "labels", "usage"):
-        if d[key] is None:
-            d[key] = {}
-        else:
-            _json_field(d, key, orjson.loads)
-    d["pinned"] = bool(d["pinned"])
-    if "call_style" not in Run.model_fields:
-        d.pop("call_style")
-    return Run.model_validate(d)

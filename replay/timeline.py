@@ -20,7 +20,7 @@ from replay._text import fmt_ms, fmt_ts, table
 from replay.models import Event, Run
 
 if TYPE_CHECKING:
-    from replay.store import Store
+    from replay.store_api import StoreAPI as Store
 
 __all__ = ["Timeline", "load_timeline"]
 

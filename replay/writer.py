@@ -42,7 +42,7 @@ from replay.models import Event, Run, Usage
 
 if TYPE_CHECKING:
     from replay.redaction import Redactor
-    from replay.store import Store
+    from replay.store_api import StoreAPI as Store
 
 __all__ = ["Writer", "RecordingLossWarning", "TRUNCATED_TAG"]
 

@@ -399,7 +399,7 @@ def test_the_architecture_contracts_name_methods_and_parameters_that_exist(tmp_p
     from replay.store import Store
 
     text = ARCHITECTURE.read_text(encoding="utf-8")
-    store_part = section(text, "## Store contract (`replay/store.py`)")
+    store_part = section(text, "## Store contract (`replay/store_api.py`)")
     store = Store(tmp_path / "replay.db")
     methods = set(re.findall(r"(?<![/\w])store\.(\w+)", store_part))
     wrong = [f"store.{n}" for n in sorted(methods) if not hasattr(store, n)]

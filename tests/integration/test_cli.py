@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from replay.cli import cli
 from replay.store import Store
+from replay.store_api import open_store, store_label
 
 AGENT = """
 import os
@@ -49,11 +50,12 @@ def invoke(*args: str) -> Any:
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str) -> Any:
+    """An agent that recorded 4 runs into a new store, on each backend (SQLite, PostgreSQL)."""
     name = f"cli_agent_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(AGENT)
     monkeypatch.syspath_prepend(str(tmp_path))
-    db = tmp_path / "replay.db"
+    db = store_url
     monkeypatch.setenv("AGENT_DB", str(db))
     monkeypatch.setenv("REPLAY_DB", str(db))
     monkeypatch.chdir(tmp_path)
@@ -98,7 +100,7 @@ def test_show_answers_the_five_questions(env: Any) -> None:
     out = res.output
     assert "versions    model=m-1 prompt=p-2" in out
     assert out.index("kb.search") < out.index("email.send")
-    with Store(db) as s:
+    with open_store(db) as s:
         steps = [e for e in s.events(ids[0]) if e.tool]
     for e in steps:
         assert e.args_sha[:12] in out and e.output_sha[:12] in out
@@ -123,9 +125,11 @@ def test_show_accepts_a_unique_prefix_and_marks_repeats(env: Any) -> None:
 
 def test_unknown_run_exits_2_naming_the_store(env: Any) -> None:
     """An unknown run id exits 2 with the store, its run count and `replay runs`."""
+    mod, db, ids = env
     res = CliRunner().invoke(cli, ["show", "r_x"])
     assert res.exit_code == 2
-    assert "no run 'r_x' in replay.db (4 runs; list them with `replay runs`)" in res.output
+    name = "replay.db" if db.endswith(".db") else store_label(db)
+    assert f"no run 'r_x' in {name} (4 runs; list them with `replay runs`)" in res.output
 
 
 def test_missing_store_exits_2(tmp_path: Path) -> None:
@@ -139,7 +143,7 @@ def test_pin_and_prune(env: Any) -> None:
     """A pinned run survives prune; --dry-run counts without deleting."""
     mod, db, ids = env
     assert invoke("pin", ids[0]).output.strip() == f"pinned {ids[0]}"
-    with Store(db) as s:
+    with open_store(db) as s:
         assert s.get_run(ids[0]).pinned
         s.prune(now_ms=10**15, dry_run=False)  # far future: everything unpinned expired
         assert [r.run_id for r in s.runs()] == [ids[0]]
@@ -154,7 +158,7 @@ def test_export_import_round_trip(env: Any, tmp_path: Path) -> None:
     res = invoke("export", ids[1], "-o", str(tmp_path / "cas"))
     path = tmp_path / "cas" / f"{ids[1]}.json"
     assert res.exit_code == 0 and path.exists()
-    with Store(db) as s:
+    with open_store(db) as s:
         assert s.get_run(ids[1]).pinned
     assert (
         CliRunner().invoke(cli, ["export", ids[1], "-o", str(tmp_path / "cas")]).exit_code == 0
@@ -250,6 +254,7 @@ def test_scan_finds_planted_pii_without_printing_it(tmp_path: Path) -> None:
     assert "leaky.person@example.com" not in res.output
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)  # scan reads files
 def test_scan_of_a_recorded_store_is_clean(env: Any) -> None:
     """A store written by the recorder has nothing the redaction rules would catch."""
     mod, db, ids = env

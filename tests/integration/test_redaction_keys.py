@@ -1,4 +1,5 @@
-"""The pseudonym key lives outside the store: env var or a 0600 key file; the store keeps a fingerprint."""
+"""The pseudonym key lives outside the store: env var or a 0600 key file; the store keeps a
+fingerprint."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def _files_bytes(db: Path) -> bytes:
 def test_new_store_keeps_its_key_in_a_0600_file_and_only_a_fingerprint_inside(
     tmp_path: Path,
 ) -> None:
-    """A new store creates replay.db.key (0600); the database holds the key's fingerprint, never the key."""
+    """A new store creates replay.db.key (0600); the database holds the key's fingerprint, never
+    the key."""
     db = tmp_path / "replay.db"
     with Store(db) as s:
         key, fp = s.secret_key, s.key_fingerprint
@@ -81,7 +83,8 @@ def test_a_key_file_pasted_into_the_env_var_gives_the_same_key(
 
 
 def test_old_store_key_moves_out_and_leaves_no_trace_in_the_file(tmp_path: Path) -> None:
-    """Migrating a store whose meta held secret_key writes it to the key file and erases it from the database."""
+    """Migrating a store whose meta held secret_key writes it to the key file and erases it from
+    the database."""
     db = tmp_path / "replay.db"
     old_key = bytes(range(7, 39))
     conn = sqlite3.connect(db)
@@ -103,7 +106,8 @@ def test_old_store_key_moves_out_and_leaves_no_trace_in_the_file(tmp_path: Path)
 
 
 def test_a_symlink_at_the_key_path_is_refused_and_not_followed(tmp_path: Path) -> None:
-    """A symlink planted at replay.db.key makes opening fail with a clear error; its target stays untouched."""
+    """A symlink planted at replay.db.key makes opening fail with a clear error; its target stays
+    untouched."""
     target = tmp_path / "elsewhere"
     target.write_text("")
     key_file_path(tmp_path / "replay.db").symlink_to(target)
@@ -183,7 +187,8 @@ def _constant_sender(ticket: Any) -> Any:
 def test_replay_with_another_key_names_both_fingerprints(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A cassette made with key A replayed with key B warns with both fingerprints (never a key) and diverges."""
+    """A cassette made with key A replayed with key B warns with both fingerprints (never a key)
+    and diverges."""
     monkeypatch.setenv(ENV_VAR, "key-A")
     db = tmp_path / "replay.db"
     rid = _record_constant_sender(db)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 from replay.errors import RunNotFoundError
 from replay.models import Event, Run, new_run_id
 from replay.store import PruneResult, Store
+from replay.store_api import open_store
+from tests.pg import execute
 
 DAY = 86_400_000
 
@@ -21,7 +24,8 @@ def now_ms() -> int:
 def record(
     store: Store, ts: int, *, snaps: tuple[str, ...] = (), steps: int = 2, **run_kw: object
 ) -> str:
-    """One run started at `ts`: run row, run_start, `steps` tool steps (output_sha from `snaps`), stop."""
+    """One run started at `ts`: run row, run_start, `steps` tool steps (output_sha from `snaps`),
+    stop."""
     rid = new_run_id(ts)
     outs = list(snaps) + [None] * steps
     events = [Event(run_id=rid, kind="run_start", ts_ms=ts)]
@@ -59,31 +63,39 @@ def sha(c: str) -> str:
 
 
 @pytest.fixture
-def store(tmp_path: Path):
+def store(store_url: str):
+    """A new store on each backend (SQLite file, PostgreSQL database)."""
+    with open_store(store_url) as s:
+        yield s
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path):
+    """A SQLite store, for what only SQLite has (its query planner's output, json_each)."""
     with Store(tmp_path / "replay.db") as s:
         yield s
 
 
-def test_rows_carry_their_expiry(tmp_path: Path) -> None:
-    """Events expire event_days after ts_ms, a run with its last event, snapshots snapshot_days after writing."""
-    with Store(tmp_path / "r.db", event_days=3, snapshot_days=1) as s:
+def test_rows_carry_their_expiry(store_url: str) -> None:
+    """Events expire event_days after ts_ms, a run with its last event, snapshots snapshot_days
+    after writing."""
+    with open_store(store_url, event_days=3, snapshot_days=1) as s:
         before = now_ms()
         rid = record(s, 1_000_000, snaps=(sha("a"),))
         after = now_ms()
         ev = [
             r[0]
-            for r in s.db.execute(
-                "SELECT expires_at FROM events WHERE run_id = ? ORDER BY seq", [rid]
-            )
+            for r in s.query("SELECT expires_at FROM events WHERE run_id = ? ORDER BY seq", [rid])
         ]
-        snap = s.db.execute("SELECT expires_at FROM snapshots").fetchone()[0]
+        snap = s.query("SELECT expires_at FROM snapshots")[0][0]
         assert ev == [1_000_000 + 3 * DAY + i for i in range(4)]
         assert s.get_run(rid).expires_at == 1_000_003 + 3 * DAY
         assert before + DAY <= snap <= after + DAY
 
 
 def test_prune_deletes_expired_events_and_their_runs(store: Store) -> None:
-    """prune removes events past 30 days and the runs left without events; younger runs stay whole."""
+    """prune removes events past 30 days and the runs left without events; younger runs stay
+    whole."""
     now = now_ms()
     old = record(store, now - 31 * DAY)
     young = record(store, now - 29 * DAY)
@@ -124,16 +136,17 @@ def test_snapshots_expire_before_events(store: Store) -> None:
     assert store.events(rid)[1].output_sha == sha("a")
 
 
-def test_rewriting_a_snapshot_extends_its_expiry(tmp_path: Path) -> None:
-    """A snapshot written again (a newer run got the same output) lives as long as the later write says."""
-    path = tmp_path / "r.db"
-    with Store(path, snapshot_days=1) as s:
+def test_rewriting_a_snapshot_extends_its_expiry(store_url: str) -> None:
+    """A snapshot written again (a newer run got the same output) lives as long as the later write
+    says."""
+    path = store_url
+    with open_store(path, snapshot_days=1) as s:
         record(s, now_ms(), snaps=(sha("a"),))
-    with Store(path, snapshot_days=14) as s:
+    with open_store(path, snapshot_days=14) as s:
         record(s, now_ms(), snaps=(sha("a"),))
         assert s.prune(now_ms=now_ms() + 2 * DAY).snapshots == 0
         assert s.snapshot(sha("a")) is not None
-    with Store(path, snapshot_days=1) as s:  # a shorter lifetime never shortens what is stored
+    with open_store(path, snapshot_days=1) as s:  # a shorter lifetime never shortens what is stored
         record(s, now_ms(), snaps=(sha("a"),))
         assert s.prune(now_ms=now_ms() + 2 * DAY).snapshots == 0
 
@@ -159,7 +172,8 @@ def test_pinned_runs_never_expire(store: Store) -> None:
 
 
 def test_a_snapshot_shared_with_a_pinned_run_is_kept(store: Store) -> None:
-    """A snapshot referenced by both a pinned and an expired run survives the expired run's pruning."""
+    """A snapshot referenced by both a pinned and an expired run survives the expired run's
+    pruning."""
     now = now_ms()
     keep = record(store, now - 100 * DAY, snaps=(sha("a"),))
     record(store, now - 100 * DAY, snaps=(sha("a"),))
@@ -196,7 +210,9 @@ def test_unpinned_runs_expire_again(store: Store) -> None:
 
 def test_pin_of_an_unknown_run_raises(store: Store) -> None:
     """Pinning an id that is not in the store raises RunNotFoundError."""
-    with pytest.raises(RunNotFoundError, match="no run 'r_nope' in replay.db"):
+    with pytest.raises(
+        RunNotFoundError, match=f"no run 'r_nope' in {re.escape(store.display_name)}"
+    ):
         store.pin("r_nope")
 
 
@@ -222,13 +238,14 @@ def test_dry_run_counts_what_prune_deletes_and_deletes_nothing(store: Store) -> 
 
 
 def test_prune_deletes_in_bounded_batches_and_keeps_pinned_runs(store: Store) -> None:
-    """With batch_size=7, 30 expired runs go in several short transactions and a pinned run keeps everything."""
+    """With batch_size=7, 30 expired runs go in several short transactions and a pinned run keeps
+    everything."""
     t = 1_000_000
     for i in range(30):
         record(store, t + i, snaps=(f"s{i:023x}",))
     kept = record(store, t + 100, snaps=(sha("p"),), pinned=True)
     now = t + 40 * DAY
-    store.db.execute("UPDATE snapshots SET expires_at = ?", [t + 14 * DAY])
+    execute(store, "UPDATE snapshots SET expires_at = ?", [t + 14 * DAY])
     result = store.prune(now_ms=now, batch_size=7, pause_s=0)
     assert (result.runs, result.events, result.snapshots) == (30, 120, 30)
     assert result.batches == 5 + 18 + 5  # ceil(n / 7) batches, one more when n divides evenly
@@ -238,37 +255,43 @@ def test_prune_deletes_in_bounded_batches_and_keeps_pinned_runs(store: Store) ->
 
 
 @pytest.mark.parametrize("table", ["runs", "snapshots"])
-def test_prune_finds_expired_rows_through_the_expiry_index(store: Store, table: str) -> None:
-    """Each prune batch of runs and snapshots searches the expires_at index (EXPLAIN QUERY PLAN), never scans the table."""
+def test_prune_finds_expired_rows_through_the_expiry_index(sqlite_store: Store, table: str) -> None:
+    """Each prune batch of runs and snapshots searches the expires_at index (EXPLAIN QUERY PLAN),
+    never scans the table."""
     from replay.store import _PRUNE
 
     ((key, cond),) = [(k, c) for t, k, c in _PRUNE if t == table]
     sql = f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} LIMIT :n)"
-    plan = [row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + sql, {"now": 1, "n": 10})]
+    plan = [
+        row[3] for row in sqlite_store.db.execute("EXPLAIN QUERY PLAN " + sql, {"now": 1, "n": 10})
+    ]
     assert any(
         f"SEARCH {table} USING" in p and f"INDEX {table}_expires (expires_at<?)" in p for p in plan
     ), plan
     assert not any(p.startswith(f"SCAN {table}") for p in plan), plan
 
 
-def test_prune_pages_events_by_primary_key_and_deletes_by_key(store: Store) -> None:
-    """Events (no expiry index, to keep ingest cheap) are paged by a primary-key range and deleted by key, never scanned."""
+def test_prune_pages_events_by_primary_key_and_deletes_by_key(sqlite_store: Store) -> None:
+    """Events (no expiry index, to keep ingest cheap) are paged by a primary-key range and deleted
+    by key, never scanned."""
     from replay.store import _EVENTS_DELETE, _EVENTS_PAGE
 
     page = [
         r[3]
-        for r in store.db.execute(
+        for r in sqlite_store.db.execute(
             "EXPLAIN QUERY PLAN " + _EVENTS_PAGE, {"now": 1, "n": 10, "r": "", "s": 0}
         )
     ]
     assert "SEARCH events USING PRIMARY KEY ((run_id,seq)>(?,?))" in page, page
-    delete = [r[3] for r in store.db.execute("EXPLAIN QUERY PLAN " + _EVENTS_DELETE, ("[]", 1))]
+    delete = [
+        r[3] for r in sqlite_store.db.execute("EXPLAIN QUERY PLAN " + _EVENTS_DELETE, ("[]", 1))
+    ]
     assert any(p.startswith("SEARCH events USING PRIMARY KEY") for p in delete), delete
     assert not any(p.startswith("SCAN events") for p in page + delete)
 
 
 def test_prune_deletes_events_by_key_without_json_each(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Where SQLite lacks json_each, events are deleted one key at a time, with the same result."""
     import replay.store
@@ -276,8 +299,8 @@ def test_prune_deletes_events_by_key_without_json_each(
     monkeypatch.setattr(replay.store, "_EVENTS_DELETE", "SELECT * FROM json_each_missing(?1, ?2)")
     t = 1_000_000
     for i in range(5):
-        record(store, t + i)
-    assert store.prune(now_ms=t + 40 * DAY, batch_size=3, pause_s=0) == PruneResult(
+        record(sqlite_store, t + i)
+    assert sqlite_store.prune(now_ms=t + 40 * DAY, batch_size=3, pause_s=0) == PruneResult(
         runs=5, events=20, snapshots=0
     )
 
@@ -286,3 +309,43 @@ def test_prune_rejects_a_batch_size_below_one(store: Store) -> None:
     """batch_size=0 is refused before anything is deleted, naming the parameter."""
     with pytest.raises(ValueError, match="batch_size=0"):
         store.prune(batch_size=0)
+
+
+@pytest.mark.parametrize("table", ["runs", "snapshots"])
+def test_postgresql_prune_can_find_expired_rows_through_the_expiry_index(
+    pg_url: str, table: str
+) -> None:
+    """On PostgreSQL each prune batch of runs and snapshots can search the expires_at index."""
+    import psycopg
+
+    from replay.pg_store import _PRUNE
+
+    ((key, cond),) = [(k, c) for t, k, c in _PRUNE if t == table]
+    open_store(pg_url).close()
+    sql = f"SELECT {key} FROM {table} WHERE {cond} LIMIT %(n)s"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")  # an empty table: ask whether an index serves
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, {"now": 1, "n": 10}))
+    assert f"{table}_expires" in plan, plan
+
+
+def test_postgresql_prune_pages_events_by_primary_key(pg_url: str) -> None:
+    """On PostgreSQL expired events are paged and deleted through the (run_id, seq) primary key."""
+    import psycopg
+
+    from replay.pg_store import _EVENTS_DELETE, _EVENTS_PAGE
+
+    open_store(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("SET enable_seqscan = off")
+        page = "\n".join(
+            r[0]
+            for r in conn.execute("EXPLAIN " + _EVENTS_PAGE, {"now": 1, "n": 10, "r": "", "s": 0})
+        )
+        delete = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN " + _EVENTS_DELETE, {"now": 1, "ids": ["r_1"], "seqs": [1]}
+            )
+        )
+    assert "events_pkey" in page and "events_pkey" in delete, (page, delete)

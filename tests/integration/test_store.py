@@ -1,9 +1,11 @@
-"""The SQLite store on real files: creation, schema versions, batched writes, queries, bad input."""
+"""The store on real SQLite files and a real PostgreSQL server: creation, schema versions, batched
+writes, queries, bad input."""
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import sqlite3
 import stat
 import threading
@@ -15,6 +17,7 @@ from replay.errors import AmbiguousRunIdError, RunNotFoundError, SchemaVersionEr
 from replay.migrations import SCHEMA_VERSION, STEPS
 from replay.models import Event, Run, Usage, new_run_id
 from replay.store import EVENT_COLUMNS, RUN_COLUMNS, Store
+from replay.store_api import open_store
 
 T0 = 1_780_000_000_000  # a fixed epoch-ms origin for runs in these tests
 DAY = 86_400_000
@@ -78,8 +81,9 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path):
-    with Store(db_path) as s:
+def store(store_url: str):
+    """A new store on each backend (SQLite file, PostgreSQL database): one suite, both run it."""
+    with open_store(store_url) as s:
         yield s
 
 
@@ -101,8 +105,9 @@ def test_new_store_and_its_wal_files_are_private(db_path: Path) -> None:
     assert modes == {"replay.db": 0o600, "replay.db-wal": 0o600, "replay.db-shm": 0o600}
 
 
-def test_store_uses_wal(store: Store, db_path: Path) -> None:
+def test_store_uses_wal(db_path: Path) -> None:
     """The store runs in WAL mode, so readers (the CLI) never block the recorder."""
+    Store(db_path).close()
     conn = sqlite3.connect(db_path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -143,7 +148,8 @@ def test_concurrent_opening_of_a_new_file_creates_it_once(db_path: Path) -> None
 
 
 def test_file_that_is_not_sqlite_is_refused_with_the_path_and_the_fix(db_path: Path) -> None:
-    """A file that is not SQLite gives a StoreError naming the path and what to do; the file is untouched."""
+    """A file that is not SQLite gives a StoreError naming the path and what to do; the file is
+    untouched."""
     db_path.write_text("these are my notes, not a database\n" * 200)
     before = db_path.read_bytes()
     with pytest.raises(StoreError) as info:
@@ -156,7 +162,8 @@ def test_file_that_is_not_sqlite_is_refused_with_the_path_and_the_fix(db_path: P
 
 
 def test_sqlite_file_of_another_application_is_refused(db_path: Path) -> None:
-    """An SQLite file without a replay schema (someone else's database) is refused, not written into."""
+    """An SQLite file without a replay schema (someone else's database) is refused, not written
+    into."""
     conn = sqlite3.connect(db_path)
     conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT)")
     conn.commit()
@@ -185,7 +192,8 @@ def test_a_folder_is_not_a_store(tmp_path: Path) -> None:
 
 
 def test_newer_schema_is_refused_and_the_file_is_not_changed(db_path: Path) -> None:
-    """A file written by a newer agent-replay is refused with the upgrade message and left byte-identical."""
+    """A file written by a newer agent-replay is refused with the upgrade message and left
+    byte-identical."""
     with Store(db_path) as s:
         s.write_batch(runs=[make_run()])
     conn = sqlite3.connect(db_path)
@@ -199,7 +207,8 @@ def test_newer_schema_is_refused_and_the_file_is_not_changed(db_path: Path) -> N
         Store(db_path)
 
     assert str(info.value) == (
-        f"replay.db has schema {SCHEMA_VERSION + 1}; this agent-replay reads up to {SCHEMA_VERSION}: "
+        f"replay.db has schema {SCHEMA_VERSION + 1}; this agent-replay reads up to "
+        f"{SCHEMA_VERSION}: "
         "upgrade it (pip install -U agent-replay)"
     )
     assert db_path.read_bytes() == before
@@ -210,24 +219,29 @@ V1_SQL = """
 CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value);
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY NOT NULL, agent TEXT NOT NULL, entrypoint TEXT, input TEXT, output TEXT,
-    input_sha TEXT, output_sha TEXT, versions TEXT NOT NULL DEFAULT '{}', labels TEXT NOT NULL DEFAULT '{}',
+    input_sha TEXT, output_sha TEXT, versions TEXT NOT NULL DEFAULT '{}',
+    labels TEXT NOT NULL DEFAULT '{}',
     started_ms INTEGER NOT NULL, ended_ms INTEGER, stop_reason TEXT, usage TEXT,
     tool_calls INTEGER NOT NULL DEFAULT 0, pinned INTEGER NOT NULL DEFAULT 0, expires_at INTEGER,
     replay_of TEXT, call_style TEXT NOT NULL DEFAULT 'bound', host TEXT NOT NULL DEFAULT '');
 CREATE TABLE events (
-    run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, ts_ms INTEGER NOT NULL, step_id INTEGER,
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+    step_id INTEGER,
     tool TEXT, args_sha TEXT, output_sha TEXT, duration_ms INTEGER, status TEXT, error TEXT,
     stop_reason TEXT, usage TEXT, parent_step_id INTEGER, PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
 CREATE TABLE snapshots (sha TEXT PRIMARY KEY NOT NULL, body BLOB NOT NULL, type_name TEXT,
     truncated INTEGER NOT NULL DEFAULT 0);
 INSERT INTO meta VALUES ('schema_version', 1);
-INSERT INTO runs (run_id, agent, input, versions, started_ms, ended_ms, stop_reason, usage, tool_calls, host)
+INSERT INTO runs (run_id, agent, input, versions, started_ms, ended_ms, stop_reason, usage,
+        tool_calls, host)
     VALUES ('r_01old0000000000000000000000', 'support-agent', '{"ticket":42}', '{"model":"m-1"}',
-            1780000000000, 1780000000900, 'completed', '{"tokens_in":5,"tokens_out":2,"cost_usd":0.1,"tool_calls":1}',
+            1780000000000, 1780000000900, 'completed',
+            '{"tokens_in":5,"tokens_out":2,"cost_usd":0.1,"tool_calls":1}',
             1, 'web-1');
 INSERT INTO events (run_id, seq, kind, ts_ms) VALUES
     ('r_01old0000000000000000000000', -4611686018427387904, 'run_start', 1780000000000);
-INSERT INTO events (run_id, seq, kind, ts_ms, step_id, tool, args_sha, output_sha, duration_ms, status)
+INSERT INTO events (run_id, seq, kind, ts_ms, step_id, tool, args_sha, output_sha, duration_ms,
+        status)
     VALUES ('r_01old0000000000000000000000', 1, 'tool_result', 1780000000500, 1, 'http.get',
             'aaaaaaaaaaaaaaaaaaaaaaaa', 'bbbbbbbbbbbbbbbbbbbbbbbb', 12, 'ok');
 INSERT INTO events (run_id, seq, kind, ts_ms, stop_reason) VALUES
@@ -237,7 +251,8 @@ INSERT INTO snapshots VALUES ('bbbbbbbbbbbbbbbbbbbbbbbb', X'7B226F6B223A74727565
 
 
 def test_version_1_file_is_migrated_and_keeps_its_data(db_path: Path) -> None:
-    """A store written at schema 1 opens: it is migrated to the current schema and every record is kept."""
+    """A store written at schema 1 opens: it is migrated to the current schema and every record is
+    kept."""
     conn = sqlite3.connect(db_path)
     conn.executescript(V1_SQL)
     conn.close()
@@ -307,7 +322,8 @@ def test_batch_round_trips_runs_events_and_snapshots(store: Store) -> None:
 
 
 def test_events_come_back_in_run_order_whatever_the_write_order(store: Store) -> None:
-    """events() returns run_start, the steps by step_id, then stop, even when written shuffled over batches."""
+    """events() returns run_start, the steps by step_id, then stop, even when written shuffled over
+    batches."""
     rid = new_run_id(T0)
     events = run_events(rid, steps=12)
     shuffled = events[:]
@@ -373,7 +389,8 @@ def test_rewriting_the_same_events_does_not_duplicate_them(store: Store) -> None
 
 
 def test_write_rows_fast_path_stores_the_same_events(store: Store) -> None:
-    """Tuples in EVENT_COLUMNS order (usage as JSON text) store exactly what the Event objects would."""
+    """Tuples in EVENT_COLUMNS order (usage as JSON text) store exactly what the Event objects
+    would."""
     rid = new_run_id(T0)
     events = run_events(rid, steps=70)  # more than one multi-row statement plus a remainder
     rows = [
@@ -388,7 +405,8 @@ def test_write_rows_fast_path_stores_the_same_events(store: Store) -> None:
 
 
 def test_write_rows_rejects_a_row_of_the_wrong_length(store: Store) -> None:
-    """A row with a missing value is refused before anything is written, naming the row and the column order."""
+    """A row with a missing value is refused before anything is written, naming the row and the
+    column order."""
     rid = new_run_id(T0)
     good = (rid, "run_start", T0, None, None, None, None, None, None, None, None, None, None, None)
     bad = (rid, "tool_result", T0, 1, "http.get")
@@ -400,7 +418,8 @@ def test_write_rows_rejects_a_row_of_the_wrong_length(store: Store) -> None:
 
 
 def test_a_failing_batch_writes_nothing(store: Store) -> None:
-    """A batch with one invalid event (a step without step_id) fails whole: no run, no event, no snapshot."""
+    """A batch with one invalid event (a step without step_id) fails whole: no run, no event, no
+    snapshot."""
     rid = new_run_id(T0)
     bad = (
         rid,
@@ -435,13 +454,14 @@ def test_snapshots_are_stored_once_per_sha(store: Store) -> None:
     snap = ("f" * 24, b'{"answer":42}', "dict", False)
     store.write_batch(events=run_events(rid), snapshots=[snap, snap])
     store.write_batch(snapshots=[("f" * 24, b"other", "str", True)])
-    assert store.db.execute("SELECT count(*) FROM snapshots").fetchone()[0] == 1
+    assert store.query("SELECT count(*) FROM snapshots") == [(1,)]
     assert store.snapshot("f" * 24) == (b'{"answer":42}', "dict", False)
     assert store.snapshot("0" * 24) is None
 
 
 def test_locked_database_raises_a_store_error_and_keeps_what_was_written(db_path: Path) -> None:
-    """While another process holds the write lock past the busy timeout, a write fails with StoreError; earlier data stays."""
+    """While another process holds the write lock past the busy timeout, a write fails with
+    StoreError; earlier data stays."""
     with Store(db_path, timeout_s=0.05) as s:
         first = new_run_id(T0)
         s.write_batch(runs=[make_run(first)])
@@ -463,7 +483,8 @@ def test_locked_database_raises_a_store_error_and_keeps_what_was_written(db_path
 
 
 def test_a_closed_store_raises_store_error(db_path: Path) -> None:
-    """Using a closed store raises StoreError (the writer counts it as a drop), not a bare sqlite3 error."""
+    """Using a closed store raises StoreError (the writer counts it as a drop), not a bare sqlite3
+    error."""
     s = Store(db_path)
     s.close()
     with pytest.raises(StoreError, match="closed"):
@@ -471,13 +492,15 @@ def test_a_closed_store_raises_store_error(db_path: Path) -> None:
 
 
 def test_every_model_field_has_a_column() -> None:
-    """Each Run field has a runs column and EVENT_COLUMNS is the Event fields in order (else: add a migration)."""
+    """Each Run field has a runs column and EVENT_COLUMNS is the Event fields in order (else: add a
+    migration)."""
     assert set(RUN_COLUMNS) == set(Run.model_fields)
     assert EVENT_COLUMNS == tuple(Event.model_fields)
 
 
 def test_an_event_takes_at_most_250_bytes_on_disk(db_path: Path) -> None:
-    """Realistic events (28-char run ids, 24-hex shas, runs of 20) cost at most 250 bytes each on disk."""
+    """Realistic events (28-char run ids, 24-hex shas, runs of 20) cost at most 250 bytes each on
+    disk."""
     rnd = random.Random(5)
     n = 6000
     with Store(db_path) as s:
@@ -557,7 +580,9 @@ def test_unknown_run_names_the_store_and_its_run_count(store: Store) -> None:
     store.write_batch(runs=[make_run(), make_run(started_ms=T0 + 1)])
     with pytest.raises(RunNotFoundError) as info:
         store.get_run("r_x")
-    assert str(info.value) == "no run 'r_x' in replay.db (2 runs; list them with `replay runs`)"
+    assert str(info.value) == (
+        f"no run 'r_x' in {store.display_name} (2 runs; list them with `replay runs`)"
+    )
 
 
 def test_find_run_by_unique_prefix(store: Store) -> None:
@@ -579,12 +604,13 @@ def test_find_run_by_unique_prefix(store: Store) -> None:
         and ids[1] in str(info.value)
         and "more characters" in str(info.value)
     )
-    with pytest.raises(RunNotFoundError, match="no run 'r_02' in replay.db"):
+    with pytest.raises(RunNotFoundError, match=f"no run 'r_02' in {re.escape(store.display_name)}"):
         store.find_run("r_02")
 
 
 def test_runs_lists_newest_first_with_filters(store: Store) -> None:
-    """runs() is newest first and filters by agent, stop reason, [since, until) and limit; replays only on request."""
+    """runs() is newest first and filters by agent, stop reason, [since, until) and limit; replays
+    only on request."""
     a1 = make_run(agent="support", started_ms=T0, stop_reason="completed")
     a2 = make_run(agent="support", started_ms=T0 + 10, stop_reason="loop_detected")
     b1 = make_run(agent="billing", started_ms=T0 + 20, stop_reason="completed")
@@ -607,7 +633,8 @@ def test_runs_lists_newest_first_with_filters(store: Store) -> None:
 
 
 def test_step_events_returns_steps_of_runs_in_the_window(store: Store) -> None:
-    """step_events() gives the tool and model steps of the runs started in [since, until), per agent, without replays."""
+    """step_events() gives the tool and model steps of the runs started in [since, until), per
+    agent, without replays."""
     early, inside, other_agent, late = (new_run_id(T0 + d) for d in (0, 100, 150, 200))
     replay = new_run_id(T0 + 120)
     store.write_batch(
@@ -642,7 +669,8 @@ def test_step_events_returns_steps_of_runs_in_the_window(store: Store) -> None:
 
 
 def test_store_declares_the_events_foreign_key_and_iso_views(db_path: Path) -> None:
-    """A new store declares events.run_id -> runs.run_id and its runs_view/events_view show ISO 8601 UTC times."""
+    """A new store declares events.run_id -> runs.run_id and its runs_view/events_view show ISO
+    8601 UTC times."""
     import sqlite_utils
 
     with Store(db_path) as s:
@@ -697,7 +725,8 @@ def test_store_declares_the_events_foreign_key_and_iso_views(db_path: Path) -> N
 def test_an_old_store_gets_the_foreign_key_and_views_with_its_rows_and_indexes(
     db_path: Path,
 ) -> None:
-    """Migrating a version-1 store rebuilds events with the foreign key, keeping every row, and adds the views."""
+    """Migrating a version-1 store rebuilds events with the foreign key, keeping every row, and
+    adds the views."""
     import sqlite_utils
 
     conn = sqlite3.connect(db_path)
@@ -716,3 +745,32 @@ def test_an_old_store_gets_the_foreign_key_and_views_with_its_rows_and_indexes(
         "2026-05-28T20:26:40.900Z",
     ]
     db.close()
+
+
+def test_query_runs_one_portable_statement_on_either_backend(store: Store) -> None:
+    """query() takes ? placeholders and a JSON number expression on both backends, and its
+    aggregates come back as int and float alike."""
+    from replay.store_api import json_number_sql
+
+    rids = [new_run_id(T0 + i) for i in range(3)]
+    for i, rid in enumerate(rids):
+        store.write_batch(
+            runs=[make_run(rid, started_ms=T0 + i, stop_reason="completed")],
+            events=run_events(rid, steps=3, ts=T0 + i),
+        )
+    tokens = json_number_sql(store.dialect, "usage", "tokens_in")
+    rows = store.query(
+        f"SELECT kind, count(*), sum({tokens}), avg(duration_ms) FROM events "
+        "WHERE kind IN (?, ?) GROUP BY kind ORDER BY kind",
+        ["model_result", "tool_result"],
+    )
+    assert rows == [("model_result", 3, 360, 400.0), ("tool_result", 6, None, 12.0)]
+    assert all(type(v) is int for v in (rows[0][1], rows[0][2]))
+
+
+def test_query_refuses_to_write(store: Store) -> None:
+    """query() is read-only: a statement that would change the store fails and changes nothing."""
+    store.write_batch(runs=[make_run()])
+    with pytest.raises(StoreError):
+        store.query("DELETE FROM runs")
+    assert store.count_runs() == 1

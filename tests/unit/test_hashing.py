@@ -129,14 +129,18 @@ def test_unsupported_type_names_the_type_and_where_it_sits() -> None:
 
 
 def test_lenient_freeze_records_a_placeholder_instead_of_raising() -> None:
-    """The recorder's freeze replaces an unsupported value with a marked placeholder naming its type and path."""
+    """The recorder's freeze replaces an unsupported value with a marked placeholder naming its
+    type and path.
+    """
     frozen, problem = freeze_lenient({"client": object(), "q": "x"})
     assert thaw(frozen) == {"client": '[unencodable: builtins.object at args["client"]]', "q": "x"}
     assert problem is not None and 'args["client"]' in problem
 
 
 def test_a_lone_surrogate_hashes_as_u_fffd_everywhere() -> None:
-    """Canonical bytes are always valid UTF-8: a lone surrogate becomes U+FFFD, and sha() agrees with canonical_bytes."""
+    """Canonical bytes are always valid UTF-8: a lone surrogate becomes U+FFFD, and sha() agrees
+    with canonical_bytes.
+    """
     value = {"m": "a\ud800b"}
     body = canonical_bytes(value)
     assert body.decode("utf-8") == '{"m":"a\ufffdb"}'
@@ -144,7 +148,9 @@ def test_a_lone_surrogate_hashes_as_u_fffd_everywhere() -> None:
 
 
 def test_lenient_freeze_never_raises_and_always_gives_utf8() -> None:
-    """Cycles, surrogates and raising objects come back as placeholders in valid UTF-8 JSON, with a problem to warn about."""
+    """Cycles, surrogates and raising objects come back as placeholders in valid UTF-8 JSON, with a
+    problem to warn about.
+    """
 
     class Boom:
         def __repr__(self) -> str:
@@ -172,7 +178,9 @@ def test_lenient_freeze_never_raises_and_always_gives_utf8() -> None:
     ids=["nan", "plus-inf", "minus-inf"],
 )
 def test_nan_and_infinities_are_placeholders_not_null(value: float, expected: str) -> None:
-    """A NaN or an infinity is recorded as a marked placeholder with its path (JSON has neither), with a problem to warn about, and hashes as that placeholder."""
+    """A NaN or an infinity is recorded as a marked placeholder with its path (JSON has neither),
+    with a problem to warn about, and hashes as that placeholder.
+    """
     frozen, problem = freeze_lenient({"score": value, "none": None}, "output")
     assert thaw(frozen) == {"none": None, "score": expected}
     assert problem is not None and expected[len("[unencodable: ") : -1] == problem
@@ -180,7 +188,9 @@ def test_nan_and_infinities_are_placeholders_not_null(value: float, expected: st
 
 
 def test_none_and_finite_floats_are_kept_as_they_are() -> None:
-    """A value with nulls and ordinary floats is frozen unchanged, key order kept, with no problem."""
+    """A value with nulls and ordinary floats is frozen unchanged, key order kept,
+    with no problem.
+    """
     value = {"b": None, "a": [0.5, None, -1e308, {"c": None}]}
     frozen, problem = freeze_lenient(value)
     assert problem is None
@@ -188,7 +198,9 @@ def test_none_and_finite_floats_are_kept_as_they_are() -> None:
 
 
 def test_a_nan_inside_a_dataclass_is_found_too() -> None:
-    """A NaN held by a dataclass field (not a plain container) is still recorded as a placeholder."""
+    """A NaN held by a dataclass field (not a plain container) is still recorded as
+    a placeholder.
+    """
 
     @dataclasses.dataclass
     class Point:
@@ -200,14 +212,18 @@ def test_a_nan_inside_a_dataclass_is_found_too() -> None:
 
 
 def test_a_nan_beside_a_huge_integer_is_a_placeholder_too() -> None:
-    """A value orjson cannot encode (an int beyond 64 bits) takes the json encoder, whose NaN is also recorded as a placeholder."""
+    """A value orjson cannot encode (an int beyond 64 bits) takes the json encoder, whose NaN is
+    also recorded as a placeholder.
+    """
     frozen, problem = freeze_lenient({"big": 2**70, "x": float("nan")})
     assert problem == 'NaN at args["x"]'
     assert thaw(frozen) == {"big": 2**70, "x": '[unencodable: NaN at args["x"]]'}
 
 
 def test_a_nan_deep_in_a_big_conversation_is_found() -> None:
-    """A NaN inside a long message history (the walked path for big values) is a placeholder; the same history without it is frozen unchanged."""
+    """A NaN inside a long message history (the walked path for big values) is a placeholder; the
+    same history without it is frozen unchanged.
+    """
     history: list[dict[str, object]] = [
         {"role": "user", "content": "word " * 40, "meta": {"score": 0.5, "tag": None}}
         for _ in range(60)

@@ -139,7 +139,9 @@ CAUGHT = [
 
 @pytest.mark.parametrize(("rule", "text", "value"), CAUGHT)
 def test_rule_catches(rule: str, text: str, value: str) -> None:
-    """Each default rule replaces the value with its keyed placeholder and keeps the text around it."""
+    """Each default rule replaces the value with its keyed placeholder and keeps the text around
+    it.
+    """
     out = R.redact_text(text)
     assert value not in out
     assert out == text.replace(value, pseudo(rule, value))
@@ -195,7 +197,9 @@ def test_ordinary_text_is_kept(text: str) -> None:
 
 
 def test_valid_ipv4_in_version_position_is_caught() -> None:
-    """A four-part dotted number that is a valid IPv4 address is redacted even as a version string."""
+    """A four-part dotted number that is a valid IPv4 address is redacted even as a
+    version string.
+    """
     assert R.redact_text("version 1.2.3.4") == f"version {pseudo('ipv4', '1.2.3.4')}"
 
 
@@ -526,9 +530,13 @@ PAIR_SIDE = (
 
 @SLOW
 @given(PAIR_SIDE, PAIR_SIDE)
-@example([10**19], {"args": None, "items": []})  # digits only: a b64 candidate alone, not in the pair
+@example(
+    [10**19], {"args": None, "items": []}
+)  # digits only: a b64 candidate alone, not in the pair
 def test_checked_pair_is_checked_twice_byte_for_byte(first: object, second: object) -> None:
-    """The writer's one-pass check of a step's args and output gives exactly the bytes `checked` gives each, and calls a value clean only when redaction leaves it as it is."""
+    """The writer's one-pass check of a step's args and output gives exactly the bytes `checked`
+    gives each, and calls a value clean only when redaction leaves it as it is.
+    """
     (a, a_clean), (b, b_clean) = R.checked_pair(first, second, None)
     assert a == R.checked(first)[0] and b == R.checked(second)[0]
     assert not a_clean or a == canonical_bytes(first)
@@ -536,7 +544,9 @@ def test_checked_pair_is_checked_twice_byte_for_byte(first: object, second: obje
 
 
 def test_checked_pair_redacts_whichever_side_holds_the_pii() -> None:
-    """PII in the args only, in the output only, or in both is redacted where it is, and the clean side comes back as its own bytes."""
+    """PII in the args only, in the output only, or in both is redacted where it is, and the clean
+    side comes back as its own bytes.
+    """
     clean = {"order": "ORD-1", "qty": 2}
     dirty = {"to": "jane.doe@example.com", "n": 1}
     for first, second in ((dirty, clean), (clean, dirty), (dirty, dirty)):

@@ -1,4 +1,6 @@
-"""The rules added for issue 9: each secret kind, shapes kept, private addresses kept, idempotence."""
+"""The rules added for issue 9: each secret kind, shapes kept, private addresses
+kept, idempotence.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ R = Redactor(b"k" * 32)
 CAUGHT = [
     (
         "pem",
-        "key:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAq8Jx\n-----END RSA PRIVATE KEY-----\n",
+        "key:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAq8Jx\n"
+        "-----END RSA PRIVATE KEY-----\n",
         "MIIEowIBAAKCAQEAq8Jx",
     ),
     (
@@ -119,7 +122,9 @@ def test_ordinary_key_names_are_kept(key: str) -> None:
 
 @pytest.mark.parametrize("ip", ["8.8.8.8", "81.2.69.160", "1.2.3.4"])
 def test_public_ipv4_becomes_a_documentation_address(ip: str) -> None:
-    """A public IPv4 address becomes a valid address in 192.0.2/24, 198.51.100/24 or 203.0.113/24."""
+    """A public IPv4 address becomes a valid address in 192.0.2/24, 198.51.100/24
+    or 203.0.113/24.
+    """
     out = R.redact_text(ip)
     addr = ipaddress.ip_address(out)
     assert out != ip and any(
@@ -159,7 +164,9 @@ def test_loopback_private_and_link_local_addresses_are_kept(text: str) -> None:
 
 
 def test_urls_stay_urls() -> None:
-    """Userinfo passwords and secret query values are replaced; the result still parses as the same URL."""
+    """Userinfo passwords and secret query values are replaced; the result still parses as the same
+    URL.
+    """
     url = "postgres://app:s3cr3tPassw0rd@db.internal:5432/orders?sslmode=require&password=x1y2z3w4"
     out = R.redact_text(url)
     parts = urllib.parse.urlsplit(out)
@@ -252,7 +259,9 @@ def _doc(seed: int) -> tuple[dict, set[str]]:
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.integers(0, 2**32))
 def test_every_planted_kind_is_caught_idempotently_and_prefilters_agree(seed: int) -> None:
-    """Values of every kind in tests/planted.py: none survives, redaction is stable, prefilters change nothing."""
+    """Values of every kind in tests/planted.py: none survives, redaction is stable, prefilters
+    change nothing.
+    """
     from replay.hashing import canonical_json, to_jsonable
 
     doc, needles = _doc(seed)

@@ -1,4 +1,6 @@
-"""RedactionConfig.store_args: "redacted" stores a step's redacted args, "hash" (default) only their hash."""
+"""RedactionConfig.store_args: "redacted" stores a step's redacted args, "hash" (default) only
+their hash.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +30,9 @@ def _record(db: Path, config: RedactionConfig) -> tuple[str, bytes | None]:
 
 
 def test_store_args_redacted_in_the_config_stores_the_redacted_args(tmp_path: Path) -> None:
-    """With RedactionConfig(store_args="redacted") the args snapshot is stored, redacted, and hashes to args_sha."""
+    """With RedactionConfig(store_args="redacted") the args snapshot is stored, redacted, and
+    hashes to args_sha.
+    """
     args_sha, body = _record(tmp_path / "r.db", RedactionConfig(store_args="redacted"))
     assert body is not None
     stored = thaw(body)
@@ -39,7 +43,9 @@ def test_store_args_redacted_in_the_config_stores_the_redacted_args(tmp_path: Pa
 
 
 def test_store_args_hash_keeps_only_the_hash(tmp_path: Path) -> None:
-    """By default (store_args="hash") a step's args are recorded as args_sha only, with no snapshot."""
+    """By default (store_args="hash") a step's args are recorded as args_sha only, with no
+    snapshot.
+    """
     args_sha, body = _record(tmp_path / "r.db", RedactionConfig())
     assert len(args_sha) == 24
     assert body is None

@@ -314,7 +314,9 @@ def test_scan_sqlite_missing(tmp_path: Path) -> None:
 
 
 def test_scan_paths_walks_folders_and_reads_stores_by_their_header(tmp_path: Path) -> None:
-    """A folder gives its *.json files at any depth, in order; a store is read as SQLite whatever its name."""
+    """A folder gives its *.json files at any depth, in order; a store is read as SQLite whatever
+    its name.
+    """
     nested = tmp_path / "cassettes" / "incidents"
     nested.mkdir(parents=True)
     (nested / "r_2.json").write_text(json.dumps(SECRET_DOC))
@@ -335,7 +337,9 @@ def test_scan_paths_walks_folders_and_reads_stores_by_their_header(tmp_path: Pat
 
 
 def test_scan_paths_names_an_unreadable_file_and_goes_on(tmp_path: Path) -> None:
-    """A file that is neither JSON nor SQLite is listed as unreadable (never its content); the other files are still scanned."""
+    """A file that is neither JSON nor SQLite is listed as unreadable (never its content); the
+    other files are still scanned.
+    """
     bad = tmp_path / "broken.json"
     bad.write_text("not json at all: jane.doe@example.com")
     good = tmp_path / "r_1.json"
@@ -356,7 +360,9 @@ def test_scan_paths_refuses_a_missing_path_or_nothing(tmp_path: Path) -> None:
 
 
 def test_the_processors_module_still_exports_the_moved_names() -> None:
-    """replay.processors re-exports the names that moved to replay.redaction and replay.scan, for one release."""
+    """replay.processors re-exports the names that moved to replay.redaction and replay.scan, for
+    one release.
+    """
     import replay.processors as old
     import replay.redaction as redaction
     import replay.scan as scan

@@ -1,0 +1,589 @@
+"""What both store backends share: the columns, row conversion, and every read query.
+
+`StoreBase` holds the queries that read runs, events and snapshots. They are written once, in SQL
+that SQLite and PostgreSQL both accept, with ``?`` placeholders; each backend's `_reading` yields a
+connection whose ``execute(sql, params)`` runs them (the PostgreSQL one turns ``?`` into ``%s``).
+Writes, retention and opening differ by dialect and live in `replay.store` (SQLite) and
+`replay.pg_store` (PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import operator
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+import orjson
+
+from replay.errors import AmbiguousRunIdError, CorruptRowError, CorruptRowWarning, RunNotFoundError
+from replay.hashing import canonical_json, thaw
+from replay.liveness import infer_killed
+from replay.models import Event, Run, Usage, is_step, trusted_event
+
+__all__ = [
+    "DAY_MS",
+    "EVENT_COLUMNS",
+    "PRUNE_BATCH",
+    "RUN_COLUMNS",
+    "PruneResult",
+    "PruneTimer",
+    "SnapshotRow",
+    "StoreBase",
+    "event_row",
+    "now_ms",
+    "run_row",
+]
+
+#: Column order of the tuples `Store.write_rows` takes: the `Event` fields, ``usage`` as compact
+#: JSON text (or None). The store derives ``seq`` and ``expires_at`` itself.
+EVENT_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "kind",
+    "ts_ms",
+    "step_id",
+    "tool",
+    "args_sha",
+    "output_sha",
+    "duration_ms",
+    "status",
+    "error",
+    "stop_reason",
+    "usage",
+    "parent_step_id",
+    "concurrent_group",  # schema 4: parallel tool calls
+)
+
+#: The columns of the runs table: the `Run` fields.
+RUN_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "agent",
+    "entrypoint",
+    "input",
+    "output",
+    "input_sha",
+    "output_sha",
+    "versions",
+    "labels",
+    "started_ms",
+    "ended_ms",
+    "stop_reason",
+    "usage",
+    "tool_calls",
+    "pinned",
+    "expires_at",
+    "replay_of",
+    "call_style",
+    "host",
+    "http_sha",  # schema 3: the optional HTTP layer
+    "pid",  # schema 4: liveness of the recording process (replay/liveness.py)
+    "last_seen_ms",
+    "key_fingerprint",  # schema 7: the fingerprint of the key that redacted the run
+)
+
+#: ``(sha, body, type_name, truncated)``: one content-addressed snapshot.
+SnapshotRow = tuple[str, bytes, "str | None", bool]
+
+DAY_MS = 86_400_000
+#: Rows `prune` deletes per write transaction.
+PRUNE_BATCH = 2_000
+#: The event kinds that are steps (tool and model calls).
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneResult:
+    """What `Store.prune` deleted (or, with ``dry_run``, would delete)."""
+
+    runs: int
+    events: int
+    snapshots: int
+    dry_run: bool = False
+    #: how many short write transactions the deletion took (not compared: it depends on timing)
+    batches: int = dataclasses.field(default=0, compare=False)
+    #: the longest time one of them held the write lock, in milliseconds
+    longest_lock_ms: float = dataclasses.field(default=0.0, compare=False)
+
+
+class PruneTimer:
+    """How many write transactions a prune took and the longest of them."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.longest = 0.0
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Time one write transaction of a prune."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.batches += 1
+            self.longest = max(self.longest, time.perf_counter() - t0)
+
+    def result(self, counts: Sequence[int]) -> PruneResult:
+        """The `PruneResult` of (runs, events, snapshots) deleted in these batches."""
+        runs, events, snapshots = counts
+        return PruneResult(
+            runs,
+            events,
+            snapshots,
+            batches=self.batches,
+            longest_lock_ms=round(self.longest * 1000, 3),
+        )
+
+
+def now_ms() -> int:
+    """The time now in epoch milliseconds."""
+    return int(time.time() * 1000)
+
+
+def run_row(run: Run, event_ms: int) -> tuple[Any, ...]:
+    """A `Run` as the tuple of `RUN_COLUMNS` both backends write; unpinned runs expire `event_ms`
+    after they ended (or started) unless the run names its own expiry."""
+    expires = run.expires_at
+    if run.pinned:
+        expires = None
+    elif expires is None:
+        expires = (run.ended_ms if run.ended_ms is not None else run.started_ms) + event_ms
+    return (
+        run.run_id,
+        run.agent,
+        run.entrypoint,
+        None if run.input is None else canonical_json(run.input),
+        None if run.output is None else canonical_json(run.output),
+        run.input_sha,
+        run.output_sha,
+        orjson.dumps(run.versions, option=orjson.OPT_SORT_KEYS).decode(),  # dict[str, str]
+        orjson.dumps(run.labels, option=orjson.OPT_SORT_KEYS).decode(),
+        run.started_ms,
+        run.ended_ms,
+        run.stop_reason,
+        orjson.dumps(run.usage.__dict__).decode(),
+        run.tool_calls,
+        int(run.pinned),
+        expires,
+        run.replay_of,
+        getattr(run, "call_style", "bound"),
+        run.host,
+        run.http_sha,
+        run.pid,
+        run.last_seen_ms,
+        run.key_fingerprint,
+    )
+
+
+def _run_filter(
+    agent: str | None,
+    stop_reason: str | None,
+    since_ms: int | None,
+    until_ms: int | None,
+    include_replays: bool,
+    alias: str,
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for cond, value in (
+        ("agent = ?", agent),
+        ("stop_reason = ?", stop_reason),
+        ("started_ms >= ?", since_ms),
+        ("started_ms < ?", until_ms),
+    ):
+        if value is not None:
+            clauses.append(alias + cond)
+            params.append(value)
+    if not include_replays:
+        clauses.append(f"{alias}replay_of IS NULL")
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+_event_fields = operator.itemgetter(*EVENT_COLUMNS)
+
+
+def event_row(e: Event) -> tuple[Any, ...]:
+    row: tuple[Any, ...] = _event_fields(e.__dict__)  # pydantic keeps field values in __dict__
+    usage = row[11]
+    if usage is None:
+        return row
+    # Usage's __dict__ holds exactly its four fields: orjson dumps it ~5x faster than model_dump().
+    return row[:11] + (orjson.dumps(usage.__dict__).decode(),) + row[12:]
+
+
+def _safe_id(value: Any) -> str:
+    """A run id from a row as it can be shown: printable ASCII, at most 40 characters."""
+    text = value if isinstance(value, str) else repr(value)
+    shown = ascii(text)[1:-1]
+    return shown if len(shown) <= 40 else shown[:39] + "…"
+
+
+def _corrupt(
+    path: str, table: str, columns: Sequence[str], row: Sequence[Any], exc: Exception
+) -> CorruptRowError:
+    """What is wrong with `row`, named by run id and field; never the value itself."""
+    from pydantic import ValidationError
+
+    run_id = _safe_id(row[0] if row else None)
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(row)"
+        problem = err["msg"]
+    elif isinstance(exc, _FieldError):
+        field, problem = exc.field, exc.problem
+    else:
+        field, problem = "(row)", type(exc).__name__
+    return CorruptRowError(path, table, run_id, field, problem)
+
+
+class _FieldError(Exception):
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+
+
+def _json_field(d: dict[str, Any], key: str, reader: Any) -> None:
+    value = d[key]
+    if value is None:
+        return
+    try:
+        if isinstance(value, str):
+            value = value.encode("utf-8", "surrogatepass")
+        if not isinstance(value, bytes):
+            raise TypeError
+        d[key] = reader(value)
+    except RecursionError:
+        raise _FieldError(key, "JSON nested too deeply") from None
+    except (TypeError, ValueError):
+        raise _FieldError(key, "not valid JSON") from None
+
+
+def _event_from_row(row: Sequence[Any]) -> Event:
+    # model_validate runs in pydantic-core (Rust); model_construct is pure Python and 4x slower.
+    d = dict(zip(EVENT_COLUMNS, row, strict=True))
+    if d["usage"] is not None:
+        _json_field(d, "usage", orjson.loads)
+    return Event.model_validate(d)
+
+
+def _trusted_event_from_row(row: Sequence[Any], run_id: str) -> Event:
+    d = dict(zip(EVENT_COLUMNS, row, strict=True))
+    # One string per run, kind, tool and status rather than one per row (a long run's memory).
+    d["run_id"] = run_id
+    for key in ("kind", "tool", "status"):
+        if d[key] is not None:
+            d[key] = sys.intern(d[key])
+    if d["usage"] is not None:
+        d["usage"] = Usage.model_validate(orjson.loads(d["usage"]))
+    return trusted_event(d)
+
+
+def _run_from_row(row: Sequence[Any]) -> Run:
+    d: dict[str, Any] = dict(zip(RUN_COLUMNS, row, strict=True))
+    for key in ("input", "output"):
+        _json_field(d, key, thaw)
+    for key in ("versions", "labels", "usage"):
+        if d[key] is None:
+            d[key] = {}
+        else:
+            _json_field(d, key, orjson.loads)
+    d["pinned"] = bool(d["pinned"])
+    if "call_style" not in Run.model_fields:
+        d.pop("call_style")
+    return Run.model_validate(d)
+
+
+_RUN_SELECT = ", ".join(RUN_COLUMNS)
+_EVENT_SELECT = ", ".join(EVENT_COLUMNS)
+
+
+class Connectionish(Protocol):
+    """What the read queries need of a connection: ``execute(sql, params)`` with ``?`` marks."""
+
+    def execute(self, sql: str, params: Any = ..., /) -> Any: ...
+
+
+class StoreBase:
+    """The read side of a replay store, shared by the SQLite and the PostgreSQL backend.
+
+    A backend sets the attributes below and implements `_reading` (a context manager yielding a
+    `Connectionish` and turning the driver's errors into `StoreError`), `display_name` and
+    `location`, plus the writing, retention and lifecycle methods of `replay.store_api.StoreAPI`.
+    """
+
+    #: ``"sqlite"`` or ``"postgresql"``: for the few queries `query` callers write per dialect
+    dialect: str = ""
+    #: the fingerprint the store was first written with (``meta.key_fingerprint``)
+    stored_fingerprint: str | None
+    snapshot_days: float
+    event_days: float
+    _snapshot_ms: int
+    _event_ms: int
+
+    # -- what a backend provides ------------------------------------------------------------------
+
+    @property
+    def display_name(self) -> str:
+        """A short name of the store for messages (a file name, or a URL without its password)."""
+        raise NotImplementedError
+
+    @property
+    def location(self) -> str:
+        """The full name of the store for messages (a path, or a URL without its password)."""
+        raise NotImplementedError
+
+    def _reading(self, action: str) -> contextlib.AbstractContextManager[Connectionish]:
+        raise NotImplementedError
+
+    def write_rows(
+        self,
+        events: Sequence[Sequence[Any]],
+        *,
+        runs: Sequence[Run] = (),
+        snapshots: Sequence[SnapshotRow] = (),
+    ) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------------
+
+    def write_batch(
+        self,
+        *,
+        runs: Sequence[Run] = (),
+        events: Sequence[Event] = (),
+        snapshots: Sequence[SnapshotRow] = (),
+    ) -> None:
+        """Write runs, events and snapshots in one transaction: all of them or, on error, none.
+
+        A run is upserted: a later write of the same run_id replaces its fields, except that a
+        pinned run stays pinned. An event is keyed by (run_id, step) and a rewrite replaces it.
+        A snapshot is stored once per sha; writing it again only extends its expiry.
+
+        Raises:
+            StoreError: the write failed (locked, disk full, read-only, ...); nothing was written.
+        """
+        self.write_rows([event_row(e) for e in events], runs=runs, snapshots=snapshots)
+
+    def get_run(self, run_id: str) -> Run:
+        """The run with this exact id.
+
+        Raises:
+            RunNotFoundError: no such run; the message names the store and how many runs it has.
+        """
+        with self._reading("reading a run") as conn:
+            row = conn.execute(
+                f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        if row is None:
+            raise RunNotFoundError(run_id, self.display_name, self.count_runs())
+        return infer_killed([self._run(row)])[0]
+
+    def find_run(self, prefix: str) -> Run:
+        """The run whose id is `prefix` or starts with it (``r_`` may be left out), for the CLI.
+
+        Raises:
+            RunNotFoundError: no run matches.
+            AmbiguousRunIdError: several runs match; the message lists them.
+        """
+        prefix = prefix.strip()
+        if not prefix:
+            raise ValueError(
+                "empty run id: pass a run id or a unique prefix of one (see `replay runs`)"
+            )
+        with self._reading("looking up a run") as conn:
+            row = conn.execute(
+                f"SELECT {_RUN_SELECT} FROM runs WHERE run_id = ?", (prefix,)
+            ).fetchone()
+            if row is not None:
+                return infer_killed([self._run(row)])[0]
+            tries = [prefix] if prefix.startswith("r_") else [prefix, "r_" + prefix]
+            for p in tries:
+                # A range, not LIKE: run ids contain '_', LIKE's wildcard.
+                ids = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? "
+                        "ORDER BY run_id LIMIT 11",
+                        (p, p + "\U0010ffff"),
+                    ).fetchall()
+                ]
+                if len(ids) == 1:
+                    return self.get_run(ids[0])
+                if ids:
+                    raise AmbiguousRunIdError(
+                        prefix, self.display_name, ids[:10], more=len(ids) > 10
+                    )
+        raise RunNotFoundError(prefix, self.display_name, self.count_runs())
+
+    def events(self, run_id: str, *, trusted: bool = False) -> list[Event]:
+        """The run's events in order: run_start, the steps by step_id, stop. Empty for an unknown
+        run.
+
+        ``trusted=True`` (replay of a long run) skips validating each row again: see
+        `trusted_event`.
+        """
+        with self._reading("reading events") as conn:
+            rows = conn.execute(
+                f"SELECT {_EVENT_SELECT} FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+            ).fetchall()
+        if trusted:
+            return [_trusted_event_from_row(r, run_id) for r in rows]
+        return [self._event(r) for r in rows]
+
+    def snapshot(self, sha: str) -> tuple[bytes, str | None, bool] | None:
+        """``(body, type_name, truncated)`` of the snapshot with this sha; None if never stored or
+        pruned."""
+        return self.snapshots([sha]).get(sha)
+
+    def snapshots(self, shas: Iterable[str]) -> dict[str, tuple[bytes, str | None, bool]]:
+        """`snapshot` for many shas in a few queries (a 10,000-step replay reads them all at once).
+
+        Shas never stored or already pruned are absent from the result.
+        """
+        wanted = list(dict.fromkeys(s for s in shas if s))
+        out: dict[str, tuple[bytes, str | None, bool]] = {}
+        with self._reading("reading snapshots") as conn:
+            for i in range(0, len(wanted), 500):  # stay under SQLite's bound-parameter limit
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for sha, body, type_name, truncated in conn.execute(
+                    f"SELECT sha, body, type_name, truncated FROM snapshots WHERE sha IN ({marks})",
+                    chunk,
+                ).fetchall():
+                    out[sha] = (
+                        bytes(body)
+                        if isinstance(body, (bytes, memoryview))
+                        else str(body).encode(),
+                        type_name,
+                        bool(truncated),
+                    )
+        return out
+
+    def runs(
+        self,
+        *,
+        agent: str | None = None,
+        stop_reason: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int | None = None,
+        include_replays: bool = False,
+    ) -> list[Run]:
+        """Runs newest first, started in ``[since_ms, until_ms)``.
+
+        Replays of recorded runs (``replay_of`` set) are left out unless `include_replays`.
+        """
+        where, params = _run_filter(agent, stop_reason, since_ms, until_ms, include_replays, "")
+        sql = f"SELECT {_RUN_SELECT} FROM runs{where} ORDER BY started_ms DESC, run_id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        with self._reading("listing runs") as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return infer_killed(self._readable(rows, self._run, "runs"))
+
+    def count_runs(self) -> int:
+        """How many runs the store holds (replays included)."""
+        with self._reading("counting runs") as conn:
+            return int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
+
+    def agents(self) -> list[str]:
+        """The agent names that have runs, sorted."""
+        with self._reading("listing agents") as conn:
+            rows = conn.execute("SELECT DISTINCT agent FROM runs ORDER BY agent").fetchall()
+        return sorted(str(r[0]) for r in rows)
+
+    def step_events(
+        self,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        agent: str | None = None,
+        include_replays: bool = False,
+    ) -> list[Event]:
+        """The tool_result and model_result events of the runs started in ``[since_ms, until_ms)``.
+
+        Ordered by run start, then step. Replays are left out unless `include_replays`.
+        """
+        where, params = _run_filter(agent, None, since_ms, until_ms, include_replays, "r.")
+        where = (
+            where + " AND" if where else " WHERE"
+        ) + " e.kind IN ('tool_result', 'model_result')"
+        cols = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
+        sql = (
+            f"SELECT {cols} FROM runs r JOIN events e ON e.run_id = r.run_id{where} "
+            "ORDER BY r.started_ms, e.run_id, e.seq"
+        )
+        with self._reading("reading step events") as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return self._readable(rows, self._event, "events")
+
+    def expired_steps(
+        self, run: Run, events: Sequence[Event] | None = None
+    ) -> list[tuple[int, str, int]]:
+        """The top-level steps of `run` whose output snapshot is gone: ``(step_id, tool, since)``.
+
+        `since_ms` is when the snapshot expired: written with the step, it lived `snapshot_days`
+        from then (a later write of the same content would have kept it longer). Empty when every
+        snapshot a replay needs is still there.
+        """
+        if run.replay_of is not None:
+            # a replay's answers point at the recording's snapshots, kept in its own store
+            return []
+        if events is None:
+            events = self.events(run.run_id)
+        steps = [e for e in events if is_step(e) and e.output_sha]
+        if not steps:
+            return []
+        found = self.snapshots(e.output_sha for e in steps if e.output_sha)
+        return [
+            (e.step_id or 0, e.tool or "?", e.ts_ms + self._snapshot_ms)
+            for e in steps
+            if e.output_sha not in found
+        ]
+
+    # -- row reading -----------------------------------------------------------------------------
+
+    def _run(self, row: Sequence[Any]) -> Run:
+        try:
+            return _run_from_row(row)
+        except CorruptRowError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any damage in the row: name it, never crash
+            raise _corrupt(self.location, "runs", RUN_COLUMNS, row, exc) from None
+
+    def _event(self, row: Sequence[Any]) -> Event:
+        try:
+            return _event_from_row(row)
+        except Exception as exc:  # noqa: BLE001
+            raise _corrupt(self.location, "events", EVENT_COLUMNS, row, exc) from None
+
+    def _readable(self, rows: list[Any], read: Callable[[Any], Any], table: str) -> list[Any]:
+        """Rows read for a listing; an unreadable one is skipped with one warning naming its run."""
+        out, bad = [], []
+        for r in rows:
+            try:
+                out.append(read(r))
+            except CorruptRowError as exc:
+                bad.append(exc)
+        if bad:
+            names = ", ".join(f"{e.run_id} ({e.field})" for e in bad[:5]) + (
+                ", …" if len(bad) > 5 else ""
+            )
+            warnings.warn(
+                f"{self.location}: skipped {len(bad)} unreadable row(s) of {table}: {names}; "
+                f"`replay show RUN_ID` names the problem",
+                CorruptRowWarning,
+                stacklevel=3,
+            )
+        return out
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
