@@ -33,6 +33,7 @@ from replay.errors import EntrypointError, ReplayError
 from replay.replay_modes import parse_match_options
 from replay.replayer import Recording, ReplayResult, load_recording, resolve_replay_agent
 from replay.report import Outcome, counts, summary_line, write_report
+from replay.review import change_line
 
 if TYPE_CHECKING:
     from pytest_plugin.plugin import ReplayItem, ReplaySource
@@ -179,12 +180,22 @@ def run_item(item: ReplayItem, state: State, recording: Recording) -> None:
         update=state.update,
         force=state.update_force,
         target=target,
+        write=_pending_writer(config),
         show=lambda p: display(config, p.resolve()),
         width=_width(config),
     )
     item.outcome = verdict.outcome
     if verdict.failure is not None:
         raise ReplayFailed(verdict.failure)
+
+
+def _pending_writer(config: pytest.Config) -> Any:
+    """How a bless is written: under ``--replay-review`` a `<cassette>.pending` (replay.review)."""
+    if not config.option.replay_review:
+        return None
+    from replay.review import write_pending
+
+    return write_pending
 
 
 def clean_error(exc: BaseException) -> str | None:
@@ -215,8 +226,12 @@ def replay_marked(
     node: pytest.Item,
     mark: pytest.Mark,
     fixture_cfg: Mapping[str, Any],
+    fault: Any = None,
 ) -> ReplayResult:
-    """Replay the run a ``@pytest.mark.replay`` names: flag > marker > fixture > ini settings."""
+    """Replay the run a ``@pytest.mark.replay`` names: flag > marker > fixture > ini settings.
+
+    `fault` is this item's one fault of the marker's ``faults=`` (see `plugin.replay_fault`).
+    """
     _importable(config)
     given = os.fspath(mark.args[0])
     kw = mark.kwargs
@@ -241,6 +256,8 @@ def replay_marked(
         on_unrecorded=merged.get("on_unrecorded", "error"),
         ordered=merged.get("ordered", True),
         agents=list(state.agents),
+        faults=fault,  # what-if: this item's fault (replay.faults)
+        repeat=merged.get("repeat") or config.option.replay_repeat,
     )
     config.hook.pytest_replay_configure(config=config, options=options)
     where = f"@pytest.mark.replay({given!r})"
@@ -248,6 +265,10 @@ def replay_marked(
         pytest.fail(f"{where}: no run {given!r}: {_store_missing(Path(options.db))}", pytrace=False)
     try:
         recording = load_recording(options.source, db=options.db)
+        if options.repeat > 1:  # what-if: replay.flaky
+            from pytest_plugin._whatif import replay_options
+
+            return replay_options(config, options, recording)
         return _run_options(config, options).replay(recording)
     except EntrypointError as exc:
         pytest.fail(f"{where}: {exc}{_ENTRYPOINT_HINT}", pytrace=False)
@@ -315,6 +336,12 @@ def write_summary(tr: pytest.TerminalReporter, config: pytest.Config, state: Sta
                 f"blessed {o.run_id}: rewrote {o.blessed_path or o.source}"
                 + (f" (forced: {forced})" if forced else "")
             )
+            if o.diff is not None:  # what-if: what the bless changed (replay.review)
+                tr.write_line(f"  {change_line(o.diff)}")
+    if config.option.replay_review and c["blessed"]:  # what-if: replay.review
+        tr.write_line(
+            "pending changes written beside the cassettes: review them with `replay review`"
+        )
     if state.report is not None:
         if state.report_error:
             tr.write_line(state.report_error, red=True)

@@ -22,6 +22,9 @@ MARKER_KWARGS: tuple[str, ...] = (
     "stub_mode",
     "match",
     "live",
+    # what-if (replay.faults, replay.flaky)
+    "faults",
+    "repeat",
 )
 ON_UNRECORDED: tuple[str, ...] = ("error", "none")
 
@@ -46,6 +49,8 @@ class ReplayOptions:
         ordered: False compares the steps as a multiset (agents calling tools in parallel).
         max_token_delta_pct: fail when tokens grow by more than this percentage (None: no gate).
         max_spend_delta_pct: fail when spend grows by more than this percentage (None: no gate).
+        faults: the faults of this replay (`replay.faults` spec), None: none.
+        repeat: replay this many times and check the step sequence is stable (`replay.flaky`).
     """
 
     source: str
@@ -61,3 +66,5 @@ class ReplayOptions:
     ordered: bool = True
     max_token_delta_pct: float | None = None
     max_spend_delta_pct: float | None = None
+    faults: Any = None
+    repeat: int = 1

@@ -25,6 +25,7 @@ instead: ini ``replay_ignore`` + fixture + marker.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from collections.abc import Iterator, Mapping
@@ -212,6 +213,78 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="linelist",
         default=[],
     )
+    _add_whatif_options(group)
+
+
+# ---- what-if options (faults, repeat, review: replay.faults, replay.flaky, replay.review) ----
+
+
+def _add_whatif_options(group: Any) -> None:
+    group.addoption(
+        "--replay-fault",
+        action="append",
+        dest="replay_faults",
+        default=[],
+        metavar="TOOL=FAULT",
+        help="Replay each run with this fault (timeout, connect, 429, 503, malformed, drift, slow; "
+        "e.g. http.get=429:retry-after=2@first:2): one item per fault; it passes when the agent "
+        "copes (neither raises nor stops with error). Repeatable; a,b faults two tools at once.",
+    )
+    group.addoption(
+        "--replay-repeat",
+        dest="replay_repeat",
+        type=int,
+        default=1,
+        metavar="K",
+        help="Replay each run K times and report it flaky when the step sequences differ.",
+    )
+    group.addoption(
+        "--replay-flaky",
+        dest="replay_flaky",
+        default="fail",
+        choices=("fail", "warn"),
+        help="What a flaky run does to the gate: fail (default) or warn.",
+    )
+    group.addoption(
+        "--replay-quarantine",
+        dest="replay_quarantine",
+        default=None,
+        metavar="FILE",
+        help="Run ids or cassette names (one a line) whose flakiness only warns.",
+    )
+    group.addoption(
+        "--replay-review",
+        action="store_true",
+        dest="replay_review",
+        default=False,
+        help="Like --replay-update, but write each new trace beside its cassette as "
+        "<cassette>.pending for `replay review` to accept or skip.",
+    )
+
+
+def _load_whatif() -> Any:
+    return importlib.import_module("pytest_plugin._whatif")
+
+
+@pytest.fixture
+def replay_fault() -> Any:
+    """This item's fault of a ``@pytest.mark.replay(..., faults=...)`` test (None: no fault)."""
+    return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One item per fault of ``@pytest.mark.replay(..., faults=...)``: ids like ``[http.get=503]``.
+
+    https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_generate_tests
+    """
+    mark = metafunc.definition.get_closest_marker("replay")
+    if not (mark and mark.kwargs.get("faults") and "replay_fault" in metafunc.fixturenames):
+        return
+    specs = _load_whatif().expand_marker(metafunc.definition.nodeid, mark.kwargs["faults"])
+    metafunc.parametrize("replay_fault", specs, ids=specs)
+
+
+# ---- end of the what-if options -------------------------------------------------------------
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -327,7 +400,7 @@ def _build_state(config: pytest.Config) -> State:
         cassettes_dir = _ini_path(config, config.getini("replay_cassettes") or "cassettes")
     report = _report_path(config)
     sources = _sources(config, flag_db or default_db, cassettes_dir)
-    update = bool(opt.replay_update or opt.replay_update_force)
+    update = bool(opt.replay_update or opt.replay_update_force or opt.replay_review)
     if update and not (opt.replay_sources or opt.replay_all):
         flag = "--replay-update-force" if opt.replay_update_force else "--replay-update"
         raise pytest.UsageError(
@@ -366,8 +439,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "replay(source, *, stubs=None, ignore=None, agent=None, db=None, on_unrecorded='error', "
-        "ordered=True): replay the recorded run `source` (a run id or a cassette path) for this "
-        "test; the `replayed` fixture gives its ReplayResult.",
+        "ordered=True, faults=None, repeat=1): replay the recorded run `source` (a run id or a "
+        "cassette path) for this test; the `replayed` fixture gives its ReplayResult. faults= "
+        "makes one item per fault (the `replay_fault` fixture names it); repeat=K fails a "
+        "flaky run.",
     )
     state = config.stash[_STATE] = _build_state(config)
     if state.active:
@@ -416,15 +491,20 @@ class ReplaySource(pytest.Collector):
             except _engine.SourceError as exc:
                 errors.append(str(exc))
                 continue
-            items.append(
-                ReplayItem.from_parent(
-                    self,
-                    name=recording.run.run_id,
-                    source=src,
-                    options=options,
-                    recording=recording,
+            for fault in self.config.option.replay_faults or [None]:  # what-if: one per fault
+                items.append(
+                    ReplayItem.from_parent(
+                        self,
+                        name=recording.run.run_id
+                        if fault is None
+                        else f"{recording.run.run_id}[{fault}]",
+                        source=src,
+                        options=dataclasses.replace(
+                            options, faults=fault, repeat=self.config.option.replay_repeat
+                        ),
+                        recording=recording,
+                    )
                 )
-            )
         if errors:
             raise ReplayCollectError("\n".join(errors))
         return items
@@ -450,6 +530,9 @@ class ReplayItem(pytest.Item):
         self.extra_keyword_matches.add(recording.run.agent)
 
     def runtest(self) -> None:
+        if self.options.faults or self.options.repeat > 1:  # what-if: replay.faults, replay.flaky
+            _load_whatif().run_item(self, _state(self.config), self.recording)
+            return
         _engine = _load_engine()
         _engine.run_item(self, _state(self.config), self.recording)  # sets self.outcome
 
@@ -642,7 +725,9 @@ def replay_config() -> dict[str, Any]:
 
 
 @pytest.fixture
-def replayed(request: pytest.FixtureRequest, replay_config: dict[str, Any]) -> ReplayResult:
+def replayed(
+    request: pytest.FixtureRequest, replay_config: dict[str, Any], replay_fault: Any
+) -> ReplayResult:
     """The `ReplayResult` of the run named by the test's ``@pytest.mark.replay(...)``."""
     mark = request.node.get_closest_marker("replay")
     if mark is None:
@@ -666,7 +751,7 @@ def replayed(request: pytest.FixtureRequest, replay_config: dict[str, Any]) -> R
     _validate_marker(request.node.nodeid, mark.args, mark.kwargs)
     _engine = _load_engine()
     result: ReplayResult = _engine.replay_marked(
-        request.config, _state(request.config), request.node, mark, replay_config
+        request.config, _state(request.config), request.node, mark, replay_config, replay_fault
     )
     return result
 

@@ -43,13 +43,16 @@ __all__ = [
     "bless",
     "bless_problem",
     "bless_reason",
+    "check_faults",
     "ensure_importable",
     "error_outcome",
+    "fault_outcome",
     "failure_text",
     "gate_failures",
     "judge",
     "merge_ignore",
     "replay_batch",
+    "replay_whatif",
     "summary_line",
     "usage_gates",
 ]
@@ -83,6 +86,9 @@ class RunOptions:
         match: tool -> ``"sequence"`` or ``{"ignore": [ARG]}``: answered from the recording
             although the args changed.
         live: tools or globs that run for real during the replay.
+        faults: what-if faults (`replay.faults`), as ``replay_run(faults=)`` takes them; in
+            `replay_whatif` each spec of `replay.faults.expand` is one replay.
+        repeat: what-if flakiness (`replay.flaky`): replay each recording this many times.
     """
 
     agent: Callable[..., Any] | str | None = None
@@ -98,6 +104,13 @@ class RunOptions:
     stub_mode: str = "always"
     match: dict[str, Any] = dataclasses.field(default_factory=dict)
     live: list[str] = dataclasses.field(default_factory=list)
+    faults: Any = None
+    repeat: int = 1
+
+    @property
+    def whatif(self) -> bool:
+        """Whether a replay runs under faults or repeated (`replay_whatif` judges it)."""
+        return bool(self.faults) or self.repeat > 1
 
     @classmethod
     def from_fields(cls, source: object, **overrides: Any) -> RunOptions:
@@ -118,22 +131,25 @@ class RunOptions:
         # when `replay --help` loads the command line.
         from replay.replayer import replay_run
 
-        return replay_run(
-            source,
-            agent=self.agent,
-            stubs=self.stubs,
-            on_unrecorded=self.on_unrecorded,
-            ignore=self.rules(),
-            db=self.db,
-            ordered=self.ordered,
-            record_to=self.record_to,
-            agents=list(self.agents),
-            project=self.project,
-            clock=self.clock,
-            stub_mode=self.stub_mode,
-            match=self.match or None,
-            live=self.live or None,
-        )
+        return replay_run(source, **self.replay_kwargs(), faults=self.faults or None)
+
+    def replay_kwargs(self) -> dict[str, Any]:
+        """The `replay_run` keyword arguments of these options, but `faults` (what-if sets it)."""
+        return {
+            "agent": self.agent,
+            "stubs": self.stubs,
+            "on_unrecorded": self.on_unrecorded,
+            "ignore": self.rules(),
+            "db": self.db,
+            "ordered": self.ordered,
+            "record_to": self.record_to,
+            "agents": list(self.agents),
+            "project": self.project,
+            "clock": self.clock,
+            "stub_mode": self.stub_mode,
+            "match": self.match or None,
+            "live": self.live or None,
+        }
 
 
 def merge_ignore(specs: Iterable[Any]) -> IgnoreRules:
@@ -333,12 +349,14 @@ def judge(
     target: Path | None = None,
     show: Callable[[Path], str] = str,
     width: int = 120,
+    write: Callable[[ReplayResult, Path], Path] | None = None,
 ) -> Verdict:
     """Matched, diverged, or (with `update`) blessed into `target`, with the failure report.
 
     A replay matches when its diff is empty and no usage gate broke. With `update`, a diverging
     replay is written to `target` unless `bless_reason` refuses it (``force`` overrides);
-    `show` turns the written path into the text shown.
+    `show` turns the written path into the text shown; `write` writes the bless (default
+    `bless`; the plugin's review mode writes a pending change, `replay.review.write_pending`).
     """
     diff = result.diff
     rid = result.recorded.run_id
@@ -353,7 +371,7 @@ def judge(
     reason = bless_reason(result)
     if update and target is not None:
         if reason is None or force:
-            shown = show(bless(result, target))
+            shown = show((write or bless)(result, target))
             forced = f" (forced: {reason})" if reason is not None else ""
             note = f"rewrote {shown}{forced}"
             return Verdict(outcome("blessed", note=note, blessed_path=shown, bless_problem=reason))
@@ -404,3 +422,86 @@ def replay_batch(
         if on_done is not None:
             on_done(o)
     return outcomes
+
+
+# ---- what-if: faults and repeats (replay.faults, replay.flaky) -------------------------------
+
+
+def check_faults(faults: Any) -> list[str]:
+    """The one-replay specs of `faults` (`replay.faults.expand`), each checked.
+
+    Raises:
+        FaultSpecError: a spec that does not parse, quoting it (a `ValueError`).
+    """
+    if not faults:
+        return []
+    from replay.faults import expand, parse_faults
+
+    specs = expand(list(faults) if isinstance(faults, tuple) else faults)
+    for spec in specs:
+        parse_faults(spec)
+    return specs
+
+
+def replay_whatif(
+    sources: Iterable[str],
+    options: RunOptions,
+    *,
+    policy: str = "fail",
+    quarantine: set[str] | None = None,
+    on_done: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Replay each source once per fault spec (`check_faults`), `options.repeat` times each.
+
+    A faulted replay matches when the agent copes (`replay.faults.judge`); a repeated one when
+    its step sequence is stable or the flakiness `policy` (``fail`` / ``warn``, `quarantine`)
+    lets it pass. `on_done` is called after each source.
+    """
+    from replay.flaky import repeat_outcome
+
+    specs = check_faults(options.faults)
+    kwargs = options.replay_kwargs()
+    outcomes: list[Outcome] = []
+    for src in sources:
+        for spec in specs or [""]:
+            if options.repeat > 1:
+                one: Outcome = repeat_outcome(
+                    src,
+                    options.repeat,
+                    policy=policy,
+                    quarantine=quarantine,
+                    faults=spec or None,
+                    **kwargs,
+                )
+            else:
+                one = fault_outcome(src, spec, **kwargs)
+            outcomes.append(one)
+        if on_done is not None:
+            on_done(outcomes[-1])
+    return outcomes
+
+
+def fault_outcome(source: str, fault: str, **kwargs: Any) -> Outcome:
+    """Replay `source` under `fault` (`replay_run` arguments in `kwargs`) and judge whether the
+    agent coped (`replay.faults.judge`): a `replay.faults.FaultOutcome`."""
+    from replay.faults import FaultOutcome
+    from replay.faults import judge as coped
+    from replay.replayer import replay_run
+
+    t0 = time.perf_counter()
+    try:
+        result = replay_run(source, faults=fault, **kwargs)
+    except REPLAY_ERRORS as exc:
+        return FaultOutcome(str(source), None, "error", error=str(exc), fault=fault)
+    problems = coped(result)
+    return FaultOutcome(
+        str(source),
+        result.recorded.run_id,
+        "diverged" if problems else "matched",
+        result.diff,
+        seconds=time.perf_counter() - t0,
+        fault=fault,
+        problems=problems,
+        stop=result.stop_reason,
+        tool_calls=result.replayed.tool_calls,
+    )

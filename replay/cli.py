@@ -31,12 +31,15 @@ from replay.batch import (
     DEFAULT_MAX_DELTA_PCT,
     RunOptions,
     UsageGate,
+    check_faults,
     ensure_importable,
     replay_batch,
+    replay_whatif,
     usage_gates,
 )
 from replay.cli_monitor import alerts, metrics, stats
 from replay.cli_otel import otel_export
+from replay.cli_review import review_cmd
 from replay.cli_view import view
 from replay.demo import demo
 from replay.diff import IgnoreRules
@@ -563,6 +566,41 @@ def _pct_option(flag: str, what: str) -> Any:
     )
 
 
+#: ``replay run``'s what-if options (`replay.faults`, `replay.flaky`): ``--fault`` and
+#: ``--repeat`` are `RunOptions` fields; ``--flaky`` / ``--quarantine`` judge a repeat.
+_WHATIF_OPTIONS = [
+    click.option(
+        "--fault",
+        "faults",
+        multiple=True,
+        metavar="TOOL=FAULT",
+        help="Replay under this fault (timeout, connect, 429, 503, malformed, drift, slow; e.g. "
+        "http.get=429:retry-after=2@first:2); one replay per --fault, a,b for two at once. "
+        "Exit 1 when the agent does not cope (raises or stops with error).",
+    ),
+    click.option(
+        "--repeat",
+        type=click.IntRange(min=1),
+        default=1,
+        help="Replay each run K times; exit 1 when the step sequences differ (flaky).",
+    ),
+    click.option(
+        "--flaky",
+        "flaky_policy",
+        type=click.Choice(["fail", "warn"]),
+        default="fail",
+        show_default=True,
+        help="With --repeat: what a flaky run does to the exit code.",
+    ),
+    click.option(
+        "--quarantine",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="With --repeat: run ids or cassette names (one a line) whose flakiness only warns.",
+    ),
+]
+
+
 def _run_options(f: Any) -> Any:
     """The options of how each recording is replayed: the fields of `replay.batch.RunOptions`.
 
@@ -620,6 +658,7 @@ def _run_options(f: Any) -> Any:
             ),
             _pct_option("--max-token-delta-pct", "tokens"),
             _pct_option("--max-spend-delta-pct", "spend (cost_usd)"),
+            *_WHATIF_OPTIONS,
         ]
     ):
         f = option(f)
@@ -678,18 +717,21 @@ def run_cmd(
         raise BadInput("--stop-reason filters --last: add --last N")
     options, gates, agent_name = _batch_options(db, run_opts, last)
     targets = list(sources) + _recent(db, last, agent_name, stop_reason)
+    judging = _whatif_judging(run_opts) if options.whatif else {}
     show_progress = len(targets) > 1 and not as_json
     with (
         click.progressbar(length=len(targets), label="replaying", file=sys.stderr, show_pos=True)
         if show_progress
         else contextlib.nullcontext()
     ) as bar:
-        outcomes = replay_batch(
-            targets, options, gates, on_done=(lambda _: bar.update(1)) if bar else None
-        )
+        on_done = (lambda _: bar.update(1)) if bar else None
+        if options.whatif:
+            outcomes = replay_whatif(targets, options, **judging, on_done=on_done)
+        else:
+            outcomes = replay_batch(targets, options, gates, on_done=on_done)
     if report_path:
         write_report(outcomes, report_path)
-    _print_outcomes(outcomes, as_json, markdown, options.record_to)
+    _print_outcomes(outcomes, as_json, markdown, options.record_to, diff=not options.whatif)
     if len(outcomes) == 1 and outcomes[0].status == "error":
         click.echo(f"Error: {outcomes[0].error}", err=True)
     if any(o.status == "error" for o in outcomes):
@@ -710,6 +752,7 @@ def _batch_options(
     try:
         rules = IgnoreRules.parse(list(run_opts["ignore"]))
         match = parse_match_options(run_opts.pop("match", ()))
+        check_faults(run_opts["faults"])
     except ValueError as exc:
         raise BadInput(str(exc)) from exc
     agent_opt = run_opts["agent_opt"]
@@ -732,6 +775,18 @@ def _batch_options(
     return options, gates, agent_name
 
 
+def _whatif_judging(run_opts: dict[str, Any]) -> dict[str, Any]:
+    """How a what-if replay is judged: the --flaky policy and the --quarantine list."""
+    from replay.flaky import load_quarantine
+
+    path = run_opts["quarantine"]
+    try:
+        listed = load_quarantine(path) if path else None
+    except ReplayError as exc:
+        raise BadInput(str(exc)) from exc
+    return {"policy": run_opts["flaky_policy"], "quarantine": listed}
+
+
 def _recent(db: str, last: int | None, agent: str | None, stop_reason: str | None) -> list[str]:
     """The run ids of the `last` most recent runs (of `agent`, stopped for `stop_reason`)."""
     if last is None:
@@ -751,11 +806,18 @@ def _recent(db: str, last: int | None, agent: str | None, stop_reason: str | Non
 
 
 def _print_outcomes(
-    outcomes: list[Outcome], as_json: bool, markdown: bool, record_to: str | None
+    outcomes: list[Outcome],
+    as_json: bool,
+    markdown: bool,
+    record_to: str | None,
+    *,
+    diff: bool = True,
 ) -> None:
+    """The outcomes as JSON, Markdown or lines; one replay's diff in full unless `diff` is False
+    (a what-if replay prints its verdict line)."""
     if as_json:
         click.echo(render_report(outcomes, "json"))
-    elif len(outcomes) == 1 and outcomes[0].diff is not None:
+    elif diff and len(outcomes) == 1 and outcomes[0].diff is not None:
         only = outcomes[0]
         if only.status == "diverged" and only.diff is not None and only.diff.is_empty:
             # Only a usage gate broke: the diff alone would read "matches".
@@ -775,7 +837,7 @@ def _print_outcomes(
         click.echo(summary_line(outcomes))
 
 
-for _command in (stats, alerts, metrics, demo, view, otel_export):
+for _command in (stats, alerts, metrics, demo, view, otel_export, review_cmd):
     cli.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,6 +20,7 @@ from typing import Any
 from replay.binding import ToolSpec
 from replay.context import _step
 from replay.errors import RecordedToolError, ReplayError, UnrecordedCall
+from replay.faults import Fault, FaultPlan
 from replay.fidelity import rebuild_error, rebuild_value
 from replay.guards import default_db, shared_redaction_key
 from replay.hashing import sha_of_canonical, thaw
@@ -109,6 +110,16 @@ def _replay_key(recording: Recording) -> tuple[bytes, str]:
     return os.urandom(32), f"a random key: ${ENV_VAR} is not set"
 
 
+def _check_modes(on_unrecorded: str, stub_mode: str) -> None:
+    if on_unrecorded not in ON_UNRECORDED:
+        raise ValueError(f"on_unrecorded={on_unrecorded!r}: use one of {', '.join(ON_UNRECORDED)}")
+    if stub_mode not in STUB_MODES:
+        raise ValueError(
+            f"stub_mode={stub_mode!r}: use 'always' (a stub answers every call of its tool) "
+            "or 'miss' (only calls the recording has no answer for)"
+        )
+
+
 class ReplaySession:
     """The replay layer of one replay (a `ToolLayer`); installed in a contextvar while the agent
     runs.
@@ -128,16 +139,11 @@ class ReplaySession:
         stub_mode: str = "always",
         match: Mapping[str, Any] | None = None,
         live: Iterable[str] | None = None,
+        faults: Any = None,
     ) -> None:
-        if on_unrecorded not in ON_UNRECORDED:
-            raise ValueError(
-                f"on_unrecorded={on_unrecorded!r}: use one of {', '.join(ON_UNRECORDED)}"
-            )
-        if stub_mode not in STUB_MODES:
-            raise ValueError(
-                f"stub_mode={stub_mode!r}: use 'always' (a stub answers every call of its tool) "
-                "or 'miss' (only calls the recording has no answer for)"
-            )
+        _check_modes(on_unrecorded, stub_mode)
+        #: what-if faults (`replay.faults`): parsed first, so a bad spec leaves nothing to close
+        self.faults = FaultPlan.parse(faults, recording) if faults else None
         self.recording = recording
         self.source_run_id = recording.run.run_id
         self.stubs = dict(stubs or {})
@@ -215,13 +221,10 @@ class ReplaySession:
         if self.live and self.live.covers(spec.name):
             return LIVE.call(st, spec, args, kwargs, self.enter_live(st, spec, args, kwargs))
         step = self.enter(st, spec, args, kwargs)
-        stub = self.stubs.get(spec.name) if self.stub_mode == "always" else None
-        if stub is not None:
-            return self.run_stub(st, step, stub, args, kwargs)
-        recorded = self.find(step)
-        if recorded is None:
-            return self.miss(st, step, args, kwargs)
-        return self.answer(st, step, recorded)
+        fault = self.faults.pick(spec.name) if self.faults is not None else None
+        if fault is not None:
+            return self.inject(st, step, fault, args, kwargs)
+        return self.respond(st, step, args, kwargs)
 
     async def acall(
         self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -232,17 +235,84 @@ class ReplaySession:
         if stub is None or not inspect.iscoroutinefunction(stub):
             return self.call(st, spec, args, kwargs)
         step = self.enter(st, spec, args, kwargs)
+        fault = self.faults.pick(spec.name) if self.faults is not None else None
+        if fault is not None and fault.kind not in ("slow", "drift"):
+            return self.inject(st, step, fault, args, kwargs)
+        if fault is not None:
+            self.marks[step.step_id] = f"fault: {fault.label}"
+            if fault.kind == "slow" and self.faults is not None:
+                self.faults.delay(fault)  # on the recorded clock: no real wait
         if self.stub_mode == "miss":
             recorded = self.find(step)
             if recorded is not None:
                 return self.answer(st, step, recorded)
         try:
             result = await stub(*args, **kwargs)
+            if fault is not None and fault.kind == "drift":
+                result = FaultPlan.drift(fault, result)
         except BaseException as exc:
             st.finish_error(step, exc)
             raise
         st.finish_ok(step, result)
         return result
+
+    def respond(
+        self, st: RunState, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Answer an entered step: its stub (``stub_mode="always"``), else the recording."""
+        stub = self.stubs.get(step.spec.name) if self.stub_mode == "always" else None
+        if stub is not None:
+            return self.run_stub(st, step, stub, args, kwargs)
+        recorded = self.find(step)
+        if recorded is None:
+            return self.miss(st, step, args, kwargs)
+        return self.answer(st, step, recorded)
+
+    # ---- what-if: faults (replay.faults) ----------------------------------------------------
+
+    def inject(
+        self,
+        st: RunState,
+        step: Step,
+        fault: Fault,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Answer an entered step under `fault`: raise its error, drift its answer, or answer late.
+
+        An error does not use up the recorded answer (a retry with the same args gets it).
+        """
+        plan = self.faults
+        assert plan is not None  # a fault comes from the plan
+        self.marks[step.step_id] = f"fault: {fault.label}"
+        if fault.kind == "slow":
+            plan.delay(fault)
+            return self.respond(st, step, args, kwargs)
+        if fault.kind != "drift":
+            err = plan.error(fault, args, kwargs)
+            st.finish_error(step, err)
+            raise err
+        try:
+            value = plan.drift(fault, self.unfinished_answer(step, args, kwargs))
+        except BaseException as exc:
+            st.finish_error(step, exc)
+            raise
+        st.finish_ok(step, value)
+        return value
+
+    def unfinished_answer(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """What would answer `step` (stub or recording; its error raised), leaving it unfinished."""
+        stub = self.stubs.get(step.spec.name) if self.stub_mode == "always" else None
+        recorded = None if stub is not None else self.find(step)
+        if recorded is None:
+            stub = stub or self.stubs.get(step.spec.name)
+            if stub is None:
+                raise self.unrecorded(step.spec, step.args_sha or "")
+            return stub(*args, **kwargs)
+        snap = self.recording.snapshots.get(recorded.output_sha) if recorded.output_sha else None
+        if recorded.status == "error":
+            raise _rebuild_error(snap[0] if snap else {"error": recorded.error or "Error"})
+        return None if snap is None else _rebuild_value(snap[0], snap[1])
 
     # ---- the steps of the layer (a mode built on this layer uses these) ---------------------
 

@@ -383,6 +383,7 @@ def replay_run(
     stub_mode: str = "always",
     match: Mapping[str, Any] | None = None,
     live: Iterable[str] | None = None,
+    faults: Any = None,
 ) -> ReplayResult:
     """Replay a recorded run against the code checked out now and diff it with the recording.
 
@@ -414,6 +415,9 @@ def replay_run(
         clock: ``"recorded"`` (default) runs the agent at the recorded run's wall-clock time
             (``time.time()``, ``datetime.now()`` start at its start and tick on; time-machine),
             so "today" in a prompt replays identically; ``"real"`` leaves the clock alone.
+        faults: replace chosen calls' answers with errors or bad answers (`replay.faults`):
+            ``{"http.get": 503}``, ``"http.get=429:retry-after=2@first:2"``; a bad spec raises
+            `replay.faults.FaultSpecError` before the agent runs.
 
     Raises:
         RunNotFoundError, CassetteDecodeError, EntrypointError, ExpiredSnapshotsError: before
@@ -430,6 +434,7 @@ def replay_run(
         stub_mode=stub_mode,
         match=match,
         live=live,
+        faults=faults,
         on_unrecorded=on_unrecorded,
         redaction=redaction,
         record_to=record_to,
@@ -617,6 +622,7 @@ async def replay_run_async(
     stub_mode: str = "always",
     match: Mapping[str, Any] | None = None,
     live: Iterable[str] | None = None,
+    faults: Any = None,
 ) -> ReplayResult:
     """`replay_run` for async agents inside a running event loop.
 
@@ -634,6 +640,7 @@ async def replay_run_async(
         stub_mode=stub_mode,
         match=match,
         live=live,
+        faults=faults,
         on_unrecorded=on_unrecorded,
         redaction=redaction,
         record_to=record_to,

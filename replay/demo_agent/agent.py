@@ -21,7 +21,12 @@ from replay.demo_agent.config import DeployedVersions, rec, version
 from replay.demo_agent.tools import BASE_URL, email_send, http_get, kb_search
 from replay.demo_agent.upstream import HTTPStatusError
 
-__all__ = ["MAX_REWRITES_V1", "handle"]
+__all__ = ["MAX_REWRITES_V1", "UPSTREAM_ERRORS", "handle"]
+
+#: What the policy reads as "the upstream call failed": an HTTP error answer, a timeout, a refused
+#: connection (a timeout or a connection error is what a fault test injects; the fake upstream
+#: itself only answers with HTTP errors).
+UPSTREAM_ERRORS = (HTTPStatusError, TimeoutError, ConnectionError)
 
 #: v1's bound on "rephrase your search and try again".
 MAX_REWRITES_V1 = 6
@@ -86,7 +91,7 @@ def _handle_v1(ticket: dict[str, Any]) -> str:
                 order = http_get(f"{BASE_URL}/orders/{ticket['order_id']}")
             if customer is None:
                 customer = http_get(f"{BASE_URL}/customers/{ticket['customer_id']}")
-        except HTTPStatusError:
+        except UPSTREAM_ERRORS:
             # support-v3: "If a tool call fails, rephrase your search and try again."
             if rewrites >= MAX_REWRITES_V1:
                 return f"could not answer ticket {ticket['ticket_id']}: the shop API kept failing"
@@ -99,7 +104,7 @@ def _handle_v1(ticket: dict[str, Any]) -> str:
         try:
             email_send(customer["email"], subject, body)
             break
-        except HTTPStatusError:
+        except UPSTREAM_ERRORS:
             continue
     return f"replied to ticket {ticket['ticket_id']}"
 
@@ -112,19 +117,24 @@ def _handle_v2(ticket: dict[str, Any]) -> str:
         order = http_get(f"{BASE_URL}/orders/{ticket['order_id']}")
         _think(2)
         customer = http_get(f"{BASE_URL}/customers/{ticket['customer_id']}")
-    except HTTPStatusError as exc:
+    except UPSTREAM_ERRORS as exc:
         # The loop guard (support-v4): the tool already retried; searching again cannot help.
-        return _escalate(ticket, f"the shop API answered {exc.status_code}")
+        return _escalate(ticket, f"the shop API {_failure(exc)}")
     _think(3)
     subject, body = _reply(ticket, order, customer, articles)
     try:
         email_send(customer["email"], subject, body)
-    except HTTPStatusError as exc:
+    except UPSTREAM_ERRORS as exc:
         replay.stop("escalated")  # no second send: a human checks what the customer received
-        return (
-            f"escalated ticket {ticket['ticket_id']}: the email gateway answered {exc.status_code}"
-        )
+        return f"escalated ticket {ticket['ticket_id']}: the email gateway {_failure(exc)}"
     return f"replied to ticket {ticket['ticket_id']}"
+
+
+def _failure(exc: BaseException) -> str:
+    """How an upstream call failed, in a few words: ``answered 503``, ``timed out``."""
+    if isinstance(exc, HTTPStatusError):
+        return f"answered {exc.status_code}"
+    return "timed out" if isinstance(exc, TimeoutError) else "refused the connection"
 
 
 def _escalate(ticket: dict[str, Any], why: str) -> str:

@@ -229,7 +229,7 @@ def test_unknown_marker_keyword_is_a_usage_error(pytester: pytest.Pytester) -> N
                 "ERROR: test_unknown_marker_keyword_is_a_usage_error.py::test_typo: "
                 "@pytest.mark.replay got "
                 "unexpected keyword argument(s) stub; allowed: agent, db, ignore, on_unrecorded, "
-                "ordered, stubs, stub_mode, match, live"
+                "ordered, stubs, stub_mode, match, live, faults, repeat"
             )
         ]
     )

@@ -1,0 +1,71 @@
+"""Faults on async tools: the replay layer's `acall` faults them, with or without an async stub."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from replay import Recorder, replay_run
+from replay.faults import ToolHTTPError, ToolTimeout
+
+SEEN: list[Any] = []
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> tuple[Any, str, Any]:
+    """An async agent calling an async tool twice, recorded once."""
+    rec = Recorder(tmp_path / "rec.db")
+
+    @rec.tool("orders.lookup")
+    async def lookup(order_id: str) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"id": order_id, "status": "shipped"}
+
+    @rec.agent("async-orders")
+    async def agent(first: str) -> str:
+        SEEN.clear()
+        for order_id in (first, "B-2"):
+            try:
+                SEEN.append(await lookup(order_id))
+            except Exception as exc:  # noqa: BLE001 - the test reads what the tool raised
+                SEEN.append(exc)
+        return "done"
+
+    async def record() -> str:
+        await agent("A-1")
+        return rec.last_run_id
+
+    run_id = asyncio.run(record())
+    rec.flush()
+    yield rec, run_id, agent
+    rec.close()
+
+
+def test_async_tool_answers_the_fault_error(recorded: tuple[Any, str, Any]) -> None:
+    """A faulted async call raises the fault error in the agent, the diff names the fault, the next
+    call replays."""
+    rec, run_id, agent = recorded
+    res = replay_run(run_id, db=rec.db, agent=agent, faults="orders.lookup=503@first:1")
+    assert isinstance(SEEN[0], ToolHTTPError) and SEEN[0].status_code == 503
+    assert SEEN[1] == {"id": "B-2", "status": "shipped"}
+    assert [s.status for s in res.calls("orders.lookup")] == ["error", "ok"]
+    assert "(fault: 503@first:1)" in res.diff.to_text(width=200, color=False)
+
+
+def test_async_stub_is_faulted_too(recorded: tuple[Any, str, Any]) -> None:
+    """An async stub does not escape a fault: timeout raises, drift drops a field of its answer."""
+    rec, run_id, agent = recorded
+
+    async def stub(order_id: str) -> dict[str, Any]:
+        return {"id": order_id, "status": "stubbed"}
+
+    stubs = {"orders.lookup": stub}
+    replay_run(run_id, db=rec.db, agent=agent, stubs=stubs, faults="orders.lookup=timeout@call:2")
+    assert SEEN[0] == {"id": "A-1", "status": "stubbed"} and isinstance(SEEN[1], ToolTimeout)
+    replay_run(
+        run_id, db=rec.db, agent=agent, stubs=stubs, faults="orders.lookup=drift:field=status"
+    )
+    assert SEEN == [{"id": "A-1"}, {"id": "B-2"}]
