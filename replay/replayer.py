@@ -423,27 +423,12 @@ def replay_run(
         RunNotFoundError, CassetteDecodeError, EntrypointError, ExpiredSnapshotsError: before
             anything runs (the last when outputs the replay needs were pruned; stubs cover them).
     """
-    session, recording, fn, call = _start(
-        source,
-        agent,
-        db,
-        agents=agents,
-        project=project,
-        clock=clock,
-        stubs=stubs,
-        stub_mode=stub_mode,
-        match=match,
-        live=live,
-        faults=faults,
-        on_unrecorded=on_unrecorded,
-        redaction=redaction,
-        record_to=record_to,
-    )
-    with _agent_running(session, clock, allow_network, allow_subprocess) as out:
-        out.value = _invoke(session, fn, recording, call)
+    replay = _Replay(**locals()).start()
+    with replay.running() as out:
+        out.value = replay.invoke()
         if inspect.isawaitable(out.value):
             out.value = asyncio.run(_await(out.value))
-    return _conclude(session, recording, out.value, out.exception, ignore, ordered)
+    return replay.conclude(out)
 
 
 @dataclasses.dataclass
@@ -454,20 +439,66 @@ class _Outcome:
     exception: BaseException | None = None
 
 
-def _start(
-    source: Any,
-    agent: Callable[..., Any] | str | None,
-    db: Any,
-    *,
-    agents: Sequence[str],
-    project: str | os.PathLike[str] | None,
-    clock: str,
-    **options: Any,
-) -> tuple[ReplaySession, Recording, Callable[..., Any], tuple[list[Any], dict[str, Any]]]:
-    """Everything a replay needs before the agent runs; every error is raised here."""
-    _check_clock(clock)
-    recording, fn, call = _prepare(source, agent, db, agents=agents, project=project)
-    return _new_session(recording, **options), recording, fn, call
+@dataclasses.dataclass
+class _Replay:
+    """One replay: the options `replay_run` / `replay_run_async` took (passed on once, here),
+    then what `start` prepared (the session, the recording, the agent and its call)."""
+
+    source: Any
+    agent: Callable[..., Any] | str | None
+    stubs: Mapping[str, Callable[..., Any]] | None
+    on_unrecorded: str
+    ignore: Any
+    db: str | os.PathLike[str] | None
+    ordered: bool
+    redaction: RedactionConfig | None
+    record_to: str | os.PathLike[str] | None
+    agents: Sequence[str]
+    project: str | os.PathLike[str] | None
+    allow_network: bool
+    allow_subprocess: bool
+    clock: str
+    stub_mode: str
+    match: Mapping[str, Any] | None
+    live: Iterable[str] | None
+    faults: Any
+    session: ReplaySession = dataclasses.field(init=False)
+    recording: Recording = dataclasses.field(init=False)
+    fn: Callable[..., Any] = dataclasses.field(init=False)
+    call: tuple[list[Any], dict[str, Any]] = dataclasses.field(init=False)
+
+    def start(self) -> _Replay:
+        """Everything the replay needs before the agent runs; every error is raised here."""
+        _check_clock(self.clock)
+        self.recording, self.fn, self.call = _prepare(
+            self.source, self.agent, self.db, agents=self.agents, project=self.project
+        )
+        self.session = _new_session(
+            self.recording,
+            stubs=self.stubs,
+            stub_mode=self.stub_mode,
+            match=self.match,
+            live=self.live,
+            faults=self.faults,
+            on_unrecorded=self.on_unrecorded,
+            redaction=self.redaction,
+            record_to=self.record_to,
+        )
+        return self
+
+    def running(self) -> contextlib.AbstractContextManager[_Outcome]:
+        """The block the agent runs in (`_agent_running`)."""
+        return _agent_running(self.session, self.clock, self.allow_network, self.allow_subprocess)
+
+    def invoke(self) -> Any:
+        """Call the agent (an awaitable for an async one)."""
+        return _invoke(self.session, self.fn, self.recording, self.call)
+
+    def conclude(self, out: _Outcome) -> ReplayResult:
+        """The replayed run diffed with the recording; the session closed."""
+        return _conclude(
+            self.session, self.recording, out.value, out.exception, self.ignore, self.ordered
+        )
 
 
 @contextlib.contextmanager
@@ -629,24 +660,9 @@ async def replay_run_async(
     With ``clock="recorded"`` the whole process sees the recorded time while the agent runs
     (other tasks of the loop included); pass ``clock="real"`` where that matters.
     """
-    session, recording, fn, call = _start(
-        source,
-        agent,
-        db,
-        agents=agents,
-        project=project,
-        clock=clock,
-        stubs=stubs,
-        stub_mode=stub_mode,
-        match=match,
-        live=live,
-        faults=faults,
-        on_unrecorded=on_unrecorded,
-        redaction=redaction,
-        record_to=record_to,
-    )
-    with _agent_running(session, clock, allow_network, allow_subprocess) as out:
-        out.value = _invoke(session, fn, recording, call)
+    replay = _Replay(**locals()).start()
+    with replay.running() as out:
+        out.value = replay.invoke()
         if inspect.isawaitable(out.value):
             out.value = await out.value
-    return _conclude(session, recording, out.value, out.exception, ignore, ordered)
+    return replay.conclude(out)
