@@ -37,12 +37,13 @@ it, as a retry after a transient failure would. The replayed step records the fa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from replay.errors import ReplayError
@@ -50,6 +51,7 @@ from replay.fidelity import loaded_class
 from replay.report import Outcome
 
 __all__ = [
+    "CallFaults",
     "Fault",
     "FaultOutcome",
     "FaultPlan",
@@ -574,7 +576,35 @@ def _drop(value: Any, path: str | None) -> Any:
     return out
 
 
-class FaultPlan:
+class _Counted:
+    """Counts the calls of each name and picks the fault that answers each one (thread-safe)."""
+
+    def __init__(self, faults: list[Fault]) -> None:
+        for f in faults:
+            if f.client is not None and ":" in f.client and loaded_class(f.client) is None:
+                raise _bad(
+                    f.spec,
+                    f"client={f.client} is not a class of a module the agent imported "
+                    "(faults never import a module): import it first, or use one of "
+                    + ", ".join(CLIENTS),
+                )
+        self.faults = faults
+        self.calls: dict[str, int] = {}
+        self.injected: list[tuple[int, str]] = []  # (call number, spec), in order
+        self._lock = threading.Lock()
+
+    def pick(self, tool: str) -> Fault | None:
+        """Count a call of `tool`; the fault that answers it, None when it is not faulted."""
+        with self._lock:
+            n = self.calls[tool] = self.calls.get(tool, 0) + 1
+        fault = next((f for f in self.faults if f.tool == tool and f.applies(n)), None)
+        if fault is not None:
+            with self._lock:
+                self.injected.append((n, fault.spec))
+        return fault
+
+
+class FaultPlan(_Counted):
     """The faults of one replay, bound to its recording; counts each tool's calls (thread-safe)."""
 
     def __init__(self, faults: list[Fault], recording: Any) -> None:
@@ -586,34 +616,14 @@ class FaultPlan:
                     f"the recording {recording.run.run_id} has no call of {f.tool!r} "
                     f"(its tools: {', '.join(sorted(tools)) or '(none)'})",
                 )
-            if f.client is not None and ":" in f.client and loaded_class(f.client) is None:
-                raise _bad(
-                    f.spec,
-                    f"client={f.client} is not a class of a module the agent imported "
-                    "(faults never import a module): import it first, or use one of "
-                    + ", ".join(CLIENTS),
-                )
-        self.faults = faults
+        super().__init__(faults)
         self.recording = recording
-        self.calls: dict[str, int] = {}
-        self.injected: list[tuple[int, str]] = []  # (call number, spec), in order
-        self._lock = threading.Lock()
         self._clients = {f.tool: f.client or recorded_client(recording, f.tool) for f in faults}
 
     @classmethod
     def parse(cls, faults: Any, recording: Any) -> FaultPlan:
         """The plan for `faults` (any form `parse_faults` takes) on `recording`."""
         return cls(parse_faults(faults), recording)
-
-    def pick(self, tool: str) -> Fault | None:
-        """Count a call of `tool`; the fault that answers it, None when it is not faulted."""
-        with self._lock:
-            n = self.calls[tool] = self.calls.get(tool, 0) + 1
-        fault = next((f for f in self.faults if f.tool == tool and f.applies(n)), None)
-        if fault is not None:
-            with self._lock:
-                self.injected.append((n, fault.spec))
-        return fault
 
     def error(self, fault: Fault, args: tuple[Any, ...], kwargs: dict[str, Any]) -> BaseException:
         """The exception a faulted call raises (timeout, connect, status, malformed)."""
@@ -634,6 +644,48 @@ class FaultPlan:
             ((e.duration_ms or 0) / 1000 for e in self.recording.steps if e.tool == tool),
             default=0.0,
         )
+
+
+class CallFaults(_Counted):
+    """Faults on what a live tool calls below itself (its client, an upstream), same spec syntax.
+
+    A fault on a tool replaces its whole answer, so code inside the tool (a retry loop around
+    its client) never runs. To test that code, run the tool live (``live={"http.get"}``) and
+    fault the calls it makes instead: `wrap` puts the plan in front of one callable::
+
+        faults = CallFaults("upstream.get=503@first:3", client="shop.client:HTTPStatusError")
+        client.get = faults.wrap("upstream.get", client.get)
+
+    A faulted call raises the fault's error (`client` names the class, as ``client=`` does in a
+    spec; default: a `ToolFault`), or answers late (``slow``) or drifted (``drift``); the others
+    go through. `calls` counts every call per name, faulted ones included; `injected` lists
+    ``(call number, spec)`` of the faulted ones.
+    """
+
+    def __init__(self, faults: Any, *, client: str | None = None) -> None:
+        faults = parse_faults(faults)
+        if client is not None:  # checked as a spec's own client= is
+            faults = [dataclasses.replace(f, client=f.client or client) for f in faults]
+            _option(f"client={client}", "status", f"client={client}")
+        super().__init__(faults)
+
+    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """`fn` behind the faults of `name`: each call counted, the faulted ones answered so."""
+
+        @functools.wraps(fn)
+        def faulted(*args: Any, **kwargs: Any) -> Any:
+            fault = self.pick(name)
+            if fault is None:
+                return fn(*args, **kwargs)
+            if fault.kind == "slow":
+                _wait(fault.delay_s or 0.0)
+                return fn(*args, **kwargs)
+            if fault.kind == "drift":
+                return _drop(fn(*args, **kwargs), fault.field)
+            client = None if fault.client == "builtin" else fault.client
+            raise build_error(fault, client, args, kwargs)
+
+        return faulted
 
 
 def _wait(seconds: float) -> None:
