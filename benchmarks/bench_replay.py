@@ -1,11 +1,14 @@
 """Benchmark of replay (issue 3, Speed; issue 13, replay at scale).
 
-Run: ``python benchmarks/bench_replay.py`` (``--scale`` for the replay-at-scale rows only). Figures:
+Run: ``python benchmarks/bench_replay.py`` (``--scale`` for the replay-at-scale rows only,
+``--sequence`` for the model-matching row). Figures:
 - replay + diff of a recorded 10,000-step run (median of 3), target <= 1 s;
 - replay + diff at 10,000 and 100,000 steps against a hand-rolled positional replay of the same
   recording measured in the same run (read the rows with sqlite3, answer the n-th call with the
   n-th recorded output, compare the (tool, args sha) sequences): target <= 2x; and the memory a
   replay allocates per step at its peak (tracemalloc), target about half of 5.7 KB;
+- replay + diff of a 10,000-step run whose agent calls a model each step, after a prompt change,
+  with ``match={"llm": "sequence"}`` against the positional replay: target <= 3x;
 - the fixed tool layer's answer per call in a 1,000-step and a 10,000-step recording (it must
   not grow with the recording: a dict keyed by (tool, args_sha)), target < 50 us;
 - loading a 10,000-step cassette, target <= 0.5 s; reference: json.loads of the same file.
@@ -62,7 +65,13 @@ def _build(n: int, d: str) -> tuple[Any, str, Any]:
     return rec, rec.last_run_id, agent
 
 
-def _positional(db: str, run_id: str, n_steps: int) -> float:
+def _lookup_args(i: int) -> dict[str, Any]:
+    return {"i": i}
+
+
+def _positional(
+    db: str, run_id: str, n_steps: int, tool: str = "lookup", args_of: Any = _lookup_args
+) -> float:
     """Seconds for a hand-rolled positional replay of the run: the baseline of the ratio.
 
     What a team writes without agent-replay: read the steps and their outputs with sqlite3, answer
@@ -80,17 +89,84 @@ def _positional(db: str, run_id: str, n_steps: int) -> float:
     outputs = [json.loads(body) for _, _, body in rows]
     seen: list[tuple[str, str]] = []
 
-    def lookup(i: int) -> Any:
-        args = json.dumps({"i": i}, sort_keys=True, separators=(",", ":"))
-        seen.append(("lookup", hashlib.sha256(args.encode()).hexdigest()[:24]))
+    def call(i: int) -> Any:
+        args = json.dumps(args_of(i), sort_keys=True, separators=(",", ":"))
+        seen.append((tool, hashlib.sha256(args.encode()).hexdigest()[:24]))
         return outputs[len(seen) - 1]
 
-    total = 0
     for i in range(n_steps):
-        total += lookup(i)["i"]
-    diverged = [k for k, (a, b) in enumerate(zip(seen, rows, strict=False)) if a != (b[0], b[1])]
-    assert not diverged and len(seen) == len(rows), diverged[:3]
+        call(i)
+    # positional: the n-th call is answered whatever its args; only the sequence length is checked
+    assert len(seen) == len(rows) and all(r[0] == tool for r in rows)
     return time.perf_counter() - t0
+
+
+#: The prompt the model bench agent sends: changed between record and replay (a fix to the prompt).
+_PROMPT = {"system": "You are a support agent."}
+
+
+def _model_args(i: int) -> dict[str, Any]:
+    return {
+        "messages": [
+            {"role": "system", "content": _PROMPT["system"]},
+            {"role": "user", "content": f"ticket {i}: where is my order?"},
+        ]
+    }
+
+
+def _build_model(n: int, d: str) -> tuple[Any, str, Any]:
+    """A recorded run whose agent calls a model each step (OpenAI-shaped answers with usage)."""
+    rec = Recorder(os.path.join(d, f"m{n}.db"))
+
+    @rec.model("llm")
+    def llm(messages: list[dict[str, str]]) -> dict[str, Any]:
+        return {
+            "choices": [{"message": {"role": "assistant", "content": "It shipped yesterday."}}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 5},
+        }
+
+    @rec.agent("bench-model-agent")
+    def agent(n_steps: int) -> int:
+        return sum(len(llm(**_model_args(i))["choices"]) for i in range(n_steps))
+
+    _PROMPT["system"] = "You are a support agent."
+    agent(n)
+    rec.flush(120)
+    return rec, rec.last_run_id, agent
+
+
+def sequence_rows(d: str, sizes: tuple[int, ...] = (10_000,)) -> list[dict[str, Any]]:
+    """Replay + diff with ``match={"llm": "sequence"}`` after a prompt change, vs positional."""
+    rows: list[dict[str, Any]] = []
+    for n in sizes:
+        rec, rid, agent = _build_model(n, d)
+        rec.close()
+        _PROMPT["system"] = "You are a careful support agent."  # every model call's args change
+        ours, base = [], []
+        for _ in range(3):
+            gc.collect()
+            t0 = time.perf_counter()
+            res = replay_run(rid, agent=agent, db=rec.db, match={"llm": "sequence"})
+            ours.append(time.perf_counter() - t0)
+            assert res.exception is None and len(res.steps) == n, res.exception
+            assert sum(1 for c in res.diff.changes if c.kind == "args_changed") == n
+            del res
+            gc.collect()
+            base.append(_positional(str(rec.db), rid, n, "llm", _model_args))
+        o, b = statistics.median(ours), statistics.median(base)
+        rows.append(
+            {
+                "name": f'replay + diff, match={{"llm": "sequence"}}, {n:,} model steps',
+                "value": round(o, 3),
+                "unit": "s",
+                "reference_name": "hand-rolled positional replay",
+                "reference_value": round(b, 3),
+                "ratio": round(o / b, 2),
+                "target": "<= 3x",
+                "ok": o / b <= 3,
+            }
+        )
+    return rows
 
 
 def _peak_bytes(fn: Any) -> int:
@@ -219,6 +295,7 @@ def run() -> list[dict[str, Any]]:
         )
         rec.close()
         rows.extend(scale_rows(d))
+        rows.extend(sequence_rows(d))
     return rows
 
 
@@ -227,6 +304,9 @@ if __name__ == "__main__":
 
     if "--scale" in sys.argv:
         with tempfile.TemporaryDirectory() as tmp:
-            print_rows(scale_rows(tmp))
+            print_rows(scale_rows(tmp) + sequence_rows(tmp))
+    elif "--sequence" in sys.argv:
+        with tempfile.TemporaryDirectory() as tmp:
+            print_rows(sequence_rows(tmp))
     else:
         print_rows(run())

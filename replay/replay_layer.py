@@ -43,6 +43,9 @@ __all__ = ["ON_UNRECORDED", "STUB_MODES", "ReplaySession"]
 ON_UNRECORDED = ("error", "none")
 #: When a stub answers its tool: on every call, or only where the recording has no answer.
 STUB_MODES = ("always", "miss")
+#: The most memory one replay spends remembering args_sha per distinct args (`args_sha`).
+ARGS_MEMO_BYTES = 1 << 20
+_MEMO_ENTRY_BYTES = 200  # a dict slot, the bytes object's header, the sha string
 
 
 def _rebuild_value(value: Any, type_name: str | None) -> Any:
@@ -181,6 +184,8 @@ class ReplaySession:
         self.http_playback: Any = None
         self.answered: dict[int, int] = {}
         self.http_loose = recording.secret_key is None or key != recording.secret_key
+        self._sha_memo: dict[bytes, str] = {}  # frozen args -> args_sha (`args_sha`)
+        self._memo_room = ARGS_MEMO_BYTES
         self._index_recording()
 
     def _index_recording(self) -> None:
@@ -325,8 +330,20 @@ class ReplaySession:
         return step
 
     def args_sha(self, frozen_args: bytes) -> str:
-        """args_sha of frozen args: redacted with the recording's key, canonical, hashed."""
-        return sha_of_canonical(self.redactor.canonical(thaw(frozen_args)))
+        """args_sha of frozen args: redacted with the recording's key, canonical, hashed.
+
+        Remembered per distinct frozen args (the same bytes always redact and hash the same way
+        under one key), so a call repeating earlier args is not redacted again; the memo keeps
+        at most `ARGS_MEMO_BYTES` of args.
+        """
+        sha = self._sha_memo.get(frozen_args)
+        if sha is None:
+            sha = sha_of_canonical(self.redactor.canonical(thaw(frozen_args)))
+            cost = len(frozen_args) + _MEMO_ENTRY_BYTES
+            if self._memo_room >= cost:
+                self._memo_room -= cost
+                self._sha_memo[frozen_args] = sha
+        return sha
 
     def enter_live(
         self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -410,7 +427,7 @@ class ReplaySession:
             )
             raise error
         value = None if snap is None else _rebuild_value(snap[0], snap[1])
-        st.finish_ok(step, value, output_sha=recorded.output_sha, group=group)
+        st.finish_ok(step, value, output_sha=recorded.output_sha, group=group, usage=recorded.usage)
         if step.spec.kind == "model_result":
             st.check_budget()
         return value

@@ -199,13 +199,16 @@ class RunState:
         *,
         output_sha: str | None = None,
         group: int | None = None,
+        usage: Usage | None = None,
     ) -> None:
         """Hand a call that returned `result` to the writer.
 
         `output_sha` is set by replay for an answer taken from the recording: the recorded snapshot
         stands for it, so the value is neither copied nor hashed again. `group` is set by replay
         too: the recorded step's group in the replayed run's numbering (0: it had none) replaces
-        the replay's own, since answers from the recording are instant.
+        the replay's own, since answers from the recording are instant. `usage` too: a model
+        answer's recorded tokens (read from the same response when it was recorded), so they are
+        not read and validated again; the spend is priced with the model's prices now.
         """
         spec = step.spec
         # Leave the in-flight steps (inline: this runs on every call); see `_leave`.
@@ -219,11 +222,16 @@ class RunState:
                     if self.marks:
                         own = self.marks.pop(step.step_id, None)
                     lv[0].pop(step.step_id, None)
-        usage = None
-        if spec.kind == "tool_result":
-            self.tool_calls += 1
-        elif spec.kind == "model_result":
-            usage = self._model_usage(spec, result)
+        if spec.kind == "model_result":
+            usage = (
+                self._model_usage(spec, result)
+                if usage is None
+                else self._count_usage(spec, usage.tokens_in, usage.tokens_out, usage)
+            )
+        else:
+            if spec.kind == "tool_result":
+                self.tool_calls += 1
+            usage = None
         out: bytes | None = None
         if output_sha is None:
             out, problem = freeze_lenient(result, "output")
@@ -297,13 +305,20 @@ class RunState:
         found = extract_usage(response)
         if found is None:
             return None
-        tin, tout = found
+        return self._count_usage(spec, *found)
+
+    def _count_usage(
+        self, spec: ToolSpec, tin: int, tout: int, known: Usage | None = None
+    ) -> Usage:
+        """Price a model call's tokens, add them to the run's; `known` when it says the same."""
         cost = 0.0
         if spec.price_in is not None or spec.price_out is not None:
             cost = round(tin * (spec.price_in or 0) / 1e6 + tout * (spec.price_out or 0) / 1e6, 10)
         self.tokens_in += tin
         self.tokens_out += tout
         self.cost_usd += cost
+        if known is not None and known.cost_usd == cost and not known.tool_calls:
+            return known
         return Usage.lenient(tokens_in=tin, tokens_out=tout, cost_usd=cost)
 
     # ---- concurrent groups ------------------------------------------------------------------

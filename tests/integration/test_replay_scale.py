@@ -77,3 +77,53 @@ def test_replay_in_memory_records_what_a_replay_into_a_store_records(tmp_path: P
     assert shape(in_memory) == shape(stored)
     assert in_memory.usage == stored.usage and in_memory.replayed.stop_reason == "completed"
     rec.close()
+
+
+def test_repeated_and_secret_args_hash_as_recorded(tmp_path: Path) -> None:
+    """Calls repeating earlier args (a secret among them) hash as the recorder hashed them."""
+    rec = Recorder(str(tmp_path / "replay.db"))
+
+    @rec.tool("crm.get")
+    def get(email: str, token: str) -> dict[str, str]:
+        return {"email": email, "tier": "gold"}
+
+    @rec.agent("repeat")
+    def agent(n: int) -> int:
+        args = [("ana@example.com", "sk-live-abcdefghijklmnop1234"), ("bo@example.com", "x")]
+        return sum(len(get(*args[i % 2])["tier"]) for i in range(n))
+
+    agent(6)
+    rec.flush()
+    result = replay_run(rec.last_run_id, agent=agent, db=rec.db)
+    recorded = [e.args_sha for e in result.recording.steps]
+    assert [e.args_sha for e in result.steps] == recorded
+    assert len(set(recorded)) == 2 and result.diff.is_empty
+
+
+def test_a_models_price_change_shows_in_the_replays_spend(tmp_path: Path) -> None:
+    """A model answered from the recording keeps its recorded tokens, priced at today's prices."""
+    rec = Recorder(str(tmp_path / "replay.db"))
+    prices = {"in": 1.0}
+
+    def build() -> Any:
+        @rec.model("llm", price_in_per_mtok=prices["in"], price_out_per_mtok=2.0)
+        def llm(prompt: str) -> dict[str, Any]:
+            return {"answer": "ok", "usage": {"prompt_tokens": 1000, "completion_tokens": 500}}
+
+        @rec.agent("priced")
+        def agent(q: str) -> str:
+            return str(llm(q)["answer"])
+
+        return agent
+
+    build()("hello")
+    rec.flush()
+    same = replay_run(rec.last_run_id, agent=build(), db=rec.db)
+    assert same.steps[0].usage == same.recording.steps[0].usage
+    assert same.usage is not None and same.usage.tokens_in == 1000 and same.diff.is_empty
+    prices["in"] = 3.0
+    dearer = replay_run(rec.last_run_id, agent=build(), db=rec.db)
+    assert dearer.steps[0].usage is not None
+    assert (dearer.steps[0].usage.tokens_in, dearer.steps[0].usage.cost_usd) == (1000, 0.004)
+    assert dearer.recording.steps[0].usage is not None
+    assert dearer.recording.steps[0].usage.cost_usd == 0.002
