@@ -15,6 +15,7 @@ import inspect
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from hashlib import blake2b
 from typing import Any
 
 from replay.binding import ToolSpec
@@ -45,7 +46,7 @@ ON_UNRECORDED = ("error", "none")
 STUB_MODES = ("always", "miss")
 #: The most memory one replay spends remembering args_sha per distinct args (`args_sha`).
 ARGS_MEMO_BYTES = 1 << 20
-_MEMO_ENTRY_BYTES = 200  # a dict slot, the bytes object's header, the sha string
+_MEMO_ENTRY_BYTES = 200  # a dict slot, the 16-byte digest key, the sha string
 
 
 def _rebuild_value(value: Any, type_name: str | None) -> Any:
@@ -333,16 +334,17 @@ class ReplaySession:
         """args_sha of frozen args: redacted with the recording's key, canonical, hashed.
 
         Remembered per distinct frozen args (the same bytes always redact and hash the same way
-        under one key), so a call repeating earlier args is not redacted again; the memo keeps
-        at most `ARGS_MEMO_BYTES` of args.
+        under one key), so a call repeating earlier args is not redacted again; the memo uses at
+        most `ARGS_MEMO_BYTES`.
         """
-        sha = self._sha_memo.get(frozen_args)
+        # Keyed by a digest: orjson's bytes keep a 4 KB buffer however short the args are.
+        key = blake2b(frozen_args, digest_size=16).digest()
+        sha = self._sha_memo.get(key)
         if sha is None:
             sha = sha_of_canonical(self.redactor.canonical(thaw(frozen_args)))
-            cost = len(frozen_args) + _MEMO_ENTRY_BYTES
-            if self._memo_room >= cost:
-                self._memo_room -= cost
-                self._sha_memo[frozen_args] = sha
+            if self._memo_room >= _MEMO_ENTRY_BYTES:
+                self._memo_room -= _MEMO_ENTRY_BYTES
+                self._sha_memo[key] = sha
         return sha
 
     def enter_live(
