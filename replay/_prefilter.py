@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from replay._rules import SECRET_FORM_TOKENS, SECRET_LAST_TOKENS
 
@@ -160,8 +160,13 @@ def _runs16(cls: bytes) -> Iterator[tuple[int, int]]:
 def b64_runs(raw: bytes, cls: bytes) -> Iterator[int]:
     """Starts of base64 tokens the b64 rule would decode: 16+ characters (with padding a multiple
     of 4), both upper- and lowercase (not a URL path, a word or a hex id)."""
+    return b64_starts(raw, _runs16(cls))
+
+
+def b64_starts(raw: bytes, runs: Iterable[tuple[int, int]]) -> Iterator[int]:
+    """`b64_runs` from the runs `_runs16` gave (scanned once, shared with the AWS check)."""
     n = len(raw)
-    for i, end in _runs16(cls):
+    for i, end in runs:
         j = end
         while j < n and j - end < 2 and raw[j] == 61:  # '=' padding
             j += 1
@@ -294,32 +299,36 @@ class Prefilter:
         if en & G_IPV6 and b":" in raw and IPV6_D.search(raw):
             mask |= G_IPV6
         # Base64 runs need an uppercase letter: text without one (raw.islower()) has none.
-        b64cls = raw.translate(B64_CLS) if en & (G_B64 | G_AWS) and not raw.islower() else b""
+        # The maximal runs of 16+ base64 characters, found in one scan (a `B64_RUN in` test first
+        # would scan the same text again), serve the b64 rule and the AWS check (a 40+ run).
+        runs = (
+            list(_runs16(raw.translate(B64_CLS)))
+            if en & (G_B64 | G_AWS) and not raw.islower()
+            else []
+        )
         if en & G_B64 and (
             (json_text and b"$" in raw and BYTES_KEY in raw)
-            or (B64_RUN in b64cls and has_b64_run(raw, b64cls))
+            or (runs and next(b64_starts(raw, runs), -1) >= 0)
         ):
             mask |= G_B64
         if en & (G_API | G_BEARER | G_AWS | G_TEL | G_KV) or json_text:
-            mask |= self._fold_checks(raw, b64cls, json_text)
+            run40 = any(j - i >= 40 for i, j in runs)
+            mask |= self._fold_checks(raw, run40, json_text)
         if en & (G_DIGITS | G_IBAN) or risky:
             mask |= self._class_checks(raw, risky)
         return mask
 
-    def _fold_checks(self, raw: bytes, b64cls: bytes, json_text: bool) -> int:
+    def _fold_checks(self, raw: bytes, run40: bool, json_text: bool) -> int:
         """`detect` on the case fold: ``bearer``, AWS context, ``tel:``, API-key prefixes, and
-        secret key names (reversed, so each regex starts with a literal)."""
+        secret key names (reversed, so each regex starts with a literal). `run40`: `raw` has a
+        run of 40+ base64 characters (what an AWS secret is)."""
         en = self.enabled
         mask = 0
         fold = raw.translate(FOLD)
         if en & G_BEARER and BEARER_D.search(fold):  # one pass, not two substring tests
             mask |= G_BEARER
         # An AWS secret is a 40-character base64 run: look for its context only then.
-        if (
-            en & G_AWS
-            and B64_RUN40 in b64cls
-            and (b"aws" in fold or b"akia" in fold or b"asia" in fold)
-        ):
+        if en & G_AWS and run40 and (b"aws" in fold or b"akia" in fold or b"asia" in fold):
             mask |= G_AWS
         if en & G_TEL and TEL_RX.search(fold):
             mask |= G_TEL

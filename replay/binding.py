@@ -90,6 +90,8 @@ class ToolSpec:
         "kind",
         "skip_first",
         "params",
+        "positional",
+        "var_positional",
         "timeout_s",
         "price_in",
         "price_out",
@@ -115,27 +117,29 @@ class ToolSpec:
         # A method decorated in its class body receives self/cls first; it is not part of the args.
         self.skip_first = bool(params) and params[0].name in ("self", "cls")
         self.params = params[1:] if self.skip_first else params
+        # What `bind` needs, read once: Parameter.kind is a property (a Python call per read).
+        self.positional = tuple(
+            p.name for p in self.params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        )
+        self.var_positional = next(
+            (p.name for p in self.params if p.kind == p.VAR_POSITIONAL), "*args"
+        )
         self.timeout_s = timeout_s
         self.price_in = price_in
         self.price_out = price_out
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The call's arguments by parameter name (what args_sha hashes), self excluded."""
+        """The call's arguments by parameter name (what args_sha hashes), self excluded.
+
+        Positionals bind to their parameters in order; the rest go to the ``*args`` parameter
+        under its name (to ``"*args"`` when there is none: kept rather than lost); then keywords.
+        """
         if self.skip_first:
             args = args[1:]
-        out: dict[str, Any] = {}
-        i = 0
-        for p in self.params:
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-                if i < len(args):
-                    out[p.name] = args[i]
-                    i += 1
-            elif p.kind == p.VAR_POSITIONAL:
-                if i < len(args):
-                    out[p.name] = list(args[i:])
-                    i = len(args)
-        if i < len(args):  # more positionals than parameters: keep them rather than lose them
-            out["*args"] = list(args[i:])
+        names = self.positional
+        out: dict[str, Any] = dict(zip(names, args, strict=False))
+        if len(args) > len(names):
+            out[self.var_positional] = list(args[len(names) :])
         out.update(kwargs)
         return _without(out, self.ignore) if self.ignore else out
 

@@ -19,7 +19,6 @@ What keeps records when the store is not there (see README "What can be lost"):
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
 import logging
@@ -34,105 +33,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from replay.hashing import ordered_bytes, sha_of_canonical, thaw, type_tag
-from replay.liveness import HEARTBEAT_S, STALE_MS, pid_alive, this_host
-from replay.models import Event, Run, Usage
+from replay.liveness import HEARTBEAT_S
+from replay.models import Event, Run
+from replay.rows import (
+    TRUNCATED_TAG,
+    RowEncoder,
+    RunItem,
+    Snapshots,
+    StepItem,
+    check_text,
+    item_bytes,
+    row_event,
+    row_json,
+)
+from replay.spool import SpoolFull, append_batch, ingest_file, ingest_orphans, own_spool
 
 if TYPE_CHECKING:
     from replay.redaction import Redactor
     from replay.store_api import StoreAPI as Store
 
-__all__ = ["Writer", "RecordingLossWarning", "TRUNCATED_TAG"]
+__all__ = ["Writer", "RecordingLossWarning", "RunItem", "StepItem", "TRUNCATED_TAG"]
 
 log = logging.getLogger("replay")
 events_log = logging.getLogger("replay.events")
-
-TRUNCATED_TAG = "$truncated"
-
-
-def _usage_json(u: Usage) -> str:
-    return orjson.dumps(
-        {
-            "tokens_in": u.tokens_in,
-            "tokens_out": u.tokens_out,
-            "cost_usd": u.cost_usd,
-            "tool_calls": u.tool_calls,
-        }
-    ).decode()
-
-
-def _row_dict(row: tuple[Any, ...]) -> dict[str, Any]:
-    from replay.store import EVENT_COLUMNS
-
-    d = dict(zip(EVENT_COLUMNS, row, strict=False))
-    if d["usage"] is not None:
-        d["usage"] = orjson.loads(d["usage"])
-    return d
-
-
-def _row_event(row: tuple[Any, ...]) -> Event:
-    return Event.model_validate(_row_dict(row))
-
-
-def _row_json(row: tuple[Any, ...]) -> str:
-    """One `replay.events` log line: the event as JSON, field names of the unified schema."""
-    return orjson.dumps(_row_dict(row)).decode()
-
-
-def _error_value(it: StepItem, error: tuple[str, str, str]) -> dict[str, Any]:
-    """The error snapshot of a step whose tool raised: its class, message, args and attributes."""
-    display, module, qualname = error
-    out: dict[str, Any] = {
-        "error": display,
-        "module": module,
-        "qualname": qualname,
-        "message": it.message or "",
-    }
-    if it.error_detail is not None:
-        detail = thaw(it.error_detail)
-        if isinstance(detail, dict):
-            out.update((k, v) for k, v in detail.items() if k not in out)
-    return out
-
-
-def _run_row(run: Run, stop: bool, ts_ms: int) -> tuple[Any, ...]:
-    """The event row (EVENT_COLUMNS order) of a run's start (its input sha in args_sha) or stop."""
-    from replay.store import EVENT_COLUMNS
-
-    cols: dict[str, Any] = {"run_id": run.run_id, "ts_ms": ts_ms}
-    if stop:
-        cols.update(
-            kind="stop",
-            output_sha=run.output_sha,
-            stop_reason=run.stop_reason,
-            usage=_usage_json(run.usage),
-        )
-    else:
-        cols.update(kind="run_start", args_sha=run.input_sha)
-    return tuple(cols.get(c) for c in EVENT_COLUMNS)
-
-
-def _check_text(values: tuple[Any, ...]) -> None:
-    """Raise UnicodeEncodeError for a lone surrogate in a name or label: only that record is lost.
-
-    Values are frozen leniently (no surrogate reaches a snapshot), but names, labels and versions
-    come straight from code; SQLite would refuse the whole batch over one of them.
-    """
-    for v in values:
-        if type(v) is tuple:
-            _check_text(v)
-        elif type(v) is str and not v.isascii():
-            v.encode("utf-8")
-
-
-def _label_value(red: Redactor, key: Any, value: Any) -> str:
-    """A label or version value as written: secret keys hide it, pattern rules pseudonymize it."""
-    if red.is_secret_key(str(key)):
-        return "[REDACTED:secret]"
-    return red.redact_name(str(value))
-
 
 _writers: weakref.WeakSet[Writer] = weakref.WeakSet()
 
@@ -149,52 +72,6 @@ if hasattr(os, "register_at_fork"):
 
 class RecordingLossWarning(RuntimeWarning):
     """Some records could not be written; the agent kept running. See ``Recorder.dropped``."""
-
-
-@dataclass(slots=True)
-class StepItem:
-    """One tool or model call as the agent's path hands it over (values frozen, nothing hashed)."""
-
-    run_id: str
-    step_id: int
-    parent_step_id: int | None
-    kind: str
-    tool: str
-    args: bytes
-    output: bytes | None
-    error: tuple[str, str, str] | None  # (display name, module, qualname) of the exception
-    message: str | None
-    ts_ms: int
-    duration_ms: int
-    usage: Usage | None
-    type_name: str | None
-    args_sha: str | None = None  # precomputed by the replay layer, which had to hash anyway
-    # An answer replayed from the recording: its output (or error) snapshot is the recorded one.
-    output_sha: str | None = None
-    # The step_id of the first step of its concurrent group (parallel calls), None if it ran alone.
-    concurrent_group: int | None = None
-    # A tool's exception: args, public attributes and their types, frozen (replay.fidelity).
-    error_detail: bytes | None = None
-    # The value the tool returned, held until the writer takes its type tag tree (`type_tag`):
-    # walking it costs microseconds the agent's path does not pay. The recorded JSON is `output`,
-    # frozen on the agent's path; a value the agent mutates before the writer gets to it can only
-    # lose type tags (replay then hands back plain JSON there), never change what is recorded.
-    output_ref: Any = None
-
-
-@dataclass(slots=True)
-class RunItem:
-    """A run's start or end."""
-
-    run: Run
-    input: bytes | None
-    output: bytes | None
-    stop: bool
-    ts_ms: int
-    output_type: str | None = None
-    # The run's HTTP interactions (http=True runs, at stop): redacted and stored here, off the
-    # agent's path.
-    http: list[Any] | None = None
 
 
 @dataclass
@@ -230,17 +107,6 @@ class _Wake:
         with contextlib.suppress(queue.Empty):
             while True:
                 q.get_nowait()
-
-
-def _item_bytes(item: Any) -> int:
-    """The frozen bytes an item holds (what `max_queue_bytes` counts)."""
-    if type(item) is StepItem:
-        return len(item.args) + (len(item.output) if item.output is not None else 0)
-    if type(item) is RunItem:
-        return (len(item.input) if item.input is not None else 0) + (
-            len(item.output) if item.output is not None else 0
-        )
-    return 0
 
 
 # Open failures worth retrying: the store may be there in a moment. Anything else (not SQLite, a
@@ -396,7 +262,7 @@ class Writer:
         if type(item) is StepItem:
             n = len(item.args) + (len(item.output) if item.output is not None else 0)
         else:
-            n = _item_bytes(item)
+            n = item_bytes(item)
         if len(q) >= self.max_queue or (
             q and self._bytes_in - self._bytes_out + n > self.max_queue_bytes
         ):
@@ -588,7 +454,7 @@ class Writer:
         self._spooling = self._own_spool().exists() if self.spool_dir is not None else False
         if self._spooling:
             self._retry_spool(now)
-        self._ingest_orphans()
+        ingest_orphans(store, self.spool_dir)
 
     def _drain(self) -> None:
         q = self._q
@@ -604,7 +470,7 @@ class Writer:
                 if isinstance(item, _Flush):
                     markers.append(item)
                     break  # write what came before the marker, then release its waiter
-                nbytes += _item_bytes(item)
+                nbytes += item_bytes(item)
                 batch.append(item)
             if batch:
                 try:
@@ -632,7 +498,7 @@ class Writer:
                 item.ok = False
                 item.done.set()
             else:
-                self._bytes_out += _item_bytes(item)
+                self._bytes_out += item_bytes(item)
                 lost += 1
         if lost:
             self._lose(lost, self._open_failure())
@@ -652,7 +518,7 @@ class Writer:
         spooled = self._persist(rows, runs, snapshots)
         if events_log.isEnabledFor(logging.INFO):
             for row in rows:
-                events_log.info(_row_json(row))
+                events_log.info(row_json(row))
         self._notify(finished, spooled)
 
     def _encode(
@@ -662,25 +528,27 @@ class Writer:
     ]:
         """Event rows, runs, snapshots and the runs that ended, for one batch; a record that
         cannot be encoded is counted lost, never the batch around it."""
+        assert self._redactor is not None
+        enc = RowEncoder(self._redactor, self.max_snapshot_bytes, self.store_args)
         runs: dict[str, Run] = {}
         # Event rows as tuples in EVENT_COLUMNS order: building pydantic Events would cost more
         # than the insert itself. Errors become Events for listeners (metrics) only.
         rows: list[tuple[Any, ...]] = []
-        snapshots: dict[str, tuple[str, bytes, str | None, bool]] = {}
+        snapshots: Snapshots = {}
         finished: list[Run] = []
         for item in batch:
             try:
                 if isinstance(item, StepItem):
-                    row = self._step_row(item, snapshots)
-                    _check_text(row)
+                    row = enc.step_row(item, snapshots)
+                    check_text(row)
                     rows.append(row)
                     if row[8] == "error" and self.listeners:
                         errs = self._errors.setdefault(item.run_id, [])
                         if len(errs) < 10_000:
-                            errs.append(_row_event(row))
+                            errs.append(row_event(row))
                 else:
-                    run, row = self._run_rows(item, snapshots)
-                    _check_text(
+                    run, row = enc.run_rows(item, snapshots)
+                    check_text(
                         (
                             run.agent,
                             run.entrypoint,
@@ -747,7 +615,7 @@ class Writer:
 
     def _own_spool(self) -> pathlib.Path:
         assert self.spool_dir is not None
-        return self.spool_dir / f"{this_host()}-{os.getpid()}.jsonl"
+        return own_spool(self.spool_dir)
 
     def _can_spool(self) -> bool:
         return self.spool_dir is not None and self.spool_dir.parent.is_dir()
@@ -762,38 +630,14 @@ class Writer:
             return
         path = self._own_spool()
         try:
-            line = (
-                orjson.dumps(
-                    {
-                        "v": 1,
-                        "rows": rows,
-                        "runs": [r.model_dump(mode="json") for r in runs],
-                        "snapshots": [
-                            [sha, base64.b64encode(body).decode(), t, tr]
-                            for sha, body, t, tr in snapshots
-                        ],
-                    }
-                )
-                + b"\n"
+            append_batch(self.spool_dir, rows, runs, snapshots, self.max_spool_bytes)
+        except SpoolFull:
+            self._lose(
+                n,
+                f"{self._write_failure()} and the spool {path} is full "
+                f"(max_spool_bytes={self.max_spool_bytes}); free the store, then restart",
             )
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(self.spool_dir, 0o700)
-            if self.spool_dir.is_symlink():
-                raise PermissionError("the spool folder is a symlink")
-            fd = os.open(
-                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600
-            )
-            try:
-                if os.fstat(fd).st_size + len(line) > self.max_spool_bytes:
-                    self._lose(
-                        n,
-                        f"{self._write_failure()} and the spool {path} is full "
-                        f"(max_spool_bytes={self.max_spool_bytes}); free the store, then restart",
-                    )
-                    return
-                os.write(fd, line)
-            finally:
-                os.close(fd)
+            return
         except Exception as exc:  # noqa: BLE001
             self._lose(
                 n,
@@ -826,7 +670,7 @@ class Writer:
         path = self._own_spool()
         try:
             if path.exists():
-                self._ingest_file(path)
+                ingest_file(self._store, path)
                 path.unlink()
         except Exception as exc:  # noqa: BLE001 - still locked: try again later
             self._store_failed = exc
@@ -835,187 +679,6 @@ class Writer:
         self._spooling = False
         self._backoff = 0.0
         self._store_failed = None
-
-    def _ingest_file(self, path: pathlib.Path) -> int:
-        """Write every batch of a spool file into the store; returns the rows written."""
-        assert self._store is not None
-        n = 0
-        with open(path, "rb") as f:
-            for line in f:
-                try:
-                    d = orjson.loads(line)
-                    rows = [tuple(r) for r in d["rows"]]
-                    runs = [Run.model_validate(r) for r in d["runs"]]
-                    snaps = [
-                        (sha, base64.b64decode(b), t, bool(tr)) for sha, b, t, tr in d["snapshots"]
-                    ]
-                except Exception:  # noqa: BLE001 - a line cut short by a kill: the rest is still good
-                    continue
-                self._store.write_rows(rows, runs=runs, snapshots=snaps)
-                n += len(rows)
-        return n
-
-    def _ingest_orphans(self) -> None:
-        """Write the spools of processes that died before their store came back; delete them."""
-        d = self.spool_dir
-        if d is None or not d.is_dir():
-            return
-        host, me = this_host(), os.getpid()
-        for path in sorted(d.iterdir()):
-            name = path.name
-            if not name.endswith(".jsonl") or path.is_symlink():
-                continue
-            owner_host, _, pid_text = name[: -len(".jsonl")].rpartition("-")
-            try:
-                pid = int(pid_text)
-            except ValueError:
-                continue
-            if owner_host == host:
-                if pid == me or pid_alive(pid):
-                    continue
-            else:
-                try:
-                    if (time.time() - path.stat().st_mtime) * 1000 < STALE_MS:
-                        continue  # another host: only when it has not written for a while
-                except OSError:
-                    continue
-            claimed = path.with_name(f"{name}.{host}-{me}.ingest")
-            try:
-                os.rename(path, claimed)  # atomic: one process ingests each file
-            except OSError:
-                continue
-            try:
-                self._ingest_file(claimed)
-                claimed.unlink()
-            except Exception as exc:  # noqa: BLE001 - leave it for the next open
-                with contextlib.suppress(OSError):
-                    os.rename(claimed, path)
-                log.warning(
-                    "replay: could not ingest the spool %s yet (%s)", path, type(exc).__name__
-                )
-                return
-
-    def _snapshot(
-        self,
-        value: Any,
-        snapshots: dict[str, tuple[str, bytes, str | None, bool]],
-        type_name: str | None,
-        frozen: bytes | None = None,
-        check: tuple[bytes, bool] | None = None,
-    ) -> tuple[str, bytes]:
-        """Redact `value`, store it content-addressed, return (sha, redacted body bytes).
-
-        The body keeps the value's own key order (replay hands it back as the tool returned it);
-        the sha is over the canonical, sorted form, so hashes join with hand-rolled loggers.
-        `frozen` is `value`'s JSON as the agent's path froze it: when redaction changed nothing,
-        it is the body as it is (no second copy, no second serialization). `check` is
-        ``Redactor.checked(value)`` when the caller already has it.
-        """
-        assert self._redactor is not None
-        canonical, clean = self._redactor.checked(value) if check is None else check
-        digest = sha_of_canonical(canonical)
-        if frozen is not None and clean:
-            body = frozen  # nothing was redacted
-        else:
-            body = ordered_bytes(self._redactor(value))
-        if digest not in snapshots:
-            stored = body
-            truncated = len(body) > self.max_snapshot_bytes
-            if truncated:
-                head = body[: self.max_snapshot_bytes].decode("utf-8", "ignore")
-                stored = orjson.dumps(
-                    {TRUNCATED_TAG: True, "sha": digest, "size": len(body), "head": head},
-                    option=orjson.OPT_SORT_KEYS,
-                )
-            snapshots[digest] = (digest, stored, type_name, truncated)
-        return digest, body
-
-    def _step_row(
-        self, it: StepItem, snapshots: dict[str, tuple[str, bytes, str | None, bool]]
-    ) -> tuple[Any, ...]:
-        assert self._redactor is not None
-        args_sha = it.args_sha
-        value: Any = None
-        out_check: tuple[bytes, bool] | None = None
-        # Redacted args are kept if the recorder or its RedactionConfig says store_args="redacted".
-        store_args = self.store_args or self._redactor.config.store_args == "redacted"
-        if args_sha is None or store_args:
-            args = thaw(it.args)
-            if it.output_sha is None and it.error is None and it.output is not None:
-                # The common step: args and output through one detector pass.
-                value = thaw(it.output)
-                (args_body, _), out_check = self._redactor.checked_pair(args, value, len(it.args))
-            else:
-                args_body = self._redactor.canonical(args, len(it.args))
-            args_sha = sha_of_canonical(args_body)
-            if store_args and args_sha not in snapshots:
-                snapshots[args_sha] = (args_sha, args_body, "$args", False)
-        if it.output_sha is not None:
-            output_sha: str | None = it.output_sha
-        elif it.error is not None:
-            output_sha, _ = self._snapshot(_error_value(it, it.error), snapshots, "$error")
-        elif it.output is not None:
-            if out_check is None:
-                value = thaw(it.output)
-            type_name = it.type_name
-            if it.output_ref is not None:
-                type_name = type_tag(it.output_ref, value)
-                it.output_ref = None
-            output_sha, _ = self._snapshot(value, snapshots, type_name, it.output, out_check)
-        else:
-            output_sha = None
-        red = self._redactor
-        return (
-            it.run_id,
-            it.kind,
-            it.ts_ms,
-            it.step_id,
-            red.redact_name(it.tool),
-            args_sha,
-            output_sha,
-            it.duration_ms,
-            "error" if it.error is not None else "ok",
-            None if it.error is None else red.redact_name(it.error[0]),
-            None,
-            None if it.usage is None else _usage_json(it.usage),
-            it.parent_step_id,
-            it.concurrent_group,
-        )
-
-    def _run_rows(
-        self, it: RunItem, snapshots: dict[str, tuple[str, bytes, str | None, bool]]
-    ) -> tuple[Run, tuple[Any, ...]]:
-        assert self._redactor is not None
-        run = it.run
-        red = self._redactor
-        # Names, labels, versions and stop reasons are written too: they pass the redactor (a name
-        # is pseudonymized the same way each time, so matching by name still works).
-        run.key_fingerprint = red.key_fingerprint
-        run.agent = red.redact_name(run.agent)
-        if run.labels:
-            run.labels = {
-                red.redact_name(str(k)): _label_value(red, k, v) for k, v in run.labels.items()
-            }
-        if run.versions:
-            run.versions = {
-                red.redact_name(str(k)): _label_value(red, k, v) for k, v in run.versions.items()
-            }
-        if run.stop_reason is not None:
-            run.stop_reason = red.redact_token(run.stop_reason)
-        if it.input is not None:
-            run.input_sha, body = self._snapshot(thaw(it.input), snapshots, None, it.input)
-            run.input = thaw(body)
-        if it.output is not None:
-            run.output_sha, body = self._snapshot(
-                thaw(it.output), snapshots, it.output_type, it.output
-            )
-            run.output = thaw(body)
-        if it.http:
-            from replay.http import redact_interactions
-
-            http = redact_interactions(it.http, red)
-            run.http_sha, _ = self._snapshot(http, snapshots, "$http")
-        return run, _run_row(run, it.stop, it.ts_ms)
 
     def _safe(self, text: str) -> str:
         """Text for a warning or a log line: redacted (an exception's repr can quote a value)."""
