@@ -601,66 +601,66 @@ _WHATIF_OPTIONS = [
 ]
 
 
+#: The options of how each recording is replayed, in the order `--help` lists them.
+_RUN_OPTIONS = [
+    click.option(
+        "--agent",
+        "agent_opt",
+        default=None,
+        help="module:function to replay instead of the recorded entrypoint; "
+        "with --last, a plain NAME filters by agent name.",
+    ),
+    click.option(
+        "--replay-agent",
+        "agents",
+        multiple=True,
+        metavar="MODULE[:FN]",
+        help="A module whose @rec.agent functions replays may call (repeatable). A "
+        "recording is data: its entrypoint is imported only when pyproject.toml's "
+        "[tool.agent-replay] agents lists its module.",
+    ),
+    click.option(
+        "--ignore", multiple=True, help="tool:NAME, field:NAME or output:PATH (repeatable)."
+    ),
+    click.option(
+        "--record-to",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="Keep the replayed runs in this store (replay_of set) for `replay show`.",
+    ),
+    click.option(
+        "--clock",
+        type=click.Choice(["recorded", "real"]),
+        default="recorded",
+        show_default=True,
+        help="The agent's wall clock: the recorded run's time, or the real one.",
+    ),
+    click.option(
+        "--match",
+        "match",
+        multiple=True,
+        metavar="TOOL=sequence|TOOL=ignore:ARG[,ARG]",
+        help="Answer TOOL's calls from the recording even when their args changed (repeatable).",
+    ),
+    click.option(
+        "--live",
+        multiple=True,
+        metavar="GLOB",
+        help="Run these tools/models for real (names or globs, repeatable); marked in the diff.",
+    ),
+    _pct_option("--max-token-delta-pct", "tokens"),
+    _pct_option("--max-spend-delta-pct", "spend (cost_usd)"),
+    *_WHATIF_OPTIONS,
+]
+
+
 def _run_options(f: Any) -> Any:
     """The options of how each recording is replayed: the fields of `replay.batch.RunOptions`.
 
     An option whose name is a `RunOptions` field reaches `replay_run` as it is (see
-    `_batch_options`): a new replay mode adds its field there and its option here.
+    `_batch_options`): a new replay mode adds its field there and its option in `_RUN_OPTIONS`.
     """
-    for option in reversed(
-        [
-            click.option(
-                "--agent",
-                "agent_opt",
-                default=None,
-                help="module:function to replay instead of the recorded entrypoint; "
-                "with --last, a plain NAME filters by agent name.",
-            ),
-            click.option(
-                "--replay-agent",
-                "agents",
-                multiple=True,
-                metavar="MODULE[:FN]",
-                help="A module whose @rec.agent functions replays may call (repeatable). A "
-                "recording is data: its entrypoint is imported only when pyproject.toml's "
-                "[tool.agent-replay] agents lists its module.",
-            ),
-            click.option(
-                "--ignore", multiple=True, help="tool:NAME, field:NAME or output:PATH (repeatable)."
-            ),
-            click.option(
-                "--record-to",
-                default=None,
-                type=click.Path(dir_okay=False),
-                help="Keep the replayed runs in this store (replay_of set) for `replay show`.",
-            ),
-            click.option(
-                "--clock",
-                type=click.Choice(["recorded", "real"]),
-                default="recorded",
-                show_default=True,
-                help="The agent's wall clock: the recorded run's time, or the real one.",
-            ),
-            click.option(
-                "--match",
-                "match",
-                multiple=True,
-                metavar="TOOL=sequence|TOOL=ignore:ARG[,ARG]",
-                help="Answer TOOL's calls from the recording even when their args changed "
-                "(repeatable).",
-            ),
-            click.option(
-                "--live",
-                multiple=True,
-                metavar="GLOB",
-                help="Run these tools/models for real (names or globs, repeatable); marked in "
-                "the diff.",
-            ),
-            _pct_option("--max-token-delta-pct", "tokens"),
-            _pct_option("--max-spend-delta-pct", "spend (cost_usd)"),
-            *_WHATIF_OPTIONS,
-        ]
-    ):
+    for option in reversed(_RUN_OPTIONS):
         f = option(f)
     return f
 
