@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -24,6 +25,7 @@ __all__ = [
     "fmt_ts",
     "json_option",
     "open_store",
+    "path_option",
     "since_ms",
     "table",
 ]
@@ -50,6 +52,19 @@ db_option = click.option(
     help="The store: a SQLite file or a postgresql:// URL.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def path_option(
+    *names: str, help: str, default: str | None = None, folder: bool = False
+) -> Callable[[_F], _F]:
+    """An option naming a file (`folder`: a folder), None unless a `default` is given (shown)."""
+    kind = click.Path(file_okay=False) if folder else click.Path(dir_okay=False)
+    if default is None:
+        return click.option(*names, default=None, type=kind, help=help)
+    return click.option(*names, default=default, show_default=True, type=kind, help=help)
 
 
 def open_store(db: str, *, create: bool = False) -> Store:

@@ -24,6 +24,7 @@ from replay._cli_util import (
     fmt_ts,
     json_option,
     open_store,
+    path_option,
     since_ms,
     table,
 )
@@ -404,22 +405,17 @@ def scan(paths: tuple[str, ...], db: str, as_json: bool, deep: bool | None) -> N
 @cli.command()
 @click.argument("run_id")
 @db_option
-@click.option(
+@path_option(
     "-o",
     "--out",
     "out_dir",
-    default="cassettes",
-    show_default=True,
-    type=click.Path(file_okay=False),
     help="Folder to write <run_id>.json into.",
+    default="cassettes",
+    folder=True,
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing cassette that differs.")
-@click.option(
-    "--test",
-    "test_dir",
-    default=None,
-    type=click.Path(file_okay=False),
-    help="Also write a ready incident test into this folder.",
+@path_option(
+    "--test", "test_dir", help="Also write a ready incident test into this folder.", folder=True
 )
 @click.option(
     "--allow-expired",
@@ -566,6 +562,13 @@ def _pct_option(flag: str, what: str) -> Any:
     )
 
 
+def _choice_option(names: tuple[str, ...], choices: list[str], help: str) -> Any:
+    """An option taking one of `choices`, the first the default."""
+    return click.option(
+        *names, type=click.Choice(choices), default=choices[0], show_default=True, help=help
+    )
+
+
 #: ``replay run``'s what-if options (`replay.faults`, `replay.flaky`): ``--fault`` and
 #: ``--repeat`` are `RunOptions` fields; ``--flaky`` / ``--quarantine`` judge a repeat.
 _WHATIF_OPTIONS = [
@@ -584,18 +587,13 @@ _WHATIF_OPTIONS = [
         default=1,
         help="Replay each run K times; exit 1 when the step sequences differ (flaky).",
     ),
-    click.option(
-        "--flaky",
-        "flaky_policy",
-        type=click.Choice(["fail", "warn"]),
-        default="fail",
-        show_default=True,
-        help="With --repeat: what a flaky run does to the exit code.",
+    _choice_option(
+        ("--flaky", "flaky_policy"),
+        ["fail", "warn"],
+        "With --repeat: what a flaky run does to the exit code.",
     ),
-    click.option(
+    path_option(
         "--quarantine",
-        default=None,
-        type=click.Path(dir_okay=False),
         help="With --repeat: run ids or cassette names (one a line) whose flakiness only warns.",
     ),
 ]
@@ -622,18 +620,14 @@ _RUN_OPTIONS = [
     click.option(
         "--ignore", multiple=True, help="tool:NAME, field:NAME or output:PATH (repeatable)."
     ),
-    click.option(
+    path_option(
         "--record-to",
-        default=None,
-        type=click.Path(dir_okay=False),
         help="Keep the replayed runs in this store (replay_of set) for `replay show`.",
     ),
-    click.option(
-        "--clock",
-        type=click.Choice(["recorded", "real"]),
-        default="recorded",
-        show_default=True,
-        help="The agent's wall clock: the recorded run's time, or the real one.",
+    _choice_option(
+        ("--clock",),
+        ["recorded", "real"],
+        "The agent's wall clock: the recorded run's time, or the real one.",
     ),
     click.option(
         "--match",
@@ -678,12 +672,8 @@ def _run_options(f: Any) -> Any:
 @click.option(
     "--stop-reason", default=None, help="With --last: only runs that stopped for this reason."
 )
-@click.option(
-    "--report",
-    "report_path",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Write a report: .json, .md or .xml (JUnit) by suffix.",
+@path_option(
+    "--report", "report_path", help="Write a report: .json, .md or .xml (JUnit) by suffix."
 )
 @json_option
 @click.option("--markdown", is_flag=True, help="Print Markdown (for a CI comment).")

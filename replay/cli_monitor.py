@@ -25,6 +25,7 @@ from replay._cli_util import (
     echo_json,
     json_option,
     open_store,
+    path_option,
 )
 from replay.alerts import REGISTRY as ALERT_RULES
 from replay.stats import UnknownAgentError, format_duration
@@ -77,20 +78,12 @@ def _share_option(flag: str, default: str, help: str) -> Callable[[F], F]:
     "--by", type=click.Choice(["hour", "day"]), default=None, help="Also one row per hour or day."
 )
 @json_option
-@click.option(
+@path_option(
     "--html",
     "html_path",
-    type=click.Path(dir_okay=False),
-    default=None,
     help="Write an HTML dashboard (three drift charts), linking to run pages written next to it.",
 )
-@click.option(
-    "--plot",
-    "plot_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write the charts as PNG (needs matplotlib).",
-)
+@path_option("--plot", "plot_path", help="Write the charts as PNG (needs matplotlib).")
 def stats(
     db: str,
     since: str,
