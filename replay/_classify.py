@@ -502,87 +502,96 @@ class _Differ:
         )
 
     def _extra(self, j: int, coord: int) -> StepChange:
-        e = self.rb.steps[j]
-        oj = self.rb.orig(j)
-        # Where in the recording this call would sit: its place along the alignment path.
-        at = min(max(coord - j, 0), max(len(self.ra.steps) - 1, 0))
-        near = self.ra.nearest(e.tool, at)
-        near_ev = self.ra.steps[near] if near is not None else None
-        near_orig = self.ra.orig(near) if near is not None else None
-        earlier = self.rb.previous_call(e, j)
-        same_there = self.ra.calls(e)
-        if earlier is not None:
-            k = self.rb.orig(earlier) + 1
-            detail = f"{e.tool} called again with the same args (as step {k})"
-            note = f"extra call; same args as step {k}"
-        elif same_there:
-            n_after, n_before = len(self.rb.calls(e)), len(same_there)
-            detail = (
-                f"{e.tool} called {n_after}x with these args, recorded {n_before}x "
-                f"(step {self.ra.orig(same_there[0]) + 1})"
-            )
-            note = f"extra call; {n_after}x, recorded {n_before}x"
-        elif near_ev is not None and near_orig is not None:
-            detail = (
-                f"no recorded {e.tool} call with args {short_sha(e.args_sha)}; nearest is "
-                f"step {near_orig + 1} (args {short_sha(near_ev.args_sha)})"
-            )
-            note = f"extra call; nearest: step {near_orig + 1} args {short_sha(near_ev.args_sha)}"
-        else:
-            detail = f"the recording never calls {e.tool}"
-            note = "extra call; new tool"
-        return StepChange(
-            "extra_call",
-            None,
-            e,
-            None,
-            oj,
-            nearest=near_ev,
-            nearest_index=near_orig,
-            detail=detail,
-            note=note,
-        )
+        return self._unmatched_change("extra_call", self.rb, self.ra, j, coord)
 
     def _missing(self, i: int, coord: int) -> StepChange:
-        e = self.ra.steps[i]
-        oi = self.ra.orig(i)
-        at = min(max(coord - i, 0), max(len(self.rb.steps) - 1, 0))
-        near = self.rb.nearest(e.tool, at)
-        near_ev = self.rb.steps[near] if near is not None else None
-        near_orig = self.rb.orig(near) if near is not None else None
-        earlier = self.ra.previous_call(e, i)
-        same_there = self.rb.calls(e)
+        return self._unmatched_change("missing_call", self.ra, self.rb, i, coord)
+
+    def _unmatched_change(
+        self, kind: str, side: _Side, other: _Side, i: int, coord: int
+    ) -> StepChange:
+        """An extra (replayed side) or missing (recorded side) call, worded by what it repeats:
+        the same call earlier on its side, the same call a different number of times, the
+        nearest call of its tool on the other side, or a tool the other side never calls.
+        """
+        e, o, near_ev, near_orig, earlier, same_there = self._unmatched(side, other, i, coord)
+        words = _UNMATCHED_WORDS[kind]
+        fields: dict[str, Any]
         if earlier is not None:
-            k = self.ra.orig(earlier) + 1
-            detail = (
-                f"the recording called {e.tool} again with the same args (as step {k}); "
-                "the replay did not"
-            )
-            note = f"missing call; same args as step {k}"
+            case, fields = "again", {"k": side.orig(earlier) + 1}
         elif same_there:
-            n_after, n_before = len(same_there), len(self.ra.calls(e))
-            detail = f"{e.tool} called {n_after}x with these args, recorded {n_before}x"
-            note = f"missing call; {n_after}x, recorded {n_before}x"
+            case, fields = "count", {"first": other.orig(same_there[0]) + 1}
         elif near_ev is not None and near_orig is not None:
-            detail = (
-                f"the replay made no {e.tool} call with args {short_sha(e.args_sha)}; nearest is "
-                f"step {near_orig + 1} (args {short_sha(near_ev.args_sha)})"
-            )
-            note = f"missing call; nearest: step {near_orig + 1} args {short_sha(near_ev.args_sha)}"
+            near_args = short_sha(near_ev.args_sha)
+            case, fields = "nearest", {"near": near_orig + 1, "near_args": near_args}
         else:
-            detail = f"the replay never calls {e.tool}"
-            note = "missing call; tool not called"
-        return StepChange(
-            "missing_call",
-            e,
-            None,
-            oi,
-            None,
-            nearest=near_ev,
-            nearest_index=near_orig,
-            detail=detail,
-            note=note,
+            case, fields = "none", {}
+        fields.update(
+            tool=e.tool,
+            args=short_sha(e.args_sha),
+            n_after=len(self.rb.calls(e)),
+            n_before=len(self.ra.calls(e)),
         )
+        detail, note = (text.format(**fields) for text in words[case])
+        recorded, replayed = (None, e) if kind == "extra_call" else (e, None)
+        rec_i, rep_i = (None, o) if kind == "extra_call" else (o, None)
+        return StepChange(
+            kind, recorded, replayed, rec_i, rep_i, near_ev, detail, None, near_orig, note=note
+        )
+
+    @staticmethod
+    def _unmatched(
+        side: _Side, other: _Side, i: int, coord: int
+    ) -> tuple[Event, int, Event | None, int | None, int | None, list[int]]:
+        """What an extra (missing) step `i` of `side` is compared with on the `other` side: the
+        step, its original index, the nearest step of its tool over there (and its index), the
+        same call earlier on this side, the same calls over there.
+        """
+        e = side.steps[i]
+        # Where on the other side this call would sit: its place along the alignment path.
+        at = min(max(coord - i, 0), max(len(other.steps) - 1, 0))
+        near = other.nearest(e.tool, at)
+        near_ev = other.steps[near] if near is not None else None
+        near_orig = other.orig(near) if near is not None else None
+        return e, side.orig(i), near_ev, near_orig, side.previous_call(e, i), other.calls(e)
+
+
+#: How an extra or missing call is described: (detail, note) templates per case (see
+#: `_Differ._unmatched_change`).
+_UNMATCHED_WORDS: dict[str, dict[str, tuple[str, str]]] = {
+    "extra_call": {
+        "again": (
+            "{tool} called again with the same args (as step {k})",
+            "extra call; same args as step {k}",
+        ),
+        "count": (
+            "{tool} called {n_after}x with these args, recorded {n_before}x (step {first})",
+            "extra call; {n_after}x, recorded {n_before}x",
+        ),
+        "nearest": (
+            "no recorded {tool} call with args {args}; nearest is step {near} (args {near_args})",
+            "extra call; nearest: step {near} args {near_args}",
+        ),
+        "none": ("the recording never calls {tool}", "extra call; new tool"),
+    },
+    "missing_call": {
+        "again": (
+            "the recording called {tool} again with the same args (as step {k}); the replay did "
+            "not",
+            "missing call; same args as step {k}",
+        ),
+        "count": (
+            "{tool} called {n_after}x with these args, recorded {n_before}x",
+            "missing call; {n_after}x, recorded {n_before}x",
+        ),
+        "nearest": (
+            "the replay made no {tool} call with args {args}; nearest is step {near} (args "
+            "{near_args})",
+            "missing call; nearest: step {near} args {near_args}",
+        ),
+        "none": ("the replay never calls {tool}", "missing call; tool not called"),
+    },
+}
 
 
 def _http_attempts(

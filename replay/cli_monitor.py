@@ -59,8 +59,17 @@ def _ratio_option(flag: str, help: str) -> Callable[[F], F]:
     return click.option(flag, type=float, default=2.0, show_default=True, help=help)
 
 
-def _share_option(flag: str, default: str, help: str) -> Callable[[F], F]:
-    """An alert threshold given as a share (``0.02`` or ``2%``), parsed by `_share`."""
+def _count_option(flag: str, minimum: int, default: int, help: str) -> Callable[[F], F]:
+    """An option given as a whole number of at least `minimum`; its default shown."""
+    return click.option(
+        flag, type=click.IntRange(min=minimum), default=default, show_default=True, help=help
+    )
+
+
+def _text_option(flag: str, default: str, help: str) -> Callable[[F], F]:
+    """An option given as text (a share such as ``0.02`` or ``2%``, a duration, an address),
+    parsed by the command; its default shown.
+    """
     return click.option(flag, default=default, show_default=True, help=help)
 
 
@@ -271,47 +280,28 @@ def _run_pages_folder(html_path: str) -> Path:
 
 @click.command()
 @db_option
-@click.option(
-    "--window", default="10m", show_default=True, help="The current window: the most recent span."
-)
-@click.option(
-    "--baseline",
-    default="7d",
-    show_default=True,
-    help="The baseline: the span just before the window.",
-)
+@_text_option("--window", "10m", "The current window: the most recent span.")
+@_text_option("--baseline", "7d", "The baseline: the span just before the window.")
 @agent_option
 @json_option
-@click.option(
-    "--min-runs",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Runs each window needs before any rule is judged.",
-)
+@_count_option("--min-runs", 1, 20, "Runs each window needs before any rule is judged.")
 @_ratio_option("--tool-calls-ratio", "tool_calls_p95 fires at this many times the baseline p95.")
 @_ratio_option("--spend-ratio", "spend_per_run fires at this many times the baseline average.")
 @_ratio_option("--latency-ratio", "latency_p95 fires at this many times the baseline p95.")
-@_share_option(
+@_text_option(
     "--loop-increase",
     "0.02",
     "loop_detected fires above the baseline share plus this (0.02 or 2%).",
 )
 @_ratio_option("--timeout-ratio", "tool_timeout fires at this many times the baseline share ...")
-@_share_option("--timeout-increase", "0.02", "... and at least this much above it (0.02 or 2%).")
-@_share_option(
+@_text_option("--timeout-increase", "0.02", "... and at least this much above it (0.02 or 2%).")
+@_text_option(
     "--retry-baseline-max",
     "0.05",
     "retries: 429/5xx share of tool calls counts as rare below this ...",
 )
-@_share_option("--retry-current-min", "0.25", "... and as constant at or above this.")
-@click.option(
-    "--worst",
-    type=click.IntRange(min=0),
-    default=5,
-    show_default=True,
-    help="Run ids listed per firing rule.",
-)
+@_text_option("--retry-current-min", "0.25", "... and as constant at or above this.")
+@_count_option("--worst", 0, 5, "Run ids listed per firing rule.")
 @click.option(
     "--disable",
     "disabled",
@@ -438,24 +428,21 @@ def _print_alerts(report: Any, as_json: bool) -> None:
     show_default=True,
     help="Port to serve /metrics on (0: any free port).",
 )
-@click.option(
+@_text_option(
     "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to bind; 0.0.0.0 exposes it to the network.",
+    "127.0.0.1",
+    "Address to bind; 0.0.0.0 exposes it to the network.",
 )
-@click.option(
+@_text_option(
     "--since",
-    default="all",
-    show_default=True,
-    help="Start the counters from the runs started this long ago (90s, 10m, 24h, 7d) instead of "
+    "all",
+    "Start the counters from the runs started this long ago (90s, 10m, 24h, 7d) instead of "
     "every run in the store; with a window, a restart looks like a counter reset to Prometheus.",
 )
-@click.option(
+@_text_option(
     "--interval",
-    default="15s",
-    show_default=True,
-    help="How often to count new runs from the store.",
+    "15s",
+    "How often to count new runs from the store.",
 )
 @click.option(
     "--once",

@@ -329,37 +329,34 @@ def _agent_name(s: _Span) -> str:
     return _span_label(s, keys, "invoke_agent ", "agent")
 
 
-def _args(s: _Span) -> Any:
-    a = s.attrs
-    if a.get("replay.args") is not None:
-        return _json_or_text(a["replay.args"])
-    if a.get("gen_ai.tool.call.arguments") is not None:
-        return _json_or_text(a["gen_ai.tool.call.arguments"])
-    if a.get("traceloop.entity.input") is not None:
-        return _traceloop_args(_json_or_text(a["traceloop.entity.input"]))
-    if a.get("input.value") is not None:
-        return _json_or_text(a["input.value"], a.get("input.mime_type"))
-    if a.get("gen_ai.input.messages") is not None:
-        return _json_or_text(a["gen_ai.input.messages"])
-    return {}
-
-
 _MISSING = object()
 
 
-def _result(s: _Span) -> Any:
+def _first_value(a: dict[str, Any], side: str, keys: tuple[str, ...], default: Any) -> Any:
+    """The first of `keys` a span carries, parsed, then OpenInference's ``{side}.value`` (with its
+    mime type), then ``gen_ai.{side}.messages``; `default` when there is none.
+    """
+    for key in keys:
+        if a.get(key) is not None:
+            return _json_or_text(a[key])
+    if a.get(f"{side}.value") is not None:
+        return _json_or_text(a[f"{side}.value"], a.get(f"{side}.mime_type"))
+    if a.get(f"gen_ai.{side}.messages") is not None:
+        return _json_or_text(a[f"gen_ai.{side}.messages"])
+    return default
+
+
+def _args(s: _Span) -> Any:
     a = s.attrs
-    if a.get("replay.result") is not None:
-        return _json_or_text(a["replay.result"])
-    if a.get("gen_ai.tool.call.result") is not None:
-        return _json_or_text(a["gen_ai.tool.call.result"])
-    if a.get("traceloop.entity.output") is not None:
-        return _json_or_text(a["traceloop.entity.output"])
-    if a.get("output.value") is not None:
-        return _json_or_text(a["output.value"], a.get("output.mime_type"))
-    if a.get("gen_ai.output.messages") is not None:
-        return _json_or_text(a["gen_ai.output.messages"])
-    return _MISSING
+    if a.get("replay.args") is None and a.get("gen_ai.tool.call.arguments") is None:
+        if a.get("traceloop.entity.input") is not None:
+            return _traceloop_args(_json_or_text(a["traceloop.entity.input"]))
+    return _first_value(a, "input", ("replay.args", "gen_ai.tool.call.arguments"), {})
+
+
+def _result(s: _Span) -> Any:
+    keys = ("replay.result", "gen_ai.tool.call.result", "traceloop.entity.output")
+    return _first_value(s.attrs, "output", keys, _MISSING)
 
 
 def _run_input(s: _Span) -> Any:
