@@ -10,10 +10,11 @@ the per-round ratios, so the spread is visible. Acceptance (issue 12): within 10
 
 Figures:
 - hot path: the median time the recorder adds to one tool call on the agent's thread (1 KB args
-  and output, 20,000 calls);
+  and output, 20,000 calls; `bench_recorder.recorder_calls`);
 - total CPU: process CPU time per recorded call (all threads: freeze, redact, hash, write);
 - replay + diff 10k: `replay_run` of a recorded 10,000-step run (median of 3);
-- diff 10k: `diff_traces` of two 10,000-step traces, 1% of the steps changed (median of 11);
+- diff 10k: `diff_traces` of two 10,000-step traces, 1% of the steps changed
+  (`bench_diff.make_pair`, median of 11);
 - cassette load: `load_cassette` of that 10,000-step run's cassette (median of 3).
 
 ``--worker NAME`` is the subprocess side (prints one JSON object); not for direct use.
@@ -22,10 +23,8 @@ Figures:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -38,58 +37,29 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ("hot_path_us", "total_cpu_us", "replay_diff_10k_s", "diff_10k_ms", "cassette_load_s")
 WORKERS = {"recorder": FIGURES[:2], "replay": (FIGURES[2], FIGURES[4]), "diff": (FIGURES[3],)}
-WORDS = "order refund shipping invoice customer account delivery status tracking review".split()
 
 
 # ---- the measurements (run in a subprocess, against the tree on PYTHONPATH) -------------------
 
 
-def _payload(seed: int, size: int = 1024) -> dict[str, Any]:
-    """About `size` bytes of typical tool JSON (the shape bench_recorder.py uses)."""
-    out: dict[str, Any] = {
-        "request_id": f"req-{seed:08d}",
-        "url": f"https://api.internal.invalid/v2/orders/{seed}?expand=items",
-        "limit": 20,
-        "offset": seed % 100,
-        "items": [{"sku": f"SKU-{seed + i:06d}", "qty": i + 1} for i in range(6)],
-    }
-    text, i = "", 0
-    while len(json.dumps(out)) + len(text) < size - 20:
-        text += WORDS[(seed * 7 + i * 3) % len(WORDS)] + " "
-        i += 1
-    out["note"] = text.strip()
-    return out
+def _median_s(fn: Any, repeat: int) -> float:
+    """The median wall time of `repeat` calls of `fn`, in seconds."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def _recorder(d: str, n: int = 20_000) -> dict[str, float]:
-    from replay import Recorder
+    from bench_recorder import payload, recorder_calls
 
-    args = [_payload(i) for i in range(64)]
-    outs = [_payload(1000 + i) for i in range(64)]
-    rec = Recorder(os.path.join(d, "bench.db"), max_queue=n + 10)
-
-    def body(i: int, q: dict[str, Any]) -> dict[str, Any]:
-        return outs[i % len(outs)]
-
-    tool = rec.tool("bench.tool")(body)
-    added: list[int] = []
-    with rec.run("bench"):
-        for i in range(200):  # warm up the writer thread and the caches
-            tool(i, args[i % len(args)])
-        rec.flush()
-        cpu0 = time.process_time()
-        for i in range(n):
-            a = args[i % len(args)]
-            t0 = time.perf_counter_ns()
-            body(i, a)
-            t1 = time.perf_counter_ns()
-            tool(i, a)
-            t2 = time.perf_counter_ns()
-            added.append((t2 - t1) - (t1 - t0))
-        rec.flush(120)
-        cpu = (time.process_time() - cpu0) / n
-    rec.close()
-    return {"hot_path_us": statistics.median(added) / 1000, "total_cpu_us": cpu * 1e6}
+    args = [payload(i) for i in range(50)]
+    outs = [payload(10_000 + i) for i in range(50)]
+    bare, wrapped, cpu, _ = recorder_calls(n, args, outs, os.path.join(d, "bench.db"))
+    added = statistics.median(wrapped) - statistics.median(bare)
+    return {"hot_path_us": added / 1000, "total_cpu_us": cpu * 1e6}
 
 
 def _replay(d: str, n: int = 10_000) -> dict[str, float]:
@@ -110,82 +80,32 @@ def _replay(d: str, n: int = 10_000) -> dict[str, float]:
     agent(n)
     rec.flush(120)
     rid = rec.last_run_id
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
+
+    def replay() -> None:
         res = replay_run(rid, agent=agent, db=rec.db)
-        times.append(time.perf_counter() - t0)
         assert res.diff.is_empty, res.diff.to_text()
+
+    replay_s = _median_s(replay, 3)
     with Store(rec.db) as s:
         path = write_cassette(cassette_from_store(s, rid), Path(d) / "c.json")
-    loads = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        load_cassette(path)
-        loads.append(time.perf_counter() - t0)
+    load_s = _median_s(lambda: load_cassette(path), 3)
     rec.close()
-    return {
-        "replay_diff_10k_s": statistics.median(times),
-        "cassette_load_s": statistics.median(loads),
-    }
+    return {"replay_diff_10k_s": replay_s, "cassette_load_s": load_s}
 
 
-def _diff(n: int = 10_000) -> dict[str, float]:
-    from replay.diff import Trace, diff_traces
-    from replay.models import Event, Run, Usage
+def _diff() -> dict[str, float]:
+    from bench_diff import make_pair
 
-    def sha(v: Any) -> str:
-        return hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:24]
+    from replay.diff import diff_traces
 
-    tools = ["http.get", "crm.lookup", "openai.chat", "email.send", "kb.search", "crm.update"]
-
-    def event(rid: str, i: int, tool: str, arg: int) -> Event:
-        return Event.model_construct(
-            run_id=rid,
-            kind="model_result" if tool == "openai.chat" else "tool_result",
-            ts_ms=1_700_000_000_000 + i,
-            step_id=i + 1,
-            tool=tool,
-            args_sha=sha({"a": arg}),
-            output_sha=sha({"o": arg}),
-            duration_ms=3,
-            status="ok",
-            error=None,
-            usage=None,
-            stop_reason=None,
-            parent_step_id=None,
-        )
-
-    def run(rid: str, steps: int) -> Run:
-        usage = Usage(tokens_in=5000, tokens_out=900, cost_usd=0.02)
-        return Run(run_id=rid, agent="bench", started_ms=0, stop_reason="completed",
-                   tool_calls=steps, usage=usage, output={"reply": "done"})  # fmt: skip
-
-    rnd = random.Random(7)
-    spec = [(rnd.choice(tools), rnd.randrange(i) if i > 10 and rnd.random() < 0.1 else i)
-            for i in range(n)]  # fmt: skip
-    other = list(spec)
-    for k, p in enumerate(sorted(rnd.sample(range(1, n - 1), n // 100), reverse=True)):
-        if k % 3 == 0:
-            other.insert(p, (rnd.choice(tools), 10**6 + k))
-        elif k % 3 == 1:
-            del other[p]
-        else:
-            other[p] = (other[p][0], 2 * 10**6 + k)
-    a = [event("r_rec", i, t, x) for i, (t, x) in enumerate(spec)]
-    b = [event("r_rep", i, t, x) for i, (t, x) in enumerate(other)]
-    ta = Trace(run("r_rec", n), a, {e.output_sha: {"o": 1} for e in a})
-    tb = Trace(run("r_rep", len(b)), b, {e.output_sha: {"o": 1} for e in b})
-    assert diff_traces(ta, tb).changes
-    times = []
-    for _ in range(11):
-        t0 = time.perf_counter()
-        diff_traces(ta, tb)
-        times.append(time.perf_counter() - t0)
-    return {"diff_10k_ms": statistics.median(times) * 1000}
+    rec, rep, _ = make_pair()
+    diff_traces(rec, rep)  # warm-up (imports, caches)
+    return {"diff_10k_ms": _median_s(lambda: diff_traces(rec, rep), 11) * 1000}
 
 
 def worker(name: str, tree: str) -> None:
+    # `replay` first, from PYTHONPATH: the benchmark modules imported next (this tree's, the
+    # same code for both trees) put their own tree on sys.path, but find `replay` imported.
     import replay
 
     where = Path(replay.__file__).resolve()
