@@ -26,6 +26,7 @@ __all__ = [
     "json_option",
     "open_store",
     "path_option",
+    "render_diff",
     "since_ms",
     "table",
 ]
@@ -115,3 +116,13 @@ def since_ms(since: str | None, flag: str = "--since") -> int | None:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+
+
+def render_diff(diff: Any, as_json: bool, markdown: bool) -> None:
+    """Print a `RunDiff`: JSON, Markdown, or the text report (coloured on a terminal)."""
+    if as_json:
+        echo_json(diff.to_json())
+    elif markdown:
+        click.echo(diff.to_markdown())
+    else:
+        click.echo(diff.to_text(color=None))
