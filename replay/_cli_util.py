@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -24,6 +25,8 @@ __all__ = [
     "fmt_ts",
     "json_option",
     "open_store",
+    "path_option",
+    "render_diff",
     "since_ms",
     "table",
 ]
@@ -50,6 +53,19 @@ db_option = click.option(
     help="The store: a SQLite file or a postgresql:// URL.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def path_option(
+    *names: str, help: str, default: str | None = None, folder: bool = False
+) -> Callable[[_F], _F]:
+    """An option naming a file (`folder`: a folder), None unless a `default` is given (shown)."""
+    kind = click.Path(file_okay=False) if folder else click.Path(dir_okay=False)
+    if default is None:
+        return click.option(*names, default=None, type=kind, help=help)
+    return click.option(*names, default=default, show_default=True, type=kind, help=help)
 
 
 def open_store(db: str, *, create: bool = False) -> Store:
@@ -100,3 +116,13 @@ def since_ms(since: str | None, flag: str = "--since") -> int | None:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+
+
+def render_diff(diff: Any, as_json: bool, markdown: bool) -> None:
+    """Print a `RunDiff`: JSON, Markdown, or the text report (coloured on a terminal)."""
+    if as_json:
+        echo_json(diff.to_json())
+    elif markdown:
+        click.echo(diff.to_markdown())
+    else:
+        click.echo(diff.to_text(color=None))

@@ -342,9 +342,21 @@ def resolve_agent(
             return fn
         why = f"{_short(entrypoint)} is not a function registered as agent {_short(agent_name)}"
     named = [r.partition(":")[0] for r in (*agents, *listed)]
+    return _only_agent_of_project(agent_name, entrypoint, root, named, run_id, why)
+
+
+def _only_agent_of_project(
+    agent_name: str, entrypoint: str | None, root: Path, named: list[str], run_id: str, why: str
+) -> Callable[..., Any]:
+    """The one agent of that name this project registers (moved or renamed since the recording).
+
+    Raises:
+        EntrypointError: several functions of the project are registered under that name, or none
+            is (`why` says why the recorded entrypoint was not imported).
+    """
     live = [(e, f) for e, f in registered_agents(agent_name) if _of_project(f, root, named)]
     functions = {id(f): (e, f) for e, f in live}
-    if len(functions) == 1:  # one agent of that name (moved or renamed since the recording)
+    if len(functions) == 1:
         return next(iter(functions.values()))[1]
     if len(functions) > 1:
         entries = ", ".join(sorted(e for e, _ in functions.values()))

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from replay.errors import CassetteDecodeError
-from replay.hashing import canonical_bytes, ordered_bytes, sha_of_canonical
+from replay.hashing import TRUNCATED_TAG, canonical_bytes, ordered_bytes, sha_of_canonical
 from replay.models import Event, Run, is_step
 
 __all__ = [
@@ -241,6 +241,29 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+def read_input_file(
+    p: Path,
+    error: type[CassetteDecodeError],
+    missing: str,
+    max_bytes: int | None = None,
+    reader: str = "an import",
+) -> bytes:
+    """The bytes of an input file, or `error` naming the file: `missing` when there is no such
+    file, the OS's reason when it cannot be read, the limit `reader` has when it is over
+    `max_bytes`.
+    """
+    try:
+        if max_bytes is not None:
+            size = p.stat().st_size
+            if size > max_bytes:
+                raise error(str(p), f"{size} bytes is more than the {max_bytes} {reader} reads")
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise error(str(p), missing) from None
+    except OSError as exc:
+        raise error(str(p), f"cannot be read: {exc.strerror}") from None
+
+
 def load_cassette(path: str | os.PathLike[str]) -> Cassette:
     """Read and validate a cassette file.
 
@@ -249,14 +272,9 @@ def load_cassette(path: str | os.PathLike[str]) -> Cassette:
             that is wrong; the message names the file and the field.
     """
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise CassetteDecodeError(
-            str(p), "no such cassette file (export one with `replay export RUN_ID`)"
-        ) from None
-    except OSError as exc:
-        raise CassetteDecodeError(str(p), f"cannot be read: {exc.strerror}") from None
+    raw = read_input_file(
+        p, CassetteDecodeError, "no such cassette file (export one with `replay export RUN_ID`)"
+    )
     try:
         data = json.loads(raw)
     except RecursionError:
@@ -269,31 +287,7 @@ def load_cassette(path: str | os.PathLike[str]) -> Cassette:
         raise CassetteDecodeError(str(p), f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise CassetteDecodeError(str(p), "not a cassette: the top level must be a JSON object")
-    fmt = data.get("format")
-    if fmt != CASSETTE_FORMAT:
-        raise CassetteDecodeError(
-            str(p),
-            f"format: expected {CASSETTE_FORMAT!r}, found {str(fmt)[:40]!r} (is this an "
-            f"agent-replay cassette?)",
-        )
-    version = data.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise CassetteDecodeError(
-            str(p), f"version: expected an integer, found {str(version)[:40]!r}"
-        )
-    if version < 1:
-        raise CassetteDecodeError(
-            str(p),
-            f"version: {version} is not a cassette format version (versions start at 1; "
-            f"this agent-replay writes {CASSETTE_VERSION}): re-export the run with `replay export "
-            f"RUN_ID`",
-        )
-    if version > CASSETTE_VERSION:
-        raise CassetteDecodeError(
-            str(p),
-            f"cassette format version {version}; this agent-replay reads up to {CASSETTE_VERSION}: "
-            "upgrade it (pip install -U agent-replay)",
-        )
+    _check_format(data, str(p))
     try:
         cas = Cassette.model_validate(data)
     except RecursionError:
@@ -308,8 +302,38 @@ def load_cassette(path: str | os.PathLike[str]) -> Cassette:
     return cas
 
 
+def _check_format(data: dict[str, Any], where: str) -> None:
+    """Refuse a JSON object that is not a cassette, or one of a format version this one cannot
+    read (older than 1, newer than `CASSETTE_VERSION`).
+    """
+    fmt = data.get("format")
+    if fmt != CASSETTE_FORMAT:
+        raise CassetteDecodeError(
+            where,
+            f"format: expected {CASSETTE_FORMAT!r}, found {str(fmt)[:40]!r} (is this an "
+            f"agent-replay cassette?)",
+        )
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CassetteDecodeError(
+            where, f"version: expected an integer, found {str(version)[:40]!r}"
+        )
+    if version < 1:
+        raise CassetteDecodeError(
+            where,
+            f"version: {version} is not a cassette format version (versions start at 1; "
+            f"this agent-replay writes {CASSETTE_VERSION}): re-export the run with `replay export "
+            f"RUN_ID`",
+        )
+    if version > CASSETTE_VERSION:
+        raise CassetteDecodeError(
+            where,
+            f"cassette format version {version}; this agent-replay reads up to {CASSETTE_VERSION}: "
+            "upgrade it (pip install -U agent-replay)",
+        )
+
+
 _SHA = re.compile(r"[0-9a-f]{24}")
-_TRUNCATED_TAG = "$truncated"  # replay.writer.TRUNCATED_TAG
 
 
 def check_integrity(cas: Cassette, where: str = "<cassette>") -> None:
@@ -341,7 +365,7 @@ def check_integrity(cas: Cassette, where: str = "<cassette>") -> None:
             body = snap.body
             ok = (
                 isinstance(body, dict)
-                and body.get(_TRUNCATED_TAG) is True
+                and body.get(TRUNCATED_TAG) is True
                 and body.get("sha") == sha
             )
         else:

@@ -12,8 +12,9 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -24,6 +25,7 @@ from replay._cli_util import (
     echo_json,
     json_option,
     open_store,
+    path_option,
 )
 from replay.alerts import REGISTRY as ALERT_RULES
 from replay.stats import UnknownAgentError, format_duration
@@ -47,7 +49,28 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 agent_option = click.option("--agent", default=None, help="Only the runs of this agent.")
+
+
+def _ratio_option(flag: str, help: str) -> Callable[[F], F]:
+    """An alert threshold given as a multiple of the baseline (default 2x)."""
+    return click.option(flag, type=float, default=2.0, show_default=True, help=help)
+
+
+def _count_option(flag: str, minimum: int, default: int, help: str) -> Callable[[F], F]:
+    """An option given as a whole number of at least `minimum`; its default shown."""
+    return click.option(
+        flag, type=click.IntRange(min=minimum), default=default, show_default=True, help=help
+    )
+
+
+def _text_option(flag: str, default: str, help: str) -> Callable[[F], F]:
+    """An option given as text (a share such as ``0.02`` or ``2%``, a duration, an address),
+    parsed by the command; its default shown.
+    """
+    return click.option(flag, default=default, show_default=True, help=help)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,20 +87,12 @@ agent_option = click.option("--agent", default=None, help="Only the runs of this
     "--by", type=click.Choice(["hour", "day"]), default=None, help="Also one row per hour or day."
 )
 @json_option
-@click.option(
+@path_option(
     "--html",
     "html_path",
-    type=click.Path(dir_okay=False),
-    default=None,
     help="Write an HTML dashboard (three drift charts), linking to run pages written next to it.",
 )
-@click.option(
-    "--plot",
-    "plot_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write the charts as PNG (needs matplotlib).",
-)
+@path_option("--plot", "plot_path", help="Write the charts as PNG (needs matplotlib).")
 def stats(
     db: str,
     since: str,
@@ -96,7 +111,7 @@ def stats(
 
         replay stats --since 24h --agent support-agent --by hour --html drift.html
     """
-    from replay.stats import format_stats, format_stats_table, stats_for_store
+    from replay.stats import stats_for_store
 
     if plot_path is not None and importlib.util.find_spec("matplotlib") is None:
         from replay.dashboard import PlotDependencyError
@@ -131,12 +146,20 @@ def stats(
             d.pop("buckets", None)
         d["written"] = written
         echo_json(d)
-        return
-    if report.message:
+    elif report.message:
         click.echo(report.message)
         if html_path or plot_path:
             click.echo("no dashboard written: there is nothing to chart", err=True)
-        return
+    else:
+        _print_stats(report, label, agent, by, written)
+
+
+def _print_stats(
+    report: Any, label: str, agent: str | None, by: str | None, written: list[str]
+) -> None:
+    """`replay stats` as text: the overall figures, the per-hour/day table, the files written."""
+    from replay.stats import format_stats, format_stats_table
+
     who = f" for agent {agent!r}" if agent else ""
     click.echo(f"{report.stats.runs} runs {label}{who}\n")
     click.echo(format_stats(report.stats))
@@ -200,16 +223,41 @@ def _write_run_pages(
         store.close()
     if not runs:
         return []
-
-    def latency(r: Any) -> int:
-        return (r.ended_ms - r.started_ms) if r.ended_ms is not None else -1
-
     picked: dict[str, Any] = {}
     for r in (
         sorted(runs, key=lambda r: (-r.tool_calls, -r.started_ms))[:n]
-        + sorted(runs, key=lambda r: -latency(r))[:n]
+        + sorted(runs, key=lambda r: -_latency(r))[:n]
     ):
         picked.setdefault(r.run_id, r)
+    folder = _run_pages_folder(html_path)
+    links = []
+    for r in sorted(picked.values(), key=lambda r: (-r.tool_calls, -_latency(r))):
+        rec = load_recording(r.run_id, db=db)
+        write_run_page(
+            folder / f"{r.run_id}.html",
+            render_run_page(rec.run, rec.events, rec.snapshots, generated_ms=_now_ms()),
+        )
+        links.append(
+            RunLink(
+                r.run_id,
+                r.agent,
+                r.started_ms,
+                r.tool_calls,
+                None if r.ended_ms is None else _latency(r),
+                r.stop_reason,
+                f"{folder.name}/{r.run_id}.html",
+            )
+        )
+    return links
+
+
+def _latency(r: Any) -> int:
+    """A run's wall time in ms (-1 while it has not ended)."""
+    return (r.ended_ms - r.started_ms) if r.ended_ms is not None else -1
+
+
+def _run_pages_folder(html_path: str) -> Path:
+    """``<dashboard stem>-runs/`` next to the dashboard, made 0700 (never through a symlink)."""
     html = Path(html_path)
     folder = html.parent / f"{html.stem}-runs"
     if not html.parent.is_dir():
@@ -223,25 +271,7 @@ def _write_run_pages(
             "written through a symlink)"
         )
     folder.mkdir(mode=0o700, exist_ok=True)
-    links = []
-    for r in sorted(picked.values(), key=lambda r: (-r.tool_calls, -latency(r))):
-        rec = load_recording(r.run_id, db=db)
-        write_run_page(
-            folder / f"{r.run_id}.html",
-            render_run_page(rec.run, rec.events, rec.snapshots, generated_ms=_now_ms()),
-        )
-        links.append(
-            RunLink(
-                r.run_id,
-                r.agent,
-                r.started_ms,
-                r.tool_calls,
-                None if r.ended_ms is None else latency(r),
-                r.stop_reason,
-                f"{folder.name}/{r.run_id}.html",
-            )
-        )
-    return links
+    return folder
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,83 +280,28 @@ def _write_run_pages(
 
 @click.command()
 @db_option
-@click.option(
-    "--window", default="10m", show_default=True, help="The current window: the most recent span."
-)
-@click.option(
-    "--baseline",
-    default="7d",
-    show_default=True,
-    help="The baseline: the span just before the window.",
-)
+@_text_option("--window", "10m", "The current window: the most recent span.")
+@_text_option("--baseline", "7d", "The baseline: the span just before the window.")
 @agent_option
 @json_option
-@click.option(
-    "--min-runs",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Runs each window needs before any rule is judged.",
-)
-@click.option(
-    "--tool-calls-ratio",
-    type=float,
-    default=2.0,
-    show_default=True,
-    help="tool_calls_p95 fires at this many times the baseline p95.",
-)
-@click.option(
-    "--spend-ratio",
-    type=float,
-    default=2.0,
-    show_default=True,
-    help="spend_per_run fires at this many times the baseline average.",
-)
-@click.option(
-    "--latency-ratio",
-    type=float,
-    default=2.0,
-    show_default=True,
-    help="latency_p95 fires at this many times the baseline p95.",
-)
-@click.option(
+@_count_option("--min-runs", 1, 20, "Runs each window needs before any rule is judged.")
+@_ratio_option("--tool-calls-ratio", "tool_calls_p95 fires at this many times the baseline p95.")
+@_ratio_option("--spend-ratio", "spend_per_run fires at this many times the baseline average.")
+@_ratio_option("--latency-ratio", "latency_p95 fires at this many times the baseline p95.")
+@_text_option(
     "--loop-increase",
-    default="0.02",
-    show_default=True,
-    help="loop_detected fires above the baseline share plus this (0.02 or 2%).",
+    "0.02",
+    "loop_detected fires above the baseline share plus this (0.02 or 2%).",
 )
-@click.option(
-    "--timeout-ratio",
-    type=float,
-    default=2.0,
-    show_default=True,
-    help="tool_timeout fires at this many times the baseline share ...",
-)
-@click.option(
-    "--timeout-increase",
-    default="0.02",
-    show_default=True,
-    help="... and at least this much above it (0.02 or 2%).",
-)
-@click.option(
+@_ratio_option("--timeout-ratio", "tool_timeout fires at this many times the baseline share ...")
+@_text_option("--timeout-increase", "0.02", "... and at least this much above it (0.02 or 2%).")
+@_text_option(
     "--retry-baseline-max",
-    default="0.05",
-    show_default=True,
-    help="retries: 429/5xx share of tool calls counts as rare below this ...",
+    "0.05",
+    "retries: 429/5xx share of tool calls counts as rare below this ...",
 )
-@click.option(
-    "--retry-current-min",
-    default="0.25",
-    show_default=True,
-    help="... and as constant at or above this.",
-)
-@click.option(
-    "--worst",
-    type=click.IntRange(min=0),
-    default=5,
-    show_default=True,
-    help="Run ids listed per firing rule.",
-)
+@_text_option("--retry-current-min", "0.25", "... and as constant at or above this.")
+@_count_option("--worst", 0, 5, "Run ids listed per firing rule.")
 @click.option(
     "--disable",
     "disabled",
@@ -362,36 +337,23 @@ def alerts(
 
         replay alerts --window 10m --baseline 7d --agent support-agent
     """
-    from replay.alerts import AlertRules, alerts_for_store, format_result
+    from replay.alerts import alerts_for_store
 
     window_ms = duration_ms(window, "--window")
     baseline_ms = duration_ms(baseline, "--baseline")
-    for name, v in (
-        ("--tool-calls-ratio", tool_calls_ratio),
-        ("--spend-ratio", spend_ratio),
-        ("--latency-ratio", latency_ratio),
-        ("--timeout-ratio", timeout_ratio),
-    ):
-        if not v > 0:
-            raise BadInput(f"{name} must be > 0 (e.g. 2 for 2x the baseline), got {v}")
-    off = set(disabled)
-    rules = AlertRules(
-        min_runs=min_runs,
-        tool_calls_p95_ratio=None if "tool_calls_p95" in off else tool_calls_ratio,
-        spend_ratio=None if "spend_per_run" in off else spend_ratio,
-        latency_p95_ratio=None if "latency_p95" in off else latency_ratio,
-        loop_detected_min_increase=None
-        if "loop_detected" in off
-        else _share(loop_increase, "--loop-increase"),
-        tool_timeout_ratio=None if "tool_timeout" in off else timeout_ratio,
-        tool_timeout_min_increase=_share(timeout_increase, "--timeout-increase"),
-        retry_baseline_max=None
-        if "retries" in off
-        else _share(retry_baseline_max, "--retry-baseline-max"),
-        retry_current_min=_share(retry_current_min, "--retry-current-min"),
-        worst_runs=worst,
-        disabled=frozenset(off),
-    )
+    ratios = {
+        "--tool-calls-ratio": tool_calls_ratio,
+        "--spend-ratio": spend_ratio,
+        "--latency-ratio": latency_ratio,
+        "--timeout-ratio": timeout_ratio,
+    }
+    shares = {
+        "--loop-increase": loop_increase,
+        "--timeout-increase": timeout_increase,
+        "--retry-baseline-max": retry_baseline_max,
+        "--retry-current-min": retry_current_min,
+    }
+    rules = _alert_rules(min_runs, ratios, shares, worst, set(disabled))
     store = open_store(db)
     try:
         report = alerts_for_store(
@@ -399,24 +361,58 @@ def alerts(
         )
     except UnknownAgentError as exc:
         raise BadInput(str(exc)) from exc
+    _print_alerts(report, as_json)
+    if report.fired:
+        sys.exit(1)
+
+
+def _alert_rules(
+    min_runs: int, ratios: dict[str, float], shares: dict[str, str], worst: int, off: set[str]
+) -> Any:
+    """The `AlertRules` the options ask for (a disabled rule's threshold is None)."""
+    from replay.alerts import AlertRules
+
+    for name, v in ratios.items():
+        if not v > 0:
+            raise BadInput(f"{name} must be > 0 (e.g. 2 for 2x the baseline), got {v}")
+
+    def share(option: str, rule: str) -> float | None:
+        return None if rule in off else _share(shares[option], option)
+
+    return AlertRules(
+        min_runs=min_runs,
+        tool_calls_p95_ratio=None if "tool_calls_p95" in off else ratios["--tool-calls-ratio"],
+        spend_ratio=None if "spend_per_run" in off else ratios["--spend-ratio"],
+        latency_p95_ratio=None if "latency_p95" in off else ratios["--latency-ratio"],
+        loop_detected_min_increase=share("--loop-increase", "loop_detected"),
+        tool_timeout_ratio=None if "tool_timeout" in off else ratios["--timeout-ratio"],
+        tool_timeout_min_increase=_share(shares["--timeout-increase"], "--timeout-increase"),
+        retry_baseline_max=share("--retry-baseline-max", "retries"),
+        retry_current_min=_share(shares["--retry-current-min"], "--retry-current-min"),
+        worst_runs=worst,
+        disabled=frozenset(off),
+    )
+
+
+def _print_alerts(report: Any, as_json: bool) -> None:
+    """`replay alerts` output: JSON, or the summary, one line per firing rule and the tally."""
+    from replay.alerts import format_result
 
     fired = report.fired
     if as_json:
         echo_json(report.to_dict())
-    else:
-        click.echo(report.summary())
-        if not report.judged:
-            click.echo(report.results[0].message if report.results else "no rules enabled")
-        else:
-            for r in fired:
-                click.echo(format_result(r))
-            ok = [r.rule for r in report.results if not r.fired]
-            click.echo(
-                f"{len(fired)} of {len(report.results)} rules fired"
-                + (f"; ok: {', '.join(ok)}" if ok else "")
-            )
-    if fired:
-        sys.exit(1)
+        return
+    click.echo(report.summary())
+    if not report.judged:
+        click.echo(report.results[0].message if report.results else "no rules enabled")
+        return
+    for r in fired:
+        click.echo(format_result(r))
+    ok = [r.rule for r in report.results if not r.fired]
+    click.echo(
+        f"{len(fired)} of {len(report.results)} rules fired"
+        + (f"; ok: {', '.join(ok)}" if ok else "")
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,24 +428,21 @@ def alerts(
     show_default=True,
     help="Port to serve /metrics on (0: any free port).",
 )
-@click.option(
+@_text_option(
     "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to bind; 0.0.0.0 exposes it to the network.",
+    "127.0.0.1",
+    "Address to bind; 0.0.0.0 exposes it to the network.",
 )
-@click.option(
+@_text_option(
     "--since",
-    default="all",
-    show_default=True,
-    help="Start the counters from the runs started this long ago (90s, 10m, 24h, 7d) instead of "
+    "all",
+    "Start the counters from the runs started this long ago (90s, 10m, 24h, 7d) instead of "
     "every run in the store; with a window, a restart looks like a counter reset to Prometheus.",
 )
-@click.option(
+@_text_option(
     "--interval",
-    default="15s",
-    show_default=True,
-    help="How often to count new runs from the store.",
+    "15s",
+    "How often to count new runs from the store.",
 )
 @click.option(
     "--once",
@@ -490,20 +483,6 @@ def metrics(
             else:
                 click.echo(exporter.exposition().decode("utf-8"), nl=False)
             return
-
-        def ready(server: Any) -> None:
-            bound_host, bound_port = server.server_address[:2]
-            url = f"http://{bound_host}:{bound_port}/metrics"
-            if as_json:
-                click.echo(
-                    json.dumps({"url": url, "host": bound_host, "port": bound_port, "db": db})
-                )
-            else:
-                click.echo(
-                    f"serving {url} from {db}, counting new runs every {interval}; Ctrl-C to stop"
-                )
-            sys.stdout.flush()
-
         try:
             serve_store(
                 store,
@@ -512,7 +491,7 @@ def metrics(
                 since_ms=since_ms,
                 interval_s=interval_s,
                 stop=threading.Event(),
-                on_ready=ready,
+                on_ready=_announce(db, interval, as_json),
             )
         except OSError as exc:
             raise BadInput(
@@ -522,3 +501,20 @@ def metrics(
             click.echo("stopped")
     except MetricsDependencyError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _announce(db: str, interval: str, as_json: bool) -> Callable[[Any], None]:
+    """What `replay metrics` prints once its server listens: the URL (JSON with --json)."""
+
+    def ready(server: Any) -> None:
+        bound_host, bound_port = server.server_address[:2]
+        url = f"http://{bound_host}:{bound_port}/metrics"
+        if as_json:
+            click.echo(json.dumps({"url": url, "host": bound_host, "port": bound_port, "db": db}))
+        else:
+            click.echo(
+                f"serving {url} from {db}, counting new runs every {interval}; Ctrl-C to stop"
+            )
+        sys.stdout.flush()
+
+    return ready

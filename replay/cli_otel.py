@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from replay._cli_util import BadInput, db_option, open_store, since_ms
+from replay._cli_util import BadInput, db_option, open_store, path_option, since_ms
 from replay.errors import CassetteDecodeError, ReplayError
 
 if TYPE_CHECKING:
@@ -139,11 +139,9 @@ def _find_runs(store: Store, run_ids: tuple[str, ...]) -> list[str]:
 @click.option(
     "--timeout", default=10.0, show_default=True, help="Seconds per request, retries included."
 )
-@click.option(
+@path_option(
     "--file",
     "out_file",
-    default=None,
-    type=click.Path(dir_okay=False),
     help="Write the spans as an OTLP JSON file (0600) instead of sending them.",
 )
 def otel_export(

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from replay._cli_util import BadInput, db_option
+from replay._cli_util import BadInput, db_option, path_option
 from replay.batch import ensure_importable
 from replay.errors import ReplayError
 
@@ -126,12 +126,10 @@ def _serve(html: str, port: int) -> None:
     help="With --against replay: a module whose @rec.agent functions the replay may call "
     "(repeatable).",
 )
-@click.option(
+@path_option(
     "-o",
     "--output",
     "output",
-    default=None,
-    type=click.Path(dir_okay=False),
     help="The HTML file to write (default: RUN_ID.html in the working folder).",
 )
 @click.option(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from replay._cli_util import BadInput, db_option, fmt_ms, table
+from replay._cli_util import BadInput, db_option, fmt_ms, path_option, table
 from replay.timeline import Timeline, load_timeline
 
 if TYPE_CHECKING:
@@ -100,13 +100,12 @@ def _export(store: Any, run_id: str, out_dir: Path) -> tuple[Path, str]:
 
 @click.command()
 @db_option
-@click.option(
+@path_option(
     "--cassettes",
     "cassettes_dir",
-    default="cassettes",
-    show_default=True,
-    type=click.Path(file_okay=False),
     help="Folder to export the incident cassette into.",
+    default="cassettes",
+    folder=True,
 )
 def demo(db: str, cassettes_dir: str) -> None:
     """Record the duplicate-email incident, then find, export, replay and fix the worst run.

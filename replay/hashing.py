@@ -38,10 +38,14 @@ __all__ = [
     "sha_of_canonical",
     "thaw",
     "to_jsonable",
+    "truncated_snapshot",
     "type_tag",
+    "TRUNCATED_TAG",
 ]
 
 BYTES_TAG = "$bytes"
+#: Marks a stored snapshot cut at the store's size limit (`truncated_snapshot`).
+TRUNCATED_TAG = "$truncated"
 
 _dumps = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
@@ -535,19 +539,7 @@ def _tree(obj: Any, depth: int) -> Any:
     depth += 1
     # issuperset(map(type, ...)) checks a whole level in C: plain levels cost little.
     if t is dict:
-        values = obj.values()
-        kids = None if _PLAIN_TYPES.issuperset(map(type, values)) else _kids(values, depth)
-        keys: dict[str, str] | None = None
-        if not _STR_TYPE.issuperset(map(type, obj)):
-            for i, k in enumerate(obj):
-                tag = _key_tag(k)
-                if tag is not None:
-                    if keys is None:
-                        keys = {}
-                    keys[str(i)] = tag
-        if kids is None and keys is None:
-            return None
-        return ["d", kids] if keys is None else ["d", kids, keys]
+        return _dict_tree(obj, depth)
     if t is list:
         if _PLAIN_TYPES.issuperset(map(type, obj)):
             return None
@@ -556,11 +548,50 @@ def _tree(obj: Any, depth: int) -> Any:
     if t is tuple:
         kids = _kids(obj, depth)
         return ["t"] if kids is None else ["t", kids]
+    return _object_tree(obj, t, depth)
+
+
+def _dict_tree(obj: dict[Any, Any], depth: int) -> Any:
+    """The tag node of a plain dict: its values' tags and its non-str keys' tags, or None."""
+    values = obj.values()
+    kids = None if _PLAIN_TYPES.issuperset(map(type, values)) else _kids(values, depth)
+    keys: dict[str, str] | None = None
+    if not _STR_TYPE.issuperset(map(type, obj)):
+        for i, k in enumerate(obj):
+            tag = _key_tag(k)
+            if tag is not None:
+                if keys is None:
+                    keys = {}
+                keys[str(i)] = tag
+    if kids is None and keys is None:
+        return None
+    return ["d", kids] if keys is None else ["d", kids, keys]
+
+
+#: Types whose tag node is their tag alone, in the order they are tried (datetime before date).
+_LEAF_TAGS: tuple[tuple[type, str], ...] = (
+    (_dt.datetime, "dt"),
+    (_dt.date, "date"),
+    (_dt.time, "time"),
+    (_dt.timedelta, "td"),
+    (bytes, "b"),
+    (bytearray, "ba"),
+    (decimal.Decimal, "dec"),
+    (uuid.UUID, "uuid"),
+)
+
+
+def _class_node(tag: str, t: type, kids: Any) -> list[Any]:
+    """A tag node naming the value's class, with its children's tags when any are not plain."""
+    return [tag, _cls_path(t)] if kids is None else [tag, _cls_path(t), kids]
+
+
+def _object_tree(obj: Any, t: type, depth: int) -> Any:
+    """The tag node of anything but a plain dict, list or tuple (`depth` already counted)."""
     if isinstance(obj, enum.Enum):
         return ["e", _cls_path(t)]
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-        kids = _kids(obj, depth)
-        return ["nt", _cls_path(t)] if kids is None else ["nt", _cls_path(t), kids]
+        return _class_node("nt", t, _kids(obj, depth))
     if isinstance(obj, set | frozenset):
         # Stored sorted; one tag for every element, when they share one (a set of tuples).
         nodes = {orjson.dumps(_tree(v, depth)) for v in obj}
@@ -570,27 +601,15 @@ def _tree(obj: Any, depth: int) -> Any:
             if node is not None:
                 return [tag, node]
         return [tag]
-    if isinstance(obj, _dt.datetime):
-        return ["dt"]
-    if isinstance(obj, _dt.date):
-        return ["date"]
-    if isinstance(obj, _dt.time):
-        return ["time"]
-    if isinstance(obj, _dt.timedelta):
-        return ["td"]
-    if isinstance(obj, bytes):
-        return ["b"]
-    if isinstance(obj, bytearray):
-        return ["ba"]
-    if isinstance(obj, decimal.Decimal):
-        return ["dec"]
-    if isinstance(obj, uuid.UUID):
-        return ["uuid"]
+    for cls, leaf in _LEAF_TAGS:
+        if isinstance(obj, cls):
+            return [leaf]
     if isinstance(obj, pathlib.PurePath):
         return ["path", t.__name__]
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        kids = _kids([getattr(obj, f.name) for f in dataclasses.fields(obj)], depth)
-        return ["dc", _cls_path(t)] if kids is None else ["dc", _cls_path(t), kids]
+        return _class_node(
+            "dc", t, _kids([getattr(obj, f.name) for f in dataclasses.fields(obj)], depth)
+        )
     if callable(getattr(obj, "model_dump", None)) and hasattr(t, "model_validate"):
         return ["pd", _cls_path(t)]
     if isinstance(obj, dict):  # OrderedDict, defaultdict, ...: a dict in JSON
@@ -598,6 +617,18 @@ def _tree(obj: Any, depth: int) -> Any:
     if isinstance(obj, list):
         return _tree(list(obj), depth - 1)
     return None
+
+
+def truncated_snapshot(body: bytes, digest: str, limit: int) -> tuple[bytes, bool]:
+    """What a store keeps of a snapshot `body` (sha `digest`): the body itself when it is at
+    most `limit` bytes, else a `TRUNCATED_TAG` stub with its sha, size and first bytes as text;
+    and whether it was truncated.
+    """
+    if len(body) <= limit:
+        return body, False
+    head = body[:limit].decode("utf-8", "ignore")
+    stub = {TRUNCATED_TAG: True, "sha": digest, "size": len(body), "head": head}
+    return orjson.dumps(stub, option=orjson.OPT_SORT_KEYS), True
 
 
 def type_tag(obj: Any, plain: Any = _NO_PLAIN) -> str | None:

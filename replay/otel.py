@@ -45,7 +45,7 @@ import os
 import threading
 import warnings
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from replay.errors import ReplayError
@@ -183,13 +183,50 @@ def run_spans(
     _require_sdk()
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-    from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
     scope = InstrumentationScope("agent-replay", _version())
-    rid = run.run_id
+    ctx = _span_contexts(run.run_id)
+    steps = [e for e in events if is_step(e, nested=True) and e.step_id is not None]
+    stop = next((e for e in events if e.kind == "stop"), None)
+    start_ms = run.started_ms
+    end_ms = run.ended_ms
+    if end_ms is None:
+        end_ms = max([stop.ts_ms if stop else start_ms] + [e.ts_ms for e in steps])
+    model = run.versions.get("model")
+    step_ids = {e.step_id for e in steps}
+
+    def span(name: str, step: int | None, parent: int | None, parts: tuple[Any, ...]) -> Any:
+        kind, attributes, status, begin, end = parts
+        return ReadableSpan(
+            name,
+            context=ctx(step),
+            parent=None if step is None else ctx(parent),
+            resource=resource,
+            attributes=attributes,
+            kind=kind,
+            status=status,
+            start_time=_ns(begin),
+            end_time=_ns(end),
+            instrumentation_scope=scope,
+        )
+
+    parts = (*_agent_span_parts(run, steps, snapshots), start_ms, max(end_ms, start_ms))
+    spans: list[Any] = [span(f"invoke_agent {run.agent}", None, None, parts)]
+    for e in steps:
+        assert e.step_id is not None and e.tool is not None
+        parent = e.parent_step_id if e.parent_step_id in step_ids else None
+        name, kind, sattrs, sstatus = _step_span_parts(e, run.run_id, model, snapshots)
+        begin = e.ts_ms - max(e.duration_ms or 0, 0)
+        spans.append(span(name, e.step_id, parent, (kind, sattrs, sstatus, begin, e.ts_ms)))
+    return spans
+
+
+def _span_contexts(rid: str) -> Callable[[int | None], Any]:
+    """The span contexts of one run, by step id (None: the agent span), made once each."""
+    from opentelemetry.trace import SpanContext, TraceFlags
+
     trace_id = trace_id_for(rid)
     flags = TraceFlags(TraceFlags.SAMPLED)
-
     ctxs: dict[int | None, Any] = {}
 
     def ctx(step: int | None) -> Any:
@@ -200,28 +237,34 @@ def run_spans(
             )
         return c
 
-    steps = [e for e in events if is_step(e, nested=True) and e.step_id is not None]
-    stop = next((e for e in events if e.kind == "stop"), None)
-    start_ms = run.started_ms
-    end_ms = run.ended_ms
-    if end_ms is None:
-        end_ms = max([stop.ts_ms if stop else start_ms] + [e.ts_ms for e in steps])
-    model = run.versions.get("model")
-    step_ids = {e.step_id for e in steps}
-    spans: list[Any] = []
+    return ctx
 
-    # ---- the agent span
-    usage = run.usage
-    tokens_in, tokens_out = usage.tokens_in, usage.tokens_out
+
+def _run_tokens(run: Run, steps: Sequence[Event]) -> tuple[int, int]:
+    """The run's tokens in and out: the run row's usage, else the sum over its steps."""
+    tokens_in, tokens_out = run.usage.tokens_in, run.usage.tokens_out
     if not (tokens_in or tokens_out):
         for e in steps:
             if e.usage is not None:
                 tokens_in += e.usage.tokens_in
                 tokens_out += e.usage.tokens_out
+    return tokens_in, tokens_out
+
+
+def _agent_span_parts(
+    run: Run,
+    steps: Sequence[Event],
+    snapshots: dict[str, tuple[bytes, str | None, bool]] | None,
+) -> tuple[Any, dict[str, Any], Any]:
+    """The ``invoke_agent`` span's kind, attributes and status (from the stop reason)."""
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    tokens_in, tokens_out = _run_tokens(run, steps)
+    model = run.versions.get("model")
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": "invoke_agent",
         "gen_ai.agent.name": run.agent,
-        "replay.run_id": rid,
+        "replay.run_id": run.run_id,
         "replay.tool_calls": run.tool_calls or sum(1 for e in steps if e.kind == "tool_result"),
     }
     if model:
@@ -236,8 +279,8 @@ def run_spans(
     if tokens_in or tokens_out:
         attrs["gen_ai.usage.input_tokens"] = tokens_in
         attrs["gen_ai.usage.output_tokens"] = tokens_out
-    if usage.cost_usd:
-        attrs["replay.cost_usd"] = usage.cost_usd
+    if run.usage.cost_usd:
+        attrs["replay.cost_usd"] = run.usage.cost_usd
     if run.replay_of:
         attrs["replay.replay_of"] = run.replay_of
     for k, v in sorted(run.versions.items()):
@@ -256,91 +299,75 @@ def run_spans(
         status = Status(StatusCode.ERROR, run.stop_reason)
     else:
         status = Status(StatusCode.UNSET)
-    spans.append(
-        ReadableSpan(
-            f"invoke_agent {run.agent}",
-            context=ctx(None),
-            parent=None,
-            resource=resource,
-            attributes=attrs,
-            kind=SpanKind.INTERNAL,
-            status=status,
-            start_time=_ns(start_ms),
-            end_time=_ns(max(end_ms, start_ms)),
-            instrumentation_scope=scope,
-        )
-    )
+    return SpanKind.INTERNAL, attrs, status
 
-    # ---- one span per step
-    for e in steps:
-        assert e.step_id is not None and e.tool is not None
-        is_model = e.kind == "model_result"
-        parent = e.parent_step_id if e.parent_step_id in step_ids else None
-        sattrs: dict[str, Any] = {
-            "replay.run_id": rid,
-            "replay.step_id": e.step_id,
-        }
-        if is_model:
-            name = f"chat {model or e.tool}"
-            sattrs["gen_ai.operation.name"] = "chat"
-            sattrs["gen_ai.request.model"] = model or e.tool
-            sattrs["replay.tool"] = e.tool
-            kind = SpanKind.CLIENT
-            if e.usage is not None:
-                sattrs["gen_ai.usage.input_tokens"] = e.usage.tokens_in
-                sattrs["gen_ai.usage.output_tokens"] = e.usage.tokens_out
-                if e.usage.cost_usd:
-                    sattrs["replay.cost_usd"] = e.usage.cost_usd
-        else:
-            name = f"execute_tool {e.tool}"
-            sattrs["gen_ai.operation.name"] = "execute_tool"
-            sattrs["gen_ai.tool.name"] = e.tool
-            sattrs["gen_ai.tool.type"] = "function"
-            kind = SpanKind.INTERNAL
-        if e.args_sha:
-            sattrs["replay.args_sha"] = e.args_sha
-        if e.output_sha:
-            sattrs["replay.output_sha"] = e.output_sha
-        if e.duration_ms is not None:
-            sattrs["replay.duration_ms"] = e.duration_ms
-        if snapshots is not None:
-            # Tools: the GenAI attributes. Model calls and error bodies have no GenAI attribute that
-            # holds them as recorded, so they go under replay.* (which `replay import` reads back).
-            args = snapshots.get(e.args_sha or "")
-            if args is not None and args[1] == "$args" and not args[2]:
-                sattrs["replay.args" if is_model else "gen_ai.tool.call.arguments"] = args[
-                    0
-                ].decode("utf-8", "replace")
-            out = snapshots.get(e.output_sha or "")
-            if out is not None and not out[2]:
-                if e.status == "error":
-                    sattrs["replay.error_body"] = out[0].decode("utf-8", "replace")
-                else:
-                    sattrs["replay.result" if is_model else "gen_ai.tool.call.result"] = out[
-                        0
-                    ].decode("utf-8", "replace")
+
+def _step_span_parts(
+    e: Event,
+    rid: str,
+    model: str | None,
+    snapshots: dict[str, tuple[bytes, str | None, bool]] | None,
+) -> tuple[str, Any, dict[str, Any], Any]:
+    """One step's span name, kind, attributes and status."""
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    is_model = e.kind == "model_result"
+    sattrs: dict[str, Any] = {"replay.run_id": rid, "replay.step_id": e.step_id}
+    if is_model:
+        name = f"chat {model or e.tool}"
+        sattrs["gen_ai.operation.name"] = "chat"
+        sattrs["gen_ai.request.model"] = model or e.tool
+        sattrs["replay.tool"] = e.tool
+        kind = SpanKind.CLIENT
+        if e.usage is not None:
+            sattrs["gen_ai.usage.input_tokens"] = e.usage.tokens_in
+            sattrs["gen_ai.usage.output_tokens"] = e.usage.tokens_out
+            if e.usage.cost_usd:
+                sattrs["replay.cost_usd"] = e.usage.cost_usd
+    else:
+        name = f"execute_tool {e.tool}"
+        sattrs["gen_ai.operation.name"] = "execute_tool"
+        sattrs["gen_ai.tool.name"] = e.tool
+        sattrs["gen_ai.tool.type"] = "function"
+        kind = SpanKind.INTERNAL
+    if e.args_sha:
+        sattrs["replay.args_sha"] = e.args_sha
+    if e.output_sha:
+        sattrs["replay.output_sha"] = e.output_sha
+    if e.duration_ms is not None:
+        sattrs["replay.duration_ms"] = e.duration_ms
+    if snapshots is not None:
+        _step_content(e, is_model, snapshots, sattrs)
+    if e.status == "error":
+        sattrs["error.type"] = e.error or "_OTHER"
+        sstatus = Status(StatusCode.ERROR, e.error or None)
+    else:
+        sstatus = Status(StatusCode.UNSET)
+    return name, kind, sattrs, sstatus
+
+
+def _step_content(
+    e: Event,
+    is_model: bool,
+    snapshots: dict[str, tuple[bytes, str | None, bool]],
+    sattrs: dict[str, Any],
+) -> None:
+    """Add a step's redacted arguments and result (or error body) to its span attributes.
+
+    Tools: the GenAI attributes. Model calls and error bodies have no GenAI attribute that holds
+    them as recorded, so they go under replay.* (which `replay import` reads back).
+    """
+    args = snapshots.get(e.args_sha or "")
+    if args is not None and args[1] == "$args" and not args[2]:
+        key = "replay.args" if is_model else "gen_ai.tool.call.arguments"
+        sattrs[key] = args[0].decode("utf-8", "replace")
+    out = snapshots.get(e.output_sha or "")
+    if out is not None and not out[2]:
         if e.status == "error":
-            sattrs["error.type"] = e.error or "_OTHER"
-            sstatus = Status(StatusCode.ERROR, e.error or None)
+            sattrs["replay.error_body"] = out[0].decode("utf-8", "replace")
         else:
-            sstatus = Status(StatusCode.UNSET)
-        end = e.ts_ms
-        begin = end - max(e.duration_ms or 0, 0)
-        spans.append(
-            ReadableSpan(
-                name,
-                context=ctx(e.step_id),
-                parent=ctx(parent),
-                resource=resource,
-                attributes=sattrs,
-                kind=kind,
-                status=sstatus,
-                start_time=_ns(begin),
-                end_time=_ns(end),
-                instrumentation_scope=scope,
-            )
-        )
-    return spans
+            key = "replay.result" if is_model else "gen_ai.tool.call.result"
+            sattrs[key] = out[0].decode("utf-8", "replace")
 
 
 @functools.lru_cache(maxsize=1)
@@ -513,42 +540,57 @@ class OtelExporter:
         self._stops: Any = None
         self._duration: Any = None
         if metrics:
-            if meter_provider is None and own_otlp:
-                from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-                    OTLPMetricExporter,
-                )
-                from opentelemetry.sdk.metrics import MeterProvider
-                from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+            self._init_metrics(endpoint, headers, timeout, meter_provider, own_otlp)
 
-                reader = PeriodicExportingMetricReader(
-                    OTLPMetricExporter(
-                        endpoint=signal_url(endpoint, "metrics") if endpoint else None,
-                        headers=headers,
-                        timeout=timeout,
-                    )
-                )
-                meter_provider = self._own_meter_provider = MeterProvider(
-                    metric_readers=[reader], resource=self.resource
-                )
-            elif meter_provider is None:
-                from opentelemetry import metrics as _metrics
+    def _init_metrics(
+        self,
+        endpoint: str | None,
+        headers: dict[str, str] | None,
+        timeout: float,
+        meter_provider: Any,
+        own_otlp: bool,
+    ) -> None:
+        """Create the ``agent_stop_total`` counter and ``agent_run_duration`` histogram.
 
-                meter_provider = _metrics.get_meter_provider()
-            meter = meter_provider.get_meter("agent-replay", _version())
-            self._stops = meter.create_counter(
-                "agent_stop_total", unit="{run}", description="Finished agent runs by stop reason"
+        Without a `meter_provider`: one of this exporter's own that pushes OTLP to the same
+        collector when the spans go there too (`own_otlp`), else the global one.
+        """
+        if meter_provider is None and own_otlp:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter,
             )
-            try:
-                self._duration = meter.create_histogram(
-                    "agent_run_duration",
-                    unit="s",
-                    description="Agent run wall time",
-                    explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
+            from opentelemetry.sdk.metrics import MeterProvider
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+            reader = PeriodicExportingMetricReader(
+                OTLPMetricExporter(
+                    endpoint=signal_url(endpoint, "metrics") if endpoint else None,
+                    headers=headers,
+                    timeout=timeout,
                 )
-            except TypeError:  # an API without bucket advice
-                self._duration = meter.create_histogram(
-                    "agent_run_duration", unit="s", description="Agent run wall time"
-                )
+            )
+            meter_provider = self._own_meter_provider = MeterProvider(
+                metric_readers=[reader], resource=self.resource
+            )
+        elif meter_provider is None:
+            from opentelemetry import metrics as _metrics
+
+            meter_provider = _metrics.get_meter_provider()
+        meter = meter_provider.get_meter("agent-replay", _version())
+        self._stops = meter.create_counter(
+            "agent_stop_total", unit="{run}", description="Finished agent runs by stop reason"
+        )
+        try:
+            self._duration = meter.create_histogram(
+                "agent_run_duration",
+                unit="s",
+                description="Agent run wall time",
+                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
+            )
+        except TypeError:  # an API without bucket advice
+            self._duration = meter.create_histogram(
+                "agent_run_duration", unit="s", description="Agent run wall time"
+            )
 
     # ---- failures ------------------------------------------------------------------------------
 

@@ -41,9 +41,9 @@ from typing import Any
 
 import orjson
 
-from replay.cassette import RUN_ID_PATTERN
+from replay.cassette import RUN_ID_PATTERN, read_input_file
 from replay.errors import CassetteDecodeError, RunNotFoundError
-from replay.hashing import sha_of_canonical
+from replay.hashing import sha_of_canonical, truncated_snapshot
 from replay.models import STOP_REASONS, Event, Run, Usage
 from replay.processors import RedactionConfig, Redactor
 
@@ -51,7 +51,6 @@ __all__ = ["ImportedRun", "OtlpDecodeError", "import_otlp", "load_otlp", "runs_f
 
 #: Larger files are refused rather than read into memory.
 MAX_FILE_BYTES = 256 * 1024 * 1024
-_TRUNCATED_TAG = "$truncated"  # replay.writer.TRUNCATED_TAG
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 _ERROR_CODES = {2, "2", "STATUS_CODE_ERROR", "ERROR"}
 
@@ -119,19 +118,13 @@ def load_otlp(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         OtlpDecodeError: missing, unreadable, too large, not JSON, or no ``resourceSpans``.
     """
     p = Path(path)
-    try:
-        size = p.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise OtlpDecodeError(
-                str(p), f"{size} bytes is more than the {MAX_FILE_BYTES} an OTLP import reads"
-            )
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise OtlpDecodeError(
-            str(p), "no such file (export traces as OTLP JSON, e.g. the collector's file exporter)"
-        ) from None
-    except OSError as exc:
-        raise OtlpDecodeError(str(p), f"cannot be read: {exc.strerror}") from None
+    raw = read_input_file(
+        p,
+        OtlpDecodeError,
+        "no such file (export traces as OTLP JSON, e.g. the collector's file exporter)",
+        MAX_FILE_BYTES,
+        "an OTLP import",
+    )
     docs: list[Any]
     try:
         docs = [orjson.loads(raw)]
@@ -336,37 +329,34 @@ def _agent_name(s: _Span) -> str:
     return _span_label(s, keys, "invoke_agent ", "agent")
 
 
-def _args(s: _Span) -> Any:
-    a = s.attrs
-    if a.get("replay.args") is not None:
-        return _json_or_text(a["replay.args"])
-    if a.get("gen_ai.tool.call.arguments") is not None:
-        return _json_or_text(a["gen_ai.tool.call.arguments"])
-    if a.get("traceloop.entity.input") is not None:
-        return _traceloop_args(_json_or_text(a["traceloop.entity.input"]))
-    if a.get("input.value") is not None:
-        return _json_or_text(a["input.value"], a.get("input.mime_type"))
-    if a.get("gen_ai.input.messages") is not None:
-        return _json_or_text(a["gen_ai.input.messages"])
-    return {}
-
-
 _MISSING = object()
 
 
-def _result(s: _Span) -> Any:
+def _first_value(a: dict[str, Any], side: str, keys: tuple[str, ...], default: Any) -> Any:
+    """The first of `keys` a span carries, parsed, then OpenInference's ``{side}.value`` (with its
+    mime type), then ``gen_ai.{side}.messages``; `default` when there is none.
+    """
+    for key in keys:
+        if a.get(key) is not None:
+            return _json_or_text(a[key])
+    if a.get(f"{side}.value") is not None:
+        return _json_or_text(a[f"{side}.value"], a.get(f"{side}.mime_type"))
+    if a.get(f"gen_ai.{side}.messages") is not None:
+        return _json_or_text(a[f"gen_ai.{side}.messages"])
+    return default
+
+
+def _args(s: _Span) -> Any:
     a = s.attrs
-    if a.get("replay.result") is not None:
-        return _json_or_text(a["replay.result"])
-    if a.get("gen_ai.tool.call.result") is not None:
-        return _json_or_text(a["gen_ai.tool.call.result"])
-    if a.get("traceloop.entity.output") is not None:
-        return _json_or_text(a["traceloop.entity.output"])
-    if a.get("output.value") is not None:
-        return _json_or_text(a["output.value"], a.get("output.mime_type"))
-    if a.get("gen_ai.output.messages") is not None:
-        return _json_or_text(a["gen_ai.output.messages"])
-    return _MISSING
+    if a.get("replay.args") is None and a.get("gen_ai.tool.call.arguments") is None:
+        if a.get("traceloop.entity.input") is not None:
+            return _traceloop_args(_json_or_text(a["traceloop.entity.input"]))
+    return _first_value(a, "input", ("replay.args", "gen_ai.tool.call.arguments"), {})
+
+
+def _result(s: _Span) -> Any:
+    keys = ("replay.result", "gen_ai.tool.call.result", "traceloop.entity.output")
+    return _first_value(s.attrs, "output", keys, _MISSING)
 
 
 def _run_input(s: _Span) -> Any:
@@ -453,14 +443,7 @@ class _Builder:
         body = self.redactor.canonical(value)
         digest = sha_of_canonical(body)
         if digest not in self.snapshots:
-            stored = body
-            truncated = len(body) > self.max_snapshot_bytes
-            if truncated:
-                head = body[: self.max_snapshot_bytes].decode("utf-8", "ignore")
-                stored = orjson.dumps(
-                    {_TRUNCATED_TAG: True, "sha": digest, "size": len(body), "head": head},
-                    option=orjson.OPT_SORT_KEYS,
-                )
+            stored, truncated = truncated_snapshot(body, digest, self.max_snapshot_bytes)
             self.snapshots[digest] = (digest, stored, type_name, truncated)
         return digest, orjson.loads(body)
 
@@ -473,93 +456,114 @@ class _Builder:
         a = root.attrs
         steps: list[Event] = []
         step_of: dict[str, int] = {}
-        tokens_in = tokens_out = tool_calls = 0
         model = _first(a, "gen_ai.request.model", "llm.model_name")
         for s in _walk(root):
-            role = s.role
-            if role not in ("tool", "model"):
+            if s.role not in ("tool", "model"):
                 continue
             step_id = len(steps) + 1
             step_of[s.span_id] = step_id
-            parent = None
-            p, up = s.parent_id, set()
-            while (
-                p and p != root.span_id and p in self.by_id and p not in up
-            ):  # `up`: duplicate ids cannot loop
-                if p in step_of:
-                    parent = step_of[p]
-                    break
-                up.add(p)
-                p = self.by_id[p].parent_id
-            args = _args(s)
-            args_sha, _ = self.snapshot(args)
-            usage = None
-            if role == "model":
-                tool = self.text(_model_name(s))
-                tin, tout = _tokens(s.attrs)
-                tokens_in, tokens_out = tokens_in + tin, tokens_out + tout
-                usage = Usage(tokens_in=tin, tokens_out=tout)
+            steps.append(self.step(s, rid, step_id, self.parent_step(s, root, step_of)))
+            if s.role == "model":
                 model = model or _first(s.attrs, "gen_ai.request.model", "llm.model_name")
-            else:
-                tool = self.text(_tool_name(s))
-                tool_calls += 1
-            error = None
-            if s.error:
-                error = self.text(_error_name(s))
-                body = _json_or_text(s.attrs.get("replay.error_body"))  # as replay.otel exported it
-                if not (isinstance(body, dict) and body.get("error") == error):
-                    body = {
-                        "error": error,
-                        "module": "",
-                        "qualname": "",
-                        "message": s.exc_message or s.status_message,
-                    }
-                output_sha: str | None = self.snapshot(body, "$error")[0]
-            else:
-                result = _result(s)
-                output_sha = None if result is _MISSING else self.snapshot(result)[0]
-            end_ms = s.end_ns // 1_000_000
-            steps.append(
-                Event(
-                    run_id=rid,
-                    kind="model_result" if role == "model" else "tool_result",
-                    ts_ms=end_ms,
-                    step_id=step_id,
-                    tool=tool,
-                    args_sha=args_sha,
-                    output_sha=output_sha,
-                    duration_ms=(s.end_ns - s.start_ns) // 1_000_000,
-                    status="error" if error else "ok",
-                    error=error,
-                    usage=usage,
-                    parent_step_id=parent,
-                )
-            )
         stop_reason = a.get("replay.stop_reason")
         if not (isinstance(stop_reason, str) and (stop_reason in STOP_REASONS)):
             stop_reason = "error" if root.error else "completed"
-        versions = {
-            k.removeprefix("replay.version."): self.text(str(v))
+        run = self.run_row(root, rid, steps, model, stop_reason)
+        events = [
+            Event(run_id=rid, kind="run_start", ts_ms=run.started_ms, args_sha=run.input_sha),
+            *steps,
+            Event(
+                run_id=rid,
+                kind="stop",
+                ts_ms=root.end_ns // 1_000_000,
+                output_sha=run.output_sha,
+                stop_reason=stop_reason,
+                usage=run.usage,
+            ),
+        ]
+        return ImportedRun(run=run, events=events, snapshots=[])
+
+    def parent_step(self, s: _Span, root: _Span, step_of: dict[str, int]) -> int | None:
+        """The step id of the nearest step span above `s` in its trace (None: under the agent)."""
+        p, up = s.parent_id, set()
+        while p and p != root.span_id and p in self.by_id and p not in up:
+            # `up`: duplicate ids cannot loop
+            if p in step_of:
+                return step_of[p]
+            up.add(p)
+            p = self.by_id[p].parent_id
+        return None
+
+    def step(self, s: _Span, rid: str, step_id: int, parent: int | None) -> Event:
+        """One tool or model span as a step event, its args and result kept as snapshots."""
+        args_sha, _ = self.snapshot(_args(s))
+        usage = None
+        if s.role == "model":
+            tool = self.text(_model_name(s))
+            tin, tout = _tokens(s.attrs)
+            usage = Usage(tokens_in=tin, tokens_out=tout)
+        else:
+            tool = self.text(_tool_name(s))
+        error = None
+        if s.error:
+            error = self.text(_error_name(s))
+            body = _json_or_text(s.attrs.get("replay.error_body"))  # as replay.otel exported it
+            if not (isinstance(body, dict) and body.get("error") == error):
+                body = {
+                    "error": error,
+                    "module": "",
+                    "qualname": "",
+                    "message": s.exc_message or s.status_message,
+                }
+            output_sha: str | None = self.snapshot(body, "$error")[0]
+        else:
+            result = _result(s)
+            output_sha = None if result is _MISSING else self.snapshot(result)[0]
+        return Event(
+            run_id=rid,
+            kind="model_result" if s.role == "model" else "tool_result",
+            ts_ms=s.end_ns // 1_000_000,
+            step_id=step_id,
+            tool=tool,
+            args_sha=args_sha,
+            output_sha=output_sha,
+            duration_ms=(s.end_ns - s.start_ns) // 1_000_000,
+            status="error" if error else "ok",
+            error=error,
+            usage=usage,
+            parent_step_id=parent,
+        )
+
+    def attrs_under(self, a: dict[str, Any], prefix: str) -> dict[str, str]:
+        """The root span's ``prefix*`` attributes (versions, labels), names and values redacted."""
+        return {
+            k.removeprefix(prefix): self.text(str(v))
             for k, v in a.items()
-            if k.startswith("replay.version.") and v is not None
+            if k.startswith(prefix) and v is not None
         }
+
+    def run_row(
+        self, root: _Span, rid: str, steps: list[Event], model: Any, stop_reason: str
+    ) -> Run:
+        """The run row: agent, versions, labels, times, usage summed over its steps, input and
+        output snapshots."""
+        a = root.attrs
+        versions = self.attrs_under(a, "replay.version.")
         if model and "model" not in versions:
             versions["model"] = self.text(str(model))
-        labels = {
-            k.removeprefix("replay.label."): self.text(str(v))
-            for k, v in a.items()
-            if k.startswith("replay.label.") and v is not None
-        }
+        labels = self.attrs_under(a, "replay.label.")
         labels.setdefault("imported_from", "otlp")
         labels.setdefault("trace_id", root.trace_id)
-        started_ms, ended_ms = root.start_ns // 1_000_000, root.end_ns // 1_000_000
+        tokens_in = sum(e.usage.tokens_in for e in steps if e.usage is not None)
+        tokens_out = sum(e.usage.tokens_out for e in steps if e.usage is not None)
+        tool_calls = sum(1 for e in steps if e.kind == "tool_result")
         run = Run(
             run_id=rid,
             agent=self.text(_agent_name(root)),
             versions=versions,
             labels=labels,
-            started_ms=started_ms,
-            ended_ms=ended_ms,
+            started_ms=root.start_ns // 1_000_000,
+            ended_ms=root.end_ns // 1_000_000,
             stop_reason=stop_reason,
             usage=Usage(tokens_in=tokens_in, tokens_out=tokens_out, tool_calls=tool_calls),
             tool_calls=tool_calls,
@@ -578,20 +582,7 @@ class _Builder:
         out = _run_output(root)
         if out is not None:
             run.output_sha, run.output = self.snapshot(out)
-        usage_total = run.usage
-        events = [
-            Event(run_id=rid, kind="run_start", ts_ms=started_ms, args_sha=run.input_sha),
-            *steps,
-            Event(
-                run_id=rid,
-                kind="stop",
-                ts_ms=ended_ms,
-                output_sha=run.output_sha,
-                stop_reason=stop_reason,
-                usage=usage_total,
-            ),
-        ]
-        return ImportedRun(run=run, events=events, snapshots=[])
+        return run
 
 
 def runs_from_otlp(

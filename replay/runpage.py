@@ -151,6 +151,38 @@ def _http_under(http: Sequence[Any], step_id: int | None) -> list[str]:
     return out
 
 
+def _step_detail(
+    e: Event, dur: int, begin: int, snapshots: Mapping[str, Any], http: Sequence[Any]
+) -> list[str]:
+    """The HTML shown when a waterfall step is opened: what it was, its hashes, its HTTP requests
+    and its redacted output.
+    """
+    kind = "model" if e.kind == "model_result" else "tool"
+    has, value = _output_of(e, snapshots)
+    detail = [
+        f"<div>{kind} <code>{_e(e.tool or '-')}</code> &middot; status "
+        f"<b>{_e(e.status or '-')}</b>"
+        f" &middot; {dur:,} ms &middot; started +{begin:,} ms</div>"
+    ]
+    if e.error:
+        detail.append(f"<div>error <code>{_e(e.error)}</code></div>")
+    detail.append(
+        f'<div class="note">args_sha <code>{_e(e.args_sha or "-")}</code> &middot; '
+        f"output_sha <code>{_e(e.output_sha or '-')}</code></div>"
+    )
+    requests = _http_under(http, e.step_id)
+    if requests:
+        detail.append(
+            "<div>HTTP requests under this step:</div><pre "
+            f'class="http">{_e(chr(10).join(requests))}</pre>'
+        )
+    if has:
+        detail.append(f'<div>redacted output:</div><pre class="output">{_e(_pretty(value))}</pre>')
+    else:
+        detail.append('<div class="note">(no output stored for this step)</div>')
+    return detail
+
+
 def _waterfall(
     run: Run,
     events: Sequence[Event],
@@ -171,31 +203,7 @@ def _waterfall(
         left = min(begin / span * 100, 99.7)
         width = max(min(dur / span * 100, 100.0 - left), 0.3)
         color = _STATUS_COLORS.get(e.status or "", "#757575")
-        kind = "model" if e.kind == "model_result" else "tool"
-        has, value = _output_of(e, snapshots)
-        detail = [
-            f"<div>{kind} <code>{_e(e.tool or '-')}</code> &middot; status "
-            f"<b>{_e(e.status or '-')}</b>"
-            f" &middot; {dur:,} ms &middot; started +{begin:,} ms</div>"
-        ]
-        if e.error:
-            detail.append(f"<div>error <code>{_e(e.error)}</code></div>")
-        detail.append(
-            f'<div class="note">args_sha <code>{_e(e.args_sha or "-")}</code> &middot; '
-            f"output_sha <code>{_e(e.output_sha or '-')}</code></div>"
-        )
-        requests = _http_under(http, e.step_id)
-        if requests:
-            detail.append(
-                "<div>HTTP requests under this step:</div><pre "
-                f'class="http">{_e(chr(10).join(requests))}</pre>'
-            )
-        if has:
-            detail.append(
-                f'<div>redacted output:</div><pre class="output">{_e(_pretty(value))}</pre>'
-            )
-        else:
-            detail.append('<div class="note">(no output stored for this step)</div>')
+        detail = _step_detail(e, dur, begin, snapshots, http)
         child = " child" if e.parent_step_id is not None else ""
         title = f"{e.tool or '-'}: {e.status or '-'}, {dur} ms" + (
             f", {e.error}" if e.error else ""
