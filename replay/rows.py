@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from replay.hashing import ordered_bytes, sha_of_canonical, thaw, type_tag
+from replay.hashing import (
+    TRUNCATED_TAG,
+    ordered_bytes,
+    sha_of_canonical,
+    thaw,
+    truncated_snapshot,
+    type_tag,
+)
 from replay.models import Event, Run, Usage
 
 if TYPE_CHECKING:
@@ -31,7 +38,6 @@ __all__ = [
     "row_json",
 ]
 
-TRUNCATED_TAG = "$truncated"
 # sha -> (sha, body, type tag, truncated): the snapshots of one batch, each written once.
 Snapshots = dict[str, tuple[str, bytes, str | None, bool]]
 
@@ -215,14 +221,7 @@ class RowEncoder:
         else:
             body = ordered_bytes(self.redactor(value))
         if digest not in snapshots:
-            stored = body
-            truncated = len(body) > self.max_snapshot_bytes
-            if truncated:
-                head = body[: self.max_snapshot_bytes].decode("utf-8", "ignore")
-                stored = orjson.dumps(
-                    {TRUNCATED_TAG: True, "sha": digest, "size": len(body), "head": head},
-                    option=orjson.OPT_SORT_KEYS,
-                )
+            stored, truncated = truncated_snapshot(body, digest, self.max_snapshot_bytes)
             snapshots[digest] = (digest, stored, type_name, truncated)
         return digest, body
 
