@@ -29,7 +29,7 @@ AGENT_TEMPLATE = """
 import replay
 from replay import Recorder
 
-rec = Recorder("replay.db")
+rec = Recorder({store!r})
 
 
 @rec.tool("crm.lookup")
@@ -88,6 +88,8 @@ class AgentProject:
         self.pytester = pytester
         self.path = pytester.path
         self.db = pytester.path / "replay.db"
+        #: what the agent module records into: the SQLite file, or a PostgreSQL URL
+        self.store = "replay.db"
         # A recording is data: replay calls only agents of modules the project names (trust model).
         (self.path / "pyproject.toml").write_text(
             '[tool.agent-replay]\nagents = ["support_agent"]\n'
@@ -96,7 +98,7 @@ class AgentProject:
     def write_agent(self, body: str = ONE_EMAIL) -> None:
         """(Re)write the agent module with `body` after the customer lookup."""
         source = AGENT_TEMPLATE.format(
-            body=textwrap.indent(textwrap.dedent(body).strip("\n"), "    ")
+            body=textwrap.indent(textwrap.dedent(body).strip("\n"), "    "), store=self.store
         )
         self.pytester.makepyfile(**{self.module: source})
         sys.modules.pop(self.module, None)

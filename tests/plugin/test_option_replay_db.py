@@ -74,3 +74,36 @@ def test_missing_store_is_a_collection_error_naming_it(project: Any) -> None:
         ]
     )
     assert not (project.path / "missing.db").exists()
+
+
+def test_flag_and_env_accept_a_postgresql_url(project: Any, pg_url: str) -> None:
+    """--replay-db and REPLAY_DB take a postgresql:// URL: the run is read from the server, and
+    the node id shows the URL without its password."""
+    project.store = pg_url
+    run_id = project.record()
+    assert not project.db.exists()  # recorded into the server, not a file
+    result = project.pytester.runpytest("--replay", run_id, "--replay-db", pg_url, "-v")
+    result.assert_outcomes(passed=1)
+    assert f"{run_id} PASSED" in result.stdout.str()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REPLAY_DB", pg_url)
+        project.pytester.runpytest("--replay", run_id).assert_outcomes(passed=1)
+
+
+def test_marker_reads_a_run_from_a_postgresql_store(project: Any, pg_url: str) -> None:
+    """@pytest.mark.replay(run_id) with REPLAY_DB set to a postgresql:// URL replays the run
+    stored on the server."""
+    project.store = pg_url
+    run_id = project.record()
+    project.pytester.makepyfile(
+        test_marked=f"""
+import pytest
+
+@pytest.mark.replay({run_id!r})
+def test_it(replayed):
+    assert replayed.diff.is_empty
+"""
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REPLAY_DB", pg_url)
+        project.pytester.runpytest("test_marked.py").assert_outcomes(passed=1)
