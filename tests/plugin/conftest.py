@@ -29,7 +29,7 @@ AGENT_TEMPLATE = """
 import replay
 from replay import Recorder
 
-rec = Recorder({store!r})
+rec = Recorder("replay.db")
 
 
 @rec.tool("crm.lookup")
@@ -98,8 +98,10 @@ class AgentProject:
     def write_agent(self, body: str = ONE_EMAIL) -> None:
         """(Re)write the agent module with `body` after the customer lookup."""
         source = AGENT_TEMPLATE.format(
-            body=textwrap.indent(textwrap.dedent(body).strip("\n"), "    "), store=self.store
+            body=textwrap.indent(textwrap.dedent(body).strip("\n"), "    ")
         )
+        if self.store != "replay.db":  # a server store: the URL replaces the file
+            source = source.replace('Recorder("replay.db")', f"Recorder({self.store!r})")
         self.pytester.makepyfile(**{self.module: source})
         sys.modules.pop(self.module, None)
         # Rewritten within the same second with the same size, a cached .pyc would shadow the
