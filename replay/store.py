@@ -16,6 +16,7 @@ import os
 import pathlib
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -193,6 +194,7 @@ class Store(StoreBase):
         if os.path.lexists(self.path):
             self._check_existing()
             return False
+        _remove_stale_builds(self.path)
         tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.new")
         _private_file(tmp, self.path)
         try:
@@ -665,6 +667,25 @@ _EVENT_DELETE_ONE = (
     f"DELETE FROM events WHERE run_id = ?1 AND seq = ?2 AND expires_at <= ?3 AND run_id NOT IN "
     f"({_PINNED})"
 )
+
+
+#: A temporary store older than this was left by a process that died while building it.
+STALE_BUILD_S = 3600.0
+
+
+def _remove_stale_builds(store: pathlib.Path) -> None:
+    """Delete the temporary files of builds of `store` that a killed process left behind (regular
+    files older than `STALE_BUILD_S`; a build in progress is seconds old)."""
+    import glob
+
+    cutoff = time.time() - STALE_BUILD_S
+    pattern = f".{glob.escape(store.name)}.*.new"
+    for tmp in store.parent.glob(pattern):
+        for leftover in (tmp, pathlib.Path(f"{tmp}-journal")):
+            with contextlib.suppress(OSError):
+                st = leftover.lstat()
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                    leftover.unlink()
 
 
 def _private_file(tmp: pathlib.Path, store: pathlib.Path) -> None:

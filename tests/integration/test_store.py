@@ -831,3 +831,16 @@ def test_store_is_built_beside_the_path_and_linked_without_replacing(db_path: Pa
         )
     leftovers = [p.name for p in db_path.parent.iterdir() if p.name.endswith(".new")]
     assert leftovers == []
+
+
+def test_a_build_left_by_a_killed_process_is_removed_when_it_is_old(db_path: Path) -> None:
+    """Creating a store deletes temporary builds of it that are over an hour old (a killed
+    process's) and leaves a recent one (a build in progress) alone."""
+    old = db_path.with_name(f".{db_path.name}.0123456789ab.new")
+    recent = db_path.with_name(f".{db_path.name}.ba9876543210.new")
+    for p in (old, recent):
+        p.write_bytes(b"")
+    two_hours_ago = os.stat(old).st_mtime - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    Store(db_path).close()
+    assert not old.exists() and recent.exists()
