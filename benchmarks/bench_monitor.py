@@ -2,6 +2,7 @@
 
     python benchmarks/bench_monitor.py            # 100,000 runs (2 million events) and 50,000
     python benchmarks/bench_monitor.py --quick    # 10,000 and 5,000 runs, for development
+    ... --backend sqlite|postgresql               # one backend (default: both)
 
 Workload: a SQLite store of N runs of 20 events (run_start, 4 model steps with usage, 14 tool
 steps of which ~5% fail with assorted error classes, stop) spread evenly over 30 days, with the
@@ -16,6 +17,11 @@ Each query runs in its own subprocess through the library function the CLI calls
 reporting its CPU time (what the targets judge: on 2 cores shared with other work, wall time
 measures the neighbours), its wall time, and the process's peak RSS (``ru_maxrss``).
 
+PostgreSQL: the same runs go through `PgStore.write_rows` into a fresh database (on
+``$REPLAY_BENCH_PG_URL``, else a throwaway server started as the tests start theirs, rebuilt
+each time), then ``VACUUM ANALYZE``. There the aggregation runs in the server, so the client's CPU
+time leaves most of it out: a PostgreSQL query is judged by its wall time.
+
 Growth: ``stats 30d / stats 7d`` is compared with the number of runs in each window (30/7 = 4.3),
 and the 100,000-run store with the 50,000-run one for the same 7-day window (2x the runs).
 Target: each query under 1 s of CPU at 100,000 runs, growing no faster than the runs it reads
@@ -25,6 +31,7 @@ Target: each query under 1 s of CPU at 100,000 runs, growing no faster than the 
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -144,16 +151,59 @@ def build(path: Path, n_runs: int) -> int:
     return now
 
 
+def build_pg(admin_url: str, n_runs: int) -> tuple[str, int]:
+    """Write the same store into a new database on the server: its URL and its "now"."""
+    import psycopg
+
+    from replay.store_api import open_store
+    from tests.pg import new_database
+
+    os.environ.setdefault("REPLAY_REDACTION_KEY", "bench-key")  # a server store keeps no key
+    url = new_database(admin_url)
+    now = int(time.time() * 1000)
+    first = now - SPAN_DAYS * DAY
+    gap = SPAN_DAYS * DAY // n_runs
+    rng = random.Random(n_runs)
+    t0 = time.perf_counter()
+    with open_store(url, event_days=3650, snapshot_days=3650) as store:
+        for chunk in range(0, n_runs, 2_000):
+            runs, rows = [], []
+            for i in range(chunk, min(chunk + 2_000, n_runs)):
+                run, events = _run_rows(i, first + i * gap, rng)
+                runs.append(run)
+                rows.extend(events)
+            store.write_rows(rows, runs=runs)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    print(f"  built PostgreSQL: {n_runs} runs in {time.perf_counter() - t0:.0f} s", flush=True)
+    return url, now
+
+
+def pg_admin_url() -> tuple[str | None, Any]:
+    """The server to benchmark on and the throwaway server to stop afterwards (or None)."""
+    given = os.environ.get("REPLAY_BENCH_PG_URL")
+    if given:
+        return given, None
+    from tests.pg import PgServer, find_pg_bin
+
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        return None, None
+    server = PgServer(bin_dir)
+    server.start()
+    return server.url(), server
+
+
 # -- one query in a subprocess ------------------------------------------------------------------
 
 _CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
-from replay.store import Store
+from replay.store_api import open_store
 from replay.stats import stats_for_store
 from replay.alerts import alerts_for_store
 path, now, what = {path!r}, {now}, {what!r}
-store = Store(path)
+store = open_store(path)
 store.count_runs()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 c0 = time.process_time()
@@ -179,7 +229,7 @@ print(json.dumps(row))
 QUERIES = ("runs", "runs --agent --stop-reason", "stats 7d", "stats 30d", "alerts")
 
 
-def measure(path: Path, now: int, what: str) -> dict[str, Any]:
+def measure(path: Path | str, now: int, what: str) -> dict[str, Any]:
     """One query in a fresh interpreter: the less CPU time of 2 runs, the first's peak memory."""
     code = _CHILD.format(root=str(CODE), path=str(path), now=now, what=what)
     results = []
@@ -192,17 +242,22 @@ def measure(path: Path, now: int, what: str) -> dict[str, Any]:
     return {**best, "delta_mb": results[0]["delta_mb"], "peak_mb": results[0]["peak_mb"]}
 
 
-def measure_all(n: int, verbose: bool = False) -> dict[str, dict[str, Any]]:
-    """Every query against the n-run store (built or cached)."""
-    path = CACHE / f"monitor-{n}.db"
-    now = build(path, n)
+def measure_all(n: int, verbose: bool = False, pg: str | None = None) -> dict[str, dict[str, Any]]:
+    """Every query against the n-run store: a SQLite file (built or cached), or with `pg` (a
+    server URL) a new database on that server."""
+    if pg is None:
+        path: Path | str = CACHE / f"monitor-{n}.db"
+        now = build(Path(path), n)
+    else:
+        path, now = build_pg(pg, n)
     out = {}
     for what in QUERIES:
         out[what] = measure(path, now, what)
         if verbose:
             r = out[what]
             print(
-                f"  {n:>7} runs  {what:28} {r['cpu']:7.3f} s CPU {r['s']:7.3f} s wall  "
+                f"  {'pg' if pg else 'sqlite':6} {n:>7} runs  {what:28} {r['cpu']:7.3f} s CPU "
+                f"{r['s']:7.3f} s wall  "
                 f"peak {r['peak_mb']:6.0f} MB "
                 f"(+{r['delta_mb']:.0f} MB)  [{r['out']}]",
                 flush=True,
@@ -210,39 +265,41 @@ def measure_all(n: int, verbose: bool = False) -> dict[str, dict[str, Any]]:
     return out
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
-    """The rows of benchmarks/REPORT.md (see benchmarks/run.py)."""
-    big = 10_000 if quick else 100_000
-    small = big // 2
-    res_big, res_small = measure_all(big, verbose=True), measure_all(small, verbose=True)
+def _row(name: str, value: float, unit: str, ref: Any, target: str, ok: bool) -> dict[str, Any]:
+    ref_name, ref_value = ref if ref else (None, None)
+    return {
+        "name": name,
+        "value": round(value, 3),
+        "unit": unit,
+        "reference_name": ref_name,
+        "reference_value": None if ref_value is None else round(ref_value, 3),
+        "ratio": round(value / ref_value, 2) if ref_value else None,
+        "target": target,
+        "ok": ok,
+    }
 
-    def row(name: str, value: float, unit: str, ref: Any, target: str, ok: bool) -> dict[str, Any]:
-        ref_name, ref_value = ref if ref else (None, None)
-        return {
-            "name": name,
-            "value": round(value, 3),
-            "unit": unit,
-            "reference_name": ref_name,
-            "reference_value": None if ref_value is None else round(ref_value, 3),
-            "ratio": round(value / ref_value, 2) if ref_value else None,
-            "target": target,
-            "ok": ok,
-        }
 
+def backend_rows(
+    label: str, big: int, small: int, res_big: dict[str, Any], res_small: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The report rows of one backend. SQLite is judged by CPU time, PostgreSQL (whose work is
+    in the server process) by wall time."""
+    judge = "cpu" if label == "" else "s"
     rows = []
     for what in QUERIES:
         r = res_big[what]
+        for key, unit_name in (("cpu", "CPU"), ("s", "wall")):
+            target, ok = ("< 1 s", r[key] < 1.0) if key == judge else ("info", True)
+            rows.append(
+                _row(f"{label}{what} at {big:,} runs: {unit_name}", r[key], "s", None, target, ok)
+            )
         rows.append(
-            row(f"{what} at {big:,} runs: CPU", r["cpu"], "s", None, "< 1 s", r["cpu"] < 1.0)
+            _row(f"{label}{what} at {big:,} runs: peak RSS", r["peak_mb"], "MB", None, "info", True)
         )
-        rows.append(row(f"{what} at {big:,} runs: wall", r["s"], "s", None, "info", True))
-        rows.append(
-            row(f"{what} at {big:,} runs: peak RSS", r["peak_mb"], "MB", None, "info", True)
-        )
-    s7, s30 = res_big["stats 7d"]["cpu"], res_big["stats 30d"]["cpu"]
+    s7, s30 = res_big["stats 7d"][judge], res_big["stats 30d"][judge]
     rows.append(
-        row(
-            "stats 30d vs 7d (4.3x the runs)",
+        _row(
+            f"{label}stats 30d vs 7d (4.3x the runs)",
             s30,
             "s",
             ("stats 7d", s7),
@@ -251,10 +308,10 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         )
     )
     for what in ("stats 7d", "alerts"):
-        a, b = res_big[what]["cpu"], res_small[what]["cpu"]
+        a, b = res_big[what][judge], res_small[what][judge]
         rows.append(
-            row(
-                f"{what}: {big:,} vs {small:,} runs (2x the runs)",
+            _row(
+                f"{label}{what}: {big:,} vs {small:,} runs (2x the runs)",
                 a,
                 "s",
                 (f"{small:,} runs", b),
@@ -265,12 +322,39 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
+def run(
+    quick: bool = False, backends: tuple[str, ...] = ("sqlite", "postgresql")
+) -> list[dict[str, Any]]:
+    """The rows of benchmarks/REPORT.md (see benchmarks/run.py)."""
+    big = 10_000 if quick else 100_000
+    small = big // 2
+    rows = []
+    if "sqlite" in backends:
+        res_big, res_small = measure_all(big, verbose=True), measure_all(small, verbose=True)
+        rows += backend_rows("", big, small, res_big, res_small)
+    if "postgresql" in backends:
+        admin, server = pg_admin_url()
+        if admin is None:
+            return [*rows, _row("PostgreSQL", 0, "s", None, "a server (initdb not found)", False)]
+        try:
+            res_big = measure_all(big, verbose=True, pg=admin)
+            res_small = measure_all(small, verbose=True, pg=admin)
+        finally:
+            if server is not None:
+                server.destroy()
+        rows += backend_rows("PostgreSQL: ", big, small, res_big, res_small)
+    return rows
+
+
 def main() -> None:
     global CODE
     quick = "--quick" in sys.argv
     if "--code" in sys.argv:
         CODE = Path(sys.argv[sys.argv.index("--code") + 1]).resolve()
-    for r in run(quick):
+    backends: tuple[str, ...] = ("sqlite", "postgresql")
+    if "--backend" in sys.argv:
+        backends = (sys.argv[sys.argv.index("--backend") + 1],)
+    for r in run(quick, backends):
         ratio = "" if r["ratio"] is None else f"  ({r['ratio']}x {r['reference_name']})"
         print(f"{'ok ' if r['ok'] else 'BAD'} {r['name']}: {r['value']} {r['unit']}{ratio}")
 

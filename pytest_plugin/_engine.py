@@ -19,7 +19,17 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_plugin._options import ReplayOptions
-from pytest_plugin.state import ReplayFailed, Source, State, display, is_cassette
+from pytest_plugin.state import (
+    ReplayFailed,
+    Source,
+    State,
+    StoreRef,
+    display,
+    is_cassette,
+    is_server_url,
+    store_exists,
+    store_text,
+)
 from replay.batch import (
     RunOptions,
     UsageGate,
@@ -53,13 +63,23 @@ class SourceError(Exception):
 # ---- loading ---------------------------------------------------------------------------------
 
 
-def _short(path: Path) -> str:
-    """`path` relative to the working directory when below it: for messages and for loading."""
+def _short(path: StoreRef) -> str:
+    """`path` relative to the working directory when below it: for messages and for loading.
+
+    A server URL is shown without its password (never loaded from this text).
+    """
+    if isinstance(path, str):
+        return store_text(path)
     rel = os.path.relpath(path)
     return path.as_posix() if rel.startswith("..") else Path(rel).as_posix()
 
 
-def _store_missing(db: Path) -> str:
+def _ref(db: str) -> StoreRef:
+    """An options' store text back as a store: a server URL stays a string."""
+    return db if is_server_url(db) else Path(db)
+
+
+def _store_missing(db: StoreRef) -> str:
     return (
         f"the store {_short(db)} does not exist: record runs into it first, or name the store "
         "with --replay-db PATH (ini replay_db, env REPLAY_DB)"
@@ -107,13 +127,13 @@ def load_source(
         if src.cassette is not None:
             recording = load_recording(options.source)
         else:
-            db = Path(options.db) if options.db else src.db
+            db = _ref(options.db) if options.db else src.db
             assert db is not None  # a run id always has a store
-            if not db.exists():
+            if not store_exists(db):
                 raise SourceError(
                     f"--replay {src.given}: no run {src.given!r}: {_store_missing(db)}"
                 )
-            recording = load_recording(options.source, db=_short(db))
+            recording = load_recording(options.source, db=db if is_server_url(db) else _short(db))
     except ReplayError as exc:
         prefix = "" if src.cassette is not None else f"{label}: "  # a cassette error names its file
         raise SourceError(f"{prefix}{exc}") from None
@@ -121,7 +141,7 @@ def load_source(
     try:
         resolve_replay_agent(run, options.agent, agents=options.agents, project=config.rootpath)
     except EntrypointError as exc:
-        where = label if src.cassette is not None else f"{label} ({_short(Path(str(options.db)))})"
+        where = label if src.cassette is not None else f"{label} ({_short(_ref(str(options.db)))})"
         text = (
             str(exc)
             if str(exc).startswith("cannot replay run")
@@ -161,7 +181,7 @@ def run_item(item: ReplayItem, state: State, recording: Recording) -> None:
     source = (
         _short(item.source.cassette)
         if item.source.cassette is not None
-        else (f"run {recording.run.run_id} in {_short(item.source.db or Path(str(opts.db)))}")
+        else (f"run {recording.run.run_id} in {_short(item.source.db or _ref(str(opts.db)))}")
     )
     t0 = time.perf_counter()
     try:
@@ -239,9 +259,11 @@ def replay_marked(
     db_value = merged.get("db")
     if state.flag_db is not None:  # the flag wins over both
         db = state.flag_db
+    elif db_value and is_server_url(db_value):
+        db = db_value
     elif db_value:
-        db = Path(os.fspath(db_value))
-        db = db if db.is_absolute() else config.rootpath / db
+        path = Path(os.fspath(db_value))
+        db = path if path.is_absolute() else config.rootpath / path
     else:
         db = state.default_db
     options = ReplayOptions(
@@ -261,8 +283,8 @@ def replay_marked(
     )
     config.hook.pytest_replay_configure(config=config, options=options)
     where = f"@pytest.mark.replay({given!r})"
-    if not is_cassette(options.source) and options.db and not Path(options.db).exists():
-        pytest.fail(f"{where}: no run {given!r}: {_store_missing(Path(options.db))}", pytrace=False)
+    if not is_cassette(options.source) and options.db and not store_exists(_ref(options.db)):
+        pytest.fail(f"{where}: no run {given!r}: {_store_missing(_ref(options.db))}", pytrace=False)
     try:
         recording = load_recording(options.source, db=options.db)
         if options.repeat > 1:  # what-if: replay.flaky

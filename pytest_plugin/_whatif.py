@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_plugin._options import ReplayOptions
-from pytest_plugin.state import ReplayFailed
+from pytest_plugin.state import ReplayFailed, is_server_url, store_text
 from replay.batch import RunOptions
 from replay.errors import ReplayError
 from replay.report import Outcome
@@ -75,8 +75,11 @@ def replay_options(
     return report.results[0]  # type: ignore[no-any-return]
 
 
-def _short(path: Path) -> str:
+def _short(path: Path | str) -> str:
     """`path` relative to the working directory when below it (as the plugin names sources)."""
+    if isinstance(path, str) and is_server_url(path):
+        return store_text(path)
+    path = Path(path)
     rel = os.path.relpath(path)
     return path.as_posix() if rel.startswith("..") else Path(rel).as_posix()
 
@@ -91,7 +94,7 @@ def run_item(item: ReplayItem, state: Any, recording: Recording) -> None:
     source = (
         _short(item.source.cassette)
         if item.source.cassette is not None
-        else f"run {recording.run.run_id} in {_short(item.source.db or Path(str(opts.db)))}"
+        else f"run {recording.run.run_id} in {_short(item.source.db or str(opts.db))}"
     )
     t0 = time.perf_counter()
 

@@ -35,7 +35,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_plugin._options import MARKER_KWARGS, ON_UNRECORDED, ReplayOptions
-from pytest_plugin.state import ReplayFailed, Source, State, display, is_cassette
+from pytest_plugin.state import (
+    ReplayFailed,
+    Source,
+    State,
+    StoreRef,
+    display,
+    is_cassette,
+    is_server_url,
+)
 
 if TYPE_CHECKING:
     from replay.recorder import Recorder
@@ -327,7 +335,14 @@ def _pct(config: pytest.Config, dest: str, flag: str) -> float:
     return float(value)
 
 
-def _default_db(config: pytest.Config) -> Path:
+def _store_ref(config: pytest.Config, value: str, *, ini: bool = False) -> StoreRef:
+    """A store value: a server URL kept as given, else a path resolved as the flag or ini's."""
+    if is_server_url(value):
+        return value
+    return _ini_path(config, value) if ini else _cli_path(config, value)
+
+
+def _default_db(config: pytest.Config) -> StoreRef:
     """The store run ids are read from without --replay-db: REPLAY_DB, ini replay_db, replay.db.
 
     The plugin cannot ask the library (it must not import it while idle); the rule is the
@@ -336,9 +351,9 @@ def _default_db(config: pytest.Config) -> Path:
     env_db = os.environ.get("REPLAY_DB")
     ini_db = config.getini("replay_db")
     if env_db:
-        return _cli_path(config, env_db)
+        return _store_ref(config, env_db)
     if ini_db:
-        return _ini_path(config, ini_db)
+        return _store_ref(config, ini_db, ini=True)
     return (config.invocation_params.dir / _DEFAULT_DB).resolve()
 
 
@@ -357,7 +372,7 @@ def _report_path(config: pytest.Config) -> Path | None:
     return report
 
 
-def _sources(config: pytest.Config, store: Path, cassettes_dir: Path) -> list[Source]:
+def _sources(config: pytest.Config, store: StoreRef, cassettes_dir: Path) -> list[Source]:
     """The --replay sources, then every cassette --replay-all finds, each once."""
     opt = config.option
     sources: list[Source] = []
@@ -392,7 +407,7 @@ def _sources(config: pytest.Config, store: Path, cassettes_dir: Path) -> list[So
 
 def _build_state(config: pytest.Config) -> State:
     opt = config.option
-    flag_db = _cli_path(config, opt.replay_db) if opt.replay_db else None
+    flag_db = _store_ref(config, opt.replay_db) if opt.replay_db else None
     default_db = _default_db(config)
     if opt.replay_cassettes:
         cassettes_dir = _cli_path(config, opt.replay_cassettes)
@@ -576,7 +591,7 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
 
 def _collectors(session: pytest.Session, state: State) -> list[ReplaySource]:
     out: list[ReplaySource] = []
-    by_store: dict[Path, list[Source]] = {}
+    by_store: dict[StoreRef, list[Source]] = {}
     for src in state.sources:
         if src.cassette is not None:
             out.append(
@@ -593,7 +608,10 @@ def _collectors(session: pytest.Session, state: State) -> list[ReplaySource]:
             by_store.setdefault(src.db, []).append(src)
     for db, srcs in by_store.items():
         name = display(session.config, db)
-        out.append(ReplaySource.from_parent(session, name=name, path=db, nodeid=name, sources=srcs))
+        path = db if isinstance(db, Path) else session.config.rootpath  # a server has no file
+        out.append(
+            ReplaySource.from_parent(session, name=name, path=path, nodeid=name, sources=srcs)
+        )
     return out
 
 

@@ -12,7 +12,23 @@ from typing import Any
 
 import pytest
 
-__all__ = ["ReplayFailed", "Source", "State", "display", "is_cassette"]
+__all__ = [
+    "ReplayFailed",
+    "Source",
+    "State",
+    "StoreRef",
+    "display",
+    "is_cassette",
+    "is_server_url",
+    "store_exists",
+    "store_text",
+]
+
+#: A store: a SQLite file (a resolved path), or a ``postgresql://`` URL kept as given (a Path
+#: would collapse its ``//``).
+StoreRef = Path | str
+
+_SERVER_SCHEMES = ("postgresql://", "postgres://")
 
 
 class ReplayFailed(Exception):
@@ -25,7 +41,7 @@ class Source:
 
     given: str
     cassette: Path | None  # resolved, for a cassette
-    db: Path | None  # resolved, for a run id
+    db: StoreRef | None  # resolved path or server URL, for a run id
 
 
 @dataclasses.dataclass
@@ -42,8 +58,8 @@ class State:
     match: list[str]  # --replay-match TOOL=RULE
     live: list[str]  # --replay-live GLOB
     cassettes_dir: Path
-    flag_db: Path | None  # --replay-db
-    default_db: Path  # REPLAY_DB, else ini replay_db, else replay.db
+    flag_db: StoreRef | None  # --replay-db
+    default_db: StoreRef  # REPLAY_DB, else ini replay_db, else replay.db
     active: bool  # a --replay* option asked for replays or a report
     outcomes: dict[str, Any] = dataclasses.field(default_factory=dict)  # nodeid -> Outcome
     report_error: str | None = None
@@ -56,9 +72,37 @@ def is_cassette(source: str) -> bool:
     return source.endswith(".json") or "/" in source or os.sep in source or Path(source).is_file()
 
 
-def display(config: pytest.Config, path: Path) -> str:
-    """`path` relative to the rootdir when inside it (node ids, messages), else absolute."""
+def display(config: pytest.Config, path: StoreRef) -> str:
+    """`path` relative to the rootdir when inside it (node ids, messages), else absolute.
+
+    A server URL is shown without its password.
+    """
+    if isinstance(path, str):
+        return store_text(path)
     try:
         return path.relative_to(config.rootpath).as_posix()
     except ValueError:
         return str(path)
+
+
+def is_server_url(value: object) -> bool:
+    """Whether a store value names a PostgreSQL server (kept as a string, never a path)."""
+    return isinstance(value, str) and value.lower().startswith(_SERVER_SCHEMES)
+
+
+def store_text(db: StoreRef) -> str:
+    """A store as messages and node ids show it: a URL without its password, a path as is."""
+    if not isinstance(db, str):
+        return str(db)
+    scheme, sep, rest = db.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    user, at, host = netloc.rpartition("@")
+    if at and ":" in user:
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    tail, _, query = tail.partition("?")  # a query string may carry password=...
+    return f"{scheme}{sep}{netloc}{slash}{tail}{'?...' if query else ''}"
+
+
+def store_exists(db: StoreRef) -> bool:
+    """Whether a store can be read without creating it (a server is asked when opened)."""
+    return is_server_url(db) or Path(db).exists()

@@ -16,6 +16,7 @@ import os
 import pathlib
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -168,10 +169,14 @@ class Store(StoreBase):
     # -- opening ---------------------------------------------------------------------------------
 
     def _create_private_file(self) -> bool:
-        """Create the file 0600 before SQLite does (SQLite would use 0644); True if it was created.
+        """Create the store at the path atomically, 0600; True if this call created it.
 
-        A symlink (dangling or not) at the path is refused, never followed, and so is an existing
-        file that is not an SQLite database (SQLite would silently turn an empty file into one).
+        The new store (schema, meta, key fingerprint) is built in a temporary file in the same
+        folder, then hard-linked into place: a crash never leaves a half-made store (an empty file
+        the next open refuses) at the path, and of two first opens the loser opens the winner's
+        store. A symlink (dangling or not) at the path is refused, never followed, and so is an
+        existing file that is not an SQLite database (SQLite would silently turn an empty file
+        into one).
         """
         if self.path.is_symlink():
             raise StoreError(
@@ -186,33 +191,56 @@ class Store(StoreBase):
                 f"{self.path / 'replay.db'}",
                 path=str(self.path),
             )
-        try:
-            fd = os.open(
-                self.path,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
-                0o600,
-            )
-        except FileExistsError:
+        if os.path.lexists(self.path):
             self._check_existing()
             return False
-        except FileNotFoundError:
+        _remove_stale_builds(self.path)
+        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.new")
+        _private_file(tmp, self.path)
+        try:
+            self._build_schema(tmp)
+            try:
+                os.link(tmp, self.path)  # never replaces: link(2) fails on any existing name
+            except FileExistsError:
+                self._check_existing()  # another process won the race: open its store
+                return False
+            except OSError as e:
+                raise StoreError(
+                    f"cannot create {self.path}: {e.strerror}; make the folder writable (and "
+                    "on a file system with hard links) or choose another --db / REPLAY_DB",
+                    path=str(self.path),
+                ) from e
+            return True
+        finally:
+            for leftover in (tmp, pathlib.Path(f"{tmp}-journal")):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+
+    def _build_schema(self, tmp: pathlib.Path) -> None:
+        """Write a new store's schema and key fingerprint into the (private, empty) file `tmp`."""
+        conn = sqlite3.connect(str(tmp), timeout=self.timeout_s, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            migrate(
+                Database(conn, execute_plugins=False),
+                self.path,
+                event_ms=self._event_ms,
+                snapshot_ms=self._snapshot_ms,
+            )
+            self._resolve_key(False)
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('key_fingerprint', ?)",
+                (self.key_fingerprint,),
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
             raise StoreError(
-                f"cannot create {self.path}: the folder {self.path.parent} does not exist; "
-                "create it first or choose another --db / REPLAY_DB",
-                path=str(self.path),
-            ) from None
-        except OSError as e:
-            raise StoreError(
-                f"cannot create {self.path}: {e.strerror}; make the folder writable or choose "
-                "another --db / REPLAY_DB",
+                f"cannot create {self.path}: {e}; make the folder writable or choose another "
+                "--db / REPLAY_DB",
                 path=str(self.path),
             ) from e
-        try:
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, 0o600)  # a restrictive umask could have left it 0400
         finally:
-            os.close(fd)
-        return True
+            conn.close()
 
     def _check_existing(self) -> None:
         """Refuse an existing path that is a link or a file without the SQLite header."""
@@ -639,6 +667,50 @@ _EVENT_DELETE_ONE = (
     f"DELETE FROM events WHERE run_id = ?1 AND seq = ?2 AND expires_at <= ?3 AND run_id NOT IN "
     f"({_PINNED})"
 )
+
+
+#: A temporary store older than this was left by a process that died while building it.
+STALE_BUILD_S = 3600.0
+
+
+def _remove_stale_builds(store: pathlib.Path) -> None:
+    """Delete the temporary files of builds of `store` that a killed process left behind (regular
+    files older than `STALE_BUILD_S`; a build in progress is seconds old)."""
+    import glob
+
+    cutoff = time.time() - STALE_BUILD_S
+    pattern = f".{glob.escape(store.name)}.*.new"
+    for tmp in store.parent.glob(pattern):
+        for leftover in (tmp, pathlib.Path(f"{tmp}-journal")):
+            with contextlib.suppress(OSError):
+                st = leftover.lstat()
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                    leftover.unlink()
+
+
+def _private_file(tmp: pathlib.Path, store: pathlib.Path) -> None:
+    """Create `tmp` empty and 0600, exclusively and never through a symlink."""
+    try:
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600
+        )
+    except FileNotFoundError:
+        raise StoreError(
+            f"cannot create {store}: the folder {store.parent} does not exist; "
+            "create it first or choose another --db / REPLAY_DB",
+            path=str(store),
+        ) from None
+    except OSError as e:
+        raise StoreError(
+            f"cannot create {store}: {e.strerror}; make the folder writable or choose "
+            "another --db / REPLAY_DB",
+            path=str(store),
+        ) from e
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)  # a restrictive umask could have left it 0400
+    finally:
+        os.close(fd)
 
 
 def _delete_events(conn: sqlite3.Connection, keys: list[tuple[Any, Any]], now: int) -> int:

@@ -64,6 +64,25 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("pg_url"))
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_store_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """`store_url` shared by a module's tests (a store built once and only read)."""
+    folder = tmp_path_factory.mktemp("store")
+    if request.param == "sqlite":
+        yield str(folder / "replay.db")
+        return
+    admin = str(request.getfixturevalue("pg_admin_url"))
+    url = new_database(admin)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("REPLAY_REDACTION_KEY_FILE", str(folder / "pg.key"))
+            yield url
+    finally:
+        drop_database(admin, url)
+
+
 @pytest.fixture
 def pg_server(tmp_path: Path) -> Iterator[PgServer]:
     """A server of this test's own, which it may stop and start again."""

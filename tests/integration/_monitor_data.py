@@ -16,7 +16,7 @@ from pathlib import Path
 from replay.alerts import AlertRules
 from replay.liveness import this_host
 from replay.models import STOP_REASONS, Event, Run, Usage
-from replay.store import Store
+from replay.store_api import StoreAPI, open_store
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -122,11 +122,11 @@ def _run(rng: random.Random, i: int, now: int) -> tuple[Run, list[Event]]:
     return run, [start_ev, *events, *stop]
 
 
-def build_store(path: Path, n_runs: int = 400, seed: int = 7) -> tuple[Store, int]:
+def build_store(path: Path | str, n_runs: int = 400, seed: int = 7) -> tuple[StoreAPI, int]:
     """A store of `n_runs` generated runs over the last 10 days; returns it and its "now"."""
     rng = random.Random(seed)
     now = int(time.time() * 1000)
-    store = Store(path)
+    store = open_store(path)
     runs, events = [], []
     for i in range(n_runs):
         run, evs = _run(rng, i, now)

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from replay.cli_monitor import alerts, metrics, stats
 from replay.models import Event, Run, Usage, new_run_id
 from replay.stats import compute_stats, load_window
-from replay.store import Store
+from replay.store_api import StoreAPI, open_store
 
 MIN = 60_000
 DAY = 86_400_000
@@ -111,7 +111,7 @@ def make_run(
 
 
 def write_window(
-    store: Store,
+    store: StoreAPI,
     rng: random.Random,
     *,
     n: int,
@@ -143,8 +143,9 @@ def write_window(
 
 
 @pytest.fixture
-def db(tmp_path) -> str:
-    return str(tmp_path / "replay.db")
+def db(store_url: str) -> str:
+    """A new store on each backend: a SQLite file path, or a PostgreSQL database URL."""
+    return store_url
 
 
 def incident_store(db: str, *, incident: bool = True, now: int | None = None) -> int:
@@ -155,7 +156,7 @@ def incident_store(db: str, *, incident: bool = True, now: int | None = None) ->
     """
     now = int(time.time() * 1000) if now is None else now
     rng = random.Random(20241008)
-    store = Store(db)
+    store = open_store(db)
     write_window(
         store,
         rng,
@@ -199,7 +200,7 @@ class TestIncident:
     def test_alerts_fire_while_success_rate_stays_at_91_percent(self, db):
         """The incident pattern fires tool-calls, latency, spend and retry alerts; success stays."""
         now = incident_store(db)
-        store = Store(db)
+        store = open_store(db)
         base = compute_stats(
             *load_window(store, since_ms=now - 10 * MIN - 7 * DAY, until_ms=now - 10 * MIN)
         )
@@ -235,7 +236,7 @@ class TestIncident:
         assert res.exit_code == 1
         data = json.loads(res.output)
         assert data["fired"] == ["tool_calls_p95", "spend_per_run", "latency_p95", "retries"]
-        current_ids = {r.run_id for r in Store(db).runs(since_ms=now - 10 * MIN)}
+        current_ids = {r.run_id for r in open_store(db).runs(since_ms=now - 10 * MIN)}
         tc = next(r for r in data["results"] if r["rule"] == "tool_calls_p95")
         assert tc["fired"] is True and len(tc["runs"]) == 3 and set(tc["runs"]) <= current_ids
         assert tc["current"] >= 2 * tc["baseline"] == tc["threshold"]
@@ -284,7 +285,7 @@ class TestAlertsBadInput:
 
     def test_empty_store_is_not_an_alert(self, db):
         """An empty store exits 0 and says both windows have 0 runs."""
-        Store(db)
+        open_store(db)
         res = invoke(alerts, ["--db", db])
         assert res.exit_code == 0
         assert "the current window has 0 runs and the baseline has 0 runs" in res.output
@@ -294,7 +295,7 @@ class TestAlertsBadInput:
     )
     def test_unparsable_duration_exits_2(self, db, args):
         """An unparsable duration exits 2 naming the option, the input and the accepted format."""
-        Store(db)
+        open_store(db)
         res = invoke(alerts, ["--db", db, *args])
         assert res.exit_code == 2
         assert f"cannot parse {args[0]} {args[1]!r}" in res.output and "10m, 24h, 7d" in res.output
@@ -315,7 +316,7 @@ class TestAlertsBadInput:
 
     def test_bad_share_exits_2(self, db):
         """A threshold share outside 0..1 exits 2 naming the option."""
-        Store(db)
+        open_store(db)
         res = invoke(alerts, ["--db", db, "--retry-current-min", "250%"])
         assert res.exit_code == 2 and "--retry-current-min" in res.output
 
@@ -363,7 +364,7 @@ class TestStats:
         """--agent restricts the figures to that agent's runs."""
         now = incident_store(db)
         write_window(
-            Store(db),
+            open_store(db),
             random.Random(1),
             n=5,
             start=now - 5 * MIN,
@@ -383,7 +384,7 @@ class TestStats:
 
     def test_empty_store_says_so(self, db):
         """An empty store prints that there are no runs and that the store has 0, exit 0."""
-        Store(db)
+        open_store(db)
         res = invoke(stats, ["--db", db, "--agent", "x"])
         assert res.exit_code == 0
         assert res.output.startswith("no runs in the last 7d for agent 'x' (store has 0 runs")
@@ -402,7 +403,7 @@ class TestStats:
 
     def test_bad_since_exits_2(self, db):
         """An unparsable --since exits 2."""
-        Store(db)
+        open_store(db)
         assert invoke(stats, ["--db", db, "--since", "yesterday"]).exit_code == 2
 
 
@@ -462,7 +463,7 @@ class TestDashboard:
             pass
         else:
             pytest.skip("matplotlib is installed")
-        Store(db)
+        open_store(db)
         res = invoke(stats, ["--db", db, "--plot", str(tmp_path / "x.png")])
         assert res.exit_code == 2 and "--html FILE" in res.output
         assert not (tmp_path / "x.png").exists()

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from replay.metrics import MetricsDependencyError, PrometheusExporter, serve_store  # noqa: E402
 from replay.models import Event, Run, Usage  # noqa: E402
-from replay.store import Store  # noqa: E402
+from replay.store_api import open_store  # noqa: E402
 
 T0 = 1_760_000_000_000
 
@@ -200,9 +200,9 @@ class TestServe:
 
 
 class TestStore:
-    def test_observe_store_counts_each_run_once(self, tmp_path):
+    def test_observe_store_counts_each_run_once(self, store_url):
         """observe_store counts finished runs once across polls and picks up new ones."""
-        store = Store(str(tmp_path / "replay.db"))
+        store = open_store(store_url)
         store.write_batch(
             runs=[run("r_a", calls=3, latency=100), run("r_b", calls=9, latency=200, start=T0 + 1)],
             events=[failed_tool("r_b", 1, "HTTP429", T0 + 1)],
@@ -219,10 +219,10 @@ class TestStore:
         assert s[("agent_tool_calls_count", (("agent", "support"),))] == 3
         assert s[("agent_tool_errors_total", (("agent", "support"), ("error_bucket", "429")))] == 1
 
-    def test_serve_store_scrape_and_stop(self, tmp_path):
+    def test_serve_store_scrape_and_stop(self, store_url):
         """serve_store serves the store's runs on 127.0.0.1 and returns once stop is set."""
-        path = str(tmp_path / "replay.db")
-        store = Store(path)
+        path = store_url
+        store = open_store(path)
         store.write_batch(
             runs=[run("r_a", calls=3, latency=100, reason="tool_timeout")], events=[], snapshots=[]
         )
@@ -236,7 +236,12 @@ class TestStore:
 
         def target():  # the store is opened in the serving thread, as `replay metrics` does
             serve_store(
-                Store(path), port=0, host="127.0.0.1", interval_s=0.05, stop=stop, on_ready=on_ready
+                open_store(path),
+                port=0,
+                host="127.0.0.1",
+                interval_s=0.05,
+                stop=stop,
+                on_ready=on_ready,
             )
 
         t = threading.Thread(target=target)
@@ -255,11 +260,11 @@ class TestStore:
         assert not t.is_alive()
 
 
-def test_the_recorder_updates_the_metrics_live(tmp_path) -> None:
+def test_the_recorder_updates_the_metrics_live(store_url) -> None:
     """An exporter added with rec.add_listener counts each run as it ends, errors by bucket too."""
     from replay import Recorder
 
-    rec = Recorder(tmp_path / "replay.db")
+    rec = Recorder(store_url)
     exp = PrometheusExporter()
     rec.add_listener(exp)
 
@@ -301,7 +306,7 @@ def prometheus_increase(values: list[float]) -> float:
 
 
 class TestRestart:
-    def test_a_restarted_server_does_not_recount_runs(self, tmp_path):
+    def test_a_restarted_server_does_not_recount_runs(self, store_url):
         """Across restarts of `replay metrics`, agent_stop_total grows by the runs that finished
         only."""
         import json
@@ -311,9 +316,9 @@ class TestRestart:
 
         from replay.cli_monitor import metrics
 
-        db = str(tmp_path / "replay.db")
+        db = store_url
         now = int(time.time() * 1000)
-        store = Store(db)
+        store = open_store(db)
         # Runs of last week and of the last minutes: a restart must resume from all of them.
         store.write_batch(
             runs=[

@@ -9,13 +9,15 @@ from replay.alerts import RULES, AlertRules, alerts_for_store, evaluate
 from replay.errors import CorruptRowWarning
 from replay.metrics import AlertWindows, PrometheusExporter
 from replay.stats import compute_stats, compute_stats_by, load_window, stats_for_store
+from tests.pg import execute
 
 pytest.importorskip("prometheus_client")
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory):
-    store, now = build_store(tmp_path_factory.mktemp("monitor") / "replay.db")
+def generated(module_store_url):
+    """The generated store, on each backend (SQLite file, PostgreSQL database)."""
+    store, now = build_store(module_store_url)
     yield store, now
     store.close()
 
@@ -123,11 +125,11 @@ def test_metrics_from_the_store_equal_the_listener_feed(generated):
 
 
 @pytest.mark.parametrize("usage", ["not json", '{"tokens_in": -5}', '{"tokens": 1}'])
-def test_an_unreadable_run_is_left_out_with_a_warning_as_the_listing_does(tmp_path, usage):
+def test_an_unreadable_run_is_left_out_with_a_warning_as_the_listing_does(store_url, usage):
     """A run row whose usage cannot be read is skipped with its steps, named in one warning."""
-    store, now = build_store(tmp_path / "replay.db", n_runs=60)
+    store, now = build_store(store_url, n_runs=60)
     bad = next(r.run_id for r in store.runs() if store.events(r.run_id))
-    store.db.execute("UPDATE runs SET usage = ? WHERE run_id = ?", [usage, bad])
+    execute(store, "UPDATE runs SET usage = ? WHERE run_id = ?", [usage, bad])
     with pytest.warns(CorruptRowWarning, match=bad) as caught:
         stats = stats_for_store(store, since_ms=None, until_ms=now + 1).stats
     assert len(caught) == 1

@@ -15,6 +15,7 @@ from replay import UnrecordedCall, replay_run
 from replay.cassette import cassette_from_store, import_cassette, load_cassette, write_cassette
 from replay.errors import CassetteDecodeError, EntrypointError, RunNotFoundError
 from replay.store import Store
+from replay.store_api import is_server_url, open_store
 
 AGENT_SOURCE = """
 import os, socket
@@ -103,11 +104,12 @@ replay.register_agent("plain", plain)  # recorded with rec.run(): registered by 
 
 
 @pytest.fixture
-def agent_mod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def agent_mod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str) -> Any:
+    """The test agent module, recording into a new store on each backend."""
     name = f"agent_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(AGENT_SOURCE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("AGENT_DB", str(tmp_path / "replay.db"))
+    monkeypatch.setenv("AGENT_DB", store_url)
     mod = importlib.import_module(name)
     yield mod
     mod.rec.close()
@@ -198,7 +200,7 @@ def test_an_unrecorded_call_raises_inside_the_agent_and_shows_in_the_diff(
     assert isinstance(res.exception, UnrecordedCall)
     msg = str(res.exception)
     assert "email.send" in msg and res.exception.args_sha in msg
-    with Store(mod.rec.db) as s:
+    with open_store(mod.rec.db) as s:
         recorded_email = [e for e in s.events(rid) if e.tool == "email.send"][0]
     assert recorded_email.args_sha in msg
     assert "stubs=" in msg
@@ -249,7 +251,7 @@ def test_tool_renamed_since_the_recording_lists_the_recorded_tools(
 def test_cassette_export_is_stable_and_replays(recorded: tuple[Any, str], tmp_path: Path) -> None:
     """Exporting twice gives identical bytes, and the cassette replays like the store."""
     mod, rid = recorded
-    with Store(mod.rec.db) as s:
+    with open_store(mod.rec.db) as s:
         a = write_cassette(cassette_from_store(s, rid), tmp_path / "c" / f"{rid}.json")
         first = a.read_bytes()
         write_cassette(cassette_from_store(s, rid), a)
@@ -267,7 +269,7 @@ def test_export_refuses_to_overwrite_a_different_file(
     mod, rid = recorded
     target = tmp_path / "x.json"
     target.write_text("{}")
-    with Store(mod.rec.db) as s:
+    with open_store(mod.rec.db) as s:
         cas = cassette_from_store(s, rid)
     with pytest.raises(FileExistsError, match="--force"):
         write_cassette(cas, target)
@@ -278,7 +280,7 @@ def test_export_refuses_to_overwrite_a_different_file(
 def test_import_twice_adds_nothing(recorded: tuple[Any, str], tmp_path: Path) -> None:
     """Importing a cassette into a store adds the run once; a second import is a no-op."""
     mod, rid = recorded
-    with Store(mod.rec.db) as s:
+    with open_store(mod.rec.db) as s:
         path = write_cassette(cassette_from_store(s, rid), tmp_path / "c.json")
     with Store(tmp_path / "other.db") as other:
         assert import_cassette(other, path) is True
@@ -308,7 +310,7 @@ def test_broken_cassettes_name_the_file_and_the_field(
 ) -> None:
     """A broken cassette raises CassetteDecodeError naming the file and the field."""
     mod, rid = recorded
-    with Store(mod.rec.db) as s:
+    with open_store(mod.rec.db) as s:
         path = write_cassette(cassette_from_store(s, rid), tmp_path / "c.json")
     data = json.loads(path.read_text())
     mutate(data)
@@ -332,11 +334,13 @@ def test_not_json_and_missing_cassettes(tmp_path: Path) -> None:
 def test_unknown_run_id_names_the_store(recorded: tuple[Any, str]) -> None:
     """An unknown run id names the store, its run count and `replay runs`."""
     mod, _ = recorded
-    with pytest.raises(
-        RunNotFoundError,
-        match=r"no run 'r_nope' in replay.db \(1 run; list them with `replay runs`\)",
-    ):
+    with open_store(mod.rec.db) as s:
+        name = s.display_name  # the file's name, or the URL without its password
+    with pytest.raises(RunNotFoundError) as info:
         replay_run("r_nope", db=mod.rec.db)
+    assert str(info.value) == f"no run 'r_nope' in {name} (1 run; list them with `replay runs`)"
+    if not is_server_url(mod.rec.db):
+        assert name == "replay.db"
 
 
 def test_entrypoint_errors_name_the_entrypoint_and_the_fix(recorded: tuple[Any, str]) -> None:
@@ -425,7 +429,7 @@ def test_replay_changes_nothing_in_the_store(recorded: tuple[Any, str]) -> None:
     mod, rid = recorded
     mod.MODE["emails"] = 3
     replay_run(rid, db=mod.rec.db)
-    with Store(mod.rec.db) as s:
+    with open_store(mod.rec.db) as s:
         assert s.count_runs() == 1
 
 
@@ -443,7 +447,7 @@ def test_shared_redaction_key_keeps_code_constants_replayable_from_cassettes(
     with agent_mod.rec.run("sender", input={"x": 1}) as run:
         constant_sender({"x": 1})
     agent_mod.rec.flush()
-    with Store(agent_mod.rec.db) as s:
+    with open_store(agent_mod.rec.db) as s:
         path = write_cassette(cassette_from_store(s, run.run_id), tmp_path / "c.json")
     assert "billing@shop.example" not in path.read_text()
     assert replay_run(str(path), agent=constant_sender).diff.is_empty

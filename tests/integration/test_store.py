@@ -774,3 +774,73 @@ def test_query_refuses_to_write(store: Store) -> None:
     with pytest.raises(StoreError):
         store.query("DELETE FROM runs")
     assert store.count_runs() == 1
+
+
+_KILL_DURING_CREATION = """
+import os, signal, sys
+import replay.store as store
+
+real = store.migrate
+
+def migrate_then_die(*args, **kwargs):
+    if sys.argv[2] == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+store.migrate = migrate_then_die
+store.Store(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_sigkill_while_creating_a_store_leaves_no_half_made_file(tmp_path: Path, when: str) -> None:
+    """A process killed while it creates a store (before or after the schema is written) leaves
+    nothing at the path, so the next open creates a working store instead of refusing an empty
+    file."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "replay.db"
+    env = {**os.environ, "REPLAY_REDACTION_KEY": "k" * 64}
+    for _ in range(3):
+        proc = subprocess.run(
+            [sys.executable, "-c", _KILL_DURING_CREATION, str(db), when],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+        assert proc.returncode == -9, proc.stderr.decode()
+        assert not db.exists()
+    with Store(db) as store:
+        run = make_run()
+        store.write_batch(runs=[run], events=run_events(run.run_id))
+        assert store.get_run(run.run_id).run_id == run.run_id
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+def test_store_is_built_beside_the_path_and_linked_without_replacing(db_path: Path) -> None:
+    """A new store appears at the path complete (schema and meta) in one step, and no temporary
+    file is left beside it."""
+    with Store(db_path) as store:
+        rows = store.query(
+            "SELECT value FROM meta WHERE key IN ('schema_version', 'key_fingerprint')"
+        )
+        assert sorted(str(v) for (v,) in rows) == sorted(
+            [str(SCHEMA_VERSION), store.key_fingerprint]
+        )
+    leftovers = [p.name for p in db_path.parent.iterdir() if p.name.endswith(".new")]
+    assert leftovers == []
+
+
+def test_a_build_left_by_a_killed_process_is_removed_when_it_is_old(db_path: Path) -> None:
+    """Creating a store deletes temporary builds of it that are over an hour old (a killed
+    process's) and leaves a recent one (a build in progress) alone."""
+    old = db_path.with_name(f".{db_path.name}.0123456789ab.new")
+    recent = db_path.with_name(f".{db_path.name}.ba9876543210.new")
+    for p in (old, recent):
+        p.write_bytes(b"")
+    two_hours_ago = os.stat(old).st_mtime - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    Store(db_path).close()
+    assert not old.exists() and recent.exists()

@@ -88,6 +88,8 @@ class AgentProject:
         self.pytester = pytester
         self.path = pytester.path
         self.db = pytester.path / "replay.db"
+        #: what the agent module records into: the SQLite file, or a PostgreSQL URL
+        self.store = "replay.db"
         # A recording is data: replay calls only agents of modules the project names (trust model).
         (self.path / "pyproject.toml").write_text(
             '[tool.agent-replay]\nagents = ["support_agent"]\n'
@@ -98,6 +100,8 @@ class AgentProject:
         source = AGENT_TEMPLATE.format(
             body=textwrap.indent(textwrap.dedent(body).strip("\n"), "    ")
         )
+        if self.store != "replay.db":  # a server store: the URL replaces the file
+            source = source.replace('Recorder("replay.db")', f"Recorder({self.store!r})")
         self.pytester.makepyfile(**{self.module: source})
         sys.modules.pop(self.module, None)
         # Rewritten within the same second with the same size, a cached .pyc would shadow the

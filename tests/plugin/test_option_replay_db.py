@@ -74,3 +74,45 @@ def test_missing_store_is_a_collection_error_naming_it(project: Any) -> None:
         ]
     )
     assert not (project.path / "missing.db").exists()
+
+
+def test_flag_and_env_accept_a_postgresql_url(project: Any, pg_url: str) -> None:
+    """--replay-db and REPLAY_DB take a postgresql:// URL (its ``//`` kept): the run is read from
+    the server and its node id is named by the URL."""
+    project.store = pg_url
+    run_id = project.record()
+    assert not project.db.exists()  # recorded into the server, not a file
+    result = project.pytester.runpytest("--replay", run_id, "--replay-db", pg_url, "-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"postgresql://*::{run_id} PASSED*"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REPLAY_DB", pg_url)
+        project.pytester.runpytest("--replay", run_id).assert_outcomes(passed=1)
+
+
+def test_marker_reads_a_run_from_a_postgresql_store(project: Any, pg_url: str) -> None:
+    """@pytest.mark.replay(run_id) with REPLAY_DB set to a postgresql:// URL replays the run
+    stored on the server."""
+    project.store = pg_url
+    run_id = project.record()
+    project.pytester.makepyfile(
+        test_marked=f"""
+import pytest
+
+@pytest.mark.replay({run_id!r})
+def test_it(replayed):
+    assert replayed.diff.is_empty
+"""
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REPLAY_DB", pg_url)
+        project.pytester.runpytest("test_marked.py").assert_outcomes(passed=1)
+
+
+def test_a_store_url_is_shown_without_its_password() -> None:
+    """Node ids and messages show a store URL with its password (and query string) hidden."""
+    from pytest_plugin.state import store_text
+
+    shown = store_text("postgresql://rec:s3cret@db.internal:5432/replay?password=other")
+    assert shown == "postgresql://rec:***@db.internal:5432/replay?..."
+    assert store_text("postgres://db.internal/replay") == "postgres://db.internal/replay"
