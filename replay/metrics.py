@@ -153,47 +153,27 @@ class PrometheusExporter:
             prom.CollectorRegistry() if registry is None else registry
         )
         reg = self.registry
-        self.tool_calls = prom.Histogram(
-            "agent_tool_calls",
-            "Tool calls per agent run",
-            ["agent"],
-            buckets=TOOL_CALL_BUCKETS,
-            registry=reg,
+
+        def hist(name: str, doc: str, buckets: Sequence[float]) -> Any:
+            return prom.Histogram(name, doc, ["agent"], buckets=buckets, registry=reg)
+
+        def count(name: str, doc: str, *labels: str) -> Any:
+            return prom.Counter(name, doc, ["agent", *labels], registry=reg)
+
+        self.tool_calls = hist("agent_tool_calls", "Tool calls per agent run", TOOL_CALL_BUCKETS)
+        self.run_latency_ms = hist(
+            "agent_run_latency_ms", "Agent run wall time in milliseconds", LATENCY_BUCKETS_MS
         )
-        self.run_latency_ms = prom.Histogram(
-            "agent_run_latency_ms",
-            "Agent run wall time in milliseconds",
-            ["agent"],
-            buckets=LATENCY_BUCKETS_MS,
-            registry=reg,
+        self.run_latency_seconds = hist(
+            "agent_run_latency_seconds", "Agent run wall time in seconds", LATENCY_BUCKETS_S
         )
-        self.run_latency_seconds = prom.Histogram(
-            "agent_run_latency_seconds",
-            "Agent run wall time in seconds",
-            ["agent"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=reg,
-        )
-        self.stops = prom.Counter(
-            "agent_stop_total",
-            "Finished agent runs by stop reason",
-            ["agent", "stop_reason"],
-            registry=reg,
-        )
-        self.tokens = prom.Counter(
-            "agent_tokens_total",
-            "Model tokens used by agent runs",
-            ["agent", "direction"],
-            registry=reg,
-        )
-        self.spend = prom.Counter(
-            "agent_spend_usd_total", "Spend of agent runs in USD", ["agent"], registry=reg
-        )
-        self.tool_errors = prom.Counter(
+        self.stops = count("agent_stop_total", "Finished agent runs by stop reason", "stop_reason")
+        self.tokens = count("agent_tokens_total", "Model tokens used by agent runs", "direction")
+        self.spend = count("agent_spend_usd_total", "Spend of agent runs in USD")
+        self.tool_errors = count(
             "agent_tool_errors_total",
             "Failed tool calls by error bucket (429, 5xx, timeout, other)",
-            ["agent", "error_bucket"],
-            registry=reg,
+            "error_bucket",
         )
         self.alert_firing = prom.Gauge(
             "agent_alert_firing",

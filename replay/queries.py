@@ -187,17 +187,24 @@ class RunColumns:
     skipped: list[tuple[str, str]]
 
 
+def _run_rows(
+    store: QueryStore, window: Window, cols: str, cond: str = ""
+) -> list[tuple[Any, ...]]:
+    """``SELECT cols FROM runs r`` of the window's runs, `cond` (`` AND ...``) appended."""
+    where, params = window.where()
+    return store.query(f"SELECT {cols} FROM runs r{where}{cond}", params)
+
+
 def run_columns(store: QueryStore, window: Window) -> RunColumns:
     """Per run of the window: tool calls, latency (None if unfinished), spend, tokens.
 
     Reads narrow columns; the usage JSON is parsed here (orjson), the same on every backend. A row
     `Store.runs` would skip as unreadable is left out and named in `RunColumns.skipped`.
     """
-    where, params = window.where()
-    rows = store.query(
-        "SELECT r.run_id, r.started_ms, r.tool_calls, r.ended_ms - r.started_ms, r.usage, "
-        f"r.stop_reason FROM runs r{where}",
-        params,
+    rows = _run_rows(
+        store,
+        window,
+        "r.run_id, r.started_ms, r.tool_calls, r.ended_ms - r.started_ms, r.usage, r.stop_reason",
     )
     cols = RunColumns([], [], [], [], [], [])
     check = _RowCheck()
@@ -251,11 +258,11 @@ def killed_inferred(store: QueryStore, window: Window) -> list[tuple[int, str]]:
     The candidates (no stop reason, a pid) are few; `replay.liveness.infer_killed` judges them
     exactly as `Store.runs` does.
     """
-    where, params = window.where()
-    rows = store.query(
-        "SELECT r.run_id, r.agent, r.started_ms, r.host, r.pid, r.last_seen_ms "
-        f"FROM runs r{where} AND r.stop_reason IS NULL AND r.pid IS NOT NULL",
-        params,
+    rows = _run_rows(
+        store,
+        window,
+        "r.run_id, r.agent, r.started_ms, r.host, r.pid, r.last_seen_ms",
+        " AND r.stop_reason IS NULL AND r.pid IS NOT NULL",
     )
     runs = []
     for rid, agent, started, host, pid, seen in rows:
@@ -361,11 +368,10 @@ def rank(
 
 def rank_rows(store: QueryStore, window: Window) -> list[RankRow]:
     """A `RankRow` per readable run of the window (unreadable rows are left out, as in `stats`)."""
-    where, params = window.where()
-    rows = store.query(
-        "SELECT r.run_id, r.started_ms, r.stop_reason, r.tool_calls, r.usage, "
-        f"r.ended_ms - r.started_ms FROM runs r{where}",
-        params,
+    rows = _run_rows(
+        store,
+        window,
+        "r.run_id, r.started_ms, r.stop_reason, r.tool_calls, r.usage, r.ended_ms - r.started_ms",
     )
     out = []
     check = _RowCheck()

@@ -17,8 +17,8 @@ import gc
 import importlib
 import inspect
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from typing import Any, ParamSpec, cast
 
 from replay.agents import check_explicit, resolve_agent
 from replay.cassette import Cassette
@@ -496,9 +496,20 @@ class _Replay:
 
     def conclude(self, out: _Outcome) -> ReplayResult:
         """The replayed run diffed with the recording; the session closed."""
-        return _conclude(
-            self.session, self.recording, out.value, out.exception, self.ignore, self.ordered
-        )
+        try:
+            with gc_paused():  # the replayed run's events and the diff: this library's code only
+                result = _finish(
+                    self.session,
+                    self.recording,
+                    out.value,
+                    out.exception,
+                    self.ignore,
+                    self.ordered,
+                )
+            result.key_mismatch = self.session.key_mismatch
+            return result
+        finally:
+            self.session.close()
 
 
 @contextlib.contextmanager
@@ -613,54 +624,49 @@ def _installed(
         _session.reset(token)
 
 
-def _conclude(
-    session: ReplaySession,
-    recording: Recording,
-    output: Any,
-    exception: BaseException | None,
-    ignore: Any,
-    ordered: bool,
-) -> ReplayResult:
-    try:
-        with gc_paused():  # the replayed run's events and the diff: this library's code only
-            result = _finish(session, recording, output, exception, ignore, ordered)
-        result.key_mismatch = session.key_mismatch
-        return result
-    finally:
-        session.close()
+_P = ParamSpec("_P")
+
+
+def _signature_of(
+    sync: Callable[_P, ReplayResult],
+) -> Callable[
+    [Callable[..., Coroutine[Any, Any, ReplayResult]]],
+    Callable[_P, Coroutine[Any, Any, ReplayResult]],
+]:
+    """Give an ``async def f(*args, **kwargs)`` the parameters of `sync`: for mypy (ParamSpec)
+    and for `inspect.signature` / `help` (``__signature__``), so they are declared once."""
+
+    def give(
+        fn: Callable[..., Coroutine[Any, Any, ReplayResult]],
+    ) -> Callable[_P, Coroutine[Any, Any, ReplayResult]]:
+        # Callable declares no __signature__; a function takes it and inspect reads it
+        fn.__signature__ = inspect.signature(sync)  # type: ignore[attr-defined]
+        return fn
+
+    return give
+
+
+def _bind(
+    sync: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """`args`/`kwargs` as `sync` would take them, defaults filled (TypeError as a call would)."""
+    bound = inspect.signature(sync).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return bound.arguments
 
 
 async def _await(aw: Any) -> Any:
     return await aw
 
 
-async def replay_run_async(
-    source: str | os.PathLike[str] | Cassette | Recording,
-    agent: Callable[..., Any] | str | None = None,
-    stubs: Mapping[str, Callable[..., Any]] | None = None,
-    on_unrecorded: str = "error",
-    ignore: Any = None,
-    *,
-    db: str | os.PathLike[str] | None = None,
-    ordered: bool = True,
-    redaction: RedactionConfig | None = None,
-    record_to: str | os.PathLike[str] | None = None,
-    agents: Sequence[str] = (),
-    project: str | os.PathLike[str] | None = None,
-    allow_network: bool = False,
-    allow_subprocess: bool = False,
-    clock: str = "recorded",
-    stub_mode: str = "always",
-    match: Mapping[str, Any] | None = None,
-    live: Iterable[str] | None = None,
-    faults: Any = None,
-) -> ReplayResult:
+@_signature_of(replay_run)
+async def replay_run_async(*args: Any, **kwargs: Any) -> ReplayResult:
     """`replay_run` for async agents inside a running event loop.
 
     With ``clock="recorded"`` the whole process sees the recorded time while the agent runs
     (other tasks of the loop included); pass ``clock="real"`` where that matters.
     """
-    replay = _Replay(**locals()).start()
+    replay = _Replay(**_bind(replay_run, args, kwargs)).start()
     with replay.running() as out:
         out.value = replay.invoke()
         if inspect.isawaitable(out.value):
