@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from sqlite_utils import Database
 
-from replay.errors import RunNotFoundError, StoreError
+from replay.errors import StoreError
 from replay.migrations import SCHEMA_VERSION, START_SEQ, STOP_SEQ, migrate, read_schema_version
 from replay.models import Run
 from replay.store_base import (
@@ -474,91 +474,14 @@ class Store(StoreBase):
 
     # -- retention -------------------------------------------------------------------------------
 
-    def pin(self, run_id: str, pinned: bool = True) -> Run:
-        """Pin a run (an incident) so that nothing of it expires, or unpin it.
+    @property
+    def _prune_plan(self) -> tuple[tuple[str, str, str], ...]:
+        return _PRUNE
 
-        Pinning clears expires_at on the run and its events, and `prune` keeps the snapshots they
-        reference. Unpinning gives them the store's normal lifetimes back, counted from their times.
-
-        Raises:
-            RunNotFoundError: no such run.
-        """
-        with self._writing("pinning a run") as conn:
-            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
-                raise RunNotFoundError(run_id, self.display_name, self.count_runs())
-            if pinned:
-                conn.execute(
-                    "UPDATE runs SET pinned = 1, expires_at = NULL WHERE run_id = ?", (run_id,)
-                )
-                conn.execute("UPDATE events SET expires_at = NULL WHERE run_id = ?", (run_id,))
-            else:
-                conn.execute(
-                    "UPDATE runs SET pinned = 0, expires_at = coalesce(ended_ms, started_ms) + ? "
-                    "WHERE run_id = ?",
-                    (self._event_ms, run_id),
-                )
-                conn.execute(
-                    "UPDATE events SET expires_at = ts_ms + ? WHERE run_id = ?",
-                    (self._event_ms, run_id),
-                )
-        return self.get_run(run_id)
-
-    def prune(
-        self,
-        *,
-        now_ms: int | None = None,
-        dry_run: bool = False,
-        batch_size: int = PRUNE_BATCH,
-        pause_s: float = 0.002,
-    ) -> PruneResult:
-        """Delete what has expired at `now_ms` (default: now); with `dry_run`, only count it.
-
-        Deletes expired events; runs whose events are all expired and whose own expiry has passed;
-        expired snapshots. Nothing of a pinned run is deleted: not its row, not its events, not the
-        snapshots its events or its input/output reference.
-
-        Deletion runs in short transactions of at most `batch_size` rows each, with a `pause_s`
-        gap between them. Runs and snapshots are found through their expiry indexes; events
-        (no such index: it would grow every event) are paged in key order outside the write
-        lock and deleted by key, the condition re-checked so a recording process waiting for the
-        write lock gets it well within its busy timeout. A prune that stops half way (killed, or
-        a batch failing) leaves a consistent store; the next prune carries on.
-
-        Raises:
-            ValueError: `batch_size` below 1.
-            StoreError: a batch failed (the batches before it stay deleted).
-        """
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}: delete at least 1 row per transaction")
-        now = current_ms() if now_ms is None else int(now_ms)
-        p = {"now": now, "n": int(batch_size)}
-        if dry_run:
-            with self._reading("counting expired records") as conn:
-                counts = [
-                    int(conn.execute(f"SELECT count(*) FROM {table} WHERE {cond}", p).fetchone()[0])
-                    for table, _key, cond in _PRUNE
-                ]
-            runs, events, snaps = counts
-            return PruneResult(runs, events, snaps, dry_run=True)
-        timer = PruneTimer()
-        counts = []
-        for table, key, cond in _PRUNE:
-            if table == "events":
-                counts.append(self._prune_events(p, pause_s, timer))
-                continue
-            sql = (
-                f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} "
-                f"LIMIT :n)"
-            )
-            n, total = batch_size, 0
-            while n >= batch_size:
-                with timer.batch(), self._writing("pruning") as conn:
-                    n = conn.execute(sql, p).rowcount
-                total += n
-                if n >= batch_size and pause_s > 0:
-                    time.sleep(pause_s)  # let a writer waiting for the lock in
-            counts.append(total)
-        return timer.result(counts)
+    def _retention_writing(
+        self, action: str
+    ) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._writing(action)
 
     def _prune_events(self, p: dict[str, int], pause_s: float, timer: PruneTimer) -> int:
         """Expired events, a page of keys at a time, deleted by key (re-checked) under the lock.
