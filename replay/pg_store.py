@@ -40,6 +40,7 @@ from replay.store_base import (
     DAY_MS,
     EVENT_COLUMNS,
     RUN_COLUMNS,
+    RUN_UPSERT_COMMON,
     PruneTimer,
     SnapshotRow,
     StoreBase,
@@ -514,15 +515,7 @@ class PgStore(StoreBase):
             keyed[(r[0], int(seq))] = (r[0], int(seq), *r[1:], r[2] + self._event_ms)
         return [keyed[k] for k in sorted(keyed)]
 
-    def touch_runs(self, run_ids: Sequence[str], now_ms: int | None = None) -> None:
-        """The writer's heartbeat: the runs in `run_ids` are still open in a live process.
-
-        Raises:
-            StoreError: the write failed.
-        """
-        if not run_ids:
-            return
-        now = _now() if now_ms is None else int(now_ms)
+    def _touch(self, now: int, run_ids: Sequence[str]) -> None:
         with self._writing("updating run heartbeats") as conn:
             conn.execute(
                 "UPDATE runs SET last_seen_ms = GREATEST(coalesce(last_seen_ms, 0), %s) "
@@ -573,10 +566,6 @@ class PgStore(StoreBase):
                     conn.close()
 
 
-def _now() -> int:
-    return now_ms()
-
-
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
@@ -602,14 +591,9 @@ _UPSERT_RUN = _merge(
     "runs",
     RUN_COLUMNS,
     "run_id",
-    ", ".join(
-        f"{c} = excluded.{c}"
-        for c in RUN_COLUMNS[1:]
-        if c not in ("pinned", "expires_at", "pid", "last_seen_ms")
-    )
+    RUN_UPSERT_COMMON
     # A heartbeat may have moved last_seen_ms past what a late (spooled) write of the run carries
     # (GREATEST ignores NULLs). Pinning is the user's decision: a later write must not undo it.
-    + ", pid = coalesce(excluded.pid, runs.pid)"
     + ", last_seen_ms = GREATEST(runs.last_seen_ms, excluded.last_seen_ms)"
     + ", pinned = GREATEST(runs.pinned, excluded.pinned)"
     + ", expires_at = CASE WHEN runs.pinned <> 0 OR excluded.pinned <> 0 THEN NULL"

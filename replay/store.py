@@ -33,6 +33,7 @@ from replay.store_base import (
     EVENT_COLUMNS,
     PRUNE_BATCH,
     RUN_COLUMNS,
+    RUN_UPSERT_COMMON,
     PruneResult,
     PruneTimer,
     SnapshotRow,
@@ -456,15 +457,7 @@ class Store(StoreBase):
             if snap_rows:
                 conn.executemany(_UPSERT_SNAPSHOT, snap_rows)
 
-    def touch_runs(self, run_ids: Sequence[str], now_ms: int | None = None) -> None:
-        """The writer's heartbeat: the runs in `run_ids` are still open in a live process.
-
-        Raises:
-            StoreError: the write failed.
-        """
-        if not run_ids:
-            return
-        now = current_ms() if now_ms is None else int(now_ms)
+    def _touch(self, now: int, run_ids: Sequence[str]) -> None:
         with self._writing("updating run heartbeats") as conn:
             conn.executemany(
                 "UPDATE runs SET last_seen_ms = max(coalesce(last_seen_ms, 0), ?) WHERE run_id = "
@@ -530,13 +523,8 @@ class Store(StoreBase):
 _UPSERT_RUN = (
     f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))}) "
     "ON CONFLICT (run_id) DO UPDATE SET "
-    + ", ".join(
-        f"{c} = excluded.{c}"
-        for c in RUN_COLUMNS[1:]
-        if c not in ("pinned", "expires_at", "pid", "last_seen_ms")
-    )
+    + RUN_UPSERT_COMMON
     # A heartbeat may have moved last_seen_ms past what a late (spooled) write of the run carries.
-    + ", pid = coalesce(excluded.pid, runs.pid)"
     + ", last_seen_ms = CASE WHEN runs.last_seen_ms IS NULL THEN excluded.last_seen_ms"
     + " WHEN excluded.last_seen_ms IS NULL THEN runs.last_seen_ms"
     + " ELSE max(runs.last_seen_ms, excluded.last_seen_ms) END"

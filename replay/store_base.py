@@ -30,6 +30,7 @@ __all__ = [
     "EVENT_COLUMNS",
     "PRUNE_BATCH",
     "RUN_COLUMNS",
+    "RUN_UPSERT_COMMON",
     "PruneResult",
     "PruneTimer",
     "SnapshotRow",
@@ -83,6 +84,18 @@ RUN_COLUMNS: tuple[str, ...] = (
     "pid",  # schema 4: liveness of the recording process (replay/liveness.py)
     "last_seen_ms",
     "key_fingerprint",  # schema 7: the fingerprint of the key that redacted the run
+)
+
+#: The SET clauses of both backends' run upsert that read the same in both dialects: a later
+#: write of a run replaces its columns, except the ones each dialect merges itself (pinned,
+#: expires_at, last_seen_ms), and keeps the pid when the later write has none.
+RUN_UPSERT_COMMON = (
+    ", ".join(
+        f"{c} = excluded.{c}"
+        for c in RUN_COLUMNS[1:]
+        if c not in ("pinned", "expires_at", "pid", "last_seen_ms")
+    )
+    + ", pid = coalesce(excluded.pid, runs.pid)"
 )
 
 #: ``(sha, body, type_name, truncated)``: one content-addressed snapshot.
@@ -348,6 +361,10 @@ class StoreBase:
         """One write transaction whose ``execute`` takes SQLite's ``?`` and ``:name`` marks."""
         raise NotImplementedError
 
+    def _touch(self, now: int, run_ids: Sequence[str]) -> None:
+        """Set the heartbeat of the still-open runs among `run_ids` to `now` (one transaction)."""
+        raise NotImplementedError
+
     def _prune_events(self, p: dict[str, int], pause_s: float, timer: PruneTimer) -> int:
         """Delete the expired events in batches (each backend pages them its own way)."""
         raise NotImplementedError
@@ -363,6 +380,15 @@ class StoreBase:
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def touch_runs(self, run_ids: Sequence[str], now_ms: int | None = None) -> None:
+        """The writer's heartbeat: the runs in `run_ids` are still open in a live process.
+
+        Raises:
+            StoreError: the write failed.
+        """
+        if run_ids:
+            self._touch(_clock_ms() if now_ms is None else int(now_ms), run_ids)
 
     # -- retention (shared; SQL in SQLite's placeholders, translated by the PostgreSQL store) --
 
