@@ -45,6 +45,7 @@ from replay.store_base import (
     SnapshotRow,
     StoreBase,
     now_ms,
+    prune_plan,
     run_row,
 )
 
@@ -613,24 +614,7 @@ _UPSERT_SNAPSHOT = _merge(
 )
 
 _PINNED = "SELECT run_id FROM runs WHERE pinned <> 0"
-_PINNED_REFS = (
-    f"SELECT output_sha FROM events WHERE run_id IN ({_PINNED}) AND output_sha IS NOT NULL "
-    f"UNION SELECT args_sha FROM events WHERE run_id IN ({_PINNED}) AND args_sha IS NOT NULL "
-    "UNION SELECT input_sha FROM runs WHERE pinned <> 0 AND input_sha IS NOT NULL "
-    "UNION SELECT output_sha FROM runs WHERE pinned <> 0 AND output_sha IS NOT NULL "
-    "UNION SELECT http_sha FROM runs WHERE pinned <> 0 AND http_sha IS NOT NULL"
-)
-# (table, key, condition) as in replay.store: each condition holds before and after the others.
-_PRUNE_PLAN: tuple[tuple[str, str, str], ...] = (
-    (
-        "runs",
-        "run_id",
-        "expires_at <= :now AND pinned = 0 AND NOT EXISTS (SELECT 1 FROM events e "
-        "WHERE e.run_id = runs.run_id AND (e.expires_at IS NULL OR e.expires_at > :now))",
-    ),
-    ("events", "run_id, seq", f"expires_at <= :now AND run_id NOT IN ({_PINNED})"),
-    ("snapshots", "sha", f"expires_at <= :now AND sha NOT IN ({_PINNED_REFS})"),
-)
+_PRUNE_PLAN = prune_plan("pinned <> 0", "pinned = 0", "run_id", "sha")
 # The same conditions with psycopg's placeholders, for statements given to the driver directly.
 _PRUNE = tuple((table, key, named_to_pyformat(cond)) for table, key, cond in _PRUNE_PLAN)
 _EVENTS_PAGE = named_to_pyformat(

@@ -38,6 +38,7 @@ from replay.store_base import (
     PruneTimer,
     SnapshotRow,
     StoreBase,
+    prune_plan,
     run_row,
 )
 from replay.store_base import now_ms as current_ms
@@ -179,13 +180,7 @@ class Store(StoreBase):
         existing file that is not an SQLite database (SQLite would silently turn an empty file
         into one).
         """
-        if self.path.is_symlink():
-            raise StoreError(
-                f"{self.path} is a symbolic link: agent-replay does not open a store through a "
-                f"link "
-                "(it could point anywhere); pass the real file's path with --db / REPLAY_DB",
-                path=str(self.path),
-            )
+        self._refuse_link(" (it could point anywhere); ")
         if self.path.is_dir():
             raise StoreError(
                 f"{self.path} is a folder, not a database file: pass a file path such as "
@@ -243,15 +238,18 @@ class Store(StoreBase):
         finally:
             conn.close()
 
-    def _check_existing(self) -> None:
-        """Refuse an existing path that is a link or a file without the SQLite header."""
+    def _refuse_link(self, why: str) -> None:
+        """Refuse a symbolic link at the path (`why` joins the two halves of the message)."""
         if self.path.is_symlink():
             raise StoreError(
                 f"{self.path} is a symbolic link: agent-replay does not open a store through a "
-                f"link; "
-                "pass the real file's path with --db / REPLAY_DB",
+                f"link{why}pass the real file's path with --db / REPLAY_DB",
                 path=str(self.path),
             )
+
+    def _check_existing(self) -> None:
+        """Refuse an existing path that is a link or a file without the SQLite header."""
+        self._refuse_link("; ")
         deadline = time.monotonic() + 0.5
         while True:
             try:
@@ -540,26 +538,8 @@ _UPSERT_SNAPSHOT = (
 )
 
 _PINNED = "SELECT run_id FROM runs WHERE pinned"
-_PINNED_REFS = (
-    f"SELECT output_sha FROM events WHERE run_id IN ({_PINNED}) AND output_sha IS NOT NULL "
-    f"UNION SELECT args_sha FROM events WHERE run_id IN ({_PINNED}) AND args_sha IS NOT NULL "
-    "UNION SELECT input_sha FROM runs WHERE pinned AND input_sha IS NOT NULL "
-    "UNION SELECT output_sha FROM runs WHERE pinned AND output_sha IS NOT NULL "
-    "UNION SELECT http_sha FROM runs WHERE pinned AND http_sha IS NOT NULL"
-)
-# (table, key of a row, condition): each condition holds before and after the others run, so the
-# batches of one table can interleave with writers and with each other. `expires_at <= :now`
-# leads every condition so SQLite searches the expiry index (tests check the query plan).
-_PRUNE: tuple[tuple[str, str, str], ...] = (
-    (
-        "runs",
-        "rowid",
-        "expires_at <= :now AND NOT pinned AND NOT EXISTS (SELECT 1 FROM events e "
-        "WHERE e.run_id = runs.run_id AND (e.expires_at IS NULL OR e.expires_at > :now))",
-    ),
-    ("events", "run_id, seq", f"expires_at <= :now AND run_id NOT IN ({_PINNED})"),
-    ("snapshots", "rowid", f"expires_at <= :now AND sha NOT IN ({_PINNED_REFS})"),
-)
+# `expires_at <= :now` leads every condition so SQLite searches the expiry index.
+_PRUNE = prune_plan("pinned", "NOT pinned", "rowid", "rowid")
 # Events are paged by primary key (keyset pagination: each page starts where the last ended, so
 # one prune reads the table once) and deleted one key at a time with the condition re-checked.
 _EVENTS_PAGE = (

@@ -37,6 +37,7 @@ __all__ = [
     "StoreBase",
     "event_row",
     "now_ms",
+    "prune_plan",
     "run_row",
 ]
 
@@ -148,6 +149,39 @@ class PruneTimer:
             batches=self.batches,
             longest_lock_ms=round(self.longest * 1000, 3),
         )
+
+
+def prune_plan(
+    pinned: str, unpinned: str, runs_key: str, snapshots_key: str
+) -> tuple[tuple[str, str, str], ...]:
+    """`StoreBase.prune`'s (table, key of a row, condition with ``:now``) in one SQL dialect.
+
+    `pinned` and `unpinned` are the dialect's tests of ``runs.pinned``; the keys name a row of
+    runs and of snapshots. Each condition holds before and after the others run, so the batches
+    of one table can interleave with writers and with each other; ``expires_at <= :now`` leads
+    every condition so the expiry indexes serve it (tests check the query plans).
+    """
+    runs = f"SELECT run_id FROM runs WHERE {pinned}"
+    refs = " UNION ".join(
+        [
+            f"SELECT {c} FROM events WHERE run_id IN ({runs}) AND {c} IS NOT NULL"
+            for c in ("output_sha", "args_sha")
+        ]
+        + [
+            f"SELECT {c} FROM runs WHERE {pinned} AND {c} IS NOT NULL"
+            for c in ("input_sha", "output_sha", "http_sha")
+        ]
+    )
+    return (
+        (
+            "runs",
+            runs_key,
+            f"expires_at <= :now AND {unpinned} AND NOT EXISTS (SELECT 1 FROM events e "
+            "WHERE e.run_id = runs.run_id AND (e.expires_at IS NULL OR e.expires_at > :now))",
+        ),
+        ("events", "run_id, seq", f"expires_at <= :now AND run_id NOT IN ({runs})"),
+        ("snapshots", snapshots_key, f"expires_at <= :now AND sha NOT IN ({refs})"),
+    )
 
 
 def now_ms() -> int:
