@@ -14,6 +14,7 @@ import datetime as _dt
 import pathlib
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -302,113 +303,123 @@ def _move_key_out(db: Database, path: pathlib.Path) -> None:
         db.execute("PRAGMA secure_delete = OFF")
 
 
-def _build(event_ms: int, snapshot_ms: int, path: pathlib.Path) -> Migrations:
-    migrations = Migrations(MIGRATION_SET)
+# The steps that only run statements (SQLite), by name; the others need the store's settings or
+# read what earlier steps left.
+_STATEMENT_STEPS: dict[str, tuple[str, ...]] = {
+    STEPS[0]: _V1,
+    # The optional HTTP layer (replay/http.py): the snapshot of a run's HTTP interactions.
+    STEPS[2]: ("ALTER TABLE runs ADD COLUMN http_sha TEXT",),
+    # Which process records a run and when its writer last saw it open: a run with no stop
+    # whose process is gone reads as `killed` (inferred), see replay/liveness.py.
+    STEPS[3]: (
+        "ALTER TABLE runs ADD COLUMN pid INTEGER",
+        "ALTER TABLE runs ADD COLUMN last_seen_ms INTEGER",
+    ),
+    # Parallel tool calls: the group of sibling steps in flight together (see replay/diff.py).
+    STEPS[4]: ("ALTER TABLE events ADD COLUMN concurrent_group INTEGER",),
+    # `prune` deletes in short batches found through these indexes instead of scanning the
+    # three tables under one long write lock (1.8 s at 100,000 runs). The partial index on
+    # pinned runs keeps "is this snapshot referenced by a pinned run?" cheap in every batch.
+    # Events get none: it cost ~50 bytes and ~15% ingest per event; prune pages them by key.
+    STEPS[5]: (
+        "CREATE INDEX IF NOT EXISTS runs_expires ON runs (expires_at)",
+        "CREATE INDEX IF NOT EXISTS snapshots_expires ON snapshots (expires_at)",
+        "CREATE INDEX IF NOT EXISTS runs_pinned ON runs (run_id) WHERE pinned",
+    ),
+}
 
-    @migrations(name=STEPS[0])
-    def initial(db: Database) -> None:
-        for stmt in _V1:
+
+def _retention_and_indexes(db: Database, event_ms: int, snapshot_ms: int) -> None:
+    now_ms = int(time.time() * 1000)
+    db.execute("ALTER TABLE events ADD COLUMN expires_at INTEGER")
+    db.execute("ALTER TABLE snapshots ADD COLUMN expires_at INTEGER")
+    # Rows written before retention existed get the same lifetimes as new ones.
+    db.execute(
+        "UPDATE events SET expires_at = ts_ms + ? "
+        "WHERE run_id NOT IN (SELECT run_id FROM runs WHERE pinned)",
+        [event_ms],
+    )
+    db.execute("UPDATE snapshots SET expires_at = ?", [now_ms + snapshot_ms])
+    db.execute(
+        "UPDATE runs SET expires_at = coalesce(ended_ms, started_ms) + ? "
+        "WHERE expires_at IS NULL AND NOT pinned",
+        [event_ms],
+    )
+    db.execute("CREATE INDEX runs_started ON runs (started_ms)")
+    db.execute("CREATE INDEX runs_agent ON runs (agent, started_ms)")
+    db.execute("CREATE INDEX runs_stop_reason ON runs (stop_reason, started_ms)")
+
+
+def _key_out_of_store(db: Database, path: pathlib.Path) -> None:
+    # The pseudonym key leaves the store (replay/keys.py); each run names its key's fingerprint.
+    db.execute("ALTER TABLE runs ADD COLUMN key_fingerprint TEXT")
+    _move_key_out(db, path)
+
+
+def _foreign_keys_and_views(db: Database) -> None:
+    # Declared for readers (Datasette links events to their run; sqlite-utils and the shell list
+    # it); not enforced, as no connection turns PRAGMA foreign_keys on. SQLite cannot add a
+    # constraint to a table, so events is rebuilt from its own CREATE statement (whatever
+    # columns earlier steps added) and its indexes and triggers are made again.
+    conn = db.conn
+    sql = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+    ).fetchone()[0]
+    extras = [
+        r[0]
+        for r in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND type IN ('index', "
+            "'trigger') "
+            "AND sql IS NOT NULL"
+        )
+    ]
+    if "REFERENCES runs" not in sql:
+        close = sql.rindex(")")
+        create = (
+            sql[:close].rstrip()
+            + ",\n        FOREIGN KEY (run_id) REFERENCES runs (run_id)\n    "
+            + sql[close:]
+        )
+        create = create.replace("CREATE TABLE events", "CREATE TABLE events_with_fk", 1)
+        cols = ", ".join(f'"{r[1]}"' for r in conn.execute("PRAGMA table_info(events)"))
+        db.execute(create)
+        db.execute(f"INSERT INTO events_with_fk ({cols}) SELECT {cols} FROM events")
+        db.execute("DROP TABLE events")
+        db.execute("ALTER TABLE events_with_fk RENAME TO events")
+        for stmt in extras:
             db.execute(stmt)
-        _set_version(db, 1)
+    for name, stmt in VIEWS.items():
+        db.execute(f"DROP VIEW IF EXISTS {name}")
+        db.execute(stmt)
 
-    @migrations(name=STEPS[1])
-    def retention_and_indexes(db: Database) -> None:
-        now_ms = int(time.time() * 1000)
-        db.execute("ALTER TABLE events ADD COLUMN expires_at INTEGER")
-        db.execute("ALTER TABLE snapshots ADD COLUMN expires_at INTEGER")
-        # Rows written before retention existed get the same lifetimes as new ones.
-        db.execute(
-            "UPDATE events SET expires_at = ts_ms + ? "
-            "WHERE run_id NOT IN (SELECT run_id FROM runs WHERE pinned)",
-            [event_ms],
-        )
-        db.execute("UPDATE snapshots SET expires_at = ?", [now_ms + snapshot_ms])
-        db.execute(
-            "UPDATE runs SET expires_at = coalesce(ended_ms, started_ms) + ? "
-            "WHERE expires_at IS NULL AND NOT pinned",
-            [event_ms],
-        )
-        db.execute("CREATE INDEX runs_started ON runs (started_ms)")
-        db.execute("CREATE INDEX runs_agent ON runs (agent, started_ms)")
-        db.execute("CREATE INDEX runs_stop_reason ON runs (stop_reason, started_ms)")
-        _set_version(db, 2)
 
-    @migrations(name=STEPS[2])
-    def run_http_sha(db: Database) -> None:
-        # The optional HTTP layer (replay/http.py): the snapshot of a run's HTTP interactions.
-        db.execute("ALTER TABLE runs ADD COLUMN http_sha TEXT")
-        _set_version(db, 3)
+def _step(
+    version: int, body: Callable[[Database], None] | Sequence[str]
+) -> Callable[[Database], None]:
+    """A migration step: `body` (a function, or statements to run), then the schema version."""
 
-    @migrations(name=STEPS[3])
-    def run_liveness(db: Database) -> None:
-        # Which process records a run and when its writer last saw it open: a run with no stop
-        # whose process is gone reads as `killed` (inferred), see replay/liveness.py.
-        db.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
-        db.execute("ALTER TABLE runs ADD COLUMN last_seen_ms INTEGER")
-        _set_version(db, 4)
-
-    @migrations(name=STEPS[4])
-    def event_concurrent_group(db: Database) -> None:
-        # Parallel tool calls: the group of sibling steps in flight together (see replay/diff.py).
-        db.execute("ALTER TABLE events ADD COLUMN concurrent_group INTEGER")
-        _set_version(db, 5)
-
-    @migrations(name=STEPS[5])
-    def expiry_indexes(db: Database) -> None:
-        # `prune` deletes in short batches found through these indexes instead of scanning the
-        # three tables under one long write lock (1.8 s at 100,000 runs). The partial index on
-        # pinned runs keeps "is this snapshot referenced by a pinned run?" cheap in every batch.
-        # Events get none: it cost ~50 bytes and ~15% ingest per event; prune pages them by key.
-        db.execute("CREATE INDEX IF NOT EXISTS runs_expires ON runs (expires_at)")
-        db.execute("CREATE INDEX IF NOT EXISTS snapshots_expires ON snapshots (expires_at)")
-        db.execute("CREATE INDEX IF NOT EXISTS runs_pinned ON runs (run_id) WHERE pinned")
-        _set_version(db, 6)
-
-    @migrations(name=STEPS[6])
-    def key_out_of_store(db: Database) -> None:
-        # The pseudonym key leaves the store (replay/keys.py); each run names its key's fingerprint.
-        db.execute("ALTER TABLE runs ADD COLUMN key_fingerprint TEXT")
-        _move_key_out(db, path)
-        _set_version(db, 7)
-
-    @migrations(name=_FK_STEP)
-    def foreign_keys_and_views(db: Database) -> None:
-        # Declared for readers (Datasette links events to their run; sqlite-utils and the shell list
-        # it); not enforced, as no connection turns PRAGMA foreign_keys on. SQLite cannot add a
-        # constraint to a table, so events is rebuilt from its own CREATE statement (whatever
-        # columns earlier steps added) and its indexes and triggers are made again.
-        conn = db.conn
-        sql = conn.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'"
-        ).fetchone()[0]
-        extras = [
-            r[0]
-            for r in conn.execute(
-                "SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND type IN ('index', "
-                "'trigger') "
-                "AND sql IS NOT NULL"
-            )
-        ]
-        if "REFERENCES runs" not in sql:
-            close = sql.rindex(")")
-            create = (
-                sql[:close].rstrip()
-                + ",\n        FOREIGN KEY (run_id) REFERENCES runs (run_id)\n    "
-                + sql[close:]
-            )
-            create = create.replace("CREATE TABLE events", "CREATE TABLE events_with_fk", 1)
-            cols = ", ".join(f'"{r[1]}"' for r in conn.execute("PRAGMA table_info(events)"))
-            db.execute(create)
-            db.execute(f"INSERT INTO events_with_fk ({cols}) SELECT {cols} FROM events")
-            db.execute("DROP TABLE events")
-            db.execute("ALTER TABLE events_with_fk RENAME TO events")
-            for stmt in extras:
+    def step(db: Database) -> None:
+        if callable(body):
+            body(db)
+        else:
+            for stmt in body:
                 db.execute(stmt)
-        for name, stmt in VIEWS.items():
-            db.execute(f"DROP VIEW IF EXISTS {name}")
-            db.execute(stmt)
-        _set_version(db, STEPS.index(_FK_STEP) + 1)
+        _set_version(db, version)
 
+    return step
+
+
+def _build(event_ms: int, snapshot_ms: int, path: pathlib.Path) -> Migrations:
+    """The SQLite steps of `STEPS`, in order; step N leaves schema version N."""
+    bodies: dict[str, Callable[[Database], None] | Sequence[str]] = {
+        **_STATEMENT_STEPS,
+        STEPS[1]: lambda db: _retention_and_indexes(db, event_ms, snapshot_ms),
+        STEPS[6]: lambda db: _key_out_of_store(db, path),
+        _FK_STEP: _foreign_keys_and_views,
+    }
+    migrations = Migrations(MIGRATION_SET)
+    for version, name in enumerate(STEPS, start=1):
+        migrations(name=name)(_step(version, bodies[name]))
     return migrations
 
 

@@ -25,26 +25,27 @@ import contextlib
 import decimal
 import functools
 import os
+import re
 import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from replay.errors import RunNotFoundError, SchemaVersionError, StoreError
+from replay.errors import SchemaVersionError, StoreError
 from replay.keys import fingerprint, server_store_key
 from replay.migrations import PG_STEPS, SCHEMA_VERSION, START_SEQ, STEPS, STOP_SEQ
 from replay.models import Run
 from replay.store_base import (
     DAY_MS,
     EVENT_COLUMNS,
-    PRUNE_BATCH,
     RUN_COLUMNS,
-    PruneResult,
+    RUN_UPSERT_COMMON,
     PruneTimer,
     SnapshotRow,
     StoreBase,
     now_ms,
+    prune_plan,
     run_row,
 )
 
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = ["PgStore", "qmark_to_pyformat", "redact_url"]
 
 _NCOL = len(EVENT_COLUMNS)
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 # pg_advisory_xact_lock key serialising processes that create or migrate the same database.
 _MIGRATION_LOCK = 0x6167_656E_7472_7031  # "agentrp1"
 _EVENT_TABLE_COLUMNS = ("run_id", "seq", *EVENT_COLUMNS[1:], "expires_at")
@@ -149,13 +151,24 @@ def _hint(err: BaseException) -> str:
     return "see the PostgreSQL error above"
 
 
+def named_to_pyformat(sql: str) -> str:
+    """The store's own SQL with SQLite's ``:name`` placeholders as psycopg's ``%(name)s`` ones.
+
+    Every ``%`` is doubled; ``::type`` casts stay. Only for the stores' own statements: quoted
+    text is not skipped.
+    """
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
 class _QmarkConnection:
-    """A psycopg connection that takes the read queries' ``?`` placeholders."""
+    """A psycopg connection that takes SQLite's ``?`` (a sequence) or ``:name`` (a dict) marks."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
 
     def execute(self, sql: str, params: Any = (), /) -> Any:
+        if isinstance(params, dict):
+            return self._conn.execute(named_to_pyformat(sql), params)
         return self._conn.execute(qmark_to_pyformat(sql), tuple(params))
 
 
@@ -503,15 +516,7 @@ class PgStore(StoreBase):
             keyed[(r[0], int(seq))] = (r[0], int(seq), *r[1:], r[2] + self._event_ms)
         return [keyed[k] for k in sorted(keyed)]
 
-    def touch_runs(self, run_ids: Sequence[str], now_ms: int | None = None) -> None:
-        """The writer's heartbeat: the runs in `run_ids` are still open in a live process.
-
-        Raises:
-            StoreError: the write failed.
-        """
-        if not run_ids:
-            return
-        now = _now() if now_ms is None else int(now_ms)
+    def _touch(self, now: int, run_ids: Sequence[str]) -> None:
         with self._writing("updating run heartbeats") as conn:
             conn.execute(
                 "UPDATE runs SET last_seen_ms = GREATEST(coalesce(last_seen_ms, 0), %s) "
@@ -519,81 +524,16 @@ class PgStore(StoreBase):
                 (now, sorted(run_ids)),
             )
 
-    # -- retention -------------------------------------------------------------------------------
+    # -- retention (`pin` and `prune` are StoreBase's) ---------------------------------------------
 
-    def pin(self, run_id: str, pinned: bool = True) -> Run:
-        """Pin a run (an incident) so that nothing of it expires, or unpin it.
+    @property
+    def _prune_plan(self) -> tuple[tuple[str, str, str], ...]:
+        return _PRUNE_PLAN
 
-        Raises:
-            RunNotFoundError: no such run.
-        """
-        with self._writing("pinning a run") as conn:
-            if conn.execute("SELECT 1 FROM runs WHERE run_id = %s", (run_id,)).fetchone() is None:
-                raise RunNotFoundError(run_id, self.display_name, self.count_runs())
-            if pinned:
-                conn.execute(
-                    "UPDATE runs SET pinned = 1, expires_at = NULL WHERE run_id = %s", (run_id,)
-                )
-                conn.execute("UPDATE events SET expires_at = NULL WHERE run_id = %s", (run_id,))
-            else:
-                conn.execute(
-                    "UPDATE runs SET pinned = 0, expires_at = coalesce(ended_ms, started_ms) + %s "
-                    "WHERE run_id = %s",
-                    (self._event_ms, run_id),
-                )
-                conn.execute(
-                    "UPDATE events SET expires_at = ts_ms + %s WHERE run_id = %s",
-                    (self._event_ms, run_id),
-                )
-        return self.get_run(run_id)
-
-    def prune(
-        self,
-        *,
-        now_ms: int | None = None,
-        dry_run: bool = False,
-        batch_size: int = PRUNE_BATCH,
-        pause_s: float = 0.002,
-    ) -> PruneResult:
-        """Delete what has expired at `now_ms` (default: now); with `dry_run`, only count it.
-
-        The same rules as the SQLite store's `prune`: nothing of a pinned run is deleted; runs and
-        snapshots go in batches of `batch_size` found through their expiry indexes, events in
-        primary-key pages, each batch its own short transaction with `pause_s` between them.
-
-        Raises:
-            ValueError: `batch_size` below 1.
-            StoreError: a batch failed (the batches before it stay deleted).
-        """
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}: delete at least 1 row per transaction")
-        p = {"now": _now() if now_ms is None else int(now_ms), "n": int(batch_size)}
-        if dry_run:
-            with self._session("counting expired records") as conn:
-                counts = [
-                    _count(conn, f"SELECT count(*) FROM {t} WHERE {cond}", p)
-                    for t, _k, cond in _PRUNE
-                ]
-            return PruneResult(counts[0], counts[1], counts[2], dry_run=True)
-        timer = PruneTimer()
-        counts = []
-        for table, key, cond in _PRUNE:
-            if table == "events":
-                counts.append(self._prune_events(p, pause_s, timer))
-                continue
-            sql = (
-                f"DELETE FROM {table} WHERE {key} IN "
-                f"(SELECT {key} FROM {table} WHERE {cond} LIMIT %(n)s)"
-            )
-            n, total = batch_size, 0
-            while n >= batch_size:
-                with timer.batch(), self._writing("pruning") as conn:
-                    n = conn.execute(sql, p).rowcount
-                total += n
-                if n >= batch_size and pause_s > 0:
-                    time.sleep(pause_s)
-            counts.append(total)
-        return timer.result(counts)
+    @contextlib.contextmanager
+    def _retention_writing(self, action: str) -> Iterator[_QmarkConnection]:
+        with self._writing(action) as conn:
+            yield _QmarkConnection(conn)
 
     def _prune_events(self, p: dict[str, int], pause_s: float, timer: PruneTimer) -> int:
         """Expired events, found a page at a time in key order and deleted by key, re-checked."""
@@ -627,18 +567,9 @@ class PgStore(StoreBase):
                     conn.close()
 
 
-def _now() -> int:
-    return now_ms()
-
-
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
-
-
-def _count(conn: psycopg.Connection[Any], sql: str, params: dict[str, int]) -> int:
-    row = conn.execute(sql, params).fetchone()
-    return 0 if row is None else int(row[0])
 
 
 def _copy(
@@ -661,14 +592,9 @@ _UPSERT_RUN = _merge(
     "runs",
     RUN_COLUMNS,
     "run_id",
-    ", ".join(
-        f"{c} = excluded.{c}"
-        for c in RUN_COLUMNS[1:]
-        if c not in ("pinned", "expires_at", "pid", "last_seen_ms")
-    )
+    RUN_UPSERT_COMMON
     # A heartbeat may have moved last_seen_ms past what a late (spooled) write of the run carries
     # (GREATEST ignores NULLs). Pinning is the user's decision: a later write must not undo it.
-    + ", pid = coalesce(excluded.pid, runs.pid)"
     + ", last_seen_ms = GREATEST(runs.last_seen_ms, excluded.last_seen_ms)"
     + ", pinned = GREATEST(runs.pinned, excluded.pinned)"
     + ", expires_at = CASE WHEN runs.pinned <> 0 OR excluded.pinned <> 0 THEN NULL"
@@ -688,27 +614,12 @@ _UPSERT_SNAPSHOT = _merge(
 )
 
 _PINNED = "SELECT run_id FROM runs WHERE pinned <> 0"
-_PINNED_REFS = (
-    f"SELECT output_sha FROM events WHERE run_id IN ({_PINNED}) AND output_sha IS NOT NULL "
-    f"UNION SELECT args_sha FROM events WHERE run_id IN ({_PINNED}) AND args_sha IS NOT NULL "
-    "UNION SELECT input_sha FROM runs WHERE pinned <> 0 AND input_sha IS NOT NULL "
-    "UNION SELECT output_sha FROM runs WHERE pinned <> 0 AND output_sha IS NOT NULL "
-    "UNION SELECT http_sha FROM runs WHERE pinned <> 0 AND http_sha IS NOT NULL"
-)
-# (table, key, condition) as in replay.store: each condition holds before and after the others.
-_PRUNE: tuple[tuple[str, str, str], ...] = (
-    (
-        "runs",
-        "run_id",
-        "expires_at <= %(now)s AND pinned = 0 AND NOT EXISTS (SELECT 1 FROM events e "
-        "WHERE e.run_id = runs.run_id AND (e.expires_at IS NULL OR e.expires_at > %(now)s))",
-    ),
-    ("events", "run_id, seq", f"expires_at <= %(now)s AND run_id NOT IN ({_PINNED})"),
-    ("snapshots", "sha", f"expires_at <= %(now)s AND sha NOT IN ({_PINNED_REFS})"),
-)
-_EVENTS_PAGE = (
-    f"SELECT run_id, seq FROM events WHERE (run_id, seq) > (%(r)s, %(s)s) AND {_PRUNE[1][2]} "
-    "ORDER BY run_id, seq LIMIT %(n)s"
+_PRUNE_PLAN = prune_plan("pinned <> 0", "pinned = 0", "run_id", "sha")
+# The same conditions with psycopg's placeholders, for statements given to the driver directly.
+_PRUNE = tuple((table, key, named_to_pyformat(cond)) for table, key, cond in _PRUNE_PLAN)
+_EVENTS_PAGE = named_to_pyformat(
+    f"SELECT run_id, seq FROM events WHERE (run_id, seq) > (:r, :s) AND {_PRUNE_PLAN[1][2]} "
+    "ORDER BY run_id, seq LIMIT :n"
 )
 _EVENTS_DELETE = (
     "DELETE FROM events WHERE (run_id, seq) IN "

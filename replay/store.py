@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from sqlite_utils import Database
 
-from replay.errors import RunNotFoundError, StoreError
+from replay.errors import StoreError
 from replay.migrations import SCHEMA_VERSION, START_SEQ, STOP_SEQ, migrate, read_schema_version
 from replay.models import Run
 from replay.store_base import (
@@ -33,10 +33,12 @@ from replay.store_base import (
     EVENT_COLUMNS,
     PRUNE_BATCH,
     RUN_COLUMNS,
+    RUN_UPSERT_COMMON,
     PruneResult,
     PruneTimer,
     SnapshotRow,
     StoreBase,
+    prune_plan,
     run_row,
 )
 from replay.store_base import now_ms as current_ms
@@ -178,13 +180,7 @@ class Store(StoreBase):
         existing file that is not an SQLite database (SQLite would silently turn an empty file
         into one).
         """
-        if self.path.is_symlink():
-            raise StoreError(
-                f"{self.path} is a symbolic link: agent-replay does not open a store through a "
-                f"link "
-                "(it could point anywhere); pass the real file's path with --db / REPLAY_DB",
-                path=str(self.path),
-            )
+        self._refuse_link(" (it could point anywhere); ")
         if self.path.is_dir():
             raise StoreError(
                 f"{self.path} is a folder, not a database file: pass a file path such as "
@@ -242,15 +238,18 @@ class Store(StoreBase):
         finally:
             conn.close()
 
-    def _check_existing(self) -> None:
-        """Refuse an existing path that is a link or a file without the SQLite header."""
+    def _refuse_link(self, why: str) -> None:
+        """Refuse a symbolic link at the path (`why` joins the two halves of the message)."""
         if self.path.is_symlink():
             raise StoreError(
                 f"{self.path} is a symbolic link: agent-replay does not open a store through a "
-                f"link; "
-                "pass the real file's path with --db / REPLAY_DB",
+                f"link{why}pass the real file's path with --db / REPLAY_DB",
                 path=str(self.path),
             )
+
+    def _check_existing(self) -> None:
+        """Refuse an existing path that is a link or a file without the SQLite header."""
+        self._refuse_link("; ")
         deadline = time.monotonic() + 0.5
         while True:
             try:
@@ -456,15 +455,7 @@ class Store(StoreBase):
             if snap_rows:
                 conn.executemany(_UPSERT_SNAPSHOT, snap_rows)
 
-    def touch_runs(self, run_ids: Sequence[str], now_ms: int | None = None) -> None:
-        """The writer's heartbeat: the runs in `run_ids` are still open in a live process.
-
-        Raises:
-            StoreError: the write failed.
-        """
-        if not run_ids:
-            return
-        now = current_ms() if now_ms is None else int(now_ms)
+    def _touch(self, now: int, run_ids: Sequence[str]) -> None:
         with self._writing("updating run heartbeats") as conn:
             conn.executemany(
                 "UPDATE runs SET last_seen_ms = max(coalesce(last_seen_ms, 0), ?) WHERE run_id = "
@@ -474,91 +465,14 @@ class Store(StoreBase):
 
     # -- retention -------------------------------------------------------------------------------
 
-    def pin(self, run_id: str, pinned: bool = True) -> Run:
-        """Pin a run (an incident) so that nothing of it expires, or unpin it.
+    @property
+    def _prune_plan(self) -> tuple[tuple[str, str, str], ...]:
+        return _PRUNE
 
-        Pinning clears expires_at on the run and its events, and `prune` keeps the snapshots they
-        reference. Unpinning gives them the store's normal lifetimes back, counted from their times.
-
-        Raises:
-            RunNotFoundError: no such run.
-        """
-        with self._writing("pinning a run") as conn:
-            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
-                raise RunNotFoundError(run_id, self.display_name, self.count_runs())
-            if pinned:
-                conn.execute(
-                    "UPDATE runs SET pinned = 1, expires_at = NULL WHERE run_id = ?", (run_id,)
-                )
-                conn.execute("UPDATE events SET expires_at = NULL WHERE run_id = ?", (run_id,))
-            else:
-                conn.execute(
-                    "UPDATE runs SET pinned = 0, expires_at = coalesce(ended_ms, started_ms) + ? "
-                    "WHERE run_id = ?",
-                    (self._event_ms, run_id),
-                )
-                conn.execute(
-                    "UPDATE events SET expires_at = ts_ms + ? WHERE run_id = ?",
-                    (self._event_ms, run_id),
-                )
-        return self.get_run(run_id)
-
-    def prune(
-        self,
-        *,
-        now_ms: int | None = None,
-        dry_run: bool = False,
-        batch_size: int = PRUNE_BATCH,
-        pause_s: float = 0.002,
-    ) -> PruneResult:
-        """Delete what has expired at `now_ms` (default: now); with `dry_run`, only count it.
-
-        Deletes expired events; runs whose events are all expired and whose own expiry has passed;
-        expired snapshots. Nothing of a pinned run is deleted: not its row, not its events, not the
-        snapshots its events or its input/output reference.
-
-        Deletion runs in short transactions of at most `batch_size` rows each, with a `pause_s`
-        gap between them. Runs and snapshots are found through their expiry indexes; events
-        (no such index: it would grow every event) are paged in key order outside the write
-        lock and deleted by key, the condition re-checked so a recording process waiting for the
-        write lock gets it well within its busy timeout. A prune that stops half way (killed, or
-        a batch failing) leaves a consistent store; the next prune carries on.
-
-        Raises:
-            ValueError: `batch_size` below 1.
-            StoreError: a batch failed (the batches before it stay deleted).
-        """
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}: delete at least 1 row per transaction")
-        now = current_ms() if now_ms is None else int(now_ms)
-        p = {"now": now, "n": int(batch_size)}
-        if dry_run:
-            with self._reading("counting expired records") as conn:
-                counts = [
-                    int(conn.execute(f"SELECT count(*) FROM {table} WHERE {cond}", p).fetchone()[0])
-                    for table, _key, cond in _PRUNE
-                ]
-            runs, events, snaps = counts
-            return PruneResult(runs, events, snaps, dry_run=True)
-        timer = PruneTimer()
-        counts = []
-        for table, key, cond in _PRUNE:
-            if table == "events":
-                counts.append(self._prune_events(p, pause_s, timer))
-                continue
-            sql = (
-                f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} "
-                f"LIMIT :n)"
-            )
-            n, total = batch_size, 0
-            while n >= batch_size:
-                with timer.batch(), self._writing("pruning") as conn:
-                    n = conn.execute(sql, p).rowcount
-                total += n
-                if n >= batch_size and pause_s > 0:
-                    time.sleep(pause_s)  # let a writer waiting for the lock in
-            counts.append(total)
-        return timer.result(counts)
+    def _retention_writing(
+        self, action: str
+    ) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._writing(action)
 
     def _prune_events(self, p: dict[str, int], pause_s: float, timer: PruneTimer) -> int:
         """Expired events, a page of keys at a time, deleted by key (re-checked) under the lock.
@@ -607,13 +521,8 @@ class Store(StoreBase):
 _UPSERT_RUN = (
     f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))}) "
     "ON CONFLICT (run_id) DO UPDATE SET "
-    + ", ".join(
-        f"{c} = excluded.{c}"
-        for c in RUN_COLUMNS[1:]
-        if c not in ("pinned", "expires_at", "pid", "last_seen_ms")
-    )
+    + RUN_UPSERT_COMMON
     # A heartbeat may have moved last_seen_ms past what a late (spooled) write of the run carries.
-    + ", pid = coalesce(excluded.pid, runs.pid)"
     + ", last_seen_ms = CASE WHEN runs.last_seen_ms IS NULL THEN excluded.last_seen_ms"
     + " WHEN excluded.last_seen_ms IS NULL THEN runs.last_seen_ms"
     + " ELSE max(runs.last_seen_ms, excluded.last_seen_ms) END"
@@ -629,26 +538,8 @@ _UPSERT_SNAPSHOT = (
 )
 
 _PINNED = "SELECT run_id FROM runs WHERE pinned"
-_PINNED_REFS = (
-    f"SELECT output_sha FROM events WHERE run_id IN ({_PINNED}) AND output_sha IS NOT NULL "
-    f"UNION SELECT args_sha FROM events WHERE run_id IN ({_PINNED}) AND args_sha IS NOT NULL "
-    "UNION SELECT input_sha FROM runs WHERE pinned AND input_sha IS NOT NULL "
-    "UNION SELECT output_sha FROM runs WHERE pinned AND output_sha IS NOT NULL "
-    "UNION SELECT http_sha FROM runs WHERE pinned AND http_sha IS NOT NULL"
-)
-# (table, key of a row, condition): each condition holds before and after the others run, so the
-# batches of one table can interleave with writers and with each other. `expires_at <= :now`
-# leads every condition so SQLite searches the expiry index (tests check the query plan).
-_PRUNE: tuple[tuple[str, str, str], ...] = (
-    (
-        "runs",
-        "rowid",
-        "expires_at <= :now AND NOT pinned AND NOT EXISTS (SELECT 1 FROM events e "
-        "WHERE e.run_id = runs.run_id AND (e.expires_at IS NULL OR e.expires_at > :now))",
-    ),
-    ("events", "run_id, seq", f"expires_at <= :now AND run_id NOT IN ({_PINNED})"),
-    ("snapshots", "rowid", f"expires_at <= :now AND sha NOT IN ({_PINNED_REFS})"),
-)
+# `expires_at <= :now` leads every condition so SQLite searches the expiry index.
+_PRUNE = prune_plan("pinned", "NOT pinned", "rowid", "rowid")
 # Events are paged by primary key (keyset pagination: each page starts where the last ended, so
 # one prune reads the table once) and deleted one key at a time with the condition re-checked.
 _EVENTS_PAGE = (

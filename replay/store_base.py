@@ -30,12 +30,14 @@ __all__ = [
     "EVENT_COLUMNS",
     "PRUNE_BATCH",
     "RUN_COLUMNS",
+    "RUN_UPSERT_COMMON",
     "PruneResult",
     "PruneTimer",
     "SnapshotRow",
     "StoreBase",
     "event_row",
     "now_ms",
+    "prune_plan",
     "run_row",
 ]
 
@@ -83,6 +85,18 @@ RUN_COLUMNS: tuple[str, ...] = (
     "pid",  # schema 4: liveness of the recording process (replay/liveness.py)
     "last_seen_ms",
     "key_fingerprint",  # schema 7: the fingerprint of the key that redacted the run
+)
+
+#: The SET clauses of both backends' run upsert that read the same in both dialects: a later
+#: write of a run replaces its columns, except the ones each dialect merges itself (pinned,
+#: expires_at, last_seen_ms), and keeps the pid when the later write has none.
+RUN_UPSERT_COMMON = (
+    ", ".join(
+        f"{c} = excluded.{c}"
+        for c in RUN_COLUMNS[1:]
+        if c not in ("pinned", "expires_at", "pid", "last_seen_ms")
+    )
+    + ", pid = coalesce(excluded.pid, runs.pid)"
 )
 
 #: ``(sha, body, type_name, truncated)``: one content-addressed snapshot.
@@ -137,9 +151,45 @@ class PruneTimer:
         )
 
 
+def prune_plan(
+    pinned: str, unpinned: str, runs_key: str, snapshots_key: str
+) -> tuple[tuple[str, str, str], ...]:
+    """`StoreBase.prune`'s (table, key of a row, condition with ``:now``) in one SQL dialect.
+
+    `pinned` and `unpinned` are the dialect's tests of ``runs.pinned``; the keys name a row of
+    runs and of snapshots. Each condition holds before and after the others run, so the batches
+    of one table can interleave with writers and with each other; ``expires_at <= :now`` leads
+    every condition so the expiry indexes serve it (tests check the query plans).
+    """
+    runs = f"SELECT run_id FROM runs WHERE {pinned}"
+    refs = " UNION ".join(
+        [
+            f"SELECT {c} FROM events WHERE run_id IN ({runs}) AND {c} IS NOT NULL"
+            for c in ("output_sha", "args_sha")
+        ]
+        + [
+            f"SELECT {c} FROM runs WHERE {pinned} AND {c} IS NOT NULL"
+            for c in ("input_sha", "output_sha", "http_sha")
+        ]
+    )
+    return (
+        (
+            "runs",
+            runs_key,
+            f"expires_at <= :now AND {unpinned} AND NOT EXISTS (SELECT 1 FROM events e "
+            "WHERE e.run_id = runs.run_id AND (e.expires_at IS NULL OR e.expires_at > :now))",
+        ),
+        ("events", "run_id, seq", f"expires_at <= :now AND run_id NOT IN ({runs})"),
+        ("snapshots", snapshots_key, f"expires_at <= :now AND sha NOT IN ({refs})"),
+    )
+
+
 def now_ms() -> int:
     """The time now in epoch milliseconds."""
     return int(time.time() * 1000)
+
+
+_clock_ms = now_ms  # for methods whose `now_ms` parameter hides the function
 
 
 def run_row(run: Run, event_ms: int) -> tuple[Any, ...]:
@@ -336,6 +386,23 @@ class StoreBase:
     def _reading(self, action: str) -> contextlib.AbstractContextManager[Connectionish]:
         raise NotImplementedError
 
+    @property
+    def _prune_plan(self) -> tuple[tuple[str, str, str], ...]:
+        """(table, key of a row, condition with ``:now``) in the order `prune` deletes them."""
+        raise NotImplementedError
+
+    def _retention_writing(self, action: str) -> contextlib.AbstractContextManager[Connectionish]:
+        """One write transaction whose ``execute`` takes SQLite's ``?`` and ``:name`` marks."""
+        raise NotImplementedError
+
+    def _touch(self, now: int, run_ids: Sequence[str]) -> None:
+        """Set the heartbeat of the still-open runs among `run_ids` to `now` (one transaction)."""
+        raise NotImplementedError
+
+    def _prune_events(self, p: dict[str, int], pause_s: float, timer: PruneTimer) -> int:
+        """Delete the expired events in batches (each backend pages them its own way)."""
+        raise NotImplementedError
+
     def write_rows(
         self,
         events: Sequence[Sequence[Any]],
@@ -347,6 +414,102 @@ class StoreBase:
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def touch_runs(self, run_ids: Sequence[str], now_ms: int | None = None) -> None:
+        """The writer's heartbeat: the runs in `run_ids` are still open in a live process.
+
+        Raises:
+            StoreError: the write failed.
+        """
+        if run_ids:
+            self._touch(_clock_ms() if now_ms is None else int(now_ms), run_ids)
+
+    # -- retention (shared; SQL in SQLite's placeholders, translated by the PostgreSQL store) --
+
+    def pin(self, run_id: str, pinned: bool = True) -> Run:
+        """Pin a run (an incident) so that nothing of it expires, or unpin it.
+
+        Pinning clears expires_at on the run and its events, and `prune` keeps the snapshots they
+        reference. Unpinning gives them the store's normal lifetimes back, counted from their times.
+
+        Raises:
+            RunNotFoundError: no such run.
+        """
+        with self._retention_writing("pinning a run") as conn:
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+                raise RunNotFoundError(run_id, self.display_name, self.count_runs())
+            if pinned:
+                conn.execute(
+                    "UPDATE runs SET pinned = 1, expires_at = NULL WHERE run_id = ?", (run_id,)
+                )
+                conn.execute("UPDATE events SET expires_at = NULL WHERE run_id = ?", (run_id,))
+            else:
+                conn.execute(
+                    "UPDATE runs SET pinned = 0, expires_at = coalesce(ended_ms, started_ms) + ? "
+                    "WHERE run_id = ?",
+                    (self._event_ms, run_id),
+                )
+                conn.execute(
+                    "UPDATE events SET expires_at = ts_ms + ? WHERE run_id = ?",
+                    (self._event_ms, run_id),
+                )
+        return self.get_run(run_id)
+
+    def prune(
+        self,
+        *,
+        now_ms: int | None = None,
+        dry_run: bool = False,
+        batch_size: int = PRUNE_BATCH,
+        pause_s: float = 0.002,
+    ) -> PruneResult:
+        """Delete what has expired at `now_ms` (default: now); with `dry_run`, only count it.
+
+        Deletes expired events; runs whose events are all expired and whose own expiry has passed;
+        expired snapshots. Nothing of a pinned run is deleted: not its row, not its events, not the
+        snapshots its events or its input/output reference.
+
+        Deletion runs in short transactions of at most `batch_size` rows each, with a `pause_s`
+        gap between them. Runs and snapshots are found through their expiry indexes; events
+        (no such index: it would grow every event) are paged in key order outside the write
+        lock and deleted by key, the condition re-checked so a recording process waiting for the
+        write lock gets it well within its busy timeout. A prune that stops half way (killed, or
+        a batch failing) leaves a consistent store; the next prune carries on.
+
+        Raises:
+            ValueError: `batch_size` below 1.
+            StoreError: a batch failed (the batches before it stay deleted).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: delete at least 1 row per transaction")
+        p = {"now": _clock_ms() if now_ms is None else int(now_ms), "n": int(batch_size)}
+        if dry_run:
+            with self._reading("counting expired records") as conn:
+                counts = [
+                    int(conn.execute(f"SELECT count(*) FROM {table} WHERE {cond}", p).fetchone()[0])
+                    for table, _key, cond in self._prune_plan
+                ]
+            runs, events, snaps = counts
+            return PruneResult(runs, events, snaps, dry_run=True)
+        timer = PruneTimer()
+        counts = []
+        for table, key, cond in self._prune_plan:
+            if table == "events":
+                counts.append(self._prune_events(p, pause_s, timer))
+                continue
+            sql = (
+                f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {cond} "
+                f"LIMIT :n)"
+            )
+            n, total = batch_size, 0
+            while n >= batch_size:
+                with timer.batch(), self._retention_writing("pruning") as conn:
+                    n = conn.execute(sql, p).rowcount
+                total += n
+                if n >= batch_size and pause_s > 0:
+                    time.sleep(pause_s)  # let a writer waiting for the lock in
+            counts.append(total)
+        return timer.result(counts)
 
     # -- shared ----------------------------------------------------------------------------------
 
