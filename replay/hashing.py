@@ -160,11 +160,15 @@ def freeze_lenient(obj: Any, root: str = "args") -> tuple[bytes, str | None]:
     Returns the frozen bytes and a description of the first problem (or None), safe to show in a
     warning: its path names dict keys only when they look like identifiers (keys can be data).
     """
+    # `freeze`, with which encoder it took. `snapshot_bytes` inline: this runs twice per recorded
+    # call on the agent's thread, and a Python frame there costs more than the orjson call's setup.
     try:
-        frozen = snapshot_bytes(obj)  # `freeze`, with which encoder it took
-        fast = frozen is not None
-        if frozen is None:
+        try:
+            frozen = _orjson_dumps(obj, default=_orjson_default, option=_SNAP_OPTS)
+            fast = True
+        except TypeError:  # orjson cannot represent it faithfully (JSONEncodeError included)
             frozen = _dumps_ordered(to_jsonable(obj)).encode("utf-8", "surrogatepass")
+            fast = False
     except Exception:  # noqa: BLE001 - RecursionError, TypeError, or user code raising: go lenient
         return _freeze_placeholders(obj, root)
     # A lone surrogate survives `freeze` (surrogatepass) as ED A0..BF. Checked in C, cheapest
@@ -172,17 +176,16 @@ def freeze_lenient(obj: Any, root: str = "args") -> tuple[bytes, str | None]:
     if not frozen.isascii() and 0xED in frozen and not _valid_utf8(frozen):
         return _freeze_placeholders(obj, root)
     # NaN and infinities: orjson writes them as null, so a small value without a null has none
-    # (one literal search in C, ~1 ns a byte). A big one (a conversation's history: mostly text)
-    # is walked by `_maybe_nonfinite`, whose cost is per container and value, not per byte. The
-    # json fallback writes NaN/Infinity: always walked.
-    if (not fast or len(frozen) > _SEARCH_MAX or _NULL.search(frozen)) and _maybe_nonfinite(obj):
+    # (one literal search in C: `rfind`, whose backward scan beat `re.search` by 20-30% and `in`
+    # by 2x on 1-4 KB of text-heavy JSON). A big one (a conversation's history: mostly text) is
+    # walked by `_maybe_nonfinite`, whose cost is per container and value, not per byte. The json
+    # fallback writes NaN/Infinity: always walked.
+    maybe = not fast or len(frozen) > _SEARCH_MAX or frozen.rfind(b"null") >= 0
+    if maybe and _maybe_nonfinite(obj):
         marked, problem = _freeze_placeholders(obj, root)
         if problem is not None:
             return marked, problem
     return frozen, None
-
-
-_NULL = re.compile(rb"null")  # `re`'s literal search beats `in` (two-way) on text-heavy JSON
 
 
 def _maybe_nonfinite(obj: Any) -> bool:
@@ -466,6 +469,7 @@ def _orjson_default(obj: Any) -> Any:
 
 # No OPT_NON_STR_KEYS: such dicts take the `to_jsonable` path so key strings match it exactly.
 _SNAP_OPTS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
+_orjson_dumps = orjson.dumps  # one global load on the agent's path (`freeze_lenient`)
 
 
 def snapshot_bytes(obj: Any) -> bytes | None:

@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 __all__ = ["RunState", "Step", "StepSink"]
 
+# Bound once: `enter` and `finish_ok` run on every recorded call, on the agent's thread.
+_perf_ns = time.perf_counter_ns
+_time_ns = time.time_ns
+
 
 class StepSink(Protocol):
     """Where finished steps go: the recorder's writer (`replay.writer.Writer`)."""
@@ -190,7 +194,7 @@ class RunState:
             lv[0][step_id] = None
             if lv[1]:
                 self._announced(spec, lv, step_id)
-        return Step(spec, step_id, parent, frozen, time.perf_counter_ns())
+        return Step(spec, step_id, parent, frozen, _perf_ns())
 
     def finish_ok(
         self,
@@ -250,14 +254,15 @@ class RunState:
                 out,  # output
                 None,  # error
                 None,  # message
-                time.time_ns() // 1_000_000,  # ts_ms
-                (time.perf_counter_ns() - step.t0) // 1_000_000,  # duration_ms
+                _time_ns() // 1_000_000,  # ts_ms
+                (_perf_ns() - step.t0) // 1_000_000,  # duration_ms
                 usage,  # usage
                 None,  # type_name
                 step.args_sha,  # args_sha
                 output_sha,  # output_sha
                 own if group is None else group or None,  # concurrent_group
-                output_ref=None if out is None else result,
+                None,  # error_detail
+                None if out is None else result,  # output_ref
             )
         )
 
