@@ -4,8 +4,8 @@ Both tool layers (`replay.tool_layer.LiveLayer` runs the real function, the repl
 from a recording) drive a call through the same four operations on `RunState`: `enter` counts
 the step, applies the step and repeat guards, freezes the args and notes the step in flight;
 `finish_ok` / `finish_error` hand one `StepItem` to the writer (built by position on the hot
-path); `check_budget` applies the token and spend guards after a model call. A guard `trip`s: the run ends with its
-stop reason and `StopRun` is raised inside the agent.
+path); `check_budget` applies the token and spend guards after a model call. A guard `trip`s:
+the run ends with its stop reason and `StopRun` is raised inside the agent.
 """
 
 from __future__ import annotations
