@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from replay.models import Run, new_run_id  # noqa: E402
 from replay.store import PRUNE_BATCH, Store  # noqa: E402
+from replay.store_base import make_event_row  # noqa: E402
 
 DAY = 86_400_000
 OLD_PRUNE = (
@@ -75,59 +76,24 @@ def build(path: Path, n_runs: int) -> int:
                     pinned=i % 1000 == 0,
                 )
             )
-            rows.append(
-                (
-                    rid,
-                    "run_start",
-                    ts,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                )
-            )
+            rows.append(make_event_row(run_id=rid, kind="run_start", ts_ms=ts))
             for step in (1, 2):
                 rows.append(
-                    (
-                        rid,
-                        "tool_result",
-                        ts + step,
-                        step,
-                        "http.get",
-                        f"{i:020x}{step:04x}",
-                        out,
-                        1,
-                        "ok",
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
+                    make_event_row(
+                        run_id=rid,
+                        kind="tool_result",
+                        ts_ms=ts + step,
+                        step_id=step,
+                        tool="http.get",
+                        args_sha=f"{i:020x}{step:04x}",
+                        output_sha=out,
+                        duration_ms=1,
+                        status="ok",
                     )
                 )
             rows.append(
-                (
-                    rid,
-                    "stop",
-                    ts + 3,
-                    None,
-                    None,
-                    None,
-                    out,
-                    None,
-                    None,
-                    None,
-                    "completed",
-                    None,
-                    None,
-                    None,
+                make_event_row(
+                    run_id=rid, kind="stop", ts_ms=ts + 3, output_sha=out, stop_reason="completed"
                 )
             )
             snaps.append((out, b'{"status":200}', None, False))
@@ -159,21 +125,16 @@ class Writer(threading.Thread):
             ts = int(time.time() * 1000)
             rid = new_run_id(ts)
             rows = [
-                (
-                    rid,
-                    "tool_result",
-                    ts,
-                    s,
-                    "t",
-                    "a" * 24,
-                    "b" * 24,
-                    1,
-                    "ok",
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
+                make_event_row(
+                    run_id=rid,
+                    kind="tool_result",
+                    ts_ms=ts,
+                    step_id=s,
+                    tool="t",
+                    args_sha="a" * 24,
+                    output_sha="b" * 24,
+                    duration_ms=1,
+                    status="ok",
                 )
                 for s in range(1, 21)
             ]

@@ -32,6 +32,7 @@ import sqlite_utils  # noqa: E402
 
 from replay.models import Event, Run, new_run_id  # noqa: E402
 from replay.store import EVENT_COLUMNS, Store  # noqa: E402
+from replay.store_base import make_event_row  # noqa: E402
 
 N_EVENTS = 60_000
 BATCH = 5_000
@@ -62,83 +63,44 @@ def workload(n: int, seed: int = 7) -> tuple[list[tuple[Any, ...]], list[Run]]:
                     versions={"model": "m-2026-10", "prompt": "support-v3"},
                 )
             )
-            rows.append(
-                (
-                    run_id,
-                    "run_start",
-                    ts,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                )
-            )
+            rows.append(make_event_row(run_id=run_id, kind="run_start", ts_ms=ts))
         elif pos == RUN_LEN - 1:
             rows.append(
-                (
-                    run_id,
-                    "stop",
-                    ts,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    "completed",
-                    USAGE,
-                    None,
-                    None,
+                make_event_row(
+                    run_id=run_id, kind="stop", ts_ms=ts, stop_reason="completed", usage=USAGE
                 )
             )
         elif pos % 6 == 0:
             rows.append(
-                (
-                    run_id,
-                    "model_result",
-                    ts,
-                    pos,
-                    "openai.chat",
-                    f"{rnd.getrandbits(96):024x}",
-                    f"{rnd.getrandbits(96):024x}",
-                    rnd.randint(200, 4000),
-                    "ok",
-                    None,
-                    None,
-                    USAGE,
-                    None,
-                    None,
+                make_event_row(
+                    run_id=run_id,
+                    kind="model_result",
+                    ts_ms=ts,
+                    step_id=pos,
+                    tool="openai.chat",
+                    args_sha=f"{rnd.getrandbits(96):024x}",
+                    output_sha=f"{rnd.getrandbits(96):024x}",
+                    duration_ms=rnd.randint(200, 4000),
+                    status="ok",
+                    usage=USAGE,
                 )
             )
         else:
             err = rnd.random() < 0.05
             rows.append(
-                (
-                    run_id,
-                    "tool_result",
-                    ts,
-                    pos,
-                    rnd.choice(TOOLS),
-                    f"{rnd.getrandbits(96):024x}",
-                    f"{rnd.getrandbits(96):024x}",
-                    rnd.randint(1, 3000),
-                    "error" if err else "ok",
-                    "TimeoutError" if err else None,
-                    None,
-                    None,
-                    None,
-                    None,
+                make_event_row(
+                    run_id=run_id,
+                    kind="tool_result",
+                    ts_ms=ts,
+                    step_id=pos,
+                    tool=rnd.choice(TOOLS),
+                    args_sha=f"{rnd.getrandbits(96):024x}",
+                    output_sha=f"{rnd.getrandbits(96):024x}",
+                    duration_ms=rnd.randint(1, 3000),
+                    status="error" if err else "ok",
+                    error="TimeoutError" if err else None,
                 )
             )
-    # The 14 columns of EVENT_COLUMNS, the last two parent_step_id and concurrent_group.
     return rows, runs
 
 

@@ -146,19 +146,18 @@ def error_value(it: StepItem, error: tuple[str, str, str]) -> dict[str, Any]:
 
 def run_row(run: Run, stop: bool, ts_ms: int) -> tuple[Any, ...]:
     """The event row (EVENT_COLUMNS order) of a run's start (its input sha in args_sha) or stop."""
-    from replay.store import EVENT_COLUMNS
+    from replay.store_base import make_event_row
 
-    cols: dict[str, Any] = {"run_id": run.run_id, "ts_ms": ts_ms}
     if stop:
-        cols.update(
+        return make_event_row(
+            run_id=run.run_id,
             kind="stop",
+            ts_ms=ts_ms,
             output_sha=run.output_sha,
             stop_reason=run.stop_reason,
             usage=usage_json(run.usage),
         )
-    else:
-        cols.update(kind="run_start", args_sha=run.input_sha)
-    return tuple(cols.get(c) for c in EVENT_COLUMNS)
+    return make_event_row(run_id=run.run_id, kind="run_start", ts_ms=ts_ms, args_sha=run.input_sha)
 
 
 def check_text(values: tuple[Any, ...]) -> None:

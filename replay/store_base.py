@@ -35,8 +35,9 @@ __all__ = [
     "PruneTimer",
     "SnapshotRow",
     "StoreBase",
-    "event_row",
+    "make_event_row",
     "now_ms",
+    "event_row",
     "prune_plan",
     "run_row",
 ]
@@ -59,6 +60,20 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "parent_step_id",
     "concurrent_group",  # schema 4: parallel tool calls
 )
+_EVENT_COLUMN_SET = frozenset(EVENT_COLUMNS)
+
+
+def make_event_row(**cols: Any) -> tuple[Any, ...]:
+    """One `write_rows` tuple from named columns (`EVENT_COLUMNS` order); the others are None.
+
+    Raises:
+        TypeError: a name that is not an event column.
+    """
+    unknown = cols.keys() - _EVENT_COLUMN_SET
+    if unknown:
+        raise TypeError(f"not event columns: {', '.join(sorted(unknown))}")
+    return tuple(cols.get(c) for c in EVENT_COLUMNS)
+
 
 #: The columns of the runs table: the `Run` fields.
 RUN_COLUMNS: tuple[str, ...] = (

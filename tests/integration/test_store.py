@@ -18,6 +18,7 @@ from replay.migrations import SCHEMA_VERSION, STEPS
 from replay.models import Event, Run, Usage, new_run_id
 from replay.store import EVENT_COLUMNS, RUN_COLUMNS, Store
 from replay.store_api import open_store
+from replay.store_base import make_event_row
 
 T0 = 1_780_000_000_000  # a fixed epoch-ms origin for runs in these tests
 DAY = 86_400_000
@@ -510,59 +511,28 @@ def test_an_event_takes_at_most_250_bytes_on_disk(db_path: Path) -> None:
                 ts = T0 + (b + r) * 1000
                 rid = new_run_id(ts)
                 runs.append(make_run(rid, started_ms=ts, ended_ms=ts + 90, stop_reason="completed"))
-                rows.append(
-                    (
-                        rid,
-                        "run_start",
-                        ts,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                    )
-                )
+                rows.append(make_event_row(run_id=rid, kind="run_start", ts_ms=ts))
                 for step in range(1, 19):
                     rows.append(
-                        (
-                            rid,
-                            "tool_result",
-                            ts + step,
-                            step,
-                            rnd.choice(["http.get", "email.send"]),
-                            f"{rnd.getrandbits(96):024x}",
-                            f"{rnd.getrandbits(96):024x}",
-                            rnd.randint(1, 900),
-                            "ok",
-                            None,
-                            None,
-                            None,
-                            None,
-                            None,
+                        make_event_row(
+                            run_id=rid,
+                            kind="tool_result",
+                            ts_ms=ts + step,
+                            step_id=step,
+                            tool=rnd.choice(["http.get", "email.send"]),
+                            args_sha=f"{rnd.getrandbits(96):024x}",
+                            output_sha=f"{rnd.getrandbits(96):024x}",
+                            duration_ms=rnd.randint(1, 900),
+                            status="ok",
                         )
                     )
                 rows.append(
-                    (
-                        rid,
-                        "stop",
-                        ts + 20,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        "completed",
-                        '{"tokens_in":100,"tokens_out":20,"cost_usd":0.01,"tool_calls":18}',
-                        None,
-                        None,
+                    make_event_row(
+                        run_id=rid,
+                        kind="stop",
+                        ts_ms=ts + 20,
+                        stop_reason="completed",
+                        usage='{"tokens_in":100,"tokens_out":20,"cost_usd":0.01,"tool_calls":18}',
                     )
                 )
             s.write_rows(rows, runs=runs)
