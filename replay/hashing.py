@@ -185,7 +185,11 @@ def freeze_lenient(obj: Any, root: str = "args") -> tuple[bytes, str | None]:
         marked, problem = _freeze_placeholders(obj, root)
         if problem is not None:
             return marked, problem
-    return frozen, None
+    # orjson's bytes keep the whole buffer it wrote into (about 4 KB, even for `[1]`): held in the
+    # queue until the writer's next drain, those buffers cost fresh pages, page faults on the
+    # agent's thread (4 per call measured on 1 KB args and output) and 4 KB of RSS per value. A
+    # copy holds the exact size and hands the buffer straight back to be reused (about 0.2 us).
+    return (memoryview(frozen).tobytes() if fast else frozen), None
 
 
 def _maybe_nonfinite(obj: Any) -> bool:
