@@ -37,6 +37,7 @@ it, as a retry after a transient failure would. The replayed step records the fa
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import functools
 import json
 import re
@@ -177,7 +178,7 @@ class Fault:
         return mode == "every" or (mode == "first" and n <= k) or (mode == "call" and n == k)
 
 
-def _bad(spec: str, why: str) -> FaultSpecError:
+def bad_spec(spec: str, why: str) -> FaultSpecError:
     return FaultSpecError(f"fault {spec!r}: {why}; syntax: {_SYNTAX}")
 
 
@@ -186,14 +187,14 @@ def _when(spec: str, text: str) -> tuple[str, int]:
         return ("every", 0)
     m = re.fullmatch(r"(first|call):(\d+)", text)
     if m is None or int(m.group(2)) < 1:
-        raise _bad(spec, f"'@{text}' is not @every, @first:N or @call:K (N, K from 1)")
+        raise bad_spec(spec, f"'@{text}' is not @every, @first:N or @call:K (N, K from 1)")
     return (m.group(1), int(m.group(2)))
 
 
 def _duration(spec: str, text: str) -> float:
     m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s)?", text)
     if m is None:
-        raise _bad(spec, f"duration {text!r} is not a number of seconds, e.g. 2s or 750ms")
+        raise bad_spec(spec, f"duration {text!r} is not a number of seconds, e.g. 2s or 750ms")
     value = float(m.group(1))
     return value / 1000 if m.group(2) == "ms" else value
 
@@ -209,7 +210,9 @@ def _kind(spec: str, text: str) -> tuple[str, int | None]:
         return name, None
     if re.fullmatch(r"[45]\d\d", name):
         return "status", int(name)
-    raise _bad(spec, f"unknown fault {text!r}: use {', '.join(KINDS)} or an HTTP status (4xx/5xx)")
+    raise bad_spec(
+        spec, f"unknown fault {text!r}: use {', '.join(KINDS)} or an HTTP status (4xx/5xx)"
+    )
 
 
 def parse_fault(tool: str | None, value: Any) -> Fault:
@@ -222,7 +225,7 @@ def parse_fault(tool: str | None, value: Any) -> Fault:
     if isinstance(value, Fault):
         return value
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise _bad(
+        raise bad_spec(
             repr(value), f"a fault is a string or an HTTP status, not {type(value).__name__}"
         )
     text = str(value).strip()
@@ -230,19 +233,19 @@ def parse_fault(tool: str | None, value: Any) -> Fault:
         tool, sep, text = text.partition("=")
         tool = tool.strip()
         if not sep or not tool:
-            raise _bad(str(value), "name the tool first: TOOL=KIND")
+            raise bad_spec(str(value), "name the tool first: TOOL=KIND")
     spec = f"{tool}={text}"
     body, _, when_text = text.partition("@")
     # Options start at a colon followed by NAME= (a client=MODULE:CLASS keeps its own colon).
     first, *options = re.split(r":(?=[A-Za-z_-]+=)", body)
     kind_text, _, positional = first.partition(":")
     if not kind_text:
-        raise _bad(spec, "the fault kind is missing after '='")
+        raise bad_spec(spec, "the fault kind is missing after '='")
     kind, status = _kind(spec, kind_text)
     fields: dict[str, Any] = {"status": status}
     if positional:
         if kind != "slow":
-            raise _bad(
+            raise bad_spec(
                 spec, f"{positional!r} is not NAME=VALUE (only slow takes a duration: slow:2s)"
             )
         fields["delay_s"] = _duration(spec, positional)
@@ -256,17 +259,17 @@ def _option(spec: str, kind: str, opt: str) -> dict[str, Any]:
     name, sep, val = opt.partition("=")
     name = name.strip().lower()
     if not sep or not val:
-        raise _bad(spec, f"option {opt!r} is not NAME=VALUE")
+        raise bad_spec(spec, f"option {opt!r} is not NAME=VALUE")
     if name in ("retry-after", "retry_after"):
         _duration(spec, val)
         return {"retry_after": val}
     if name == "client":
         if val not in CLIENTS and ":" not in val:
-            raise _bad(spec, f"client={val!r}: use {', '.join(CLIENTS)} or MODULE:CLASS")
+            raise bad_spec(spec, f"client={val!r}: use {', '.join(CLIENTS)} or MODULE:CLASS")
         return {"client": val}
     if name == "field" and kind == "drift":
         return {"field": val}
-    raise _bad(spec, f"unknown option {name!r} for {kind}")
+    raise bad_spec(spec, f"unknown option {name!r} for {kind}")
 
 
 def _values(tool: str, value: Any) -> list[Fault]:
@@ -299,14 +302,14 @@ def parse_faults(faults: Any) -> list[Fault]:
                 else [parse_fault(None, item)]
             )
     else:
-        raise _bad(
+        raise bad_spec(
             repr(faults), "faults= takes a spec string, a list of them or a {tool: fault} dict"
         )
     seen: dict[str, Fault] = {}
     for f in out:
         prior = seen.get(f.tool)
         if prior is not None and prior.when[0] == "every":
-            raise _bad(
+            raise bad_spec(
                 f.spec,
                 f"{prior.spec!r} already answers every call of {f.tool}, so this one is never "
                 "used: "
@@ -335,11 +338,11 @@ def expand(faults: Any) -> list[str]:
 # ---- building the errors --------------------------------------------------------------------
 
 
-def _status_message(status: int) -> str:
+def status_message(status: int) -> str:
     return f"{status} {_REASONS.get(status, 'Error')}"
 
 
-def _headers(f: Fault) -> dict[str, str]:
+def fault_headers(f: Fault) -> dict[str, str]:
     h = {"content-type": "application/json"}
     if f.retry_after is not None:
         h["retry-after"] = f.retry_after
@@ -361,7 +364,7 @@ def _httpx(names: Iterable[str] = ("httpx", "httpx2")) -> Any:
     return None
 
 
-def _httpx_error(f: Fault, url: str, lib: str = "httpx") -> BaseException | None:
+def httpx_error(f: Fault, url: str, lib: str = "httpx") -> BaseException | None:
     httpx = _httpx((lib,) if lib == "httpx2" else ("httpx", "httpx2"))
     if httpx is None:
         return None
@@ -374,11 +377,14 @@ def _httpx_error(f: Fault, url: str, lib: str = "httpx") -> BaseException | None
         return json.JSONDecodeError("Expecting value (injected fault)", '{"truncated', 12)
     assert f.status is not None
     response = httpx.Response(
-        f.status, headers=_headers(f), json={"error": _status_message(f.status)}, request=request
+        f.status,
+        headers=fault_headers(f),
+        json={"error": status_message(f.status)},
+        request=request,
     )
     kind = "Client" if f.status < 500 else "Server"
     message = (
-        f"{kind} error '{_status_message(f.status)}' for url '{url}'\n"
+        f"{kind} error '{status_message(f.status)}' for url '{url}'\n"
         f"For more information check: https://developer.mozilla.org/en-US/docs/Web/HTTP/Status/{f.status}"
     )
     return httpx.HTTPStatusError(message, request=request, response=response)  # type: ignore[no-any-return]
@@ -399,8 +405,8 @@ def _requests_error(f: Fault, url: str) -> BaseException | None:
     assert f.status is not None
     r = models.Response()
     r.status_code = f.status
-    r.headers = structures.CaseInsensitiveDict(_headers(f))
-    r._content = json.dumps({"error": _status_message(f.status)}).encode()
+    r.headers = structures.CaseInsensitiveDict(fault_headers(f))
+    r._content = json.dumps({"error": status_message(f.status)}).encode()
     r.reason = _REASONS.get(f.status, "Error")
     r.url = url
     r.encoding = "utf-8"
@@ -442,9 +448,9 @@ def _sdk_error(f: Fault, url: str, sdk: str) -> BaseException | None:
     if f.kind == "malformed":
         return json.JSONDecodeError("Expecting value (injected fault)", '{"truncated', 12)
     assert f.status is not None
-    text = _status_message(f.status)
+    text = status_message(f.status)
     body = {"error": {"message": f"{text} (injected fault)", "type": "fault", "code": None}}
-    response = httpx.Response(f.status, headers=_headers(f), json=body, request=request)
+    response = httpx.Response(f.status, headers=fault_headers(f), json=body, request=request)
     cls = _sdk_status_class(exc_mod, ns["APIStatusError"], f.status)
     return cls(  # type: ignore[no-any-return]
         f"Error code: {f.status} - {body['error']['message']}",
@@ -458,13 +464,13 @@ def _own_error(f: Fault, cls: type) -> BaseException | None:
     if f.kind != "status" or not issubclass(cls, BaseException):
         return None
     assert f.status is not None
-    message = f"{_status_message(f.status)}: injected fault {f.spec}"
+    message = f"{status_message(f.status)}: injected fault {f.spec}"
     try:
         exc = cls.__new__(cls, message)
         BaseException.__init__(exc, message)
         exc.status_code = f.status  # type: ignore[attr-defined]
         if f.retry_after is not None:
-            exc.headers = _headers(f)  # type: ignore[attr-defined]
+            exc.headers = fault_headers(f)  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - a class that cannot be built that way: the generic fault
         return None
     return exc
@@ -485,9 +491,9 @@ def generic_error(f: Fault) -> BaseException:
         assert f.status is not None
         retry = float(f.retry_after.rstrip("s")) if f.retry_after else None
         exc = ToolHTTPError(
-            f"{_status_message(f.status)} (injected fault {f.spec})",
+            f"{status_message(f.status)} (injected fault {f.spec})",
             status_code=f.status,
-            headers=_headers(f),
+            headers=fault_headers(f),
             retry_after=retry,
         )
     exc.tool, exc.fault = f.tool, f.spec
@@ -544,7 +550,7 @@ def build_error(
     url = _url(args, kwargs, f.tool)
     exc: BaseException | None = None
     if client in ("httpx", "httpx2"):
-        exc = _httpx_error(f, url, client)
+        exc = httpx_error(f, url, client)
     elif client == "requests":
         exc = _requests_error(f, url)
     elif client in ("openai", "anthropic"):
@@ -555,10 +561,63 @@ def build_error(
     return exc if exc is not None else generic_error(f)
 
 
+# ---- targets of the HTTP layer: ``http:HOST[/PATH]`` -----------------------------------------
+
+HTTP_TARGET = "http:"
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#@]*@)?([^/?#]*)([^?#]*)")
+
+
+def is_http_target(name: str) -> bool:
+    """Whether a fault names requests of the HTTP layer (``http:HOST[/PATH]``), not a tool."""
+    return name.startswith(HTTP_TARGET)
+
+
+def _places(uri: str) -> tuple[str, ...]:
+    """What an ``http:`` target's glob is matched with: host and host:port, alone or with the
+    path (no userinfo, no query)."""
+    m = _URL.match(uri.replace("%5B", "[").replace("%5D", "]"))
+    if m is None:
+        return ()
+    netloc, path = m.group(1).lower(), m.group(2) or "/"
+    host, sep, port = netloc.rpartition(":")
+    if not sep or not port.isdigit() or netloc.endswith("]"):
+        host = netloc
+    return (netloc, host, netloc + path, host + path)
+
+
+def http_target_matches(target: str, uri: str) -> bool:
+    """Whether the request to `uri` is one of ``http:GLOB``'s (fnmatch: ``*`` spans ``/``)."""
+    pattern = target[len(HTTP_TARGET) :]
+    return any(fnmatch.fnmatchcase(place, pattern) for place in _places(uri))
+
+
+def _check_http_target(f: Fault, recording: Any) -> None:
+    uris = [
+        str((it.get("request") or {}).get("uri", ""))
+        for it in (getattr(recording, "http", None) or [])
+        if isinstance(it, dict)
+    ]
+    if not uris:
+        raise bad_spec(
+            f.spec,
+            f"the recording {recording.run.run_id} has no HTTP requests to fault (record the "
+            "agent with http=True, or fault a tool instead)",
+        )
+    if f.kind == "slow" and f.delay_s is None:
+        raise bad_spec(f.spec, "an HTTP request has no recorded duration: give one, e.g. slow:2s")
+    if not any(http_target_matches(f.tool, uri) for uri in uris):
+        hosts = sorted({p[0] for p in map(_places, uris) if p})
+        raise bad_spec(
+            f.spec,
+            f"no recorded HTTP request of {recording.run.run_id} matches {f.tool!r} (its hosts: "
+            f"{', '.join(hosts[:10])})",
+        )
+
+
 # ---- the plan: which call gets which fault --------------------------------------------------
 
 
-def _drop(value: Any, path: str | None) -> Any:
+def drop_field(value: Any, path: str | None) -> Any:
     """`value` without the field at dotted `path` (None: its first field); a copy."""
     if hasattr(value, "model_dump"):
         value = value.model_dump(mode="json")
@@ -570,7 +629,7 @@ def _drop(value: Any, path: str | None) -> Any:
         return out
     head, _, rest = path.partition(".")
     if head in out and rest:
-        out[head] = _drop(out[head], rest)
+        out[head] = drop_field(out[head], rest)
     else:
         out.pop(head, None)
     return out
@@ -582,7 +641,7 @@ class _Counted:
     def __init__(self, faults: list[Fault]) -> None:
         for f in faults:
             if f.client is not None and ":" in f.client and loaded_class(f.client) is None:
-                raise _bad(
+                raise bad_spec(
                     f.spec,
                     f"client={f.client} is not a class of a module the agent imported "
                     "(faults never import a module): import it first, or use one of "
@@ -610,8 +669,10 @@ class FaultPlan(_Counted):
     def __init__(self, faults: list[Fault], recording: Any) -> None:
         tools = {e.tool for e in recording.steps if e.tool}
         for f in faults:
-            if f.tool not in tools:
-                raise _bad(
+            if is_http_target(f.tool):
+                _check_http_target(f, recording)
+            elif f.tool not in tools:
+                raise bad_spec(
                     f.spec,
                     f"the recording {recording.run.run_id} has no call of {f.tool!r} "
                     f"(its tools: {', '.join(sorted(tools)) or '(none)'})",
@@ -619,6 +680,18 @@ class FaultPlan(_Counted):
         super().__init__(faults)
         self.recording = recording
         self._clients = {f.tool: f.client or recorded_client(recording, f.tool) for f in faults}
+        #: the ``http:`` targets, in spec order (`pick_http`)
+        self.http_targets = list(dict.fromkeys(f.tool for f in faults if is_http_target(f.tool)))
+
+    def pick_http(self, *uris: str) -> Fault | None:
+        """Count a request of the HTTP layer (its live and its redacted URI) under each ``http:``
+        target it matches; the fault that answers it (the first target's), None when none does."""
+        for target in self.http_targets:
+            if any(http_target_matches(target, uri) for uri in uris):
+                fault = self.pick(target)
+                if fault is not None:
+                    return fault
+        return None
 
     @classmethod
     def parse(cls, faults: Any, recording: Any) -> FaultPlan:
@@ -632,12 +705,12 @@ class FaultPlan(_Counted):
 
     def delay(self, fault: Fault) -> None:
         """Let a ``slow`` fault's time pass before the call is answered as recorded."""
-        _wait(fault.delay_s if fault.delay_s is not None else self._slowest(fault.tool))
+        wait(fault.delay_s if fault.delay_s is not None else self._slowest(fault.tool))
 
     @staticmethod
     def drift(fault: Fault, value: Any) -> Any:
         """A ``drift`` fault's answer: `value` (the recorded or stub answer) with its field gone."""
-        return _drop(value, fault.field)
+        return drop_field(value, fault.field)
 
     def _slowest(self, tool: str) -> float:
         return max(
@@ -678,17 +751,17 @@ class CallFaults(_Counted):
             if fault is None:
                 return fn(*args, **kwargs)
             if fault.kind == "slow":
-                _wait(fault.delay_s or 0.0)
+                wait(fault.delay_s or 0.0)
                 return fn(*args, **kwargs)
             if fault.kind == "drift":
-                return _drop(fn(*args, **kwargs), fault.field)
+                return drop_field(fn(*args, **kwargs), fault.field)
             client = None if fault.client == "builtin" else fault.client
             raise build_error(fault, client, args, kwargs)
 
         return faulted
 
 
-def _wait(seconds: float) -> None:
+def wait(seconds: float) -> None:
     """Let `seconds` pass: on the replay's recorded clock when it travels (no real wait), else
     sleep."""
     tm = sys.modules.get("time_machine")

@@ -58,6 +58,8 @@ from vcr.serialize import deserialize, serialize  # type: ignore[import-untyped]
 
 from replay.context import _step
 from replay.errors import InvalidHttpMatchError, UnrecordedRequest
+from replay.faults import Fault
+from replay.http_faults import USES_RECORDED, faulted_response
 
 __all__ = [
     "DEFAULT_MATCH",
@@ -587,6 +589,10 @@ def _request_redactor(redact: Callable[[Any], Any]) -> Callable[[Request], Reque
     return before_record_request
 
 
+#: `HttpPlayback.log`'s index for a request a status, timeout or connect fault answered.
+FAULTED = -1
+
+
 class HttpPlayback(VcrCassette):  # type: ignore[misc]  # vcrpy is untyped (see the imports)
     """The record-mode-none cassette a replay answers from, with what it answered, step by step.
 
@@ -597,7 +603,7 @@ class HttpPlayback(VcrCassette):  # type: ignore[misc]  # vcrpy is untyped (see 
 
     Attributes:
         log: ``(step_id, interaction index or None)`` per request the agent made, in order; None
-            for a request with no recorded answer.
+            for a request with no recorded answer, `FAULTED` for one a fault answered.
         unrecorded: the `UnrecordedRequest` errors raised, in order.
     """
 
@@ -615,6 +621,10 @@ class HttpPlayback(VcrCassette):  # type: ignore[misc]  # vcrpy is untyped (see 
         self.log: list[tuple[int | None, int | None]] = []
         self.unrecorded: list[UnrecordedRequest] = []
         self._play_lock = threading.Lock()
+        #: what-if faults on the recorded responses (`replay.http_faults`): the replay's
+        #: `FaultPlan` and its step marks, set when the plan has ``http:`` targets
+        self.faults: Any = None
+        self.marks: dict[int, str] = {}
 
     def _responses(self, request: Any) -> Iterator[tuple[int, Any]]:
         request = self._before_record_request(request)
@@ -631,14 +641,35 @@ class HttpPlayback(VcrCassette):  # type: ignore[misc]  # vcrpy is untyped (see 
                     yield i, response
 
     def play_response(self, request: Any) -> Any:
+        fault = self._fault(request) if self.faults is not None else None
+        if fault is not None and fault.kind not in USES_RECORDED:
+            with self._play_lock:
+                self.log.append((_step.get(), FAULTED))
+            return faulted_response(fault, str(request.uri), None)
+        found = None
         with self._play_lock:
             for index, response in self._responses(request):
                 if self.play_counts[index] == 0:
                     self.play_counts[index] += 1
                     self.log.append((_step.get(), index))
-                    return response
-        # Not reached through vcrpy's clients: they ask can_play_response_for first.
-        raise self._unrecorded(request)
+                    found = response
+                    break
+        if found is None:  # not reached through vcrpy's clients: they ask can_play_response_for
+            raise self._unrecorded(request)
+        return found if fault is None else faulted_response(fault, str(request.uri), found)
+
+    def _fault(self, request: Any) -> Fault | None:
+        """The fault that answers `request` (matched by its live and its redacted URI)."""
+        redacted = self._before_record_request(request)
+        fault: Fault | None = self.faults.pick_http(
+            str(request.uri), str(getattr(redacted, "uri", ""))
+        )
+        step = _step.get()
+        if fault is not None and step is not None:
+            note, prior = f"fault: {fault.spec}", self.marks.get(step)
+            if prior is None or note not in prior:  # a live step keeps its "live"
+                self.marks[step] = note if prior is None else f"{prior}; {note}"
+        return fault
 
     def filter_request(self, request: Any) -> Any:
         # vcrpy's clients call this only for a request a write-protected cassette cannot answer,

@@ -619,6 +619,9 @@ def _installed(
                         loose=session.http_loose,
                     )
                 )
+                if session.faults is not None and session.faults.http_targets:
+                    session.http_playback.faults = session.faults
+                    session.http_playback.marks = session.marks
             yield
     finally:
         _session.reset(token)
