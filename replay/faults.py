@@ -36,6 +36,7 @@ it, as a retry after a transient failure would. The replayed step records the fa
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import fnmatch
 import functools
@@ -707,6 +708,10 @@ class FaultPlan(_Counted):
         """Let a ``slow`` fault's time pass before the call is answered as recorded."""
         wait(fault.delay_s if fault.delay_s is not None else self._slowest(fault.tool))
 
+    async def adelay(self, fault: Fault) -> None:
+        """`delay` in an async tool's call: the event loop is not blocked."""
+        await await_wait(fault.delay_s if fault.delay_s is not None else self._slowest(fault.tool))
+
     @staticmethod
     def drift(fault: Fault, value: Any) -> Any:
         """A ``drift`` fault's answer: `value` (the recorded or stub answer) with its field gone."""
@@ -764,6 +769,18 @@ class CallFaults(_Counted):
 def wait(seconds: float) -> None:
     """Let `seconds` pass: on the replay's recorded clock when it travels (no real wait), else
     sleep."""
+    if not _shift_clock(seconds):
+        time.sleep(seconds)
+
+
+async def await_wait(seconds: float) -> None:
+    """`wait` for async code: without the recorded clock, the event loop runs on meanwhile."""
+    if not _shift_clock(seconds):
+        await asyncio.sleep(seconds)
+
+
+def _shift_clock(seconds: float) -> bool:
+    """Move the replay's travelling clock (time-machine) on by `seconds`; False when none is."""
     tm = sys.modules.get("time_machine")
     stack = (
         (getattr(tm, "traveller_stack", None) or getattr(tm, "coordinates_stack", None))
@@ -772,8 +789,8 @@ def wait(seconds: float) -> None:
     )
     if stack:
         stack[-1].shift(seconds)
-        return
-    time.sleep(seconds)
+        return True
+    return False
 
 
 # ---- judging a faulted replay ---------------------------------------------------------------

@@ -237,17 +237,21 @@ class ReplaySession:
     ) -> Any:
         if self.live and self.live.covers(spec.name):
             return await LIVE.acall(st, spec, args, kwargs, self.enter_live(st, spec, args, kwargs))
-        stub = self.stubs.get(spec.name)
-        if stub is None or not inspect.iscoroutinefunction(stub):
-            return self.call(st, spec, args, kwargs)
         step = self.enter(st, spec, args, kwargs)
         fault = self.faults.pick(spec.name) if self.faults is not None else None
-        if fault is not None and fault.kind not in ("slow", "drift"):
+        if fault is not None and fault.kind == "slow" and self.faults is not None:
+            self.marks[step.step_id] = f"fault: {fault.label}"
+            await self.faults.adelay(fault)  # with clock="real", the loop runs on meanwhile
+            fault = None
+        stub = self.stubs.get(spec.name)
+        if stub is None or not inspect.iscoroutinefunction(stub):
+            if fault is not None:
+                return self.inject(st, step, fault, args, kwargs)
+            return self.respond(st, step, args, kwargs)
+        if fault is not None and fault.kind != "drift":
             return self.inject(st, step, fault, args, kwargs)
         if fault is not None:
             self.marks[step.step_id] = f"fault: {fault.label}"
-            if fault.kind == "slow" and self.faults is not None:
-                self.faults.delay(fault)  # on the recorded clock: no real wait
         if self.stub_mode == "miss":
             recorded = self.find(step)
             if recorded is not None:

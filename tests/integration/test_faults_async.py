@@ -69,3 +69,57 @@ def test_async_stub_is_faulted_too(recorded: tuple[Any, str, Any]) -> None:
         run_id, db=rec.db, agent=agent, stubs=stubs, faults="orders.lookup=drift:field=status"
     )
     assert SEEN == [{"id": "A-1"}, {"id": "B-2"}]
+
+
+@pytest.mark.parametrize("stubbed", [False, True])
+def test_a_slow_fault_on_the_real_clock_lets_the_event_loop_run(
+    tmp_path: Path, stubbed: bool
+) -> None:
+    """With ``clock="real"`` a ``slow`` fault on an async tool (answered from the recording or by
+    an async stub) waits with the event loop free: a task running beside it keeps ticking, and
+    the call is answered as recorded after the delay."""
+    rec = Recorder(tmp_path / "slow.db")
+
+    @rec.tool("orders.lookup")
+    async def lookup(order_id: str) -> dict[str, Any]:
+        return {"id": order_id, "status": "shipped"}
+
+    ticks: list[int] = []
+
+    async def ticker() -> None:
+        for i in range(100):
+            ticks.append(i)
+            await asyncio.sleep(0.02)
+
+    @rec.agent("slow-orders")
+    async def agent() -> Any:
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        ticks.clear()
+        answer = await lookup("A-1")
+        during = len(ticks)
+        task.cancel()
+        return {"answer": answer, "ticks": during}
+
+    async def record() -> str | None:
+        await agent()
+        return rec.last_run_id
+
+    run_id = asyncio.run(record())
+    rec.flush()
+
+    async def stub(order_id: str) -> dict[str, Any]:
+        return {"id": order_id, "status": "shipped"}
+
+    res = replay_run(
+        run_id,
+        db=rec.db,
+        agent=agent,
+        clock="real",
+        stubs={"orders.lookup": stub} if stubbed else None,
+        faults="orders.lookup=slow:300ms",
+    )
+    rec.close()
+    assert res.exception is None, res.exception
+    assert res.output["answer"] == {"id": "A-1", "status": "shipped"}
+    assert res.output["ticks"] >= 5  # a blocking sleep would have let none run
