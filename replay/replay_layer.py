@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from hashlib import blake2b
 from typing import Any
 
+import orjson
+
 from replay.binding import ToolSpec
 from replay.context import _step
 from replay.errors import RecordedToolError, ReplayError, UnrecordedCall
@@ -46,6 +48,7 @@ ON_UNRECORDED = ("error", "none")
 STUB_MODES = ("always", "miss")
 #: The most memory one replay spends remembering args_sha per distinct args (`args_sha`).
 ARGS_MEMO_BYTES = 1 << 20
+_dumps, _loads, _SORT_KEYS = orjson.dumps, orjson.loads, orjson.OPT_SORT_KEYS
 _MEMO_ENTRY_BYTES = 200  # a dict slot, the 16-byte digest key, the sha string
 
 
@@ -208,6 +211,8 @@ class ReplaySession:
                 self.recorded_tools[e.tool].append(e.args_sha)
         for shas in self.recorded_tools.values():
             shas.reverse()
+        #: every recorded args_sha (`args_sha`'s shortcut for args recorded as they are)
+        self.recorded_args = {sha for _, sha in index}
         # Tools with a loose match rule: their recorded steps in order, a cursor, and the steps
         # already answered (by an exact or a loose match), so none answers twice.
         self.by_tool: dict[str, list[Event]] = {}
@@ -337,11 +342,20 @@ class ReplaySession:
     def args_sha(self, frozen_args: bytes) -> str:
         """args_sha of frozen args: redacted with the recording's key, canonical, hashed.
 
-        Remembered per distinct frozen args (the same bytes always redact and hash the same way
-        under one key), so a call repeating earlier args is not redacted again; the memo uses at
-        most `ARGS_MEMO_BYTES`.
+        Args the recording holds as they are (nothing in them to redact: most) are known without
+        the redactor: their canonical bytes hash to a recorded args_sha, so they equal that
+        step's redacted canonical args, which redaction (idempotent) leaves as they are. Others
+        are remembered per distinct frozen args (the same bytes always redact and hash the same
+        way under one key), so a call repeating earlier args is not redacted again; the memo uses
+        at most `ARGS_MEMO_BYTES`.
         """
-        # Keyed by a digest: orjson's bytes keep a 4 KB buffer however short the args are.
+        try:
+            as_is = sha_of_canonical(_dumps(_loads(frozen_args), option=_SORT_KEYS))
+        except (TypeError, ValueError):  # not plain JSON for orjson: the redactor decides
+            as_is = ""
+        if as_is in self.recorded_args:
+            return as_is
+        # Keyed by a digest, so the memo's size does not depend on the args' size.
         key = blake2b(frozen_args, digest_size=16).digest()
         sha = self._sha_memo.get(key)
         if sha is None:

@@ -7,7 +7,9 @@ from typing import Any
 
 from replay import Recorder, replay_run
 from replay.cassette import cassette_from_store, load_cassette, write_cassette
+from replay.errors import UnrecordedCall
 from replay.recording import load_recording
+from replay.redaction import Redactor
 from replay.store import Store
 
 
@@ -127,3 +129,48 @@ def test_a_models_price_change_shows_in_the_replays_spend(tmp_path: Path) -> Non
     assert (dearer.steps[0].usage.tokens_in, dearer.steps[0].usage.cost_usd) == (1000, 0.004)
     assert dearer.recording.steps[0].usage is not None
     assert dearer.recording.steps[0].usage.cost_usd == 0.002
+
+
+def test_args_recorded_as_they_are_match_without_the_redactor_and_redacted_ones_through_it(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Args with nothing to redact are matched by their hash alone (the redactor is not run for
+    them); args holding an email or a secret key still match through the redactor, and a changed
+    arg does not match: the same answers as matching every call through the redactor."""
+    rec = Recorder(str(tmp_path / "replay.db"))
+
+    @rec.tool("crm.find")
+    def find(query: dict[str, Any]) -> dict[str, Any]:
+        return {"found": sorted(query)}
+
+    @rec.agent("crm")
+    def agent(name: str) -> list[Any]:
+        return [
+            find({"name": name, "limit": 5}),
+            find({"email": "ada.lovelace@example.com", "limit": 5}),
+            find({"api_key": "sk-live-0123456789abcdef0123", "z": 1, "a": 2}),
+        ]
+
+    agent("ada")
+    rec.flush()
+    run_id = rec.last_run_id
+    rec.close()
+    seen: list[Any] = []
+    canonical = Redactor.canonical
+
+    def counting(self: Redactor, value: Any, size_hint: int | None = None) -> bytes:
+        seen.append(value)
+        return canonical(self, value, size_hint)
+
+    monkeypatch.setattr(Redactor, "canonical", counting)
+    res = replay_run(run_id, agent=agent, db=rec.db)
+    assert res.exception is None and res.diff.is_empty, res.diff.to_text()
+    queries = [v["query"] for v in seen]  # the bound args: {"query": {...}}
+    assert {"name": "ada", "limit": 5} not in queries  # matched without the redactor
+    assert any("email" in q for q in queries) and any("api_key" in q for q in queries)
+
+    def changed(name: str) -> Any:
+        return find({"name": name + "-2", "limit": 5})
+
+    res = replay_run(run_id, agent=changed, db=rec.db)
+    assert isinstance(res.exception, UnrecordedCall)
