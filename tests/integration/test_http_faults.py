@@ -19,8 +19,10 @@ import pytest
 import requests
 import urllib3
 from _local_http import LocalService
+from click.testing import CliRunner
 
 from replay import Recorder, replay_run
+from replay.cli import cli
 from replay.faults import FaultSpecError
 
 ORDERS = ["A-1", "A-2"]
@@ -257,3 +259,58 @@ def test_bad_http_targets_are_refused_before_the_agent_runs(
     with pytest.raises(FaultSpecError, match="no HTTP requests to fault"):
         replay_run(plain.last_run_id, agent=no_http, db=tmp_path / "plain.db", faults="http:*=503")
     assert shop.attempts == []
+
+
+SHOP_MODULE = """
+import os
+
+import requests
+
+from replay import Recorder
+
+rec = Recorder(os.environ["SHOP_DB"])
+
+
+@rec.tool("orders.get")
+def orders_get(order_id):
+    for _ in range(3):
+        r = requests.get(os.environ["SHOP_URL"] + "/orders/" + order_id, timeout=5)
+        if r.status_code not in (429, 503):
+            break
+    r.raise_for_status()
+    return r.json()
+
+
+@rec.agent("shop", http=True)
+def shop(order_id):
+    return orders_get(order_id)["status"]
+"""
+
+
+def test_replay_run_takes_http_faults_on_the_command_line(
+    tmp_path: Path, service: LocalService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``replay run --live orders.get --fault http:localhost=503@first:2`` copes (the tool's
+    retries get the recorded answer); ``--fault http:localhost=503`` does not, exit 1, naming the
+    client's own error."""
+    (tmp_path / "pyproject.toml").write_text('[tool.agent-replay]\nagents = ["shopagent"]\n')
+    (tmp_path / "shopagent.py").write_text(SHOP_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("SHOP_DB", str(tmp_path / "shop.db"))
+    monkeypatch.setenv("SHOP_URL", service.url)
+    import shopagent  # type: ignore[import-not-found]
+
+    shopagent.shop("A-7")
+    run_id = shopagent.rec.last_run_id
+    shopagent.rec.close()
+    service.stop()
+    base = ["run", run_id, "--db", str(tmp_path / "shop.db"), "--live", "orders.get"]
+    res = CliRunner().invoke(cli, [*base, "--fault", "http:localhost=503@first:2"])
+    assert res.exit_code == 0, res.output
+    assert f"{run_id} [http:localhost=503@first:2]  coped" in res.output
+    res = CliRunner().invoke(cli, [*base, "--fault", "http:localhost=503"])
+    assert res.exit_code == 1, res.output
+    assert "did not cope: the agent raised HTTPError under the fault" in res.output
+    res = CliRunner().invoke(cli, [*base, "--fault", "http:nowhere.test=503"])
+    assert res.exit_code == 2 and "its hosts: localhost:" in res.output, res.output
