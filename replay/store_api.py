@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from replay.models import Event, Run
-from replay.store_base import PruneResult, SnapshotRow
+from replay.store_base import EventRows, PruneResult, SnapshotRow
 
 __all__ = [
     "StoreAPI",
@@ -63,11 +63,7 @@ class StoreAPI(Protocol):
         snapshots: Sequence[SnapshotRow] = (),
     ) -> None: ...
     def write_rows(
-        self,
-        events: Sequence[Sequence[Any]],
-        *,
-        runs: Sequence[Run] = (),
-        snapshots: Sequence[SnapshotRow] = (),
+        self, events: EventRows, *, runs: Sequence[Run] = (), snapshots: Sequence[SnapshotRow] = ()
     ) -> None: ...
     def touch_runs(self, run_ids: Sequence[str], now_ms: int | None = None) -> None: ...
     def get_run(self, run_id: str) -> Run: ...

@@ -28,6 +28,7 @@ from replay.models import Event, Run, Usage, is_step, trusted_event
 __all__ = [
     "DAY_MS",
     "EVENT_COLUMNS",
+    "EventRows",
     "PRUNE_BATCH",
     "RUN_COLUMNS",
     "RUN_UPSERT_COMMON",
@@ -116,6 +117,8 @@ RUN_UPSERT_COMMON = (
 
 #: ``(sha, body, type_name, truncated)``: one content-addressed snapshot.
 SnapshotRow = tuple[str, bytes, "str | None", bool]
+#: Events as tuples in `EVENT_COLUMNS` order, as `StoreBase.write_rows` takes them.
+EventRows = Sequence[Sequence[Any]]
 
 DAY_MS = 86_400_000
 #: Rows `prune` deletes per write transaction.
@@ -419,12 +422,17 @@ class StoreBase:
         raise NotImplementedError
 
     def write_rows(
-        self,
-        events: Sequence[Sequence[Any]],
-        *,
-        runs: Sequence[Run] = (),
-        snapshots: Sequence[SnapshotRow] = (),
+        self, events: EventRows, *, runs: Sequence[Run] = (), snapshots: Sequence[SnapshotRow] = ()
     ) -> None:
+        """`write_batch` for events as tuples in `EVENT_COLUMNS` order (the writer's fast path).
+
+        ``usage`` is compact JSON text or None. Rows are not validated beyond their length: the
+        caller builds them from the same fields as `Event`.
+
+        Raises:
+            ValueError: a row does not have ``len(EVENT_COLUMNS)`` items.
+            StoreError: the write failed; nothing was written.
+        """
         raise NotImplementedError
 
     def close(self) -> None:
