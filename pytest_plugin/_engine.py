@@ -21,13 +21,11 @@ import pytest
 from pytest_plugin._options import ReplayOptions
 from pytest_plugin.state import (
     ReplayFailed,
-    Source,
-    State,
-    StoreRef,
     display,
     is_cassette,
     is_server_url,
     store_exists,
+    store_ref,
     store_text,
 )
 from replay.batch import (
@@ -47,6 +45,7 @@ from replay.review import change_line
 
 if TYPE_CHECKING:
     from pytest_plugin.plugin import ReplayItem, ReplaySource
+    from pytest_plugin.state import Source, State, StoreRef
 
 __all__ = ["SourceError"]
 
@@ -72,11 +71,6 @@ def _short(path: StoreRef) -> str:
         return store_text(path)
     rel = os.path.relpath(path)
     return path.as_posix() if rel.startswith("..") else Path(rel).as_posix()
-
-
-def _ref(db: str) -> StoreRef:
-    """An options' store text back as a store: a server URL stays a string."""
-    return db if is_server_url(db) else Path(db)
 
 
 def _store_missing(db: StoreRef) -> str:
@@ -127,7 +121,7 @@ def load_source(
         if src.cassette is not None:
             recording = load_recording(options.source)
         else:
-            db = _ref(options.db) if options.db else src.db
+            db = store_ref(options.db) if options.db else src.db
             assert db is not None  # a run id always has a store
             if not store_exists(db):
                 raise SourceError(
@@ -141,7 +135,9 @@ def load_source(
     try:
         resolve_replay_agent(run, options.agent, agents=options.agents, project=config.rootpath)
     except EntrypointError as exc:
-        where = label if src.cassette is not None else f"{label} ({_short(_ref(str(options.db)))})"
+        where = (
+            label if src.cassette is not None else f"{label} ({_short(store_ref(str(options.db)))})"
+        )
         text = (
             str(exc)
             if str(exc).startswith("cannot replay run")
@@ -181,7 +177,7 @@ def run_item(item: ReplayItem, state: State, recording: Recording) -> None:
     source = (
         _short(item.source.cassette)
         if item.source.cassette is not None
-        else (f"run {recording.run.run_id} in {_short(item.source.db or _ref(str(opts.db)))}")
+        else (f"run {recording.run.run_id} in {_short(item.source.db or store_ref(str(opts.db)))}")
     )
     t0 = time.perf_counter()
     try:
@@ -259,11 +255,8 @@ def replay_marked(
     db_value = merged.get("db")
     if state.flag_db is not None:  # the flag wins over both
         db = state.flag_db
-    elif db_value and is_server_url(db_value):
-        db = db_value
-    elif db_value:
-        path = Path(os.fspath(db_value))
-        db = path if path.is_absolute() else config.rootpath / path
+    elif db_value:  # a server URL as given, else a path from the rootdir
+        db = store_ref(os.fspath(db_value), config.rootpath.joinpath)
     else:
         db = state.default_db
     options = ReplayOptions(
@@ -283,8 +276,10 @@ def replay_marked(
     )
     config.hook.pytest_replay_configure(config=config, options=options)
     where = f"@pytest.mark.replay({given!r})"
-    if not is_cassette(options.source) and options.db and not store_exists(_ref(options.db)):
-        pytest.fail(f"{where}: no run {given!r}: {_store_missing(_ref(options.db))}", pytrace=False)
+    if not is_cassette(options.source) and options.db and not store_exists(store_ref(options.db)):
+        pytest.fail(
+            f"{where}: no run {given!r}: {_store_missing(store_ref(options.db))}", pytrace=False
+        )
     try:
         recording = load_recording(options.source, db=options.db)
         if options.repeat > 1:  # what-if: replay.flaky

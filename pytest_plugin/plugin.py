@@ -26,6 +26,7 @@ instead: ini ``replay_ignore`` + fixture + marker.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import os
 from collections.abc import Iterator, Mapping
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_plugin._flags import DEFAULT_MAX_DELTA_PCT, add_flags
 from pytest_plugin._options import MARKER_KWARGS, ON_UNRECORDED, ReplayOptions
 from pytest_plugin.state import (
     ReplayFailed,
@@ -42,7 +44,7 @@ from pytest_plugin.state import (
     StoreRef,
     display,
     is_cassette,
-    is_server_url,
+    store_ref,
 )
 
 if TYPE_CHECKING:
@@ -51,8 +53,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_DELTA_PCT", "ReplayItem", "ReplayOptions", "ReplaySource"]
 
-#: Default limit, in percent, on the growth of tokens and of spend before a replay fails.
-DEFAULT_MAX_DELTA_PCT = 20.0
 _REPORT_SUFFIXES = (".json", ".md", ".markdown", ".xml")
 _DEFAULT_DB = "replay.db"
 
@@ -67,207 +67,14 @@ INCIDENTS_DIR = "incidents"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Add the ``--replay*`` flags and their ini options.
+    """Add the ``--replay*`` flags and their ini options (`pytest_plugin._flags`).
 
     https://docs.pytest.org/en/stable/reference/reference.html#pytest.hookspec.pytest_addoption
     """
-    group = parser.getgroup("replay", "agent-replay: replay recorded agent runs")
-    group.addoption(
-        "--replay",
-        action="append",
-        dest="replay_sources",
-        default=[],
-        metavar="RUN_ID_OR_CASSETTE",
-        help="Replay a recorded run (a run id in the store, or a cassette .json) as a test item. "
-        "Repeatable.",
-    )
-    group.addoption(
-        "--replay-all",
-        action="store_true",
-        dest="replay_all",
-        default=False,
-        help="Replay every cassette under the cassettes folder (the deploy gate); "
-        "incident cassettes under an incidents/ folder are left to their incident tests.",
-    )
-    group.addoption(
-        "--replay-cassettes",
-        dest="replay_cassettes",
-        default=None,
-        metavar="DIR",
-        help="The cassettes folder for --replay-all and for blessing runs from the store "
-        "(ini replay_cassettes; default: cassettes).",
-    )
-    group.addoption(
-        "--replay-db",
-        dest="replay_db",
-        default=None,
-        metavar="PATH",
-        help="The store run ids are read from (ini replay_db, env REPLAY_DB; default: replay.db).",
-    )
-    group.addoption(
-        "--replay-agent",
-        action="append",
-        dest="replay_agent_refs",
-        default=[],
-        metavar="MODULE:FN",
-        help="An agent replays may call: imported, it registers the @rec.agent functions of MODULE "
-        "(ini replay_agents). A recording is data: its entrypoint is never imported unless the "
-        "project names its module here, in replay_agents or in [tool.agent-replay] agents. "
-        "Repeatable.",
-    )
-    group.addoption(
-        "--replay-match",
-        action="append",
-        dest="replay_match",
-        default=[],
-        metavar="TOOL=sequence",
-        help="Answer TOOL's calls from the recording even when their args changed. Repeatable.",
-    )
-    group.addoption(
-        "--replay-live",
-        action="append",
-        dest="replay_live",
-        default=[],
-        metavar="GLOB",
-        help="Tools or models that run for real in replays (names or globs). Repeatable.",
-    )
-    group.addoption(
-        "--replay-update",
-        action="store_true",
-        dest="replay_update",
-        default=False,
-        help="Bless: rewrite each diverging cassette with the new trace (a run from the store is "
-        "written to the cassettes folder). Without it nothing on disk changes. Refuses a replay "
-        "that crashed (raised, or stopped with error or killed, where the recording did not) or "
-        "hit a call or HTTP request the recording has no answer for.",
-    )
-    group.addoption(
-        "--replay-update-force",
-        action="store_true",
-        dest="replay_update_force",
-        default=False,
-        help="Bless like --replay-update, also the replays it refuses (a crash, an unrecorded call "
-        "or request), saying why each was refused (ini replay_update_force makes --replay-update "
-        "do this).",
-    )
-    group.addoption(
-        "--replay-report",
-        dest="replay_report",
-        default=None,
-        metavar="FILE",
-        help="Write a report of the replays: .json, or .md (Markdown for a CI comment) (ini "
-        "replay_report).",
-    )
-    group.addoption(
-        "--replay-max-token-delta-pct",
-        dest="replay_max_token_delta_pct",
-        type=float,
-        default=None,
-        metavar="PCT",
-        help=f"Fail a replay whose tokens grew by more than PCT percent "
-        f"(ini replay_max_token_delta_pct; default: {DEFAULT_MAX_DELTA_PCT:g}).",
-    )
-    group.addoption(
-        "--replay-max-spend-delta-pct",
-        dest="replay_max_spend_delta_pct",
-        type=float,
-        default=None,
-        metavar="PCT",
-        help=f"Fail a replay whose spend (cost_usd) grew by more than PCT percent "
-        f"(ini replay_max_spend_delta_pct; default: {DEFAULT_MAX_DELTA_PCT:g}).",
-    )
-    parser.addini(
-        "replay_cassettes",
-        "agent-replay: the cassettes folder (default: cassettes).",
-        default="cassettes",
-    )
-    parser.addini(
-        "replay_db",
-        "agent-replay: the store run ids are read from (default: replay.db).",
-        default="",
-    )
-    parser.addini(
-        "replay_report",
-        "agent-replay: write a replay report to this .json or .md file.",
-        default="",
-    )
-    parser.addini(
-        "replay_update_force",
-        "agent-replay: --replay-update also blesses the replays it would refuse (a crash, an "
-        "unrecorded call).",
-        type="bool",
-        default=False,
-    )
-    parser.addini(
-        "replay_max_token_delta_pct",
-        "agent-replay: limit on token growth, in percent.",
-        default=str(DEFAULT_MAX_DELTA_PCT),
-    )
-    parser.addini(
-        "replay_max_spend_delta_pct",
-        "agent-replay: limit on spend growth, in percent.",
-        default=str(DEFAULT_MAX_DELTA_PCT),
-    )
-    parser.addini(
-        "replay_agents",
-        "agent-replay: modules that register the agents replays may call (MODULE or MODULE:FN), "
-        "one a line.",
-        type="linelist",
-        default=[],
-    )
-    parser.addini(
-        "replay_ignore",
-        "agent-replay: diff ignore rules (tool:NAME, field:NAME, output:PATH), one a line.",
-        type="linelist",
-        default=[],
-    )
-    _add_whatif_options(group)
+    add_flags(parser)
 
 
-# ---- what-if options (faults, repeat, review: replay.faults, replay.flaky, replay.review) ----
-
-
-def _add_whatif_options(group: Any) -> None:
-    group.addoption(
-        "--replay-fault",
-        action="append",
-        dest="replay_faults",
-        default=[],
-        metavar="TOOL=FAULT",
-        help="Replay each run with this fault (timeout, connect, 429, 503, malformed, drift, slow; "
-        "e.g. http.get=429:retry-after=2@first:2): one item per fault; it passes when the agent "
-        "copes (neither raises nor stops with error). Repeatable; a,b faults two tools at once.",
-    )
-    group.addoption(
-        "--replay-repeat",
-        dest="replay_repeat",
-        type=int,
-        default=1,
-        metavar="K",
-        help="Replay each run K times and report it flaky when the step sequences differ.",
-    )
-    group.addoption(
-        "--replay-flaky",
-        dest="replay_flaky",
-        default="fail",
-        choices=("fail", "warn"),
-        help="What a flaky run does to the gate: fail (default) or warn.",
-    )
-    group.addoption(
-        "--replay-quarantine",
-        dest="replay_quarantine",
-        default=None,
-        metavar="FILE",
-        help="Run ids or cassette names (one a line) whose flakiness only warns.",
-    )
-    group.addoption(
-        "--replay-review",
-        action="store_true",
-        dest="replay_review",
-        default=False,
-        help="Like --replay-update, but write each new trace beside its cassette as "
-        "<cassette>.pending for `replay review` to accept or skip.",
-    )
+# ---- what-if (faults, repeat, review: replay.faults, replay.flaky, replay.review) ------------
 
 
 def _load_whatif() -> Any:
@@ -337,9 +144,7 @@ def _pct(config: pytest.Config, dest: str, flag: str) -> float:
 
 def _store_ref(config: pytest.Config, value: str, *, ini: bool = False) -> StoreRef:
     """A store value: a server URL kept as given, else a path resolved as the flag or ini's."""
-    if is_server_url(value):
-        return value
-    return _ini_path(config, value) if ini else _cli_path(config, value)
+    return store_ref(value, functools.partial(_ini_path if ini else _cli_path, config))
 
 
 def _default_db(config: pytest.Config) -> StoreRef:

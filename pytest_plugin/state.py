@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "is_cassette",
     "is_server_url",
     "store_exists",
+    "store_ref",
     "store_text",
 ]
 
@@ -106,3 +108,9 @@ def store_text(db: StoreRef) -> str:
 def store_exists(db: StoreRef) -> bool:
     """Whether a store can be read without creating it (a server is asked when opened)."""
     return is_server_url(db) or Path(db).exists()
+
+
+def store_ref(value: str, resolve: Callable[[str], Path] = Path) -> StoreRef:
+    """A store value as a store: a server URL kept as given (a Path would collapse its ``//``),
+    else the path `resolve` makes of it."""
+    return value if is_server_url(value) else resolve(value)

@@ -72,23 +72,36 @@ class RunOptions:
     """How each recording of a batch is replayed: the arguments `replay_run` gets.
 
     Attributes:
-        agent: the function to call (or ``"module:function"``); None: the registered agent.
+        agent: the function to call (or ``"module:function"``); default: the agent the project
+            registered under the recording's agent name (see `replay.agents`: a recording is data,
+            its entrypoint is never imported unless the project lists its module).
         db: the store run ids are read from (None: ``$REPLAY_DB``, else ``./replay.db``).
         stubs: tool name -> function answering that tool instead of the recording.
-        ignore: diff ignore rules: `IgnoreRules` or specs `merge_ignore` accepts.
+        ignore: diff ignore rules: `IgnoreRules` or specs `merge_ignore` accepts (see
+            `IgnoreRules.parse`).
         on_unrecorded: ``"error"`` raises `UnrecordedCall` in the agent; ``"none"`` answers None.
-        ordered: False compares the steps as a multiset.
-        agents: modules (``MODULE`` or ``MODULE:FN``) that register the agents replays may call.
-        project: the project folder (its pyproject.toml names agent modules).
-        record_to: keep the replayed runs in this store.
-        clock: ``"recorded"`` (the recorded wall clock) or ``"real"``.
-        stub_mode: ``"always"``, or ``"miss"``: stubs answer only what the recording cannot.
-        match: tool -> ``"sequence"`` or ``{"ignore": [ARG]}``: answered from the recording
-            although the args changed.
-        live: tools or globs that run for real during the replay.
-        faults: what-if faults (`replay.faults`), as ``replay_run(faults=)`` takes them; in
-            `replay_whatif` each spec of `replay.faults.expand` is one replay.
-        repeat: what-if flakiness (`replay.flaky`): replay each recording this many times.
+        ordered: False compares the steps as a multiset (for agents calling tools in parallel).
+        agents: modules (``MODULE`` or ``MODULE:FN``) that register the agents replays may call,
+            as ``--replay-agent``.
+        project: the project folder whose pyproject.toml lists agent modules (default: the working
+            folder).
+        record_to: a store to record the replayed run into (``replay_of`` set), kept afterwards so
+            ``replay show`` works on it; default: a temporary store, removed after the replay.
+        clock: ``"recorded"`` (default) runs the agent at the recorded run's wall-clock time
+            (``time.time()``, ``datetime.now()`` start at its start and tick on; time-machine),
+            so "today" in a prompt replays identically; ``"real"`` leaves the clock alone.
+        stub_mode: ``"always"`` (default): a stub answers every call of its tool; ``"miss"``: only
+            the calls the recording has no answer for (new args after a fix), the rest replay.
+        match: tool -> ``"sequence"`` (the n-th call takes the n-th recorded call whatever its
+            args) or ``{"ignore": [ARG, ...]}``; such steps are marked in the diff (see
+            `replay.replay_modes`). Default: exact (tool, args_sha).
+        live: tool names or globs that run for real, recorded and marked ``live`` in the diff;
+            with the HTTP layer their requests still answer from the recording.
+        faults: replace chosen calls' answers with errors or bad answers (`replay.faults`):
+            ``{"http.get": 503}``, ``"http.get=429:retry-after=2@first:2"``; in `replay_whatif`
+            each spec of `replay.faults.expand` is one replay.
+        repeat: what-if flakiness (`replay.flaky`): replay each recording this many times (not a
+            `replay_run` argument).
     """
 
     agent: Callable[..., Any] | str | None = None

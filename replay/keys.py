@@ -169,7 +169,7 @@ def _read_key_file(path: pathlib.Path) -> bytes | None:
         return None  # being written by another process right now (no-link file systems only)
     try:
         return parse_key_text(data.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
+    except ValueError:  # UnicodeDecodeError is one
         raise StoreError(
             f"the key file {path} is damaged (it must hold one line {KEY_PREFIX}<64 hex digits>): "
             "restore it from where the team keeps the key (pseudonyms depend on it)",

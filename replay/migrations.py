@@ -39,21 +39,24 @@ MIGRATION_SET = "agent-replay"
 START_SEQ = -(1 << 62)
 STOP_SEQ = 1 << 62
 
-_V1 = (
-    """CREATE TABLE meta (
-        key TEXT PRIMARY KEY NOT NULL,
-        value
-    )""",
-    """CREATE TABLE runs (
-        run_id TEXT PRIMARY KEY NOT NULL,
-        agent TEXT NOT NULL,
-        entrypoint TEXT,
+# The columns of a run both dialects declare alike, in this order (the step-1 DDL of each).
+_RUN_TEXTS = """entrypoint TEXT,
         input TEXT,
         output TEXT,
         input_sha TEXT,
         output_sha TEXT,
         versions TEXT NOT NULL DEFAULT '{}',
-        labels TEXT NOT NULL DEFAULT '{}',
+        labels TEXT NOT NULL DEFAULT '{}'"""
+
+_V1 = (
+    """CREATE TABLE meta (
+        key TEXT PRIMARY KEY NOT NULL,
+        value
+    )""",
+    f"""CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY NOT NULL,
+        agent TEXT NOT NULL,
+        {_RUN_TEXTS},
         started_ms INTEGER NOT NULL,
         ended_ms INTEGER,
         stop_reason TEXT,
@@ -148,7 +151,7 @@ _PG_V1 = (
     # The four kinds of models.EventKind: 4 bytes a row instead of up to 13 (reads back as text).
     # Declared in alphabetical order, so ORDER BY kind sorts as SQLite's text column does.
     "CREATE TYPE event_kind AS ENUM ('model_result', 'run_start', 'stop', 'tool_result')",
-    """CREATE TABLE runs (
+    f"""CREATE TABLE runs (
         run_id TEXT COLLATE "C" PRIMARY KEY NOT NULL,
         started_ms BIGINT NOT NULL,
         ended_ms BIGINT,
@@ -158,13 +161,7 @@ _PG_V1 = (
         expires_at BIGINT,
         last_seen_ms BIGINT,
         agent TEXT COLLATE "C" NOT NULL,
-        entrypoint TEXT,
-        input TEXT,
-        output TEXT,
-        input_sha TEXT,
-        output_sha TEXT,
-        versions TEXT NOT NULL DEFAULT '{}',
-        labels TEXT NOT NULL DEFAULT '{}',
+        {_RUN_TEXTS},
         stop_reason TEXT,
         usage TEXT,
         replay_of TEXT,

@@ -41,6 +41,7 @@ from replay.store_base import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
     RUN_UPSERT_COMMON,
+    EventRows,
     PruneTimer,
     SnapshotRow,
     StoreBase,
@@ -445,18 +446,8 @@ class PgStore(StoreBase):
     # -- writing ---------------------------------------------------------------------------------
 
     def write_rows(
-        self,
-        events: Sequence[Sequence[Any]],
-        *,
-        runs: Sequence[Run] = (),
-        snapshots: Sequence[SnapshotRow] = (),
+        self, events: EventRows, *, runs: Sequence[Run] = (), snapshots: Sequence[SnapshotRow] = ()
     ) -> None:
-        """`write_batch` for events as tuples in `EVENT_COLUMNS` order (the writer's fast path).
-
-        Raises:
-            ValueError: a row does not have ``len(EVENT_COLUMNS)`` items.
-            StoreError: the write failed; nothing was written.
-        """
         if not (events or runs or snapshots):
             return
         ev_rows = self._event_rows(events)

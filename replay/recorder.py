@@ -146,20 +146,24 @@ class Recorder:
         self.spool_dir = spool_dir
         self.sync_run_end = sync_run_end
         self.sigterm_timeout_s = sigterm_timeout_s
-        self._writer = self._new_writer(
-            max_queue=max_queue,
-            max_queue_bytes=max_queue_bytes,
-            on_full=on_full,
-            max_snapshot_bytes=max_snapshot_bytes,
-            store_args=store_args == "redacted",
-            flush_interval=flush_interval_s,
-            max_spool_bytes=max_spool_bytes,
-        )
+        #: The writer's settings, the same for the writer `reopen` starts.
+        self._writer_opts: dict[str, Any] = {
+            "max_queue": max_queue,
+            "max_queue_bytes": max_queue_bytes,
+            "on_full": on_full,
+            "max_snapshot_bytes": max_snapshot_bytes,
+            "store_args": store_args == "redacted",
+            "flush_interval": flush_interval_s,
+            "max_spool_bytes": max_spool_bytes,
+        }
+        self._writer = self._new_writer()
         track(self)
         if sigterm_timeout_s is not None:
             install_sigterm()
 
-    def _new_writer(self, **opts: Any) -> Writer:
+    def _new_writer(
+        self, listeners: list[Callable[[Run, list[Any]], None]] | None = None
+    ) -> Writer:
         sync = self.sync_run_end if self.sync_run_end is not None else in_worker_process()
         return Writer(
             self._open_store,
@@ -167,7 +171,8 @@ class Recorder:
             peek_key=self._peek_key,
             spool_dir=self._spool_dir(),
             sync_runs=sync,
-            **opts,
+            listeners=listeners,
+            **self._writer_opts,
         )
 
     def _spool_dir(self) -> str | None:
@@ -274,16 +279,7 @@ class Recorder:
         old = self._writer
         old.close()
         self.db = db
-        self._writer = self._new_writer(
-            max_queue=old.max_queue,
-            max_queue_bytes=old.max_queue_bytes,
-            on_full=old.on_full,
-            max_snapshot_bytes=old.max_snapshot_bytes,
-            store_args=old.store_args,
-            listeners=old.listeners,
-            flush_interval=old.flush_interval,
-            max_spool_bytes=old.max_spool_bytes,
-        )
+        self._writer = self._new_writer(old.listeners)
 
     def close(self) -> None:
         """End open runs as ``killed``, write everything, stop the writer thread."""

@@ -387,41 +387,15 @@ def replay_run(
 ) -> ReplayResult:
     """Replay a recorded run against the code checked out now and diff it with the recording.
 
-    Args:
-        source: a run id in the store `db` (default ``$REPLAY_DB``, else ``./replay.db``) or a
-        cassette path.
-        agent: the function to call (or ``"module:function"``); default: the agent the project
-            registered under the recording's agent name (see `replay.agents`: a recording is data,
-            its entrypoint is never imported unless the project lists its module).
-        stubs: tool name -> function answering that tool instead of the recording.
-        stub_mode: ``"always"`` (default): a stub answers every call of its tool; ``"miss"``: only
-            the calls the recording has no answer for (new args after a fix), the rest replay.
-        match: tool -> ``"sequence"`` (the n-th call takes the n-th recorded call whatever its
-            args) or ``{"ignore": [ARG, ...]}``; such steps are marked in the diff (see
-            `replay.replay_modes`). Default: exact (tool, args_sha).
-        live: tool names or globs that run for real, recorded and marked ``live`` in the diff;
-            with the HTTP layer their requests still answer from the recording.
-        on_unrecorded: ``"error"`` raises `UnrecordedCall` inside the agent; ``"none"`` returns
-        None.
-        ignore: ignore rules for the diff (see `IgnoreRules.parse`).
-        ordered: False compares the steps as a multiset (for agents calling tools in parallel).
-        record_to: a store to record the replayed run into (``replay_of`` set), kept afterwards so
-            ``replay show`` works on it; default: a temporary store, removed after the replay.
-        agents: modules (``MODULE`` or ``MODULE:FN``) that register agents, as ``--replay-agent``.
-        project: the project folder whose pyproject.toml lists agent modules (default: the working
-        folder).
-        allow_network: let the agent open sockets and resolve names (sealed by default).
-        allow_subprocess: let the agent start processes (sealed by default).
-        clock: ``"recorded"`` (default) runs the agent at the recorded run's wall-clock time
-            (``time.time()``, ``datetime.now()`` start at its start and tick on; time-machine),
-            so "today" in a prompt replays identically; ``"real"`` leaves the clock alone.
-        faults: replace chosen calls' answers with errors or bad answers (`replay.faults`):
-            ``{"http.get": 503}``, ``"http.get=429:retry-after=2@first:2"``; a bad spec raises
-            `replay.faults.FaultSpecError` before the agent runs.
+    `source` is a run id in the store `db` or a cassette path; the other arguments are
+    `replay.batch.RunOptions`' attributes (documented there), plus `redaction` (the replayed
+    run's redaction) and `allow_network` / `allow_subprocess` (let the agent open sockets and
+    resolve names / start processes; both sealed by default).
 
     Raises:
         RunNotFoundError, CassetteDecodeError, EntrypointError, ExpiredSnapshotsError: before
             anything runs (the last when outputs the replay needs were pruned; stubs cover them).
+        replay.faults.FaultSpecError: a bad `faults` spec, before the agent runs.
     """
     replay = _Replay(**locals()).start()
     with replay.running() as out:

@@ -57,12 +57,17 @@ class StepItem:
     message: str | None
     ts_ms: int
     duration_ms: int
+    # A model call's tokens and spend. Replay passes a model answer's recorded tokens (read from
+    # the same response when it was recorded, not read and validated again), priced now.
     usage: Usage | None
     type_name: str | None
     args_sha: str | None = None  # precomputed by the replay layer, which had to hash anyway
-    # An answer replayed from the recording: its output (or error) snapshot is the recorded one.
+    # An answer replayed from the recording: its output (or error) snapshot is the recorded one,
+    # so the value is neither copied nor hashed again.
     output_sha: str | None = None
     # The step_id of the first step of its concurrent group (parallel calls), None if it ran alone.
+    # Replay passes the recorded step's group in the replayed run's numbering (answers from the
+    # recording are instant, so the replay's own grouping would say nothing).
     concurrent_group: int | None = None
     # A tool's exception: args, public attributes and their types, frozen (replay.fidelity).
     error_detail: bytes | None = None

@@ -4,6 +4,7 @@ and the glue that records an ``http=True`` run's HTTP traffic (`replay.http`).""
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -22,31 +23,22 @@ if TYPE_CHECKING:
 __all__ = ["RunHandle", "http_options"]
 
 
+@dataclasses.dataclass(eq=False, repr=False)  # compared and shown by identity, like any handle
 class RunHandle:
     """One run as a context manager; ``with rec.run(...) as run`` gives this object."""
 
-    def __init__(
-        self,
-        recorder: Recorder,
-        agent: str,
-        input: tuple[str, Any],
-        versions: dict[str, str] | None,
-        labels: dict[str, str] | None,
-        entrypoint: str | None,
-        guards: dict[str, Any],
-        http: Any = None,
-    ) -> None:
-        self.recorder = recorder
-        self.agent = agent
-        self.input = input
-        self.versions = versions
-        self.labels = labels
-        self.entrypoint = entrypoint
-        self.guards = guards
-        self.state: RunState | None = None
-        self._token: contextvars.Token[RunState | None] | None = None
-        self.http = http  # replay.http.HttpOptions (True: the defaults), or None: no HTTP recorded
-        self._http: Any = None  # the run's replay.http.HttpRecording while it runs
+    recorder: Recorder
+    agent: str
+    input: tuple[str, Any]
+    versions: dict[str, str] | None
+    labels: dict[str, str] | None
+    entrypoint: str | None
+    guards: dict[str, Any]
+    http: Any = None  # replay.http.HttpOptions (True: the defaults), or None: no HTTP recorded
+    state: RunState | None = dataclasses.field(default=None, init=False)
+    _token: contextvars.Token[RunState | None] | None = dataclasses.field(default=None, init=False)
+    #: the run's replay.http.HttpRecording while it runs
+    _http: Any = dataclasses.field(default=None, init=False)
 
     @property
     def run_id(self) -> str:

@@ -205,27 +205,18 @@ class RunState:
         group: int | None = None,
         usage: Usage | None = None,
     ) -> None:
-        """Hand a call that returned `result` to the writer.
-
-        `output_sha` is set by replay for an answer taken from the recording: the recorded snapshot
-        stands for it, so the value is neither copied nor hashed again. `group` is set by replay
-        too: the recorded step's group in the replayed run's numbering (0: it had none) replaces
-        the replay's own, since answers from the recording are instant. `usage` too: a model
-        answer's recorded tokens (read from the same response when it was recorded), so they are
-        not read and validated again; the spend is priced with the model's prices now.
-        """
+        """Hand a call that returned `result` to the writer. Replay passes what the recording
+        holds: `output_sha`, `group` (0: none) and a model's `usage` (see `StepItem`'s fields)."""
         spec = step.spec
         # Leave the in-flight steps (inline: this runs on every call); see `_leave`.
         own = None
-        if self.track_groups:
-            lv = self.levels.get(step.parent)
-            if lv is not None:
-                if len(lv[0]) > 1 or spec.kind == "model_result":
-                    own = self._settle_group(spec, lv, step.step_id, result)
-                else:
-                    if self.marks:
-                        own = self.marks.pop(step.step_id, None)
-                    lv[0].pop(step.step_id, None)
+        if self.track_groups and (lv := self.levels.get(step.parent)) is not None:
+            if len(lv[0]) > 1 or spec.kind == "model_result":
+                own = self._settle_group(spec, lv, step.step_id, result)
+            else:
+                if self.marks:
+                    own = self.marks.pop(step.step_id, None)
+                lv[0].pop(step.step_id, None)
         if spec.kind == "model_result":
             usage = (
                 self._model_usage(spec, result)
@@ -241,8 +232,7 @@ class RunState:
             out, problem = freeze_lenient(result, "output")
             if problem:
                 self.recorder.warn_encode(f"the output of {spec.name}", problem)
-        # Positional, in `StepItem`'s field order: keyword arguments cost 0.7 us more per call on
-        # the agent's path. The type tag tree is taken on the writer thread from `output_ref`.
+        # By position (keywords cost 0.7 us more per call); the fields are `StepItem`'s, in order.
         self.sink.submit(
             StepItem(
                 self.run.run_id,  # run_id

@@ -34,6 +34,7 @@ from replay.store_base import (
     PRUNE_BATCH,
     RUN_COLUMNS,
     RUN_UPSERT_COMMON,
+    EventRows,
     PruneResult,
     PruneTimer,
     SnapshotRow,
@@ -406,21 +407,8 @@ class Store(StoreBase):
     # -- writing ---------------------------------------------------------------------------------
 
     def write_rows(
-        self,
-        events: Sequence[Sequence[Any]],
-        *,
-        runs: Sequence[Run] = (),
-        snapshots: Sequence[SnapshotRow] = (),
+        self, events: EventRows, *, runs: Sequence[Run] = (), snapshots: Sequence[SnapshotRow] = ()
     ) -> None:
-        """`write_batch` for events as tuples in `EVENT_COLUMNS` order (the writer's fast path).
-
-        ``usage`` is compact JSON text or None. Rows are not validated beyond their length: the
-        caller builds them from the same fields as `Event`.
-
-        Raises:
-            ValueError: a row does not have ``len(EVENT_COLUMNS)`` items.
-            StoreError: the write failed; nothing was written.
-        """
         if not (events or runs or snapshots):
             return
         if events and set(map(len, events)) != {_NCOL}:

@@ -1,7 +1,7 @@
 """The one Store interface, and `open_store`, which picks its backend from a path or a URL.
 
 The CLI, the pytest plugin, the recorder's writer, replay, stats, alerts and metrics use a store
-only through `StoreAPI`. Two backends implement it:
+only through `StoreAPI` (`replay.store_base.StoreBase`). Two backends extend it:
 
 - `replay.store.Store`: SQLite, one file (a path, ``sqlite:///path``, or ``:memory:``);
 - `replay.pg_store.PgStore`: PostgreSQL (``postgresql://…`` or ``postgres://…``), for many
@@ -15,11 +15,9 @@ such as JSON access).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from replay.models import Event, Run
-from replay.store_base import PruneResult, SnapshotRow
+from replay.store_base import StoreBase
 
 __all__ = [
     "StoreAPI",
@@ -33,84 +31,9 @@ __all__ = [
 _PG_SCHEMES = ("postgresql://", "postgres://")
 
 
-@runtime_checkable
-class StoreAPI(Protocol):
-    """What every part of agent-replay may call on a store (see docs/ARCHITECTURE.md)."""
-
-    dialect: str
-    stored_fingerprint: str | None
-    snapshot_days: float
-    event_days: float
-
-    @property
-    def secret_key(self) -> bytes: ...
-    @property
-    def key_source(self) -> str: ...
-    @property
-    def key_fingerprint(self) -> str: ...
-    @property
-    def path(self) -> str | os.PathLike[str]: ...
-    @property
-    def display_name(self) -> str: ...
-    @property
-    def location(self) -> str: ...
-
-    def write_batch(
-        self,
-        *,
-        runs: Sequence[Run] = (),
-        events: Sequence[Event] = (),
-        snapshots: Sequence[SnapshotRow] = (),
-    ) -> None: ...
-    def write_rows(
-        self,
-        events: Sequence[Sequence[Any]],
-        *,
-        runs: Sequence[Run] = (),
-        snapshots: Sequence[SnapshotRow] = (),
-    ) -> None: ...
-    def touch_runs(self, run_ids: Sequence[str], now_ms: int | None = None) -> None: ...
-    def get_run(self, run_id: str) -> Run: ...
-    def find_run(self, prefix: str) -> Run: ...
-    def events(self, run_id: str, *, trusted: bool = False) -> list[Event]: ...
-    def snapshot(self, sha: str) -> tuple[bytes, str | None, bool] | None: ...
-    def snapshots(self, shas: Iterable[str]) -> dict[str, tuple[bytes, str | None, bool]]: ...
-    def runs(
-        self,
-        *,
-        agent: str | None = None,
-        stop_reason: str | None = None,
-        since_ms: int | None = None,
-        until_ms: int | None = None,
-        limit: int | None = None,
-        include_replays: bool = False,
-    ) -> list[Run]: ...
-    def count_runs(self) -> int: ...
-    def agents(self) -> list[str]: ...
-    def step_events(
-        self,
-        *,
-        since_ms: int | None = None,
-        until_ms: int | None = None,
-        agent: str | None = None,
-        include_replays: bool = False,
-    ) -> list[Event]: ...
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
-    def expired_steps(
-        self, run: Run, events: Sequence[Event] | None = None
-    ) -> list[tuple[int, str, int]]: ...
-    def pin(self, run_id: str, pinned: bool = True) -> Run: ...
-    def prune(
-        self,
-        *,
-        now_ms: int | None = None,
-        dry_run: bool = False,
-        batch_size: int = ...,
-        pause_s: float = ...,
-    ) -> PruneResult: ...
-    def close(self) -> None: ...
-    def __enter__(self) -> Any: ...
-    def __exit__(self, *exc: object) -> None: ...
+#: What every part of agent-replay may call on a store (see docs/ARCHITECTURE.md): the abstract
+#: `StoreBase`, which both backends extend. Its methods are declared once, there.
+StoreAPI = StoreBase
 
 
 def json_number_sql(dialect: str, column: str, key: str) -> str:

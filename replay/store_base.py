@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import operator
+import os
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -28,6 +29,7 @@ from replay.models import Event, Run, Usage, is_step, trusted_event
 __all__ = [
     "DAY_MS",
     "EVENT_COLUMNS",
+    "EventRows",
     "PRUNE_BATCH",
     "RUN_COLUMNS",
     "RUN_UPSERT_COMMON",
@@ -116,6 +118,8 @@ RUN_UPSERT_COMMON = (
 
 #: ``(sha, body, type_name, truncated)``: one content-addressed snapshot.
 SnapshotRow = tuple[str, bytes, "str | None", bool]
+#: Events as tuples in `EVENT_COLUMNS` order, as `StoreBase.write_rows` takes them.
+EventRows = Sequence[Sequence[Any]]
 
 DAY_MS = 86_400_000
 #: Rows `prune` deletes per write transaction.
@@ -370,11 +374,13 @@ class Connectionish(Protocol):
 
 
 class StoreBase:
-    """The read side of a replay store, shared by the SQLite and the PostgreSQL backend.
+    """The Store interface (`replay.store_api.StoreAPI` names it) and the read side of a replay
+    store, shared by the SQLite and the PostgreSQL backend.
 
     A backend sets the attributes below and implements `_reading` (a context manager yielding a
-    `Connectionish` and turning the driver's errors into `StoreError`), `display_name` and
-    `location`, plus the writing, retention and lifecycle methods of `replay.store_api.StoreAPI`.
+    `Connectionish` and turning the driver's errors into `StoreError`), the key and naming
+    properties, `query`, and the writing, retention and lifecycle methods that raise
+    ``NotImplementedError`` here.
     """
 
     #: ``"sqlite"`` or ``"postgresql"``: for the few queries `query` callers write per dialect
@@ -387,6 +393,24 @@ class StoreBase:
     _event_ms: int
 
     # -- what a backend provides ------------------------------------------------------------------
+
+    if TYPE_CHECKING:  # an attribute of the SQLite store, a property of the PostgreSQL one
+
+        @property
+        def secret_key(self) -> bytes:
+            """The pseudonym key in use (never kept in the store itself)."""
+
+        @property
+        def key_source(self) -> str:
+            """Where `secret_key` came from: ``"env"``, ``"file"`` or ``"memory"``."""
+
+        @property
+        def key_fingerprint(self) -> str:
+            """`replay.keys.fingerprint` of `secret_key`."""
+
+        @property
+        def path(self) -> str | os.PathLike[str]:
+            """The file, or the URL without its password."""
 
     @property
     def display_name(self) -> str:
@@ -418,13 +442,26 @@ class StoreBase:
         """Delete the expired events in batches (each backend pages them its own way)."""
         raise NotImplementedError
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read-only SQL statement with ``?`` placeholders (on either backend).
+
+        Raises:
+            StoreError: the statement failed or tried to write.
+        """
+        raise NotImplementedError
+
     def write_rows(
-        self,
-        events: Sequence[Sequence[Any]],
-        *,
-        runs: Sequence[Run] = (),
-        snapshots: Sequence[SnapshotRow] = (),
+        self, events: EventRows, *, runs: Sequence[Run] = (), snapshots: Sequence[SnapshotRow] = ()
     ) -> None:
+        """`write_batch` for events as tuples in `EVENT_COLUMNS` order (the writer's fast path).
+
+        ``usage`` is compact JSON text or None. Rows are not validated beyond their length: the
+        caller builds them from the same fields as `Event`.
+
+        Raises:
+            ValueError: a row does not have ``len(EVENT_COLUMNS)`` items.
+            StoreError: the write failed; nothing was written.
+        """
         raise NotImplementedError
 
     def close(self) -> None:

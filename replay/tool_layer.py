@@ -12,6 +12,7 @@ answered it. A replay mode is a small layer that picks, per call, which layer an
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import signal
 import threading
 import time
@@ -24,21 +25,21 @@ from replay.context import _step
 if TYPE_CHECKING:
     from replay.run_state import RunState, Step
 
-__all__ = ["LIVE", "LiveLayer", "ToolLayer", "ToolTimeout", "call_with_timeout"]
+__all__ = ["LIVE", "Args", "Kwargs", "LiveLayer", "ToolLayer", "ToolTimeout", "call_with_timeout"]
+
+#: A tool call's positional and keyword arguments, as the decorator received them.
+Args = tuple[Any, ...]
+Kwargs = dict[str, Any]
 
 
 class ToolLayer(Protocol):
     """Answers one tool or model call of a run and records it as a step of that run."""
 
-    def call(
-        self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    def call(self, st: RunState, spec: ToolSpec, args: Args, kwargs: Kwargs) -> Any:
         """A sync tool's call: its value, or its exception raised."""
         ...
 
-    async def acall(
-        self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    async def acall(self, st: RunState, spec: ToolSpec, args: Args, kwargs: Kwargs) -> Any:
         """An async tool's call."""
         ...
 
@@ -51,18 +52,10 @@ class LiveLayer:
     """Recording: the real function runs; its value or exception is recorded and handed back."""
 
     def call(
-        self,
-        st: RunState,
-        spec: ToolSpec,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        step: Step | None = None,
+        self, st: RunState, spec: ToolSpec, args: Args, kwargs: Kwargs, step: Step | None = None
     ) -> Any:
         """Run the real function; `step`: entered already (a live tool in a replay)."""
-        if step is None:
-            step = st.enter(spec, args, kwargs)
-        token = _step.set(step.step_id)
-        timeout = spec.timeout_s or st.guards.tool_timeout_s
+        step, token, timeout = _begin(st, spec, args, kwargs, step)
         try:
             if timeout is None:
                 result = spec.fn(*args, **kwargs)
@@ -72,50 +65,59 @@ class LiveLayer:
             _step.reset(token)
             _timed_out(st, step, timeout)
         except BaseException as exc:
-            _step.reset(token)
-            st.finish_error(step, exc)
+            _failed(st, step, token, exc)
             raise
         _step.reset(token)
         if timeout is not None and (time.perf_counter_ns() - step.t0) / 1e9 > timeout:
             # Could not interrupt it (not the main thread): the call finished late; its result is
             # discarded.
             _timed_out(st, step, timeout)
-        st.finish_ok(step, result)
-        if spec.kind == "model_result":
-            st.check_budget()
-        return result
+        return _returned(st, step, result)
 
     async def acall(
-        self,
-        st: RunState,
-        spec: ToolSpec,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        step: Step | None = None,
+        self, st: RunState, spec: ToolSpec, args: Args, kwargs: Kwargs, step: Step | None = None
     ) -> Any:
         """`call` for an async tool."""
-        if step is None:
-            step = st.enter(spec, args, kwargs)
-        token = _step.set(step.step_id)
-        timeout = spec.timeout_s or st.guards.tool_timeout_s
+        step, token, timeout = _begin(st, spec, args, kwargs, step)
         try:
             coro = cast(Awaitable[Any], spec.fn(*args, **kwargs))
             result = await (coro if timeout is None else asyncio.wait_for(coro, timeout))
         except asyncio.TimeoutError as exc:
-            _step.reset(token)
-            st.finish_error(step, exc)
+            _failed(st, step, token, exc)
             if timeout is not None and (time.perf_counter_ns() - step.t0) / 1e9 >= timeout:
                 st.trip("tool_timeout", f"{spec.name} ran longer than tool_timeout_s={timeout}")
             raise
         except BaseException as exc:
-            _step.reset(token)
-            st.finish_error(step, exc)
+            _failed(st, step, token, exc)
             raise
         _step.reset(token)
-        st.finish_ok(step, result)
-        if spec.kind == "model_result":
-            st.check_budget()
-        return result
+        return _returned(st, step, result)
+
+
+def _begin(
+    st: RunState, spec: ToolSpec, args: Args, kwargs: Kwargs, step: Step | None
+) -> tuple[Step, contextvars.Token[int | None], float | None]:
+    """Before the real function runs: the step entered (unless it was), made the current step,
+    and its deadline (the tool's own ``timeout_s``, else the run's ``tool_timeout_s``)."""
+    if step is None:
+        step = st.enter(spec, args, kwargs)
+    return step, _step.set(step.step_id), spec.timeout_s or st.guards.tool_timeout_s
+
+
+def _failed(
+    st: RunState, step: Step, token: contextvars.Token[int | None], exc: BaseException
+) -> None:
+    """The real function raised `exc`: no longer the current step, recorded as an error step."""
+    _step.reset(token)
+    st.finish_error(step, exc)
+
+
+def _returned(st: RunState, step: Step, result: Any) -> Any:
+    """The real function returned `result`: recorded, a model's spend checked, handed back."""
+    st.finish_ok(step, result)
+    if step.spec.kind == "model_result":
+        st.check_budget()
+    return result
 
 
 #: The live layer every recorded run uses (it holds no state).
