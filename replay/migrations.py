@@ -101,9 +101,11 @@ STEPS: tuple[str, ...] = (
     "0006_expiry_indexes",
     "0007_key_out_of_store",
     "0008_foreign_keys_and_views",
+    "0009_run_step_totals",
 )
 # Named once: renumbering the step (when steps are merged) changes only its entry in STEPS.
 _FK_STEP = next(s for s in STEPS if s.endswith("_foreign_keys_and_views"))
+_TOTALS_STEP = next(s for s in STEPS if s.endswith("_run_step_totals"))
 
 #: Read-only views with ISO 8601 UTC times (for Datasette, sqlite-utils, the sqlite3 shell).
 VIEWS: dict[str, str] = {
@@ -264,6 +266,18 @@ PG_STEPS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# A run's step figures on its row (`replay.queries.TOTAL_COLUMNS`): stats and alerts read one row
+# per run instead of every event. Rows written before this step keep NULL totals: their figures
+# come from their events, as before (nothing to backfill, and no long rewrite of a big store).
+_RUN_STEP_TOTALS = (
+    "ALTER TABLE runs ADD COLUMN tool_steps INTEGER",
+    "ALTER TABLE runs ADD COLUMN step_errors TEXT",
+    "ALTER TABLE runs ADD COLUMN model_tokens TEXT",
+)
+PG_STEPS[_TOTALS_STEP] = tuple(
+    stmt.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS") for stmt in _RUN_STEP_TOTALS
+)
+
 
 def _set_version(db: Database, version: int) -> None:
     db.execute(
@@ -393,6 +407,11 @@ def _foreign_keys_and_views(db: Database) -> None:
         db.execute(stmt)
 
 
+def _run_step_totals(db: Database) -> None:
+    for stmt in _RUN_STEP_TOTALS:
+        db.execute(stmt)
+
+
 def _step(
     version: int, body: Callable[[Database], None] | Sequence[str]
 ) -> Callable[[Database], None]:
@@ -416,6 +435,7 @@ def _build(event_ms: int, snapshot_ms: int, path: pathlib.Path) -> Migrations:
         STEPS[1]: lambda db: _retention_and_indexes(db, event_ms, snapshot_ms),
         STEPS[6]: lambda db: _key_out_of_store(db, path),
         _FK_STEP: _foreign_keys_and_views,
+        _TOTALS_STEP: _run_step_totals,
     }
     migrations = Migrations(MIGRATION_SET)
     for version, name in enumerate(STEPS, start=1):

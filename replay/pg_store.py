@@ -39,14 +39,16 @@ from replay.models import Run
 from replay.store_base import (
     DAY_MS,
     EVENT_COLUMNS,
-    RUN_COLUMNS,
     RUN_UPSERT_COMMON,
+    RUN_WRITE_COLUMNS,
+    TOTALS_CLEAR,
     PruneTimer,
     SnapshotRow,
     StoreBase,
     now_ms,
     prune_plan,
-    run_row,
+    run_rows_with_totals,
+    untotalled_ids,
 )
 
 if TYPE_CHECKING:
@@ -460,7 +462,6 @@ class PgStore(StoreBase):
         if not (events or runs or snapshots):
             return
         ev_rows = self._event_rows(events)
-        run_rows = sorted({r[0]: r for r in (run_row(x, self._event_ms) for x in runs)}.items())
         expires = now_ms() + self._snapshot_ms
         snap_rows = sorted(
             {
@@ -474,20 +475,22 @@ class PgStore(StoreBase):
                 for sha, body, type_name, trunc in snapshots
             }.items()
         )
-        batches = (
-            ("runs", RUN_COLUMNS, [r for _, r in run_rows], _UPSERT_RUN),
-            ("events", _EVENT_TABLE_COLUMNS, ev_rows, _UPSERT_EVENT),
-            ("snapshots", _SNAPSHOT_COLUMNS, [r for _, r in snap_rows], _UPSERT_SNAPSHOT),
-        )
+        cleared = untotalled_ids(events, runs)
         for attempt in range(_DEADLOCK_RETRIES):
             try:
                 with self._writing("writing a batch") as conn:
                     if self.stored_fingerprint is None:
                         self._record_fingerprint(conn)
-                    for table, cols, rows, merge in batches:
-                        if rows:
-                            _copy(conn, f"stage_{table}", cols, rows)
-                            conn.execute(merge)
+                    # Events first: each run row then carries the totals of all its events.
+                    _merge_rows(conn, "events", _EVENT_TABLE_COLUMNS, ev_rows, _UPSERT_EVENT)
+                    if runs:
+                        rows = run_rows_with_totals(conn, runs, self._event_ms, "%s")
+                        rows = [r for _, r in sorted({r[0]: r for r in rows}.items())]
+                        _merge_rows(conn, "runs", RUN_WRITE_COLUMNS, rows, _UPSERT_RUN)
+                    if cleared:
+                        conn.execute(_TOTALS_CLEAR, (cleared,))
+                    snaps = [r for _, r in snap_rows]
+                    _merge_rows(conn, "snapshots", _SNAPSHOT_COLUMNS, snaps, _UPSERT_SNAPSHOT)
                 return
             except StoreError as e:
                 if attempt + 1 == _DEADLOCK_RETRIES or "deadlock" not in str(e).lower():
@@ -545,11 +548,12 @@ class PgStore(StoreBase):
             if not keys:
                 return total
             last = (keys[-1][0], keys[-1][1])
+            ids = [k[0] for k in keys]
             with timer.batch(), self._writing("pruning") as conn:
                 total += conn.execute(
-                    _EVENTS_DELETE,
-                    {"now": p["now"], "ids": [k[0] for k in keys], "seqs": [k[1] for k in keys]},
+                    _EVENTS_DELETE, {"now": p["now"], "ids": ids, "seqs": [k[1] for k in keys]}
                 ).rowcount
+                conn.execute(_TOTALS_CLEAR, (sorted(set(ids)),))  # their figures changed
             if len(keys) < p["n"]:
                 return total
             if pause_s > 0:
@@ -572,6 +576,19 @@ def _first_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
+def _merge_rows(
+    conn: psycopg.Connection[Any],
+    table: str,
+    cols: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    merge: str,
+) -> None:
+    """Copy `rows` into the table's staging table and merge them in (`merge`)."""
+    if rows:
+        _copy(conn, f"stage_{table}", cols, rows)
+        conn.execute(merge)
+
+
 def _copy(
     conn: psycopg.Connection[Any], table: str, cols: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
@@ -590,7 +607,7 @@ def _merge(table: str, cols: Sequence[str], key: str, updates: str) -> str:
 
 _UPSERT_RUN = _merge(
     "runs",
-    RUN_COLUMNS,
+    RUN_WRITE_COLUMNS,
     "run_id",
     RUN_UPSERT_COMMON
     # A heartbeat may have moved last_seen_ms past what a late (spooled) write of the run carries
@@ -613,6 +630,7 @@ _UPSERT_SNAPSHOT = _merge(
     "expires_at = GREATEST(snapshots.expires_at, excluded.expires_at)",
 )
 
+_TOTALS_CLEAR = TOTALS_CLEAR.format(marks="SELECT unnest(%s::text[])")
 _PINNED = "SELECT run_id FROM runs WHERE pinned <> 0"
 _PRUNE_PLAN = prune_plan("pinned <> 0", "pinned = 0", "run_id", "sha")
 # The same conditions with psycopg's placeholders, for statements given to the driver directly.
