@@ -54,7 +54,7 @@ from replay.store_base import (
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["PgStore", "qmark_to_pyformat", "redact_url"]
+__all__ = ["PgStore", "qmark_to_pyformat", "redact_url", "sha_bytes", "sha_text"]
 
 _NCOL = len(EVENT_COLUMNS)
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -300,7 +300,10 @@ class PgStore(StoreBase):
             ) from None
         try:
             conn = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=max(1, round(self.timeout_s))
+                self.url,
+                autocommit=True,
+                connect_timeout=max(1, round(self.timeout_s)),
+                row_factory=_sha_text_rows,
             )
         except psycopg.Error as e:
             raise StoreError(
@@ -461,7 +464,10 @@ class PgStore(StoreBase):
         """
         if not (events or runs or snapshots):
             return
-        ev_rows = self._event_rows(events)
+        try:
+            ev_rows = self._event_rows(events)
+        except UnicodeEncodeError as e:  # a lone surrogate in a sha (the server would refuse it)
+            raise self._error("writing a batch", e) from None
         expires = now_ms() + self._snapshot_ms
         snap_rows = sorted(
             {
@@ -516,7 +522,15 @@ class PgStore(StoreBase):
                     f"{_hint(ValueError('step_id'))}",
                     path=self._safe_url,
                 )
-            keyed[(r[0], int(seq))] = (r[0], int(seq), *r[1:], r[2] + self._event_ms)
+            keyed[(r[0], int(seq))] = (
+                r[0],
+                int(seq),
+                *r[1:5],
+                sha_bytes(r[5]),
+                sha_bytes(r[6]),
+                *r[7:],
+                r[2] + self._event_ms,
+            )
         return [keyed[k] for k in sorted(keyed)]
 
     def _touch(self, now: int, run_ids: Sequence[str]) -> None:
@@ -569,6 +583,50 @@ class PgStore(StoreBase):
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()
+
+
+def sha_bytes(sha: str | None) -> bytes | None:
+    """An events sha as the BYTEA the table stores (schema 10): a lowercase hex sha as its bytes,
+    any other text (and a hex sha whose bytes begin with 0xFF) as 0xFF then its UTF-8. The SQL
+    function ``replay_sha_bytes`` is the same conversion (`replay.migrations`)."""
+    if sha is None:
+        return None
+    try:
+        raw = bytes.fromhex(sha)
+    except ValueError:
+        return b"\xff" + sha.encode()
+    if raw and raw[0] != 0xFF and raw.hex() == sha:
+        return raw
+    return b"\xff" + sha.encode()
+
+
+def sha_text(stored: bytes) -> str:
+    """The sha text `sha_bytes` stored (SQL: ``replay_sha_text``)."""
+    if stored[:1] == b"\xff":
+        return stored[1:].decode()
+    return stored.hex()
+
+
+_SHA_COLUMNS = frozenset(("args_sha", "output_sha"))
+
+
+def _sha_text_rows(cursor: Any) -> Any:
+    """psycopg row factory: tuples, with the events sha columns (BYTEA) as text again, so every
+    reader (the shared queries, `query`) sees the hex text the SQLite store holds."""
+    desc = cursor.description
+    at = [i for i, col in enumerate(desc or ()) if col.name in _SHA_COLUMNS]
+    if not at:
+        return tuple
+
+    def row(values: Sequence[Any]) -> tuple[Any, ...]:
+        out = list(values)
+        for i in at:
+            v = out[i]
+            if isinstance(v, (bytes, memoryview)):
+                out[i] = sha_text(bytes(v))
+        return tuple(out)
+
+    return row
 
 
 def _first_line(err: BaseException) -> str:
@@ -632,7 +690,7 @@ _UPSERT_SNAPSHOT = _merge(
 
 _TOTALS_CLEAR = TOTALS_CLEAR.format(marks="SELECT unnest(%s::text[])")
 _PINNED = "SELECT run_id FROM runs WHERE pinned <> 0"
-_PRUNE_PLAN = prune_plan("pinned <> 0", "pinned = 0", "run_id", "sha")
+_PRUNE_PLAN = prune_plan("pinned <> 0", "pinned = 0", "run_id", "sha", "replay_sha_text({})")
 # The same conditions with psycopg's placeholders, for statements given to the driver directly.
 _PRUNE = tuple((table, key, named_to_pyformat(cond)) for table, key, cond in _PRUNE_PLAN)
 _EVENTS_PAGE = named_to_pyformat(

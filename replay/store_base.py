@@ -185,19 +185,21 @@ class PruneTimer:
 
 
 def prune_plan(
-    pinned: str, unpinned: str, runs_key: str, snapshots_key: str
+    pinned: str, unpinned: str, runs_key: str, snapshots_key: str, event_sha: str = "{}"
 ) -> tuple[tuple[str, str, str], ...]:
     """`StoreBase.prune`'s (table, key of a row, condition with ``:now``) in one SQL dialect.
 
     `pinned` and `unpinned` are the dialect's tests of ``runs.pinned``; the keys name a row of
-    runs and of snapshots. Each condition holds before and after the others run, so the batches
+    runs and of snapshots; `event_sha` turns an events sha column (``{}``) into the text that
+    snapshots are keyed by (PostgreSQL stores it as bytes). Each condition holds before and after the others run, so the batches
     of one table can interleave with writers and with each other; ``expires_at <= :now`` leads
     every condition so the expiry indexes serve it (tests check the query plans).
     """
     runs = f"SELECT run_id FROM runs WHERE {pinned}"
     refs = " UNION ".join(
         [
-            f"SELECT {c} FROM events WHERE run_id IN ({runs}) AND {c} IS NOT NULL"
+            f"SELECT {event_sha.format(c)} FROM events WHERE run_id IN ({runs}) "
+            f"AND {c} IS NOT NULL"
             for c in ("output_sha", "args_sha")
         ]
         + [
