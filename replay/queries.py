@@ -426,8 +426,9 @@ def step_totals(
             n[0],
             orjson.dumps(errors, option=orjson.OPT_SORT_KEYS).decode() if errors else None,
             # whole numbers as JSON integers (shorter); read back as the same floats
-            orjson.dumps([int(v) if v.is_integer() and abs(v) < _BIG else v for v in tokens])
-            .decode()
+            orjson.dumps(
+                [int(v) if v.is_integer() and abs(v) < _BIG else v for v in tokens]
+            ).decode()
             if tokens
             else None,
         )

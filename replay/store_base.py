@@ -191,15 +191,15 @@ def prune_plan(
 
     `pinned` and `unpinned` are the dialect's tests of ``runs.pinned``; the keys name a row of
     runs and of snapshots; `event_sha` turns an events sha column (``{}``) into the text that
-    snapshots are keyed by (PostgreSQL stores it as bytes). Each condition holds before and after the others run, so the batches
-    of one table can interleave with writers and with each other; ``expires_at <= :now`` leads
-    every condition so the expiry indexes serve it (tests check the query plans).
+    snapshots are keyed by (PostgreSQL stores it as bytes). Each condition holds before and after
+    the others run, so the batches of one table can interleave with writers and with each other;
+    ``expires_at <= :now`` leads every condition so the expiry indexes serve it (tests check the
+    query plans).
     """
     runs = f"SELECT run_id FROM runs WHERE {pinned}"
     refs = " UNION ".join(
         [
-            f"SELECT {event_sha.format(c)} FROM events WHERE run_id IN ({runs}) "
-            f"AND {c} IS NOT NULL"
+            f"SELECT {event_sha.format(c)} FROM events WHERE run_id IN ({runs}) AND {c} IS NOT NULL"
             for c in ("output_sha", "args_sha")
         ]
         + [
