@@ -24,7 +24,7 @@ from replay.errors import AmbiguousRunIdError, CorruptRowError, CorruptRowWarnin
 from replay.hashing import canonical_json, thaw
 from replay.liveness import infer_killed
 from replay.models import Event, Run, Usage, is_step, trusted_event
-from replay.queries import NO_STEPS, TOTAL_COLUMNS, TOTALS_SOURCE, step_totals
+from replay.queries import NO_STEPS, TOTAL_COLUMNS, TOTALS_COUNT, TOTALS_DETAIL, step_totals
 
 __all__ = [
     "DAY_MS",
@@ -272,8 +272,10 @@ def run_rows_with_totals(
     totals: dict[str, tuple[int, str | None, str | None]] = {}
     for i in range(0, len(ids), 500):  # under every backend's bound-parameter limit
         chunk = ids[i : i + 500]
-        sql = TOTALS_SOURCE.format(marks=", ".join([marks] * len(chunk)))
-        totals.update(step_totals(conn.execute(sql, chunk).fetchall()))
+        where = {"marks": ", ".join([marks] * len(chunk))}
+        counts = conn.execute(TOTALS_COUNT.format(**where), chunk).fetchall()
+        details = conn.execute(TOTALS_DETAIL.format(**where), chunk).fetchall()
+        totals.update(step_totals(counts, details))
     return [(*run_row(r, event_ms), *totals.get(r.run_id, NO_STEPS)) for r in runs]
 
 
