@@ -281,8 +281,8 @@ PG_STEPS[_TOTALS_STEP] = tuple(
 )
 
 # PostgreSQL only (SQLite: nothing to do). The events table is rebuilt with
-# - args_sha and output_sha as BYTEA: a hex sha is stored as its bytes (32 bytes for a sha256
-#   instead of 64 characters), any other text as 0xFF then its UTF-8 (a hex sha whose bytes begin
+# - args_sha and output_sha as BYTEA: a hex sha is stored as its bytes (12 for the recorder's
+#   24-character sha), any other text as 0xFF then its UTF-8 (a hex sha whose bytes begin
 #   with 0xFF is stored that way too, so the two never meet); `replay.pg_store` converts at its
 #   write and read boundary, so every caller still sees text, and `events_view` shows text;
 # - step_id, parent_step_id and concurrent_group as BIGINT (the model allows any 63-bit count),

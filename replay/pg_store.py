@@ -8,6 +8,11 @@ The same tables and columns as the SQLite store (`replay.migrations.PG_STEPS`, t
   keyed by (run_id, seq), so a batch written twice (a retry after a lost connection, a spool
   ingested again) leaves one copy of each event; a deadlock between hosts merging the same
   snapshots is retried.
+- Events' shas are BYTEA (schema 10, `sha_bytes`): converted when written, and back to text by
+  the connection's row factory when a column named ``args_sha``/``output_sha`` is read, so the
+  shared queries and `query` callers see the text the SQLite store holds.
+- A run row carries its step totals (`replay.queries.TOTAL_COLUMNS`), read back from the events
+  in the batch's transaction, as on SQLite (`replay.store_base.run_rows_with_totals`).
 - The connection is re-opened on the next call after the server went away (restart, network): the
   background writer spools what failed meanwhile and writes it here when the server is back.
 - The pseudonym key never lives in the store and there is no folder beside a server: it comes from
