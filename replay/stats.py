@@ -544,16 +544,26 @@ def window_samples(store: Store, window: queries.Window) -> dict[int, Sample]:
     if cols.skipped:  # unreadable rows: left out, with their steps, as `Store.runs` does
         queries.warn_skipped(store, cols.skipped)
         window = dataclasses.replace(window, exclude=tuple(rid for rid, _f in cols.skipped))
-    for b, calls, latency, cost, tokens in zip(
-        cols.bucket, cols.calls, cols.latency, cols.cost, cols.tokens, strict=True
-    ):
-        s = at(b)
-        s.runs += 1
-        s.calls.append(calls)
-        if latency is not None:
-            s.latencies.append(latency)
-        s.spend.append(cost)
-        s.run_tokens.append(tokens)
+    if window.bucket_ms is None and cols.bucket:  # one bucket: the columns as they are
+        s = at(0)
+        s.runs, s.calls, s.spend, s.run_tokens = (
+            len(cols.bucket),
+            cols.calls,
+            cols.cost,
+            cols.tokens,
+        )
+        s.latencies = [x for x in cols.latency if x is not None]
+    else:
+        for b, calls, latency, cost, tokens in zip(
+            cols.bucket, cols.calls, cols.latency, cols.cost, cols.tokens, strict=True
+        ):
+            s = at(b)
+            s.runs += 1
+            s.calls.append(calls)
+            if latency is not None:
+                s.latencies.append(latency)
+            s.spend.append(cost)
+            s.run_tokens.append(tokens)
     # The step figures of the runs whose row holds them (one row per run, no event read).
     for b, n in cols.tool_steps.items():
         at(b).tool_results += n
