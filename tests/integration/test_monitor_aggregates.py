@@ -250,3 +250,18 @@ def test_steps_written_after_the_run_row_or_pruned_still_count_as_the_events_say
         assert stats.tool_results == 0 and stats.tool_errors == 0
     finally:
         store.close()
+
+
+def test_run_rows_written_before_step_totals_give_the_same_figures(store_url):
+    """Run rows without step totals (written before schema 9) give the figures of rows with them,
+    overall and per day."""
+    store, now = build_store(store_url, n_runs=80)
+    try:
+        before = stats_for_store(store, since_ms=None, until_ms=now + 1, by="day")
+        execute(store, "UPDATE runs SET tool_steps = NULL, step_errors = NULL, model_tokens = NULL")
+        assert store.query("SELECT count(*) FROM runs WHERE tool_steps IS NOT NULL") == [(0,)]
+        after = stats_for_store(store, since_ms=None, until_ms=now + 1, by="day")
+        assert after.stats == before.stats and after.stats.tool_results > 0
+        assert after.buckets == before.buckets
+    finally:
+        store.close()
