@@ -104,9 +104,13 @@ STEPS: tuple[str, ...] = (
     "0006_expiry_indexes",
     "0007_key_out_of_store",
     "0008_foreign_keys_and_views",
+    "0009_run_step_totals",
+    "0010_pg_compact_storage",
 )
 # Named once: renumbering the step (when steps are merged) changes only its entry in STEPS.
 _FK_STEP = next(s for s in STEPS if s.endswith("_foreign_keys_and_views"))
+_TOTALS_STEP = next(s for s in STEPS if s.endswith("_run_step_totals"))
+_PG_EVENTS_STEP = next(s for s in STEPS if s.endswith("_pg_compact_storage"))
 
 #: Read-only views with ISO 8601 UTC times (for Datasette, sqlite-utils, the sqlite3 shell).
 VIEWS: dict[str, str] = {
@@ -261,6 +265,86 @@ PG_STEPS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# A run's step figures on its row (`replay.queries.TOTAL_COLUMNS`): stats and alerts read one row
+# per run instead of every event. Rows written before this step keep NULL totals: their figures
+# come from their events, as before (nothing to backfill, and no long rewrite of a big store).
+_RUN_STEP_TOTALS = (
+    "ALTER TABLE runs ADD COLUMN tool_steps INTEGER",
+    "ALTER TABLE runs ADD COLUMN step_errors TEXT",
+    "ALTER TABLE runs ADD COLUMN model_tokens TEXT",
+)
+PG_STEPS[_TOTALS_STEP] = tuple(
+    stmt.replace("ADD COLUMN", "ADD COLUMN IF NOT EXISTS") for stmt in _RUN_STEP_TOTALS
+)
+
+# PostgreSQL only (SQLite: nothing to do). The events table is rebuilt with
+# - args_sha and output_sha as BYTEA: a hex sha is stored as its bytes (12 for the recorder's
+#   24-character sha), any other text as 0xFF then its UTF-8 (a hex sha whose bytes begin
+#   with 0xFF is stored that way too, so the two never meet); `replay.pg_store` converts at its
+#   write and read boundary, so every caller still sees text, and `events_view` shows text;
+# - step_id, parent_step_id and concurrent_group as BIGINT (the model allows any 63-bit count),
+#   placed with the other 8-byte columns and the 4-byte kind before the variable-width ones, so
+#   the wider ids cost no alignment padding;
+# and the runs indexes that grow at their right end fill their pages.
+_PG_SHA_TEXT = """CREATE OR REPLACE FUNCTION replay_sha_text(b bytea) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT CASE WHEN get_byte(b, 0) = 255 THEN convert_from(substring(b FROM 2), 'UTF8')
+                ELSE encode(b, 'hex') END $$"""
+_PG_SHA_BYTES = """CREATE OR REPLACE FUNCTION replay_sha_bytes(t text) RETURNS bytea
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT CASE WHEN t ~ '^([0-9a-f]{2})+$' AND left(t, 2) <> 'ff' THEN decode(t, 'hex')
+                ELSE '\\xff'::bytea || convert_to(t, 'UTF8') END $$"""
+_PG_EVENTS_VIEW = PG_VIEWS["events_view"].replace(
+    "args_sha, output_sha, usage,",
+    "replay_sha_text(args_sha) AS args_sha, replay_sha_text(output_sha) AS output_sha, usage,",
+)
+assert _PG_EVENTS_VIEW != PG_VIEWS["events_view"]
+_PG_EVENT_COPY = (
+    "seq, ts_ms, expires_at, duration_ms, step_id, parent_step_id, concurrent_group, kind, "
+    "run_id, tool, {args}, {output}, status, error, stop_reason, usage"
+)
+PG_STEPS[_PG_EVENTS_STEP] = (
+    _PG_SHA_TEXT,
+    _PG_SHA_BYTES,
+    "DROP VIEW IF EXISTS events_view",
+    """CREATE TABLE events_compact (
+        seq BIGINT NOT NULL,
+        ts_ms BIGINT NOT NULL,
+        expires_at BIGINT,
+        duration_ms BIGINT,
+        step_id BIGINT,
+        parent_step_id BIGINT,
+        concurrent_group BIGINT,
+        kind event_kind NOT NULL,
+        run_id TEXT COLLATE "C" NOT NULL,
+        tool TEXT,
+        args_sha BYTEA,
+        output_sha BYTEA,
+        status TEXT,
+        error TEXT,
+        stop_reason TEXT,
+        usage TEXT
+    )""",
+    "INSERT INTO events_compact ("
+    + _PG_EVENT_COPY.format(args="args_sha", output="output_sha")
+    + ") SELECT "
+    + _PG_EVENT_COPY.format(
+        args="replay_sha_bytes(args_sha)", output="replay_sha_bytes(output_sha)"
+    )
+    + " FROM events ORDER BY run_id, seq",
+    "DROP TABLE events",
+    "ALTER TABLE events_compact RENAME TO events",
+    "ALTER TABLE events ADD CONSTRAINT events_pkey PRIMARY KEY (run_id, seq) "
+    "WITH (fillfactor = 100)",
+    _PG_EVENTS_VIEW,
+    # Run ids and start times grow with time: full pages when the rightmost page splits (pages
+    # already written keep their fill until a REINDEX).
+    *(
+        f"ALTER INDEX {name} SET (fillfactor = 100)"
+        for name in ("runs_pkey", "runs_started", "runs_agent", "runs_stop_reason", "runs_expires")
+    ),
+)
+
 
 def _set_version(db: Database, version: int) -> None:
     db.execute(
@@ -390,6 +474,15 @@ def _foreign_keys_and_views(db: Database) -> None:
         db.execute(stmt)
 
 
+def _run_step_totals(db: Database) -> None:
+    for stmt in _RUN_STEP_TOTALS:
+        db.execute(stmt)
+
+
+def _pg_compact_storage(db: Database) -> None:
+    """Nothing on SQLite: its integers are 64-bit and its shas stay text (see PG_STEPS)."""
+
+
 def _step(
     version: int, body: Callable[[Database], None] | Sequence[str]
 ) -> Callable[[Database], None]:
@@ -413,6 +506,8 @@ def _build(event_ms: int, snapshot_ms: int, path: pathlib.Path) -> Migrations:
         STEPS[1]: lambda db: _retention_and_indexes(db, event_ms, snapshot_ms),
         STEPS[6]: lambda db: _key_out_of_store(db, path),
         _FK_STEP: _foreign_keys_and_views,
+        _TOTALS_STEP: _run_step_totals,
+        _PG_EVENTS_STEP: _pg_compact_storage,
     }
     migrations = Migrations(MIGRATION_SET)
     for version, name in enumerate(STEPS, start=1):

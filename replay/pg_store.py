@@ -8,6 +8,11 @@ The same tables and columns as the SQLite store (`replay.migrations.PG_STEPS`, t
   keyed by (run_id, seq), so a batch written twice (a retry after a lost connection, a spool
   ingested again) leaves one copy of each event; a deadlock between hosts merging the same
   snapshots is retried.
+- Events' shas are BYTEA (schema 10, `sha_bytes`): converted when written, and back to text by
+  the connection's row factory when a column named ``args_sha``/``output_sha`` is read, so the
+  shared queries and `query` callers see the text the SQLite store holds.
+- A run row carries its step totals (`replay.queries.TOTAL_COLUMNS`), read back from the events
+  in the batch's transaction, as on SQLite (`replay.store_base.run_rows_with_totals`).
 - The connection is re-opened on the next call after the server went away (restart, network): the
   background writer spools what failed meanwhile and writes it here when the server is back.
 - The pseudonym key never lives in the store and there is no folder beside a server: it comes from
@@ -39,21 +44,23 @@ from replay.models import Run
 from replay.store_base import (
     DAY_MS,
     EVENT_COLUMNS,
-    RUN_COLUMNS,
     RUN_UPSERT_COMMON,
+    RUN_WRITE_COLUMNS,
+    TOTALS_CLEAR,
     EventRows,
     PruneTimer,
     SnapshotRow,
     StoreBase,
     now_ms,
     prune_plan,
-    run_row,
+    run_rows_with_totals,
+    untotalled_ids,
 )
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["PgStore", "qmark_to_pyformat", "redact_url"]
+__all__ = ["PgStore", "qmark_to_pyformat", "redact_url", "sha_bytes", "sha_text"]
 
 _NCOL = len(EVENT_COLUMNS)
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -299,7 +306,10 @@ class PgStore(StoreBase):
             ) from None
         try:
             conn = psycopg.connect(
-                self.url, autocommit=True, connect_timeout=max(1, round(self.timeout_s))
+                self.url,
+                autocommit=True,
+                connect_timeout=max(1, round(self.timeout_s)),
+                row_factory=_sha_text_rows,
             )
         except psycopg.Error as e:
             raise StoreError(
@@ -450,8 +460,10 @@ class PgStore(StoreBase):
     ) -> None:
         if not (events or runs or snapshots):
             return
-        ev_rows = self._event_rows(events)
-        run_rows = sorted({r[0]: r for r in (run_row(x, self._event_ms) for x in runs)}.items())
+        try:
+            ev_rows = self._event_rows(events)
+        except UnicodeEncodeError as e:  # a lone surrogate in a sha (the server would refuse it)
+            raise self._error("writing a batch", e) from None
         expires = now_ms() + self._snapshot_ms
         snap_rows = sorted(
             {
@@ -465,20 +477,22 @@ class PgStore(StoreBase):
                 for sha, body, type_name, trunc in snapshots
             }.items()
         )
-        batches = (
-            ("runs", RUN_COLUMNS, [r for _, r in run_rows], _UPSERT_RUN),
-            ("events", _EVENT_TABLE_COLUMNS, ev_rows, _UPSERT_EVENT),
-            ("snapshots", _SNAPSHOT_COLUMNS, [r for _, r in snap_rows], _UPSERT_SNAPSHOT),
-        )
+        cleared = untotalled_ids(events, runs)
         for attempt in range(_DEADLOCK_RETRIES):
             try:
                 with self._writing("writing a batch") as conn:
                     if self.stored_fingerprint is None:
                         self._record_fingerprint(conn)
-                    for table, cols, rows, merge in batches:
-                        if rows:
-                            _copy(conn, f"stage_{table}", cols, rows)
-                            conn.execute(merge)
+                    # Events first: each run row then carries the totals of all its events.
+                    _merge_rows(conn, "events", _EVENT_TABLE_COLUMNS, ev_rows, _UPSERT_EVENT)
+                    if runs:
+                        rows = run_rows_with_totals(conn, runs, self._event_ms, "%s")
+                        rows = [r for _, r in sorted({r[0]: r for r in rows}.items())]
+                        _merge_rows(conn, "runs", RUN_WRITE_COLUMNS, rows, _UPSERT_RUN)
+                    if cleared:
+                        conn.execute(_TOTALS_CLEAR, (cleared,))
+                    snaps = [r for _, r in snap_rows]
+                    _merge_rows(conn, "snapshots", _SNAPSHOT_COLUMNS, snaps, _UPSERT_SNAPSHOT)
                 return
             except StoreError as e:
                 if attempt + 1 == _DEADLOCK_RETRIES or "deadlock" not in str(e).lower():
@@ -504,7 +518,15 @@ class PgStore(StoreBase):
                     f"{_hint(ValueError('step_id'))}",
                     path=self._safe_url,
                 )
-            keyed[(r[0], int(seq))] = (r[0], int(seq), *r[1:], r[2] + self._event_ms)
+            keyed[(r[0], int(seq))] = (
+                r[0],
+                int(seq),
+                *r[1:5],
+                sha_bytes(r[5]),
+                sha_bytes(r[6]),
+                *r[7:],
+                r[2] + self._event_ms,
+            )
         return [keyed[k] for k in sorted(keyed)]
 
     def _touch(self, now: int, run_ids: Sequence[str]) -> None:
@@ -536,11 +558,12 @@ class PgStore(StoreBase):
             if not keys:
                 return total
             last = (keys[-1][0], keys[-1][1])
+            ids = [k[0] for k in keys]
             with timer.batch(), self._writing("pruning") as conn:
                 total += conn.execute(
-                    _EVENTS_DELETE,
-                    {"now": p["now"], "ids": [k[0] for k in keys], "seqs": [k[1] for k in keys]},
+                    _EVENTS_DELETE, {"now": p["now"], "ids": ids, "seqs": [k[1] for k in keys]}
                 ).rowcount
+                conn.execute(_TOTALS_CLEAR, (sorted(set(ids)),))  # their figures changed
             if len(keys) < p["n"]:
                 return total
             if pause_s > 0:
@@ -558,9 +581,66 @@ class PgStore(StoreBase):
                     conn.close()
 
 
+def sha_bytes(sha: str | None) -> bytes | None:
+    """An events sha as the BYTEA the table stores (schema 10): a lowercase hex sha as its bytes,
+    any other text (and a hex sha whose bytes begin with 0xFF) as 0xFF then its UTF-8. The SQL
+    function ``replay_sha_bytes`` is the same conversion (`replay.migrations`)."""
+    if sha is None:
+        return None
+    try:
+        raw = bytes.fromhex(sha)
+    except ValueError:
+        return b"\xff" + sha.encode()
+    if raw and raw[0] != 0xFF and raw.hex() == sha:
+        return raw
+    return b"\xff" + sha.encode()
+
+
+def sha_text(stored: bytes) -> str:
+    """The sha text `sha_bytes` stored (SQL: ``replay_sha_text``)."""
+    if stored[:1] == b"\xff":
+        return stored[1:].decode()
+    return stored.hex()
+
+
+_SHA_COLUMNS = frozenset(("args_sha", "output_sha"))
+
+
+def _sha_text_rows(cursor: Any) -> Any:
+    """psycopg row factory: tuples, with the events sha columns (BYTEA) as text again, so every
+    reader (the shared queries, `query`) sees the hex text the SQLite store holds."""
+    desc = cursor.description
+    at = [i for i, col in enumerate(desc or ()) if col.name in _SHA_COLUMNS]
+    if not at:
+        return tuple
+
+    def row(values: Sequence[Any]) -> tuple[Any, ...]:
+        out = list(values)
+        for i in at:
+            v = out[i]
+            if isinstance(v, (bytes, memoryview)):
+                out[i] = sha_text(bytes(v))
+        return tuple(out)
+
+    return row
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+def _merge_rows(
+    conn: psycopg.Connection[Any],
+    table: str,
+    cols: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    merge: str,
+) -> None:
+    """Copy `rows` into the table's staging table and merge them in (`merge`)."""
+    if rows:
+        _copy(conn, f"stage_{table}", cols, rows)
+        conn.execute(merge)
 
 
 def _copy(
@@ -581,7 +661,7 @@ def _merge(table: str, cols: Sequence[str], key: str, updates: str) -> str:
 
 _UPSERT_RUN = _merge(
     "runs",
-    RUN_COLUMNS,
+    RUN_WRITE_COLUMNS,
     "run_id",
     RUN_UPSERT_COMMON
     # A heartbeat may have moved last_seen_ms past what a late (spooled) write of the run carries
@@ -604,8 +684,9 @@ _UPSERT_SNAPSHOT = _merge(
     "expires_at = GREATEST(snapshots.expires_at, excluded.expires_at)",
 )
 
+_TOTALS_CLEAR = TOTALS_CLEAR.format(marks="SELECT unnest(%s::text[])")
 _PINNED = "SELECT run_id FROM runs WHERE pinned <> 0"
-_PRUNE_PLAN = prune_plan("pinned <> 0", "pinned = 0", "run_id", "sha")
+_PRUNE_PLAN = prune_plan("pinned <> 0", "pinned = 0", "run_id", "sha", "replay_sha_text({})")
 # The same conditions with psycopg's placeholders, for statements given to the driver directly.
 _PRUNE = tuple((table, key, named_to_pyformat(cond)) for table, key, cond in _PRUNE_PLAN)
 _EVENTS_PAGE = named_to_pyformat(

@@ -14,7 +14,12 @@ What is computed where:
 - a run row that `Store.runs` would skip as unreadable is left out here too (`read_usage`,
   `RunColumns.skipped`, `warn_skipped`);
 - runs that have no stop reason and carry a pid go through `replay.liveness.infer_killed`, so a
-  run whose process died still counts as ``killed`` (inferred) as it does in `Store.runs`.
+  run whose process died still counts as ``killed`` (inferred) as it does in `Store.runs`;
+- a run's step figures (tool steps, failed tool steps by error class, each model step's tokens)
+  are read from its row (`TOTAL_COLUMNS`, which the store fills from the run's events whenever it
+  writes the run row, see `step_totals`), so stats and alerts read one row per run; only the runs
+  whose totals are not there (still recording, written before schema 9, events pruned or written
+  after the run row) have their events read (`Window.untotalled`).
 
 A window is the runs started in ``[since_ms, until_ms)`` (either end open when None), optionally
 of one agent, never the runs written by replay (``replay_of`` set). Each query reaches its runs
@@ -26,8 +31,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
@@ -39,6 +44,10 @@ from replay.models import Run, validate_stop_reason
 __all__ = [
     "QueryStore",
     "RunColumns",
+    "NO_STEPS",
+    "TOTALS_COUNT",
+    "TOTALS_DETAIL",
+    "TOTAL_COLUMNS",
     "StepValues",
     "Window",
     "finished_run_rows",
@@ -50,6 +59,8 @@ __all__ = [
     "read_usage",
     "run_columns",
     "step_errors",
+    "step_tokens",
+    "step_totals",
     "step_values",
     "stop_counts",
     "tool_step_counts",
@@ -79,10 +90,14 @@ class Window:
     bucket_ms: int | None = None
     #: run ids left out (unreadable rows, see `run_columns`)
     exclude: tuple[str, ...] = ()
+    #: only the runs whose row holds no step totals (their steps are read from events)
+    untotalled: bool = False
 
     def where(self, alias: str = "r") -> tuple[str, list[Any]]:
         """The WHERE clause (with its leading ``WHERE``) and its parameters."""
         clauses = [f"{alias}.replay_of IS NULL"]
+        if self.untotalled:
+            clauses.append(f"{alias}.tool_steps IS NULL")
         params: list[Any] = []
         if self.exclude:
             clauses.append(f"{alias}.run_id NOT IN ({', '.join('?' * len(self.exclude))})")
@@ -146,7 +161,8 @@ def read_usage(value: Any) -> tuple[dict[str, Any], str | None]:
     if not usage.keys() <= _USAGE_KEYS:
         return {}, f"usage.{sorted(usage.keys() - _USAGE_KEYS)[0]}"
     for key in ("tokens_in", "tokens_out", "tool_calls"):
-        if key in usage and not _count_ok(usage[key]):
+        v = usage.get(key, 0)  # inline `_count_ok`: this runs for every run of a window
+        if type(v) is not int or not 0 <= v <= _MAX_INT:
             return {}, f"usage.{key}"
     cost = usage.get("cost_usd", 0.0)
     if type(cost) not in (int, float) or not (math.isfinite(cost) and cost >= 0):
@@ -176,7 +192,8 @@ class _RowCheck:
 
 @dataclass
 class RunColumns:
-    """One list per figure, index-aligned with `bucket` (the bucket of each run of the window)."""
+    """One list per figure, index-aligned with `bucket` (the bucket of each run of the window),
+    and the step totals of the runs whose row holds them (`TOTAL_COLUMNS`), by bucket."""
 
     bucket: list[int]
     calls: list[float]
@@ -185,6 +202,14 @@ class RunColumns:
     tokens: list[float]
     #: ``(run_id, field)`` of the rows left out because they cannot be read
     skipped: list[tuple[str, str]]
+    #: bucket -> tool steps of its runs that hold totals
+    tool_steps: dict[int, int] = field(default_factory=dict)
+    #: bucket -> failed tool steps of those runs by error class
+    step_errors: dict[int, dict[str, int]] = field(default_factory=dict)
+    #: bucket -> ``tokens_in + tokens_out`` of each model step of those runs
+    model_tokens: dict[int, list[float]] = field(default_factory=dict)
+    #: how many of the window's runs hold no totals (`Window.untotalled` reads their events)
+    untotalled: int = 0
 
 
 def _run_rows(
@@ -196,31 +221,57 @@ def _run_rows(
 
 
 def run_columns(store: QueryStore, window: Window) -> RunColumns:
-    """Per run of the window: tool calls, latency (None if unfinished), spend, tokens.
+    """Per run of the window: tool calls, latency (None if unfinished), spend, tokens; and the
+    step totals (`TOTAL_COLUMNS`) of the runs that hold them, by bucket.
 
-    Reads narrow columns; the usage JSON is parsed here (orjson), the same on every backend. A row
-    `Store.runs` would skip as unreadable is left out and named in `RunColumns.skipped`.
+    Reads narrow columns; the JSON columns are parsed here (orjson), the same on every backend. A
+    row `Store.runs` would skip as unreadable is left out and named in `RunColumns.skipped`.
     """
     rows = _run_rows(
         store,
         window,
-        "r.run_id, r.started_ms, r.tool_calls, r.ended_ms - r.started_ms, r.usage, r.stop_reason",
+        "r.run_id, r.started_ms, r.tool_calls, r.ended_ms - r.started_ms, r.usage, r.stop_reason, "
+        "r.tool_steps, r.step_errors, r.model_tokens",
     )
     cols = RunColumns([], [], [], [], [], [])
     check = _RowCheck()
     bucket_of = window.bucket_of
-    for run_id, started, calls, latency, usage_text, reason in rows:
+    buckets, calls_, latency_, cost_, tokens_ = (
+        cols.bucket.append,
+        cols.calls.append,
+        cols.latency.append,
+        cols.cost.append,
+        cols.tokens.append,
+    )
+    steps_by, errors_by = cols.tool_steps, cols.step_errors
+    model_by: dict[int, list[str]] = {}  # bucket -> the runs' JSON arrays, parsed at once below
+    for run_id, started, calls, latency, usage_text, reason, steps, errors, model in rows:
         usage, problem = read_usage(usage_text)
         problem = problem or check.problem(calls, latency, reason)
         if problem is not None:
             cols.skipped.append((str(run_id), problem))
             continue
         get = usage.get
-        cols.bucket.append(bucket_of(started))
-        cols.calls.append(float(calls or get("tool_calls", 0)))
-        cols.latency.append(None if latency is None else float(latency))
-        cols.cost.append(float(get("cost_usd", 0.0)))
-        cols.tokens.append(float(get("tokens_in", 0) + get("tokens_out", 0)))
+        b = bucket_of(started)
+        buckets(b)
+        calls_(float(calls or get("tool_calls", 0)))
+        latency_(None if latency is None else float(latency))
+        cost_(float(get("cost_usd", 0.0)))
+        tokens_(float(get("tokens_in", 0) + get("tokens_out", 0)))
+        if steps is None:
+            cols.untotalled += 1
+            continue
+        steps_by[b] = steps_by.get(b, 0) + int(steps)
+        if errors is not None:
+            counts = errors_by.get(b)
+            if counts is None:
+                counts = errors_by[b] = {}
+            for name, n in _step_errors_of(errors).items():
+                counts[name] = counts.get(name, 0) + n
+        if model is not None:
+            model_by.setdefault(b, []).append(model)
+    for b, texts in model_by.items():
+        cols.model_tokens[b] = _model_tokens_of(texts)
     return cols
 
 
@@ -318,15 +369,107 @@ def step_values(store: QueryStore, window: Window) -> StepValues:
     for started, kind, error, usage_text in rows:
         if kind == "tool_result":
             errors((bucket_of(started), error or "unknown"))
-            continue
-        try:  # the fast path: JSON text holding two numbers
-            usage = orjson.loads(usage_text)
-            value = float(usage["tokens_in"] + usage["tokens_out"])
-        except (orjson.JSONDecodeError, TypeError, KeyError):
-            usage = usage_of(usage_text)
-            value = _num(usage, "tokens_in") + _num(usage, "tokens_out")
-        tokens((bucket_of(started), value))
+        else:
+            tokens((bucket_of(started), step_tokens(usage_text)))
     return out
+
+
+def step_tokens(usage_text: Any) -> float:
+    """``tokens_in + tokens_out`` of a model step's usage column (a part that is not a number
+    counts 0)."""
+    try:  # the fast path: JSON text holding two numbers
+        usage = orjson.loads(usage_text)
+        return float(usage["tokens_in"] + usage["tokens_out"])
+    except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+        usage = usage_of(usage_text)
+        return _num(usage, "tokens_in") + _num(usage, "tokens_out")
+
+
+#: The runs columns that hold a run's step figures (schema 9). The store fills them from the
+#: run's events each time it writes the run row (`step_totals`), and empties them when events of
+#: the run are written without its row or pruned, so they are either NULL or what the events say:
+#: the number of ``tool_result`` steps (NULL: not computed), the failed ones as JSON
+#: ``{error class: count}`` (NULL: none), each model step's ``tokens_in + tokens_out`` as a JSON
+#: array in step order (NULL: none).
+TOTAL_COLUMNS: tuple[str, ...] = ("tool_steps", "step_errors", "model_tokens")
+#: The totals of a run with no step.
+NO_STEPS: tuple[int, None, None] = (0, None, None)
+#: What `step_totals` reads of events (``{marks}``: the run ids): the tool steps counted in the
+#: database, then only the steps whose value is needed (failed tool steps, model steps with usage,
+#: about a fifth of a run's events) as rows.
+TOTALS_COUNT = (
+    "SELECT run_id, count(*) FROM events WHERE run_id IN ({marks}) AND kind = 'tool_result' "
+    "GROUP BY run_id"
+)
+TOTALS_DETAIL = (
+    "SELECT run_id, kind, error, usage FROM events WHERE run_id IN ({marks}) AND ("
+    "(kind = 'tool_result' AND status = 'error') OR (kind = 'model_result' AND usage IS NOT NULL))"
+)
+_BIG = 2**53
+
+
+def step_totals(
+    counts: Iterable[Sequence[Any]], details: Iterable[Sequence[Any]]
+) -> dict[str, tuple[int, str | None, str | None]]:
+    """The `TOTAL_COLUMNS` values of each run from the rows of `TOTALS_COUNT` (``(run_id, tool
+    steps)``) and `TOTALS_DETAIL` (``(run_id, kind, error, usage)``); a run with no step is
+    absent (its totals are `NO_STEPS`).
+
+    The figures are those `tool_step_counts` and `step_values` compute from the same events.
+    """
+    acc: dict[str, tuple[list[int], dict[str, int], list[float]]] = {
+        run_id: ([int(n)], {}, []) for run_id, n in counts
+    }
+    for run_id, kind, error, usage in details:
+        got = acc.get(run_id)
+        if got is None:
+            got = acc[run_id] = ([0], {}, [])
+        if kind == "tool_result":
+            name = error or "unknown"
+            got[1][name] = got[1].get(name, 0) + 1
+        else:
+            got[2].append(step_tokens(usage))
+    return {
+        run_id: (
+            n[0],
+            orjson.dumps(errors, option=orjson.OPT_SORT_KEYS).decode() if errors else None,
+            # whole numbers as JSON integers (shorter); read back as the same floats
+            orjson.dumps(
+                [int(v) if v.is_integer() and abs(v) < _BIG else v for v in tokens]
+            ).decode()
+            if tokens
+            else None,
+        )
+        for run_id, (n, errors, tokens) in acc.items()
+    }
+
+
+def _step_errors_of(value: Any) -> dict[str, int]:
+    try:
+        parsed = orjson.loads(value)
+    except (orjson.JSONDecodeError, TypeError):
+        return {}
+    if type(parsed) is not dict:
+        return {}
+    return {k: v for k, v in parsed.items() if type(v) is int}
+
+
+def _model_tokens_of(texts: list[str]) -> list[float]:
+    """The numbers of many `model_tokens` JSON arrays, parsed as one array (~10x faster)."""
+    try:
+        values = orjson.loads("[" + ",".join(t[1:-1] for t in texts if t != "[]") + "]")
+        math.fsum(values)  # raises TypeError unless every item is a number
+        return values  # type: ignore[no-any-return]  # JSON numbers: int or float
+    except (orjson.JSONDecodeError, TypeError, ValueError, OverflowError):
+        out: list[float] = []
+        for t in texts:  # a damaged row: read each on its own, keep its numbers
+            try:
+                parsed = orjson.loads(t)
+            except orjson.JSONDecodeError:
+                continue
+            if type(parsed) is list:
+                out += [float(v) for v in parsed if type(v) in (int, float)]
+        return out
 
 
 #: What `rank` orders by: tool calls, spend, latency of finished runs, latency with unfinished

@@ -34,7 +34,7 @@ import math
 import re
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal
@@ -544,16 +544,33 @@ def window_samples(store: Store, window: queries.Window) -> dict[int, Sample]:
     if cols.skipped:  # unreadable rows: left out, with their steps, as `Store.runs` does
         queries.warn_skipped(store, cols.skipped)
         window = dataclasses.replace(window, exclude=tuple(rid for rid, _f in cols.skipped))
-    for b, calls, latency, cost, tokens in zip(
-        cols.bucket, cols.calls, cols.latency, cols.cost, cols.tokens, strict=True
-    ):
-        s = at(b)
-        s.runs += 1
-        s.calls.append(calls)
-        if latency is not None:
-            s.latencies.append(latency)
-        s.spend.append(cost)
-        s.run_tokens.append(tokens)
+    if window.bucket_ms is None and cols.bucket:  # one bucket: the columns as they are
+        s = at(0)
+        s.runs, s.calls, s.spend, s.run_tokens = (
+            len(cols.bucket),
+            cols.calls,
+            cols.cost,
+            cols.tokens,
+        )
+        s.latencies = [x for x in cols.latency if x is not None]
+    else:
+        for b, calls, latency, cost, tokens in zip(
+            cols.bucket, cols.calls, cols.latency, cols.cost, cols.tokens, strict=True
+        ):
+            s = at(b)
+            s.runs += 1
+            s.calls.append(calls)
+            if latency is not None:
+                s.latencies.append(latency)
+            s.spend.append(cost)
+            s.run_tokens.append(tokens)
+    # The step figures of the runs whose row holds them (one row per run, no event read).
+    for b, n in cols.tool_steps.items():
+        at(b).tool_results += n
+    for b, errors in cols.step_errors.items():
+        at(b).errors.update(errors)
+    for b, model in cols.model_tokens.items():
+        at(b).model_tokens += model
     if not out:
         return out
     for b, reason, n in queries.stop_counts(store, window):
@@ -561,6 +578,12 @@ def window_samples(store: Store, window: queries.Window) -> dict[int, Sample]:
             at(b).stops[reason] += n
     for b, _run_id in queries.killed_inferred(store, window):
         at(b).stops["killed"] += 1
+    if cols.untotalled:  # runs whose row holds no totals: their steps, from the events
+        _steps_from_events(dataclasses.replace(window, untotalled=True), store, at)
+    return out
+
+
+def _steps_from_events(window: queries.Window, store: Store, at: Callable[[int], Sample]) -> None:
     for b, n in queries.tool_step_counts(store, window):
         at(b).tool_results += n
     values = queries.step_values(store, window)
@@ -568,7 +591,6 @@ def window_samples(store: Store, window: queries.Window) -> dict[int, Sample]:
         at(b).errors[error] += 1
     for b, tokens in values.tokens:
         at(b).model_tokens.append(tokens)
-    return out
 
 
 def window_stats(store: Store, window: queries.Window) -> Stats:

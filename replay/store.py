@@ -34,13 +34,16 @@ from replay.store_base import (
     PRUNE_BATCH,
     RUN_COLUMNS,
     RUN_UPSERT_COMMON,
+    RUN_WRITE_COLUMNS,
+    TOTALS_CLEAR,
     EventRows,
     PruneResult,
     PruneTimer,
     SnapshotRow,
     StoreBase,
     prune_plan,
-    run_row,
+    run_rows_with_totals,
+    untotalled_ids,
 )
 from replay.store_base import now_ms as current_ms
 
@@ -417,7 +420,6 @@ class Store(StoreBase):
                 f"event row {i} has {len(bad)} values, expected {_NCOL} in the order of "
                 f"EVENT_COLUMNS ({', '.join(EVENT_COLUMNS)}): {bad!r}"
             )
-        run_rows = [run_row(r, self._event_ms) for r in runs]
         expires = current_ms() + self._snapshot_ms
         snap_rows = [
             (
@@ -433,13 +435,16 @@ class Store(StoreBase):
         m = _ROWS_PER_STATEMENT
         full = len(events) - len(events) % m
         with self._writing("writing a batch") as conn:
-            if run_rows:
-                conn.executemany(_UPSERT_RUN, run_rows)
             if full:
                 chain = itertools.chain.from_iterable
                 conn.executemany(many, (tuple(chain(events[i : i + m])) for i in range(0, full, m)))
             if full < len(events):
                 conn.executemany(one, events[full:])
+            # After the events: each run row carries the totals of all the events stored now.
+            if runs:
+                conn.executemany(_UPSERT_RUN, run_rows_with_totals(conn, runs, self._event_ms))
+            if events:
+                _clear_totals(conn, untotalled_ids(events, runs))
             if snap_rows:
                 conn.executemany(_UPSERT_SNAPSHOT, snap_rows)
 
@@ -479,6 +484,7 @@ class Store(StoreBase):
             last = keys[-1]
             with timer.batch(), self._writing("pruning") as conn:
                 total += _delete_events(conn, keys, p["now"])
+                _clear_totals(conn, sorted({k[0] for k in keys}))  # their figures changed
             if len(keys) < p["n"]:
                 return total
             if pause_s > 0:
@@ -507,7 +513,8 @@ class Store(StoreBase):
 
 
 _UPSERT_RUN = (
-    f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))}) "
+    f"INSERT INTO runs ({', '.join(RUN_WRITE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(RUN_WRITE_COLUMNS))}) "
     "ON CONFLICT (run_id) DO UPDATE SET "
     + RUN_UPSERT_COMMON
     # A heartbeat may have moved last_seen_ms past what a late (spooled) write of the run carries.
@@ -590,6 +597,13 @@ def _private_file(tmp: pathlib.Path, store: pathlib.Path) -> None:
             os.fchmod(fd, 0o600)  # a restrictive umask could have left it 0400
     finally:
         os.close(fd)
+
+
+def _clear_totals(conn: sqlite3.Connection, run_ids: Sequence[str]) -> None:
+    """Empty the step totals of these runs (`TOTALS_CLEAR`)."""
+    for i in range(0, len(run_ids), 500):
+        chunk = run_ids[i : i + 500]
+        conn.execute(TOTALS_CLEAR.format(marks=", ".join("?" * len(chunk))), chunk)
 
 
 def _delete_events(conn: sqlite3.Connection, keys: list[tuple[Any, Any]], now: int) -> int:

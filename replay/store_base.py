@@ -25,6 +25,7 @@ from replay.errors import AmbiguousRunIdError, CorruptRowError, CorruptRowWarnin
 from replay.hashing import canonical_json, thaw
 from replay.liveness import infer_killed
 from replay.models import Event, Run, Usage, is_step, trusted_event
+from replay.queries import NO_STEPS, TOTAL_COLUMNS, TOTALS_COUNT, TOTALS_DETAIL, step_totals
 
 __all__ = [
     "DAY_MS",
@@ -33,6 +34,8 @@ __all__ = [
     "PRUNE_BATCH",
     "RUN_COLUMNS",
     "RUN_UPSERT_COMMON",
+    "RUN_WRITE_COLUMNS",
+    "TOTALS_CLEAR",
     "PruneResult",
     "PruneTimer",
     "SnapshotRow",
@@ -42,6 +45,8 @@ __all__ = [
     "event_row",
     "prune_plan",
     "run_row",
+    "run_rows_with_totals",
+    "untotalled_ids",
 ]
 
 #: Column order of the tuples `Store.write_rows` takes: the `Event` fields, ``usage`` as compact
@@ -114,6 +119,19 @@ RUN_UPSERT_COMMON = (
         if c not in ("pinned", "expires_at", "pid", "last_seen_ms")
     )
     + ", pid = coalesce(excluded.pid, runs.pid)"
+    + "".join(f", {c} = excluded.{c}" for c in TOTAL_COLUMNS)
+)
+
+#: What both backends write of a run: its `RUN_COLUMNS`, then its step totals (`TOTAL_COLUMNS`,
+#: computed from its events in the same transaction, see `run_rows_with_totals`).
+RUN_WRITE_COLUMNS: tuple[str, ...] = (*RUN_COLUMNS, *TOTAL_COLUMNS)
+
+#: Empties the totals of the runs (``{marks}``) whose events a batch wrote without their row, or
+#: that prune deleted: their figures come from their events until the run row is written again.
+TOTALS_CLEAR = (
+    "UPDATE runs SET "
+    + ", ".join(f"{c} = NULL" for c in TOTAL_COLUMNS)
+    + " WHERE run_id IN ({marks}) AND tool_steps IS NOT NULL"
 )
 
 #: ``(sha, body, type_name, truncated)``: one content-addressed snapshot.
@@ -171,19 +189,21 @@ class PruneTimer:
 
 
 def prune_plan(
-    pinned: str, unpinned: str, runs_key: str, snapshots_key: str
+    pinned: str, unpinned: str, runs_key: str, snapshots_key: str, event_sha: str = "{}"
 ) -> tuple[tuple[str, str, str], ...]:
     """`StoreBase.prune`'s (table, key of a row, condition with ``:now``) in one SQL dialect.
 
     `pinned` and `unpinned` are the dialect's tests of ``runs.pinned``; the keys name a row of
-    runs and of snapshots. Each condition holds before and after the others run, so the batches
-    of one table can interleave with writers and with each other; ``expires_at <= :now`` leads
-    every condition so the expiry indexes serve it (tests check the query plans).
+    runs and of snapshots; `event_sha` turns an events sha column (``{}``) into the text that
+    snapshots are keyed by (PostgreSQL stores it as bytes). Each condition holds before and after
+    the others run, so the batches of one table can interleave with writers and with each other;
+    ``expires_at <= :now`` leads every condition so the expiry indexes serve it (tests check the
+    query plans).
     """
     runs = f"SELECT run_id FROM runs WHERE {pinned}"
     refs = " UNION ".join(
         [
-            f"SELECT {c} FROM events WHERE run_id IN ({runs}) AND {c} IS NOT NULL"
+            f"SELECT {event_sha.format(c)} FROM events WHERE run_id IN ({runs}) AND {c} IS NOT NULL"
             for c in ("output_sha", "args_sha")
         ]
         + [
@@ -244,6 +264,29 @@ def run_row(run: Run, event_ms: int) -> tuple[Any, ...]:
         run.last_seen_ms,
         run.key_fingerprint,
     )
+
+
+def run_rows_with_totals(
+    conn: Connectionish, runs: Sequence[Run], event_ms: int, marks: str = "?"
+) -> list[tuple[Any, ...]]:
+    """The `RUN_WRITE_COLUMNS` tuples of `runs`: `run_row` and the step totals read back from
+    the events `conn` holds now (call it after the batch's events are written, in the same
+    transaction). `marks` is the dialect's placeholder."""
+    ids = list(dict.fromkeys(r.run_id for r in runs))
+    totals: dict[str, tuple[int, str | None, str | None]] = {}
+    for i in range(0, len(ids), 500):  # under every backend's bound-parameter limit
+        chunk = ids[i : i + 500]
+        where = {"marks": ", ".join([marks] * len(chunk))}
+        counts = conn.execute(TOTALS_COUNT.format(**where), chunk).fetchall()
+        details = conn.execute(TOTALS_DETAIL.format(**where), chunk).fetchall()
+        totals.update(step_totals(counts, details))
+    return [(*run_row(r, event_ms), *totals.get(r.run_id, NO_STEPS)) for r in runs]
+
+
+def untotalled_ids(events: Sequence[Sequence[Any]], runs: Sequence[Run]) -> list[str]:
+    """The runs with events in this batch but no row: their totals are to be emptied."""
+    written = {r.run_id for r in runs}
+    return sorted({e[0] for e in events} - written)
 
 
 def _run_filter(

@@ -122,15 +122,33 @@ def _run(rng: random.Random, i: int, now: int) -> tuple[Run, list[Event]]:
     return run, [start_ev, *events, *stop]
 
 
-def build_store(path: Path | str, n_runs: int = 400, seed: int = 7) -> tuple[StoreAPI, int]:
-    """A store of `n_runs` generated runs over the last 10 days; returns it and its "now"."""
+def build_store(
+    path: Path | str, n_runs: int = 400, seed: int = 7, split: bool = False
+) -> tuple[StoreAPI, int]:
+    """A store of `n_runs` generated runs over the last 10 days; returns it and its "now".
+
+    With `split`, the runs are written as a recorder spread over batches writes them: a third
+    with all their events (their rows hold step totals), a third with part of their events then
+    the rest without the run row (no totals: read from events), a third with no events, then
+    all of them, then the run row again (totals computed from the events written before).
+    """
     rng = random.Random(seed)
     now = int(time.time() * 1000)
     store = open_store(path)
-    runs, events = [], []
+    runs, events, late, again = [], [], [], []
     for i in range(n_runs):
         run, evs = _run(rng, i, now)
         runs.append(run)
-        events.extend(evs)
+        if not split or i % 3 == 0:
+            events.extend(evs)
+        elif i % 3 == 1:
+            events.extend(evs[: len(evs) // 2])
+            late.extend(evs[len(evs) // 2 :])
+        else:
+            late.extend(evs)
+            again.append(run)
     store.write_batch(runs=runs, events=events)
+    if split:
+        store.write_batch(events=late)
+        store.write_batch(runs=again)
     return store, now

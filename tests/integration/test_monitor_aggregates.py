@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+
 import pytest
 from _monitor_data import DAY, EVERYTHING_FIRES, HOUR, build_store
 
 from replay.alerts import RULES, AlertRules, alerts_for_store, evaluate
 from replay.errors import CorruptRowWarning
 from replay.metrics import AlertWindows, PrometheusExporter
+from replay.models import Event, Run, new_run_id
 from replay.stats import compute_stats, compute_stats_by, load_window, stats_for_store
-from tests.pg import execute
+from replay.store_api import open_store
+from tests.pg import drop_database, execute, new_database
 
 pytest.importorskip("prometheus_client")
 
 
-@pytest.fixture(scope="module")
-def generated(module_store_url):
-    """The generated store, on each backend (SQLite file, PostgreSQL database)."""
-    store, now = build_store(module_store_url)
-    yield store, now
-    store.close()
+@pytest.fixture(scope="module", params=["one-batch", "split"])
+def generated(module_store_url, request):
+    """The generated store, on each backend (SQLite file, PostgreSQL database), written in one
+    batch (every run row holds its step totals) or spread over batches (some rows hold none)."""
+    if request.param == "one-batch":
+        store, now = build_store(module_store_url)
+        yield store, now
+        store.close()
+        return
+    if not module_store_url.startswith("postgres"):  # a second store: a file of its own
+        store, now = build_store(module_store_url.replace(".db", "-split.db"), split=True)
+        yield store, now
+        store.close()
+        return
+    admin = request.getfixturevalue("pg_admin_url")
+    url = new_database(admin)
+    try:
+        store, now = build_store(url, split=True)
+        yield store, now
+        store.close()
+    finally:
+        drop_database(admin, url)
 
 
 WINDOWS = [
@@ -154,3 +175,93 @@ def test_metrics_expose_one_alert_gauge_per_registered_rule(generated):
     }
     assert set(gauges) == set(RULES) and gauges["spend_per_run"] == 1
     assert gauges == {r.rule: float(r.fired) for r in report.results}
+
+
+def test_run_rows_hold_the_step_totals_of_their_events(generated, request):
+    """A run row written with or after its events holds their totals; one whose events came later
+    without it holds none, and stats read those runs' steps from their events instead."""
+    store, _now = generated
+    rows = store.query("SELECT run_id, tool_steps, step_errors, model_tokens FROM runs")
+    with_totals = [r for r in rows if r[1] is not None]
+    for run_id, tool_steps, errors, tokens in with_totals[:60]:
+        events = store.events(run_id)
+        tools = [e for e in events if e.kind == "tool_result"]
+        failed = Counter(e.error or "unknown" for e in tools if e.status == "error")
+        model = [
+            e.usage.tokens_in + e.usage.tokens_out
+            for e in events
+            if e.kind == "model_result" and e.usage is not None
+        ]
+        assert tool_steps == len(tools)
+        assert (json.loads(errors) if errors else {}) == failed
+        assert (json.loads(tokens) if tokens else []) == model
+    assert with_totals
+    if request.node.callspec.params["generated"] == "split":
+        assert len(with_totals) < len(rows)
+
+
+def _one_run(store, t0, *, ended_ms, steps):
+    run = Run(
+        run_id=new_run_id(t0),
+        agent="a",
+        started_ms=t0,
+        ended_ms=ended_ms,
+        stop_reason="completed",
+    )
+    events = [Event(run_id=run.run_id, kind="run_start", ts_ms=t0)] + [
+        Event(
+            run_id=run.run_id,
+            kind="tool_result",
+            ts_ms=t0 + i,
+            step_id=i,
+            tool="t",
+            status="error",
+            error="HTTP503",
+        )
+        for i in steps
+    ]
+    events.append(Event(run_id=run.run_id, kind="stop", ts_ms=ended_ms, stop_reason="completed"))
+    store.write_batch(runs=[run], events=events)
+    return run
+
+
+def _stats_match_the_events(store, until):
+    stats = stats_for_store(store, since_ms=None, until_ms=until).stats
+    assert stats == compute_stats(*load_window(store, since_ms=None, until_ms=until))
+    return stats
+
+
+def test_steps_written_after_the_run_row_or_pruned_still_count_as_the_events_say(store_url):
+    """A step written after its run's row counts, and a step pruned while its run row stays
+    counts no more: the totals on the row never go stale."""
+    t0 = 1_780_000_000_000
+    store = open_store(store_url, event_days=1)
+    try:
+        run = _one_run(store, t0, ended_ms=t0 + 5 * DAY, steps=[1])
+        late = Event(run_id=run.run_id, kind="tool_result", ts_ms=t0 + 9, step_id=9, tool="t")
+        store.write_batch(events=[late])
+        assert _stats_match_the_events(store, t0 + 6 * DAY).tool_results == 2
+        store.write_batch(runs=[run])  # the row again: totals from all its events
+        assert _stats_match_the_events(store, t0 + 6 * DAY).tool_results == 2
+        # Its steps expire a day after they ran, the run a day after it ended.
+        assert store.prune(now_ms=t0 + 3 * DAY).events == 3
+        assert store.runs()[0].run_id == run.run_id
+        stats = _stats_match_the_events(store, t0 + 6 * DAY)
+        assert stats.tool_results == 0 and stats.tool_errors == 0
+    finally:
+        store.close()
+
+
+def test_run_rows_written_before_step_totals_give_the_same_figures(store_url):
+    """Run rows without step totals (written before schema 9) give the figures of rows with them,
+    overall and per day."""
+    store, now = build_store(store_url, n_runs=80)
+    try:
+        before = stats_for_store(store, since_ms=None, until_ms=now + 1, by="day")
+        execute(store, "UPDATE runs SET tool_steps = NULL, step_errors = NULL, model_tokens = NULL")
+        assert store.query("SELECT count(*) FROM runs WHERE tool_steps IS NOT NULL") == [(0,)]
+        after = stats_for_store(store, since_ms=None, until_ms=now + 1, by="day")
+        assert after.stats == before.stats and after.stats.tool_results > 0
+        assert after.buckets == before.buckets
+    finally:
+        store.close()

@@ -10,6 +10,7 @@ from _monitor_data import DAY, EVERYTHING_FIRES, build_store
 
 from replay.alerts import alerts_for_store
 from replay.metrics import PrometheusExporter
+from replay.models import Event
 from replay.stats import stats_for_store
 
 pytest.importorskip("prometheus_client")
@@ -36,7 +37,8 @@ def plans(path, statements):
 
 @pytest.fixture
 def traced(tmp_path):
-    store, now = build_store(tmp_path / "replay.db", n_runs=300)
+    # Spread over batches: some run rows hold no step totals, so stats reads their events too.
+    store, now = build_store(tmp_path / "replay.db", n_runs=300, split=True)
     statements: list[str] = []
     store.db.conn.set_trace_callback(statements.append)
     yield store, now, statements
@@ -53,9 +55,36 @@ def assert_indexed(store, statements):
     assert scans == {}
 
 
+def _untotalled_steps(store, now):
+    """Stats of a window with runs that hold no step totals (their steps are read from events)."""
+    (n,) = store.query(
+        "SELECT count(*) FROM runs WHERE tool_steps IS NULL AND started_ms >= ?", [now - DAY]
+    )[0]
+    assert n > 0
+
+
+def _write_late(store, now):
+    """A run row written again and a step of another run written without its row: the store
+    reads the first's events for its totals and empties the second's."""
+    first, second = store.runs(since_ms=now - DAY, limit=2)
+    late = Event(run_id=second.run_id, kind="tool_result", ts_ms=now, step_id=999, tool="t")
+    store.write_batch(runs=[first], events=[late])
+
+
+def test_writing_run_rows_reads_their_events_by_key(traced):
+    """Writing a run row reads its events for its step totals by key, and emptying the totals of
+    runs whose events came without their row finds them by key."""
+    store, now, statements = traced
+    _write_late(store, now)
+    assert any("tool_steps = NULL" in s for s in statements)
+    assert any("FROM events WHERE run_id IN" in s for s in statements)
+    assert_indexed(store, statements)
+
+
 def test_stats_queries_use_indexes(traced):
     """`replay stats` over a window (all agents, one agent, by day) searches the indexes only."""
     store, now, statements = traced
+    _untotalled_steps(store, now)
     stats_for_store(store, since_ms=now - 7 * DAY, until_ms=now + 1)
     stats_for_store(store, since_ms=now - 7 * DAY, until_ms=now + 1, agent="support", by="day")
     assert_indexed(store, statements)
@@ -108,7 +137,7 @@ def pg_traced(pg_url, monkeypatch):
     is planned (`pg_plan`) on a second connection just before it runs, on the rows it will see."""
     import psycopg
 
-    store, now = build_store(pg_url, n_runs=300)
+    store, now = build_store(pg_url, n_runs=300, split=True)
     planner = psycopg.connect(pg_url, autocommit=True)
     planner.execute("ANALYZE")
     for setting in ("enable_seqscan", "enable_hashjoin", "enable_mergejoin"):
@@ -179,6 +208,7 @@ def test_postgresql_runs_stats_alerts_and_prune_use_indexes(pg_traced):
     store.runs(agent="support", since_ms=now - DAY, limit=50)
     store.runs(stop_reason="loop_detected", limit=50)
     # Windows of a fraction of the store: over most of it, reading whole tables is right.
+    _untotalled_steps(store, now)
     stats_for_store(store, since_ms=now - DAY, until_ms=now + 1)
     stats_for_store(store, since_ms=now - 2 * DAY, until_ms=now + 1, agent="support", by="day")
     report = alerts_for_store(
@@ -186,6 +216,9 @@ def test_postgresql_runs_stats_alerts_and_prune_use_indexes(pg_traced):
     )
     assert report.fired  # the worst-runs queries ran
     PrometheusExporter().observe_store(store, now - DAY)
+    assert any("tool_steps IS NULL" in sql for sql in plans)  # the steps of untotalled runs
+    _write_late(store, now)
+    assert any("tool_steps = NULL" in sql for sql in plans)
     assert_pg_indexed(plans)
     plans.clear()
     result = store.prune(now_ms=now + 60 * DAY)
