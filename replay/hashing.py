@@ -149,7 +149,7 @@ def placeholder(what: str, path: str) -> str:
     return f"{PLACEHOLDER_PREFIX}{what} at {path}]"
 
 
-def freeze_lenient(obj: Any, root: str = "args") -> tuple[bytes, str | None]:
+def freeze_lenient(obj: Any, root: str = "args", sort: bool = False) -> tuple[bytes, str | None]:
     """`freeze` that never raises: what cannot be encoded becomes a marked placeholder string.
 
     Cycles, nesting deeper than `MAX_DEPTH`, unsupported types, lone surrogates and objects whose
@@ -159,15 +159,20 @@ def freeze_lenient(obj: Any, root: str = "args") -> tuple[bytes, str | None]:
 
     Returns the frozen bytes and a description of the first problem (or None), safe to show in a
     warning: its path names dict keys only when they look like identifiers (keys can be data).
+    With `sort`, dict keys come sorted (a call's args: only hashed, never shown), so the bytes are
+    the canonical form the writer hashes unless redaction has something to change.
     """
     # `freeze`, with which encoder it took. `snapshot_bytes` inline: this runs twice per recorded
     # call on the agent's thread, and a Python frame there costs more than the orjson call's setup.
     try:
         try:
-            frozen = _orjson_dumps(obj, default=_orjson_default, option=_SNAP_OPTS)
+            frozen = _orjson_dumps(
+                obj, default=_orjson_default, option=_SNAP_SORTED if sort else _SNAP_OPTS
+            )
             fast = True
         except TypeError:  # orjson cannot represent it faithfully (JSONEncodeError included)
-            frozen = _dumps_ordered(to_jsonable(obj)).encode("utf-8", "surrogatepass")
+            encode = _dumps if sort else _dumps_ordered
+            frozen = encode(to_jsonable(obj)).encode("utf-8", "surrogatepass")
             fast = False
     except Exception:  # noqa: BLE001 - RecursionError, TypeError, or user code raising: go lenient
         return _freeze_placeholders(obj, root)
@@ -473,6 +478,7 @@ def _orjson_default(obj: Any) -> Any:
 
 # No OPT_NON_STR_KEYS: such dicts take the `to_jsonable` path so key strings match it exactly.
 _SNAP_OPTS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
+_SNAP_SORTED = _SNAP_OPTS | orjson.OPT_SORT_KEYS
 _orjson_dumps = orjson.dumps  # one global load on the agent's path (`freeze_lenient`)
 
 

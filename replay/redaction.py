@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import orjson
 
-from replay.hashing import BYTES_TAG, canonical_bytes, to_jsonable
+from replay.hashing import BYTES_TAG, canonical_bytes, thaw, to_jsonable
 
 __all__ = [
     "DEFAULT_RULES",
@@ -357,14 +357,39 @@ class Redactor(RuleMatchers):
             raw_a = self._sorted_small(first)
             raw_b = self._sorted_small(second) if raw_a is not None else None
             if raw_b is not None and raw_a is not None:
-                detect = self._pre.detect
-                mask = detect(raw_a + b"\n" + raw_b, json_text=True, risky=True)
-                if not mask:
-                    return (raw_a, True), (raw_b, True)
-                mask_a = detect(raw_a, json_text=True, risky=True)
-                mask_b = detect(raw_b, json_text=True, risky=True) if mask_a else mask
-                return self._finish(first, raw_a, mask_a), self._finish(second, raw_b, mask_b)
+                return self._pair(first, raw_a, second, raw_b)
         return self.checked(first, first_hint), self.checked(second)
+
+    def checked_frozen_pair(
+        self, frozen_first: bytes, second: Any
+    ) -> tuple[tuple[bytes, bool], tuple[bytes, bool]]:
+        """`checked_pair` of ``thaw(frozen_first)`` and `second`, for args the agent's path froze
+        with sorted keys (``freeze_lenient(..., sort=True)``).
+
+        Such bytes are the canonical form wherever the detector finds nothing (a number orjson
+        writes unlike json is one of its findings), so a clean step's args are neither parsed nor
+        serialized again; they are parsed only when something in them is to be redacted.
+        """
+        if len(frozen_first) < _MEMO_MIN_BYTES:
+            raw_b = self._sorted_small(second)
+            if raw_b is not None:
+                return self._pair(frozen_first, frozen_first, second, raw_b, thaw_first=True)
+        return self.checked_pair(thaw(frozen_first), second, len(frozen_first))
+
+    def _pair(
+        self, first: Any, raw_a: bytes, second: Any, raw_b: bytes, *, thaw_first: bool = False
+    ) -> tuple[tuple[bytes, bool], tuple[bytes, bool]]:
+        """`checked_pair` from both values' sorted bytes: one detector pass over the two joined by
+        a newline (no rule matches across it); `first` is frozen bytes with `thaw_first`."""
+        detect = self._pre.detect
+        mask = detect(raw_a + b"\n" + raw_b, json_text=True, risky=True)
+        if not mask:
+            return (raw_a, True), (raw_b, True)
+        mask_a = detect(raw_a, json_text=True, risky=True)
+        mask_b = detect(raw_b, json_text=True, risky=True) if mask_a else mask
+        if mask_a and thaw_first:
+            first = thaw(first)
+        return self._finish(first, raw_a, mask_a), self._finish(second, raw_b, mask_b)
 
     def _sorted_small(self, value: Any) -> bytes | None:
         """Sorted orjson bytes of a dict or list below the memo size, else None (see `checked`)."""
@@ -435,7 +460,10 @@ class Redactor(RuleMatchers):
         if self._memo_bytes > _MEMO_MAX_BYTES:
             self._memo.clear()
             self._memo_bytes = len(key) + len(red)
-        self._memo[key] = red
+        # Exact-size copies: orjson's bytes keep their whole write buffer (4 KB and up), which
+        # the cache would hold for as long as it lives (fresh pages, page faults, 5x its bound).
+        exact = memoryview(key).tobytes()
+        self._memo[exact] = exact if red == key else memoryview(red).tobytes()
 
     def redact(self, value: Any) -> Any:
         """The same as calling the redactor: a redacted copy of `value` with dict key order kept.

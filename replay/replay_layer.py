@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterable, Mapping
 from hashlib import blake2b
 from typing import Any
 
-import orjson
-
 from replay.binding import ToolSpec
 from replay.context import _step
 from replay.errors import RecordedToolError, ReplayError, UnrecordedCall
@@ -48,7 +46,6 @@ ON_UNRECORDED = ("error", "none")
 STUB_MODES = ("always", "miss")
 #: The most memory one replay spends remembering args_sha per distinct args (`args_sha`).
 ARGS_MEMO_BYTES = 1 << 20
-_dumps, _loads, _SORT_KEYS = orjson.dumps, orjson.loads, orjson.OPT_SORT_KEYS
 _MEMO_ENTRY_BYTES = 200  # a dict slot, the 16-byte digest key, the sha string
 
 
@@ -349,10 +346,8 @@ class ReplaySession:
         way under one key), so a call repeating earlier args is not redacted again; the memo uses
         at most `ARGS_MEMO_BYTES`.
         """
-        try:
-            as_is = sha_of_canonical(_dumps(_loads(frozen_args), option=_SORT_KEYS))
-        except (TypeError, ValueError):  # not plain JSON for orjson: the redactor decides
-            as_is = ""
+        # Frozen args have their keys sorted (`RunState.enter`): they are their canonical form.
+        as_is = sha_of_canonical(frozen_args)
         if as_is in self.recorded_args:
             return as_is
         # Keyed by a digest, so the memo's size does not depend on the args' size.

@@ -235,13 +235,13 @@ class RowEncoder:
         out_check: tuple[bytes, bool] | None = None
         store_args = self.store_args
         if args_sha is None or store_args:
-            args = thaw(it.args)
             if it.output_sha is None and it.error is None and it.output is not None:
-                # The common step: args and output through one detector pass.
+                # The common step: args and output through one detector pass; the args, frozen
+                # with sorted keys, are parsed only when something in them is to be redacted.
                 value = thaw(it.output)
-                (args_body, _), out_check = self.redactor.checked_pair(args, value, len(it.args))
+                (args_body, _), out_check = self.redactor.checked_frozen_pair(it.args, value)
             else:
-                args_body = self.redactor.canonical(args, len(it.args))
+                args_body = self.redactor.canonical(thaw(it.args), len(it.args))
             args_sha = sha_of_canonical(args_body)
             if store_args and args_sha not in snapshots:
                 snapshots[args_sha] = (args_sha, args_body, "$args", False)

@@ -171,7 +171,7 @@ class RunState:
         g = self.guards
         if g.max_steps is not None and step_id > g.max_steps:
             self.trip("max_steps", f"{spec.name} would be step {step_id}, max_steps={g.max_steps}")
-        frozen, problem = freeze_lenient(spec.bind(args, kwargs))
+        frozen, problem = freeze_lenient(spec.bind(args, kwargs), "args", True)  # sorted keys
         if problem:
             self.recorder.warn_encode(f"the args of {spec.name}", problem)
         if g.max_repeats is not None:
