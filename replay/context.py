@@ -15,22 +15,25 @@ if TYPE_CHECKING:
     from replay.replay_layer import ReplaySession
     from replay.run_state import RunState
 
-__all__ = ["current_run_id", "propagate", "stop"]
+__all__ = ["current_run_id", "propagate", "run_var", "session_var", "step_var", "stop"]
 
 T = TypeVar("T")
 
-_run: contextvars.ContextVar[RunState | None] = contextvars.ContextVar("replay_run", default=None)
+#: The run the code executes in (its `RunState`), None outside any run.
+run_var: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
+    "replay_run", default=None
+)
 # The tool step being executed, so a tool called from inside another tool records its parent.
-_step: contextvars.ContextVar[int | None] = contextvars.ContextVar("replay_step", default=None)
+step_var: contextvars.ContextVar[int | None] = contextvars.ContextVar("replay_step", default=None)
 # Set while replay_run() drives an agent: tools answer from the recording, writes go to its store.
-_session: contextvars.ContextVar[ReplaySession | None] = contextvars.ContextVar(
+session_var: contextvars.ContextVar[ReplaySession | None] = contextvars.ContextVar(
     "replay_session", default=None
 )
 
 
 def current_run_id() -> str | None:
     """The id of the run this code executes in, or None outside any run."""
-    st = _run.get()
+    st = run_var.get()
     return None if st is None else st.run_id
 
 
@@ -44,7 +47,7 @@ def stop(reason: str) -> None:
     from replay.models import validate_stop_reason
 
     validate_stop_reason(reason)
-    st = _run.get()
+    st = run_var.get()
     if st is None:
         raise RuntimeError(
             f"replay.stop({reason!r}) was called outside any run: call it inside a function "

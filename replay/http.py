@@ -56,7 +56,7 @@ from vcr.persisters.filesystem import CassetteNotFoundError  # type: ignore[impo
 from vcr.request import Request  # type: ignore[import-untyped]
 from vcr.serialize import deserialize, serialize  # type: ignore[import-untyped]
 
-from replay.context import _step
+from replay.context import step_var
 from replay.errors import InvalidHttpMatchError, UnrecordedRequest
 from replay.faults import Fault
 from replay.http_faults import USES_RECORDED, faulted_response
@@ -400,7 +400,7 @@ class _CaptureCassette(VcrCassette):  # type: ignore[misc]  # vcrpy is untyped (
         self._append_lock = threading.Lock()
 
     def append(self, request: Any, response: Any) -> None:
-        step = _step.get()  # the context of the request: the tool step executing it, if any
+        step = step_var.get()  # the context of the request: the tool step executing it, if any
         with self._append_lock:
             before = len(self.data)
             super().append(request, response)
@@ -644,14 +644,14 @@ class HttpPlayback(VcrCassette):  # type: ignore[misc]  # vcrpy is untyped (see 
         fault = self._fault(request) if self.faults is not None else None
         if fault is not None and fault.kind not in USES_RECORDED:
             with self._play_lock:
-                self.log.append((_step.get(), FAULTED))
+                self.log.append((step_var.get(), FAULTED))
             return faulted_response(fault, str(request.uri), None)
         found = None
         with self._play_lock:
             for index, response in self._responses(request):
                 if self.play_counts[index] == 0:
                     self.play_counts[index] += 1
-                    self.log.append((_step.get(), index))
+                    self.log.append((step_var.get(), index))
                     found = response
                     break
         if found is None:  # not reached through vcrpy's clients: they ask can_play_response_for
@@ -664,7 +664,7 @@ class HttpPlayback(VcrCassette):  # type: ignore[misc]  # vcrpy is untyped (see 
         fault: Fault | None = self.faults.pick_http(
             str(request.uri), str(getattr(redacted, "uri", ""))
         )
-        step = _step.get()
+        step = step_var.get()
         if fault is not None and step is not None:
             note, prior = f"fault: {fault.spec}", self.marks.get(step)
             if prior is None or note not in prior:  # a live step keeps its "live"
@@ -678,7 +678,7 @@ class HttpPlayback(VcrCassette):  # type: ignore[misc]  # vcrpy is untyped (see 
 
     def _unrecorded(self, request: Any) -> UnrecordedRequest:
         red = self._before_record_request(request)
-        step = _step.get()
+        step = step_var.get()
         best: tuple[int, int, Any, list[str], list[str]] | None = None
         times = 0
         for index, (stored, _) in enumerate(self.data):

@@ -44,6 +44,7 @@ __all__ = [
     "env_key",
     "fingerprint",
     "key_file_path",
+    "read_key_file",
     "key_text",
     "load_or_create_key_file",
     "parse_key_text",
@@ -127,7 +128,7 @@ def key_file_path(store_path: str | os.PathLike[str]) -> pathlib.Path:
     return pathlib.Path(f"{os.fspath(store_path)}.key")
 
 
-def _read_key_file(path: pathlib.Path) -> bytes | None:
+def read_key_file(path: pathlib.Path) -> bytes | None:
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(path, flags)
@@ -230,11 +231,11 @@ def load_or_create_key_file(path: pathlib.Path) -> bytes:
         StoreError: the path is a symlink, not a regular file, readable by others, or damaged.
     """
     for attempt in range(50):
-        key = _read_key_file(path)
+        key = read_key_file(path)
         if key is not None:
             return key
         if write_key_file(path, secrets.token_bytes(32)):
-            key = _read_key_file(path)
+            key = read_key_file(path)
             if key is not None:
                 return key
         time.sleep(0.01 * attempt)

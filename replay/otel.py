@@ -444,9 +444,9 @@ def _shutdown_all() -> None:
     ``exporter.shutdown()`` would lose the spans still queued and the runs ending at exit.
     """
     try:
-        from replay.recorder import _close_all
+        from replay.lifecycle import close_all
 
-        _close_all()  # idempotent: the recorder's own handler closing them again is a no-op
+        close_all()  # idempotent: the recorder's own handler closing them again is a no-op
     except Exception:  # noqa: BLE001 - never raise at interpreter exit
         pass
     for exporter in list(_exporters):

@@ -28,7 +28,7 @@ from typing import Any, TypeVar, cast, overload
 
 from replay.agents import register_agent
 from replay.binding import ToolSpec, check_name, safe_name, script_entrypoint
-from replay.context import _run, _session
+from replay.context import run_var, session_var
 from replay.errors import StopRun
 from replay.guards import Guards, default_db, shared_redaction_key, usage_ok
 from replay.hashing import freeze_lenient
@@ -376,7 +376,7 @@ class Recorder:
             sig = inspect.signature(fn)
 
             def handle(args: tuple[Any, ...], kwargs: dict[str, Any]) -> RunHandle:
-                session = _session.get()
+                session = session_var.get()
                 rec = session.recorder if session is not None else self
                 try:
                     bound = sig.bind(*args, **kwargs).arguments
@@ -403,7 +403,7 @@ class Recorder:
 
     def usage(self, *, tokens_in: int = 0, tokens_out: int = 0, cost_usd: float = 0.0) -> None:
         """Add tokens and spend to the current run (no-op outside a run); checks budget guards."""
-        st = _run.get()
+        st = run_var.get()
         if st is None:
             return
         if not usage_ok(tokens_in, tokens_out, cost_usd):
@@ -418,7 +418,7 @@ class Recorder:
         st.check_budget()
 
     def begin(self, handle: RunHandle) -> RunState:
-        session = _session.get()
+        session = session_var.get()
         style, value = handle.input
         frozen, problem = freeze_lenient(value, "input")
         if problem:
@@ -610,7 +610,7 @@ class Recorder:
 
             @functools.wraps(fn)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                st = _run.get()
+                st = run_var.get()
                 if st is None:
                     return await fn(*args, **kwargs)
                 return await st.layer.acall(st, spec, args, kwargs)
@@ -620,7 +620,7 @@ class Recorder:
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            st = _run.get()
+            st = run_var.get()
             if st is None:
                 return fn(*args, **kwargs)
             return st.layer.call(st, spec, args, kwargs)

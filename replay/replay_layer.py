@@ -19,7 +19,7 @@ from hashlib import blake2b
 from typing import Any
 
 from replay.binding import ToolSpec
-from replay.context import _step
+from replay.context import step_var
 from replay.errors import RecordedToolError, ReplayError, UnrecordedCall
 from replay.faults import Fault, FaultPlan
 from replay.fidelity import rebuild_error, rebuild_value
@@ -89,10 +89,10 @@ def _local_key_for(fingerprint: str | None) -> bytes | None:
     """
     if not fingerprint:
         return None
-    from replay.keys import _read_key_file  # h4 owns keys.py: a public reader is for its release
+    from replay.keys import read_key_file
 
     try:
-        key = _read_key_file(key_file_path(default_db()))
+        key = read_key_file(key_file_path(default_db()))
     except Exception:  # noqa: BLE001 - an unreadable key file only means: no local key
         return None
     return key if key is not None and fingerprint_of(key) == fingerprint else None
@@ -468,14 +468,14 @@ class ReplaySession:
         kwargs: dict[str, Any],
     ) -> Any:
         """Finish `step` with what `stub` returns (or raises); tools it calls nest in this step."""
-        token = _step.set(step.step_id)
+        token = step_var.set(step.step_id)
         try:
             result = stub(*args, **kwargs)
         except BaseException as exc:
             st.finish_error(step, exc)
             raise
         finally:
-            _step.reset(token)
+            step_var.reset(token)
         if inspect.isawaitable(result):
             raise ReplayError(
                 f"stub for {step.spec.name} returned an awaitable: the tool is sync, "

@@ -22,7 +22,7 @@ from typing import Any, ParamSpec, cast
 
 from replay.agents import check_explicit, resolve_agent
 from replay.cassette import Cassette
-from replay.context import _session
+from replay.context import session_var
 from replay.diff import IgnoreRules, RunDiff, Trace, diff_traces
 from replay.errors import EntrypointError, ExpiredSnapshotsError, StopRun
 from replay.models import Event, Run, Usage, is_step
@@ -576,7 +576,7 @@ def _installed(
     mode none, see `replay.http`): an HTTP call with no recorded answer raises `UnrecordedRequest`
     inside the agent, naming the nearest recorded request.
     """
-    token = _session.set(session)
+    token = session_var.set(session)
     try:
         with (
             sealed(allow_network=allow_network, allow_subprocess=allow_subprocess),
@@ -598,7 +598,7 @@ def _installed(
                     session.http_playback.marks = session.marks
             yield
     finally:
-        _session.reset(token)
+        session_var.reset(token)
 
 
 _P = ParamSpec("_P")

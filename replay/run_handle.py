@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from replay.binding import type_name
-from replay.context import _run
+from replay.context import run_var
 from replay.hashing import freeze_lenient
 from replay.lifecycle import scrub
 from replay.models import validate_stop_reason
@@ -61,7 +61,7 @@ class RunHandle:
 
     def __enter__(self) -> RunHandle:
         self.state = self.recorder.begin(self)
-        self._token = _run.set(self.state)
+        self._token = run_var.set(self.state)
         # HTTP layer: per run, only with http=True, never during a replay (the session plays HTTP
         # back).
         if self.http and self.state.session is None:
@@ -75,9 +75,9 @@ class RunHandle:
             st.http = _stop_http(self._http)
             self._http = None
         try:
-            _run.reset(self._token)
+            run_var.reset(self._token)
         except ValueError:  # exited in another context (a generator finalised elsewhere)
-            _run.set(None)
+            run_var.set(None)
         self.recorder.end(st, self.recorder.stop_reason_for(st, exc), exc)
         self.recorder.note_last(st.run_id)
         return False

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from replay.binding import ToolSpec, error_detail, error_names, tool_calls_in
-from replay.context import _step
+from replay.context import step_var
 from replay.errors import StopRun
 from replay.guards import Guards
 from replay.hashing import freeze_lenient
@@ -183,7 +183,7 @@ class RunState:
                     "loop_detected",
                     f"{spec.name} called {n} times with the same args, max_repeats={g.max_repeats}",
                 )
-        parent = _step.get()
+        parent = step_var.get()
         if self.track_groups:
             # Concurrent groups: note the step in flight at its level (inline: this runs on every
             # call); its group is settled when steps finish (`_settle_group`).

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
 from replay.binding import ToolSpec
-from replay.context import _step
+from replay.context import step_var
 
 if TYPE_CHECKING:
     from replay.run_state import RunState, Step
@@ -62,12 +62,12 @@ class LiveLayer:
             else:
                 result = call_with_timeout(spec.fn, args, kwargs, timeout)
         except ToolTimeout:
-            _step.reset(token)
+            step_var.reset(token)
             _timed_out(st, step, timeout)
         except BaseException as exc:
             _failed(st, step, token, exc)
             raise
-        _step.reset(token)
+        step_var.reset(token)
         if timeout is not None and (time.perf_counter_ns() - step.t0) / 1e9 > timeout:
             # Could not interrupt it (not the main thread): the call finished late; its result is
             # discarded.
@@ -90,7 +90,7 @@ class LiveLayer:
         except BaseException as exc:
             _failed(st, step, token, exc)
             raise
-        _step.reset(token)
+        step_var.reset(token)
         return _returned(st, step, result)
 
 
@@ -101,14 +101,14 @@ def _begin(
     and its deadline (the tool's own ``timeout_s``, else the run's ``tool_timeout_s``)."""
     if step is None:
         step = st.enter(spec, args, kwargs)
-    return step, _step.set(step.step_id), spec.timeout_s or st.guards.tool_timeout_s
+    return step, step_var.set(step.step_id), spec.timeout_s or st.guards.tool_timeout_s
 
 
 def _failed(
     st: RunState, step: Step, token: contextvars.Token[int | None], exc: BaseException
 ) -> None:
     """The real function raised `exc`: no longer the current step, recorded as an error step."""
-    _step.reset(token)
+    step_var.reset(token)
     st.finish_error(step, exc)
 
 

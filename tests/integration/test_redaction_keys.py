@@ -177,9 +177,9 @@ def _record_constant_sender(db: Path) -> str:
 
 
 def _constant_sender(ticket: Any) -> Any:
-    from replay.context import _session
+    from replay.context import session_var
 
-    session = _session.get()
+    session = session_var.get()
     assert session is not None
     return session.recorder.tool("email.send")(lambda to: "sent")("billing@shop.example")
 
