@@ -9,10 +9,12 @@ connection is the transport's own exception, and the recorded responses answer t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import openai
 import pytest
@@ -314,3 +316,40 @@ def test_replay_run_takes_http_faults_on_the_command_line(
     assert "did not cope: the agent raised HTTPError under the fault" in res.output
     res = CliRunner().invoke(cli, [*base, "--fault", "http:nowhere.test=503"])
     assert res.exit_code == 2 and "its hosts: localhost:" in res.output, res.output
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [("timeout", aiohttp.ServerTimeoutError), ("connect", aiohttp.ClientConnectionError)],
+)
+def test_aiohttp_meets_its_own_timeout_and_connection_errors(
+    tmp_path: Path, service: LocalService, kind: str, error: type[BaseException]
+) -> None:
+    """Under aiohttp (an async client), a timeout or connect fault raises aiohttp's own class,
+    as the README's table says; without the fault the same run replays as recorded."""
+    rec = Recorder(tmp_path / "aio.db")
+    url = service.url
+
+    @rec.tool("orders.get")
+    async def orders_get(order_id: str) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/orders/{order_id}") as r:
+                return dict(await r.json())
+
+    @rec.agent("aio", http=True)
+    async def aio(order_id: str) -> str:
+        return str((await orders_get(order_id))["status"])
+
+    async def record() -> tuple[str, str | None]:
+        return await aio("A-3"), rec.last_run_id
+
+    recorded, run_id = asyncio.run(record())
+    rec.close()
+    service.stop()
+    clean = replay_run(run_id, agent=aio, db=rec.db, live={"orders.get"})
+    assert clean.exception is None and clean.output == recorded
+    faulted = replay_run(
+        run_id, agent=aio, db=rec.db, live={"orders.get"}, faults=f"http:localhost={kind}"
+    )
+    assert isinstance(faulted.exception, error), repr(faulted.exception)
+    assert "injected fault" in str(faulted.exception)
