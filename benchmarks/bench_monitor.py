@@ -179,21 +179,6 @@ def build_pg(admin_url: str, n_runs: int) -> tuple[str, int]:
     return url, now
 
 
-def pg_admin_url() -> tuple[str | None, Any]:
-    """The server to benchmark on and the throwaway server to stop afterwards (or None)."""
-    given = os.environ.get("REPLAY_BENCH_PG_URL")
-    if given:
-        return given, None
-    from tests.pg import PgServer, find_pg_bin
-
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        return None, None
-    server = PgServer(bin_dir)
-    server.start()
-    return server.url(), server
-
-
 # -- one query in a subprocess ------------------------------------------------------------------
 
 _CHILD = r"""
@@ -333,7 +318,9 @@ def run(
         res_big, res_small = measure_all(big, verbose=True), measure_all(small, verbose=True)
         rows += backend_rows("", big, small, res_big, res_small)
     if "postgresql" in backends:
-        admin, server = pg_admin_url()
+        from tests.pg import benchmark_server
+
+        admin, server = benchmark_server()
         if admin is None:
             return [*rows, _row("PostgreSQL", 0, "s", None, "a server (initdb not found)", False)]
         try:

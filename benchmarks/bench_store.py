@@ -246,21 +246,6 @@ def bytes_per_event(rows: list[tuple[Any, ...]], runs: list[Run]) -> float:
 # -- PostgreSQL --------------------------------------------------------------------------------
 
 
-def _pg_admin_url() -> tuple[str | None, Any]:
-    """A server URL to benchmark against and the throwaway server to stop (or None)."""
-    given = os.environ.get("REPLAY_BENCH_PG_URL")
-    if given:
-        return given, None
-    from tests.pg import PgServer, find_pg_bin
-
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        return None, None
-    server = PgServer(bin_dir)
-    server.start()
-    return server.url(), server
-
-
 def _fresh(admin_url: str) -> str:
     from tests.pg import new_database
 
@@ -341,7 +326,9 @@ def pg_figures(
     rows: list[tuple[Any, ...]], runs: list[Run], sqlite_rate: float
 ) -> list[dict[str, Any]]:
     """PostgreSQL ingest (1 and 4 processes) against the SQLite store's, and its bytes per event."""
-    admin, server = _pg_admin_url()
+    from tests.pg import benchmark_server
+
+    admin, server = benchmark_server()
     if admin is None:
         return [_row("PostgreSQL ingest", 0, "events/s", "no server", 1, "a server", False)]
     os.environ.setdefault("REPLAY_REDACTION_KEY", "bench-key")

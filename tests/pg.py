@@ -97,6 +97,20 @@ class PgServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def benchmark_server() -> tuple[str | None, PgServer | None]:
+    """The server a benchmark runs on: ``$REPLAY_BENCH_PG_URL`` as given, else a throwaway one
+    started here (stop it afterwards); ``(None, None)`` when no PostgreSQL is installed."""
+    given = os.environ.get("REPLAY_BENCH_PG_URL")
+    if given:
+        return given, None
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        return None, None
+    server = PgServer(bin_dir)
+    server.start()
+    return server.url(), server
+
+
 def new_database(admin_url: str) -> str:
     """A new empty schema on the server at `admin_url`; returns a URL whose search_path is it.
 
