@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from replay.errors import InvalidStopReasonError
@@ -30,6 +31,7 @@ __all__ = [
     "new_run_id",
     "is_step",
     "trusted_event",
+    "trusted_usage",
     "validate_stop_reason",
 ]
 
@@ -276,3 +278,36 @@ def trusted_event(fields: dict[str, Any]) -> Event:
     _set(event, "__pydantic_extra__", None)
     _set(event, "__pydantic_private__", None)
     return event
+
+
+_ALL_USAGE_FIELDS = {"tokens_in", "tokens_out", "cost_usd", "tool_calls"}
+
+
+def _count(v: Any) -> bool:
+    return type(v) is int and 0 <= v <= MAX_INT
+
+
+def trusted_usage(text: str | bytes) -> Usage:
+    """A `Usage` from the JSON this library's writer stored (`replay.rows.usage_json`).
+
+    Built unchecked when it holds exactly the four fields, of their types (a model call's usage on
+    every step of a long run: `model_validate` would cost microseconds each); anything else is
+    validated.
+    """
+    d = orjson.loads(text)
+    if (
+        type(d) is dict
+        and d.keys() == _ALL_USAGE_FIELDS
+        and _count(d["tokens_in"])
+        and _count(d["tokens_out"])
+        and _count(d["tool_calls"])
+        and type(d["cost_usd"]) is float
+        and d["cost_usd"] >= 0.0  # JSON has no NaN or infinity: orjson refuses them
+    ):
+        usage = _new(Usage)
+        _set(usage, "__dict__", d)
+        _set(usage, "__pydantic_fields_set__", _ALL_USAGE_FIELDS)
+        _set(usage, "__pydantic_extra__", None)
+        _set(usage, "__pydantic_private__", None)
+        return usage
+    return Usage.model_validate(d)

@@ -422,6 +422,8 @@ class PgStore(StoreBase):
                         conn.close()
                 raise self._error(action, e) from e
 
+    _OUTPUT_SNAPSHOT = "s.sha = replay_sha_text(e.output_sha)"
+
     @contextlib.contextmanager
     def _reading(self, action: str) -> Iterator[_QmarkConnection]:
         with self._session(action) as conn:

@@ -44,13 +44,21 @@ class Recording:
     # them
     expired: list[tuple[int, str, int]] = dataclasses.field(default_factory=list)
 
+    #: `steps`, computed once per events list (a replay asks for it several times)
+    _steps: tuple[list[Event], int, list[Event]] | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
+
     @property
     def steps(self) -> list[Event]:
         """The steps of the run: top-level tool and model calls (`replay.models.is_step`).
 
         Calls made inside another tool are answered with it; `all_steps` includes them.
         """
-        return [e for e in self.events if is_step(e)]
+        events, cached = self.events, self._steps
+        if cached is None or cached[0] is not events or cached[1] != len(events):
+            cached = self._steps = (events, len(events), [e for e in events if is_step(e)])
+        return cached[2]
 
     @property
     def all_steps(self) -> list[Event]:
@@ -140,13 +148,10 @@ def gc_paused() -> Iterator[None]:
 def _from_store(store: Any, src: str, path: str) -> Recording:
     """The recording of run `src` (a unique id prefix) from an open store."""
     run = store.find_run(src)
-    events = store.events(run.run_id, trusted=True)
-    # Read every snapshot replay needs now, in a few queries: the store is closed after loading.
-    shas = [e.output_sha for e in events if e.output_sha] + [
-        run.input_sha or "",
-        run.output_sha or "",
-    ]
-    found = store.snapshots(shas)
+    # Everything replay needs is read now (the store is closed after loading): the events with
+    # their outputs' snapshots in one query, then the run's input and output.
+    events, found, gone = store.replay_events(run.run_id)
+    found.update(store.snapshots([run.input_sha or "", run.output_sha or ""]))
     snaps = {
         sha: (_thaw_snapshot(store, run, sha, body), type_name, truncated)
         for sha, (body, type_name, truncated) in found.items()
@@ -159,15 +164,8 @@ def _from_store(store: Any, src: str, path: str) -> Recording:
         source=f"store:{store_label(path)}",
         secret_key=store.secret_key,
         http=stored_http(store, run.http_sha),
-        expired=_expired(store, run, events, found),
+        expired=store.expired_steps(run, events) if gone else [],
     )
-
-
-def _expired(store: Any, run: Run, events: list[Event], found: Mapping[str, Any]) -> Any:
-    """`Store.expired_steps`, asked only when a step's output is missing from `found`."""
-    if all(e.output_sha in found for e in events if is_step(e) and e.output_sha):
-        return []
-    return store.expired_steps(run, events)
 
 
 def _thaw_snapshot(store: Any, run: Run, sha: str, body: bytes) -> Any:

@@ -24,7 +24,7 @@ import orjson
 from replay.errors import AmbiguousRunIdError, CorruptRowError, CorruptRowWarning, RunNotFoundError
 from replay.hashing import canonical_json, thaw
 from replay.liveness import infer_killed
-from replay.models import Event, Run, Usage, is_step, trusted_event
+from replay.models import Event, Run, is_step, trusted_event, trusted_usage
 from replay.queries import NO_STEPS, TOTAL_COLUMNS, TOTALS_COUNT, TOTALS_DETAIL, step_totals
 
 __all__ = [
@@ -379,16 +379,51 @@ def _event_from_row(row: Sequence[Any]) -> Event:
     return Event.model_validate(d)
 
 
-def _trusted_event_from_row(row: Sequence[Any], run_id: str) -> Event:
-    d = dict(zip(EVENT_COLUMNS, row, strict=True))
-    # One string per run, kind, tool and status rather than one per row (a long run's memory).
-    d["run_id"] = run_id
-    for key in ("kind", "tool", "status"):
-        if d[key] is not None:
-            d[key] = sys.intern(d[key])
-    if d["usage"] is not None:
-        d["usage"] = Usage.model_validate(orjson.loads(d["usage"]))
-    return trusted_event(d)
+def _trusted_events(
+    rows: Sequence[Sequence[Any]], run_id: str
+) -> tuple[list[Event], dict[str, tuple[bytes, str | None, bool]], bool]:
+    """`StoreBase.replay_events` from its rows: every event column but run_id, then the output
+    snapshot's body, type name and truncated flag (NULL when it is gone)."""
+    gone = False
+    intern = sys.intern  # one string per kind, tool and status rather than one per row (memory)
+    events: list[Event] = []
+    snaps: dict[str, tuple[bytes, str | None, bool]] = {}
+    for row in rows:
+        (kind, ts_ms, step_id, tool, args_sha, output_sha, duration_ms, status, error, stop,
+         usage, parent, group, body, type_name, truncated) = row  # fmt: skip
+        events.append(
+            trusted_event(
+                {
+                    "run_id": run_id,
+                    "kind": intern(kind),
+                    "ts_ms": ts_ms,
+                    "step_id": step_id,
+                    "tool": tool if tool is None else intern(tool),
+                    "args_sha": args_sha,
+                    "output_sha": output_sha,
+                    "duration_ms": duration_ms,
+                    "status": status if status is None else intern(status),
+                    "error": error,
+                    "stop_reason": stop,
+                    "usage": usage if usage is None else trusted_usage(usage),
+                    "parent_step_id": parent,
+                    "concurrent_group": group,
+                }
+            )
+        )
+        if body is not None and output_sha not in snaps:
+            snaps[output_sha] = (
+                body if type(body) is bytes else _body_bytes(body),
+                type_name,
+                bool(truncated),
+            )
+        elif body is None and output_sha is not None:
+            gone = True
+    return events, snaps, gone
+
+
+def _body_bytes(body: Any) -> bytes:
+    return bytes(body) if isinstance(body, (bytes, memoryview)) else str(body).encode()
 
 
 def _run_from_row(row: Sequence[Any]) -> Run:
@@ -408,6 +443,7 @@ def _run_from_row(row: Sequence[Any]) -> Run:
 
 _RUN_SELECT = ", ".join(RUN_COLUMNS)
 _EVENT_SELECT = ", ".join(EVENT_COLUMNS)
+_REPLAY_SELECT = ", ".join(f"e.{c}" for c in EVENT_COLUMNS if c != "run_id")
 
 
 class Connectionish(Protocol):
@@ -684,13 +720,31 @@ class StoreBase:
         ``trusted=True`` (replay of a long run) skips validating each row again: see
         `trusted_event`.
         """
+        if trusted:
+            return self.replay_events(run_id)[0]
         with self._reading("reading events") as conn:
             rows = conn.execute(
                 f"SELECT {_EVENT_SELECT} FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
             ).fetchall()
-        if trusted:
-            return [_trusted_event_from_row(r, run_id) for r in rows]
         return [self._event(r) for r in rows]
+
+    #: how a snapshot row matches an event's output_sha in SQL (PostgreSQL stores that as bytes)
+    _OUTPUT_SNAPSHOT = "s.sha = e.output_sha"
+
+    def replay_events(
+        self, run_id: str
+    ) -> tuple[list[Event], dict[str, tuple[bytes, str | None, bool]], bool]:
+        """`events` (trusted: see `trusted_event`) and `snapshots` of their outputs, in one query:
+        what a replay loads. An output whose snapshot is gone (pruned) is absent from the
+        snapshots; the last value says whether any is."""
+        with self._reading("reading events") as conn:
+            rows = conn.execute(
+                f"SELECT {_REPLAY_SELECT}, s.body, s.type_name, s.truncated FROM events e "
+                f"LEFT JOIN snapshots s ON {self._OUTPUT_SNAPSHOT} WHERE e.run_id = ? "
+                "ORDER BY e.seq",
+                (run_id,),
+            ).fetchall()
+        return _trusted_events(rows, run_id)
 
     def snapshot(self, sha: str) -> tuple[bytes, str | None, bool] | None:
         """``(body, type_name, truncated)`` of the snapshot with this sha; None if never stored or
@@ -712,13 +766,7 @@ class StoreBase:
                     f"SELECT sha, body, type_name, truncated FROM snapshots WHERE sha IN ({marks})",
                     chunk,
                 ).fetchall():
-                    out[sha] = (
-                        bytes(body)
-                        if isinstance(body, (bytes, memoryview))
-                        else str(body).encode(),
-                        type_name,
-                        bool(truncated),
-                    )
+                    out[sha] = (_body_bytes(body), type_name, bool(truncated))
         return out
 
     def runs(
