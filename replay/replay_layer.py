@@ -10,7 +10,7 @@ unrecorded call raises `UnrecordedCall` inside the agent (or returns None).
 
 from __future__ import annotations
 
-import collections
+import functools
 import inspect
 import os
 import warnings
@@ -173,7 +173,9 @@ class ReplaySession:
             )
         #: where the replayed run is read back from: `record_to`, else held in memory
         self.store_path: str | None = None if record_to is None else os.fspath(record_to)
-        self.sink: MemorySink | None = None if record_to is not None else MemorySink(key)
+        self.sink: MemorySink | None = (
+            None if record_to is not None else MemorySink(key, self.redactor.redact_name)
+        )
         self.recorder = Recorder(
             self.sink if self.sink is not None else self.store_path,
             redaction=redaction,
@@ -190,24 +192,25 @@ class ReplaySession:
         self._index_recording()
 
     def _index_recording(self) -> None:
-        # (tool, args_sha) -> the recorded steps with those args, last first (`lookup` pops the
-        # end): a list of one costs a tenth of a deque, and most args occur once.
-        self.index: dict[tuple[str, str], list[Event]] = {}
-        self.recorded_tools: dict[str, list[str]] = collections.defaultdict(list)
+        # (tool, args_sha) -> the recorded step with those args (`take`); args that recur map to
+        # a list of their steps, last first (`take` pops the end). Most args occur once: a dict
+        # of the steps themselves is a third cheaper to build than one of lists.
+        keyed = [
+            ((e.tool, e.args_sha), e)
+            for e in self.recording.steps
+            if e.tool is not None and e.args_sha is not None
+        ]
+        index: dict[tuple[str, str], Event | list[Event]] = dict(keyed)
+        if len(index) < len(keyed):
+            recurring: dict[tuple[str, str], list[Event]] = {}
+            for key, e in keyed:
+                recurring.setdefault(key, []).append(e)
+            for key, same in recurring.items():
+                if len(same) > 1:
+                    index[key] = same[::-1]
+        self.index = index
         # recorded concurrent group -> its id in the replayed run (the first replayed member's step)
         self.groups: dict[int, int] = {}
-        index = self.index
-        for e in reversed(self.recording.steps):
-            if e.tool is not None and e.args_sha is not None:
-                key = (e.tool, e.args_sha)
-                same = index.get(key)
-                if same is None:
-                    index[key] = [e]
-                else:
-                    same.append(e)
-                self.recorded_tools[e.tool].append(e.args_sha)
-        for shas in self.recorded_tools.values():
-            shas.reverse()
         #: every recorded args_sha (`args_sha`'s shortcut for args recorded as they are)
         self.recorded_args = {sha for _, sha in index}
         # Tools with a loose match rule: their recorded steps in order, a cursor, and the steps
@@ -220,6 +223,15 @@ class ReplaySession:
             for e in self.recording.steps:
                 if e.tool in names:
                     self.by_tool.setdefault(e.tool, []).append(e)
+
+    @functools.cached_property
+    def recorded_tools(self) -> dict[str, list[str]]:
+        """tool -> the args_sha of its recorded steps in order (for `UnrecordedCall`'s message)."""
+        out: dict[str, list[str]] = {}
+        for e in self.recording.steps:
+            if e.tool is not None and e.args_sha is not None:
+                out.setdefault(e.tool, []).append(e.args_sha)
+        return out
 
     # ---- the seam ---------------------------------------------------------------------------
 
@@ -385,15 +397,25 @@ class ReplaySession:
         return recorded
 
     def _untaken(self, name: str, sha: str) -> Event | None:
-        queue = self.index.get((name, sha))
-        while queue:
-            try:
-                e = queue.pop()
-            except IndexError:  # emptied by a parallel call
-                return None
+        while (e := self.take((name, sha))) is not None:
             if id(e) not in self.taken:
                 return e
         return None
+
+    def take(self, key: tuple[str, str]) -> Event | None:
+        """Take the next recorded step with this (tool, args_sha) out of the index, if any.
+
+        Each step is taken once, also by parallel calls: a list pop and a dict pop are atomic.
+        """
+        found = self.index.get(key)
+        if found is None:
+            return None
+        if type(found) is list:
+            try:
+                return found.pop()
+            except IndexError:  # emptied (by a parallel call)
+                return None
+        return self.index.pop(key, None)  # type: ignore[return-value]
 
     def _next_of(self, name: str) -> Event | None:
         """The tool's next recorded step not answered yet, in recorded order."""
@@ -407,13 +429,7 @@ class ReplaySession:
     def lookup(self, spec: ToolSpec, args_sha: str) -> Event | None:
         """Take the next recorded step of this tool with these args, None when there is none."""
         # Recorded tool names passed the redactor: look the live name up the same way.
-        queue = self.index.get((self.redactor.redact_name(spec.name), args_sha))
-        if queue:
-            try:
-                return queue.pop()
-            except IndexError:  # emptied by a parallel call between the check and the pop
-                return None
-        return None
+        return self.take((self.redactor.redact_name(spec.name), args_sha))
 
     def answer(self, st: RunState, step: Step, recorded: Event) -> Any:
         """Finish `step` with the recorded answer: its value returned, or its error raised."""

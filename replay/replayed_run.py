@@ -9,7 +9,8 @@ just wrote. With ``record_to`` the replay writes to that store as before.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -27,12 +28,16 @@ class MemorySink:
     """A store the writer can write one replayed run into, held in memory (the writer's side of
     `replay.store.Store`: ``secret_key``, ``write_rows``, ``touch_runs``, ``events``, ``close``)."""
 
-    def __init__(self, secret_key: bytes) -> None:
+    def __init__(self, secret_key: bytes, redact_name: Callable[[str], str] = str) -> None:
         self.secret_key = secret_key
         self._rows: list[tuple[Any, ...]] = []
         self._runs: dict[str, Run] = {}
         self._snapshots: dict[str, tuple[bytes, str | None, bool]] = {}
-        self._answered: list[Event] = []  # steps answered from the recording (`AnsweredStepSink`)
+        # Steps answered from the recording (`AnsweredStepSink`), as the agent's path handed them
+        # over: made events (their names redacted) when read, not one at a time on that path.
+        self._answered: list[Any] = []  # `AnsweredStep`s, made `Event`s once read (`events`)
+        self._redact_name = redact_name
+        self._names: dict[str, str] = {}  # tool name -> redacted, for the run's steps
 
     def write_rows(
         self,
@@ -56,12 +61,26 @@ class MemorySink:
     def get_run(self, run_id: str) -> Run:
         return self._runs[run_id]
 
-    def add_answered(self, event: Event) -> None:
-        self._answered.append(event)
+    def add_answered(self, item: StepItem | AnsweredStep) -> None:
+        """A step answered from the recording: its args_sha and output_sha are the recorded ones."""
+        if type(item) is StepItem:
+            item = _answered_step(item)
+        self._answered.append(item)
 
     def events(self, run_id: str) -> list[Event]:
         """The run's events in store order: run_start, the steps by step_id, stop."""
-        out = [e for e in self._answered if e.run_id == run_id]
+        answered = self._answered
+        self._answered = []
+        # Made into events last first, each step dropped once made: never both held for a run.
+        made: list[Event] = []
+        name, names = self._redact_name, self._names
+        for _ in range(len(answered)):
+            step = answered.pop()
+            made.append(_answered_event(step, names, name) if isinstance(step, tuple) else step)
+        made.reverse()
+        self._answered = made  # read again (a second call), they are events already
+        mine = [e for e in made if e.run_id == run_id]
+        rest = []
         for row in self._rows:
             if row[0] != run_id:
                 continue
@@ -69,8 +88,8 @@ class MemorySink:
             usage = fields["usage"]
             if usage is not None:
                 fields["usage"] = Usage.model_validate(orjson.loads(usage))
-            out.append(trusted_event(fields))
-        return _store_order(out)
+            rest.append(trusted_event(fields))
+        return _store_order(mine, rest)
 
     def snapshot_values(
         self, shas: Iterable[str | None]
@@ -84,57 +103,105 @@ class MemorySink:
         }
 
 
-def _store_order(events: list[Event]) -> list[Event]:
-    """run_start, the steps by step_id, stop: the order `Store.events` returns."""
-    return sorted(events, key=lambda e: (_KIND_RANK.get(e.kind, 1), e.step_id or 0))
+def _store_order(answered: list[Event], rest: list[Event]) -> list[Event]:
+    """run_start, the steps by step_id, stop: the order `Store.events` returns.
+
+    The answered steps come in the order they finished, which is their step order unless calls
+    overlapped: then (and when other steps came through the writer) the whole run is sorted.
+    """
+    ids = [e.step_id or 0 for e in answered]
+    if all(k in _KIND_RANK for k in map(_kind, rest)) and ids == sorted(ids):
+        starts = [e for e in rest if e.kind == "run_start"]
+        return starts + answered + [e for e in rest if e.kind != "run_start"]
+    return sorted(answered + rest, key=lambda e: (_KIND_RANK.get(e.kind, 1), e.step_id or 0))
 
 
 _KIND_RANK = {"run_start": 0, "stop": 2}
+_kind = operator.attrgetter("kind")
+
+
+#: A step answered from the recording as `RunState.finish_ok` hands it over: (run_id, step_id,
+#: parent_step_id, kind, tool, ts_ms, duration_ms, usage, args_sha, output_sha, concurrent_group).
+AnsweredStep = tuple[Any, ...]
 
 
 class AnsweredStepSink:
-    """A replay's step sink: a step answered from the recording becomes an `Event` at once.
+    """A replay's step sink: a step answered from the recording goes straight to memory.
 
     Its args were hashed by the replay layer and its output is the recorded snapshot, so the
-    writer would only pseudonymise its names: that is done here, on the replay's own thread,
-    without a queue, a thread switch or a second pass over the rows. Any other step (a stub's
-    answer, an unrecorded call, a live tool) goes to the writer to be redacted and hashed. While
-    the ``replay.events`` logger is on, every step goes to the writer, which logs it.
+    writer would only pseudonymise its names: that is done when the run is read back
+    (`MemorySink.events`), without a queue, a thread switch or a second pass over the rows.
+    `RunState.finish_ok` hands such a step to `answered` as a tuple (`AnsweredStep`). Any other
+    step (a stub's answer, an unrecorded call, a live tool, an error) goes to the writer to be
+    redacted and hashed, except a recorded error (`submit`). While the ``replay.events`` logger is
+    on, every step goes to the writer, which logs it.
     """
 
     def __init__(self, writer: Any, redactor: Redactor, memory: MemorySink) -> None:
         self.writer = writer
         self.memory = memory
-        self._name = redactor.redact_name
-        self._direct = not logging.getLogger("replay.events").isEnabledFor(logging.INFO)
+        direct = not logging.getLogger("replay.events").isEnabledFor(logging.INFO)
+        self._direct = direct
+        #: `RunState.finish_ok`'s way in for an answered step (None: through `submit`, logged)
+        self.answered: Callable[[AnsweredStep], None] | None = (
+            memory.add_answered if direct else None
+        )
 
     def submit(self, item: Any) -> None:
-        if not (
+        if (
             self._direct
-            and isinstance(item, StepItem)
+            and type(item) is StepItem
             and item.args_sha is not None
             and item.output_sha is not None
         ):
+            self.memory.add_answered(item)
+        else:
             self.writer.submit(item)
-            return
-        name = self._name
-        self.memory.add_answered(
-            trusted_event(
-                {
-                    "run_id": item.run_id,
-                    "kind": item.kind,
-                    "ts_ms": item.ts_ms,
-                    "step_id": item.step_id,
-                    "tool": name(item.tool),
-                    "args_sha": item.args_sha,
-                    "output_sha": item.output_sha,
-                    "duration_ms": item.duration_ms,
-                    "status": "ok" if item.error is None else "error",
-                    "error": None if item.error is None else name(item.error[0]),
-                    "stop_reason": None,
-                    "usage": item.usage,
-                    "parent_step_id": item.parent_step_id,
-                    "concurrent_group": item.concurrent_group,
-                }
-            )
-        )
+
+
+def _answered_step(item: StepItem) -> AnsweredStep:
+    """A `StepItem` answered from the recording (an error it recorded) as an `AnsweredStep`,
+    with its error's display name last."""
+    return (
+        item.run_id,
+        item.step_id,
+        item.parent_step_id,
+        item.kind,
+        item.tool,
+        item.ts_ms,
+        item.duration_ms,
+        item.usage,
+        item.args_sha,
+        item.output_sha,
+        item.concurrent_group,
+        None if item.error is None else item.error[0],
+    )
+
+
+def _answered_event(
+    step: AnsweredStep, names: dict[str, str], redact_name: Callable[[str], str]
+) -> Event:
+    """The event the writer would have made of a step answered from the recording."""
+    tool = step[4]
+    name = names.get(tool)
+    if name is None:
+        name = names[tool] = redact_name(tool)
+    error = step[11] if len(step) > 11 else None
+    return trusted_event(
+        {
+            "run_id": step[0],
+            "kind": step[3],
+            "ts_ms": step[5],
+            "step_id": step[1],
+            "tool": name,
+            "args_sha": step[8],
+            "output_sha": step[9],
+            "duration_ms": step[6],
+            "status": "ok" if error is None else "error",
+            "error": None if error is None else redact_name(error),
+            "stop_reason": None,
+            "usage": step[7],
+            "parent_step_id": step[2],
+            "concurrent_group": step[10],
+        }
+    )

@@ -82,6 +82,7 @@ class RunState:
         "marks",
         "group_lock",
         "sink",
+        "answered",
         "track_groups",
         "__weakref__",
     )
@@ -118,6 +119,9 @@ class RunState:
         self.session: Any = None  # the `ReplaySession` when this run is a replay
         self.http: list[Any] | None = None  # the HTTP interactions of an http=True run, at its end
         self.sink = sink
+        #: where a step answered from the recording goes without a `StepItem` (a replay's
+        # `replay.replayed_run.AnsweredStepSink`), else None
+        self.answered: Any = getattr(sink, "answered", None)
         # Concurrent groups (parallel tool calls), per parent step (None: top level):
         # [dict of the step ids in flight (an ordered set); model-announced calls still to come;
         #  their group id]. `marks`: step id -> group, set for the steps in flight when a sibling
@@ -227,6 +231,24 @@ class RunState:
             if spec.kind == "tool_result":
                 self.tool_calls += 1
             usage = None
+        if output_sha is not None and self.answered is not None and step.args_sha is not None:
+            # Answered from the recording (replay): hashed already, nothing to freeze or redact.
+            self.answered(
+                (
+                    self.run.run_id,
+                    step.step_id,
+                    step.parent,
+                    spec.kind,
+                    spec.name,
+                    _time_ns() // 1_000_000,
+                    (_perf_ns() - step.t0) // 1_000_000,
+                    usage,
+                    step.args_sha,
+                    output_sha,
+                    own if group is None else group or None,
+                )
+            )
+            return
         out: bytes | None = None
         if output_sha is None:
             out, problem = freeze_lenient(result, "output")
