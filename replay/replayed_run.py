@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from replay.hashing import thaw
-from replay.models import Event, Run, Usage, trusted_event
+from replay.models import EVENT_FIELDS, Event, Run, Usage, trusted_event, trusted_events
 from replay.processors import Redactor
 from replay.store import EVENT_COLUMNS
 from replay.writer import StepItem
@@ -71,24 +71,37 @@ class MemorySink:
         """The run's events in store order: run_start, the steps by step_id, stop."""
         answered = self._answered
         self._answered = []
-        # Made into events last first, each step dropped once made: never both held for a run.
-        made: list[Event] = []
+        # Made into events a batch at a time, each batch dropped once made: a run's answered
+        # steps are never all held twice.
+        chunks: list[list[Event]] = []
         name, names = self._redact_name, self._names
-        for _ in range(len(answered)):
-            step = answered.pop()
-            made.append(_answered_event(step, names, name) if isinstance(step, tuple) else step)
-        made.reverse()
+        while answered:
+            batch = answered[-_BATCH:]
+            del answered[-_BATCH:]
+            fields: list[dict[str, Any]] = []
+            for step in batch:
+                if not isinstance(step, tuple):  # an event already (read before)
+                    fields.append(vars(step))
+                    continue
+                d = dict(zip(EVENT_FIELDS, step, strict=True))
+                tool = d["tool"]
+                d["tool"] = names.get(tool) or names.setdefault(tool, name(tool))
+                if d["error"] is not None:
+                    d["error"] = name(d["error"])
+                fields.append(d)
+            chunks.append(trusted_events(fields))
+        made = [e for chunk in reversed(chunks) for e in chunk]
         self._answered = made  # read again (a second call), they are events already
         mine = [e for e in made if e.run_id == run_id]
         rest = []
         for row in self._rows:
             if row[0] != run_id:
                 continue
-            fields = dict(zip(EVENT_COLUMNS, row, strict=True))
-            usage = fields["usage"]
+            written = dict(zip(EVENT_COLUMNS, row, strict=True))
+            usage = written["usage"]
             if usage is not None:
-                fields["usage"] = Usage.model_validate(orjson.loads(usage))
-            rest.append(trusted_event(fields))
+                written["usage"] = Usage.model_validate(orjson.loads(usage))
+            rest.append(trusted_event(written))
         return _store_order(mine, rest)
 
     def snapshot_values(
@@ -120,9 +133,10 @@ _KIND_RANK = {"run_start": 0, "stop": 2}
 _kind = operator.attrgetter("kind")
 
 
-#: A step answered from the recording as `RunState.finish_ok` hands it over: (run_id, step_id,
-#: parent_step_id, kind, tool, ts_ms, duration_ms, usage, args_sha, output_sha, concurrent_group).
+#: A step answered from the recording as `RunState.finish_ok` hands it over: the values of its
+#: `Event`'s fields in order (`EVENT_FIELDS`), its tool and error names not redacted yet.
 AnsweredStep = tuple[Any, ...]
+_BATCH = 4096
 
 
 class AnsweredStepSink:
@@ -160,48 +174,20 @@ class AnsweredStepSink:
 
 
 def _answered_step(item: StepItem) -> AnsweredStep:
-    """A `StepItem` answered from the recording (an error it recorded) as an `AnsweredStep`,
-    with its error's display name last."""
+    """A `StepItem` answered from the recording (a recorded error) as an `AnsweredStep`."""
     return (
         item.run_id,
-        item.step_id,
-        item.parent_step_id,
         item.kind,
-        item.tool,
         item.ts_ms,
-        item.duration_ms,
-        item.usage,
+        item.step_id,
+        item.tool,
         item.args_sha,
         item.output_sha,
-        item.concurrent_group,
+        item.duration_ms,
+        "ok" if item.error is None else "error",
         None if item.error is None else item.error[0],
-    )
-
-
-def _answered_event(
-    step: AnsweredStep, names: dict[str, str], redact_name: Callable[[str], str]
-) -> Event:
-    """The event the writer would have made of a step answered from the recording."""
-    tool = step[4]
-    name = names.get(tool)
-    if name is None:
-        name = names[tool] = redact_name(tool)
-    error = step[11] if len(step) > 11 else None
-    return trusted_event(
-        {
-            "run_id": step[0],
-            "kind": step[3],
-            "ts_ms": step[5],
-            "step_id": step[1],
-            "tool": name,
-            "args_sha": step[8],
-            "output_sha": step[9],
-            "duration_ms": step[6],
-            "status": "ok" if error is None else "error",
-            "error": None if error is None else redact_name(error),
-            "stop_reason": None,
-            "usage": step[7],
-            "parent_step_id": step[2],
-            "concurrent_group": step[10],
-        }
+        None,
+        item.usage,
+        item.parent_step_id,
+        item.concurrent_group,
     )

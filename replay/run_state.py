@@ -234,17 +234,20 @@ class RunState:
         if output_sha is not None and self.answered is not None and step.args_sha is not None:
             # Answered from the recording (replay): hashed already, nothing to freeze or redact.
             self.answered(
-                (
+                (  # `Event`'s fields in order (`replay.replayed_run.AnsweredStep`)
                     self.run.run_id,
-                    step.step_id,
-                    step.parent,
                     spec.kind,
-                    spec.name,
                     _time_ns() // 1_000_000,
-                    (_perf_ns() - step.t0) // 1_000_000,
-                    usage,
+                    step.step_id,
+                    spec.name,
                     step.args_sha,
                     output_sha,
+                    (_perf_ns() - step.t0) // 1_000_000,
+                    "ok",
+                    None,
+                    None,
+                    usage,
+                    step.parent,
                     own if group is None else group or None,
                 )
             )

@@ -24,7 +24,7 @@ import orjson
 from replay.errors import AmbiguousRunIdError, CorruptRowError, CorruptRowWarning, RunNotFoundError
 from replay.hashing import canonical_json, thaw
 from replay.liveness import infer_killed
-from replay.models import Event, Run, is_step, trusted_event, trusted_usage
+from replay.models import Event, Run, is_step, trusted_events, trusted_usage
 from replay.queries import NO_STEPS, TOTAL_COLUMNS, TOTALS_COUNT, TOTALS_DETAIL, step_totals
 
 __all__ = [
@@ -386,30 +386,28 @@ def _trusted_events(
     snapshot's body, type name and truncated flag (NULL when it is gone)."""
     gone = False
     intern = sys.intern  # one string per kind, tool and status rather than one per row (memory)
-    events: list[Event] = []
+    fields: list[dict[str, Any]] = []
     snaps: dict[str, tuple[bytes, str | None, bool]] = {}
     for row in rows:
         (kind, ts_ms, step_id, tool, args_sha, output_sha, duration_ms, status, error, stop,
          usage, parent, group, body, type_name, truncated) = row  # fmt: skip
-        events.append(
-            trusted_event(
-                {
-                    "run_id": run_id,
-                    "kind": intern(kind),
-                    "ts_ms": ts_ms,
-                    "step_id": step_id,
-                    "tool": tool if tool is None else intern(tool),
-                    "args_sha": args_sha,
-                    "output_sha": output_sha,
-                    "duration_ms": duration_ms,
-                    "status": status if status is None else intern(status),
-                    "error": error,
-                    "stop_reason": stop,
-                    "usage": usage if usage is None else trusted_usage(usage),
-                    "parent_step_id": parent,
-                    "concurrent_group": group,
-                }
-            )
+        fields.append(
+            {
+                "run_id": run_id,
+                "kind": intern(kind),
+                "ts_ms": ts_ms,
+                "step_id": step_id,
+                "tool": tool if tool is None else intern(tool),
+                "args_sha": args_sha,
+                "output_sha": output_sha,
+                "duration_ms": duration_ms,
+                "status": status if status is None else intern(status),
+                "error": error,
+                "stop_reason": stop,
+                "usage": usage if usage is None else trusted_usage(usage),
+                "parent_step_id": parent,
+                "concurrent_group": group,
+            }
         )
         if body is not None and output_sha not in snaps:
             snaps[output_sha] = (
@@ -419,7 +417,7 @@ def _trusted_events(
             )
         elif body is None and output_sha is not None:
             gone = True
-    return events, snaps, gone
+    return trusted_events(fields), snaps, gone
 
 
 def _body_bytes(body: Any) -> bytes:
