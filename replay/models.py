@@ -31,7 +31,6 @@ __all__ = [
     "Usage",
     "new_run_id",
     "is_step",
-    "EVENT_FIELDS",
     "trusted_event",
     "trusted_events",
     "trusted_usage",
@@ -295,10 +294,6 @@ def trusted_events(fields: Iterable[dict[str, Any]]) -> list[Event]:
         put(event, "__pydantic_private__", None)
         append(event)
     return out
-
-
-#: `Event`'s fields in order: a tuple of values in this order is one `dict(zip(...))` away
-EVENT_FIELDS: tuple[str, ...] = tuple(Event.model_fields)
 
 _ALL_USAGE_FIELDS = {"tokens_in", "tokens_out", "cost_usd", "tool_calls"}
 

@@ -447,17 +447,18 @@ class _Replay:
         self.recording, self.fn, self.call = _prepare(
             self.source, self.agent, self.db, agents=self.agents, project=self.project
         )
-        self.session = _new_session(
-            self.recording,
-            stubs=self.stubs,
-            stub_mode=self.stub_mode,
-            match=self.match,
-            live=self.live,
-            faults=self.faults,
-            on_unrecorded=self.on_unrecorded,
-            redaction=self.redaction,
-            record_to=self.record_to,
-        )
+        with gc_paused():  # indexing a long recording: this library's code only
+            self.session = _new_session(
+                self.recording,
+                stubs=self.stubs,
+                stub_mode=self.stub_mode,
+                match=self.match,
+                live=self.live,
+                faults=self.faults,
+                on_unrecorded=self.on_unrecorded,
+                redaction=self.redaction,
+                record_to=self.record_to,
+            )
         return self
 
     def running(self) -> contextlib.AbstractContextManager[_Outcome]:
