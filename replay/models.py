@@ -295,6 +295,7 @@ def trusted_events(fields: Iterable[dict[str, Any]]) -> list[Event]:
         append(event)
     return out
 
+
 _ALL_USAGE_FIELDS = {"tokens_in", "tokens_out", "cost_usd", "tool_calls"}
 
 

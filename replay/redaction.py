@@ -360,6 +360,16 @@ class Redactor(RuleMatchers):
                 return self._pair(first, raw_a, second, raw_b)
         return self.checked(first, first_hint), self.checked(second)
 
+    def canonical_frozen(self, frozen: bytes) -> bytes:
+        """`canonical` of ``thaw(frozen)``, for args frozen with sorted keys (see
+        `checked_frozen_pair`): where the detector finds nothing in them they are returned as
+        they are, neither parsed nor serialized again."""
+        if len(frozen) < _MEMO_MIN_BYTES and not self._pre.detect(
+            frozen, json_text=True, risky=True
+        ):
+            return frozen
+        return self.canonical(thaw(frozen), len(frozen))
+
     def checked_frozen_pair(
         self, frozen_first: bytes, second: Any
     ) -> tuple[tuple[bytes, bool], tuple[bytes, bool]]:

@@ -380,7 +380,8 @@ class ReplaySession:
         key = blake2b(frozen_args, digest_size=16).digest()
         sha = self._sha_memo.get(key)
         if sha is None:
-            sha = sha_of_canonical(self.redactor.canonical(thaw(frozen_args)))
+            canonical = self.redactor.canonical_frozen(frozen_args)
+            sha = as_is if canonical is frozen_args else sha_of_canonical(canonical)
             if self._memo_room >= _MEMO_ENTRY_BYTES:
                 self._memo_room -= _MEMO_ENTRY_BYTES
                 self._sha_memo[key] = sha

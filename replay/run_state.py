@@ -233,16 +233,19 @@ class RunState:
             usage = None
         if output_sha is not None and self.answered is not None and step.args_sha is not None:
             # Answered from the recording (replay): hashed already, nothing to freeze or redact.
+            # Its time is the run's start plus the time since on the performance counter: the
+            # wall clock travels to the recorded time in a replay (time-machine), at 10x the cost.
+            now = _perf_ns()
             self.answered(
                 (  # `Event`'s fields in order (`replay.replayed_run.AnsweredStep`)
                     self.run.run_id,
                     spec.kind,
-                    _time_ns() // 1_000_000,
+                    self.run.started_ms + (now - self.started_ns) // 1_000_000,
                     step.step_id,
                     spec.name,
                     step.args_sha,
                     output_sha,
-                    (_perf_ns() - step.t0) // 1_000_000,
+                    (now - step.t0) // 1_000_000,
                     "ok",
                     None,
                     None,
@@ -382,6 +385,17 @@ class RunState:
         several tool calls makes them one group (see `_announced`)."""
         marks = self.marks
         q = lv[0]
+        if len(q) == 1 and step_id in q:  # a model call alone at its level: no siblings to group
+            group = marks.pop(step_id, None) if marks else None
+            q.pop(step_id, None)
+            if (
+                spec.kind == "model_result"
+                and result is not None
+                and (n := tool_calls_in(result)) > 1
+            ):
+                with self.group_lock:
+                    lv[1], lv[2] = n, 0
+            return group
         with self.group_lock:
             flying = list(q)  # one C-level copy: others may enter meanwhile
             group = marks.pop(step_id, None)

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from replay import Recorder, replay_run
 from replay.cassette import cassette_from_store, load_cassette, write_cassette
-from replay.errors import UnrecordedCall
+from replay.errors import ExpiredSnapshotsError, UnrecordedCall
 from replay.recording import load_recording
 from replay.redaction import Redactor
 from replay.store import Store
+from replay.store_api import open_store
 
 
-def _nested_run(tmp_path: Path) -> tuple[Recorder, Any, str]:
+def _nested_run(tmp_path: Path, db: str | None = None) -> tuple[Recorder, Any, str]:
     """A run whose tool calls another tool (a nested step) and a model, recorded for real."""
-    rec = Recorder(str(tmp_path / "replay.db"))
+    rec = Recorder(db or str(tmp_path / "replay.db"))
 
     @rec.tool("kb.fetch")
     def fetch(doc: str) -> dict[str, str]:
@@ -63,6 +68,55 @@ def test_trusted_store_rows_load_as_the_validated_events(tmp_path: Path) -> None
     assert [e.model_dump() for e in trusted] == [e.model_dump() for e in checked]
     assert any(e.usage is not None and e.usage.tokens_in == 12 for e in trusted)
     rec.close()
+
+
+def test_a_replay_loads_the_events_and_output_snapshots_the_readers_return(
+    tmp_path: Path, store_url: str
+) -> None:
+    """`replay_events` (one query, unvalidated) returns what `events` and `snapshots` return, on
+    both backends, and says when an output's snapshot is gone; a replay then refuses that step."""
+    rec, agent, run_id = _nested_run(tmp_path, store_url)
+    rec.close()
+    with open_store(store_url) as store:
+        events, snaps, gone = store.replay_events(run_id)
+        assert events == store.events(run_id) and not gone
+        outputs = [e.output_sha for e in events if e.output_sha]
+        assert len(outputs) >= 4 and snaps == store.snapshots(outputs)
+        assert any(e.usage is not None and e.usage.tokens_in == 12 for e in events)
+        pruned = next(e.output_sha for e in events if e.tool == "llm")
+    _delete_snapshot(store_url, pruned)
+    with open_store(store_url) as store:
+        events, snaps, gone = store.replay_events(run_id)
+        assert gone and pruned not in snaps and len(snaps) == len(outputs) - 1
+    with pytest.raises(ExpiredSnapshotsError, match="llm"):
+        replay_run(run_id, agent=agent, db=store_url)
+
+
+def test_steps_answered_from_the_recording_are_timed_within_the_replayed_run(
+    tmp_path: Path,
+) -> None:
+    """An answered step's time is the replayed run's start plus the time since (on the recorded
+    clock by default, on the real one with clock="real")."""
+    rec, agent, run_id = _nested_run(tmp_path)
+    for clock in ("recorded", "real"):
+        res = replay_run(run_id, agent=agent, db=rec.db, clock=clock)
+        run = res.replayed
+        assert res.diff.is_empty and run.ended_ms is not None
+        assert len(res.steps) == 2
+        assert all(run.started_ms <= e.ts_ms <= run.ended_ms for e in res.steps)
+    rec.close()
+
+
+def _delete_snapshot(store_url: str, sha: str | None) -> None:
+    """Remove one snapshot as pruning would, through the database's own client."""
+    if "://" in store_url:
+        import psycopg
+
+        with psycopg.connect(store_url, autocommit=True) as pg:
+            pg.execute("DELETE FROM snapshots WHERE sha = %s", (sha,))
+        return
+    with contextlib.closing(sqlite3.connect(store_url)) as conn, conn:
+        conn.execute("DELETE FROM snapshots WHERE sha = ?", (sha,))
 
 
 def test_replay_in_memory_records_what_a_replay_into_a_store_records(tmp_path: Path) -> None:

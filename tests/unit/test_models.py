@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from replay.errors import InvalidStopReasonError
-from replay.models import STOP_REASONS, Event, Run, Usage, new_run_id, validate_stop_reason
+from replay.models import (
+    STOP_REASONS,
+    Event,
+    Run,
+    Usage,
+    new_run_id,
+    trusted_usage,
+    validate_stop_reason,
+)
 
 
 def test_event_has_exactly_the_designed_fields() -> None:
@@ -70,3 +79,43 @@ def test_run_ids_are_unique_and_sort_by_time() -> None:
     assert len(set(ids)) == 200
     assert sorted(ids) == ids
     assert all(len(i) == 28 and i.startswith("r_") for i in ids)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"tokens_in":12,"tokens_out":3,"cost_usd":0.25,"tool_calls":0}',
+        '{"tool_calls":2,"cost_usd":0.0,"tokens_out":0,"tokens_in":7}',
+    ],
+)
+def test_usage_the_writer_stored_loads_unchecked_as_the_validated_one(text: str) -> None:
+    got = trusted_usage(text)
+    assert got == Usage.model_validate_json(text)
+    assert got.model_dump() == Usage.model_validate_json(text).model_dump()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"tokens_in":12}',  # fields missing: defaults, as validation gives them
+        '{"tokens_in":12,"tokens_out":3,"cost_usd":1,"tool_calls":0}',  # an int cost: coerced
+        '{"tokens_in":"12","tokens_out":3,"cost_usd":0.5,"tool_calls":0}',  # a string count
+    ],
+)
+def test_usage_in_any_other_shape_is_validated(text: str) -> None:
+    got = trusted_usage(text)
+    assert got == Usage.model_validate_json(text)
+    assert isinstance(got.cost_usd, float) and isinstance(got.tokens_in, int)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"tokens_in":-1,"tokens_out":3,"cost_usd":0.5,"tool_calls":0}',
+        '{"tokens_in":1,"tokens_out":3,"cost_usd":-0.5,"tool_calls":0}',
+        '{"tokens_in":1,"tokens_out":3,"cost_usd":0.5,"tool_calls":0,"x":1}',
+    ],
+)
+def test_usage_out_of_bounds_is_refused_as_validation_refuses_it(text: str) -> None:
+    with pytest.raises(ValidationError):
+        trusted_usage(text)

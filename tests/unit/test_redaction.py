@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from replay.hashing import canonical_bytes, canonical_json
+from replay.hashing import canonical_bytes, canonical_json, freeze_lenient, thaw
 from replay.processors import (
     DEFAULT_RULES,
     SECRET_KEYS,
@@ -555,3 +555,23 @@ def test_checked_pair_redacts_whichever_side_holds_the_pii() -> None:
         assert b"jane.doe" not in a + b
     (a, a_clean), _ = R.checked_pair(clean, dirty, None)
     assert a_clean and a == canonical_bytes(clean)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"i": 5, "q": "refund"},
+        {"messages": [{"role": "user", "content": "write to ann@example.com"}]},
+        {"api_key": "not-a-secret-looking-value", "n": 1},
+        {"x": 1e-7, "big": 2**70},  # numbers orjson writes unlike json
+        {"history": ["refunds take 5 days " * 20] * 30},  # past the per-message memo size
+    ],
+)
+def test_frozen_args_redact_and_hash_as_the_value_does(value: dict[str, object]) -> None:
+    """`canonical_frozen` (replay's args_sha) gives `canonical` of the thawed value, byte for
+    byte: the frozen bytes are returned as they are only where nothing is to be redacted."""
+    frozen, problem = freeze_lenient(value, "args", True)
+    assert problem is None
+    assert R.canonical_frozen(frozen) == R.canonical(thaw(frozen))
+    if "ann@example.com" in str(value):
+        assert b"ann@example.com" not in R.canonical_frozen(frozen)
