@@ -36,6 +36,8 @@ class MemorySink:
         # Steps answered from the recording (`AnsweredStepSink`), as the agent's path handed them
         # over: made events (their names redacted) when read, not one at a time on that path.
         self._answered: list[AnsweredStep] = []  # made `Event`s when read (`events`)
+        #: `RunState.finish_ok`'s way in for an `AnsweredStep` (the list's own append: per call)
+        self.add_answered_step = self._answered.append
         self._made: list[Event] = []
         self._run_ids: set[str] = set()  # of the events made
         self._redact_name = redact_name
@@ -66,7 +68,8 @@ class MemorySink:
     def _make_answered(self) -> None:
         """The answered steps made events, a batch at a time, each batch dropped once made: a
         long run's answered steps are never all held twice."""
-        answered, self._answered = self._answered, []
+        answered = self._answered[:]
+        self._answered.clear()  # the same list: `add_answered_step` appends to it
         self._run_ids.update(step[0] for step in answered)
         chunks: list[list[Event]] = []
         name, names = self._redact_name, self._names
@@ -97,9 +100,10 @@ class MemorySink:
             chunks.append(trusted_events(fields))
         self._made.extend(e for chunk in reversed(chunks) for e in chunk)
 
-    def add_answered(self, item: StepItem | AnsweredStep) -> None:
-        """A step answered from the recording: its args_sha and output_sha are the recorded ones."""
-        self._answered.append(_answered_step(item) if isinstance(item, StepItem) else item)
+    def add_answered(self, item: StepItem) -> None:
+        """A step answered from the recording (a recorded error): its args_sha and output_sha are
+        the recorded ones."""
+        self._answered.append(_answered_step(item))
 
     def events(self, run_id: str) -> list[Event]:
         """The run's events in store order: run_start, the steps by step_id, stop."""
@@ -172,7 +176,7 @@ class AnsweredStepSink:
         self._direct = direct
         #: `RunState.finish_ok`'s way in for an answered step (None: through `submit`, logged)
         self.answered: Callable[[AnsweredStep], None] | None = (
-            memory.add_answered if direct else None
+            memory.add_answered_step if direct else None
         )
 
     def submit(self, item: Any) -> None:

@@ -380,7 +380,7 @@ def _event_from_row(row: Sequence[Any]) -> Event:
 
 
 def _trusted_events(
-    rows: Sequence[Sequence[Any]], run_id: str
+    rows: Iterable[Sequence[Any]], run_id: str
 ) -> tuple[list[Event], dict[str, tuple[bytes, str | None, bool]], bool]:
     """`StoreBase.replay_events` from its rows: every event column but run_id, then the output
     snapshot's body, type name and truncated flag (NULL when it is gone)."""
@@ -736,13 +736,17 @@ class StoreBase:
         what a replay loads. An output whose snapshot is gone (pruned) is absent from the
         snapshots; the last value says whether any is."""
         with self._reading("reading events") as conn:
-            rows = conn.execute(
-                f"SELECT {_REPLAY_SELECT}, s.body, s.type_name, s.truncated FROM events e "
-                f"LEFT JOIN snapshots s ON {self._OUTPUT_SNAPSHOT} WHERE e.run_id = ? "
-                "ORDER BY e.seq",
-                (run_id,),
-            ).fetchall()
-        return _trusted_events(rows, run_id)
+            # Row by row, not fetchall: each row is freed once read, so a 100,000-step run's rows
+            # are never all held, and the memory they take is reused while still in the cache.
+            return _trusted_events(
+                conn.execute(
+                    f"SELECT {_REPLAY_SELECT}, s.body, s.type_name, s.truncated FROM events e "
+                    f"LEFT JOIN snapshots s ON {self._OUTPUT_SNAPSHOT} WHERE e.run_id = ? "
+                    "ORDER BY e.seq",
+                    (run_id,),
+                ),
+                run_id,
+            )
 
     def snapshot(self, sha: str) -> tuple[bytes, str | None, bool] | None:
         """``(body, type_name, truncated)`` of the snapshot with this sha; None if never stored or
