@@ -36,7 +36,7 @@ KEY_FIELDS = ("kind", "tool", "args_sha", "status", "error")
 _SCAN = 64
 
 
-@dataclass
+@dataclass(slots=True)
 class StepChange:
     """One difference between the step sequences.
 
