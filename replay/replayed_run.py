@@ -163,10 +163,10 @@ class AnsweredStepSink:
     Its args were hashed by the replay layer and its output is the recorded snapshot, so the
     writer would only pseudonymise its names: that is done when the run is read back
     (`MemorySink.events`), without a queue, a thread switch or a second pass over the rows.
-    `RunState.finish_ok` hands such a step to `answered` as a tuple (`AnsweredStep`). Any other
-    step (a stub's answer, an unrecorded call, a live tool, an error) goes to the writer to be
-    redacted and hashed, except a recorded error (`submit`). While the ``replay.events`` logger is
-    on, every step goes to the writer, which logs it.
+    `RunState.finish_ok` hands such a step to `answered` as a tuple (`AnsweredStep`); a recorded
+    error raised again comes to `submit` as a `StepItem` and goes to memory too. Any other step (a
+    stub's answer, an unrecorded call, a live tool) goes to the writer to be redacted and hashed.
+    While the ``replay.events`` logger is on, every step goes to the writer, which logs it.
     """
 
     def __init__(self, writer: Any, redactor: Redactor, memory: MemorySink) -> None:
