@@ -25,6 +25,7 @@ import logging
 import os
 import pathlib
 import queue
+import signal
 import threading
 import time
 import warnings
@@ -72,6 +73,25 @@ if hasattr(os, "register_at_fork"):
 
 class RecordingLossWarning(RuntimeWarning):
     """Some records could not be written; the agent kept running. See ``Recorder.dropped``."""
+
+
+#: Signals raised by the thread's own fault: never blocked.
+_SYNCHRONOUS = ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS", "SIGABRT")
+
+
+def _leave_signals_to_the_application() -> None:
+    """Block the asynchronous signals (SIGTERM, SIGINT, SIGALRM, ...) in the calling thread.
+
+    For a thread this library starts: the kernel hands a process signal to any thread that does
+    not block it, and Python runs its handler only when the main thread next runs Python code. A
+    SIGTERM taken by the writer while the main thread waits in a long ``sleep`` or ``recv`` would
+    wait with it, past a container's grace period, and the runs it should end would be lost.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        return
+    keep = {getattr(signal, name) for name in _SYNCHRONOUS if hasattr(signal, name)}
+    with contextlib.suppress(OSError, ValueError):
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - keep)
 
 
 @dataclass
@@ -378,6 +398,7 @@ class Writer:
                 t.start()
 
     def _loop(self) -> None:
+        _leave_signals_to_the_application()
         while True:
             if not self._closed:
                 self._wake.wait(self.flush_interval)

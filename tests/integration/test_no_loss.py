@@ -193,7 +193,10 @@ with agentmod.rec.run("busy"):
     for i in range(3000):  # queued steps: the writer only wakes at a run's end or every FLUSH s
         agentmod.lookup(i)
     print("ready", flush=True)
-    time.sleep(60)
+    # Short sleeps: a signal that lands after Python's last check and before a long sleep's system
+    # call waits for that sleep to end (CPython's own race; the test sends SIGTERM right here).
+    for _ in range(1200):
+        time.sleep(0.05)
 """
 
 
@@ -230,6 +233,26 @@ def test_sigterm_flushes_the_queue_and_ends_open_runs_killed(tmp_path: Path, pre
         (busy,) = s.runs(agent="busy")
         assert not busy.stop_inferred  # a real stop event, written by the handler
         assert busy.tool_calls == 3000
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread signal masks: Linux /proc")
+def test_the_writer_thread_leaves_asynchronous_signals_to_the_application(tmp_path: Path) -> None:
+    """The writer thread blocks SIGTERM, SIGINT and SIGALRM, so the kernel hands them to the
+    application's threads, whose blocking calls they interrupt; not the faults of its own code."""
+    rec = Recorder(tmp_path / "r.db")
+    with rec.run("a"):
+        pass
+    rec.flush()
+    (writer,) = [t for t in threading.enumerate() if t.name == "replay-writer" and t.is_alive()]
+    status = Path(f"/proc/self/task/{writer.native_id}/status").read_text()
+    blocked = int(next(line.split()[1] for line in status.splitlines() if "SigBlk" in line), 16)
+
+    def is_blocked(sig: signal.Signals) -> bool:
+        return bool(blocked >> (sig - 1) & 1)
+
+    assert all(map(is_blocked, (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGHUP)))
+    assert not any(map(is_blocked, (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE)))
+    rec.close()
 
 
 SIGTERM_WHILE_WAKING = """
