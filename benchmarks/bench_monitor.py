@@ -132,11 +132,21 @@ def build(path: Path, n_runs: int) -> int:
         p.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     now = int(time.time() * 1000)
+    t0 = time.perf_counter()
+    store = Store(path, event_days=3650, snapshot_days=3650)
+    _write_runs(store, n_runs, now)
+    store.checkpoint()
+    store.close()
+    meta.write_text(json.dumps({"now_ms": now, "runs": n_runs}))
+    print(f"  built {path.name}: {n_runs} runs in {time.perf_counter() - t0:.0f} s", flush=True)
+    return now
+
+
+def _write_runs(store: Any, n_runs: int, now: int) -> None:
+    """`n_runs` runs spread over the `SPAN_DAYS` before `now` (the same ones on every backend)."""
     first = now - SPAN_DAYS * DAY
     gap = SPAN_DAYS * DAY // n_runs
     rng = random.Random(n_runs)
-    t0 = time.perf_counter()
-    store = Store(path, event_days=3650, snapshot_days=3650)
     for chunk in range(0, n_runs, 2_000):
         runs, rows = [], []
         for i in range(chunk, min(chunk + 2_000, n_runs)):
@@ -144,11 +154,6 @@ def build(path: Path, n_runs: int) -> int:
             runs.append(run)
             rows.extend(events)
         store.write_rows(rows, runs=runs)
-    store.checkpoint()
-    store.close()
-    meta.write_text(json.dumps({"now_ms": now, "runs": n_runs}))
-    print(f"  built {path.name}: {n_runs} runs in {time.perf_counter() - t0:.0f} s", flush=True)
-    return now
 
 
 def build_pg(admin_url: str, n_runs: int) -> tuple[str, int]:
@@ -161,18 +166,9 @@ def build_pg(admin_url: str, n_runs: int) -> tuple[str, int]:
     os.environ.setdefault("REPLAY_REDACTION_KEY", "bench-key")  # a server store keeps no key
     url = new_database(admin_url)
     now = int(time.time() * 1000)
-    first = now - SPAN_DAYS * DAY
-    gap = SPAN_DAYS * DAY // n_runs
-    rng = random.Random(n_runs)
     t0 = time.perf_counter()
     with open_store(url, event_days=3650, snapshot_days=3650) as store:
-        for chunk in range(0, n_runs, 2_000):
-            runs, rows = [], []
-            for i in range(chunk, min(chunk + 2_000, n_runs)):
-                run, events = _run_rows(i, first + i * gap, rng)
-                runs.append(run)
-                rows.extend(events)
-            store.write_rows(rows, runs=runs)
+        _write_runs(store, n_runs, now)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
     print(f"  built PostgreSQL: {n_runs} runs in {time.perf_counter() - t0:.0f} s", flush=True)
