@@ -276,11 +276,14 @@ class Prefilter:
             self.keys_rx = None
             self.kv_text = self.kv_json = ()
 
-    def detect(self, raw: bytes, json_text: bool, risky: bool = False) -> int:
+    def detect(self, raw: bytes, json_text: bool, risky: bool = False, joined: bool = False) -> int:
         """The groups whose rules could match somewhere in `raw` (a superset).
 
         With ``risky``, also `RISKY` when a number in `raw` (orjson's output) may differ from
-        json's.
+        json's. With ``joined``, `raw` is several texts joined by newlines, and 0 means that
+        `detect` finds nothing in any of them: no check matches across a newline or is hidden
+        by one (a newline is what a text's start or end is to each lookaround), and the one
+        shortcut that holds for a single text only (no uppercase letter: no base64) is not taken.
         """
         en = self.enabled
         if json_text and b"\\" in raw and ESC_U.search(raw):
@@ -303,7 +306,7 @@ class Prefilter:
         # would scan the same text again), serve the b64 rule and the AWS check (a 40+ run).
         runs = (
             list(_runs16(raw.translate(B64_CLS)))
-            if en & (G_B64 | G_AWS) and not raw.islower()
+            if en & (G_B64 | G_AWS) and (joined or not raw.islower())
             else []
         )
         if en & G_B64 and (

@@ -35,7 +35,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -370,6 +370,17 @@ class Redactor(RuleMatchers):
             return frozen
         return self.canonical(thaw(frozen), len(frozen))
 
+    def all_as_they_are(self, frozen: Sequence[bytes]) -> bool:
+        """Whether `canonical_frozen` returns each of `frozen` (args frozen with sorted keys) as
+        it is, found in one detector pass over them all, joined by newlines (see
+        `Prefilter.detect`): many small args checked for the fixed cost of one.
+
+        False also when some are too large to be checked that way; then check each alone.
+        """
+        if any(len(f) >= _MEMO_MIN_BYTES for f in frozen):
+            return False
+        return not self._pre.detect(b"\n".join(frozen), json_text=True, risky=True, joined=True)
+
     def checked_frozen_pair(
         self, frozen_first: bytes, second: Any
     ) -> tuple[tuple[bytes, bool], tuple[bytes, bool]]:
@@ -392,7 +403,7 @@ class Redactor(RuleMatchers):
         """`checked_pair` from both values' sorted bytes: one detector pass over the two joined by
         a newline (no rule matches across it); `first` is frozen bytes with `thaw_first`."""
         detect = self._pre.detect
-        mask = detect(raw_a + b"\n" + raw_b, json_text=True, risky=True)
+        mask = detect(raw_a + b"\n" + raw_b, json_text=True, risky=True, joined=True)
         if not mask:
             return (raw_a, True), (raw_b, True)
         mask_a = detect(raw_a, json_text=True, risky=True)

@@ -575,3 +575,21 @@ def test_frozen_args_redact_and_hash_as_the_value_does(value: dict[str, object])
     assert R.canonical_frozen(frozen) == R.canonical(thaw(frozen))
     if "ann@example.com" in str(value):
         assert b"ann@example.com" not in R.canonical_frozen(frozen)
+
+
+def test_all_as_they_are_says_true_only_when_canonical_frozen_keeps_every_one() -> None:
+    """One detector pass over many frozen args: True only when `canonical_frozen` would return
+    each as it is; one with PII, a risky number or past the memo size makes it False."""
+    clean = [
+        freeze_lenient({"i": i, "q": "where is my order?"}, "args", True)[0] for i in range(40)
+    ]
+    assert R.all_as_they_are(clean)
+    assert all(R.canonical_frozen(f) is f for f in clean)
+    for odd in (
+        {"q": "write to ann@example.com"},
+        {"x": 1e-7},
+        {"history": ["refunds take 5 days " * 20] * 30},
+    ):
+        frozen = freeze_lenient(odd, "args", True)[0]
+        assert not R.all_as_they_are([*clean[:20], frozen, *clean[20:]])
+    assert R.all_as_they_are([])
