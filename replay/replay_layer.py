@@ -47,6 +47,8 @@ STUB_MODES = ("always", "miss")
 #: The most memory one replay spends remembering args_sha per distinct args (`args_sha`).
 ARGS_MEMO_BYTES = 1 << 20
 _MEMO_ENTRY_BYTES = 200  # a dict slot, the 16-byte digest key, the sha string
+#: The most args `ReplaySession.settle_args` checks in one detector pass.
+_SETTLE_BATCH = 32
 
 
 def _rebuild_value(value: Any, type_name: str | None) -> Any:
@@ -196,6 +198,16 @@ class ReplaySession:
         )
         self._sha_memo: dict[bytes, str] = {}  # frozen args -> args_sha (`args_sha`)
         self._memo_room = ARGS_MEMO_BYTES
+        #: tools a ``sequence`` rule answers by position (`answer_by_position`): the replayed run
+        #: is held in memory, no fault or stub answers them
+        self.by_position = (
+            frozenset(tool for tool, rule in self.rules.items() if rule.sequence) - set(self.stubs)
+            if self.sink is not None and self.faults is None
+            else frozenset()
+        )
+        #: their answered steps whose args_sha waits for `settle_args`: (step id, frozen args,
+        #: args_sha as they are, the recorded step's args_sha)
+        self._unsettled: list[tuple[int, bytes, str, str]] = []
         self._index_recording()
 
     def _index_recording(self) -> None:
@@ -254,6 +266,8 @@ class ReplaySession:
             return self.answer(st, step, recorded)
         if self.live and self.live.covers(spec.name):
             return LIVE.call(st, spec, args, kwargs, self.enter_live(st, spec, args, kwargs))
+        if spec.name in self.by_position and st.answered is not None:
+            return self.answer_by_position(st, spec, args, kwargs)
         step = self.enter(st, spec, args, kwargs)
         fault = self.faults.pick(spec.name) if self.faults is not None else None
         if fault is not None:
@@ -265,6 +279,8 @@ class ReplaySession:
     ) -> Any:
         if self.live and self.live.covers(spec.name):
             return await LIVE.acall(st, spec, args, kwargs, self.enter_live(st, spec, args, kwargs))
+        if spec.name in self.by_position and st.answered is not None:
+            return self.answer_by_position(st, spec, args, kwargs)
         step = self.enter(st, spec, args, kwargs)
         fault = self.faults.pick(spec.name) if self.faults is not None else None
         if fault is not None and fault.kind == "slow" and self.faults is not None:
@@ -386,6 +402,70 @@ class ReplaySession:
                 self._memo_room -= _MEMO_ENTRY_BYTES
                 self._sha_memo[key] = sha
         return sha
+
+    def answer_by_position(
+        self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """A call of a tool that a ``sequence`` rule answers: by its n-th recorded call.
+
+        The answer does not depend on the args, so their redaction check (for the args_sha the
+        replayed step keeps, and for the mark that they changed) waits for `settle_args`, which
+        checks many calls' args in one detector pass; until then the step, held in memory only,
+        has the sha of its args as they are. A call the recording cannot answer, or whose
+        answer goes through the writer (no output snapshot), is hashed at once.
+        """
+        step = st.enter(spec, args, kwargs)
+        recorded = self._next_of(self.redactor.redact_name(spec.name))
+        if recorded is None:
+            step.args_sha = self.args_sha(step.args)
+            return self.miss(st, step, args, kwargs)
+        self.taken.add(id(recorded))
+        frozen = step.args
+        sha = sha256(frozen).hexdigest()[:24]  # `sha_of_canonical`, inline
+        if sha != recorded.args_sha:
+            self.marks[step.step_id] = LOOSE_NOTE
+            if sha in self.recorded_args:
+                pass  # args recorded as they are (see `args_sha`): nothing to redact in them
+            elif recorded.output_sha is None:
+                sha = self.args_sha(frozen)
+                if sha == recorded.args_sha:
+                    del self.marks[step.step_id]
+            else:  # an exact-size copy: orjson's bytes keep a 4 KB buffer
+                self._unsettled.append(
+                    (step.step_id, bytes(memoryview(frozen)), sha, recorded.args_sha or "")
+                )
+        step.args_sha = sha
+        return self.answer(st, step, recorded)
+
+    def settle_args(self) -> dict[int, str]:
+        """The final args_sha of the steps `answer_by_position` left unsettled, where it is not
+        the sha of their args as they are: step id -> args_sha. Their marks are set right.
+
+        Their args are checked for redaction a batch at a time, in one detector pass each
+        (`Redactor.all_as_they_are`); a batch with something to redact has each of its args
+        hashed alone (`args_sha`), and the next batch is half as large; a clean one doubles it,
+        up to `_SETTLE_BATCH`. Args where every batch finds something cost what hashing each
+        alone costs, plus a pass per two.
+        """
+        pending, self._unsettled = self._unsettled, []
+        final: dict[int, str] = {}
+        size, i = _SETTLE_BATCH, 0
+        while i < len(pending):
+            batch = pending[i : i + size]
+            i += len(batch)
+            if size > 1 and self.redactor.all_as_they_are([p[1] for p in batch]):
+                size = min(size * 2, _SETTLE_BATCH)
+                continue
+            clean = True
+            for step_id, frozen, as_is, recorded_sha in batch:
+                sha = self.args_sha(frozen)
+                if sha != as_is:
+                    final[step_id] = sha
+                    clean = False
+                if sha == recorded_sha:
+                    self.marks.pop(step_id, None)
+            size = min(size * 2, _SETTLE_BATCH) if clean else max(size // 2, 1)
+        return final
 
     def enter_live(
         self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -550,6 +630,9 @@ class ReplaySession:
                 "with @rec.agent, and was it called?"
             )
         if self.sink is not None:
+            final = self.settle_args()  # before anything reads the steps' args_sha
+            if final:
+                self.sink.set_args_sha(self.replayed_run_id, final)
             run, events = (
                 self.sink.get_run(self.replayed_run_id),
                 self.sink.events(self.replayed_run_id),

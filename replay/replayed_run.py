@@ -100,6 +100,15 @@ class MemorySink:
             chunks.append(trusted_events(fields))
         self._made.extend(e for chunk in reversed(chunks) for e in chunk)
 
+    def set_args_sha(self, run_id: str, shas: Mapping[int, str]) -> None:
+        """Give answered steps of `run_id` not read yet their final args_sha, by step id (see
+        `replay.replay_layer.ReplaySession.settle_args`)."""
+        answered = self._answered
+        for k, step in enumerate(answered):
+            sha = shas.get(step[3])
+            if sha is not None and step[0] == run_id:
+                answered[k] = (*step[:5], sha, *step[6:])
+
     def add_answered(self, item: StepItem) -> None:
         """A step answered from the recording (a recorded error): its args_sha and output_sha are
         the recorded ones."""

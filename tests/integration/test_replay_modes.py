@@ -260,3 +260,107 @@ def test_cli_replay_run_takes_match_and_live(model_agent: Any) -> None:
         cli, ["run", run_id, "--db", db, "--agent", entry, "--live", "crm.*", "--json"]
     )
     assert mod.CALLS["crm"] == 1, live.output
+
+
+def _prompt_agent(tmp_path: Path) -> tuple[Recorder, Any, dict[str, Any]]:
+    """An agent that sends a model each prompt of its input in turn (sync and async)."""
+    rec = Recorder(str(tmp_path / "replay.db"))
+    knobs: dict[str, Any] = {"prompts": []}
+
+    @rec.model("llm")
+    def llm(prompt: str) -> dict[str, str]:
+        return {"answer": "ok"}
+
+    @rec.model("allm")
+    async def allm(prompt: str) -> dict[str, str]:
+        return {"answer": "ok"}
+
+    @rec.agent("prompter")
+    def agent(n: int) -> int:
+        return sum(len(llm(p)["answer"]) for p in knobs["prompts"])
+
+    @rec.agent("aprompter")
+    async def aagent(n: int) -> int:
+        return sum([len((await allm(p))["answer"]) for p in knobs["prompts"]])
+
+    knobs["agents"] = {"llm": agent, "allm": aagent}
+    return rec, knobs, knobs["agents"]
+
+
+def _record_prompts(rec: Recorder, agent: Any, knobs: dict[str, Any], prompts: list[str]) -> str:
+    import asyncio
+    import inspect
+
+    from replay.store import Store
+
+    knobs["prompts"] = prompts
+    out = agent(len(prompts))
+    if inspect.isawaitable(out):
+        asyncio.run(out)  # its run ends in asyncio.run's context: not `rec.last_run_id`
+    rec.flush()
+    with Store(rec.db) as store:
+        return store.runs(limit=1)[0].run_id
+
+
+def _args_shas(rec: Recorder, run_id: str) -> list[str | None]:
+    from replay.store import Store
+
+    with Store(rec.db) as store:
+        return [e.args_sha for e in store.events(run_id) if e.tool is not None]
+
+
+@pytest.mark.parametrize("tool", ["llm", "allm"])
+def test_match_sequence_hashes_changed_args_as_the_recorder_does(tmp_path: Path, tool: str) -> None:
+    """Under match="sequence" the replayed steps keep the args_sha the recorder gives their args,
+    PII redacted first, also where the check of many args at once finds some (every 7th holds
+    an email) and the check goes on in smaller batches; the sha of raw args is nowhere."""
+    import hashlib
+
+    from replay.hashing import canonical_bytes
+
+    rec, knobs, agents = _prompt_agent(tmp_path)
+    agent = agents[tool]
+    old = [f"ticket {i}: where is my order?" for i in range(120)]
+    new = [
+        f"ticket {i}: mail ana{i}@example.com" if i % 7 == 0 else f"ticket {i}: where is it?"
+        for i in range(120)
+    ]
+    recorded = _record_prompts(rec, agent, knobs, old)
+    expected = _args_shas(rec, _record_prompts(rec, agent, knobs, new))  # the recorder's shas
+    res = replay_run(recorded, agent=agent, db=rec.db, match={tool: "sequence"})
+    assert res.exception is None
+    assert [s.args_sha for s in res.steps] == expected
+    assert len(res.marks) == 120 and len(res.diff.changes) == 120
+    raw = {hashlib.sha256(canonical_bytes({"prompt": p})).hexdigest()[:24] for p in new if "@" in p}
+    shown = res.diff.to_text() + str(res.diff.to_json())
+    assert not raw & set(expected)
+    assert not any(sha[:8] in shown for sha in raw)
+    rec.close()
+
+
+def test_match_sequence_leaves_args_with_pii_unmarked_when_they_did_not_change(
+    tmp_path: Path,
+) -> None:
+    """Args that hold an email and did not change hash to the recorded args_sha once redacted:
+    not marked changed, and the replay matches."""
+    rec, knobs, agents = _prompt_agent(tmp_path)
+    prompts = [f"write to ana{i}@example.com" for i in range(40)]
+    recorded = _record_prompts(rec, agents["llm"], knobs, prompts)
+    res = replay_run(recorded, agent=agents["llm"], db=rec.db, match={"llm": "sequence"})
+    assert res.exception is None
+    assert res.marks == {} and res.diff.is_empty, res.diff.to_text()
+    assert [s.args_sha for s in res.steps] == _args_shas(rec, recorded)
+    rec.close()
+
+
+def test_match_sequence_names_an_extra_call_by_its_redacted_args_sha(tmp_path: Path) -> None:
+    """A call past the recorded ones is unrecorded, named by the args_sha the recorder would
+    give it (the email redacted), not by a hash of the raw args."""
+    rec, knobs, agents = _prompt_agent(tmp_path)
+    recorded = _record_prompts(rec, agents["llm"], knobs, ["hello"])
+    expected = _args_shas(rec, _record_prompts(rec, agents["llm"], knobs, ["mail ana@example.com"]))
+    knobs["prompts"] = ["hello again", "mail ana@example.com"]
+    res = replay_run(recorded, agent=agents["llm"], db=rec.db, match={"llm": "sequence"})
+    assert isinstance(res.exception, UnrecordedCall)
+    assert res.exception.args_sha == expected[0]
+    rec.close()
