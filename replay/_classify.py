@@ -379,6 +379,18 @@ class _Differ:
         left_a: list[tuple[int, int]] = []  # (position, path coordinate) not yet explained
         left_b: list[tuple[int, int]] = []
         for alo, ahi, blo, bhi in regions:
+            if ahi - alo == bhi - blo and all(
+                x.kind == y.kind and x.tool == y.tool
+                for x, y in zip(sa[alo:ahi], sb[blo:bhi], strict=True)
+            ):
+                # The same (kind, tool) step for step (new args throughout, say): what the
+                # pairing below finds, without its queues.
+                paired = self._paired
+                found.extend(
+                    (i + j, paired(i, j, a[i] == b[j]))
+                    for i, j in zip(range(alo, ahi), range(blo, bhi), strict=True)
+                )
+                continue
             # Same place, same (kind, tool): one step changed rather than one removed + one added.
             by_tool: dict[tuple[str, str | None], deque[int]] = defaultdict(deque)
             for j in range(blo, bhi):
@@ -479,7 +491,18 @@ class _Differ:
         kind = ""
         if "args_sha" in self.key_fields and ea.args_sha != eb.args_sha:
             kind = "args_changed"
-            parts.append(f"args {short_sha(ea.args_sha)} -> {short_sha(eb.args_sha)}")
+            shas = f"{short_sha(ea.args_sha)} -> {short_sha(eb.args_sha)}"
+            if ea.status == eb.status and ea.error == eb.error:  # new args only (most): at once
+                return StepChange(
+                    kind,
+                    ea,
+                    eb,
+                    self.ra.orig(i),
+                    self.rb.orig(j),
+                    detail=f"{tool} args_sha {shas}",
+                    note=f"args {shas}",
+                )
+            parts.append(f"args {shas}")
         if "status" in self.key_fields and ea.status != eb.status:
             kind = kind or "status_changed"
             parts.append(f"status {ea.status} -> {eb.status}" + _err_suffix(ea, eb))
