@@ -398,11 +398,14 @@ def replay_run(
         replay.faults.FaultSpecError: a bad `faults` spec, before the agent runs.
     """
     replay = _Replay(**locals()).start()
-    with replay.running() as out:
-        out.value = replay.invoke()
-        if inspect.isawaitable(out.value):
-            out.value = asyncio.run(_await(out.value))
-    return replay.conclude(out)
+    try:
+        with replay.running() as out:
+            out.value = replay.invoke()
+            if inspect.isawaitable(out.value):
+                out.value = asyncio.run(_await(out.value))
+        return replay.conclude(out)
+    finally:
+        replay.release()
 
 
 @dataclasses.dataclass
@@ -440,14 +443,22 @@ class _Replay:
     recording: Recording = dataclasses.field(init=False)
     fn: Callable[..., Any] = dataclasses.field(init=False)
     call: tuple[list[Any], dict[str, Any]] = dataclasses.field(init=False)
+    gc_frozen: bool = dataclasses.field(default=False, init=False)
 
     def start(self) -> _Replay:
-        """Everything the replay needs before the agent runs; every error is raised here."""
+        """Everything the replay needs before the agent runs; every error is raised here.
+
+        A long recording is then kept out of the garbage collector's scans until `release`
+        (`gc.freeze`): it lives until the replay ends, and at 100,000 steps the collector
+        otherwise walks it several times, from the first allocation after it is loaded on.
+        """
         _check_clock(self.clock)
-        self.recording, self.fn, self.call = _prepare(
-            self.source, self.agent, self.db, agents=self.agents, project=self.project
-        )
-        with gc_paused():  # indexing a long recording: this library's code only
+        collecting = gc.isenabled() and gc.get_freeze_count() == 0
+        # Loading and indexing a long recording (resolving the agent may import its module).
+        with gc_paused():
+            self.recording, self.fn, self.call = _prepare(
+                self.source, self.agent, self.db, agents=self.agents, project=self.project
+            )
             self.session = _new_session(
                 self.recording,
                 stubs=self.stubs,
@@ -459,7 +470,16 @@ class _Replay:
                 redaction=self.redaction,
                 record_to=self.record_to,
             )
+            if collecting and len(self.recording.events) >= GC_FREEZE_EVENTS:
+                gc.freeze()  # before the collector runs again: nothing scanned the recording
+                self.gc_frozen = True
         return self
+
+    def release(self) -> None:
+        """Hand what `start` froze back to the garbage collector (its oldest generation)."""
+        if self.gc_frozen:
+            self.gc_frozen = False
+            gc.unfreeze()
 
     def running(self) -> contextlib.AbstractContextManager[_Outcome]:
         """The block the agent runs in (`_agent_running`)."""
@@ -485,6 +505,7 @@ class _Replay:
             return result
         finally:
             self.session.close()
+            self.release()
 
 
 @contextlib.contextmanager
@@ -500,7 +521,6 @@ def _agent_running(
     with (
         _installed(session, allow_network=allow_network, allow_subprocess=allow_subprocess),
         _recorded_clock(session.recording, clock),
-        _recording_frozen(len(session.recording.events)),
     ):
         try:
             yield out
@@ -509,25 +529,8 @@ def _agent_running(
 
 
 #: From this many events on, a replay keeps the loaded recording out of the garbage collector's
-#: scans while the agent runs (`gc.freeze`): at 100,000 steps the collector otherwise spends a
-#: third of the replay walking objects that live until its end.
+#: scans until it ends (`gc.freeze`, see `_Replay.start`).
 GC_FREEZE_EVENTS = 5_000
-
-
-@contextlib.contextmanager
-def _recording_frozen(n_events: int) -> Iterator[None]:
-    """What is alive now (the recording) ignored by the garbage collector for the block.
-
-    Only collection timing changes: `gc.unfreeze` hands everything back at the end.
-    """
-    if n_events < GC_FREEZE_EVENTS or not gc.isenabled():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def _new_session(recording: Recording, **options: Any) -> ReplaySession:
@@ -645,8 +648,11 @@ async def replay_run_async(*args: Any, **kwargs: Any) -> ReplayResult:
     (other tasks of the loop included); pass ``clock="real"`` where that matters.
     """
     replay = _Replay(**_bind(replay_run, args, kwargs)).start()
-    with replay.running() as out:
-        out.value = replay.invoke()
-        if inspect.isawaitable(out.value):
-            out.value = await out.value
-    return replay.conclude(out)
+    try:
+        with replay.running() as out:
+            out.value = replay.invoke()
+            if inspect.isawaitable(out.value):
+                out.value = await out.value
+        return replay.conclude(out)
+    finally:
+        replay.release()
