@@ -311,13 +311,18 @@ def _count(v: Any) -> bool:
     return type(v) is int and 0 <= v <= MAX_INT
 
 
-def trusted_usage(text: str | bytes) -> Usage:
+def trusted_usage(
+    text: str | bytes, seen: dict[str | bytes, dict[str, Any]] | None = None
+) -> Usage:
     """A `Usage` from the JSON this library's writer stored (`replay.rows.usage_json`).
 
     Built unchecked when it holds exactly the four fields, of their types (a model call's usage on
     every step of a long run: `model_validate` would cost microseconds each); anything else is
-    validated.
+    validated. `seen` (text -> its checked fields) spares parsing a text again: a long run's
+    model calls often report the same usage. Each `Usage` gets its own copy of the fields.
     """
+    if seen is not None and (known := seen.get(text)) is not None:
+        return _unchecked(Usage, known.copy(), _ALL_USAGE_FIELDS)
     d = orjson.loads(text)
     if (
         type(d) is dict
@@ -328,5 +333,7 @@ def trusted_usage(text: str | bytes) -> Usage:
         and type(d["cost_usd"]) is float
         and d["cost_usd"] >= 0.0  # JSON has no NaN or infinity: orjson refuses them
     ):
+        if seen is not None:
+            seen[text] = d.copy()
         return _unchecked(Usage, d, _ALL_USAGE_FIELDS)
     return Usage.model_validate(d)

@@ -388,6 +388,7 @@ def _trusted_events(
     intern = sys.intern  # one string per kind, tool and status rather than one per row (memory)
     fields: list[dict[str, Any]] = []
     snaps: dict[str, tuple[bytes, str | None, bool]] = {}
+    usages: dict[str | bytes, dict[str, Any]] = {}  # usage text -> its fields (`trusted_usage`)
     for row in rows:
         (kind, ts_ms, step_id, tool, args_sha, output_sha, duration_ms, status, error, stop,
          usage, parent, group, body, type_name, truncated) = row  # fmt: skip
@@ -404,7 +405,7 @@ def _trusted_events(
                 "status": status if status is None else intern(status),
                 "error": error,
                 "stop_reason": stop,
-                "usage": usage if usage is None else trusted_usage(usage),
+                "usage": usage if usage is None else trusted_usage(usage, usages),
                 "parent_step_id": parent,
                 "concurrent_group": group,
             }

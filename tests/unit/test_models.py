@@ -119,3 +119,18 @@ def test_usage_in_any_other_shape_is_validated(text: str) -> None:
 def test_usage_out_of_bounds_is_refused_as_validation_refuses_it(text: str) -> None:
     with pytest.raises(ValidationError):
         trusted_usage(text)
+
+
+def test_usage_seen_before_is_not_parsed_again_and_each_event_gets_its_own() -> None:
+    """With `seen`, a repeated usage text gives equal `Usage`s that share nothing: mutating one
+    leaves the next as stored. Texts that need validation are never remembered."""
+    text = '{"tokens_in":12,"tokens_out":3,"cost_usd":0.25,"tool_calls":0}'
+    seen: dict[str | bytes, dict[str, object]] = {}
+    first = trusted_usage(text, seen)
+    assert text in seen
+    first.tokens_in = 99
+    second = trusted_usage(text, seen)
+    assert second == Usage.model_validate_json(text) and second is not first
+    odd = '{"tokens_in":"12","tokens_out":3,"cost_usd":0.5,"tool_calls":0}'
+    assert trusted_usage(odd, seen) == Usage.model_validate_json(odd)
+    assert odd not in seen
