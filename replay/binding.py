@@ -177,6 +177,12 @@ def tool_calls_in(response: Any) -> int:
     The calls one response issues are one concurrent group, even when they happen to run one after
     another (a framework may run them in worker threads in any order). 0 when nothing is found.
     """
+    if type(response) is dict and type(choices := response.get("choices")) is list and choices:
+        # An OpenAI-shaped dict (most recorded answers): no partial, no isinstance chain.
+        msg = choices[0].get("message") if type(choices[0]) is dict else None
+        if type(msg) is dict:
+            calls = msg.get("tool_calls")
+            return len(calls) if isinstance(calls, (list, tuple)) else 0
     try:
         get = response.get if isinstance(response, dict) else functools.partial(getattr, response)
         choices = get("choices", None)

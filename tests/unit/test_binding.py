@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replay.binding import ToolSpec
+from replay.binding import ToolSpec, tool_calls_in
 
 
 def _reference_bind(
@@ -88,3 +89,29 @@ def test_extra_positionals_are_kept_under_their_own_name() -> None:
     }
     assert "self" not in ToolSpec(_Svc.method, "t", "tool_result").bind(("svc", 1), {})
     assert ToolSpec(f_kwonly, "t", "tool_result").bind((5,), {"k": 1}) == {"*args": [5], "k": 1}
+
+
+class _Obj:
+    def __init__(self, **kw: object) -> None:
+        self.__dict__.update(kw)
+
+
+@pytest.mark.parametrize(
+    ("response", "n"),
+    [
+        ({"choices": [{"message": {"role": "assistant", "content": "hi"}}]}, 0),
+        ({"choices": [{"message": {"tool_calls": [{"id": "a"}, {"id": "b"}]}}]}, 2),
+        ({"choices": [{"message": {"tool_calls": None}}]}, 0),
+        ({"choices": [_Obj(message=_Obj(tool_calls=[1, 2, 3]))]}, 3),  # SDK objects in a dict
+        ({"choices": [{"message": _Obj(tool_calls=[1])}]}, 1),
+        (_Obj(choices=[_Obj(message=_Obj(tool_calls=[1, 2]))]), 2),
+        ({"choices": []}, 0),
+        ({"content": [{"type": "tool_use"}, {"type": "text"}, {"type": "tool_use"}]}, 2),
+        ({"parts": [{"part_kind": "tool-call"}]}, 1),
+        ("plain text", 0),
+        (None, 0),
+    ],
+)
+def test_tool_calls_in_counts_the_calls_a_model_response_asks_for(response: object, n: int) -> None:
+    """OpenAI (dicts, SDK objects or a mix), Anthropic and pydantic-ai shapes; 0 otherwise."""
+    assert tool_calls_in(response) == n
