@@ -209,6 +209,14 @@ class _Side:
         return min(cands, key=lambda i: (abs(i - pos), i))
 
 
+def _new_args(ea: Event, eb: Event, i: int, j: int) -> StepChange:
+    """The change of a step whose args changed and nothing else the diff keys on."""
+    shas = f"{short_sha(ea.args_sha)} -> {short_sha(eb.args_sha)}"
+    return StepChange(
+        "args_changed", ea, eb, i, j, detail=f"{ea.tool} args_sha {shas}", note=f"args {shas}"
+    )
+
+
 class _Differ:
     def __init__(self, recorded: Trace, replayed: Trace, rules: IgnoreRules) -> None:
         self.rules = rules
@@ -385,11 +393,7 @@ class _Differ:
             ):
                 # The same (kind, tool) step for step (new args throughout, say): what the
                 # pairing below finds, without its queues.
-                paired = self._paired
-                found.extend(
-                    (i + j, paired(i, j, a[i] == b[j]))
-                    for i, j in zip(range(alo, ahi), range(blo, bhi), strict=True)
-                )
+                self._pair_in_place(alo, blo, ahi - alo, a, b, found)
                 continue
             # Same place, same (kind, tool): one step changed rather than one removed + one added.
             by_tool: dict[tuple[str, str | None], deque[int]] = defaultdict(deque)
@@ -482,6 +486,28 @@ class _Differ:
             found.append((min(coord, free.pop(match)), self._paired(i, match, False)))
         return still, [(j, c) for j, c in extra if j in free]
 
+    def _pair_in_place(
+        self, alo: int, blo: int, n: int, a: list[int], b: list[int], found: list[Any]
+    ) -> None:
+        """`_paired` of the steps ``alo + k`` and ``blo + k`` for k < n, onto `found`; a step with
+        new args only (a changed prompt: every step of the region) is built here at once."""
+        sa, sb, pa, pb = self.ra.steps, self.rb.steps, self.ra.pos, self.rb.pos
+        by_args = "args_sha" in self.key_fields
+        append = found.append
+        for i, j in zip(range(alo, alo + n), range(blo, blo + n), strict=True):
+            ea, eb = sa[i], sb[j]
+            if (
+                a[i] != b[j]
+                and by_args
+                and ea.args_sha != eb.args_sha
+                and ea.status == eb.status
+                and ea.error == eb.error
+            ):
+                oi, oj = i if pa is None else pa[i], j if pb is None else pb[j]
+                append((i + j, _new_args(ea, eb, oi, oj)))
+            else:
+                append((i + j, self._paired(i, j, a[i] == b[j])))
+
     def _paired(self, i: int, j: int, same_key: bool) -> StepChange:
         if same_key:
             return self._reordered(i, j)
@@ -490,19 +516,10 @@ class _Differ:
         parts: list[str] = []
         kind = ""
         if "args_sha" in self.key_fields and ea.args_sha != eb.args_sha:
-            kind = "args_changed"
-            shas = f"{short_sha(ea.args_sha)} -> {short_sha(eb.args_sha)}"
             if ea.status == eb.status and ea.error == eb.error:  # new args only (most): at once
-                return StepChange(
-                    kind,
-                    ea,
-                    eb,
-                    self.ra.orig(i),
-                    self.rb.orig(j),
-                    detail=f"{tool} args_sha {shas}",
-                    note=f"args {shas}",
-                )
-            parts.append(f"args {shas}")
+                return _new_args(ea, eb, self.ra.orig(i), self.rb.orig(j))
+            kind = "args_changed"
+            parts.append(f"args {short_sha(ea.args_sha)} -> {short_sha(eb.args_sha)}")
         if "status" in self.key_fields and ea.status != eb.status:
             kind = kind or "status_changed"
             parts.append(f"status {ea.status} -> {eb.status}" + _err_suffix(ea, eb))

@@ -157,6 +157,7 @@ class ReplaySession:
         self.on_unrecorded = on_unrecorded
         self.rules = parse_match(match)
         self.live = LiveTools(live)
+        self.any_live = bool(self.live)  # `call`: per call, without `LiveTools.__bool__`
         #: replayed step id -> what the diff notes on it (a live step, a loosely matched one)
         self.marks: dict[int, str] = {}
         key, source = _replay_key(recording)
@@ -264,7 +265,7 @@ class ReplaySession:
             if recorded is None:
                 return self.miss(st, step, args, kwargs)
             return self.answer(st, step, recorded)
-        if self.live and self.live.covers(spec.name):
+        if self.any_live and self.live.covers(spec.name):
             return LIVE.call(st, spec, args, kwargs, self.enter_live(st, spec, args, kwargs))
         if spec.name in self.by_position and st.answered is not None:
             return self.answer_by_position(st, spec, args, kwargs)
@@ -277,7 +278,7 @@ class ReplaySession:
     async def acall(
         self, st: RunState, spec: ToolSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if self.live and self.live.covers(spec.name):
+        if self.any_live and self.live.covers(spec.name):
             return await LIVE.acall(st, spec, args, kwargs, self.enter_live(st, spec, args, kwargs))
         if spec.name in self.by_position and st.answered is not None:
             return self.answer_by_position(st, spec, args, kwargs)
