@@ -277,6 +277,8 @@ def _prompt_agent(tmp_path: Path) -> tuple[Recorder, Any, dict[str, Any]]:
 
     @rec.agent("prompter")
     def agent(n: int) -> int:
+        if "hook" in knobs:
+            knobs["hook"]()
         return sum(len(llm(p)["answer"]) for p in knobs["prompts"])
 
     @rec.agent("aprompter")
@@ -363,4 +365,42 @@ def test_match_sequence_names_an_extra_call_by_its_redacted_args_sha(tmp_path: P
     res = replay_run(recorded, agent=agents["llm"], db=rec.db, match={"llm": "sequence"})
     assert isinstance(res.exception, UnrecordedCall)
     assert res.exception.args_sha == expected[0]
+    rec.close()
+
+
+def test_a_long_replay_freezes_the_recording_and_leaves_the_collector_as_it_found_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From `GC_FREEZE_EVENTS` events on, the loaded recording is kept out of the collector's
+    scans while the agent runs and unfrozen after, also when the agent raises; an application's
+    own freeze is neither joined nor undone."""
+    import gc
+
+    import replay.replayer as replayer
+
+    monkeypatch.setattr(replayer, "GC_FREEZE_EVENTS", 3)
+    rec, knobs, agents = _prompt_agent(tmp_path)
+    recorded = _record_prompts(rec, agents["llm"], knobs, ["a", "b", "c"])
+    seen: list[int] = []
+
+    def hook() -> None:
+        seen.append(gc.get_freeze_count())
+        if knobs.get("boom"):
+            raise RuntimeError("agent failed")
+
+    knobs["hook"] = hook
+    assert gc.get_freeze_count() == 0
+    res = replay_run(recorded, agent=agents["llm"], db=rec.db)
+    assert res.exception is None and seen[-1] > 0 and gc.get_freeze_count() == 0
+    knobs["boom"] = True
+    res = replay_run(recorded, agent=agents["llm"], db=rec.db)
+    assert isinstance(res.exception, RuntimeError) and gc.get_freeze_count() == 0
+    knobs["boom"] = False
+    gc.freeze()  # the application's own (a forking server's)
+    try:
+        mine = gc.get_freeze_count()  # frozen objects that die leave it: it only shrinks
+        replay_run(recorded, agent=agents["llm"], db=rec.db)
+        assert 0 < seen[-1] <= mine and 0 < gc.get_freeze_count() <= mine
+    finally:
+        gc.unfreeze()
     rec.close()
