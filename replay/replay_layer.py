@@ -445,8 +445,8 @@ class ReplaySession:
         Their args are checked for redaction a batch at a time, in one detector pass each
         (`Redactor.all_as_they_are`); a batch with something to redact has each of its args
         hashed alone (`args_sha`), and the next batch is half as large; a clean one doubles it,
-        up to `_SETTLE_BATCH`. Args where every batch finds something cost what hashing each
-        alone costs, plus a pass per two.
+        up to `_SETTLE_BATCH`. Where most args hold something to redact this costs what hashing
+        each alone costs, plus at most one joined pass per two args.
         """
         pending, self._unsettled = self._unsettled, []
         final: dict[int, str] = {}
