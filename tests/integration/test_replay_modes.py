@@ -311,11 +311,14 @@ def _args_shas(rec: Recorder, run_id: str) -> list[str | None]:
         return [e.args_sha for e in store.events(run_id) if e.tool is not None]
 
 
-@pytest.mark.parametrize("tool", ["llm", "allm"])
-def test_match_sequence_hashes_changed_args_as_the_recorder_does(tmp_path: Path, tool: str) -> None:
+@pytest.mark.parametrize(("tool", "every"), [("llm", 7), ("allm", 7), ("llm", 1)])
+def test_match_sequence_hashes_changed_args_as_the_recorder_does(
+    tmp_path: Path, tool: str, every: int
+) -> None:
     """Under match="sequence" the replayed steps keep the args_sha the recorder gives their args,
-    PII redacted first, also where the check of many args at once finds some (every 7th holds
-    an email) and the check goes on in smaller batches; the sha of raw args is nowhere."""
+    PII redacted first, also where the check of many args at once finds some (every 7th, or
+    every one, holds an email) and the check goes on in smaller batches; the sha of raw args is
+    nowhere."""
     import hashlib
 
     from replay.hashing import canonical_bytes
@@ -324,7 +327,7 @@ def test_match_sequence_hashes_changed_args_as_the_recorder_does(tmp_path: Path,
     agent = agents[tool]
     old = [f"ticket {i}: where is my order?" for i in range(120)]
     new = [
-        f"ticket {i}: mail ana{i}@example.com" if i % 7 == 0 else f"ticket {i}: where is it?"
+        f"ticket {i}: mail ana{i}@example.com" if i % every == 0 else f"ticket {i}: where is it?"
         for i in range(120)
     ]
     recorded = _record_prompts(rec, agent, knobs, old)
