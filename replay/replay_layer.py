@@ -425,9 +425,9 @@ class ReplaySession:
         sha = sha256(frozen).hexdigest()[:24]  # `sha_of_canonical`, inline
         if sha != recorded.args_sha:
             self.marks[step.step_id] = LOOSE_NOTE
-            if sha in self.recorded_args:
-                pass  # args recorded as they are (see `args_sha`): nothing to redact in them
-            elif recorded.output_sha is None:
+        # Args some step was recorded with as they are have nothing to redact (`args_sha`).
+        if sha != recorded.args_sha and sha not in self.recorded_args:
+            if recorded.output_sha is None:  # hashed now: the writer records this step
                 sha = self.args_sha(frozen)
                 if sha == recorded.args_sha:
                     del self.marks[step.step_id]

@@ -449,8 +449,9 @@ class _Replay:
         """Everything the replay needs before the agent runs; every error is raised here.
 
         A long recording is then kept out of the garbage collector's scans until `release`
-        (`gc.freeze`): it lives until the replay ends, and at 100,000 steps the collector
-        otherwise walks it several times, from the first allocation after it is loaded on.
+        (`gc.freeze`; `replay_run` releases it however the replay ends): it lives until the
+        replay ends, and at 100,000 steps the collector otherwise walks it several times, from
+        the first allocation after it is loaded on.
         """
         _check_clock(self.clock)
         collecting = gc.isenabled() and gc.get_freeze_count() == 0
@@ -505,7 +506,6 @@ class _Replay:
             return result
         finally:
             self.session.close()
-            self.release()
 
 
 @contextlib.contextmanager
