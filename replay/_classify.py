@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 from bisect import bisect_left
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import compress, count, repeat
 from operator import attrgetter, eq, itemgetter
 from typing import TYPE_CHECKING, Any
 
 from replay._align import Block, align
+from replay.event_table import EventTable
 from replay.models import Event
 from replay.render import ddiff_lines, short_sha
 
@@ -118,22 +119,35 @@ class _Side:
     def __init__(self, trace: Trace, rules: IgnoreRules) -> None:
         self.trace = trace
         steps = trace.steps
+        self.pos: list[int] | None = None
         if rules.tools:
             dropped = rules.tool_filter()
-            self.pos: list[int] | None = [i for i, e in enumerate(steps) if not dropped(e.tool)]
-            self.steps = [steps[i] for i in self.pos]
+            if isinstance(steps, EventTable):
+                tools = steps.column("tool")
+            else:
+                tools = [e.tool for e in steps]
+            self.pos = [i for i, tool in enumerate(tools) if not dropped(tool)]
+        # Rows (a replay's steps answered from the recording): columns straight from the tuples,
+        # an `Event` made only for a step a change names.
+        self._rows: EventTable | None = None
+        if isinstance(steps, EventTable):
+            self._rows = steps if self.pos is None else steps.subset(self.pos)
+            self.steps: Sequence[Event] = self._rows
         else:
-            self.pos = None
-            self.steps = list(steps)
+            self.steps = list(steps) if self.pos is None else [steps[i] for i in self.pos]
         self._by_call: dict[tuple[str | None, str | None], list[int]] = {}
         self._by_tool: dict[str | None, list[int]] = {}
-        try:  # pydantic keeps fields in __dict__: item lookups there beat getattr by ~2x
-            self._dicts: list[dict[str, Any]] | None = list(map(vars, self.steps))
-        except TypeError:
-            self._dicts = None
+        self._dicts: list[dict[str, Any]] | None = None
+        if self._rows is None:
+            try:  # pydantic keeps fields in __dict__: item lookups there beat getattr by ~2x
+                self._dicts = list(map(vars, self.steps))
+            except TypeError:
+                pass
 
     def column(self, *names: str) -> list[Any]:
         """The value of field `names` (a tuple of values for several) of every kept step."""
+        if self._rows is not None:
+            return self._rows.column(*names)
         if self._dicts is not None:
             try:
                 return list(map(itemgetter(*names), self._dicts))
@@ -148,6 +162,10 @@ class _Side:
         """Put the kept steps in the order `perm` (positions in the current order)."""
         base = self.pos if self.pos is not None else range(len(self.steps))
         self.pos = [base[p] for p in perm]
+        if self._rows is not None:
+            self._rows = self._rows.subset(perm)
+            self.steps = self._rows
+            return
         self.steps = [self.steps[p] for p in perm]
         if self._dicts is not None:
             self._dicts = [self._dicts[p] for p in perm]

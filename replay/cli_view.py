@@ -6,6 +6,7 @@ import http.server
 import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import click
 from replay._cli_util import BadInput, db_option, path_option
 from replay.batch import ensure_importable
 from replay.errors import ReplayError
+from replay.models import Event, Run
 
 __all__ = ["build_page", "view"]
 
@@ -36,7 +38,8 @@ def build_page(
         rec = load_recording(source, db=db)
     except (ReplayError, ValueError) as exc:
         raise BadInput(str(exc)) from exc
-    other = diff = None
+    other: tuple[Run, Sequence[Event], Mapping[str, Any], str] | None = None
+    diff = None
     if against == "replay":
         # Agent modules the project names are imported from the working folder, as `replay run`
         # does.

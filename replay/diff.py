@@ -98,7 +98,7 @@ class Trace:
     """
 
     run: Run
-    steps: list[Event]
+    steps: Sequence[Event]
     outputs: Mapping[str, Any] = field(default_factory=dict)
     http_attempts: Mapping[int | None, int] | None = None
     http_unrecorded: Mapping[int | None, int] = field(default_factory=dict)

@@ -12,13 +12,14 @@ import contextlib
 import dataclasses
 import gc
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from replay.cassette import Cassette, load_cassette, stored_http
 from replay.diff import Trace
 from replay.errors import CorruptRowError, RunNotFoundError
+from replay.event_table import EventTable
 from replay.guards import default_db
 from replay.hashing import thaw
 from replay.models import Event, Run, is_step
@@ -32,7 +33,8 @@ class Recording:
     """A recorded run from a store or a cassette: the run row, its events, its snapshots."""
 
     run: Run
-    events: list[Event]
+    #: the run's events in store order (from a store: `EventTable`, made `Event`s when read)
+    events: Sequence[Event]
     snapshots: Mapping[str, tuple[Any, str | None, bool]]  # sha -> (value, type name, truncated)
     source: str  # "store:<path>" or the cassette path
     secret_key: bytes | None = None
@@ -45,19 +47,24 @@ class Recording:
     expired: list[tuple[int, str, int]] = dataclasses.field(default_factory=list)
 
     #: `steps`, computed once per events list (a replay asks for it several times)
-    _steps: tuple[list[Event], int, list[Event]] | None = dataclasses.field(
+    _steps: tuple[Sequence[Event], int, Sequence[Event]] | None = dataclasses.field(
         default=None, init=False, repr=False, compare=False
     )
 
     @property
-    def steps(self) -> list[Event]:
+    def steps(self) -> Sequence[Event]:
         """The steps of the run: top-level tool and model calls (`replay.models.is_step`).
 
         Calls made inside another tool are answered with it; `all_steps` includes them.
         """
         events, cached = self.events, self._steps
         if cached is None or cached[0] is not events or cached[1] != len(events):
-            cached = self._steps = (events, len(events), [e for e in events if is_step(e)])
+            steps: Sequence[Event] = (
+                events.steps()
+                if isinstance(events, EventTable)
+                else [e for e in events if is_step(e)]
+            )
+            cached = self._steps = (events, len(events), steps)
         return cached[2]
 
     @property

@@ -14,20 +14,21 @@ import functools
 import inspect
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from hashlib import blake2b, sha256
 from typing import Any
 
 from replay.binding import ToolSpec
 from replay.context import step_var
 from replay.errors import RecordedToolError, ReplayError, UnrecordedCall
+from replay.event_table import EventTable
 from replay.faults import Fault, FaultPlan
 from replay.fidelity import plain_copy, rebuild_error, rebuild_value
 from replay.guards import default_db, shared_redaction_key
 from replay.hashing import sha_of_canonical, thaw
 from replay.keys import ENV_VAR, RedactionKeyMismatchWarning, key_file_path, mismatch_message
 from replay.keys import fingerprint as fingerprint_of
-from replay.models import Event, Run
+from replay.models import Event, Run, Usage
 from replay.processors import RedactionConfig, Redactor
 from replay.recorder import Recorder
 from replay.recording import Recording
@@ -212,19 +213,27 @@ class ReplaySession:
         self._index_recording()
 
     def _index_recording(self) -> None:
-        # (tool, args_sha) -> the recorded step with those args (`take`); args that recur map to
-        # a list of their steps, last first (`take` pops the end). Most args occur once: a dict
-        # of the steps themselves is a third cheaper to build than one of lists.
-        keyed = [
-            ((e.tool, e.args_sha), e)
-            for e in self.recording.steps
-            if e.tool is not None and e.args_sha is not None
+        # (tool, args_sha) -> the position in `_steps` of the recorded step with those args
+        # (`take`); args that recur map to a list of their positions, last first (`take` pops
+        # the end). Most args occur once: a dict of positions is a third cheaper to build than
+        # one of lists.
+        steps = self._steps = self.recording.steps
+        #: the recorded steps' rows when the recording came from a store (`answer_row`)
+        self._rows = steps.rows if isinstance(steps, EventTable) else None
+        if isinstance(steps, EventTable):
+            tools, shas = steps.column("tool"), steps.column("args_sha")
+        else:
+            tools, shas = [e.tool for e in steps], [e.args_sha for e in steps]
+        keyed: list[tuple[tuple[str, str], int]] = [
+            ((tool, sha), k)
+            for k, (tool, sha) in enumerate(zip(tools, shas, strict=True))
+            if tool is not None and sha is not None
         ]
-        index: dict[tuple[str, str], Event | list[Event]] = dict(keyed)
+        index: dict[tuple[str, str], int | list[int]] = dict(keyed)
         if len(index) < len(keyed):
-            recurring: dict[tuple[str, str], list[Event]] = {}
-            for key, e in keyed:
-                recurring.setdefault(key, []).append(e)
+            recurring: dict[tuple[str, str], list[int]] = {}
+            for key, k in keyed:
+                recurring.setdefault(key, []).append(k)
             for key, same in recurring.items():
                 if len(same) > 1:
                     index[key] = same[::-1]
@@ -232,7 +241,7 @@ class ReplaySession:
         # recorded concurrent group -> its id in the replayed run (the first replayed member's step)
         self.groups: dict[int, int] = {}
         #: every recorded args_sha (`args_sha`'s shortcut for args recorded as they are)
-        self.recorded_args = {sha for _, sha in index}
+        self.recorded_args = {sha for _, sha in self.index}
         # Tools with a loose match rule: their recorded steps in order, a cursor, and the steps
         # already answered (by an exact or a loose match), so none answers twice.
         self.by_tool: dict[str, list[Event]] = {}
@@ -261,10 +270,12 @@ class ReplaySession:
         if self.exact_only:  # the common replay: each call answered by its (tool, args_sha)
             step = st.enter(spec, args, kwargs)
             sha = step.args_sha = self.args_sha(step.args)
-            recorded = self.take((self.redactor.redact_name(spec.name), sha))
-            if recorded is None:
+            k = self.take_position((self.redactor.redact_name(spec.name), sha))
+            if k is None:
                 return self.miss(st, step, args, kwargs)
-            return self.answer(st, step, recorded)
+            if self._rows is not None:
+                return self.answer_row(st, step, k)
+            return self.answer(st, step, self._steps[k])
         if self.any_live and self.live.covers(spec.name):
             return LIVE.call(st, spec, args, kwargs, self.enter_live(st, spec, args, kwargs))
         if spec.name in self.by_position and st.answered is not None:
@@ -499,7 +510,12 @@ class ReplaySession:
         return None
 
     def take(self, key: tuple[str, str]) -> Event | None:
-        """Take the next recorded step with this (tool, args_sha) out of the index, if any.
+        """Take the next recorded step with this (tool, args_sha) out of the index, if any."""
+        k = self.take_position(key)
+        return None if k is None else self._steps[k]
+
+    def take_position(self, key: tuple[str, str]) -> int | None:
+        """`take`, as the step's position in the recording's steps.
 
         Each step is taken once, also by parallel calls: a list pop and a dict pop are atomic.
         """
@@ -531,14 +547,6 @@ class ReplaySession:
         """Finish `step` with the recorded answer: its value returned, or its error raised."""
         if self.http_playback is not None and recorded.step_id is not None:
             self.answered[step.step_id] = recorded.step_id  # for its HTTP attempts
-        # Answers are instant, so parallel calls may not overlap in the replay (and sequential ones
-        # may): a step answered from the recording takes the recorded step's group (0: none), in
-        # the replayed run's numbering, and a bless keeps the recording's groups.
-        group = (
-            0
-            if recorded.concurrent_group is None
-            else self.groups.setdefault(recorded.concurrent_group, step.step_id)
-        )
         snap = self.recording.snapshots.get(recorded.output_sha) if recorded.output_sha else None
         if recorded.status == "error":
             body = snap[0] if snap else {"error": recorded.error or "Error"}
@@ -550,9 +558,41 @@ class ReplaySession:
                 names=names,
                 message=message,
                 output_sha=recorded.output_sha,
-                group=group,
+                group=self._group(step, recorded.concurrent_group),
             )
             raise error
+        return self._finish_answer(
+            st, step, snap, recorded.output_sha, recorded.concurrent_group, recorded.usage
+        )
+
+    def answer_row(self, st: RunState, step: Step, k: int) -> Any:
+        """`answer` with the recording's step at position `k`, read from its row: no `Event` is
+        made for a step answered with its value (most)."""
+        assert self._rows is not None  # a recording from a store
+        (_, _, _, _, _, _, output_sha, _, status, _, _, usage, _, group) = self._rows[k]
+        if status == "error" or self.http_playback is not None:
+            return self.answer(st, step, self._steps[k])
+        snap = self.recording.snapshots.get(output_sha) if output_sha else None
+        return self._finish_answer(st, step, snap, output_sha, group, usage)
+
+    def _group(self, step: Step, recorded_group: int | None) -> int:
+        # Answers are instant, so parallel calls may not overlap in the replay (and sequential ones
+        # may): a step answered from the recording takes the recorded step's group (0: none), in
+        # the replayed run's numbering, and a bless keeps the recording's groups.
+        if recorded_group is None:
+            return 0
+        return self.groups.setdefault(recorded_group, step.step_id)
+
+    def _finish_answer(
+        self,
+        st: RunState,
+        step: Step,
+        snap: tuple[Any, str | None, bool] | None,
+        output_sha: str | None,
+        recorded_group: int | None,
+        usage: Usage | None,
+    ) -> Any:
+        """Finish `step` with the value of the recorded output `snap`, and return it."""
         if snap is None:
             value = None
         else:
@@ -562,7 +602,8 @@ class ReplaySession:
                 value = plain_copy(value)
             else:
                 value = _rebuild_value(value, type_name)
-        st.finish_ok(step, value, output_sha=recorded.output_sha, group=group, usage=recorded.usage)
+        group = 0 if recorded_group is None else self._group(step, recorded_group)
+        st.finish_ok(step, value, output_sha=output_sha, group=group, usage=usage)
         if step.spec.kind == "model_result":
             st.check_budget()
         return value
@@ -618,7 +659,9 @@ class ReplaySession:
             return writer
         return AnsweredStepSink(writer, self.redactor, self.sink)
 
-    def replayed(self) -> tuple[Run, list[Event], Mapping[str, tuple[Any, str | None, bool]]]:
+    def replayed(
+        self,
+    ) -> tuple[Run, Sequence[Event], Mapping[str, tuple[Any, str | None, bool]]]:
         """The replayed run as recorded: its row, its events, the snapshots of its outputs.
 
         Raises:

@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 
+from replay.event_table import EVENT_FIELDS, EventTable
 from replay.hashing import thaw
-from replay.models import Event, Run, Usage, trusted_event, trusted_events
+from replay.models import Run, Usage
 from replay.processors import Redactor
-from replay.store import EVENT_COLUMNS
 from replay.writer import StepItem
 
 __all__ = ["AnsweredStepSink", "MemorySink"]
@@ -34,12 +34,10 @@ class MemorySink:
         self._runs: dict[str, Run] = {}
         self._snapshots: dict[str, tuple[bytes, str | None, bool]] = {}
         # Steps answered from the recording (`AnsweredStepSink`), as the agent's path handed them
-        # over: made events (their names redacted) when read, not one at a time on that path.
-        self._answered: list[AnsweredStep] = []  # made `Event`s when read (`events`)
+        # over: their names redacted when read (`events`), not one at a time on that path.
+        self._answered: list[AnsweredStep] = []
         #: `RunState.finish_ok`'s way in for an `AnsweredStep` (the list's own append: per call)
         self.add_answered_step = self._answered.append
-        self._made: list[Event] = []
-        self._run_ids: set[str] = set()  # of the events made
         self._redact_name = redact_name
         self._names: dict[str, str] = {}  # tool name -> redacted, for the run's steps
 
@@ -65,41 +63,6 @@ class MemorySink:
     def get_run(self, run_id: str) -> Run:
         return self._runs[run_id]
 
-    def _make_answered(self) -> None:
-        """The answered steps made events, a batch at a time, each batch dropped once made: a
-        long run's answered steps are never all held twice."""
-        answered = self._answered[:]
-        self._answered.clear()  # the same list: `add_answered_step` appends to it
-        self._run_ids.update(step[0] for step in answered)
-        chunks: list[list[Event]] = []
-        name, names = self._redact_name, self._names
-        while answered:
-            batch = answered[-_BATCH:]
-            del answered[-_BATCH:]
-            fields: list[dict[str, Any]] = []
-            for (run_id, kind, ts_ms, step_id, tool, args_sha, output_sha, duration_ms, status,
-                 error, stop, usage, parent, group) in batch:  # fmt: skip
-                fields.append(
-                    {  # a literal from the unpacked tuple: twice as fast as dict(zip(...))
-                        "run_id": run_id,
-                        "kind": kind,
-                        "ts_ms": ts_ms,
-                        "step_id": step_id,
-                        "tool": names.get(tool) or names.setdefault(tool, name(tool)),
-                        "args_sha": args_sha,
-                        "output_sha": output_sha,
-                        "duration_ms": duration_ms,
-                        "status": status,
-                        "error": error if error is None else name(error),
-                        "stop_reason": stop,
-                        "usage": usage,
-                        "parent_step_id": parent,
-                        "concurrent_group": group,
-                    }
-                )
-            chunks.append(trusted_events(fields))
-        self._made.extend(e for chunk in reversed(chunks) for e in chunk)
-
     def set_args_sha(self, run_id: str, shas: Mapping[int, str]) -> None:
         """Give answered steps of `run_id` not read yet their final args_sha, by step id (see
         `replay.replay_layer.ReplaySession.settle_args`)."""
@@ -114,21 +77,46 @@ class MemorySink:
         the recorded ones."""
         self._answered.append(_answered_step(item))
 
-    def events(self, run_id: str) -> list[Event]:
-        """The run's events in store order: run_start, the steps by step_id, stop."""
-        self._make_answered()
-        made = self._made
-        mine = made if self._run_ids <= {run_id} else [e for e in made if e.run_id == run_id]
+    def events(self, run_id: str) -> EventTable:
+        """The run's events in store order (run_start, the steps by step_id, stop), as rows: an
+        answered step becomes an `Event` only when it is read (`EventTable`)."""
+        answered = self._answered
+        if set(map(_RUN_ID, answered)) - {run_id}:
+            answered = [step for step in answered if step[0] == run_id]
+        answered = self._named(answered)
         rest = []
         for row in self._rows:
             if row[0] != run_id:
                 continue
-            written = dict(zip(EVENT_COLUMNS, row, strict=True))
-            usage = written["usage"]
+            usage = _USAGE(row)
             if usage is not None:
-                written["usage"] = Usage.model_validate(orjson.loads(usage))
-            rest.append(trusted_event(written))
-        return _store_order(mine, rest)
+                row = (
+                    *row[:_AT_USAGE],
+                    Usage.model_validate(orjson.loads(usage)),
+                    *row[_AT_USAGE + 1 :],
+                )
+            rest.append(row)
+        return EventTable(_store_order(answered, rest))
+
+    def _named(self, answered: list[AnsweredStep]) -> list[AnsweredStep]:
+        """`answered` with their tool and error names pseudonymised as the writer would (most
+        names stay as they are: then the same list)."""
+        name, names = self._redact_name, self._names
+        tools = set(map(_TOOL, answered))
+        for tool in tools - names.keys():
+            names[tool] = name(tool)
+        if all(names[tool] == tool for tool in tools) and not any(map(_ERROR, answered)):
+            return answered
+        return [
+            (
+                *step[:4],
+                names[step[4]],
+                *step[5:9],
+                None if step[9] is None else name(step[9]),
+                *step[10:],
+            )  # fmt: skip
+            for step in answered
+        ]
 
     def snapshot_values(
         self, shas: Iterable[str | None] | None = None
@@ -143,27 +131,32 @@ class MemorySink:
         }
 
 
-def _store_order(answered: list[Event], rest: list[Event]) -> list[Event]:
-    """run_start, the steps by step_id, stop: the order `Store.events` returns.
+def _store_order(
+    answered: list[AnsweredStep], rest: list[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """run_start, the steps by step_id, stop: the order `Store.events` returns (event rows).
 
     The answered steps come in the order they finished, which is their step order unless calls
     overlapped: then (and when other steps came through the writer) the whole run is sorted.
     """
-    ids = [e.step_id or 0 for e in answered]
-    if all(k in _KIND_RANK for k in map(_kind, rest)) and ids == sorted(ids):
-        starts = [e for e in rest if e.kind == "run_start"]
-        return starts + answered + [e for e in rest if e.kind != "run_start"]
-    return sorted(answered + rest, key=lambda e: (_KIND_RANK.get(e.kind, 1), e.step_id or 0))
+    ids = [i or 0 for i in map(_STEP_ID, answered)]
+    if all(k in _KIND_RANK for k in map(_KIND, rest)) and ids == sorted(ids):
+        starts = [r for r in rest if r[1] == "run_start"]
+        return starts + answered + [r for r in rest if r[1] != "run_start"]
+    return sorted(answered + rest, key=lambda r: (_KIND_RANK.get(r[1], 1), r[3] or 0))
 
 
 _KIND_RANK = {"run_start": 0, "stop": 2}
-_kind = operator.attrgetter("kind")
+_AT_USAGE = EVENT_FIELDS.index("usage")
+_RUN_ID, _KIND, _STEP_ID, _TOOL, _ERROR, _USAGE = (
+    operator.itemgetter(EVENT_FIELDS.index(f))
+    for f in ("run_id", "kind", "step_id", "tool", "error", "usage")
+)
 
 
 #: A step answered from the recording as `RunState.finish_ok` hands it over: the values of its
 #: `Event`'s fields in declaration order, its tool and error names not redacted yet.
 AnsweredStep = tuple[Any, ...]
-_BATCH = 4096
 
 
 class AnsweredStepSink:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import importlib
 import inspect
@@ -25,6 +26,7 @@ from replay.cassette import Cassette
 from replay.context import session_var
 from replay.diff import IgnoreRules, RunDiff, Trace, diff_traces
 from replay.errors import EntrypointError, ExpiredSnapshotsError, StopRun
+from replay.event_table import EventTable
 from replay.models import Event, Run, Usage, is_step
 from replay.network import sealed
 from replay.processors import RedactionConfig
@@ -178,7 +180,8 @@ class ReplayResult:
     """
 
     stop_reason: str | None
-    steps: list[Event]
+    #: the replayed steps as the diff read them (`steps` makes them `Event`s when read)
+    step_rows: Sequence[Event]
     output: Any
     exception: BaseException | None
     usage: Usage
@@ -189,7 +192,8 @@ class ReplayResult:
     replayed_snapshots: Mapping[str, tuple[Any, str | None, bool]] = dataclasses.field(
         default_factory=dict
     )
-    replayed_events: list[Event] = dataclasses.field(default_factory=list)
+    #: the replayed run's events (run_start, steps, stop), made `Event`s when read
+    event_rows: Sequence[Event] = dataclasses.field(default_factory=list)
     #: the HTTP requests the recording had no answer for (`replay.errors.UnrecordedRequest`), in
     # order
     unrecorded_http: list[Any] = dataclasses.field(default_factory=list)
@@ -198,6 +202,26 @@ class ReplayResult:
     #: replayed step id -> "live" (ran for real) or "args changed, answered from recording"
     marks: dict[int, str] = dataclasses.field(default_factory=dict, repr=False)
 
+    @functools.cached_property
+    def steps(self) -> list[Event]:
+        """The replayed top-level steps (Events) in order."""
+        return list(self.step_rows)
+
+    @functools.cached_property
+    def replayed_events(self) -> list[Event]:
+        """The replayed run's events in store order: run_start, the steps, stop."""
+        return list(self.event_rows)
+
+    def __repr__(self) -> str:
+        """The dataclass's repr, with the rows shown as the `steps` and `replayed_events` they
+        make."""
+        parts = []
+        for f in dataclasses.fields(self):
+            if f.repr:
+                name = _SHOWN_AS.get(f.name, f.name)
+                parts.append(f"{name}={getattr(self, name)!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
     def calls(self, tool: str) -> list[Event]:
         """The replayed steps that called `tool`, in order."""
         return [s for s in self.steps if s.tool == tool]
@@ -205,6 +229,9 @@ class ReplayResult:
     @property
     def matched(self) -> bool:
         return self.diff.is_empty
+
+
+_SHOWN_AS = {"step_rows": "steps", "event_rows": "replayed_events"}
 
 
 def _prepare(
@@ -316,7 +343,7 @@ def _finish(
     ordered: bool,
 ) -> ReplayResult:
     replayed, events, snaps = session.replayed()
-    steps = [e for e in events if is_step(e)]
+    steps = events.steps() if isinstance(events, EventTable) else [e for e in events if is_step(e)]
     rules = IgnoreRules.parse(ignore)
     rec_trace = recording.trace()
     new_trace = Trace(run=replayed, steps=steps, outputs=Outputs(snaps))
@@ -333,7 +360,7 @@ def _finish(
     _mark(diff, session.marks)
     return ReplayResult(
         stop_reason=replayed.stop_reason,
-        steps=steps,
+        step_rows=steps,
         output=output,
         exception=exception,
         usage=replayed.usage,
@@ -342,7 +369,7 @@ def _finish(
         recording=recording,
         diff=diff,
         replayed_snapshots=snaps,
-        replayed_events=events,
+        event_rows=events,
         unrecorded_http=list(getattr(session.http_playback, "unrecorded", [])),
         marks=dict(session.marks),
     )

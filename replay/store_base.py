@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from replay.errors import AmbiguousRunIdError, CorruptRowError, CorruptRowWarning, RunNotFoundError
+from replay.event_table import EventTable
 from replay.hashing import canonical_json, thaw
 from replay.liveness import infer_killed
-from replay.models import Event, Run, is_step, trusted_events, trusted_usage
+from replay.models import Event, Run, is_step, trusted_usage
 from replay.queries import NO_STEPS, TOTAL_COLUMNS, TOTALS_COUNT, TOTALS_DETAIL, step_totals
 
 __all__ = [
@@ -381,34 +382,34 @@ def _event_from_row(row: Sequence[Any]) -> Event:
 
 def _trusted_events(
     rows: Iterable[Sequence[Any]], run_id: str
-) -> tuple[list[Event], dict[str, tuple[bytes, str | None, bool]], bool]:
+) -> tuple[EventTable, dict[str, tuple[bytes, str | None, bool]], bool]:
     """`StoreBase.replay_events` from its rows: every event column but run_id, then the output
     snapshot's body, type name and truncated flag (NULL when it is gone)."""
     gone = False
     intern = sys.intern  # one string per kind, tool and status rather than one per row (memory)
-    fields: list[dict[str, Any]] = []
+    events: list[tuple[Any, ...]] = []
     snaps: dict[str, tuple[bytes, str | None, bool]] = {}
     usages: dict[str | bytes, dict[str, Any]] = {}  # usage text -> its fields (`trusted_usage`)
     for row in rows:
         (kind, ts_ms, step_id, tool, args_sha, output_sha, duration_ms, status, error, stop,
          usage, parent, group, body, type_name, truncated) = row  # fmt: skip
-        fields.append(
-            {
-                "run_id": run_id,
-                "kind": intern(kind),
-                "ts_ms": ts_ms,
-                "step_id": step_id,
-                "tool": tool if tool is None else intern(tool),
-                "args_sha": args_sha,
-                "output_sha": output_sha,
-                "duration_ms": duration_ms,
-                "status": status if status is None else intern(status),
-                "error": error,
-                "stop_reason": stop,
-                "usage": usage if usage is None else trusted_usage(usage, usages),
-                "parent_step_id": parent,
-                "concurrent_group": group,
-            }
+        events.append(
+            (  # `EVENT_FIELDS` order
+                run_id,
+                intern(kind),
+                ts_ms,
+                step_id,
+                tool if tool is None else intern(tool),
+                args_sha,
+                output_sha,
+                duration_ms,
+                status if status is None else intern(status),
+                error,
+                stop,
+                usage if usage is None else trusted_usage(usage, usages),
+                parent,
+                group,
+            )
         )
         if body is not None and output_sha not in snaps:
             snaps[output_sha] = (
@@ -418,7 +419,7 @@ def _trusted_events(
             )
         elif body is None and output_sha is not None:
             gone = True
-    return trusted_events(fields), snaps, gone
+    return EventTable(events), snaps, gone
 
 
 def _body_bytes(body: Any) -> bytes:
@@ -720,7 +721,7 @@ class StoreBase:
         `trusted_event`.
         """
         if trusted:
-            return self.replay_events(run_id)[0]
+            return self.replay_events(run_id)[0].events()
         with self._reading("reading events") as conn:
             rows = conn.execute(
                 f"SELECT {_EVENT_SELECT} FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
@@ -732,10 +733,10 @@ class StoreBase:
 
     def replay_events(
         self, run_id: str
-    ) -> tuple[list[Event], dict[str, tuple[bytes, str | None, bool]], bool]:
-        """`events` (trusted: see `trusted_event`) and `snapshots` of their outputs, in one query:
-        what a replay loads. An output whose snapshot is gone (pruned) is absent from the
-        snapshots; the last value says whether any is."""
+    ) -> tuple[EventTable, dict[str, tuple[bytes, str | None, bool]], bool]:
+        """`events` (trusted: see `trusted_event`; an `EventTable`, made `Event`s when read) and
+        `snapshots` of their outputs, in one query: what a replay loads. An output whose snapshot
+        is gone (pruned) is absent from the snapshots; the last value says whether any is."""
         with self._reading("reading events") as conn:
             # Row by row, not fetchall: each row is freed once read, so a 100,000-step run's rows
             # are never all held, and the memory they take is reused while still in the cache.
