@@ -16,6 +16,8 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from hashlib import blake2b, sha256
+from itertools import compress, repeat
+from operator import eq
 from typing import Any
 
 from replay.binding import ToolSpec
@@ -213,10 +215,11 @@ class ReplaySession:
         self._index_recording()
 
     def _index_recording(self) -> None:
-        # (tool, args_sha) -> the position in `_steps` of the recorded step with those args
-        # (`take`); args that recur map to a list of their positions, last first (`take` pops
-        # the end). Most args occur once: a dict of positions is a third cheaper to build than
-        # one of lists.
+        # tool -> args_sha -> the position in `_steps` of the recorded step with those args
+        # (`take_position`); args that recur map to a list of their positions, last first (popped
+        # from the end). Most args occur once: positions are a third cheaper to build than lists.
+        # Per tool, so that a call looks its args up once: the answer and, found, the proof that
+        # its args had nothing to redact (`args_sha`).
         steps = self._steps = self.recording.steps
         #: the recorded steps' rows when the recording came from a store (`answer_row`)
         self._rows = steps.rows if isinstance(steps, EventTable) else None
@@ -224,24 +227,23 @@ class ReplaySession:
             tools, shas = steps.column("tool"), steps.column("args_sha")
         else:
             tools, shas = [e.tool for e in steps], [e.args_sha for e in steps]
-        keyed: list[tuple[tuple[str, str], int]] = [
-            ((tool, sha), k)
-            for k, (tool, sha) in enumerate(zip(tools, shas, strict=True))
-            if tool is not None and sha is not None
-        ]
-        index: dict[tuple[str, str], int | list[int]] = dict(keyed)
-        if len(index) < len(keyed):
-            recurring: dict[tuple[str, str], list[int]] = {}
-            for key, k in keyed:
-                recurring.setdefault(key, []).append(k)
-            for key, same in recurring.items():
-                if len(same) > 1:
-                    index[key] = same[::-1]
+        index: dict[str, dict[str, int | list[int]]] = {}
+        everything = range(len(tools))
+        for tool in set(tools) - {None}:
+            # One pass in C per tool (a run calls a few): a Python loop costs more per step.
+            mine = list(compress(everything, map(eq, tools, repeat(tool))))
+            at: list[str] = list(map(shas.__getitem__, mine))
+            by_sha: dict[str, int | list[int]] = dict(zip(at, mine, strict=True))
+            if len(by_sha) < len(mine):  # args that recur (or steps without an args_sha)
+                recurring: dict[str, list[int]] = {}
+                for k in mine:
+                    recurring.setdefault(shas[k], []).append(k)
+                by_sha.update((sha, same[::-1]) for sha, same in recurring.items() if len(same) > 1)
+            by_sha.pop(None, None)  # type: ignore[call-overload]  # never looked up
+            index[tool] = by_sha
         self.index = index
         # recorded concurrent group -> its id in the replayed run (the first replayed member's step)
         self.groups: dict[int, int] = {}
-        #: every recorded args_sha (`args_sha`'s shortcut for args recorded as they are)
-        self.recorded_args = {sha for _, sha in self.index}
         # Tools with a loose match rule: their recorded steps in order, a cursor, and the steps
         # already answered (by an exact or a loose match), so none answers twice.
         self.by_tool: dict[str, list[Event]] = {}
@@ -252,6 +254,11 @@ class ReplaySession:
             for e in self.recording.steps:
                 if e.tool in names:
                     self.by_tool.setdefault(e.tool, []).append(e)
+
+    @functools.cached_property
+    def recorded_args(self) -> frozenset[str]:
+        """Every recorded args_sha (`args_sha`'s shortcut for args recorded as they are)."""
+        return frozenset(sha for by_sha in self.index.values() for sha in by_sha)
 
     @functools.cached_property
     def recorded_tools(self) -> dict[str, list[str]]:
@@ -269,8 +276,17 @@ class ReplaySession:
     ) -> Any:
         if self.exact_only:  # the common replay: each call answered by its (tool, args_sha)
             step = st.enter(spec, args, kwargs)
-            sha = step.args_sha = self.args_sha(step.args)
-            k = self.take_position((self.redactor.redact_name(spec.name), sha))
+            name = self.redactor.redact_name(spec.name)
+            # Args the tool was recorded with as they are: one lookup finds the answer and shows
+            # there was nothing to redact (see `args_sha`). Other args go through the redactor.
+            as_is = sha256(step.args).hexdigest()[:24]  # `sha_of_canonical`, inline
+            by_sha = self.index.get(name)
+            if by_sha is not None and as_is in by_sha:
+                step.args_sha = as_is
+                k = _take(by_sha, as_is)
+            else:
+                sha = step.args_sha = self.args_sha(step.args)
+                k = self.take_position((name, sha))
             if k is None:
                 return self.miss(st, step, args, kwargs)
             if self._rows is not None:
@@ -515,19 +531,9 @@ class ReplaySession:
         return None if k is None else self._steps[k]
 
     def take_position(self, key: tuple[str, str]) -> int | None:
-        """`take`, as the step's position in the recording's steps.
-
-        Each step is taken once, also by parallel calls: a list pop and a dict pop are atomic.
-        """
-        found = self.index.get(key)
-        if found is None:
-            return None
-        if type(found) is list:
-            try:
-                return found.pop()
-            except IndexError:  # emptied (by a parallel call)
-                return None
-        return self.index.pop(key, None)  # type: ignore[return-value]
+        """`take`, as the step's position in the recording's steps."""
+        by_sha = self.index.get(key[0])
+        return None if by_sha is None else _take(by_sha, key[1])
 
     def _next_of(self, name: str) -> Event | None:
         """The tool's next recorded step not answered yet, in recorded order."""
@@ -699,6 +705,23 @@ class ReplaySession:
 
     def close(self) -> None:
         self.recorder.close()
+
+
+def _take(by_sha: dict[str, int | list[int]], sha: str) -> int | None:
+    """The position of the next recorded step with args `sha` in a tool's index, taken out of it
+    (None: none left).
+
+    Each step is taken once, also by parallel calls: a list pop and a dict pop are atomic.
+    """
+    found = by_sha.get(sha)
+    if found is None:
+        return None
+    if type(found) is list:
+        try:
+            return found.pop()
+        except IndexError:  # emptied (by a parallel call)
+            return None
+    return by_sha.pop(sha, None)  # type: ignore[return-value]
 
 
 def _recorded_error_names(recorded: Event, body: Any) -> tuple[tuple[str, str, str], str]:

@@ -228,3 +228,44 @@ def test_args_recorded_as_they_are_match_without_the_redactor_and_redacted_ones_
 
     res = replay_run(run_id, agent=changed, db=rec.db)
     assert isinstance(res.exception, UnrecordedCall)
+
+
+def test_two_tools_called_with_the_same_args_each_answer_their_own_steps(tmp_path: Path) -> None:
+    """The answers are indexed per tool: two tools called with the same args (the same args_sha)
+    each get their own recorded answers, in order, and a tool never gets another's answer."""
+    rec = Recorder(str(tmp_path / "replay.db"))
+    served: dict[str, int] = {"crm.get": 0, "billing.get": 0}
+
+    def make(name: str) -> Any:
+        @rec.tool(name)
+        def tool(customer: str) -> dict[str, Any]:
+            served[name] += 1
+            return {"tool": name, "n": served[name]}
+
+        return tool
+
+    crm, billing = make("crm.get"), make("billing.get")
+
+    @rec.agent("two-tools")
+    def agent(customer: str) -> list[Any]:
+        return [crm(customer), billing(customer), billing(customer), crm(customer)]
+
+    agent("c-1")
+    rec.flush()
+    run_id = rec.last_run_id
+    rec.close()
+    res = replay_run(run_id, agent=agent, db=rec.db)
+    assert res.diff.is_empty, res.diff.to_text()
+    assert [(o["tool"], o["n"]) for o in res.output] == [
+        ("crm.get", 1),
+        ("billing.get", 1),
+        ("billing.get", 2),
+        ("crm.get", 2),
+    ]
+    assert len({s.args_sha for s in res.steps}) == 1  # one args_sha, four answers
+
+    def billing_thrice(customer: str) -> list[Any]:
+        return [crm(customer), billing(customer), billing(customer), billing(customer)]
+
+    res = replay_run(run_id, agent=billing_thrice, db=rec.db)
+    assert isinstance(res.exception, UnrecordedCall) and res.exception.tool == "billing.get"
