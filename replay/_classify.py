@@ -404,11 +404,9 @@ class _Differ:
 
         left_a: list[tuple[int, int]] = []  # (position, path coordinate) not yet explained
         left_b: list[tuple[int, int]] = []
+        kinds_a, kinds_b = self.ra.column("kind", "tool"), self.rb.column("kind", "tool")
         for alo, ahi, blo, bhi in regions:
-            if ahi - alo == bhi - blo and all(
-                x.kind == y.kind and x.tool == y.tool
-                for x, y in zip(sa[alo:ahi], sb[blo:bhi], strict=True)
-            ):
+            if ahi - alo == bhi - blo and kinds_a[alo:ahi] == kinds_b[blo:bhi]:
                 # The same (kind, tool) step for step (new args throughout, say): what the
                 # pairing below finds, without its queues.
                 self._pair_in_place(alo, blo, ahi - alo, a, b, found)
@@ -509,11 +507,11 @@ class _Differ:
     ) -> None:
         """`_paired` of the steps ``alo + k`` and ``blo + k`` for k < n, onto `found`; a step with
         new args only (a changed prompt: every step of the region) is built here at once."""
-        sa, sb, pa, pb = self.ra.steps, self.rb.steps, self.ra.pos, self.rb.pos
+        pa, pb = self.ra.pos, self.rb.pos
         by_args = "args_sha" in self.key_fields
         append = found.append
-        for i, j in zip(range(alo, alo + n), range(blo, blo + n), strict=True):
-            ea, eb = sa[i], sb[j]
+        pairs = zip(self.ra.steps[alo : alo + n], self.rb.steps[blo : blo + n], strict=True)
+        for i, j, (ea, eb) in zip(range(alo, alo + n), range(blo, blo + n), pairs, strict=True):
             if (
                 a[i] != b[j]
                 and by_args

@@ -16,11 +16,13 @@ from typing import Any, overload
 
 from replay.models import STEP_KINDS, Event, trusted_event, trusted_events
 
-__all__ = ["EVENT_FIELDS", "EventTable", "event_fields"]
+__all__ = ["ARGS_SHA", "EVENT_FIELDS", "OUTPUT_SHA", "EventTable", "event_fields"]
 
 #: `Event`'s fields in declaration order: the order of the values in each row.
 EVENT_FIELDS: tuple[str, ...] = tuple(Event.model_fields)
 _AT = {name: k for k, name in enumerate(EVENT_FIELDS)}
+#: where a row holds its args_sha and output_sha
+ARGS_SHA, OUTPUT_SHA = _AT["args_sha"], _AT["output_sha"]
 _KIND, _PARENT = itemgetter(_AT["kind"]), itemgetter(_AT["parent_step_id"])
 
 
@@ -70,11 +72,18 @@ class EventTable(Sequence[Event]):
     def __getitem__(self, i: slice) -> list[Event]: ...
 
     def __getitem__(self, i: int | slice) -> Event | list[Event]:
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self.rows)))]
         made = self._made
         if made is None:
             made = self._made = [None] * len(self.rows)
+        if isinstance(i, slice):
+            at = range(*i.indices(len(self.rows)))
+            missing = [k for k in at if made[k] is None]
+            if missing:  # made in one loop (`trusted_events`)
+                rows = self.rows
+                fresh = trusted_events(event_fields(rows[k]) for k in missing)
+                for k, fresh_event in zip(missing, fresh, strict=True):
+                    made[k] = fresh_event
+            return [made[k] for k in at]  # type: ignore[misc]  # every one made above
         event = made[i]
         if event is None:
             event = made[i] = trusted_event(event_fields(self.rows[i]))
@@ -98,12 +107,7 @@ class EventTable(Sequence[Event]):
 
     def events(self) -> list[Event]:
         """Every event, made now if not yet (each once), as a new list."""
-        made = self._made
-        if made is None:
-            out = trusted_events(map(event_fields, self.rows))
-            self._made = list[Event | None](out)
-            return out
-        return [self[k] for k in range(len(self.rows))]
+        return self[:]
 
     def column(self, *names: str) -> list[Any]:
         """The value of field `names` (a tuple of values for several) of every event."""

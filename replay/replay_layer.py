@@ -23,7 +23,7 @@ from typing import Any
 from replay.binding import ToolSpec
 from replay.context import step_var
 from replay.errors import RecordedToolError, ReplayError, UnrecordedCall
-from replay.event_table import EventTable
+from replay.event_table import ARGS_SHA, OUTPUT_SHA, EventTable
 from replay.faults import Fault, FaultPlan
 from replay.fidelity import plain_copy, rebuild_error, rebuild_value
 from replay.guards import default_db, shared_redaction_key
@@ -246,14 +246,13 @@ class ReplaySession:
         self.groups: dict[int, int] = {}
         # Tools with a loose match rule: their recorded steps in order, a cursor, and the steps
         # already answered (by an exact or a loose match), so none answers twice.
-        self.by_tool: dict[str, list[Event]] = {}
+        # Positions in `_steps`, as in the index.
+        self.by_tool: dict[str, list[int]] = {}
         self.cursor: dict[str, int] = {}
         self.taken: set[int] = set()
         if self.rules:
-            names = {self.redactor.redact_name(tool) for tool in self.rules}
-            for e in self.recording.steps:
-                if e.tool in names:
-                    self.by_tool.setdefault(e.tool, []).append(e)
+            for name in {self.redactor.redact_name(tool) for tool in self.rules}:
+                self.by_tool[name] = list(compress(everything, map(eq, tools, repeat(name))))
 
     @functools.cached_property
     def recorded_args(self) -> frozenset[str]:
@@ -443,27 +442,38 @@ class ReplaySession:
         answer goes through the writer (no output snapshot), is hashed at once.
         """
         step = st.enter(spec, args, kwargs)
-        recorded = self._next_of(self.redactor.redact_name(spec.name))
-        if recorded is None:
+        k = self._next_of(self.redactor.redact_name(spec.name))
+        if k is None:
             step.args_sha = self.args_sha(step.args)
             return self.miss(st, step, args, kwargs)
-        self.taken.add(id(recorded))
+        self.taken.add(k)
+        recorded_sha, output_sha = self._shas_at(k)
         frozen = step.args
         sha = sha256(frozen).hexdigest()[:24]  # `sha_of_canonical`, inline
-        if sha != recorded.args_sha:
+        if sha != recorded_sha:
             self.marks[step.step_id] = LOOSE_NOTE
         # Args some step was recorded with as they are have nothing to redact (`args_sha`).
-        if sha != recorded.args_sha and sha not in self.recorded_args:
-            if recorded.output_sha is None:  # hashed now: the writer records this step
+        if sha != recorded_sha and sha not in self.recorded_args:
+            if output_sha is None:  # hashed now: the writer records this step
                 sha = self.args_sha(frozen)
-                if sha == recorded.args_sha:
+                if sha == recorded_sha:
                     del self.marks[step.step_id]
             else:  # an exact-size copy: orjson's bytes keep a 4 KB buffer
                 self._unsettled.append(
-                    (step.step_id, bytes(memoryview(frozen)), sha, recorded.args_sha or "")
+                    (step.step_id, bytes(memoryview(frozen)), sha, recorded_sha or "")
                 )
         step.args_sha = sha
-        return self.answer(st, step, recorded)
+        if self._rows is not None:
+            return self.answer_row(st, step, k)
+        return self.answer(st, step, self._steps[k])
+
+    def _shas_at(self, k: int) -> tuple[str | None, str | None]:
+        """(args_sha, output_sha) of the recorded step at position `k`."""
+        if self._rows is not None:
+            row = self._rows[k]
+            return row[ARGS_SHA], row[OUTPUT_SHA]
+        recorded = self._steps[k]
+        return recorded.args_sha, recorded.output_sha
 
     def settle_args(self) -> dict[int, str]:
         """The final args_sha of the steps `answer_by_position` left unsettled, where it is not
@@ -510,19 +520,21 @@ class ReplaySession:
         if rule is None:
             return self.lookup(spec, sha)
         name = self.redactor.redact_name(spec.name)
-        recorded = None if rule.sequence else self._untaken(name, sha)
-        if recorded is None:
-            recorded = self._next_of(name)
-        if recorded is not None:
-            self.taken.add(id(recorded))
-            if recorded.args_sha != sha:
-                self.marks[step.step_id] = LOOSE_NOTE
+        k = None if rule.sequence else self._untaken(name, sha)
+        if k is None:
+            k = self._next_of(name)
+        if k is None:
+            return None
+        self.taken.add(k)
+        recorded = self._steps[k]
+        if recorded.args_sha != sha:
+            self.marks[step.step_id] = LOOSE_NOTE
         return recorded
 
-    def _untaken(self, name: str, sha: str) -> Event | None:
-        while (e := self.take((name, sha))) is not None:
-            if id(e) not in self.taken:
-                return e
+    def _untaken(self, name: str, sha: str) -> int | None:
+        while (k := self.take_position((name, sha))) is not None:
+            if k not in self.taken:
+                return k
         return None
 
     def take(self, key: tuple[str, str]) -> Event | None:
@@ -535,11 +547,11 @@ class ReplaySession:
         by_sha = self.index.get(key[0])
         return None if by_sha is None else _take(by_sha, key[1])
 
-    def _next_of(self, name: str) -> Event | None:
-        """The tool's next recorded step not answered yet, in recorded order."""
+    def _next_of(self, name: str) -> int | None:
+        """The position of the tool's next recorded step not answered yet, in recorded order."""
         steps = self.by_tool.get(name, [])
         i = self.cursor.get(name, 0)
-        while i < len(steps) and id(steps[i]) in self.taken:
+        while i < len(steps) and steps[i] in self.taken:
             i += 1
         self.cursor[name] = i + 1
         return steps[i] if i < len(steps) else None
