@@ -529,6 +529,10 @@ class _Replay:
                     self.ignore,
                     self.ordered,
                 )
+                if self.gc_frozen:
+                    # What the replay built goes with the recording: `release` hands all of it to
+                    # the oldest generation, unscanned (young, it would be scanned at once).
+                    gc.freeze()
             result.key_mismatch = self.session.key_mismatch
             return result
         finally:

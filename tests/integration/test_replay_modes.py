@@ -375,8 +375,9 @@ def test_a_long_replay_freezes_the_recording_and_leaves_the_collector_as_it_foun
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """From `GC_FREEZE_EVENTS` events on, the loaded recording is kept out of the collector's
-    scans while the agent runs and unfrozen after, also when the agent raises; an application's
-    own freeze is neither joined nor undone."""
+    scans while the agent runs and unfrozen after (with what the replay built, into the oldest
+    generation), also when the agent raises; an application's own freeze is neither joined nor
+    undone."""
     import gc
 
     import replay.replayer as replayer
@@ -395,6 +396,10 @@ def test_a_long_replay_freezes_the_recording_and_leaves_the_collector_as_it_foun
     assert gc.get_freeze_count() == 0
     res = replay_run(recorded, agent=agents["llm"], db=rec.db)
     assert res.exception is None and seen[-1] > 0 and gc.get_freeze_count() == 0
+    # what the replay built (the result, its diff) is in the oldest generation: no young
+    # collection walks it
+    oldest = {id(o) for o in gc.get_objects(generation=2)}
+    assert id(res) in oldest and id(res.diff) in oldest
     knobs["boom"] = True
     res = replay_run(recorded, agent=agents["llm"], db=rec.db)
     assert isinstance(res.exception, RuntimeError) and gc.get_freeze_count() == 0
