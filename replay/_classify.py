@@ -144,16 +144,19 @@ class _Side:
             except TypeError:
                 pass
 
-    def column(self, *names: str) -> list[Any]:
-        """The value of field `names` (a tuple of values for several) of every kept step."""
+    def column(self, *names: str, start: int = 0, stop: int | None = None) -> list[Any]:
+        """The value of field `names` (a tuple of values for several) of every kept step (of
+        those from `start` to `stop`)."""
         if self._rows is not None:
-            return self._rows.column(*names)
+            return self._rows.column(*names, start=start, stop=stop)
+        whole = start == 0 and stop is None
         if self._dicts is not None:
             try:
-                return list(map(itemgetter(*names), self._dicts))
+                dicts = self._dicts if whole else self._dicts[start:stop]
+                return list(map(itemgetter(*names), dicts))
             except KeyError:
                 self._dicts = None
-        return list(map(attrgetter(*names), self.steps))
+        return list(map(attrgetter(*names), self.steps if whole else self.steps[start:stop]))
 
     def orig(self, i: int) -> int:
         return i if self.pos is None else self.pos[i]
@@ -404,9 +407,11 @@ class _Differ:
 
         left_a: list[tuple[int, int]] = []  # (position, path coordinate) not yet explained
         left_b: list[tuple[int, int]] = []
-        kinds_a, kinds_b = self.ra.column("kind", "tool"), self.rb.column("kind", "tool")
+        ra, rb = self.ra, self.rb
         for alo, ahi, blo, bhi in regions:
-            if ahi - alo == bhi - blo and kinds_a[alo:ahi] == kinds_b[blo:bhi]:
+            if ahi - alo == bhi - blo and ra.column("kind", "tool", start=alo, stop=ahi) == (
+                rb.column("kind", "tool", start=blo, stop=bhi)
+            ):
                 # The same (kind, tool) step for step (new args throughout, say): what the
                 # pairing below finds, without its queues.
                 self._pair_in_place(alo, blo, ahi - alo, a, b, found)

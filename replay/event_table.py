@@ -109,9 +109,11 @@ class EventTable(Sequence[Event]):
         """Every event, made now if not yet (each once), as a new list."""
         return self[:]
 
-    def column(self, *names: str) -> list[Any]:
-        """The value of field `names` (a tuple of values for several) of every event."""
-        return list(map(itemgetter(*(_AT[n] for n in names)), self.rows))
+    def column(self, *names: str, start: int = 0, stop: int | None = None) -> list[Any]:
+        """The value of field `names` (a tuple of values for several) of every event (of those
+        from `start` to `stop`)."""
+        rows = self.rows if start == 0 and stop is None else self.rows[start:stop]
+        return list(map(itemgetter(*(_AT[n] for n in names)), rows))
 
     def steps(self) -> EventTable:
         """The steps among these events (`replay.models.is_step`): top-level tool and model

@@ -229,17 +229,19 @@ class ReplaySession:
             tools, shas = [e.tool for e in steps], [e.args_sha for e in steps]
         index: dict[str, dict[str, int | list[int]]] = {}
         everything = range(len(tools))
+        unhashed = None in shas  # a step without an args_sha is never looked up
         for tool in set(tools) - {None}:
             # One pass in C per tool (a run calls a few): a Python loop costs more per step.
             mine = list(compress(everything, map(eq, tools, repeat(tool))))
-            at: list[str] = list(map(shas.__getitem__, mine))
-            by_sha: dict[str, int | list[int]] = dict(zip(at, mine, strict=True))
-            if len(by_sha) < len(mine):  # args that recur (or steps without an args_sha)
+            if unhashed:
+                mine = [k for k in mine if shas[k] is not None]
+            their_shas: list[str] = list(map(shas.__getitem__, mine))
+            by_sha: dict[str, int | list[int]] = dict(zip(their_shas, mine, strict=True))
+            if len(by_sha) < len(mine):  # args that recur
                 recurring: dict[str, list[int]] = {}
-                for k in mine:
-                    recurring.setdefault(shas[k], []).append(k)
+                for sha, k in zip(their_shas, mine, strict=True):
+                    recurring.setdefault(sha, []).append(k)
                 by_sha.update((sha, same[::-1]) for sha, same in recurring.items() if len(same) > 1)
-            by_sha.pop(None, None)  # type: ignore[call-overload]  # never looked up
             index[tool] = by_sha
         self.index = index
         # recorded concurrent group -> its id in the replayed run (the first replayed member's step)
@@ -620,7 +622,7 @@ class ReplaySession:
                 value = plain_copy(value)
             else:
                 value = _rebuild_value(value, type_name)
-        group = 0 if recorded_group is None else self._group(step, recorded_group)
+        group = self._group(step, recorded_group)
         st.finish_ok(step, value, output_sha=output_sha, group=group, usage=usage)
         if step.spec.kind == "model_result":
             st.check_budget()
