@@ -21,7 +21,7 @@ from replay.diff import Trace
 from replay.errors import CorruptRowError, RunNotFoundError
 from replay.event_table import EventTable
 from replay.guards import default_db
-from replay.hashing import thaw
+from replay.hashing import thaw, thaw_all
 from replay.models import Event, Run, is_step
 from replay.store_api import is_server_url, open_store, store_label
 
@@ -159,9 +159,12 @@ def _from_store(store: Any, src: str, path: str) -> Recording:
     # their outputs' snapshots in one query, then the run's input and output.
     events, found, gone = store.replay_events(run.run_id)
     found.update(store.snapshots([run.input_sha or "", run.output_sha or ""]))
+    values = thaw_all([body for body, _, _ in found.values()])
+    if values is None:  # a value thaw reads another way, or a damaged one: each on its own
+        values = [_thaw_snapshot(store, run, sha, body) for sha, (body, _, _) in found.items()]
     snaps = {
-        sha: (_thaw_snapshot(store, run, sha, body), type_name, truncated)
-        for sha, (body, type_name, truncated) in found.items()
+        sha: (value, type_name, truncated)
+        for (sha, (_, type_name, truncated)), value in zip(found.items(), values, strict=True)
     }
     run = _ordered_input(run, snaps)
     return Recording(

@@ -16,7 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from replay.hashing import canonical_bytes, canonical_json, freeze, freeze_lenient, sha, thaw
+from replay.hashing import (
+    canonical_bytes,
+    canonical_json,
+    freeze,
+    freeze_lenient,
+    sha,
+    thaw,
+    thaw_all,
+)
 
 
 def seed_sha(obj: object) -> str:
@@ -237,3 +245,16 @@ def test_a_nan_deep_in_a_big_conversation_is_found() -> None:
     assert thaw(frozen)["messages"][41]["meta"]["score"] == (
         '[unencodable: NaN at args["messages"][41]["meta"]["score"]]'
     )
+
+
+def test_thaw_all_reads_many_values_as_thaw_reads_each_or_leaves_them_to_it() -> None:
+    values = [{"i": 1, "note": "shipped"}, [1.5, None, "x"], "text", 12345678901234567]
+    frozen = [freeze(v) for v in values]
+    assert thaw_all(frozen) == [thaw(f) for f in frozen] == values
+    # an integer beyond 64 bits (orjson would read it as a float), or a damaged value: None, so
+    # that the caller thaws each value on its own (and names the damaged one)
+    wide = [*frozen, freeze({"id": 2**70})]
+    assert thaw_all(wide) is None and thaw(wide[-1]) == {"id": 2**70}
+    assert thaw_all([*frozen, b'{"i": 1']) is None
+    # digits of two values never join into one long run
+    assert thaw_all([b"1234567890", b"123456789"]) == [1234567890, 123456789]
