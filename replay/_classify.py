@@ -104,6 +104,59 @@ class HttpAttemptsChange:
         return f"{where}  {self.before} → {self.after} HTTP attempts{extra}"
 
 
+# `StepChange`'s own slots for its events, which `_TableStepChange` fills when they are read.
+_RECORDED_SLOT, _REPLAYED_SLOT = StepChange.__dict__["recorded"], StepChange.__dict__["replayed"]
+
+
+class _TableStepChange(StepChange):
+    """A `StepChange` between steps of two `EventTable`s whose events are made when first read.
+
+    A changed prompt makes one change per step of a long run; the diff decides and describes each
+    from the tables' columns, and most are only counted.
+    """
+
+    __slots__ = ("_at",)
+    _at: tuple[EventTable, int, EventTable, int]
+
+    @classmethod
+    def between(
+        cls, at: tuple[EventTable, int, EventTable, int], i: int, j: int, detail: str, note: str
+    ) -> StepChange:
+        """The args_changed change between row ``at[1]`` of table ``at[0]`` (recorded step `i`)
+        and row ``at[3]`` of table ``at[2]`` (replayed step `j`)."""
+        change = object.__new__(cls)
+        change._at = at
+        change.kind, change.recorded_index, change.replayed_index = "args_changed", i, j
+        change.nearest, change.nearest_index, change.output_diff = None, None, None
+        change.detail, change.note = detail, note
+        return change
+
+    def _made(self, slot: Any, replayed: bool) -> Event:
+        try:
+            return slot.__get__(self, StepChange)  # type: ignore[no-any-return]
+        except AttributeError:  # not read yet
+            table, ka, other, kb = self._at
+            event = other[kb] if replayed else table[ka]
+            slot.__set__(self, event)
+            return event
+
+    @property
+    def recorded(self) -> Event | None:
+        return self._made(_RECORDED_SLOT, False)
+
+    @recorded.setter
+    def recorded(self, event: Event | None) -> None:
+        _RECORDED_SLOT.__set__(self, event)
+
+    @property
+    def replayed(self) -> Event | None:
+        return self._made(_REPLAYED_SLOT, True)
+
+    @replayed.setter
+    def replayed(self, event: Event | None) -> None:
+        _REPLAYED_SLOT.__set__(self, event)
+
+
 def _event_json(e: Event | None) -> dict[str, Any] | None:
     return None if e is None else e.model_dump(mode="json")
 
@@ -157,6 +210,11 @@ class _Side:
             except KeyError:
                 self._dicts = None
         return list(map(attrgetter(*names), self.steps if whole else self.steps[start:stop]))
+
+    @property
+    def table(self) -> EventTable | None:
+        """The kept steps as an `EventTable` (a replay's steps), else None (a list of events)."""
+        return self._rows
 
     def orig(self, i: int) -> int:
         return i if self.pos is None else self.pos[i]
@@ -232,10 +290,14 @@ class _Side:
 
 def _new_args(ea: Event, eb: Event, i: int, j: int) -> StepChange:
     """The change of a step whose args changed and nothing else the diff keys on."""
-    shas = f"{short_sha(ea.args_sha)} -> {short_sha(eb.args_sha)}"
-    return StepChange(
-        "args_changed", ea, eb, i, j, detail=f"{ea.tool} args_sha {shas}", note=f"args {shas}"
-    )
+    detail, note = _new_args_texts(ea.tool, ea.args_sha, eb.args_sha)
+    return StepChange("args_changed", ea, eb, i, j, detail=detail, note=note)
+
+
+def _new_args_texts(tool: str | None, sha_a: str | None, sha_b: str | None) -> tuple[str, str]:
+    """The detail and the note of `_new_args`."""
+    shas = f"{short_sha(sha_a)} -> {short_sha(sha_b)}"
+    return f"{tool} args_sha {shas}", f"args {shas}"
 
 
 class _Differ:
@@ -511,21 +573,32 @@ class _Differ:
         self, alo: int, blo: int, n: int, a: list[int], b: list[int], found: list[Any]
     ) -> None:
         """`_paired` of the steps ``alo + k`` and ``blo + k`` for k < n, onto `found`; a step with
-        new args only (a changed prompt: every step of the region) is built here at once."""
-        pa, pb = self.ra.pos, self.rb.pos
+        new args only (a changed prompt: every step of the region) is built here at once, from
+        the sides' columns (between two event tables, its events are made when read)."""
+        ra, rb = self.ra, self.rb
+        pa, pb = ra.pos, rb.pos
         by_args = "args_sha" in self.key_fields
+        fields = ("tool", "args_sha", "status", "error")
+        cols = zip(
+            ra.column(*fields, start=alo, stop=alo + n),
+            rb.column(*fields, start=blo, stop=blo + n),
+            strict=True,
+        )
+        ta, tb = ra.table, rb.table
         append = found.append
-        pairs = zip(self.ra.steps[alo : alo + n], self.rb.steps[blo : blo + n], strict=True)
-        for i, j, (ea, eb) in zip(range(alo, alo + n), range(blo, blo + n), pairs, strict=True):
-            if (
-                a[i] != b[j]
-                and by_args
-                and ea.args_sha != eb.args_sha
-                and ea.status == eb.status
-                and ea.error == eb.error
-            ):
+        for k, ((tool, sha_a, status_a, error_a), (_, sha_b, status_b, error_b)) in enumerate(cols):
+            i, j = alo + k, blo + k
+            same_outcome = status_a == status_b and error_a == error_b
+            if a[i] != b[j] and by_args and sha_a != sha_b and same_outcome:
                 oi, oj = i if pa is None else pa[i], j if pb is None else pb[j]
-                append((i + j, _new_args(ea, eb, oi, oj)))
+                detail, note = _new_args_texts(tool, sha_a, sha_b)
+                if ta is not None and tb is not None:
+                    change = _TableStepChange.between((ta, i, tb, j), oi, oj, detail, note)
+                else:
+                    change = StepChange(
+                        "args_changed", ra.steps[i], rb.steps[j], oi, oj, detail=detail, note=note
+                    )
+                append((i + j, change))
             else:
                 append((i + j, self._paired(i, j, a[i] == b[j])))
 

@@ -357,7 +357,7 @@ def _finish(
         rec_trace = dataclasses.replace(rec_trace, steps=sorted(rec_trace.steps, key=_order_key))
         new_trace = dataclasses.replace(new_trace, steps=sorted(new_trace.steps, key=_order_key))
     diff = diff_traces(rec_trace, new_trace, ignore=rules)
-    _mark(diff, session.marks)
+    _mark(diff, session.marks, new_trace.steps)
     return ReplayResult(
         stop_reason=replayed.stop_reason,
         step_rows=steps,
@@ -375,12 +375,17 @@ def _finish(
     )
 
 
-def _mark(diff: RunDiff, marks: Mapping[int, str]) -> None:
-    """Note on each change of a live or loosely matched step what answered it."""
+def _mark(diff: RunDiff, marks: Mapping[int, str], steps: Sequence[Event]) -> None:
+    """Note on each change of a live or loosely matched step what answered it.
+
+    `steps` are the replayed steps the diff indexes (their step ids read as a column: a change's
+    events are not made for this).
+    """
     if not marks:
         return
+    ids = steps.column("step_id") if isinstance(steps, EventTable) else [e.step_id for e in steps]
     for change in diff.changes:
-        step_id = change.replayed.step_id if change.replayed is not None else None
+        step_id = ids[change.replayed_index] if change.replayed_index is not None else None
         note = marks.get(step_id) if step_id is not None else None
         if note and note not in change.note:
             change.note = f"{change.note}; {note}" if change.note else note

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from typing import Any
 
 import pytest
 
+from replay.diff import Trace, diff_traces
 from replay.event_table import EVENT_FIELDS, EventTable
 from replay.models import Event, Usage
 from replay.store_base import EVENT_COLUMNS
+from tests.unit.test_diff import trace
 
 
 def _row(step_id: int | None, kind: str = "tool_result", **fields: Any) -> tuple[Any, ...]:
@@ -80,3 +84,51 @@ def test_a_table_equals_the_list_of_its_events() -> None:
     assert repr(table) == repr(events)
     with pytest.raises(TypeError):
         hash(table)
+
+
+def _as_table(trace: Trace) -> Trace:
+    """The same trace with its steps as an `EventTable` (how a replay hands them to the diff)."""
+    rows = [tuple(getattr(e, name) for name in EVENT_FIELDS) for e in trace.steps]
+    return dataclasses.replace(trace, steps=EventTable(rows))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_diff_of_event_tables_is_the_diff_of_their_events(seed: int) -> None:
+    """Changed args throughout (a changed prompt), plus extra, missing and failed steps: the diff
+    read from tables (columns, events made when read) has the changes the list of events has."""
+    rnd = random.Random(seed)
+    recorded = [("llm", {"prompt": i}) for i in range(40)]
+    replayed = [("llm", {"prompt": i, "v": 2}) for i in range(40)]
+    for _ in range(4):
+        k = rnd.randrange(len(replayed))
+        edit = rnd.choice(["extra", "missing", "error", "tool"])
+        if edit == "extra":
+            replayed.insert(k, ("kb.search", {"q": k}))
+        elif edit == "missing":
+            del replayed[k]
+        elif edit == "error":
+            replayed[k] = (*replayed[k], {"status": "error", "error": "TimeoutError"})
+        else:
+            replayed[k] = ("kb.search", {"prompt": k})
+    a, b = trace(recorded), trace(replayed, run_id="r_new")
+    from_lists = diff_traces(a, b)
+    from_tables = diff_traces(_as_table(a), _as_table(b))
+    assert from_lists.changes and any(c.kind == "args_changed" for c in from_lists.changes)
+    assert [c.to_json() for c in from_tables.changes] == [c.to_json() for c in from_lists.changes]
+    assert from_tables.changes == from_lists.changes
+    assert from_tables.to_text() == from_lists.to_text()
+
+
+def test_a_change_between_tables_makes_its_events_when_read() -> None:
+    a = _as_table(trace([("llm", {"prompt": i}) for i in range(3)]))
+    b = _as_table(trace([("llm", {"prompt": i, "v": 2}) for i in range(3)], run_id="r_new"))
+    changes = diff_traces(a, b).changes
+    assert [c.kind for c in changes] == ["args_changed"] * 3
+    assert isinstance(a.steps, EventTable) and isinstance(b.steps, EventTable)
+    assert a.steps._made is None and b.steps._made is None  # nothing made to decide or count
+    change = changes[1]
+    assert change.recorded is a.steps[1] and change.replayed is b.steps[1]
+    assert change.recorded is not None and change.recorded.args_sha != change.replayed.args_sha
+    assert "args" in change.note and change.tool == "llm"
+    copied = dataclasses.replace(change, note="edited")  # still a StepChange like any other
+    assert copied.recorded is change.recorded and copied.note == "edited"
