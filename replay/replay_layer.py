@@ -225,6 +225,8 @@ class ReplaySession:
         self._rows = steps.rows if isinstance(steps, EventTable) else None
         if isinstance(steps, EventTable):
             tools, shas = steps.column("tool"), steps.column("args_sha")
+            #: the output snapshot of each recorded step, by position (`answer_row`)
+            self._snap_at = list(map(self.recording.snapshots.get, steps.column("output_sha")))
         else:
             tools, shas = [e.tool for e in steps], [e.args_sha for e in steps]
         index: dict[str, dict[str, int | list[int]]] = {}
@@ -592,8 +594,7 @@ class ReplaySession:
         (_, _, _, _, _, _, output_sha, _, status, _, _, usage, _, group) = self._rows[k]
         if status == "error" or self.http_playback is not None:
             return self.answer(st, step, self._steps[k])
-        snap = self.recording.snapshots.get(output_sha) if output_sha else None
-        return self._finish_answer(st, step, snap, output_sha, group, usage)
+        return self._finish_answer(st, step, self._snap_at[k], output_sha, group, usage)
 
     def _group(self, step: Step, recorded_group: int | None) -> int:
         # Answers are instant, so parallel calls may not overlap in the replay (and sequential ones
