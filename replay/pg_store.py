@@ -53,6 +53,7 @@ from replay.store_base import (
     StoreBase,
     now_ms,
     prune_plan,
+    rare_columns,
     run_rows_with_totals,
     untotalled_ids,
 )
@@ -423,6 +424,7 @@ class PgStore(StoreBase):
                 raise self._error(action, e) from e
 
     _OUTPUT_SNAPSHOT = "s.sha = replay_sha_text(e.output_sha)"
+    _REPLAY_RARE = rare_columns("json_build_array({})::text")
 
     @contextlib.contextmanager
     def _reading(self, action: str) -> Iterator[_QmarkConnection]:

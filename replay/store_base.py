@@ -383,16 +383,18 @@ def _event_from_row(row: Sequence[Any]) -> Event:
 def _trusted_events(
     rows: Iterable[Sequence[Any]], run_id: str
 ) -> tuple[EventTable, dict[str, tuple[bytes, str | None, bool]], bool]:
-    """`StoreBase.replay_events` from its rows: every event column but run_id, then the output
-    snapshot's body, type name and truncated flag (NULL when it is gone)."""
+    """`StoreBase.replay_events` from its rows (`_REPLAY_SELECT`): the event columns set on
+    most steps, the output snapshot's body (NULL when it is gone), then the rest
+    (`_REPLAY_RARE`)."""
     gone = False
     intern = sys.intern  # one string per kind, tool and status rather than one per row (memory)
     events: list[tuple[Any, ...]] = []
     snaps: dict[str, tuple[bytes, str | None, bool]] = {}
     usages: dict[str | bytes, dict[str, Any]] = {}  # usage text -> its fields (`trusted_usage`)
-    for row in rows:
-        (kind, ts_ms, step_id, tool, args_sha, output_sha, duration_ms, status, error, stop,
-         usage, parent, group, body, type_name, truncated) = row  # fmt: skip
+    for kind, ts_ms, step_id, tool, args_sha, output_sha, duration_ms, status, body, rare in rows:
+        error, stop, usage, parent, group, type_name, truncated = (
+            _NONE_RARE if rare is None else _rare_values(rare, usages)
+        )
         events.append(
             (  # `EVENT_FIELDS` order
                 run_id,
@@ -406,7 +408,7 @@ def _trusted_events(
                 status if status is None else intern(status),
                 error,
                 stop,
-                usage if usage is None else trusted_usage(usage, usages),
+                usage,
                 parent,
                 group,
             )
@@ -420,6 +422,17 @@ def _trusted_events(
         elif body is None and output_sha is not None:
             gone = True
     return EventTable(events), snaps, gone
+
+
+_NONE_RARE = (None, None, None, None, None, None, 0)
+
+
+def _rare_values(rare: str | bytes, usages: dict[str | bytes, dict[str, Any]]) -> list[Any]:
+    """The values of `_RARE_COLUMNS` from their JSON array, the usage made a `Usage`."""
+    values = orjson.loads(rare)
+    if values[2] is not None:
+        values[2] = trusted_usage(values[2], usages)
+    return values  # type: ignore[no-any-return]
 
 
 def _body_bytes(body: Any) -> bytes:
@@ -443,7 +456,30 @@ def _run_from_row(row: Sequence[Any]) -> Run:
 
 _RUN_SELECT = ", ".join(RUN_COLUMNS)
 _EVENT_SELECT = ", ".join(EVENT_COLUMNS)
-_REPLAY_SELECT = ", ".join(f"e.{c}" for c in EVENT_COLUMNS if c != "run_id")
+# What a replay reads of each event (`StoreBase.replay_events`): the columns set on most steps
+# and the output snapshot's body, then the columns most steps leave empty in one JSON array,
+# NULL when they are all empty (a column costs a replay's load per row, also when NULL).
+_REPLAY_SELECT = (
+    "e.kind, e.ts_ms, e.step_id, e.tool, e.args_sha, e.output_sha, e.duration_ms, e.status, "
+    "s.body, {rare}"
+)
+_RARE_COLUMNS = (
+    "e.error",
+    "e.stop_reason",
+    "e.usage",
+    "e.parent_step_id",
+    "e.concurrent_group",
+    "s.type_name",
+    "s.truncated",
+)
+
+
+def rare_columns(array: str) -> str:
+    """The last column of `_REPLAY_SELECT`, with `array` the SQL that makes a JSON array text of
+    its ``{}`` (SQLite's ``json_array({})``)."""
+    empty = " AND ".join(f"{c} IS NULL" for c in _RARE_COLUMNS[:-1])
+    values = array.format(", ".join(_RARE_COLUMNS))
+    return f"CASE WHEN {empty} AND coalesce(s.truncated, 0) = 0 THEN NULL ELSE {values} END"
 
 
 class Connectionish(Protocol):
@@ -730,6 +766,8 @@ class StoreBase:
 
     #: how a snapshot row matches an event's output_sha in SQL (PostgreSQL stores that as bytes)
     _OUTPUT_SNAPSHOT = "s.sha = e.output_sha"
+    #: the columns of an event most steps leave empty, as one JSON array (see `_REPLAY_SELECT`)
+    _REPLAY_RARE = rare_columns("json_array({})")
 
     def replay_events(
         self, run_id: str
@@ -742,7 +780,7 @@ class StoreBase:
             # are never all held, and the memory they take is reused while still in the cache.
             return _trusted_events(
                 conn.execute(
-                    f"SELECT {_REPLAY_SELECT}, s.body, s.type_name, s.truncated FROM events e "
+                    f"SELECT {_REPLAY_SELECT.format(rare=self._REPLAY_RARE)} FROM events e "
                     f"LEFT JOIN snapshots s ON {self._OUTPUT_SNAPSHOT} WHERE e.run_id = ? "
                     "ORDER BY e.seq",
                     (run_id,),

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from replay import Recorder, replay_run
+from replay import Recorder, propagate, replay_run
 from replay.cassette import cassette_from_store, load_cassette, write_cassette
 from replay.errors import ExpiredSnapshotsError, UnrecordedCall
 from replay.recording import load_recording
@@ -90,6 +93,64 @@ def test_a_replay_loads_the_events_and_output_snapshots_the_readers_return(
         assert gone and pruned not in snaps and len(snaps) == len(outputs) - 1
     with pytest.raises(ExpiredSnapshotsError, match="llm"):
         replay_run(run_id, agent=agent, db=store_url)
+
+
+def test_fields_most_steps_leave_empty_load_as_the_readers_return_them(
+    tmp_path: Path, store_url: str
+) -> None:
+    """An error, a usage, a parent step, a concurrent group, a stop reason, a typed and a truncated
+    output (read in one packed column by `replay_events`) come back as `events` and `snapshots`
+    return them, on both backends."""
+    rec = Recorder(store_url, max_snapshot_bytes=1000)
+    barrier = threading.Barrier(2)
+
+    @rec.tool("kb.fetch")
+    def fetch(doc: str) -> _Hit:
+        return _Hit(doc)
+
+    @rec.tool("kb.search")
+    def search(query: str) -> list[_Hit]:
+        barrier.wait(5)  # both searches in flight at once: a concurrent group
+        return [fetch(query)]  # a nested step: its parent is the search
+
+    @rec.tool("http.get")
+    def get(url: str) -> str:
+        raise TimeoutError("upstream too slow")
+
+    @rec.tool("blob.read")
+    def read() -> str:
+        return "x" * 5000  # over max_snapshot_bytes: stored truncated
+
+    @rec.model("llm")
+    def llm(prompt: str) -> dict[str, Any]:
+        return {"answer": prompt, "usage": {"prompt_tokens": 12, "completion_tokens": 3}}
+
+    @rec.agent("every-field")
+    def agent() -> str:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(propagate(search), ["a", "b"]))
+        with contextlib.suppress(TimeoutError):
+            get("https://example.invalid/slow")
+        read()
+        return str(llm("sum up")["answer"])
+
+    agent()
+    rec.flush()
+    run_id = rec.last_run_id
+    rec.close()
+    with open_store(store_url) as store:
+        events, snaps, gone = store.replay_events(run_id)
+        assert events == store.events(run_id) and not gone
+        assert snaps == store.snapshots([e.output_sha for e in events if e.output_sha])
+    for field in ("error", "stop_reason", "usage", "parent_step_id", "concurrent_group"):
+        assert any(getattr(e, field) is not None for e in events), field
+    assert any(type_name for _, type_name, _ in snaps.values())
+    assert any(truncated for _, _, truncated in snaps.values())
+
+
+@dataclasses.dataclass
+class _Hit:
+    doc: str
 
 
 def test_steps_answered_from_the_recording_are_timed_within_the_replayed_run(
