@@ -107,16 +107,14 @@ class MemorySink:
             names[tool] = name(tool)
         if all(names[tool] == tool for tool in tools) and not any(map(_ERROR, answered)):
             return answered
-        return [
-            (
-                *step[:4],
-                names[step[4]],
-                *step[5:9],
-                None if step[9] is None else name(step[9]),
-                *step[10:],
-            )  # fmt: skip
-            for step in answered
-        ]
+        renamed = []
+        for step in answered:
+            fields = list(step)
+            fields[_AT_TOOL] = names[fields[_AT_TOOL]]
+            if fields[_AT_ERROR] is not None:
+                fields[_AT_ERROR] = name(fields[_AT_ERROR])
+            renamed.append(tuple(fields))
+        return renamed
 
     def snapshot_values(
         self, shas: Iterable[str | None] | None = None
@@ -147,7 +145,7 @@ def _store_order(
 
 
 _KIND_RANK = {"run_start": 0, "stop": 2}
-_AT_USAGE = EVENT_FIELDS.index("usage")
+_AT_USAGE, _AT_TOOL, _AT_ERROR = (EVENT_FIELDS.index(f) for f in ("usage", "tool", "error"))
 _RUN_ID, _KIND, _STEP_ID, _TOOL, _ERROR, _USAGE = (
     operator.itemgetter(EVENT_FIELDS.index(f))
     for f in ("run_id", "kind", "step_id", "tool", "error", "usage")

@@ -58,3 +58,11 @@ def test_steps_answered_after_a_read_are_in_the_next_read() -> None:
     assert len(sink.events("r_a")) == 3
     sink.add_answered_step(_answered("r_a", 2))
     assert [e.step_id for e in sink.events("r_a")] == [None, 1, 2, None]
+
+
+def test_error_names_are_redacted_when_the_run_is_read() -> None:
+    failed = (*_answered("r_a", 2)[:8], "error", "secret.TimeoutError", *_answered("r_a", 2)[10:])
+    sink = _sink_with(_answered("r_a", 1), failed)
+    steps = [e for e in sink.events("r_a") if e.step_id]
+    assert [(e.status, e.error) for e in steps] == [("ok", None), ("error", "[name].TimeoutError")]
+    assert [e.tool for e in steps] == ["kb.search", "kb.search"]
