@@ -108,6 +108,12 @@ class HttpAttemptsChange:
 _RECORDED_SLOT, _REPLAYED_SLOT = StepChange.__dict__["recorded"], StepChange.__dict__["replayed"]
 
 
+def _lazy_event(slot: Any, at: int) -> property:
+    """`_TableStepChange`'s property for the event in `StepChange`'s `slot`: made from its table
+    (``_at[at]``, row ``_at[at + 1]``) when first read; one set replaces it."""
+    return property(lambda self: self._made(slot, at), lambda self, e: slot.__set__(self, e))
+
+
 class _TableStepChange(StepChange):
     """A `StepChange` between steps of two `EventTable`s whose events are made when first read.
 
@@ -131,30 +137,18 @@ class _TableStepChange(StepChange):
         change.detail, change.note = detail, note
         return change
 
-    def _made(self, slot: Any, replayed: bool) -> Event:
+    def _made(self, slot: Any, at: int) -> Event:
         try:
             return slot.__get__(self, StepChange)  # type: ignore[no-any-return]
         except AttributeError:  # not read yet
-            table, ka, other, kb = self._at
-            event = other[kb] if replayed else table[ka]
+            table, k = self._at[at], self._at[at + 1]
+            assert isinstance(table, EventTable) and isinstance(k, int)
+            event = table[k]
             slot.__set__(self, event)
             return event
 
-    @property
-    def recorded(self) -> Event | None:
-        return self._made(_RECORDED_SLOT, False)
-
-    @recorded.setter
-    def recorded(self, event: Event | None) -> None:
-        _RECORDED_SLOT.__set__(self, event)
-
-    @property
-    def replayed(self) -> Event | None:
-        return self._made(_REPLAYED_SLOT, True)
-
-    @replayed.setter
-    def replayed(self, event: Event | None) -> None:
-        _REPLAYED_SLOT.__set__(self, event)
+    recorded = _lazy_event(_RECORDED_SLOT, 0)
+    replayed = _lazy_event(_REPLAYED_SLOT, 2)
 
 
 def _event_json(e: Event | None) -> dict[str, Any] | None:
