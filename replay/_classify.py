@@ -22,7 +22,7 @@ from operator import attrgetter, eq, itemgetter
 from typing import TYPE_CHECKING, Any
 
 from replay._align import Block, align
-from replay.event_table import EventTable
+from replay.event_table import EventTable, column_of
 from replay.models import Event
 from replay.render import ddiff_lines, short_sha
 
@@ -108,10 +108,10 @@ class HttpAttemptsChange:
 _RECORDED_SLOT, _REPLAYED_SLOT = StepChange.__dict__["recorded"], StepChange.__dict__["replayed"]
 
 
-def _lazy_event(slot: Any, at: int) -> property:
-    """`_TableStepChange`'s property for the event in `StepChange`'s `slot`: made from its table
-    (``_at[at]``, row ``_at[at + 1]``) when first read; one set replaces it."""
-    return property(lambda self: self._made(slot, at), lambda self, e: slot.__set__(self, e))
+def _lazy_event(slot: Any, side: int) -> property:
+    """`_TableStepChange`'s property for the event in `StepChange`'s `slot`: made from its row
+    (``_at[side]``: table, position) when first read; one set replaces it."""
+    return property(lambda self: self._made(slot, side), lambda self, e: slot.__set__(self, e))
 
 
 class _TableStepChange(StepChange):
@@ -122,14 +122,19 @@ class _TableStepChange(StepChange):
     """
 
     __slots__ = ("_at",)
-    _at: tuple[EventTable, int, EventTable, int]
+    _at: tuple[tuple[EventTable, int], tuple[EventTable, int]]
 
     @classmethod
     def between(
-        cls, at: tuple[EventTable, int, EventTable, int], i: int, j: int, detail: str, note: str
+        cls,
+        at: tuple[tuple[EventTable, int], tuple[EventTable, int]],
+        i: int,
+        j: int,
+        detail: str,
+        note: str,
     ) -> StepChange:
-        """The args_changed change between row ``at[1]`` of table ``at[0]`` (recorded step `i`)
-        and row ``at[3]`` of table ``at[2]`` (replayed step `j`)."""
+        """The args_changed change between the recorded row ``at[0]`` (table, position; step `i`)
+        and the replayed row ``at[1]`` (step `j`)."""
         change = object.__new__(cls)
         change._at = at
         change.kind, change.recorded_index, change.replayed_index = "args_changed", i, j
@@ -137,18 +142,17 @@ class _TableStepChange(StepChange):
         change.detail, change.note = detail, note
         return change
 
-    def _made(self, slot: Any, at: int) -> Event:
+    def _made(self, slot: Any, side: int) -> Event:
         try:
             return slot.__get__(self, StepChange)  # type: ignore[no-any-return]
         except AttributeError:  # not read yet
-            table, k = self._at[at], self._at[at + 1]
-            assert isinstance(table, EventTable) and isinstance(k, int)
+            table, k = self._at[side]
             event = table[k]
             slot.__set__(self, event)
             return event
 
     recorded = _lazy_event(_RECORDED_SLOT, 0)
-    replayed = _lazy_event(_REPLAYED_SLOT, 2)
+    replayed = _lazy_event(_REPLAYED_SLOT, 1)
 
 
 def _event_json(e: Event | None) -> dict[str, Any] | None:
@@ -169,11 +173,7 @@ class _Side:
         self.pos: list[int] | None = None
         if rules.tools:
             dropped = rules.tool_filter()
-            if isinstance(steps, EventTable):
-                tools = steps.column("tool")
-            else:
-                tools = [e.tool for e in steps]
-            self.pos = [i for i, tool in enumerate(tools) if not dropped(tool)]
+            self.pos = [i for i, tool in enumerate(column_of(steps, "tool")) if not dropped(tool)]
         # Rows (a replay's steps answered from the recording): columns straight from the tuples,
         # an `Event` made only for a step a change names.
         self._rows: EventTable | None = None
@@ -587,7 +587,7 @@ class _Differ:
                 oi, oj = i if pa is None else pa[i], j if pb is None else pb[j]
                 detail, note = _new_args_texts(tool, sha_a, sha_b)
                 if ta is not None and tb is not None:
-                    change = _TableStepChange.between((ta, i, tb, j), oi, oj, detail, note)
+                    change = _TableStepChange.between(((ta, i), (tb, j)), oi, oj, detail, note)
                 else:
                     change = StepChange(
                         "args_changed", ra.steps[i], rb.steps[j], oi, oj, detail=detail, note=note

@@ -14,9 +14,17 @@ from itertools import compress, repeat
 from operator import and_, is_, itemgetter
 from typing import Any, overload
 
-from replay.models import STEP_KINDS, Event, trusted_event, trusted_events
+from replay.models import STEP_KINDS, Event, is_step, trusted_event, trusted_events
 
-__all__ = ["ARGS_SHA", "EVENT_FIELDS", "OUTPUT_SHA", "EventTable", "event_fields"]
+__all__ = [
+    "ARGS_SHA",
+    "EVENT_FIELDS",
+    "OUTPUT_SHA",
+    "EventTable",
+    "column_of",
+    "event_fields",
+    "steps_of",
+]
 
 #: `Event`'s fields in declaration order: the order of the values in each row.
 EVENT_FIELDS: tuple[str, ...] = tuple(Event.model_fields)
@@ -127,3 +135,18 @@ class EventTable(Sequence[Event]):
         """The events at `positions`, in that order."""
         rows = self.rows
         return EventTable([rows[k] for k in positions])
+
+
+def steps_of(events: Sequence[Event]) -> Sequence[Event]:
+    """The steps among `events` (`replay.models.is_step`): a table's as a table, without making
+    its events."""
+    if isinstance(events, EventTable):
+        return events.steps()
+    return [e for e in events if is_step(e)]
+
+
+def column_of(events: Sequence[Event], name: str) -> list[Any]:
+    """The value of field `name` of each of `events` (a table's read from its rows)."""
+    if isinstance(events, EventTable):
+        return events.column(name)
+    return [getattr(e, name) for e in events]

@@ -19,7 +19,7 @@ from typing import Any
 from replay.cassette import Cassette, load_cassette, stored_http
 from replay.diff import Trace
 from replay.errors import CorruptRowError, RunNotFoundError
-from replay.event_table import EventTable
+from replay.event_table import steps_of
 from replay.guards import default_db
 from replay.hashing import thaw, thaw_all
 from replay.models import Event, Run, is_step
@@ -59,12 +59,7 @@ class Recording:
         """
         events, cached = self.events, self._steps
         if cached is None or cached[0] is not events or cached[1] != len(events):
-            steps: Sequence[Event] = (
-                events.steps()
-                if isinstance(events, EventTable)
-                else [e for e in events if is_step(e)]
-            )
-            cached = self._steps = (events, len(events), steps)
+            cached = self._steps = (events, len(events), steps_of(events))
         return cached[2]
 
     @property

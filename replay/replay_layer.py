@@ -23,7 +23,7 @@ from typing import Any
 from replay.binding import ToolSpec
 from replay.context import step_var
 from replay.errors import RecordedToolError, ReplayError, UnrecordedCall
-from replay.event_table import ARGS_SHA, OUTPUT_SHA, EventTable
+from replay.event_table import ARGS_SHA, OUTPUT_SHA, EventTable, column_of
 from replay.faults import Fault, FaultPlan
 from replay.fidelity import plain_copy, rebuild_error, rebuild_value
 from replay.guards import default_db, shared_redaction_key
@@ -221,14 +221,13 @@ class ReplaySession:
         # Per tool, so that a call looks its args up once: the answer and, found, the proof that
         # its args had nothing to redact (`args_sha`).
         steps = self._steps = self.recording.steps
-        #: the recorded steps' rows when the recording came from a store (`answer_row`)
+        #: the recorded steps' rows when the recording came from a store (`answer_at`)
         self._rows = steps.rows if isinstance(steps, EventTable) else None
-        if isinstance(steps, EventTable):
-            tools, shas = steps.column("tool"), steps.column("args_sha")
-            #: the output snapshot of each recorded step, by position (`answer_row`)
-            self._snap_at = list(map(self.recording.snapshots.get, steps.column("output_sha")))
-        else:
-            tools, shas = [e.tool for e in steps], [e.args_sha for e in steps]
+        #: the output snapshot of each of those rows, by position (`answer_at`)
+        snapshots = self.recording.snapshots
+        outputs = column_of(steps, "output_sha") if self._rows is not None else []
+        self._snap_at = list(map(snapshots.get, outputs))
+        tools, shas = column_of(steps, "tool"), column_of(steps, "args_sha")
         index: dict[str, dict[str, int | list[int]]] = {}
         everything = range(len(tools))
         unhashed = None in shas  # a step without an args_sha is never looked up
@@ -292,9 +291,7 @@ class ReplaySession:
                 k = self.take_position((name, sha))
             if k is None:
                 return self.miss(st, step, args, kwargs)
-            if self._rows is not None:
-                return self.answer_row(st, step, k)
-            return self.answer(st, step, self._steps[k])
+            return self.answer_at(st, step, k)
         if self.any_live and self.live.covers(spec.name):
             return LIVE.call(st, spec, args, kwargs, self.enter_live(st, spec, args, kwargs))
         if spec.name in self.by_position and st.answered is not None:
@@ -467,9 +464,7 @@ class ReplaySession:
                     (step.step_id, bytes(memoryview(frozen)), sha, recorded_sha or "")
                 )
         step.args_sha = sha
-        if self._rows is not None:
-            return self.answer_row(st, step, k)
-        return self.answer(st, step, self._steps[k])
+        return self.answer_at(st, step, k)
 
     def _shas_at(self, k: int) -> tuple[str | None, str | None]:
         """(args_sha, output_sha) of the recorded step at position `k`."""
@@ -587,10 +582,11 @@ class ReplaySession:
             st, step, snap, recorded.output_sha, recorded.concurrent_group, recorded.usage
         )
 
-    def answer_row(self, st: RunState, step: Step, k: int) -> Any:
-        """`answer` with the recording's step at position `k`, read from its row: no `Event` is
-        made for a step answered with its value (most)."""
-        assert self._rows is not None  # a recording from a store
+    def answer_at(self, st: RunState, step: Step, k: int) -> Any:
+        """`answer` with the recording's step at position `k`; from a store, read from its row: no
+        `Event` is made for a step answered with its value (most)."""
+        if self._rows is None:  # a cassette's steps: events already
+            return self.answer(st, step, self._steps[k])
         (_, _, _, _, _, _, output_sha, _, status, _, _, usage, _, group) = self._rows[k]
         if status == "error" or self.http_playback is not None:
             return self.answer(st, step, self._steps[k])

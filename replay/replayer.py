@@ -26,8 +26,8 @@ from replay.cassette import Cassette
 from replay.context import session_var
 from replay.diff import IgnoreRules, RunDiff, Trace, diff_traces
 from replay.errors import EntrypointError, ExpiredSnapshotsError, StopRun
-from replay.event_table import EventTable
-from replay.models import Event, Run, Usage, is_step
+from replay.event_table import column_of, steps_of
+from replay.models import Event, Run, Usage
 from replay.network import sealed
 from replay.processors import RedactionConfig
 from replay.recording import Outputs, Recording, gc_paused, load_recording
@@ -343,7 +343,7 @@ def _finish(
     ordered: bool,
 ) -> ReplayResult:
     replayed, events, snaps = session.replayed()
-    steps = events.steps() if isinstance(events, EventTable) else [e for e in events if is_step(e)]
+    steps = steps_of(events)
     rules = IgnoreRules.parse(ignore)
     rec_trace = recording.trace()
     new_trace = Trace(run=replayed, steps=steps, outputs=Outputs(snaps))
@@ -383,7 +383,7 @@ def _mark(diff: RunDiff, marks: Mapping[int, str], steps: Sequence[Event]) -> No
     """
     if not marks:
         return
-    ids = steps.column("step_id") if isinstance(steps, EventTable) else [e.step_id for e in steps]
+    ids = column_of(steps, "step_id")
     for change in diff.changes:
         step_id = ids[change.replayed_index] if change.replayed_index is not None else None
         note = marks.get(step_id) if step_id is not None else None
